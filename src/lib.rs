@@ -1,0 +1,27 @@
+//! sceau: a certificate-authority daemon for a public-sector smart-card PKI (RGS ***).
+//!
+//! # Design
+//!
+//! Each role of the PKI (RFC 3647) is one module with a narrow interface, and data flows one way:
+//! `ra` -> `policy` -> `ca` -> (`hsm`, `store`, `audit`); `va` reads what `ca` wrote.
+//!
+//! - [`x509`]: pure encoding and decoding (TBS certificates, names, serials, times, CSRs,
+//!   signature verification). No I/O, no keys.
+//! - [`policy`]: certification policies loaded from `policies/*.toml`. Turns an issuance request
+//!   into a linted TBS certificate, or into the list of rules it breaks.
+//! - [`hsm`]: the PKCS#11 module, a pool of sessions on dedicated threads, key generation and
+//!   signing. Keys never leave it.
+//! - [`ca`]: the key ceremony and issuance: record the intent, sign, store.
+//! - [`store`]: RocksDB, the only module that touches it. Every state change is one atomic write
+//!   batch that carries its audit event.
+//! - [`audit`]: the hash-chained event log.
+//! - [`config`]: the daemon's TOML configuration, validated at load.
+//! - [`cli`]: the `sceau` command.
+//!
+//! The invariants the code keeps (each has a test that can fail) are listed in
+//! `docs/invariants.md`; the most important one: nothing is signed that is not recorded first.
+#![deny(unsafe_code)]
+#![warn(missing_debug_implementations)]
+
+pub mod failpoint;
+pub mod x509;
