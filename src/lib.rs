@@ -24,4 +24,5 @@
 #![warn(missing_debug_implementations)]
 
 pub mod failpoint;
+pub mod hsm;
 pub mod x509;

@@ -1,0 +1,634 @@
+//! Session threads and the connection they share.
+//!
+//! Each worker thread owns one PKCS#11 session (a `Session` is `Send` but not `Sync`) and takes
+//! jobs from a bounded crossbeam queue. The [`Connection`] owns the loaded module, the slot and a
+//! login session kept open for the life of the connection (closing the last session would log
+//! the token out). When a call fails with a session or device error, the worker drops its
+//! session, marks the connection broken, and the next job reconnects; an operation that failed
+//! that way is retried once on the fresh connection.
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::{Receiver, Sender, TrySendError};
+use cryptoki::context::{CInitializeArgs, CInitializeFlags, Pkcs11};
+use cryptoki::error::{Error as CkError, RvError};
+use cryptoki::mechanism::rsa::{PkcsMgfType, PkcsPssParams};
+use cryptoki::mechanism::{Mechanism, MechanismType};
+use cryptoki::object::{Attribute, AttributeType, KeyType, ObjectClass, ObjectHandle};
+use cryptoki::session::{Session, UserType};
+use cryptoki::slot::Slot;
+use der::Decode;
+use der::asn1::OctetString;
+use spki::SubjectPublicKeyInfoOwned;
+
+use super::{HsmError, HsmSettings, KeySpec, PinSource};
+use crate::x509::keys;
+use crate::x509::sigalg::{self, SignatureScheme};
+
+/// After a failed connection attempt, wait this long before trying again.
+const RECONNECT_BACKOFF: Duration = Duration::from_millis(500);
+/// After the token refused the PIN, wait this long: each try counts towards locking the token.
+const WRONG_PIN_BACKOFF: Duration = Duration::from_secs(30);
+
+type Job = Box<dyn FnOnce(&mut Worker) + Send>;
+
+pub(super) struct Pool {
+    jobs: Sender<Job>,
+    connection: Arc<Connection>,
+    completed: AtomicU64,
+}
+
+/// What `/healthz` and the metrics report about the HSM.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct HsmStatus {
+    pub available: bool,
+    /// The last connection or device error, while unavailable.
+    pub last_error: Option<String>,
+    pub queue_depth: usize,
+    pub sessions: usize,
+    pub reconnects: u64,
+    pub errors: u64,
+}
+
+impl Pool {
+    pub(super) fn start(settings: HsmSettings) -> Result<Self, HsmError> {
+        let sessions = settings.sessions.max(1);
+        let (jobs, queue) = crossbeam_channel::bounded::<Job>(settings.queue_capacity.max(1));
+        let connection = Arc::new(Connection::new(settings));
+        for index in 0..sessions {
+            let queue: Receiver<Job> = queue.clone();
+            let mut worker = Worker {
+                connection: connection.clone(),
+                session: None,
+                handles: HashMap::new(),
+            };
+            std::thread::Builder::new()
+                .name(format!("hsm-session-{index}"))
+                .spawn(move || {
+                    // The loop ends when every `Pool` handle (and so every sender) is gone.
+                    for job in queue.iter() {
+                        job(&mut worker);
+                    }
+                })
+                .map_err(|e| {
+                    HsmError::Unavailable(format!("cannot start a session thread: {e}"))
+                })?;
+        }
+        connection
+            .sessions
+            .store(sessions as u64, Ordering::Relaxed);
+        Ok(Self {
+            jobs,
+            connection,
+            completed: AtomicU64::new(0),
+        })
+    }
+
+    fn submit(&self, job: Job) -> Result<(), HsmError> {
+        match self.jobs.try_send(job) {
+            Ok(()) => Ok(()),
+            Err(TrySendError::Full(_)) => Err(HsmError::Busy),
+            Err(TrySendError::Disconnected(_)) => Err(HsmError::Unavailable(
+                "the session threads have stopped".into(),
+            )),
+        }
+    }
+
+    /// Runs `f` on a session thread and waits for its result.
+    pub(super) fn run_blocking<R, F>(&self, f: F) -> Result<R, HsmError>
+    where
+        R: Send + 'static,
+        F: FnOnce(&mut Worker) -> Result<R, HsmError> + Send + 'static,
+    {
+        let (reply, result) = crossbeam_channel::bounded(1);
+        self.submit(Box::new(move |worker| {
+            let _ = reply.send(f(worker));
+        }))?;
+        let outcome = result
+            .recv()
+            .map_err(|_| HsmError::Unavailable("a session thread stopped".into()))?;
+        self.completed.fetch_add(1, Ordering::Relaxed);
+        outcome
+    }
+
+    /// Runs `f` on a session thread; the caller's task waits without blocking its thread.
+    pub(super) async fn run_async<R, F>(&self, f: F) -> Result<R, HsmError>
+    where
+        R: Send + 'static,
+        F: FnOnce(&mut Worker) -> Result<R, HsmError> + Send + 'static,
+    {
+        let (reply, result) = tokio::sync::oneshot::channel();
+        self.submit(Box::new(move |worker| {
+            let _ = reply.send(f(worker));
+        }))?;
+        let outcome = result
+            .await
+            .map_err(|_| HsmError::Unavailable("a session thread stopped".into()))?;
+        self.completed.fetch_add(1, Ordering::Relaxed);
+        outcome
+    }
+
+    pub(super) fn status(&self) -> HsmStatus {
+        let state = self.connection.lock();
+        HsmStatus {
+            available: state.live.is_some(),
+            last_error: if state.live.is_some() {
+                None
+            } else {
+                state
+                    .last_failure
+                    .as_ref()
+                    .map(|(_, reason, _)| reason.clone())
+            },
+            queue_depth: self.jobs.len(),
+            sessions: self.connection.sessions.load(Ordering::Relaxed) as usize,
+            reconnects: self.connection.reconnects.load(Ordering::Relaxed),
+            errors: self.connection.errors.load(Ordering::Relaxed),
+        }
+    }
+}
+
+/// The module, slot and login, shared by the session threads.
+struct Connection {
+    settings: HsmSettings,
+    state: Mutex<ConnectionState>,
+    sessions: AtomicU64,
+    reconnects: AtomicU64,
+    errors: AtomicU64,
+}
+
+struct ConnectionState {
+    /// Bumped on every successful connection; sessions from an older generation are dropped.
+    generation: u64,
+    live: Option<Live>,
+    /// When and why the last attempt failed, and how long to wait before the next one.
+    last_failure: Option<(Instant, String, Duration)>,
+}
+
+struct Live {
+    context: Pkcs11,
+    slot: Slot,
+    /// Kept open so that the token stays logged in while worker sessions come and go.
+    _login_session: Session,
+}
+
+impl Connection {
+    fn new(settings: HsmSettings) -> Self {
+        Self {
+            settings,
+            state: Mutex::new(ConnectionState {
+                generation: 0,
+                live: None,
+                last_failure: None,
+            }),
+            sessions: AtomicU64::new(0),
+            reconnects: AtomicU64::new(0),
+            errors: AtomicU64::new(0),
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, ConnectionState> {
+        // A panic while holding this lock leaves plain data behind: keep going with it.
+        self.state
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Opens a new session on the current connection, connecting first if needed.
+    fn open_session(&self) -> Result<(u64, Session), HsmError> {
+        let mut state = self.lock();
+        if state.live.is_none() {
+            if let Some((at, reason, wait)) = &state.last_failure
+                && at.elapsed() < *wait
+            {
+                return Err(if reason.contains("refused the PIN") {
+                    HsmError::PinIncorrect {
+                        retry_after_secs: wait.saturating_sub(at.elapsed()).as_secs() + 1,
+                    }
+                } else {
+                    HsmError::Unavailable(reason.clone())
+                });
+            }
+            match self.connect() {
+                Ok(live) => {
+                    state.generation += 1;
+                    if state.generation > 1 {
+                        self.reconnects.fetch_add(1, Ordering::Relaxed);
+                        tracing::info!(generation = state.generation, "HSM connection restored");
+                    }
+                    state.live = Some(live);
+                    state.last_failure = None;
+                }
+                Err(error) => {
+                    let wait = if matches!(error, HsmError::PinIncorrect { .. }) {
+                        WRONG_PIN_BACKOFF
+                    } else {
+                        RECONNECT_BACKOFF
+                    };
+                    state.last_failure = Some((Instant::now(), error.to_string(), wait));
+                    return Err(error);
+                }
+            }
+        }
+        let generation = state.generation;
+        let live = state
+            .live
+            .as_ref()
+            .ok_or_else(|| HsmError::Unavailable("not connected".into()))?;
+        match live.context.open_rw_session(live.slot) {
+            Ok(session) => Ok((generation, session)),
+            Err(error) => {
+                let typed = classify(&error);
+                if is_connection_fault(&error) {
+                    self.mark_broken(&mut state, generation, &typed);
+                }
+                Err(typed)
+            }
+        }
+    }
+
+    /// Loads the module, finds the token by label, and logs in.
+    fn connect(&self) -> Result<Live, HsmError> {
+        let settings = &self.settings;
+        let context = Pkcs11::new(&settings.module).map_err(|e| HsmError::Module {
+            path: settings.module.clone(),
+            reason: e.to_string(),
+        })?;
+        // Without OS locking SoftHSM2 turns its own locks off and concurrent sessions fail.
+        match context.initialize(CInitializeArgs::new(CInitializeFlags::OS_LOCKING_OK)) {
+            Ok(()) | Err(CkError::Pkcs11(RvError::CryptokiAlreadyInitialized, _)) => {}
+            Err(e) => return Err(classify(&e)),
+        }
+        let slot = find_token(&context, &settings.token_label)?;
+        let login_session = context.open_rw_session(slot).map_err(|e| classify(&e))?;
+        let pin = read_pin(&settings.pin)?;
+        match login_session.login(UserType::User, Some(&pin.to_auth_pin())) {
+            Ok(()) | Err(CkError::Pkcs11(RvError::UserAlreadyLoggedIn, _)) => {}
+            Err(CkError::Pkcs11(RvError::PinIncorrect, _)) => {
+                return Err(HsmError::PinIncorrect {
+                    retry_after_secs: WRONG_PIN_BACKOFF.as_secs(),
+                });
+            }
+            Err(CkError::Pkcs11(RvError::PinLocked, _)) => return Err(HsmError::PinLocked),
+            Err(e) => return Err(classify(&e)),
+        }
+        tracing::debug!(token = %settings.token_label, "logged in to the HSM token");
+        Ok(Live {
+            context,
+            slot,
+            _login_session: login_session,
+        })
+    }
+
+    /// Drops the connection if it is still the one that failed; the next job reconnects.
+    fn mark_broken(&self, state: &mut ConnectionState, generation: u64, error: &HsmError) {
+        self.errors.fetch_add(1, Ordering::Relaxed);
+        if state.generation == generation && state.live.is_some() {
+            tracing::warn!(%error, "HSM connection lost; reconnecting on the next request");
+            state.live = None;
+            state.last_failure = Some((Instant::now(), error.to_string(), Duration::ZERO));
+        }
+    }
+}
+
+fn read_pin(source: &PinSource) -> Result<super::Pin, HsmError> {
+    Ok(source.read()?)
+}
+
+fn find_token(context: &Pkcs11, label: &str) -> Result<Slot, HsmError> {
+    let slots = context.get_slots_with_token().map_err(|e| classify(&e))?;
+    for slot in slots {
+        let info = context.get_token_info(slot).map_err(|e| classify(&e))?;
+        if info.label().trim_end() == label {
+            return Ok(slot);
+        }
+    }
+    Err(HsmError::TokenNotFound {
+        label: label.to_owned(),
+    })
+}
+
+/// Errors after which the session, or the whole connection, cannot be trusted any more.
+fn is_connection_fault(error: &CkError) -> bool {
+    matches!(
+        error,
+        CkError::Pkcs11(
+            RvError::SessionHandleInvalid
+                | RvError::SessionClosed
+                | RvError::DeviceError
+                | RvError::DeviceRemoved
+                | RvError::DeviceMemory
+                | RvError::TokenNotPresent
+                | RvError::TokenNotRecognized
+                | RvError::CryptokiNotInitialized
+                | RvError::UserNotLoggedIn
+                | RvError::GeneralError
+                | RvError::SlotIdInvalid,
+            _
+        ) | CkError::LibraryLoading(_)
+            | CkError::NullFunctionPointer
+    )
+}
+
+fn classify(error: &CkError) -> HsmError {
+    if is_connection_fault(error) {
+        HsmError::Unavailable(error.to_string())
+    } else {
+        HsmError::Pkcs11(error.to_string())
+    }
+}
+
+/// What a worker thread owns: its session and the key handles it has looked up.
+pub(super) struct Worker {
+    connection: Arc<Connection>,
+    session: Option<(u64, Session)>,
+    handles: HashMap<(String, bool), ObjectHandle>,
+}
+
+impl Worker {
+    /// This thread's session, opened (and the connection made) if needed.
+    pub(super) fn session(&mut self) -> Result<&Session, HsmError> {
+        let current = self.connection.lock().generation;
+        let stale = match &self.session {
+            Some((generation, _)) => {
+                *generation != current || self.connection.lock().live.is_none()
+            }
+            None => true,
+        };
+        if stale {
+            self.session = None;
+            self.handles.clear();
+            self.session = Some(self.connection.open_session()?);
+        }
+        match &self.session {
+            Some((_, session)) => Ok(session),
+            None => Err(HsmError::Unavailable("no session".into())),
+        }
+    }
+
+    /// Runs `op` on this thread's session; after a session or device fault, reconnects and
+    /// runs it once more.
+    fn with_retry<R>(
+        &mut self,
+        op: impl Fn(&Session, &mut HashMap<(String, bool), ObjectHandle>) -> Result<R, CkError>,
+    ) -> Result<R, HsmError> {
+        for attempt in 0..2 {
+            self.session()?;
+            let Some((generation, session)) = &self.session else {
+                return Err(HsmError::Unavailable("no session".into()));
+            };
+            let generation = *generation;
+            match op(session, &mut self.handles) {
+                Ok(value) => return Ok(value),
+                Err(error) if is_connection_fault(&error) => {
+                    let typed = classify(&error);
+                    {
+                        let mut state = self.connection.lock();
+                        self.connection.mark_broken(&mut state, generation, &typed);
+                    }
+                    self.session = None;
+                    self.handles.clear();
+                    if attempt == 1 {
+                        return Err(typed);
+                    }
+                }
+                Err(error) => return Err(classify(&error)),
+            }
+        }
+        Err(HsmError::Unavailable("retry exhausted".into()))
+    }
+
+    pub(super) fn has_private_key(&mut self, label: &str) -> Result<bool, HsmError> {
+        self.with_retry(|session, _| {
+            Ok(!find_objects(session, label, ObjectClass::PRIVATE_KEY)?.is_empty())
+        })
+    }
+
+    /// Checks that the private key `label` exists, is sensitive and non-extractable, and returns
+    /// its public key.
+    pub(super) fn check_signing_key(
+        &mut self,
+        label: &str,
+    ) -> Result<SubjectPublicKeyInfoOwned, HsmError> {
+        let (private, public) = self.with_retry(|session, _| {
+            let private = find_objects(session, label, ObjectClass::PRIVATE_KEY)?;
+            let public = find_objects(session, label, ObjectClass::PUBLIC_KEY)?;
+            let flags = match private.first() {
+                Some(handle) => Some(session.get_attributes(
+                    *handle,
+                    &[
+                        AttributeType::Sensitive,
+                        AttributeType::Extractable,
+                        AttributeType::Sign,
+                    ],
+                )?),
+                None => None,
+            };
+            let public_attributes = match public.first() {
+                Some(handle) => Some(read_public_attributes(session, *handle)?),
+                None => None,
+            };
+            Ok((flags, public_attributes))
+        })?;
+        let flags = private.ok_or_else(|| HsmError::KeyNotFound {
+            label: label.to_owned(),
+        })?;
+        let mut sensitive = false;
+        let mut extractable = true;
+        let mut can_sign = false;
+        for attribute in flags {
+            match attribute {
+                Attribute::Sensitive(v) => sensitive = v,
+                Attribute::Extractable(v) => extractable = v,
+                Attribute::Sign(v) => can_sign = v,
+                _ => {}
+            }
+        }
+        if !sensitive || extractable {
+            return Err(HsmError::KeyExportable {
+                label: label.to_owned(),
+            });
+        }
+        if !can_sign {
+            return Err(HsmError::Pkcs11(format!(
+                "key {label:?} does not allow signing"
+            )));
+        }
+        let public = public.ok_or_else(|| {
+            HsmError::PublicKey(format!("no public key object labelled {label:?}"))
+        })?;
+        spki_from_attributes(public)
+    }
+
+    pub(super) fn generate_key_pair(
+        &mut self,
+        label: &str,
+        spec: KeySpec,
+    ) -> Result<SubjectPublicKeyInfoOwned, HsmError> {
+        if self.has_private_key(label)? {
+            return Err(HsmError::KeyExists {
+                label: label.to_owned(),
+            });
+        }
+        let id = keys::sha256(label.as_bytes())[..16].to_vec();
+        let mut public_template = vec![
+            Attribute::Token(true),
+            Attribute::Private(false),
+            Attribute::Verify(true),
+            Attribute::Label(label.as_bytes().to_vec()),
+            Attribute::Id(id.clone()),
+        ];
+        // Invariant 5: the private key is sensitive and never extractable.
+        let private_template = vec![
+            Attribute::Token(true),
+            Attribute::Private(true),
+            Attribute::Sensitive(true),
+            Attribute::Extractable(false),
+            Attribute::Sign(true),
+            Attribute::Decrypt(false),
+            Attribute::Unwrap(false),
+            Attribute::Derive(false),
+            Attribute::Label(label.as_bytes().to_vec()),
+            Attribute::Id(id),
+        ];
+        let mechanism = match (spec.curve(), spec.rsa_bits()) {
+            (Some(curve), _) => {
+                let params = der::Encode::to_der(&curve.oid())
+                    .map_err(|e| HsmError::PublicKey(e.to_string()))?;
+                public_template.push(Attribute::EcParams(params));
+                Mechanism::EccKeyPairGen
+            }
+            (None, Some(bits)) => {
+                public_template.push(Attribute::ModulusBits(bits.into()));
+                public_template.push(Attribute::PublicExponent(vec![0x01, 0x00, 0x01]));
+                Mechanism::RsaPkcsKeyPairGen
+            }
+            (None, None) => return Err(HsmError::Pkcs11(format!("cannot generate {spec}"))),
+        };
+        let public = self.with_retry(|session, handles| {
+            let (public, _private) =
+                session.generate_key_pair(&mechanism, &public_template, &private_template)?;
+            handles.clear();
+            read_public_attributes(session, public)
+        })?;
+        tracing::info!(label, %spec, "generated a key pair in the HSM");
+        spki_from_attributes(public)
+    }
+}
+
+/// A signature job, prepared on the caller's thread (hashing for ECDSA happens there).
+pub(super) struct SignJob {
+    pub(super) label: String,
+    pub(super) scheme: SignatureScheme,
+    pub(super) data: Vec<u8>,
+}
+
+impl SignJob {
+    pub(super) fn run(self, worker: &mut Worker) -> Result<Vec<u8>, HsmError> {
+        let mechanism = match self.scheme {
+            SignatureScheme::EcdsaP256Sha256 | SignatureScheme::EcdsaP384Sha384 => Mechanism::Ecdsa,
+            SignatureScheme::RsaPkcs1Sha256 => Mechanism::Sha256RsaPkcs,
+            SignatureScheme::RsaPkcs1Sha384 => Mechanism::Sha384RsaPkcs,
+            SignatureScheme::RsaPssSha256 => Mechanism::Sha256RsaPkcsPss(PkcsPssParams {
+                hash_alg: MechanismType::SHA256,
+                mgf: PkcsMgfType::MGF1_SHA256,
+                s_len: 32u64.into(),
+            }),
+            SignatureScheme::RsaPssSha384 => Mechanism::Sha384RsaPkcsPss(PkcsPssParams {
+                hash_alg: MechanismType::SHA384,
+                mgf: PkcsMgfType::MGF1_SHA384,
+                s_len: 48u64.into(),
+            }),
+        };
+        let label = self.label;
+        let data = self.data;
+        let raw = worker.with_retry(|session, handles| {
+            let key = match handles.get(&(label.clone(), true)) {
+                Some(handle) => *handle,
+                None => {
+                    let found = find_objects(session, &label, ObjectClass::PRIVATE_KEY)?;
+                    let Some(handle) = found.first().copied() else {
+                        // Reported as KeyNotFound below.
+                        return Ok(None);
+                    };
+                    handles.insert((label.clone(), true), handle);
+                    handle
+                }
+            };
+            session.sign(&mechanism, key, &data).map(Some)
+        })?;
+        let raw = raw.ok_or(HsmError::KeyNotFound { label })?;
+        if self.scheme.is_ecdsa() {
+            sigalg::ecdsa_raw_to_der(&raw)
+                .map_err(|e| HsmError::Pkcs11(format!("ECDSA signature: {e}")))
+        } else {
+            Ok(raw)
+        }
+    }
+}
+
+fn find_objects(
+    session: &Session,
+    label: &str,
+    class: ObjectClass,
+) -> Result<Vec<ObjectHandle>, CkError> {
+    session.find_objects(&[
+        Attribute::Class(class),
+        Attribute::Label(label.as_bytes().to_vec()),
+    ])
+}
+
+fn read_public_attributes(
+    session: &Session,
+    handle: ObjectHandle,
+) -> Result<Vec<Attribute>, CkError> {
+    session.get_attributes(
+        handle,
+        &[
+            AttributeType::KeyType,
+            AttributeType::EcParams,
+            AttributeType::EcPoint,
+            AttributeType::Modulus,
+            AttributeType::PublicExponent,
+        ],
+    )
+}
+
+/// Builds the SubjectPublicKeyInfo from the public key object's attributes.
+fn spki_from_attributes(attributes: Vec<Attribute>) -> Result<SubjectPublicKeyInfoOwned, HsmError> {
+    let mut key_type = None;
+    let (mut params, mut point, mut modulus, mut exponent) = (None, None, None, None);
+    for attribute in attributes {
+        match attribute {
+            Attribute::KeyType(t) => key_type = Some(t),
+            Attribute::EcParams(v) => params = Some(v),
+            Attribute::EcPoint(v) => point = Some(v),
+            Attribute::Modulus(v) => modulus = Some(v),
+            Attribute::PublicExponent(v) => exponent = Some(v),
+            _ => {}
+        }
+    }
+    let bad = |what: &str| HsmError::PublicKey(what.to_owned());
+    match key_type {
+        Some(KeyType::EC) => {
+            let params = params.ok_or_else(|| bad("EC key without CKA_EC_PARAMS"))?;
+            let curve_oid = const_oid::ObjectIdentifier::from_der(&params)
+                .map_err(|_| bad("CKA_EC_PARAMS is not a named curve"))?;
+            let curve = keys::Curve::from_oid(curve_oid).ok_or_else(|| bad("unsupported curve"))?;
+            let wrapped = point.ok_or_else(|| bad("EC key without CKA_EC_POINT"))?;
+            // CKA_EC_POINT is DER: an OCTET STRING around the uncompressed point.
+            let point = OctetString::from_der(&wrapped)
+                .map(|o| o.as_bytes().to_vec())
+                .unwrap_or(wrapped);
+            keys::ec_spki(curve, &point).map_err(|e| bad(&e.to_string()))
+        }
+        Some(KeyType::RSA) => {
+            let modulus = modulus.ok_or_else(|| bad("RSA key without CKA_MODULUS"))?;
+            let exponent = exponent.ok_or_else(|| bad("RSA key without CKA_PUBLIC_EXPONENT"))?;
+            keys::rsa_spki(&modulus, &exponent).map_err(|e| bad(&e.to_string()))
+        }
+        _ => Err(bad("unsupported key type")),
+    }
+}
