@@ -23,6 +23,8 @@
 #![deny(unsafe_code)]
 #![warn(missing_debug_implementations)]
 
+pub mod audit;
 pub mod failpoint;
 pub mod hsm;
+pub mod store;
 pub mod x509;

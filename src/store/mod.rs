@@ -1,0 +1,606 @@
+//! Storage: RocksDB, and the only module that touches it.
+//!
+//! Reads go straight to the database from any thread. Writes go through one writer thread:
+//! a caller hands it a transaction (a closure that reads and stages writes through a [`Txn`]),
+//! the writer runs the transactions waiting in its queue one after the other, chains their audit
+//! events, and writes them all in a single synced write batch (group commit). Each
+//! transaction's writes and audit events therefore land together or not at all (DESIGN.md
+//! invariant 2), later transactions in a group see the writes of earlier ones, and one fsync
+//! serves many transactions. A transaction that returns an error stages nothing.
+
+mod records;
+pub mod schema;
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+use crossbeam_channel::{Receiver, Sender};
+use rocksdb::{
+    ColumnFamilyDescriptor, DB, Direction, IteratorMode, Options, WriteBatch, WriteOptions,
+};
+
+pub use records::{CardRecord, CertRecord, IntentRecord, RevocationRecord, base64_bytes};
+pub use schema::{CertKey, Digest, ExpiryKey, HolderKey, IssuerId, KeyCodec, Table, ValueCodec};
+
+use crate::audit::{self, AuditEvent, ChainHead};
+use crate::x509::Timestamp;
+use schema::{Audit, Meta, meta_keys};
+
+/// One decoded row of a scan.
+pub type Entry<T> = Result<(<T as Table>::Key, <T as Table>::Value), StoreError>;
+
+/// A staged write: table, key, and the value (or `None` for a delete).
+type Staged = (&'static str, Vec<u8>, Option<Vec<u8>>);
+/// Staged writes by (table, key), for reads within a group.
+type Overlay = HashMap<(&'static str, Vec<u8>), Option<Vec<u8>>>;
+
+/// Most transactions committed in one write batch.
+const MAX_GROUP: usize = 512;
+
+/// What went wrong in the store. Cloneable, because one failed group write fails every
+/// transaction in it.
+#[derive(Clone, Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum StoreError {
+    #[error("the store at {} is locked by another process (is `sceau serve` running? stop it, or use its admin API)", path.display())]
+    Locked { path: PathBuf },
+    #[error("RocksDB: {0}")]
+    Database(String),
+    #[error("table {table}: {detail}")]
+    Corrupt { table: &'static str, detail: String },
+    #[error("the store was written by a newer sceau (schema {found}, this one knows {known})")]
+    NewerSchema { found: u32, known: u32 },
+    #[error("the store's writer thread has stopped")]
+    WriterStopped,
+}
+
+/// A handle on the store; cheap to clone.
+#[derive(Clone)]
+pub struct Store {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    db: Arc<DB>,
+    path: PathBuf,
+    jobs: Option<Sender<TxnJob>>,
+    writer: Option<std::thread::JoinHandle<()>>,
+    head: Arc<Mutex<ChainHead>>,
+}
+
+impl Drop for Inner {
+    /// Stops the writer after it has written what it was given, so that the database is closed
+    /// (and its lock released) when the last handle goes.
+    fn drop(&mut self) {
+        drop(self.jobs.take());
+        if let Some(writer) = self.writer.take() {
+            let _ = writer.join();
+        }
+    }
+}
+
+impl core::fmt::Debug for Store {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("Store")
+            .field("path", &self.inner.path)
+            .finish()
+    }
+}
+
+type Completion = Box<dyn FnOnce(Result<(), &StoreError>) + Send>;
+type TxnJob = Box<dyn FnOnce(&mut Txn<'_>) -> (bool, Completion) + Send>;
+
+impl Store {
+    /// Opens (creating if needed) the store in `dir`.
+    pub fn open(dir: &Path) -> Result<Self, StoreError> {
+        std::fs::create_dir_all(dir)
+            .map_err(|e| StoreError::Database(format!("creating {}: {e}", dir.display())))?;
+        let mut options = Options::default();
+        options.create_if_missing(true);
+        options.create_missing_column_families(true);
+        options.increase_parallelism(2);
+        options.set_keep_log_file_num(10);
+        let families = schema::ALL_TABLES
+            .iter()
+            .map(|name| ColumnFamilyDescriptor::new(*name, Options::default()));
+        let db = DB::open_cf_descriptors(&options, dir, families).map_err(|e| {
+            let text = e.to_string();
+            if text.contains("lock") {
+                StoreError::Locked {
+                    path: dir.to_path_buf(),
+                }
+            } else {
+                StoreError::Database(text)
+            }
+        })?;
+        let db = Arc::new(db);
+        let version = match db
+            .get_cf(cf(&db, Meta::NAME)?, meta_keys::SCHEMA_VERSION)
+            .map_err(db_error)?
+        {
+            Some(bytes) => {
+                let found = u32::from_be_bytes(bytes.as_slice().try_into().map_err(|_| {
+                    StoreError::Corrupt {
+                        table: Meta::NAME,
+                        detail: "schema version".into(),
+                    }
+                })?);
+                if found > schema::SCHEMA_VERSION {
+                    return Err(StoreError::NewerSchema {
+                        found,
+                        known: schema::SCHEMA_VERSION,
+                    });
+                }
+                found
+            }
+            None => {
+                db.put_cf(
+                    cf(&db, Meta::NAME)?,
+                    meta_keys::SCHEMA_VERSION,
+                    schema::SCHEMA_VERSION.to_be_bytes(),
+                )
+                .map_err(db_error)?;
+                schema::SCHEMA_VERSION
+            }
+        };
+        tracing::debug!(path = %dir.display(), version, "store opened");
+        let head = match db
+            .get_cf(cf(&db, Meta::NAME)?, meta_keys::AUDIT_HEAD)
+            .map_err(db_error)?
+        {
+            Some(bytes) => ChainHead::from_bytes(&bytes).ok_or(StoreError::Corrupt {
+                table: Meta::NAME,
+                detail: "audit head".into(),
+            })?,
+            None => ChainHead::GENESIS,
+        };
+        let head = Arc::new(Mutex::new(head));
+        let (jobs, queue) = crossbeam_channel::bounded::<TxnJob>(4096);
+        let writer = Writer {
+            db: db.clone(),
+            head: head.clone(),
+        };
+        let writer = std::thread::Builder::new()
+            .name("store-writer".into())
+            .spawn(move || writer.run(queue))
+            .map_err(|e| StoreError::Database(format!("cannot start the writer thread: {e}")))?;
+        Ok(Self {
+            inner: Arc::new(Inner {
+                db,
+                path: dir.to_path_buf(),
+                jobs: Some(jobs),
+                writer: Some(writer),
+                head,
+            }),
+        })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.inner.path
+    }
+
+    /// Reads one value.
+    pub fn get<T: Table>(&self, key: &T::Key) -> Result<Option<T::Value>, StoreError> {
+        let db = &self.inner.db;
+        match db
+            .get_pinned_cf(cf(db, T::NAME)?, key.encode_key())
+            .map_err(db_error)?
+        {
+            Some(bytes) => {
+                T::Value::decode_value(&bytes)
+                    .map(Some)
+                    .map_err(|detail| StoreError::Corrupt {
+                        table: T::NAME,
+                        detail,
+                    })
+            }
+            None => Ok(None),
+        }
+    }
+
+    /// Scans a table from the first key at or after `from`, in key order, while keys start
+    /// with `prefix`.
+    pub fn scan<T: Table>(
+        &self,
+        from: &[u8],
+        prefix: &[u8],
+    ) -> Result<impl Iterator<Item = Entry<T>> + '_, StoreError> {
+        let db = &self.inner.db;
+        let prefix = prefix.to_vec();
+        let iter = db.iterator_cf(
+            cf(db, T::NAME)?,
+            IteratorMode::From(from, Direction::Forward),
+        );
+        Ok(iter
+            .take_while(move |item| match item {
+                Ok((key, _)) => key.starts_with(&prefix),
+                Err(_) => true,
+            })
+            .map(|item| {
+                let (key, value) = item.map_err(db_error)?;
+                let key = T::Key::decode_key(&key).ok_or(StoreError::Corrupt {
+                    table: T::NAME,
+                    detail: format!("undecodable key {}", hex::encode(&key)),
+                })?;
+                let value =
+                    T::Value::decode_value(&value).map_err(|detail| StoreError::Corrupt {
+                        table: T::NAME,
+                        detail,
+                    })?;
+                Ok((key, value))
+            }))
+    }
+
+    /// Runs a transaction on the writer thread and waits until it is durable.
+    pub fn commit<R, E, F>(&self, f: F) -> Result<R, E>
+    where
+        R: Send + 'static,
+        E: From<StoreError> + Send + 'static,
+        F: FnOnce(&mut Txn<'_>) -> Result<R, E> + Send + 'static,
+    {
+        let (reply, result) = crossbeam_channel::bounded(1);
+        self.submit(f, move |outcome| {
+            let _ = reply.send(outcome);
+        })?;
+        result
+            .recv()
+            .map_err(|_| E::from(StoreError::WriterStopped))?
+    }
+
+    /// [`Store::commit`] for async callers.
+    pub async fn commit_async<R, E, F>(&self, f: F) -> Result<R, E>
+    where
+        R: Send + 'static,
+        E: From<StoreError> + Send + 'static,
+        F: FnOnce(&mut Txn<'_>) -> Result<R, E> + Send + 'static,
+    {
+        let (reply, result) = tokio::sync::oneshot::channel();
+        self.submit(f, move |outcome| {
+            let _ = reply.send(outcome);
+        })?;
+        result
+            .await
+            .map_err(|_| E::from(StoreError::WriterStopped))?
+    }
+
+    fn submit<R, E, F>(
+        &self,
+        f: F,
+        deliver: impl FnOnce(Result<R, E>) + Send + 'static,
+    ) -> Result<(), StoreError>
+    where
+        R: Send + 'static,
+        E: From<StoreError> + Send + 'static,
+        F: FnOnce(&mut Txn<'_>) -> Result<R, E> + Send + 'static,
+    {
+        let job: TxnJob = Box::new(move |txn| {
+            let result = f(txn);
+            let keep = result.is_ok();
+            let completion: Completion = Box::new(move |written| {
+                let outcome = match (result, written) {
+                    (Ok(value), Ok(())) => Ok(value),
+                    (Ok(_), Err(error)) => Err(E::from(error.clone())),
+                    (Err(error), _) => Err(error),
+                };
+                deliver(outcome);
+            });
+            (keep, completion)
+        });
+        match &self.inner.jobs {
+            Some(jobs) => jobs.send(job).map_err(|_| StoreError::WriterStopped),
+            None => Err(StoreError::WriterStopped),
+        }
+    }
+
+    /// The last audit entry written.
+    pub fn audit_head(&self) -> ChainHead {
+        *self.inner.head.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Every audit entry, in order, as stored.
+    pub fn audit_entries(
+        &self,
+    ) -> Result<impl Iterator<Item = Result<(u64, Vec<u8>), StoreError>> + '_, StoreError> {
+        self.scan::<Audit>(&[], &[])
+    }
+}
+
+fn cf<'a>(db: &'a DB, name: &'static str) -> Result<&'a rocksdb::ColumnFamily, StoreError> {
+    db.cf_handle(name).ok_or(StoreError::Corrupt {
+        table: name,
+        detail: "column family missing".into(),
+    })
+}
+
+fn db_error(error: rocksdb::Error) -> StoreError {
+    StoreError::Database(error.to_string())
+}
+
+/// A transaction being run by the writer thread.
+///
+/// Reads see, in order: this transaction's own staged writes, the writes staged by earlier
+/// transactions of the same group, then the database. (Scans see only the database.)
+pub struct Txn<'g> {
+    db: &'g DB,
+    group: &'g Overlay,
+    staged: Vec<Staged>,
+    own: Overlay,
+    events: Vec<AuditEvent>,
+}
+
+impl core::fmt::Debug for Txn<'_> {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("Txn")
+            .field("staged", &self.staged.len())
+            .finish()
+    }
+}
+
+impl Txn<'_> {
+    pub fn get<T: Table>(&self, key: &T::Key) -> Result<Option<T::Value>, StoreError> {
+        let encoded = key.encode_key();
+        let lookup = (T::NAME, encoded);
+        let raw = match self.own.get(&lookup).or_else(|| self.group.get(&lookup)) {
+            Some(staged) => staged.clone(),
+            None => self
+                .db
+                .get_cf(cf(self.db, T::NAME)?, &lookup.1)
+                .map_err(db_error)?,
+        };
+        match raw {
+            Some(bytes) => {
+                T::Value::decode_value(&bytes)
+                    .map(Some)
+                    .map_err(|detail| StoreError::Corrupt {
+                        table: T::NAME,
+                        detail,
+                    })
+            }
+            None => Ok(None),
+        }
+    }
+
+    pub fn contains<T: Table>(&self, key: &T::Key) -> Result<bool, StoreError> {
+        Ok(self.get::<T>(key)?.is_some())
+    }
+
+    pub fn put<T: Table>(&mut self, key: &T::Key, value: &T::Value) -> Result<(), StoreError> {
+        let bytes = value.encode_value().map_err(|detail| StoreError::Corrupt {
+            table: T::NAME,
+            detail,
+        })?;
+        self.stage(T::NAME, key.encode_key(), Some(bytes));
+        Ok(())
+    }
+
+    pub fn delete<T: Table>(&mut self, key: &T::Key) {
+        self.stage(T::NAME, key.encode_key(), None);
+    }
+
+    fn stage(&mut self, table: &'static str, key: Vec<u8>, value: Option<Vec<u8>>) {
+        self.own.insert((table, key.clone()), value.clone());
+        self.staged.push((table, key, value));
+    }
+
+    /// Records an audit event in the same write as this transaction's changes.
+    pub fn audit(&mut self, event: AuditEvent) {
+        self.events.push(event);
+    }
+}
+
+struct Writer {
+    db: Arc<DB>,
+    head: Arc<Mutex<ChainHead>>,
+}
+
+impl Writer {
+    fn run(self, queue: Receiver<TxnJob>) {
+        let mut sync = WriteOptions::default();
+        // Durable before the caller hears "done": an issuance intent must survive a power cut.
+        sync.set_sync(true);
+        while let Ok(first) = queue.recv() {
+            let mut jobs = vec![first];
+            while jobs.len() < MAX_GROUP {
+                match queue.try_recv() {
+                    Ok(job) => jobs.push(job),
+                    Err(_) => break,
+                }
+            }
+            let start_head = *self.head.lock().unwrap_or_else(|p| p.into_inner());
+            let mut head = start_head;
+            let mut batch = WriteBatch::default();
+            let mut group = Overlay::new();
+            let mut completions = Vec::with_capacity(jobs.len());
+            let mut failure: Option<StoreError> = None;
+            for job in jobs {
+                let mut txn = Txn {
+                    db: &self.db,
+                    group: &group,
+                    staged: Vec::new(),
+                    own: HashMap::new(),
+                    events: Vec::new(),
+                };
+                let (keep, completion) = job(&mut txn);
+                completions.push(completion);
+                if !keep {
+                    continue;
+                }
+                let Txn { staged, events, .. } = txn;
+                let mut entries = Vec::with_capacity(events.len());
+                let now = Timestamp::now();
+                let mut txn_head = head;
+                let mut audit_failed = None;
+                for event in events {
+                    match audit::append(txn_head, now, event) {
+                        Ok((stored, next)) => {
+                            entries.push((next.seq, stored));
+                            txn_head = next;
+                        }
+                        Err(e) => {
+                            audit_failed = Some(e);
+                            break;
+                        }
+                    }
+                }
+                if let Some(e) = audit_failed {
+                    failure = Some(StoreError::Corrupt {
+                        table: Audit::NAME,
+                        detail: e.to_string(),
+                    });
+                    continue;
+                }
+                for (table, key, value) in staged {
+                    if let Err(e) = apply(&self.db, &mut batch, table, &key, value.as_deref()) {
+                        failure = Some(e);
+                    }
+                    group.insert((table, key), value);
+                }
+                for (seq, stored) in entries {
+                    if let Err(e) = apply(
+                        &self.db,
+                        &mut batch,
+                        Audit::NAME,
+                        &seq.to_be_bytes(),
+                        Some(&stored),
+                    ) {
+                        failure = Some(e);
+                    }
+                }
+                head = txn_head;
+            }
+            let result = match failure {
+                Some(error) => Err(error),
+                None if batch.is_empty() => Ok(()),
+                None => {
+                    if head != start_head {
+                        let _ = apply(
+                            &self.db,
+                            &mut batch,
+                            Meta::NAME,
+                            meta_keys::AUDIT_HEAD.as_bytes(),
+                            Some(&head.to_bytes()),
+                        );
+                    }
+                    self.db.write_opt(batch, &sync).map_err(db_error)
+                }
+            };
+            if result.is_ok() {
+                *self.head.lock().unwrap_or_else(|p| p.into_inner()) = head;
+            } else if let Err(error) = &result {
+                tracing::error!(%error, "store write failed; nothing in this group was written");
+            }
+            for completion in completions {
+                completion(result.as_ref().map(|_| ()));
+            }
+        }
+    }
+}
+
+fn apply(
+    db: &DB,
+    batch: &mut WriteBatch,
+    table: &'static str,
+    key: &[u8],
+    value: Option<&[u8]>,
+) -> Result<(), StoreError> {
+    let family = cf(db, table)?;
+    match value {
+        Some(value) => batch.put_cf(family, key, value),
+        None => batch.delete_cf(family, key),
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::schema::{Certificates, Serials};
+    use super::*;
+    use crate::x509::Serial;
+
+    #[derive(Debug, thiserror::Error)]
+    enum TestError {
+        #[error("store: {0}")]
+        Store(#[from] StoreError),
+        #[error("refused")]
+        Refused,
+    }
+
+    fn event(serial: &str) -> AuditEvent {
+        AuditEvent::IntentRevoked {
+            issuer: "test".into(),
+            serial: serial.into(),
+            why: "test".into(),
+        }
+    }
+
+    #[test]
+    fn a_transaction_and_its_audit_event_land_together_or_not_at_all() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let serial = Serial::from_hex("01").unwrap();
+        let issuer = IssuerId([7; 20]);
+        let s = serial.clone();
+        store
+            .commit(move |txn| -> Result<(), TestError> {
+                txn.put::<Serials>(&s, &issuer)?;
+                txn.audit(event("01"));
+                Ok(())
+            })
+            .unwrap();
+        assert_eq!(store.get::<Serials>(&serial).unwrap(), Some(issuer));
+        assert_eq!(store.audit_head().seq, 1);
+
+        // A refused transaction stages nothing, not even its audit event.
+        let other = Serial::from_hex("02").unwrap();
+        let o = other.clone();
+        let refused = store.commit(move |txn| -> Result<(), TestError> {
+            txn.put::<Serials>(&o, &issuer)?;
+            txn.audit(event("02"));
+            Err(TestError::Refused)
+        });
+        assert!(matches!(refused, Err(TestError::Refused)));
+        assert_eq!(store.get::<Serials>(&other).unwrap(), None);
+        assert_eq!(store.audit_head().seq, 1);
+        drop(store);
+
+        // Reopened: the chain head and the data persisted and verify.
+        let store = Store::open(dir.path()).unwrap();
+        assert_eq!(store.audit_head().seq, 1);
+        let entries: Vec<_> = store.audit_entries().unwrap().map(|e| e.unwrap()).collect();
+        assert_eq!(audit::verify_chain(entries, store.audit_head()), Ok(1));
+        assert!(
+            store
+                .get::<Certificates>(&CertKey { issuer, serial })
+                .unwrap()
+                .is_none()
+        );
+    }
+
+    #[test]
+    fn concurrent_transactions_see_each_other_in_a_group() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let serial = Serial::from_hex("0A").unwrap();
+        let mut handles = Vec::new();
+        for i in 0..8u8 {
+            let store = store.clone();
+            let serial = serial.clone();
+            handles.push(std::thread::spawn(move || {
+                store.commit(move |txn| -> Result<bool, TestError> {
+                    if txn.contains::<Serials>(&serial)? {
+                        return Ok(false);
+                    }
+                    txn.put::<Serials>(&serial, &IssuerId([i; 20]))?;
+                    Ok(true)
+                })
+            }));
+        }
+        let winners = handles
+            .into_iter()
+            .map(|h| h.join().unwrap().unwrap())
+            .filter(|won| *won)
+            .count();
+        assert_eq!(winners, 1, "exactly one transaction may reserve the serial");
+    }
+}
