@@ -24,7 +24,9 @@
 #![warn(missing_debug_implementations)]
 
 pub mod audit;
+pub mod config;
 pub mod failpoint;
 pub mod hsm;
+pub mod policy;
 pub mod store;
 pub mod x509;

@@ -1,0 +1,590 @@
+//! The daemon's configuration: one TOML file, validated when loaded.
+//!
+//! Unknown keys are refused, and every error names the file, the line and the key. Relative
+//! paths are resolved against the directory of the configuration file, so that
+//! `config/sceau.toml` works from any working directory. The PIN is never in this file: it comes
+//! from a file or an environment variable (see [`crate::hsm::PinSource`]).
+
+pub mod source;
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+use serde_spanned::Spanned;
+
+pub use source::{LoadError, SourceFile};
+
+use crate::hsm::{HsmSettings, KeySpec, PinSource};
+use crate::x509::name::{Attribute, DistinguishedName};
+
+/// Where `sceau` looks for its configuration when neither `-c` nor `SCEAU_CONFIG` is given.
+pub const DEFAULT_PATH: &str = "/etc/sceau/sceau.toml";
+
+/// A loaded, validated configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub path: PathBuf,
+    /// RocksDB store and the certificates written by `sceau init`.
+    pub data_dir: PathBuf,
+    /// Where CRLs are written for a web server or CDN.
+    pub publish_dir: PathBuf,
+    pub policies_dir: PathBuf,
+    pub hsm: HsmSettings,
+    /// Environment the PKCS#11 module reads (e.g. SOFTHSM2_CONF), applied before it is loaded.
+    pub module_env: BTreeMap<String, String>,
+    pub keys: KeysConfig,
+    pub root: CaConfig,
+    pub issuing: CaConfig,
+    pub ocsp_responder: ResponderConfig,
+    pub urls: PublishedUrls,
+    pub listen: ListenConfig,
+}
+
+/// Labels and algorithms of the CA's keys in the HSM.
+#[derive(Debug, Clone)]
+pub struct KeysConfig {
+    pub root: KeyConfig,
+    pub issuing: KeyConfig,
+    pub ocsp: KeyConfig,
+    /// RSA keys sign with RSASSA-PSS instead of PKCS#1 v1.5.
+    pub rsa_pss: bool,
+}
+
+#[derive(Debug, Clone)]
+pub struct KeyConfig {
+    pub label: String,
+    pub algorithm: KeySpec,
+}
+
+/// A CA certificate to create at the key ceremony.
+#[derive(Debug, Clone)]
+pub struct CaConfig {
+    /// Short name, used for file names and URLs (`racine`, `ac-agents`).
+    pub name: String,
+    pub subject: DistinguishedName,
+    pub validity_years: u16,
+}
+
+/// The delegated OCSP responder certificate.
+#[derive(Debug, Clone)]
+pub struct ResponderConfig {
+    pub subject: DistinguishedName,
+    pub validity_days: u32,
+}
+
+/// URLs written inside certificates. They must be public names (PROFILES.md, CONFORMANCE.md):
+/// they are what relying parties fetch, not where this process listens.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PublishedUrls {
+    /// The issuing CA's CRL (CRL distribution point of holder certificates).
+    pub crl: String,
+    /// The root's ARL (CRL distribution point of the issuing CA certificate).
+    pub arl: String,
+    /// The OCSP responder (AIA of holder certificates).
+    pub ocsp: String,
+    /// The issuing CA certificate (AIA caIssuers of holder certificates).
+    pub ca_issuers: String,
+    /// The root certificate (AIA caIssuers of the issuing CA certificate).
+    pub root_ca_issuers: String,
+    /// The certification practice statement (CPS qualifier of certificatePolicies).
+    pub cps: String,
+}
+
+/// Listener addresses (overridable on the command line).
+#[derive(Debug, Clone)]
+pub struct ListenConfig {
+    /// Public validation listener: OCSP, CRLs, CA certificates.
+    pub va: SocketAddr,
+    /// Registration authority listener (mutual TLS).
+    pub ra: SocketAddr,
+    /// Administration: health, metrics, local commands.
+    pub admin: SocketAddr,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawConfig {
+    data_dir: Spanned<String>,
+    publish_dir: Spanned<String>,
+    policies_dir: Spanned<String>,
+    hsm: RawHsm,
+    keys: RawKeys,
+    root: RawCa,
+    issuing: RawCa,
+    ocsp_responder: RawResponder,
+    urls: RawUrls,
+    listen: RawListen,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawHsm {
+    module: Spanned<String>,
+    token_label: Spanned<String>,
+    pin_file: Option<Spanned<String>>,
+    pin_env: Option<Spanned<String>>,
+    #[serde(default = "default_sessions")]
+    sessions: Spanned<usize>,
+    #[serde(default = "default_queue")]
+    queue: Spanned<usize>,
+    #[serde(default)]
+    module_env: BTreeMap<String, Spanned<String>>,
+}
+
+fn default_sessions() -> Spanned<usize> {
+    Spanned::new(0..0, 2)
+}
+
+fn default_queue() -> Spanned<usize> {
+    Spanned::new(0..0, 1024)
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawKeys {
+    root: RawKey,
+    issuing: RawKey,
+    ocsp: RawKey,
+    #[serde(default)]
+    rsa_pss: bool,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawKey {
+    label: Spanned<String>,
+    algorithm: Spanned<KeySpec>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawCa {
+    name: Spanned<String>,
+    subject: RawSubject,
+    validity_years: Spanned<u16>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawResponder {
+    subject: RawSubject,
+    #[serde(default = "default_responder_days")]
+    validity_days: Spanned<u32>,
+}
+
+fn default_responder_days() -> Spanned<u32> {
+    Spanned::new(0..0, 30)
+}
+
+/// A CA subject (RGS A4 VII.1): C, O, OU "0002 <SIREN>", optional organizationIdentifier, CN.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawSubject {
+    #[serde(rename = "C")]
+    country: Spanned<String>,
+    #[serde(rename = "O")]
+    organization: Spanned<String>,
+    #[serde(rename = "OU")]
+    organizational_unit: Spanned<String>,
+    #[serde(rename = "organizationIdentifier", default)]
+    organization_identifier: Option<Spanned<String>>,
+    #[serde(rename = "CN")]
+    common_name: Spanned<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawUrls {
+    crl: Spanned<String>,
+    arl: Spanned<String>,
+    ocsp: Spanned<String>,
+    ca_issuers: Spanned<String>,
+    root_ca_issuers: Spanned<String>,
+    cps: Spanned<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawListen {
+    va: Spanned<String>,
+    ra: Spanned<String>,
+    admin: Spanned<String>,
+}
+
+impl Config {
+    /// Reads and validates the configuration file at `path`.
+    pub fn load(path: &Path) -> Result<Self, LoadError> {
+        let file = SourceFile::read(path)?;
+        Self::from_source(&file)
+    }
+
+    pub fn from_source(file: &SourceFile) -> Result<Self, LoadError> {
+        let raw: RawConfig = file.parse()?;
+        let base = file.base_dir();
+        let resolve = |value: &Spanned<String>, key: &str| -> Result<PathBuf, LoadError> {
+            if value.get_ref().trim().is_empty() {
+                return Err(file.error(value.span(), key, "must not be empty"));
+            }
+            Ok(resolve_path(&base, value.get_ref()))
+        };
+
+        let hsm = &raw.hsm;
+        let pin = match (&hsm.pin_file, &hsm.pin_env) {
+            (Some(path), None) => PinSource::File(resolve(path, "hsm.pin_file")?),
+            (None, Some(name)) => {
+                if name.get_ref().is_empty() || name.get_ref().contains('=') {
+                    return Err(file.error(
+                        name.span(),
+                        "hsm.pin_env",
+                        "not a valid environment variable name",
+                    ));
+                }
+                PinSource::Env(name.get_ref().clone())
+            }
+            (Some(path), Some(_)) => {
+                return Err(file.error(
+                    path.span(),
+                    "hsm.pin_file",
+                    "give pin_file or pin_env, not both",
+                ));
+            }
+            (None, None) => {
+                return Err(file.file_error(
+                    Some("hsm"),
+                    "the PIN source is missing: set pin_file or pin_env (never the PIN itself)",
+                ));
+            }
+        };
+        if !(1..=64).contains(hsm.sessions.get_ref()) {
+            return Err(file.error(
+                hsm.sessions.span(),
+                "hsm.sessions",
+                "must be between 1 and 64",
+            ));
+        }
+        if !(1..=1_000_000).contains(hsm.queue.get_ref()) {
+            return Err(file.error(
+                hsm.queue.span(),
+                "hsm.queue",
+                "must be between 1 and 1000000",
+            ));
+        }
+        non_empty(file, &hsm.token_label, "hsm.token_label")?;
+        let mut module_env = BTreeMap::new();
+        for (name, value) in &hsm.module_env {
+            let resolved =
+                if value.get_ref().starts_with("./") || value.get_ref().starts_with("../") {
+                    resolve_path(&base, value.get_ref()).display().to_string()
+                } else {
+                    value.get_ref().clone()
+                };
+            module_env.insert(name.clone(), resolved);
+        }
+        let hsm_settings = HsmSettings {
+            module: resolve(&hsm.module, "hsm.module")?,
+            token_label: hsm.token_label.get_ref().clone(),
+            pin,
+            sessions: *hsm.sessions.get_ref(),
+            queue_capacity: *hsm.queue.get_ref(),
+        };
+
+        let key = |raw: &RawKey, name: &str| -> Result<KeyConfig, LoadError> {
+            non_empty(file, &raw.label, &format!("keys.{name}.label"))?;
+            Ok(KeyConfig {
+                label: raw.label.get_ref().clone(),
+                algorithm: *raw.algorithm.get_ref(),
+            })
+        };
+        let keys = KeysConfig {
+            root: key(&raw.keys.root, "root")?,
+            issuing: key(&raw.keys.issuing, "issuing")?,
+            ocsp: key(&raw.keys.ocsp, "ocsp")?,
+            rsa_pss: raw.keys.rsa_pss,
+        };
+        let labels = [&keys.root.label, &keys.issuing.label, &keys.ocsp.label];
+        if labels[0] == labels[1] || labels[1] == labels[2] || labels[0] == labels[2] {
+            return Err(file.file_error(
+                Some("keys"),
+                "the root, issuing and ocsp keys need three different labels",
+            ));
+        }
+        if matches!(keys.ocsp.algorithm, KeySpec::Rsa4096) {
+            return Err(file.error(
+                raw.keys.ocsp.algorithm.span(),
+                "keys.ocsp.algorithm",
+                "the OCSP signer is p256, p384 or rsa3072",
+            ));
+        }
+
+        let root = ca_config(file, &raw.root, "root", 1..=40)?;
+        let issuing = ca_config(file, &raw.issuing, "issuing", 4..=30)?;
+        if issuing.validity_years >= root.validity_years {
+            return Err(file.error(
+                raw.issuing.validity_years.span(),
+                "issuing.validity_years",
+                "the issuing CA must expire before the root",
+            ));
+        }
+        if root.name == issuing.name {
+            return Err(file.error(
+                raw.issuing.name.span(),
+                "issuing.name",
+                "must differ from root.name",
+            ));
+        }
+        let days = *raw.ocsp_responder.validity_days.get_ref();
+        if !(1..=92).contains(&days) {
+            return Err(file.error(
+                raw.ocsp_responder.validity_days.span(),
+                "ocsp_responder.validity_days",
+                "must be between 1 and 92 (RFC 9919: short-lived, renewed regularly)",
+            ));
+        }
+        let ocsp_responder = ResponderConfig {
+            subject: subject(file, &raw.ocsp_responder.subject, "ocsp_responder.subject")?,
+            validity_days: days,
+        };
+
+        let u = &raw.urls;
+        let urls = PublishedUrls {
+            crl: url(file, &u.crl, "urls.crl", &["http"])?,
+            arl: url(file, &u.arl, "urls.arl", &["http"])?,
+            ocsp: url(file, &u.ocsp, "urls.ocsp", &["http"])?,
+            ca_issuers: url(file, &u.ca_issuers, "urls.ca_issuers", &["http"])?,
+            root_ca_issuers: url(file, &u.root_ca_issuers, "urls.root_ca_issuers", &["http"])?,
+            cps: url(file, &u.cps, "urls.cps", &["http", "https"])?,
+        };
+
+        let address = |value: &Spanned<String>, key: &str| -> Result<SocketAddr, LoadError> {
+            value
+                .get_ref()
+                .parse()
+                .map_err(|_| file.error(value.span(), key, "not an address such as 127.0.0.1:8080"))
+        };
+        let listen = ListenConfig {
+            va: address(&raw.listen.va, "listen.va")?,
+            ra: address(&raw.listen.ra, "listen.ra")?,
+            admin: address(&raw.listen.admin, "listen.admin")?,
+        };
+
+        Ok(Config {
+            path: file.path().to_path_buf(),
+            data_dir: resolve(&raw.data_dir, "data_dir")?,
+            publish_dir: resolve(&raw.publish_dir, "publish_dir")?,
+            policies_dir: resolve(&raw.policies_dir, "policies_dir")?,
+            hsm: hsm_settings,
+            module_env,
+            keys,
+            root,
+            issuing,
+            ocsp_responder,
+            urls,
+            listen,
+        })
+    }
+
+    /// The RocksDB directory.
+    pub fn store_dir(&self) -> PathBuf {
+        self.data_dir.join("store")
+    }
+
+    /// Where `sceau init` writes the CA certificates.
+    pub fn certs_dir(&self) -> PathBuf {
+        self.data_dir.join("certs")
+    }
+}
+
+/// `value` if absolute, else `base/value`, with `.` and `..` resolved lexically (so that
+/// messages show `var/data`, not `config/../var/data`).
+fn resolve_path(base: &Path, value: &str) -> PathBuf {
+    use std::path::Component;
+    let joined = base.join(value);
+    let mut out = PathBuf::new();
+    for component in joined.components() {
+        match component {
+            Component::CurDir => {}
+            Component::ParentDir => {
+                if !out.pop() {
+                    out.push("..");
+                }
+            }
+            other => out.push(other),
+        }
+    }
+    if out.as_os_str().is_empty() {
+        out.push(".");
+    }
+    out
+}
+
+fn non_empty(file: &SourceFile, value: &Spanned<String>, key: &str) -> Result<(), LoadError> {
+    if value.get_ref().trim().is_empty() {
+        return Err(file.error(value.span(), key, "must not be empty"));
+    }
+    Ok(())
+}
+
+fn ca_config(
+    file: &SourceFile,
+    raw: &RawCa,
+    table: &str,
+    years: std::ops::RangeInclusive<u16>,
+) -> Result<CaConfig, LoadError> {
+    let name = raw.name.get_ref();
+    if name.is_empty() || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '-') {
+        return Err(file.error(
+            raw.name.span(),
+            &format!("{table}.name"),
+            "letters, digits and '-' only",
+        ));
+    }
+    if !years.contains(raw.validity_years.get_ref()) {
+        return Err(file.error(
+            raw.validity_years.span(),
+            &format!("{table}.validity_years"),
+            format!("must be between {} and {}", years.start(), years.end()),
+        ));
+    }
+    Ok(CaConfig {
+        name: name.clone(),
+        subject: subject(file, &raw.subject, &format!("{table}.subject"))?,
+        validity_years: *raw.validity_years.get_ref(),
+    })
+}
+
+/// Checks a CA or responder subject against RGS A4 VII.1 and builds it in RGS order.
+fn subject(
+    file: &SourceFile,
+    raw: &RawSubject,
+    table: &str,
+) -> Result<DistinguishedName, LoadError> {
+    let country = raw.country.get_ref();
+    if country.len() != 2 || !country.chars().all(|c| c.is_ascii_uppercase()) {
+        return Err(file.error(
+            raw.country.span(),
+            &format!("{table}.C"),
+            "two upper-case letters (ISO 3166), e.g. \"FR\"",
+        ));
+    }
+    for (value, key) in [
+        (&raw.organization, "O"),
+        (&raw.organizational_unit, "OU"),
+        (&raw.common_name, "CN"),
+    ] {
+        let text = value.get_ref();
+        if text.trim().is_empty() || text.chars().count() > 64 || text.chars().any(char::is_control)
+        {
+            return Err(file.error(
+                value.span(),
+                &format!("{table}.{key}"),
+                "1 to 64 printable characters",
+            ));
+        }
+    }
+    if !crate::policy::is_siren_unit(raw.organizational_unit.get_ref()) {
+        return Err(file.error(
+            raw.organizational_unit.span(),
+            &format!("{table}.OU"),
+            "must be \"0002 \" followed by the SIREN (9 digits) or SIRET (14 digits), RGS A4 VII.1",
+        ));
+    }
+    let mut dn = DistinguishedName::new();
+    dn.push(Attribute::Country, country.clone())
+        .push(Attribute::Organization, raw.organization.get_ref().clone())
+        .push(
+            Attribute::OrganizationalUnit,
+            raw.organizational_unit.get_ref().clone(),
+        );
+    if let Some(id) = &raw.organization_identifier {
+        if !id.get_ref().starts_with("NTRFR-") {
+            return Err(file.error(
+                id.span(),
+                &format!("{table}.organizationIdentifier"),
+                "must start with NTRFR- (EN 319 412-1)",
+            ));
+        }
+        dn.push(Attribute::OrganizationIdentifier, id.get_ref().clone());
+    }
+    dn.push(Attribute::CommonName, raw.common_name.get_ref().clone());
+    dn.to_der()
+        .map_err(|e| file.error(raw.common_name.span(), table, e.to_string()))?;
+    Ok(dn)
+}
+
+/// Checks a URL published in certificates: an allowed scheme, ASCII (it is an IA5String),
+/// no spaces, and a public host name (pkilint's ETSI lints refuse localhost and addresses).
+fn url(
+    file: &SourceFile,
+    value: &Spanned<String>,
+    key: &str,
+    schemes: &[&str],
+) -> Result<String, LoadError> {
+    let text = value.get_ref();
+    let bad = |why: &str| Err(file.error(value.span(), key, why.to_owned()));
+    let Some((scheme, rest)) = text.split_once("://") else {
+        return bad("not a URL (scheme://host/path)");
+    };
+    if !schemes.contains(&scheme) {
+        return bad(&format!("the scheme must be {}", schemes.join(" or ")));
+    }
+    if !text.is_ascii()
+        || text
+            .chars()
+            .any(|c| c.is_ascii_whitespace() || c.is_ascii_control())
+    {
+        return bad("must be ASCII without spaces (IA5String)");
+    }
+    let host = rest.split(['/', '?', '#']).next().unwrap_or("");
+    let host = host.rsplit_once(':').map_or(host, |(h, _)| h);
+    let looks_like_address = host.parse::<std::net::IpAddr>().is_ok() || host.starts_with('[');
+    if host.is_empty() || host == "localhost" || looks_like_address || !host.contains('.') {
+        return bad(
+            "needs a public DNS name that relying parties resolve (not localhost or an IP address)",
+        );
+    }
+    Ok(text.clone())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const EXAMPLE: &str = include_str!("../../config/sceau.toml");
+
+    #[test]
+    fn the_example_configuration_loads() {
+        let file = SourceFile::from_text(Path::new("config/sceau.toml"), EXAMPLE);
+        let config = Config::from_source(&file).unwrap();
+        assert_eq!(config.issuing.name, "ac-agents");
+        assert_eq!(config.data_dir, Path::new("var/data"));
+        assert_eq!(config.policies_dir, Path::new("policies"));
+        assert!(matches!(config.hsm.pin, PinSource::File(_)));
+    }
+
+    #[test]
+    fn a_bad_url_names_its_line_and_key() {
+        let text = EXAMPLE.replace(
+            "http://ocsp.pki.justice.example.fr",
+            "http://127.0.0.1:8080",
+        );
+        let file = SourceFile::from_text(Path::new("c.toml"), &text);
+        let err = Config::from_source(&file).unwrap_err();
+        assert_eq!(err.key.as_deref(), Some("urls.ocsp"));
+        let line = text
+            .lines()
+            .position(|l| l.contains("127.0.0.1:8080"))
+            .unwrap()
+            + 1;
+        assert_eq!(err.line, Some(line), "{err}");
+    }
+
+    #[test]
+    fn the_pin_can_never_be_in_the_file() {
+        let text = EXAMPLE.replace("pin_file = ", "pin = ");
+        let file = SourceFile::from_text(Path::new("c.toml"), &text);
+        let err = Config::from_source(&file).unwrap_err();
+        assert!(err.message.contains("pin"), "{err}");
+    }
+}
