@@ -24,6 +24,8 @@
 #![warn(missing_debug_implementations)]
 
 pub mod audit;
+pub mod ca;
+pub mod cli;
 pub mod config;
 pub mod failpoint;
 pub mod hsm;

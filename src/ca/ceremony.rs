@@ -1,0 +1,641 @@
+//! The key ceremony: `sceau init`, `sceau init --external-root`, `sceau ca import-cert`.
+//!
+//! The root key (P-384 or RSA-4096), the issuing "AC Agents" key (P-384 or RSA-3072) and the
+//! delegated OCSP responder key are generated in the HSM, sensitive and non-extractable; their
+//! certificates follow PROFILES.md §2, §3 and §6. Each certificate goes through the same
+//! intent-then-sign cycle as holder certificates. The CA state is written last, in one batch
+//! with the ceremony's audit events, so a store is either initialised or not.
+use std::path::{Path, PathBuf};
+
+use der::asn1::{AnyRef, BitString, SetOfVec};
+use der::{Decode, Encode};
+use spki::{AlgorithmIdentifierOwned, SubjectPublicKeyInfoOwned};
+use x509_cert::Certificate;
+use x509_cert::certificate::Version;
+use x509_cert::ext::Extension;
+use x509_cert::ext::pkix::{BasicConstraints, KeyUsage, KeyUsages};
+use x509_cert::request::{CertReq, CertReqInfo};
+use x509_cert::time::Validity;
+
+use super::issue::{PendingCertificate, issue_all};
+use super::issuer::Issuer;
+use super::state::{CaState, KeyRef, PendingIssuing, RootCa, StoredCa};
+use super::{CaError, load_state};
+use crate::audit::AuditEvent;
+use crate::config::{Config, KeyConfig};
+use crate::hsm::{Hsm, SigningKey};
+use crate::store::schema::{Meta, meta_keys};
+use crate::store::{CertKey, IssuerId, Store};
+use crate::x509::ext::{self, Criticality, PolicyEntry};
+use crate::x509::name::DistinguishedName;
+use crate::x509::tbs::{TbsCertificateV3, raw_parts};
+use crate::x509::{Serial, Timestamp, keys, oid, pem, sigalg};
+
+/// Policy names recorded for the CA's own certificates.
+pub const ROOT_POLICY: &str = "ca-root";
+pub const ISSUING_POLICY: &str = "ca-issuing";
+pub const RESPONDER_POLICY: &str = "ocsp-responder";
+
+/// What `sceau init` did.
+#[derive(Debug)]
+pub enum InitOutcome {
+    /// The CA is ready; its certificates were written to these files.
+    Ready {
+        state: Box<CaState>,
+        files: Vec<PathBuf>,
+    },
+    /// `--external-root`: the issuing CA's CSR was written to this file.
+    AwaitingRoot { csr: PathBuf },
+}
+
+/// `sceau init`: the whole ceremony, or (with `external_root`) up to the issuing CA's CSR.
+pub fn init(
+    config: &Config,
+    store: &Store,
+    hsm: &Hsm,
+    now: Timestamp,
+    external_root: bool,
+) -> Result<InitOutcome, CaError> {
+    if let Some(state) = load_state(store)? {
+        return Err(CaError::AlreadyInitialized(state.created_at));
+    }
+    let rsa_pss = config.keys.rsa_pss;
+    let mut events = Vec::new();
+
+    if external_root {
+        let issuing_key = generate(hsm, &config.keys.issuing, rsa_pss, &mut events)?;
+        let csr = certification_request(&issuing_key, &config.issuing.subject)?;
+        let pending = PendingIssuing {
+            name: config.issuing.name.clone(),
+            key_label: issuing_key.label().to_owned(),
+            scheme: issuing_key.scheme(),
+            csr: csr.clone(),
+        };
+        events.push(AuditEvent::ExternalRootRequestCreated {
+            key_label: pending.key_label.clone(),
+            subject: config.issuing.subject.to_string(),
+        });
+        let state = CaState {
+            root: None,
+            issuing: Vec::new(),
+            ocsp_responders: Vec::new(),
+            pending_issuing: Some(pending),
+            created_at: now,
+        };
+        save_state(store, state, events)?;
+        let path = config
+            .certs_dir()
+            .join(format!("{}.csr", config.issuing.name));
+        write_file(
+            &path,
+            pem::encode(pem::CERTIFICATE_REQUEST, &csr).as_bytes(),
+        )?;
+        return Ok(InitOutcome::AwaitingRoot { csr: path });
+    }
+
+    // Root (PROFILES.md §2): self-signed.
+    let root_key = generate(hsm, &config.keys.root, rsa_pss, &mut events)?;
+    let root_subject = config
+        .root
+        .subject
+        .to_der()
+        .map_err(|e| CaError::Encoding(e.to_string()))?;
+    let root_id = IssuerId(keys::key_identifier(root_key.public_key()));
+    let root_not_after = years_later(now, config.root.validity_years)?;
+    let root_der = issue_ca_certificate(
+        store,
+        &root_key,
+        now,
+        CaTemplate {
+            issuer_id: root_id,
+            issuer_subject: &root_subject,
+            subject: &config.root.subject,
+            public_key: root_key.public_key(),
+            not_after: root_not_after,
+            policy: ROOT_POLICY,
+            extensions: Box::new(|ski: &[u8; 20]| {
+                Ok(vec![
+                    ext::basic_constraints(true, None, Criticality::Critical)?,
+                    ext::key_usage(
+                        KeyUsages::KeyCertSign | KeyUsages::CRLSign,
+                        Criticality::Critical,
+                    )?,
+                    ext::subject_key_identifier(ski)?,
+                    ext::authority_key_identifier(ski)?,
+                    ext::certificate_policies(&[PolicyEntry {
+                        oid: oid::ANY_POLICY,
+                        cps_uri: None,
+                    }])?,
+                ])
+            }),
+        },
+    )?;
+    events.push(stored_event(
+        &config.root.name,
+        "root",
+        root_key.label(),
+        &root_der,
+    )?);
+    let root = Issuer::from_parts(
+        config.root.name.clone(),
+        root_der.clone(),
+        Certificate::from_der(&root_der).map_err(|e| CaError::Encoding(e.to_string()))?,
+        root_key.clone(),
+    )?;
+
+    // Issuing CA "AC Agents" (PROFILES.md §3), signed by the root.
+    let issuing_key = generate(hsm, &config.keys.issuing, rsa_pss, &mut events)?;
+    let issuing_der = issue_ca_certificate(
+        store,
+        &root_key,
+        now,
+        issuing_template(config, &root, &issuing_key, now)?,
+    )?;
+    events.push(stored_event(
+        &config.issuing.name,
+        "issuing",
+        issuing_key.label(),
+        &issuing_der,
+    )?);
+    let issuing_stored = StoredCa {
+        name: config.issuing.name.clone(),
+        key_label: issuing_key.label().to_owned(),
+        scheme: issuing_key.scheme(),
+        certificate: issuing_der,
+    };
+    let issuing = Issuer::load(hsm, &issuing_stored)?;
+
+    let responder = issue_responder(config, store, hsm, &issuing, now, &mut events)?;
+    let state = CaState {
+        root: Some(RootCa {
+            name: config.root.name.clone(),
+            certificate: root_der,
+            key: Some(KeyRef {
+                label: root_key.label().to_owned(),
+                scheme: root_key.scheme(),
+            }),
+        }),
+        issuing: vec![issuing_stored],
+        ocsp_responders: vec![responder],
+        pending_issuing: None,
+        created_at: now,
+    };
+    events.push(AuditEvent::CaInitialized {
+        root: Some(config.root.name.clone()),
+        issuing: config.issuing.name.clone(),
+        external_root: false,
+    });
+    save_state(store, state.clone(), events)?;
+    let files = export(&state, &config.certs_dir())?;
+    Ok(InitOutcome::Ready {
+        state: Box::new(state),
+        files,
+    })
+}
+
+/// `sceau ca import-cert`: completes `init --external-root` with the issuing CA certificate
+/// (and the root, from the same bundle or `root_pem`).
+pub fn import_issuing_certificate(
+    config: &Config,
+    store: &Store,
+    hsm: &Hsm,
+    now: Timestamp,
+    bundle_pem: &str,
+    root_pem: Option<&str>,
+) -> Result<CaState, CaError> {
+    let mut state =
+        load_state(store)?.ok_or_else(|| CaError::NotInitialized(store.path().to_path_buf()))?;
+    let pending = state.pending_issuing.clone().ok_or_else(|| {
+        CaError::Import(
+            "no issuing CA is waiting for a certificate (was `sceau init --external-root` run?)"
+                .into(),
+        )
+    })?;
+    let mut certificates = pem::decode_all(bundle_pem, pem::CERTIFICATE)
+        .map_err(|e| CaError::Import(e.to_string()))?;
+    if let Some(root) = root_pem {
+        certificates.extend(
+            pem::decode_all(root, pem::CERTIFICATE).map_err(|e| CaError::Import(e.to_string()))?,
+        );
+    }
+    let mut parsed = Vec::new();
+    for der in &certificates {
+        parsed.push(
+            Certificate::from_der(der)
+                .map_err(|e| CaError::Import(format!("not a certificate: {e}")))?,
+        );
+    }
+    let key = hsm.signing_key(&pending.key_label, pending.scheme)?;
+    let position = parsed
+        .iter()
+        .position(|c| c.tbs_certificate().subject_public_key_info() == key.public_key())
+        .ok_or_else(|| {
+            CaError::Import(format!(
+                "no certificate in the file is for the key {:?}",
+                pending.key_label
+            ))
+        })?;
+    let issuing_der = certificates.remove(position);
+    let issuing_cert = parsed.remove(position);
+    check_ca_certificate(&issuing_cert, true)?;
+
+    let issuer_of_issuing = issuing_cert
+        .tbs_certificate()
+        .issuer()
+        .to_der()
+        .map_err(|e| CaError::Import(e.to_string()))?;
+    let root_index = parsed
+        .iter()
+        .position(|c| c.tbs_certificate().subject().to_der().ok().as_deref() == Some(issuer_of_issuing.as_slice()))
+        .ok_or_else(|| CaError::Import("the root certificate is missing: put it after the issuing CA certificate, or give --root FILE".into()))?;
+    let root_der = certificates.remove(root_index);
+    let root_cert = parsed.remove(root_index);
+    check_ca_certificate(&root_cert, false)?;
+    let root_spki = root_cert.tbs_certificate().subject_public_key_info();
+    verify_certificate_signature(&root_der, root_spki)
+        .map_err(|e| CaError::Import(format!("the root is not self-signed: {e}")))?;
+    verify_certificate_signature(&issuing_der, root_spki).map_err(|e| {
+        CaError::Import(format!(
+            "the issuing CA certificate is not signed by this root: {e}"
+        ))
+    })?;
+
+    let issuing_stored = StoredCa {
+        name: pending.name.clone(),
+        key_label: pending.key_label.clone(),
+        scheme: pending.scheme,
+        certificate: issuing_der,
+    };
+    let issuing = Issuer::load(hsm, &issuing_stored)?;
+    let mut events = vec![stored_event(
+        &pending.name,
+        "issuing",
+        &pending.key_label,
+        &issuing_stored.certificate,
+    )?];
+    let responder = issue_responder(config, store, hsm, &issuing, now, &mut events)?;
+    state.root = Some(RootCa {
+        name: config.root.name.clone(),
+        certificate: root_der,
+        key: None,
+    });
+    state.issuing.push(issuing_stored);
+    state.ocsp_responders.push(responder);
+    state.pending_issuing = None;
+    events.push(AuditEvent::CaInitialized {
+        root: Some(config.root.name.clone()),
+        issuing: pending.name,
+        external_root: true,
+    });
+    let saved = state.clone();
+    store.commit(move |txn| -> Result<(), CaError> {
+        let bytes = serde_json::to_vec(&saved).map_err(|e| CaError::Encoding(e.to_string()))?;
+        txn.put::<Meta>(&meta_keys::CA_STATE.to_owned(), &bytes)?;
+        for event in events {
+            txn.audit(event);
+        }
+        Ok(())
+    })?;
+    export(&state, &config.certs_dir())?;
+    Ok(state)
+}
+
+/// Writes every CA certificate and OCSP responder certificate of `state` into `dir` as PEM:
+/// `<root>.pem`, `<issuing>.pem`, `ocsp-<issuing>.pem` (older generations get `-<n>`).
+pub fn export(state: &CaState, dir: &Path) -> Result<Vec<PathBuf>, CaError> {
+    let mut files = Vec::new();
+    let mut write = |name: &str, der: &[u8]| -> Result<(), CaError> {
+        let path = dir.join(format!("{name}.pem"));
+        write_file(&path, pem::encode(pem::CERTIFICATE, der).as_bytes())?;
+        files.push(path);
+        Ok(())
+    };
+    if let Some(root) = &state.root {
+        write(&root.name, &root.certificate)?;
+    }
+    let latest = state.issuing.len();
+    for (i, ca) in state.issuing.iter().enumerate() {
+        let name = if i + 1 == latest {
+            ca.name.clone()
+        } else {
+            format!("{}-{}", ca.name, i + 1)
+        };
+        write(&name, &ca.certificate)?;
+    }
+    let latest = state.ocsp_responders.len();
+    for (i, responder) in state.ocsp_responders.iter().enumerate() {
+        let name = if i + 1 == latest {
+            responder.name.clone()
+        } else {
+            format!("{}-{}", responder.name, i + 1)
+        };
+        write(&name, &responder.certificate)?;
+    }
+    Ok(files)
+}
+
+fn generate(
+    hsm: &Hsm,
+    key: &KeyConfig,
+    rsa_pss: bool,
+    events: &mut Vec<AuditEvent>,
+) -> Result<SigningKey, CaError> {
+    let public_key = hsm.generate_key(&key.label, key.algorithm)?;
+    events.push(AuditEvent::KeyGenerated {
+        label: key.label.clone(),
+        algorithm: key.algorithm.to_string(),
+        key_id: hex::encode_upper(keys::key_identifier(&public_key)),
+    });
+    Ok(hsm.signing_key(&key.label, key.algorithm.scheme(rsa_pss))?)
+}
+
+fn years_later(now: Timestamp, years: u16) -> Result<Timestamp, CaError> {
+    Ok(now
+        .plus_years(years)
+        .map_err(|e| CaError::Encoding(e.to_string()))?
+        .minus_seconds(1))
+}
+
+/// The fields of a CA or responder certificate; the extensions are built from its SKI.
+struct CaTemplate<'a> {
+    issuer_id: IssuerId,
+    issuer_subject: &'a [u8],
+    subject: &'a DistinguishedName,
+    public_key: &'a SubjectPublicKeyInfoOwned,
+    not_after: Timestamp,
+    policy: &'static str,
+    extensions: ExtensionsFrom<'a>,
+}
+
+/// Builds a certificate's extensions from its subject key identifier.
+type ExtensionsFrom<'a> = Box<dyn Fn(&[u8; 20]) -> Result<Vec<Extension>, der::Error> + 'a>;
+
+fn issuing_template<'a>(
+    config: &'a Config,
+    root: &'a Issuer,
+    key: &'a SigningKey,
+    now: Timestamp,
+) -> Result<CaTemplate<'a>, CaError> {
+    let not_after = years_later(now, config.issuing.validity_years)?.min(root.not_after);
+    let root_key_id = root.key_identifier;
+    Ok(CaTemplate {
+        issuer_id: root.id,
+        issuer_subject: &root.subject_der,
+        subject: &config.issuing.subject,
+        public_key: key.public_key(),
+        not_after,
+        policy: ISSUING_POLICY,
+        extensions: Box::new(move |ski: &[u8; 20]| {
+            Ok(vec![
+                // RGS A4 II.1.2: pathLen 0 for a CA that certifies persons.
+                ext::basic_constraints(true, Some(0), Criticality::Critical)?,
+                ext::key_usage(
+                    KeyUsages::KeyCertSign | KeyUsages::CRLSign,
+                    Criticality::Critical,
+                )?,
+                ext::subject_key_identifier(ski)?,
+                ext::authority_key_identifier(&root_key_id)?,
+                ext::certificate_policies(&[PolicyEntry {
+                    oid: oid::ANY_POLICY,
+                    cps_uri: None,
+                }])?,
+                ext::crl_distribution_points(&config.urls.arl)?,
+                ext::authority_info_access(Some(&config.urls.root_ca_issuers), None)?,
+            ])
+        }),
+    })
+}
+
+/// The delegated OCSP responder (PROFILES.md §6): a new key, a short-lived certificate issued
+/// by `issuing`, with id-kp-OCSPSigning and id-pkix-ocsp-nocheck and no AIA OCSP.
+fn issue_responder(
+    config: &Config,
+    store: &Store,
+    hsm: &Hsm,
+    issuing: &Issuer,
+    now: Timestamp,
+    events: &mut Vec<AuditEvent>,
+) -> Result<StoredCa, CaError> {
+    let key = generate(hsm, &config.keys.ocsp, config.keys.rsa_pss, events)?;
+    let issuer_key_id = issuing.key_identifier;
+    let not_after = now
+        .plus_seconds(u64::from(config.ocsp_responder.validity_days) * 86_400)
+        .min(issuing.not_after);
+    let der = issue_ca_certificate(
+        store,
+        &issuing.key,
+        now,
+        CaTemplate {
+            issuer_id: issuing.id,
+            issuer_subject: &issuing.subject_der,
+            subject: &config.ocsp_responder.subject,
+            public_key: key.public_key(),
+            not_after,
+            policy: RESPONDER_POLICY,
+            extensions: Box::new(move |ski: &[u8; 20]| {
+                Ok(vec![
+                    ext::basic_constraints(false, None, Criticality::Critical)?,
+                    ext::key_usage(KeyUsages::DigitalSignature.into(), Criticality::Critical)?,
+                    ext::extended_key_usage(&[oid::KP_OCSP_SIGNING], Criticality::NonCritical)?,
+                    ext::subject_key_identifier(ski)?,
+                    ext::authority_key_identifier(&issuer_key_id)?,
+                    ext::ocsp_nocheck()?,
+                    ext::certificate_policies(&[PolicyEntry {
+                        oid: oid::ANY_POLICY,
+                        cps_uri: None,
+                    }])?,
+                ])
+            }),
+        },
+    )?;
+    let name = format!("ocsp-{}", issuing.name);
+    events.push(stored_event(&name, "ocsp-responder", key.label(), &der)?);
+    Ok(StoredCa {
+        name,
+        key_label: key.label().to_owned(),
+        scheme: key.scheme(),
+        certificate: der,
+    })
+}
+
+/// Builds, records, signs and stores one CA certificate; returns its DER.
+fn issue_ca_certificate(
+    store: &Store,
+    signer: &SigningKey,
+    now: Timestamp,
+    template: CaTemplate<'_>,
+) -> Result<Vec<u8>, CaError> {
+    let algorithm = signer
+        .scheme()
+        .algorithm_identifier()
+        .map_err(|e| CaError::Encoding(e.to_string()))?;
+    let ski = keys::key_identifier(template.public_key);
+    let signed = issue_all(
+        store,
+        signer,
+        1,
+        now,
+        |serials| {
+            let serial = serials
+                .into_iter()
+                .next()
+                .ok_or(CaError::Encoding("no serial".into()))?;
+            let tbs_der = ca_tbs(&serial, &algorithm, &template, &ski, now)
+                .map_err(|e| CaError::Encoding(e.to_string()))?;
+            Ok(vec![PendingCertificate {
+                key: CertKey {
+                    issuer: template.issuer_id,
+                    serial,
+                },
+                tbs_der,
+                policy: template.policy.to_owned(),
+                holder: None,
+                card: None,
+                not_before: now,
+                not_after: template.not_after,
+                subject_der: None,
+                public_key_der: None,
+            }])
+        },
+        |_| None,
+    )?;
+    signed
+        .into_iter()
+        .next()
+        .map(|s| s.der)
+        .ok_or_else(|| CaError::Encoding("no certificate signed".into()))
+}
+
+fn ca_tbs(
+    serial: &Serial,
+    algorithm: &AlgorithmIdentifierOwned,
+    template: &CaTemplate<'_>,
+    ski: &[u8; 20],
+    now: Timestamp,
+) -> Result<Vec<u8>, Box<dyn std::error::Error>> {
+    let subject = template.subject.to_name()?;
+    // Self-signed: the issuer is this very subject.
+    let tbs = TbsCertificateV3 {
+        version: Version::V3,
+        serial_number: serial.to_serial_number()?,
+        signature: algorithm.clone(),
+        issuer: AnyRef::from_der(template.issuer_subject)?,
+        validity: Validity::new(now.to_x509_time()?, template.not_after.to_x509_time()?),
+        subject,
+        subject_public_key_info: template.public_key.clone(),
+        extensions: (template.extensions)(ski)?,
+    };
+    Ok(tbs.to_der()?)
+}
+
+/// A PKCS#10 request for the issuing CA, signed by its HSM key (for an external root).
+fn certification_request(
+    key: &SigningKey,
+    subject: &DistinguishedName,
+) -> Result<Vec<u8>, CaError> {
+    let encode = |e: der::Error| CaError::Encoding(e.to_string());
+    let info = CertReqInfo {
+        version: x509_cert::request::Version::V1,
+        subject: subject
+            .to_name()
+            .map_err(|e| CaError::Encoding(e.to_string()))?,
+        public_key: key.public_key().clone(),
+        attributes: SetOfVec::new(),
+    };
+    let info_der = info.to_der().map_err(encode)?;
+    let signature = key.sign(&info_der)?;
+    key.verify(&info_der, &signature)?;
+    let request = CertReq {
+        info,
+        algorithm: key.scheme().algorithm_identifier().map_err(encode)?,
+        signature: BitString::from_bytes(&signature).map_err(encode)?,
+    };
+    request.to_der().map_err(encode)
+}
+
+/// A CA certificate: cA TRUE, keyCertSign and cRLSign; the issuing CA also pathLen 0.
+fn check_ca_certificate(certificate: &Certificate, issuing: bool) -> Result<(), CaError> {
+    let tbs = certificate.tbs_certificate();
+    let bc = tbs
+        .get_extension::<BasicConstraints>()
+        .map_err(|e| CaError::Import(e.to_string()))?;
+    match bc {
+        Some((true, bc)) if bc.ca => {
+            if issuing && bc.path_len_constraint != Some(0) {
+                tracing::warn!(
+                    "the issuing CA certificate has no pathLenConstraint 0 (RGS A4 II.1.2 asks for it)"
+                );
+            }
+        }
+        _ => {
+            return Err(CaError::Import(
+                "not a CA certificate (basicConstraints cA TRUE, critical)".into(),
+            ));
+        }
+    }
+    let ku = tbs
+        .get_extension::<KeyUsage>()
+        .map_err(|e| CaError::Import(e.to_string()))?;
+    match ku {
+        Some((true, ku)) if ku.key_cert_sign() && ku.crl_sign() => Ok(()),
+        _ => Err(CaError::Import(
+            "keyUsage must be critical with keyCertSign and cRLSign".into(),
+        )),
+    }
+}
+
+/// Checks a certificate's signature against a public key.
+pub fn verify_certificate_signature(
+    certificate_der: &[u8],
+    signer: &SubjectPublicKeyInfoOwned,
+) -> Result<(), String> {
+    let certificate = Certificate::from_der(certificate_der).map_err(|e| e.to_string())?;
+    let tbs = raw_parts(certificate_der)
+        .map_err(|e| e.to_string())?
+        .tbs_der;
+    let signature = certificate
+        .signature()
+        .as_bytes()
+        .ok_or("signature has unused bits")?;
+    sigalg::verify(signer, certificate.signature_algorithm(), tbs, signature)
+        .map_err(|e| e.to_string())
+}
+
+fn stored_event(name: &str, role: &str, label: &str, der: &[u8]) -> Result<AuditEvent, CaError> {
+    let certificate = Certificate::from_der(der).map_err(|e| CaError::Encoding(e.to_string()))?;
+    let serial = Serial::from_serial_number(certificate.tbs_certificate().serial_number())?;
+    Ok(AuditEvent::CaCertificateStored {
+        name: name.to_owned(),
+        role: role.to_owned(),
+        serial: serial.to_hex(),
+        subject: certificate.tbs_certificate().subject().to_string(),
+        key_label: label.to_owned(),
+        sha256: hex::encode(keys::sha256(der)),
+    })
+}
+
+fn save_state(store: &Store, state: CaState, events: Vec<AuditEvent>) -> Result<(), CaError> {
+    store.commit(move |txn| -> Result<(), CaError> {
+        let key = meta_keys::CA_STATE.to_owned();
+        if txn.contains::<Meta>(&key)? {
+            return Err(CaError::AlreadyInitialized(state.created_at));
+        }
+        let bytes = serde_json::to_vec(&state).map_err(|e| CaError::Encoding(e.to_string()))?;
+        txn.put::<Meta>(&key, &bytes)?;
+        for event in events {
+            txn.audit(event);
+        }
+        Ok(())
+    })
+}
+
+/// Writes a file through a temporary file and a rename, so readers never see half of it.
+pub fn write_file(path: &Path, contents: &[u8]) -> Result<(), CaError> {
+    let io = |e: std::io::Error| CaError::Io(format!("{}: {e}", path.display()));
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir).map_err(io)?;
+    }
+    let temporary = path.with_extension("tmp");
+    std::fs::write(&temporary, contents).map_err(io)?;
+    std::fs::rename(&temporary, path).map_err(io)
+}

@@ -1,0 +1,411 @@
+//! The certification authority: the key ceremony, and issuance.
+//!
+//! [`CertificateAuthority`] ties the policies, the HSM and the store together. It takes its
+//! clock as a parameter so that tests can pin the date. See [`issue`] for the order of the
+//! issuance cycle and why it is safe against crashes.
+
+pub mod ceremony;
+mod issue;
+pub mod issuer;
+pub mod state;
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use aws_lc_rs::rand::{SecureRandom, SystemRandom};
+
+pub use issue::recover_intents;
+pub use issuer::Issuer;
+pub use state::CaState;
+
+use crate::config::PublishedUrls;
+use crate::hsm::{Hsm, HsmError};
+use crate::policy::{IssuanceRequest, PolicySet, Rejection, Violation};
+use crate::store::schema::{Cards, Meta, meta_keys};
+use crate::store::{CardRecord, CertKey, IssuerId, Store, StoreError};
+use crate::x509::serial::SerialError;
+use crate::x509::time::Clock;
+use crate::x509::{Serial, Timestamp, keys};
+use issue::{PendingCertificate, issue_all};
+
+/// What went wrong in the CA.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum CaError {
+    #[error("the store at {} holds no CA: run `sceau init` first", .0.display())]
+    NotInitialized(PathBuf),
+    #[error("this store already holds a CA (created {0}); `sceau init` runs once per store")]
+    AlreadyInitialized(Timestamp),
+    #[error(
+        "the issuing CA is waiting for its certificate from the external root: run `sceau ca import-cert FILE`"
+    )]
+    AwaitingImport,
+    #[error("the key {label:?} in the HSM does not match the certificate of {name}")]
+    KeyMismatch { name: String, label: String },
+    #[error("{0}")]
+    Rejected(#[from] Rejection),
+    #[error("unknown policy {name:?} (known: {known})")]
+    UnknownPolicy { name: String, known: String },
+    #[error("HSM: {0}")]
+    Hsm(#[from] HsmError),
+    #[error("store: {0}")]
+    Store(#[from] StoreError),
+    #[error("serial number: {0}")]
+    Serial(#[from] SerialError),
+    #[error("no free serial number after {0} draws")]
+    SerialExhausted(u32),
+    #[error("importing the CA certificate: {0}")]
+    Import(String),
+    #[error("{0}")]
+    Refused(String),
+    #[error("stored CA data is inconsistent: {0}")]
+    Corrupt(String),
+    #[error("encoding: {0}")]
+    Encoding(String),
+    #[error("writing {0}")]
+    Io(String),
+}
+
+impl CaError {
+    /// Whether the failure is the HSM being unavailable (callers answer 503 and retry).
+    pub fn is_unavailable(&self) -> bool {
+        matches!(self, CaError::Hsm(e) if e.is_unavailable())
+    }
+}
+
+/// Reads the CA state, if the ceremony has run.
+pub fn load_state(store: &Store) -> Result<Option<CaState>, CaError> {
+    match store.get::<Meta>(&meta_keys::CA_STATE.to_owned())? {
+        Some(bytes) => serde_json::from_slice(&bytes)
+            .map(Some)
+            .map_err(|e| CaError::Corrupt(format!("CA state: {e}"))),
+        None => Ok(None),
+    }
+}
+
+/// A certificate just issued.
+#[derive(Clone, Debug)]
+pub struct IssuedCertificate {
+    pub issuer: IssuerId,
+    pub serial: Serial,
+    pub policy: String,
+    pub der: Vec<u8>,
+    pub not_after: Timestamp,
+}
+
+impl IssuedCertificate {
+    pub fn pem(&self) -> String {
+        crate::x509::pem::encode(crate::x509::pem::CERTIFICATE, &self.der)
+    }
+}
+
+/// A request for a card: one holder, two CSRs (two key pairs: a combined certificate is not
+/// allowed at RGS ***, RGS A2 I.1.1).
+#[derive(Clone, Debug)]
+pub struct CardRequest {
+    pub holder: String,
+    /// The card's identifier; a random one is made when absent.
+    pub card: Option<String>,
+    pub authentication: IssuanceRequest,
+    pub signature: IssuanceRequest,
+}
+
+/// Both certificates of a card.
+#[derive(Clone, Debug)]
+pub struct IssuedCard {
+    pub card: String,
+    pub holder: String,
+    pub authentication: IssuedCertificate,
+    pub signature: IssuedCertificate,
+}
+
+/// How long a card lives (the brief: certificates 3 years, cards 6).
+pub const CARD_LIFETIME_YEARS: u16 = 6;
+
+/// The issuing side of the CA.
+#[derive(Clone)]
+pub struct CertificateAuthority {
+    store: Store,
+    policies: Arc<PolicySet>,
+    urls: PublishedUrls,
+    clock: Arc<dyn Clock>,
+    issuer: Arc<Issuer>,
+}
+
+impl core::fmt::Debug for CertificateAuthority {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("CertificateAuthority")
+            .field("issuer", &self.issuer.name)
+            .finish()
+    }
+}
+
+impl CertificateAuthority {
+    /// Loads the CA from the store (checking each key against its certificate) and revokes any
+    /// issuance intent left without a certificate by a crash.
+    pub fn open(
+        store: Store,
+        hsm: &Hsm,
+        policies: Arc<PolicySet>,
+        urls: PublishedUrls,
+        clock: Arc<dyn Clock>,
+    ) -> Result<Self, CaError> {
+        let state = load_state(&store)?
+            .ok_or_else(|| CaError::NotInitialized(store.path().to_path_buf()))?;
+        let current = match state.issuing.last() {
+            Some(current) => current,
+            None if state.pending_issuing.is_some() => return Err(CaError::AwaitingImport),
+            None => return Err(CaError::Corrupt("no issuing CA".into())),
+        };
+        let issuer = Issuer::load(hsm, current)?;
+        let revoked = recover_intents(&store, clock.now())?;
+        if !revoked.is_empty() {
+            tracing::warn!(
+                count = revoked.len(),
+                "revoked issuance intents left by an interrupted run"
+            );
+        }
+        Ok(Self {
+            store,
+            policies,
+            urls,
+            clock,
+            issuer: Arc::new(issuer),
+        })
+    }
+
+    pub fn issuer(&self) -> &Issuer {
+        &self.issuer
+    }
+
+    pub fn policies(&self) -> &PolicySet {
+        &self.policies
+    }
+
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+
+    fn policy(&self, name: &str) -> Result<&crate::policy::Policy, CaError> {
+        self.policies
+            .get(name)
+            .ok_or_else(|| CaError::UnknownPolicy {
+                name: name.to_owned(),
+                known: self.policies.names().collect::<Vec<_>>().join(", "),
+            })
+    }
+
+    /// Issues one certificate. Nothing is stored and the HSM is not asked to sign unless every
+    /// rule of the policy holds.
+    pub fn issue(
+        &self,
+        request: &IssuanceRequest,
+        holder: Option<&str>,
+    ) -> Result<IssuedCertificate, CaError> {
+        if let Some(holder) = holder {
+            check_identifier("holder", holder)?;
+        }
+        let policy = self.policy(&request.policy)?;
+        let profile = self.issuer.profile(&self.urls)?;
+        let now = self.clock.now();
+        let issuer_id = self.issuer.id;
+        let holder = holder.map(str::to_owned);
+        let signed = issue_all(
+            &self.store,
+            &self.issuer.key,
+            1,
+            now,
+            |serials| {
+                let mut pending = Vec::new();
+                for serial in serials {
+                    let tbs = crate::policy::prepare(policy, &profile, request, serial, now)?;
+                    pending.push(PendingCertificate::from_linted(
+                        issuer_id,
+                        tbs,
+                        holder.clone(),
+                        None,
+                    ));
+                }
+                Ok(pending)
+            },
+            |_| None,
+        )?;
+        let signed = signed
+            .into_iter()
+            .next()
+            .ok_or(CaError::Encoding("nothing signed".into()))?;
+        Ok(IssuedCertificate {
+            issuer: issuer_id,
+            serial: signed.pending.key.serial.clone(),
+            policy: signed.pending.policy.clone(),
+            der: signed.der,
+            not_after: signed.pending.not_after,
+        })
+    }
+
+    /// Issues both certificates of a card, or neither.
+    pub fn issue_card(&self, request: &CardRequest) -> Result<IssuedCard, CaError> {
+        check_identifier("holder", &request.holder)?;
+        let card_id = match &request.card {
+            Some(id) => {
+                check_identifier("card", id)?;
+                id.clone()
+            }
+            None => random_card_id()?,
+        };
+        if self.store.get::<Cards>(&card_id)?.is_some() {
+            return Err(CaError::Refused(format!("card {card_id} already exists")));
+        }
+        let auth_policy = self.policy(&request.authentication.policy)?;
+        let sign_policy = self.policy(&request.signature.policy)?;
+        if auth_policy.name == sign_policy.name {
+            return Err(CaError::Refused(
+                "a card needs two different policies (authentication and signature)".into(),
+            ));
+        }
+        let profile = self.issuer.profile(&self.urls)?;
+        let now = self.clock.now();
+        let issuer_id = self.issuer.id;
+        let card_expires_at = now
+            .plus_years(CARD_LIFETIME_YEARS)
+            .map_err(|e| CaError::Encoding(e.to_string()))?;
+        let holder = request.holder.clone();
+        let card = card_id.clone();
+        let signed = issue_all(
+            &self.store,
+            &self.issuer.key,
+            2,
+            now,
+            |serials| {
+                let mut serials = serials.into_iter();
+                let (Some(first), Some(second)) = (serials.next(), serials.next()) else {
+                    return Err(CaError::Encoding("two serials expected".into()));
+                };
+                let auth = crate::policy::prepare(
+                    auth_policy,
+                    &profile,
+                    &request.authentication,
+                    first,
+                    now,
+                )?;
+                let sign =
+                    crate::policy::prepare(sign_policy, &profile, &request.signature, second, now)?;
+                check_card_pair(&auth_policy.name, &auth, &sign, card_expires_at)?;
+                Ok(vec![
+                    PendingCertificate::from_linted(
+                        issuer_id,
+                        auth,
+                        Some(holder.clone()),
+                        Some(card.clone()),
+                    ),
+                    PendingCertificate::from_linted(
+                        issuer_id,
+                        sign,
+                        Some(holder.clone()),
+                        Some(card.clone()),
+                    ),
+                ])
+            },
+            |signed| {
+                let key = |i: usize| signed.get(i).map(|s| s.pending.key.clone());
+                Some(CardRecord {
+                    card: card_id.clone(),
+                    holder: request.holder.clone(),
+                    authentication: key(0)?,
+                    signature: key(1)?,
+                    issued_at: now,
+                    card_expires_at,
+                })
+            },
+        )?;
+        let mut issued = signed.into_iter().map(|s| IssuedCertificate {
+            issuer: issuer_id,
+            serial: s.pending.key.serial.clone(),
+            policy: s.pending.policy.clone(),
+            der: s.der,
+            not_after: s.pending.not_after,
+        });
+        let (Some(authentication), Some(signature)) = (issued.next(), issued.next()) else {
+            return Err(CaError::Encoding("two certificates expected".into()));
+        };
+        Ok(IssuedCard {
+            card: card_id,
+            holder: request.holder.clone(),
+            authentication,
+            signature,
+        })
+    }
+
+    /// The stored certificate for a serial under the current issuer, if any.
+    pub fn certificate(
+        &self,
+        serial: &Serial,
+    ) -> Result<Option<crate::store::CertRecord>, CaError> {
+        let key = CertKey {
+            issuer: self.issuer.id,
+            serial: serial.clone(),
+        };
+        Ok(self.store.get::<crate::store::schema::Certificates>(&key)?)
+    }
+}
+
+/// The two certificates of a card: two different keys (RGS A2 I.1.1: no dual use at ***), the
+/// same holder name, and neither outlives the card.
+fn check_card_pair(
+    policy: &str,
+    authentication: &crate::policy::LintedTbs,
+    signature: &crate::policy::LintedTbs,
+    card_expires_at: Timestamp,
+) -> Result<(), CaError> {
+    let mut violations = Vec::new();
+    if keys::sha256(authentication.public_key_der()) == keys::sha256(signature.public_key_der()) {
+        violations.push(Violation {
+            rule: "card-keys-identical",
+            message: "the authentication and signature certificates need two different key pairs (RGS A2 I.1.1)".into(),
+        });
+    }
+    if authentication.subject_der() != signature.subject_der() {
+        violations.push(Violation {
+            rule: "card-subjects-differ",
+            message: "both certificates of a card name the same holder".into(),
+        });
+    }
+    if authentication.not_after() > card_expires_at || signature.not_after() > card_expires_at {
+        violations.push(Violation {
+            rule: "card-validity",
+            message: "a certificate may not outlive its card".into(),
+        });
+    }
+    if violations.is_empty() {
+        Ok(())
+    } else {
+        Err(CaError::Rejected(Rejection {
+            policy: policy.to_owned(),
+            violations,
+        }))
+    }
+}
+
+/// Holder and card identifiers: 1 to 64 of [A-Za-z0-9._-] (they appear in store keys and URLs).
+fn check_identifier(what: &str, value: &str) -> Result<(), CaError> {
+    let ok = !value.is_empty()
+        && value.len() <= 64
+        && value
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'));
+    if ok {
+        Ok(())
+    } else {
+        Err(CaError::Refused(format!(
+            "{what} identifier {value:?}: 1 to 64 characters among A-Z a-z 0-9 . _ -"
+        )))
+    }
+}
+
+fn random_card_id() -> Result<String, CaError> {
+    let mut bytes = [0u8; 16];
+    SystemRandom::new()
+        .fill(&mut bytes)
+        .map_err(|_| CaError::Serial(SerialError::Rng))?;
+    Ok(hex::encode(bytes))
+}

@@ -1,0 +1,537 @@
+//! The `sceau` command.
+//!
+//! `main` parses the arguments, sets up logging and calls [`run`]; any error is printed once,
+//! naming the file and the field involved, and the process exits with status 1.
+
+use std::fmt;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use clap::{Args, Parser, Subcommand};
+
+use crate::audit;
+use crate::ca::{self, CardRequest, CertificateAuthority};
+use crate::config::{self, Config};
+use crate::hsm::Hsm;
+use crate::policy::{IssuanceRequest, PolicySet};
+use crate::store::Store;
+use crate::x509::Timestamp;
+use crate::x509::time::SystemClock;
+
+/// sceau: a certificate authority for smart-card PKIs, with its keys in an HSM.
+#[derive(Debug, Parser)]
+#[command(name = "sceau", version, about, max_term_width = 100)]
+pub struct Cli {
+    /// Configuration file.
+    #[arg(short, long, global = true, env = "SCEAU_CONFIG", default_value = config::DEFAULT_PATH)]
+    pub config: PathBuf,
+    /// Log filter, in RUST_LOG syntax (e.g. "info", "sceau=debug").
+    #[arg(long, global = true, env = "SCEAU_LOG", default_value = "info")]
+    pub log: String,
+    /// Write logs as JSON lines.
+    #[arg(long, global = true)]
+    pub log_json: bool,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Key ceremony: create the root, issuing CA and OCSP responder keys in the HSM and their
+    /// certificates. Runs once per store.
+    Init {
+        /// The root is kept elsewhere: write a CSR for the issuing CA instead, to be completed
+        /// with `sceau ca import-cert`.
+        #[arg(long)]
+        external_root: bool,
+    },
+    /// CA certificates.
+    #[command(subcommand)]
+    Ca(CaCommand),
+    /// Issue one certificate from a PKCS#10 request (offline, administrator use) and print it
+    /// as PEM.
+    Issue(IssueArgs),
+    /// Agent cards (an authentication and a signature certificate).
+    #[command(subcommand)]
+    Card(CardCommand),
+    /// The audit log.
+    #[command(subcommand)]
+    Audit(AuditCommand),
+    /// Load the configuration and the policies, log in to the HSM and check every CA key
+    /// against its certificate, then exit.
+    Check,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum CaCommand {
+    /// Write every CA certificate and the OCSP responder certificate into DIR as PEM.
+    Export {
+        #[arg(long, value_name = "DIR")]
+        out: PathBuf,
+    },
+    /// Complete `init --external-root` with the issuing CA certificate made by the root.
+    ImportCert {
+        /// PEM: the issuing CA certificate, optionally followed by the root certificate.
+        file: PathBuf,
+        /// The root certificate, when it is not in FILE.
+        #[arg(long, value_name = "FILE")]
+        root: Option<PathBuf>,
+    },
+    /// Show the CA certificates and keys.
+    Show,
+}
+
+#[derive(Debug, Args)]
+pub struct IssueArgs {
+    /// Certification policy (a file name of the policies directory, without .toml).
+    #[arg(long)]
+    pub policy: String,
+    /// The certification request, PEM or DER.
+    #[arg(long, value_name = "FILE")]
+    pub csr: PathBuf,
+    /// The holder's identifier (agent number); names are never reused across holders.
+    #[arg(long, value_name = "ID")]
+    pub holder: Option<String>,
+    /// End of validity (RFC 3339, e.g. 2029-06-30T23:59:59Z); by default the longest the policy
+    /// allows.
+    #[arg(long, value_name = "TIME")]
+    pub not_after: Option<String>,
+    /// Write the certificate to FILE instead of standard output.
+    #[arg(long, value_name = "FILE")]
+    pub out: Option<PathBuf>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum CardCommand {
+    /// Issue both certificates of a card, or neither.
+    Issue {
+        #[arg(long, value_name = "ID")]
+        holder: String,
+        /// The card's identifier (random when absent).
+        #[arg(long, value_name = "ID")]
+        card: Option<String>,
+        /// CSR for the authentication key.
+        #[arg(long, value_name = "FILE")]
+        auth_csr: PathBuf,
+        /// CSR for the signature key.
+        #[arg(long, value_name = "FILE")]
+        sign_csr: PathBuf,
+        #[arg(long, default_value = "justice-auth")]
+        auth_policy: String,
+        #[arg(long, default_value = "justice-sign")]
+        sign_policy: String,
+        /// Write auth.pem and sign.pem into DIR instead of printing both.
+        #[arg(long, value_name = "DIR")]
+        out_dir: Option<PathBuf>,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum AuditCommand {
+    /// Check the whole hash chain; name the first bad entry.
+    Verify,
+    /// Write the log as JSON lines.
+    Export {
+        #[arg(long, value_name = "FILE")]
+        out: Option<PathBuf>,
+    },
+}
+
+/// An error for the user: what was being done, and why it failed.
+#[derive(Debug)]
+pub struct CliError(String);
+
+impl fmt::Display for CliError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for CliError {}
+
+/// Errors from the library become messages; each already says what failed.
+macro_rules! cli_error_from {
+    ($($t:ty),*) => {$(
+        impl From<$t> for CliError {
+            fn from(error: $t) -> Self {
+                CliError(error.to_string())
+            }
+        }
+    )*};
+}
+cli_error_from!(
+    config::LoadError,
+    ca::CaError,
+    crate::hsm::HsmError,
+    crate::store::StoreError,
+    audit::ChainBreak,
+    crate::x509::serial::SerialError,
+    std::io::Error,
+    serde_json::Error,
+    der::Error
+);
+
+/// Adds what was being done to an error.
+trait Context<T> {
+    fn context(self, what: impl FnOnce() -> String) -> Result<T, CliError>;
+}
+
+impl<T, E: fmt::Display> Context<T> for Result<T, E> {
+    fn context(self, what: impl FnOnce() -> String) -> Result<T, CliError> {
+        self.map_err(|e| CliError(format!("{}: {e}", what())))
+    }
+}
+
+/// Runs a parsed command line.
+pub fn run(cli: Cli) -> Result<(), CliError> {
+    let config = Config::load(&cli.config)?;
+    match cli.command {
+        Command::Init { external_root } => init(&config, external_root),
+        Command::Ca(CaCommand::Export { out }) => ca_export(&config, &out),
+        Command::Ca(CaCommand::ImportCert { file, root }) => {
+            ca_import(&config, &file, root.as_deref())
+        }
+        Command::Ca(CaCommand::Show) => ca_show(&config),
+        Command::Issue(args) => issue(&config, &args),
+        Command::Card(CardCommand::Issue {
+            holder,
+            card,
+            auth_csr,
+            sign_csr,
+            auth_policy,
+            sign_policy,
+            out_dir,
+        }) => {
+            let request = CardRequest {
+                holder,
+                card,
+                authentication: IssuanceRequest {
+                    policy: auth_policy,
+                    csr: read_input(&auth_csr, "--auth-csr")?,
+                    ..Default::default()
+                },
+                signature: IssuanceRequest {
+                    policy: sign_policy,
+                    csr: read_input(&sign_csr, "--sign-csr")?,
+                    ..Default::default()
+                },
+            };
+            card_issue(&config, &request, out_dir.as_deref())
+        }
+        Command::Audit(AuditCommand::Verify) => audit_verify(&config),
+        Command::Audit(AuditCommand::Export { out }) => audit_export(&config, out.as_deref()),
+        Command::Check => check(&config),
+    }
+}
+
+/// Applies `[hsm] module_env` to this process before the PKCS#11 module is loaded: the process
+/// re-executes itself with the variables set (no `set_var` in a running program).
+pub fn apply_module_env(config: &Config) -> Result<(), CliError> {
+    let missing: Vec<_> = config
+        .module_env
+        .iter()
+        .filter(|(name, value)| std::env::var(name).ok().as_deref() != Some(value.as_str()))
+        .collect();
+    if missing.is_empty() {
+        return Ok(());
+    }
+    const MARK: &str = "SCEAU_MODULE_ENV_APPLIED";
+    if std::env::var_os(MARK).is_some() {
+        return Err(CliError(format!(
+            "{}: hsm.module_env: could not set {}",
+            config.path.display(),
+            missing
+                .iter()
+                .map(|(n, _)| n.as_str())
+                .collect::<Vec<_>>()
+                .join(", ")
+        )));
+    }
+    use std::os::unix::process::CommandExt;
+    let exe = std::env::current_exe().context(|| "locating the sceau executable".into())?;
+    let error = std::process::Command::new(exe)
+        .args(std::env::args_os().skip(1))
+        .envs(config.module_env.iter())
+        .env(MARK, "1")
+        .exec();
+    Err(CliError(format!(
+        "re-executing sceau with hsm.module_env: {error}"
+    )))
+}
+
+fn open_hsm(config: &Config) -> Result<Hsm, CliError> {
+    apply_module_env(config)?;
+    Hsm::open(config.hsm.clone()).context(|| {
+        format!(
+            "{}: [hsm] token {:?}",
+            config.path.display(),
+            config.hsm.token_label
+        )
+    })
+}
+
+fn open_store(config: &Config) -> Result<Store, CliError> {
+    Store::open(&config.store_dir())
+        .context(|| format!("opening the store {}", config.store_dir().display()))
+}
+
+fn open_ca(config: &Config) -> Result<(CertificateAuthority, Hsm), CliError> {
+    let policies = Arc::new(PolicySet::load_dir(&config.policies_dir)?);
+    let hsm = open_hsm(config)?;
+    let store = open_store(config)?;
+    let ca = CertificateAuthority::open(
+        store,
+        &hsm,
+        policies,
+        config.urls.clone(),
+        Arc::new(SystemClock),
+    )?;
+    Ok((ca, hsm))
+}
+
+fn init(config: &Config, external_root: bool) -> Result<(), CliError> {
+    // Load the policies first: a ceremony with unusable policies would be wasted.
+    PolicySet::load_dir(&config.policies_dir)?;
+    let hsm = open_hsm(config)?;
+    let store = open_store(config)?;
+    match ca::ceremony::init(config, &store, &hsm, Timestamp::now(), external_root)? {
+        ca::ceremony::InitOutcome::Ready { state, files } => {
+            println!("CA initialised in {}", config.store_dir().display());
+            if let Some(root) = &state.root {
+                println!("  root        {}", root.name);
+            }
+            for issuing in &state.issuing {
+                println!(
+                    "  issuing CA  {} (key {:?})",
+                    issuing.name, issuing.key_label
+                );
+            }
+            for responder in &state.ocsp_responders {
+                println!(
+                    "  OCSP signer {} (key {:?})",
+                    responder.name, responder.key_label
+                );
+            }
+            for file in files {
+                println!("  wrote {}", file.display());
+            }
+        }
+        ca::ceremony::InitOutcome::AwaitingRoot { csr } => {
+            println!(
+                "issuing CA key generated; its certification request is in {}",
+                csr.display()
+            );
+            println!(
+                "have the root sign it, then run: sceau ca import-cert ISSUING.pem [--root ROOT.pem]"
+            );
+        }
+    }
+    Ok(())
+}
+
+fn ca_export(config: &Config, out: &Path) -> Result<(), CliError> {
+    let store = open_store(config)?;
+    let state =
+        ca::load_state(&store)?.ok_or_else(|| ca::CaError::NotInitialized(config.store_dir()))?;
+    for file in ca::ceremony::export(&state, out)? {
+        println!("{}", file.display());
+    }
+    Ok(())
+}
+
+fn ca_import(config: &Config, file: &Path, root: Option<&Path>) -> Result<(), CliError> {
+    let bundle = std::fs::read_to_string(file).context(|| format!("reading {}", file.display()))?;
+    let root_pem = match root {
+        Some(path) => {
+            Some(std::fs::read_to_string(path).context(|| format!("reading {}", path.display()))?)
+        }
+        None => None,
+    };
+    let hsm = open_hsm(config)?;
+    let store = open_store(config)?;
+    ca::ceremony::import_issuing_certificate(
+        config,
+        &store,
+        &hsm,
+        Timestamp::now(),
+        &bundle,
+        root_pem.as_deref(),
+    )
+    .context(|| format!("importing {}", file.display()))?;
+    println!("issuing CA certificate imported; the CA is ready");
+    Ok(())
+}
+
+fn ca_show(config: &Config) -> Result<(), CliError> {
+    let store = open_store(config)?;
+    let state =
+        ca::load_state(&store)?.ok_or_else(|| ca::CaError::NotInitialized(config.store_dir()))?;
+    let describe =
+        |role: &str, name: &str, der: &[u8], key: Option<&str>| -> Result<(), CliError> {
+            let certificate: x509_cert::Certificate = der::Decode::from_der(der)?;
+            let tbs = certificate.tbs_certificate();
+            println!("{role:<12} {name}");
+            println!("  subject    {}", tbs.subject());
+            println!(
+                "  serial     {}",
+                crate::x509::Serial::from_serial_number(tbs.serial_number())?
+            );
+            println!(
+                "  valid      {} .. {}",
+                tbs.validity().not_before,
+                tbs.validity().not_after
+            );
+            println!("  key        {}", key.unwrap_or("(kept outside this HSM)"));
+            Ok(())
+        };
+    if let Some(root) = &state.root {
+        describe(
+            "root",
+            &root.name,
+            &root.certificate,
+            root.key.as_ref().map(|k| k.label.as_str()),
+        )?;
+    }
+    for ca in &state.issuing {
+        describe("issuing CA", &ca.name, &ca.certificate, Some(&ca.key_label))?;
+    }
+    for responder in &state.ocsp_responders {
+        describe(
+            "OCSP signer",
+            &responder.name,
+            &responder.certificate,
+            Some(&responder.key_label),
+        )?;
+    }
+    if let Some(pending) = &state.pending_issuing {
+        println!(
+            "pending      {} awaits its certificate (key {:?})",
+            pending.name, pending.key_label
+        );
+    }
+    Ok(())
+}
+
+fn read_input(path: &Path, option: &str) -> Result<Vec<u8>, CliError> {
+    std::fs::read(path).context(|| format!("{option} {}", path.display()))
+}
+
+fn issue(config: &Config, args: &IssueArgs) -> Result<(), CliError> {
+    let csr = read_input(&args.csr, "--csr")?;
+    let not_after = match &args.not_after {
+        Some(text) => Some(
+            Timestamp::parse_rfc3339(text)
+                .map_err(|e| CliError(format!("--not-after {text:?}: {e}")))?,
+        ),
+        None => None,
+    };
+    let (ca, _hsm) = open_ca(config)?;
+    let request = IssuanceRequest {
+        policy: args.policy.clone(),
+        csr,
+        subject: None,
+        not_after,
+    };
+    let issued = ca
+        .issue(&request, args.holder.as_deref())
+        .context(|| format!("issuing from {}", args.csr.display()))?;
+    tracing::info!(serial = %issued.serial, policy = %issued.policy, "certificate issued");
+    match &args.out {
+        Some(path) => ca::ceremony::write_file(path, issued.pem().as_bytes())?,
+        None => std::io::stdout().write_all(issued.pem().as_bytes())?,
+    }
+    Ok(())
+}
+
+fn card_issue(
+    config: &Config,
+    request: &CardRequest,
+    out_dir: Option<&Path>,
+) -> Result<(), CliError> {
+    let (ca, _hsm) = open_ca(config)?;
+    let card = ca.issue_card(request)?;
+    tracing::info!(
+        card = %card.card,
+        holder = %card.holder,
+        authentication = %card.authentication.serial,
+        signature = %card.signature.serial,
+        "card issued"
+    );
+    match out_dir {
+        Some(dir) => {
+            ca::ceremony::write_file(&dir.join("auth.pem"), card.authentication.pem().as_bytes())?;
+            ca::ceremony::write_file(&dir.join("sign.pem"), card.signature.pem().as_bytes())?;
+            println!(
+                "card {} for {}: {}/auth.pem, {}/sign.pem",
+                card.card,
+                card.holder,
+                dir.display(),
+                dir.display()
+            );
+        }
+        None => {
+            let mut stdout = std::io::stdout();
+            stdout.write_all(card.authentication.pem().as_bytes())?;
+            stdout.write_all(card.signature.pem().as_bytes())?;
+        }
+    }
+    Ok(())
+}
+
+fn audit_verify(config: &Config) -> Result<(), CliError> {
+    let store = open_store(config)?;
+    let entries = store
+        .audit_entries()?
+        .collect::<Result<Vec<_>, _>>()
+        .context(|| "reading the audit log".into())?;
+    let head = store.audit_head();
+    let count = audit::verify_chain(entries, head)?;
+    println!(
+        "audit log verified: {count} entries, head {}",
+        hex::encode(head.hash)
+    );
+    Ok(())
+}
+
+fn audit_export(config: &Config, out: Option<&Path>) -> Result<(), CliError> {
+    let store = open_store(config)?;
+    let mut writer: Box<dyn Write> = match out {
+        Some(path) => {
+            Box::new(std::fs::File::create(path).context(|| format!("--out {}", path.display()))?)
+        }
+        None => Box::new(std::io::stdout().lock()),
+    };
+    for entry in store.audit_entries()? {
+        let (_, stored) = entry?;
+        let (hash, record) = audit::decode(&stored).map_err(CliError)?;
+        let mut line = serde_json::to_value(&record)?;
+        if let Some(object) = line.as_object_mut() {
+            object.insert("hash".into(), serde_json::Value::String(hex::encode(hash)));
+        }
+        serde_json::to_writer(&mut writer, &line)?;
+        writer.write_all(b"\n")?;
+    }
+    Ok(())
+}
+
+fn check(config: &Config) -> Result<(), CliError> {
+    let policies = PolicySet::load_dir(&config.policies_dir)?;
+    println!("configuration {}: ok", config.path.display());
+    println!(
+        "policies: {}",
+        policies.names().collect::<Vec<_>>().join(", ")
+    );
+    let (ca, hsm) = open_ca(config)?;
+    println!(
+        "HSM token {:?}: logged in; {}",
+        config.hsm.token_label,
+        serde_json::to_string(&hsm.status())?
+    );
+    println!(
+        "issuing CA {}: key {:?} matches its certificate",
+        ca.issuer().name,
+        ca.issuer().key.label()
+    );
+    Ok(())
+}

@@ -1,0 +1,25 @@
+//! The `sceau` executable: parse, set up logging, run, print one error.
+use std::process::ExitCode;
+
+use clap::Parser;
+use tracing_subscriber::EnvFilter;
+
+fn main() -> ExitCode {
+    let cli = sceau::cli::Cli::parse();
+    let filter = EnvFilter::try_new(&cli.log).unwrap_or_else(|_| EnvFilter::new("info"));
+    let subscriber = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    if cli.log_json {
+        subscriber.json().init();
+    } else {
+        subscriber.init();
+    }
+    match sceau::cli::run(cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("sceau: {error}");
+            ExitCode::FAILURE
+        }
+    }
+}
