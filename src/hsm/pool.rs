@@ -12,12 +12,13 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, Sender, TrySendError};
+use cryptoki::context::Function;
 use cryptoki::context::{CInitializeArgs, CInitializeFlags, Pkcs11};
 use cryptoki::error::{Error as CkError, RvError};
 use cryptoki::mechanism::rsa::{PkcsMgfType, PkcsPssParams};
 use cryptoki::mechanism::{Mechanism, MechanismType};
 use cryptoki::object::{Attribute, AttributeType, KeyType, ObjectClass, ObjectHandle};
-use cryptoki::session::{Session, UserType};
+use cryptoki::session::{Session, SessionState, UserType};
 use cryptoki::slot::Slot;
 use der::Decode;
 use der::asn1::OctetString;
@@ -35,7 +36,9 @@ const WRONG_PIN_BACKOFF: Duration = Duration::from_secs(30);
 type Job = Box<dyn FnOnce(&mut Worker) + Send>;
 
 pub(super) struct Pool {
-    jobs: Sender<Job>,
+    /// `None` once the pool is shutting down.
+    jobs: Option<Sender<Job>>,
+    workers: Vec<std::thread::JoinHandle<()>>,
     connection: Arc<Connection>,
     completed: AtomicU64,
 }
@@ -57,6 +60,7 @@ impl Pool {
         let sessions = settings.sessions.max(1);
         let (jobs, queue) = crossbeam_channel::bounded::<Job>(settings.queue_capacity.max(1));
         let connection = Arc::new(Connection::new(settings));
+        let mut workers = Vec::with_capacity(sessions);
         for index in 0..sessions {
             let queue: Receiver<Job> = queue.clone();
             let mut worker = Worker {
@@ -64,7 +68,7 @@ impl Pool {
                 session: None,
                 handles: HashMap::new(),
             };
-            std::thread::Builder::new()
+            let handle = std::thread::Builder::new()
                 .name(format!("hsm-session-{index}"))
                 .spawn(move || {
                     // The loop ends when every `Pool` handle (and so every sender) is gone.
@@ -75,19 +79,26 @@ impl Pool {
                 .map_err(|e| {
                     HsmError::Unavailable(format!("cannot start a session thread: {e}"))
                 })?;
+            workers.push(handle);
         }
         connection
             .sessions
             .store(sessions as u64, Ordering::Relaxed);
         Ok(Self {
-            jobs,
+            jobs: Some(jobs),
+            workers,
             connection,
             completed: AtomicU64::new(0),
         })
     }
 
     fn submit(&self, job: Job) -> Result<(), HsmError> {
-        match self.jobs.try_send(job) {
+        let Some(jobs) = &self.jobs else {
+            return Err(HsmError::Unavailable(
+                "the HSM pool is shutting down".into(),
+            ));
+        };
+        match jobs.try_send(job) {
             Ok(()) => Ok(()),
             Err(TrySendError::Full(_)) => Err(HsmError::Busy),
             Err(TrySendError::Disconnected(_)) => Err(HsmError::Unavailable(
@@ -142,10 +153,25 @@ impl Pool {
                     .as_ref()
                     .map(|(_, reason, _)| reason.clone())
             },
-            queue_depth: self.jobs.len(),
+            queue_depth: self.jobs.as_ref().map_or(0, Sender::len),
             sessions: self.connection.sessions.load(Ordering::Relaxed) as usize,
             reconnects: self.connection.reconnects.load(Ordering::Relaxed),
             errors: self.connection.errors.load(Ordering::Relaxed),
+        }
+    }
+}
+
+impl Drop for Pool {
+    /// Closes the queue and waits for the session threads, which close their sessions: the
+    /// module must not be unloaded (at process exit) while a thread still holds a session.
+    fn drop(&mut self) {
+        drop(self.jobs.take());
+        let current = std::thread::current().id();
+        for worker in self.workers.drain(..) {
+            // Never join oneself (the last handle dropped by a job on a session thread).
+            if worker.thread().id() != current {
+                let _ = worker.join();
+            }
         }
     }
 }
@@ -368,13 +394,17 @@ impl Worker {
         }
     }
 
-    /// Runs `op` on this thread's session; after a session or device fault, reconnects and
-    /// runs it once more.
+    /// Runs `op` on this thread's session. After a session or device fault it reconnects and
+    /// runs `op` again (once); after a stale key handle it looks the key up again (once). The
+    /// two are separate: a token that was logged out first shows stale handles, then the lost
+    /// login.
     fn with_retry<R>(
         &mut self,
         op: impl Fn(&Session, &mut HashMap<(String, bool), ObjectHandle>) -> Result<R, CkError>,
     ) -> Result<R, HsmError> {
-        for attempt in 0..2 {
+        let mut reconnected = false;
+        let mut refreshed = false;
+        loop {
             self.session()?;
             let Some((generation, session)) = &self.session else {
                 return Err(HsmError::Unavailable("no session".into()));
@@ -390,14 +420,21 @@ impl Worker {
                     }
                     self.session = None;
                     self.handles.clear();
-                    if attempt == 1 {
+                    if reconnected {
                         return Err(typed);
                     }
+                    reconnected = true;
+                }
+                Err(CkError::Pkcs11(
+                    RvError::KeyHandleInvalid | RvError::ObjectHandleInvalid,
+                    _,
+                )) if !refreshed => {
+                    self.handles.clear();
+                    refreshed = true;
                 }
                 Err(error) => return Err(classify(&error)),
             }
         }
-        Err(HsmError::Unavailable("retry exhausted".into()))
     }
 
     pub(super) fn has_private_key(&mut self, label: &str) -> Result<bool, HsmError> {
@@ -574,10 +611,27 @@ fn find_objects(
     label: &str,
     class: ObjectClass,
 ) -> Result<Vec<ObjectHandle>, CkError> {
-    session.find_objects(&[
+    let found = session.find_objects(&[
         Attribute::Class(class),
         Attribute::Label(label.as_bytes().to_vec()),
-    ])
+    ])?;
+    if found.is_empty() && class == ObjectClass::PRIVATE_KEY {
+        ensure_logged_in(session)?;
+    }
+    Ok(found)
+}
+
+/// Private objects are invisible to a session that lost its login (the token was logged out
+/// or reset): report that as the fault it is, so that the pool reconnects, rather than as a
+/// missing key.
+fn ensure_logged_in(session: &Session) -> Result<(), CkError> {
+    match session.get_session_info()?.session_state() {
+        SessionState::RoUser | SessionState::RwUser => Ok(()),
+        _ => Err(CkError::Pkcs11(
+            RvError::UserNotLoggedIn,
+            Function::FindObjects,
+        )),
+    }
 }
 
 fn read_public_attributes(
