@@ -349,6 +349,76 @@ impl CertificateAuthority {
     }
 }
 
+/// What the store knows of a serial number.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct SerialInfo {
+    pub serial: String,
+    pub state: SerialState,
+    pub issuer: Option<IssuerId>,
+    pub policy: Option<String>,
+    pub holder: Option<String>,
+    pub card: Option<String>,
+    pub not_after: Option<Timestamp>,
+    pub revoked_at: Option<Timestamp>,
+    pub reason: Option<crate::x509::revocation::RevocationReason>,
+}
+
+/// The states a serial can be in.
+#[derive(Copy, Clone, Debug, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum SerialState {
+    /// Issued and not revoked.
+    Issued,
+    Revoked,
+    /// Recorded before signing, not resolved yet.
+    Intent,
+    /// Never reserved by this CA.
+    Unknown,
+}
+
+/// Looks a serial up under whichever issuer reserved it.
+pub fn lookup(store: &Store, serial: &Serial) -> Result<SerialInfo, CaError> {
+    use crate::store::schema::{Certificates, Intents, Revocations, Serials};
+    let mut info = SerialInfo {
+        serial: serial.to_hex(),
+        state: SerialState::Unknown,
+        issuer: None,
+        policy: None,
+        holder: None,
+        card: None,
+        not_after: None,
+        revoked_at: None,
+        reason: None,
+    };
+    let Some(issuer) = store.get::<Serials>(serial)? else {
+        return Ok(info);
+    };
+    info.issuer = Some(issuer);
+    let key = CertKey {
+        issuer,
+        serial: serial.clone(),
+    };
+    if let Some(record) = store.get::<Certificates>(&key)? {
+        info.state = SerialState::Issued;
+        info.policy = Some(record.policy);
+        info.holder = record.holder;
+        info.card = record.card;
+        info.not_after = Some(record.not_after);
+    } else if let Some(intent) = store.get::<Intents>(&key)? {
+        info.state = SerialState::Intent;
+        info.policy = Some(intent.policy);
+        info.holder = intent.holder;
+        info.not_after = Some(intent.not_after);
+    }
+    if let Some(revocation) = store.get::<Revocations>(&key)? {
+        info.state = SerialState::Revoked;
+        info.revoked_at = Some(revocation.revoked_at);
+        info.reason = Some(revocation.reason);
+        info.not_after = Some(revocation.not_after);
+    }
+    Ok(info)
+}
+
 /// The two certificates of a card: two different keys (RGS A2 I.1.1: no dual use at ***), the
 /// same holder name, and neither outlives the card.
 fn check_card_pair(

@@ -17,7 +17,7 @@ use crate::hsm::Hsm;
 use crate::policy::{IssuanceRequest, PolicySet};
 use crate::store::Store;
 use crate::x509::Timestamp;
-use crate::x509::time::SystemClock;
+use crate::x509::time::{Clock, FixedClock, SystemClock};
 
 /// sceau: a certificate authority for smart-card PKIs, with its keys in an HSM.
 #[derive(Debug, Parser)]
@@ -55,6 +55,9 @@ pub enum Command {
     /// Agent cards (an authentication and a signature certificate).
     #[command(subcommand)]
     Card(CardCommand),
+    /// Certificates in the store.
+    #[command(subcommand)]
+    Cert(CertCommand),
     /// The audit log.
     #[command(subcommand)]
     Audit(AuditCommand),
@@ -87,9 +90,10 @@ pub struct IssueArgs {
     /// Certification policy (a file name of the policies directory, without .toml).
     #[arg(long)]
     pub policy: String,
-    /// The certification request, PEM or DER.
-    #[arg(long, value_name = "FILE")]
-    pub csr: PathBuf,
+    /// The certification request, PEM or DER. Repeat to issue several certificates: each is
+    /// printed as soon as it is stored.
+    #[arg(long, value_name = "FILE", required = true)]
+    pub csr: Vec<PathBuf>,
     /// The holder's identifier (agent number); names are never reused across holders.
     #[arg(long, value_name = "ID")]
     pub holder: Option<String>,
@@ -97,7 +101,7 @@ pub struct IssueArgs {
     /// allows.
     #[arg(long, value_name = "TIME")]
     pub not_after: Option<String>,
-    /// Write the certificate to FILE instead of standard output.
+    /// Write the certificate to FILE instead of standard output (one CSR only).
     #[arg(long, value_name = "FILE")]
     pub out: Option<PathBuf>,
 }
@@ -124,6 +128,16 @@ pub enum CardCommand {
         /// Write auth.pem and sign.pem into DIR instead of printing both.
         #[arg(long, value_name = "DIR")]
         out_dir: Option<PathBuf>,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum CertCommand {
+    /// Show what the store knows of a serial number, as JSON (state: issued, revoked,
+    /// intent or unknown).
+    Show {
+        /// Hexadecimal, as `openssl x509 -serial` prints it.
+        serial: String,
     },
 }
 
@@ -219,6 +233,7 @@ pub fn run(cli: Cli) -> Result<(), CliError> {
             };
             card_issue(&config, &request, out_dir.as_deref())
         }
+        Command::Cert(CertCommand::Show { serial }) => cert_show(&config, &serial),
         Command::Audit(AuditCommand::Verify) => audit_verify(&config),
         Command::Audit(AuditCommand::Export { out }) => audit_export(&config, out.as_deref()),
         Command::Check => check(&config),
@@ -280,14 +295,16 @@ fn open_ca(config: &Config) -> Result<(CertificateAuthority, Hsm), CliError> {
     let policies = Arc::new(PolicySet::load_dir(&config.policies_dir)?);
     let hsm = open_hsm(config)?;
     let store = open_store(config)?;
-    let ca = CertificateAuthority::open(
-        store,
-        &hsm,
-        policies,
-        config.urls.clone(),
-        Arc::new(SystemClock),
-    )?;
+    let ca = CertificateAuthority::open(store, &hsm, policies, config.urls.clone(), clock())?;
     Ok((ca, hsm))
+}
+
+/// The system clock, or the time pinned by `SCEAU_NOW` in test builds.
+fn clock() -> Arc<dyn Clock> {
+    match crate::failpoint::pinned_now() {
+        Some(now) => Arc::new(FixedClock(now)),
+        None => Arc::new(SystemClock),
+    }
 }
 
 fn init(config: &Config, external_root: bool) -> Result<(), CliError> {
@@ -295,7 +312,7 @@ fn init(config: &Config, external_root: bool) -> Result<(), CliError> {
     PolicySet::load_dir(&config.policies_dir)?;
     let hsm = open_hsm(config)?;
     let store = open_store(config)?;
-    match ca::ceremony::init(config, &store, &hsm, Timestamp::now(), external_root)? {
+    match ca::ceremony::init(config, &store, &hsm, clock().now(), external_root)? {
         ca::ceremony::InitOutcome::Ready { state, files } => {
             println!("CA initialised in {}", config.store_dir().display());
             if let Some(root) = &state.root {
@@ -354,7 +371,7 @@ fn ca_import(config: &Config, file: &Path, root: Option<&Path>) -> Result<(), Cl
         config,
         &store,
         &hsm,
-        Timestamp::now(),
+        clock().now(),
         &bundle,
         root_pem.as_deref(),
     )
@@ -418,7 +435,9 @@ fn read_input(path: &Path, option: &str) -> Result<Vec<u8>, CliError> {
 }
 
 fn issue(config: &Config, args: &IssueArgs) -> Result<(), CliError> {
-    let csr = read_input(&args.csr, "--csr")?;
+    if args.out.is_some() && args.csr.len() > 1 {
+        return Err(CliError("--out takes a single --csr".into()));
+    }
     let not_after = match &args.not_after {
         Some(text) => Some(
             Timestamp::parse_rfc3339(text)
@@ -427,19 +446,27 @@ fn issue(config: &Config, args: &IssueArgs) -> Result<(), CliError> {
         None => None,
     };
     let (ca, _hsm) = open_ca(config)?;
-    let request = IssuanceRequest {
-        policy: args.policy.clone(),
-        csr,
-        subject: None,
-        not_after,
-    };
-    let issued = ca
-        .issue(&request, args.holder.as_deref())
-        .context(|| format!("issuing from {}", args.csr.display()))?;
-    tracing::info!(serial = %issued.serial, policy = %issued.policy, "certificate issued");
-    match &args.out {
-        Some(path) => ca::ceremony::write_file(path, issued.pem().as_bytes())?,
-        None => std::io::stdout().write_all(issued.pem().as_bytes())?,
+    let mut stdout = std::io::stdout().lock();
+    for path in &args.csr {
+        let request = IssuanceRequest {
+            policy: args.policy.clone(),
+            csr: read_input(path, "--csr")?,
+            subject: None,
+            not_after,
+        };
+        let issued = ca
+            .issue(&request, args.holder.as_deref())
+            .context(|| format!("issuing from {}", path.display()))?;
+        tracing::info!(serial = %issued.serial, policy = %issued.policy, "certificate issued");
+        match &args.out {
+            Some(out) => ca::ceremony::write_file(out, issued.pem().as_bytes())?,
+            None => {
+                // Printed (and flushed) only once stored: a reader never holds a certificate
+                // the CA does not know.
+                stdout.write_all(issued.pem().as_bytes())?;
+                stdout.flush()?;
+            }
+        }
     }
     Ok(())
 }
@@ -476,6 +503,14 @@ fn card_issue(
             stdout.write_all(card.signature.pem().as_bytes())?;
         }
     }
+    Ok(())
+}
+
+fn cert_show(config: &Config, serial: &str) -> Result<(), CliError> {
+    let serial = crate::x509::Serial::from_hex(serial).context(|| format!("serial {serial:?}"))?;
+    let store = open_store(config)?;
+    let info = ca::lookup(&store, &serial)?;
+    println!("{}", serde_json::to_string_pretty(&info)?);
     Ok(())
 }
 

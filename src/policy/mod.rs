@@ -721,3 +721,6 @@ mod tests {
         assert!(!is_siren_unit("123456789"));
     }
 }
+
+#[cfg(test)]
+mod prepare_tests;

@@ -1,0 +1,324 @@
+//! Test harness: a real SoftHSM2 token in a temporary directory, a configuration pointing at
+//! it, the built `sceau` binary, and OpenSSL and pkilint as independent judges.
+//!
+//! Nothing here mocks the HSM, the store or the network.
+#![allow(dead_code)]
+
+pub mod lint;
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use tempfile::TempDir;
+
+pub const SOFTHSM_MODULE: &str = "/usr/lib/softhsm/libsofthsm2.so";
+pub const ORG: &str = "/C=FR/O=MINISTERE DE LA JUSTICE TEST/OU=0002 123456789";
+
+/// The CA key algorithms of a test PKI.
+#[derive(Clone, Copy, Debug)]
+pub struct Keys {
+    pub root: &'static str,
+    pub issuing: &'static str,
+    pub ocsp: &'static str,
+    pub rsa_pss: bool,
+}
+
+impl Keys {
+    /// The defaults of config/sceau.toml.
+    pub const EC: Keys = Keys {
+        root: "p384",
+        issuing: "p384",
+        ocsp: "p256",
+        rsa_pss: false,
+    };
+    pub const RSA: Keys = Keys {
+        root: "rsa4096",
+        issuing: "rsa3072",
+        ocsp: "rsa3072",
+        rsa_pss: false,
+    };
+    pub const RSA_PSS: Keys = Keys {
+        root: "rsa4096",
+        issuing: "rsa3072",
+        ocsp: "rsa3072",
+        rsa_pss: true,
+    };
+}
+
+/// A test PKI: token, PIN, configuration and data directory, removed on drop.
+pub struct Pki {
+    pub dir: TempDir,
+    pub config: PathBuf,
+}
+
+impl Pki {
+    pub fn new(keys: Keys) -> Self {
+        let dir = tempfile::Builder::new()
+            .prefix("sceau-test-")
+            .tempdir()
+            .unwrap();
+        let root = dir.path();
+        std::fs::create_dir_all(root.join("tokens")).unwrap();
+        let softhsm_conf = root.join("softhsm2.conf");
+        std::fs::write(
+            &softhsm_conf,
+            format!(
+                "directories.tokendir = {}\nobjectstore.backend = file\nlog.level = ERROR\nslots.removable = false\n",
+                root.join("tokens").display()
+            ),
+        )
+        .unwrap();
+        std::fs::write(root.join("pin"), "4242-test-pin\n").unwrap();
+        let status = Command::new("softhsm2-util")
+            .env("SOFTHSM2_CONF", &softhsm_conf)
+            .args([
+                "--init-token",
+                "--free",
+                "--label",
+                "sceau-test",
+                "--so-pin",
+                "so-secret-1",
+                "--pin",
+                "4242-test-pin",
+            ])
+            .output()
+            .expect("softhsm2-util (apt-get install softhsm2)");
+        assert!(
+            status.status.success(),
+            "softhsm2-util: {}",
+            String::from_utf8_lossy(&status.stderr)
+        );
+        let config = root.join("sceau.toml");
+        std::fs::write(&config, config_text(root, keys)).unwrap();
+        Pki { dir, config }
+    }
+
+    pub fn path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+
+    pub fn data_dir(&self) -> PathBuf {
+        self.path("data")
+    }
+
+    /// Runs `sceau -c CONFIG ARGS...`.
+    pub fn sceau(&self, args: &[&str]) -> Output {
+        self.sceau_with_env(args, &[])
+    }
+
+    pub fn sceau_with_env(&self, args: &[&str], env: &[(&str, &str)]) -> Output {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_sceau"));
+        command
+            .arg("-c")
+            .arg(&self.config)
+            .arg("--log")
+            .arg("warn")
+            .args(args);
+        for (k, v) in env {
+            command.env(k, v);
+        }
+        command.output().unwrap()
+    }
+
+    /// Runs sceau and returns its standard output; panics with its standard error on failure.
+    pub fn sceau_ok(&self, args: &[&str]) -> String {
+        let out = self.sceau(args);
+        assert!(
+            out.status.success(),
+            "sceau {args:?} failed:\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap()
+    }
+
+    pub fn init(&self) {
+        self.sceau_ok(&["init"]);
+    }
+
+    /// `sceau ca export` into DIR/name; returns the directory.
+    pub fn export(&self, name: &str) -> PathBuf {
+        let out = self.path(name);
+        self.sceau_ok(&["ca", "export", "--out", out.to_str().unwrap()]);
+        out
+    }
+
+    /// A new key and CSR made by OpenSSL; returns the CSR path.
+    pub fn csr(&self, name: &str, key: KeyKind, subject: &str) -> PathBuf {
+        make_csr(self.dir.path(), name, key, subject)
+    }
+
+    /// The number of audit entries, from `sceau audit verify` (which also checks the chain).
+    pub fn audit_entries(&self) -> u64 {
+        let out = self.sceau_ok(&["audit", "verify"]);
+        out.split_whitespace()
+            .nth(3)
+            .and_then(|n| n.parse().ok())
+            .unwrap_or_else(|| panic!("unexpected audit verify output: {out}"))
+    }
+
+    /// `sceau cert show SERIAL` as JSON.
+    pub fn serial_state(&self, serial: &str) -> serde_json::Value {
+        serde_json::from_str(&self.sceau_ok(&["cert", "show", serial])).unwrap()
+    }
+}
+
+fn config_text(root: &Path, keys: Keys) -> String {
+    let policies = Path::new(env!("CARGO_MANIFEST_DIR")).join("policies");
+    format!(
+        r#"data_dir = "{data}"
+publish_dir = "{publish}"
+policies_dir = "{policies}"
+
+[hsm]
+module = "{module}"
+token_label = "sceau-test"
+pin_file = "{pin}"
+sessions = 2
+module_env = {{ SOFTHSM2_CONF = "{softhsm}" }}
+
+[keys]
+root = {{ label = "test-root", algorithm = "{root_alg}" }}
+issuing = {{ label = "test-issuing", algorithm = "{issuing_alg}" }}
+ocsp = {{ label = "test-ocsp", algorithm = "{ocsp_alg}" }}
+rsa_pss = {pss}
+
+[root]
+name = "racine"
+validity_years = 20
+subject = {{ C = "FR", O = "MINISTERE DE LA JUSTICE TEST", OU = "0002 123456789", CN = "AC RACINE TEST" }}
+
+[issuing]
+name = "ac-agents"
+validity_years = 10
+subject = {{ C = "FR", O = "MINISTERE DE LA JUSTICE TEST", OU = "0002 123456789", CN = "AC AGENTS TEST" }}
+
+[ocsp_responder]
+validity_days = 30
+subject = {{ C = "FR", O = "MINISTERE DE LA JUSTICE TEST", OU = "0002 123456789", CN = "OCSP AC AGENTS TEST" }}
+
+[urls]
+crl = "http://pki.justice.example.fr/crl/ac-agents.crl"
+arl = "http://pki.justice.example.fr/crl/racine.crl"
+ocsp = "http://ocsp.pki.justice.example.fr"
+ca_issuers = "http://pki.justice.example.fr/ca/ac-agents.crt"
+root_ca_issuers = "http://pki.justice.example.fr/ca/racine.crt"
+cps = "https://pki.justice.example.fr/pc/"
+
+[listen]
+va = "127.0.0.1:0"
+ra = "127.0.0.1:0"
+admin = "127.0.0.1:0"
+"#,
+        data = root.join("data").display(),
+        publish = root.join("publish").display(),
+        policies = policies.display(),
+        module = SOFTHSM_MODULE,
+        pin = root.join("pin").display(),
+        softhsm = root.join("softhsm2.conf").display(),
+        root_alg = keys.root,
+        issuing_alg = keys.issuing,
+        ocsp_alg = keys.ocsp,
+        pss = keys.rsa_pss,
+    )
+}
+
+/// Holder key types.
+#[derive(Clone, Copy, Debug)]
+pub enum KeyKind {
+    P256,
+    P384,
+    Rsa3072,
+    Rsa2048,
+}
+
+impl KeyKind {
+    fn openssl_args(self) -> &'static [&'static str] {
+        match self {
+            KeyKind::P256 => &["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256"],
+            KeyKind::P384 => &["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-384"],
+            KeyKind::Rsa3072 => &["-newkey", "rsa:3072"],
+            KeyKind::Rsa2048 => &["-newkey", "rsa:2048"],
+        }
+    }
+}
+
+/// `openssl req -new` with a new key; `subject` is appended to the organisation's DN.
+pub fn make_csr(dir: &Path, name: &str, key: KeyKind, subject: &str) -> PathBuf {
+    let csr = dir.join(format!("{name}.csr"));
+    let key_path = dir.join(format!("{name}.key"));
+    let out = Command::new("openssl")
+        .arg("req")
+        .arg("-new")
+        .args(key.openssl_args())
+        .args(["-nodes", "-utf8", "-subj", &format!("{ORG}{subject}")])
+        .arg("-keyout")
+        .arg(&key_path)
+        .arg("-out")
+        .arg(&csr)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "openssl req: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    csr
+}
+
+/// Runs openssl; returns (success, stdout + stderr).
+pub fn openssl(args: &[&str]) -> (bool, String) {
+    let out = Command::new("openssl").args(args).output().unwrap();
+    let mut text = String::from_utf8_lossy(&out.stdout).into_owned();
+    text.push_str(&String::from_utf8_lossy(&out.stderr));
+    (out.status.success(), text)
+}
+
+/// `openssl verify -x509_strict` of `certificate` against the PEM files in `trust`.
+pub fn verify_chain(dir: &Path, trust: &[&Path], certificate: &Path) {
+    let bundle = dir.join("trust-bundle.pem");
+    let mut pem = String::new();
+    for file in trust {
+        pem.push_str(&std::fs::read_to_string(file).unwrap());
+    }
+    std::fs::write(&bundle, pem).unwrap();
+    let (ok, text) = openssl(&[
+        "verify",
+        "-x509_strict",
+        "-CAfile",
+        bundle.to_str().unwrap(),
+        certificate.to_str().unwrap(),
+    ]);
+    assert!(
+        ok && text.contains(": OK"),
+        "openssl verify {}: {text}",
+        certificate.display()
+    );
+}
+
+/// Splits PEM output into files DIR/name-0.pem, DIR/name-1.pem...
+pub fn split_pem(dir: &Path, name: &str, pem: &str) -> Vec<PathBuf> {
+    let mut files = Vec::new();
+    for (i, block) in pem
+        .split_inclusive("-----END CERTIFICATE-----\n")
+        .filter(|b| b.contains("BEGIN"))
+        .enumerate()
+    {
+        let path = dir.join(format!("{name}-{i}.pem"));
+        std::fs::write(&path, block.trim_start()).unwrap();
+        files.push(path);
+    }
+    files
+}
+
+/// The serial of a PEM certificate, as `openssl x509 -serial` prints it.
+pub fn serial_of(certificate: &Path) -> String {
+    let (ok, text) = openssl(&[
+        "x509",
+        "-in",
+        certificate.to_str().unwrap(),
+        "-noout",
+        "-serial",
+    ]);
+    assert!(ok, "{text}");
+    text.trim().trim_start_matches("serial=").to_owned()
+}

@@ -1,0 +1,215 @@
+//! The HSM layer against a real SoftHSM2 token: typed errors for a wrong module, token, PIN or
+//! key; keys that could leave the HSM refused; and the pool reconnecting after the token was
+//! logged out behind its back.
+//!
+//! SoftHSM2 reads SOFTHSM2_CONF once per process, so each test runs its body in a child
+//! process (this test binary, re-run with `--exact NAME`) whose environment points at a token
+//! made for it.
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use cryptoki::context::{CInitializeArgs, CInitializeFlags, Pkcs11};
+use cryptoki::mechanism::Mechanism;
+use cryptoki::object::Attribute;
+use cryptoki::session::UserType;
+use sceau::hsm::{Hsm, HsmError, HsmSettings, KeySpec, PinSource};
+use sceau::x509::sigalg::SignatureScheme;
+
+const MODULE: &str = "/usr/lib/softhsm/libsofthsm2.so";
+const PIN: &str = "1234-pool-test";
+const DIR_VAR: &str = "SCEAU_HSM_TEST_DIR";
+
+/// In the parent: makes a token and re-runs `test` in a child. In the child: returns the
+/// directory, and the caller runs the body.
+fn isolated(test: &str) -> Option<PathBuf> {
+    if let Some(dir) = std::env::var_os(DIR_VAR) {
+        return Some(PathBuf::from(dir));
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let conf = dir.path().join("softhsm2.conf");
+    std::fs::create_dir(dir.path().join("tokens")).unwrap();
+    std::fs::write(
+        &conf,
+        format!(
+            "directories.tokendir = {}/tokens\nobjectstore.backend = file\nlog.level = ERROR\n",
+            dir.path().display()
+        ),
+    )
+    .unwrap();
+    std::fs::write(dir.path().join("pin"), PIN).unwrap();
+    let made = Command::new("softhsm2-util")
+        .env("SOFTHSM2_CONF", &conf)
+        .args([
+            "--init-token",
+            "--free",
+            "--label",
+            "pool-test",
+            "--so-pin",
+            "so-1234",
+            "--pin",
+            PIN,
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        made.status.success(),
+        "{}",
+        String::from_utf8_lossy(&made.stderr)
+    );
+    let child = Command::new(std::env::current_exe().unwrap())
+        .args(["--exact", test, "--nocapture", "--test-threads", "1"])
+        .env("SOFTHSM2_CONF", &conf)
+        .env(DIR_VAR, dir.path())
+        .output()
+        .unwrap();
+    let output = format!(
+        "{}{}",
+        String::from_utf8_lossy(&child.stdout),
+        String::from_utf8_lossy(&child.stderr)
+    );
+    assert!(
+        child.status.success() && output.contains("1 passed"),
+        "child test {test} failed ({}):\n{output}",
+        child.status
+    );
+    None
+}
+
+fn settings(dir: &Path) -> HsmSettings {
+    HsmSettings {
+        module: MODULE.into(),
+        token_label: "pool-test".into(),
+        pin: PinSource::File(dir.join("pin")),
+        sessions: 2,
+        queue_capacity: 64,
+    }
+}
+
+#[test]
+fn the_pool_reconnects_after_the_token_is_logged_out_behind_its_back() {
+    let Some(dir) = isolated("the_pool_reconnects_after_the_token_is_logged_out_behind_its_back")
+    else {
+        return;
+    };
+    let hsm = Hsm::open(settings(&dir)).unwrap();
+    hsm.generate_key("signer", KeySpec::P256).unwrap();
+    let key = hsm
+        .signing_key("signer", SignatureScheme::EcdsaP256Sha256)
+        .unwrap();
+    let signature = key.sign(b"before").unwrap();
+    key.verify(b"before", &signature).unwrap();
+    assert_eq!(hsm.status().reconnects, 0);
+
+    // Another part of the process logs the token out: every session loses its login.
+    let other = Pkcs11::new(MODULE).unwrap();
+    let _ = other.initialize(CInitializeArgs::new(CInitializeFlags::OS_LOCKING_OK));
+    let slot = other
+        .get_slots_with_token()
+        .unwrap()
+        .into_iter()
+        .find(|s| other.get_token_info(*s).unwrap().label() == "pool-test")
+        .unwrap();
+    let session = other.open_rw_session(slot).unwrap();
+    session.logout().unwrap();
+
+    // The next signatures fail once inside the pool (CKR_USER_NOT_LOGGED_IN), which reconnects
+    // and logs in again, then succeed: callers see no error.
+    for i in 0..8u8 {
+        let message = [i; 32];
+        let signature = key.sign(&message).unwrap();
+        key.verify(&message, &signature).unwrap();
+    }
+    let status = hsm.status();
+    assert!(status.available, "{status:?}");
+    assert!(status.reconnects >= 1 && status.errors >= 1, "{status:?}");
+}
+
+#[test]
+fn wrong_module_token_pin_and_key_are_typed_errors() {
+    let Some(dir) = isolated("wrong_module_token_pin_and_key_are_typed_errors") else {
+        return;
+    };
+    let mut wrong = settings(&dir);
+    wrong.module = "/nonexistent/libpkcs11.so".into();
+    assert!(matches!(Hsm::open(wrong), Err(HsmError::Module { .. })));
+
+    let mut wrong = settings(&dir);
+    wrong.token_label = "no-such-token".into();
+    assert!(matches!(
+        Hsm::open(wrong),
+        Err(HsmError::TokenNotFound { .. })
+    ));
+
+    std::fs::write(dir.join("bad-pin"), "0000-wrong").unwrap();
+    let mut wrong = settings(&dir);
+    wrong.pin = PinSource::File(dir.join("bad-pin"));
+    let error = Hsm::open(wrong).unwrap_err();
+    assert!(matches!(error, HsmError::PinIncorrect { .. }), "{error}");
+    assert!(error.is_unavailable());
+    assert!(
+        !error.to_string().contains("0000-wrong"),
+        "the PIN leaked: {error}"
+    );
+
+    let hsm = Hsm::open(settings(&dir)).unwrap();
+    assert!(matches!(
+        hsm.signing_key("absent", SignatureScheme::EcdsaP256Sha256),
+        Err(HsmError::KeyNotFound { .. })
+    ));
+    hsm.generate_key("p384", KeySpec::P384).unwrap();
+    assert!(matches!(
+        hsm.generate_key("p384", KeySpec::P384),
+        Err(HsmError::KeyExists { .. })
+    ));
+    assert!(matches!(
+        hsm.signing_key("p384", SignatureScheme::EcdsaP256Sha256),
+        Err(HsmError::KeyMismatch { .. })
+    ));
+}
+
+#[test]
+fn a_key_that_could_leave_the_hsm_is_refused() {
+    let Some(dir) = isolated("a_key_that_could_leave_the_hsm_is_refused") else {
+        return;
+    };
+    let hsm = Hsm::open(settings(&dir)).unwrap();
+    // Generated outside sceau as sensitive but extractable (it could be wrapped out).
+    let pkcs11 = Pkcs11::new(MODULE).unwrap();
+    let _ = pkcs11.initialize(CInitializeArgs::new(CInitializeFlags::OS_LOCKING_OK));
+    let slot = pkcs11.get_slots_with_token().unwrap()[0];
+    let session = pkcs11.open_rw_session(slot).unwrap();
+    let _ = session.login(UserType::User, Some(&PIN.to_owned().into()));
+    let label = b"exportable".to_vec();
+    let curve = vec![0x06, 0x08, 0x2a, 0x86, 0x48, 0xce, 0x3d, 0x03, 0x01, 0x07];
+    session
+        .generate_key_pair(
+            &Mechanism::EccKeyPairGen,
+            &[
+                Attribute::Token(true),
+                Attribute::Verify(true),
+                Attribute::Label(label.clone()),
+                Attribute::EcParams(curve),
+            ],
+            &[
+                Attribute::Token(true),
+                Attribute::Private(true),
+                Attribute::Sensitive(true),
+                Attribute::Extractable(true),
+                Attribute::Sign(true),
+                Attribute::Label(label),
+            ],
+        )
+        .unwrap();
+    let refused = hsm
+        .signing_key("exportable", SignatureScheme::EcdsaP256Sha256)
+        .unwrap_err();
+    assert!(
+        matches!(refused, HsmError::KeyExportable { .. }),
+        "{refused}"
+    );
+
+    // Keys made by sceau are sensitive and never extractable.
+    hsm.generate_key("made-by-sceau", KeySpec::P256).unwrap();
+    hsm.signing_key("made-by-sceau", SignatureScheme::EcdsaP256Sha256)
+        .unwrap();
+}
