@@ -10,6 +10,7 @@
 //! - issuance: `CertificateAuthority::issue` end to end (CSR proof of possession, policy and
 //!   lints, durable intent, HSM signature and its verification, certificate stored with its
 //!   indexes and audit event), for fresh P-256 holder CSRs (a key is never certified twice).
+//!
 //! It prints the median of REPS runs and the ratio issuance / raw, for CLIENTS concurrent
 //! callers (default "2,16"; the HSM pool always has two sessions), with the process CPU use.
 //! SoftHSM2 and the CA share the same cores here: every CPU cycle the CA spends (verifying
