@@ -147,6 +147,17 @@ pub fn sha1(data: &[u8]) -> [u8; 20] {
     out
 }
 
+/// SHA-1 over several parts, without joining them (ETags of pre-signed responses).
+pub fn sha1_parts(parts: &[&[u8]]) -> [u8; 20] {
+    let mut context = digest::Context::new(&digest::SHA1_FOR_LEGACY_USE_ONLY);
+    for part in parts {
+        context.update(part);
+    }
+    let mut out = [0u8; 20];
+    out.copy_from_slice(context.finish().as_ref());
+    out
+}
+
 /// SHA-256 of some bytes.
 pub fn sha256(data: &[u8]) -> [u8; 32] {
     let d = digest::digest(&digest::SHA256, data);

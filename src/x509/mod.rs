@@ -5,10 +5,12 @@
 //! bytes of its `TBSCertificate`; [`tbs::assemble_certificate`] attaches a signature made
 //! elsewhere (by the HSM), so that the bytes that were linted and recorded are the bytes signed.
 
+pub mod crl;
 pub mod csr;
 pub mod ext;
 pub mod keys;
 pub mod name;
+pub mod ocsp;
 pub mod oid;
 pub mod pem;
 pub mod revocation;
@@ -16,6 +18,7 @@ pub mod serial;
 pub mod sigalg;
 pub mod tbs;
 pub mod time;
+pub mod tlv;
 
 pub use serial::Serial;
 pub use time::Timestamp;
