@@ -74,6 +74,15 @@ pub enum AuditEvent {
         serial: String,
         why: String,
     },
+    /// A CRL was signed; its number is committed before the file is published.
+    CrlPublished {
+        name: String,
+        number: u64,
+        this_update: Timestamp,
+        next_update: Timestamp,
+        entries: u64,
+        sha256: String,
+    },
     /// A certificate was revoked.
     CertificateRevoked {
         issuer: String,

@@ -7,6 +7,7 @@
 pub mod ceremony;
 mod issue;
 pub mod issuer;
+pub mod revoke;
 pub mod state;
 
 use std::path::PathBuf;
@@ -58,6 +59,10 @@ pub enum CaError {
     Import(String),
     #[error("{0}")]
     Refused(String),
+    #[error("{0}")]
+    NotFound(String),
+    #[error("{0} is already revoked (revocation is final)")]
+    AlreadyRevoked(String),
     #[error("stored CA data is inconsistent: {0}")]
     Corrupt(String),
     #[error("encoding: {0}")]

@@ -21,7 +21,9 @@ use rocksdb::{
 };
 
 pub use records::{CardRecord, CertRecord, IntentRecord, RevocationRecord, base64_bytes};
-pub use schema::{CertKey, Digest, ExpiryKey, HolderKey, IssuerId, KeyCodec, Table, ValueCodec};
+pub use schema::{
+    CertKey, Digest, ExpiryKey, HolderKey, IssuerId, KeyCodec, ResponseKey, Table, ValueCodec,
+};
 
 use crate::audit::{self, AuditEvent, ChainHead};
 use crate::x509::Timestamp;
@@ -291,6 +293,30 @@ impl Store {
             Some(jobs) => jobs.send(job).map_err(|_| StoreError::WriterStopped),
             None => Err(StoreError::WriterStopped),
         }
+    }
+
+    /// Writes rows of derived data (pre-signed OCSP responses) directly, outside the writer:
+    /// no audit event, no fsync. Losing them in a crash only means signing them again.
+    pub fn write_derived<T: Table>(
+        &self,
+        rows: &[(T::Key, Option<T::Value>)],
+    ) -> Result<(), StoreError> {
+        let db = &self.inner.db;
+        let family = cf(db, T::NAME)?;
+        let mut batch = WriteBatch::default();
+        for (key, value) in rows {
+            match value {
+                Some(value) => {
+                    let bytes = value.encode_value().map_err(|detail| StoreError::Corrupt {
+                        table: T::NAME,
+                        detail,
+                    })?;
+                    batch.put_cf(family, key.encode_key(), bytes);
+                }
+                None => batch.delete_cf(family, key.encode_key()),
+            }
+        }
+        db.write(batch).map_err(db_error)
     }
 
     /// The last audit entry written.

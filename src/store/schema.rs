@@ -88,6 +88,11 @@ table!(
     /// The audit log, by sequence number (written only through `Txn::audit`).
     Audit, "audit", u64, Vec<u8>
 );
+table!(
+    /// Pre-signed OCSP responses: derived data (re-signing rebuilds it), so written without
+    /// audit events and without fsync (`Store::write_derived`).
+    OcspResponses, "ocsp_responses", ResponseKey, Vec<u8>
+);
 
 /// Every column family the store opens.
 pub const ALL_TABLES: &[&str] = &[
@@ -102,6 +107,7 @@ pub const ALL_TABLES: &[&str] = &[
     CertifiedKeys::NAME,
     Cards::NAME,
     Audit::NAME,
+    OcspResponses::NAME,
 ];
 
 /// Keys of the `meta` table.
@@ -109,6 +115,11 @@ pub mod meta_keys {
     pub const CA_STATE: &str = "ca-state";
     pub const AUDIT_HEAD: &str = "audit-head";
     pub const SCHEMA_VERSION: &str = "schema-version";
+
+    /// The last CRL number published by an issuer (`crl-number/<issuer hex>`).
+    pub fn crl_number(issuer: super::IssuerId) -> String {
+        format!("crl-number/{}", issuer.to_hex())
+    }
 }
 
 /// The current layout; a store written by a newer sceau is refused.
@@ -188,6 +199,41 @@ pub struct HolderKey {
 pub struct ExpiryKey {
     pub not_after: Timestamp,
     pub certificate: CertKey,
+}
+
+/// A pre-signed OCSP response: issuer, CertID hash algorithm (1 = SHA-1, 2 = SHA-256), serial.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ResponseKey {
+    pub certificate: CertKey,
+    pub hash: u8,
+}
+
+impl ResponseKey {
+    /// The prefix of an issuer's responses.
+    pub fn issuer_prefix(issuer: IssuerId) -> Vec<u8> {
+        issuer.0.to_vec()
+    }
+}
+
+impl KeyCodec for ResponseKey {
+    fn encode_key(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(41);
+        out.extend_from_slice(&self.certificate.issuer.0);
+        out.push(self.hash);
+        out.extend_from_slice(self.certificate.serial.as_bytes());
+        out
+    }
+    fn decode_key(bytes: &[u8]) -> Option<Self> {
+        let (issuer, rest) = bytes.split_at_checked(20)?;
+        let (hash, serial) = rest.split_first()?;
+        Some(ResponseKey {
+            certificate: CertKey {
+                issuer: IssuerId(issuer.try_into().ok()?),
+                serial: Serial::from_magnitude(serial).ok()?,
+            },
+            hash: *hash,
+        })
+    }
 }
 
 /// A SHA-256 digest used as a key.
