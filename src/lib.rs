@@ -14,6 +14,8 @@
 //! - [`ca`]: the key ceremony and issuance: record the intent, sign, store.
 //! - [`store`]: RocksDB, the only module that touches it. Every state change is one atomic write
 //!   batch that carries its audit event.
+//! - [`va`]: the validation authority: OCSP from pre-signed responses, CRL publication.
+//! - [`http`]: the listeners (public validation, administration).
 //! - [`audit`]: the hash-chained event log.
 //! - [`config`]: the daemon's TOML configuration, validated at load.
 //! - [`cli`]: the `sceau` command.
@@ -29,6 +31,8 @@ pub mod cli;
 pub mod config;
 pub mod failpoint;
 pub mod hsm;
+pub mod http;
 pub mod policy;
 pub mod store;
+pub mod va;
 pub mod x509;

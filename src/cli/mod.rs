@@ -3,8 +3,12 @@
 //! `main` parses the arguments, sets up logging and calls [`run`]; any error is printed once,
 //! naming the file and the field involved, and the process exits with status 1.
 
+mod admin_client;
+mod serve;
+
 use std::fmt;
 use std::io::Write;
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -38,6 +42,41 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
+    /// Run the daemon: OCSP, CRLs and CA certificates on the validation listener; health,
+    /// metrics and administration on the admin listener. Prints a ready line; SIGTERM drains.
+    Serve {
+        /// Validation listener address (overrides [listen] va).
+        #[arg(long, value_name = "ADDR")]
+        listen_va: Option<SocketAddr>,
+        /// Administration listener address (overrides [listen] admin).
+        #[arg(long, value_name = "ADDR")]
+        listen_admin: Option<SocketAddr>,
+    },
+    /// Revoke a certificate, or both certificates of a card. Goes through the running daemon,
+    /// so OCSP answers "revoked" when this returns; with no daemon running, revokes in the store
+    /// (the daemon re-signs the responses when it starts).
+    Revoke {
+        /// Serial number, hexadecimal.
+        #[arg(
+            long,
+            value_name = "HEX",
+            required_unless_present = "card",
+            conflicts_with = "card"
+        )]
+        serial: Option<String>,
+        /// A card's identifier: revokes both of its certificates.
+        #[arg(long, value_name = "ID")]
+        card: Option<String>,
+        /// key-compromise (loss, theft), affiliation-changed (departure), superseded,
+        /// cessation-of-operation, privilege-withdrawn, ca-compromise, unspecified.
+        #[arg(long)]
+        reason: String,
+        /// When the key was (suspected) compromised, RFC 3339.
+        #[arg(long, value_name = "TIME")]
+        invalidity_date: Option<String>,
+    },
+    /// Generate and publish every CRL (and the root's ARL) now.
+    Crl,
     /// Key ceremony: create the root, issuing CA and OCSP responder keys in the HSM and their
     /// certificates. Runs once per store.
     Init {
@@ -187,7 +226,7 @@ cli_error_from!(
 );
 
 /// Adds what was being done to an error.
-trait Context<T> {
+pub(crate) trait Context<T> {
     fn context(self, what: impl FnOnce() -> String) -> Result<T, CliError>;
 }
 
@@ -201,6 +240,23 @@ impl<T, E: fmt::Display> Context<T> for Result<T, E> {
 pub fn run(cli: Cli) -> Result<(), CliError> {
     let config = Config::load(&cli.config)?;
     match cli.command {
+        Command::Serve {
+            listen_va,
+            listen_admin,
+        } => serve::serve(
+            &config,
+            serve::ListenOverrides {
+                va: listen_va,
+                admin: listen_admin,
+            },
+        ),
+        Command::Revoke {
+            serial,
+            card,
+            reason,
+            invalidity_date,
+        } => revoke(&config, serial, card, &reason, invalidity_date),
+        Command::Crl => crl(&config),
         Command::Init { external_root } => init(&config, external_root),
         Command::Ca(CaCommand::Export { out }) => ca_export(&config, &out),
         Command::Ca(CaCommand::ImportCert { file, root }) => {
@@ -300,7 +356,7 @@ fn open_ca(config: &Config) -> Result<(CertificateAuthority, Hsm), CliError> {
 }
 
 /// The system clock, or the time pinned by `SCEAU_NOW` in test builds.
-fn clock() -> Arc<dyn Clock> {
+pub(crate) fn clock() -> Arc<dyn Clock> {
     match crate::failpoint::pinned_now() {
         Some(now) => Arc::new(FixedClock(now)),
         None => Arc::new(SystemClock),
@@ -504,6 +560,96 @@ fn card_issue(
         }
     }
     Ok(())
+}
+
+fn revoke(
+    config: &Config,
+    serial: Option<String>,
+    card: Option<String>,
+    reason: &str,
+    invalidity_date: Option<String>,
+) -> Result<(), CliError> {
+    use crate::ca::revoke::{RevocationRequest, RevocationTarget};
+    // Checked here too, so that a typo is reported the same way online and offline.
+    let reason_value: crate::x509::revocation::RevocationReason = reason
+        .parse()
+        .map_err(|e: String| CliError(format!("--reason: {e}")))?;
+    let invalidity = match &invalidity_date {
+        Some(text) => Some(
+            Timestamp::parse_rfc3339(text)
+                .map_err(|e| CliError(format!("--invalidity-date {text:?}: {e}")))?,
+        ),
+        None => None,
+    };
+    let target = match (&serial, &card) {
+        (Some(serial), None) => RevocationTarget::Serial(
+            crate::x509::Serial::from_hex(serial).context(|| format!("--serial {serial:?}"))?,
+        ),
+        (None, Some(card)) => RevocationTarget::Card(card.clone()),
+        _ => return Err(CliError("give --serial or --card".into())),
+    };
+    let body = serde_json::json!({
+        "serial": serial,
+        "card": card,
+        "reason": reason,
+        "invalidity_date": invalidity_date,
+    });
+    match admin_client::post(config, "/admin/revoke", body) {
+        Ok((status, body)) if status.is_success() => {
+            println!("{}", String::from_utf8_lossy(&body));
+            Ok(())
+        }
+        Ok((status, body)) => Err(CliError(format!(
+            "the daemon refused ({status}): {}",
+            admin_client::problem_detail(&body)
+        ))),
+        Err(admin_client::AdminCallError::Failed(error)) => Err(error),
+        Err(admin_client::AdminCallError::NotRunning) => {
+            let store = open_store(config)?;
+            let revoked = crate::ca::revoke::revoke(
+                &store,
+                RevocationRequest {
+                    target,
+                    reason: reason_value,
+                    invalidity_date: invalidity,
+                    requested_by: "cli".into(),
+                },
+                clock().now(),
+            )?;
+            println!(
+                "{}",
+                serde_json::json!({ "revoked": revoked, "ocsp": "the daemon is not running: its responses are re-signed when it starts" })
+            );
+            Ok(())
+        }
+    }
+}
+
+fn crl(config: &Config) -> Result<(), CliError> {
+    match admin_client::post(config, "/admin/crl", serde_json::json!({})) {
+        Ok((status, body)) if status.is_success() => {
+            println!("{}", String::from_utf8_lossy(&body));
+            Ok(())
+        }
+        Ok((status, body)) => Err(CliError(format!(
+            "the daemon refused ({status}): {}",
+            admin_client::problem_detail(&body)
+        ))),
+        Err(admin_client::AdminCallError::Failed(error)) => Err(error),
+        Err(admin_client::AdminCallError::NotRunning) => {
+            let hsm = open_hsm(config)?;
+            let store = open_store(config)?;
+            let state = ca::load_state(&store)?
+                .ok_or_else(|| ca::CaError::NotInitialized(config.store_dir()))?;
+            let publisher = crate::va::crl_publisher(config, store, &hsm, &state)
+                .context(|| "preparing the CRLs".into())?;
+            let published = publisher
+                .publish_all(clock().now())
+                .context(|| "publishing the CRLs".into())?;
+            println!("{}", serde_json::to_string(&published)?);
+            Ok(())
+        }
+    }
 }
 
 fn cert_show(config: &Config, serial: &str) -> Result<(), CliError> {

@@ -40,6 +40,58 @@ pub struct Config {
     pub ocsp_responder: ResponderConfig,
     pub urls: PublishedUrls,
     pub listen: ListenConfig,
+    pub ocsp: OcspConfig,
+    pub crl: CrlConfig,
+}
+
+/// The OCSP responder (all optional).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct OcspConfig {
+    /// nextUpdate - thisUpdate; responses are re-signed after half of it (RFC 9919; PROFILES.md
+    /// §8.2: at most 24 h).
+    pub validity_hours: u32,
+    /// Live signatures at once (nonce requests, several CertIDs, unknown serials). Past it a
+    /// nonce request gets the pre-signed response (RFC 9654) and the rest `tryLater`.
+    pub live_signing_limit: usize,
+    /// Cache-Control max-age of GET responses, never beyond nextUpdate: what an HTTP cache may
+    /// keep serving after a revocation.
+    pub cache_max_age_seconds: u64,
+}
+
+impl Default for OcspConfig {
+    fn default() -> Self {
+        Self {
+            validity_hours: 24,
+            live_signing_limit: 64,
+            cache_max_age_seconds: 300,
+        }
+    }
+}
+
+/// CRL publication (all optional).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct CrlConfig {
+    /// nextUpdate - thisUpdate (RGS ***: publication interval + 2 h).
+    pub next_update_hours: u32,
+    /// Regenerate at least this often.
+    pub interval_hours: u32,
+    /// After a revocation, wait this long so that a burst of revocations makes one CRL.
+    pub coalesce_seconds: u64,
+    /// nextUpdate - thisUpdate of the root's ARL (at most a year, EN 319 411-1 CSS-6.3.9-13).
+    pub arl_next_update_days: u32,
+}
+
+impl Default for CrlConfig {
+    fn default() -> Self {
+        Self {
+            next_update_hours: 26,
+            interval_hours: 6,
+            coalesce_seconds: 2,
+            arl_next_update_days: 30,
+        }
+    }
 }
 
 /// Labels and algorithms of the CA's keys in the HSM.
@@ -116,6 +168,10 @@ struct RawConfig {
     ocsp_responder: RawResponder,
     urls: RawUrls,
     listen: RawListen,
+    #[serde(default = "spanned_default")]
+    ocsp: Spanned<OcspConfig>,
+    #[serde(default = "spanned_default")]
+    crl: Spanned<CrlConfig>,
 }
 
 #[derive(Deserialize)]
@@ -131,6 +187,11 @@ struct RawHsm {
     queue: Spanned<usize>,
     #[serde(default)]
     module_env: BTreeMap<String, Spanned<String>>,
+}
+
+/// A table left out of the file: its defaults, pointing at the start of the file.
+fn spanned_default<T: Default>() -> Spanned<T> {
+    Spanned::new(0..0, T::default())
 }
 
 fn default_sessions() -> Spanned<usize> {
@@ -369,6 +430,33 @@ impl Config {
             admin: address(&raw.listen.admin, "listen.admin")?,
         };
 
+        let ocsp = raw.ocsp.get_ref().clone();
+        if !(1..=168).contains(&ocsp.validity_hours) || ocsp.live_signing_limit == 0 {
+            return Err(file.error(
+                raw.ocsp.span(),
+                "ocsp",
+                "validity_hours is 1 to 168 and live_signing_limit at least 1",
+            ));
+        }
+        let crl = raw.crl.get_ref().clone();
+        if crl.next_update_hours <= crl.interval_hours
+            || crl.interval_hours == 0
+            || crl.interval_hours > 24
+        {
+            return Err(file.error(
+                raw.crl.span(),
+                "crl",
+                "interval_hours is 1 to 24 (RGS ***: a CRL at least every 24 h) and next_update_hours longer than it",
+            ));
+        }
+        if !(1..=365).contains(&crl.arl_next_update_days) {
+            return Err(file.error(
+                raw.crl.span(),
+                "crl.arl_next_update_days",
+                "1 to 365 (an ARL at least yearly)",
+            ));
+        }
+
         Ok(Config {
             path: file.path().to_path_buf(),
             data_dir: resolve(&raw.data_dir, "data_dir")?,
@@ -382,6 +470,8 @@ impl Config {
             ocsp_responder,
             urls,
             listen,
+            ocsp,
+            crl,
         })
     }
 

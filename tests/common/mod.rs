@@ -199,7 +199,7 @@ subject = {{ C = "FR", O = "MINISTERE DE LA JUSTICE TEST", OU = "0002 123456789"
 [urls]
 crl = "http://pki.justice.example.fr/crl/ac-agents.crl"
 arl = "http://pki.justice.example.fr/crl/racine.crl"
-ocsp = "http://ocsp.pki.justice.example.fr"
+ocsp = "http://ocsp.pki.justice.example.fr/ocsp"
 ca_issuers = "http://pki.justice.example.fr/ca/ac-agents.crt"
 root_ca_issuers = "http://pki.justice.example.fr/ca/racine.crt"
 cps = "https://pki.justice.example.fr/pc/"

@@ -1,0 +1,94 @@
+//! How the CLI reaches a running daemon: HTTP to its admin listener, with the bearer token the
+//! daemon wrote in the data directory.
+use std::path::Path;
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper::{Request, StatusCode};
+use tokio::net::TcpStream;
+
+use super::CliError;
+use super::serve::{ADMIN_ADDRESS_FILE, ADMIN_TOKEN_FILE};
+use crate::config::Config;
+
+/// Why a call to the daemon did not happen.
+#[derive(Debug)]
+pub enum AdminCallError {
+    /// Nothing listens: the daemon is not running.
+    NotRunning,
+    Failed(CliError),
+}
+
+/// POSTs JSON to the daemon; returns the status and the body.
+pub fn post(
+    config: &Config,
+    path: &str,
+    body: serde_json::Value,
+) -> Result<(StatusCode, Bytes), AdminCallError> {
+    let address = std::fs::read_to_string(config.data_dir.join(ADMIN_ADDRESS_FILE))
+        .ok()
+        .and_then(|a| a.trim().parse::<std::net::SocketAddr>().ok())
+        .unwrap_or(config.listen.admin);
+    let token = read_token(&config.data_dir).map_err(AdminCallError::Failed)?;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| AdminCallError::Failed(CliError(e.to_string())))?;
+    runtime.block_on(async move {
+        let stream = match TcpStream::connect(address).await {
+            Ok(stream) => stream,
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionRefused => {
+                return Err(AdminCallError::NotRunning);
+            }
+            Err(e) => {
+                return Err(AdminCallError::Failed(CliError(format!(
+                    "connecting to the daemon at {address}: {e}"
+                ))));
+            }
+        };
+        let failed = |e: hyper::Error| {
+            AdminCallError::Failed(CliError(format!("talking to the daemon at {address}: {e}")))
+        };
+        let (mut sender, connection) =
+            hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
+                .await
+                .map_err(failed)?;
+        tokio::spawn(connection);
+        let request = Request::post(path)
+            .header(hyper::header::HOST, address.to_string())
+            .header(hyper::header::CONTENT_TYPE, "application/json")
+            .header(hyper::header::AUTHORIZATION, format!("Bearer {token}"))
+            .body(Full::new(Bytes::from(body.to_string())))
+            .map_err(|e| AdminCallError::Failed(CliError(e.to_string())))?;
+        let response = sender.send_request(request).await.map_err(failed)?;
+        let status = response.status();
+        let body = response
+            .into_body()
+            .collect()
+            .await
+            .map_err(failed)?
+            .to_bytes();
+        Ok((status, body))
+    })
+}
+
+fn read_token(data_dir: &Path) -> Result<String, CliError> {
+    let path = data_dir.join(ADMIN_TOKEN_FILE);
+    match std::fs::read_to_string(&path) {
+        Ok(token) => Ok(token.trim().to_owned()),
+        // No token: the daemon never ran here; the call will find nobody listening.
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(String::new()),
+        Err(e) => Err(CliError(format!(
+            "reading {}: {e} (run as the user the daemon runs as)",
+            path.display()
+        ))),
+    }
+}
+
+/// The `detail` of a problem document, or the body.
+pub fn problem_detail(body: &[u8]) -> String {
+    serde_json::from_slice::<serde_json::Value>(body)
+        .ok()
+        .and_then(|v| v.get("detail").and_then(|d| d.as_str()).map(str::to_owned))
+        .unwrap_or_else(|| String::from_utf8_lossy(body).into_owned())
+}

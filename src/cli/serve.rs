@@ -1,0 +1,202 @@
+//! `sceau serve`: the daemon.
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::Arc;
+
+use aws_lc_rs::rand::{SecureRandom, SystemRandom};
+use bytes::Bytes;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+use super::{CliError, Context, apply_module_env, clock};
+use crate::ca::{self, CertificateAuthority};
+use crate::config::Config;
+use crate::hsm::Hsm;
+use crate::http::admin::AdminService;
+use crate::http::va::VaService;
+use crate::policy::PolicySet;
+use crate::store::Store;
+use crate::va::ValidationAuthority;
+
+/// Listener addresses given on the command line, over the configuration's.
+#[derive(Debug, Default, Clone)]
+pub struct ListenOverrides {
+    pub va: Option<SocketAddr>,
+    pub admin: Option<SocketAddr>,
+}
+
+/// Files the daemon writes for the CLI in the data directory.
+pub const ADMIN_TOKEN_FILE: &str = "admin.token";
+pub const ADMIN_ADDRESS_FILE: &str = "admin.addr";
+
+pub fn serve(config: &Config, overrides: ListenOverrides) -> Result<(), CliError> {
+    apply_module_env(config)?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .thread_name("sceau")
+        .build()
+        .context(|| "starting the runtime".into())?;
+    runtime.block_on(daemon(config, overrides))
+}
+
+async fn daemon(config: &Config, overrides: ListenOverrides) -> Result<(), CliError> {
+    let policies = Arc::new(PolicySet::load_dir(&config.policies_dir)?);
+    let hsm = Hsm::open(config.hsm.clone()).context(|| {
+        format!(
+            "{}: [hsm] token {:?}",
+            config.path.display(),
+            config.hsm.token_label
+        )
+    })?;
+    let store = Store::open(&config.store_dir())
+        .context(|| format!("opening the store {}", config.store_dir().display()))?;
+    let clock = clock();
+    // Opening the CA checks its keys and revokes intents left by a crash.
+    let ca = CertificateAuthority::open(
+        store.clone(),
+        &hsm,
+        policies,
+        config.urls.clone(),
+        clock.clone(),
+    )?;
+    let state =
+        ca::load_state(&store)?.ok_or_else(|| ca::CaError::NotInitialized(config.store_dir()))?;
+    let (va, initial) =
+        ValidationAuthority::open(config, store.clone(), &hsm, &state, clock.clone())
+            .context(|| "starting the validation authority".into())?;
+    let va = Arc::new(va);
+
+    let va_address = overrides.va.unwrap_or(config.listen.va);
+    let admin_address = overrides.admin.unwrap_or(config.listen.admin);
+    let va_listener = TcpListener::bind(va_address)
+        .await
+        .context(|| format!("binding the validation listener {va_address}"))?;
+    let admin_listener = TcpListener::bind(admin_address)
+        .await
+        .context(|| format!("binding the admin listener {admin_address}"))?;
+    let va_bound = va_listener.local_addr()?;
+    let admin_bound = admin_listener.local_addr()?;
+    let token = admin_token(&config.data_dir)?;
+    crate::ca::ceremony::write_file(
+        &config.data_dir.join(ADMIN_ADDRESS_FILE),
+        admin_bound.to_string().as_bytes(),
+    )?;
+
+    let mut certificates = HashMap::new();
+    if let Some(root) = &state.root {
+        certificates.insert(
+            format!("{}.crt", root.name),
+            Bytes::from(root.certificate.clone()),
+        );
+    }
+    for issuing in &state.issuing {
+        certificates.insert(
+            format!("{}.crt", issuing.name),
+            Bytes::from(issuing.certificate.clone()),
+        );
+    }
+    let health = {
+        let hsm = hsm.clone();
+        let va = va.clone();
+        Arc::new(move || {
+            let status = hsm.status();
+            let crls: Vec<_> = va
+                .crls
+                .all_latest()
+                .into_iter()
+                .map(|c| serde_json::json!({"name": c.name, "number": c.number, "this_update": c.this_update, "next_update": c.next_update}))
+                .collect();
+            let healthy = status.available;
+            let body = serde_json::json!({
+                "status": if healthy { "ok" } else { "degraded" },
+                "hsm": status,
+                "ocsp": {"certificates": va.responder.entries()},
+                "crls": crls,
+            });
+            (healthy, body)
+        })
+    };
+    let va_service = Arc::new(VaService {
+        va: va.clone(),
+        ca_certificates: certificates,
+        cache_max_age: config.ocsp.cache_max_age_seconds,
+        health: health.clone(),
+    });
+    let admin_service = Arc::new(AdminService {
+        va: va.clone(),
+        store: store.clone(),
+        hsm: hsm.clone(),
+        token,
+        health,
+    });
+
+    let shutdown = CancellationToken::new();
+    let mut background = va.spawn_background(initial, shutdown.clone());
+    let mut listeners = tokio::task::JoinSet::new();
+    listeners.spawn(crate::http::serve(
+        va_listener,
+        hyper::service::service_fn(move |request| va_service.clone().handle(request)),
+        shutdown.clone(),
+    ));
+    listeners.spawn(crate::http::serve(
+        admin_listener,
+        hyper::service::service_fn(move |request| admin_service.clone().handle(request)),
+        shutdown.clone(),
+    ));
+    tracing::info!(va = %va_bound, admin = %admin_bound, "sceau is serving");
+    // The ready line, on standard output, for supervisors and tests.
+    println!("sceau ready: va={va_bound} admin={admin_bound}");
+
+    wait_for_signal().await;
+    tracing::info!("shutting down: draining in-flight requests");
+    shutdown.cancel();
+    while listeners.join_next().await.is_some() {}
+    background.abort_all();
+    while background.join_next().await.is_some() {}
+    drop(ca);
+    tracing::info!("stopped");
+    Ok(())
+}
+
+async fn wait_for_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let (Ok(mut term), Ok(mut int)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) else {
+        let _ = tokio::signal::ctrl_c().await;
+        return;
+    };
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = int.recv() => {}
+    }
+}
+
+/// The bearer token of the admin API, made once (mode 0600).
+fn admin_token(data_dir: &Path) -> Result<String, CliError> {
+    let path = data_dir.join(ADMIN_TOKEN_FILE);
+    if let Ok(existing) = std::fs::read_to_string(&path) {
+        let token = existing.trim().to_owned();
+        if token.len() >= 32 {
+            return Ok(token);
+        }
+    }
+    let mut bytes = [0u8; 32];
+    SystemRandom::new()
+        .fill(&mut bytes)
+        .map_err(|_| CliError("the system random number generator failed".into()))?;
+    let token = hex::encode(bytes);
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut file = std::fs::OpenOptions::new()
+        .create(true)
+        .write(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(&path)
+        .context(|| format!("writing {}", path.display()))?;
+    file.write_all(token.as_bytes())?;
+    Ok(token)
+}

@@ -1,0 +1,353 @@
+//! The administration listener: health, readiness, Prometheus metrics, and the commands the
+//! `sceau` CLI sends to a running daemon (revoke, regenerate CRLs).
+//!
+//! Commands need `Authorization: Bearer <token>`, the token the daemon writes at start-up into
+//! `<data_dir>/admin.token` (mode 0600): whoever can read the CA's data directory can revoke.
+//! The listener binds loopback by default.
+use std::convert::Infallible;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+use hyper::body::Incoming;
+use hyper::header::{self, HeaderValue};
+use hyper::{Method, Request, Response, StatusCode};
+use serde::Deserialize;
+
+use super::problem::Problem;
+use super::{Body, read_body};
+use crate::ca::CaError;
+use crate::ca::revoke::{RevocationRequest, RevocationTarget, revoke};
+use crate::hsm::Hsm;
+use crate::store::Store;
+use crate::va::ValidationAuthority;
+use crate::x509::revocation::RevocationReason;
+use crate::x509::{Serial, Timestamp};
+
+/// What the administration listener serves.
+pub struct AdminService {
+    pub va: Arc<ValidationAuthority>,
+    pub store: Store,
+    pub hsm: Hsm,
+    pub token: String,
+    pub health: Arc<dyn Fn() -> (bool, serde_json::Value) + Send + Sync>,
+}
+
+impl core::fmt::Debug for AdminService {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("AdminService").finish()
+    }
+}
+
+/// `POST /admin/revoke`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RevokeBody {
+    pub serial: Option<String>,
+    pub card: Option<String>,
+    pub reason: String,
+    pub invalidity_date: Option<String>,
+}
+
+impl AdminService {
+    pub async fn handle(
+        self: Arc<Self>,
+        request: Request<Incoming>,
+    ) -> Result<Response<Body>, Infallible> {
+        let response = match (request.method(), request.uri().path()) {
+            (&Method::GET, "/healthz") => super::va::health(&*self.health),
+            (&Method::GET, "/readyz") => json(StatusCode::OK, &serde_json::json!({"ready": true})),
+            (&Method::GET, "/metrics") => self.metrics(),
+            (&Method::POST, "/admin/revoke") => match self.authorize(&request) {
+                Ok(()) => self.revoke(request).await,
+                Err(problem) => problem.response(),
+            },
+            (&Method::POST, "/admin/crl") => match self.authorize(&request) {
+                Ok(()) => self.crl().await,
+                Err(problem) => problem.response(),
+            },
+            (_, "/healthz" | "/readyz" | "/metrics" | "/admin/revoke" | "/admin/crl") => {
+                Problem::new(
+                    StatusCode::METHOD_NOT_ALLOWED,
+                    "method-not-allowed",
+                    "wrong method",
+                )
+                .response()
+            }
+            _ => Problem::new(StatusCode::NOT_FOUND, "not-found", "no such resource").response(),
+        };
+        Ok(response)
+    }
+
+    fn authorize(&self, request: &Request<Incoming>) -> Result<(), Problem> {
+        let presented = request
+            .headers()
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "));
+        // Compared in constant time.
+        let matches = presented.is_some_and(|p| {
+            p.len() == self.token.len()
+                && p.bytes()
+                    .zip(self.token.bytes())
+                    .fold(0u8, |acc, (a, b)| acc | (a ^ b))
+                    == 0
+        });
+        if matches {
+            Ok(())
+        } else {
+            Err(Problem::new(
+                StatusCode::UNAUTHORIZED,
+                "admin-token",
+                "administration commands need the bearer token from <data_dir>/admin.token",
+            ))
+        }
+    }
+
+    async fn revoke(&self, request: Request<Incoming>) -> Response<Body> {
+        let Some(body) = read_body(request.into_body(), 16 * 1024).await else {
+            return Problem::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "body-too-large",
+                "at most 16 KiB",
+            )
+            .response();
+        };
+        let parsed: RevokeBody = match serde_json::from_slice(&body) {
+            Ok(parsed) => parsed,
+            Err(e) => {
+                return Problem::new(StatusCode::BAD_REQUEST, "malformed-json", e.to_string())
+                    .response();
+            }
+        };
+        let request = match revocation_request(parsed) {
+            Ok(request) => request,
+            Err(problem) => return problem.response(),
+        };
+        let store = self.store.clone();
+        let now = self.va.now();
+        let revoked = match tokio::task::spawn_blocking(move || revoke(&store, request, now)).await
+        {
+            Ok(Ok(revoked)) => revoked,
+            Ok(Err(error)) => return ca_problem(&error).response(),
+            Err(_) => {
+                return Problem::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "shutting-down",
+                    "the daemon is stopping",
+                )
+                .response();
+            }
+        };
+        // Durable in the store; now make OCSP say so before answering.
+        let ocsp = match self.va.after_revocation(&revoked).await {
+            Ok(()) => "revoked",
+            Err(error) => {
+                tracing::error!(%error, "revocation stored, but its OCSP responses could not be signed yet");
+                "pending: OCSP answers tryLater for it until the HSM signs its responses"
+            }
+        };
+        for r in &revoked {
+            tracing::info!(serial = %r.key.serial, reason = %r.reason, "certificate revoked");
+        }
+        json(
+            StatusCode::OK,
+            &serde_json::json!({ "revoked": revoked, "ocsp": ocsp }),
+        )
+    }
+
+    async fn crl(&self) -> Response<Body> {
+        let crls = self.va.crls.clone();
+        let now = self.va.now();
+        match tokio::task::spawn_blocking(move || crls.publish_all(now)).await {
+            Ok(Ok(published)) => json(StatusCode::OK, &published),
+            Ok(Err(error)) => Problem::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "crl-failed",
+                error.to_string(),
+            )
+            .response(),
+            Err(_) => Problem::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "shutting-down",
+                "the daemon is stopping",
+            )
+            .response(),
+        }
+    }
+
+    fn metrics(&self) -> Response<Body> {
+        let m = &self.va.metrics;
+        let get = |c: &std::sync::atomic::AtomicU64| c.load(Ordering::Relaxed);
+        let hsm = self.hsm.status();
+        let mut out = String::new();
+        let mut metric = |name: &str, kind: &str, help: &str, samples: &[(&str, u64)]| {
+            out.push_str(&format!("# HELP {name} {help}\n# TYPE {name} {kind}\n"));
+            for (labels, value) in samples {
+                out.push_str(&format!("{name}{labels} {value}\n"));
+            }
+        };
+        metric(
+            "sceau_ocsp_requests_total",
+            "counter",
+            "OCSP requests by method",
+            &[
+                ("{method=\"get\"}", get(&m.ocsp_get)),
+                ("{method=\"post\"}", get(&m.ocsp_post)),
+            ],
+        );
+        metric(
+            "sceau_ocsp_responses_total",
+            "counter",
+            "OCSP answers by kind",
+            &[
+                ("{kind=\"presigned\"}", get(&m.ocsp_presigned)),
+                ("{kind=\"live\"}", get(&m.ocsp_live)),
+                ("{kind=\"not_modified\"}", get(&m.ocsp_not_modified)),
+                ("{kind=\"malformed_request\"}", get(&m.ocsp_malformed)),
+                ("{kind=\"unauthorized\"}", get(&m.ocsp_unauthorized)),
+                ("{kind=\"try_later\"}", get(&m.ocsp_try_later)),
+            ],
+        );
+        metric(
+            "sceau_ocsp_signatures_total",
+            "counter",
+            "OCSP responses signed",
+            &[
+                ("{kind=\"ahead\"}", get(&m.presigned)),
+                ("{kind=\"live\"}", get(&m.live_signed)),
+            ],
+        );
+        metric(
+            "sceau_ocsp_live_refused_total",
+            "counter",
+            "live signatures refused past the bound",
+            &[("", get(&m.live_refused))],
+        );
+        metric(
+            "sceau_ocsp_certificates",
+            "gauge",
+            "certificates with responses in memory",
+            &[("", self.va.responder.entries())],
+        );
+        metric(
+            "sceau_revocations_total",
+            "counter",
+            "revocations processed",
+            &[("", get(&m.revocations))],
+        );
+        metric(
+            "sceau_hsm_available",
+            "gauge",
+            "1 when the HSM answers",
+            &[("", u64::from(hsm.available))],
+        );
+        metric(
+            "sceau_hsm_queue_depth",
+            "gauge",
+            "signing jobs waiting for a session",
+            &[("", hsm.queue_depth as u64)],
+        );
+        metric(
+            "sceau_hsm_errors_total",
+            "counter",
+            "HSM session or device errors",
+            &[("", hsm.errors)],
+        );
+        metric(
+            "sceau_hsm_reconnects_total",
+            "counter",
+            "HSM reconnections",
+            &[("", hsm.reconnects)],
+        );
+        let now = self.va.now().unix_seconds();
+        let crls = self.va.crls.all_latest();
+        let numbers: Vec<(String, u64)> = crls
+            .iter()
+            .map(|c| (format!("{{crl=\"{}\"}}", c.name), c.number))
+            .collect();
+        let ages: Vec<(String, u64)> = crls
+            .iter()
+            .map(|c| {
+                (
+                    format!("{{crl=\"{}\"}}", c.name),
+                    now.saturating_sub(c.this_update.unix_seconds()),
+                )
+            })
+            .collect();
+        metric(
+            "sceau_crl_number",
+            "gauge",
+            "number of the last CRL published",
+            &as_refs(&numbers),
+        );
+        metric(
+            "sceau_crl_age_seconds",
+            "gauge",
+            "age of the last CRL published",
+            &as_refs(&ages),
+        );
+        let mut response = Response::new(Body::one(out));
+        response.headers_mut().insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("text/plain; version=0.0.4"),
+        );
+        response
+    }
+}
+
+fn as_refs(samples: &[(String, u64)]) -> Vec<(&str, u64)> {
+    samples
+        .iter()
+        .map(|(labels, value)| (labels.as_str(), *value))
+        .collect()
+}
+
+fn revocation_request(body: RevokeBody) -> Result<RevocationRequest, Problem> {
+    let bad = |rule: &str, detail: String| Problem::new(StatusCode::BAD_REQUEST, rule, detail);
+    let target = match (body.serial, body.card) {
+        (Some(serial), None) => RevocationTarget::Serial(
+            Serial::from_hex(&serial)
+                .map_err(|e| bad("serial", format!("serial {serial:?}: {e}")))?,
+        ),
+        (None, Some(card)) => RevocationTarget::Card(card),
+        _ => return Err(bad("target", "give exactly one of serial and card".into())),
+    };
+    let reason: RevocationReason = body.reason.parse().map_err(|e: String| bad("reason", e))?;
+    let invalidity_date = match body.invalidity_date {
+        Some(text) => Some(
+            Timestamp::parse_rfc3339(&text)
+                .map_err(|e| bad("invalidity-date", format!("{text:?}: {e}")))?,
+        ),
+        None => None,
+    };
+    Ok(RevocationRequest {
+        target,
+        reason,
+        invalidity_date,
+        requested_by: "admin-api".into(),
+    })
+}
+
+/// A CA error as a problem document, with the status that fits it.
+pub fn ca_problem(error: &CaError) -> Problem {
+    let (status, rule) = match error {
+        CaError::NotFound(_) => (StatusCode::NOT_FOUND, "not-found"),
+        CaError::AlreadyRevoked(_) => (StatusCode::CONFLICT, "already-revoked"),
+        CaError::Refused(_) => (StatusCode::BAD_REQUEST, "refused"),
+        CaError::Rejected(_) => (StatusCode::UNPROCESSABLE_ENTITY, "policy"),
+        e if e.is_unavailable() => (StatusCode::SERVICE_UNAVAILABLE, "hsm-unavailable"),
+        CaError::Store(_) => (StatusCode::SERVICE_UNAVAILABLE, "store-unavailable"),
+        _ => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
+    };
+    Problem::new(status, rule, error.to_string())
+}
+
+fn json<T: serde::Serialize>(status: StatusCode, value: &T) -> Response<Body> {
+    let mut response = Response::new(Body::one(serde_json::to_vec(value).unwrap_or_default()));
+    *response.status_mut() = status;
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    response
+}

@@ -1,0 +1,172 @@
+//! The listeners: hyper accept loops with graceful shutdown.
+//!
+//! Each listener `select!`s between accepting and a cancellation token; connections are watched
+//! by a graceful-shutdown guard, so that on SIGTERM the loop stops accepting, in-flight requests
+//! finish (up to a deadline), then the listener returns. HTTP/1.1 and HTTP/2 are both served;
+//! a client gets 10 s to send its headers (slow-loris).
+pub mod admin;
+pub mod problem;
+pub mod va;
+
+use std::convert::Infallible;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use bytes::Bytes;
+use hyper::body::{Frame, Incoming, SizeHint};
+use hyper::service::Service;
+use hyper::{Request, Response};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto;
+use hyper_util::server::graceful::GracefulShutdown;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+/// How long in-flight requests may take to finish after shutdown began.
+const DRAIN: Duration = Duration::from_secs(10);
+
+/// A response body of up to two parts (a pre-signed response's head and the shared tail), sent
+/// without copying them together.
+#[derive(Debug, Default)]
+pub struct Body {
+    parts: [Option<Bytes>; 2],
+}
+
+impl Body {
+    pub fn empty() -> Self {
+        Self::default()
+    }
+
+    pub fn one(bytes: impl Into<Bytes>) -> Self {
+        Self {
+            parts: [Some(bytes.into()), None],
+        }
+    }
+
+    pub fn two(head: Bytes, tail: Bytes) -> Self {
+        Self {
+            parts: [Some(head), Some(tail)],
+        }
+    }
+}
+
+impl hyper::body::Body for Body {
+    type Data = Bytes;
+    type Error = Infallible;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        _: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
+        let next = self.parts.iter_mut().find_map(Option::take);
+        Poll::Ready(next.map(|bytes| Ok(Frame::data(bytes))))
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.parts.iter().all(Option::is_none)
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        let len: usize = self.parts.iter().flatten().map(Bytes::len).sum();
+        SizeHint::with_exact(len as u64)
+    }
+}
+
+/// Serves `service` on `listener` until `shutdown`, then drains.
+pub async fn serve<S>(listener: TcpListener, service: S, shutdown: CancellationToken)
+where
+    S: Service<Request<Incoming>, Response = Response<Body>, Error = Infallible>
+        + Clone
+        + Send
+        + 'static,
+    S::Future: Send + 'static,
+{
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(Duration::from_secs(10))
+        .keep_alive(true);
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .max_concurrent_streams(128);
+    let graceful = GracefulShutdown::new();
+    loop {
+        tokio::select! {
+            accepted = listener.accept() => {
+                let stream = match accepted {
+                    Ok((stream, _)) => stream,
+                    Err(error) => {
+                        // Out of file descriptors and the like: do not spin.
+                        tracing::warn!(%error, "accept failed");
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                        continue;
+                    }
+                };
+                let _ = stream.set_nodelay(true);
+                let connection = builder.serve_connection(TokioIo::new(stream), service.clone()).into_owned();
+                let watched = graceful.watch(connection);
+                tokio::spawn(async move {
+                    let _ = watched.await;
+                });
+            }
+            _ = shutdown.cancelled() => break,
+        }
+    }
+    drop(listener);
+    tokio::select! {
+        _ = graceful.shutdown() => {}
+        _ = tokio::time::sleep(DRAIN) => tracing::warn!("connections still open after the drain deadline"),
+    }
+}
+
+/// An HTTP-date (RFC 9110 §5.6.7), e.g. `Wed, 25 Nov 2026 10:00:00 GMT`.
+pub fn http_date(time: crate::x509::Timestamp) -> String {
+    const DAYS: [&str; 7] = ["Thu", "Fri", "Sat", "Sun", "Mon", "Tue", "Wed"];
+    const MONTHS: [&str; 12] = [
+        "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
+    ];
+    let seconds = time.unix_seconds();
+    match time.to_date_time() {
+        Ok(t) => format!(
+            "{}, {:02} {} {} {:02}:{:02}:{:02} GMT",
+            DAYS[((seconds / 86_400) % 7) as usize],
+            t.day(),
+            MONTHS[usize::from(t.month().saturating_sub(1)).min(11)],
+            t.year(),
+            t.hour(),
+            t.minutes(),
+            t.seconds()
+        ),
+        Err(_) => "Thu, 01 Jan 1970 00:00:00 GMT".to_owned(),
+    }
+}
+
+/// Reads a request body up to `limit` octets; `None` if it is longer or cannot be read.
+pub async fn read_body(body: Incoming, limit: usize) -> Option<Bytes> {
+    use http_body_util::BodyExt;
+    let limited = http_body_util::Limited::new(body, limit);
+    limited
+        .collect()
+        .await
+        .ok()
+        .map(|collected| collected.to_bytes())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::x509::Timestamp;
+
+    #[test]
+    fn http_dates() {
+        assert_eq!(
+            http_date(Timestamp::from_unix_seconds(0)),
+            "Thu, 01 Jan 1970 00:00:00 GMT"
+        );
+        let t = Timestamp::parse_rfc3339("2026-11-25T10:00:05Z").unwrap();
+        assert_eq!(http_date(t), "Wed, 25 Nov 2026 10:00:05 GMT");
+    }
+}

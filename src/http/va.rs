@@ -1,0 +1,340 @@
+//! The public validation listener: OCSP (POST and GET, RFC 6960 appendix A, RFC 9919 caching),
+//! CRLs and CA certificates, health. Plain HTTP: what it serves is signed.
+use std::collections::HashMap;
+use std::convert::Infallible;
+use std::sync::Arc;
+
+use base64::Engine;
+use bytes::Bytes;
+use hyper::body::Incoming;
+use hyper::header::{self, HeaderValue};
+use hyper::{Method, Request, Response, StatusCode};
+
+use super::problem::Problem;
+use super::{Body, http_date, read_body};
+use crate::va::responder::Reply;
+use crate::va::{Metrics, ValidationAuthority};
+use crate::x509::keys;
+use crate::x509::ocsp::OcspResponseStatus;
+
+/// Largest OCSP request read (POST body or decoded GET path).
+pub const MAX_REQUEST: usize = 64 * 1024;
+
+/// What the validation listener serves.
+pub struct VaService {
+    pub va: Arc<ValidationAuthority>,
+    /// CA certificates by file name (`racine.crt`, `ac-agents.crt`), DER (AIA caIssuers).
+    pub ca_certificates: HashMap<String, Bytes>,
+    pub cache_max_age: u64,
+    pub health: Arc<dyn Fn() -> (bool, serde_json::Value) + Send + Sync>,
+}
+
+impl core::fmt::Debug for VaService {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("VaService").finish()
+    }
+}
+
+impl VaService {
+    pub async fn handle(
+        self: Arc<Self>,
+        request: Request<Incoming>,
+    ) -> Result<Response<Body>, Infallible> {
+        let path = request.uri().path();
+        let response = match (request.method(), path) {
+            (&Method::POST, "/ocsp" | "/") => self.ocsp_post(request).await,
+            (&Method::GET, p) if p.starts_with("/ocsp/") => self.ocsp_get(request).await,
+            (&Method::GET, p) if p.starts_with("/crl/") => self.crl(p),
+            (&Method::GET, p) if p.starts_with("/ca/") => self.ca_certificate(p),
+            (&Method::GET, "/healthz") => health(&*self.health),
+            (_, "/ocsp" | "/" | "/healthz") => method_not_allowed(),
+            (_, p)
+                if p.starts_with("/ocsp/") || p.starts_with("/crl/") || p.starts_with("/ca/") =>
+            {
+                method_not_allowed()
+            }
+            _ => Problem::new(StatusCode::NOT_FOUND, "not-found", "no such resource").response(),
+        };
+        Ok(response)
+    }
+
+    async fn ocsp_post(&self, request: Request<Incoming>) -> Response<Body> {
+        Metrics::count(&self.va.metrics.ocsp_post);
+        let content_type = request
+            .headers()
+            .get(header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok());
+        if content_type.map(|c| c.split(';').next().unwrap_or("").trim())
+            != Some("application/ocsp-request")
+        {
+            return self.error(OcspResponseStatus::MalformedRequest);
+        }
+        let declared = request
+            .headers()
+            .get(header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<usize>().ok());
+        if declared.is_some_and(|len| len > MAX_REQUEST) {
+            return self.error(OcspResponseStatus::MalformedRequest);
+        }
+        let Some(body) = read_body(request.into_body(), MAX_REQUEST).await else {
+            return self.error(OcspResponseStatus::MalformedRequest);
+        };
+        let reply = self.va.responder.respond(&body, self.va.now()).await;
+        self.ocsp_response(reply, None)
+    }
+
+    async fn ocsp_get(&self, request: Request<Incoming>) -> Response<Body> {
+        Metrics::count(&self.va.metrics.ocsp_get);
+        // RFC 6960 appendix A.1: GET {url}/{url-encoding of base-64 encoding of the DER}.
+        // Everything after /ocsp/ is the request (some clients leave '/' unencoded).
+        let encoded = &request.uri().path()["/ocsp/".len()..];
+        let Some(der) = decode_get_path(encoded) else {
+            return self.error(OcspResponseStatus::MalformedRequest);
+        };
+        let if_none_match = request.headers().get(header::IF_NONE_MATCH).cloned();
+        let reply = self.va.responder.respond(&der, self.va.now()).await;
+        self.ocsp_response(reply, Some(if_none_match))
+    }
+
+    fn error(&self, status: OcspResponseStatus) -> Response<Body> {
+        let metrics = &self.va.metrics;
+        Metrics::count(match status {
+            OcspResponseStatus::MalformedRequest => &metrics.ocsp_malformed,
+            OcspResponseStatus::Unauthorized => &metrics.ocsp_unauthorized,
+            _ => &metrics.ocsp_try_later,
+        });
+        let mut response =
+            Response::new(Body::one(Bytes::copy_from_slice(&status.error_response())));
+        let headers = response.headers_mut();
+        headers.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/ocsp-response"),
+        );
+        headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+        response
+    }
+
+    /// The OCSP response; for GET, the RFC 9919 caching headers of pre-signed responses.
+    fn ocsp_response(&self, reply: Reply, get: Option<Option<HeaderValue>>) -> Response<Body> {
+        let (head, tail, this_update, next_update, presigned) = match reply {
+            Reply::Signed {
+                head,
+                tail,
+                this_update,
+                next_update,
+                presigned,
+            } => (head, tail, this_update, next_update, presigned),
+            Reply::Error(status) => return self.error(status),
+        };
+        Metrics::count(if presigned {
+            &self.va.metrics.ocsp_presigned
+        } else {
+            &self.va.metrics.ocsp_live
+        });
+        let cacheable = get.is_some() && presigned;
+        // RFC 5019 §6.2: the ETag may be the SHA-1 of the response.
+        let etag =
+            cacheable.then(|| format!("\"{}\"", hex::encode(keys::sha1_parts(&[&head, &tail]))));
+        if let (Some(etag), Some(Some(wanted))) = (&etag, &get) {
+            let matches = wanted
+                .to_str()
+                .map(|w| w.split(',').any(|t| t.trim() == etag || t.trim() == "*"))
+                .unwrap_or(false);
+            if matches {
+                Metrics::count(&self.va.metrics.ocsp_not_modified);
+                let mut response = Response::new(Body::empty());
+                *response.status_mut() = StatusCode::NOT_MODIFIED;
+                self.cache_headers(response.headers_mut(), etag, this_update, next_update);
+                return response;
+            }
+        }
+        let mut response = Response::new(Body::two(head, tail));
+        let headers = response.headers_mut();
+        headers.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/ocsp-response"),
+        );
+        match &etag {
+            Some(etag) => self.cache_headers(headers, etag, this_update, next_update),
+            // A response with a nonce, or answered to a POST, is for this request only.
+            None => {
+                headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+            }
+        }
+        response
+    }
+
+    /// RFC 9919 §6.2 (RFC 5019 §6.2): max-age never beyond nextUpdate, and no longer than the
+    /// configured bound, so that HTTP caches pick up a revocation quickly.
+    fn cache_headers(
+        &self,
+        headers: &mut hyper::HeaderMap,
+        etag: &str,
+        this_update: crate::x509::Timestamp,
+        next_update: crate::x509::Timestamp,
+    ) {
+        let now = self.va.now();
+        let max_age = next_update
+            .unix_seconds()
+            .saturating_sub(now.unix_seconds())
+            .min(self.cache_max_age);
+        let insert = |headers: &mut hyper::HeaderMap, name, value: String| {
+            if let Ok(value) = HeaderValue::from_str(&value) {
+                headers.insert(name, value);
+            }
+        };
+        insert(
+            headers,
+            header::CACHE_CONTROL,
+            format!("max-age={max_age}, public, no-transform, must-revalidate"),
+        );
+        insert(headers, header::ETAG, etag.to_owned());
+        insert(headers, header::LAST_MODIFIED, http_date(this_update));
+        insert(headers, header::EXPIRES, http_date(next_update));
+    }
+
+    fn crl(&self, path: &str) -> Response<Body> {
+        let Some(name) = path
+            .strip_prefix("/crl/")
+            .and_then(|p| p.strip_suffix(".crl"))
+        else {
+            return Problem::new(StatusCode::NOT_FOUND, "not-found", "CRLs are /crl/<ca>.crl")
+                .response();
+        };
+        let Some(crl) = self.va.crls.latest(name) else {
+            return Problem::new(
+                StatusCode::NOT_FOUND,
+                "not-found",
+                format!("no CRL published for {name:?}"),
+            )
+            .response();
+        };
+        let mut response = Response::new(Body::one(crl.der));
+        let headers = response.headers_mut();
+        headers.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/pkix-crl"),
+        );
+        if let Ok(value) = HeaderValue::from_str(&http_date(crl.this_update)) {
+            headers.insert(header::LAST_MODIFIED, value);
+        }
+        if let Ok(value) = HeaderValue::from_str(&http_date(crl.next_update)) {
+            headers.insert(header::EXPIRES, value);
+        }
+        // A new CRL follows every revocation: caches revalidate.
+        headers.insert(
+            header::CACHE_CONTROL,
+            HeaderValue::from_static("max-age=60, public, no-transform"),
+        );
+        response
+    }
+
+    fn ca_certificate(&self, path: &str) -> Response<Body> {
+        let name = &path["/ca/".len()..];
+        match self.ca_certificates.get(name) {
+            Some(der) => {
+                let mut response = Response::new(Body::one(der.clone()));
+                let headers = response.headers_mut();
+                headers.insert(
+                    header::CONTENT_TYPE,
+                    HeaderValue::from_static("application/pkix-cert"),
+                );
+                headers.insert(
+                    header::CACHE_CONTROL,
+                    HeaderValue::from_static("max-age=86400, public"),
+                );
+                response
+            }
+            None => Problem::new(
+                StatusCode::NOT_FOUND,
+                "not-found",
+                format!("no CA certificate {name:?}"),
+            )
+            .response(),
+        }
+    }
+}
+
+/// `/healthz`: 200 when healthy, 503 when degraded, with what is wrong.
+pub fn health(report: &(dyn Fn() -> (bool, serde_json::Value) + Send + Sync)) -> Response<Body> {
+    let (healthy, body) = report();
+    let mut response = Response::new(Body::one(serde_json::to_vec(&body).unwrap_or_default()));
+    if !healthy {
+        *response.status_mut() = StatusCode::SERVICE_UNAVAILABLE;
+    }
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    response
+}
+
+fn method_not_allowed() -> Response<Body> {
+    let mut response = Problem::new(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "method-not-allowed",
+        "this resource does not accept this method",
+    )
+    .response();
+    response
+        .headers_mut()
+        .insert(header::ALLOW, HeaderValue::from_static("GET, POST"));
+    response
+}
+
+/// Percent-decoding, then base64 (standard alphabet; padding optional; the URL-safe alphabet
+/// is accepted too, as some clients send it).
+pub fn decode_get_path(encoded: &str) -> Option<Vec<u8>> {
+    if encoded.is_empty() || encoded.len() > MAX_REQUEST * 4 / 3 + 16 {
+        return None;
+    }
+    let bytes = encoded.as_bytes();
+    let mut text = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%' {
+            let hex = std::str::from_utf8(bytes.get(i + 1..i + 3)?).ok()?;
+            text.push(u8::from_str_radix(hex, 16).ok()?);
+            i += 3;
+        } else {
+            text.push(bytes[i]);
+            i += 1;
+        }
+    }
+    let trimmed: Vec<u8> = text.into_iter().filter(|b| *b != b'=').collect();
+    let engine = base64::engine::GeneralPurpose::new(
+        &base64::alphabet::STANDARD,
+        base64::engine::GeneralPurposeConfig::new()
+            .with_decode_padding_mode(base64::engine::DecodePaddingMode::RequireNone),
+    );
+    let url_safe = base64::engine::GeneralPurpose::new(
+        &base64::alphabet::URL_SAFE,
+        base64::engine::GeneralPurposeConfig::new()
+            .with_decode_padding_mode(base64::engine::DecodePaddingMode::RequireNone),
+    );
+    engine
+        .decode(&trimmed)
+        .or_else(|_| url_safe.decode(&trimmed))
+        .ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn get_paths_decode_with_or_without_percent_encoding() {
+        let der = b"\x30\x03\x0a\x01\x00\xfb\xff";
+        let b64 = base64::engine::general_purpose::STANDARD.encode(der); // "MAMKAQD7/w=="
+        assert_eq!(decode_get_path(&b64), Some(der.to_vec()));
+        let encoded = b64
+            .replace('/', "%2F")
+            .replace('+', "%2B")
+            .replace('=', "%3D");
+        assert_eq!(decode_get_path(&encoded), Some(der.to_vec()));
+        assert_eq!(decode_get_path("%zz"), None);
+        assert_eq!(decode_get_path(""), None);
+        assert_eq!(decode_get_path("!!!"), None);
+    }
+}

@@ -1,0 +1,433 @@
+//! CRL and ARL publication (RFC 5280 §5; PROFILES.md §7).
+//!
+//! A CRL is generated from the revocation table in one pass ([`crate::x509::crl::CrlWriter`]),
+//! signed once by the CA key in the HSM, and published atomically into the publish directory,
+//! where any web server or CDN can serve it, and into memory, where the daemon serves it.
+//!
+//! CRL numbers go up by exactly one (RGS A4 III.2) and are persisted before publication
+//! (DESIGN.md invariant 4): the signed CRL is first written to `<name>.crl.pending-<n>` and
+//! synced, then number `n` is committed with its audit event, then the file is renamed into
+//! place. A crash before the commit leaves a pending file that is deleted at the next start
+//! (`n` was never used); a crash after it leaves one that is renamed into place (`n` was
+//! published). Either way no number is skipped or reused.
+use std::collections::HashMap;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, RwLock};
+
+use bytes::Bytes;
+use der::Encode;
+use der::asn1::OctetString;
+use x509_cert::ext::Extension;
+
+use super::VaError;
+use crate::audit::AuditEvent;
+use crate::ca::Issuer;
+use crate::store::Store;
+use crate::store::schema::{Meta, Revocations, meta_keys};
+use crate::x509::crl::{CrlHeader, CrlWriter};
+use crate::x509::{Timestamp, ext, keys, oid};
+
+/// When and how long CRLs are valid.
+#[derive(Clone, Debug)]
+pub struct CrlSettings {
+    /// nextUpdate - thisUpdate for CRLs (RGS *** [CHOICE]: 26 h).
+    pub next_update_seconds: u64,
+    /// Regenerate at least this often (6 h).
+    pub interval_seconds: u64,
+    /// After a revocation, wait this long so that several revocations make one CRL.
+    pub coalesce_seconds: u64,
+    /// nextUpdate - thisUpdate for the root's ARL.
+    pub arl_next_update_seconds: u64,
+}
+
+/// What a CRL is for.
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub enum CrlKind {
+    /// The issuing CA's CRL (holder certificates).
+    Crl,
+    /// The root's ARL (CA certificates).
+    Arl,
+}
+
+/// One CA whose CRL is published.
+#[derive(Clone, Debug)]
+pub struct CrlSource {
+    /// File name without `.crl` (`ac-agents`, `racine`).
+    pub name: String,
+    pub issuer: Arc<Issuer>,
+    pub kind: CrlKind,
+}
+
+/// A published CRL.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct PublishedCrl {
+    pub name: String,
+    pub number: u64,
+    pub this_update: Timestamp,
+    pub next_update: Timestamp,
+    pub entries: usize,
+    pub path: PathBuf,
+    #[serde(skip)]
+    pub der: Bytes,
+}
+
+/// Generates and publishes the CRLs of its sources.
+pub struct CrlPublisher {
+    store: Store,
+    dir: PathBuf,
+    settings: CrlSettings,
+    sources: Vec<CrlSource>,
+    latest: RwLock<HashMap<String, PublishedCrl>>,
+    /// One generation at a time (numbers go up by one).
+    generating: Mutex<()>,
+    /// Set by a revocation; the background task coalesces and publishes.
+    pub trigger: tokio::sync::Notify,
+}
+
+impl core::fmt::Debug for CrlPublisher {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("CrlPublisher")
+            .field("dir", &self.dir)
+            .finish()
+    }
+}
+
+impl CrlPublisher {
+    pub fn new(
+        store: Store,
+        dir: PathBuf,
+        settings: CrlSettings,
+        sources: Vec<CrlSource>,
+    ) -> Result<Self, VaError> {
+        std::fs::create_dir_all(&dir)
+            .map_err(|e| VaError::Io(format!("{}: {e}", dir.display())))?;
+        let publisher = Self {
+            store,
+            dir,
+            settings,
+            sources,
+            latest: RwLock::new(HashMap::new()),
+            generating: Mutex::new(()),
+            trigger: tokio::sync::Notify::new(),
+        };
+        publisher.recover_pending()?;
+        publisher.load_published();
+        Ok(publisher)
+    }
+
+    pub fn settings(&self) -> &CrlSettings {
+        &self.settings
+    }
+
+    /// The CRL served as `/crl/<name>.crl`.
+    pub fn latest(&self, name: &str) -> Option<PublishedCrl> {
+        self.latest
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(name)
+            .cloned()
+    }
+
+    pub fn all_latest(&self) -> Vec<PublishedCrl> {
+        self.latest
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .values()
+            .cloned()
+            .collect()
+    }
+
+    fn file(&self, name: &str) -> PathBuf {
+        self.dir.join(format!("{name}.crl"))
+    }
+
+    /// Completes or discards the pending files of an interrupted publication.
+    fn recover_pending(&self) -> Result<(), VaError> {
+        for source in &self.sources {
+            let persisted = self.persisted_number(source)?;
+            let prefix = format!("{}.crl.pending-", source.name);
+            let Ok(entries) = std::fs::read_dir(&self.dir) else {
+                continue;
+            };
+            for entry in entries.flatten() {
+                let name = entry.file_name().to_string_lossy().into_owned();
+                let Some(number) = name
+                    .strip_prefix(&prefix)
+                    .and_then(|n| n.parse::<u64>().ok())
+                else {
+                    continue;
+                };
+                if Some(number) == persisted {
+                    tracing::warn!(crl = %source.name, number, "completing the publication of an interrupted CRL");
+                    rename_durably(&entry.path(), &self.file(&source.name))?;
+                } else {
+                    tracing::warn!(crl = %source.name, number, "discarding a CRL whose number was never committed");
+                    let _ = std::fs::remove_file(entry.path());
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Serves the CRLs already in the publish directory until new ones are made.
+    fn load_published(&self) {
+        for source in &self.sources {
+            let path = self.file(&source.name);
+            let Ok(der) = std::fs::read(&path) else {
+                continue;
+            };
+            let Ok(crl) = <x509_cert::crl::CertificateList as der::Decode>::from_der(&der) else {
+                continue;
+            };
+            let number = crl
+                .tbs_cert_list
+                .crl_extensions
+                .iter()
+                .flatten()
+                .find(|e| e.extn_id == oid::EXT_CRL_NUMBER)
+                .and_then(|e| {
+                    <x509_cert::ext::pkix::CrlNumber as der::Decode>::from_der(
+                        e.extn_value.as_bytes(),
+                    )
+                    .ok()
+                })
+                .map(|n| {
+                    n.0.as_bytes()
+                        .iter()
+                        .fold(0u64, |acc, b| (acc << 8) | u64::from(*b))
+                })
+                .unwrap_or(0);
+            let published = PublishedCrl {
+                name: source.name.clone(),
+                number,
+                this_update: Timestamp::from_x509_time(&crl.tbs_cert_list.this_update),
+                next_update: crl
+                    .tbs_cert_list
+                    .next_update
+                    .as_ref()
+                    .map_or(Timestamp::from_unix_seconds(0), Timestamp::from_x509_time),
+                entries: crl
+                    .tbs_cert_list
+                    .revoked_certificates
+                    .as_ref()
+                    .map_or(0, Vec::len),
+                path,
+                der: Bytes::from(der),
+            };
+            self.latest
+                .write()
+                .unwrap_or_else(|p| p.into_inner())
+                .insert(source.name.clone(), published);
+        }
+    }
+
+    fn persisted_number(&self, source: &CrlSource) -> Result<Option<u64>, VaError> {
+        let key = meta_keys::crl_number(source.issuer.id);
+        Ok(match self.store.get::<Meta>(&key)? {
+            Some(bytes) => {
+                Some(u64::from_be_bytes(bytes.as_slice().try_into().map_err(
+                    |_| VaError::Encoding("stored CRL number".into()),
+                )?))
+            }
+            None => None,
+        })
+    }
+
+    /// Generates, signs and publishes every CRL now. Blocking (run it off the async runtime).
+    pub fn publish_all(&self, now: Timestamp) -> Result<Vec<PublishedCrl>, VaError> {
+        let mut out = Vec::new();
+        for index in 0..self.sources.len() {
+            out.push(self.publish(index, now)?);
+        }
+        Ok(out)
+    }
+
+    /// Generates, signs and publishes one CRL.
+    pub fn publish(&self, index: usize, now: Timestamp) -> Result<PublishedCrl, VaError> {
+        let _one_at_a_time = self.generating.lock().unwrap_or_else(|p| p.into_inner());
+        let source = self.sources.get(index).ok_or(VaError::UnknownIssuer)?;
+        let issuer = &source.issuer;
+        let previous = self.persisted_number(source)?;
+        let number = previous.map_or(1, |n| n + 1);
+        let next_update = now.plus_seconds(match source.kind {
+            CrlKind::Crl => self.settings.next_update_seconds,
+            CrlKind::Arl => self.settings.arl_next_update_seconds,
+        });
+        let encoding = |e: der::Error| VaError::Encoding(e.to_string());
+
+        // One pass over the revocation table, in key order.
+        let expected = self.latest(&source.name).map_or(1024, |c| c.entries + 1024);
+        let mut writer = CrlWriter::new(expected);
+        let prefix = issuer.id.0;
+        for row in self.store.scan::<Revocations>(&prefix, &prefix)? {
+            let (key, record) = row?;
+            writer
+                .push(
+                    key.serial.as_bytes(),
+                    record.revoked_at,
+                    record.reason.code(),
+                    record.invalidity_date,
+                )
+                .map_err(encoding)?;
+        }
+        let entries = writer.entries();
+        let algorithm = issuer
+            .signature_algorithm()
+            .map_err(|e| VaError::Encoding(e.to_string()))?
+            .to_der()
+            .map_err(encoding)?;
+        let extensions = crl_extensions(issuer, number).map_err(encoding)?;
+        let tbs = writer
+            .finish_tbs(&CrlHeader {
+                signature_algorithm: &algorithm,
+                issuer: &issuer.subject_der,
+                this_update: now,
+                next_update,
+                extensions: &extensions,
+            })
+            .map_err(encoding)?;
+        let signature = issuer.key.sign(tbs)?;
+        issuer.key.verify(tbs, &signature)?;
+        let crl = writer.finish(&algorithm, &signature).map_err(encoding)?;
+
+        // Pending file (synced), then the number, then the rename.
+        let pending = self
+            .dir
+            .join(format!("{}.crl.pending-{number}", source.name));
+        write_synced(&pending, crl.as_der())?;
+        let sha256 = hex::encode(keys::sha256(crl.as_der()));
+        let crl_key = meta_keys::crl_number(issuer.id);
+        let name = source.name.clone();
+        let committed = self.store.commit(move |txn| -> Result<(), VaError> {
+            let current = match txn.get::<Meta>(&crl_key)? {
+                Some(bytes) => {
+                    Some(u64::from_be_bytes(bytes.as_slice().try_into().map_err(
+                        |_| VaError::Encoding("stored CRL number".into()),
+                    )?))
+                }
+                None => None,
+            };
+            if current != previous {
+                return Err(VaError::Encoding(
+                    "the CRL number moved during generation".into(),
+                ));
+            }
+            txn.put::<Meta>(&crl_key, &number.to_be_bytes().to_vec())?;
+            txn.audit(AuditEvent::CrlPublished {
+                name,
+                number,
+                this_update: now,
+                next_update,
+                entries: entries as u64,
+                sha256,
+            });
+            Ok(())
+        });
+        if let Err(error) = committed {
+            let _ = std::fs::remove_file(&pending);
+            return Err(error);
+        }
+        let path = self.file(&source.name);
+        rename_durably(&pending, &path)?;
+        let published = PublishedCrl {
+            name: source.name.clone(),
+            number,
+            this_update: now,
+            next_update,
+            entries,
+            path,
+            der: crl.into_bytes(),
+        };
+        self.latest
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(source.name.clone(), published.clone());
+        tracing::info!(crl = %source.name, number, entries, "CRL published");
+        Ok(published)
+    }
+
+    /// Publishes after revocations (coalesced) and at least every interval, until `shutdown`.
+    pub async fn run(
+        self: Arc<Self>,
+        shutdown: tokio_util::sync::CancellationToken,
+        clock: Arc<dyn crate::x509::time::Clock>,
+    ) {
+        // A CRL that is missing or past half its validity is made at once.
+        let mut due = self.sources.iter().any(|s| match self.latest(&s.name) {
+            Some(crl) => {
+                crl.next_update
+                    <= clock
+                        .now()
+                        .plus_seconds(self.settings.next_update_seconds / 2)
+            }
+            None => true,
+        });
+        loop {
+            if due {
+                let this = self.clone();
+                let now = clock.now();
+                match tokio::task::spawn_blocking(move || this.publish_all(now)).await {
+                    Ok(Ok(_)) => {}
+                    Ok(Err(error)) => {
+                        tracing::error!(%error, "CRL publication failed; retrying in a minute")
+                    }
+                    Err(error) => tracing::error!(%error, "CRL publication task failed"),
+                }
+            }
+            let wait = std::time::Duration::from_secs(self.settings.interval_seconds.max(1));
+            tokio::select! {
+                _ = shutdown.cancelled() => return,
+                _ = self.trigger.notified() => {
+                    // Let a burst of revocations settle into one CRL.
+                    tokio::select! {
+                        _ = shutdown.cancelled() => return,
+                        _ = tokio::time::sleep(std::time::Duration::from_secs(self.settings.coalesce_seconds)) => {}
+                    }
+                    due = true;
+                }
+                _ = tokio::time::sleep(wait) => due = true,
+            }
+        }
+    }
+}
+
+/// authorityKeyIdentifier, cRLNumber and ExpiredCertsOnCRL (expired revoked entries are kept,
+/// EN 319 411-2 CSS-6.3.10-03..06: GeneralizedTime = the CA's notBefore), all non-critical.
+fn crl_extensions(issuer: &Issuer, number: u64) -> Result<Vec<u8>, der::Error> {
+    let number_bytes = number.to_be_bytes();
+    let number = x509_cert::ext::pkix::CrlNumber(der::asn1::Uint::new(&number_bytes)?);
+    let extensions = vec![
+        ext::authority_key_identifier(&issuer.key_identifier)?,
+        Extension {
+            extn_id: oid::EXT_CRL_NUMBER,
+            critical: false,
+            extn_value: OctetString::new(number.to_der()?)?,
+        },
+        Extension {
+            extn_id: oid::EXT_EXPIRED_CERTS_ON_CRL,
+            critical: false,
+            extn_value: OctetString::new(issuer.not_before.to_generalized_time()?.to_der()?)?,
+        },
+    ];
+    extensions.to_der()
+}
+
+fn write_synced(path: &Path, bytes: &[u8]) -> Result<(), VaError> {
+    let io = |e: std::io::Error| VaError::Io(format!("{}: {e}", path.display()));
+    let mut file = std::fs::File::create(path).map_err(io)?;
+    file.write_all(bytes).map_err(io)?;
+    file.sync_all().map_err(io)
+}
+
+/// Renames and syncs the directory, so that the new name survives a power cut.
+fn rename_durably(from: &Path, to: &Path) -> Result<(), VaError> {
+    std::fs::rename(from, to)
+        .map_err(|e| VaError::Io(format!("{} -> {}: {e}", from.display(), to.display())))?;
+    if let Some(dir) = to.parent()
+        && let Ok(dir) = std::fs::File::open(dir)
+    {
+        let _ = dir.sync_all();
+    }
+    Ok(())
+}

@@ -1,0 +1,263 @@
+//! The validation authority: the OCSP responder and CRL publication.
+//!
+//! It reads what the CA wrote (certificates and revocations in the store) and never issues.
+//! OCSP is answered from pre-signed responses in memory, so it keeps answering while the HSM or
+//! the registration side is down; CRLs are files in the publish directory and are also served.
+
+pub mod crl;
+pub mod responder;
+pub mod responses;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use crate::ca::revoke::RevokedCertificate;
+use crate::ca::{CaState, Issuer};
+use crate::config::Config;
+use crate::hsm::{Hsm, HsmError};
+use crate::store::{CertKey, Store, StoreError};
+use crate::x509::Timestamp;
+use crate::x509::time::Clock;
+use crl::{CrlKind, CrlPublisher, CrlSettings, CrlSource};
+use responder::{Responder, SigningJob};
+use responses::{IssuerIdentity, ResponseSigner, Status};
+
+/// What went wrong in the validation authority.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum VaError {
+    #[error("HSM: {0}")]
+    Hsm(#[from] HsmError),
+    #[error("store: {0}")]
+    Store(#[from] StoreError),
+    #[error("encoding: {0}")]
+    Encoding(String),
+    #[error("no such issuer")]
+    UnknownIssuer,
+    #[error("the CA is not set up for OCSP: {0}")]
+    NotReady(String),
+    #[error("shutting down")]
+    ShuttingDown,
+    #[error("{0}")]
+    Io(String),
+}
+
+/// Counters for /metrics.
+#[derive(Debug, Default)]
+pub struct Metrics {
+    pub ocsp_get: AtomicU64,
+    pub ocsp_post: AtomicU64,
+    pub ocsp_presigned: AtomicU64,
+    pub ocsp_live: AtomicU64,
+    pub ocsp_malformed: AtomicU64,
+    pub ocsp_unauthorized: AtomicU64,
+    pub ocsp_try_later: AtomicU64,
+    pub ocsp_not_modified: AtomicU64,
+    /// Signatures made ahead of time (two per certificate).
+    pub presigned: AtomicU64,
+    pub live_signed: AtomicU64,
+    pub live_refused: AtomicU64,
+    pub revocations: AtomicU64,
+}
+
+impl Metrics {
+    pub fn count(counter: &AtomicU64) {
+        counter.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+/// The CRL publisher of a CA: a CRL per issuing CA, and the root's ARL when the root key is in
+/// this HSM.
+pub fn crl_publisher(
+    config: &Config,
+    store: Store,
+    hsm: &Hsm,
+    state: &CaState,
+) -> Result<CrlPublisher, VaError> {
+    let mut sources = Vec::new();
+    for stored in &state.issuing {
+        let issuer = Issuer::load(hsm, stored).map_err(|e| VaError::NotReady(e.to_string()))?;
+        sources.push(CrlSource {
+            name: issuer.name.clone(),
+            issuer: Arc::new(issuer),
+            kind: CrlKind::Crl,
+        });
+    }
+    if let Some(root) = &state.root
+        && let Some(key) = &root.key
+    {
+        let stored = crate::ca::state::StoredCa {
+            name: root.name.clone(),
+            key_label: key.label.clone(),
+            scheme: key.scheme,
+            certificate: root.certificate.clone(),
+        };
+        let issuer = Issuer::load(hsm, &stored).map_err(|e| VaError::NotReady(e.to_string()))?;
+        sources.push(CrlSource {
+            name: root.name.clone(),
+            issuer: Arc::new(issuer),
+            kind: CrlKind::Arl,
+        });
+    }
+    let settings = CrlSettings {
+        next_update_seconds: u64::from(config.crl.next_update_hours) * 3600,
+        interval_seconds: u64::from(config.crl.interval_hours) * 3600,
+        coalesce_seconds: config.crl.coalesce_seconds,
+        arl_next_update_seconds: u64::from(config.crl.arl_next_update_days) * 86_400,
+    };
+    CrlPublisher::new(store, config.publish_dir.clone(), settings, sources)
+}
+
+/// The OCSP responder and the CRL publisher, sharing one store and one HSM.
+pub struct ValidationAuthority {
+    pub responder: Arc<Responder>,
+    pub crls: Arc<CrlPublisher>,
+    pub metrics: Arc<Metrics>,
+    clock: Arc<dyn Clock>,
+}
+
+impl core::fmt::Debug for ValidationAuthority {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("ValidationAuthority")
+            .field("responder", &self.responder)
+            .finish()
+    }
+}
+
+impl ValidationAuthority {
+    /// Loads the responder key and certificate and the CAs from the CA state, reads back the
+    /// persisted responses, and returns the certificates whose responses must be signed.
+    pub fn open(
+        config: &Config,
+        store: Store,
+        hsm: &Hsm,
+        state: &CaState,
+        clock: Arc<dyn Clock>,
+    ) -> Result<(Self, Vec<SigningJob>), VaError> {
+        let responder_ca = state.ocsp_responders.last().ok_or_else(|| {
+            VaError::NotReady("no OCSP responder certificate (run `sceau init`)".into())
+        })?;
+        let responder =
+            Issuer::load(hsm, responder_ca).map_err(|e| VaError::NotReady(e.to_string()))?;
+        let signer = ResponseSigner::new(
+            responder.key.clone(),
+            &responder.certificate_der,
+            u64::from(config.ocsp.validity_hours) * 3600,
+        )?;
+        let mut identities = Vec::new();
+        for stored in &state.issuing {
+            let issuer = Issuer::load(hsm, stored).map_err(|e| VaError::NotReady(e.to_string()))?;
+            let spki = issuer
+                .certificate
+                .tbs_certificate()
+                .subject_public_key_info();
+            identities.push(IssuerIdentity::new(
+                issuer.id,
+                &issuer.name,
+                &issuer.subject_der,
+                spki.subject_public_key.raw_bytes(),
+                issuer.not_before,
+            ));
+        }
+        let metrics = Arc::new(Metrics::default());
+        let responder = Responder::new(
+            signer,
+            identities,
+            config.ocsp.live_signing_limit,
+            store.clone(),
+            metrics.clone(),
+        );
+        let jobs = responder.load(clock.now())?;
+        let crls = crl_publisher(config, store, hsm, state)?;
+        Ok((
+            Self {
+                responder: Arc::new(responder),
+                crls: Arc::new(crls),
+                metrics,
+                clock,
+            },
+            jobs,
+        ))
+    }
+
+    pub fn now(&self) -> Timestamp {
+        self.clock.now()
+    }
+
+    /// Makes revocations visible: OCSP stops answering "good" at once (the old responses are
+    /// dropped before anything else), new responses are signed before this returns, and a new
+    /// CRL follows within the coalescing delay.
+    pub async fn after_revocation(&self, revoked: &[RevokedCertificate]) -> Result<(), VaError> {
+        let jobs: Vec<SigningJob> = revoked
+            .iter()
+            .map(|r| SigningJob {
+                key: r.key.clone(),
+                status: Status::Revoked {
+                    at: r.revoked_at,
+                    reason: r.reason,
+                },
+            })
+            .collect();
+        for job in &jobs {
+            self.responder.set_status(&job.key, job.status);
+            Metrics::count(&self.metrics.revocations);
+        }
+        self.crls.trigger.notify_one();
+        self.responder.sign_jobs(jobs, self.now()).await.map(|_| ())
+    }
+
+    /// Signs the responses of newly issued certificates.
+    pub async fn after_issuance(&self, keys: &[CertKey]) -> Result<(), VaError> {
+        let jobs: Vec<SigningJob> = keys
+            .iter()
+            .map(|key| SigningJob {
+                key: key.clone(),
+                status: Status::Good,
+            })
+            .collect();
+        for job in &jobs {
+            self.responder.set_status(&job.key, job.status);
+        }
+        self.responder.sign_jobs(jobs, self.now()).await.map(|_| ())
+    }
+
+    /// Background work until `shutdown`: sign what `open` found missing, re-sign responses
+    /// before half their validity, publish CRLs.
+    pub fn spawn_background(
+        self: &Arc<Self>,
+        initial: Vec<SigningJob>,
+        shutdown: tokio_util::sync::CancellationToken,
+    ) -> tokio::task::JoinSet<()> {
+        let mut tasks = tokio::task::JoinSet::new();
+        let responder = self.responder.clone();
+        let clock = self.clock.clone();
+        let stop = shutdown.clone();
+        tasks.spawn(async move {
+            if !initial.is_empty() {
+                let count = initial.len();
+                match responder.sign_jobs(initial, clock.now()).await {
+                    Ok(signed) => tracing::info!(signed, of = count, "OCSP responses signed at start-up"),
+                    Err(error) => tracing::error!(%error, "signing OCSP responses at start-up failed; retrying"),
+                }
+            }
+            loop {
+                tokio::select! {
+                    _ = stop.cancelled() => return,
+                    _ = tokio::time::sleep(std::time::Duration::from_secs(60)) => {}
+                }
+                let due = responder.due(clock.now(), responder.refresh_age());
+                if !due.is_empty() {
+                    let count = due.len();
+                    match responder.sign_jobs(due, clock.now()).await {
+                        Ok(signed) => tracing::info!(signed, of = count, "OCSP responses re-signed"),
+                        Err(error) => tracing::warn!(%error, "re-signing OCSP responses failed; the pre-signed ones are still served"),
+                    }
+                }
+            }
+        });
+        let crls = self.crls.clone();
+        let clock = self.clock.clone();
+        tasks.spawn(async move { crls.run(shutdown, clock).await });
+        tasks
+    }
+}

@@ -1,0 +1,695 @@
+//! The OCSP responder: a map of pre-signed responses, and the hot path over it.
+//!
+//! The hot path is parse, look up, write: a request for one certificate, without a nonce, is
+//! answered from memory with no HSM call and no disk read. Everything else (a nonce, several
+//! CertIDs, a serial the CA never issued, a response being re-signed) needs a live signature:
+//! those go through a bounded number of permits, and past the bound a nonce request gets the
+//! pre-signed response (RFC 9654 allows a responder to ignore the nonce) and the rest `tryLater`.
+//!
+//! Responses are persisted (without audit events or fsync: they are derived data) so that a
+//! restart serves again as soon as they are read back; they are re-signed on issuance, on
+//! revocation, and before half of their validity has passed.
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+
+use bytes::Bytes;
+use tokio::sync::Semaphore;
+
+use super::responses::{CertIdHash, IssuerIdentity, ResponseSigner, SignedResponse, Status};
+use super::{Metrics, VaError};
+use crate::store::schema::{ExpiryIndex, OcspResponses, Revocations};
+use crate::store::{CertKey, IssuerId, ResponseKey, Store};
+use crate::x509::ocsp::{CertIdRef, OcspResponseStatus, parse_request};
+use crate::x509::revocation::RevocationReason;
+use crate::x509::{Serial, Timestamp};
+
+const SHARDS: usize = 64;
+/// Most "unknown" answers kept for serials the CA never issued (a flood of random serials
+/// costs at most this much memory, and signatures only under the live-signing bound).
+const UNKNOWN_CACHE: usize = 10_000;
+
+/// The answer to a request.
+#[derive(Debug, Clone)]
+pub enum Reply {
+    /// A signed response: `head` followed by the shared `tail`.
+    Signed {
+        head: Bytes,
+        tail: Bytes,
+        this_update: Timestamp,
+        next_update: Timestamp,
+        /// Pre-signed (cacheable by HTTP caches) rather than signed for this request.
+        presigned: bool,
+    },
+    /// An unsigned error status (malformedRequest, unauthorized, tryLater, internalError).
+    Error(OcspResponseStatus),
+}
+
+/// A serial as a fixed-size map key (no allocation per entry).
+#[derive(Copy, Clone, PartialEq, Eq, Hash)]
+struct SerialKey([u8; 21]);
+
+impl SerialKey {
+    fn new(magnitude: &[u8]) -> Option<Self> {
+        if magnitude.is_empty() || magnitude.len() > 20 {
+            return None;
+        }
+        let mut key = [0u8; 21];
+        key[0] = magnitude.len() as u8;
+        key[1..=magnitude.len()].copy_from_slice(magnitude);
+        Some(SerialKey(key))
+    }
+
+    fn shard(&self) -> usize {
+        // Serials are random: their last octet spreads them evenly.
+        self.0[self.0[0] as usize] as usize % SHARDS
+    }
+}
+
+#[derive(Clone, Debug)]
+struct Entry {
+    status: Status,
+    /// By CertIdHash (SHA-1, SHA-256); `None` while waiting to be (re-)signed.
+    responses: [Option<SignedResponse>; 2],
+}
+
+struct IssuerResponses {
+    identity: IssuerIdentity,
+    shards: Vec<RwLock<HashMap<SerialKey, Entry>>>,
+}
+
+impl IssuerResponses {
+    fn new(identity: IssuerIdentity) -> Self {
+        Self {
+            identity,
+            shards: (0..SHARDS).map(|_| RwLock::new(HashMap::new())).collect(),
+        }
+    }
+
+    fn read(&self, key: &SerialKey) -> std::sync::RwLockReadGuard<'_, HashMap<SerialKey, Entry>> {
+        self.shards[key.shard()]
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn write(&self, key: &SerialKey) -> std::sync::RwLockWriteGuard<'_, HashMap<SerialKey, Entry>> {
+        self.shards[key.shard()]
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+/// A certificate whose responses must be signed.
+#[derive(Clone, Debug)]
+pub struct SigningJob {
+    pub key: CertKey,
+    pub status: Status,
+}
+
+/// The responder.
+pub struct Responder {
+    signer: Arc<ResponseSigner>,
+    issuers: Vec<IssuerResponses>,
+    live: Semaphore,
+    unknown: Mutex<HashMap<(usize, CertIdHash, SerialKey), SignedResponse>>,
+    store: Store,
+    metrics: Arc<Metrics>,
+    entries: AtomicU64,
+}
+
+impl core::fmt::Debug for Responder {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("Responder")
+            .field("entries", &self.entries)
+            .finish()
+    }
+}
+
+impl Responder {
+    pub fn new(
+        signer: ResponseSigner,
+        issuers: Vec<IssuerIdentity>,
+        live_limit: usize,
+        store: Store,
+        metrics: Arc<Metrics>,
+    ) -> Self {
+        Self {
+            signer: Arc::new(signer),
+            issuers: issuers.into_iter().map(IssuerResponses::new).collect(),
+            live: Semaphore::new(live_limit.max(1)),
+            unknown: Mutex::new(HashMap::new()),
+            store,
+            metrics,
+            entries: AtomicU64::new(0),
+        }
+    }
+
+    /// Certificates with responses in memory.
+    pub fn entries(&self) -> u64 {
+        self.entries.load(Ordering::Relaxed)
+    }
+
+    fn issuer_index(&self, id: IssuerId) -> Option<usize> {
+        self.issuers.iter().position(|i| i.identity.id == id)
+    }
+
+    /// Answers a DER OCSPRequest.
+    pub async fn respond(&self, request: &[u8], now: Timestamp) -> Reply {
+        let parsed = match parse_request(request) {
+            Ok(parsed) => parsed,
+            Err(_) => return Reply::Error(OcspResponseStatus::MalformedRequest),
+        };
+        // The hot path: one CertID, no nonce, pre-signed and fresh.
+        let mut presigned = None;
+        if parsed.cert_ids.len() == 1 {
+            match self.lookup(&parsed.cert_ids[0], now) {
+                Lookup::NoIssuer => return Reply::Error(OcspResponseStatus::Unauthorized),
+                Lookup::Presigned(response) if parsed.nonce.is_none() => {
+                    return self.reply(response, true);
+                }
+                Lookup::Presigned(response) => presigned = Some(response),
+                Lookup::Missing => {}
+            }
+        }
+        // Live: a nonce, several CertIDs, or nothing fresh pre-signed.
+        let Ok(_permit) = self.live.try_acquire() else {
+            self.metrics.live_refused.fetch_add(1, Ordering::Relaxed);
+            return match presigned {
+                Some(response) => self.reply(response, true),
+                None => Reply::Error(OcspResponseStatus::TryLater),
+            };
+        };
+        match self.sign_live(&parsed.cert_ids, parsed.nonce, now).await {
+            Ok(reply) => reply,
+            Err(_) => match presigned {
+                Some(response) => self.reply(response, true),
+                None => Reply::Error(OcspResponseStatus::TryLater),
+            },
+        }
+    }
+
+    fn reply(&self, response: SignedResponse, presigned: bool) -> Reply {
+        Reply::Signed {
+            head: response.head,
+            tail: self.signer.certs_tail().clone(),
+            this_update: response.this_update,
+            next_update: response.next_update,
+            presigned,
+        }
+    }
+
+    fn lookup(&self, cert_id: &CertIdRef<'_>, now: Timestamp) -> Lookup {
+        let Some(hash) = CertIdHash::from_oid(cert_id.hash_algorithm.oid) else {
+            return Lookup::NoIssuer;
+        };
+        let name_hash = cert_id.issuer_name_hash.as_bytes();
+        let key_hash = cert_id.issuer_key_hash.as_bytes();
+        let Some(index) = self
+            .issuers
+            .iter()
+            .position(|i| i.identity.matches(hash, name_hash, key_hash))
+        else {
+            return Lookup::NoIssuer;
+        };
+        let Some(serial) = serial_key(cert_id) else {
+            return Lookup::Missing;
+        };
+        let issuer = &self.issuers[index];
+        if let Some(entry) = issuer.read(&serial).get(&serial) {
+            return match &entry.responses[hash as usize] {
+                Some(response) if response.next_update > now => Lookup::Presigned(response.clone()),
+                _ => Lookup::Missing,
+            };
+        }
+        let cache = self.unknown.lock().unwrap_or_else(|p| p.into_inner());
+        match cache.get(&(index, hash, serial)) {
+            Some(response) if response.next_update > now => Lookup::Presigned(response.clone()),
+            _ => Lookup::Missing,
+        }
+    }
+
+    /// Signs a response for this request now (nonce echoed), and keeps "unknown" answers for
+    /// single requests without a nonce.
+    async fn sign_live(
+        &self,
+        cert_ids: &[CertIdRef<'_>],
+        nonce: Option<&[u8]>,
+        now: Timestamp,
+    ) -> Result<Reply, VaError> {
+        let next_update = now.plus_seconds(self.signer.validity_seconds);
+        let mut singles = Vec::with_capacity(cert_ids.len());
+        let mut cacheable = None;
+        for cert_id in cert_ids {
+            let Some((index, hash)) = self.issuer_of(cert_id) else {
+                return Ok(Reply::Error(OcspResponseStatus::Unauthorized));
+            };
+            let status = serial_key(cert_id)
+                .and_then(|s| self.issuers[index].read(&s).get(&s).map(|e| e.status))
+                .unwrap_or(Status::Unknown);
+            let cert_id_der =
+                der::Encode::to_der(cert_id).map_err(|e| VaError::Encoding(e.to_string()))?;
+            let cutoff = self.issuers[index].identity.archive_cutoff;
+            singles.push(
+                ResponseSigner::single(&cert_id_der, status, now, next_update, cutoff)
+                    .map_err(|e| VaError::Encoding(e.to_string()))?,
+            );
+            if cert_ids.len() == 1 && nonce.is_none() && status == Status::Unknown {
+                cacheable = serial_key(cert_id).map(|s| (index, hash, s));
+            }
+        }
+        let head = self.signer.sign(singles, now, nonce).await?;
+        self.metrics.live_signed.fetch_add(1, Ordering::Relaxed);
+        let response = SignedResponse {
+            head,
+            this_update: now,
+            next_update,
+        };
+        if let Some(key) = cacheable {
+            let mut cache = self.unknown.lock().unwrap_or_else(|p| p.into_inner());
+            if cache.len() >= UNKNOWN_CACHE {
+                cache.clear();
+            }
+            cache.insert(key, response.clone());
+        }
+        Ok(self.reply(response, false))
+    }
+
+    fn issuer_of(&self, cert_id: &CertIdRef<'_>) -> Option<(usize, CertIdHash)> {
+        let hash = CertIdHash::from_oid(cert_id.hash_algorithm.oid)?;
+        let index = self.issuers.iter().position(|i| {
+            i.identity.matches(
+                hash,
+                cert_id.issuer_name_hash.as_bytes(),
+                cert_id.issuer_key_hash.as_bytes(),
+            )
+        })?;
+        Some((index, hash))
+    }
+
+    /// Sets a certificate's status. A changed status drops its old responses at once, so that a
+    /// revoked certificate is never answered "good" while its new responses are being signed.
+    pub fn set_status(&self, key: &CertKey, status: Status) {
+        let Some(index) = self.issuer_index(key.issuer) else {
+            return;
+        };
+        let Some(serial) = SerialKey::new(key.serial.as_bytes()) else {
+            return;
+        };
+        let issuer = &self.issuers[index];
+        let mut shard = issuer.write(&serial);
+        match shard.get_mut(&serial) {
+            Some(entry) if entry.status == status => {}
+            Some(entry) => {
+                entry.status = status;
+                entry.responses = [None, None];
+            }
+            None => {
+                shard.insert(
+                    serial,
+                    Entry {
+                        status,
+                        responses: [None, None],
+                    },
+                );
+                self.entries.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+        drop(shard);
+        let mut cache = self.unknown.lock().unwrap_or_else(|p| p.into_inner());
+        for hash in CertIdHash::ALL {
+            cache.remove(&(index, hash, serial));
+        }
+    }
+
+    /// Signs both responses of each job, installs them, and persists them. Returns how many
+    /// certificates were signed.
+    pub async fn sign_jobs(
+        self: &Arc<Self>,
+        jobs: Vec<SigningJob>,
+        now: Timestamp,
+    ) -> Result<usize, VaError> {
+        const IN_FLIGHT: usize = 64;
+        let limit = Arc::new(Semaphore::new(IN_FLIGHT));
+        let mut tasks = tokio::task::JoinSet::new();
+        let mut rows = Vec::new();
+        let mut signed = 0;
+        let mut first_error = None;
+        for job in jobs {
+            let permit = limit
+                .clone()
+                .acquire_owned()
+                .await
+                .map_err(|_| VaError::ShuttingDown)?;
+            let this = Arc::clone(self);
+            tasks.spawn(async move {
+                let _permit = permit;
+                this.sign_one(job, now).await
+            });
+            while let Some(done) = tasks.try_join_next() {
+                collect(done, &mut rows, &mut signed, &mut first_error);
+            }
+            if rows.len() >= 1024 {
+                self.persist(std::mem::take(&mut rows)).await?;
+            }
+        }
+        while let Some(done) = tasks.join_next().await {
+            collect(done, &mut rows, &mut signed, &mut first_error);
+        }
+        self.persist(rows).await?;
+        match first_error {
+            Some(error) if signed == 0 => Err(error),
+            Some(error) => {
+                tracing::warn!(%error, signed, "some OCSP responses could not be signed; they will be retried");
+                Ok(signed)
+            }
+            None => Ok(signed),
+        }
+    }
+
+    async fn sign_one(
+        &self,
+        job: SigningJob,
+        now: Timestamp,
+    ) -> Result<Vec<(ResponseKey, Option<Vec<u8>>)>, VaError> {
+        let index = self
+            .issuer_index(job.key.issuer)
+            .ok_or(VaError::UnknownIssuer)?;
+        let identity = &self.issuers[index].identity;
+        let next_update = now.plus_seconds(self.signer.validity_seconds);
+        let mut responses: [Option<SignedResponse>; 2] = [None, None];
+        let mut rows = Vec::with_capacity(2);
+        for hash in CertIdHash::ALL {
+            let cert_id = identity
+                .cert_id(hash, &job.key.serial)
+                .map_err(|e| VaError::Encoding(e.to_string()))?;
+            let single = ResponseSigner::single(
+                &cert_id,
+                job.status,
+                now,
+                next_update,
+                identity.archive_cutoff,
+            )
+            .map_err(|e| VaError::Encoding(e.to_string()))?;
+            let head = self.signer.sign(vec![single], now, None).await?;
+            let response = SignedResponse {
+                head,
+                this_update: now,
+                next_update,
+            };
+            rows.push((
+                ResponseKey {
+                    certificate: job.key.clone(),
+                    hash: hash.code(),
+                },
+                Some(encode_row(&response, job.status, self.signer.key_hash())),
+            ));
+            responses[hash as usize] = Some(response);
+        }
+        self.metrics.presigned.fetch_add(2, Ordering::Relaxed);
+        self.install(index, &job.key.serial, job.status, responses);
+        Ok(rows)
+    }
+
+    /// Installs responses unless the status changed meanwhile (a revocation won the race).
+    fn install(
+        &self,
+        index: usize,
+        serial: &Serial,
+        status: Status,
+        responses: [Option<SignedResponse>; 2],
+    ) {
+        let Some(key) = SerialKey::new(serial.as_bytes()) else {
+            return;
+        };
+        let issuer = &self.issuers[index];
+        let mut shard = issuer.write(&key);
+        match shard.get_mut(&key) {
+            Some(entry) if entry.status == status => entry.responses = responses,
+            Some(_) => {}
+            None => {
+                shard.insert(key, Entry { status, responses });
+                self.entries.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+    }
+
+    async fn persist(&self, rows: Vec<(ResponseKey, Option<Vec<u8>>)>) -> Result<(), VaError> {
+        if rows.is_empty() {
+            return Ok(());
+        }
+        let store = self.store.clone();
+        tokio::task::spawn_blocking(move || store.write_derived::<OcspResponses>(&rows))
+            .await
+            .map_err(|_| VaError::ShuttingDown)??;
+        Ok(())
+    }
+
+    /// At start-up: reads back the persisted responses (dropping any signed by another
+    /// responder key, expired, or contradicting the revocation table), and returns the
+    /// certificates whose responses must be signed.
+    pub fn load(&self, now: Timestamp) -> Result<Vec<SigningJob>, VaError> {
+        let key_hash = self.signer.key_hash();
+        let mut loaded = 0u64;
+        for (index, issuer) in self.issuers.iter().enumerate() {
+            let prefix = ResponseKey::issuer_prefix(issuer.identity.id);
+            for row in self.store.scan::<OcspResponses>(&prefix, &prefix)? {
+                let (key, value) = row?;
+                let Some((status, responder, response)) = decode_row(&value) else {
+                    continue;
+                };
+                let hash = match key.hash {
+                    1 => CertIdHash::Sha1,
+                    2 => CertIdHash::Sha256,
+                    _ => continue,
+                };
+                if responder != key_hash || response.next_update <= now {
+                    continue;
+                }
+                let Some(serial) = SerialKey::new(key.certificate.serial.as_bytes()) else {
+                    continue;
+                };
+                let mut shard = self.issuers[index].write(&serial);
+                let entry = shard.entry(serial).or_insert_with(|| {
+                    loaded += 1;
+                    Entry {
+                        status,
+                        responses: [None, None],
+                    }
+                });
+                if entry.status == status {
+                    entry.responses[hash as usize] = Some(response);
+                }
+            }
+        }
+        self.entries.store(loaded, Ordering::Relaxed);
+        // The store is the truth: revocations made while the responder was down (offline CLI),
+        // and certificates issued meanwhile.
+        let mut jobs = Vec::new();
+        for row in self.store.scan::<Revocations>(&[], &[])? {
+            let (key, record) = row?;
+            if self.issuer_index(key.issuer).is_none() {
+                continue;
+            }
+            let status = Status::Revoked {
+                at: record.revoked_at,
+                reason: record.reason,
+            };
+            if self.status_of(&key) != Some(status) {
+                self.set_status(&key, status);
+                jobs.push(SigningJob { key, status });
+            }
+        }
+        for row in self.store.scan::<ExpiryIndex>(&[], &[])? {
+            let (expiry, ()) = row?;
+            let key = expiry.certificate;
+            if self.issuer_index(key.issuer).is_none() || self.status_of(&key).is_some() {
+                continue;
+            }
+            self.set_status(&key, Status::Good);
+            jobs.push(SigningJob {
+                key,
+                status: Status::Good,
+            });
+        }
+        // Entries loaded but missing one of their two responses.
+        jobs.extend(self.due(now, 0));
+        jobs.sort_by(|a, b| a.key.cmp(&b.key));
+        jobs.dedup_by(|a, b| a.key == b.key);
+        tracing::info!(
+            loaded,
+            to_sign = jobs.len(),
+            "OCSP responses loaded from the store"
+        );
+        Ok(jobs)
+    }
+
+    fn status_of(&self, key: &CertKey) -> Option<Status> {
+        let index = self.issuer_index(key.issuer)?;
+        let serial = SerialKey::new(key.serial.as_bytes())?;
+        self.issuers[index]
+            .read(&serial)
+            .get(&serial)
+            .map(|e| e.status)
+    }
+
+    /// Certificates whose responses are missing or older than `max_age` seconds.
+    pub fn due(&self, now: Timestamp, max_age: u64) -> Vec<SigningJob> {
+        let mut jobs = Vec::new();
+        for issuer in &self.issuers {
+            for shard in &issuer.shards {
+                let shard = shard.read().unwrap_or_else(|p| p.into_inner());
+                for (serial, entry) in shard.iter() {
+                    let stale = entry.responses.iter().any(|r| match r {
+                        Some(r) => {
+                            r.this_update.plus_seconds(max_age) <= now || r.next_update <= now
+                        }
+                        None => true,
+                    });
+                    if stale {
+                        let magnitude = &serial.0[1..=serial.0[0] as usize];
+                        if let Ok(serial) = Serial::from_magnitude(magnitude) {
+                            jobs.push(SigningJob {
+                                key: CertKey {
+                                    issuer: issuer.identity.id,
+                                    serial,
+                                },
+                                status: entry.status,
+                            });
+                        }
+                    }
+                }
+            }
+        }
+        jobs
+    }
+
+    /// Half of the responses' validity: the age at which they are re-signed.
+    pub fn refresh_age(&self) -> u64 {
+        self.signer.validity_seconds / 2
+    }
+}
+
+enum Lookup {
+    Presigned(SignedResponse),
+    NoIssuer,
+    /// Nothing fresh pre-signed: the issuer is ours, the answer must be signed now.
+    Missing,
+}
+
+/// The serial of a CertID as a map key; `None` for values no certificate of ours can have
+/// (negative, zero, longer than 20 octets).
+fn serial_key(cert_id: &CertIdRef<'_>) -> Option<SerialKey> {
+    let bytes = cert_id.serial_number.as_bytes();
+    if bytes.first().is_some_and(|b| b & 0x80 != 0) {
+        return None;
+    }
+    let magnitude = match bytes {
+        [0, rest @ ..] => rest,
+        other => other,
+    };
+    SerialKey::new(magnitude)
+}
+
+type Rows = Vec<(ResponseKey, Option<Vec<u8>>)>;
+
+fn collect(
+    done: Result<Result<Rows, VaError>, tokio::task::JoinError>,
+    rows: &mut Rows,
+    signed: &mut usize,
+    first_error: &mut Option<VaError>,
+) {
+    match done {
+        Ok(Ok(mut more)) => {
+            rows.append(&mut more);
+            *signed += 1;
+        }
+        Ok(Err(error)) => {
+            first_error.get_or_insert(error);
+        }
+        Err(_) => {
+            first_error.get_or_insert(VaError::ShuttingDown);
+        }
+    }
+}
+
+/// A persisted response: version (1) || status (0 good, 1 revoked) || revoked_at (8) ||
+/// reason code (1, 0xff none) || this_update (8) || next_update (8) || responder key hash (20)
+/// || head.
+fn encode_row(response: &SignedResponse, status: Status, responder: [u8; 20]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(47 + response.head.len());
+    out.push(1);
+    let (code, at, reason) = match status {
+        Status::Good => (0u8, 0u64, 0xffu8),
+        Status::Revoked { at, reason } => (1, at.unix_seconds(), reason.code().unwrap_or(0xff)),
+        Status::Unknown => (2, 0, 0xff),
+    };
+    out.push(code);
+    out.extend_from_slice(&at.to_be_bytes());
+    out.push(reason);
+    out.extend_from_slice(&response.this_update.unix_seconds().to_be_bytes());
+    out.extend_from_slice(&response.next_update.unix_seconds().to_be_bytes());
+    out.extend_from_slice(&responder);
+    out.extend_from_slice(&response.head);
+    out
+}
+
+fn decode_row(value: &[u8]) -> Option<(Status, [u8; 20], SignedResponse)> {
+    if value.len() < 47 || value[0] != 1 {
+        return None;
+    }
+    let u64_at = |at: usize| {
+        value
+            .get(at..at + 8)
+            .and_then(|b| b.try_into().ok())
+            .map(u64::from_be_bytes)
+    };
+    let status = match value[1] {
+        0 => Status::Good,
+        1 => Status::Revoked {
+            at: Timestamp::from_unix_seconds(u64_at(2)?),
+            reason: RevocationReason::from_code(match value[10] {
+                0xff => None,
+                c => Some(c),
+            })?,
+        },
+        _ => return None,
+    };
+    let responder: [u8; 20] = value.get(27..47)?.try_into().ok()?;
+    Some((
+        status,
+        responder,
+        SignedResponse {
+            this_update: Timestamp::from_unix_seconds(u64_at(11)?),
+            next_update: Timestamp::from_unix_seconds(u64_at(19)?),
+            head: Bytes::copy_from_slice(&value[47..]),
+        },
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rows_round_trip() {
+        let response = SignedResponse {
+            head: Bytes::from_static(b"\x30\x03abc"),
+            this_update: Timestamp::from_unix_seconds(100),
+            next_update: Timestamp::from_unix_seconds(200),
+        };
+        for status in [
+            Status::Good,
+            Status::Revoked {
+                at: Timestamp::from_unix_seconds(50),
+                reason: RevocationReason::KeyCompromise,
+            },
+        ] {
+            let row = encode_row(&response, status, [7; 20]);
+            let (back, responder, decoded) = decode_row(&row).unwrap();
+            assert_eq!((back, responder), (status, [7; 20]));
+            assert_eq!(decoded.head, response.head);
+            assert_eq!(decoded.next_update, response.next_update);
+        }
+        assert!(decode_row(&[1, 2, 3]).is_none());
+    }
+}
