@@ -296,6 +296,7 @@ impl CrlPublisher {
             .dir
             .join(format!("{}.crl.pending-{number}", source.name));
         write_synced(&pending, crl.as_der())?;
+        crate::failpoint::hit("crl-before-commit");
         let sha256 = hex::encode(keys::sha256(crl.as_der()));
         let crl_key = meta_keys::crl_number(issuer.id);
         let name = source.name.clone();
@@ -328,6 +329,7 @@ impl CrlPublisher {
             let _ = std::fs::remove_file(&pending);
             return Err(error);
         }
+        crate::failpoint::hit("crl-after-commit");
         let path = self.file(&source.name);
         rename_durably(&pending, &path)?;
         let published = PublishedCrl {

@@ -511,8 +511,8 @@ impl Responder {
                 status: Status::Good,
             });
         }
-        // Entries loaded but missing one of their two responses.
-        jobs.extend(self.due(now, 0));
+        // Entries loaded with one of their two responses missing or expired.
+        jobs.extend(self.due(now, u64::MAX));
         jobs.sort_by(|a, b| a.key.cmp(&b.key));
         jobs.dedup_by(|a, b| a.key == b.key);
         tracing::info!(
@@ -532,7 +532,7 @@ impl Responder {
             .map(|e| e.status)
     }
 
-    /// Certificates whose responses are missing or older than `max_age` seconds.
+    /// Certificates whose responses are missing, expired, or older than `max_age` seconds.
     pub fn due(&self, now: Timestamp, max_age: u64) -> Vec<SigningJob> {
         let mut jobs = Vec::new();
         for issuer in &self.issuers {

@@ -4,6 +4,7 @@
 //! Nothing here mocks the HSM, the store or the network.
 #![allow(dead_code)]
 
+pub mod daemon;
 pub mod lint;
 
 use std::path::{Path, PathBuf};

@@ -1,0 +1,655 @@
+//! The validation authority end to end: `sceau serve` on a real SoftHSM2 token and store, OpenSSL
+//! (`openssl ocsp -url`, `openssl verify -crl_check`, `openssl crl`), curl-like raw HTTP, pkilint
+//! and Python `cryptography` as independent clients and judges.
+mod common;
+
+use std::path::{Path, PathBuf};
+
+use common::daemon::{Daemon, header, http};
+use common::{KeyKind, Keys, Pki, lint, openssl, serial_of};
+
+/// A PKI with two holder certificates (auth P-256, sign P-384) and its exported CA files.
+struct Fixture {
+    pki: Pki,
+    good: PathBuf,
+    doomed: PathBuf,
+    root: PathBuf,
+    issuing: PathBuf,
+    chain: PathBuf,
+}
+
+fn fixture() -> Fixture {
+    let pki = Pki::new(Keys::EC);
+    pki.init();
+    let exported = pki.export("export");
+    let issue = |name: &str, policy: &str, kind, subject: &str| {
+        let csr = pki.csr(name, kind, subject);
+        let pem = pki.sceau_ok(&[
+            "issue",
+            "--policy",
+            policy,
+            "--csr",
+            csr.to_str().unwrap(),
+            "--holder",
+            name,
+        ]);
+        let path = pki.path(&format!("{name}.pem"));
+        std::fs::write(&path, pem).unwrap();
+        path
+    };
+    let good = issue(
+        "alice",
+        "justice-auth",
+        KeyKind::P256,
+        "/GN=Alice/SN=BLANC/CN=Alice BLANC",
+    );
+    let doomed = issue(
+        "bob",
+        "justice-sign",
+        KeyKind::P384,
+        "/GN=Bob/SN=NOIR/CN=Bob NOIR",
+    );
+    let chain = pki.path("chain.pem");
+    let root = exported.join("racine.pem");
+    let issuing = exported.join("ac-agents.pem");
+    std::fs::write(
+        &chain,
+        std::fs::read_to_string(&root).unwrap() + &std::fs::read_to_string(&issuing).unwrap(),
+    )
+    .unwrap();
+    Fixture {
+        pki,
+        good,
+        doomed,
+        root,
+        issuing,
+        chain,
+    }
+}
+
+/// `openssl ocsp -url` (with a nonce unless told otherwise); returns its whole output.
+fn ocsp_query(f: &Fixture, daemon: &Daemon, certificate: &Path, extra: &[&str]) -> String {
+    let url = daemon.url("/ocsp");
+    let mut args = vec!["ocsp"];
+    args.extend_from_slice(extra);
+    args.extend_from_slice(&[
+        "-issuer",
+        f.issuing.to_str().unwrap(),
+        "-cert",
+        certificate.to_str().unwrap(),
+    ]);
+    args.extend_from_slice(&[
+        "-url",
+        &url,
+        "-CAfile",
+        f.chain.to_str().unwrap(),
+        "-resp_text",
+    ]);
+    let (_, text) = openssl(&args);
+    assert!(
+        text.contains("Response verify OK"),
+        "openssl could not verify the response:\n{text}"
+    );
+    text
+}
+
+/// A DER request made by OpenSSL.
+fn request(f: &Fixture, certificate: &Path, extra: &[&str]) -> Vec<u8> {
+    let out = f.pki.path("request.der");
+    let mut args = vec!["ocsp"];
+    args.extend_from_slice(extra);
+    args.extend_from_slice(&[
+        "-issuer",
+        f.issuing.to_str().unwrap(),
+        "-cert",
+        certificate.to_str().unwrap(),
+    ]);
+    args.extend_from_slice(&["-reqout", out.to_str().unwrap()]);
+    let (ok, text) = openssl(&args);
+    assert!(ok, "{text}");
+    std::fs::read(out).unwrap()
+}
+
+fn post(daemon: &Daemon, body: &[u8]) -> (u16, Vec<(String, String)>, Vec<u8>) {
+    http(
+        daemon.va,
+        "POST",
+        "/ocsp",
+        &[("Content-Type", "application/ocsp-request")],
+        body,
+    )
+}
+
+/// Lints a DER response with pkilint, verifies it with openssl, parses it with Python
+/// `cryptography`; returns the status `cryptography` read.
+fn judge_response(f: &Fixture, name: &str, der: &[u8]) -> String {
+    let path = f.pki.path(&format!("{name}.ocsp"));
+    std::fs::write(&path, der).unwrap();
+    lint::ocsp_response(&path);
+    let (_, text) = openssl(&[
+        "ocsp",
+        "-respin",
+        path.to_str().unwrap(),
+        "-CAfile",
+        f.chain.to_str().unwrap(),
+        "-resp_text",
+    ]);
+    assert!(text.contains("Response verify OK"), "{name}: {text}");
+    python(&format!(
+        "from cryptography.x509 import ocsp\nr = ocsp.load_der_ocsp_response(open({:?}, 'rb').read())\nprint(r.certificate_status.name, r.revocation_reason, r.next_update_utc is not None, r.responder_key_hash.hex(), len(r.certificates))",
+        path.display().to_string()
+    ))
+}
+
+fn python(code: &str) -> String {
+    let venv = std::env::var("SCEAU_PKILINT")
+        .map(PathBuf::from)
+        .unwrap_or_else(|_| {
+            PathBuf::from(std::env::var("HOME").unwrap()).join(".cache/sceau/pkilint")
+        });
+    let out = std::process::Command::new(venv.join("bin/python"))
+        .args(["-c", code])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "python: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap().trim().to_owned()
+}
+
+fn crl_number(path: &Path) -> u64 {
+    let (ok, text) = openssl(&[
+        "crl",
+        "-inform",
+        "DER",
+        "-in",
+        path.to_str().unwrap(),
+        "-noout",
+        "-crlnumber",
+    ]);
+    assert!(ok, "{text}");
+    u64::from_str_radix(text.trim().trim_start_matches("crlNumber=0x"), 16).unwrap()
+}
+
+fn fetch(daemon: &Daemon, path: &str, to: &Path) -> Vec<u8> {
+    let (status, _, body) = http(daemon.va, "GET", path, &[], b"");
+    assert_eq!(status, 200, "GET {path}");
+    std::fs::write(to, &body).unwrap();
+    body
+}
+
+#[test]
+fn ocsp_and_crls_answer_openssl_pkilint_and_cryptography() {
+    let f = fixture();
+    let daemon = Daemon::start(&f.pki);
+    // Two responses per certificate: alice, bob and the OCSP responder's own certificate.
+    daemon.wait_until("responses signed ahead", |d| {
+        d.metric("sceau_ocsp_signatures_total", "ahead") >= 6
+    });
+
+    // Good, with a nonce echoed (OpenSSL sends one by default).
+    let text = ocsp_query(&f, &daemon, &f.good, &[]);
+    assert!(
+        text.contains(": good") && text.contains("OCSP Nonce"),
+        "{text}"
+    );
+    assert!(!text.contains("WARNING: no nonce"), "{text}");
+    // Good, pre-signed, SHA-1 and SHA-256 CertIDs; byKey responder, archiveCutoff, nextUpdate.
+    for extra in [&["-no_nonce"][..], &["-no_nonce", "-sha256"][..]] {
+        let text = ocsp_query(&f, &daemon, &f.good, extra);
+        assert!(
+            text.contains(": good")
+                && text.contains("Responder Id: ")
+                && text.contains("Archive Cutoff"),
+            "{text}"
+        );
+        assert!(text.contains("Next Update"), "{text}");
+    }
+    let (status, headers, body) = post(&daemon, &request(&f, &f.good, &["-no_nonce"]));
+    assert_eq!(
+        (status, header(&headers, "content-type")),
+        (200, Some("application/ocsp-response"))
+    );
+    assert!(judge_response(&f, "good", &body).starts_with("GOOD None True"));
+
+    // GET (RFC 6960 appendix A) with RFC 9919 caching headers, then 304 for the same ETag.
+    let der = request(&f, &f.good, &["-no_nonce", "-sha256"]);
+    let path = format!("/ocsp/{}", base64_url(&der));
+    let (status, headers, body) = http(daemon.va, "GET", &path, &[], b"");
+    assert_eq!(status, 200);
+    let cache = header(&headers, "cache-control").unwrap();
+    assert!(
+        cache.starts_with("max-age=") && cache.contains("public"),
+        "{cache}"
+    );
+    for name in ["etag", "last-modified", "expires"] {
+        assert!(header(&headers, name).is_some(), "no {name}: {headers:?}");
+    }
+    assert!(judge_response(&f, "good-get", &body).starts_with("GOOD"));
+    let etag = header(&headers, "etag").unwrap().to_owned();
+    let (status, _, body) = http(daemon.va, "GET", &path, &[("If-None-Match", &etag)], b"");
+    assert_eq!((status, body.len()), (304, 0));
+
+    // Never issued: unknown. Another CA's certificate: unauthorized.
+    let (ok, text) = openssl(&[
+        "ocsp",
+        "-issuer",
+        f.issuing.to_str().unwrap(),
+        "-serial",
+        "0x0BADBEEF",
+        "-no_nonce",
+        "-url",
+        &daemon.url("/ocsp"),
+        "-CAfile",
+        f.chain.to_str().unwrap(),
+    ]);
+    assert!(ok && text.contains("0x0BADBEEF: unknown"), "{text}");
+    let unknown = request_serial(&f, "0x0BADBEEF");
+    let (_, _, body) = post(&daemon, &unknown);
+    assert!(judge_response(&f, "unknown", &body).starts_with("UNKNOWN"));
+    let (ok, text) = openssl(&[
+        "ocsp",
+        "-issuer",
+        f.root.to_str().unwrap(),
+        "-serial",
+        "0x1",
+        "-no_nonce",
+        "-url",
+        &daemon.url("/ocsp"),
+    ]);
+    assert!(!ok || text.contains("unauthorized"), "{text}");
+    assert!(text.contains("unauthorized"), "{text}");
+
+    // Revocation: OCSP answers "revoked" as soon as the command returns.
+    let crl_before = {
+        let path = f.pki.path("before.crl");
+        fetch(&daemon, "/crl/ac-agents.crl", &path);
+        crl_number(&path)
+    };
+    let serial = serial_of(&f.doomed);
+    // The key was compromised when the certificate was issued (no earlier: refused).
+    let invalidity = not_before(&f.doomed);
+    let early = f.pki.sceau(&[
+        "revoke",
+        "--serial",
+        &serial,
+        "--reason",
+        "key-compromise",
+        "--invalidity-date",
+        "2020-01-01T00:00:00Z",
+    ]);
+    assert!(String::from_utf8_lossy(&early.stderr).contains("before the certificate"));
+    let out = f.pki.sceau_ok(&[
+        "revoke",
+        "--serial",
+        &serial,
+        "--reason",
+        "key-compromise",
+        "--invalidity-date",
+        &invalidity,
+    ]);
+    assert!(out.contains("\"ocsp\":\"revoked\""), "{out}");
+    let text = ocsp_query(&f, &daemon, &f.doomed, &["-no_nonce"]);
+    assert!(
+        text.contains(": revoked") && text.contains("keyCompromise"),
+        "{text}"
+    );
+    let (_, _, body) = post(&daemon, &request(&f, &f.doomed, &["-no_nonce"]));
+    assert!(judge_response(&f, "revoked", &body).starts_with("REVOKED ReasonFlags.key_compromise"));
+    let again = f
+        .pki
+        .sceau(&["revoke", "--serial", &serial, "--reason", "superseded"]);
+    assert!(String::from_utf8_lossy(&again.stderr).contains("already revoked"));
+
+    // A new CRL follows within seconds: number +1, the entry, lint, signature, -crl_check.
+    let crl = f.pki.path("ac-agents.crl");
+    daemon.wait_until("a new CRL", |d| {
+        fetch(d, "/crl/ac-agents.crl", &crl);
+        crl_number(&crl) > crl_before
+    });
+    assert_eq!(crl_number(&crl), crl_before + 1);
+    lint::crl(&crl);
+    let (_, text) = openssl(&[
+        "crl",
+        "-inform",
+        "DER",
+        "-in",
+        crl.to_str().unwrap(),
+        "-CAfile",
+        f.issuing.to_str().unwrap(),
+        "-noout",
+        "-text",
+    ]);
+    assert!(
+        text.contains("verify OK")
+            && text.contains(&serial)
+            && text.contains("Key Compromise")
+            && text.contains("Invalidity Date"),
+        "{text}"
+    );
+    let crl_pem = f.pki.path("ac-agents-crl.pem");
+    assert!(
+        openssl(&[
+            "crl",
+            "-inform",
+            "DER",
+            "-in",
+            crl.to_str().unwrap(),
+            "-out",
+            crl_pem.to_str().unwrap()
+        ])
+        .0
+    );
+    let verify = |certificate: &Path| {
+        openssl(&[
+            "verify",
+            "-crl_check",
+            "-CRLfile",
+            crl_pem.to_str().unwrap(),
+            "-CAfile",
+            f.chain.to_str().unwrap(),
+            certificate.to_str().unwrap(),
+        ])
+    };
+    let (ok, text) = verify(&f.doomed);
+    assert!(!ok && text.contains("certificate revoked"), "{text}");
+    let (ok, text) = verify(&f.good);
+    assert!(ok, "{text}");
+    // The published file is the served CRL.
+    assert_eq!(
+        std::fs::read(f.pki.path("publish/ac-agents.crl")).unwrap(),
+        std::fs::read(&crl).unwrap()
+    );
+
+    // The root's ARL, and the CA certificates for AIA caIssuers.
+    let arl = f.pki.path("racine.crl");
+    fetch(&daemon, "/crl/racine.crl", &arl);
+    lint::arl(&arl);
+    let (_, text) = openssl(&[
+        "crl",
+        "-inform",
+        "DER",
+        "-in",
+        arl.to_str().unwrap(),
+        "-CAfile",
+        f.root.to_str().unwrap(),
+        "-noout",
+    ]);
+    assert!(text.contains("verify OK"), "{text}");
+    let ca = fetch(&daemon, "/ca/ac-agents.crt", &f.pki.path("ac.der"));
+    let (_, exported) = openssl(&[
+        "x509",
+        "-in",
+        f.issuing.to_str().unwrap(),
+        "-outform",
+        "DER",
+        "-out",
+        f.pki.path("ac-exported.der").to_str().unwrap(),
+    ]);
+    let _ = exported;
+    assert_eq!(ca, std::fs::read(f.pki.path("ac-exported.der")).unwrap());
+
+    // `sceau crl` publishes now: +1 again.
+    let before = crl_number(&crl);
+    f.pki.sceau_ok(&["crl"]);
+    fetch(&daemon, "/crl/ac-agents.crl", &crl);
+    assert_eq!(crl_number(&crl), before + 1);
+
+    // Health and metrics.
+    let (status, _, body) = http(daemon.va, "GET", "/healthz", &[], b"");
+    assert_eq!(status, 200, "{}", String::from_utf8_lossy(&body));
+    assert!(daemon.metric("sceau_ocsp_responses_total", "presigned") >= 3);
+    // SIGTERM: a clean exit.
+    assert!(daemon.stop().success());
+    f.pki.audit_entries();
+}
+
+/// notBefore as RFC 3339, from `openssl x509 -startdate` ("Nov 25 06:12:33 2026 GMT").
+fn not_before(certificate: &Path) -> String {
+    let (_, text) = openssl(&[
+        "x509",
+        "-in",
+        certificate.to_str().unwrap(),
+        "-noout",
+        "-startdate",
+    ]);
+    let fields: Vec<&str> = text
+        .trim()
+        .trim_start_matches("notBefore=")
+        .split_whitespace()
+        .collect();
+    let month = [
+        "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
+    ]
+    .iter()
+    .position(|m| *m == fields[0])
+    .unwrap()
+        + 1;
+    format!(
+        "{}-{month:02}-{:02}T{}Z",
+        fields[3],
+        fields[1].parse::<u32>().unwrap(),
+        fields[2]
+    )
+}
+
+fn request_serial(f: &Fixture, serial: &str) -> Vec<u8> {
+    let out = f.pki.path("request-serial.der");
+    let (ok, text) = openssl(&[
+        "ocsp",
+        "-issuer",
+        f.issuing.to_str().unwrap(),
+        "-serial",
+        serial,
+        "-no_nonce",
+        "-reqout",
+        out.to_str().unwrap(),
+    ]);
+    assert!(ok, "{text}");
+    std::fs::read(out).unwrap()
+}
+
+fn base64_url(der: &[u8]) -> String {
+    use std::process::{Command, Stdio};
+    let mut child = Command::new("base64")
+        .arg("-w0")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::io::Write::write_all(child.stdin.as_mut().unwrap(), der).unwrap();
+    let out = child.wait_with_output().unwrap();
+    String::from_utf8(out.stdout)
+        .unwrap()
+        .replace('+', "%2B")
+        .replace('/', "%2F")
+        .replace('=', "%3D")
+}
+
+#[test]
+fn a_restart_serves_from_the_store_and_offline_revocations_are_picked_up() {
+    let f = fixture();
+    let daemon = Daemon::start(&f.pki);
+    daemon.wait_until("responses signed ahead", |d| {
+        d.metric("sceau_ocsp_signatures_total", "ahead") >= 6
+    });
+    assert!(daemon.stop().success());
+
+    // Revoked while the daemon is down: the CLI writes the store directly.
+    let serial = serial_of(&f.doomed);
+    let out = f.pki.sceau_ok(&[
+        "revoke",
+        "--serial",
+        &serial,
+        "--reason",
+        "affiliation-changed",
+    ]);
+    assert!(out.contains("not running"), "{out}");
+
+    let daemon = Daemon::start(&f.pki);
+    // The good certificate is answered at once from the persisted response: nothing re-signed
+    // for it (only the revoked one's two responses).
+    let text = ocsp_query(&f, &daemon, &f.good, &["-no_nonce"]);
+    assert!(text.contains(": good"), "{text}");
+    assert_eq!(daemon.metric("sceau_ocsp_responses_total", "presigned"), 1);
+    // The offline revocation is never answered "good", and is signed shortly.
+    let text = ocsp_query(&f, &daemon, &f.doomed, &["-no_nonce"]);
+    assert!(
+        text.contains(": revoked") && text.contains("affiliationChanged"),
+        "{text}"
+    );
+    daemon.wait_until("the revoked responses re-signed", |d| {
+        d.metric("sceau_ocsp_signatures_total", "ahead") >= 2
+    });
+    assert!(
+        daemon.metric("sceau_ocsp_signatures_total", "ahead") <= 2,
+        "only the revoked certificate is re-signed"
+    );
+    assert!(daemon.stop().success());
+}
+
+/// Bad input gets a protocol answer (HTTP 200 + malformedRequest, or 4xx with a problem
+/// document for non-OCSP resources), never a crash, and changes nothing.
+#[test]
+fn malformed_oversized_and_random_requests_get_protocol_answers() {
+    let f = fixture();
+    let daemon = Daemon::start(&f.pki);
+    let audit_before = {
+        let (_, _, body) = http(daemon.admin, "GET", "/metrics", &[], b"");
+        String::from_utf8_lossy(&body).contains("sceau_revocations_total 0")
+    };
+    assert!(audit_before);
+    const MALFORMED: [u8; 5] = [0x30, 0x03, 0x0a, 0x01, 0x01];
+    let valid = request(&f, &f.good, &["-no_nonce"]);
+    let mut cases: Vec<(&str, Vec<u8>)> = vec![
+        ("empty", vec![]),
+        ("garbage", b"GET / HTTP/1.0\r\n\r\n".to_vec()),
+        ("truncated", valid[..valid.len() - 3].to_vec()),
+        ("trailing bytes", [valid.clone(), vec![0]].concat()),
+        ("oversized", vec![0x30; 70 * 1024]),
+        ("huge length", vec![0x30, 0x84, 0x7f, 0xff, 0xff, 0xff]),
+    ];
+    // Random bytes, and the valid request with random bytes changed (deterministic seed).
+    let mut seed = 0x5eed_u64;
+    let mut next = move || {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        seed
+    };
+    for i in 0..300 {
+        let len = (next() % 300) as usize;
+        let random: Vec<u8> = (0..len).map(|_| next() as u8).collect();
+        let mut mutated = valid.clone();
+        for _ in 0..1 + next() % 4 {
+            let at = (next() as usize) % mutated.len();
+            mutated[at] = next() as u8;
+        }
+        cases.push((
+            if i % 2 == 0 { "random" } else { "mutated" },
+            if i % 2 == 0 { random } else { mutated },
+        ));
+    }
+    let mut answered = [0usize; 3];
+    for (name, body) in &cases {
+        let (status, headers, response) = post(&daemon, body);
+        assert_eq!(status, 200, "{name}: HTTP {status}");
+        assert_eq!(
+            header(&headers, "content-type"),
+            Some("application/ocsp-response"),
+            "{name}"
+        );
+        match response.as_slice() {
+            b if b == MALFORMED => answered[0] += 1,
+            [0x30, 0x03, 0x0a, 0x01, 6] => answered[1] += 1, // a mutated CertID: unauthorized
+            [0x30, ..] if response.len() > 100 => answered[2] += 1, // still a valid request
+            other => panic!("{name}: unexpected answer {other:02x?}"),
+        }
+    }
+    assert!(answered[0] > 150, "{answered:?}");
+
+    // Wrong content type; GET with a path that is not base64; non-OCSP garbage paths.
+    let (status, _, body) = http(
+        daemon.va,
+        "POST",
+        "/ocsp",
+        &[("Content-Type", "text/plain")],
+        &valid,
+    );
+    assert_eq!((status, body.as_slice()), (200, &MALFORMED[..]));
+    let (status, _, body) = http(daemon.va, "GET", "/ocsp/%%%not-base64", &[], b"");
+    assert_eq!((status, body.as_slice()), (200, &MALFORMED[..]));
+    let (status, headers, body) = http(daemon.va, "GET", "/nowhere", &[], b"");
+    assert_eq!(
+        (status, header(&headers, "content-type")),
+        (404, Some("application/problem+json"))
+    );
+    assert!(String::from_utf8_lossy(&body).contains("urn:sceau:problem:not-found"));
+    let (status, _, _) = http(daemon.va, "DELETE", "/ocsp", &[], b"");
+    assert_eq!(status, 405);
+    // The admin commands need the token.
+    let (status, _, body) = http(daemon.admin, "POST", "/admin/revoke", &[], b"{}");
+    assert_eq!(status, 401, "{}", String::from_utf8_lossy(&body));
+
+    // Still serving, nothing changed.
+    let text = ocsp_query(&f, &daemon, &f.good, &["-no_nonce"]);
+    assert!(text.contains(": good"), "{text}");
+    assert_eq!(daemon.metric("sceau_revocations_total", ""), 0);
+    assert!(daemon.stop().success());
+    f.pki.audit_entries();
+}
+
+/// DESIGN.md invariant 4: CRL numbers go up by exactly one and are persisted before
+/// publication, across crashes on either side of the commit.
+#[cfg(feature = "test-hooks")]
+#[test]
+fn crl_numbers_survive_crashes_around_the_commit() {
+    let f = fixture();
+    let published = f.pki.path("publish/ac-agents.crl");
+    f.pki.sceau_ok(&["crl"]);
+    assert_eq!(crl_number(&published), 1);
+
+    // Crash after the pending file is written, before the number is committed: number 2 was
+    // never used, and the next CRL is number 2.
+    let out = f
+        .pki
+        .sceau_with_env(&["crl"], &[("SCEAU_FAILPOINT", "crl-before-commit")]);
+    assert!(!out.status.success());
+    assert_eq!(crl_number(&published), 1);
+    f.pki.sceau_ok(&["crl"]);
+    assert_eq!(crl_number(&published), 2);
+
+    // Crash after the commit, before the rename: number 3 is persisted; the next start
+    // publishes it, and the next CRL is 4.
+    let out = f
+        .pki
+        .sceau_with_env(&["crl"], &[("SCEAU_FAILPOINT", "crl-after-commit")]);
+    assert!(!out.status.success());
+    assert_eq!(crl_number(&published), 2, "not renamed yet");
+    assert!(std::fs::read_dir(f.pki.path("publish")).unwrap().any(|e| {
+        e.unwrap()
+            .file_name()
+            .to_string_lossy()
+            .contains("pending-3")
+    }));
+    let out = f.pki.sceau_ok(&["crl"]);
+    assert!(out.contains("\"number\":4"), "{out}");
+    assert_eq!(crl_number(&published), 4);
+    let leftovers: Vec<_> = std::fs::read_dir(f.pki.path("publish"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.contains("pending"))
+        .collect();
+    assert!(leftovers.is_empty(), "{leftovers:?}");
+    // The audit log has CRLs 1, 2 (second try), 3 and 4, in order.
+    let numbers: Vec<u64> = f
+        .pki
+        .sceau_ok(&["audit", "export"])
+        .lines()
+        .filter(|l| l.contains("crl_published") && l.contains("\"name\":\"ac-agents\""))
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok()?["number"].as_u64())
+        .collect();
+    assert_eq!(numbers, [1, 2, 3, 4]);
+}
