@@ -56,12 +56,11 @@ impl Daemon {
                     panic!("the daemon did not get ready: {line:?}\n{log}")
                 })
         };
-        let daemon = Daemon {
+        Daemon {
             va: field("va="),
             admin: field("admin="),
             child: Some(child),
-        };
-        daemon
+        }
     }
 
     pub fn url(&self, path: &str) -> String {
