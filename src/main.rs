@@ -7,8 +7,10 @@ use tracing_subscriber::EnvFilter;
 fn main() -> ExitCode {
     let cli = sceau::cli::Cli::parse();
     let filter = EnvFilter::try_new(&cli.log).unwrap_or_else(|_| EnvFilter::new("info"));
+    // Colours only on a terminal: logs in files and journald stay plain text.
     let subscriber = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_writer(std::io::stderr);
     if cli.log_json {
         subscriber.json().init();
