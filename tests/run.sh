@@ -21,26 +21,10 @@ cd "$(dirname "$0")/.."
 say() { printf '\n== %s\n' "$*"; }
 
 say "system packages"
-need=()
-for pkg in libclang-dev softhsm2 openssl python3-venv curl wrk; do
-  dpkg -s "$pkg" >/dev/null 2>&1 || need+=("$pkg")
-done
-command -v cc >/dev/null 2>&1 || need+=(build-essential)
-if [ ${#need[@]} -gt 0 ]; then
-  echo "installing: ${need[*]}"
-  sudo_cmd=""; [ "$(id -u)" -eq 0 ] || sudo_cmd="sudo"
-  $sudo_cmd apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive $sudo_cmd apt-get install -y -qq "${need[@]}" >/dev/null
-else
-  echo "all present"
-fi
-
-if ! command -v cargo >/dev/null 2>&1; then
-  say "Rust toolchain (rustup)"
-  curl -sSf https://sh.rustup.rs | sh -s -- -y --profile minimal -c rustfmt,clippy
-  # shellcheck disable=SC1091
-  . "$HOME/.cargo/env"
-fi
+# shellcheck source=hsm/deps.sh
+. hsm/deps.sh
+sceau_packages libclang-dev softhsm2 openssl python3-venv curl wrk
+sceau_rust
 
 say "pkilint (independent linter)"
 export SCEAU_PKILINT=${SCEAU_PKILINT:-$HOME/.cache/sceau/pkilint}
@@ -50,8 +34,7 @@ if [ ! -x "$SCEAU_PKILINT/bin/lint_pkix_cert" ] || ! "$SCEAU_PKILINT/bin/python"
 fi
 "$SCEAU_PKILINT/bin/pip" show pkilint 2>/dev/null | grep '^Version'
 
-export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$HOME/.cache/sceau-target}
-echo "cargo target directory: $CARGO_TARGET_DIR"
+sceau_target_dir
 
 say "format"
 cargo fmt --check

@@ -1,0 +1,69 @@
+#!/usr/bin/env bash
+# hsm/dev-serve.sh — start sceau with a development CA in a SoftHSM2 token. On a fresh Debian
+# machine, as root, from a clone:
+#
+#     hsm/dev-serve.sh
+#
+# 1. Installs what is missing: Debian packages (softhsm2, libclang-dev for the RocksDB
+#    bindings, openssl, curl, a C compiler) and a Rust toolchain (rustup) if cargo is absent.
+# 2. Creates the development SoftHSM2 token under var/ (hsm/dev-token.sh; PIN in var/pin).
+# 3. Builds sceau (release; target directory ~/.cache/sceau-target, the first build takes
+#    about 20 minutes because of the bundled RocksDB).
+# 4. The first time only: runs the key ceremony (`sceau init`: root, AC Agents and OCSP
+#    responder keys in the token, certificates in var/data/certs) and issues a demo card
+#    (two OpenSSL-made P-256 requests; the certificates go to var/demo).
+# 5. Runs `sceau serve` with config/sceau.toml in the foreground: OCSP, CRLs and CA
+#    certificates on http://127.0.0.1:8080, administration on 127.0.0.1:9180. Ctrl-C stops it.
+#
+# Everything it makes is under var/ (git-ignored): `rm -rf var` starts over.
+set -euo pipefail
+root=$(cd "$(dirname "$0")/.." && pwd)
+cd "$root"
+# shellcheck source=hsm/deps.sh
+. hsm/deps.sh
+
+say() { printf '\n== %s\n' "$*"; }
+
+say "system packages"
+sceau_packages libclang-dev softhsm2 openssl curl
+sceau_rust
+
+say "development token"
+hsm/dev-token.sh
+
+say "build"
+sceau_target_dir
+cargo build --release --bin sceau
+sceau="$CARGO_TARGET_DIR/release/sceau"
+config=config/sceau.toml
+
+if ! "$sceau" -c "$config" --log warn ca show >/dev/null 2>&1; then
+  say "key ceremony (sceau init)"
+  "$sceau" -c "$config" init
+fi
+
+demo=var/demo
+if [ ! -s "$demo/auth.pem" ]; then
+  say "a demo card (sceau card issue)"
+  mkdir -p "$demo"
+  org="/C=FR/O=MINISTERE DE LA JUSTICE TEST/OU=0002 123456789"
+  for use in auth sign; do
+    openssl req -new -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -utf8 \
+      -subj "$org/GN=Camille/SN=MARTIN/CN=Camille MARTIN" \
+      -keyout "$demo/$use.key" -out "$demo/$use.csr" 2>/dev/null
+  done
+  "$sceau" -c "$config" card issue --holder demo-agent --card demo-card \
+    --auth-csr "$demo/auth.csr" --sign-csr "$demo/sign.csr" --out-dir "$demo"
+fi
+
+say "serving"
+certs=var/data/certs
+cat <<TXT
+Try, from another shell in $root:
+  openssl ocsp -issuer $certs/ac-agents.pem -cert $demo/auth.pem -url http://127.0.0.1:8080/ocsp \\
+    -CAfile $certs/racine.pem -VAfile $certs/ocsp-ac-agents.pem
+  curl -s http://127.0.0.1:8080/crl/ac-agents.crl | openssl crl -inform DER -noout -text
+  $sceau -c $config revoke --card demo-card --reason key-compromise
+Ctrl-C stops the daemon.
+TXT
+exec "$sceau" -c "$config" serve
