@@ -1,0 +1,66 @@
+# benches/lib.sh — sourced by the load scripts in benches/: building, a CA in its own SoftHSM2
+# token, and the timing helpers they share.
+
+bench_root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$HOME/.cache/sceau-target}
+
+# bench_install TOOL=PACKAGE... : apt-get install the packages of the tools that are missing.
+bench_install() {
+  local pair tool pkg
+  for pair in "$@"; do
+    tool=${pair%%=*}; pkg=${pair#*=}
+    if ! command -v "$tool" >/dev/null; then
+      echo "installing $pkg"
+      DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$pkg" >/dev/null
+    fi
+  done
+}
+
+# bench_build: the release binary and the va_tools helper; sets SCEAU and TOOLS.
+bench_build() {
+  echo "building (release)"
+  (cd "$bench_root" && cargo build --release -q --bin sceau && cargo bench --bench va_tools --no-run -q 2>/dev/null)
+  SCEAU=$CARGO_TARGET_DIR/release/sceau
+  TOOLS=$(ls -t "$CARGO_TARGET_DIR"/release/deps/va_tools-* | grep -v '\.d$' | head -1)
+}
+
+# bench_ca DIR : a SoftHSM2 token, a configuration (DIR/sceau.toml, from config/sceau.toml) and
+# `sceau init`, all in DIR. Sets CONFIG and exports SOFTHSM2_CONF.
+bench_ca() {
+  local dir=$1
+  export SOFTHSM2_CONF=$dir/softhsm2.conf
+  CONFIG=$dir/sceau.toml
+  rm -rf "$dir"/{tokens,data,publish}; mkdir -p "$dir/tokens"
+  printf 'directories.tokendir = %s/tokens\nobjectstore.backend = file\nlog.level = ERROR\n' "$dir" > "$SOFTHSM2_CONF"
+  echo "bench-pin-0000" > "$dir/pin"
+  softhsm2-util --init-token --free --label sceau-bench --so-pin so-bench-0000 --pin bench-pin-0000 >/dev/null
+  sed -e "s#^data_dir = .*#data_dir = \"$dir/data\"#" -e "s#^publish_dir = .*#publish_dir = \"$dir/publish\"#" \
+      -e "s#^policies_dir = .*#policies_dir = \"$bench_root/policies\"#" -e 's#^token_label = .*#token_label = "sceau-bench"#' \
+      -e "s#^pin_file = .*#pin_file = \"$dir/pin\"#" -e "s#^module_env = .*#module_env = { SOFTHSM2_CONF = \"$SOFTHSM2_CONF\" }#" \
+      -e '/^\[ra\]/,$d' "$bench_root/config/sceau.toml" > "$CONFIG"
+  "$SCEAU" -c "$CONFIG" --log warn init >/dev/null
+}
+
+# bench_reuse_ca DIR : the CA bench_ca made earlier in DIR.
+bench_reuse_ca() {
+  export SOFTHSM2_CONF=$1/softhsm2.conf
+  CONFIG=$1/sceau.toml
+}
+
+# idle_pct: the share of idle CPU over two seconds. quiet: wait (at most a minute) until the
+# machine is at least 85 % idle, so that one run does not measure another's leftovers.
+idle_pct() {
+  local a b t=0 i
+  read -ra a < /proc/stat; sleep 2; read -ra b < /proc/stat
+  for i in 1 2 3 4 5 6 7 8; do t=$(( t + b[i] - a[i] )); done
+  echo $(( t > 0 ? 100 * ((b[4]-a[4]) + (b[5]-a[5])) / t : 100 ))
+}
+quiet() {
+  for _ in $(seq 1 30); do [ "$(idle_pct)" -ge 85 ] && return 0; done
+  echo "  (machine busy: measuring anyway)"
+}
+
+# median V... : the median of numbers.
+median() { printf '%s\n' "$@" | sort -g | awk '{a[NR]=$1} END{print a[int((NR+1)/2)]}'; }
+# ratio A B : A/B with two decimals.
+ratio() { awk -v a="$1" -v b="$2" 'BEGIN{ if (b > 0) printf "%.2f", a/b; else print "n/a" }'; }
