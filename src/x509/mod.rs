@@ -5,6 +5,7 @@
 //! bytes of its `TBSCertificate`; [`tbs::assemble_certificate`] attaches a signature made
 //! elsewhere (by the HSM), so that the bytes that were linted and recorded are the bytes signed.
 
+pub mod cms;
 pub mod crl;
 pub mod csr;
 pub mod ext;

@@ -80,3 +80,9 @@ pub const SHA512: Oid = Oid::new_unwrap("2.16.840.1.101.3.4.2.3");
 
 // PKCS#9 extensionRequest attribute in a CSR (RFC 2985 §5.4.2).
 pub const PKCS9_EXTENSION_REQUEST: Oid = Oid::new_unwrap("1.2.840.113549.1.9.14");
+
+// CMS (RFC 5652 §4, §5.3, §11): the envelope of signed RA requests.
+pub const CMS_DATA: Oid = Oid::new_unwrap("1.2.840.113549.1.7.1");
+pub const CMS_SIGNED_DATA: Oid = Oid::new_unwrap("1.2.840.113549.1.7.2");
+pub const CMS_CONTENT_TYPE: Oid = Oid::new_unwrap("1.2.840.113549.1.9.3");
+pub const CMS_MESSAGE_DIGEST: Oid = Oid::new_unwrap("1.2.840.113549.1.9.4");

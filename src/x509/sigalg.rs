@@ -118,7 +118,7 @@ impl HashAlgorithm {
         aws_lc_rs::digest::digest(algorithm, data).as_ref().to_vec()
     }
 
-    fn from_oid(oid: const_oid::ObjectIdentifier) -> Option<Self> {
+    pub fn from_oid(oid: const_oid::ObjectIdentifier) -> Option<Self> {
         [
             HashAlgorithm::Sha256,
             HashAlgorithm::Sha384,
