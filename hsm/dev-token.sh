@@ -6,6 +6,7 @@
 #   var/tokens/         the token files
 #   var/pin             the user PIN (development only: a production PIN never sits in the tree)
 #   var/so-pin          the security officer PIN
+#   var/ra-tls.pem/.key the RA listener's self-signed TLS certificate (development only)
 #
 # Installs softhsm2 (apt) if it is missing. Safe to run again: an existing token is kept.
 # Usage: hsm/dev-token.sh [LABEL]   (default label: sceau-dev)
@@ -43,4 +44,15 @@ else
   softhsm2-util --init-token --free --label "$label" \
     --so-pin "$(cat "$var/so-pin")" --pin "$(cat "$var/pin")" >/dev/null
   echo "dev-token: created token \"$label\" in $var/tokens (PIN in $var/pin)"
+fi
+
+# The RA listener's TLS certificate (config/sceau.toml [ra]): self-signed, for 127.0.0.1 and
+# localhost, development only.
+if [ ! -s "$var/ra-tls.pem" ] || [ ! -s "$var/ra-tls.key" ]; then
+  openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 825 \
+    -subj "/CN=sceau RA (development)" \
+    -addext "subjectAltName=IP:127.0.0.1,DNS:localhost" \
+    -addext "extendedKeyUsage=serverAuth" \
+    -keyout "$var/ra-tls.key" -out "$var/ra-tls.pem" 2>/dev/null
+  echo "dev-token: RA TLS certificate in $var/ra-tls.pem"
 fi

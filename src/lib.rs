@@ -14,6 +14,8 @@
 //! - [`ca`]: the key ceremony and issuance: record the intent, sign, store.
 //! - [`store`]: RocksDB, the only module that touches it. Every state change is one atomic write
 //!   batch that carries its audit event.
+//! - [`ra`]: the registration authority: operators (AE > AEC > AED > OC), CMS-signed requests,
+//!   the two-person card workflow.
 //! - [`va`]: the validation authority: OCSP from pre-signed responses, CRL publication.
 //! - [`http`]: the listeners (public validation, administration).
 //! - [`audit`]: the hash-chained event log.
@@ -33,6 +35,7 @@ pub mod failpoint;
 pub mod hsm;
 pub mod http;
 pub mod policy;
+pub mod ra;
 pub mod store;
 pub mod va;
 pub mod x509;

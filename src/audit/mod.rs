@@ -7,6 +7,12 @@
 //! Hashing the stored bytes, rather than a re-serialisation, makes verification independent of
 //! how JSON is written; storing each entry's own hash lets [`verify_chain`] name the first entry
 //! that was altered, not the one after it.
+//!
+//! Checkpoints ([`checkpoint`]) are entries of their own that carry an HSM signature over the
+//! sequence number and hash of an earlier entry: rewriting the log (all hashes recomputed)
+//! then needs the HSM key, not only write access to the database.
+pub mod checkpoint;
+
 use serde::{Deserialize, Serialize};
 
 use crate::x509::Timestamp;
@@ -39,7 +45,10 @@ pub enum AuditEvent {
         external_root: bool,
     },
     /// A CSR for the issuing CA was written, for a root kept elsewhere.
-    ExternalRootRequestCreated { key_label: String, subject: String },
+    ExternalRootRequestCreated {
+        key_label: String,
+        subject: String,
+    },
     /// Before the HSM signs: the exact TBS that will be signed (hex DER).
     IssuanceIntent {
         issuer: String,
@@ -90,6 +99,77 @@ pub enum AuditEvent {
         reason: Option<String>,
         invalidity_date: Option<Timestamp>,
         requested_by: String,
+    },
+    /// A card got new certificates; its previous ones were revoked as superseded.
+    CardRenewed {
+        card: String,
+        holder: String,
+        authentication: String,
+        signature: String,
+        superseded: Vec<String>,
+    },
+    /// An operator was registered: by `sceau ra bootstrap` (no designator) or designated.
+    OperatorDesignated {
+        operator: String,
+        subject: String,
+        role: String,
+        scope: serde_json::Value,
+        designated_by: Option<String>,
+        request: Option<String>,
+    },
+    /// An operator's rights were withdrawn, directly or because its designator's were.
+    OperatorWithdrawn {
+        operator: String,
+        by: String,
+        cascade_from: Option<String>,
+        request: String,
+        reason: Option<String>,
+    },
+    /// A card request (new card or renewal) was submitted after the face-to-face meeting.
+    CardRequestSubmitted {
+        request: String,
+        operator: String,
+        holder: String,
+        card: String,
+        subject: String,
+        renewal: bool,
+    },
+    CardRequestApproved {
+        request: String,
+        operator: String,
+    },
+    CardRequestRejected {
+        request: String,
+        operator: String,
+        reason: String,
+    },
+    /// The certificates of an approved request were issued.
+    CardRequestIssued {
+        request: String,
+        card: String,
+        authentication: String,
+        signature: String,
+    },
+    /// The CA refused to issue an approved request (the request is closed).
+    CardRequestFailed {
+        request: String,
+        why: String,
+    },
+    /// A registration-authority request was refused; nothing else changed.
+    RequestRefused {
+        operator: Option<String>,
+        action: String,
+        request: Option<String>,
+        rule: String,
+        detail: String,
+    },
+    /// A signed checkpoint of the chain: `signature` (hex) is the HSM's signature, with the key
+    /// `key_label`, over `checkpoint_message(entry, entry_hash)`.
+    Checkpoint {
+        entry: u64,
+        entry_hash: String,
+        key_label: String,
+        signature: String,
     },
 }
 
@@ -185,13 +265,38 @@ pub struct ChainBreak {
     pub why: String,
 }
 
+/// What [`verify_chain`] checked.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Verified {
+    pub entries: u64,
+    /// Checkpoints whose signature verified against the audit key.
+    pub checkpoints: u64,
+}
+
+/// The bytes a checkpoint signs: a fixed label, the entry's sequence number (8 octets,
+/// big-endian) and its chain hash.
+pub fn checkpoint_message(seq: u64, hash: &[u8; 32]) -> Vec<u8> {
+    let mut message = b"sceau audit checkpoint\0".to_vec();
+    message.extend_from_slice(&seq.to_be_bytes());
+    message.extend_from_slice(hash);
+    message
+}
+
 /// Checks a whole log, given as (key sequence number, stored bytes) in key order, against the
-/// head recorded beside it. Returns the number of entries checked.
-pub fn verify_chain<I>(entries: I, recorded_head: ChainHead) -> Result<u64, ChainBreak>
+/// head recorded beside it, and every checkpoint against the chain and `audit_key` (the public
+/// key of the HSM key that signs checkpoints; without it, a checkpoint fails).
+pub fn verify_chain<I>(
+    entries: I,
+    recorded_head: ChainHead,
+    audit_key: Option<&spki::SubjectPublicKeyInfoOwned>,
+) -> Result<Verified, ChainBreak>
 where
     I: IntoIterator<Item = (u64, Vec<u8>)>,
 {
     let mut head = ChainHead::GENESIS;
+    // Every entry's hash, to check what checkpoints vouch for (32 octets an entry).
+    let mut hashes: Vec<[u8; 32]> = Vec::new();
+    let mut checkpoints = 0;
     for (key_seq, stored) in entries {
         let expected = head.seq + 1;
         let bad = |why: String| ChainBreak { seq: key_seq, why };
@@ -213,6 +318,41 @@ where
         if record.prev != hex::encode(head.hash) {
             return Err(bad("it does not chain to the entry before it".into()));
         }
+        if let AuditEvent::Checkpoint {
+            entry: seq,
+            entry_hash: hash,
+            signature,
+            ..
+        } = &record.event
+        {
+            let vouched = seq
+                .checked_sub(1)
+                .and_then(|i| hashes.get(i as usize))
+                .ok_or_else(|| {
+                    bad(format!(
+                        "it vouches for entry {seq}, which is not before it"
+                    ))
+                })?;
+            if hex::encode(vouched) != *hash {
+                return Err(bad(format!(
+                    "it vouches for a hash of entry {seq} that the chain does not have"
+                )));
+            }
+            let key = audit_key.ok_or_else(|| bad("no audit key to check its signature".into()))?;
+            let signature = hex::decode(signature).map_err(|e| bad(e.to_string()))?;
+            let algorithm = crate::x509::sigalg::SignatureScheme::EcdsaP256Sha256
+                .algorithm_identifier()
+                .map_err(|e| bad(e.to_string()))?;
+            crate::x509::sigalg::verify(
+                key,
+                &algorithm,
+                &checkpoint_message(*seq, vouched),
+                &signature,
+            )
+            .map_err(|e| bad(format!("its signature: {e}")))?;
+            checkpoints += 1;
+        }
+        hashes.push(computed);
         head = ChainHead {
             seq: key_seq,
             hash: computed,
@@ -227,7 +367,10 @@ where
             ),
         });
     }
-    Ok(head.seq)
+    Ok(Verified {
+        entries: head.seq,
+        checkpoints,
+    })
 }
 
 #[cfg(test)]
@@ -256,7 +399,7 @@ mod tests {
     #[test]
     fn an_intact_chain_verifies() {
         let (entries, head) = log(5);
-        assert_eq!(verify_chain(entries, head), Ok(5));
+        assert_eq!(verify_chain(entries, head, None).map(|v| v.entries), Ok(5));
     }
 
     #[test]
@@ -264,7 +407,7 @@ mod tests {
         let (mut entries, head) = log(5);
         let last = entries[2].1.len() - 3;
         entries[2].1[last] ^= 0x01;
-        let err = verify_chain(entries, head).unwrap_err();
+        let err = verify_chain(entries, head, None).unwrap_err();
         assert_eq!(err.seq, 3, "{err}");
     }
 
@@ -272,9 +415,9 @@ mod tests {
     fn a_deleted_or_truncated_log_is_detected() {
         let (mut entries, head) = log(5);
         entries.remove(1);
-        assert_eq!(verify_chain(entries, head).unwrap_err().seq, 2);
+        assert_eq!(verify_chain(entries, head, None).unwrap_err().seq, 2);
         let (mut entries, head) = log(5);
         entries.pop();
-        assert_eq!(verify_chain(entries, head).unwrap_err().seq, 5);
+        assert_eq!(verify_chain(entries, head, None).unwrap_err().seq, 5);
     }
 }

@@ -500,6 +500,7 @@ fn issue_ca_certificate(
         |_| None,
     )?;
     signed
+        .signed
         .into_iter()
         .next()
         .map(|s| s.der)

@@ -19,7 +19,7 @@ use crate::store::schema::{
     SubjectOwners,
 };
 use crate::store::{
-    CardRecord, CertKey, CertRecord, Digest, ExpiryKey, HolderKey, IntentRecord, IssuerId,
+    CardRecord, CertKey, CertRecord, Digest, ExpiryKey, HolderKey, IntentRecord, IssuerId, Reader,
     RevocationRecord, Store, StoreError, Txn,
 };
 use crate::x509::revocation::RevocationReason;
@@ -27,6 +27,7 @@ use crate::x509::tbs::assemble_certificate;
 use crate::x509::{Serial, Timestamp, keys};
 
 use super::CaError;
+use super::revoke::{RevocationRequest, RevocationTarget, RevokedCertificate, revoke_one};
 
 /// A certificate to be issued: its TBS and what it is for.
 #[derive(Clone, Debug)]
@@ -154,10 +155,28 @@ pub(super) fn record_intents(
     })
 }
 
+/// A dry run of [`record_intents`]'s checks, reading the store without writing.
+pub(super) fn precheck(store: &Store, certificates: &[PendingCertificate]) -> Result<(), CaError> {
+    let mut violations = Vec::new();
+    for pending in certificates {
+        match check_free(store, pending, &mut violations) {
+            Ok(()) | Err(IntentRefused::SerialTaken) => {}
+            Err(IntentRefused::Error(e)) => return Err(e),
+        }
+    }
+    match certificates.first() {
+        Some(first) if !violations.is_empty() => Err(CaError::Rejected(Rejection {
+            policy: first.policy.clone(),
+            violations,
+        })),
+        _ => Ok(()),
+    }
+}
+
 /// The serial is unused (RFC 5280 §4.1.2.2), the key was never certified (RGS A2 IV.6: no
 /// re-certification of a key), and the name belongs to no other holder (RGS A2 III.1.5).
 fn check_free(
-    txn: &Txn<'_>,
+    txn: &impl Reader,
     pending: &PendingCertificate,
     violations: &mut Vec<Violation>,
 ) -> Result<(), IntentRefused> {
@@ -207,15 +226,25 @@ pub(super) fn sign(key: &SigningKey, intent: RecordedIntent) -> Result<SignedCer
     Ok(SignedCertificate { pending, der })
 }
 
+/// What an issuance does to a card.
+#[derive(Debug)]
+pub(super) enum CardWrite {
+    /// A new card: refused if its identifier exists.
+    New(CardRecord),
+    /// A renewal: the card exists and was never renewed; the certificates it held are revoked
+    /// as superseded in the same write.
+    Renewal(CardRecord),
+}
+
 /// Step 4: stores the certificates (and the card grouping them) in one write that also
-/// resolves their intents.
+/// resolves their intents. Returns the certificates a renewal superseded.
 pub(super) fn store_issued(
     store: &Store,
     certificates: Vec<SignedCertificate>,
-    card: Option<CardRecord>,
+    card: Option<CardWrite>,
     now: Timestamp,
-) -> Result<(), CaError> {
-    store.commit(move |txn| -> Result<(), CaError> {
+) -> Result<Vec<RevokedCertificate>, CaError> {
+    store.commit(move |txn| -> Result<Vec<RevokedCertificate>, CaError> {
         for signed in &certificates {
             let pending = &signed.pending;
             txn.delete::<Intents>(&pending.key);
@@ -257,22 +286,59 @@ pub(super) fn store_issued(
                 certificate: hex::encode(&signed.der),
             });
         }
-        if let Some(card) = card {
-            if txn.contains::<Cards>(&card.card)? {
-                return Err(CaError::Refused(format!(
-                    "card {} already exists",
-                    card.card
-                )));
+        let mut superseded = Vec::new();
+        match card {
+            None => {}
+            Some(CardWrite::New(card)) => {
+                if txn.contains::<Cards>(&card.card)? {
+                    return Err(CaError::Refused(format!(
+                        "card {} already exists",
+                        card.card
+                    )));
+                }
+                txn.audit(AuditEvent::CardIssued {
+                    card: card.card.clone(),
+                    holder: card.holder.clone(),
+                    authentication: card.authentication.serial.to_hex(),
+                    signature: card.signature.serial.to_hex(),
+                });
+                txn.put::<Cards>(&card.card.clone(), &card)?;
             }
-            txn.audit(AuditEvent::CardIssued {
-                card: card.card.clone(),
-                holder: card.holder.clone(),
-                authentication: card.authentication.serial.to_hex(),
-                signature: card.signature.serial.to_hex(),
-            });
-            txn.put::<Cards>(&card.card.clone(), &card)?;
+            Some(CardWrite::Renewal(card)) => {
+                let previous = txn
+                    .get::<Cards>(&card.card)?
+                    .ok_or_else(|| CaError::NotFound(format!("card {} is unknown", card.card)))?;
+                if previous.renewals > 0 || previous.holder != card.holder {
+                    return Err(CaError::Refused(format!(
+                        "card {} was already renewed",
+                        card.card
+                    )));
+                }
+                let request = RevocationRequest {
+                    target: RevocationTarget::Card(card.card.clone()),
+                    reason: RevocationReason::Superseded,
+                    invalidity_date: None,
+                    requested_by: "renewal".into(),
+                };
+                for key in [&previous.authentication, &previous.signature] {
+                    if let Some(revoked) = revoke_one(txn, key, &request, now)? {
+                        superseded.push(revoked);
+                    }
+                }
+                txn.audit(AuditEvent::CardRenewed {
+                    card: card.card.clone(),
+                    holder: card.holder.clone(),
+                    authentication: card.authentication.serial.to_hex(),
+                    signature: card.signature.serial.to_hex(),
+                    superseded: [&previous.authentication, &previous.signature]
+                        .iter()
+                        .map(|k| k.serial.to_hex())
+                        .collect(),
+                });
+                txn.put::<Cards>(&card.card.clone(), &card)?;
+            }
         }
-        Ok(())
+        Ok(superseded)
     })
 }
 
@@ -360,8 +426,8 @@ pub(super) fn issue_all<F>(
     count: usize,
     now: Timestamp,
     mut make: F,
-    card: impl FnOnce(&[SignedCertificate]) -> Option<CardRecord>,
-) -> Result<Vec<SignedCertificate>, CaError>
+    card: impl FnOnce(&[SignedCertificate]) -> Option<CardWrite>,
+) -> Result<Issued, CaError>
 where
     F: FnMut(Vec<Serial>) -> Result<Vec<PendingCertificate>, CaError>,
 {
@@ -405,11 +471,21 @@ where
             der: s.der.clone(),
         })
         .collect();
-    if let Err(error) = store_issued(store, stored, card_record, now) {
-        abandon(store, keys, &error, now);
-        return Err(error);
+    match store_issued(store, stored, card_record, now) {
+        Ok(superseded) => Ok(Issued { signed, superseded }),
+        Err(error) => {
+            abandon(store, keys, &error, now);
+            Err(error)
+        }
     }
-    Ok(signed)
+}
+
+/// What [`issue_all`] did: the certificates signed and stored, and those a card renewal
+/// superseded (revoked in the same write).
+#[derive(Debug)]
+pub(super) struct Issued {
+    pub signed: Vec<SignedCertificate>,
+    pub superseded: Vec<RevokedCertificate>,
 }
 
 fn abandon(store: &Store, keys: Vec<CertKey>, error: &CaError, now: Timestamp) {

@@ -27,7 +27,7 @@ use crate::store::{CardRecord, CertKey, IssuerId, Store, StoreError};
 use crate::x509::serial::SerialError;
 use crate::x509::time::Clock;
 use crate::x509::{Serial, Timestamp, keys};
-use issue::{PendingCertificate, issue_all};
+use issue::{CardWrite, PendingCertificate, issue_all};
 
 /// What went wrong in the CA.
 #[derive(Debug, thiserror::Error)]
@@ -126,6 +126,32 @@ pub struct IssuedCard {
 
 /// How long a card lives (the brief: certificates 3 years, cards 6).
 pub const CARD_LIFETIME_YEARS: u16 = 6;
+
+/// A card issued by a renewal (or a new card, with nothing superseded).
+#[derive(Clone, Debug)]
+pub struct RenewedCard {
+    pub card: IssuedCard,
+    /// The previous certificates, revoked as superseded in the same write.
+    pub superseded: Vec<revoke::RevokedCertificate>,
+}
+
+/// Whether a card issuance makes a new card or renews one.
+#[derive(Clone, Debug)]
+enum CardPlan {
+    New,
+    Renewal(CardRecord),
+}
+
+impl CardPlan {
+    fn card_expires_at(&self, now: Timestamp) -> Result<Timestamp, CaError> {
+        match self {
+            CardPlan::New => now
+                .plus_years(CARD_LIFETIME_YEARS)
+                .map_err(|e| CaError::Encoding(e.to_string())),
+            CardPlan::Renewal(existing) => Ok(existing.card_expires_at),
+        }
+    }
+}
 
 /// The issuing side of the CA.
 #[derive(Clone)]
@@ -236,6 +262,7 @@ impl CertificateAuthority {
             |_| None,
         )?;
         let signed = signed
+            .signed
             .into_iter()
             .next()
             .ok_or(CaError::Encoding("nothing signed".into()))?;
@@ -250,17 +277,83 @@ impl CertificateAuthority {
 
     /// Issues both certificates of a card, or neither.
     pub fn issue_card(&self, request: &CardRequest) -> Result<IssuedCard, CaError> {
-        check_identifier("holder", &request.holder)?;
         let card_id = match &request.card {
-            Some(id) => {
-                check_identifier("card", id)?;
-                id.clone()
-            }
+            Some(id) => id.clone(),
             None => random_card_id()?,
         };
-        if self.store.get::<Cards>(&card_id)?.is_some() {
-            return Err(CaError::Refused(format!("card {card_id} already exists")));
+        let issued = self.issue_pair(request, &card_id, CardPlan::New)?;
+        Ok(issued.card)
+    }
+
+    /// Renews a card: two new certificates for new keys of the same holder, at most once and
+    /// within the card's lifetime; the card's previous certificates are revoked as superseded
+    /// in the same write (RGS A2 IV.6: a renewal needs new keys).
+    pub fn renew_card(&self, request: &CardRequest) -> Result<RenewedCard, CaError> {
+        let card_id = request
+            .card
+            .clone()
+            .ok_or_else(|| CaError::Refused("a renewal names its card".into()))?;
+        let existing = self
+            .store
+            .get::<Cards>(&card_id)?
+            .ok_or_else(|| CaError::NotFound(format!("card {card_id} is unknown")))?;
+        if existing.holder != request.holder {
+            return Err(CaError::Refused(format!(
+                "card {card_id} belongs to another holder"
+            )));
         }
+        if existing.renewals > 0 {
+            return Err(CaError::Refused(format!(
+                "card {card_id} was already renewed (a card is renewed once)"
+            )));
+        }
+        if self.clock.now() >= existing.card_expires_at {
+            return Err(CaError::Refused(format!(
+                "card {card_id} expired on {}",
+                existing.card_expires_at
+            )));
+        }
+        self.issue_pair(request, &card_id, CardPlan::Renewal(existing))
+    }
+
+    /// Checks a card request against the policies and the store (keys never certified, names
+    /// not given to another holder) without recording or signing anything: what the
+    /// registration authority runs when a request is submitted.
+    pub fn check_card(&self, request: &CardRequest) -> Result<(), CaError> {
+        let card_id = request.card.clone().unwrap_or_default();
+        let plan = match &request.card {
+            Some(card) => match self.store.get::<Cards>(card)? {
+                Some(existing) => CardPlan::Renewal(existing),
+                None => CardPlan::New,
+            },
+            None => CardPlan::New,
+        };
+        let pending = self.card_certificates(request, &card_id, &plan, self.clock.now())?;
+        issue::precheck(&self.store, &pending)
+    }
+
+    /// The two linted certificates of a card, under fresh serials.
+    fn card_certificates(
+        &self,
+        request: &CardRequest,
+        card_id: &str,
+        plan: &CardPlan,
+        now: Timestamp,
+    ) -> Result<Vec<PendingCertificate>, CaError> {
+        let serials = (0..2).map(|_| Serial::random()).collect::<Result<_, _>>()?;
+        self.card_pending(request, card_id, plan, now, serials)
+    }
+
+    fn card_pending(
+        &self,
+        request: &CardRequest,
+        card_id: &str,
+        plan: &CardPlan,
+        now: Timestamp,
+        serials: Vec<Serial>,
+    ) -> Result<Vec<PendingCertificate>, CaError> {
+        check_identifier("holder", &request.holder)?;
+        check_identifier("card", card_id)?;
         let auth_policy = self.policy(&request.authentication.policy)?;
         let sign_policy = self.policy(&request.signature.policy)?;
         if auth_policy.name == sign_policy.name {
@@ -269,75 +362,111 @@ impl CertificateAuthority {
             ));
         }
         let profile = self.issuer.profile(&self.urls)?;
+        let card_expires_at = plan.card_expires_at(now)?;
+        // A renewed card's certificates end with the card at the latest.
+        let cap = |issuance: &IssuanceRequest, policy: &crate::policy::Policy| {
+            let mut capped = issuance.clone();
+            if let CardPlan::Renewal(_) = plan {
+                let longest = now
+                    .plus_years(policy.max_validity_years)
+                    .map_err(|e| CaError::Encoding(e.to_string()))?;
+                let wanted = capped.not_after.unwrap_or(longest).min(card_expires_at);
+                capped.not_after = Some(wanted);
+            }
+            Ok::<_, CaError>(capped)
+        };
+        let mut serials = serials.into_iter();
+        let (Some(first), Some(second)) = (serials.next(), serials.next()) else {
+            return Err(CaError::Encoding("two serials expected".into()));
+        };
+        let auth = crate::policy::prepare(
+            auth_policy,
+            &profile,
+            &cap(&request.authentication, auth_policy)?,
+            first,
+            now,
+        )?;
+        let sign = crate::policy::prepare(
+            sign_policy,
+            &profile,
+            &cap(&request.signature, sign_policy)?,
+            second,
+            now,
+        )?;
+        check_card_pair(&auth_policy.name, &auth, &sign, card_expires_at)?;
+        let holder = Some(request.holder.clone());
+        let card = Some(card_id.to_owned());
+        Ok(vec![
+            PendingCertificate::from_linted(self.issuer.id, auth, holder.clone(), card.clone()),
+            PendingCertificate::from_linted(self.issuer.id, sign, holder, card),
+        ])
+    }
+
+    fn issue_pair(
+        &self,
+        request: &CardRequest,
+        card_id: &str,
+        plan: CardPlan,
+    ) -> Result<RenewedCard, CaError> {
+        if let CardPlan::New = plan
+            && self.store.get::<Cards>(&card_id.to_owned())?.is_some()
+        {
+            return Err(CaError::Refused(format!("card {card_id} already exists")));
+        }
         let now = self.clock.now();
         let issuer_id = self.issuer.id;
-        let card_expires_at = now
-            .plus_years(CARD_LIFETIME_YEARS)
-            .map_err(|e| CaError::Encoding(e.to_string()))?;
-        let holder = request.holder.clone();
-        let card = card_id.clone();
-        let signed = issue_all(
+        let card_expires_at = plan.card_expires_at(now)?;
+        let issued = issue_all(
             &self.store,
             &self.issuer.key,
             2,
             now,
-            |serials| {
-                let mut serials = serials.into_iter();
-                let (Some(first), Some(second)) = (serials.next(), serials.next()) else {
-                    return Err(CaError::Encoding("two serials expected".into()));
-                };
-                let auth = crate::policy::prepare(
-                    auth_policy,
-                    &profile,
-                    &request.authentication,
-                    first,
-                    now,
-                )?;
-                let sign =
-                    crate::policy::prepare(sign_policy, &profile, &request.signature, second, now)?;
-                check_card_pair(&auth_policy.name, &auth, &sign, card_expires_at)?;
-                Ok(vec![
-                    PendingCertificate::from_linted(
-                        issuer_id,
-                        auth,
-                        Some(holder.clone()),
-                        Some(card.clone()),
-                    ),
-                    PendingCertificate::from_linted(
-                        issuer_id,
-                        sign,
-                        Some(holder.clone()),
-                        Some(card.clone()),
-                    ),
-                ])
-            },
+            |serials| self.card_pending(request, card_id, &plan, now, serials),
             |signed| {
                 let key = |i: usize| signed.get(i).map(|s| s.pending.key.clone());
-                Some(CardRecord {
-                    card: card_id.clone(),
+                let record = CardRecord {
+                    card: card_id.to_owned(),
                     holder: request.holder.clone(),
                     authentication: key(0)?,
                     signature: key(1)?,
                     issued_at: now,
                     card_expires_at,
+                    renewals: 0,
+                    superseded: Vec::new(),
+                };
+                Some(match &plan {
+                    CardPlan::New => CardWrite::New(record),
+                    CardPlan::Renewal(previous) => CardWrite::Renewal(CardRecord {
+                        issued_at: previous.issued_at,
+                        renewals: previous.renewals + 1,
+                        superseded: vec![
+                            previous.authentication.clone(),
+                            previous.signature.clone(),
+                        ],
+                        ..record
+                    }),
                 })
             },
         )?;
-        let mut issued = signed.into_iter().map(|s| IssuedCertificate {
+        let mut certificates = issued.signed.into_iter().map(|s| IssuedCertificate {
             issuer: issuer_id,
             serial: s.pending.key.serial.clone(),
             policy: s.pending.policy.clone(),
             der: s.der,
             not_after: s.pending.not_after,
         });
-        let (Some(authentication), Some(signature)) = (issued.next(), issued.next()) else {
+        let (Some(authentication), Some(signature)) = (certificates.next(), certificates.next())
+        else {
             return Err(CaError::Encoding("two certificates expected".into()));
         };
-        Ok(IssuedCard {
-            card: card_id,
-            holder: request.holder.clone(),
-            authentication,
-            signature,
+        Ok(RenewedCard {
+            card: IssuedCard {
+                card: card_id.to_owned(),
+                holder: request.holder.clone(),
+                authentication,
+                signature,
+            },
+            superseded: issued.superseded,
         })
     }
 

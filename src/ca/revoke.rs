@@ -41,46 +41,57 @@ pub fn revoke(
     request: RevocationRequest,
     now: Timestamp,
 ) -> Result<Vec<RevokedCertificate>, CaError> {
+    store.commit(move |txn| revoke_in(txn, &request, now))
+}
+
+/// The certificates a revocation request names.
+pub fn targets(txn: &Txn<'_>, target: &RevocationTarget) -> Result<Vec<CertKey>, CaError> {
+    Ok(match target {
+        RevocationTarget::Serial(serial) => {
+            let issuer = txn.get::<Serials>(serial)?.ok_or_else(|| {
+                CaError::NotFound(format!("serial {serial} was never issued by this CA"))
+            })?;
+            vec![CertKey {
+                issuer,
+                serial: serial.clone(),
+            }]
+        }
+        RevocationTarget::Card(card) => {
+            let record = txn
+                .get::<Cards>(card)?
+                .ok_or_else(|| CaError::NotFound(format!("card {card} is unknown")))?;
+            vec![record.authentication, record.signature]
+        }
+    })
+}
+
+/// Revokes within a transaction (the caller adds its own writes, e.g. the RA's evidence).
+pub fn revoke_in(
+    txn: &mut Txn<'_>,
+    request: &RevocationRequest,
+    now: Timestamp,
+) -> Result<Vec<RevokedCertificate>, CaError> {
     if request.invalidity_date.is_some_and(|date| date > now) {
         return Err(CaError::Refused(
             "the invalidity date is in the future".into(),
         ));
     }
-    store.commit(move |txn| -> Result<Vec<RevokedCertificate>, CaError> {
-        let keys = match &request.target {
-            RevocationTarget::Serial(serial) => {
-                let issuer = txn.get::<Serials>(serial)?.ok_or_else(|| {
-                    CaError::NotFound(format!("serial {serial} was never issued by this CA"))
-                })?;
-                vec![CertKey {
-                    issuer,
-                    serial: serial.clone(),
-                }]
-            }
-            RevocationTarget::Card(card) => {
-                let record = txn
-                    .get::<Cards>(card)?
-                    .ok_or_else(|| CaError::NotFound(format!("card {card} is unknown")))?;
-                vec![record.authentication, record.signature]
-            }
-        };
-        let mut revoked = Vec::new();
-        for key in keys {
-            if let Some(done) = revoke_one(txn, &key, &request, now)? {
-                revoked.push(done);
-            }
+    let mut revoked = Vec::new();
+    for key in targets(txn, &request.target)? {
+        if let Some(done) = revoke_one(txn, &key, request, now)? {
+            revoked.push(done);
         }
-        if revoked.is_empty() {
-            return Err(CaError::AlreadyRevoked(match &request.target {
-                RevocationTarget::Serial(serial) => format!("serial {serial}"),
-                RevocationTarget::Card(card) => format!("both certificates of card {card}"),
-            }));
-        }
-        Ok(revoked)
-    })
+    }
+    if revoked.is_empty() {
+        return Err(CaError::AlreadyRevoked(match &request.target {
+            RevocationTarget::Serial(serial) => format!("serial {serial}"),
+            RevocationTarget::Card(card) => format!("both certificates of card {card}"),
+        }));
+    }
+    Ok(revoked)
 }
 
-fn revoke_one(
+pub(crate) fn revoke_one(
     txn: &mut Txn<'_>,
     key: &CertKey,
     request: &RevocationRequest,

@@ -48,6 +48,9 @@ pub enum Command {
         /// Validation listener address (overrides [listen] va).
         #[arg(long, value_name = "ADDR")]
         listen_va: Option<SocketAddr>,
+        /// Registration authority listener address (overrides [listen] ra).
+        #[arg(long, value_name = "ADDR")]
+        listen_ra: Option<SocketAddr>,
         /// Administration listener address (overrides [listen] admin).
         #[arg(long, value_name = "ADDR")]
         listen_admin: Option<SocketAddr>,
@@ -97,6 +100,9 @@ pub enum Command {
     /// Certificates in the store.
     #[command(subcommand)]
     Cert(CertCommand),
+    /// The registration authority.
+    #[command(subcommand)]
+    Ra(RaCommand),
     /// The audit log.
     #[command(subcommand)]
     Audit(AuditCommand),
@@ -181,9 +187,32 @@ pub enum CertCommand {
 }
 
 #[derive(Debug, Subcommand)]
+pub enum RaCommand {
+    /// Register the first AE (once): the certificate of its card, issued by the issuing CA.
+    /// The other operators are designated through the RA API.
+    Bootstrap {
+        /// The AE's certificate, PEM.
+        #[arg(long, value_name = "FILE")]
+        cert: PathBuf,
+        /// Organisations (subject O) in its scope; by default the certificate's own O.
+        #[arg(long, value_name = "O")]
+        organization: Vec<String>,
+        /// Units (subject OU) in its scope; by default every unit.
+        #[arg(long, value_name = "OU")]
+        unit: Vec<String>,
+        /// Policies in its scope; by default every loaded policy.
+        #[arg(long, value_name = "NAME")]
+        policy: Vec<String>,
+    },
+}
+
+#[derive(Debug, Subcommand)]
 pub enum AuditCommand {
-    /// Check the whole hash chain; name the first bad entry.
+    /// Check the whole hash chain and every signed checkpoint; name the first bad entry.
     Verify,
+    /// Sign a checkpoint of the chain with the audit key in the HSM now (the daemon also
+    /// does it every five minutes when the log grew).
+    Checkpoint,
     /// Write the log as JSON lines.
     Export {
         #[arg(long, value_name = "FILE")]
@@ -242,11 +271,13 @@ pub fn run(cli: Cli) -> Result<(), CliError> {
     match cli.command {
         Command::Serve {
             listen_va,
+            listen_ra,
             listen_admin,
         } => serve::serve(
             &config,
             serve::ListenOverrides {
                 va: listen_va,
+                ra: listen_ra,
                 admin: listen_admin,
             },
         ),
@@ -290,7 +321,14 @@ pub fn run(cli: Cli) -> Result<(), CliError> {
             card_issue(&config, &request, out_dir.as_deref())
         }
         Command::Cert(CertCommand::Show { serial }) => cert_show(&config, &serial),
+        Command::Ra(RaCommand::Bootstrap {
+            cert,
+            organization,
+            unit,
+            policy,
+        }) => ra_bootstrap(&config, &cert, organization, unit, policy),
         Command::Audit(AuditCommand::Verify) => audit_verify(&config),
+        Command::Audit(AuditCommand::Checkpoint) => audit_checkpoint(&config),
         Command::Audit(AuditCommand::Export { out }) => audit_export(&config, out.as_deref()),
         Command::Check => check(&config),
     }
@@ -486,6 +524,15 @@ fn ca_show(config: &Config) -> Result<(), CliError> {
     Ok(())
 }
 
+/// A CSR file as PEM text (DER input is armoured), for the admin API.
+fn csr_text(bytes: &[u8]) -> String {
+    if bytes.trim_ascii_start().starts_with(b"-----BEGIN") {
+        String::from_utf8_lossy(bytes).into_owned()
+    } else {
+        crate::x509::pem::encode(crate::x509::pem::CERTIFICATE_REQUEST, bytes)
+    }
+}
+
 fn read_input(path: &Path, option: &str) -> Result<Vec<u8>, CliError> {
     std::fs::read(path).context(|| format!("{option} {}", path.display()))
 }
@@ -501,9 +548,44 @@ fn issue(config: &Config, args: &IssueArgs) -> Result<(), CliError> {
         ),
         None => None,
     };
-    let (ca, _hsm) = open_ca(config)?;
     let mut stdout = std::io::stdout().lock();
+    // With the daemon running (it holds the store), issue through its admin API.
+    let mut offline = None;
     for path in &args.csr {
+        if offline.is_none() {
+            let body = serde_json::json!({
+                "policy": args.policy,
+                "csr": csr_text(&read_input(path, "--csr")?),
+                "holder": args.holder,
+                "not_after": args.not_after,
+            });
+            match admin_client::post(config, "/admin/issue", body) {
+                Ok((status, body)) if status.is_success() => {
+                    let answer: serde_json::Value = serde_json::from_slice(&body)?;
+                    let pem = answer["certificate"].as_str().unwrap_or_default();
+                    match &args.out {
+                        Some(out) => ca::ceremony::write_file(out, pem.as_bytes())?,
+                        None => {
+                            stdout.write_all(pem.as_bytes())?;
+                            stdout.flush()?;
+                        }
+                    }
+                    continue;
+                }
+                Ok((status, body)) => {
+                    return Err(CliError(format!(
+                        "issuing from {}: the daemon refused ({status}): {}",
+                        path.display(),
+                        admin_client::problem_detail(&body)
+                    )));
+                }
+                Err(admin_client::AdminCallError::Failed(error)) => return Err(error),
+                Err(admin_client::AdminCallError::NotRunning) => offline = Some(open_ca(config)?),
+            }
+        }
+        let Some((ca, _hsm)) = &offline else {
+            continue;
+        };
         let request = IssuanceRequest {
             policy: args.policy.clone(),
             csr: read_input(path, "--csr")?,
@@ -532,6 +614,41 @@ fn card_issue(
     request: &CardRequest,
     out_dir: Option<&Path>,
 ) -> Result<(), CliError> {
+    let body = serde_json::json!({
+        "holder": request.holder,
+        "card": request.card,
+        "authentication_csr": csr_text(&request.authentication.csr),
+        "signature_csr": csr_text(&request.signature.csr),
+        "authentication_policy": request.authentication.policy,
+        "signature_policy": request.signature.policy,
+    });
+    match admin_client::post(config, "/admin/card", body) {
+        Ok((status, body)) if status.is_success() => {
+            let answer: serde_json::Value = serde_json::from_slice(&body)?;
+            let pem = |field: &str| {
+                answer[field]["certificate"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_owned()
+            };
+            let card = answer["card"].as_str().unwrap_or_default();
+            return write_card(
+                out_dir,
+                card,
+                &request.holder,
+                &pem("authentication"),
+                &pem("signature"),
+            );
+        }
+        Ok((status, body)) => {
+            return Err(CliError(format!(
+                "the daemon refused ({status}): {}",
+                admin_client::problem_detail(&body)
+            )));
+        }
+        Err(admin_client::AdminCallError::Failed(error)) => return Err(error),
+        Err(admin_client::AdminCallError::NotRunning) => {}
+    }
     let (ca, _hsm) = open_ca(config)?;
     let card = ca.issue_card(request)?;
     tracing::info!(
@@ -541,24 +658,96 @@ fn card_issue(
         signature = %card.signature.serial,
         "card issued"
     );
+    write_card(
+        out_dir,
+        &card.card,
+        &card.holder,
+        &card.authentication.pem(),
+        &card.signature.pem(),
+    )
+}
+
+fn write_card(
+    out_dir: Option<&Path>,
+    card: &str,
+    holder: &str,
+    authentication: &str,
+    signature: &str,
+) -> Result<(), CliError> {
     match out_dir {
         Some(dir) => {
-            ca::ceremony::write_file(&dir.join("auth.pem"), card.authentication.pem().as_bytes())?;
-            ca::ceremony::write_file(&dir.join("sign.pem"), card.signature.pem().as_bytes())?;
+            ca::ceremony::write_file(&dir.join("auth.pem"), authentication.as_bytes())?;
+            ca::ceremony::write_file(&dir.join("sign.pem"), signature.as_bytes())?;
             println!(
-                "card {} for {}: {}/auth.pem, {}/sign.pem",
-                card.card,
-                card.holder,
+                "card {card} for {holder}: {}/auth.pem, {}/sign.pem",
                 dir.display(),
                 dir.display()
             );
         }
         None => {
             let mut stdout = std::io::stdout();
-            stdout.write_all(card.authentication.pem().as_bytes())?;
-            stdout.write_all(card.signature.pem().as_bytes())?;
+            stdout.write_all(authentication.as_bytes())?;
+            stdout.write_all(signature.as_bytes())?;
         }
     }
+    Ok(())
+}
+
+fn ra_bootstrap(
+    config: &Config,
+    cert: &Path,
+    organizations: Vec<String>,
+    units: Vec<String>,
+    policies: Vec<String>,
+) -> Result<(), CliError> {
+    let pem = std::fs::read_to_string(cert).context(|| format!("--cert {}", cert.display()))?;
+    let der = crate::x509::pem::decode_pem_or_der(pem.as_bytes(), &[crate::x509::pem::CERTIFICATE])
+        .context(|| format!("--cert {}", cert.display()))?;
+    let certificate: x509_cert::Certificate =
+        der::Decode::from_der(&der).context(|| format!("--cert {}", cert.display()))?;
+    let organizations = if organizations.is_empty() {
+        let subject = der::Encode::to_der(certificate.tbs_certificate().subject())?;
+        crate::x509::name::parse_distinguished_name(&subject)
+            .context(|| format!("--cert {}: subject", cert.display()))?
+            .values(crate::x509::name::Attribute::Organization)
+            .map(str::to_owned)
+            .collect()
+    } else {
+        organizations
+    };
+    let policies = if policies.is_empty() {
+        PolicySet::load_dir(&config.policies_dir)?
+            .names()
+            .map(str::to_owned)
+            .collect()
+    } else {
+        policies
+    };
+    let scope = crate::ra::operators::Scope {
+        organizations: organizations.into_iter().collect(),
+        units: units.into_iter().collect(),
+        policies: policies.into_iter().collect(),
+    };
+    let body = serde_json::json!({ "certificate": pem, "scope": scope });
+    let answer = match admin_client::post(config, "/admin/ra/bootstrap", body) {
+        Ok((status, body)) if status.is_success() => serde_json::from_slice(&body)?,
+        Ok((status, body)) => {
+            return Err(CliError(format!(
+                "the daemon refused ({status}): {}",
+                admin_client::problem_detail(&body)
+            )));
+        }
+        Err(admin_client::AdminCallError::Failed(error)) => return Err(error),
+        Err(admin_client::AdminCallError::NotRunning) => {
+            let store = open_store(config)?;
+            let state = ca::load_state(&store)?
+                .ok_or_else(|| ca::CaError::NotInitialized(config.store_dir()))?;
+            let record = crate::ra::bootstrap(&store, &state, &der, scope, clock().now())
+                .context(|| format!("--cert {}", cert.display()))?;
+            serde_json::json!({ "operator": record.id, "role": record.role, "subject": record.subject, "scope": record.scope })
+        }
+    };
+    println!("{}", serde_json::to_string_pretty(&answer)?);
     Ok(())
 }
 
@@ -667,12 +856,47 @@ fn audit_verify(config: &Config) -> Result<(), CliError> {
         .collect::<Result<Vec<_>, _>>()
         .context(|| "reading the audit log".into())?;
     let head = store.audit_head();
-    let count = audit::verify_chain(entries, head)?;
+    let key = audit::checkpoint::recorded_key(&store)?;
+    let verified = audit::verify_chain(entries, head, key.as_ref())?;
     println!(
-        "audit log verified: {count} entries, head {}",
+        "audit log verified: {} entries, {} signed checkpoints, head {}",
+        verified.entries,
+        verified.checkpoints,
         hex::encode(head.hash)
     );
     Ok(())
+}
+
+fn audit_checkpoint(config: &Config) -> Result<(), CliError> {
+    match admin_client::post(config, "/admin/audit/checkpoint", serde_json::json!({})) {
+        Ok((status, body)) if status.is_success() => {
+            println!("{}", String::from_utf8_lossy(&body));
+            Ok(())
+        }
+        Ok((status, body)) => Err(CliError(format!(
+            "the daemon refused ({status}): {}",
+            admin_client::problem_detail(&body)
+        ))),
+        Err(admin_client::AdminCallError::Failed(error)) => Err(error),
+        Err(admin_client::AdminCallError::NotRunning) => {
+            let hsm = open_hsm(config)?;
+            let store = open_store(config)?;
+            let signed = audit::checkpoint::write(&store, &hsm, &config.keys.audit)
+                .context(|| "signing an audit checkpoint".into())?;
+            println!("{}", checkpoint_answer(signed));
+            Ok(())
+        }
+    }
+}
+
+/// What `audit checkpoint` prints (and the admin API answers).
+pub fn checkpoint_answer(signed: Option<audit::ChainHead>) -> serde_json::Value {
+    match signed {
+        Some(head) => serde_json::json!({ "checkpoint": head.seq, "hash": hex::encode(head.hash) }),
+        None => {
+            serde_json::json!({ "checkpoint": null, "why": "the log is empty or already ends with a checkpoint" })
+        }
+    }
 }
 
 fn audit_export(config: &Config, out: Option<&Path>) -> Result<(), CliError> {

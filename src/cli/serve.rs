@@ -10,12 +10,16 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 use super::{CliError, Context, apply_module_env, clock};
+use crate::ca::revoke::RevokedCertificate;
 use crate::ca::{self, CertificateAuthority};
 use crate::config::Config;
 use crate::hsm::Hsm;
 use crate::http::admin::AdminService;
+use crate::http::ra::{RaMetrics, RaService};
 use crate::http::va::VaService;
 use crate::policy::PolicySet;
+use crate::ra::{BoxFuture, RaSettings, RegistrationAuthority, StatusPublisher};
+use crate::store::CertKey;
 use crate::store::Store;
 use crate::va::ValidationAuthority;
 
@@ -23,6 +27,7 @@ use crate::va::ValidationAuthority;
 #[derive(Debug, Default, Clone)]
 pub struct ListenOverrides {
     pub va: Option<SocketAddr>,
+    pub ra: Option<SocketAddr>,
     pub admin: Option<SocketAddr>,
 }
 
@@ -125,14 +130,23 @@ async fn daemon(config: &Config, overrides: ListenOverrides) -> Result<(), CliEr
     });
     let admin_service = Arc::new(AdminService {
         va: va.clone(),
+        ca: ca.clone(),
+        state: state.clone(),
         store: store.clone(),
         hsm: hsm.clone(),
+        audit_key_label: config.keys.audit.clone(),
         token,
         health,
     });
 
     let shutdown = CancellationToken::new();
     let mut background = va.spawn_background(initial, shutdown.clone());
+    background.spawn(checkpoints(
+        store.clone(),
+        hsm.clone(),
+        config.keys.audit.clone(),
+        shutdown.clone(),
+    ));
     let mut listeners = tokio::task::JoinSet::new();
     listeners.spawn(crate::http::serve(
         va_listener,
@@ -144,9 +158,32 @@ async fn daemon(config: &Config, overrides: ListenOverrides) -> Result<(), CliEr
         hyper::service::service_fn(move |request| admin_service.clone().handle(request)),
         shutdown.clone(),
     ));
-    tracing::info!(va = %va_bound, admin = %admin_bound, "sceau is serving");
+    let ra_bound = match &config.ra {
+        Some(ra_config) => {
+            let address = overrides.ra.unwrap_or(config.listen.ra);
+            let (listener, service, tls) =
+                registration_authority(config, ra_config, address, &ca, &state, &va, clock.clone())
+                    .await?;
+            let bound = listener.local_addr()?;
+            listeners.spawn(crate::http::serve_tls(
+                listener,
+                tls,
+                move |peer| {
+                    let service = service.clone();
+                    hyper::service::service_fn(move |request| {
+                        service.clone().handle(peer.clone(), request)
+                    })
+                },
+                shutdown.clone(),
+            ));
+            Some(bound)
+        }
+        None => None,
+    };
+    let ra_text = ra_bound.map_or_else(|| "off".to_owned(), |a| a.to_string());
+    tracing::info!(va = %va_bound, ra = %ra_text, admin = %admin_bound, "sceau is serving");
     // The ready line, on standard output, for supervisors and tests.
-    println!("sceau ready: va={va_bound} admin={admin_bound}");
+    println!("sceau ready: va={va_bound} ra={ra_text} admin={admin_bound}");
 
     wait_for_signal().await;
     tracing::info!("shutting down: draining in-flight requests");
@@ -157,6 +194,95 @@ async fn daemon(config: &Config, overrides: ListenOverrides) -> Result<(), CliEr
     drop(ca);
     tracing::info!("stopped");
     Ok(())
+}
+
+/// The RA: its TLS configuration (client certificates from the issuing CAs), its listener and
+/// its service.
+async fn registration_authority(
+    config: &Config,
+    ra_config: &crate::config::RaConfig,
+    address: SocketAddr,
+    ca: &CertificateAuthority,
+    state: &ca::CaState,
+    va: &Arc<ValidationAuthority>,
+    clock: Arc<dyn crate::x509::time::Clock>,
+) -> Result<(TcpListener, Arc<RaService>, Arc<rustls::ServerConfig>), CliError> {
+    let operator_cas: Vec<Vec<u8>> = state
+        .issuing
+        .iter()
+        .map(|c| c.certificate.clone())
+        .collect();
+    let tls = crate::http::ra::tls_config(
+        &ra_config.tls_certificate,
+        &ra_config.tls_private_key,
+        &operator_cas,
+    )
+    .map_err(|e| CliError(format!("{}: [ra] {e}", config.path.display())))?;
+    let ra = RegistrationAuthority::new(
+        ca.clone(),
+        state,
+        Arc::new(VaPublisher(va.clone())),
+        clock,
+        RaSettings {
+            time_window_seconds: ra_config.time_window_seconds,
+            authentication_policy: ra_config.authentication_policy.clone(),
+            signature_policy: ra_config.signature_policy.clone(),
+        },
+    )
+    .context(|| "starting the registration authority".into())?;
+    let listener = TcpListener::bind(address)
+        .await
+        .context(|| format!("binding the RA listener {address}"))?;
+    let service = Arc::new(RaService {
+        ra: Arc::new(ra),
+        limiter: crate::http::ra::rate_limiter(ra_config.requests_per_minute, ra_config.burst),
+        metrics: Arc::new(RaMetrics::default()),
+    });
+    Ok((listener, service, tls))
+}
+
+/// The RA tells the VA what changed: OCSP answers for new certificates, and says "revoked"
+/// before a revocation request returns.
+struct VaPublisher(Arc<ValidationAuthority>);
+
+impl StatusPublisher for VaPublisher {
+    fn issued(&self, keys: Vec<CertKey>) -> BoxFuture<'_> {
+        Box::pin(async move {
+            if let Err(error) = self.0.after_issuance(&keys).await {
+                tracing::error!(%error, "certificates stored, but their OCSP responses could not be signed yet");
+            }
+        })
+    }
+
+    fn revoked(&self, revoked: Vec<RevokedCertificate>) -> BoxFuture<'_> {
+        Box::pin(async move {
+            if let Err(error) = self.0.after_revocation(&revoked).await {
+                tracing::error!(%error, "revocation stored, but its OCSP responses could not be signed yet");
+            }
+        })
+    }
+}
+
+/// Signs an audit checkpoint every five minutes when the log has grown.
+async fn checkpoints(store: Store, hsm: Hsm, label: String, shutdown: CancellationToken) {
+    const EVERY: std::time::Duration = std::time::Duration::from_secs(300);
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = tokio::time::sleep(EVERY) => {}
+        }
+        let (store, hsm, label) = (store.clone(), hsm.clone(), label.clone());
+        match tokio::task::spawn_blocking(move || {
+            crate::audit::checkpoint::write(&store, &hsm, &label)
+        })
+        .await
+        {
+            Ok(Ok(Some(head))) => tracing::info!(seq = head.seq, "audit checkpoint signed"),
+            Ok(Ok(None)) => {}
+            Ok(Err(error)) => tracing::warn!(%error, "audit checkpoint failed; retrying later"),
+            Err(_) => return,
+        }
+    }
 }
 
 async fn wait_for_signal() {

@@ -42,6 +42,24 @@ pub struct Config {
     pub listen: ListenConfig,
     pub ocsp: OcspConfig,
     pub crl: CrlConfig,
+    /// The registration authority listener; absent: not served.
+    pub ra: Option<RaConfig>,
+}
+
+/// The registration authority (`[ra]`).
+#[derive(Debug, Clone)]
+pub struct RaConfig {
+    /// The listener's TLS certificate chain and private key (PEM files).
+    pub tls_certificate: PathBuf,
+    pub tls_private_key: PathBuf,
+    /// How far a signed request's `time` may be from the CA's clock.
+    pub time_window_seconds: u64,
+    /// Per-operator rate limit.
+    pub requests_per_minute: u32,
+    pub burst: u32,
+    /// The policies of a card's two certificates.
+    pub authentication_policy: String,
+    pub signature_policy: String,
 }
 
 /// The OCSP responder (all optional).
@@ -100,6 +118,8 @@ pub struct KeysConfig {
     pub root: KeyConfig,
     pub issuing: KeyConfig,
     pub ocsp: KeyConfig,
+    /// The P-256 key that signs audit checkpoints (made when first needed).
+    pub audit: String,
     /// RSA keys sign with RSASSA-PSS instead of PKCS#1 v1.5.
     pub rsa_pss: bool,
 }
@@ -172,6 +192,45 @@ struct RawConfig {
     ocsp: Spanned<OcspConfig>,
     #[serde(default = "spanned_default")]
     crl: Spanned<CrlConfig>,
+    #[serde(default)]
+    ra: Option<RawRa>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawRa {
+    tls_certificate: Spanned<String>,
+    tls_private_key: Spanned<String>,
+    #[serde(default = "default_window")]
+    time_window_seconds: Spanned<u64>,
+    #[serde(default = "default_rate")]
+    requests_per_minute: Spanned<u32>,
+    #[serde(default = "default_burst")]
+    burst: Spanned<u32>,
+    #[serde(default = "default_auth_policy")]
+    authentication_policy: Spanned<String>,
+    #[serde(default = "default_sign_policy")]
+    signature_policy: Spanned<String>,
+}
+
+fn default_window() -> Spanned<u64> {
+    Spanned::new(0..0, 300)
+}
+
+fn default_rate() -> Spanned<u32> {
+    Spanned::new(0..0, 120)
+}
+
+fn default_burst() -> Spanned<u32> {
+    Spanned::new(0..0, 30)
+}
+
+fn default_auth_policy() -> Spanned<String> {
+    Spanned::new(0..0, "justice-auth".into())
+}
+
+fn default_sign_policy() -> Spanned<String> {
+    Spanned::new(0..0, "justice-sign".into())
 }
 
 #[derive(Deserialize)]
@@ -208,6 +267,8 @@ struct RawKeys {
     root: RawKey,
     issuing: RawKey,
     ocsp: RawKey,
+    #[serde(default)]
+    audit: Option<RawKey>,
     #[serde(default)]
     rsa_pss: bool,
 }
@@ -362,13 +423,32 @@ impl Config {
             root: key(&raw.keys.root, "root")?,
             issuing: key(&raw.keys.issuing, "issuing")?,
             ocsp: key(&raw.keys.ocsp, "ocsp")?,
+            audit: match &raw.keys.audit {
+                Some(audit) => {
+                    if *audit.algorithm.get_ref() != KeySpec::P256 {
+                        return Err(file.error(
+                            audit.algorithm.span(),
+                            "keys.audit.algorithm",
+                            "the audit checkpoint key is p256",
+                        ));
+                    }
+                    key(audit, "audit")?.label
+                }
+                None => "sceau-audit".to_owned(),
+            },
             rsa_pss: raw.keys.rsa_pss,
         };
-        let labels = [&keys.root.label, &keys.issuing.label, &keys.ocsp.label];
-        if labels[0] == labels[1] || labels[1] == labels[2] || labels[0] == labels[2] {
+        let labels = [
+            &keys.root.label,
+            &keys.issuing.label,
+            &keys.ocsp.label,
+            &keys.audit,
+        ];
+        let distinct: std::collections::BTreeSet<_> = labels.iter().collect();
+        if distinct.len() != labels.len() {
             return Err(file.file_error(
                 Some("keys"),
-                "the root, issuing and ocsp keys need three different labels",
+                "the root, issuing, ocsp and audit keys need four different labels",
             ));
         }
         if matches!(keys.ocsp.algorithm, KeySpec::Rsa4096) {
@@ -457,6 +537,37 @@ impl Config {
             ));
         }
 
+        let ra = match &raw.ra {
+            None => None,
+            Some(r) => {
+                if !(10..=3600).contains(r.time_window_seconds.get_ref()) {
+                    return Err(file.error(
+                        r.time_window_seconds.span(),
+                        "ra.time_window_seconds",
+                        "must be between 10 and 3600",
+                    ));
+                }
+                if *r.requests_per_minute.get_ref() == 0 || *r.burst.get_ref() == 0 {
+                    return Err(file.error(
+                        r.requests_per_minute.span(),
+                        "ra.requests_per_minute",
+                        "requests_per_minute and burst must be at least 1",
+                    ));
+                }
+                non_empty(file, &r.authentication_policy, "ra.authentication_policy")?;
+                non_empty(file, &r.signature_policy, "ra.signature_policy")?;
+                Some(RaConfig {
+                    tls_certificate: resolve(&r.tls_certificate, "ra.tls_certificate")?,
+                    tls_private_key: resolve(&r.tls_private_key, "ra.tls_private_key")?,
+                    time_window_seconds: *r.time_window_seconds.get_ref(),
+                    requests_per_minute: *r.requests_per_minute.get_ref(),
+                    burst: *r.burst.get_ref(),
+                    authentication_policy: r.authentication_policy.get_ref().clone(),
+                    signature_policy: r.signature_policy.get_ref().clone(),
+                })
+            }
+        };
+
         Ok(Config {
             path: file.path().to_path_buf(),
             data_dir: resolve(&raw.data_dir, "data_dir")?,
@@ -472,6 +583,7 @@ impl Config {
             listen,
             ocsp,
             crl,
+            ra,
         })
     }
 

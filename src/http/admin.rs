@@ -15,9 +15,11 @@ use serde::Deserialize;
 
 use super::problem::Problem;
 use super::{Body, read_body};
-use crate::ca::CaError;
 use crate::ca::revoke::{RevocationRequest, RevocationTarget, revoke};
+use crate::ca::{CaError, CaState, CardRequest, CertificateAuthority, IssuedCertificate};
 use crate::hsm::Hsm;
+use crate::policy::IssuanceRequest;
+use crate::store::CertKey;
 use crate::store::Store;
 use crate::va::ValidationAuthority;
 use crate::x509::revocation::RevocationReason;
@@ -26,8 +28,11 @@ use crate::x509::{Serial, Timestamp};
 /// What the administration listener serves.
 pub struct AdminService {
     pub va: Arc<ValidationAuthority>,
+    pub ca: CertificateAuthority,
+    pub state: CaState,
     pub store: Store,
     pub hsm: Hsm,
+    pub audit_key_label: String,
     pub token: String,
     pub health: Arc<dyn Fn() -> (bool, serde_json::Value) + Send + Sync>,
 }
@@ -65,14 +70,33 @@ impl AdminService {
                 Ok(()) => self.crl().await,
                 Err(problem) => problem.response(),
             },
-            (_, "/healthz" | "/readyz" | "/metrics" | "/admin/revoke" | "/admin/crl") => {
-                Problem::new(
-                    StatusCode::METHOD_NOT_ALLOWED,
-                    "method-not-allowed",
-                    "wrong method",
-                )
-                .response()
+            (&Method::POST, "/admin/audit/checkpoint") => match self.authorize(&request) {
+                Ok(()) => self.checkpoint().await,
+                Err(problem) => problem.response(),
+            },
+            (&Method::POST, "/admin/issue" | "/admin/card" | "/admin/ra/bootstrap") => {
+                match self.authorize(&request) {
+                    Ok(()) => self.command(request).await,
+                    Err(problem) => problem.response(),
+                }
             }
+            (
+                _,
+                "/healthz"
+                | "/readyz"
+                | "/metrics"
+                | "/admin/revoke"
+                | "/admin/crl"
+                | "/admin/issue"
+                | "/admin/card"
+                | "/admin/ra/bootstrap"
+                | "/admin/audit/checkpoint",
+            ) => Problem::new(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "method-not-allowed",
+                "wrong method",
+            )
+            .response(),
             _ => Problem::new(StatusCode::NOT_FOUND, "not-found", "no such resource").response(),
         };
         Ok(response)
@@ -153,6 +177,81 @@ impl AdminService {
             StatusCode::OK,
             &serde_json::json!({ "revoked": revoked, "ocsp": ocsp }),
         )
+    }
+
+    /// `sceau issue`, `sceau card issue` and `sceau ra bootstrap` while the daemon holds the
+    /// store.
+    async fn command(&self, request: Request<Incoming>) -> Response<Body> {
+        let path = request.uri().path().to_owned();
+        let Some(body) = read_body(request.into_body(), 256 * 1024).await else {
+            return Problem::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "body-too-large",
+                "at most 256 KiB",
+            )
+            .response();
+        };
+        let parsed = |body: &[u8]| -> Result<AdminCommand, Problem> {
+            let command = match path.as_str() {
+                "/admin/issue" => serde_json::from_slice(body).map(AdminCommand::Issue),
+                "/admin/card" => serde_json::from_slice(body).map(AdminCommand::Card),
+                _ => serde_json::from_slice(body).map(AdminCommand::Bootstrap),
+            };
+            command
+                .map_err(|e| Problem::new(StatusCode::BAD_REQUEST, "malformed-json", e.to_string()))
+        };
+        let command = match parsed(&body) {
+            Ok(command) => command,
+            Err(problem) => return problem.response(),
+        };
+        let ca = self.ca.clone();
+        let state = self.state.clone();
+        let store = self.store.clone();
+        let now = self.va.now();
+        let outcome =
+            tokio::task::spawn_blocking(move || command.run(&ca, &state, &store, now)).await;
+        match outcome {
+            Ok(Ok((value, issued))) => {
+                if !issued.is_empty()
+                    && let Err(error) = self.va.after_issuance(&issued).await
+                {
+                    tracing::error!(%error, "certificates stored, but their OCSP responses could not be signed yet");
+                }
+                json(StatusCode::OK, &value)
+            }
+            Ok(Err(problem)) => problem.response(),
+            Err(_) => Problem::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "shutting-down",
+                "the daemon is stopping",
+            )
+            .response(),
+        }
+    }
+
+    async fn checkpoint(&self) -> Response<Body> {
+        let store = self.store.clone();
+        let hsm = self.hsm.clone();
+        let label = self.audit_key_label.clone();
+        match tokio::task::spawn_blocking(move || {
+            crate::audit::checkpoint::write(&store, &hsm, &label)
+        })
+        .await
+        {
+            Ok(Ok(signed)) => json(StatusCode::OK, &crate::cli::checkpoint_answer(signed)),
+            Ok(Err(error)) => Problem::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "checkpoint-failed",
+                error.to_string(),
+            )
+            .response(),
+            Err(_) => Problem::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "shutting-down",
+                "the daemon is stopping",
+            )
+            .response(),
+        }
     }
 
     async fn crl(&self) -> Response<Body> {
@@ -302,6 +401,130 @@ fn as_refs(samples: &[(String, u64)]) -> Vec<(&str, u64)> {
         .collect()
 }
 
+/// `POST /admin/issue`: one certificate (`sceau issue`).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct IssueBody {
+    pub policy: String,
+    /// PEM.
+    pub csr: String,
+    pub holder: Option<String>,
+    pub not_after: Option<String>,
+}
+
+/// `POST /admin/card`: both certificates of a card (`sceau card issue`).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CardBody {
+    pub holder: String,
+    pub card: Option<String>,
+    pub authentication_csr: String,
+    pub signature_csr: String,
+    pub authentication_policy: String,
+    pub signature_policy: String,
+}
+
+/// `POST /admin/ra/bootstrap`: the first AE (`sceau ra bootstrap`).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BootstrapBody {
+    /// PEM.
+    pub certificate: String,
+    pub scope: crate::ra::operators::Scope,
+}
+
+enum AdminCommand {
+    Issue(IssueBody),
+    Card(CardBody),
+    Bootstrap(BootstrapBody),
+}
+
+type CommandOutcome = Result<(serde_json::Value, Vec<CertKey>), Problem>;
+
+impl AdminCommand {
+    /// Runs the command (blocking: the HSM signs); returns the answer and what was issued.
+    fn run(
+        self,
+        ca: &CertificateAuthority,
+        state: &CaState,
+        store: &Store,
+        now: Timestamp,
+    ) -> CommandOutcome {
+        let key = |c: &IssuedCertificate| CertKey {
+            issuer: c.issuer,
+            serial: c.serial.clone(),
+        };
+        let view = |c: &IssuedCertificate| serde_json::json!({ "serial": c.serial.to_hex(), "policy": c.policy, "certificate": c.pem() });
+        match self {
+            AdminCommand::Issue(body) => {
+                let not_after = match &body.not_after {
+                    Some(text) => Some(Timestamp::parse_rfc3339(text).map_err(|e| {
+                        Problem::new(
+                            StatusCode::BAD_REQUEST,
+                            "not-after",
+                            format!("{text:?}: {e}"),
+                        )
+                    })?),
+                    None => None,
+                };
+                let request = IssuanceRequest {
+                    policy: body.policy,
+                    csr: body.csr.into_bytes(),
+                    subject: None,
+                    not_after,
+                };
+                let issued = ca
+                    .issue(&request, body.holder.as_deref())
+                    .map_err(|e| ca_problem(&e))?;
+                Ok((view(&issued), vec![key(&issued)]))
+            }
+            AdminCommand::Card(body) => {
+                let request = CardRequest {
+                    holder: body.holder,
+                    card: body.card,
+                    authentication: IssuanceRequest {
+                        policy: body.authentication_policy,
+                        csr: body.authentication_csr.into_bytes(),
+                        ..Default::default()
+                    },
+                    signature: IssuanceRequest {
+                        policy: body.signature_policy,
+                        csr: body.signature_csr.into_bytes(),
+                        ..Default::default()
+                    },
+                };
+                let card = ca.issue_card(&request).map_err(|e| ca_problem(&e))?;
+                let value = serde_json::json!({
+                    "card": card.card,
+                    "holder": card.holder,
+                    "authentication": view(&card.authentication),
+                    "signature": view(&card.signature),
+                });
+                Ok((value, vec![key(&card.authentication), key(&card.signature)]))
+            }
+            AdminCommand::Bootstrap(body) => {
+                let der = crate::x509::pem::decode_pem_or_der(
+                    body.certificate.as_bytes(),
+                    &[crate::x509::pem::CERTIFICATE],
+                )
+                .map_err(|e| Problem::new(StatusCode::BAD_REQUEST, "certificate", e.to_string()))?;
+                let record =
+                    crate::ra::bootstrap(store, state, &der, body.scope, now).map_err(|e| {
+                        Problem::new(
+                            StatusCode::UNPROCESSABLE_ENTITY,
+                            &e.rule().unwrap_or_else(|| "internal".into()),
+                            e.to_string(),
+                        )
+                    })?;
+                Ok((
+                    serde_json::json!({ "operator": record.id, "role": record.role, "subject": record.subject, "scope": record.scope }),
+                    Vec::new(),
+                ))
+            }
+        }
+    }
+}
+
 fn revocation_request(body: RevokeBody) -> Result<RevocationRequest, Problem> {
     let bad = |rule: &str, detail: String| Problem::new(StatusCode::BAD_REQUEST, rule, detail);
     let target = match (body.serial, body.card) {
@@ -334,7 +557,15 @@ pub fn ca_problem(error: &CaError) -> Problem {
         CaError::NotFound(_) => (StatusCode::NOT_FOUND, "not-found"),
         CaError::AlreadyRevoked(_) => (StatusCode::CONFLICT, "already-revoked"),
         CaError::Refused(_) => (StatusCode::BAD_REQUEST, "refused"),
-        CaError::Rejected(_) => (StatusCode::UNPROCESSABLE_ENTITY, "policy"),
+        CaError::Rejected(rejection) => {
+            let rules: Vec<&str> = rejection.violations.iter().map(|v| v.rule).collect();
+            return Problem::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                &format!("policy-violation:{}", rules.join(",")),
+                error.to_string(),
+            );
+        }
+        CaError::UnknownPolicy { .. } => (StatusCode::UNPROCESSABLE_ENTITY, "unknown-policy"),
         e if e.is_unavailable() => (StatusCode::SERVICE_UNAVAILABLE, "hsm-unavailable"),
         CaError::Store(_) => (StatusCode::SERVICE_UNAVAILABLE, "store-unavailable"),
         _ => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),

@@ -6,6 +6,7 @@
 //! a client gets 10 s to send its headers (slow-loris).
 pub mod admin;
 pub mod problem;
+pub mod ra;
 pub mod va;
 
 use std::convert::Infallible;
@@ -19,7 +20,7 @@ use hyper::service::Service;
 use hyper::{Request, Response};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
-use hyper_util::server::graceful::GracefulShutdown;
+use hyper_util::server::graceful::{GracefulShutdown, Watcher};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
@@ -73,15 +74,7 @@ impl hyper::body::Body for Body {
     }
 }
 
-/// Serves `service` on `listener` until `shutdown`, then drains.
-pub async fn serve<S>(listener: TcpListener, service: S, shutdown: CancellationToken)
-where
-    S: Service<Request<Incoming>, Response = Response<Body>, Error = Infallible>
-        + Clone
-        + Send
-        + 'static,
-    S::Future: Send + 'static,
-{
+fn connection_builder() -> auto::Builder<TokioExecutor> {
     let mut builder = auto::Builder::new(TokioExecutor::new());
     builder
         .http1()
@@ -92,25 +85,31 @@ where
         .http2()
         .timer(TokioTimer::new())
         .max_concurrent_streams(128);
-    let graceful = GracefulShutdown::new();
+    builder
+}
+
+/// Accepts until `shutdown`, handing each connection to `spawn`; then waits for the
+/// connections `graceful` watches to finish, up to the drain deadline.
+async fn accept_loop(
+    listener: TcpListener,
+    shutdown: CancellationToken,
+    graceful: GracefulShutdown,
+    mut spawn: impl FnMut(tokio::net::TcpStream, Watcher),
+) {
     loop {
         tokio::select! {
             accepted = listener.accept() => {
-                let stream = match accepted {
-                    Ok((stream, _)) => stream,
+                match accepted {
+                    Ok((stream, _)) => {
+                        let _ = stream.set_nodelay(true);
+                        spawn(stream, graceful.watcher());
+                    }
                     Err(error) => {
                         // Out of file descriptors and the like: do not spin.
                         tracing::warn!(%error, "accept failed");
                         tokio::time::sleep(Duration::from_millis(50)).await;
-                        continue;
                     }
-                };
-                let _ = stream.set_nodelay(true);
-                let connection = builder.serve_connection(TokioIo::new(stream), service.clone()).into_owned();
-                let watched = graceful.watch(connection);
-                tokio::spawn(async move {
-                    let _ = watched.await;
-                });
+                }
             }
             _ = shutdown.cancelled() => break,
         }
@@ -120,6 +119,88 @@ where
         _ = graceful.shutdown() => {}
         _ = tokio::time::sleep(DRAIN) => tracing::warn!("connections still open after the drain deadline"),
     }
+}
+
+/// Serves `service` on `listener` until `shutdown`, then drains.
+pub async fn serve<S>(listener: TcpListener, service: S, shutdown: CancellationToken)
+where
+    S: Service<Request<Incoming>, Response = Response<Body>, Error = Infallible>
+        + Clone
+        + Send
+        + 'static,
+    S::Future: Send + 'static,
+{
+    let builder = connection_builder();
+    accept_loop(
+        listener,
+        shutdown,
+        GracefulShutdown::new(),
+        move |stream, watcher| {
+            let connection = builder
+                .serve_connection(TokioIo::new(stream), service.clone())
+                .into_owned();
+            let watched = watcher.watch(connection);
+            tokio::spawn(async move {
+                let _ = watched.await;
+            });
+        },
+    )
+    .await;
+}
+
+/// Serves HTTPS with client certificates: `make` builds the service of a connection from the
+/// client's end-entity certificate (DER). A handshake gets 10 s.
+pub async fn serve_tls<S, M>(
+    listener: TcpListener,
+    tls: std::sync::Arc<rustls::ServerConfig>,
+    make: M,
+    shutdown: CancellationToken,
+) where
+    M: Fn(std::sync::Arc<Vec<u8>>) -> S + Clone + Send + 'static,
+    S: Service<Request<Incoming>, Response = Response<Body>, Error = Infallible>
+        + Clone
+        + Send
+        + 'static,
+    S::Future: Send + 'static,
+{
+    let acceptor = tokio_rustls::TlsAcceptor::from(tls);
+    let builder = std::sync::Arc::new(connection_builder());
+    accept_loop(
+        listener,
+        shutdown,
+        GracefulShutdown::new(),
+        move |stream, watcher| {
+            let acceptor = acceptor.clone();
+            let builder = builder.clone();
+            let make = make.clone();
+            tokio::spawn(async move {
+                let handshake =
+                    tokio::time::timeout(Duration::from_secs(10), acceptor.accept(stream)).await;
+                let stream = match handshake {
+                    Ok(Ok(stream)) => stream,
+                    Ok(Err(error)) => {
+                        tracing::info!(%error, "RA TLS handshake failed");
+                        return;
+                    }
+                    Err(_) => return,
+                };
+                let Some(peer) = stream
+                    .get_ref()
+                    .1
+                    .peer_certificates()
+                    .and_then(|chain| chain.first())
+                    .map(|c| std::sync::Arc::new(c.to_vec()))
+                else {
+                    return;
+                };
+                let connection = builder
+                    .serve_connection(TokioIo::new(stream), make(peer))
+                    .into_owned();
+                let _ = watcher.watch(connection).await;
+            });
+        },
+    )
+    .await;
 }
 
 /// An HTTP-date (RFC 9110 §5.6.7), e.g. `Wed, 25 Nov 2026 10:00:00 GMT`.

@@ -332,6 +332,28 @@ impl Store {
     }
 }
 
+/// Point reads, from the database ([`Store`]) or within a transaction ([`Txn`]), so that a
+/// check can run as a dry run before a write and again inside it.
+pub trait Reader {
+    fn get<T: Table>(&self, key: &T::Key) -> Result<Option<T::Value>, StoreError>;
+
+    fn contains<T: Table>(&self, key: &T::Key) -> Result<bool, StoreError> {
+        Ok(self.get::<T>(key)?.is_some())
+    }
+}
+
+impl Reader for Store {
+    fn get<T: Table>(&self, key: &T::Key) -> Result<Option<T::Value>, StoreError> {
+        Store::get::<T>(self, key)
+    }
+}
+
+impl Reader for Txn<'_> {
+    fn get<T: Table>(&self, key: &T::Key) -> Result<Option<T::Value>, StoreError> {
+        Txn::get::<T>(self, key)
+    }
+}
+
 fn cf<'a>(db: &'a DB, name: &'static str) -> Result<&'a rocksdb::ColumnFamily, StoreError> {
     db.cf_handle(name).ok_or(StoreError::Corrupt {
         table: name,
@@ -389,6 +411,22 @@ impl Txn<'_> {
 
     pub fn contains<T: Table>(&self, key: &T::Key) -> Result<bool, StoreError> {
         Ok(self.get::<T>(key)?.is_some())
+    }
+
+    /// Whether the table holds any row (staged in this group, or in the database).
+    pub fn any<T: Table>(&self) -> Result<bool, StoreError> {
+        let staged = |overlay: &Overlay| {
+            overlay
+                .iter()
+                .any(|((table, _), value)| *table == T::NAME && value.is_some())
+        };
+        if staged(&self.own) || staged(self.group) {
+            return Ok(true);
+        }
+        let mut rows = self
+            .db
+            .iterator_cf(cf(self.db, T::NAME)?, IteratorMode::Start);
+        Ok(rows.next().transpose().map_err(db_error)?.is_some())
     }
 
     pub fn put<T: Table>(&mut self, key: &T::Key, value: &T::Value) -> Result<(), StoreError> {
@@ -594,7 +632,10 @@ mod tests {
         let store = Store::open(dir.path()).unwrap();
         assert_eq!(store.audit_head().seq, 1);
         let entries: Vec<_> = store.audit_entries().unwrap().map(|e| e.unwrap()).collect();
-        assert_eq!(audit::verify_chain(entries, store.audit_head()), Ok(1));
+        assert_eq!(
+            audit::verify_chain(entries, store.audit_head(), None).map(|v| v.entries),
+            Ok(1)
+        );
         assert!(
             store
                 .get::<Certificates>(&CertKey { issuer, serial })

@@ -40,6 +40,12 @@ pub struct CardRecord {
     pub issued_at: Timestamp,
     /// Cards live 6 years; their certificates 3 (a renewal at mid-life gives new keys).
     pub card_expires_at: Timestamp,
+    /// Renewals so far (at most one: two 3-year certificates cover a 6-year card).
+    #[serde(default)]
+    pub renewals: u32,
+    /// The certificates a renewal replaced (revoked as superseded).
+    #[serde(default)]
+    pub superseded: Vec<CertKey>,
 }
 
 /// A revocation: compact, because CRLs read a million of them in one pass.

@@ -8,6 +8,9 @@ use core::fmt;
 use serde::{Deserialize, Serialize};
 
 use super::records::{CardRecord, CertRecord, IntentRecord, RevocationRecord};
+use crate::ra::EvidenceRecord;
+use crate::ra::cards::CardRequestRecord;
+use crate::ra::operators::OperatorRecord;
 use crate::x509::{Serial, Timestamp};
 
 /// A table: a column family with a typed key and value.
@@ -94,6 +97,20 @@ table!(
     OcspResponses, "ocsp_responses", ResponseKey, Vec<u8>
 );
 
+table!(
+    /// Registration-authority operators, by operator id (SHA-256 of the certificate).
+    Operators, "operators", String, OperatorRecord
+);
+table!(
+    /// Card requests, by request id.
+    CardRequests, "card_requests", String, CardRequestRecord
+);
+table!(
+    /// Signed RA requests that were carried out, by request id: the evidence, and the
+    /// replay guard (an id is used once).
+    Evidence, "evidence", String, EvidenceRecord
+);
+
 /// Every column family the store opens.
 pub const ALL_TABLES: &[&str] = &[
     Meta::NAME,
@@ -108,12 +125,17 @@ pub const ALL_TABLES: &[&str] = &[
     Cards::NAME,
     Audit::NAME,
     OcspResponses::NAME,
+    Operators::NAME,
+    CardRequests::NAME,
+    Evidence::NAME,
 ];
 
 /// Keys of the `meta` table.
 pub mod meta_keys {
     pub const CA_STATE: &str = "ca-state";
     pub const AUDIT_HEAD: &str = "audit-head";
+    /// The SubjectPublicKeyInfo (DER) of the HSM key that signs audit checkpoints.
+    pub const AUDIT_KEY: &str = "audit-key";
     pub const SCHEMA_VERSION: &str = "schema-version";
 
     /// The last CRL number published by an issuer (`crl-number/<issuer hex>`).
@@ -392,7 +414,14 @@ macro_rules! json_value {
         }
     )*};
 }
-json_value!(CertRecord, IntentRecord, CardRecord);
+json_value!(
+    CertRecord,
+    IntentRecord,
+    CardRecord,
+    OperatorRecord,
+    CardRequestRecord,
+    EvidenceRecord
+);
 
 #[cfg(test)]
 mod tests {

@@ -10,6 +10,8 @@ use super::Pki;
 pub struct Daemon {
     child: Option<Child>,
     pub va: SocketAddr,
+    /// The RA listener, when the configuration has an `[ra]` table.
+    pub ra: Option<SocketAddr>,
     pub admin: SocketAddr,
 }
 
@@ -29,6 +31,8 @@ impl Daemon {
                 "info",
                 "serve",
                 "--listen-va",
+                "127.0.0.1:0",
+                "--listen-ra",
                 "127.0.0.1:0",
                 "--listen-admin",
                 "127.0.0.1:0",
@@ -56,8 +60,13 @@ impl Daemon {
                     panic!("the daemon did not get ready: {line:?}\n{log}")
                 })
         };
+        let ra = line
+            .split_whitespace()
+            .find_map(|w| w.strip_prefix("ra="))
+            .and_then(|a| a.parse().ok());
         Daemon {
             va: field("va="),
+            ra,
             admin: field("admin="),
             child: Some(child),
         }

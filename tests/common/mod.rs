@@ -94,6 +94,38 @@ impl Pki {
         Pki { dir, config }
     }
 
+    /// Adds the `[ra]` table: a self-signed TLS certificate for the RA listener (ra-tls.pem,
+    /// trusted by clients with `--cacert`) and generous rate limits.
+    pub fn enable_ra(&self, requests_per_minute: u32) {
+        let (ok, text) = openssl(&[
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-256",
+            "-nodes",
+            "-days",
+            "30",
+            "-subj",
+            "/CN=sceau RA test",
+            "-addext",
+            "subjectAltName=IP:127.0.0.1,DNS:localhost",
+            "-keyout",
+            self.path("ra-tls.key").to_str().unwrap(),
+            "-out",
+            self.path("ra-tls.pem").to_str().unwrap(),
+        ]);
+        assert!(ok, "{text}");
+        let mut config = std::fs::read_to_string(&self.config).unwrap();
+        config.push_str(&format!(
+            "\n[ra]\ntls_certificate = \"{}\"\ntls_private_key = \"{}\"\nrequests_per_minute = {requests_per_minute}\nburst = {requests_per_minute}\n",
+            self.path("ra-tls.pem").display(),
+            self.path("ra-tls.key").display(),
+        ));
+        std::fs::write(&self.config, config).unwrap();
+    }
+
     pub fn path(&self, name: &str) -> PathBuf {
         self.dir.path().join(name)
     }

@@ -1,0 +1,101 @@
+//! Signed checkpoints of the audit chain.
+//!
+//! A checkpoint signs, with a P-256 key kept in the HSM for this use only (the CA keys sign
+//! certificates and CRLs, nothing else), the sequence number and hash of the last entry, and is
+//! appended to the log as an entry of its own. The key is made the first time it is needed and
+//! its public key is kept in the store (`meta/audit-key`), where `sceau audit verify` reads it.
+use der::{Decode, Encode};
+use spki::SubjectPublicKeyInfoOwned;
+
+use super::{AuditEvent, ChainHead, checkpoint_message};
+use crate::hsm::{Hsm, HsmError, KeySpec};
+use crate::store::schema::{Meta, meta_keys};
+use crate::store::{Store, StoreError, Table};
+use crate::x509::keys;
+
+/// What went wrong while making a checkpoint.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum CheckpointError {
+    #[error("HSM: {0}")]
+    Hsm(#[from] HsmError),
+    #[error("store: {0}")]
+    Store(#[from] StoreError),
+    #[error("the audit key {label:?} in the HSM is not the one recorded in the store")]
+    KeyMismatch { label: String },
+    #[error("encoding: {0}")]
+    Encoding(String),
+}
+
+/// The public key that signs checkpoints, as recorded in the store.
+pub fn recorded_key(store: &Store) -> Result<Option<SubjectPublicKeyInfoOwned>, StoreError> {
+    match store.get::<Meta>(&meta_keys::AUDIT_KEY.to_owned())? {
+        Some(der) => SubjectPublicKeyInfoOwned::from_der(&der)
+            .map(Some)
+            .map_err(|e| StoreError::Corrupt {
+                table: Meta::NAME,
+                detail: format!("audit key: {e}"),
+            }),
+        None => Ok(None),
+    }
+}
+
+/// Signs the current head, unless the log is empty or ends with a checkpoint already. Returns
+/// the head that was signed.
+pub fn write(store: &Store, hsm: &Hsm, label: &str) -> Result<Option<ChainHead>, CheckpointError> {
+    let head = store.audit_head();
+    if head.seq == 0 || last_is_checkpoint(store, head)? {
+        return Ok(None);
+    }
+    let recorded = recorded_key(store)?;
+    let mut new_key = None;
+    if !hsm.has_key(label)? {
+        let public_key = hsm.generate_key(label, KeySpec::P256)?;
+        new_key = Some(public_key);
+    }
+    let key = hsm.signing_key(label, KeySpec::P256.scheme(false))?;
+    if let Some(recorded) = &recorded
+        && recorded != key.public_key()
+    {
+        return Err(CheckpointError::KeyMismatch {
+            label: label.to_owned(),
+        });
+    }
+    let signature = key.sign(&checkpoint_message(head.seq, &head.hash))?;
+    let spki_der = key
+        .public_key()
+        .to_der()
+        .map_err(|e| CheckpointError::Encoding(e.to_string()))?;
+    let key_id = hex::encode_upper(keys::key_identifier(key.public_key()));
+    let label = label.to_owned();
+    store.commit(move |txn| -> Result<(), CheckpointError> {
+        if new_key.is_some() {
+            txn.audit(AuditEvent::KeyGenerated {
+                label: label.clone(),
+                algorithm: KeySpec::P256.to_string(),
+                key_id,
+            });
+        }
+        if recorded.is_none() {
+            txn.put::<Meta>(&meta_keys::AUDIT_KEY.to_owned(), &spki_der)?;
+        }
+        txn.audit(AuditEvent::Checkpoint {
+            entry: head.seq,
+            entry_hash: hex::encode(head.hash),
+            key_label: label,
+            signature: hex::encode(signature),
+        });
+        Ok(())
+    })?;
+    Ok(Some(head))
+}
+
+fn last_is_checkpoint(store: &Store, head: ChainHead) -> Result<bool, StoreError> {
+    let Some(stored) = store.get::<crate::store::schema::Audit>(&head.seq)? else {
+        return Ok(false);
+    };
+    Ok(matches!(
+        super::decode(&stored),
+        Ok((_, record)) if matches!(record.event, AuditEvent::Checkpoint { .. })
+    ))
+}

@@ -1,0 +1,450 @@
+//! The registration-authority listener: HTTPS with mutual TLS (rustls), for the RA applications
+//! acting for operators.
+//!
+//! The client certificate must chain to an operator CA (sceau's issuing CAs: operators carry
+//! agent cards). An expired client certificate still completes the handshake when its chain is
+//! otherwise valid, so that the refusal can be an HTTP 403 problem document naming the rule
+//! rather than a bare TLS alert; every request then turns the certificate into an
+//! [`Operator`] (registered, active, valid, not revoked) before anything else.
+//!
+//! | request | action |
+//! | --- | --- |
+//! | `GET /ra/v1/operators/me` | the operator's own record |
+//! | `POST /ra/v1/operators` | designate (signed) |
+//! | `POST /ra/v1/operators/{id}/withdraw` | withdraw, with everyone designated below (signed) |
+//! | `POST /ra/v1/requests` | submit a card request (signed) |
+//! | `GET /ra/v1/requests/{id}` | a request, with its certificates once issued |
+//! | `POST /ra/v1/requests/{id}/approve`, `/reject` | decide (signed) |
+//! | `POST /ra/v1/cards/{card}/renew` | renewal request (signed) |
+//! | `POST /ra/v1/revocations` | revoke a certificate or a card (signed) |
+//! | `GET /ra/v1/certificates/expiring?days=N` | certificates in scope ending within N days |
+//! | `GET /ra/v1/certificates/{serial}` | a certificate in scope, PEM |
+//!
+//! Signed requests are `application/cms` (or `application/pkcs7-mime`) bodies of at most
+//! 256 KiB. Each operator has a rate limit (429 with `Retry-After`). Every refusal is an
+//! RFC 9457 problem document whose `type` names the rule.
+use std::convert::Infallible;
+use std::num::NonZeroU32;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
+use hyper::body::Incoming;
+use hyper::header::{self, HeaderValue};
+use hyper::{Method, Request, Response, StatusCode};
+use rustls::client::danger::HandshakeSignatureValid;
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, UnixTime};
+use rustls::server::danger::{ClientCertVerified, ClientCertVerifier};
+use rustls::{CertificateError, DigitallySignedStruct, DistinguishedName, RootCertStore};
+
+use super::problem::Problem;
+use super::{Body, read_body};
+use crate::ra::{Operator, RaError, Refusal, RegistrationAuthority};
+use crate::x509::cms::MAX_CMS_LEN;
+
+/// What the RA listener serves.
+pub struct RaService {
+    pub ra: Arc<RegistrationAuthority>,
+    pub limiter: Arc<DefaultKeyedRateLimiter<String>>,
+    pub metrics: Arc<RaMetrics>,
+}
+
+impl core::fmt::Debug for RaService {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("RaService").finish()
+    }
+}
+
+/// Counters for /metrics.
+#[derive(Debug, Default)]
+pub struct RaMetrics {
+    pub requests: std::sync::atomic::AtomicU64,
+    pub refused: std::sync::atomic::AtomicU64,
+    pub rate_limited: std::sync::atomic::AtomicU64,
+}
+
+/// A per-operator limiter: `per_minute` requests, with bursts of `burst`.
+pub fn rate_limiter(per_minute: u32, burst: u32) -> Arc<DefaultKeyedRateLimiter<String>> {
+    let per_minute = NonZeroU32::new(per_minute.max(1)).unwrap_or(NonZeroU32::MIN);
+    let burst = NonZeroU32::new(burst.max(1)).unwrap_or(NonZeroU32::MIN);
+    Arc::new(RateLimiter::keyed(
+        Quota::per_minute(per_minute).allow_burst(burst),
+    ))
+}
+
+impl RaService {
+    /// Serves one request of the client whose certificate is `peer`.
+    pub async fn handle(
+        self: Arc<Self>,
+        peer: Arc<Vec<u8>>,
+        request: Request<Incoming>,
+    ) -> Result<Response<Body>, Infallible> {
+        let started = Instant::now();
+        let method = request.method().clone();
+        let path = request.uri().path().to_owned();
+        self.metrics
+            .requests
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let (operator, response) = match self.ra.authenticate(&peer) {
+            Ok(operator) => {
+                let response = self.route(&operator, request).await;
+                (Some(operator.record.id), response)
+            }
+            Err(error) => {
+                let id = crate::ra::operators::operator_id(&peer);
+                self.ra
+                    .record_early_refusal(&id, "authenticate", &error)
+                    .await;
+                (Some(id), problem_for(&error).response())
+            }
+        };
+        if response.status().is_client_error() || response.status().is_server_error() {
+            self.metrics
+                .refused
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        }
+        // One line per request (issue 5: structured logs on the RA side).
+        tracing::info!(
+            target: "sceau::ra",
+            operator = operator.as_deref().unwrap_or("-"),
+            %method,
+            path,
+            status = response.status().as_u16(),
+            ms = started.elapsed().as_millis() as u64,
+            "ra request"
+        );
+        Ok(response)
+    }
+
+    async fn route(&self, operator: &Operator, request: Request<Incoming>) -> Response<Body> {
+        if let Err(not_until) = self.limiter.check_key(&operator.record.id) {
+            self.metrics
+                .rate_limited
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            let wait = not_until.wait_time_from(governor::clock::Clock::now(
+                &governor::clock::DefaultClock::default(),
+            ));
+            let seconds = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
+            let mut response = Problem::new(
+                StatusCode::TOO_MANY_REQUESTS,
+                "rate-limited",
+                format!("too many requests from this operator; retry in {seconds} s"),
+            )
+            .response();
+            if let Ok(value) = HeaderValue::from_str(&seconds.max(1).to_string()) {
+                response.headers_mut().insert(header::RETRY_AFTER, value);
+            }
+            return response;
+        }
+        let path = request.uri().path().to_owned();
+        let Some(rest) = path.strip_prefix("/ra/v1/") else {
+            return not_found();
+        };
+        let segments: Vec<&str> = rest.split('/').collect();
+        let method = request.method().clone();
+        let signed =
+            |action: &'static str, target: Option<&str>| (action, target.map(str::to_owned));
+        let action = match (&method, segments.as_slice()) {
+            (&Method::GET, ["operators", "me"]) => {
+                return json(StatusCode::OK, &operator_view(operator));
+            }
+            (&Method::GET, ["requests", id]) => {
+                return match self.ra.request_status(operator, id) {
+                    Ok(value) => json(StatusCode::OK, &value),
+                    Err(error) => self.refuse_read(operator, &error).await,
+                };
+            }
+            (&Method::GET, ["certificates", "expiring"]) => {
+                let days = request
+                    .uri()
+                    .query()
+                    .and_then(|q| q.split('&').find_map(|kv| kv.strip_prefix("days=")))
+                    .map(str::parse::<u32>);
+                return match days {
+                    Some(Ok(days)) if (1..=1100).contains(&days) => {
+                        match self.ra.expiring(operator, days) {
+                            Ok(value) => json(StatusCode::OK, &value),
+                            Err(error) => self.refuse_read(operator, &error).await,
+                        }
+                    }
+                    _ => Problem::new(
+                        StatusCode::BAD_REQUEST,
+                        "malformed-request",
+                        "give ?days=N, 1 to 1100",
+                    )
+                    .response(),
+                };
+            }
+            (&Method::GET, ["certificates", serial]) if *serial != "expiring" => {
+                return match self.ra.certificate(operator, serial) {
+                    Ok(pem) => {
+                        let mut response = Response::new(Body::one(pem));
+                        response.headers_mut().insert(
+                            header::CONTENT_TYPE,
+                            HeaderValue::from_static("application/pem-certificate-chain"),
+                        );
+                        response
+                    }
+                    Err(error) => self.refuse_read(operator, &error).await,
+                };
+            }
+            (&Method::POST, ["operators"]) => signed("designate", None),
+            (&Method::POST, ["operators", id, "withdraw"]) => signed("withdraw", Some(id)),
+            (&Method::POST, ["requests"]) => signed("submit", None),
+            (&Method::POST, ["requests", id, "approve"]) => signed("approve", Some(id)),
+            (&Method::POST, ["requests", id, "reject"]) => signed("reject", Some(id)),
+            (&Method::POST, ["cards", card, "renew"]) => signed("renew", Some(card)),
+            (&Method::POST, ["revocations"]) => signed("revoke", None),
+            (_, ["operators", "me"] | ["requests", _] | ["certificates", _])
+            | (
+                _,
+                ["operators"]
+                | ["operators", _, "withdraw"]
+                | ["requests"]
+                | ["requests", _, "approve" | "reject"]
+                | ["cards", _, "renew"]
+                | ["revocations"],
+            ) => {
+                return Problem::new(
+                    StatusCode::METHOD_NOT_ALLOWED,
+                    "method-not-allowed",
+                    format!("{method} is not served on {path}"),
+                )
+                .response();
+            }
+            _ => return not_found(),
+        };
+        let content_type = request
+            .headers()
+            .get(header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("");
+        let essence = content_type
+            .split(';')
+            .next()
+            .unwrap_or("")
+            .trim()
+            .to_ascii_lowercase();
+        if !matches!(
+            essence.as_str(),
+            "application/cms" | "application/pkcs7-mime"
+        ) {
+            return Problem::new(
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                "unsupported-media-type",
+                "signed requests are application/cms (openssl cms -sign -nodetach -outform DER)",
+            )
+            .response();
+        }
+        let Some(body) = read_body(request.into_body(), MAX_CMS_LEN).await else {
+            return Problem::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "body-too-large",
+                format!("a signed request is at most {MAX_CMS_LEN} bytes"),
+            )
+            .response();
+        };
+        let (action, target) = action;
+        match self
+            .ra
+            .handle(operator, action, target, body.to_vec())
+            .await
+        {
+            Ok(value) => json(
+                if action == "submit" || action == "renew" || action == "designate" {
+                    StatusCode::CREATED
+                } else {
+                    StatusCode::OK
+                },
+                &value,
+            ),
+            Err(error) => problem_for(&error).response(),
+        }
+    }
+}
+
+impl RaService {
+    /// A refused read: audited like any refusal.
+    async fn refuse_read(&self, operator: &Operator, error: &RaError) -> Response<Body> {
+        self.ra
+            .record_early_refusal(&operator.record.id, "read", error)
+            .await;
+        problem_for(error).response()
+    }
+}
+
+fn operator_view(operator: &Operator) -> serde_json::Value {
+    serde_json::json!({
+        "operator": operator.record.id,
+        "subject": operator.record.subject,
+        "role": operator.record.role,
+        "scope": operator.record.scope,
+        "designated_by": operator.record.designated_by,
+        "designated_at": operator.record.designated_at,
+    })
+}
+
+/// The one place where RA errors become HTTP statuses and problem documents.
+fn problem_for(error: &RaError) -> Problem {
+    let (status, rule) = match error {
+        RaError::Malformed(_) => (StatusCode::BAD_REQUEST, "malformed-request".to_owned()),
+        RaError::Refused { refusal, .. } => {
+            let status = match refusal {
+                Refusal::BadSignature | Refusal::Stale | Refusal::ActionMismatch => {
+                    StatusCode::BAD_REQUEST
+                }
+                Refusal::Replayed
+                | Refusal::OperatorExists
+                | Refusal::CardExists
+                | Refusal::NotPending
+                | Refusal::RenewalNotAllowed => StatusCode::CONFLICT,
+                Refusal::NotFound => StatusCode::NOT_FOUND,
+                Refusal::UntrustedCertificate => StatusCode::UNPROCESSABLE_ENTITY,
+                _ => StatusCode::FORBIDDEN,
+            };
+            (status, refusal.rule().to_owned())
+        }
+        RaError::Ca(ca) => return super::admin::ca_problem(ca),
+        RaError::Store(_) => (StatusCode::INTERNAL_SERVER_ERROR, "store-error".into()),
+    };
+    if status.is_server_error() {
+        tracing::error!(%error, "RA request failed");
+    }
+    Problem::new(status, &rule, error.to_string())
+}
+
+fn json(status: StatusCode, value: &serde_json::Value) -> Response<Body> {
+    let mut response = Response::new(Body::one(serde_json::to_vec(value).unwrap_or_default()));
+    *response.status_mut() = status;
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    response
+}
+
+fn not_found() -> Response<Body> {
+    Problem::new(StatusCode::NOT_FOUND, "not-found", "no such resource").response()
+}
+
+/// The TLS configuration of the RA listener: its certificate and key (files), and client
+/// certificates checked against `operator_cas` (DER).
+pub fn tls_config(
+    certificate: &Path,
+    private_key: &Path,
+    operator_cas: &[Vec<u8>],
+) -> Result<Arc<rustls::ServerConfig>, String> {
+    let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(certificate)
+        .map_err(|e| format!("{}: {e}", certificate.display()))?
+        .collect::<Result<_, _>>()
+        .map_err(|e| format!("{}: {e}", certificate.display()))?;
+    if chain.is_empty() {
+        return Err(format!("{}: no certificate", certificate.display()));
+    }
+    let key = PrivateKeyDer::from_pem_file(private_key)
+        .map_err(|e| format!("{}: {e}", private_key.display()))?;
+    let mut roots = RootCertStore::empty();
+    for ca in operator_cas {
+        roots
+            .add(CertificateDer::from(ca.clone()))
+            .map_err(|e| format!("operator CA: {e}"))?;
+    }
+    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    let inner = rustls::server::WebPkiClientVerifier::builder_with_provider(
+        Arc::new(roots),
+        provider.clone(),
+    )
+    .build()
+    .map_err(|e| format!("client verifier: {e}"))?;
+    let mut config = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| e.to_string())?
+        .with_client_cert_verifier(Arc::new(OperatorVerifier { inner }))
+        .with_single_cert(chain, key)
+        .map_err(|e| format!("{}: {e}", private_key.display()))?;
+    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    Ok(Arc::new(config))
+}
+
+/// WebPKI client verification, except that an expired (or not yet valid) certificate whose
+/// chain is otherwise valid is let through to be refused by the RA with a problem document.
+#[derive(Debug)]
+struct OperatorVerifier {
+    inner: Arc<dyn ClientCertVerifier>,
+}
+
+impl ClientCertVerifier for OperatorVerifier {
+    fn offer_client_auth(&self) -> bool {
+        true
+    }
+
+    fn client_auth_mandatory(&self) -> bool {
+        true
+    }
+
+    fn root_hint_subjects(&self) -> &[DistinguishedName] {
+        self.inner.root_hint_subjects()
+    }
+
+    fn verify_client_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        now: UnixTime,
+    ) -> Result<ClientCertVerified, rustls::Error> {
+        match self
+            .inner
+            .verify_client_cert(end_entity, intermediates, now)
+        {
+            Err(rustls::Error::InvalidCertificate(
+                CertificateError::Expired
+                | CertificateError::ExpiredContext { .. }
+                | CertificateError::NotValidYet
+                | CertificateError::NotValidYetContext { .. },
+            )) => {
+                // Check everything else at a moment the certificate was valid.
+                let last_valid = <x509_cert::Certificate as der::Decode>::from_der(end_entity)
+                    .map(|c| {
+                        crate::x509::Timestamp::from_x509_time(
+                            &c.tbs_certificate().validity().not_after,
+                        )
+                        .unix_seconds()
+                        .saturating_sub(1)
+                    })
+                    .map_err(|_| {
+                        rustls::Error::InvalidCertificate(CertificateError::BadEncoding)
+                    })?;
+                self.inner.verify_client_cert(
+                    end_entity,
+                    intermediates,
+                    UnixTime::since_unix_epoch(Duration::from_secs(last_valid)),
+                )
+            }
+            other => other,
+        }
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.inner.verify_tls12_signature(message, cert, dss)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.inner.verify_tls13_signature(message, cert, dss)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
+        self.inner.supported_verify_schemes()
+    }
+}

@@ -1,0 +1,431 @@
+//! Card requests: submitted (after the face-to-face meeting) -> approved by a different AED
+//! or above -> issued; or rejected; or failed when the CA refuses to issue.
+//!
+//! A submission is checked against the certification policies at once (CSR signatures, names,
+//! keys, keys never certified, names never given to another holder), so that an approver only
+//! ever sees requests the CA would accept. Approval is written before the CA is asked to issue;
+//! if the HSM is unavailable the request stays approved and a later approval resumes it.
+use serde::{Deserialize, Serialize};
+
+use super::request::SignedRequest;
+use super::{
+    Effects, Operator, RaError, Refusal, RegistrationAuthority, check_holder_scope, check_scope,
+    claim, subject_text,
+};
+use crate::audit::AuditEvent;
+use crate::ca::{CaError, CardRequest};
+use crate::policy::IssuanceRequest;
+use crate::store::base64_bytes;
+use crate::store::schema::{CardRequests, Cards};
+use crate::x509::Timestamp;
+use crate::x509::csr::ParsedCsr;
+use crate::x509::name::{DistinguishedName, parse_distinguished_name, same_values};
+
+/// A card request and where it stands.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CardRequestRecord {
+    pub id: String,
+    /// A renewal of `card` rather than a new card.
+    pub renewal: bool,
+    pub holder: String,
+    pub card: String,
+    pub subject: String,
+    #[serde(with = "base64_bytes")]
+    pub subject_der: Vec<u8>,
+    pub authentication_policy: String,
+    pub signature_policy: String,
+    #[serde(with = "base64_bytes")]
+    pub authentication_csr: Vec<u8>,
+    #[serde(with = "base64_bytes")]
+    pub signature_csr: Vec<u8>,
+    pub submitted_by: String,
+    pub submitted_at: Timestamp,
+    pub state: RequestState,
+}
+
+/// The states of a card request.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "state", rename_all = "kebab-case")]
+pub enum RequestState {
+    Pending,
+    Approved {
+        by: String,
+        at: Timestamp,
+    },
+    Issued {
+        by: String,
+        at: Timestamp,
+        authentication: String,
+        signature: String,
+    },
+    Rejected {
+        by: String,
+        at: Timestamp,
+        reason: String,
+    },
+    /// The CA refused to issue after approval (e.g. a key certified meanwhile).
+    Failed {
+        at: Timestamp,
+        why: String,
+    },
+}
+
+impl CardRequestRecord {
+    /// What the API shows of a request (the CSRs left out).
+    pub fn summary(&self) -> serde_json::Value {
+        let mut value = serde_json::json!({
+            "request": self.id,
+            "renewal": self.renewal,
+            "holder": self.holder,
+            "card": self.card,
+            "subject": self.subject,
+            "submitted_by": self.submitted_by,
+            "submitted_at": self.submitted_at,
+        });
+        if let (Some(object), Ok(serde_json::Value::Object(state))) =
+            (value.as_object_mut(), serde_json::to_value(&self.state))
+        {
+            object.extend(state);
+        }
+        value
+    }
+
+    fn card_request(&self) -> CardRequest {
+        CardRequest {
+            holder: self.holder.clone(),
+            card: Some(self.card.clone()),
+            authentication: IssuanceRequest {
+                policy: self.authentication_policy.clone(),
+                csr: self.authentication_csr.clone(),
+                ..Default::default()
+            },
+            signature: IssuanceRequest {
+                policy: self.signature_policy.clone(),
+                csr: self.signature_csr.clone(),
+                ..Default::default()
+            },
+        }
+    }
+}
+
+/// What a submit or renew request carries.
+#[derive(Debug)]
+pub(super) struct Submission {
+    pub holder: String,
+    pub card: Option<String>,
+    pub renewal: bool,
+    pub authentication_csr: String,
+    pub signature_csr: String,
+}
+
+impl RegistrationAuthority {
+    pub(super) fn submit(
+        &self,
+        actor: &Operator,
+        request: &SignedRequest,
+        submission: Submission,
+        now: Timestamp,
+    ) -> Result<serde_json::Value, RaError> {
+        if !actor.record.role.may_submit() {
+            return Err(RaError::refused(
+                Refusal::RoleNotAllowed,
+                format!("an {} does not submit card requests", actor.record.role),
+            ));
+        }
+        let subject_der = {
+            let parsed = ParsedCsr::parse(submission.authentication_csr.as_bytes())
+                .map_err(|e| RaError::Malformed(format!("authentication_csr: {e}")))?;
+            der::Encode::to_der(parsed.subject())
+                .map_err(|e| RaError::Malformed(format!("authentication_csr subject: {e}")))?
+        };
+        let subject = parse_distinguished_name(&subject_der)
+            .map_err(|e| RaError::Malformed(format!("authentication_csr subject: {e}")))?;
+        let policies = [
+            self.settings.authentication_policy.clone(),
+            self.settings.signature_policy.clone(),
+        ];
+        for policy in &policies {
+            check_scope(&actor.record.scope, &subject, policy)?;
+        }
+        refuse_own(actor, &subject)?;
+        let card = match submission.card {
+            Some(card) => card,
+            None => format!("card-{}", &request.id[..request.id.len().min(32)]),
+        };
+        if !submission.renewal && self.store.get::<Cards>(&card)?.is_some() {
+            return Err(RaError::refused(
+                Refusal::CardExists,
+                format!("card {card} already exists"),
+            ));
+        }
+        let record = CardRequestRecord {
+            id: request.id.clone(),
+            renewal: submission.renewal,
+            holder: submission.holder,
+            card,
+            subject: subject_text(&subject),
+            subject_der,
+            authentication_policy: policies[0].clone(),
+            signature_policy: policies[1].clone(),
+            authentication_csr: submission.authentication_csr.into_bytes(),
+            signature_csr: submission.signature_csr.into_bytes(),
+            submitted_by: actor.record.id.clone(),
+            submitted_at: now,
+            state: RequestState::Pending,
+        };
+        // Every policy rule, now: the approver only sees requests the CA would accept.
+        self.ca.check_card(&record.card_request())?;
+        let summary = record.summary();
+        let evidence = self.evidence(actor, request, now);
+        self.store.commit(move |txn| -> Result<(), RaError> {
+            claim(txn, &record.id, &evidence)?;
+            txn.audit(AuditEvent::CardRequestSubmitted {
+                request: record.id.clone(),
+                operator: record.submitted_by.clone(),
+                holder: record.holder.clone(),
+                card: record.card.clone(),
+                subject: record.subject.clone(),
+                renewal: record.renewal,
+            });
+            txn.put::<CardRequests>(&record.id.clone(), &record)?;
+            Ok(())
+        })?;
+        Ok(summary)
+    }
+
+    /// The checks an approver or a rejecter passes, for a request still open.
+    fn decidable(
+        &self,
+        actor: &Operator,
+        id: &str,
+        allow_approved: bool,
+    ) -> Result<CardRequestRecord, RaError> {
+        if !actor.record.role.may_decide() {
+            return Err(RaError::refused(
+                Refusal::RoleNotAllowed,
+                format!(
+                    "an {} does not approve or reject requests",
+                    actor.record.role
+                ),
+            ));
+        }
+        let record = self
+            .store
+            .get::<CardRequests>(&id.to_owned())?
+            .ok_or_else(|| RaError::refused(Refusal::NotFound, format!("no request {id}")))?;
+        let subject = parse_distinguished_name(&record.subject_der)
+            .map_err(|e| RaError::Malformed(e.to_string()))?;
+        check_holder_scope(&actor.record.scope, &subject)?;
+        for policy in [&record.authentication_policy, &record.signature_policy] {
+            check_scope(&actor.record.scope, &subject, policy)?;
+        }
+        if record.submitted_by == actor.record.id {
+            return Err(RaError::refused(
+                Refusal::OwnSubmission,
+                "the operator who submitted a request may not decide on it (two-person rule)",
+            ));
+        }
+        refuse_own(actor, &subject)?;
+        match &record.state {
+            RequestState::Pending => Ok(record),
+            RequestState::Approved { .. } if allow_approved => Ok(record),
+            other => Err(RaError::refused(
+                Refusal::NotPending,
+                format!("request {id} is {}", state_name(other)),
+            )),
+        }
+    }
+
+    pub(super) fn approve(
+        &self,
+        actor: &Operator,
+        request: &SignedRequest,
+        id: &str,
+        now: Timestamp,
+    ) -> Result<(serde_json::Value, Effects), RaError> {
+        let record = self.decidable(actor, id, true)?;
+        let approved = RequestState::Approved {
+            by: actor.record.id.clone(),
+            at: now,
+        };
+        let evidence = self.evidence(actor, request, now);
+        let request_id = request.id.clone();
+        let operator = actor.record.id.clone();
+        let target = record.id.clone();
+        self.store.commit(move |txn| -> Result<(), RaError> {
+            claim(txn, &request_id, &evidence)?;
+            let mut current = txn.get::<CardRequests>(&target)?.ok_or_else(|| {
+                RaError::refused(Refusal::NotFound, format!("no request {target}"))
+            })?;
+            match current.state {
+                RequestState::Pending => {
+                    txn.audit(AuditEvent::CardRequestApproved {
+                        request: target.clone(),
+                        operator,
+                    });
+                    current.state = approved;
+                    txn.put::<CardRequests>(&target, &current)?;
+                }
+                // Resuming an issuance the HSM could not do earlier.
+                RequestState::Approved { .. } => {}
+                ref other => {
+                    return Err(RaError::refused(
+                        Refusal::NotPending,
+                        format!("request {target} is {}", state_name(other)),
+                    ));
+                }
+            }
+            Ok(())
+        })?;
+
+        let card_request = record.card_request();
+        let issued = if record.renewal {
+            self.ca.renew_card(&card_request)
+        } else {
+            self.ca
+                .issue_card(&card_request)
+                .map(|card| crate::ca::RenewedCard {
+                    card,
+                    superseded: Vec::new(),
+                })
+        };
+        let issued = match issued {
+            Ok(issued) => issued,
+            Err(error) if error.is_unavailable() => return Err(error.into()),
+            Err(error) => {
+                self.close_failed(&record.id, &error, now)?;
+                return Err(error.into());
+            }
+        };
+        let card = issued.card;
+        let done = RequestState::Issued {
+            by: actor.record.id.clone(),
+            at: now,
+            authentication: card.authentication.serial.to_hex(),
+            signature: card.signature.serial.to_hex(),
+        };
+        let target = record.id.clone();
+        let event = AuditEvent::CardRequestIssued {
+            request: target.clone(),
+            card: card.card.clone(),
+            authentication: card.authentication.serial.to_hex(),
+            signature: card.signature.serial.to_hex(),
+        };
+        self.store.commit(move |txn| -> Result<(), RaError> {
+            let mut current = txn.get::<CardRequests>(&target)?.ok_or_else(|| {
+                RaError::refused(Refusal::NotFound, format!("no request {target}"))
+            })?;
+            current.state = done;
+            txn.audit(event);
+            txn.put::<CardRequests>(&target, &current)?;
+            Ok(())
+        })?;
+        let answer = serde_json::json!({
+            "request": record.id,
+            "state": "issued",
+            "card": card.card,
+            "holder": card.holder,
+            "authentication": { "serial": card.authentication.serial.to_hex(), "certificate": card.authentication.pem() },
+            "signature": { "serial": card.signature.serial.to_hex(), "certificate": card.signature.pem() },
+            "superseded": issued.superseded,
+        });
+        Ok((
+            answer,
+            Effects {
+                issued: vec![
+                    crate::store::CertKey {
+                        issuer: card.authentication.issuer,
+                        serial: card.authentication.serial.clone(),
+                    },
+                    crate::store::CertKey {
+                        issuer: card.signature.issuer,
+                        serial: card.signature.serial.clone(),
+                    },
+                ],
+                revoked: issued.superseded,
+            },
+        ))
+    }
+
+    /// Closes an approved request the CA refused to issue.
+    fn close_failed(&self, id: &str, error: &CaError, now: Timestamp) -> Result<(), RaError> {
+        let target = id.to_owned();
+        let why = error.to_string();
+        self.store.commit(move |txn| -> Result<(), RaError> {
+            if let Some(mut current) = txn.get::<CardRequests>(&target)? {
+                txn.audit(AuditEvent::CardRequestFailed {
+                    request: target.clone(),
+                    why: why.clone(),
+                });
+                current.state = RequestState::Failed { at: now, why };
+                txn.put::<CardRequests>(&target, &current)?;
+            }
+            Ok(())
+        })
+    }
+
+    pub(super) fn reject(
+        &self,
+        actor: &Operator,
+        request: &SignedRequest,
+        id: &str,
+        reason: String,
+        now: Timestamp,
+    ) -> Result<serde_json::Value, RaError> {
+        let record = self.decidable(actor, id, false)?;
+        let evidence = self.evidence(actor, request, now);
+        let request_id = request.id.clone();
+        let operator = actor.record.id.clone();
+        let target = record.id.clone();
+        let answer =
+            serde_json::json!({ "request": target, "state": "rejected", "reason": reason });
+        self.store.commit(move |txn| -> Result<(), RaError> {
+            claim(txn, &request_id, &evidence)?;
+            let mut current = txn.get::<CardRequests>(&target)?.ok_or_else(|| {
+                RaError::refused(Refusal::NotFound, format!("no request {target}"))
+            })?;
+            if current.state != RequestState::Pending {
+                return Err(RaError::refused(
+                    Refusal::NotPending,
+                    format!("request {target} is {}", state_name(&current.state)),
+                ));
+            }
+            txn.audit(AuditEvent::CardRequestRejected {
+                request: target.clone(),
+                operator: operator.clone(),
+                reason: reason.clone(),
+            });
+            current.state = RequestState::Rejected {
+                by: operator,
+                at: now,
+                reason,
+            };
+            txn.put::<CardRequests>(&target, &current)?;
+            Ok(())
+        })?;
+        Ok(answer)
+    }
+}
+
+/// Nobody acts on a request for their own certificate (EN 319 411-1 REG-6.2.2-26: the
+/// registration officer is not the subject).
+fn refuse_own(actor: &Operator, holder: &DistinguishedName) -> Result<(), RaError> {
+    if same_values(&actor.subject, holder) {
+        Err(RaError::refused(
+            Refusal::OwnCertificate,
+            "the holder of this request is the operator itself",
+        ))
+    } else {
+        Ok(())
+    }
+}
+
+fn state_name(state: &RequestState) -> &'static str {
+    match state {
+        RequestState::Pending => "pending",
+        RequestState::Approved { .. } => "approved",
+        RequestState::Issued { .. } => "issued",
+        RequestState::Rejected { .. } => "rejected",
+        RequestState::Failed { .. } => "failed",
+    }
+}

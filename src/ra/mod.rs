@@ -1,0 +1,1102 @@
+//! The registration authority: operators, their signed requests, and the card workflow.
+//!
+//! An operator is a certificate (normally the authentication certificate of its own agent
+//! card) registered with a role and a scope ([`operators`]). Every state-changing request is a
+//! JSON document signed with CMS by the operator's key, the same certificate as the TLS client
+//! ([`request`]). The workflow follows RGS *** separation of duties: an OC (or AED) submits a
+//! card request after meeting the holder face to face; a *different* AED or above approves it,
+//! and only then does the CA issue both certificates; any operator whose scope covers a holder
+//! may revoke.
+//!
+//! Each accepted request is one atomic write that carries its audit event and the signed bytes
+//! as evidence (its id, once used, is refused again). Each refused request writes only a
+//! `request_refused` audit event. The RA reaches the CA through [`CertificateAuthority`] and
+//! tells the validation authority what changed through [`StatusPublisher`]; it never signs.
+
+pub mod cards;
+pub mod operators;
+pub mod request;
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+
+use der::Decode;
+use serde::{Deserialize, Serialize};
+use x509_cert::Certificate;
+
+use crate::audit::AuditEvent;
+use crate::ca::revoke::{RevocationRequest, RevocationTarget, RevokedCertificate};
+use crate::ca::{CaError, CaState, CertificateAuthority};
+use crate::store::schema::{Certificates, Evidence, ExpiryIndex, Operators, Revocations};
+use crate::store::{
+    CertKey, ExpiryKey, IssuerId, KeyCodec, Reader, Store, StoreError, Txn, base64_bytes,
+};
+use crate::x509::name::{DistinguishedName, parse_distinguished_name};
+use crate::x509::revocation::RevocationReason;
+use crate::x509::time::Clock;
+use crate::x509::{Serial, Timestamp, cms, keys, pem};
+use cards::RequestState;
+use operators::{OperatorRecord, Role, Scope, Withdrawal, designated_through, operator_id};
+use request::{Action, SignedRequest};
+
+/// Why a request was refused: each is a rule, named in the problem document.
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Refusal {
+    /// The client certificate is not a registered operator.
+    UnknownOperator,
+    OperatorWithdrawn,
+    OperatorCertificateExpired,
+    OperatorCertificateRevoked,
+    /// The CMS signer is not the TLS client.
+    SignerNotClient,
+    BadSignature,
+    /// The request's time is outside the window around the CA's clock.
+    Stale,
+    /// The request id was used before.
+    Replayed,
+    /// The signed action is not the one the URL names, or targets another object.
+    ActionMismatch,
+    /// The role may not do this.
+    RoleNotAllowed,
+    /// The holder is outside the operator's organisations or units.
+    OutOfScope,
+    /// The certification policy is outside the operator's scope.
+    PolicyOutOfScope,
+    /// A designation would give more than the designator has.
+    ScopeWidening,
+    /// Approving or rejecting one's own submission.
+    OwnSubmission,
+    /// Acting on one's own certificate (the holder is the operator).
+    OwnCertificate,
+    /// Withdrawing an operator one did not designate (directly or below).
+    NotDesignator,
+    /// The designee's certificate does not chain to an operator CA.
+    UntrustedCertificate,
+    OperatorExists,
+    CardExists,
+    NotPending,
+    /// A card is renewed once, before it expires.
+    RenewalNotAllowed,
+    NotFound,
+}
+
+impl Refusal {
+    /// The rule's name (`urn:sceau:problem:<rule>`).
+    pub fn rule(self) -> &'static str {
+        match self {
+            Refusal::UnknownOperator => "unknown-operator",
+            Refusal::OperatorWithdrawn => "operator-withdrawn",
+            Refusal::OperatorCertificateExpired => "operator-certificate-expired",
+            Refusal::OperatorCertificateRevoked => "operator-certificate-revoked",
+            Refusal::SignerNotClient => "signer-not-client",
+            Refusal::BadSignature => "bad-signature",
+            Refusal::Stale => "request-time-outside-window",
+            Refusal::Replayed => "replayed-request",
+            Refusal::ActionMismatch => "action-mismatch",
+            Refusal::RoleNotAllowed => "role-not-allowed",
+            Refusal::OutOfScope => "holder-out-of-scope",
+            Refusal::PolicyOutOfScope => "policy-out-of-scope",
+            Refusal::ScopeWidening => "scope-widening",
+            Refusal::OwnSubmission => "own-submission",
+            Refusal::OwnCertificate => "own-certificate",
+            Refusal::NotDesignator => "not-designator",
+            Refusal::UntrustedCertificate => "untrusted-certificate",
+            Refusal::OperatorExists => "operator-exists",
+            Refusal::CardExists => "card-exists",
+            Refusal::NotPending => "request-not-pending",
+            Refusal::RenewalNotAllowed => "renewal-not-allowed",
+            Refusal::NotFound => "not-found",
+        }
+    }
+}
+
+/// What went wrong in the registration authority.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum RaError {
+    #[error("malformed request: {0}")]
+    Malformed(String),
+    #[error("{detail}")]
+    Refused { refusal: Refusal, detail: String },
+    #[error("{0}")]
+    Ca(#[from] CaError),
+    #[error("store: {0}")]
+    Store(#[from] StoreError),
+}
+
+impl RaError {
+    pub fn refused(refusal: Refusal, detail: impl Into<String>) -> Self {
+        RaError::Refused {
+            refusal,
+            detail: detail.into(),
+        }
+    }
+
+    /// The rule a refusal names, for the audit log (`None` for failures that are not refusals:
+    /// the HSM or the store being unavailable).
+    pub fn rule(&self) -> Option<String> {
+        match self {
+            RaError::Malformed(_) => Some("malformed-request".into()),
+            RaError::Refused { refusal, .. } => Some(refusal.rule().into()),
+            RaError::Ca(CaError::Rejected(rejection)) => Some(format!(
+                "policy-violation:{}",
+                rejection
+                    .violations
+                    .iter()
+                    .map(|v| v.rule)
+                    .collect::<Vec<_>>()
+                    .join(",")
+            )),
+            RaError::Ca(CaError::NotFound(_)) => Some("not-found".into()),
+            RaError::Ca(CaError::AlreadyRevoked(_)) => Some("already-revoked".into()),
+            RaError::Ca(CaError::Refused(_) | CaError::UnknownPolicy { .. }) => {
+                Some("refused-by-ca".into())
+            }
+            RaError::Ca(_) | RaError::Store(_) => None,
+        }
+    }
+}
+
+/// How the RA tells the validation authority what changed, so that OCSP answers for new
+/// certificates and says "revoked" before a revocation request returns.
+pub trait StatusPublisher: Send + Sync {
+    fn issued(&self, keys: Vec<CertKey>) -> BoxFuture<'_>;
+    fn revoked(&self, revoked: Vec<RevokedCertificate>) -> BoxFuture<'_>;
+}
+
+pub type BoxFuture<'a> = Pin<Box<dyn Future<Output = ()> + Send + 'a>>;
+
+/// RA settings (`[ra]` in the configuration).
+#[derive(Clone, Debug)]
+pub struct RaSettings {
+    /// How far a signed request's `time` may be from the CA's clock.
+    pub time_window_seconds: u64,
+    pub authentication_policy: String,
+    pub signature_policy: String,
+}
+
+/// An authenticated operator: the TLS client, registered, active, valid, not revoked.
+#[derive(Clone, Debug)]
+pub struct Operator {
+    pub record: OperatorRecord,
+    pub certificate: Certificate,
+    pub subject: DistinguishedName,
+}
+
+/// A CA whose certificates operators may hold.
+#[derive(Clone, Debug)]
+struct OperatorCa {
+    id: IssuerId,
+    subject_der: Vec<u8>,
+    public_key: spki::SubjectPublicKeyInfoOwned,
+}
+
+/// A signed request, kept as evidence (its id is the key, so an id is used once).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EvidenceRecord {
+    pub operator: String,
+    pub action: String,
+    pub received_at: Timestamp,
+    #[serde(with = "base64_bytes")]
+    pub cms: Vec<u8>,
+}
+
+/// What a request changed that the validation authority must publish.
+#[derive(Debug, Default)]
+struct Effects {
+    issued: Vec<CertKey>,
+    revoked: Vec<RevokedCertificate>,
+}
+
+/// The registration authority.
+pub struct RegistrationAuthority {
+    store: Store,
+    ca: CertificateAuthority,
+    publisher: Arc<dyn StatusPublisher>,
+    clock: Arc<dyn Clock>,
+    settings: RaSettings,
+    operator_cas: Vec<OperatorCa>,
+}
+
+impl core::fmt::Debug for RegistrationAuthority {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("RegistrationAuthority").finish()
+    }
+}
+
+impl RegistrationAuthority {
+    pub fn new(
+        ca: CertificateAuthority,
+        state: &CaState,
+        publisher: Arc<dyn StatusPublisher>,
+        clock: Arc<dyn Clock>,
+        settings: RaSettings,
+    ) -> Result<Self, RaError> {
+        Ok(Self {
+            store: ca.store().clone(),
+            operator_cas: operator_cas(state)?,
+            ca,
+            publisher,
+            clock,
+            settings,
+        })
+    }
+
+    /// The operator behind a TLS client certificate.
+    pub fn authenticate(&self, certificate_der: &[u8]) -> Result<Operator, RaError> {
+        let id = operator_id(certificate_der);
+        let record = self.store.get::<Operators>(&id)?.ok_or_else(|| {
+            RaError::refused(
+                Refusal::UnknownOperator,
+                format!("certificate {id} is not a registered operator"),
+            )
+        })?;
+        if let Some(withdrawal) = &record.withdrawn {
+            return Err(RaError::refused(
+                Refusal::OperatorWithdrawn,
+                format!("operator {id} was withdrawn on {}", withdrawal.at),
+            ));
+        }
+        let (certificate, subject) =
+            self.check_operator_certificate(&self.store, &record.certificate, self.clock.now())?;
+        Ok(Operator {
+            record,
+            certificate,
+            subject,
+        })
+    }
+
+    /// Checks a signed request from `operator` and carries it out. `expected` is the action
+    /// the URL names and `target` the object it names (`None` when the URL names none).
+    /// A refusal is recorded in the audit log and changes nothing else.
+    pub async fn handle(
+        self: &Arc<Self>,
+        operator: &Operator,
+        expected: &'static str,
+        target: Option<String>,
+        cms: Vec<u8>,
+    ) -> Result<serde_json::Value, RaError> {
+        let ra = self.clone();
+        let actor = operator.clone();
+        let outcome = tokio::task::spawn_blocking(move || {
+            let mut request_id = None;
+            let result = ra
+                .open(&actor, expected, target.as_deref(), cms)
+                .and_then(|request| {
+                    request_id = Some(request.id.clone());
+                    ra.carry_out(&actor, request)
+                });
+            if let Err(error) = &result {
+                ra.record_refusal(&actor, expected, request_id, error);
+            }
+            result
+        })
+        .await
+        .map_err(|e| RaError::Malformed(format!("request task failed: {e}")))?;
+        let (value, effects) = outcome?;
+        if !effects.revoked.is_empty() {
+            self.publisher.revoked(effects.revoked).await;
+        }
+        if !effects.issued.is_empty() {
+            self.publisher.issued(effects.issued).await;
+        }
+        Ok(value)
+    }
+
+    /// Verifies the CMS envelope against the operator's certificate, then the id, the time and
+    /// that the action is the one the URL names.
+    fn open(
+        &self,
+        operator: &Operator,
+        expected: &str,
+        target: Option<&str>,
+        cms_der: Vec<u8>,
+    ) -> Result<SignedRequest, RaError> {
+        let content =
+            cms::verify_attached(&cms_der, &operator.certificate).map_err(|e| match e {
+                cms::CmsError::WrongSigner => RaError::refused(
+                    Refusal::SignerNotClient,
+                    "the request is signed by another certificate than the TLS client's",
+                ),
+                cms::CmsError::Signature(_) | cms::CmsError::Attribute(..) => {
+                    RaError::refused(Refusal::BadSignature, e.to_string())
+                }
+                other => RaError::Malformed(other.to_string()),
+            })?;
+        let request = request::parse(
+            &content,
+            cms_der,
+            self.clock.now(),
+            self.settings.time_window_seconds,
+        )?;
+        if request.action.name() != expected {
+            return Err(RaError::refused(
+                Refusal::ActionMismatch,
+                format!(
+                    "the signed action is {:?}, this URL takes {expected:?}",
+                    request.action.name()
+                ),
+            ));
+        }
+        let named = match &request.action {
+            Action::Withdraw { operator, .. } => Some(operator.as_str()),
+            Action::Approve { request, .. } | Action::Reject { request, .. } => {
+                Some(request.as_str())
+            }
+            Action::Renew { card, .. } => Some(card.as_str()),
+            _ => None,
+        };
+        if named != target {
+            return Err(RaError::refused(
+                Refusal::ActionMismatch,
+                format!("the signed request names {named:?}, the URL {target:?}"),
+            ));
+        }
+        if self.store.contains::<Evidence>(&request.id)? {
+            return Err(replayed(&request.id));
+        }
+        Ok(request)
+    }
+
+    fn carry_out(
+        &self,
+        operator: &Operator,
+        request: SignedRequest,
+    ) -> Result<(serde_json::Value, Effects), RaError> {
+        let now = self.clock.now();
+        match request.action.clone() {
+            Action::Designate {
+                certificate,
+                role,
+                scope,
+            } => self
+                .designate(operator, &request, &certificate, role, scope, now)
+                .map(|v| (v, Effects::default())),
+            Action::Withdraw {
+                operator: target,
+                reason,
+            } => self
+                .withdraw(operator, &request, &target, reason, now)
+                .map(|v| (v, Effects::default())),
+            Action::Submit {
+                holder,
+                card,
+                authentication_csr,
+                signature_csr,
+            } => self
+                .submit(
+                    operator,
+                    &request,
+                    cards::Submission {
+                        holder,
+                        card,
+                        renewal: false,
+                        authentication_csr,
+                        signature_csr,
+                    },
+                    now,
+                )
+                .map(|v| (v, Effects::default())),
+            Action::Renew {
+                card,
+                authentication_csr,
+                signature_csr,
+            } => {
+                let existing = self
+                    .store
+                    .get::<crate::store::schema::Cards>(&card)?
+                    .ok_or_else(|| {
+                        RaError::refused(Refusal::NotFound, format!("card {card} is unknown"))
+                    })?;
+                if existing.renewals > 0 || now >= existing.card_expires_at {
+                    return Err(RaError::refused(
+                        Refusal::RenewalNotAllowed,
+                        format!(
+                            "card {card} can no longer be renewed (renewed {} time(s), expires {})",
+                            existing.renewals, existing.card_expires_at
+                        ),
+                    ));
+                }
+                self.submit(
+                    operator,
+                    &request,
+                    cards::Submission {
+                        holder: existing.holder,
+                        card: Some(card),
+                        renewal: true,
+                        authentication_csr,
+                        signature_csr,
+                    },
+                    now,
+                )
+                .map(|v| (v, Effects::default()))
+            }
+            Action::Approve { request: id } => self.approve(operator, &request, &id, now),
+            Action::Reject {
+                request: id,
+                reason,
+            } => self
+                .reject(operator, &request, &id, reason, now)
+                .map(|v| (v, Effects::default())),
+            Action::Revoke {
+                serial,
+                card,
+                reason,
+                invalidity_date,
+            } => self.revoke(
+                operator,
+                &request,
+                serial,
+                card,
+                &reason,
+                invalidity_date,
+                now,
+            ),
+        }
+    }
+
+    /// Records a refusal: one audit event, nothing else.
+    fn record_refusal(
+        &self,
+        operator: &Operator,
+        action: &str,
+        request: Option<String>,
+        error: &RaError,
+    ) {
+        let Some(event) = refusal_event(Some(&operator.record.id), action, request, error) else {
+            return;
+        };
+        let written = self.store.commit(move |txn| -> Result<(), StoreError> {
+            txn.audit(event);
+            Ok(())
+        });
+        if let Err(error) = written {
+            tracing::error!(%error, "could not record a refusal in the audit log");
+        }
+    }
+
+    /// Records a refusal made before a signed request was opened: a client certificate that is
+    /// not an active, valid operator, or a read outside the operator's scope.
+    pub async fn record_early_refusal(&self, operator: &str, action: &str, error: &RaError) {
+        let Some(event) = refusal_event(Some(operator), action, None, error) else {
+            return;
+        };
+        let written = self
+            .store
+            .commit_async(move |txn| -> Result<(), StoreError> {
+                txn.audit(event);
+                Ok(())
+            })
+            .await;
+        if let Err(error) = written {
+            tracing::error!(%error, "could not record a refusal in the audit log");
+        }
+    }
+
+    // --- operators -----------------------------------------------------------------------------
+
+    fn designate(
+        &self,
+        actor: &Operator,
+        request: &SignedRequest,
+        certificate_pem: &str,
+        role: Role,
+        scope: Scope,
+        now: Timestamp,
+    ) -> Result<serde_json::Value, RaError> {
+        if !actor.record.role.may_designate(role) {
+            return Err(RaError::refused(
+                Refusal::RoleNotAllowed,
+                format!("an {} may not designate an {role}", actor.record.role),
+            ));
+        }
+        if let Some(why) = scope.widening_over(&actor.record.scope) {
+            return Err(RaError::refused(Refusal::ScopeWidening, why));
+        }
+        self.check_scope_shape(&scope)?;
+        let der = pem::decode_pem_or_der(certificate_pem.as_bytes(), &[pem::CERTIFICATE])
+            .map_err(|e| RaError::Malformed(format!("certificate: {e}")))?;
+        let (_, subject) = self.check_operator_certificate(&self.store, &der, now)?;
+        let issuer = self.issuer_of(&der)?;
+        let record = OperatorRecord {
+            id: operator_id(&der),
+            subject: subject_text(&subject),
+            certificate: der,
+            issuer,
+            role,
+            scope,
+            designated_by: Some(actor.record.id.clone()),
+            designated_at: now,
+            withdrawn: None,
+        };
+        let answer = serde_json::json!({
+            "operator": record.id,
+            "role": record.role,
+            "subject": record.subject,
+            "scope": record.scope,
+        });
+        let evidence = self.evidence(actor, request, now);
+        let request_id = request.id.clone();
+        self.store.commit(move |txn| -> Result<(), RaError> {
+            claim(txn, &request_id, &evidence)?;
+            if txn
+                .get::<Operators>(&record.id)?
+                .is_some_and(|existing| existing.is_active())
+            {
+                return Err(RaError::refused(
+                    Refusal::OperatorExists,
+                    format!("operator {} is already registered", record.id),
+                ));
+            }
+            txn.audit(AuditEvent::OperatorDesignated {
+                operator: record.id.clone(),
+                subject: record.subject.clone(),
+                role: record.role.to_string(),
+                scope: serde_json::to_value(&record.scope).unwrap_or_default(),
+                designated_by: record.designated_by.clone(),
+                request: Some(request_id.clone()),
+            });
+            txn.put::<Operators>(&record.id.clone(), &record)?;
+            Ok(())
+        })?;
+        Ok(answer)
+    }
+
+    fn withdraw(
+        &self,
+        actor: &Operator,
+        request: &SignedRequest,
+        target: &str,
+        reason: Option<String>,
+        now: Timestamp,
+    ) -> Result<serde_json::Value, RaError> {
+        let record = self
+            .store
+            .get::<Operators>(&target.to_owned())?
+            .ok_or_else(|| {
+                RaError::refused(Refusal::NotFound, format!("operator {target} is unknown"))
+            })?;
+        if !record.is_active() {
+            return Err(RaError::refused(
+                Refusal::OperatorWithdrawn,
+                format!("operator {target} is already withdrawn"),
+            ));
+        }
+        let lookup = |id: &str| self.store.get::<Operators>(&id.to_owned()).ok().flatten();
+        if !designated_through(&record, &actor.record.id, lookup) {
+            return Err(RaError::refused(
+                Refusal::NotDesignator,
+                format!(
+                    "operator {target} was not designated by {} or below it",
+                    actor.record.id
+                ),
+            ));
+        }
+        // Everyone designated below the target goes with it.
+        let all: Vec<OperatorRecord> = self
+            .store
+            .scan::<Operators>(&[], &[])?
+            .map(|row| row.map(|(_, record)| record))
+            .collect::<Result<_, _>>()?;
+        let mut withdrawn = vec![(record, None::<String>)];
+        let mut next = 0;
+        while next < withdrawn.len() {
+            let parent = withdrawn[next].0.id.clone();
+            for child in all
+                .iter()
+                .filter(|o| o.is_active() && o.designated_by.as_deref() == Some(parent.as_str()))
+            {
+                if !withdrawn.iter().any(|(w, _)| w.id == child.id) {
+                    withdrawn.push((child.clone(), Some(parent.clone())));
+                }
+            }
+            next += 1;
+        }
+        let ids: Vec<String> = withdrawn.iter().map(|(w, _)| w.id.clone()).collect();
+        let evidence = self.evidence(actor, request, now);
+        let request_id = request.id.clone();
+        let by = actor.record.id.clone();
+        self.store.commit(move |txn| -> Result<(), RaError> {
+            claim(txn, &request_id, &evidence)?;
+            for (mut record, cascade_from) in withdrawn {
+                txn.audit(AuditEvent::OperatorWithdrawn {
+                    operator: record.id.clone(),
+                    by: by.clone(),
+                    cascade_from: cascade_from.clone(),
+                    request: request_id.clone(),
+                    reason: reason.clone(),
+                });
+                record.withdrawn = Some(Withdrawal {
+                    at: now,
+                    by: by.clone(),
+                    cascade_from,
+                });
+                txn.put::<Operators>(&record.id.clone(), &record)?;
+            }
+            Ok(())
+        })?;
+        Ok(serde_json::json!({ "withdrawn": ids }))
+    }
+
+    /// Policies named in a scope exist; a scope names at least one organisation.
+    fn check_scope_shape(&self, scope: &Scope) -> Result<(), RaError> {
+        if scope.organizations.is_empty() || scope.policies.is_empty() {
+            return Err(RaError::Malformed(
+                "a scope names at least one organisation and one policy".into(),
+            ));
+        }
+        if let Some(unknown) = scope
+            .policies
+            .iter()
+            .find(|p| self.ca.policies().get(p).is_none())
+        {
+            return Err(RaError::Malformed(format!("unknown policy {unknown:?}")));
+        }
+        Ok(())
+    }
+
+    /// An operator certificate: issued by an operator CA (signature checked), valid at `now`,
+    /// not revoked in this CA's store.
+    fn check_operator_certificate(
+        &self,
+        reader: &impl Reader,
+        der: &[u8],
+        now: Timestamp,
+    ) -> Result<(Certificate, DistinguishedName), RaError> {
+        let certificate = Certificate::from_der(der)
+            .map_err(|e| RaError::Malformed(format!("operator certificate: {e}")))?;
+        let issuer = self.issuer_of(der)?;
+        let tbs = certificate.tbs_certificate();
+        let not_before = Timestamp::from_x509_time(&tbs.validity().not_before);
+        let not_after = Timestamp::from_x509_time(&tbs.validity().not_after);
+        if now < not_before || now > not_after {
+            return Err(RaError::refused(
+                Refusal::OperatorCertificateExpired,
+                format!("the operator certificate is valid from {not_before} to {not_after}"),
+            ));
+        }
+        let serial = Serial::from_serial_number(tbs.serial_number())
+            .map_err(|e| RaError::Malformed(format!("operator certificate serial: {e}")))?;
+        if reader.contains::<Revocations>(&CertKey {
+            issuer,
+            serial: serial.clone(),
+        })? {
+            return Err(RaError::refused(
+                Refusal::OperatorCertificateRevoked,
+                format!("the operator certificate {serial} is revoked"),
+            ));
+        }
+        let subject_der = der::Encode::to_der(tbs.subject())
+            .map_err(|e| RaError::Malformed(format!("operator subject: {e}")))?;
+        let subject = parse_distinguished_name(&subject_der)
+            .map_err(|e| RaError::Malformed(format!("operator subject: {e}")))?;
+        Ok((certificate, subject))
+    }
+
+    /// The operator CA that signed `der`.
+    fn issuer_of(&self, der: &[u8]) -> Result<IssuerId, RaError> {
+        let certificate = Certificate::from_der(der)
+            .map_err(|e| RaError::Malformed(format!("operator certificate: {e}")))?;
+        let issuer_der = der::Encode::to_der(certificate.tbs_certificate().issuer())
+            .map_err(|e| RaError::Malformed(e.to_string()))?;
+        self.operator_cas
+            .iter()
+            .find(|ca| {
+                ca.subject_der == issuer_der
+                    && crate::ca::ceremony::verify_certificate_signature(der, &ca.public_key)
+                        .is_ok()
+            })
+            .map(|ca| ca.id)
+            .ok_or_else(|| {
+                RaError::refused(
+                    Refusal::UntrustedCertificate,
+                    "the certificate was not issued by an operator CA",
+                )
+            })
+    }
+
+    fn evidence(
+        &self,
+        actor: &Operator,
+        request: &SignedRequest,
+        now: Timestamp,
+    ) -> EvidenceRecord {
+        EvidenceRecord {
+            operator: actor.record.id.clone(),
+            action: request.action.name().to_owned(),
+            received_at: now,
+            cms: request.evidence.clone(),
+        }
+    }
+
+    // --- revocation ----------------------------------------------------------------------------
+
+    #[allow(clippy::too_many_arguments)]
+    fn revoke(
+        &self,
+        actor: &Operator,
+        request: &SignedRequest,
+        serial: Option<String>,
+        card: Option<String>,
+        reason: &str,
+        invalidity_date: Option<String>,
+        now: Timestamp,
+    ) -> Result<(serde_json::Value, Effects), RaError> {
+        let reason: RevocationReason = reason
+            .parse()
+            .map_err(|e: String| RaError::Malformed(format!("reason: {e}")))?;
+        let invalidity_date = invalidity_date
+            .map(|t| {
+                Timestamp::parse_rfc3339(&t)
+                    .map_err(|e| RaError::Malformed(format!("invalidity_date {t:?}: {e}")))
+            })
+            .transpose()?;
+        let target = match (serial, card) {
+            (Some(serial), None) => RevocationTarget::Serial(
+                Serial::from_hex(&serial)
+                    .map_err(|e| RaError::Malformed(format!("serial {serial:?}: {e}")))?,
+            ),
+            (None, Some(card)) => RevocationTarget::Card(card),
+            _ => {
+                return Err(RaError::Malformed("name either a serial or a card".into()));
+            }
+        };
+        let revocation = RevocationRequest {
+            target,
+            reason,
+            invalidity_date,
+            requested_by: format!("operator:{}", actor.record.id),
+        };
+        let evidence = self.evidence(actor, request, now);
+        let request_id = request.id.clone();
+        let scope = actor.record.scope.clone();
+        let revoked = self.store.commit(move |txn| -> Result<_, RaError> {
+            claim(txn, &request_id, &evidence)?;
+            for key in crate::ca::revoke::targets(txn, &revocation.target)? {
+                let record = txn.get::<Certificates>(&key)?.ok_or_else(|| {
+                    RaError::refused(
+                        Refusal::NotFound,
+                        format!("serial {} has no stored certificate", key.serial),
+                    )
+                })?;
+                let holder = certificate_subject(&record.der)?;
+                // An operator may revoke its own card too (loss, theft): a holder's right.
+                check_scope(&scope, &holder, &record.policy)?;
+            }
+            Ok(crate::ca::revoke::revoke_in(txn, &revocation, now)?)
+        })?;
+        let answer = serde_json::json!({ "revoked": revoked });
+        Ok((
+            answer,
+            Effects {
+                issued: Vec::new(),
+                revoked,
+            },
+        ))
+    }
+
+    // --- queries -------------------------------------------------------------------------------
+
+    /// A card request, if it is in the operator's scope; with the certificates once issued.
+    pub fn request_status(
+        &self,
+        operator: &Operator,
+        id: &str,
+    ) -> Result<serde_json::Value, RaError> {
+        let record = self
+            .store
+            .get::<crate::store::schema::CardRequests>(&id.to_owned())?
+            .ok_or_else(|| RaError::refused(Refusal::NotFound, format!("no request {id}")))?;
+        let subject = parse_distinguished_name(&record.subject_der)
+            .map_err(|e| RaError::Malformed(e.to_string()))?;
+        check_holder_scope(&operator.record.scope, &subject)?;
+        let mut answer = record.summary();
+        if let RequestState::Issued {
+            authentication,
+            signature,
+            ..
+        } = &record.state
+        {
+            for (field, serial) in [("authentication", authentication), ("signature", signature)] {
+                if let Some(pem) = self.certificate_pem(serial)? {
+                    answer[field] = serde_json::json!({ "serial": serial, "certificate": pem });
+                }
+            }
+        }
+        Ok(answer)
+    }
+
+    /// Certificates in the operator's scope that expire within `days`, soonest first, revoked
+    /// ones left out: what the RA application warns holders about.
+    pub fn expiring(&self, operator: &Operator, days: u32) -> Result<serde_json::Value, RaError> {
+        let now = self.clock.now();
+        let until = now.plus_seconds(u64::from(days) * 86_400);
+        let from = ExpiryKey {
+            not_after: now,
+            certificate: CertKey {
+                issuer: IssuerId([0; 20]),
+                serial: Serial::from_magnitude(&[1])
+                    .map_err(|e| RaError::Malformed(e.to_string()))?,
+            },
+        }
+        .encode_key();
+        let mut out = Vec::new();
+        for row in self.store.scan::<ExpiryIndex>(&from[..8], &[])? {
+            let (key, ()) = row?;
+            if key.not_after > until {
+                break;
+            }
+            if self.store.contains::<Revocations>(&key.certificate)? {
+                continue;
+            }
+            let Some(record) = self.store.get::<Certificates>(&key.certificate)? else {
+                continue;
+            };
+            let Ok(holder) = certificate_subject(&record.der) else {
+                continue;
+            };
+            if check_scope(&operator.record.scope, &holder, &record.policy).is_err() {
+                continue;
+            }
+            out.push(serde_json::json!({
+                "serial": key.certificate.serial.to_hex(),
+                "policy": record.policy,
+                "holder": record.holder,
+                "card": record.card,
+                "subject": subject_text(&holder),
+                "not_after": record.not_after,
+            }));
+        }
+        Ok(serde_json::json!({ "days": days, "certificates": out }))
+    }
+
+    /// A certificate in the operator's scope, PEM.
+    pub fn certificate(&self, operator: &Operator, serial_hex: &str) -> Result<String, RaError> {
+        let serial = Serial::from_hex(serial_hex.trim_end_matches(".pem"))
+            .map_err(|e| RaError::Malformed(format!("serial {serial_hex:?}: {e}")))?;
+        let not_found = {
+            let text = format!("no certificate {serial}");
+            move || RaError::refused(Refusal::NotFound, text)
+        };
+        let issuer = self
+            .store
+            .get::<crate::store::schema::Serials>(&serial)?
+            .ok_or_else(not_found.clone())?;
+        let record = self
+            .store
+            .get::<Certificates>(&CertKey { issuer, serial })?
+            .ok_or_else(not_found)?;
+        check_scope(
+            &operator.record.scope,
+            &certificate_subject(&record.der)?,
+            &record.policy,
+        )?;
+        Ok(pem::encode(pem::CERTIFICATE, &record.der))
+    }
+
+    fn certificate_pem(&self, serial_hex: &str) -> Result<Option<String>, RaError> {
+        let serial = Serial::from_hex(serial_hex).map_err(|e| RaError::Malformed(e.to_string()))?;
+        let Some(issuer) = self.store.get::<crate::store::schema::Serials>(&serial)? else {
+            return Ok(None);
+        };
+        Ok(self
+            .store
+            .get::<Certificates>(&CertKey { issuer, serial })?
+            .map(|record| pem::encode(pem::CERTIFICATE, &record.der)))
+    }
+}
+
+/// The issuing CAs of the state: operators carry agent cards.
+fn operator_cas(state: &CaState) -> Result<Vec<OperatorCa>, RaError> {
+    state
+        .issuing
+        .iter()
+        .map(|stored| {
+            let certificate = Certificate::from_der(&stored.certificate)
+                .map_err(|e| CaError::Corrupt(format!("issuing CA certificate: {e}")))?;
+            let tbs = certificate.tbs_certificate();
+            let public_key = tbs.subject_public_key_info().clone();
+            Ok(OperatorCa {
+                id: IssuerId(keys::key_identifier(&public_key)),
+                subject_der: der::Encode::to_der(tbs.subject())
+                    .map_err(|e| CaError::Corrupt(e.to_string()))?,
+                public_key,
+            })
+        })
+        .collect()
+}
+
+/// The audit event of a refusal; `None` for failures that are not refusals (HSM or store
+/// unavailable), which are logged instead.
+fn refusal_event(
+    operator: Option<&str>,
+    action: &str,
+    request: Option<String>,
+    error: &RaError,
+) -> Option<AuditEvent> {
+    let Some(rule) = error.rule() else {
+        tracing::warn!(operator, action, %error, "request failed");
+        return None;
+    };
+    Some(AuditEvent::RequestRefused {
+        operator: operator.map(str::to_owned),
+        action: action.to_owned(),
+        request,
+        rule,
+        detail: error.to_string(),
+    })
+}
+
+/// Stores the evidence of an accepted request under its id, refusing an id already used.
+fn claim(txn: &mut Txn<'_>, id: &str, evidence: &EvidenceRecord) -> Result<(), RaError> {
+    let key = id.to_owned();
+    if txn.contains::<Evidence>(&key)? {
+        return Err(replayed(id));
+    }
+    txn.put::<Evidence>(&key, evidence)?;
+    Ok(())
+}
+
+fn replayed(id: &str) -> RaError {
+    RaError::refused(
+        Refusal::Replayed,
+        format!("request id {id} was already used"),
+    )
+}
+
+/// The holder and the policy are in the scope.
+fn check_scope(scope: &Scope, holder: &DistinguishedName, policy: &str) -> Result<(), RaError> {
+    check_holder_scope(scope, holder)?;
+    if !scope.covers_policy(policy) {
+        return Err(RaError::refused(
+            Refusal::PolicyOutOfScope,
+            format!("policy {policy:?} is outside the operator's scope"),
+        ));
+    }
+    Ok(())
+}
+
+fn check_holder_scope(scope: &Scope, holder: &DistinguishedName) -> Result<(), RaError> {
+    if scope.covers_holder(holder) {
+        Ok(())
+    } else {
+        Err(RaError::refused(
+            Refusal::OutOfScope,
+            format!(
+                "holder {} is outside the operator's organisations and units",
+                subject_text(holder)
+            ),
+        ))
+    }
+}
+
+/// The subject of a stored certificate.
+fn certificate_subject(der: &[u8]) -> Result<DistinguishedName, RaError> {
+    let certificate =
+        Certificate::from_der(der).map_err(|e| RaError::Malformed(format!("certificate: {e}")))?;
+    let subject = der::Encode::to_der(certificate.tbs_certificate().subject())
+        .map_err(|e| RaError::Malformed(e.to_string()))?;
+    parse_distinguished_name(&subject).map_err(|e| RaError::Malformed(e.to_string()))
+}
+
+/// A DN as `C=FR, O=…, CN=…`.
+fn subject_text(dn: &DistinguishedName) -> String {
+    dn.attributes()
+        .iter()
+        .map(|(attribute, value)| format!("{}={value}", attribute.short_name()))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// Registers the first AE (`sceau ra bootstrap`): only when no operator exists yet.
+pub fn bootstrap(
+    store: &Store,
+    state: &CaState,
+    certificate_der: &[u8],
+    scope: Scope,
+    now: Timestamp,
+) -> Result<OperatorRecord, RaError> {
+    let cas = operator_cas(state)?;
+    let certificate = Certificate::from_der(certificate_der)
+        .map_err(|e| RaError::Malformed(format!("certificate: {e}")))?;
+    let issuer_der = der::Encode::to_der(certificate.tbs_certificate().issuer())
+        .map_err(|e| RaError::Malformed(e.to_string()))?;
+    let issuer = cas
+        .iter()
+        .find(|ca| {
+            ca.subject_der == issuer_der
+                && crate::ca::ceremony::verify_certificate_signature(
+                    certificate_der,
+                    &ca.public_key,
+                )
+                .is_ok()
+        })
+        .map(|ca| ca.id)
+        .ok_or_else(|| {
+            RaError::refused(
+                Refusal::UntrustedCertificate,
+                "the certificate was not issued by this CA's issuing CA",
+            )
+        })?;
+    let validity = certificate.tbs_certificate().validity();
+    if now > Timestamp::from_x509_time(&validity.not_after)
+        || now < Timestamp::from_x509_time(&validity.not_before)
+    {
+        return Err(RaError::refused(
+            Refusal::OperatorCertificateExpired,
+            "the certificate is not valid now",
+        ));
+    }
+    if scope.organizations.is_empty() || scope.policies.is_empty() {
+        return Err(RaError::Malformed(
+            "a scope names at least one organisation and one policy".into(),
+        ));
+    }
+    let subject = certificate_subject(certificate_der)?;
+    let record = OperatorRecord {
+        id: operator_id(certificate_der),
+        certificate: certificate_der.to_vec(),
+        subject: subject_text(&subject),
+        issuer,
+        role: Role::Ae,
+        scope,
+        designated_by: None,
+        designated_at: now,
+        withdrawn: None,
+    };
+    let stored = record.clone();
+    store.commit(move |txn| -> Result<(), RaError> {
+        let serial = Serial::from_serial_number(certificate.tbs_certificate().serial_number())
+            .map_err(|e| RaError::Malformed(e.to_string()))?;
+        if txn.contains::<Revocations>(&CertKey { issuer, serial })? {
+            return Err(RaError::refused(
+                Refusal::OperatorCertificateRevoked,
+                "the certificate is revoked",
+            ));
+        }
+        if any_operator(txn)? {
+            return Err(RaError::refused(
+                Refusal::OperatorExists,
+                "operators are already registered: the first AE is bootstrapped once; designate the others",
+            ));
+        }
+        txn.audit(AuditEvent::OperatorDesignated {
+            operator: stored.id.clone(),
+            subject: stored.subject.clone(),
+            role: stored.role.to_string(),
+            scope: serde_json::to_value(&stored.scope).unwrap_or_default(),
+            designated_by: None,
+            request: None,
+        });
+        txn.put::<Operators>(&stored.id.clone(), &stored)?;
+        Ok(())
+    })?;
+    Ok(record)
+}
+
+/// Whether any operator is registered (the table is read from the database).
+fn any_operator(txn: &Txn<'_>) -> Result<bool, StoreError> {
+    txn.any::<Operators>()
+}

@@ -1,0 +1,242 @@
+//! Operators of the registration authority: who they are (a certificate), what they may do (a
+//! role) and on whom (a scope), and the rules of the hierarchy AE > AEC > AED > OC.
+//!
+//! | role | designates | submits card requests | approves / rejects | revokes |
+//! | --- | --- | --- | --- | --- |
+//! | AE (autorité d'enregistrement) | AEC | no | yes | yes |
+//! | AEC (AE centrale) | AED | no | yes | yes |
+//! | AED (AE déléguée) | OC, AED | yes | yes, never its own submission | yes |
+//! | OC (opérateur de certification) | — | yes | no | yes |
+//!
+//! Every action is limited to the operator's scope: the organisations (subject O) and units
+//! (subject OU; none listed means every unit of those organisations) of the holders, and the
+//! certification policies. A designee's scope is never wider than its designator's, and
+//! withdrawing an operator withdraws everyone it designated, transitively.
+use core::fmt;
+use std::collections::BTreeSet;
+
+use serde::{Deserialize, Serialize};
+
+use crate::store::{IssuerId, base64_bytes};
+use crate::x509::Timestamp;
+use crate::x509::name::{Attribute, DistinguishedName};
+
+/// A role in the hierarchy, highest first.
+#[derive(Copy, Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub enum Role {
+    #[serde(rename = "AE")]
+    Ae,
+    #[serde(rename = "AEC")]
+    Aec,
+    #[serde(rename = "AED")]
+    Aed,
+    #[serde(rename = "OC")]
+    Oc,
+}
+
+impl fmt::Display for Role {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Role::Ae => "AE",
+            Role::Aec => "AEC",
+            Role::Aed => "AED",
+            Role::Oc => "OC",
+        })
+    }
+}
+
+impl Role {
+    /// Whether an operator of this role may designate one of `designee`'s role.
+    pub fn may_designate(self, designee: Role) -> bool {
+        matches!(
+            (self, designee),
+            (Role::Ae, Role::Aec) | (Role::Aec, Role::Aed) | (Role::Aed, Role::Oc | Role::Aed)
+        )
+    }
+
+    /// The OC meets the holder face to face and submits; an AED may act as OC.
+    pub fn may_submit(self) -> bool {
+        matches!(self, Role::Oc | Role::Aed)
+    }
+
+    /// Approval and rejection: an AED or above.
+    pub fn may_decide(self) -> bool {
+        matches!(self, Role::Ae | Role::Aec | Role::Aed)
+    }
+}
+
+/// On whom an operator acts.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Scope {
+    /// Subject O values of the holders.
+    pub organizations: BTreeSet<String>,
+    /// Subject OU values, one of which the holder must carry; empty: every unit.
+    #[serde(default)]
+    pub units: BTreeSet<String>,
+    /// Certification policies (file names, e.g. `justice-auth`).
+    pub policies: BTreeSet<String>,
+}
+
+impl Scope {
+    /// Whether a holder named `subject` is in this scope.
+    pub fn covers_holder(&self, subject: &DistinguishedName) -> bool {
+        let organization = subject
+            .values(Attribute::Organization)
+            .any(|o| self.organizations.contains(o));
+        let unit = self.units.is_empty()
+            || subject
+                .values(Attribute::OrganizationalUnit)
+                .any(|u| self.units.contains(u));
+        organization && unit
+    }
+
+    pub fn covers_policy(&self, policy: &str) -> bool {
+        self.policies.contains(policy)
+    }
+
+    /// Why `self` is wider than `designator` (a designee's scope may only be narrower), if it is.
+    pub fn widening_over(&self, designator: &Scope) -> Option<String> {
+        if let Some(o) = self
+            .organizations
+            .difference(&designator.organizations)
+            .next()
+        {
+            return Some(format!(
+                "organisation {o:?} is outside the designator's scope"
+            ));
+        }
+        if let Some(p) = self.policies.difference(&designator.policies).next() {
+            return Some(format!("policy {p:?} is outside the designator's scope"));
+        }
+        if !designator.units.is_empty() {
+            if self.units.is_empty() {
+                return Some("every unit: the designator is limited to some units".into());
+            }
+            if let Some(u) = self.units.difference(&designator.units).next() {
+                return Some(format!("unit {u:?} is outside the designator's scope"));
+            }
+        }
+        None
+    }
+}
+
+/// A registered operator.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OperatorRecord {
+    /// SHA-256 of the certificate, lowercase hex.
+    pub id: String,
+    #[serde(with = "base64_bytes")]
+    pub certificate: Vec<u8>,
+    pub subject: String,
+    /// The operator CA that issued the certificate (for revocation checks).
+    pub issuer: IssuerId,
+    pub role: Role,
+    pub scope: Scope,
+    /// The designator's id; `None` for the AE registered by `sceau ra bootstrap`.
+    pub designated_by: Option<String>,
+    pub designated_at: Timestamp,
+    pub withdrawn: Option<Withdrawal>,
+}
+
+impl OperatorRecord {
+    pub fn is_active(&self) -> bool {
+        self.withdrawn.is_none()
+    }
+}
+
+/// When and by whom an operator's rights were withdrawn.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Withdrawal {
+    pub at: Timestamp,
+    pub by: String,
+    /// Set when the withdrawal followed from withdrawing this designator.
+    pub cascade_from: Option<String>,
+}
+
+/// The operator id of a certificate: its SHA-256, lowercase hex (what
+/// `openssl x509 -outform DER | sha256sum` prints).
+pub fn operator_id(certificate_der: &[u8]) -> String {
+    hex::encode(crate::x509::keys::sha256(certificate_der))
+}
+
+/// Whether `ancestor` designated `operator`, directly or through its designees.
+pub fn designated_through(
+    operator: &OperatorRecord,
+    ancestor: &str,
+    lookup: impl Fn(&str) -> Option<OperatorRecord>,
+) -> bool {
+    let mut next = operator.designated_by.clone();
+    // The chain is at most a few links long; the bound stops a corrupted loop.
+    for _ in 0..64 {
+        match next {
+            Some(id) if id == ancestor => return true,
+            Some(id) => next = lookup(&id).and_then(|o| o.designated_by),
+            None => return false,
+        }
+    }
+    false
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn scope(organizations: &[&str], units: &[&str], policies: &[&str]) -> Scope {
+        let set = |v: &[&str]| v.iter().map(|s| s.to_string()).collect();
+        Scope {
+            organizations: set(organizations),
+            units: set(units),
+            policies: set(policies),
+        }
+    }
+
+    fn holder(o: &str, units: &[&str]) -> DistinguishedName {
+        let mut dn = DistinguishedName::new();
+        dn.push(Attribute::Country, "FR")
+            .push(Attribute::Organization, o);
+        for u in units {
+            dn.push(Attribute::OrganizationalUnit, *u);
+        }
+        dn.push(Attribute::CommonName, "Jean DUPONT");
+        dn
+    }
+
+    #[test]
+    fn the_hierarchy_designates_downwards_only() {
+        use Role::*;
+        let allowed: Vec<(Role, Role)> = [Ae, Aec, Aed, Oc]
+            .into_iter()
+            .flat_map(|a| [Ae, Aec, Aed, Oc].into_iter().map(move |b| (a, b)))
+            .filter(|(a, b)| a.may_designate(*b))
+            .collect();
+        assert_eq!(allowed, vec![(Ae, Aec), (Aec, Aed), (Aed, Aed), (Aed, Oc)]);
+        assert!(Oc.may_submit() && Aed.may_submit() && !Aec.may_submit() && !Ae.may_submit());
+        assert!(!Oc.may_decide() && Aed.may_decide() && Aec.may_decide() && Ae.may_decide());
+    }
+
+    #[test]
+    fn scopes_cover_organisations_units_and_policies() {
+        let dap = scope(&["JUSTICE"], &["DAP"], &["justice-auth"]);
+        assert!(dap.covers_holder(&holder("JUSTICE", &["0002 123456789", "DAP"])));
+        assert!(!dap.covers_holder(&holder("JUSTICE", &["0002 123456789", "DSJ"])));
+        assert!(!dap.covers_holder(&holder("INTERIEUR", &["DAP"])));
+        let everywhere = scope(&["JUSTICE"], &[], &["justice-auth"]);
+        assert!(everywhere.covers_holder(&holder("JUSTICE", &["0002 123456789"])));
+        assert!(dap.covers_policy("justice-auth") && !dap.covers_policy("justice-sign"));
+    }
+
+    #[test]
+    fn a_designee_scope_may_only_narrow() {
+        let wide = scope(&["JUSTICE", "ANTS"], &[], &["justice-auth", "justice-sign"]);
+        let narrow = scope(&["JUSTICE"], &["DAP"], &["justice-auth"]);
+        assert_eq!(narrow.widening_over(&wide), None);
+        assert!(wide.widening_over(&narrow).is_some());
+        let other_unit = scope(&["JUSTICE"], &["DSJ"], &["justice-auth"]);
+        assert!(other_unit.widening_over(&narrow).is_some());
+        let all_units = scope(&["JUSTICE"], &[], &["justice-auth"]);
+        assert!(all_units.widening_over(&narrow).is_some());
+        let more_policies = scope(&["JUSTICE"], &["DAP"], &["justice-auth", "justice-sign"]);
+        assert!(more_policies.widening_over(&narrow).is_some());
+    }
+}

@@ -1,0 +1,198 @@
+//! Signed requests: the JSON documents operators sign (CMS SignedData, as `openssl cms -sign
+//! -nodetach -outform DER` makes it), one per state change.
+//!
+//! Every document carries a unique `id` (16 to 64 of `A-Z a-z 0-9 _ -`; a second request with
+//! the same id is refused as a replay) and the `time` it was made (RFC 3339; refused outside the
+//! configured window around the CA's clock), and names its `action`:
+//!
+//! ```json
+//! {"id": "5c0f…", "time": "2026-11-28T14:00:00Z", "action": "approve", "request": "9d2e…"}
+//! ```
+//!
+//! The signature is checked against the operator's TLS client certificate, and the signed bytes
+//! are kept as evidence with the change they caused.
+use serde::Deserialize;
+
+use super::RaError;
+use super::operators::{Role, Scope};
+use crate::x509::Timestamp;
+
+/// What a signed request asks for.
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+#[serde(tag = "action", rename_all = "kebab-case", deny_unknown_fields)]
+#[non_exhaustive]
+pub enum Action {
+    /// Register an operator below the signer.
+    Designate {
+        /// The operator's certificate, PEM.
+        certificate: String,
+        role: Role,
+        scope: Scope,
+    },
+    /// Withdraw an operator's rights (and those of everyone it designated).
+    Withdraw {
+        operator: String,
+        #[serde(default)]
+        reason: Option<String>,
+    },
+    /// A card request, after meeting the holder face to face.
+    Submit {
+        /// The holder's identifier (agent number).
+        holder: String,
+        /// The card's identifier; made up when absent.
+        #[serde(default)]
+        card: Option<String>,
+        /// PKCS#10 requests, PEM: two key pairs on the card.
+        authentication_csr: String,
+        signature_csr: String,
+    },
+    Approve {
+        request: String,
+    },
+    Reject {
+        request: String,
+        reason: String,
+    },
+    /// Revoke one certificate (`serial`, hexadecimal) or both of a card.
+    Revoke {
+        #[serde(default)]
+        serial: Option<String>,
+        #[serde(default)]
+        card: Option<String>,
+        reason: String,
+        #[serde(default)]
+        invalidity_date: Option<String>,
+    },
+    /// New keys for the same holder on the same card, once, within the card's lifetime.
+    Renew {
+        card: String,
+        authentication_csr: String,
+        signature_csr: String,
+    },
+}
+
+impl Action {
+    /// The action's name, as in the JSON.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Action::Designate { .. } => "designate",
+            Action::Withdraw { .. } => "withdraw",
+            Action::Submit { .. } => "submit",
+            Action::Approve { .. } => "approve",
+            Action::Reject { .. } => "reject",
+            Action::Revoke { .. } => "revoke",
+            Action::Renew { .. } => "renew",
+        }
+    }
+}
+
+/// A request whose signature, freshness and shape were checked.
+#[derive(Clone, Debug)]
+pub struct SignedRequest {
+    pub id: String,
+    pub time: Timestamp,
+    pub action: Action,
+    /// The CMS bytes, kept as evidence.
+    pub evidence: Vec<u8>,
+}
+
+#[derive(Deserialize)]
+struct Wire {
+    id: String,
+    time: String,
+    #[serde(flatten)]
+    action: Action,
+}
+
+/// Parses the signed content (already verified) into a request, checking its id and its time.
+pub fn parse(
+    content: &[u8],
+    evidence: Vec<u8>,
+    now: Timestamp,
+    window_seconds: u64,
+) -> Result<SignedRequest, RaError> {
+    let wire: Wire = serde_json::from_slice(content)
+        .map_err(|e| RaError::Malformed(format!("signed content: {e}")))?;
+    check_id(&wire.id)?;
+    let time = Timestamp::parse_rfc3339(&wire.time)
+        .map_err(|e| RaError::Malformed(format!("time {:?}: {e}", wire.time)))?;
+    let skew = time.unix_seconds().abs_diff(now.unix_seconds());
+    if skew > window_seconds {
+        return Err(RaError::refused(
+            super::Refusal::Stale,
+            format!(
+                "the request was made at {time}, {skew} s from the CA's clock ({now}); at most {window_seconds} s are allowed"
+            ),
+        ));
+    }
+    Ok(SignedRequest {
+        id: wire.id,
+        time,
+        action: wire.action,
+        evidence,
+    })
+}
+
+/// Request ids: 16 to 64 of `A-Z a-z 0-9 _ -` (a random 128-bit hex value fits).
+fn check_id(id: &str) -> Result<(), RaError> {
+    let ok = (16..=64).contains(&id.len())
+        && id
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_');
+    if ok {
+        Ok(())
+    } else {
+        Err(RaError::Malformed(format!(
+            "id {id:?}: 16 to 64 characters among A-Z a-z 0-9 _ -"
+        )))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn now() -> Timestamp {
+        Timestamp::parse_rfc3339("2026-11-28T12:00:00Z").unwrap()
+    }
+
+    #[test]
+    fn a_request_parses_with_its_action() {
+        let json = br#"{"id":"0f1e2d3c4b5a69788796a5b4c3d2e1f0","time":"2026-11-28T12:01:00Z","action":"reject","request":"r1","reason":"documents incomplete"}"#;
+        let parsed = parse(json, vec![1], now(), 300).unwrap();
+        assert_eq!(parsed.id, "0f1e2d3c4b5a69788796a5b4c3d2e1f0");
+        assert_eq!(
+            parsed.action,
+            Action::Reject {
+                request: "r1".into(),
+                reason: "documents incomplete".into()
+            }
+        );
+    }
+
+    #[test]
+    fn unknown_fields_actions_bad_ids_and_stale_times_are_refused() {
+        let cases: [&[u8]; 5] = [
+            br#"{"id":"0f1e2d3c4b5a69788796a5b4c3d2e1f0","time":"2026-11-28T12:00:00Z","action":"approve","request":"r1","extra":1}"#,
+            br#"{"id":"0f1e2d3c4b5a69788796a5b4c3d2e1f0","time":"2026-11-28T12:00:00Z","action":"promote","request":"r1"}"#,
+            br#"{"id":"short","time":"2026-11-28T12:00:00Z","action":"approve","request":"r1"}"#,
+            br#"{"id":"0f1e2d3c4b5a69788796a5b4c3d2e1f0","time":"yesterday","action":"approve","request":"r1"}"#,
+            br#"not json"#,
+        ];
+        for case in cases {
+            assert!(
+                matches!(parse(case, vec![], now(), 300), Err(RaError::Malformed(_))),
+                "{}",
+                String::from_utf8_lossy(case)
+            );
+        }
+        let stale = br#"{"id":"0f1e2d3c4b5a69788796a5b4c3d2e1f0","time":"2026-11-28T11:50:00Z","action":"approve","request":"r1"}"#;
+        assert!(matches!(
+            parse(stale, vec![], now(), 300),
+            Err(RaError::Refused {
+                refusal: super::super::Refusal::Stale,
+                ..
+            })
+        ));
+    }
+}

@@ -1,0 +1,817 @@
+//! The registration authority end to end: a real daemon on a real SoftHSM2 token, operators
+//! whose keys OpenSSL made, requests signed by `openssl cms` and sent by `curl` over mutual TLS.
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use common::daemon::Daemon;
+use common::{Keys, Pki, openssl};
+
+/// An operator: its key, its certificate (issued by the test CA) and its operator id.
+#[derive(Clone)]
+struct Op {
+    name: String,
+    key: PathBuf,
+    cert: PathBuf,
+    id: String,
+}
+
+/// An RA under test: the PKI, its daemon, the operators made so far.
+struct Ra {
+    pki: Pki,
+    daemon: Daemon,
+}
+
+impl Ra {
+    fn start() -> Self {
+        let pki = Pki::new(Keys::EC);
+        pki.enable_ra(100_000);
+        pki.init();
+        let daemon = Daemon::start(&pki);
+        assert!(daemon.ra.is_some(), "the RA listener did not start");
+        Ra { pki, daemon }
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("https://{}{path}", self.daemon.ra.unwrap())
+    }
+
+    /// A new operator key and its certificate (justice-auth), for a holder named `given SURNAME`
+    /// with the extra OUs `units`.
+    fn operator(&self, name: &str, given: &str, surname: &str, units: &[&str]) -> Op {
+        let extra: String = units.iter().map(|u| format!("/OU={u}")).collect();
+        let csr = self.pki.csr(
+            name,
+            common::KeyKind::P256,
+            &format!("{extra}/GN={given}/SN={surname}/CN={given} {surname}"),
+        );
+        let pem = self.pki.sceau_ok(&[
+            "issue",
+            "--policy",
+            "justice-auth",
+            "--csr",
+            csr.to_str().unwrap(),
+            "--holder",
+            &format!("operator-{name}"),
+        ]);
+        let cert = self.pki.path(&format!("{name}.pem"));
+        std::fs::write(&cert, &pem).unwrap();
+        Op {
+            name: name.to_owned(),
+            key: self.pki.path(&format!("{name}.key")),
+            id: operator_id(&cert),
+            cert,
+        }
+    }
+
+    /// Signs `json` with `signer`'s key and POSTs it over TLS as `client`: (status, body).
+    fn post_as(
+        &self,
+        client: &Op,
+        signer: &Op,
+        path: &str,
+        json: &str,
+    ) -> (u16, serde_json::Value) {
+        let unique = random_id();
+        let content = self.pki.path(&format!("req-{unique}.json"));
+        let cms = self.pki.path(&format!("req-{unique}.cms"));
+        std::fs::write(&content, json).unwrap();
+        let (ok, text) = openssl(&[
+            "cms",
+            "-sign",
+            "-binary",
+            "-nodetach",
+            "-outform",
+            "DER",
+            "-signer",
+            signer.cert.to_str().unwrap(),
+            "-inkey",
+            signer.key.to_str().unwrap(),
+            "-in",
+            content.to_str().unwrap(),
+            "-out",
+            cms.to_str().unwrap(),
+        ]);
+        assert!(ok, "openssl cms: {text}");
+        self.curl(client, "POST", path, Some(&cms))
+    }
+
+    fn post(&self, op: &Op, path: &str, json: &str) -> (u16, serde_json::Value) {
+        self.post_as(op, op, path, json)
+    }
+
+    fn get(&self, op: &Op, path: &str) -> (u16, serde_json::Value) {
+        self.curl(op, "GET", path, None)
+    }
+
+    fn curl(
+        &self,
+        op: &Op,
+        method: &str,
+        path: &str,
+        body: Option<&Path>,
+    ) -> (u16, serde_json::Value) {
+        let out = self.pki.path(&format!("answer-{}.json", random_id()));
+        let mut command = Command::new("curl");
+        command
+            .args(["-s", "-o"])
+            .arg(&out)
+            .args(["-w", "%{http_code}", "-X", method, "--cacert"])
+            .arg(self.pki.path("ra-tls.pem"))
+            .arg("--cert")
+            .arg(&op.cert)
+            .arg("--key")
+            .arg(&op.key);
+        if let Some(body) = body {
+            command
+                .args(["-H", "Content-Type: application/cms", "--data-binary"])
+                .arg(format!("@{}", body.display()));
+        }
+        let output = command.arg(self.url(path)).output().unwrap();
+        let status: u16 = String::from_utf8_lossy(&output.stdout)
+            .trim()
+            .parse()
+            .unwrap_or(0);
+        let text = std::fs::read_to_string(&out).unwrap_or_default();
+        let value = serde_json::from_str(&text).unwrap_or(serde_json::Value::String(text));
+        (status, value)
+    }
+}
+
+fn random_id() -> String {
+    let (ok, text) = openssl(&["rand", "-hex", "16"]);
+    assert!(ok);
+    text.trim().to_owned()
+}
+
+/// The operator id of a certificate: SHA-256 of its DER.
+fn operator_id(cert: &Path) -> String {
+    let der = Command::new("openssl")
+        .args(["x509", "-outform", "DER", "-in"])
+        .arg(cert)
+        .output()
+        .unwrap()
+        .stdout;
+    let digest = Command::new("openssl")
+        .args(["dgst", "-sha256", "-r"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .and_then(|mut child| {
+            use std::io::Write;
+            child.stdin.take().unwrap().write_all(&der)?;
+            child.wait_with_output()
+        })
+        .unwrap();
+    String::from_utf8_lossy(&digest.stdout)
+        .split_whitespace()
+        .next()
+        .unwrap()
+        .to_owned()
+}
+
+fn now_rfc3339() -> String {
+    let out = Command::new("date")
+        .args(["-u", "+%Y-%m-%dT%H:%M:%SZ"])
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout).trim().to_owned()
+}
+
+/// A signed document: id, time, action and the other fields (a JSON object's members).
+fn doc(action: &str, fields: &str) -> (String, String) {
+    let id = random_id();
+    let time = now_rfc3339();
+    let json = if fields.is_empty() {
+        format!(r#"{{"id":"{id}","time":"{time}","action":"{action}"}}"#)
+    } else {
+        format!(r#"{{"id":"{id}","time":"{time}","action":"{action}",{fields}}}"#)
+    };
+    (id, json)
+}
+
+fn json_string(text: &str) -> String {
+    serde_json::Value::String(text.to_owned()).to_string()
+}
+
+const ORG_SCOPE: &str = r#""organizations":["MINISTERE DE LA JUSTICE TEST"]"#;
+const BOTH: &str = r#""policies":["justice-auth","justice-sign"]"#;
+
+fn scope(units: &[&str], policies: &str) -> String {
+    let units: Vec<String> = units.iter().map(|u| json_string(u)).collect();
+    format!(
+        r#""scope":{{{ORG_SCOPE},"units":[{}],{policies}}}"#,
+        units.join(",")
+    )
+}
+
+thread_local! {
+    /// Refusals checked by this test thread (each must have left one audit event).
+    static REFUSALS: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
+}
+
+/// Checks a refusal: the status, the problem type naming `rule`.
+#[track_caller]
+fn assert_refused(answer: &(u16, serde_json::Value), status: u16, rule: &str) {
+    REFUSALS.with(|n| n.set(n.get() + 1));
+    assert_eq!(answer.0, status, "expected {status} {rule}, got {answer:?}");
+    let kind = answer.1["type"].as_str().unwrap_or_default();
+    assert!(
+        kind.starts_with(&format!("urn:sceau:problem:{rule}")),
+        "expected rule {rule}, got {answer:?}"
+    );
+}
+
+/// Designates `designee` by `designator`; returns the answer.
+fn designate(
+    ra: &Ra,
+    designator: &Op,
+    designee: &Op,
+    role: &str,
+    scope: &str,
+) -> (u16, serde_json::Value) {
+    let pem = std::fs::read_to_string(&designee.cert).unwrap();
+    let (_, json) = doc(
+        "designate",
+        &format!(
+            r#""role":"{role}",{scope},"certificate":{}"#,
+            json_string(&pem)
+        ),
+    );
+    ra.post(designator, "/ra/v1/operators", &json)
+}
+
+/// Submits a card request for a new holder; returns (request id, answer).
+fn submit(ra: &Ra, op: &Op, holder: &str, units: &[&str]) -> (String, (u16, serde_json::Value)) {
+    let extra: String = units.iter().map(|u| format!("/OU={u}")).collect();
+    let given = "Agent";
+    let surname = holder.to_uppercase().replace('-', "");
+    let subject = format!("{extra}/GN={given}/SN={surname}/CN={given} {surname}");
+    let auth = ra
+        .pki
+        .csr(&format!("{holder}-auth"), common::KeyKind::P256, &subject);
+    let sign = ra
+        .pki
+        .csr(&format!("{holder}-sign"), common::KeyKind::P256, &subject);
+    let (id, json) = doc(
+        "submit",
+        &format!(
+            r#""holder":"{holder}","authentication_csr":{},"signature_csr":{}"#,
+            json_string(&std::fs::read_to_string(auth).unwrap()),
+            json_string(&std::fs::read_to_string(sign).unwrap())
+        ),
+    );
+    let answer = ra.post(op, "/ra/v1/requests", &json);
+    (id, answer)
+}
+
+fn decide(ra: &Ra, op: &Op, request: &str, action: &str) -> (u16, serde_json::Value) {
+    let fields = if action == "reject" {
+        format!(r#""request":"{request}","reason":"documents incomplete""#)
+    } else {
+        format!(r#""request":"{request}""#)
+    };
+    let (_, json) = doc(action, &fields);
+    ra.post(op, &format!("/ra/v1/requests/{request}/{action}"), &json)
+}
+
+fn revoke_card(ra: &Ra, op: &Op, card: &str) -> (u16, serde_json::Value) {
+    let (_, json) = doc(
+        "revoke",
+        &format!(r#""card":"{card}","reason":"affiliation-changed""#),
+    );
+    ra.post(op, "/ra/v1/revocations", &json)
+}
+
+/// Every audit event of the store, as JSON (the daemon must be stopped).
+fn audit_events(pki: &Pki) -> Vec<serde_json::Value> {
+    pki.sceau_ok(&["audit", "export"])
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
+
+#[test]
+fn the_worked_example_runs_as_written() {
+    let ra = Ra::start();
+    let doc_text =
+        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/ra-example.md"))
+            .unwrap();
+    // The ```sh blocks, in order.
+    let mut script = String::new();
+    let mut inside = false;
+    for line in doc_text.lines() {
+        match (inside, line.trim_start()) {
+            (false, "```sh") => inside = true,
+            (true, "```") => inside = false,
+            (true, _) => {
+                script.push_str(line);
+                script.push('\n');
+            }
+            _ => {}
+        }
+    }
+    assert!(
+        script.contains("ra_post"),
+        "no shell blocks found in docs/ra-example.md"
+    );
+    let out = Command::new("bash")
+        .arg("-c")
+        .arg(&script)
+        .current_dir(ra.pki.dir.path())
+        .env("SCEAU_BIN", env!("CARGO_BIN_EXE_sceau"))
+        .env("SCEAU_CONFIG", &ra.pki.config)
+        .env("RA", ra.url(""))
+        .env("RA_CA", ra.pki.path("ra-tls.pem"))
+        .env("VA", ra.daemon.url(""))
+        .env("CERTS", ra.pki.data_dir().join("certs"))
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success(),
+        "docs/ra-example.md failed:\n{stdout}\n{stderr}"
+    );
+    // What the example shows: a card issued (good) then revoked, as OCSP says.
+    let demo = ra.pki.path("ra-demo");
+    let good = std::fs::read_to_string(demo.join("ocsp-good.txt")).unwrap();
+    let revoked = std::fs::read_to_string(demo.join("ocsp-revoked.txt")).unwrap();
+    assert!(good.contains(": good"), "{good}");
+    assert!(revoked.contains(": revoked"), "{revoked}");
+    assert!(stdout.contains("\"role\":\"AE\""), "{stdout}");
+}
+
+#[test]
+fn the_authorization_matrix_holds_and_refusals_change_nothing() {
+    let ra = Ra::start();
+    let pki = &ra.pki;
+    // Operators: a hierarchy with full scope, and a branch limited to the unit "DAP".
+    let ae = ra.operator("ae", "Alice", "AUBERT", &[]);
+    let aec = ra.operator("aec", "Bruno", "CARON", &[]);
+    let aed = ra.operator("aed", "Chloe", "DURAND", &[]);
+    let aed2 = ra.operator("aed2", "Denis", "FAURE", &[]);
+    let oc = ra.operator("oc", "Eric", "GARNIER", &[]);
+    let aed_dap = ra.operator("aeddap", "Fanny", "HUET", &["DAP"]);
+    let oc_dap = ra.operator("ocdap", "Gilles", "JOLY", &["DAP"]);
+    let oc_auth = ra.operator("ocauth", "Hugo", "KLEIN", &[]);
+    let stranger = ra.operator("stranger", "Ines", "LAMBERT", &[]);
+    pki.sceau_ok(&["ra", "bootstrap", "--cert", ae.cert.to_str().unwrap()]);
+    // A second bootstrap is refused.
+    let again = pki.sceau(&["ra", "bootstrap", "--cert", aec.cert.to_str().unwrap()]);
+    assert!(!again.status.success());
+    assert!(String::from_utf8_lossy(&again.stderr).contains("already registered"));
+
+    let all = scope(&[], BOTH);
+    let dap = scope(&["DAP"], BOTH);
+    // Designation follows the hierarchy, and scopes only narrow.
+    assert_refused(
+        &designate(&ra, &ae, &oc, "OC", &all),
+        403,
+        "role-not-allowed",
+    );
+    assert_eq!(designate(&ra, &ae, &aec, "AEC", &all).0, 201);
+    assert_refused(
+        &designate(&ra, &aec, &aec, "AEC", &all),
+        403,
+        "role-not-allowed",
+    );
+    assert_eq!(designate(&ra, &aec, &aed, "AED", &all).0, 201);
+    assert_eq!(designate(&ra, &aec, &aed2, "AED", &all).0, 201);
+    assert_eq!(designate(&ra, &aec, &aed_dap, "AED", &dap).0, 201);
+    assert_eq!(designate(&ra, &aed, &oc, "OC", &all).0, 201);
+    assert_refused(
+        &designate(&ra, &aed_dap, &oc_dap, "OC", &all),
+        403,
+        "scope-widening",
+    );
+    assert_eq!(designate(&ra, &aed_dap, &oc_dap, "OC", &dap).0, 201);
+    assert_eq!(
+        designate(
+            &ra,
+            &aed,
+            &oc_auth,
+            "OC",
+            &scope(&[], r#""policies":["justice-auth"]"#)
+        )
+        .0,
+        201
+    );
+    assert_refused(
+        &designate(&ra, &oc, &stranger, "OC", &all),
+        403,
+        "role-not-allowed",
+    );
+    // The same operator twice.
+    assert_refused(
+        &designate(&ra, &aed, &oc, "OC", &all),
+        409,
+        "operator-exists",
+    );
+    // An unregistered client certificate.
+    assert_refused(
+        &ra.get(&stranger, "/ra/v1/operators/me"),
+        403,
+        "unknown-operator",
+    );
+    let me = ra.get(&aed, "/ra/v1/operators/me");
+    assert_eq!(me.0, 200);
+    assert_eq!(me.1["role"], "AED");
+
+    // Submission: OC and AED may, AE and AEC may not; scope and policies are enforced.
+    assert_refused(&submit(&ra, &ae, "h-ae", &[]).1, 403, "role-not-allowed");
+    assert_refused(&submit(&ra, &aec, "h-aec", &[]).1, 403, "role-not-allowed");
+    assert_refused(
+        &submit(&ra, &oc_dap, "h-ocdap", &["DSJ"]).1,
+        403,
+        "holder-out-of-scope",
+    );
+    assert_refused(
+        &submit(&ra, &oc_auth, "h-ocauth", &[]).1,
+        403,
+        "policy-out-of-scope",
+    );
+    let (by_oc, answer) = submit(&ra, &oc, "h-one", &["DSJ"]);
+    assert_eq!(answer.0, 201, "{answer:?}");
+    assert_eq!(answer.1["state"], "pending");
+    let (by_aed, answer) = submit(&ra, &aed, "h-two", &[]);
+    assert_eq!(answer.0, 201, "{answer:?}");
+    let (in_dap, answer) = submit(&ra, &oc_dap, "h-three", &["DAP"]);
+    assert_eq!(answer.0, 201, "{answer:?}");
+    // A policy violation is refused at submission, naming the rule.
+    let bad = {
+        // No givenName: RGS A4 VII.2 and EN 319 412-2 NAT-4.2.4-1 want GN and SN.
+        let auth = pki.csr(
+            "bad-auth",
+            common::KeyKind::P256,
+            "/SN=MARTIN/CN=Paul MARTIN",
+        );
+        let sign = pki.csr(
+            "bad-sign",
+            common::KeyKind::P256,
+            "/SN=MARTIN/CN=Paul MARTIN",
+        );
+        let (_, json) = doc(
+            "submit",
+            &format!(
+                r#""holder":"h-bad","authentication_csr":{},"signature_csr":{}"#,
+                json_string(&std::fs::read_to_string(auth).unwrap()),
+                json_string(&std::fs::read_to_string(sign).unwrap())
+            ),
+        );
+        ra.post(&oc, "/ra/v1/requests", &json)
+    };
+    assert_refused(&bad, 422, "policy-violation");
+
+    // Decisions: never by an OC, never by the submitter, never out of scope.
+    assert_refused(
+        &decide(&ra, &oc, &by_oc, "approve"),
+        403,
+        "role-not-allowed",
+    );
+    assert_refused(
+        &decide(&ra, &aed, &by_aed, "approve"),
+        403,
+        "own-submission",
+    );
+    assert_refused(&decide(&ra, &aed, &by_aed, "reject"), 403, "own-submission");
+    assert_refused(
+        &decide(&ra, &aed_dap, &by_oc, "approve"),
+        403,
+        "holder-out-of-scope",
+    );
+    // The signed action must be the one the URL names.
+    let (_, json) = doc("reject", &format!(r#""request":"{by_oc}","reason":"x""#));
+    assert_refused(
+        &ra.post(&aed, &format!("/ra/v1/requests/{by_oc}/approve"), &json),
+        400,
+        "action-mismatch",
+    );
+    // CMS signer different from the TLS client.
+    let (_, json) = doc("approve", &format!(r#""request":"{by_oc}""#));
+    assert_refused(
+        &ra.post_as(
+            &aed,
+            &aed2,
+            &format!("/ra/v1/requests/{by_oc}/approve"),
+            &json,
+        ),
+        403,
+        "signer-not-client",
+    );
+    // Approval by a different AED issues both certificates.
+    let (_, json) = doc("approve", &format!(r#""request":"{by_oc}""#));
+    let path = format!("/ra/v1/requests/{by_oc}/approve");
+    let approved = ra.post(&aed, &path, &json);
+    assert_eq!(approved.0, 200, "{approved:?}");
+    assert_eq!(approved.1["state"], "issued");
+    // The same signed approval again: a replay.
+    assert_refused(&ra.post(&aed, &path, &json), 409, "replayed-request");
+    // Approving an issued request again.
+    assert_refused(
+        &decide(&ra, &aed2, &by_oc, "approve"),
+        409,
+        "request-not-pending",
+    );
+    let card_one = approved.1["card"].as_str().unwrap().to_owned();
+    // AEC and AE may approve too; an AED may reject.
+    assert_eq!(decide(&ra, &aec, &by_aed, "approve").0, 200);
+    assert_eq!(decide(&ra, &aed_dap, &in_dap, "reject").0, 200);
+    assert_refused(
+        &decide(&ra, &ae, &in_dap, "approve"),
+        409,
+        "request-not-pending",
+    );
+    let status = ra.get(&oc, &format!("/ra/v1/requests/{by_oc}"));
+    assert_eq!(status.1["state"], "issued");
+    assert!(
+        status.1["authentication"]["certificate"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("BEGIN CERTIFICATE")
+    );
+    assert_refused(
+        &ra.get(&oc_dap, &format!("/ra/v1/requests/{by_oc}")),
+        403,
+        "holder-out-of-scope",
+    );
+
+    // Expiring soon: the two new cards' certificates are within 3 years + a day, not 30 days.
+    let soon = ra.get(&aed, "/ra/v1/certificates/expiring?days=30");
+    assert_eq!(
+        soon.1["certificates"].as_array().map(Vec::len),
+        Some(0),
+        "{soon:?}"
+    );
+    let later = ra.get(&aed, "/ra/v1/certificates/expiring?days=1100");
+    assert!(
+        later.1["certificates"]
+            .as_array()
+            .map(Vec::len)
+            .unwrap_or(0)
+            >= 4,
+        "{later:?}"
+    );
+    // The DAP branch sees only holders of the unit DAP (here, its own two operators).
+    let dap_view = ra.get(&oc_dap, "/ra/v1/certificates/expiring?days=1100");
+    let seen = dap_view.1["certificates"].as_array().unwrap();
+    assert_eq!(seen.len(), 2, "{dap_view:?}");
+    assert!(
+        seen.iter()
+            .all(|c| c["subject"].as_str().unwrap_or_default().contains("OU=DAP")),
+        "{dap_view:?}"
+    );
+
+    // Revocation: out of scope refused, in scope accepted, any role.
+    assert_refused(
+        &revoke_card(&ra, &oc_dap, &card_one),
+        403,
+        "holder-out-of-scope",
+    );
+    let revoked = revoke_card(&ra, &oc, &card_one);
+    assert_eq!(revoked.0, 200, "{revoked:?}");
+    assert_refused(&revoke_card(&ra, &ae, &card_one), 409, "already-revoked");
+
+    // Withdrawal: only from above, and it cascades.
+    let (_, json) = doc("withdraw", &format!(r#""operator":"{}""#, aed.id));
+    assert_refused(
+        &ra.post(&oc, &format!("/ra/v1/operators/{}/withdraw", aed.id), &json),
+        403,
+        "not-designator",
+    );
+    let (_, json) = doc(
+        "withdraw",
+        &format!(r#""operator":"{}","reason":"left""#, aed.id),
+    );
+    let withdrawn = ra.post(
+        &aec,
+        &format!("/ra/v1/operators/{}/withdraw", aed.id),
+        &json,
+    );
+    assert_eq!(withdrawn.0, 200, "{withdrawn:?}");
+    let ids = withdrawn.1["withdrawn"].as_array().unwrap();
+    assert!(
+        ids.iter().any(|i| i == &aed.id) && ids.iter().any(|i| i == &oc.id),
+        "{withdrawn:?}"
+    );
+    assert_refused(
+        &ra.get(&oc, "/ra/v1/operators/me"),
+        403,
+        "operator-withdrawn",
+    );
+    assert_refused(
+        &submit(&ra, &aed, "h-late", &[]).1,
+        403,
+        "operator-withdrawn",
+    );
+
+    // A revoked operator certificate: refused at once.
+    let serial = common::serial_of(&aed2.cert);
+    pki.sceau_ok(&["revoke", "--serial", &serial, "--reason", "key-compromise"]);
+    assert_refused(
+        &ra.get(&aed2, "/ra/v1/operators/me"),
+        403,
+        "operator-certificate-revoked",
+    );
+
+    // Garbage, the wrong media type, a stale time.
+    let garbage = pki.path("garbage.bin");
+    std::fs::write(&garbage, b"\x30\x03\x02\x01\x01 not CMS").unwrap();
+    assert_refused(
+        &ra.curl(&aec, "POST", "/ra/v1/requests", Some(&garbage)),
+        400,
+        "malformed-request",
+    );
+    let stale = r#"{"id":"0123456789abcdef0123456789abcdef","time":"2020-01-01T00:00:00Z","action":"approve","request":"x"}"#;
+    assert_refused(
+        &ra.post(&aec, "/ra/v1/requests/x/approve", stale),
+        400,
+        "request-time-outside-window",
+    );
+    let plain = Command::new("curl")
+        .args(["-s", "-o", "/dev/null", "-w", "%{http_code}", "--cacert"])
+        .arg(pki.path("ra-tls.pem"))
+        .arg("--cert")
+        .arg(&aec.cert)
+        .arg("--key")
+        .arg(&aec.key)
+        .args(["-H", "Content-Type: application/json", "--data", "{}"])
+        .arg(ra.url("/ra/v1/requests"))
+        .output()
+        .unwrap();
+    assert_eq!(String::from_utf8_lossy(&plain.stdout), "415");
+    // Without a client certificate there is no TLS session at all.
+    let anonymous = Command::new("curl")
+        .args(["-s", "-o", "/dev/null", "-w", "%{http_code}", "--cacert"])
+        .arg(pki.path("ra-tls.pem"))
+        .arg(ra.url("/ra/v1/operators/me"))
+        .output()
+        .unwrap();
+    assert_eq!(String::from_utf8_lossy(&anonymous.stdout), "000");
+
+    // An expired operator certificate: the same daemon, its clock moved past the certificate.
+    let Ra { pki, daemon } = ra;
+    let short = pki.csr(
+        "short",
+        common::KeyKind::P256,
+        "/GN=Jules/SN=MOREL/CN=Jules MOREL",
+    );
+    let in_a_day = {
+        let out = Command::new("date")
+            .args(["-u", "-d", "+1 day", "+%Y-%m-%dT%H:%M:%SZ"])
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout).trim().to_owned()
+    };
+    let pem = pki.sceau_ok(&[
+        "issue",
+        "--policy",
+        "justice-auth",
+        "--csr",
+        short.to_str().unwrap(),
+        "--holder",
+        "operator-short",
+        "--not-after",
+        &in_a_day,
+    ]);
+    let short_cert = pki.path("short.pem");
+    std::fs::write(&short_cert, pem).unwrap();
+    let short_op = Op {
+        name: "short".into(),
+        key: pki.path("short.key"),
+        id: operator_id(&short_cert),
+        cert: short_cert,
+    };
+    let ra = Ra { pki, daemon };
+    assert_eq!(designate(&ra, &aec, &short_op, "AED", &all).0, 201);
+    assert!(daemon_stop(ra.daemon).success());
+    let in_two_days = {
+        let out = Command::new("date")
+            .args(["-u", "-d", "+2 days", "+%Y-%m-%dT%H:%M:%SZ"])
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout).trim().to_owned()
+    };
+    let daemon = Daemon::start_with_env(&ra.pki, &[("SCEAU_NOW", &in_two_days)]);
+    let later = Ra {
+        pki: ra.pki,
+        daemon,
+    };
+    assert_refused(
+        &later.get(&short_op, "/ra/v1/operators/me"),
+        403,
+        "operator-certificate-expired",
+    );
+    let Ra { pki, daemon } = later;
+    assert!(daemon_stop(daemon).success());
+
+    // Every refusal left one audit event and nothing else: each refused request id appears
+    // only in request_refused events, and the chain verifies.
+    let events = audit_events(&pki);
+    let refused = events
+        .iter()
+        .filter(|e| e["event"] == "request_refused")
+        .count();
+    assert_eq!(
+        refused,
+        REFUSALS.with(|n| n.get()),
+        "one audit event per refusal"
+    );
+    for event in &events {
+        if event["event"] == "card_request_submitted" {
+            assert_ne!(event["holder"], "h-ae");
+            assert_ne!(event["holder"], "h-bad");
+            assert_ne!(event["holder"], "h-late");
+        }
+    }
+    let designated = events
+        .iter()
+        .filter(|e| e["event"] == "operator_designated")
+        .count();
+    assert_eq!(designated, 9, "bootstrap + 8 designations");
+    assert!(
+        pki.sceau_ok(&["audit", "verify"])
+            .contains("audit log verified")
+    );
+    let _ = (oc_auth.name, stranger.name);
+}
+
+fn daemon_stop(daemon: Daemon) -> std::process::ExitStatus {
+    daemon.stop()
+}
+
+#[test]
+fn audit_verify_checks_checkpoints_and_names_a_changed_entry() {
+    let ra = Ra::start();
+    let op = ra.operator("ae", "Alice", "AUBERT", &[]);
+    ra.pki
+        .sceau_ok(&["ra", "bootstrap", "--cert", op.cert.to_str().unwrap()]);
+    // A checkpoint through the daemon, signed by the audit key in the HSM.
+    let answer = ra.pki.sceau_ok(&["audit", "checkpoint"]);
+    assert!(answer.contains("\"checkpoint\""), "{answer}");
+    let Ra { pki, daemon } = ra;
+    assert!(daemon.stop().success());
+    let verified = pki.sceau_ok(&["audit", "verify"]);
+    assert!(verified.contains("1 signed checkpoints"), "{verified}");
+    let entries = pki.audit_entries();
+    assert!(entries > 5);
+
+    // Change one byte of entry 3 (in its JSON body): verification names entry 3.
+    let config = sceau::config::Config::load(&pki.config).unwrap();
+    {
+        let store = sceau::store::Store::open(&config.store_dir()).unwrap();
+        let mut stored = store
+            .get::<sceau::store::schema::Audit>(&3)
+            .unwrap()
+            .unwrap();
+        let at = stored.len() - 5;
+        stored[at] ^= 0x01;
+        store
+            .write_derived::<sceau::store::schema::Audit>(&[(3, Some(stored))])
+            .unwrap();
+    }
+    let out = pki.sceau(&["audit", "verify"]);
+    assert!(!out.status.success());
+    let text = String::from_utf8_lossy(&out.stderr);
+    assert!(text.contains("audit entry 3 is bad"), "{text}");
+
+    // Rewriting the chain from there on (hashes recomputed) still fails: the checkpoint's
+    // signature vouches for the original hash.
+    {
+        let store = sceau::store::Store::open(&config.store_dir()).unwrap();
+        let rows: Vec<(u64, Vec<u8>)> =
+            store.audit_entries().unwrap().map(|r| r.unwrap()).collect();
+        let mut previous = [0u8; 32];
+        let mut rewritten = Vec::new();
+        for (seq, stored) in rows {
+            let mut record: serde_json::Value = serde_json::from_slice(&stored[32..]).unwrap();
+            record["prev"] = serde_json::Value::String(hex_lower(&previous));
+            let body = serde_json::to_vec(&record).unwrap();
+            let mut input = previous.to_vec();
+            input.extend_from_slice(&body);
+            let hash = sceau::x509::keys::sha256(&input);
+            let mut entry = hash.to_vec();
+            entry.extend_from_slice(&body);
+            rewritten.push((seq, Some(entry)));
+            previous = hash;
+        }
+        let head_seq = rewritten.len() as u64;
+        store
+            .write_derived::<sceau::store::schema::Audit>(&rewritten)
+            .unwrap();
+        let mut head = head_seq.to_be_bytes().to_vec();
+        head.extend_from_slice(&previous);
+        store
+            .write_derived::<sceau::store::schema::Meta>(&[("audit-head".to_owned(), Some(head))])
+            .unwrap();
+    }
+    let out = pki.sceau(&["audit", "verify"]);
+    assert!(!out.status.success());
+    let text = String::from_utf8_lossy(&out.stderr);
+    assert!(text.contains("vouches for a hash"), "{text}");
+}
+
+fn hex_lower(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
