@@ -16,10 +16,10 @@ bench_install() {
   done
 }
 
-# bench_build: the release binary and the va_tools helper; sets SCEAU and TOOLS.
+# bench_build: the release binary and the bench helpers; sets SCEAU and TOOLS (va_tools).
 bench_build() {
   echo "building (release)"
-  (cd "$bench_root" && cargo build --release -q --bin sceau && cargo bench --bench va_tools --no-run -q 2>/dev/null)
+  (cd "$bench_root" && cargo build --release -q --bin sceau && cargo bench --no-run -q 2>/dev/null)
   SCEAU=$CARGO_TARGET_DIR/release/sceau
   TOOLS=$(ls -t "$CARGO_TARGET_DIR"/release/deps/va_tools-* | grep -v '\.d$' | head -1)
 }

@@ -66,14 +66,16 @@ declare -A RPS P50 P99 ERRS
 load() { # name url request-file-or-empty
   local name=$1 url=$2 req=$3 rps=() p50=() p99=() errs=0 i out
   for i in $(seq 1 "$REPS"); do
+    [ -n "${BEFORE_RUN:-}" ] && "$BEFORE_RUN"
     quiet
     out=$(OCSP_REQ="$req" wrk -t2 -c"$CONNS" -d"$DUR" --latency -s "$WORK/post.lua" "$url" 2>&1)
     rps+=("$(awk '/^Requests\/sec:/ {print $2}' <<<"$out")")
     p50+=("$(to_ms "$(awk '$1=="50%" {print $2}' <<<"$out")")")
     p99+=("$(to_ms "$(awk '$1=="99%" {print $2}' <<<"$out")")")
-    errs=$(( errs + $(awk '/Non-2xx/ {print $NF}' <<<"$out" | head -1 | tr -dc 0-9 | sed 's/^$/0/') ))
-    errs=$(( errs + $(awk '/Socket errors/ {gsub(",",""); print $4+$6+$8+$10}' <<<"$out" | head -1 | sed 's/^$/0/') ))
+    errs=$(( errs + $(awk '/Non-2xx/ {n = $NF} END {print n + 0}' <<<"$out") ))
+    errs=$(( errs + $(awk '/Socket errors/ {gsub(",", ""); n = $4 + $6 + $8 + $10} END {print n + 0}' <<<"$out") ))
     echo "  $name run $i: ${rps[-1]} req/s, p50 ${p50[-1]} ms, p99 ${p99[-1]} ms"
+    [ -n "${AFTER_RUN:-}" ] && "$AFTER_RUN"
   done
   RPS[$name]=$(median "${rps[@]}"); P50[$name]=$(median "${p50[@]}"); P99[$name]=$(median "${p99[@]}")
   ERRS[$name]=$errs
@@ -121,14 +123,25 @@ if [ ! -f "$WORK/peer-ocsp.key" ]; then
   openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -keyout "$WORK/peer-ocsp.key" -out "$WORK/peer-ocsp.pem" \
     -days 30 -subj "/CN=peer OCSP responder" -addext "extendedKeyUsage=OCSPSigning" 2>/dev/null
 fi
-openssl ocsp -index "$D/index.txt" -CA "$D/issuer.pem" -rsigner "$WORK/peer-ocsp.pem" -rkey "$WORK/peer-ocsp.key" \
-  -port "$PORT_OPENSSL" -multi 2 -nmin 60 > "$WORK/openssl.log" 2>&1 & PIDS+=($!)
-sleep 1; wait_http "http://127.0.0.1:$PORT_OPENSSL/" "$GOOD"
+# `openssl ocsp` is restarted for every run: a connection wrk drops at the end of a run can wedge
+# it (OpenSSL 3.0 then spins on read() = 0 and never answers again).
+start_openssl() {
+  openssl ocsp -index "$D/index.txt" -CA "$D/issuer.pem" -rsigner "$WORK/peer-ocsp.pem" -rkey "$WORK/peer-ocsp.key" \
+    -port "$PORT_OPENSSL" -multi 2 -nmin 60 > "$WORK/openssl.log" 2>&1 &
+  OPENSSL_PID=$!
+  sleep 0.5; wait_http "http://127.0.0.1:$PORT_OPENSSL/" "$GOOD"; sleep 0.5
+}
+stop_openssl() {
+  kill "$OPENSSL_PID" 2>/dev/null || true
+  pkill -9 -f "openssl ocsp -index $D/index.txt" 2>/dev/null || true
+  wait "$OPENSSL_PID" 2>/dev/null || true
+  for _ in $(seq 1 50); do curl -s -o /dev/null --max-time 1 "http://127.0.0.1:$PORT_OPENSSL/" || break; sleep 0.1; done
+}
+start_openssl
 check openssl "http://127.0.0.1:$PORT_OPENSSL/" "$GOOD" good -noverify
+stop_openssl
 echo "openssl ocsp -multi 2 (P-256, software)"
-load openssl-post "http://127.0.0.1:$PORT_OPENSSL/" "$GOOD"
-kill "${PIDS[-1]}"; wait "${PIDS[-1]}" 2>/dev/null || true
-pkill -f "openssl ocsp -index $D/index.txt" 2>/dev/null || true
+BEFORE_RUN=start_openssl AFTER_RUN=stop_openssl load openssl-post "http://127.0.0.1:$PORT_OPENSSL/" "$GOOD"
 
 # --- cfssl ocspserve, pre-signed (sceau's own responses) --------------------------------------------
 [ -s "$WORK/responses.b64" ] || "$TOOLS" export-responses "$CONFIG" "$WORK/responses.b64"

@@ -16,7 +16,7 @@ use std::sync::{Arc, Mutex, RwLock};
 use bytes::Bytes;
 use tokio::sync::Semaphore;
 
-use super::responses::{CertIdHash, IssuerIdentity, ResponseSigner, SignedResponse, Status};
+use super::responses::{CertIdHash, IssuerIdentity, ResponseSigner, SignedResponse, Status, Use};
 use super::{Metrics, VaError};
 use crate::store::schema::{ExpiryIndex, OcspResponses, Revocations};
 use crate::store::{CertKey, IssuerId, ResponseKey, Store};
@@ -257,7 +257,14 @@ impl Responder {
                 cacheable = serial_key(cert_id).map(|s| (index, hash, s));
             }
         }
-        let head = self.signer.sign(singles, now, nonce).await?;
+        // A response for one request (its nonce, or several CertIDs) is used once; an "unknown"
+        // kept in the cache below is served again, so it is checked like a pre-signed one.
+        let usage = if cacheable.is_some() {
+            Use::Kept
+        } else {
+            Use::Once
+        };
+        let head = self.signer.sign(singles, now, nonce, usage).await?;
         self.metrics.live_signed.fetch_add(1, Ordering::Relaxed);
         let response = SignedResponse {
             head,
@@ -390,7 +397,7 @@ impl Responder {
                 identity.archive_cutoff,
             )
             .map_err(|e| VaError::Encoding(e.to_string()))?;
-            let head = self.signer.sign(vec![single], now, None).await?;
+            let head = self.signer.sign(vec![single], now, None, Use::Kept).await?;
             let response = SignedResponse {
                 head,
                 this_update: now,
