@@ -177,41 +177,17 @@ impl CrlPublisher {
             let Ok(der) = std::fs::read(&path) else {
                 continue;
             };
-            let Ok(crl) = <x509_cert::crl::CertificateList as der::Decode>::from_der(&der) else {
+            let Ok(summary) = crate::x509::crl::summarize(&der) else {
                 continue;
             };
-            let number = crl
-                .tbs_cert_list
-                .crl_extensions
-                .iter()
-                .flatten()
-                .find(|e| e.extn_id == oid::EXT_CRL_NUMBER)
-                .and_then(|e| {
-                    <x509_cert::ext::pkix::CrlNumber as der::Decode>::from_der(
-                        e.extn_value.as_bytes(),
-                    )
-                    .ok()
-                })
-                .map(|n| {
-                    n.0.as_bytes()
-                        .iter()
-                        .fold(0u64, |acc, b| (acc << 8) | u64::from(*b))
-                })
-                .unwrap_or(0);
             let published = PublishedCrl {
                 name: source.name.clone(),
-                number,
-                this_update: Timestamp::from_x509_time(&crl.tbs_cert_list.this_update),
-                next_update: crl
-                    .tbs_cert_list
+                number: summary.number.unwrap_or(0),
+                this_update: summary.this_update,
+                next_update: summary
                     .next_update
-                    .as_ref()
-                    .map_or(Timestamp::from_unix_seconds(0), Timestamp::from_x509_time),
-                entries: crl
-                    .tbs_cert_list
-                    .revoked_certificates
-                    .as_ref()
-                    .map_or(0, Vec::len),
+                    .unwrap_or(Timestamp::from_unix_seconds(0)),
+                entries: summary.entries,
                 path,
                 der: Bytes::from(der),
             };
@@ -246,6 +222,7 @@ impl CrlPublisher {
     /// Generates, signs and publishes one CRL.
     pub fn publish(&self, index: usize, now: Timestamp) -> Result<PublishedCrl, VaError> {
         let _one_at_a_time = self.generating.lock().unwrap_or_else(|p| p.into_inner());
+        let started = std::time::Instant::now();
         let source = self.sources.get(index).ok_or(VaError::UnknownIssuer)?;
         let issuer = &source.issuer;
         let previous = self.persisted_number(source)?;
@@ -345,7 +322,13 @@ impl CrlPublisher {
             .write()
             .unwrap_or_else(|p| p.into_inner())
             .insert(source.name.clone(), published.clone());
-        tracing::info!(crl = %source.name, number, entries, "CRL published");
+        tracing::info!(
+            crl = %source.name,
+            number,
+            entries,
+            ms = started.elapsed().as_millis() as u64,
+            "CRL published"
+        );
         Ok(published)
     }
 

@@ -196,6 +196,69 @@ impl CrlDer {
     }
 }
 
+/// What the CA needs to know of a published CRL, read without decoding its entries: a
+/// million-entry CRL decoded into `x509_cert` types takes hundreds of megabytes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct CrlSummary {
+    pub number: Option<u64>,
+    pub this_update: Timestamp,
+    pub next_update: Option<Timestamp>,
+    pub entries: usize,
+}
+
+/// Reads a DER CRL's number, times and entry count (RFC 5280 §5.1), walking the entries'
+/// TLV headers only.
+pub fn summarize(der: &[u8]) -> Result<CrlSummary, der::Error> {
+    use der::{Decode, Header, Reader, SliceReader, Tag};
+    use x509_cert::time::Time;
+    let mut outer = SliceReader::new(der)?;
+    Header::decode(&mut outer)?.tag().assert_eq(Tag::Sequence)?;
+    let tbs = Header::decode(&mut outer)?;
+    tbs.tag().assert_eq(Tag::Sequence)?;
+    let mut fields = SliceReader::new(outer.read_slice(tbs.length())?)?;
+    if Tag::peek(&fields)? == Tag::Integer {
+        fields.tlv_bytes()?; // version
+    }
+    fields.tlv_bytes()?; // signature
+    fields.tlv_bytes()?; // issuer
+    let this_update = Timestamp::from_x509_time(&fields.decode::<Time>()?);
+    let mut next_update = None;
+    if !fields.is_finished() && matches!(Tag::peek(&fields)?, Tag::UtcTime | Tag::GeneralizedTime) {
+        next_update = Some(Timestamp::from_x509_time(&fields.decode::<Time>()?));
+    }
+    let mut entries = 0;
+    if !fields.is_finished() && Tag::peek(&fields)? == Tag::Sequence {
+        let revoked = Header::decode(&mut fields)?;
+        let mut list = SliceReader::new(fields.read_slice(revoked.length())?)?;
+        while !list.is_finished() {
+            list.tlv_bytes()?;
+            entries += 1;
+        }
+    }
+    let mut number = None;
+    if !fields.is_finished() {
+        let wrapper = Header::decode(&mut fields)?;
+        let extensions =
+            x509_cert::ext::Extensions::from_der(fields.read_slice(wrapper.length())?)?;
+        number = extensions
+            .iter()
+            .find(|e| e.extn_id == super::oid::EXT_CRL_NUMBER)
+            .map(|e| x509_cert::ext::pkix::CrlNumber::from_der(e.extn_value.as_bytes()))
+            .transpose()?
+            .map(|n| {
+                n.0.as_bytes()
+                    .iter()
+                    .fold(0u64, |acc, b| (acc << 8) | u64::from(*b))
+            });
+    }
+    Ok(CrlSummary {
+        number,
+        this_update,
+        next_update,
+        entries,
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -231,6 +294,15 @@ mod tests {
         assert_eq!(entries.len(), 3);
         assert_eq!(entries[1].serial_number.as_bytes(), &[0x00, 0x80, 0x00]);
         assert_eq!(decoded.tbs_cert_list.to_der().unwrap(), tbs);
+        assert_eq!(
+            summarize(crl.as_der()).unwrap(),
+            CrlSummary {
+                number: Some(1000),
+                this_update: t,
+                next_update: Some(t.plus_seconds(26 * 3600)),
+                entries: 3,
+            }
+        );
     }
 
     #[test]
