@@ -52,7 +52,7 @@ if [ ! -s "$var/ra-tls.pem" ] || [ ! -s "$var/ra-tls.key" ]; then
   openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 825 \
     -subj "/CN=sceau RA (development)" \
     -addext "subjectAltName=IP:127.0.0.1,DNS:localhost" \
-    -addext "extendedKeyUsage=serverAuth" \
+    -addext "extendedKeyUsage=serverAuth" -addext "basicConstraints=critical,CA:FALSE" \
     -keyout "$var/ra-tls.key" -out "$var/ra-tls.pem" 2>/dev/null
   echo "dev-token: RA TLS certificate in $var/ra-tls.pem"
 fi

@@ -111,6 +111,8 @@ impl Pki {
             "/CN=sceau RA test",
             "-addext",
             "subjectAltName=IP:127.0.0.1,DNS:localhost",
+            "-addext",
+            "basicConstraints=critical,CA:FALSE",
             "-keyout",
             self.path("ra-tls.key").to_str().unwrap(),
             "-out",
