@@ -249,12 +249,10 @@ impl ResponseSigner {
         let signature = self.key.sign_async(&data).await?;
         let check = match usage {
             Use::Kept => true,
-            Use::Once => {
-                self.live_count
-                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed)
-                    % LIVE_CHECK_EVERY
-                    == 0
-            }
+            Use::Once => self
+                .live_count
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+                .is_multiple_of(LIVE_CHECK_EVERY),
         };
         if check {
             self.key.verify(&data, &signature)?;
