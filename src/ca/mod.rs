@@ -157,7 +157,8 @@ impl CardPlan {
 #[derive(Clone)]
 pub struct CertificateAuthority {
     store: Store,
-    policies: Arc<PolicySet>,
+    /// Swapped whole on SIGHUP: an issuance uses the set it started with.
+    policies: Arc<std::sync::RwLock<Arc<PolicySet>>>,
     urls: PublishedUrls,
     clock: Arc<dyn Clock>,
     issuer: Arc<Issuer>,
@@ -198,7 +199,7 @@ impl CertificateAuthority {
         }
         Ok(Self {
             store,
-            policies,
+            policies: Arc::new(std::sync::RwLock::new(policies)),
             urls,
             clock,
             issuer: Arc::new(issuer),
@@ -209,20 +210,31 @@ impl CertificateAuthority {
         &self.issuer
     }
 
-    pub fn policies(&self) -> &PolicySet {
-        &self.policies
+    /// The policies in force.
+    pub fn policies(&self) -> Arc<PolicySet> {
+        self.policies
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// Puts a new set of policies in force (SIGHUP); requests already running keep theirs.
+    pub fn reload_policies(&self, policies: PolicySet) {
+        *self.policies.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(policies);
     }
 
     pub fn store(&self) -> &Store {
         &self.store
     }
 
-    fn policy(&self, name: &str) -> Result<&crate::policy::Policy, CaError> {
-        self.policies
+    fn policy(&self, name: &str) -> Result<crate::policy::Policy, CaError> {
+        let policies = self.policies();
+        policies
             .get(name)
+            .cloned()
             .ok_or_else(|| CaError::UnknownPolicy {
                 name: name.to_owned(),
-                known: self.policies.names().collect::<Vec<_>>().join(", "),
+                known: policies.names().collect::<Vec<_>>().join(", "),
             })
     }
 
@@ -249,7 +261,7 @@ impl CertificateAuthority {
             |serials| {
                 let mut pending = Vec::new();
                 for serial in serials {
-                    let tbs = crate::policy::prepare(policy, &profile, request, serial, now)?;
+                    let tbs = crate::policy::prepare(&policy, &profile, request, serial, now)?;
                     pending.push(PendingCertificate::from_linted(
                         issuer_id,
                         tbs,
@@ -380,16 +392,16 @@ impl CertificateAuthority {
             return Err(CaError::Encoding("two serials expected".into()));
         };
         let auth = crate::policy::prepare(
-            auth_policy,
+            &auth_policy,
             &profile,
-            &cap(&request.authentication, auth_policy)?,
+            &cap(&request.authentication, &auth_policy)?,
             first,
             now,
         )?;
         let sign = crate::policy::prepare(
-            sign_policy,
+            &sign_policy,
             &profile,
-            &cap(&request.signature, sign_policy)?,
+            &cap(&request.signature, &sign_policy)?,
             second,
             now,
         )?;

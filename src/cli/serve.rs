@@ -184,8 +184,27 @@ async fn daemon(config: &Config, overrides: ListenOverrides) -> Result<(), CliEr
     tracing::info!(va = %va_bound, ra = %ra_text, admin = %admin_bound, "sceau is serving");
     // The ready line, on standard output, for supervisors and tests.
     println!("sceau ready: va={va_bound} ra={ra_text} admin={admin_bound}");
+    // systemd (Type=notify): the listeners are bound and the responses in memory.
+    sd_notify(&format!(
+        "READY=1\nSTATUS=serving: va={va_bound} ra={ra_text} admin={admin_bound}"
+    ));
 
-    wait_for_signal().await;
+    let mut signals = Signals::new()?;
+    while let Signal::Reload = signals.next().await {
+        sd_notify("RELOADING=1");
+        match PolicySet::load_dir(&config.policies_dir) {
+            Ok(policies) => {
+                let names: Vec<String> = policies.names().map(str::to_owned).collect();
+                ca.reload_policies(policies);
+                tracing::info!(policies = ?names, "policies reloaded");
+            }
+            Err(error) => {
+                tracing::error!(%error, "policies not reloaded: the ones in force stay");
+            }
+        }
+        sd_notify("READY=1");
+    }
+    sd_notify("STOPPING=1");
     tracing::info!("shutting down: draining in-flight requests");
     shutdown.cancel();
     while listeners.join_next().await.is_some() {}
@@ -285,18 +304,61 @@ async fn checkpoints(store: Store, hsm: Hsm, label: String, shutdown: Cancellati
     }
 }
 
-async fn wait_for_signal() {
-    use tokio::signal::unix::{SignalKind, signal};
-    let (Ok(mut term), Ok(mut int)) = (
-        signal(SignalKind::terminate()),
-        signal(SignalKind::interrupt()),
-    ) else {
-        let _ = tokio::signal::ctrl_c().await;
+/// What a signal asks of the daemon.
+enum Signal {
+    /// SIGTERM or SIGINT: drain and stop.
+    Stop,
+    /// SIGHUP: reload the policies.
+    Reload,
+}
+
+struct Signals {
+    term: tokio::signal::unix::Signal,
+    int: tokio::signal::unix::Signal,
+    hup: tokio::signal::unix::Signal,
+}
+
+impl Signals {
+    fn new() -> Result<Self, CliError> {
+        use tokio::signal::unix::{SignalKind, signal};
+        let listen =
+            |kind: SignalKind| signal(kind).context(|| "installing the signal handlers".into());
+        Ok(Self {
+            term: listen(SignalKind::terminate())?,
+            int: listen(SignalKind::interrupt())?,
+            hup: listen(SignalKind::hangup())?,
+        })
+    }
+
+    async fn next(&mut self) -> Signal {
+        tokio::select! {
+            _ = self.term.recv() => Signal::Stop,
+            _ = self.int.recv() => Signal::Stop,
+            _ = self.hup.recv() => Signal::Reload,
+        }
+    }
+}
+
+/// systemd's readiness protocol (sd_notify(3)): one datagram to `$NOTIFY_SOCKET`, when set.
+fn sd_notify(message: &str) {
+    use std::os::unix::net::UnixDatagram;
+    let Some(path) = std::env::var_os("NOTIFY_SOCKET") else {
         return;
     };
-    tokio::select! {
-        _ = term.recv() => {}
-        _ = int.recv() => {}
+    let sent = UnixDatagram::unbound().and_then(|socket| {
+        let bytes = std::os::unix::ffi::OsStrExt::as_bytes(path.as_os_str());
+        match bytes.strip_prefix(b"@") {
+            // An abstract socket (Linux).
+            Some(name) => {
+                use std::os::linux::net::SocketAddrExt;
+                let address = std::os::unix::net::SocketAddr::from_abstract_name(name)?;
+                socket.send_to_addr(message.as_bytes(), &address)
+            }
+            None => socket.send_to(message.as_bytes(), &path),
+        }
+    });
+    if let Err(error) = sent {
+        tracing::warn!(%error, "cannot notify systemd");
     }
 }
 

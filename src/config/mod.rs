@@ -240,6 +240,7 @@ struct RawHsm {
     token_label: Spanned<String>,
     pin_file: Option<Spanned<String>>,
     pin_env: Option<Spanned<String>>,
+    pin_credential: Option<Spanned<String>>,
     #[serde(default = "default_sessions")]
     sessions: Spanned<usize>,
     #[serde(default = "default_queue")]
@@ -353,9 +354,9 @@ impl Config {
         };
 
         let hsm = &raw.hsm;
-        let pin = match (&hsm.pin_file, &hsm.pin_env) {
-            (Some(path), None) => PinSource::File(resolve(path, "hsm.pin_file")?),
-            (None, Some(name)) => {
+        let pin = match (&hsm.pin_file, &hsm.pin_env, &hsm.pin_credential) {
+            (Some(path), None, None) => PinSource::File(resolve(path, "hsm.pin_file")?),
+            (None, Some(name), None) => {
                 if name.get_ref().is_empty() || name.get_ref().contains('=') {
                     return Err(file.error(
                         name.span(),
@@ -365,17 +366,31 @@ impl Config {
                 }
                 PinSource::Env(name.get_ref().clone())
             }
-            (Some(path), Some(_)) => {
-                return Err(file.error(
-                    path.span(),
-                    "hsm.pin_file",
-                    "give pin_file or pin_env, not both",
-                ));
+            (None, None, Some(name)) => {
+                let valid = !name.get_ref().is_empty()
+                    && name
+                        .get_ref()
+                        .chars()
+                        .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'));
+                if !valid {
+                    return Err(file.error(
+                        name.span(),
+                        "hsm.pin_credential",
+                        "a credential name (letters, digits, - _ .), as in LoadCredential=NAME:FILE",
+                    ));
+                }
+                PinSource::Credential(name.get_ref().clone())
             }
-            (None, None) => {
+            (None, None, None) => {
                 return Err(file.file_error(
                     Some("hsm"),
-                    "the PIN source is missing: set pin_file or pin_env (never the PIN itself)",
+                    "the PIN source is missing: set pin_file, pin_env or pin_credential (never the PIN itself)",
+                ));
+            }
+            _ => {
+                return Err(file.file_error(
+                    Some("hsm"),
+                    "give one of pin_file, pin_env and pin_credential",
                 ));
             }
         };

@@ -10,8 +10,12 @@ use zeroize::Zeroizing;
 pub enum PinSource {
     /// A file holding the PIN (systemd `LoadCredential=` puts one in `$CREDENTIALS_DIRECTORY`).
     File(PathBuf),
-    /// An environment variable holding the PIN.
+    /// An environment variable holding the PIN. Prefer a file or a credential: the environment
+    /// of a process stays readable in /proc to its user and to root.
     Env(String),
+    /// A systemd credential (`LoadCredential=NAME:…`): the file `$CREDENTIALS_DIRECTORY/NAME`,
+    /// readable by the service alone.
+    Credential(String),
 }
 
 impl PinSource {
@@ -27,6 +31,15 @@ impl PinSource {
             PinSource::Env(name) => Zeroizing::new(
                 std::env::var(name).map_err(|_| PinError::Env { name: name.clone() })?,
             ),
+            PinSource::Credential(name) => {
+                let directory = std::env::var_os("CREDENTIALS_DIRECTORY")
+                    .ok_or_else(|| PinError::Credential { name: name.clone() })?;
+                let path = PathBuf::from(directory).join(name);
+                Zeroizing::new(std::fs::read_to_string(&path).map_err(|e| PinError::File {
+                    path,
+                    reason: e.kind().to_string(),
+                })?)
+            }
         };
         let pin = raw.trim_end_matches(['\r', '\n']);
         if pin.is_empty() {
@@ -43,6 +56,7 @@ impl fmt::Display for PinSource {
         match self {
             PinSource::File(path) => write!(f, "file {}", path.display()),
             PinSource::Env(name) => write!(f, "environment variable {name}"),
+            PinSource::Credential(name) => write!(f, "systemd credential {name}"),
         }
     }
 }
@@ -70,6 +84,10 @@ pub enum PinError {
     File { path: PathBuf, reason: String },
     #[error("the PIN environment variable {name} is not set")]
     Env { name: String },
+    #[error(
+        "the PIN credential {name} needs $CREDENTIALS_DIRECTORY (systemd LoadCredential={name}:FILE)"
+    )]
+    Credential { name: String },
     #[error("the PIN from {origin} is empty")]
     Empty { origin: String },
 }
