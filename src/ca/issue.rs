@@ -347,12 +347,19 @@ pub(super) fn store_issued(
 pub(super) fn revoke_intents(
     store: &Store,
     keys: Vec<CertKey>,
+    release: Vec<(Digest, CertKey)>,
     why: String,
     now: Timestamp,
 ) -> Result<(), CaError> {
     store.commit(move |txn| -> Result<(), CaError> {
         for key in &keys {
             revoke_intent(txn, key, &why, now)?;
+        }
+        // A key reservation is released only if it still points at one of these intents.
+        for (digest, key) in &release {
+            if txn.get::<CertifiedKeys>(digest)?.as_ref() == Some(key) {
+                txn.delete::<CertifiedKeys>(digest);
+            }
         }
         Ok(())
     })
@@ -432,6 +439,12 @@ where
     F: FnMut(Vec<Serial>) -> Result<Vec<PendingCertificate>, CaError>,
 {
     const TRIES: u32 = 4;
+    // With the token known to be gone, refuse before recording anything.
+    if !signer.available() {
+        return Err(CaError::Hsm(crate::hsm::HsmError::Unavailable(
+            "the token is not connected; retry when it is back".into(),
+        )));
+    }
     let mut recorded = None;
     for _ in 0..TRIES {
         let serials = (0..count)
@@ -451,12 +464,23 @@ where
     failpoint::hit("after-intent");
 
     let keys: Vec<CertKey> = intents.iter().map(|i| i.key().clone()).collect();
+    // The holder keys reserved by these intents, released if the HSM returns no signature.
+    let reserved: Vec<(Digest, CertKey)> = intents
+        .iter()
+        .filter_map(|i| {
+            let spki = i.0.public_key_der.as_ref()?;
+            Some((Digest(keys::sha256(spki)), i.key().clone()))
+        })
+        .collect();
     let mut signed = Vec::with_capacity(intents.len());
     for intent in intents {
         match sign(signer, intent) {
             Ok(certificate) => signed.push(certificate),
             Err(error) => {
-                abandon(store, keys, &error, now);
+                // No signature came back, so no certificate exists for these keys: the serials
+                // stay revoked, but the holder may ask again with the same keys once the HSM is
+                // back (otherwise an HSM outage would burn the keys of a card).
+                abandon(store, keys, reserved, &error, now);
                 return Err(error);
             }
         }
@@ -474,7 +498,7 @@ where
     match store_issued(store, stored, card_record, now) {
         Ok(superseded) => Ok(Issued { signed, superseded }),
         Err(error) => {
-            abandon(store, keys, &error, now);
+            abandon(store, keys, Vec::new(), &error, now);
             Err(error)
         }
     }
@@ -488,9 +512,15 @@ pub(super) struct Issued {
     pub superseded: Vec<RevokedCertificate>,
 }
 
-fn abandon(store: &Store, keys: Vec<CertKey>, error: &CaError, now: Timestamp) {
+fn abandon(
+    store: &Store,
+    keys: Vec<CertKey>,
+    release: Vec<(Digest, CertKey)>,
+    error: &CaError,
+    now: Timestamp,
+) {
     let why = format!("issuance failed after the intent was recorded: {error}");
-    if let Err(e) = revoke_intents(store, keys, why, now) {
+    if let Err(e) = revoke_intents(store, keys, release, why, now) {
         // The intents stay; the next start-up revokes them.
         tracing::error!(error = %e, "could not revoke abandoned intents now; they will be revoked at the next start");
     }

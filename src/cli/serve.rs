@@ -141,6 +141,11 @@ async fn daemon(config: &Config, overrides: ListenOverrides) -> Result<(), CliEr
 
     let shutdown = CancellationToken::new();
     let mut background = va.spawn_background(initial, shutdown.clone());
+    background.spawn(watch_hsm(
+        hsm.clone(),
+        config.keys.issuing.label.clone(),
+        shutdown.clone(),
+    ));
     background.spawn(checkpoints(
         store.clone(),
         hsm.clone(),
@@ -273,12 +278,37 @@ impl StatusPublisher for VaPublisher {
         })
     }
 
+    fn available(&self) -> bool {
+        self.0.signer_available()
+    }
+
     fn revoked(&self, revoked: Vec<RevokedCertificate>) -> BoxFuture<'_> {
         Box::pin(async move {
             if let Err(error) = self.0.after_revocation(&revoked).await {
                 tracing::error!(%error, "revocation stored, but its OCSP responses could not be signed yet");
             }
         })
+    }
+}
+
+/// While the token is unavailable, tries it every five seconds, so that the daemon recovers (and
+/// health says so) when the token is back, even if no request needs it.
+async fn watch_hsm(hsm: Hsm, label: String, shutdown: CancellationToken) {
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = tokio::time::sleep(std::time::Duration::from_secs(5)) => {}
+        }
+        if hsm.status().available {
+            continue;
+        }
+        let (probe, key) = (hsm.clone(), label.clone());
+        match tokio::task::spawn_blocking(move || probe.has_key(&key)).await {
+            Ok(Ok(true)) => tracing::info!("HSM token available again"),
+            Ok(Ok(false)) => tracing::warn!(label, "HSM token back, but without the CA key"),
+            Ok(Err(error)) => tracing::debug!(%error, "HSM token still unavailable"),
+            Err(_) => return,
+        }
     }
 }
 

@@ -219,6 +219,11 @@ impl SigningKey {
         &self.inner.public_key
     }
 
+    /// Whether the token is connected (the last call did not find it gone).
+    pub fn available(&self) -> bool {
+        self.inner.pool.status().available
+    }
+
     /// Signs `message` and returns the signature as X.509 carries it (DER Ecdsa-Sig-Value for
     /// ECDSA, the raw octets for RSA). Blocks until a session is free.
     pub fn sign(&self, message: &[u8]) -> Result<Vec<u8>, HsmError> {

@@ -437,6 +437,17 @@ impl Worker {
         }
     }
 
+    /// Drops this worker's session and marks the connection broken: the next job reconnects.
+    fn connection_lost(&mut self, error: &HsmError) {
+        if let Some((generation, _)) = &self.session {
+            let generation = *generation;
+            let mut state = self.connection.lock();
+            self.connection.mark_broken(&mut state, generation, error);
+        }
+        self.session = None;
+        self.handles.clear();
+    }
+
     pub(super) fn has_private_key(&mut self, label: &str) -> Result<bool, HsmError> {
         self.with_retry(|session, _| {
             Ok(!find_objects(session, label, ObjectClass::PRIVATE_KEY)?.is_empty())
@@ -596,7 +607,15 @@ impl SignJob {
             };
             session.sign(&mechanism, key, &data).map(Some)
         })?;
-        let raw = raw.ok_or(HsmError::KeyNotFound { label })?;
+        let Some(raw) = raw else {
+            // The key was there when it was loaded (every signing key is checked first): a
+            // token whose objects vanish is not usable. Reported as unavailable, so that the
+            // callers answer 503, health says degraded, and the next job reconnects.
+            let error =
+                HsmError::Unavailable(format!("the key {label:?} is no longer on the token"));
+            worker.connection_lost(&error);
+            return Err(error);
+        };
         if self.scheme.is_ecdsa() {
             sigalg::ecdsa_raw_to_der(&raw)
                 .map_err(|e| HsmError::Pkcs11(format!("ECDSA signature: {e}")))

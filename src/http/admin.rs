@@ -147,6 +147,11 @@ impl AdminService {
             Ok(request) => request,
             Err(problem) => return problem.response(),
         };
+        // A revocation is answered only once OCSP says so: with the token gone, refuse now
+        // and change nothing (the caller retries).
+        if !self.hsm.status().available {
+            return hsm_unavailable();
+        }
         let store = self.store.clone();
         let now = self.va.now();
         let revoked = match tokio::task::spawn_blocking(move || revoke(&store, request, now)).await
@@ -571,6 +576,24 @@ pub fn ca_problem(error: &CaError) -> Problem {
         _ => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
     };
     Problem::new(status, rule, error.to_string())
+}
+
+/// The problem of a request refused while the token is unavailable.
+pub fn hsm_unavailable_problem() -> Problem {
+    Problem::new(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "hsm-unavailable",
+        "the HSM token is unavailable; nothing was changed, retry later",
+    )
+}
+
+/// 503 while the token is unavailable.
+pub fn hsm_unavailable() -> Response<Body> {
+    let mut response = hsm_unavailable_problem().response();
+    response
+        .headers_mut()
+        .insert(header::RETRY_AFTER, HeaderValue::from_static("10"));
+    response
 }
 
 fn json<T: serde::Serialize>(status: StatusCode, value: &T) -> Response<Body> {

@@ -308,6 +308,7 @@ fn problem_for(error: &RaError) -> Problem {
         }
         RaError::Ca(ca) => return super::admin::ca_problem(ca),
         RaError::Store(_) => (StatusCode::INTERNAL_SERVER_ERROR, "store-error".into()),
+        RaError::Unavailable => return super::admin::hsm_unavailable_problem(),
     };
     if status.is_server_error() {
         tracing::error!(%error, "RA request failed");

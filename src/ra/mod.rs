@@ -124,6 +124,9 @@ pub enum RaError {
     Ca(#[from] CaError),
     #[error("store: {0}")]
     Store(#[from] StoreError),
+    /// The HSM token is unavailable: nothing was changed; retry later.
+    #[error("the HSM token is unavailable; nothing was changed, retry later")]
+    Unavailable,
 }
 
 impl RaError {
@@ -154,7 +157,7 @@ impl RaError {
             RaError::Ca(CaError::Refused(_) | CaError::UnknownPolicy { .. }) => {
                 Some("refused-by-ca".into())
             }
-            RaError::Ca(_) | RaError::Store(_) => None,
+            RaError::Ca(_) | RaError::Store(_) | RaError::Unavailable => None,
         }
     }
 }
@@ -164,6 +167,8 @@ impl RaError {
 pub trait StatusPublisher: Send + Sync {
     fn issued(&self, keys: Vec<CertKey>) -> BoxFuture<'_>;
     fn revoked(&self, revoked: Vec<RevokedCertificate>) -> BoxFuture<'_>;
+    /// Whether new statuses can be signed now (the HSM token is connected).
+    fn available(&self) -> bool;
 }
 
 pub type BoxFuture<'a> = Pin<Box<dyn Future<Output = ()> + Send + 'a>>;
@@ -744,6 +749,10 @@ impl RegistrationAuthority {
         invalidity_date: Option<String>,
         now: Timestamp,
     ) -> Result<(serde_json::Value, Effects), RaError> {
+        // A revocation is answered only once OCSP says so.
+        if !self.publisher.available() {
+            return Err(RaError::Unavailable);
+        }
         let reason: RevocationReason = reason
             .parse()
             .map_err(|e: String| RaError::Malformed(format!("reason: {e}")))?;

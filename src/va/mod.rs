@@ -180,6 +180,11 @@ impl ValidationAuthority {
         ))
     }
 
+    /// Whether responses can be signed now (the responder key's token is connected).
+    pub fn signer_available(&self) -> bool {
+        self.responder.signer_available()
+    }
+
     pub fn now(&self) -> Timestamp {
         self.clock.now()
     }

@@ -144,6 +144,11 @@ impl Responder {
         }
     }
 
+    /// Whether the responder key's token is connected.
+    pub fn signer_available(&self) -> bool {
+        self.signer.available()
+    }
+
     /// Certificates with responses in memory.
     pub fn entries(&self) -> u64 {
         self.entries.load(Ordering::Relaxed)

@@ -230,6 +230,11 @@ impl ResponseSigner {
         })
     }
 
+    /// Whether the responder key's token is connected.
+    pub fn available(&self) -> bool {
+        self.key.available()
+    }
+
     /// Signs a response for `singles`, echoing `nonce` (the request's extnValue) when given.
     ///
     /// Pre-signed responses (`Use::Kept`: served to everyone until re-signed) are checked

@@ -1,0 +1,167 @@
+//! The HSM goes away and comes back while the daemon runs: issuance and revocation answer 503 and
+//! change nothing, OCSP keeps answering from its pre-signed responses, health says degraded, and
+//! everything resumes by itself. The token is a real SoftHSM2 token whose key objects are moved
+//! out of its directory (the module then finds no CA key: the pool reports the token
+//! unavailable) and moved back.
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use common::daemon::{Daemon, http};
+use common::{KeyKind, Keys, Pki, openssl, serial_of};
+
+/// Moves the token's key objects (everything but token.object) into `away`, or back.
+fn move_keys(tokens: &Path, away: &Path, out: bool) {
+    let token_dir = std::fs::read_dir(tokens)
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .find(|p| p.is_dir())
+        .unwrap();
+    std::fs::create_dir_all(away).unwrap();
+    let (from, to) = if out {
+        (token_dir.clone(), away.to_path_buf())
+    } else {
+        (away.to_path_buf(), token_dir.clone())
+    };
+    for entry in std::fs::read_dir(&from).unwrap().flatten() {
+        let name = entry.file_name();
+        if name == "token.object" || name == "token.lock" {
+            continue;
+        }
+        std::fs::rename(entry.path(), to.join(&name)).unwrap();
+    }
+}
+
+fn ocsp_status(pki: &Pki, daemon: &Daemon, certificate: &Path) -> String {
+    let certs = pki.data_dir().join("certs");
+    let (_, text) = openssl(&[
+        "ocsp",
+        "-issuer",
+        certs.join("ac-agents.pem").to_str().unwrap(),
+        "-cert",
+        certificate.to_str().unwrap(),
+        "-url",
+        &daemon.url("/ocsp"),
+        "-no_nonce",
+        "-CAfile",
+        certs.join("racine.pem").to_str().unwrap(),
+        "-VAfile",
+        certs.join("ocsp-ac-agents.pem").to_str().unwrap(),
+    ]);
+    text
+}
+
+fn issue(pki: &Pki, csr: &Path) -> std::process::Output {
+    pki.sceau(&[
+        "issue",
+        "--policy",
+        "justice-auth",
+        "--csr",
+        csr.to_str().unwrap(),
+    ])
+}
+
+#[test]
+fn an_hsm_outage_gives_503s_keeps_ocsp_serving_and_heals_by_itself() {
+    let pki = Pki::new(Keys::EC);
+    pki.init();
+    let daemon = Daemon::start(&pki);
+    let before = pki.csr("before", KeyKind::P256, "/GN=Anne/SN=ROUX/CN=Anne ROUX");
+    let certificate: PathBuf = pki.path("before.pem");
+    let out = issue(&pki, &before);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    std::fs::write(&certificate, &out.stdout).unwrap();
+    let serial = serial_of(&certificate);
+    assert!(ocsp_status(&pki, &daemon, &certificate).contains(": good"));
+    let request = {
+        let path = pki.path("request.der");
+        let certs = pki.data_dir().join("certs");
+        let (ok, text) = openssl(&[
+            "ocsp",
+            "-issuer",
+            certs.join("ac-agents.pem").to_str().unwrap(),
+            "-cert",
+            certificate.to_str().unwrap(),
+            "-no_nonce",
+            "-reqout",
+            path.to_str().unwrap(),
+        ]);
+        assert!(ok, "{text}");
+        std::fs::read(path).unwrap()
+    };
+
+    // The outage.
+    let away = pki.path("keys-away");
+    move_keys(&pki.path("tokens"), &away, true);
+    let during = pki.csr("during", KeyKind::P256, "/GN=Marc/SN=BLANC/CN=Marc BLANC");
+    let refused = issue(&pki, &during);
+    assert!(!refused.status.success());
+    let text = String::from_utf8_lossy(&refused.stderr).into_owned();
+    assert!(text.contains("503"), "issuance during the outage: {text}");
+    // Now the pool knows: the next issuance is refused before anything is recorded.
+    let refused = issue(&pki, &during);
+    assert!(String::from_utf8_lossy(&refused.stderr).contains("503"));
+    let revoke = pki.sceau(&["revoke", "--serial", &serial, "--reason", "superseded"]);
+    assert!(!revoke.status.success());
+    let text = String::from_utf8_lossy(&revoke.stderr).into_owned();
+    assert!(
+        text.contains("503") && text.contains("nothing was changed"),
+        "{text}"
+    );
+    let (status, _, body) = http(daemon.admin, "GET", "/healthz", &[], b"");
+    assert_eq!(status, 503);
+    assert!(String::from_utf8_lossy(&body).contains("degraded"));
+    let (status, _, body) = http(daemon.va, "GET", "/healthz", &[], b"");
+    assert_eq!(status, 200, "the VA keeps serving");
+    assert!(String::from_utf8_lossy(&body).contains("degraded"));
+    // OCSP during the outage: every answer a valid, pre-signed "good" (nothing was revoked).
+    let mut good = 0;
+    let total = 200;
+    for _ in 0..total {
+        let (status, _, body) = http(
+            daemon.va,
+            "POST",
+            "/ocsp",
+            &[("Content-Type", "application/ocsp-request")],
+            &request,
+        );
+        if status == 200 && body.len() > 100 {
+            good += 1;
+        }
+    }
+    assert_eq!(good, total, "OCSP answers during the outage");
+    assert!(ocsp_status(&pki, &daemon, &certificate).contains(": good"));
+
+    // The token comes back: the daemon heals without a request needing it.
+    move_keys(&pki.path("tokens"), &away, false);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let (status, _, _) = http(daemon.admin, "GET", "/healthz", &[], b"");
+        if status == 200 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "health did not come back");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    // The same keys as during the outage: the failed attempt did not burn them.
+    let out = issue(&pki, &during);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    pki.sceau_ok(&["revoke", "--serial", &serial, "--reason", "superseded"]);
+    assert!(ocsp_status(&pki, &daemon, &certificate).contains(": revoked"));
+    assert!(daemon.metric("sceau_hsm_errors_total", "") >= 1);
+    assert!(daemon.stop().success());
+    // The audit chain: the serial drawn during the outage was revoked as an abandoned intent.
+    let export = pki.sceau_ok(&["audit", "export"]);
+    assert!(export.contains("intent_revoked"), "{export}");
+    assert!(pki.sceau_ok(&["audit", "verify"]).contains("verified"));
+}
