@@ -128,6 +128,23 @@ impl Pki {
         std::fs::write(&self.config, config).unwrap();
     }
 
+    /// Copies the policies into this PKI's directory and points the configuration at the copy
+    /// (for tests that change them); returns the copy.
+    pub fn private_policies(&self) -> PathBuf {
+        let source = Path::new(env!("CARGO_MANIFEST_DIR")).join("policies");
+        let copy = self.path("policies");
+        std::fs::create_dir_all(&copy).unwrap();
+        for entry in std::fs::read_dir(&source).unwrap().flatten() {
+            std::fs::copy(entry.path(), copy.join(entry.file_name())).unwrap();
+        }
+        let config = std::fs::read_to_string(&self.config).unwrap().replace(
+            &format!("policies_dir = \"{}\"", source.display()),
+            &format!("policies_dir = \"{}\"", copy.display()),
+        );
+        std::fs::write(&self.config, config).unwrap();
+        copy
+    }
+
     pub fn path(&self, name: &str) -> PathBuf {
         self.dir.path().join(name)
     }
