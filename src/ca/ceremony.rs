@@ -416,7 +416,82 @@ fn issue_responder(
     now: Timestamp,
     events: &mut Vec<AuditEvent>,
 ) -> Result<StoredCa, CaError> {
-    let key = generate(hsm, &config.keys.ocsp, config.keys.rsa_pss, events)?;
+    issue_responder_with(config, &config.keys.ocsp, store, hsm, issuing, now, events)
+}
+
+/// `sceau ocsp renew-signer`, and the daemon before two thirds of the responder certificate's
+/// life: a new key in the HSM and a new responder certificate from the current issuing CA,
+/// added to the CA state (the previous one stays, to serve its responses until re-signed).
+pub fn renew_responder(
+    config: &Config,
+    store: &Store,
+    hsm: &Hsm,
+    now: Timestamp,
+) -> Result<StoredCa, CaError> {
+    let state = super::load_state(store)?
+        .ok_or_else(|| CaError::NotInitialized(store.path().to_path_buf()))?;
+    let current = state
+        .issuing
+        .last()
+        .ok_or_else(|| CaError::Corrupt("no issuing CA".into()))?;
+    let issuing = Issuer::load(hsm, current)?;
+    let stamp = now
+        .to_date_time()
+        .map(|t| {
+            format!(
+                "{:04}{:02}{:02}{:02}{:02}{:02}",
+                t.year(),
+                t.month(),
+                t.day(),
+                t.hour(),
+                t.minutes(),
+                t.seconds()
+            )
+        })
+        .map_err(|e| CaError::Encoding(e.to_string()))?;
+    let key = KeyConfig {
+        label: format!("{}-{stamp}", config.keys.ocsp.label),
+        algorithm: config.keys.ocsp.algorithm,
+    };
+    let mut events = Vec::new();
+    let responder = issue_responder_with(config, &key, store, hsm, &issuing, now, &mut events)?;
+    let known = state.ocsp_responders.len();
+    let added = responder.clone();
+    let saved = store.commit(move |txn| -> Result<CaState, CaError> {
+        let key = meta_keys::CA_STATE.to_owned();
+        let bytes = txn
+            .get::<Meta>(&key)?
+            .ok_or_else(|| CaError::Corrupt("the CA state vanished".into()))?;
+        let mut state: CaState =
+            serde_json::from_slice(&bytes).map_err(|e| CaError::Corrupt(e.to_string()))?;
+        if state.ocsp_responders.len() != known {
+            return Err(CaError::Refused(
+                "another renewal of the OCSP responder ran meanwhile".into(),
+            ));
+        }
+        state.ocsp_responders.push(added);
+        let bytes = serde_json::to_vec(&state).map_err(|e| CaError::Encoding(e.to_string()))?;
+        txn.put::<Meta>(&key, &bytes)?;
+        for event in events {
+            txn.audit(event);
+        }
+        Ok(state)
+    })?;
+    export(&saved, &config.certs_dir())?;
+    Ok(responder)
+}
+
+#[allow(clippy::too_many_arguments)]
+fn issue_responder_with(
+    config: &Config,
+    key_config: &KeyConfig,
+    store: &Store,
+    hsm: &Hsm,
+    issuing: &Issuer,
+    now: Timestamp,
+    events: &mut Vec<AuditEvent>,
+) -> Result<StoredCa, CaError> {
+    let key = generate(hsm, key_config, config.keys.rsa_pss, events)?;
     let issuer_key_id = issuing.key_identifier;
     let not_after = now
         .plus_seconds(u64::from(config.ocsp_responder.validity_days) * 86_400)

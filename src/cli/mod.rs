@@ -100,6 +100,9 @@ pub enum Command {
     /// Certificates in the store.
     #[command(subcommand)]
     Cert(CertCommand),
+    /// The delegated OCSP responder.
+    #[command(subcommand)]
+    Ocsp(OcspCommand),
     /// The registration authority.
     #[command(subcommand)]
     Ra(RaCommand),
@@ -184,6 +187,14 @@ pub enum CertCommand {
         /// Hexadecimal, as `openssl x509 -serial` prints it.
         serial: String,
     },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum OcspCommand {
+    /// Renew the responder now: a new key in the HSM, a new certificate from the issuing CA, and
+    /// (through a running daemon) every response re-signed with it. The daemon also does it by
+    /// itself past two thirds of the certificate's life.
+    RenewSigner,
 }
 
 #[derive(Debug, Subcommand)]
@@ -321,6 +332,7 @@ pub fn run(cli: Cli) -> Result<(), CliError> {
             card_issue(&config, &request, out_dir.as_deref())
         }
         Command::Cert(CertCommand::Show { serial }) => cert_show(&config, &serial),
+        Command::Ocsp(OcspCommand::RenewSigner) => ocsp_renew_signer(&config),
         Command::Ra(RaCommand::Bootstrap {
             cert,
             organization,
@@ -442,9 +454,35 @@ fn init(config: &Config, external_root: bool) -> Result<(), CliError> {
 }
 
 fn ca_export(config: &Config, out: &Path) -> Result<(), CliError> {
-    let store = open_store(config)?;
-    let state =
-        ca::load_state(&store)?.ok_or_else(|| ca::CaError::NotInitialized(config.store_dir()))?;
+    let state = match Store::open(&config.store_dir()) {
+        Ok(store) => ca::load_state(&store)?
+            .ok_or_else(|| ca::CaError::NotInitialized(config.store_dir()))?,
+        // The daemon holds the store: ask it.
+        Err(crate::store::StoreError::Locked { .. }) => {
+            match admin_client::post(config, "/admin/ca/state", serde_json::json!({})) {
+                Ok((status, body)) if status.is_success() => serde_json::from_slice(&body)?,
+                Ok((status, body)) => {
+                    return Err(CliError(format!(
+                        "the daemon refused ({status}): {}",
+                        admin_client::problem_detail(&body)
+                    )));
+                }
+                Err(admin_client::AdminCallError::Failed(error)) => return Err(error),
+                Err(admin_client::AdminCallError::NotRunning) => {
+                    return Err(CliError(format!(
+                        "the store {} is locked, and no daemon answers",
+                        config.store_dir().display()
+                    )));
+                }
+            }
+        }
+        Err(error) => {
+            return Err(CliError(format!(
+                "opening the store {}: {error}",
+                config.store_dir().display()
+            )));
+        }
+    };
     for file in ca::ceremony::export(&state, out)? {
         println!("{}", file.display());
     }
@@ -865,6 +903,34 @@ fn audit_verify(config: &Config) -> Result<(), CliError> {
         hex::encode(head.hash)
     );
     Ok(())
+}
+
+fn ocsp_renew_signer(config: &Config) -> Result<(), CliError> {
+    match admin_client::post(config, "/admin/ocsp/renew-signer", serde_json::json!({})) {
+        Ok((status, body)) if status.is_success() => {
+            println!("{}", String::from_utf8_lossy(&body));
+            Ok(())
+        }
+        Ok((status, body)) => Err(CliError(format!(
+            "the daemon refused ({status}): {}",
+            admin_client::problem_detail(&body)
+        ))),
+        Err(admin_client::AdminCallError::Failed(error)) => Err(error),
+        Err(admin_client::AdminCallError::NotRunning) => {
+            let hsm = open_hsm(config)?;
+            let store = open_store(config)?;
+            let stored = ca::ceremony::renew_responder(config, &store, &hsm, clock().now())?;
+            println!(
+                "{}",
+                serde_json::json!({
+                    "responder": stored.name,
+                    "key_label": stored.key_label,
+                    "responses": "re-signed by the daemon when it starts; the previous responder's are served until then",
+                })
+            );
+            Ok(())
+        }
+    }
 }
 
 fn audit_checkpoint(config: &Config) -> Result<(), CliError> {

@@ -129,6 +129,7 @@ async fn daemon(config: &Config, overrides: ListenOverrides) -> Result<(), CliEr
         health: health.clone(),
     });
     let admin_service = Arc::new(AdminService {
+        config: config.clone(),
         va: va.clone(),
         ca: ca.clone(),
         state: state.clone(),
@@ -144,6 +145,13 @@ async fn daemon(config: &Config, overrides: ListenOverrides) -> Result<(), CliEr
     background.spawn(watch_hsm(
         hsm.clone(),
         config.keys.issuing.label.clone(),
+        shutdown.clone(),
+    ));
+    background.spawn(renew_responder_when_due(
+        config.clone(),
+        store.clone(),
+        hsm.clone(),
+        va.clone(),
         shutdown.clone(),
     ));
     background.spawn(checkpoints(
@@ -308,6 +316,47 @@ async fn watch_hsm(hsm: Hsm, label: String, shutdown: CancellationToken) {
             Ok(Ok(false)) => tracing::warn!(label, "HSM token back, but without the CA key"),
             Ok(Err(error)) => tracing::debug!(%error, "HSM token still unavailable"),
             Err(_) => return,
+        }
+    }
+}
+
+/// Renews the delegated OCSP responder once two thirds of its certificate's life have passed
+/// (RFC 9919: short-lived, renewed regularly); checked at start and every hour.
+async fn renew_responder_when_due(
+    config: Config,
+    store: Store,
+    hsm: Hsm,
+    va: Arc<ValidationAuthority>,
+    shutdown: CancellationToken,
+) {
+    let mut wait = std::time::Duration::from_secs(5);
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = tokio::time::sleep(wait) => {}
+        }
+        wait = std::time::Duration::from_secs(3600);
+        let due = ca::load_state(&store).ok().flatten().and_then(|state| {
+            let current = state.ocsp_responders.last()?;
+            let certificate: x509_cert::Certificate =
+                der::Decode::from_der(&current.certificate).ok()?;
+            let validity = certificate.tbs_certificate().validity();
+            let start = crate::x509::Timestamp::from_x509_time(&validity.not_before).unix_seconds();
+            let end = crate::x509::Timestamp::from_x509_time(&validity.not_after).unix_seconds();
+            Some(va.now().unix_seconds() >= start + (end.saturating_sub(start)) * 2 / 3)
+        });
+        if due != Some(true) || !hsm.status().available {
+            continue;
+        }
+        tracing::info!(
+            "the OCSP responder certificate is past two thirds of its life: renewing it"
+        );
+        match crate::http::admin::renew_responder(&config, &store, &hsm, &va).await {
+            Ok(renewed) => tracing::info!(%renewed, "OCSP responder renewed"),
+            Err(problem) => {
+                tracing::error!(detail = %problem.detail, "OCSP responder renewal failed; retrying in a minute");
+                wait = std::time::Duration::from_secs(60);
+            }
         }
     }
 }

@@ -27,6 +27,7 @@ use crate::x509::{Serial, Timestamp};
 
 /// What the administration listener serves.
 pub struct AdminService {
+    pub config: crate::config::Config,
     pub va: Arc<ValidationAuthority>,
     pub ca: CertificateAuthority,
     pub state: CaState,
@@ -70,6 +71,22 @@ impl AdminService {
                 Ok(()) => self.crl().await,
                 Err(problem) => problem.response(),
             },
+            // The CA certificates (no secret in there), for `sceau ca export` while the daemon
+            // holds the store.
+            (&Method::POST, "/admin/ca/state") => match self.authorize(&request) {
+                Ok(()) => match crate::ca::load_state(&self.store) {
+                    Ok(Some(state)) => json(StatusCode::OK, &state),
+                    Ok(None) => {
+                        Problem::new(StatusCode::NOT_FOUND, "not-initialized", "no CA").response()
+                    }
+                    Err(error) => ca_problem(&error).response(),
+                },
+                Err(problem) => problem.response(),
+            },
+            (&Method::POST, "/admin/ocsp/renew-signer") => match self.authorize(&request) {
+                Ok(()) => self.renew_signer().await,
+                Err(problem) => problem.response(),
+            },
             (&Method::POST, "/admin/audit/checkpoint") => match self.authorize(&request) {
                 Ok(()) => self.checkpoint().await,
                 Err(problem) => problem.response(),
@@ -90,7 +107,9 @@ impl AdminService {
                 | "/admin/issue"
                 | "/admin/card"
                 | "/admin/ra/bootstrap"
-                | "/admin/audit/checkpoint",
+                | "/admin/audit/checkpoint"
+                | "/admin/ocsp/renew-signer"
+                | "/admin/ca/state",
             ) => Problem::new(
                 StatusCode::METHOD_NOT_ALLOWED,
                 "method-not-allowed",
@@ -231,6 +250,18 @@ impl AdminService {
                 "the daemon is stopping",
             )
             .response(),
+        }
+    }
+
+    /// `sceau ocsp renew-signer`: a new responder key and certificate, then every response
+    /// re-signed with it before answering.
+    async fn renew_signer(&self) -> Response<Body> {
+        if !self.hsm.status().available {
+            return hsm_unavailable();
+        }
+        match renew_responder(&self.config, &self.store, &self.hsm, &self.va).await {
+            Ok(value) => json(StatusCode::OK, &value),
+            Err(problem) => problem.response(),
         }
     }
 
@@ -576,6 +607,69 @@ pub fn ca_problem(error: &CaError) -> Problem {
         _ => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
     };
     Problem::new(status, rule, error.to_string())
+}
+
+/// Renews the delegated OCSP responder (key, certificate, state) and re-signs every response
+/// with it; what the admin API and the daemon's renewal task both do.
+pub async fn renew_responder(
+    config: &crate::config::Config,
+    store: &Store,
+    hsm: &Hsm,
+    va: &ValidationAuthority,
+) -> Result<serde_json::Value, Problem> {
+    let (config, store_owned, hsm_owned, now) =
+        (config.clone(), store.clone(), hsm.clone(), va.now());
+    let stored = tokio::task::spawn_blocking(move || {
+        crate::ca::ceremony::renew_responder(&config, &store_owned, &hsm_owned, now)
+    })
+    .await
+    .map_err(|_| {
+        Problem::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "shutting-down",
+            "the daemon is stopping",
+        )
+    })?
+    .map_err(|e| ca_problem(&e))?;
+    let resigned = va.renew_signer(hsm, &stored).await.map_err(|e| {
+        Problem::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "resigning-failed",
+            format!("the new responder is in force, but re-signing failed (retried in the background): {e}"),
+        )
+    })?;
+    let certificate: x509_cert::Certificate =
+        der::Decode::from_der(&stored.certificate).map_err(|e: der::Error| {
+            Problem::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string())
+        })?;
+    // The new responder certificate is a certificate of the issuing CA like any other: OCSP
+    // answers for it too.
+    let tbs = certificate.tbs_certificate();
+    if let (Ok(Some((_, aki))), Ok(serial)) = (
+        tbs.get_extension::<x509_cert::ext::pkix::AuthorityKeyIdentifier>(),
+        crate::x509::Serial::from_serial_number(tbs.serial_number()),
+    ) && let Some(id) = aki
+        .key_identifier
+        .as_ref()
+        .and_then(|k| <[u8; 20]>::try_from(k.as_bytes()).ok())
+    {
+        let key = CertKey {
+            issuer: crate::store::IssuerId(id),
+            serial,
+        };
+        if let Err(error) = va.after_issuance(&[key]).await {
+            tracing::warn!(%error, "the new responder certificate's own OCSP responses are signed later");
+        }
+    }
+    let validity = tbs.validity();
+    Ok(serde_json::json!({
+        "responder": stored.name,
+        "key_label": stored.key_label,
+        "serial": crate::x509::Serial::from_serial_number(certificate.tbs_certificate().serial_number()).map(|s| s.to_hex()).unwrap_or_default(),
+        "not_before": Timestamp::from_x509_time(&validity.not_before),
+        "not_after": Timestamp::from_x509_time(&validity.not_after),
+        "responses_resigned": resigned,
+    }))
 }
 
 /// The problem of a request refused while the token is unavailable.

@@ -108,6 +108,20 @@ pub fn crl_publisher(
     CrlPublisher::new(store, config.publish_dir.clone(), settings, sources)
 }
 
+/// The delegated responder of a stored responder certificate and its HSM key.
+fn response_signer(
+    hsm: &Hsm,
+    stored: &crate::ca::state::StoredCa,
+    validity_seconds: u64,
+) -> Result<ResponseSigner, VaError> {
+    let responder = Issuer::load(hsm, stored).map_err(|e| VaError::NotReady(e.to_string()))?;
+    ResponseSigner::new(
+        responder.key.clone(),
+        &responder.certificate_der,
+        validity_seconds,
+    )
+}
+
 /// The OCSP responder and the CRL publisher, sharing one store and one HSM.
 pub struct ValidationAuthority {
     pub responder: Arc<Responder>,
@@ -137,13 +151,24 @@ impl ValidationAuthority {
         let responder_ca = state.ocsp_responders.last().ok_or_else(|| {
             VaError::NotReady("no OCSP responder certificate (run `sceau init`)".into())
         })?;
-        let responder =
-            Issuer::load(hsm, responder_ca).map_err(|e| VaError::NotReady(e.to_string()))?;
-        let signer = ResponseSigner::new(
-            responder.key.clone(),
-            &responder.certificate_der,
-            u64::from(config.ocsp.validity_hours) * 3600,
-        )?;
+        let validity = u64::from(config.ocsp.validity_hours) * 3600;
+        let signer = response_signer(hsm, responder_ca, validity)?;
+        // Earlier responders still valid: their responses are served until re-signed.
+        let now = clock.now();
+        let mut previous = Vec::new();
+        for stored in &state.ocsp_responders[..state.ocsp_responders.len() - 1] {
+            match Issuer::load(hsm, stored) {
+                Ok(old) if old.not_after > now => previous.push(ResponseSigner::new(
+                    old.key.clone(),
+                    &old.certificate_der,
+                    validity,
+                )?),
+                Ok(_) => {}
+                Err(error) => {
+                    tracing::warn!(responder = %stored.name, %error, "an earlier OCSP responder cannot be loaded; its responses are re-signed")
+                }
+            }
+        }
         let mut identities = Vec::new();
         for stored in &state.issuing {
             let issuer = Issuer::load(hsm, stored).map_err(|e| VaError::NotReady(e.to_string()))?;
@@ -162,6 +187,7 @@ impl ValidationAuthority {
         let metrics = Arc::new(Metrics::default());
         let responder = Responder::new(
             signer,
+            previous,
             identities,
             config.ocsp.live_signing_limit,
             store.clone(),
@@ -209,6 +235,24 @@ impl ValidationAuthority {
         }
         self.crls.trigger.notify_one();
         self.responder.sign_jobs(jobs, self.now()).await.map(|_| ())
+    }
+
+    /// Puts a renewed delegated responder in force and re-signs every response with it. The
+    /// responses of the previous responder (still valid) are served until their replacement is
+    /// signed: no gap. Returns how many certificates were re-signed.
+    pub async fn renew_signer(
+        &self,
+        hsm: &Hsm,
+        responder: &crate::ca::state::StoredCa,
+    ) -> Result<usize, VaError> {
+        let validity = self.responder.signer().validity_seconds;
+        let signer = response_signer(hsm, responder, validity)?;
+        self.responder.renew_signer(signer);
+        let jobs = self.responder.due(self.now(), u64::MAX);
+        let count = jobs.len();
+        let signed = self.responder.sign_jobs(jobs, self.now()).await?;
+        tracing::info!(signed, of = count, responder = %responder.name, "OCSP responses re-signed by the renewed responder");
+        Ok(signed)
     }
 
     /// Signs the responses of newly issued certificates.

@@ -108,7 +108,11 @@ pub struct SigningJob {
 
 /// The responder.
 pub struct Responder {
-    signer: Arc<ResponseSigner>,
+    /// The current delegated responder; replaced when it is renewed.
+    signer: RwLock<Arc<ResponseSigner>>,
+    /// Earlier responders whose certificates are still valid: responses they signed are
+    /// served (with their certificate) until re-signed.
+    previous: Vec<Arc<ResponseSigner>>,
     issuers: Vec<IssuerResponses>,
     live: Semaphore,
     unknown: Mutex<HashMap<(usize, CertIdHash, SerialKey), SignedResponse>>,
@@ -128,13 +132,15 @@ impl core::fmt::Debug for Responder {
 impl Responder {
     pub fn new(
         signer: ResponseSigner,
+        previous: Vec<ResponseSigner>,
         issuers: Vec<IssuerIdentity>,
         live_limit: usize,
         store: Store,
         metrics: Arc<Metrics>,
     ) -> Self {
         Self {
-            signer: Arc::new(signer),
+            signer: RwLock::new(Arc::new(signer)),
+            previous: previous.into_iter().map(Arc::new).collect(),
             issuers: issuers.into_iter().map(IssuerResponses::new).collect(),
             live: Semaphore::new(live_limit.max(1)),
             unknown: Mutex::new(HashMap::new()),
@@ -146,7 +152,22 @@ impl Responder {
 
     /// Whether the responder key's token is connected.
     pub fn signer_available(&self) -> bool {
-        self.signer.available()
+        self.signer().available()
+    }
+
+    /// The current responder.
+    pub fn signer(&self) -> Arc<ResponseSigner> {
+        self.signer
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// Puts a renewed responder in force: new live responses use it at once; the pre-signed
+    /// ones made by the previous responder are served until [`Responder::due`] has them
+    /// re-signed.
+    pub fn renew_signer(&self, signer: ResponseSigner) {
+        *self.signer.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(signer);
     }
 
     /// Certificates with responses in memory.
@@ -196,7 +217,7 @@ impl Responder {
     fn reply(&self, response: SignedResponse, presigned: bool) -> Reply {
         Reply::Signed {
             head: response.head,
-            tail: self.signer.certs_tail().clone(),
+            tail: response.tail,
             this_update: response.this_update,
             next_update: response.next_update,
             presigned,
@@ -241,7 +262,8 @@ impl Responder {
         nonce: Option<&[u8]>,
         now: Timestamp,
     ) -> Result<Reply, VaError> {
-        let next_update = now.plus_seconds(self.signer.validity_seconds);
+        let signer = self.signer();
+        let next_update = now.plus_seconds(signer.validity_seconds);
         let mut singles = Vec::with_capacity(cert_ids.len());
         let mut cacheable = None;
         for cert_id in cert_ids {
@@ -269,10 +291,11 @@ impl Responder {
         } else {
             Use::Once
         };
-        let head = self.signer.sign(singles, now, nonce, usage).await?;
+        let head = signer.sign(singles, now, nonce, usage).await?;
         self.metrics.live_signed.fetch_add(1, Ordering::Relaxed);
         let response = SignedResponse {
             head,
+            tail: signer.certs_tail().clone(),
             this_update: now,
             next_update,
         };
@@ -387,7 +410,8 @@ impl Responder {
             .issuer_index(job.key.issuer)
             .ok_or(VaError::UnknownIssuer)?;
         let identity = &self.issuers[index].identity;
-        let next_update = now.plus_seconds(self.signer.validity_seconds);
+        let signer = self.signer();
+        let next_update = now.plus_seconds(signer.validity_seconds);
         let mut responses: [Option<SignedResponse>; 2] = [None, None];
         let mut rows = Vec::with_capacity(2);
         for hash in CertIdHash::ALL {
@@ -402,9 +426,10 @@ impl Responder {
                 identity.archive_cutoff,
             )
             .map_err(|e| VaError::Encoding(e.to_string()))?;
-            let head = self.signer.sign(vec![single], now, None, Use::Kept).await?;
+            let head = signer.sign(vec![single], now, None, Use::Kept).await?;
             let response = SignedResponse {
                 head,
+                tail: signer.certs_tail().clone(),
                 this_update: now,
                 next_update,
             };
@@ -413,7 +438,7 @@ impl Responder {
                     certificate: job.key.clone(),
                     hash: hash.code(),
                 },
-                Some(encode_row(&response, job.status, self.signer.key_hash())),
+                Some(encode_row(&response, job.status, signer.key_hash())),
             ));
             responses[hash as usize] = Some(response);
         }
@@ -460,13 +485,18 @@ impl Responder {
     /// responder key, expired, or contradicting the revocation table), and returns the
     /// certificates whose responses must be signed.
     pub fn load(&self, now: Timestamp) -> Result<Vec<SigningJob>, VaError> {
-        let key_hash = self.signer.key_hash();
+        let current = self.signer();
+        // Responses by the current responder, or by an earlier one still valid (served with
+        // its certificate until re-signed: a renewal leaves no gap, even across a restart).
+        let signers: Vec<Arc<ResponseSigner>> = std::iter::once(current.clone())
+            .chain(self.previous.iter().cloned())
+            .collect();
         let mut loaded = 0u64;
         for (index, issuer) in self.issuers.iter().enumerate() {
             let prefix = ResponseKey::issuer_prefix(issuer.identity.id);
             for row in self.store.scan::<OcspResponses>(&prefix, &prefix)? {
                 let (key, value) = row?;
-                let Some((status, responder, response)) = decode_row(&value) else {
+                let Some((status, responder, mut response)) = decode_row(&value) else {
                     continue;
                 };
                 let hash = match key.hash {
@@ -474,9 +504,13 @@ impl Responder {
                     2 => CertIdHash::Sha256,
                     _ => continue,
                 };
-                if responder != key_hash || response.next_update <= now {
+                let Some(signer) = signers.iter().find(|s| s.key_hash() == responder) else {
+                    continue;
+                };
+                if response.next_update <= now {
                     continue;
                 }
+                response.tail = signer.certs_tail().clone();
                 let Some(serial) = SerialKey::new(key.certificate.serial.as_bytes()) else {
                     continue;
                 };
@@ -546,6 +580,7 @@ impl Responder {
 
     /// Certificates whose responses are missing, expired, or older than `max_age` seconds.
     pub fn due(&self, now: Timestamp, max_age: u64) -> Vec<SigningJob> {
+        let current = self.signer();
         let mut jobs = Vec::new();
         for issuer in &self.issuers {
             for shard in &issuer.shards {
@@ -553,7 +588,9 @@ impl Responder {
                 for (serial, entry) in shard.iter() {
                     let stale = entry.responses.iter().any(|r| match r {
                         Some(r) => {
-                            r.this_update.plus_seconds(max_age) <= now || r.next_update <= now
+                            r.this_update.plus_seconds(max_age) <= now
+                                || r.next_update <= now
+                                || !r.signed_by(&current)
                         }
                         None => true,
                     });
@@ -577,7 +614,7 @@ impl Responder {
 
     /// Half of the responses' validity: the age at which they are re-signed.
     pub fn refresh_age(&self) -> u64 {
-        self.signer.validity_seconds / 2
+        self.signer().validity_seconds / 2
     }
 }
 
@@ -671,6 +708,7 @@ fn decode_row(value: &[u8]) -> Option<(Status, [u8; 20], SignedResponse)> {
         status,
         responder,
         SignedResponse {
+            tail: Bytes::new(),
             this_update: Timestamp::from_unix_seconds(u64_at(11)?),
             next_update: Timestamp::from_unix_seconds(u64_at(19)?),
             head: Bytes::copy_from_slice(&value[47..]),
@@ -686,6 +724,7 @@ mod tests {
     fn rows_round_trip() {
         let response = SignedResponse {
             head: Bytes::from_static(b"\x30\x03abc"),
+            tail: Bytes::new(),
             this_update: Timestamp::from_unix_seconds(100),
             next_update: Timestamp::from_unix_seconds(200),
         };

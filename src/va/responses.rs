@@ -130,12 +130,21 @@ pub enum Status {
     Unknown,
 }
 
-/// A signed response, without its `certs` tail.
+/// A signed response: its head, and the `certs` tail of the responder that signed it (shared,
+/// static), so that responses of an old signer are served with its certificate until re-signed.
 #[derive(Clone, Debug)]
 pub struct SignedResponse {
     pub head: Bytes,
+    pub tail: Bytes,
     pub this_update: Timestamp,
     pub next_update: Timestamp,
+}
+
+impl SignedResponse {
+    /// Whether `signer` made this response (its tail is that signer's, by address).
+    pub fn signed_by(&self, signer: &ResponseSigner) -> bool {
+        self.tail.as_ptr() == signer.certs_tail().as_ptr()
+    }
 }
 
 /// How a response will be used, which decides how its signature is checked.
