@@ -159,6 +159,12 @@ fn an_hsm_outage_gives_503s_keeps_ocsp_serving_and_heals_by_itself() {
     pki.sceau_ok(&["revoke", "--serial", &serial, "--reason", "superseded"]);
     assert!(ocsp_status(&pki, &daemon, &certificate).contains(": revoked"));
     assert!(daemon.metric("sceau_hsm_errors_total", "") >= 1);
+    // Every OCSP request of the outage is in the latency histogram; the daemon is ready.
+    assert!(daemon.metric("sceau_ocsp_request_duration_seconds_count", "") >= total);
+    assert!(daemon.metric("sceau_ocsp_request_duration_seconds_bucket", "le=\"+Inf\"") >= total);
+    assert!(daemon.metric("sceau_certificates_issued_total", "") >= 2);
+    let (status, _, _) = http(daemon.admin, "GET", "/readyz", &[], b"");
+    assert_eq!(status, 200);
     assert!(daemon.stop().success());
     // The audit chain: the serial drawn during the outage was revoked as an abandoned intent.
     let export = pki.sceau_ok(&["audit", "export"]);

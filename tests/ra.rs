@@ -650,6 +650,10 @@ fn the_authorization_matrix_holds_and_refusals_change_nothing() {
         .unwrap();
     assert_eq!(String::from_utf8_lossy(&anonymous.stdout), "000");
 
+    // The RA counters: every request, and the refusals.
+    assert!(ra.daemon.metric("sceau_ra_requests_total", "") >= 40);
+    assert!(ra.daemon.metric("sceau_ra_refused_total", "") as usize >= REFUSALS.with(|n| n.get()));
+
     // An expired operator certificate: the same daemon, its clock moved past the certificate.
     let Ra { pki, daemon } = ra;
     let short = pki.csr(

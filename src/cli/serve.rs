@@ -128,6 +128,7 @@ async fn daemon(config: &Config, overrides: ListenOverrides) -> Result<(), CliEr
         cache_max_age: config.ocsp.cache_max_age_seconds,
         health: health.clone(),
     });
+    let ra_metrics = config.ra.as_ref().map(|_| Arc::new(RaMetrics::default()));
     let admin_service = Arc::new(AdminService {
         config: config.clone(),
         va: va.clone(),
@@ -136,6 +137,7 @@ async fn daemon(config: &Config, overrides: ListenOverrides) -> Result<(), CliEr
         store: store.clone(),
         hsm: hsm.clone(),
         audit_key_label: config.keys.audit.clone(),
+        ra_metrics: ra_metrics.clone(),
         token,
         health,
     });
@@ -174,9 +176,16 @@ async fn daemon(config: &Config, overrides: ListenOverrides) -> Result<(), CliEr
     let ra_bound = match &config.ra {
         Some(ra_config) => {
             let address = overrides.ra.unwrap_or(config.listen.ra);
-            let (listener, service, tls) =
-                registration_authority(config, ra_config, address, &ca, &state, &va, clock.clone())
-                    .await?;
+            let metrics = ra_metrics.clone().unwrap_or_default();
+            let (listener, service, tls) = registration_authority(
+                config,
+                ra_config,
+                address,
+                (&ca, &state, &va),
+                clock.clone(),
+                metrics,
+            )
+            .await?;
             let bound = listener.local_addr()?;
             listeners.spawn(crate::http::serve_tls(
                 listener,
@@ -234,10 +243,13 @@ async fn registration_authority(
     config: &Config,
     ra_config: &crate::config::RaConfig,
     address: SocketAddr,
-    ca: &CertificateAuthority,
-    state: &ca::CaState,
-    va: &Arc<ValidationAuthority>,
+    (ca, state, va): (
+        &CertificateAuthority,
+        &ca::CaState,
+        &Arc<ValidationAuthority>,
+    ),
     clock: Arc<dyn crate::x509::time::Clock>,
+    metrics: Arc<RaMetrics>,
 ) -> Result<(TcpListener, Arc<RaService>, Arc<rustls::ServerConfig>), CliError> {
     let operator_cas: Vec<Vec<u8>> = state
         .issuing
@@ -268,7 +280,7 @@ async fn registration_authority(
     let service = Arc::new(RaService {
         ra: Arc::new(ra),
         limiter: crate::http::ra::rate_limiter(ra_config.requests_per_minute, ra_config.burst),
-        metrics: Arc::new(RaMetrics::default()),
+        metrics,
     });
     Ok((listener, service, tls))
 }

@@ -34,6 +34,8 @@ pub struct AdminService {
     pub store: Store,
     pub hsm: Hsm,
     pub audit_key_label: String,
+    /// The RA listener's counters, when it runs.
+    pub ra_metrics: Option<Arc<crate::http::ra::RaMetrics>>,
     pub token: String,
     pub health: Arc<dyn Fn() -> (bool, serde_json::Value) + Send + Sync>,
 }
@@ -61,7 +63,19 @@ impl AdminService {
     ) -> Result<Response<Body>, Infallible> {
         let response = match (request.method(), request.uri().path()) {
             (&Method::GET, "/healthz") => super::va::health(&*self.health),
-            (&Method::GET, "/readyz") => json(StatusCode::OK, &serde_json::json!({"ready": true})),
+            // Ready once the responses missing at start-up are signed (until then, OCSP answers
+            // tryLater for those certificates).
+            (&Method::GET, "/readyz") => {
+                let ready = self.va.is_ready();
+                json(
+                    if ready {
+                        StatusCode::OK
+                    } else {
+                        StatusCode::SERVICE_UNAVAILABLE
+                    },
+                    &serde_json::json!({ "ready": ready }),
+                )
+            }
             (&Method::GET, "/metrics") => self.metrics(),
             (&Method::POST, "/admin/revoke") => match self.authorize(&request) {
                 Ok(()) => self.revoke(request).await,
@@ -421,6 +435,48 @@ impl AdminService {
             "age of the last CRL published",
             &as_refs(&ages),
         );
+        metric(
+            "sceau_certificates_issued_total",
+            "counter",
+            "certificates issued through the daemon (their OCSP responses signed)",
+            &[("", get(&m.issued))],
+        );
+        if let Some(ra) = &self.ra_metrics {
+            metric(
+                "sceau_ra_requests_total",
+                "counter",
+                "requests on the registration authority listener",
+                &[("", get(&ra.requests))],
+            );
+            metric(
+                "sceau_ra_refused_total",
+                "counter",
+                "RA requests answered with an error status",
+                &[("", get(&ra.refused))],
+            );
+            metric(
+                "sceau_ra_rate_limited_total",
+                "counter",
+                "RA requests refused by an operator's rate limit (429)",
+                &[("", get(&ra.rate_limited))],
+            );
+        }
+        let (buckets, sum_us) = m.latency.snapshot();
+        out.push_str("# HELP sceau_ocsp_request_duration_seconds OCSP request durations\n");
+        out.push_str("# TYPE sceau_ocsp_request_duration_seconds histogram\n");
+        for (bound, count) in crate::va::LATENCY_BUCKETS_US.iter().zip(&buckets) {
+            out.push_str(&format!(
+                "sceau_ocsp_request_duration_seconds_bucket{{le=\"{}\"}} {count}\n",
+                *bound as f64 / 1e6
+            ));
+        }
+        let total = buckets.last().copied().unwrap_or(0);
+        out.push_str(&format!(
+            "sceau_ocsp_request_duration_seconds_bucket{{le=\"+Inf\"}} {total}\n\
+             sceau_ocsp_request_duration_seconds_sum {}\n\
+             sceau_ocsp_request_duration_seconds_count {total}\n",
+            sum_us as f64 / 1e6
+        ));
         let mut response = Response::new(Body::one(out));
         response.headers_mut().insert(
             header::CONTENT_TYPE,

@@ -41,9 +41,18 @@ impl VaService {
         request: Request<Incoming>,
     ) -> Result<Response<Body>, Infallible> {
         let path = request.uri().path();
+        let started = std::time::Instant::now();
         let response = match (request.method(), path) {
-            (&Method::POST, "/ocsp" | "/") => self.ocsp_post(request).await,
-            (&Method::GET, p) if p.starts_with("/ocsp/") => self.ocsp_get(request).await,
+            (&Method::POST, "/ocsp" | "/") => {
+                let response = self.ocsp_post(request).await;
+                self.va.metrics.latency.record(started.elapsed());
+                response
+            }
+            (&Method::GET, p) if p.starts_with("/ocsp/") => {
+                let response = self.ocsp_get(request).await;
+                self.va.metrics.latency.record(started.elapsed());
+                response
+            }
             (&Method::GET, p) if p.starts_with("/crl/") => self.crl(p),
             (&Method::GET, p) if p.starts_with("/ca/") => self.ca_certificate(p),
             // The validation listener answers from memory even when the HSM is down: its health
