@@ -14,7 +14,6 @@ use super::problem::Problem;
 use super::{Body, http_date, read_body};
 use crate::va::responder::Reply;
 use crate::va::{Metrics, ValidationAuthority};
-use crate::x509::keys;
 use crate::x509::ocsp::OcspResponseStatus;
 
 /// Largest OCSP request read (POST body or decoded GET path).
@@ -149,9 +148,13 @@ impl VaService {
             &self.va.metrics.ocsp_live
         });
         let cacheable = get.is_some() && presigned;
-        // RFC 5019 §6.2: the ETag may be the SHA-1 of the response.
-        let etag =
-            cacheable.then(|| format!("\"{}\"", hex::encode(keys::sha1_parts(&[&head, &tail]))));
+        // RFC 9919 §6.2 leaves the ETag to the responder (RFC 5019 suggested a SHA-1 of the
+        // response). The last 16 octets of the head are the end of its signature: a response
+        // signed again gets another ETag, and nothing is hashed per request.
+        let etag = cacheable.then(|| {
+            let end = &head[head.len().saturating_sub(16)..];
+            format!("\"{}\"", hex::encode(end))
+        });
         if let (Some(etag), Some(Some(wanted))) = (&etag, &get) {
             let matches = wanted
                 .to_str()
@@ -206,8 +209,12 @@ impl VaService {
             format!("max-age={max_age}, public, no-transform, must-revalidate"),
         );
         insert(headers, header::ETAG, etag.to_owned());
-        insert(headers, header::LAST_MODIFIED, http_date(this_update));
-        insert(headers, header::EXPIRES, http_date(next_update));
+        insert(
+            headers,
+            header::LAST_MODIFIED,
+            cached_http_date(this_update, 0),
+        );
+        insert(headers, header::EXPIRES, cached_http_date(next_update, 1));
     }
 
     fn crl(&self, path: &str) -> Response<Body> {
@@ -286,6 +293,23 @@ pub fn health(report: &(dyn Fn() -> (bool, serde_json::Value) + Send + Sync)) ->
     response
 }
 
+/// [`http_date`], remembered per thread for the last two times asked (responses signed in one
+/// batch share their thisUpdate and nextUpdate): formatting dates is most of a GET's own work.
+fn cached_http_date(time: crate::x509::Timestamp, slot: usize) -> String {
+    thread_local! {
+        static LAST: std::cell::RefCell<[(u64, String); 2]> =
+            const { std::cell::RefCell::new([(u64::MAX, String::new()), (u64::MAX, String::new())]) };
+    }
+    LAST.with(|last| {
+        let mut last = last.borrow_mut();
+        let entry = &mut last[slot % 2];
+        if entry.0 != time.unix_seconds() {
+            *entry = (time.unix_seconds(), http_date(time));
+        }
+        entry.1.clone()
+    })
+}
+
 fn method_not_allowed() -> Response<Body> {
     let mut response = Problem::new(
         StatusCode::METHOD_NOT_ALLOWED,
@@ -318,20 +342,19 @@ pub fn decode_get_path(encoded: &str) -> Option<Vec<u8>> {
             i += 1;
         }
     }
-    let trimmed: Vec<u8> = text.into_iter().filter(|b| *b != b'=').collect();
-    let engine = base64::engine::GeneralPurpose::new(
-        &base64::alphabet::STANDARD,
+    // Built at compile time: padding is optional in what clients send.
+    const NO_PAD: base64::engine::GeneralPurposeConfig =
         base64::engine::GeneralPurposeConfig::new()
-            .with_decode_padding_mode(base64::engine::DecodePaddingMode::RequireNone),
-    );
-    let url_safe = base64::engine::GeneralPurpose::new(
-        &base64::alphabet::URL_SAFE,
-        base64::engine::GeneralPurposeConfig::new()
-            .with_decode_padding_mode(base64::engine::DecodePaddingMode::RequireNone),
-    );
-    engine
+            .with_decode_padding_mode(base64::engine::DecodePaddingMode::RequireNone);
+    const STANDARD: base64::engine::GeneralPurpose =
+        base64::engine::GeneralPurpose::new(&base64::alphabet::STANDARD, NO_PAD);
+    const URL_SAFE: base64::engine::GeneralPurpose =
+        base64::engine::GeneralPurpose::new(&base64::alphabet::URL_SAFE, NO_PAD);
+    text.retain(|b| *b != b'=');
+    let trimmed = text;
+    STANDARD
         .decode(&trimmed)
-        .or_else(|_| url_safe.decode(&trimmed))
+        .or_else(|_| URL_SAFE.decode(&trimmed))
         .ok()
 }
 
