@@ -79,22 +79,7 @@ fn an_hsm_outage_gives_503s_keeps_ocsp_serving_and_heals_by_itself() {
     std::fs::write(&certificate, &out.stdout).unwrap();
     let serial = serial_of(&certificate);
     assert!(ocsp_status(&pki, &daemon, &certificate).contains(": good"));
-    let request = {
-        let path = pki.path("request.der");
-        let certs = pki.data_dir().join("certs");
-        let (ok, text) = openssl(&[
-            "ocsp",
-            "-issuer",
-            certs.join("ac-agents.pem").to_str().unwrap(),
-            "-cert",
-            certificate.to_str().unwrap(),
-            "-no_nonce",
-            "-reqout",
-            path.to_str().unwrap(),
-        ]);
-        assert!(ok, "{text}");
-        std::fs::read(path).unwrap()
-    };
+    let request = pki.ocsp_request(&certificate);
 
     // The outage.
     let away = pki.path("keys-away");

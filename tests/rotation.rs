@@ -64,22 +64,7 @@ fn the_ocsp_responder_is_renewed_without_a_gap_on_demand_and_when_due() {
     ]);
     let certificate = pki.path("holder.pem");
     std::fs::write(&certificate, pem).unwrap();
-    let request = {
-        let path = pki.path("request.der");
-        let certs = pki.data_dir().join("certs");
-        let (ok, text) = openssl(&[
-            "ocsp",
-            "-issuer",
-            certs.join("ac-agents.pem").to_str().unwrap(),
-            "-cert",
-            certificate.to_str().unwrap(),
-            "-no_nonce",
-            "-reqout",
-            path.to_str().unwrap(),
-        ]);
-        assert!(ok, "{text}");
-        std::fs::read(path).unwrap()
-    };
+    let request = pki.ocsp_request(&certificate);
     let daemon = Daemon::start(&pki);
     let before = pki.path("before.der");
     fetch(&daemon, &request, &before);

@@ -13,14 +13,14 @@ use crate::config::Config;
 
 /// Why a call to the daemon did not happen.
 #[derive(Debug)]
-pub enum AdminCallError {
+enum AdminCallError {
     /// Nothing listens: the daemon is not running.
     NotRunning,
     Failed(CliError),
 }
 
 /// POSTs JSON to the daemon; returns the status and the body.
-pub fn post(
+fn post(
     config: &Config,
     path: &str,
     body: serde_json::Value,
@@ -82,6 +82,24 @@ fn read_token(data_dir: &Path) -> Result<String, CliError> {
             "reading {}: {e} (run as the user the daemon runs as)",
             path.display()
         ))),
+    }
+}
+
+/// Runs a command through the running daemon: `Some(answer)` when it succeeded, `None` when no
+/// daemon runs (the caller does it offline), and an error naming the refusal otherwise.
+pub fn call(
+    config: &Config,
+    path: &str,
+    body: serde_json::Value,
+) -> Result<Option<Bytes>, CliError> {
+    match post(config, path, body) {
+        Ok((status, body)) if status.is_success() => Ok(Some(body)),
+        Ok((status, body)) => Err(CliError(format!(
+            "the daemon refused ({status}): {}",
+            problem_detail(&body)
+        ))),
+        Err(AdminCallError::Failed(error)) => Err(error),
+        Err(AdminCallError::NotRunning) => Ok(None),
     }
 }
 

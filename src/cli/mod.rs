@@ -459,16 +459,9 @@ fn ca_export(config: &Config, out: &Path) -> Result<(), CliError> {
             .ok_or_else(|| ca::CaError::NotInitialized(config.store_dir()))?,
         // The daemon holds the store: ask it.
         Err(crate::store::StoreError::Locked { .. }) => {
-            match admin_client::post(config, "/admin/ca/state", serde_json::json!({})) {
-                Ok((status, body)) if status.is_success() => serde_json::from_slice(&body)?,
-                Ok((status, body)) => {
-                    return Err(CliError(format!(
-                        "the daemon refused ({status}): {}",
-                        admin_client::problem_detail(&body)
-                    )));
-                }
-                Err(admin_client::AdminCallError::Failed(error)) => return Err(error),
-                Err(admin_client::AdminCallError::NotRunning) => {
+            match admin_client::call(config, "/admin/ca/state", serde_json::json!({}))? {
+                Some(body) => serde_json::from_slice(&body)?,
+                None => {
                     return Err(CliError(format!(
                         "the store {} is locked, and no daemon answers",
                         config.store_dir().display()
@@ -597,8 +590,10 @@ fn issue(config: &Config, args: &IssueArgs) -> Result<(), CliError> {
                 "holder": args.holder,
                 "not_after": args.not_after,
             });
-            match admin_client::post(config, "/admin/issue", body) {
-                Ok((status, body)) if status.is_success() => {
+            let answer = admin_client::call(config, "/admin/issue", body)
+                .map_err(|e| CliError(format!("issuing from {}: {e}", path.display())))?;
+            match answer {
+                Some(body) => {
                     let answer: serde_json::Value = serde_json::from_slice(&body)?;
                     let pem = answer["certificate"].as_str().unwrap_or_default();
                     match &args.out {
@@ -610,15 +605,7 @@ fn issue(config: &Config, args: &IssueArgs) -> Result<(), CliError> {
                     }
                     continue;
                 }
-                Ok((status, body)) => {
-                    return Err(CliError(format!(
-                        "issuing from {}: the daemon refused ({status}): {}",
-                        path.display(),
-                        admin_client::problem_detail(&body)
-                    )));
-                }
-                Err(admin_client::AdminCallError::Failed(error)) => return Err(error),
-                Err(admin_client::AdminCallError::NotRunning) => offline = Some(open_ca(config)?),
+                None => offline = Some(open_ca(config)?),
             }
         }
         let Some((ca, _hsm)) = &offline else {
@@ -660,32 +647,22 @@ fn card_issue(
         "authentication_policy": request.authentication.policy,
         "signature_policy": request.signature.policy,
     });
-    match admin_client::post(config, "/admin/card", body) {
-        Ok((status, body)) if status.is_success() => {
-            let answer: serde_json::Value = serde_json::from_slice(&body)?;
-            let pem = |field: &str| {
-                answer[field]["certificate"]
-                    .as_str()
-                    .unwrap_or_default()
-                    .to_owned()
-            };
-            let card = answer["card"].as_str().unwrap_or_default();
-            return write_card(
-                out_dir,
-                card,
-                &request.holder,
-                &pem("authentication"),
-                &pem("signature"),
-            );
-        }
-        Ok((status, body)) => {
-            return Err(CliError(format!(
-                "the daemon refused ({status}): {}",
-                admin_client::problem_detail(&body)
-            )));
-        }
-        Err(admin_client::AdminCallError::Failed(error)) => return Err(error),
-        Err(admin_client::AdminCallError::NotRunning) => {}
+    if let Some(body) = admin_client::call(config, "/admin/card", body)? {
+        let answer: serde_json::Value = serde_json::from_slice(&body)?;
+        let pem = |field: &str| {
+            answer[field]["certificate"]
+                .as_str()
+                .unwrap_or_default()
+                .to_owned()
+        };
+        let card = answer["card"].as_str().unwrap_or_default();
+        return write_card(
+            out_dir,
+            card,
+            &request.holder,
+            &pem("authentication"),
+            &pem("signature"),
+        );
     }
     let (ca, _hsm) = open_ca(config)?;
     let card = ca.issue_card(request)?;
@@ -767,16 +744,9 @@ fn ra_bootstrap(
         policies: policies.into_iter().collect(),
     };
     let body = serde_json::json!({ "certificate": pem, "scope": scope });
-    let answer = match admin_client::post(config, "/admin/ra/bootstrap", body) {
-        Ok((status, body)) if status.is_success() => serde_json::from_slice(&body)?,
-        Ok((status, body)) => {
-            return Err(CliError(format!(
-                "the daemon refused ({status}): {}",
-                admin_client::problem_detail(&body)
-            )));
-        }
-        Err(admin_client::AdminCallError::Failed(error)) => return Err(error),
-        Err(admin_client::AdminCallError::NotRunning) => {
+    let answer = match admin_client::call(config, "/admin/ra/bootstrap", body)? {
+        Some(body) => serde_json::from_slice(&body)?,
+        None => {
             let store = open_store(config)?;
             let state = ca::load_state(&store)?
                 .ok_or_else(|| ca::CaError::NotInitialized(config.store_dir()))?;
@@ -821,62 +791,44 @@ fn revoke(
         "reason": reason,
         "invalidity_date": invalidity_date,
     });
-    match admin_client::post(config, "/admin/revoke", body) {
-        Ok((status, body)) if status.is_success() => {
-            println!("{}", String::from_utf8_lossy(&body));
-            Ok(())
-        }
-        Ok((status, body)) => Err(CliError(format!(
-            "the daemon refused ({status}): {}",
-            admin_client::problem_detail(&body)
-        ))),
-        Err(admin_client::AdminCallError::Failed(error)) => Err(error),
-        Err(admin_client::AdminCallError::NotRunning) => {
-            let store = open_store(config)?;
-            let revoked = crate::ca::revoke::revoke(
-                &store,
-                RevocationRequest {
-                    target,
-                    reason: reason_value,
-                    invalidity_date: invalidity,
-                    requested_by: "cli".into(),
-                },
-                clock().now(),
-            )?;
-            println!(
-                "{}",
-                serde_json::json!({ "revoked": revoked, "ocsp": "the daemon is not running: its responses are re-signed when it starts" })
-            );
-            Ok(())
-        }
+    if let Some(answer) = admin_client::call(config, "/admin/revoke", body)? {
+        println!("{}", String::from_utf8_lossy(&answer));
+        return Ok(());
     }
+    let store = open_store(config)?;
+    let revoked = crate::ca::revoke::revoke(
+        &store,
+        RevocationRequest {
+            target,
+            reason: reason_value,
+            invalidity_date: invalidity,
+            requested_by: "cli".into(),
+        },
+        clock().now(),
+    )?;
+    println!(
+        "{}",
+        serde_json::json!({ "revoked": revoked, "ocsp": "the daemon is not running: its responses are re-signed when it starts" })
+    );
+    Ok(())
 }
 
 fn crl(config: &Config) -> Result<(), CliError> {
-    match admin_client::post(config, "/admin/crl", serde_json::json!({})) {
-        Ok((status, body)) if status.is_success() => {
-            println!("{}", String::from_utf8_lossy(&body));
-            Ok(())
-        }
-        Ok((status, body)) => Err(CliError(format!(
-            "the daemon refused ({status}): {}",
-            admin_client::problem_detail(&body)
-        ))),
-        Err(admin_client::AdminCallError::Failed(error)) => Err(error),
-        Err(admin_client::AdminCallError::NotRunning) => {
-            let hsm = open_hsm(config)?;
-            let store = open_store(config)?;
-            let state = ca::load_state(&store)?
-                .ok_or_else(|| ca::CaError::NotInitialized(config.store_dir()))?;
-            let publisher = crate::va::crl_publisher(config, store, &hsm, &state)
-                .context(|| "preparing the CRLs".into())?;
-            let published = publisher
-                .publish_all(clock().now())
-                .context(|| "publishing the CRLs".into())?;
-            println!("{}", serde_json::to_string(&published)?);
-            Ok(())
-        }
+    if let Some(answer) = admin_client::call(config, "/admin/crl", serde_json::json!({}))? {
+        println!("{}", String::from_utf8_lossy(&answer));
+        return Ok(());
     }
+    let hsm = open_hsm(config)?;
+    let store = open_store(config)?;
+    let state =
+        ca::load_state(&store)?.ok_or_else(|| ca::CaError::NotInitialized(config.store_dir()))?;
+    let publisher = crate::va::crl_publisher(config, store, &hsm, &state)
+        .context(|| "preparing the CRLs".into())?;
+    let published = publisher
+        .publish_all(clock().now())
+        .context(|| "publishing the CRLs".into())?;
+    println!("{}", serde_json::to_string(&published)?);
+    Ok(())
 }
 
 fn cert_show(config: &Config, serial: &str) -> Result<(), CliError> {
@@ -906,53 +858,39 @@ fn audit_verify(config: &Config) -> Result<(), CliError> {
 }
 
 fn ocsp_renew_signer(config: &Config) -> Result<(), CliError> {
-    match admin_client::post(config, "/admin/ocsp/renew-signer", serde_json::json!({})) {
-        Ok((status, body)) if status.is_success() => {
-            println!("{}", String::from_utf8_lossy(&body));
-            Ok(())
-        }
-        Ok((status, body)) => Err(CliError(format!(
-            "the daemon refused ({status}): {}",
-            admin_client::problem_detail(&body)
-        ))),
-        Err(admin_client::AdminCallError::Failed(error)) => Err(error),
-        Err(admin_client::AdminCallError::NotRunning) => {
-            let hsm = open_hsm(config)?;
-            let store = open_store(config)?;
-            let stored = ca::ceremony::renew_responder(config, &store, &hsm, clock().now())?;
-            println!(
-                "{}",
-                serde_json::json!({
-                    "responder": stored.name,
-                    "key_label": stored.key_label,
-                    "responses": "re-signed by the daemon when it starts; the previous responder's are served until then",
-                })
-            );
-            Ok(())
-        }
+    if let Some(answer) =
+        admin_client::call(config, "/admin/ocsp/renew-signer", serde_json::json!({}))?
+    {
+        println!("{}", String::from_utf8_lossy(&answer));
+        return Ok(());
     }
+    let hsm = open_hsm(config)?;
+    let store = open_store(config)?;
+    let stored = ca::ceremony::renew_responder(config, &store, &hsm, clock().now())?;
+    println!(
+        "{}",
+        serde_json::json!({
+            "responder": stored.name,
+            "key_label": stored.key_label,
+            "responses": "re-signed by the daemon when it starts; the previous responder's are served until then",
+        })
+    );
+    Ok(())
 }
 
 fn audit_checkpoint(config: &Config) -> Result<(), CliError> {
-    match admin_client::post(config, "/admin/audit/checkpoint", serde_json::json!({})) {
-        Ok((status, body)) if status.is_success() => {
-            println!("{}", String::from_utf8_lossy(&body));
-            Ok(())
-        }
-        Ok((status, body)) => Err(CliError(format!(
-            "the daemon refused ({status}): {}",
-            admin_client::problem_detail(&body)
-        ))),
-        Err(admin_client::AdminCallError::Failed(error)) => Err(error),
-        Err(admin_client::AdminCallError::NotRunning) => {
-            let hsm = open_hsm(config)?;
-            let store = open_store(config)?;
-            let signed = audit::checkpoint::write(&store, &hsm, &config.keys.audit)
-                .context(|| "signing an audit checkpoint".into())?;
-            println!("{}", checkpoint_answer(signed));
-            Ok(())
-        }
+    if let Some(answer) =
+        admin_client::call(config, "/admin/audit/checkpoint", serde_json::json!({}))?
+    {
+        println!("{}", String::from_utf8_lossy(&answer));
+        return Ok(());
     }
+    let hsm = open_hsm(config)?;
+    let store = open_store(config)?;
+    let signed = audit::checkpoint::write(&store, &hsm, &config.keys.audit)
+        .context(|| "signing an audit checkpoint".into())?;
+    println!("{}", checkpoint_answer(signed));
+    Ok(())
 }
 
 /// What `audit checkpoint` prints (and the admin API answers).

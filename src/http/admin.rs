@@ -192,12 +192,7 @@ impl AdminService {
             Ok(Ok(revoked)) => revoked,
             Ok(Err(error)) => return ca_problem(&error).response(),
             Err(_) => {
-                return Problem::new(
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    "shutting-down",
-                    "the daemon is stopping",
-                )
-                .response();
+                return shutting_down().response();
             }
         };
         // Durable in the store; now make OCSP say so before answering.
@@ -258,12 +253,7 @@ impl AdminService {
                 json(StatusCode::OK, &value)
             }
             Ok(Err(problem)) => problem.response(),
-            Err(_) => Problem::new(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "shutting-down",
-                "the daemon is stopping",
-            )
-            .response(),
+            Err(_) => shutting_down().response(),
         }
     }
 
@@ -295,12 +285,7 @@ impl AdminService {
                 error.to_string(),
             )
             .response(),
-            Err(_) => Problem::new(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "shutting-down",
-                "the daemon is stopping",
-            )
-            .response(),
+            Err(_) => shutting_down().response(),
         }
     }
 
@@ -315,12 +300,7 @@ impl AdminService {
                 error.to_string(),
             )
             .response(),
-            Err(_) => Problem::new(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "shutting-down",
-                "the daemon is stopping",
-            )
-            .response(),
+            Err(_) => shutting_down().response(),
         }
     }
 
@@ -679,13 +659,7 @@ pub async fn renew_responder(
         crate::ca::ceremony::renew_responder(&config, &store_owned, &hsm_owned, now)
     })
     .await
-    .map_err(|_| {
-        Problem::new(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "shutting-down",
-            "the daemon is stopping",
-        )
-    })?
+    .map_err(|_| shutting_down())?
     .map_err(|e| ca_problem(&e))?;
     let resigned = va.renew_signer(hsm, &stored).await.map_err(|e| {
         Problem::new(
@@ -726,6 +700,15 @@ pub async fn renew_responder(
         "not_after": Timestamp::from_x509_time(&validity.not_after),
         "responses_resigned": resigned,
     }))
+}
+
+/// The problem of a command whose blocking task was cancelled: the daemon is stopping.
+fn shutting_down() -> Problem {
+    Problem::new(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "shutting-down",
+        "the daemon is stopping",
+    )
 }
 
 /// The problem of a request refused while the token is unavailable.

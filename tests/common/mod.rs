@@ -145,6 +145,25 @@ impl Pki {
         copy
     }
 
+    /// An OCSP request (DER, SHA-1 CertID, no nonce) for a certificate of the issuing CA, made
+    /// by `openssl ocsp -reqout`.
+    pub fn ocsp_request(&self, certificate: &Path) -> Vec<u8> {
+        let path = self.path("request.der");
+        let certs = self.data_dir().join("certs");
+        let (ok, text) = openssl(&[
+            "ocsp",
+            "-issuer",
+            certs.join("ac-agents.pem").to_str().unwrap(),
+            "-cert",
+            certificate.to_str().unwrap(),
+            "-no_nonce",
+            "-reqout",
+            path.to_str().unwrap(),
+        ]);
+        assert!(ok, "{text}");
+        std::fs::read(path).unwrap()
+    }
+
     pub fn path(&self, name: &str) -> PathBuf {
         self.dir.path().join(name)
     }
