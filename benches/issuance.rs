@@ -17,31 +17,27 @@
 //! each HSM signature, CSR proofs, fsync) is one SoftHSM2 cannot use to sign.
 //!
 //! SoftHSM2 reads SOFTHSM2_CONF once per process: the bench re-executes itself with it set.
+#[path = "holders.rs"]
+mod holders;
+
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use aws_lc_rs::rand::SystemRandom;
-use aws_lc_rs::signature::{ECDSA_P256_SHA256_ASN1_SIGNING, EcdsaKeyPair, KeyPair};
 use cryptoki::context::{CInitializeArgs, CInitializeFlags, Pkcs11};
 use cryptoki::mechanism::Mechanism;
 use cryptoki::object::{Attribute, ObjectClass};
 use cryptoki::session::UserType;
-use der::Encode;
-use der::asn1::{BitString, SetOfVec};
 use sceau::ca::{CertificateAuthority, ceremony};
 use sceau::config::Config;
 use sceau::hsm::Hsm;
 use sceau::policy::{IssuanceRequest, PolicySet};
 use sceau::store::Store;
 use sceau::x509::Timestamp;
-use sceau::x509::keys::{Curve, ec_spki};
-use sceau::x509::name::{Attribute as Name, DistinguishedName};
 use sceau::x509::sigalg::{HashAlgorithm, SignatureScheme};
 use sceau::x509::time::SystemClock;
-use x509_cert::request::{CertReq, CertReqInfo, Version};
 
 const MODULE: &str = "/usr/lib/softhsm/libsofthsm2.so";
 const PIN: &str = "bench-pin-1234";
@@ -339,34 +335,7 @@ fn issuance_rate(ca: &CertificateAuthority, clients: usize, duration: Duration) 
 fn holder_csr() -> Vec<u8> {
     static NEXT: AtomicU64 = AtomicU64::new(0);
     let n = NEXT.fetch_add(1, Ordering::Relaxed);
-    let key = EcdsaKeyPair::generate(&ECDSA_P256_SHA256_ASN1_SIGNING).unwrap();
-    let surname = format!("AGENT{n}");
-    let mut subject = DistinguishedName::new();
-    subject
-        .push(Name::Country, "FR")
-        .push(Name::Organization, "MINISTERE DE LA JUSTICE TEST")
-        .push(Name::OrganizationalUnit, "0002 123456789")
-        .push(Name::GivenName, "Jean")
-        .push(Name::Surname, surname.clone())
-        .push(Name::CommonName, format!("Jean {surname}"));
-    let info = CertReqInfo {
-        version: Version::V1,
-        subject: subject.to_name().unwrap(),
-        public_key: ec_spki(Curve::P256, key.public_key().as_ref()).unwrap(),
-        attributes: SetOfVec::new(),
-    };
-    let signature = key
-        .sign(&SystemRandom::new(), &info.to_der().unwrap())
-        .unwrap();
-    CertReq {
-        info,
-        algorithm: SignatureScheme::EcdsaP256Sha256
-            .algorithm_identifier()
-            .unwrap(),
-        signature: BitString::from_bytes(signature.as_ref()).unwrap(),
-    }
-    .to_der()
-    .unwrap()
+    holders::holder("Jean", &format!("AGENT{n}")).csr
 }
 
 /// Warns when other processes (or the hypervisor) used more than 15% of a core meanwhile.

@@ -12,20 +12,23 @@
 //!
 //! Both print one line `cards/s: X` (and details on standard error).
 //! SoftHSM2 reads SOFTHSM2_CONF when loaded: run with it set (the script does).
+#[path = "holders.rs"]
+mod holders;
+
 use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use aws_lc_rs::rand::{SecureRandom, SystemRandom};
-use aws_lc_rs::signature::{ECDSA_P256_SHA256_ASN1_SIGNING, EcdsaKeyPair, KeyPair};
+use aws_lc_rs::signature::EcdsaKeyPair;
 use bytes::Bytes;
 use cms::cert::{CertificateChoices, IssuerAndSerialNumber};
 use cms::content_info::{CmsVersion, ContentInfo};
 use cms::signed_data::{
     CertificateSet, EncapsulatedContentInfo, SignedData, SignerIdentifier, SignerInfo, SignerInfos,
 };
-use der::asn1::{BitString, ObjectIdentifier, OctetString, SetOfVec};
+use der::asn1::{ObjectIdentifier, OctetString, SetOfVec};
 use der::{Any, Decode, Encode};
 use http_body_util::{BodyExt, Full};
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer, ServerName};
@@ -34,13 +37,9 @@ use sceau::config::Config;
 use sceau::hsm::Hsm;
 use sceau::policy::{IssuanceRequest, PolicySet};
 use sceau::store::Store;
-use sceau::x509::keys::{Curve, ec_spki};
-use sceau::x509::name::{Attribute, DistinguishedName};
-use sceau::x509::sigalg::SignatureScheme;
 use sceau::x509::time::SystemClock;
 use spki::AlgorithmIdentifierOwned;
 use x509_cert::Certificate;
-use x509_cert::request::{CertReq, CertReqInfo, Version};
 
 const ORG: &str = "MINISTERE DE LA JUSTICE TEST";
 const SHA256: ObjectIdentifier = ObjectIdentifier::new_unwrap("2.16.840.1.101.3.4.2.1");
@@ -81,7 +80,7 @@ fn main() {
     }
 }
 
-/// A software key pair and its CSR, for a holder named `given SURNAME`.
+/// A software key pair and its CSR (PEM), for a holder named `given SURNAME`.
 struct Holder {
     key: EcdsaKeyPair,
     pkcs8: Vec<u8>,
@@ -89,38 +88,11 @@ struct Holder {
 }
 
 fn holder(given: &str, surname: &str) -> Holder {
-    let rng = SystemRandom::new();
-    let pkcs8 = EcdsaKeyPair::generate_pkcs8(&ECDSA_P256_SHA256_ASN1_SIGNING, &rng).expect("key");
-    let key =
-        EcdsaKeyPair::from_pkcs8(&ECDSA_P256_SHA256_ASN1_SIGNING, pkcs8.as_ref()).expect("key");
-    let mut subject = DistinguishedName::new();
-    subject
-        .push(Attribute::Country, "FR")
-        .push(Attribute::Organization, ORG)
-        .push(Attribute::OrganizationalUnit, "0002 123456789")
-        .push(Attribute::GivenName, given)
-        .push(Attribute::Surname, surname)
-        .push(Attribute::CommonName, format!("{given} {surname}"));
-    let info = CertReqInfo {
-        version: Version::V1,
-        subject: subject.to_name().expect("name"),
-        public_key: ec_spki(Curve::P256, key.public_key().as_ref()).expect("spki"),
-        attributes: SetOfVec::new(),
-    };
-    let signature = key.sign(&rng, &info.to_der().expect("der")).expect("sign");
-    let csr = CertReq {
-        info,
-        algorithm: SignatureScheme::EcdsaP256Sha256
-            .algorithm_identifier()
-            .expect("alg"),
-        signature: BitString::from_bytes(signature.as_ref()).expect("bits"),
-    }
-    .to_der()
-    .expect("csr");
+    let made = holders::holder(given, surname);
     Holder {
-        key,
-        pkcs8: pkcs8.as_ref().to_vec(),
-        csr_pem: sceau::x509::pem::encode("CERTIFICATE REQUEST", &csr),
+        key: made.key,
+        pkcs8: made.pkcs8,
+        csr_pem: sceau::x509::pem::encode("CERTIFICATE REQUEST", &made.csr),
     }
 }
 

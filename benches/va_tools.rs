@@ -15,6 +15,9 @@
 //!         the ceiling: a hyper server answering every request with 1,163 fixed bytes.
 //!
 //! SoftHSM2 reads SOFTHSM2_CONF when loaded: run with it set (the scripts do).
+#[path = "holders.rs"]
+mod holders;
+
 use std::convert::Infallible;
 use std::io::Write;
 use std::path::Path;
@@ -22,11 +25,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use aws_lc_rs::rand::{SecureRandom, SystemRandom};
-use aws_lc_rs::signature::{ECDSA_P256_SHA256_ASN1_SIGNING, EcdsaKeyPair, KeyPair};
 use base64::Engine;
 use bytes::Bytes;
-use der::Encode;
-use der::asn1::{BitString, SetOfVec};
 use sceau::ca::revoke::{RevocationRequest, RevocationTarget, revoke};
 use sceau::ca::{CertificateAuthority, load_state};
 use sceau::config::Config;
@@ -34,13 +34,9 @@ use sceau::hsm::Hsm;
 use sceau::policy::{IssuanceRequest, PolicySet};
 use sceau::store::schema::{OcspResponses, Revocations};
 use sceau::store::{CertKey, RevocationRecord, Store};
-use sceau::x509::keys::{Curve, ec_spki};
-use sceau::x509::name::{Attribute, DistinguishedName};
 use sceau::x509::revocation::RevocationReason;
-use sceau::x509::sigalg::SignatureScheme;
 use sceau::x509::time::SystemClock;
 use sceau::x509::{Serial, Timestamp};
-use x509_cert::request::{CertReq, CertReqInfo, Version};
 
 fn main() {
     let args: Vec<String> = std::env::args()
@@ -211,34 +207,7 @@ fn openssl_time(time: Timestamp) -> String {
 }
 
 fn holder_csr(i: usize) -> Vec<u8> {
-    let key = EcdsaKeyPair::generate(&ECDSA_P256_SHA256_ASN1_SIGNING).unwrap();
-    let surname = format!("AGENT{i}");
-    let mut subject = DistinguishedName::new();
-    subject
-        .push(Attribute::Country, "FR")
-        .push(Attribute::Organization, "MINISTERE DE LA JUSTICE TEST")
-        .push(Attribute::OrganizationalUnit, "0002 123456789")
-        .push(Attribute::GivenName, "Jean")
-        .push(Attribute::Surname, surname.clone())
-        .push(Attribute::CommonName, format!("Jean {surname}"));
-    let info = CertReqInfo {
-        version: Version::V1,
-        subject: subject.to_name().unwrap(),
-        public_key: ec_spki(Curve::P256, key.public_key().as_ref()).unwrap(),
-        attributes: SetOfVec::new(),
-    };
-    let signature = key
-        .sign(&SystemRandom::new(), &info.to_der().unwrap())
-        .unwrap();
-    CertReq {
-        info,
-        algorithm: SignatureScheme::EcdsaP256Sha256
-            .algorithm_identifier()
-            .unwrap(),
-        signature: BitString::from_bytes(signature.as_ref()).unwrap(),
-    }
-    .to_der()
-    .unwrap()
+    holders::holder("Jean", &format!("AGENT{i}")).csr
 }
 
 fn export_responses(config_path: &Path, out: &Path) {
