@@ -165,7 +165,15 @@ pub fn init(
     };
     let issuing = Issuer::load(hsm, &issuing_stored)?;
 
-    let responder = issue_responder(config, store, hsm, &issuing, now, &mut events)?;
+    let responder = issue_responder(
+        config,
+        &config.keys.ocsp,
+        store,
+        hsm,
+        &issuing,
+        now,
+        &mut events,
+    )?;
     let state = CaState {
         root: Some(RootCa {
             name: config.root.name.clone(),
@@ -273,7 +281,15 @@ pub fn import_issuing_certificate(
         &pending.key_label,
         &issuing_stored.certificate,
     )?];
-    let responder = issue_responder(config, store, hsm, &issuing, now, &mut events)?;
+    let responder = issue_responder(
+        config,
+        &config.keys.ocsp,
+        store,
+        hsm,
+        &issuing,
+        now,
+        &mut events,
+    )?;
     state.root = Some(RootCa {
         name: config.root.name.clone(),
         certificate: root_der,
@@ -406,19 +422,6 @@ fn issuing_template<'a>(
     })
 }
 
-/// The delegated OCSP responder (PROFILES.md §6): a new key, a short-lived certificate issued
-/// by `issuing`, with id-kp-OCSPSigning and id-pkix-ocsp-nocheck and no AIA OCSP.
-fn issue_responder(
-    config: &Config,
-    store: &Store,
-    hsm: &Hsm,
-    issuing: &Issuer,
-    now: Timestamp,
-    events: &mut Vec<AuditEvent>,
-) -> Result<StoredCa, CaError> {
-    issue_responder_with(config, &config.keys.ocsp, store, hsm, issuing, now, events)
-}
-
 /// `sceau ocsp renew-signer`, and the daemon before two thirds of the responder certificate's
 /// life: a new key in the HSM and a new responder certificate from the current issuing CA,
 /// added to the CA state (the previous one stays, to serve its responses until re-signed).
@@ -454,7 +457,7 @@ pub fn renew_responder(
         algorithm: config.keys.ocsp.algorithm,
     };
     let mut events = Vec::new();
-    let responder = issue_responder_with(config, &key, store, hsm, &issuing, now, &mut events)?;
+    let responder = issue_responder(config, &key, store, hsm, &issuing, now, &mut events)?;
     let known = state.ocsp_responders.len();
     let added = responder.clone();
     let saved = store.commit(move |txn| -> Result<CaState, CaError> {
@@ -481,8 +484,10 @@ pub fn renew_responder(
     Ok(responder)
 }
 
+/// The delegated OCSP responder (PROFILES.md §6): a new key, a short-lived certificate issued
+/// by `issuing`, with id-kp-OCSPSigning and id-pkix-ocsp-nocheck and no AIA OCSP.
 #[allow(clippy::too_many_arguments)]
-fn issue_responder_with(
+fn issue_responder(
     config: &Config,
     key_config: &KeyConfig,
     store: &Store,

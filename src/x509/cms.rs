@@ -204,6 +204,17 @@ mod tests {
     const OTHER: &str = include_str!("../../tests/fixtures/cms/other.pem");
     const CONTENT: &[u8] = include_bytes!("../../tests/fixtures/cms/request.json");
 
+    /// The message with one octet of its signed content flipped.
+    fn with_content_changed(message: &[u8]) -> Vec<u8> {
+        let mut changed = message.to_vec();
+        let at = changed
+            .windows(CONTENT.len())
+            .position(|w| w == CONTENT)
+            .unwrap();
+        changed[at + 10] ^= 0x01;
+        changed
+    }
+
     #[test]
     fn openssl_signed_messages_verify_and_give_their_content() {
         let ec = include_bytes!("../../tests/fixtures/cms/ec.cms");
@@ -227,25 +238,14 @@ mod tests {
             Err(CmsError::Detached)
         ));
         // Flip one octet of the content: the message digest no longer matches.
-        let mut changed = ec.to_vec();
-        let at = changed
-            .windows(CONTENT.len())
-            .position(|w| w == CONTENT)
-            .unwrap();
-        changed[at + 10] ^= 0x01;
         assert!(matches!(
-            verify_attached(&changed, &certificate(EC)),
+            verify_attached(&with_content_changed(ec), &certificate(EC)),
             Err(CmsError::Attribute("message-digest", _))
         ));
         // Without signed attributes the signature itself covers the content.
-        let mut changed = include_bytes!("../../tests/fixtures/cms/ec-noattr.cms").to_vec();
-        let at = changed
-            .windows(CONTENT.len())
-            .position(|w| w == CONTENT)
-            .unwrap();
-        changed[at + 10] ^= 0x01;
+        let noattr = include_bytes!("../../tests/fixtures/cms/ec-noattr.cms");
         assert!(matches!(
-            verify_attached(&changed, &certificate(EC)),
+            verify_attached(&with_content_changed(noattr), &certificate(EC)),
             Err(CmsError::Signature(SignatureError::Invalid))
         ));
     }
