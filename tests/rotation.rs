@@ -159,3 +159,335 @@ fn the_ocsp_responder_is_renewed_without_a_gap_on_demand_and_when_due() {
         "{export}"
     );
 }
+
+/// An OCSP request (SHA-1 CertID, no nonce) for `certificate` of the issuing CA in `issuer`.
+fn request_for(pki: &Pki, issuer: &Path, certificate: &Path) -> Vec<u8> {
+    let path = pki.path("rollover-request.der");
+    let (ok, text) = openssl(&[
+        "ocsp",
+        "-issuer",
+        issuer.to_str().unwrap(),
+        "-cert",
+        certificate.to_str().unwrap(),
+        "-no_nonce",
+        "-reqout",
+        path.to_str().unwrap(),
+    ]);
+    assert!(ok, "{text}");
+    std::fs::read(path).unwrap()
+}
+
+/// `openssl ocsp` against the daemon, with a nonce, as a relying application asks: the
+/// response must verify (responder certified by `issuer`, chain to `root`) and say `status`.
+fn ask(daemon: &Daemon, root: &Path, issuer: &Path, certificate: &Path, status: &str) -> String {
+    let (ok, text) = openssl(&[
+        "ocsp",
+        "-issuer",
+        issuer.to_str().unwrap(),
+        "-cert",
+        certificate.to_str().unwrap(),
+        "-CAfile",
+        root.to_str().unwrap(),
+        "-url",
+        &daemon.url("/ocsp"),
+        "-resp_text",
+    ]);
+    assert!(
+        ok && text.contains("Response verify OK") && text.contains(&format!(": {status}")),
+        "{}: {text}",
+        certificate.display()
+    );
+    text
+}
+
+/// `openssl verify -x509_strict` with separate trusted and untrusted certificates.
+fn verify(
+    dir: &Path,
+    trusted: &[&Path],
+    untrusted: &[&Path],
+    extra: &[&str],
+    leaf: &Path,
+) -> (bool, String) {
+    let bundle = |name: &str, files: &[&Path]| {
+        let path = dir.join(name);
+        let pem: String = files
+            .iter()
+            .map(|f| std::fs::read_to_string(f).unwrap())
+            .collect();
+        std::fs::write(&path, pem).unwrap();
+        path
+    };
+    let trusted = bundle("verify-trusted.pem", trusted);
+    let untrusted = bundle("verify-untrusted.pem", untrusted);
+    let mut args = vec![
+        "verify",
+        "-x509_strict",
+        "-CAfile",
+        trusted.to_str().unwrap(),
+    ];
+    if std::fs::metadata(&untrusted).unwrap().len() > 0 {
+        args.extend(["-untrusted", untrusted.to_str().unwrap()]);
+    }
+    args.extend(extra);
+    args.push(leaf.to_str().unwrap());
+    let (ok, text) = openssl(&args);
+    (ok && text.contains(": OK"), text)
+}
+
+/// GET a CRL from the daemon into `to` (DER).
+fn fetch_crl(daemon: &Daemon, name: &str, to: &Path) {
+    let (status, _, body) = http(daemon.va, "GET", &format!("/crl/{name}.crl"), &[], &[]);
+    assert_eq!(status, 200, "/crl/{name}.crl");
+    std::fs::write(to, body).unwrap();
+}
+
+fn issue_holder(pki: &Pki, name: &str, subject: &str) -> std::path::PathBuf {
+    let csr = pki.csr(name, KeyKind::P256, subject);
+    let pem = pki.sceau_ok(&[
+        "issue",
+        "--policy",
+        "justice-auth",
+        "--csr",
+        csr.to_str().unwrap(),
+    ]);
+    let path = pki.path(&format!("{name}.pem"));
+    std::fs::write(&path, pem).unwrap();
+    path
+}
+
+#[test]
+fn the_issuing_ca_and_the_root_roll_over_while_ocsp_answers_for_both_keys() {
+    let pki = Pki::new(Keys::EC);
+    pki.init();
+    let daemon = Daemon::start(&pki);
+    let certs = pki.data_dir().join("certs");
+    let old_holder = issue_holder(&pki, "old-holder", "/GN=Lea/SN=PETIT/CN=Lea PETIT");
+    let old_request = request_for(&pki, &certs.join("ac-agents.pem"), &old_holder);
+
+    // A load generator asks for certificates of every key, all along the rollovers: each
+    // answer must be a successful OCSP response about the certificate asked for.
+    let requests = Arc::new(std::sync::Mutex::new(vec![old_request]));
+    let stop = Arc::new(AtomicBool::new(false));
+    let (sent, failed) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
+    let load = {
+        let (stop, sent, failed, requests, va) = (
+            stop.clone(),
+            sent.clone(),
+            failed.clone(),
+            requests.clone(),
+            daemon.va,
+        );
+        std::thread::spawn(move || {
+            let mut i = 0;
+            while !stop.load(Ordering::Relaxed) {
+                let request = {
+                    let all = requests.lock().unwrap();
+                    all[i % all.len()].clone()
+                };
+                i += 1;
+                let (status, _, body) = http(
+                    va,
+                    "POST",
+                    "/ocsp",
+                    &[("Content-Type", "application/ocsp-request")],
+                    &request,
+                );
+                sent.fetch_add(1, Ordering::Relaxed);
+                // responseStatus successful, and the CertID asked for (the request ends with
+                // its serial) in the answer.
+                let serial = &request[request.len() - 8..];
+                let about = body.windows(serial.len()).any(|w| w == serial);
+                if status != 200 || body.get(4..7) != Some(&[0x0a, 0x01, 0x00]) || !about {
+                    failed.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+        })
+    };
+
+    // Issuing CA rollover, then a forced renewal of every OCSP signer, under load.
+    let rotated: serde_json::Value =
+        serde_json::from_str(&pki.sceau_ok(&["ca", "rotate"])).unwrap();
+    assert_eq!(rotated["issuing"], "ac-agents-2", "{rotated}");
+    let new_holder = issue_holder(&pki, "new-holder", "/GN=Paul/SN=MARTIN/CN=Paul MARTIN");
+    let new_request = request_for(&pki, &certs.join("ac-agents-2.pem"), &new_holder);
+    requests.lock().unwrap().push(new_request);
+    let renewed: serde_json::Value =
+        serde_json::from_str(&pki.sceau_ok(&["ocsp", "renew-signer"])).unwrap();
+    assert_eq!(
+        renewed["renewed"].as_array().map(Vec::len),
+        Some(2),
+        "{renewed}"
+    );
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    stop.store(true, Ordering::Relaxed);
+    load.join().unwrap();
+    assert!(sent.load(Ordering::Relaxed) > 50, "too few requests sent");
+    assert_eq!(
+        failed.load(Ordering::Relaxed),
+        0,
+        "failed or wrong OCSP answers during the rollover"
+    );
+
+    // Both keys' certificates verify, each only under its own CA.
+    let export = pki.export("rollover-1");
+    let (root, old_ca, new_ca) = (
+        export.join("racine.pem"),
+        export.join("ac-agents.pem"),
+        export.join("ac-agents-2.pem"),
+    );
+    let dir = pki.path("");
+    assert!(verify(&dir, &[&root], &[&old_ca], &[], &old_holder).0);
+    let (ok, text) = verify(&dir, &[&root], &[&new_ca], &[], &new_holder);
+    assert!(ok, "{text}");
+    assert!(
+        !verify(&dir, &[&root], &[&old_ca], &[], &new_holder).0,
+        "a certificate of the new key verified under the old CA certificate"
+    );
+
+    // OCSP for both issuers, each answered by a responder of its own CA.
+    let old_answer = ask(&daemon, &root, &old_ca, &old_holder, "good");
+    let new_answer = ask(&daemon, &root, &new_ca, &new_holder, "good");
+    assert_ne!(responder_id(&old_answer), responder_id(&new_answer));
+
+    // Revocation reaches both, and each CA signs its own CRL.
+    for holder in [&old_holder, &new_holder] {
+        pki.sceau_ok(&[
+            "revoke",
+            "--serial",
+            &common::serial_of(holder),
+            "--reason",
+            "keyCompromise",
+        ]);
+    }
+    ask(&daemon, &root, &old_ca, &old_holder, "revoked");
+    ask(&daemon, &root, &new_ca, &new_holder, "revoked");
+    let new_response = pki.path("new-response.der");
+    fetch(
+        &daemon,
+        &request_for(&pki, &new_ca, &new_holder),
+        &new_response,
+    );
+    pki.sceau_ok(&["crl"]);
+    for (name, ca, holder) in [
+        ("ac-agents", &old_ca, &old_holder),
+        ("ac-agents-2", &new_ca, &new_holder),
+    ] {
+        let crl = pki.path(&format!("{name}.crl"));
+        fetch_crl(&daemon, name, &crl);
+        let (ok, text) = openssl(&[
+            "crl",
+            "-inform",
+            "DER",
+            "-in",
+            crl.to_str().unwrap(),
+            "-noout",
+            "-CAfile",
+            ca.to_str().unwrap(),
+        ]);
+        assert!(ok && text.contains("verify OK"), "{name}: {text}");
+        let crl_pem = pki.path(&format!("{name}-crl.pem"));
+        let (ok, text) = openssl(&[
+            "crl",
+            "-inform",
+            "DER",
+            "-in",
+            crl.to_str().unwrap(),
+            "-out",
+            crl_pem.to_str().unwrap(),
+        ]);
+        assert!(ok, "{text}");
+        let (ok, text) = verify(
+            &dir,
+            &[&root],
+            &[ca],
+            &["-crl_check", "-CRLfile", crl_pem.to_str().unwrap()],
+            holder,
+        );
+        assert!(
+            !ok && text.contains("certificate revoked"),
+            "{name}: {text}"
+        );
+        lint::crl(&crl);
+    }
+    lint::pkix_certificate(&new_ca);
+    lint::chain(&root, &new_ca);
+    lint::pkix_certificate(&export.join("ocsp-ac-agents-2.pem"));
+    lint::chain(&new_ca, &export.join("ocsp-ac-agents-2.pem"));
+    lint::etsi_certificate(&new_holder);
+    lint::chain(&new_ca, &new_holder);
+    lint::ocsp_response(&new_response);
+
+    // Root rollover, then an issuing CA under the new root.
+    pki.sceau_ok(&["ca", "rotate", "--root"]);
+    let rotated: serde_json::Value =
+        serde_json::from_str(&pki.sceau_ok(&["ca", "rotate"])).unwrap();
+    assert_eq!(rotated["issuing"], "ac-agents-3", "{rotated}");
+    let third_holder = issue_holder(&pki, "third-holder", "/GN=Anne/SN=ROUX/CN=Anne ROUX");
+    let export = pki.export("rollover-2");
+    let (new_root, third_ca) = (export.join("racine-2.pem"), export.join("ac-agents-3.pem"));
+    let (new_with_old, old_with_new) = (
+        export.join("racine-2-signed-by-racine.pem"),
+        export.join("racine-signed-by-racine-2.pem"),
+    );
+    // Under the new root directly; under the old root through new-with-old; and a certificate
+    // of the first CA under the new root through old-with-new.
+    let (ok, text) = verify(&dir, &[&new_root], &[&third_ca], &[], &third_holder);
+    assert!(ok, "{text}");
+    let (ok, text) = verify(
+        &dir,
+        &[&root],
+        &[&new_with_old, &third_ca],
+        &[],
+        &third_holder,
+    );
+    assert!(ok, "new-with-old: {text}");
+    let (ok, text) = verify(
+        &dir,
+        &[&new_root],
+        &[&old_with_new, &old_ca],
+        &[],
+        &old_holder,
+    );
+    assert!(ok, "old-with-new: {text}");
+    assert!(!verify(&dir, &[&root], &[&third_ca], &[], &third_holder).0);
+    for link in [&new_with_old, &old_with_new] {
+        lint::pkix_certificate(link);
+    }
+    lint::chain(&root, &new_with_old);
+    lint::chain(&new_root, &old_with_new);
+    lint::chain(&new_root, &third_ca);
+    ask(&daemon, &new_root, &third_ca, &third_holder, "good");
+    // Both roots sign their ARL.
+    for (name, signer) in [("racine", &root), ("racine-2", &new_root)] {
+        let arl = pki.path(&format!("{name}.arl"));
+        fetch_crl(&daemon, name, &arl);
+        let (ok, text) = openssl(&[
+            "crl",
+            "-inform",
+            "DER",
+            "-in",
+            arl.to_str().unwrap(),
+            "-noout",
+            "-CAfile",
+            signer.to_str().unwrap(),
+        ]);
+        assert!(ok && text.contains("verify OK"), "{name}: {text}");
+        lint::arl(&arl);
+    }
+    let (status, _, body) = http(daemon.va, "GET", "/ca/ac-agents-3.crt", &[], &[]);
+    assert_eq!(status, 200);
+    assert!(body.len() > 300);
+
+    // A restart keeps all of it: the current CA issues, every issuer is answered for.
+    assert!(daemon.stop().success());
+    let daemon = Daemon::start(&pki);
+    ask(&daemon, &root, &old_ca, &old_holder, "revoked");
+    ask(&daemon, &root, &new_ca, &new_holder, "revoked");
+    ask(&daemon, &new_root, &third_ca, &third_holder, "good");
+    let fourth = issue_holder(&pki, "fourth-holder", "/GN=Marc/SN=BLANC/CN=Marc BLANC");
+    assert!(verify(&dir, &[&new_root], &[&third_ca], &[], &fourth).0);
+    assert!(daemon.stop().success());
+    let audit = pki.sceau_ok(&["audit", "export"]);
+    assert_eq!(audit.matches("\"ca_rolled_over\"").count(), 3, "{audit}");
+    pki.audit_entries();
+}

@@ -44,6 +44,13 @@ pub enum AuditEvent {
         issuing: String,
         external_root: bool,
     },
+    /// A CA key rollover (`sceau ca rotate`): `current` issues from now on, `previous` keeps
+    /// signing CRLs (and, for an issuing CA, OCSP responses) for what it issued.
+    CaRolledOver {
+        role: String,
+        previous: String,
+        current: String,
+    },
     /// A CSR for the issuing CA was written, for a root kept elsewhere.
     ExternalRootRequestCreated {
         key_label: String,

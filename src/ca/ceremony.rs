@@ -19,10 +19,10 @@ use x509_cert::time::Validity;
 
 use super::issue::{PendingCertificate, issue_all};
 use super::issuer::Issuer;
-use super::state::{CaState, KeyRef, PendingIssuing, RootCa, StoredCa};
+use super::state::{CaState, KeyRef, PendingIssuing, RootCa, RootLink, StoredCa};
 use super::{CaError, load_state};
 use crate::audit::AuditEvent;
-use crate::config::{Config, KeyConfig};
+use crate::config::{Config, KeyConfig, PublishedUrls};
 use crate::hsm::{Hsm, SigningKey};
 use crate::store::schema::{Meta, meta_keys};
 use crate::store::{CertKey, IssuerId, Store};
@@ -77,6 +77,8 @@ pub fn init(
         });
         let state = CaState {
             root: None,
+            previous_roots: Vec::new(),
+            root_links: Vec::new(),
             issuing: Vec::new(),
             ocsp_responders: Vec::new(),
             pending_issuing: Some(pending),
@@ -100,35 +102,11 @@ pub fn init(
         .subject
         .to_der()
         .map_err(|e| CaError::Encoding(e.to_string()))?;
-    let root_id = IssuerId(keys::key_identifier(root_key.public_key()));
-    let root_not_after = years_later(now, config.root.validity_years)?;
     let root_der = issue_ca_certificate(
         store,
         &root_key,
         now,
-        CaTemplate {
-            issuer_id: root_id,
-            issuer_subject: &root_subject,
-            subject: &config.root.subject,
-            public_key: root_key.public_key(),
-            not_after: root_not_after,
-            policy: ROOT_POLICY,
-            extensions: Box::new(|ski: &[u8; 20]| {
-                Ok(vec![
-                    ext::basic_constraints(true, None, Criticality::Critical)?,
-                    ext::key_usage(
-                        KeyUsages::KeyCertSign | KeyUsages::CRLSign,
-                        Criticality::Critical,
-                    )?,
-                    ext::subject_key_identifier(ski)?,
-                    ext::authority_key_identifier(ski)?,
-                    ext::certificate_policies(&[PolicyEntry {
-                        oid: oid::ANY_POLICY,
-                        cps_uri: None,
-                    }])?,
-                ])
-            }),
-        },
+        root_template(config, &root_subject, &root_key, now)?,
     )?;
     events.push(stored_event(
         &config.root.name,
@@ -149,7 +127,7 @@ pub fn init(
         store,
         &root_key,
         now,
-        issuing_template(config, &root, &issuing_key, now)?,
+        issuing_template(config, &config.urls, &root, &issuing_key, now)?,
     )?;
     events.push(stored_event(
         &config.issuing.name,
@@ -183,6 +161,8 @@ pub fn init(
                 scheme: root_key.scheme(),
             }),
         }),
+        previous_roots: Vec::new(),
+        root_links: Vec::new(),
         issuing: vec![issuing_stored],
         ocsp_responders: vec![responder],
         pending_issuing: None,
@@ -317,7 +297,9 @@ pub fn import_issuing_certificate(
 }
 
 /// Writes every CA certificate and OCSP responder certificate of `state` into `dir` as PEM:
-/// `<root>.pem`, `<issuing>.pem`, `ocsp-<issuing>.pem` (older generations get `-<n>`).
+/// `<root>.pem`, `<issuing>.pem` for every generation (`ac-agents.pem`, `ac-agents-2.pem`),
+/// `ocsp-<issuing>.pem` (earlier responders of the same CA get `-<n>`), and the root link
+/// certificates `<new>-signed-by-<old>.pem` and `<old>-signed-by-<new>.pem`.
 pub fn export(state: &CaState, dir: &Path) -> Result<Vec<PathBuf>, CaError> {
     let mut files = Vec::new();
     let mut write = |name: &str, der: &[u8]| -> Result<(), CaError> {
@@ -326,24 +308,33 @@ pub fn export(state: &CaState, dir: &Path) -> Result<Vec<PathBuf>, CaError> {
         files.push(path);
         Ok(())
     };
-    if let Some(root) = &state.root {
+    for root in state.roots() {
         write(&root.name, &root.certificate)?;
     }
-    let latest = state.issuing.len();
-    for (i, ca) in state.issuing.iter().enumerate() {
-        let name = if i + 1 == latest {
-            ca.name.clone()
-        } else {
-            format!("{}-{}", ca.name, i + 1)
-        };
-        write(&name, &ca.certificate)?;
+    for link in &state.root_links {
+        write(
+            &format!("{}-signed-by-{}", link.new, link.old),
+            &link.new_with_old,
+        )?;
+        write(
+            &format!("{}-signed-by-{}", link.old, link.new),
+            &link.old_with_new,
+        )?;
     }
-    let latest = state.ocsp_responders.len();
+    for ca in &state.issuing {
+        write(&ca.name, &ca.certificate)?;
+    }
     for (i, responder) in state.ocsp_responders.iter().enumerate() {
-        let name = if i + 1 == latest {
+        let same_name = |r: &&StoredCa| r.name == responder.name;
+        let later = state.ocsp_responders[i + 1..]
+            .iter()
+            .filter(same_name)
+            .count();
+        let name = if later == 0 {
             responder.name.clone()
         } else {
-            format!("{}-{}", responder.name, i + 1)
+            let rank = state.ocsp_responders[..i].iter().filter(same_name).count() + 1;
+            format!("{}-{rank}", responder.name)
         };
         write(&name, &responder.certificate)?;
     }
@@ -386,8 +377,43 @@ struct CaTemplate<'a> {
 /// Builds a certificate's extensions from its subject key identifier.
 type ExtensionsFrom<'a> = Box<dyn Fn(&[u8; 20]) -> Result<Vec<Extension>, der::Error> + 'a>;
 
+/// A self-signed root (PROFILES.md §2).
+fn root_template<'a>(
+    config: &'a Config,
+    subject_der: &'a [u8],
+    key: &'a SigningKey,
+    now: Timestamp,
+) -> Result<CaTemplate<'a>, CaError> {
+    Ok(CaTemplate {
+        issuer_id: IssuerId(keys::key_identifier(key.public_key())),
+        issuer_subject: subject_der,
+        subject: &config.root.subject,
+        public_key: key.public_key(),
+        not_after: years_later(now, config.root.validity_years)?,
+        policy: ROOT_POLICY,
+        extensions: Box::new(|ski: &[u8; 20]| {
+            Ok(vec![
+                ext::basic_constraints(true, None, Criticality::Critical)?,
+                ext::key_usage(
+                    KeyUsages::KeyCertSign | KeyUsages::CRLSign,
+                    Criticality::Critical,
+                )?,
+                ext::subject_key_identifier(ski)?,
+                ext::authority_key_identifier(ski)?,
+                ext::certificate_policies(&[PolicyEntry {
+                    oid: oid::ANY_POLICY,
+                    cps_uri: None,
+                }])?,
+            ])
+        }),
+    })
+}
+
+/// An issuing CA under `root`; `urls` are those of that root's generation (its ARL and
+/// certificate).
 fn issuing_template<'a>(
     config: &'a Config,
+    urls: &'a PublishedUrls,
     root: &'a Issuer,
     key: &'a SigningKey,
     now: Timestamp,
@@ -415,31 +441,356 @@ fn issuing_template<'a>(
                     oid: oid::ANY_POLICY,
                     cps_uri: None,
                 }])?,
-                ext::crl_distribution_points(&config.urls.arl)?,
-                ext::authority_info_access(Some(&config.urls.root_ca_issuers), None)?,
+                ext::crl_distribution_points(&urls.arl)?,
+                ext::authority_info_access(Some(&urls.root_ca_issuers), None)?,
             ])
         }),
     })
 }
 
 /// `sceau ocsp renew-signer`, and the daemon before two thirds of the responder certificate's
-/// life: a new key in the HSM and a new responder certificate from the current issuing CA,
-/// added to the CA state (the previous one stays, to serve its responses until re-signed).
+/// life: a new key in the HSM and a new responder certificate from the issuing CA named
+/// `issuing`, added to the CA state (the previous one stays, to serve its responses until
+/// re-signed).
 pub fn renew_responder(
     config: &Config,
     store: &Store,
     hsm: &Hsm,
     now: Timestamp,
+    issuing: &str,
 ) -> Result<StoredCa, CaError> {
     let state = super::load_state(store)?
         .ok_or_else(|| CaError::NotInitialized(store.path().to_path_buf()))?;
-    let current = state
+    let stored = state
         .issuing
-        .last()
-        .ok_or_else(|| CaError::Corrupt("no issuing CA".into()))?;
-    let issuing = Issuer::load(hsm, current)?;
-    let stamp = now
-        .to_date_time()
+        .iter()
+        .find(|c| c.name == issuing)
+        .ok_or_else(|| CaError::NotFound(format!("no issuing CA named {issuing:?}")))?;
+    let issuing = Issuer::load(hsm, stored)?;
+    let key = KeyConfig {
+        label: fresh_label(hsm, &config.keys.ocsp.label, now)?,
+        algorithm: config.keys.ocsp.algorithm,
+    };
+    let mut events = Vec::new();
+    let responder = issue_responder(config, &key, store, hsm, &issuing, now, &mut events)?;
+    let added = responder.clone();
+    let saved = update_state(store, &state, events, move |state| {
+        state.ocsp_responders.push(added);
+    })?;
+    export(&saved, &config.certs_dir())?;
+    Ok(responder)
+}
+
+/// What `sceau ca rotate` made.
+#[derive(Debug)]
+pub struct IssuingRollover {
+    pub issuing: StoredCa,
+    pub responder: StoredCa,
+    pub state: CaState,
+}
+
+/// `sceau ca rotate`: a new issuing CA key in the HSM, its certificate signed by the current
+/// root, and its delegated OCSP responder. It becomes the last issuing CA of the state (the one
+/// that issues); the previous ones stay, to sign CRLs and OCSP responses for what they issued.
+/// The new CA keeps the subject of the configuration and publishes under its own name
+/// (`ac-agents-2`): its CRL and certificate URLs are derived from the configured ones.
+pub fn rotate_issuing(
+    config: &Config,
+    store: &Store,
+    hsm: &Hsm,
+    now: Timestamp,
+) -> Result<IssuingRollover, CaError> {
+    let state = super::load_state(store)?
+        .ok_or_else(|| CaError::NotInitialized(store.path().to_path_buf()))?;
+    let (Some(first), Some(previous)) = (state.first_issuing_name(), state.issuing.last()) else {
+        return Err(CaError::AwaitingImport);
+    };
+    let root = state
+        .root
+        .as_ref()
+        .and_then(|r| r.signing())
+        .ok_or_else(|| {
+            CaError::Refused(
+                "the root key is not in this HSM: a new issuing CA must be certified by the external root (`sceau init --external-root` on a new store)".into(),
+            )
+        })?;
+    let name = format!("{first}-{}", state.issuing.len() + 1);
+    // Every URL the new CA and its certificates need, before any key is made.
+    let root_urls = config
+        .urls
+        .for_root(state.first_root_name().unwrap_or(&root.name), &root.name)
+        .map_err(CaError::Refused)?;
+    config.urls.for_ca(first, &name).map_err(CaError::Refused)?;
+    let root = Issuer::load(hsm, &root)?;
+    let mut events = Vec::new();
+    let key = generate(
+        hsm,
+        &KeyConfig {
+            label: fresh_label(hsm, &config.keys.issuing.label, now)?,
+            algorithm: config.keys.issuing.algorithm,
+        },
+        config.keys.rsa_pss,
+        &mut events,
+    )?;
+    let der = issue_ca_certificate(
+        store,
+        &root.key,
+        now,
+        issuing_template(config, &root_urls, &root, &key, now)?,
+    )?;
+    events.push(stored_event(&name, "issuing", key.label(), &der)?);
+    let issuing = StoredCa {
+        name: name.clone(),
+        key_label: key.label().to_owned(),
+        scheme: key.scheme(),
+        certificate: der,
+    };
+    let loaded = Issuer::load(hsm, &issuing)?;
+    let responder_key = KeyConfig {
+        label: fresh_label(hsm, &config.keys.ocsp.label, now)?,
+        algorithm: config.keys.ocsp.algorithm,
+    };
+    let responder = issue_responder(
+        config,
+        &responder_key,
+        store,
+        hsm,
+        &loaded,
+        now,
+        &mut events,
+    )?;
+    events.push(AuditEvent::CaRolledOver {
+        role: "issuing".into(),
+        previous: previous.name.clone(),
+        current: name,
+    });
+    let (added, added_responder) = (issuing.clone(), responder.clone());
+    let saved = update_state(store, &state, events, move |state| {
+        state.issuing.push(added);
+        state.ocsp_responders.push(added_responder);
+    })?;
+    export(&saved, &config.certs_dir())?;
+    Ok(IssuingRollover {
+        issuing,
+        responder,
+        state: saved,
+    })
+}
+
+/// `sceau ca rotate --root`: a new root key and its self-signed certificate (same subject), and
+/// the two link certificates of RFC 4210 §4.4: the new key signed by the old one (relying
+/// parties that trust the old root accept what the new one certifies) and the old key signed
+/// by the new one (the reverse). The next `sceau ca rotate` certifies its issuing CA with the
+/// new root; the old root keeps signing its ARL.
+pub fn rotate_root(
+    config: &Config,
+    store: &Store,
+    hsm: &Hsm,
+    now: Timestamp,
+) -> Result<CaState, CaError> {
+    let state = super::load_state(store)?
+        .ok_or_else(|| CaError::NotInitialized(store.path().to_path_buf()))?;
+    let old_root = state.root.as_ref().ok_or(CaError::AwaitingImport)?;
+    let old = old_root.signing().ok_or_else(|| {
+        CaError::Refused(
+            "the root key is not in this HSM: an external root rolls over where its key is".into(),
+        )
+    })?;
+    let first = state.first_root_name().unwrap_or(&old.name).to_owned();
+    let name = format!("{first}-{}", state.previous_roots.len() + 2);
+    let old_urls = config
+        .urls
+        .for_root(&first, &old.name)
+        .map_err(CaError::Refused)?;
+    let new_urls = config
+        .urls
+        .for_root(&first, &name)
+        .map_err(CaError::Refused)?;
+    let old = Issuer::load(hsm, &old)?;
+    let configured = config
+        .root
+        .subject
+        .to_der()
+        .map_err(|e| CaError::Encoding(e.to_string()))?;
+    if configured != old.subject_der {
+        return Err(CaError::Refused(format!(
+            "{}: [root] subject differs from the root in force: a root rollover keeps the root's name (link certificates are self-issued, RFC 4210 §4.4)",
+            config.path.display()
+        )));
+    }
+    let mut events = Vec::new();
+    let key = generate(
+        hsm,
+        &KeyConfig {
+            label: fresh_label(hsm, &config.keys.root.label, now)?,
+            algorithm: config.keys.root.algorithm,
+        },
+        config.keys.rsa_pss,
+        &mut events,
+    )?;
+    let root_der = issue_ca_certificate(
+        store,
+        &key,
+        now,
+        root_template(config, &old.subject_der, &key, now)?,
+    )?;
+    events.push(stored_event(&name, "root", key.label(), &root_der)?);
+    let new = Issuer::from_parts(
+        name.clone(),
+        root_der.clone(),
+        Certificate::from_der(&root_der).map_err(|e| CaError::Encoding(e.to_string()))?,
+        key.clone(),
+    )?;
+    // Link certificates live as long as the old root: after that, only the new one is trusted.
+    let link_not_after = old.not_after.min(new.not_after);
+    let new_with_old = issue_ca_certificate(
+        store,
+        &old.key,
+        now,
+        link_template(config, &old, &new, link_not_after, &old_urls),
+    )?;
+    events.push(stored_event(
+        &format!("{name}-signed-by-{}", old.name),
+        "root-link",
+        old.key.label(),
+        &new_with_old,
+    )?);
+    let old_with_new = issue_ca_certificate(
+        store,
+        &new.key,
+        now,
+        link_template(config, &new, &old, link_not_after, &new_urls),
+    )?;
+    events.push(stored_event(
+        &format!("{}-signed-by-{name}", old.name),
+        "root-link",
+        new.key.label(),
+        &old_with_new,
+    )?);
+    events.push(AuditEvent::CaRolledOver {
+        role: "root".into(),
+        previous: old.name.clone(),
+        current: name.clone(),
+    });
+    let link = RootLink {
+        old: old.name.clone(),
+        new: name.clone(),
+        new_with_old,
+        old_with_new,
+    };
+    let new_root = RootCa {
+        name,
+        certificate: root_der,
+        key: Some(KeyRef {
+            label: key.label().to_owned(),
+            scheme: key.scheme(),
+        }),
+    };
+    let saved = update_state(store, &state, events, move |state| {
+        if let Some(previous) = state.root.replace(new_root) {
+            state.previous_roots.push(previous);
+        }
+        state.root_links.push(link);
+    })?;
+    export(&saved, &config.certs_dir())?;
+    Ok(saved)
+}
+
+/// A link certificate: `subject`'s key certified by `signer` (both roots have the same subject,
+/// so it is self-issued, RFC 5280 §6.1), as a CA certificate of `signer` with `signer`'s ARL.
+fn link_template<'a>(
+    config: &'a Config,
+    signer: &'a Issuer,
+    subject: &'a Issuer,
+    not_after: Timestamp,
+    signer_urls: &'a PublishedUrls,
+) -> CaTemplate<'a> {
+    let signer_key_id = signer.key_identifier;
+    CaTemplate {
+        issuer_id: signer.id,
+        issuer_subject: &signer.subject_der,
+        subject: &config.root.subject,
+        public_key: subject
+            .certificate
+            .tbs_certificate()
+            .subject_public_key_info(),
+        not_after,
+        policy: ROOT_POLICY,
+        extensions: Box::new(move |ski: &[u8; 20]| {
+            Ok(vec![
+                ext::basic_constraints(true, None, Criticality::Critical)?,
+                ext::key_usage(
+                    KeyUsages::KeyCertSign | KeyUsages::CRLSign,
+                    Criticality::Critical,
+                )?,
+                ext::subject_key_identifier(ski)?,
+                ext::authority_key_identifier(&signer_key_id)?,
+                ext::certificate_policies(&[PolicyEntry {
+                    oid: oid::ANY_POLICY,
+                    cps_uri: None,
+                }])?,
+                ext::crl_distribution_points(&signer_urls.arl)?,
+                ext::authority_info_access(Some(&signer_urls.root_ca_issuers), None)?,
+            ])
+        }),
+    }
+}
+
+/// Applies `change` to the stored CA state with `events`, unless another ceremony changed the
+/// state since `read` was loaded (two rotations at once: the second is refused).
+fn update_state(
+    store: &Store,
+    read: &CaState,
+    events: Vec<AuditEvent>,
+    change: impl FnOnce(&mut CaState) + Send + 'static,
+) -> Result<CaState, CaError> {
+    let expected = read.clone();
+    store.commit(move |txn| -> Result<CaState, CaError> {
+        let key = meta_keys::CA_STATE.to_owned();
+        let bytes = txn
+            .get::<Meta>(&key)?
+            .ok_or_else(|| CaError::Corrupt("the CA state vanished".into()))?;
+        let mut state: CaState =
+            serde_json::from_slice(&bytes).map_err(|e| CaError::Corrupt(e.to_string()))?;
+        if state != expected {
+            return Err(CaError::Refused(
+                "another key ceremony changed the CA meanwhile; nothing was changed, run it again"
+                    .into(),
+            ));
+        }
+        change(&mut state);
+        let bytes = serde_json::to_vec(&state).map_err(|e| CaError::Encoding(e.to_string()))?;
+        txn.put::<Meta>(&key, &bytes)?;
+        for event in events {
+            txn.audit(event);
+        }
+        Ok(state)
+    })
+}
+
+/// A label no key of the token has yet, for a key made by a rollover or renewal: the base label
+/// and a UTC timestamp (`sceau-issuing-20261128170405`), with `-2`, `-3`... when several keys
+/// are made in the same second (a forced renewal of every responder). A failed ceremony's key
+/// stays in the token under its label and never collides with the retry.
+fn fresh_label(hsm: &Hsm, base: &str, now: Timestamp) -> Result<String, CaError> {
+    let stamped = format!("{base}-{}", label_stamp(now)?);
+    for n in 1..=100u32 {
+        let label = if n == 1 {
+            stamped.clone()
+        } else {
+            format!("{stamped}-{n}")
+        };
+        if !hsm.has_key(&label)? {
+            return Ok(label);
+        }
+    }
+    Err(CaError::Refused(format!(
+        "100 keys labelled {stamped}-* already: wait a second"
+    )))
+}
+
+fn label_stamp(now: Timestamp) -> Result<String, CaError> {
+    now.to_date_time()
         .map(|t| {
             format!(
                 "{:04}{:02}{:02}{:02}{:02}{:02}",
@@ -451,37 +802,7 @@ pub fn renew_responder(
                 t.seconds()
             )
         })
-        .map_err(|e| CaError::Encoding(e.to_string()))?;
-    let key = KeyConfig {
-        label: format!("{}-{stamp}", config.keys.ocsp.label),
-        algorithm: config.keys.ocsp.algorithm,
-    };
-    let mut events = Vec::new();
-    let responder = issue_responder(config, &key, store, hsm, &issuing, now, &mut events)?;
-    let known = state.ocsp_responders.len();
-    let added = responder.clone();
-    let saved = store.commit(move |txn| -> Result<CaState, CaError> {
-        let key = meta_keys::CA_STATE.to_owned();
-        let bytes = txn
-            .get::<Meta>(&key)?
-            .ok_or_else(|| CaError::Corrupt("the CA state vanished".into()))?;
-        let mut state: CaState =
-            serde_json::from_slice(&bytes).map_err(|e| CaError::Corrupt(e.to_string()))?;
-        if state.ocsp_responders.len() != known {
-            return Err(CaError::Refused(
-                "another renewal of the OCSP responder ran meanwhile".into(),
-            ));
-        }
-        state.ocsp_responders.push(added);
-        let bytes = serde_json::to_vec(&state).map_err(|e| CaError::Encoding(e.to_string()))?;
-        txn.put::<Meta>(&key, &bytes)?;
-        for event in events {
-            txn.audit(event);
-        }
-        Ok(state)
-    })?;
-    export(&saved, &config.certs_dir())?;
-    Ok(responder)
+        .map_err(|e| CaError::Encoding(e.to_string()))
 }
 
 /// The delegated OCSP responder (PROFILES.md §6): a new key, a short-lived certificate issued

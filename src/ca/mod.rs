@@ -161,13 +161,18 @@ pub struct CertificateAuthority {
     policies: Arc<std::sync::RwLock<Arc<PolicySet>>>,
     urls: PublishedUrls,
     clock: Arc<dyn Clock>,
-    issuer: Arc<Issuer>,
+    /// The issuing CA of new certificates; swapped by a CA rollover (`sceau ca rotate`). Each
+    /// issuance takes it once and uses that CA from start to end.
+    issuer: Arc<std::sync::RwLock<Arc<Issuer>>>,
+    /// The name of the first issuing CA, as written in the configured URLs (later generations
+    /// publish under their own names, see [`PublishedUrls::for_ca`]).
+    first_issuing_name: String,
 }
 
 impl core::fmt::Debug for CertificateAuthority {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
         f.debug_struct("CertificateAuthority")
-            .field("issuer", &self.issuer.name)
+            .field("issuer", &self.issuer().name)
             .finish()
     }
 }
@@ -190,6 +195,11 @@ impl CertificateAuthority {
             None => return Err(CaError::Corrupt("no issuing CA".into())),
         };
         let issuer = Issuer::load(hsm, current)?;
+        let first_issuing_name = state
+            .issuing
+            .first()
+            .map(|c| c.name.clone())
+            .unwrap_or_default();
         let revoked = recover_intents(&store, clock.now())?;
         if !revoked.is_empty() {
             tracing::warn!(
@@ -202,12 +212,31 @@ impl CertificateAuthority {
             policies: Arc::new(std::sync::RwLock::new(policies)),
             urls,
             clock,
-            issuer: Arc::new(issuer),
+            issuer: Arc::new(std::sync::RwLock::new(Arc::new(issuer))),
+            first_issuing_name,
         })
     }
 
-    pub fn issuer(&self) -> &Issuer {
-        &self.issuer
+    /// The issuing CA of new certificates.
+    pub fn issuer(&self) -> Arc<Issuer> {
+        self.issuer
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// Makes `issuer` the CA of new certificates (a CA rollover): issuances already running
+    /// finish with the CA they started with.
+    pub fn switch_issuer(&self, issuer: Issuer) {
+        tracing::info!(issuer = %issuer.name, key = issuer.key.label(), "new certificates are issued by a new CA");
+        *self.issuer.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(issuer);
+    }
+
+    /// The URLs written in certificates of `issuer`.
+    fn urls_of(&self, issuer: &Issuer) -> Result<PublishedUrls, CaError> {
+        self.urls
+            .for_ca(&self.first_issuing_name, &issuer.name)
+            .map_err(CaError::Refused)
     }
 
     /// The policies in force.
@@ -249,13 +278,14 @@ impl CertificateAuthority {
             check_identifier("holder", holder)?;
         }
         let policy = self.policy(&request.policy)?;
-        let profile = self.issuer.profile(&self.urls)?;
+        let issuer = self.issuer();
+        let profile = issuer.profile(&self.urls_of(&issuer)?)?;
         let now = self.clock.now();
-        let issuer_id = self.issuer.id;
+        let issuer_id = issuer.id;
         let holder = holder.map(str::to_owned);
         let signed = issue_all(
             &self.store,
-            &self.issuer.key,
+            &issuer.key,
             1,
             now,
             |serials| {
@@ -340,24 +370,27 @@ impl CertificateAuthority {
             },
             None => CardPlan::New,
         };
-        let pending = self.card_certificates(request, &card_id, &plan, self.clock.now())?;
+        let pending =
+            self.card_certificates(&self.issuer(), request, &card_id, &plan, self.clock.now())?;
         issue::precheck(&self.store, &pending)
     }
 
     /// The two linted certificates of a card, under fresh serials.
     fn card_certificates(
         &self,
+        issuer: &Issuer,
         request: &CardRequest,
         card_id: &str,
         plan: &CardPlan,
         now: Timestamp,
     ) -> Result<Vec<PendingCertificate>, CaError> {
         let serials = (0..2).map(|_| Serial::random()).collect::<Result<_, _>>()?;
-        self.card_pending(request, card_id, plan, now, serials)
+        self.card_pending(issuer, request, card_id, plan, now, serials)
     }
 
     fn card_pending(
         &self,
+        issuer: &Issuer,
         request: &CardRequest,
         card_id: &str,
         plan: &CardPlan,
@@ -373,7 +406,7 @@ impl CertificateAuthority {
                 "a card needs two different policies (authentication and signature)".into(),
             ));
         }
-        let profile = self.issuer.profile(&self.urls)?;
+        let profile = issuer.profile(&self.urls_of(issuer)?)?;
         let card_expires_at = plan.card_expires_at(now)?;
         // A renewed card's certificates end with the card at the latest.
         let cap = |issuance: &IssuanceRequest, policy: &crate::policy::Policy| {
@@ -409,8 +442,8 @@ impl CertificateAuthority {
         let holder = Some(request.holder.clone());
         let card = Some(card_id.to_owned());
         Ok(vec![
-            PendingCertificate::from_linted(self.issuer.id, auth, holder.clone(), card.clone()),
-            PendingCertificate::from_linted(self.issuer.id, sign, holder, card),
+            PendingCertificate::from_linted(issuer.id, auth, holder.clone(), card.clone()),
+            PendingCertificate::from_linted(issuer.id, sign, holder, card),
         ])
     }
 
@@ -426,14 +459,15 @@ impl CertificateAuthority {
             return Err(CaError::Refused(format!("card {card_id} already exists")));
         }
         let now = self.clock.now();
-        let issuer_id = self.issuer.id;
+        let issuer = self.issuer();
+        let issuer_id = issuer.id;
         let card_expires_at = plan.card_expires_at(now)?;
         let issued = issue_all(
             &self.store,
-            &self.issuer.key,
+            &issuer.key,
             2,
             now,
-            |serials| self.card_pending(request, card_id, &plan, now, serials),
+            |serials| self.card_pending(&issuer, request, card_id, &plan, now, serials),
             |signed| {
                 let key = |i: usize| signed.get(i).map(|s| s.pending.key.clone());
                 let record = CardRecord {
@@ -482,13 +516,16 @@ impl CertificateAuthority {
         })
     }
 
-    /// The stored certificate for a serial under the current issuer, if any.
+    /// The stored certificate for a serial, under whichever CA issued it.
     pub fn certificate(
         &self,
         serial: &Serial,
     ) -> Result<Option<crate::store::CertRecord>, CaError> {
+        let Some(issuer) = self.store.get::<crate::store::schema::Serials>(serial)? else {
+            return Ok(None);
+        };
         let key = CertKey {
-            issuer: self.issuer.id,
+            issuer,
             serial: serial.clone(),
         };
         Ok(self.store.get::<crate::store::schema::Certificates>(&key)?)

@@ -10,6 +10,13 @@ use crate::x509::sigalg::SignatureScheme;
 pub struct CaState {
     /// The root, when it is known (created here, or imported with the issuing CA certificate).
     pub root: Option<RootCa>,
+    /// Earlier roots, oldest first (`sceau ca rotate --root`): their keys keep signing their
+    /// ARLs while what they certified is valid.
+    #[serde(default)]
+    pub previous_roots: Vec<RootCa>,
+    /// The link certificates between consecutive roots (RFC 4210 §4.4), oldest first.
+    #[serde(default)]
+    pub root_links: Vec<RootLink>,
     /// Issuing CAs, oldest first; the last one issues new certificates.
     pub issuing: Vec<StoredCa>,
     /// Delegated OCSP responder certificates, oldest first.
@@ -41,6 +48,32 @@ pub struct RootCa {
     pub key: Option<KeyRef>,
 }
 
+/// The two link certificates of a root rollover: relying parties that trust either root can
+/// validate certificates under the other.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RootLink {
+    pub old: String,
+    pub new: String,
+    /// The new root's key certified by the old root.
+    #[serde(with = "base64_bytes")]
+    pub new_with_old: Vec<u8>,
+    /// The old root's key certified by the new root.
+    #[serde(with = "base64_bytes")]
+    pub old_with_new: Vec<u8>,
+}
+
+impl RootCa {
+    /// The root as a CA that can sign here, when its key is in this HSM.
+    pub fn signing(&self) -> Option<StoredCa> {
+        self.key.as_ref().map(|key| StoredCa {
+            name: self.name.clone(),
+            key_label: key.label.clone(),
+            scheme: key.scheme,
+            certificate: self.certificate.clone(),
+        })
+    }
+}
+
 /// A key in the HSM and the scheme it signs with.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct KeyRef {
@@ -61,5 +94,94 @@ pub struct PendingIssuing {
 impl CaState {
     pub fn is_ready(&self) -> bool {
         !self.issuing.is_empty()
+    }
+
+    /// Every root generation, oldest first (the current one last).
+    pub fn roots(&self) -> impl Iterator<Item = &RootCa> {
+        self.previous_roots.iter().chain(self.root.iter())
+    }
+
+    /// The first root's name: the one written in the configured root URLs.
+    pub fn first_root_name(&self) -> Option<&str> {
+        self.roots().next().map(|r| r.name.as_str())
+    }
+
+    /// The first issuing CA's name: the one written in the configured URLs.
+    pub fn first_issuing_name(&self) -> Option<&str> {
+        self.issuing.first().map(|c| c.name.as_str())
+    }
+
+    /// The issuing CAs still in service whose responder must be renewed: all of them when
+    /// `force`, else those whose responder is past two thirds of its life (or has none).
+    pub fn responders_due(&self, now: Timestamp, force: bool) -> Vec<&StoredCa> {
+        self.issuing
+            .iter()
+            .filter(|ca| ca.validity().is_some_and(|(_, end)| end > now))
+            .filter(|ca| {
+                if force {
+                    return true;
+                }
+                let Some(key_id) = ca.subject_key_identifier() else {
+                    return false;
+                };
+                match self
+                    .responders_of(&key_id)
+                    .last()
+                    .and_then(|r| r.validity())
+                {
+                    Some((start, end)) => {
+                        let (start, end) = (start.unix_seconds(), end.unix_seconds());
+                        now.unix_seconds() >= start + end.saturating_sub(start) * 2 / 3
+                    }
+                    None => true,
+                }
+            })
+            .collect()
+    }
+
+    /// The delegated OCSP responders certified by the CA whose key identifier is
+    /// `issuer_key_id`, oldest first (the last one is in force).
+    pub fn responders_of(&self, issuer_key_id: &[u8; 20]) -> Vec<&StoredCa> {
+        self.ocsp_responders
+            .iter()
+            .filter(|r| r.authority_key_identifier().as_ref() == Some(issuer_key_id))
+            .collect()
+    }
+}
+
+impl StoredCa {
+    /// notBefore and notAfter of the certificate.
+    pub fn validity(&self) -> Option<(Timestamp, Timestamp)> {
+        use der::Decode;
+        let certificate = x509_cert::Certificate::from_der(&self.certificate).ok()?;
+        let validity = certificate.tbs_certificate().validity();
+        Some((
+            Timestamp::from_x509_time(&validity.not_before),
+            Timestamp::from_x509_time(&validity.not_after),
+        ))
+    }
+
+    /// The subjectKeyIdentifier of the certificate (what the AKIs of its children copy).
+    pub fn subject_key_identifier(&self) -> Option<[u8; 20]> {
+        use der::Decode;
+        use x509_cert::ext::pkix::SubjectKeyIdentifier;
+        let certificate = x509_cert::Certificate::from_der(&self.certificate).ok()?;
+        let (_, ski) = certificate
+            .tbs_certificate()
+            .get_extension::<SubjectKeyIdentifier>()
+            .ok()??;
+        ski.0.as_bytes().try_into().ok()
+    }
+
+    /// The authorityKeyIdentifier of the certificate: which CA key signed it.
+    pub fn authority_key_identifier(&self) -> Option<[u8; 20]> {
+        use der::Decode;
+        use x509_cert::ext::pkix::AuthorityKeyIdentifier;
+        let certificate = x509_cert::Certificate::from_der(&self.certificate).ok()?;
+        let (_, aki) = certificate
+            .tbs_certificate()
+            .get_extension::<AuthorityKeyIdentifier>()
+            .ok()??;
+        aki.key_identifier?.as_bytes().try_into().ok()
     }
 }

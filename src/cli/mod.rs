@@ -131,6 +131,16 @@ pub enum CaCommand {
     },
     /// Show the CA certificates and keys.
     Show,
+    /// Key rollover. Without --root: a new issuing CA key in the HSM, certified by the root,
+    /// with its own OCSP responder; new certificates are issued by it while the previous CA
+    /// keeps signing CRLs and OCSP responses for its own. With --root: a new root key and the
+    /// two link certificates (new-with-old, old-with-new); the next `ca rotate` certifies its
+    /// issuing CA with it. Through a running daemon, everything is in force when the command
+    /// returns, without a restart.
+    Rotate {
+        #[arg(long)]
+        root: bool,
+    },
 }
 
 #[derive(Debug, Args)]
@@ -305,6 +315,7 @@ pub fn run(cli: Cli) -> Result<(), CliError> {
             ca_import(&config, &file, root.as_deref())
         }
         Command::Ca(CaCommand::Show) => ca_show(&config),
+        Command::Ca(CaCommand::Rotate { root }) => ca_rotate(&config, root),
         Command::Issue(args) => issue(&config, &args),
         Command::Card(CardCommand::Issue {
             holder,
@@ -527,13 +538,19 @@ fn ca_show(config: &Config) -> Result<(), CliError> {
             println!("  key        {}", key.unwrap_or("(kept outside this HSM)"));
             Ok(())
         };
-    if let Some(root) = &state.root {
+    for root in state.roots() {
         describe(
             "root",
             &root.name,
             &root.certificate,
             root.key.as_ref().map(|k| k.label.as_str()),
         )?;
+    }
+    for link in &state.root_links {
+        let name = format!("{}-signed-by-{}", link.new, link.old);
+        describe("root link", &name, &link.new_with_old, Some("-"))?;
+        let name = format!("{}-signed-by-{}", link.old, link.new);
+        describe("root link", &name, &link.old_with_new, Some("-"))?;
     }
     for ca in &state.issuing {
         describe("issuing CA", &ca.name, &ca.certificate, Some(&ca.key_label))?;
@@ -866,15 +883,49 @@ fn ocsp_renew_signer(config: &Config) -> Result<(), CliError> {
     }
     let hsm = open_hsm(config)?;
     let store = open_store(config)?;
-    let stored = ca::ceremony::renew_responder(config, &store, &hsm, clock().now())?;
+    let now = clock().now();
+    let state =
+        ca::load_state(&store)?.ok_or_else(|| ca::CaError::NotInitialized(config.store_dir()))?;
+    let mut renewed = Vec::new();
+    for issuing in state.responders_due(now, true) {
+        let stored = ca::ceremony::renew_responder(config, &store, &hsm, now, &issuing.name)?;
+        renewed.push(serde_json::json!({
+            "issuing": issuing.name,
+            "responder": stored.name,
+            "key_label": stored.key_label,
+        }));
+    }
     println!(
         "{}",
         serde_json::json!({
-            "responder": stored.name,
-            "key_label": stored.key_label,
-            "responses": "re-signed by the daemon when it starts; the previous responder's are served until then",
+            "renewed": renewed,
+            "responses": "re-signed by the daemon when it starts; the previous responders' are served until then",
         })
     );
+    Ok(())
+}
+
+fn ca_rotate(config: &Config, root: bool) -> Result<(), CliError> {
+    let path = if root {
+        "/admin/ca/rotate-root"
+    } else {
+        "/admin/ca/rotate"
+    };
+    if let Some(answer) = admin_client::call(config, path, serde_json::json!({}))? {
+        println!("{}", String::from_utf8_lossy(&answer));
+        return Ok(());
+    }
+    let hsm = open_hsm(config)?;
+    let store = open_store(config)?;
+    let now = clock().now();
+    let answer = if root {
+        let state = ca::ceremony::rotate_root(config, &store, &hsm, now)?;
+        serde_json::json!({ "root": state.root.map(|r| r.name) })
+    } else {
+        let rolled = ca::ceremony::rotate_issuing(config, &store, &hsm, now)?;
+        serde_json::json!({ "issuing": rolled.issuing.name, "key_label": rolled.issuing.key_label, "responder": rolled.responder.name })
+    };
+    println!("{answer}");
     Ok(())
 }
 

@@ -1,11 +1,9 @@
 //! `sceau serve`: the daemon.
-use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::Arc;
 
 use aws_lc_rs::rand::{SecureRandom, SystemRandom};
-use bytes::Bytes;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
@@ -14,7 +12,7 @@ use crate::ca::revoke::RevokedCertificate;
 use crate::ca::{self, CertificateAuthority};
 use crate::config::Config;
 use crate::hsm::Hsm;
-use crate::http::admin::AdminService;
+use crate::http::admin::{AdminService, RolloverHook};
 use crate::http::ra::{RaMetrics, RaService};
 use crate::http::va::VaService;
 use crate::policy::PolicySet;
@@ -88,19 +86,6 @@ async fn daemon(config: &Config, overrides: ListenOverrides) -> Result<(), CliEr
         admin_bound.to_string().as_bytes(),
     )?;
 
-    let mut certificates = HashMap::new();
-    if let Some(root) = &state.root {
-        certificates.insert(
-            format!("{}.crt", root.name),
-            Bytes::from(root.certificate.clone()),
-        );
-    }
-    for issuing in &state.issuing {
-        certificates.insert(
-            format!("{}.crt", issuing.name),
-            Bytes::from(issuing.certificate.clone()),
-        );
-    }
     let health = {
         let hsm = hsm.clone();
         let va = va.clone();
@@ -124,22 +109,35 @@ async fn daemon(config: &Config, overrides: ListenOverrides) -> Result<(), CliEr
     };
     let va_service = Arc::new(VaService {
         va: va.clone(),
-        ca_certificates: certificates,
         cache_max_age: config.ocsp.cache_max_age_seconds,
         health: health.clone(),
     });
     let ra_metrics = config.ra.as_ref().map(|_| Arc::new(RaMetrics::default()));
+    let ra = match &config.ra {
+        Some(ra_config) => Some(
+            registration_authority(
+                config,
+                ra_config,
+                overrides.ra.unwrap_or(config.listen.ra),
+                (&ca, &state, &va),
+                clock.clone(),
+                ra_metrics.clone().unwrap_or_default(),
+            )
+            .await?,
+        ),
+        None => None,
+    };
     let admin_service = Arc::new(AdminService {
         config: config.clone(),
         va: va.clone(),
         ca: ca.clone(),
-        state: state.clone(),
         store: store.clone(),
         hsm: hsm.clone(),
         audit_key_label: config.keys.audit.clone(),
         ra_metrics: ra_metrics.clone(),
         token,
         health,
+        on_rollover: ra.as_ref().map(|parts| parts.on_rollover.clone()),
     });
 
     let shutdown = CancellationToken::new();
@@ -173,19 +171,13 @@ async fn daemon(config: &Config, overrides: ListenOverrides) -> Result<(), CliEr
         hyper::service::service_fn(move |request| admin_service.clone().handle(request)),
         shutdown.clone(),
     ));
-    let ra_bound = match &config.ra {
-        Some(ra_config) => {
-            let address = overrides.ra.unwrap_or(config.listen.ra);
-            let metrics = ra_metrics.clone().unwrap_or_default();
-            let (listener, service, tls) = registration_authority(
-                config,
-                ra_config,
-                address,
-                (&ca, &state, &va),
-                clock.clone(),
-                metrics,
-            )
-            .await?;
+    let ra_bound = match ra {
+        Some(RaParts {
+            listener,
+            service,
+            tls,
+            ..
+        }) => {
             let bound = listener.local_addr()?;
             listeners.spawn(crate::http::serve_tls(
                 listener,
@@ -250,16 +242,11 @@ async fn registration_authority(
     ),
     clock: Arc<dyn crate::x509::time::Clock>,
     metrics: Arc<RaMetrics>,
-) -> Result<(TcpListener, Arc<RaService>, Arc<rustls::ServerConfig>), CliError> {
-    let operator_cas: Vec<Vec<u8>> = state
-        .issuing
-        .iter()
-        .map(|c| c.certificate.clone())
-        .collect();
-    let tls = crate::http::ra::tls_config(
+) -> Result<RaParts, CliError> {
+    let (tls, trust) = crate::http::ra::tls_config(
         &ra_config.tls_certificate,
         &ra_config.tls_private_key,
-        &operator_cas,
+        &operator_ca_certificates(state),
     )
     .map_err(|e| CliError(format!("{}: [ra] {e}", config.path.display())))?;
     let ra = RegistrationAuthority::new(
@@ -282,7 +269,44 @@ async fn registration_authority(
         limiter: crate::http::ra::rate_limiter(ra_config.requests_per_minute, ra_config.burst),
         metrics,
     });
-    Ok((listener, service, tls))
+    let on_rollover: RolloverHook = {
+        let (ra, trust) = (service.ra.clone(), trust.clone());
+        Arc::new(move |state: &ca::CaState| {
+            let reloaded = ra
+                .reload_operator_cas(state)
+                .map_err(|e| e.to_string())
+                .and_then(|()| trust.reload(&operator_ca_certificates(state)));
+            match reloaded {
+                Ok(()) => tracing::info!("the RA trusts operator cards of every issuing CA"),
+                Err(error) => {
+                    tracing::error!(%error, "the RA could not trust the new issuing CA: restart the daemon")
+                }
+            }
+        })
+    };
+    Ok(RaParts {
+        listener,
+        service,
+        tls,
+        on_rollover,
+    })
+}
+
+/// The RA listener, ready to serve.
+struct RaParts {
+    listener: TcpListener,
+    service: Arc<RaService>,
+    tls: Arc<rustls::ServerConfig>,
+    on_rollover: RolloverHook,
+}
+
+/// Operators carry agent cards: their certificates come from the issuing CAs.
+fn operator_ca_certificates(state: &ca::CaState) -> Vec<Vec<u8>> {
+    state
+        .issuing
+        .iter()
+        .map(|c| c.certificate.clone())
+        .collect()
 }
 
 /// The RA tells the VA what changed: OCSP answers for new certificates, and says "revoked"
@@ -332,8 +356,8 @@ async fn watch_hsm(hsm: Hsm, label: String, shutdown: CancellationToken) {
     }
 }
 
-/// Renews the delegated OCSP responder once two thirds of its certificate's life have passed
-/// (RFC 9919: short-lived, renewed regularly); checked at start and every hour.
+/// Renews the delegated OCSP responders once two thirds of their certificates' life have
+/// passed (RFC 9919: short-lived, renewed regularly); checked at start and every hour.
 async fn renew_responder_when_due(
     config: Config,
     store: Store,
@@ -348,22 +372,15 @@ async fn renew_responder_when_due(
             _ = tokio::time::sleep(wait) => {}
         }
         wait = std::time::Duration::from_secs(3600);
-        let due = ca::load_state(&store).ok().flatten().and_then(|state| {
-            let current = state.ocsp_responders.last()?;
-            let certificate: x509_cert::Certificate =
-                der::Decode::from_der(&current.certificate).ok()?;
-            let validity = certificate.tbs_certificate().validity();
-            let start = crate::x509::Timestamp::from_x509_time(&validity.not_before).unix_seconds();
-            let end = crate::x509::Timestamp::from_x509_time(&validity.not_after).unix_seconds();
-            Some(va.now().unix_seconds() >= start + (end.saturating_sub(start)) * 2 / 3)
-        });
-        if due != Some(true) || !hsm.status().available {
+        let due = ca::load_state(&store)
+            .ok()
+            .flatten()
+            .is_some_and(|state| !state.responders_due(va.now(), false).is_empty());
+        if !due || !hsm.status().available {
             continue;
         }
-        tracing::info!(
-            "the OCSP responder certificate is past two thirds of its life: renewing it"
-        );
-        match crate::http::admin::renew_responder(&config, &store, &hsm, &va).await {
+        tracing::info!("an OCSP responder certificate is past two thirds of its life: renewing it");
+        match crate::http::admin::renew_responders(&config, &store, &hsm, &va, false).await {
             Ok(renewed) => tracing::info!(%renewed, "OCSP responder renewed"),
             Err(problem) => {
                 tracing::error!(detail = %problem.detail, "OCSP responder renewal failed; retrying in a minute");

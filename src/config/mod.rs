@@ -164,6 +164,45 @@ pub struct PublishedUrls {
     pub cps: String,
 }
 
+impl PublishedUrls {
+    /// The URLs of a later generation of a CA (after `sceau ca rotate`): each CA publishes its
+    /// CRL and certificate under its own name, so the configured `crl` and `ca_issuers` URLs
+    /// (written for the first issuing CA, `first`) get `name` in place of `first` in their
+    /// last path segment. URLs already in certificates never change meaning.
+    pub fn for_ca(&self, first: &str, name: &str) -> Result<PublishedUrls, String> {
+        Ok(PublishedUrls {
+            crl: renamed("crl", &self.crl, first, name)?,
+            ca_issuers: renamed("ca_issuers", &self.ca_issuers, first, name)?,
+            ..self.clone()
+        })
+    }
+
+    /// The same for a later generation of the root: its ARL and certificate URLs.
+    pub fn for_root(&self, first: &str, name: &str) -> Result<PublishedUrls, String> {
+        Ok(PublishedUrls {
+            arl: renamed("arl", &self.arl, first, name)?,
+            root_ca_issuers: renamed("root_ca_issuers", &self.root_ca_issuers, first, name)?,
+            ..self.clone()
+        })
+    }
+}
+
+/// `url` with the file stem `first` of its last path segment replaced by `name`.
+fn renamed(field: &str, url: &str, first: &str, name: &str) -> Result<String, String> {
+    if first == name {
+        return Ok(url.to_owned());
+    }
+    let (directory, file) = url.rsplit_once('/').unwrap_or(("", url));
+    match file.strip_prefix(first) {
+        Some(extension) if extension.is_empty() || extension.starts_with('.') => {
+            Ok(format!("{directory}/{name}{extension}"))
+        }
+        _ => Err(format!(
+            "[urls] {field} = {url:?} does not end with the CA name {first:?}: the URL of {name:?} cannot be derived from it"
+        )),
+    }
+}
+
 /// Listener addresses (overridable on the command line).
 #[derive(Debug, Clone)]
 pub struct ListenConfig {

@@ -30,7 +30,6 @@ pub struct AdminService {
     pub config: crate::config::Config,
     pub va: Arc<ValidationAuthority>,
     pub ca: CertificateAuthority,
-    pub state: CaState,
     pub store: Store,
     pub hsm: Hsm,
     pub audit_key_label: String,
@@ -38,7 +37,12 @@ pub struct AdminService {
     pub ra_metrics: Option<Arc<crate::http::ra::RaMetrics>>,
     pub token: String,
     pub health: Arc<dyn Fn() -> (bool, serde_json::Value) + Send + Sync>,
+    /// Told of a new CA state after a rollover (the RA trusts operator cards of a new CA).
+    pub on_rollover: Option<RolloverHook>,
 }
+
+/// What is told of the CA state after a key rollover.
+pub type RolloverHook = Arc<dyn Fn(&CaState) + Send + Sync>;
 
 impl core::fmt::Debug for AdminService {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
@@ -101,6 +105,14 @@ impl AdminService {
                 Ok(()) => self.renew_signer().await,
                 Err(problem) => problem.response(),
             },
+            (&Method::POST, "/admin/ca/rotate") => match self.authorize(&request) {
+                Ok(()) => self.rotate(Rollover::Issuing).await,
+                Err(problem) => problem.response(),
+            },
+            (&Method::POST, "/admin/ca/rotate-root") => match self.authorize(&request) {
+                Ok(()) => self.rotate(Rollover::Root).await,
+                Err(problem) => problem.response(),
+            },
             (&Method::POST, "/admin/audit/checkpoint") => match self.authorize(&request) {
                 Ok(()) => self.checkpoint().await,
                 Err(problem) => problem.response(),
@@ -123,6 +135,8 @@ impl AdminService {
                 | "/admin/ra/bootstrap"
                 | "/admin/audit/checkpoint"
                 | "/admin/ocsp/renew-signer"
+                | "/admin/ca/rotate"
+                | "/admin/ca/rotate-root"
                 | "/admin/ca/state",
             ) => Problem::new(
                 StatusCode::METHOD_NOT_ALLOWED,
@@ -238,11 +252,21 @@ impl AdminService {
             Err(problem) => return problem.response(),
         };
         let ca = self.ca.clone();
-        let state = self.state.clone();
         let store = self.store.clone();
         let now = self.va.now();
-        let outcome =
-            tokio::task::spawn_blocking(move || command.run(&ca, &state, &store, now)).await;
+        let outcome = tokio::task::spawn_blocking(move || {
+            let state = crate::ca::load_state(&store)
+                .map_err(|e| ca_problem(&e))?
+                .ok_or_else(|| {
+                    Problem::new(
+                        StatusCode::CONFLICT,
+                        "not-initialized",
+                        "no CA in this store",
+                    )
+                })?;
+            command.run(&ca, &state, &store, now)
+        })
+        .await;
         match outcome {
             Ok(Ok((value, issued))) => {
                 if !issued.is_empty()
@@ -263,8 +287,75 @@ impl AdminService {
         if !self.hsm.status().available {
             return hsm_unavailable();
         }
-        match renew_responder(&self.config, &self.store, &self.hsm, &self.va).await {
+        match renew_responders(&self.config, &self.store, &self.hsm, &self.va, true).await {
             Ok(value) => json(StatusCode::OK, &value),
+            Err(problem) => problem.response(),
+        }
+    }
+
+    /// `sceau ca rotate [--root]`: the key ceremony, then everything it changed put in force
+    /// without a restart. For an issuing CA, in this order: OCSP answers for it and its CRL is
+    /// published, then new certificates are issued by it (their CRL URL already resolves).
+    async fn rotate(&self, rollover: Rollover) -> Response<Body> {
+        if !self.hsm.status().available {
+            return hsm_unavailable();
+        }
+        let (config, store, hsm, now) = (
+            self.config.clone(),
+            self.store.clone(),
+            self.hsm.clone(),
+            self.va.now(),
+        );
+        let ceremony = tokio::task::spawn_blocking(move || match rollover {
+            Rollover::Issuing => crate::ca::ceremony::rotate_issuing(&config, &store, &hsm, now)
+                .map(|r| (r.state, Some((r.issuing, r.responder)))),
+            Rollover::Root => {
+                crate::ca::ceremony::rotate_root(&config, &store, &hsm, now).map(|s| (s, None))
+            }
+        })
+        .await;
+        let (state, issuing) = match ceremony {
+            Ok(Ok(done)) => done,
+            Ok(Err(error)) => return ca_problem(&error).response(),
+            Err(_) => return shutting_down().response(),
+        };
+        let applied = async {
+            self.va.after_rollover(&self.hsm, &state).await.map_err(|e| {
+                Problem::new(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "rollover-incomplete",
+                    format!("the new CA is stored, but the daemon could not put it in force (restart it): {e}"),
+                )
+            })?;
+            let Some((issuing, responder)) = &issuing else {
+                let root = state.root.as_ref().map(|r| r.name.clone());
+                return Ok(serde_json::json!({ "root": root, "links": state.root_links.last().map(|l| [format!("{}-signed-by-{}", l.new, l.old), format!("{}-signed-by-{}", l.old, l.new)]) }));
+            };
+            if let Some(key) = responder_certificate_key(responder) {
+                self.va.after_issuance(&[key]).await.map_err(|e| {
+                    Problem::new(StatusCode::SERVICE_UNAVAILABLE, "resigning-failed", e.to_string())
+                })?;
+            }
+            let issuer = crate::ca::Issuer::load(&self.hsm, issuing).map_err(|e| ca_problem(&e))?;
+            self.ca.switch_issuer(issuer);
+            let (not_before, not_after) = issuing.validity().unzip();
+            Ok::<_, Problem>(serde_json::json!({
+                "issuing": issuing.name,
+                "key_label": issuing.key_label,
+                "not_before": not_before,
+                "not_after": not_after,
+                "responder": responder.name,
+                "previous": state.issuing.iter().rev().skip(1).map(|c| c.name.clone()).collect::<Vec<_>>(),
+            }))
+        }
+        .await;
+        match applied {
+            Ok(value) => {
+                if let Some(hook) = &self.on_rollover {
+                    hook(&state);
+                }
+                json(StatusCode::OK, &value)
+            }
             Err(problem) => problem.response(),
         }
     }
@@ -645,61 +736,79 @@ pub fn ca_problem(error: &CaError) -> Problem {
     Problem::new(status, rule, error.to_string())
 }
 
-/// Renews the delegated OCSP responder (key, certificate, state) and re-signs every response
-/// with it; what the admin API and the daemon's renewal task both do.
-pub async fn renew_responder(
+/// Which key `sceau ca rotate` replaces.
+#[derive(Copy, Clone, Debug)]
+enum Rollover {
+    Issuing,
+    Root,
+}
+
+/// Renews the delegated OCSP responders (key, certificate, state) of the issuing CAs in
+/// service, every one when `force`, else those past two thirds of their life, and re-signs
+/// their responses; what the admin API and the daemon's renewal task both do.
+pub async fn renew_responders(
     config: &crate::config::Config,
     store: &Store,
     hsm: &Hsm,
     va: &ValidationAuthority,
+    force: bool,
 ) -> Result<serde_json::Value, Problem> {
-    let (config, store_owned, hsm_owned, now) =
-        (config.clone(), store.clone(), hsm.clone(), va.now());
-    let stored = tokio::task::spawn_blocking(move || {
-        crate::ca::ceremony::renew_responder(&config, &store_owned, &hsm_owned, now)
-    })
-    .await
-    .map_err(|_| shutting_down())?
-    .map_err(|e| ca_problem(&e))?;
-    let resigned = va.renew_signer(hsm, &stored).await.map_err(|e| {
-        Problem::new(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "resigning-failed",
-            format!("the new responder is in force, but re-signing failed (retried in the background): {e}"),
-        )
-    })?;
-    let certificate: x509_cert::Certificate =
-        der::Decode::from_der(&stored.certificate).map_err(|e: der::Error| {
-            Problem::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string())
+    let now = va.now();
+    let state = crate::ca::load_state(store)
+        .map_err(|e| ca_problem(&e))?
+        .ok_or_else(|| Problem::new(StatusCode::CONFLICT, "not-initialized", "no CA"))?;
+    let mut renewed = Vec::new();
+    let mut resigned = 0;
+    for issuing in state.responders_due(now, force) {
+        let issuer = crate::ca::Issuer::load(hsm, issuing).map_err(|e| ca_problem(&e))?;
+        let (config, store_owned, hsm_owned, name) = (
+            config.clone(),
+            store.clone(),
+            hsm.clone(),
+            issuing.name.clone(),
+        );
+        let stored = tokio::task::spawn_blocking(move || {
+            crate::ca::ceremony::renew_responder(&config, &store_owned, &hsm_owned, now, &name)
+        })
+        .await
+        .map_err(|_| shutting_down())?
+        .map_err(|e| ca_problem(&e))?;
+        resigned += va.renew_signer(hsm, issuer.id, &stored).await.map_err(|e| {
+            Problem::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "resigning-failed",
+                format!("the new responder is in force, but re-signing failed (retried in the background): {e}"),
+            )
         })?;
-    // The new responder certificate is a certificate of the issuing CA like any other: OCSP
-    // answers for it too.
-    let tbs = certificate.tbs_certificate();
-    if let (Ok(Some((_, aki))), Ok(serial)) = (
-        tbs.get_extension::<x509_cert::ext::pkix::AuthorityKeyIdentifier>(),
-        crate::x509::Serial::from_serial_number(tbs.serial_number()),
-    ) && let Some(id) = aki
-        .key_identifier
-        .as_ref()
-        .and_then(|k| <[u8; 20]>::try_from(k.as_bytes()).ok())
-    {
-        let key = CertKey {
-            issuer: crate::store::IssuerId(id),
-            serial,
-        };
-        if let Err(error) = va.after_issuance(&[key]).await {
+        // The new responder certificate is a certificate of the issuing CA like any other:
+        // OCSP answers for it too.
+        if let Some(key) = responder_certificate_key(&stored)
+            && let Err(error) = va.after_issuance(&[key]).await
+        {
             tracing::warn!(%error, "the new responder certificate's own OCSP responses are signed later");
         }
+        let (not_before, not_after) = stored.validity().unzip();
+        renewed.push(serde_json::json!({
+            "issuing": issuing.name,
+            "responder": stored.name,
+            "key_label": stored.key_label,
+            "not_before": not_before,
+            "not_after": not_after,
+        }));
     }
-    let validity = tbs.validity();
-    Ok(serde_json::json!({
-        "responder": stored.name,
-        "key_label": stored.key_label,
-        "serial": crate::x509::Serial::from_serial_number(certificate.tbs_certificate().serial_number()).map(|s| s.to_hex()).unwrap_or_default(),
-        "not_before": Timestamp::from_x509_time(&validity.not_before),
-        "not_after": Timestamp::from_x509_time(&validity.not_after),
-        "responses_resigned": resigned,
-    }))
+    Ok(serde_json::json!({ "renewed": renewed, "responses_resigned": resigned }))
+}
+
+/// The store key of a responder certificate (its issuer from the AKI, its serial).
+fn responder_certificate_key(stored: &crate::ca::state::StoredCa) -> Option<CertKey> {
+    let certificate: x509_cert::Certificate = der::Decode::from_der(&stored.certificate).ok()?;
+    let serial =
+        crate::x509::Serial::from_serial_number(certificate.tbs_certificate().serial_number())
+            .ok()?;
+    Some(CertKey {
+        issuer: crate::store::IssuerId(stored.authority_key_identifier()?),
+        serial,
+    })
 }
 
 /// The problem of a command whose blocking task was cancelled: the daemon is stopping.

@@ -1,6 +1,5 @@
 //! The public validation listener: OCSP (POST and GET, RFC 6960 appendix A, RFC 9919 caching),
 //! CRLs and CA certificates, health. Plain HTTP: what it serves is signed.
-use std::collections::HashMap;
 use std::convert::Infallible;
 use std::sync::Arc;
 
@@ -22,8 +21,6 @@ pub const MAX_REQUEST: usize = 64 * 1024;
 /// What the validation listener serves.
 pub struct VaService {
     pub va: Arc<ValidationAuthority>,
-    /// CA certificates by file name (`racine.crt`, `ac-agents.crt`), DER (AIA caIssuers).
-    pub ca_certificates: HashMap<String, Bytes>,
     pub cache_max_age: u64,
     pub health: Arc<dyn Fn() -> (bool, serde_json::Value) + Send + Sync>,
 }
@@ -255,9 +252,10 @@ impl VaService {
 
     fn ca_certificate(&self, path: &str) -> Response<Body> {
         let name = &path["/ca/".len()..];
-        match self.ca_certificates.get(name) {
+        // CA certificates by file name (`racine.crt`, `ac-agents.crt`), DER (AIA caIssuers).
+        match self.va.ca_certificate(name) {
             Some(der) => {
-                let mut response = Response::new(Body::one(der.clone()));
+                let mut response = Response::new(Body::one(der));
                 let headers = response.headers_mut();
                 headers.insert(
                     header::CONTENT_TYPE,

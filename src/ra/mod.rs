@@ -222,7 +222,8 @@ pub struct RegistrationAuthority {
     publisher: Arc<dyn StatusPublisher>,
     clock: Arc<dyn Clock>,
     settings: RaSettings,
-    operator_cas: Vec<OperatorCa>,
+    /// The issuing CAs whose cards operators carry; grows with CA rollovers.
+    operator_cas: std::sync::RwLock<Arc<Vec<OperatorCa>>>,
 }
 
 impl core::fmt::Debug for RegistrationAuthority {
@@ -241,12 +242,19 @@ impl RegistrationAuthority {
     ) -> Result<Self, RaError> {
         Ok(Self {
             store: ca.store().clone(),
-            operator_cas: operator_cas(state)?,
+            operator_cas: std::sync::RwLock::new(Arc::new(operator_cas(state)?)),
             ca,
             publisher,
             clock,
             settings,
         })
+    }
+
+    /// Trusts the operator cards of every issuing CA of `state` (after a CA rollover).
+    pub fn reload_operator_cas(&self, state: &CaState) -> Result<(), RaError> {
+        let cas = operator_cas(state)?;
+        *self.operator_cas.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(cas);
+        Ok(())
     }
 
     /// The operator behind a TLS client certificate.
@@ -706,8 +714,12 @@ impl RegistrationAuthority {
             .map_err(|e| RaError::Malformed(format!("operator certificate: {e}")))?;
         let issuer_der = der::Encode::to_der(certificate.tbs_certificate().issuer())
             .map_err(|e| RaError::Malformed(e.to_string()))?;
-        self.operator_cas
-            .iter()
+        let cas = self
+            .operator_cas
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
+        cas.iter()
             .find(|ca| {
                 ca.subject_der == issuer_der
                     && crate::ca::ceremony::verify_certificate_signature(der, &ca.public_key)

@@ -77,7 +77,8 @@ pub struct CrlPublisher {
     store: Store,
     dir: PathBuf,
     settings: CrlSettings,
-    sources: Vec<CrlSource>,
+    /// Grows when a CA rollover adds a CA while the daemon runs.
+    sources: RwLock<Vec<CrlSource>>,
     latest: RwLock<HashMap<String, PublishedCrl>>,
     /// One generation at a time (numbers go up by one).
     generating: Mutex<()>,
@@ -106,14 +107,37 @@ impl CrlPublisher {
             store,
             dir,
             settings,
-            sources,
+            sources: RwLock::new(Vec::new()),
             latest: RwLock::new(HashMap::new()),
             generating: Mutex::new(()),
             trigger: tokio::sync::Notify::new(),
         };
-        publisher.recover_pending()?;
-        publisher.load_published();
+        for source in sources {
+            publisher.add_source(source)?;
+        }
         Ok(publisher)
+    }
+
+    /// Starts publishing the CRL of one more CA (a CA rollover while the daemon runs); the
+    /// next [`CrlPublisher::publish_all`] includes it.
+    pub fn add_source(&self, source: CrlSource) -> Result<(), VaError> {
+        if self.sources().iter().any(|s| s.name == source.name) {
+            return Ok(());
+        }
+        self.recover_pending(&source)?;
+        self.load_published(&source);
+        self.sources
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(source);
+        Ok(())
+    }
+
+    fn sources(&self) -> Vec<CrlSource> {
+        self.sources
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
     }
 
     pub fn settings(&self) -> &CrlSettings {
@@ -143,12 +167,12 @@ impl CrlPublisher {
     }
 
     /// Completes or discards the pending files of an interrupted publication.
-    fn recover_pending(&self) -> Result<(), VaError> {
-        for source in &self.sources {
+    fn recover_pending(&self, source: &CrlSource) -> Result<(), VaError> {
+        {
             let persisted = self.persisted_number(source)?;
             let prefix = format!("{}.crl.pending-", source.name);
             let Ok(entries) = std::fs::read_dir(&self.dir) else {
-                continue;
+                return Ok(());
             };
             for entry in entries.flatten() {
                 let name = entry.file_name().to_string_lossy().into_owned();
@@ -171,14 +195,14 @@ impl CrlPublisher {
     }
 
     /// Serves the CRLs already in the publish directory until new ones are made.
-    fn load_published(&self) {
-        for source in &self.sources {
+    fn load_published(&self, source: &CrlSource) {
+        {
             let path = self.file(&source.name);
             let Ok(der) = std::fs::read(&path) else {
-                continue;
+                return;
             };
             let Ok(summary) = crate::x509::crl::summarize(&der) else {
-                continue;
+                return;
             };
             let published = PublishedCrl {
                 name: source.name.clone(),
@@ -213,17 +237,25 @@ impl CrlPublisher {
     /// Generates, signs and publishes every CRL now. Blocking (run it off the async runtime).
     pub fn publish_all(&self, now: Timestamp) -> Result<Vec<PublishedCrl>, VaError> {
         let mut out = Vec::new();
-        for index in 0..self.sources.len() {
-            out.push(self.publish(index, now)?);
+        for source in self.sources() {
+            out.push(self.publish_source(&source, now)?);
         }
         Ok(out)
     }
 
-    /// Generates, signs and publishes one CRL.
+    /// Generates, signs and publishes one CRL (by its position among the sources).
     pub fn publish(&self, index: usize, now: Timestamp) -> Result<PublishedCrl, VaError> {
+        let source = self
+            .sources()
+            .get(index)
+            .cloned()
+            .ok_or(VaError::UnknownIssuer)?;
+        self.publish_source(&source, now)
+    }
+
+    fn publish_source(&self, source: &CrlSource, now: Timestamp) -> Result<PublishedCrl, VaError> {
         let _one_at_a_time = self.generating.lock().unwrap_or_else(|p| p.into_inner());
         let started = std::time::Instant::now();
-        let source = self.sources.get(index).ok_or(VaError::UnknownIssuer)?;
         let issuer = &source.issuer;
         let previous = self.persisted_number(source)?;
         let number = previous.map_or(1, |n| n + 1);
@@ -339,7 +371,7 @@ impl CrlPublisher {
         clock: Arc<dyn crate::x509::time::Clock>,
     ) {
         // A CRL that is missing or past half its validity is made at once.
-        let mut due = self.sources.iter().any(|s| match self.latest(&s.name) {
+        let mut due = self.sources().iter().any(|s| match self.latest(&s.name) {
             Some(crl) => {
                 crl.next_update
                     <= clock

@@ -8,8 +8,11 @@ pub mod crl;
 pub mod responder;
 pub mod responses;
 
-use std::sync::Arc;
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, RwLock};
+
+use bytes::Bytes;
 
 use crate::ca::revoke::RevokedCertificate;
 use crate::ca::{CaState, Issuer};
@@ -19,7 +22,7 @@ use crate::store::{CertKey, Store, StoreError};
 use crate::x509::Timestamp;
 use crate::x509::time::Clock;
 use crl::{CrlKind, CrlPublisher, CrlSettings, CrlSource};
-use responder::{Responder, SigningJob};
+use responder::{IssuerSetup, Responder, SigningJob};
 use responses::{IssuerIdentity, ResponseSigner, Status};
 
 /// What went wrong in the validation authority.
@@ -138,28 +141,13 @@ pub fn crl_publisher(
 ) -> Result<CrlPublisher, VaError> {
     let mut sources = Vec::new();
     for stored in &state.issuing {
-        let issuer = Issuer::load(hsm, stored).map_err(|e| VaError::NotReady(e.to_string()))?;
-        sources.push(CrlSource {
-            name: issuer.name.clone(),
-            issuer: Arc::new(issuer),
-            kind: CrlKind::Crl,
-        });
+        sources.push(crl_source(hsm, stored, CrlKind::Crl)?);
     }
-    if let Some(root) = &state.root
-        && let Some(key) = &root.key
-    {
-        let stored = crate::ca::state::StoredCa {
-            name: root.name.clone(),
-            key_label: key.label.clone(),
-            scheme: key.scheme,
-            certificate: root.certificate.clone(),
-        };
-        let issuer = Issuer::load(hsm, &stored).map_err(|e| VaError::NotReady(e.to_string()))?;
-        sources.push(CrlSource {
-            name: root.name.clone(),
-            issuer: Arc::new(issuer),
-            kind: CrlKind::Arl,
-        });
+    // Every root generation whose key is here signs its ARL.
+    for root in state.roots() {
+        if let Some(stored) = root.signing() {
+            sources.push(crl_source(hsm, &stored, CrlKind::Arl)?);
+        }
     }
     let settings = CrlSettings {
         next_update_seconds: u64::from(config.crl.next_update_hours) * 3600,
@@ -168,6 +156,45 @@ pub fn crl_publisher(
         arl_next_update_seconds: u64::from(config.crl.arl_next_update_days) * 86_400,
     };
     CrlPublisher::new(store, config.publish_dir.clone(), settings, sources)
+}
+
+/// The CRL (or ARL) of a CA whose key is in the HSM.
+fn crl_source(
+    hsm: &Hsm,
+    stored: &crate::ca::state::StoredCa,
+    kind: CrlKind,
+) -> Result<CrlSource, VaError> {
+    let issuer = Issuer::load(hsm, stored).map_err(|e| VaError::NotReady(e.to_string()))?;
+    Ok(CrlSource {
+        name: issuer.name.clone(),
+        issuer: Arc::new(issuer),
+        kind,
+    })
+}
+
+/// The certificates served as `/ca/<name>.crt`: every root, link and issuing CA certificate.
+pub fn ca_certificates(state: &CaState) -> HashMap<String, Bytes> {
+    let mut certificates = HashMap::new();
+    let mut add = |name: &str, der: &[u8]| {
+        certificates.insert(format!("{name}.crt"), Bytes::copy_from_slice(der));
+    };
+    for root in state.roots() {
+        add(&root.name, &root.certificate);
+    }
+    for link in &state.root_links {
+        add(
+            &format!("{}-signed-by-{}", link.new, link.old),
+            &link.new_with_old,
+        );
+        add(
+            &format!("{}-signed-by-{}", link.old, link.new),
+            &link.old_with_new,
+        );
+    }
+    for issuing in &state.issuing {
+        add(&issuing.name, &issuing.certificate);
+    }
+    certificates
 }
 
 /// The delegated responder of a stored responder certificate and its HSM key.
@@ -184,6 +211,55 @@ fn response_signer(
     )
 }
 
+/// What the responder needs of an issuing CA: its identity in CertIDs and the delegated
+/// responders it certified (the last in force; earlier ones still valid serve the responses
+/// they signed until re-signed).
+pub fn issuer_setup(
+    hsm: &Hsm,
+    state: &CaState,
+    issuer: &Issuer,
+    validity: u64,
+    now: Timestamp,
+) -> Result<IssuerSetup, VaError> {
+    let responders = state.responders_of(&issuer.key_identifier);
+    let Some((current, earlier)) = responders.split_last() else {
+        return Err(VaError::NotReady(format!(
+            "no OCSP responder certificate issued by {} (run `sceau ocsp renew-signer`)",
+            issuer.name
+        )));
+    };
+    let signer = response_signer(hsm, current, validity)?;
+    let mut previous = Vec::new();
+    for stored in earlier {
+        match Issuer::load(hsm, stored) {
+            Ok(old) if old.not_after > now => previous.push(ResponseSigner::new(
+                old.key.clone(),
+                &old.certificate_der,
+                validity,
+            )?),
+            Ok(_) => {}
+            Err(error) => {
+                tracing::warn!(responder = %stored.name, %error, "an earlier OCSP responder cannot be loaded; its responses are re-signed")
+            }
+        }
+    }
+    let spki = issuer
+        .certificate
+        .tbs_certificate()
+        .subject_public_key_info();
+    Ok(IssuerSetup {
+        identity: IssuerIdentity::new(
+            issuer.id,
+            &issuer.name,
+            &issuer.subject_der,
+            spki.subject_public_key.raw_bytes(),
+            issuer.not_before,
+        ),
+        signer,
+        previous,
+    })
+}
+
 /// The OCSP responder and the CRL publisher, sharing one store and one HSM.
 pub struct ValidationAuthority {
     /// Set once the responses missing at start-up are signed.
@@ -191,6 +267,8 @@ pub struct ValidationAuthority {
     pub responder: Arc<Responder>,
     pub crls: Arc<CrlPublisher>,
     pub metrics: Arc<Metrics>,
+    /// `/ca/<name>.crt`; grows with CA rollovers.
+    ca_certificates: RwLock<Arc<HashMap<String, Bytes>>>,
     clock: Arc<dyn Clock>,
 }
 
@@ -212,51 +290,21 @@ impl ValidationAuthority {
         state: &CaState,
         clock: Arc<dyn Clock>,
     ) -> Result<(Self, Vec<SigningJob>), VaError> {
-        let responder_ca = state.ocsp_responders.last().ok_or_else(|| {
-            VaError::NotReady("no OCSP responder certificate (run `sceau init`)".into())
-        })?;
         let validity = u64::from(config.ocsp.validity_hours) * 3600;
-        let signer = response_signer(hsm, responder_ca, validity)?;
-        // Earlier responders still valid: their responses are served until re-signed.
         let now = clock.now();
-        let mut previous = Vec::new();
-        for stored in &state.ocsp_responders[..state.ocsp_responders.len() - 1] {
-            match Issuer::load(hsm, stored) {
-                Ok(old) if old.not_after > now => previous.push(ResponseSigner::new(
-                    old.key.clone(),
-                    &old.certificate_der,
-                    validity,
-                )?),
-                Ok(_) => {}
-                Err(error) => {
-                    tracing::warn!(responder = %stored.name, %error, "an earlier OCSP responder cannot be loaded; its responses are re-signed")
-                }
-            }
-        }
-        let mut identities = Vec::new();
+        let mut issuers = Vec::new();
         for stored in &state.issuing {
             let issuer = Issuer::load(hsm, stored).map_err(|e| VaError::NotReady(e.to_string()))?;
-            let spki = issuer
-                .certificate
-                .tbs_certificate()
-                .subject_public_key_info();
-            identities.push(IssuerIdentity::new(
-                issuer.id,
-                &issuer.name,
-                &issuer.subject_der,
-                spki.subject_public_key.raw_bytes(),
-                issuer.not_before,
-            ));
+            issuers.push(issuer_setup(hsm, state, &issuer, validity, now)?);
         }
         let metrics = Arc::new(Metrics::default());
         let responder = Responder::new(
-            signer,
-            previous,
-            identities,
+            issuers,
+            validity,
             config.ocsp.live_signing_limit,
             store.clone(),
             metrics.clone(),
-        );
+        )?;
         let jobs = responder.load(clock.now())?;
         let crls = crl_publisher(config, store, hsm, state)?;
         Ok((
@@ -265,10 +313,54 @@ impl ValidationAuthority {
                 responder: Arc::new(responder),
                 crls: Arc::new(crls),
                 metrics,
+                ca_certificates: RwLock::new(Arc::new(ca_certificates(state))),
                 clock,
             },
             jobs,
         ))
+    }
+
+    /// A CA certificate served as `/ca/<name>` (`ac-agents.crt`).
+    pub fn ca_certificate(&self, name: &str) -> Option<Bytes> {
+        self.ca_certificates
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(name)
+            .cloned()
+    }
+
+    /// Puts what a key ceremony changed in force while the daemon runs (`sceau ca rotate`):
+    /// a new issuing CA is answered for by OCSP (with its own responder) and gets its CRL; a
+    /// new root gets its ARL; their certificates are served. The CRLs are published before
+    /// this returns, so that the URLs in the first certificates of a new CA already resolve.
+    pub async fn after_rollover(&self, hsm: &Hsm, state: &CaState) -> Result<(), VaError> {
+        let now = self.now();
+        let validity = self.responder.validity_seconds();
+        for stored in &state.issuing {
+            let issuer = Issuer::load(hsm, stored).map_err(|e| VaError::NotReady(e.to_string()))?;
+            if self.responder.signer_of(issuer.id).is_none() {
+                self.responder
+                    .add_issuer(issuer_setup(hsm, state, &issuer, validity, now)?)?;
+                tracing::info!(issuer = %issuer.name, "OCSP answers for a new issuing CA");
+            }
+            self.crls
+                .add_source(crl_source(hsm, stored, CrlKind::Crl)?)?;
+        }
+        for root in state.roots() {
+            if let Some(stored) = root.signing() {
+                self.crls
+                    .add_source(crl_source(hsm, &stored, CrlKind::Arl)?)?;
+            }
+        }
+        *self
+            .ca_certificates
+            .write()
+            .unwrap_or_else(|p| p.into_inner()) = Arc::new(ca_certificates(state));
+        let crls = self.crls.clone();
+        tokio::task::spawn_blocking(move || crls.publish_all(now))
+            .await
+            .map_err(|_| VaError::ShuttingDown)??;
+        Ok(())
     }
 
     /// Whether start-up is over: every certificate has its pre-signed responses.
@@ -307,17 +399,17 @@ impl ValidationAuthority {
         self.responder.sign_jobs(jobs, self.now()).await.map(|_| ())
     }
 
-    /// Puts a renewed delegated responder in force and re-signs every response with it. The
-    /// responses of the previous responder (still valid) are served until their replacement is
-    /// signed: no gap. Returns how many certificates were re-signed.
+    /// Puts a renewed delegated responder of `issuer` in force and re-signs every response
+    /// with it. The responses of the previous responder (still valid) are served until their
+    /// replacement is signed: no gap. Returns how many certificates were re-signed.
     pub async fn renew_signer(
         &self,
         hsm: &Hsm,
+        issuer: crate::store::IssuerId,
         responder: &crate::ca::state::StoredCa,
     ) -> Result<usize, VaError> {
-        let validity = self.responder.signer().validity_seconds;
-        let signer = response_signer(hsm, responder, validity)?;
-        self.responder.renew_signer(signer);
+        let signer = response_signer(hsm, responder, self.responder.validity_seconds())?;
+        self.responder.renew_signer(issuer, signer)?;
         let jobs = self.responder.due(self.now(), u64::MAX);
         let count = jobs.len();
         let signed = self.responder.sign_jobs(jobs, self.now()).await?;

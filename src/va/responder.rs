@@ -11,7 +11,7 @@
 //! revocation, and before half of their validity has passed.
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::{Arc, Mutex, OnceLock, RwLock};
 
 use bytes::Bytes;
 use tokio::sync::Semaphore;
@@ -73,17 +73,33 @@ struct Entry {
     responses: [Option<SignedResponse>; 2],
 }
 
+/// One issuing CA: its identity in CertIDs, the delegated responder it certified (a responder
+/// answers only for the CA that issued its certificate, RFC 6960 §4.2.2.2), and its responses.
 struct IssuerResponses {
     identity: IssuerIdentity,
+    /// The current delegated responder; replaced when it is renewed.
+    signer: RwLock<Arc<ResponseSigner>>,
+    /// Earlier responders whose certificates are still valid: responses they signed are read
+    /// back at start-up and served (with their certificate) until re-signed.
+    previous: Vec<Arc<ResponseSigner>>,
     shards: Vec<RwLock<HashMap<SerialKey, Entry>>>,
 }
 
 impl IssuerResponses {
-    fn new(identity: IssuerIdentity) -> Self {
+    fn new(setup: IssuerSetup) -> Self {
         Self {
-            identity,
+            identity: setup.identity,
+            signer: RwLock::new(Arc::new(setup.signer)),
+            previous: setup.previous.into_iter().map(Arc::new).collect(),
             shards: (0..SHARDS).map(|_| RwLock::new(HashMap::new())).collect(),
         }
+    }
+
+    fn signer(&self) -> Arc<ResponseSigner> {
+        self.signer
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
     }
 
     fn read(&self, key: &SerialKey) -> std::sync::RwLockReadGuard<'_, HashMap<SerialKey, Entry>> {
@@ -99,6 +115,19 @@ impl IssuerResponses {
     }
 }
 
+/// An issuing CA as the responder needs it.
+#[derive(Debug)]
+pub struct IssuerSetup {
+    pub identity: IssuerIdentity,
+    pub signer: ResponseSigner,
+    pub previous: Vec<ResponseSigner>,
+}
+
+/// Issuing CAs the responder can answer for in one run: those of the CA state at start-up,
+/// plus the ones `sceau ca rotate` adds while it runs. Fixed slots filled in order keep the hot
+/// path free of locks while issuers are added.
+const ISSUER_SLOTS: usize = 32;
+
 /// A certificate whose responses must be signed.
 #[derive(Clone, Debug)]
 pub struct SigningJob {
@@ -108,12 +137,11 @@ pub struct SigningJob {
 
 /// The responder.
 pub struct Responder {
-    /// The current delegated responder; replaced when it is renewed.
-    signer: RwLock<Arc<ResponseSigner>>,
-    /// Earlier responders whose certificates are still valid: responses they signed are
-    /// served (with their certificate) until re-signed.
-    previous: Vec<Arc<ResponseSigner>>,
-    issuers: Vec<IssuerResponses>,
+    issuers: Box<[OnceLock<IssuerResponses>]>,
+    /// Serialises additions of issuers (readers never wait for it).
+    adding: Mutex<()>,
+    /// How long responses are valid.
+    validity_seconds: u64,
     live: Semaphore,
     unknown: Mutex<HashMap<(usize, CertIdHash, SerialKey), SignedResponse>>,
     store: Store,
@@ -131,43 +159,85 @@ impl core::fmt::Debug for Responder {
 
 impl Responder {
     pub fn new(
-        signer: ResponseSigner,
-        previous: Vec<ResponseSigner>,
-        issuers: Vec<IssuerIdentity>,
+        issuers: Vec<IssuerSetup>,
+        validity_seconds: u64,
         live_limit: usize,
         store: Store,
         metrics: Arc<Metrics>,
-    ) -> Self {
-        Self {
-            signer: RwLock::new(Arc::new(signer)),
-            previous: previous.into_iter().map(Arc::new).collect(),
-            issuers: issuers.into_iter().map(IssuerResponses::new).collect(),
+    ) -> Result<Self, VaError> {
+        let responder = Self {
+            issuers: (0..ISSUER_SLOTS).map(|_| OnceLock::new()).collect(),
+            adding: Mutex::new(()),
+            validity_seconds,
             live: Semaphore::new(live_limit.max(1)),
             unknown: Mutex::new(HashMap::new()),
             store,
             metrics,
             entries: AtomicU64::new(0),
+        };
+        for issuer in issuers {
+            responder.add_issuer(issuer)?;
         }
+        Ok(responder)
     }
 
-    /// Whether the responder key's token is connected.
+    /// Starts answering for an issuing CA (a CA rollover while the daemon runs). Its
+    /// certificates are added with [`Responder::set_status`] and signed like any others.
+    pub fn add_issuer(&self, setup: IssuerSetup) -> Result<(), VaError> {
+        let _one_at_a_time = self.adding.lock().unwrap_or_else(|p| p.into_inner());
+        if self.issuer_index(setup.identity.id).is_some() {
+            return Ok(());
+        }
+        let slot = self
+            .issuers
+            .iter()
+            .find(|slot| slot.get().is_none())
+            .ok_or_else(|| {
+                VaError::NotReady(format!(
+                    "{ISSUER_SLOTS} issuing CAs already loaded: restart the daemon to drop expired ones"
+                ))
+            })?;
+        slot.set(IssuerResponses::new(setup))
+            .map_err(|_| VaError::NotReady("issuer slot taken".into()))
+    }
+
+    /// The issuers loaded, in the order they were added (the slots fill in order).
+    fn issuers(&self) -> impl Iterator<Item = &IssuerResponses> {
+        self.issuers.iter().map_while(OnceLock::get)
+    }
+
+    fn issuer(&self, index: usize) -> Option<&IssuerResponses> {
+        self.issuers.get(index).and_then(OnceLock::get)
+    }
+
+    /// Whether the current responder key's token is connected (the responders of all issuers
+    /// live in the same token).
     pub fn signer_available(&self) -> bool {
-        self.signer().available()
+        self.issuers()
+            .last()
+            .is_some_and(|i| i.signer().available())
     }
 
-    /// The current responder.
-    pub fn signer(&self) -> Arc<ResponseSigner> {
-        self.signer
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone()
+    /// The current responder of an issuing CA.
+    pub fn signer_of(&self, issuer: IssuerId) -> Option<Arc<ResponseSigner>> {
+        self.issuer_index(issuer)
+            .and_then(|i| self.issuer(i))
+            .map(IssuerResponses::signer)
     }
 
-    /// Puts a renewed responder in force: new live responses use it at once; the pre-signed
-    /// ones made by the previous responder are served until [`Responder::due`] has them
-    /// re-signed.
-    pub fn renew_signer(&self, signer: ResponseSigner) {
-        *self.signer.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(signer);
+    /// Puts a renewed responder of an issuing CA in force: new live responses use it at once;
+    /// the pre-signed ones made by the previous responder are served until
+    /// [`Responder::due`] has them re-signed.
+    pub fn renew_signer(&self, issuer: IssuerId, signer: ResponseSigner) -> Result<(), VaError> {
+        let index = self.issuer_index(issuer).ok_or(VaError::UnknownIssuer)?;
+        let issuer = self.issuer(index).ok_or(VaError::UnknownIssuer)?;
+        *issuer.signer.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(signer);
+        Ok(())
+    }
+
+    /// How long responses are valid.
+    pub fn validity_seconds(&self) -> u64 {
+        self.validity_seconds
     }
 
     /// Certificates with responses in memory.
@@ -176,7 +246,7 @@ impl Responder {
     }
 
     fn issuer_index(&self, id: IssuerId) -> Option<usize> {
-        self.issuers.iter().position(|i| i.identity.id == id)
+        self.issuers().position(|i| i.identity.id == id)
     }
 
     /// Answers a DER OCSPRequest.
@@ -230,17 +300,16 @@ impl Responder {
         };
         let name_hash = cert_id.issuer_name_hash.as_bytes();
         let key_hash = cert_id.issuer_key_hash.as_bytes();
-        let Some(index) = self
-            .issuers
-            .iter()
-            .position(|i| i.identity.matches(hash, name_hash, key_hash))
+        let Some((index, issuer)) = self
+            .issuers()
+            .enumerate()
+            .find(|(_, i)| i.identity.matches(hash, name_hash, key_hash))
         else {
             return Lookup::NoIssuer;
         };
         let Some(serial) = serial_key(cert_id) else {
             return Lookup::Missing;
         };
-        let issuer = &self.issuers[index];
         if let Some(entry) = issuer.read(&serial).get(&serial) {
             return match &entry.responses[hash as usize] {
                 Some(response) if response.next_update > now => Lookup::Presigned(response.clone()),
@@ -262,20 +331,27 @@ impl Responder {
         nonce: Option<&[u8]>,
         now: Timestamp,
     ) -> Result<Reply, VaError> {
-        let signer = self.signer();
-        let next_update = now.plus_seconds(signer.validity_seconds);
+        let next_update = now.plus_seconds(self.validity_seconds);
         let mut singles = Vec::with_capacity(cert_ids.len());
         let mut cacheable = None;
+        // One response has one signer: the CertIDs must all name the CA of that responder.
+        let mut answering: Option<usize> = None;
         for cert_id in cert_ids {
             let Some((index, hash)) = self.issuer_of(cert_id) else {
                 return Ok(Reply::Error(OcspResponseStatus::Unauthorized));
             };
+            if *answering.get_or_insert(index) != index {
+                return Ok(Reply::Error(OcspResponseStatus::Unauthorized));
+            }
+            let Some(issuer) = self.issuer(index) else {
+                return Ok(Reply::Error(OcspResponseStatus::Unauthorized));
+            };
             let status = serial_key(cert_id)
-                .and_then(|s| self.issuers[index].read(&s).get(&s).map(|e| e.status))
+                .and_then(|s| issuer.read(&s).get(&s).map(|e| e.status))
                 .unwrap_or(Status::Unknown);
             let cert_id_der =
                 der::Encode::to_der(cert_id).map_err(|e| VaError::Encoding(e.to_string()))?;
-            let cutoff = self.issuers[index].identity.archive_cutoff;
+            let cutoff = issuer.identity.archive_cutoff;
             singles.push(
                 ResponseSigner::single(&cert_id_der, status, now, next_update, cutoff)
                     .map_err(|e| VaError::Encoding(e.to_string()))?,
@@ -284,6 +360,9 @@ impl Responder {
                 cacheable = serial_key(cert_id).map(|s| (index, hash, s));
             }
         }
+        let Some(signer) = answering.and_then(|i| self.issuer(i)).map(|i| i.signer()) else {
+            return Ok(Reply::Error(OcspResponseStatus::MalformedRequest));
+        };
         // A response for one request (its nonce, or several CertIDs) is used once; an "unknown"
         // kept in the cache below is served again, so it is checked like a pre-signed one.
         let usage = if cacheable.is_some() {
@@ -311,7 +390,7 @@ impl Responder {
 
     fn issuer_of(&self, cert_id: &CertIdRef<'_>) -> Option<(usize, CertIdHash)> {
         let hash = CertIdHash::from_oid(cert_id.hash_algorithm.oid)?;
-        let index = self.issuers.iter().position(|i| {
+        let index = self.issuers().position(|i| {
             i.identity.matches(
                 hash,
                 cert_id.issuer_name_hash.as_bytes(),
@@ -330,7 +409,9 @@ impl Responder {
         let Some(serial) = SerialKey::new(key.serial.as_bytes()) else {
             return;
         };
-        let issuer = &self.issuers[index];
+        let Some(issuer) = self.issuer(index) else {
+            return;
+        };
         let mut shard = issuer.write(&serial);
         match shard.get_mut(&serial) {
             Some(entry) if entry.status == status => {}
@@ -409,9 +490,10 @@ impl Responder {
         let index = self
             .issuer_index(job.key.issuer)
             .ok_or(VaError::UnknownIssuer)?;
-        let identity = &self.issuers[index].identity;
-        let signer = self.signer();
-        let next_update = now.plus_seconds(signer.validity_seconds);
+        let issuer = self.issuer(index).ok_or(VaError::UnknownIssuer)?;
+        let identity = &issuer.identity;
+        let signer = issuer.signer();
+        let next_update = now.plus_seconds(self.validity_seconds);
         let mut responses: [Option<SignedResponse>; 2] = [None, None];
         let mut rows = Vec::with_capacity(2);
         for hash in CertIdHash::ALL {
@@ -458,7 +540,9 @@ impl Responder {
         let Some(key) = SerialKey::new(serial.as_bytes()) else {
             return;
         };
-        let issuer = &self.issuers[index];
+        let Some(issuer) = self.issuer(index) else {
+            return;
+        };
         let mut shard = issuer.write(&key);
         match shard.get_mut(&key) {
             Some(entry) if entry.status == status => entry.responses = responses,
@@ -485,14 +569,14 @@ impl Responder {
     /// responder key, expired, or contradicting the revocation table), and returns the
     /// certificates whose responses must be signed.
     pub fn load(&self, now: Timestamp) -> Result<Vec<SigningJob>, VaError> {
-        let current = self.signer();
-        // Responses by the current responder, or by an earlier one still valid (served with
-        // its certificate until re-signed: a renewal leaves no gap, even across a restart).
-        let signers: Vec<Arc<ResponseSigner>> = std::iter::once(current.clone())
-            .chain(self.previous.iter().cloned())
-            .collect();
         let mut loaded = 0u64;
-        for (index, issuer) in self.issuers.iter().enumerate() {
+        for issuer in self.issuers() {
+            // Responses by the issuer's current responder, or by an earlier one still valid
+            // (served with its certificate until re-signed: a renewal leaves no gap, even
+            // across a restart).
+            let signers: Vec<Arc<ResponseSigner>> = std::iter::once(issuer.signer())
+                .chain(issuer.previous.iter().cloned())
+                .collect();
             let prefix = ResponseKey::issuer_prefix(issuer.identity.id);
             for row in self.store.scan::<OcspResponses>(&prefix, &prefix)? {
                 let (key, value) = row?;
@@ -514,7 +598,7 @@ impl Responder {
                 let Some(serial) = SerialKey::new(key.certificate.serial.as_bytes()) else {
                     continue;
                 };
-                let mut shard = self.issuers[index].write(&serial);
+                let mut shard = issuer.write(&serial);
                 let entry = shard.entry(serial).or_insert_with(|| {
                     loaded += 1;
                     Entry {
@@ -572,7 +656,7 @@ impl Responder {
     fn status_of(&self, key: &CertKey) -> Option<Status> {
         let index = self.issuer_index(key.issuer)?;
         let serial = SerialKey::new(key.serial.as_bytes())?;
-        self.issuers[index]
+        self.issuer(index)?
             .read(&serial)
             .get(&serial)
             .map(|e| e.status)
@@ -580,9 +664,9 @@ impl Responder {
 
     /// Certificates whose responses are missing, expired, or older than `max_age` seconds.
     pub fn due(&self, now: Timestamp, max_age: u64) -> Vec<SigningJob> {
-        let current = self.signer();
         let mut jobs = Vec::new();
-        for issuer in &self.issuers {
+        for issuer in self.issuers() {
+            let current = issuer.signer();
             for shard in &issuer.shards {
                 let shard = shard.read().unwrap_or_else(|p| p.into_inner());
                 for (serial, entry) in shard.iter() {
@@ -614,7 +698,7 @@ impl Responder {
 
     /// Half of the responses' validity: the age at which they are re-signed.
     pub fn refresh_age(&self) -> u64 {
-        self.signer().validity_seconds / 2
+        self.validity_seconds / 2
     }
 }
 
