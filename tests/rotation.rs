@@ -328,7 +328,15 @@ fn the_issuing_ca_and_the_root_roll_over_while_ocsp_answers_for_both_keys() {
         "failed or wrong OCSP answers during the rollover"
     );
 
-    // Both keys' certificates verify, each only under its own CA.
+    // A name already taken is refused before any key is made.
+    let refused = pki.sceau(&["ca", "rotate", "--common-name", "AC AGENTS TEST 2"]);
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert!(
+        !refused.status.success() && stderr.contains("already a CA's"),
+        "{stderr}"
+    );
+
+    // Both keys' certificates verify, each only under its own CA (a name of its own).
     let export = pki.export("rollover-1");
     let (root, old_ca, new_ca) = (
         export.join("racine.pem"),
@@ -336,6 +344,17 @@ fn the_issuing_ca_and_the_root_roll_over_while_ocsp_answers_for_both_keys() {
         export.join("ac-agents-2.pem"),
     );
     let dir = pki.path("");
+    let (ok, subject) = openssl(&[
+        "x509",
+        "-in",
+        new_ca.to_str().unwrap(),
+        "-noout",
+        "-subject",
+    ]);
+    assert!(
+        ok && subject.ends_with("CN = AC AGENTS TEST 2\n"),
+        "{subject}"
+    );
     assert!(verify(&dir, &[&root], &[&old_ca], &[], &old_holder).0);
     let (ok, text) = verify(&dir, &[&root], &[&new_ca], &[], &new_holder);
     assert!(ok, "{text}");

@@ -27,7 +27,7 @@ use crate::hsm::{Hsm, SigningKey};
 use crate::store::schema::{Meta, meta_keys};
 use crate::store::{CertKey, IssuerId, Store};
 use crate::x509::ext::{self, Criticality, PolicyEntry};
-use crate::x509::name::DistinguishedName;
+use crate::x509::name::{Attribute, DistinguishedName};
 use crate::x509::tbs::{TbsCertificateV3, raw_parts};
 use crate::x509::{Serial, Timestamp, keys, oid, pem, sigalg};
 
@@ -127,7 +127,14 @@ pub fn init(
         store,
         &root_key,
         now,
-        issuing_template(config, &config.urls, &root, &issuing_key, now)?,
+        issuing_template(
+            config,
+            &config.issuing.subject,
+            &config.urls,
+            &root,
+            &issuing_key,
+            now,
+        )?,
     )?;
     events.push(stored_event(
         &config.issuing.name,
@@ -148,7 +155,7 @@ pub fn init(
         &config.keys.ocsp,
         store,
         hsm,
-        &issuing,
+        (&issuing, 1),
         now,
         &mut events,
     )?;
@@ -266,7 +273,7 @@ pub fn import_issuing_certificate(
         &config.keys.ocsp,
         store,
         hsm,
-        &issuing,
+        (&issuing, 1),
         now,
         &mut events,
     )?;
@@ -367,7 +374,8 @@ fn years_later(now: Timestamp, years: u16) -> Result<Timestamp, CaError> {
 struct CaTemplate<'a> {
     issuer_id: IssuerId,
     issuer_subject: &'a [u8],
-    subject: &'a DistinguishedName,
+    /// DER of the subject Name.
+    subject: Vec<u8>,
     public_key: &'a SubjectPublicKeyInfoOwned,
     not_after: Timestamp,
     policy: &'static str,
@@ -387,7 +395,7 @@ fn root_template<'a>(
     Ok(CaTemplate {
         issuer_id: IssuerId(keys::key_identifier(key.public_key())),
         issuer_subject: subject_der,
-        subject: &config.root.subject,
+        subject: subject_der.to_vec(),
         public_key: key.public_key(),
         not_after: years_later(now, config.root.validity_years)?,
         policy: ROOT_POLICY,
@@ -413,6 +421,7 @@ fn root_template<'a>(
 /// certificate).
 fn issuing_template<'a>(
     config: &'a Config,
+    subject: &DistinguishedName,
     urls: &'a PublishedUrls,
     root: &'a Issuer,
     key: &'a SigningKey,
@@ -423,7 +432,9 @@ fn issuing_template<'a>(
     Ok(CaTemplate {
         issuer_id: root.id,
         issuer_subject: &root.subject_der,
-        subject: &config.issuing.subject,
+        subject: subject
+            .to_der()
+            .map_err(|e| CaError::Encoding(e.to_string()))?,
         public_key: key.public_key(),
         not_after,
         policy: ISSUING_POLICY,
@@ -461,18 +472,26 @@ pub fn renew_responder(
 ) -> Result<StoredCa, CaError> {
     let state = super::load_state(store)?
         .ok_or_else(|| CaError::NotInitialized(store.path().to_path_buf()))?;
-    let stored = state
+    let position = state
         .issuing
         .iter()
-        .find(|c| c.name == issuing)
+        .position(|c| c.name == issuing)
         .ok_or_else(|| CaError::NotFound(format!("no issuing CA named {issuing:?}")))?;
-    let issuing = Issuer::load(hsm, stored)?;
+    let issuing = Issuer::load(hsm, &state.issuing[position])?;
     let key = KeyConfig {
         label: fresh_label(hsm, &config.keys.ocsp.label, now)?,
         algorithm: config.keys.ocsp.algorithm,
     };
     let mut events = Vec::new();
-    let responder = issue_responder(config, &key, store, hsm, &issuing, now, &mut events)?;
+    let responder = issue_responder(
+        config,
+        &key,
+        store,
+        hsm,
+        (&issuing, position + 1),
+        now,
+        &mut events,
+    )?;
     let added = responder.clone();
     let saved = update_state(store, &state, events, move |state| {
         state.ocsp_responders.push(added);
@@ -499,6 +518,7 @@ pub fn rotate_issuing(
     store: &Store,
     hsm: &Hsm,
     now: Timestamp,
+    common_name: Option<&str>,
 ) -> Result<IssuingRollover, CaError> {
     let state = super::load_state(store)?
         .ok_or_else(|| CaError::NotInitialized(store.path().to_path_buf()))?;
@@ -514,7 +534,10 @@ pub fn rotate_issuing(
                 "the root key is not in this HSM: a new issuing CA must be certified by the external root (`sceau init --external-root` on a new store)".into(),
             )
         })?;
-    let name = format!("{first}-{}", state.issuing.len() + 1);
+    let generation = state.issuing.len() + 1;
+    let name = format!("{first}-{generation}");
+    let subject = generation_name(&config.issuing.subject, generation, common_name);
+    check_new_subject(&state, &subject)?;
     // Every URL the new CA and its certificates need, before any key is made.
     let root_urls = config
         .urls
@@ -536,7 +559,7 @@ pub fn rotate_issuing(
         store,
         &root.key,
         now,
-        issuing_template(config, &root_urls, &root, &key, now)?,
+        issuing_template(config, &subject, &root_urls, &root, &key, now)?,
     )?;
     events.push(stored_event(&name, "issuing", key.label(), &der)?);
     let issuing = StoredCa {
@@ -555,7 +578,7 @@ pub fn rotate_issuing(
         &responder_key,
         store,
         hsm,
-        &loaded,
+        (&loaded, generation),
         now,
         &mut events,
     )?;
@@ -587,6 +610,7 @@ pub fn rotate_root(
     store: &Store,
     hsm: &Hsm,
     now: Timestamp,
+    common_name: Option<&str>,
 ) -> Result<CaState, CaError> {
     let state = super::load_state(store)?
         .ok_or_else(|| CaError::NotInitialized(store.path().to_path_buf()))?;
@@ -597,7 +621,13 @@ pub fn rotate_root(
         )
     })?;
     let first = state.first_root_name().unwrap_or(&old.name).to_owned();
-    let name = format!("{first}-{}", state.previous_roots.len() + 2);
+    let generation = state.previous_roots.len() + 2;
+    let name = format!("{first}-{generation}");
+    let subject = generation_name(&config.root.subject, generation, common_name);
+    check_new_subject(&state, &subject)?;
+    let subject_der = subject
+        .to_der()
+        .map_err(|e| CaError::Encoding(e.to_string()))?;
     let old_urls = config
         .urls
         .for_root(&first, &old.name)
@@ -607,17 +637,6 @@ pub fn rotate_root(
         .for_root(&first, &name)
         .map_err(CaError::Refused)?;
     let old = Issuer::load(hsm, &old)?;
-    let configured = config
-        .root
-        .subject
-        .to_der()
-        .map_err(|e| CaError::Encoding(e.to_string()))?;
-    if configured != old.subject_der {
-        return Err(CaError::Refused(format!(
-            "{}: [root] subject differs from the root in force: a root rollover keeps the root's name (link certificates are self-issued, RFC 4210 §4.4)",
-            config.path.display()
-        )));
-    }
     let mut events = Vec::new();
     let key = generate(
         hsm,
@@ -632,7 +651,7 @@ pub fn rotate_root(
         store,
         &key,
         now,
-        root_template(config, &old.subject_der, &key, now)?,
+        root_template(config, &subject_der, &key, now)?,
     )?;
     events.push(stored_event(&name, "root", key.label(), &root_der)?);
     let new = Issuer::from_parts(
@@ -647,7 +666,7 @@ pub fn rotate_root(
         store,
         &old.key,
         now,
-        link_template(config, &old, &new, link_not_after, &old_urls),
+        link_template(&old, &new, link_not_after, &old_urls),
     )?;
     events.push(stored_event(
         &format!("{name}-signed-by-{}", old.name),
@@ -659,7 +678,7 @@ pub fn rotate_root(
         store,
         &new.key,
         now,
-        link_template(config, &new, &old, link_not_after, &new_urls),
+        link_template(&new, &old, link_not_after, &new_urls),
     )?;
     events.push(stored_event(
         &format!("{}-signed-by-{name}", old.name),
@@ -699,7 +718,6 @@ pub fn rotate_root(
 /// A link certificate: `subject`'s key certified by `signer` (both roots have the same subject,
 /// so it is self-issued, RFC 5280 §6.1), as a CA certificate of `signer` with `signer`'s ARL.
 fn link_template<'a>(
-    config: &'a Config,
     signer: &'a Issuer,
     subject: &'a Issuer,
     not_after: Timestamp,
@@ -709,7 +727,7 @@ fn link_template<'a>(
     CaTemplate {
         issuer_id: signer.id,
         issuer_subject: &signer.subject_der,
-        subject: &config.root.subject,
+        subject: subject.subject_der.clone(),
         public_key: subject
             .certificate
             .tbs_certificate()
@@ -734,6 +752,46 @@ fn link_template<'a>(
             ])
         }),
     }
+}
+
+/// The subject of generation `generation` of a CA configured with `configured`: the
+/// configured name for the first, then the same name with ` <generation>` after its common
+/// name (`AC AGENTS JUSTICE TEST 2`), or with `common_name` when one is given. Every
+/// generation has a name of its own, so that relying parties and tools that find an issuer,
+/// a CRL or a responder by name never take one generation for another.
+fn generation_name(
+    configured: &DistinguishedName,
+    generation: usize,
+    common_name: Option<&str>,
+) -> DistinguishedName {
+    match (common_name, configured.first(Attribute::CommonName)) {
+        (Some(common_name), _) => configured.with_common_name(common_name),
+        (None, _) if generation <= 1 => configured.clone(),
+        (None, Some(base)) => configured.with_common_name(&format!("{base} {generation}")),
+        (None, None) => configured.with_common_name(&format!("{generation}")),
+    }
+}
+
+/// Refuses a name already used by a CA of the state (an explicit --common-name).
+fn check_new_subject(state: &CaState, subject: &DistinguishedName) -> Result<(), CaError> {
+    let der = subject
+        .to_der()
+        .map_err(|e| CaError::Refused(format!("subject {subject}: {e}")))?;
+    let certificates = state
+        .roots()
+        .map(|r| &r.certificate)
+        .chain(state.issuing.iter().map(|c| &c.certificate));
+    for certificate in certificates {
+        let used = Certificate::from_der(certificate)
+            .ok()
+            .and_then(|c| c.tbs_certificate().subject().to_der().ok());
+        if used.as_deref() == Some(der.as_slice()) {
+            return Err(CaError::Refused(format!(
+                "the subject {subject} is already a CA's: each generation needs a name of its own"
+            )));
+        }
+    }
+    Ok(())
 }
 
 /// Applies `change` to the stored CA state with `events`, unless another ceremony changed the
@@ -813,7 +871,7 @@ fn issue_responder(
     key_config: &KeyConfig,
     store: &Store,
     hsm: &Hsm,
-    issuing: &Issuer,
+    (issuing, generation): (&Issuer, usize),
     now: Timestamp,
     events: &mut Vec<AuditEvent>,
 ) -> Result<StoredCa, CaError> {
@@ -829,7 +887,9 @@ fn issue_responder(
         CaTemplate {
             issuer_id: issuing.id,
             issuer_subject: &issuing.subject_der,
-            subject: &config.ocsp_responder.subject,
+            subject: generation_name(&config.ocsp_responder.subject, generation, None)
+                .to_der()
+                .map_err(|e| CaError::Encoding(e.to_string()))?,
             public_key: key.public_key(),
             not_after,
             policy: RESPONDER_POLICY,
@@ -915,7 +975,7 @@ fn ca_tbs(
     ski: &[u8; 20],
     now: Timestamp,
 ) -> Result<Vec<u8>, Box<dyn std::error::Error>> {
-    let subject = template.subject.to_name()?;
+    let subject = x509_cert::name::Name::from_der(&template.subject)?;
     // Self-signed: the issuer is this very subject.
     let tbs = TbsCertificateV3 {
         version: Version::V3,

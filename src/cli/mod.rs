@@ -140,6 +140,10 @@ pub enum CaCommand {
     Rotate {
         #[arg(long)]
         root: bool,
+        /// The new CA's common name. Default: the configured one followed by the generation
+        /// (`AC AGENTS JUSTICE TEST 2`); every generation has a name of its own.
+        #[arg(long, value_name = "CN")]
+        common_name: Option<String>,
     },
 }
 
@@ -315,7 +319,9 @@ pub fn run(cli: Cli) -> Result<(), CliError> {
             ca_import(&config, &file, root.as_deref())
         }
         Command::Ca(CaCommand::Show) => ca_show(&config),
-        Command::Ca(CaCommand::Rotate { root }) => ca_rotate(&config, root),
+        Command::Ca(CaCommand::Rotate { root, common_name }) => {
+            ca_rotate(&config, root, common_name.as_deref())
+        }
         Command::Issue(args) => issue(&config, &args),
         Command::Card(CardCommand::Issue {
             holder,
@@ -905,13 +911,14 @@ fn ocsp_renew_signer(config: &Config) -> Result<(), CliError> {
     Ok(())
 }
 
-fn ca_rotate(config: &Config, root: bool) -> Result<(), CliError> {
+fn ca_rotate(config: &Config, root: bool, common_name: Option<&str>) -> Result<(), CliError> {
     let path = if root {
         "/admin/ca/rotate-root"
     } else {
         "/admin/ca/rotate"
     };
-    if let Some(answer) = admin_client::call(config, path, serde_json::json!({}))? {
+    let body = serde_json::json!({ "common_name": common_name });
+    if let Some(answer) = admin_client::call(config, path, body)? {
         println!("{}", String::from_utf8_lossy(&answer));
         return Ok(());
     }
@@ -919,10 +926,10 @@ fn ca_rotate(config: &Config, root: bool) -> Result<(), CliError> {
     let store = open_store(config)?;
     let now = clock().now();
     let answer = if root {
-        let state = ca::ceremony::rotate_root(config, &store, &hsm, now)?;
+        let state = ca::ceremony::rotate_root(config, &store, &hsm, now, common_name)?;
         serde_json::json!({ "root": state.root.map(|r| r.name) })
     } else {
-        let rolled = ca::ceremony::rotate_issuing(config, &store, &hsm, now)?;
+        let rolled = ca::ceremony::rotate_issuing(config, &store, &hsm, now, common_name)?;
         serde_json::json!({ "issuing": rolled.issuing.name, "key_label": rolled.issuing.key_label, "responder": rolled.responder.name })
     };
     println!("{answer}");

@@ -106,11 +106,11 @@ impl AdminService {
                 Err(problem) => problem.response(),
             },
             (&Method::POST, "/admin/ca/rotate") => match self.authorize(&request) {
-                Ok(()) => self.rotate(Rollover::Issuing).await,
+                Ok(()) => self.rotate(Rollover::Issuing, request).await,
                 Err(problem) => problem.response(),
             },
             (&Method::POST, "/admin/ca/rotate-root") => match self.authorize(&request) {
-                Ok(()) => self.rotate(Rollover::Root).await,
+                Ok(()) => self.rotate(Rollover::Root, request).await,
                 Err(problem) => problem.response(),
             },
             (&Method::POST, "/admin/audit/checkpoint") => match self.authorize(&request) {
@@ -296,7 +296,22 @@ impl AdminService {
     /// `sceau ca rotate [--root]`: the key ceremony, then everything it changed put in force
     /// without a restart. For an issuing CA, in this order: OCSP answers for it and its CRL is
     /// published, then new certificates are issued by it (their CRL URL already resolves).
-    async fn rotate(&self, rollover: Rollover) -> Response<Body> {
+    async fn rotate(&self, rollover: Rollover, request: Request<Incoming>) -> Response<Body> {
+        let Some(body) = read_body(request.into_body(), 16 * 1024).await else {
+            return Problem::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "body-too-large",
+                "at most 16 KiB",
+            )
+            .response();
+        };
+        let body: RotateBody = match serde_json::from_slice(&body) {
+            Ok(body) => body,
+            Err(e) => {
+                return Problem::new(StatusCode::BAD_REQUEST, "malformed-json", e.to_string())
+                    .response();
+            }
+        };
         if !self.hsm.status().available {
             return hsm_unavailable();
         }
@@ -306,11 +321,15 @@ impl AdminService {
             self.hsm.clone(),
             self.va.now(),
         );
+        let name = body.common_name;
         let ceremony = tokio::task::spawn_blocking(move || match rollover {
-            Rollover::Issuing => crate::ca::ceremony::rotate_issuing(&config, &store, &hsm, now)
-                .map(|r| (r.state, Some((r.issuing, r.responder)))),
+            Rollover::Issuing => {
+                crate::ca::ceremony::rotate_issuing(&config, &store, &hsm, now, name.as_deref())
+                    .map(|r| (r.state, Some((r.issuing, r.responder))))
+            }
             Rollover::Root => {
-                crate::ca::ceremony::rotate_root(&config, &store, &hsm, now).map(|s| (s, None))
+                crate::ca::ceremony::rotate_root(&config, &store, &hsm, now, name.as_deref())
+                    .map(|s| (s, None))
             }
         })
         .await;
@@ -734,6 +753,14 @@ pub fn ca_problem(error: &CaError) -> Problem {
         _ => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
     };
     Problem::new(status, rule, error.to_string())
+}
+
+/// `POST /admin/ca/rotate` and `/admin/ca/rotate-root`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RotateBody {
+    /// The new CA's common name (default: the configured one followed by the generation).
+    pub common_name: Option<String>,
 }
 
 /// Which key `sceau ca rotate` replaces.

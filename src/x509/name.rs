@@ -130,6 +130,24 @@ impl DistinguishedName {
         self.values(attribute).next()
     }
 
+    /// The same name with another common name (the last CN replaced, or one added): the name
+    /// of a later generation of a CA after a key rollover.
+    pub fn with_common_name(&self, common_name: &str) -> Self {
+        let mut renamed = self.clone();
+        match renamed
+            .attributes
+            .iter_mut()
+            .rev()
+            .find(|(a, _)| *a == Attribute::CommonName)
+        {
+            Some((_, value)) => *value = common_name.to_owned(),
+            None => {
+                renamed.push(Attribute::CommonName, common_name);
+            }
+        }
+        renamed
+    }
+
     /// DER of the Name: one attribute per RDN, in the order pushed.
     pub fn to_der(&self) -> Result<Vec<u8>, NameError> {
         let mut rdns = RdnSequence::default();
