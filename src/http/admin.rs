@@ -357,7 +357,7 @@ impl AdminService {
             }
             let issuer = crate::ca::Issuer::load(&self.hsm, issuing).map_err(|e| ca_problem(&e))?;
             self.ca.switch_issuer(issuer);
-            let (not_before, not_after) = issuing.validity().unzip();
+            let (not_before, not_after) = readable_validity(issuing);
             Ok::<_, Problem>(serde_json::json!({
                 "issuing": issuing.name,
                 "key_label": issuing.key_label,
@@ -814,7 +814,7 @@ pub async fn renew_responders(
         {
             tracing::warn!(%error, "the new responder certificate's own OCSP responses are signed later");
         }
-        let (not_before, not_after) = stored.validity().unzip();
+        let (not_before, not_after) = readable_validity(&stored);
         renewed.push(serde_json::json!({
             "issuing": issuing.name,
             "responder": stored.name,
@@ -824,6 +824,14 @@ pub async fn renew_responders(
         }));
     }
     Ok(serde_json::json!({ "renewed": renewed, "responses_resigned": resigned }))
+}
+
+/// notBefore and notAfter of a CA certificate, as text for people.
+fn readable_validity(stored: &crate::ca::state::StoredCa) -> (Option<String>, Option<String>) {
+    stored
+        .validity()
+        .map(|(start, end)| (start.to_string(), end.to_string()))
+        .unzip()
 }
 
 /// The store key of a responder certificate (its issuer from the AKI, its serial).
