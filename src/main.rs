@@ -4,6 +4,12 @@ use std::process::ExitCode;
 use clap::Parser;
 use tracing_subscriber::EnvFilter;
 
+// mimalloc: the OCSP hot path makes a few short-lived allocations per request (hyper's buffers
+// and header map, the response headers); glibc's malloc spent about 8 % of the daemon's CPU
+// there under load (perf, benches/ocsp-load.sh).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> ExitCode {
     let cli = sceau::cli::Cli::parse();
     let filter = EnvFilter::try_new(&cli.log).unwrap_or_else(|_| EnvFilter::new("info"));
