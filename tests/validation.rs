@@ -593,6 +593,49 @@ fn malformed_oversized_and_random_requests_get_protocol_answers() {
     let (status, _, body) = http(daemon.admin, "POST", "/admin/revoke", &[], b"{}");
     assert_eq!(status, 401, "{}", String::from_utf8_lossy(&body));
 
+    // A client that trickles a POST (headers, then its body a byte at a time) is cut off once
+    // the request has taken more than 10 s, while other clients are answered meanwhile.
+    let mut slow = std::net::TcpStream::connect(daemon.va).unwrap();
+    let head = format!(
+        "POST /ocsp HTTP/1.1\r\nHost: x\r\nContent-Type: application/ocsp-request\r\nContent-Length: {}\r\n\r\n",
+        valid.len()
+    );
+    std::io::Write::write_all(&mut slow, head.as_bytes()).unwrap();
+    let started = std::time::Instant::now();
+    let mut cut_off = None;
+    for byte in &valid {
+        if std::io::Write::write_all(&mut slow, &[*byte]).is_err() {
+            cut_off = Some(started.elapsed());
+            break;
+        }
+        let (status, _, _) = post(&daemon, &valid);
+        assert_eq!(status, 200, "another client during the slow one");
+        std::thread::sleep(std::time::Duration::from_millis(500));
+        if started.elapsed() > std::time::Duration::from_secs(20) {
+            break;
+        }
+    }
+    let cut_off = cut_off.unwrap_or_else(|| {
+        // The write may succeed into the socket buffer: the closed connection shows on read.
+        slow.set_read_timeout(Some(std::time::Duration::from_secs(1)))
+            .unwrap();
+        let mut buffer = [0u8; 64];
+        match std::io::Read::read(&mut slow, &mut buffer) {
+            Ok(0) | Err(_) if started.elapsed() < std::time::Duration::from_secs(25) => {
+                started.elapsed()
+            }
+            other => panic!(
+                "the slow client was not cut off: {other:?} after {:?}",
+                started.elapsed()
+            ),
+        }
+    });
+    assert!(
+        cut_off >= std::time::Duration::from_secs(9)
+            && cut_off <= std::time::Duration::from_secs(16),
+        "cut off after {cut_off:?}"
+    );
+
     // Still serving, nothing changed.
     let text = ocsp_query(&f, &daemon, &f.good, &["-no_nonce"]);
     assert!(text.contains(": good"), "{text}");

@@ -110,6 +110,7 @@ async fn daemon(config: &Config, overrides: ListenOverrides) -> Result<(), CliEr
     let va_service = Arc::new(VaService {
         va: va.clone(),
         cache_max_age: config.ocsp.cache_max_age_seconds,
+        cache_control: crate::http::va::cache_control_header(config.ocsp.cache_max_age_seconds),
         health: health.clone(),
     });
     let ra_metrics = config.ra.as_ref().map(|_| Arc::new(RaMetrics::default()));
@@ -161,7 +162,7 @@ async fn daemon(config: &Config, overrides: ListenOverrides) -> Result<(), CliEr
         shutdown.clone(),
     ));
     let mut listeners = tokio::task::JoinSet::new();
-    listeners.spawn(crate::http::serve(
+    listeners.spawn(crate::http::serve_validation(
         va_listener,
         hyper::service::service_fn(move |request| va_service.clone().handle(request)),
         shutdown.clone(),

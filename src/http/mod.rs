@@ -3,11 +3,13 @@
 //! Each listener `select!`s between accepting and a cancellation token; connections are watched
 //! by a graceful-shutdown guard, so that on SIGTERM the loop stops accepting, in-flight requests
 //! finish (up to a deadline), then the listener returns. HTTP/1.1 and HTTP/2 are both served;
-//! a client gets 10 s to send its headers (slow-loris).
+//! a client gets 10 s to send its headers (slow-loris): hyper's timer on the admin and RA
+//! listeners, a per-connection [`watchdog`] on the validation listener's hot path.
 pub mod admin;
 pub mod problem;
 pub mod ra;
 pub mod va;
+pub mod watchdog;
 
 use std::convert::Infallible;
 use std::pin::Pin;
@@ -72,6 +74,17 @@ impl hyper::body::Body for Body {
         let len: usize = self.parts.iter().flatten().map(Bytes::len).sum();
         SizeHint::with_exact(len as u64)
     }
+}
+
+/// The validation listener's connections: no per-request timer (see [`watchdog`]).
+fn validation_builder() -> auto::Builder<TokioExecutor> {
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    builder.http1().header_read_timeout(None).keep_alive(true);
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .max_concurrent_streams(128);
+    builder
 }
 
 fn connection_builder() -> auto::Builder<TokioExecutor> {
@@ -146,6 +159,46 @@ where
         },
     )
     .await;
+}
+
+/// Serves the validation listener: like [`serve`], with each connection under a [`watchdog`]
+/// (closed when a request takes more than 10 s to arrive, or after a minute idle) instead of
+/// a timer per request.
+pub async fn serve_validation<S>(listener: TcpListener, service: S, shutdown: CancellationToken)
+where
+    S: Service<Request<Incoming>, Response = Response<Body>, Error = Infallible>
+        + Clone
+        + Send
+        + Sync
+        + 'static,
+    S::Future: Send + 'static,
+{
+    let builder = validation_builder();
+    let clock = tokio::spawn(watchdog::run_clock());
+    accept_loop(
+        listener,
+        shutdown,
+        GracefulShutdown::new(),
+        move |stream, watcher| {
+            let progress = watchdog::Progress::new();
+            let stream = watchdog::WatchedStream::new(stream, progress.clone());
+            let service = watchdog::WatchedService::new(service.clone(), progress.clone());
+            let connection = builder
+                .serve_connection(TokioIo::new(stream), service)
+                .into_owned();
+            let watched = watcher.watch(connection);
+            tokio::spawn(async move {
+                tokio::select! {
+                    _ = watched => {}
+                    _ = watchdog::expired(progress) => {
+                        tracing::debug!("closing a connection that overstayed (slow request or idle)");
+                    }
+                }
+            });
+        },
+    )
+    .await;
+    clock.abort();
 }
 
 /// Serves HTTPS with client certificates: `make` builds the service of a connection from the

@@ -22,6 +22,8 @@ pub const MAX_REQUEST: usize = 64 * 1024;
 pub struct VaService {
     pub va: Arc<ValidationAuthority>,
     pub cache_max_age: u64,
+    /// The Cache-Control of a response valid beyond `cache_max_age` (almost all of them).
+    pub cache_control: Option<HeaderValue>,
     pub health: Arc<dyn Fn() -> (bool, serde_json::Value) + Send + Sync>,
 }
 
@@ -150,13 +152,15 @@ impl VaService {
         // signed again gets another ETag, and nothing is hashed per request.
         let etag = cacheable.then(|| {
             let end = &head[head.len().saturating_sub(16)..];
-            format!("\"{}\"", hex::encode(end))
+            let mut quoted = [b'"'; 34];
+            hex::encode_to_slice(end, &mut quoted[1..1 + 2 * end.len()]).ok();
+            quoted
         });
         if let (Some(etag), Some(Some(wanted))) = (&etag, &get) {
             let matches = wanted
-                .to_str()
-                .map(|w| w.split(',').any(|t| t.trim() == etag || t.trim() == "*"))
-                .unwrap_or(false);
+                .as_bytes()
+                .split(|b| *b == b',')
+                .any(|t| t.trim_ascii() == etag.as_slice() || t.trim_ascii() == b"*");
             if matches {
                 Metrics::count(&self.va.metrics.ocsp_not_modified);
                 let mut response = Response::new(Body::empty());
@@ -186,32 +190,31 @@ impl VaService {
     fn cache_headers(
         &self,
         headers: &mut hyper::HeaderMap,
-        etag: &str,
+        etag: &[u8],
         this_update: crate::x509::Timestamp,
         next_update: crate::x509::Timestamp,
     ) {
-        let now = self.va.now();
         let max_age = next_update
             .unix_seconds()
-            .saturating_sub(now.unix_seconds())
+            .saturating_sub(self.va.now().unix_seconds())
             .min(self.cache_max_age);
-        let insert = |headers: &mut hyper::HeaderMap, name, value: String| {
-            if let Ok(value) = HeaderValue::from_str(&value) {
-                headers.insert(name, value);
-            }
+        let cache_control = if max_age == self.cache_max_age {
+            self.cache_control.clone()
+        } else {
+            HeaderValue::from_str(&cache_control(max_age)).ok()
         };
-        insert(
-            headers,
-            header::CACHE_CONTROL,
-            format!("max-age={max_age}, public, no-transform, must-revalidate"),
-        );
-        insert(headers, header::ETAG, etag.to_owned());
-        insert(
-            headers,
-            header::LAST_MODIFIED,
-            cached_http_date(this_update, 0),
-        );
-        insert(headers, header::EXPIRES, cached_http_date(next_update, 1));
+        if let Some(value) = cache_control {
+            headers.insert(header::CACHE_CONTROL, value);
+        }
+        if let Ok(value) = HeaderValue::from_bytes(etag) {
+            headers.insert(header::ETAG, value);
+        }
+        if let Some(value) = cached_http_date(this_update, 0) {
+            headers.insert(header::LAST_MODIFIED, value);
+        }
+        if let Some(value) = cached_http_date(next_update, 1) {
+            headers.insert(header::EXPIRES, value);
+        }
     }
 
     fn crl(&self, path: &str) -> Response<Body> {
@@ -293,19 +296,35 @@ pub fn health(report: &(dyn Fn() -> (bool, serde_json::Value) + Send + Sync)) ->
 
 /// [`http_date`], remembered per thread for the last two times asked (responses signed in one
 /// batch share their thisUpdate and nextUpdate): formatting dates is most of a GET's own work.
-fn cached_http_date(time: crate::x509::Timestamp, slot: usize) -> String {
+fn cached_http_date(time: crate::x509::Timestamp, slot: usize) -> Option<HeaderValue> {
     thread_local! {
-        static LAST: std::cell::RefCell<[(u64, String); 2]> =
-            const { std::cell::RefCell::new([(u64::MAX, String::new()), (u64::MAX, String::new())]) };
+        static LAST: std::cell::RefCell<[(u64, Option<HeaderValue>); 2]> =
+            const { std::cell::RefCell::new([(u64::MAX, None), (u64::MAX, None)]) };
     }
     LAST.with(|last| {
         let mut last = last.borrow_mut();
         let entry = &mut last[slot % 2];
         if entry.0 != time.unix_seconds() {
-            *entry = (time.unix_seconds(), http_date(time));
+            *entry = (
+                time.unix_seconds(),
+                HeaderValue::from_str(&http_date(time)).ok(),
+            );
         }
+        // A clone shares the bytes: the count is touched by this thread only.
         entry.1.clone()
     })
+}
+
+/// The usual Cache-Control, made once: a static value clones without touching a reference
+/// count that both cores would share on every response (leaked once, some 60 bytes).
+pub fn cache_control_header(max_age: u64) -> Option<HeaderValue> {
+    let text: &'static str = Box::leak(cache_control(max_age).into_boxed_str());
+    HeaderValue::from_maybe_shared(Bytes::from_static(text.as_bytes())).ok()
+}
+
+/// RFC 9919 §6.2 Cache-Control of a pre-signed response.
+fn cache_control(max_age: u64) -> String {
+    format!("max-age={max_age}, public, no-transform, must-revalidate")
 }
 
 fn method_not_allowed() -> Response<Body> {
@@ -327,18 +346,18 @@ pub fn decode_get_path(encoded: &str) -> Option<Vec<u8>> {
     if encoded.is_empty() || encoded.len() > MAX_REQUEST * 4 / 3 + 16 {
         return None;
     }
-    let bytes = encoded.as_bytes();
-    let mut text = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        if bytes[i] == b'%' {
-            let hex = std::str::from_utf8(bytes.get(i + 1..i + 3)?).ok()?;
-            text.push(u8::from_str_radix(hex, 16).ok()?);
-            i += 3;
-        } else {
-            text.push(bytes[i]);
-            i += 1;
-        }
+    // Percent-escapes decoded between runs copied whole; the padding dropped.
+    let mut text = Vec::with_capacity(encoded.len());
+    let mut rest = encoded.as_bytes();
+    while let Some(at) = rest.iter().position(|b| *b == b'%') {
+        text.extend_from_slice(&rest[..at]);
+        let escape = rest.get(at + 1..at + 3)?;
+        text.push(hex_digit(escape[0])? << 4 | hex_digit(escape[1])?);
+        rest = &rest[at + 3..];
+    }
+    text.extend_from_slice(rest);
+    while text.last() == Some(&b'=') {
+        text.pop();
     }
     // Built at compile time: padding is optional in what clients send.
     const NO_PAD: base64::engine::GeneralPurposeConfig =
@@ -348,12 +367,19 @@ pub fn decode_get_path(encoded: &str) -> Option<Vec<u8>> {
         base64::engine::GeneralPurpose::new(&base64::alphabet::STANDARD, NO_PAD);
     const URL_SAFE: base64::engine::GeneralPurpose =
         base64::engine::GeneralPurpose::new(&base64::alphabet::URL_SAFE, NO_PAD);
-    text.retain(|b| *b != b'=');
-    let trimmed = text;
     STANDARD
-        .decode(&trimmed)
-        .or_else(|_| URL_SAFE.decode(&trimmed))
+        .decode(&text)
+        .or_else(|_| URL_SAFE.decode(&text))
         .ok()
+}
+
+fn hex_digit(c: u8) -> Option<u8> {
+    match c {
+        b'0'..=b'9' => Some(c - b'0'),
+        b'a'..=b'f' => Some(c - b'a' + 10),
+        b'A'..=b'F' => Some(c - b'A' + 10),
+        _ => None,
+    }
 }
 
 #[cfg(test)]
