@@ -213,3 +213,73 @@ fn a_key_that_could_leave_the_hsm_is_refused() {
     hsm.signing_key("made-by-sceau", SignatureScheme::EcdsaP256Sha256)
         .unwrap();
 }
+
+#[test]
+fn responder_keys_sign_through_session_copies_that_stay_sensitive_and_never_reach_the_token() {
+    let Some(dir) = isolated(
+        "responder_keys_sign_through_session_copies_that_stay_sensitive_and_never_reach_the_token",
+    ) else {
+        return;
+    };
+    let hsm = Hsm::open(settings(&dir)).unwrap();
+    hsm.generate_key("responder", KeySpec::P256).unwrap();
+    let key = hsm
+        .signing_key("responder", SignatureScheme::EcdsaP256Sha256)
+        .unwrap()
+        .session_copy();
+    for i in 0..8u8 {
+        let message = [i; 40];
+        let signature = key.sign(&message).unwrap();
+        key.verify(&message, &signature).unwrap();
+    }
+
+    // Seen from another session of the process: one token object, and the pool's in-memory
+    // copies, each as sensitive and non-extractable as the key itself.
+    let other = Pkcs11::new(MODULE).unwrap();
+    let _ = other.initialize(CInitializeArgs::new(CInitializeFlags::OS_LOCKING_OK));
+    let slot = other
+        .get_slots_with_token()
+        .unwrap()
+        .into_iter()
+        .find(|s| other.get_token_info(*s).unwrap().label() == "pool-test")
+        .unwrap();
+    let session = other.open_ro_session(slot).unwrap();
+    let find = |token: bool| {
+        session
+            .find_objects(&[
+                Attribute::Label(b"responder".to_vec()),
+                Attribute::Class(cryptoki::object::ObjectClass::PRIVATE_KEY),
+                Attribute::Token(token),
+            ])
+            .unwrap()
+    };
+    assert_eq!(find(true).len(), 1, "the token keeps one key");
+    let copies = find(false);
+    assert!(
+        (1..=2).contains(&copies.len()),
+        "one copy per pool session that signed, found {}",
+        copies.len()
+    );
+    for copy in copies {
+        let attributes = session
+            .get_attributes(
+                copy,
+                &[
+                    cryptoki::object::AttributeType::Sensitive,
+                    cryptoki::object::AttributeType::Extractable,
+                ],
+            )
+            .unwrap();
+        assert!(
+            attributes.contains(&Attribute::Sensitive(true))
+                && attributes.contains(&Attribute::Extractable(false)),
+            "{attributes:?}"
+        );
+    }
+
+    // The copies end with the pool's sessions.
+    drop(key);
+    drop(hsm);
+    assert!(find(false).is_empty(), "copies outlived their sessions");
+    assert_eq!(find(true).len(), 1);
+}

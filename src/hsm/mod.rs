@@ -174,6 +174,7 @@ impl Hsm {
                 label: label.to_owned(),
                 scheme,
                 public_key,
+                session_copy: false,
             }),
         })
     }
@@ -195,6 +196,7 @@ struct SigningKeyInner {
     label: String,
     scheme: SignatureScheme,
     public_key: SubjectPublicKeyInfoOwned,
+    session_copy: bool,
 }
 
 impl fmt::Debug for SigningKey {
@@ -217,6 +219,25 @@ impl SigningKey {
 
     pub fn public_key(&self) -> &SubjectPublicKeyInfoOwned {
         &self.inner.public_key
+    }
+
+    /// The same key, used through an in-memory copy in each HSM session: for the keys that sign
+    /// at request rate (the OCSP responders' live and pre-signed responses). SoftHSM2 reads a
+    /// token object's attributes from its files, with locks and system calls, on every
+    /// C_SignInit; a session object lives in memory. The copy (C_CopyObject with CKA_TOKEN false) stays
+    /// sensitive and non-extractable, is made inside the token, and disappears with its
+    /// session; a token that refuses copies signs with the token object. CA keys are never
+    /// copied.
+    pub fn session_copy(&self) -> SigningKey {
+        SigningKey {
+            inner: Arc::new(SigningKeyInner {
+                pool: self.inner.pool.clone(),
+                label: self.inner.label.clone(),
+                scheme: self.inner.scheme,
+                public_key: self.inner.public_key.clone(),
+                session_copy: true,
+            }),
+        }
     }
 
     /// Whether the token is connected (the last call did not find it gone).
@@ -252,6 +273,7 @@ impl SigningKey {
             label: self.inner.label.clone(),
             scheme,
             data,
+            session_copy: self.inner.session_copy,
         }
     }
 

@@ -571,6 +571,10 @@ pub(super) struct SignJob {
     pub(super) label: String,
     pub(super) scheme: SignatureScheme,
     pub(super) data: Vec<u8>,
+    /// Sign with this session's in-memory copy of the key (see [`SigningKey::session_copy`]).
+    ///
+    /// [`SigningKey::session_copy`]: super::SigningKey::session_copy
+    pub(super) session_copy: bool,
 }
 
 impl SignJob {
@@ -592,8 +596,11 @@ impl SignJob {
         };
         let label = self.label;
         let data = self.data;
+        let session_copy = self.session_copy;
         let raw = worker.with_retry(|session, handles| {
-            let key = match handles.get(&(label.clone(), true)) {
+            // Cached per (label, token object or session copy).
+            let cache_key = (label.clone(), !session_copy);
+            let key = match handles.get(&cache_key) {
                 Some(handle) => *handle,
                 None => {
                     let found = find_objects(session, &label, ObjectClass::PRIVATE_KEY)?;
@@ -601,7 +608,17 @@ impl SignJob {
                         // Reported as KeyNotFound below.
                         return Ok(None);
                     };
-                    handles.insert((label.clone(), true), handle);
+                    let handle = if session_copy {
+                        // C_CopyObject keeps CKA_SENSITIVE and CKA_EXTRACTABLE as they are (it
+                        // cannot weaken them); a token that refuses copies (CKA_COPYABLE false)
+                        // signs with the token object.
+                        session
+                            .copy_object(handle, &[Attribute::Token(false)])
+                            .unwrap_or(handle)
+                    } else {
+                        handle
+                    };
+                    handles.insert(cache_key, handle);
                     handle
                 }
             };

@@ -192,7 +192,8 @@ impl ResponseSigner {
         Ok(Self {
             key_hash: keys::key_identifier(key.public_key()),
             live_count: std::sync::atomic::AtomicU64::new(0),
-            key,
+            // Responders sign at request rate: through in-memory copies of their key.
+            key: key.session_copy(),
             signature_algorithm,
             // Leaked once per signer (about 1 KiB): a static Bytes clones without touching a
             // reference count that both cores would fight over on every response.
