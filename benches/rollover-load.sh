@@ -30,7 +30,8 @@ holder() { # NAME: a P-256 key, a CSR and the certificate, through the daemon
   sceau issue --policy justice-auth --csr "$WORK/$1.csr" > "$WORK/$1.pem"
 }
 
-sceau serve --listen-va "127.0.0.1:$PORT_VA" --listen-admin "127.0.0.1:$PORT_ADMIN" \
+# The binary itself in the background (not the function: $! would be a subshell's).
+"$SCEAU" -c "$CONFIG" --log warn serve --listen-va "127.0.0.1:$PORT_VA" --listen-admin "127.0.0.1:$PORT_ADMIN" \
   > "$WORK/serve.out" 2> "$WORK/serve.log" & pid=$!
 trap 'kill $pid 2>/dev/null; wait $pid 2>/dev/null || true' EXIT
 for _ in $(seq 1 100); do grep -q "sceau ready" "$WORK/serve.out" && break; sleep 0.2; done

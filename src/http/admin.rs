@@ -430,8 +430,8 @@ impl AdminService {
             "counter",
             "OCSP requests by method",
             &[
-                ("{method=\"get\"}", get(&m.ocsp_get)),
-                ("{method=\"post\"}", get(&m.ocsp_post)),
+                ("{method=\"get\"}", m.ocsp_get.get()),
+                ("{method=\"post\"}", m.ocsp_post.get()),
             ],
         );
         metric(
@@ -439,12 +439,12 @@ impl AdminService {
             "counter",
             "OCSP answers by kind",
             &[
-                ("{kind=\"presigned\"}", get(&m.ocsp_presigned)),
-                ("{kind=\"live\"}", get(&m.ocsp_live)),
-                ("{kind=\"not_modified\"}", get(&m.ocsp_not_modified)),
-                ("{kind=\"malformed_request\"}", get(&m.ocsp_malformed)),
-                ("{kind=\"unauthorized\"}", get(&m.ocsp_unauthorized)),
-                ("{kind=\"try_later\"}", get(&m.ocsp_try_later)),
+                ("{kind=\"presigned\"}", m.ocsp_presigned.get()),
+                ("{kind=\"live\"}", m.ocsp_live.get()),
+                ("{kind=\"not_modified\"}", m.ocsp_not_modified.get()),
+                ("{kind=\"malformed_request\"}", m.ocsp_malformed.get()),
+                ("{kind=\"unauthorized\"}", m.ocsp_unauthorized.get()),
+                ("{kind=\"try_later\"}", m.ocsp_try_later.get()),
             ],
         );
         metric(

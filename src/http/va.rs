@@ -11,8 +11,8 @@ use hyper::{Method, Request, Response, StatusCode};
 
 use super::problem::Problem;
 use super::{Body, http_date, read_body};
+use crate::va::ValidationAuthority;
 use crate::va::responder::Reply;
-use crate::va::{Metrics, ValidationAuthority};
 use crate::x509::ocsp::OcspResponseStatus;
 
 /// Largest OCSP request read (POST body or decoded GET path).
@@ -73,7 +73,7 @@ impl VaService {
     }
 
     async fn ocsp_post(&self, request: Request<Incoming>) -> Response<Body> {
-        Metrics::count(&self.va.metrics.ocsp_post);
+        self.va.metrics.ocsp_post.count();
         let content_type = request
             .headers()
             .get(header::CONTENT_TYPE)
@@ -99,7 +99,7 @@ impl VaService {
     }
 
     async fn ocsp_get(&self, request: Request<Incoming>) -> Response<Body> {
-        Metrics::count(&self.va.metrics.ocsp_get);
+        self.va.metrics.ocsp_get.count();
         // RFC 6960 appendix A.1: GET {url}/{url-encoding of base-64 encoding of the DER}.
         // Everything after /ocsp/ is the request (some clients leave '/' unencoded).
         let encoded = &request.uri().path()["/ocsp/".len()..];
@@ -113,11 +113,12 @@ impl VaService {
 
     fn error(&self, status: OcspResponseStatus) -> Response<Body> {
         let metrics = &self.va.metrics;
-        Metrics::count(match status {
+        match status {
             OcspResponseStatus::MalformedRequest => &metrics.ocsp_malformed,
             OcspResponseStatus::Unauthorized => &metrics.ocsp_unauthorized,
             _ => &metrics.ocsp_try_later,
-        });
+        }
+        .count();
         let mut response =
             Response::new(Body::one(Bytes::copy_from_slice(&status.error_response())));
         let headers = response.headers_mut();
@@ -141,11 +142,12 @@ impl VaService {
             } => (head, tail, this_update, next_update, presigned),
             Reply::Error(status) => return self.error(status),
         };
-        Metrics::count(if presigned {
+        if presigned {
             &self.va.metrics.ocsp_presigned
         } else {
             &self.va.metrics.ocsp_live
-        });
+        }
+        .count();
         let cacheable = get.is_some() && presigned;
         // RFC 9919 §6.2 leaves the ETag to the responder (RFC 5019 suggested a SHA-1 of the
         // response). The last 16 octets of the head are the end of its signature: a response
@@ -162,7 +164,7 @@ impl VaService {
                 .split(|b| *b == b',')
                 .any(|t| t.trim_ascii() == etag.as_slice() || t.trim_ascii() == b"*");
             if matches {
-                Metrics::count(&self.va.metrics.ocsp_not_modified);
+                self.va.metrics.ocsp_not_modified.count();
                 let mut response = Response::new(Body::empty());
                 *response.status_mut() = StatusCode::NOT_MODIFIED;
                 self.cache_headers(response.headers_mut(), etag, this_update, next_update);
