@@ -469,6 +469,12 @@ fn the_issuing_ca_and_the_root_roll_over_while_ocsp_answers_for_both_keys() {
     );
     assert!(ok, "old-with-new: {text}");
     assert!(!verify(&dir, &[&root], &[&third_ca], &[], &third_holder).0);
+    // A relying party that trusts both roots and has both links among its intermediates.
+    for (holder, ca) in [(&third_holder, &third_ca), (&old_holder, &old_ca)] {
+        let untrusted: [&Path; 3] = [&new_with_old, &old_with_new, ca];
+        let (ok, text) = verify(&dir, &[&root, &new_root], &untrusted, &[], holder);
+        assert!(ok, "both roots trusted: {text}");
+    }
     for link in [&new_with_old, &old_with_new] {
         lint::pkix_certificate(link);
     }
