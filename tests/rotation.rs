@@ -234,11 +234,22 @@ fn verify(
     (ok && text.contains(": OK"), text)
 }
 
-/// GET a CRL from the daemon into `to` (DER).
-fn fetch_crl(daemon: &Daemon, name: &str, to: &Path) {
+/// GET a CRL from the daemon into `to` (DER), and check its signature against `signer`.
+fn fetch_signed_crl(daemon: &Daemon, name: &str, signer: &Path, to: &Path) {
     let (status, _, body) = http(daemon.va, "GET", &format!("/crl/{name}.crl"), &[], &[]);
     assert_eq!(status, 200, "/crl/{name}.crl");
     std::fs::write(to, body).unwrap();
+    let (ok, text) = openssl(&[
+        "crl",
+        "-inform",
+        "DER",
+        "-in",
+        to.to_str().unwrap(),
+        "-noout",
+        "-CAfile",
+        signer.to_str().unwrap(),
+    ]);
+    assert!(ok && text.contains("verify OK"), "{name}: {text}");
 }
 
 fn issue_holder(pki: &Pki, name: &str, subject: &str) -> std::path::PathBuf {
@@ -392,18 +403,7 @@ fn the_issuing_ca_and_the_root_roll_over_while_ocsp_answers_for_both_keys() {
         ("ac-agents-2", &new_ca, &new_holder),
     ] {
         let crl = pki.path(&format!("{name}.crl"));
-        fetch_crl(&daemon, name, &crl);
-        let (ok, text) = openssl(&[
-            "crl",
-            "-inform",
-            "DER",
-            "-in",
-            crl.to_str().unwrap(),
-            "-noout",
-            "-CAfile",
-            ca.to_str().unwrap(),
-        ]);
-        assert!(ok && text.contains("verify OK"), "{name}: {text}");
+        fetch_signed_crl(&daemon, name, ca, &crl);
         let crl_pem = pki.path(&format!("{name}-crl.pem"));
         let (ok, text) = openssl(&[
             "crl",
@@ -485,18 +485,7 @@ fn the_issuing_ca_and_the_root_roll_over_while_ocsp_answers_for_both_keys() {
     // Both roots sign their ARL.
     for (name, signer) in [("racine", &root), ("racine-2", &new_root)] {
         let arl = pki.path(&format!("{name}.arl"));
-        fetch_crl(&daemon, name, &arl);
-        let (ok, text) = openssl(&[
-            "crl",
-            "-inform",
-            "DER",
-            "-in",
-            arl.to_str().unwrap(),
-            "-noout",
-            "-CAfile",
-            signer.to_str().unwrap(),
-        ]);
-        assert!(ok && text.contains("verify OK"), "{name}: {text}");
+        fetch_signed_crl(&daemon, name, signer, &arl);
         lint::arl(&arl);
     }
     let (status, _, body) = http(daemon.va, "GET", "/ca/ac-agents-3.crt", &[], &[]);

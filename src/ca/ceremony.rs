@@ -546,15 +546,7 @@ pub fn rotate_issuing(
     config.urls.for_ca(first, &name).map_err(CaError::Refused)?;
     let root = Issuer::load(hsm, &root)?;
     let mut events = Vec::new();
-    let key = generate(
-        hsm,
-        &KeyConfig {
-            label: fresh_label(hsm, &config.keys.issuing.label, now)?,
-            algorithm: config.keys.issuing.algorithm,
-        },
-        config.keys.rsa_pss,
-        &mut events,
-    )?;
+    let key = generate_fresh(hsm, config, &config.keys.issuing, now, &mut events)?;
     let der = issue_ca_certificate(
         store,
         &root.key,
@@ -638,15 +630,7 @@ pub fn rotate_root(
         .map_err(CaError::Refused)?;
     let old = Issuer::load(hsm, &old)?;
     let mut events = Vec::new();
-    let key = generate(
-        hsm,
-        &KeyConfig {
-            label: fresh_label(hsm, &config.keys.root.label, now)?,
-            algorithm: config.keys.root.algorithm,
-        },
-        config.keys.rsa_pss,
-        &mut events,
-    )?;
+    let key = generate_fresh(hsm, config, &config.keys.root, now, &mut events)?;
     let root_der = issue_ca_certificate(
         store,
         &key,
@@ -662,30 +646,23 @@ pub fn rotate_root(
     )?;
     // Link certificates live as long as the old root: after that, only the new one is trusted.
     let link_not_after = old.not_after.min(new.not_after);
-    let new_with_old = issue_ca_certificate(
-        store,
-        &old.key,
-        now,
-        link_template(&old, &new, link_not_after, &old_urls),
-    )?;
-    events.push(stored_event(
-        &format!("{name}-signed-by-{}", old.name),
-        "root-link",
-        old.key.label(),
-        &new_with_old,
-    )?);
-    let old_with_new = issue_ca_certificate(
-        store,
-        &new.key,
-        now,
-        link_template(&new, &old, link_not_after, &new_urls),
-    )?;
-    events.push(stored_event(
-        &format!("{}-signed-by-{name}", old.name),
-        "root-link",
-        new.key.label(),
-        &old_with_new,
-    )?);
+    let mut link = |signer: &Issuer, subject: &Issuer, signer_urls: &PublishedUrls| {
+        let der = issue_ca_certificate(
+            store,
+            &signer.key,
+            now,
+            link_template(signer, subject, link_not_after, signer_urls),
+        )?;
+        events.push(stored_event(
+            &format!("{}-signed-by-{}", subject.name, signer.name),
+            "root-link",
+            signer.key.label(),
+            &der,
+        )?);
+        Ok::<_, CaError>(der)
+    };
+    let new_with_old = link(&old, &new, &old_urls)?;
+    let old_with_new = link(&new, &old, &new_urls)?;
     events.push(AuditEvent::CaRolledOver {
         role: "root".into(),
         previous: old.name.clone(),
@@ -830,6 +807,21 @@ fn update_state(
 /// and a UTC timestamp (`sceau-issuing-20261128170405`), with `-2`, `-3`... when several keys
 /// are made in the same second (a forced renewal of every responder). A failed ceremony's key
 /// stays in the token under its label and never collides with the retry.
+/// A new key of the kind `configured` under a [`fresh_label`] (a rollover's key).
+fn generate_fresh(
+    hsm: &Hsm,
+    config: &Config,
+    configured: &KeyConfig,
+    now: Timestamp,
+    events: &mut Vec<AuditEvent>,
+) -> Result<SigningKey, CaError> {
+    let key = KeyConfig {
+        label: fresh_label(hsm, &configured.label, now)?,
+        algorithm: configured.algorithm,
+    };
+    generate(hsm, &key, config.keys.rsa_pss, events)
+}
+
 fn fresh_label(hsm: &Hsm, base: &str, now: Timestamp) -> Result<String, CaError> {
     let stamped = format!("{base}-{}", label_stamp(now)?);
     for n in 1..=100u32 {

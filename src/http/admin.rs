@@ -175,20 +175,9 @@ impl AdminService {
     }
 
     async fn revoke(&self, request: Request<Incoming>) -> Response<Body> {
-        let Some(body) = read_body(request.into_body(), 16 * 1024).await else {
-            return Problem::new(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                "body-too-large",
-                "at most 16 KiB",
-            )
-            .response();
-        };
-        let parsed: RevokeBody = match serde_json::from_slice(&body) {
+        let parsed: RevokeBody = match small_json_body(request).await {
             Ok(parsed) => parsed,
-            Err(e) => {
-                return Problem::new(StatusCode::BAD_REQUEST, "malformed-json", e.to_string())
-                    .response();
-            }
+            Err(problem) => return problem.response(),
         };
         let request = match revocation_request(parsed) {
             Ok(request) => request,
@@ -297,20 +286,9 @@ impl AdminService {
     /// without a restart. For an issuing CA, in this order: OCSP answers for it and its CRL is
     /// published, then new certificates are issued by it (their CRL URL already resolves).
     async fn rotate(&self, rollover: Rollover, request: Request<Incoming>) -> Response<Body> {
-        let Some(body) = read_body(request.into_body(), 16 * 1024).await else {
-            return Problem::new(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                "body-too-large",
-                "at most 16 KiB",
-            )
-            .response();
-        };
-        let body: RotateBody = match serde_json::from_slice(&body) {
+        let body: RotateBody = match small_json_body(request).await {
             Ok(body) => body,
-            Err(e) => {
-                return Problem::new(StatusCode::BAD_REQUEST, "malformed-json", e.to_string())
-                    .response();
-            }
+            Err(problem) => return problem.response(),
         };
         if !self.hsm.status().available {
             return hsm_unavailable();
@@ -753,6 +731,21 @@ pub fn ca_problem(error: &CaError) -> Problem {
         _ => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
     };
     Problem::new(status, rule, error.to_string())
+}
+
+/// A JSON request body of at most 16 KiB.
+async fn small_json_body<T: serde::de::DeserializeOwned>(
+    request: Request<Incoming>,
+) -> Result<T, Problem> {
+    let Some(body) = read_body(request.into_body(), 16 * 1024).await else {
+        return Err(Problem::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "body-too-large",
+            "at most 16 KiB",
+        ));
+    };
+    serde_json::from_slice(&body)
+        .map_err(|e| Problem::new(StatusCode::BAD_REQUEST, "malformed-json", e.to_string()))
 }
 
 /// `POST /admin/ca/rotate` and `/admin/ca/rotate-root`.
