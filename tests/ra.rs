@@ -819,3 +819,36 @@ fn audit_verify_checks_checkpoints_and_names_a_changed_entry() {
 fn hex_lower(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
+
+/// After `sceau ca rotate`, agent cards come from the new issuing CA: operators carrying one
+/// are designated and served over mutual TLS without a restart, and those with cards of the
+/// previous CA still are.
+#[test]
+fn operators_with_cards_of_a_new_issuing_ca_are_trusted_after_a_rollover() {
+    let ra = Ra::start();
+    let pki = &ra.pki;
+    let ae = ra.operator("ae", "Alice", "AUBERT", &[]);
+    pki.sceau_ok(&["ra", "bootstrap", "--cert", ae.cert.to_str().unwrap()]);
+    let rotated: serde_json::Value =
+        serde_json::from_str(&pki.sceau_ok(&["ca", "rotate"])).unwrap();
+    assert_eq!(rotated["issuing"], "ac-agents-2", "{rotated}");
+    let aec = ra.operator("aec", "Bruno", "CARON", &[]);
+    let (ok, issuer) = openssl(&[
+        "x509",
+        "-in",
+        aec.cert.to_str().unwrap(),
+        "-noout",
+        "-issuer",
+    ]);
+    assert!(
+        ok && issuer.trim_end().ends_with("AC AGENTS TEST 2"),
+        "{issuer}"
+    );
+
+    assert_eq!(designate(&ra, &ae, &aec, "AEC", &scope(&[], BOTH)).0, 201);
+    let me = ra.get(&aec, "/ra/v1/operators/me");
+    assert_eq!(me.0, 200, "{me:?}");
+    assert_eq!(me.1["role"], "AEC");
+    assert_eq!(ra.get(&ae, "/ra/v1/operators/me").0, 200);
+    assert!(daemon_stop(ra.daemon).success());
+}
