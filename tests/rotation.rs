@@ -160,23 +160,6 @@ fn the_ocsp_responder_is_renewed_without_a_gap_on_demand_and_when_due() {
     );
 }
 
-/// An OCSP request (SHA-1 CertID, no nonce) for `certificate` of the issuing CA in `issuer`.
-fn request_for(pki: &Pki, issuer: &Path, certificate: &Path) -> Vec<u8> {
-    let path = pki.path("rollover-request.der");
-    let (ok, text) = openssl(&[
-        "ocsp",
-        "-issuer",
-        issuer.to_str().unwrap(),
-        "-cert",
-        certificate.to_str().unwrap(),
-        "-no_nonce",
-        "-reqout",
-        path.to_str().unwrap(),
-    ]);
-    assert!(ok, "{text}");
-    std::fs::read(path).unwrap()
-}
-
 /// `openssl ocsp` against the daemon, with a nonce, as a relying application asks: the
 /// response must verify (responder certified by `issuer`, chain to `root`) and say `status`.
 fn ask(daemon: &Daemon, root: &Path, issuer: &Path, certificate: &Path, status: &str) -> String {
@@ -252,28 +235,14 @@ fn fetch_signed_crl(daemon: &Daemon, name: &str, signer: &Path, to: &Path) {
     assert!(ok && text.contains("verify OK"), "{name}: {text}");
 }
 
-fn issue_holder(pki: &Pki, name: &str, subject: &str) -> std::path::PathBuf {
-    let csr = pki.csr(name, KeyKind::P256, subject);
-    let pem = pki.sceau_ok(&[
-        "issue",
-        "--policy",
-        "justice-auth",
-        "--csr",
-        csr.to_str().unwrap(),
-    ]);
-    let path = pki.path(&format!("{name}.pem"));
-    std::fs::write(&path, pem).unwrap();
-    path
-}
-
 #[test]
 fn the_issuing_ca_and_the_root_roll_over_while_ocsp_answers_for_both_keys() {
     let pki = Pki::new(Keys::EC);
     pki.init();
     let daemon = Daemon::start(&pki);
     let certs = pki.data_dir().join("certs");
-    let old_holder = issue_holder(&pki, "old-holder", "/GN=Lea/SN=PETIT/CN=Lea PETIT");
-    let old_request = request_for(&pki, &certs.join("ac-agents.pem"), &old_holder);
+    let old_holder = pki.issue_holder("old-holder", "/GN=Lea/SN=PETIT/CN=Lea PETIT");
+    let old_request = pki.ocsp_request_under(&certs.join("ac-agents.pem"), &old_holder);
 
     // A load generator asks for certificates of every key, all along the rollovers: each
     // answer must be a successful OCSP response about the certificate asked for.
@@ -319,8 +288,8 @@ fn the_issuing_ca_and_the_root_roll_over_while_ocsp_answers_for_both_keys() {
     let rotated: serde_json::Value =
         serde_json::from_str(&pki.sceau_ok(&["ca", "rotate"])).unwrap();
     assert_eq!(rotated["issuing"], "ac-agents-2", "{rotated}");
-    let new_holder = issue_holder(&pki, "new-holder", "/GN=Paul/SN=MARTIN/CN=Paul MARTIN");
-    let new_request = request_for(&pki, &certs.join("ac-agents-2.pem"), &new_holder);
+    let new_holder = pki.issue_holder("new-holder", "/GN=Paul/SN=MARTIN/CN=Paul MARTIN");
+    let new_request = pki.ocsp_request_under(&certs.join("ac-agents-2.pem"), &new_holder);
     requests.lock().unwrap().push(new_request);
     let renewed: serde_json::Value =
         serde_json::from_str(&pki.sceau_ok(&["ocsp", "renew-signer"])).unwrap();
@@ -394,7 +363,7 @@ fn the_issuing_ca_and_the_root_roll_over_while_ocsp_answers_for_both_keys() {
     let new_response = pki.path("new-response.der");
     fetch(
         &daemon,
-        &request_for(&pki, &new_ca, &new_holder),
+        &pki.ocsp_request_under(&new_ca, &new_holder),
         &new_response,
     );
     pki.sceau_ok(&["crl"]);
@@ -441,7 +410,7 @@ fn the_issuing_ca_and_the_root_roll_over_while_ocsp_answers_for_both_keys() {
     let rotated: serde_json::Value =
         serde_json::from_str(&pki.sceau_ok(&["ca", "rotate"])).unwrap();
     assert_eq!(rotated["issuing"], "ac-agents-3", "{rotated}");
-    let third_holder = issue_holder(&pki, "third-holder", "/GN=Anne/SN=ROUX/CN=Anne ROUX");
+    let third_holder = pki.issue_holder("third-holder", "/GN=Anne/SN=ROUX/CN=Anne ROUX");
     let export = pki.export("rollover-2");
     let (new_root, third_ca) = (export.join("racine-2.pem"), export.join("ac-agents-3.pem"));
     let (new_with_old, old_with_new) = (
@@ -498,7 +467,7 @@ fn the_issuing_ca_and_the_root_roll_over_while_ocsp_answers_for_both_keys() {
     ask(&daemon, &root, &old_ca, &old_holder, "revoked");
     ask(&daemon, &root, &new_ca, &new_holder, "revoked");
     ask(&daemon, &new_root, &third_ca, &third_holder, "good");
-    let fourth = issue_holder(&pki, "fourth-holder", "/GN=Marc/SN=BLANC/CN=Marc BLANC");
+    let fourth = pki.issue_holder("fourth-holder", "/GN=Marc/SN=BLANC/CN=Marc BLANC");
     assert!(verify(&dir, &[&new_root], &[&third_ca], &[], &fourth).0);
     assert!(daemon.stop().success());
     let audit = pki.sceau_ok(&["audit", "export"]);

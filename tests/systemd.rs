@@ -9,7 +9,7 @@ use std::process::Command;
 use std::time::Duration;
 
 use common::daemon::Daemon;
-use common::{KeyKind, Keys, Pki, openssl};
+use common::{Keys, Pki, openssl};
 
 #[test]
 fn the_unit_is_rated_2_or_lower_by_systemd_analyze() {
@@ -51,21 +51,10 @@ fn validity_years(certificate: &Path) -> i32 {
 }
 
 fn issue(pki: &Pki, name: &str) -> std::path::PathBuf {
-    let csr = pki.csr(
+    pki.issue_holder(
         name,
-        KeyKind::P256,
         &format!("/GN=Agent/SN={0}/CN=Agent {0}", name.to_uppercase()),
-    );
-    let pem = pki.sceau_ok(&[
-        "issue",
-        "--policy",
-        "justice-auth",
-        "--csr",
-        csr.to_str().unwrap(),
-    ]);
-    let path = pki.path(&format!("{name}.pem"));
-    std::fs::write(&path, pem).unwrap();
-    path
+    )
 }
 
 fn receive(socket: &UnixDatagram) -> String {

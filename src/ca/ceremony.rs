@@ -399,21 +399,8 @@ fn root_template<'a>(
         public_key: key.public_key(),
         not_after: years_later(now, config.root.validity_years)?,
         policy: ROOT_POLICY,
-        extensions: Box::new(|ski: &[u8; 20]| {
-            Ok(vec![
-                ext::basic_constraints(true, None, Criticality::Critical)?,
-                ext::key_usage(
-                    KeyUsages::KeyCertSign | KeyUsages::CRLSign,
-                    Criticality::Critical,
-                )?,
-                ext::subject_key_identifier(ski)?,
-                ext::authority_key_identifier(ski)?,
-                ext::certificate_policies(&[PolicyEntry {
-                    oid: oid::ANY_POLICY,
-                    cps_uri: None,
-                }])?,
-            ])
-        }),
+        // Self-signed: its own key identifier as AKI, and nothing to point at above it.
+        extensions: Box::new(|ski: &[u8; 20]| ca_extensions(ski, ski, None, None)),
     })
 }
 
@@ -438,23 +425,9 @@ fn issuing_template<'a>(
         public_key: key.public_key(),
         not_after,
         policy: ISSUING_POLICY,
+        // RGS A4 II.1.2: pathLen 0 for a CA that certifies persons.
         extensions: Box::new(move |ski: &[u8; 20]| {
-            Ok(vec![
-                // RGS A4 II.1.2: pathLen 0 for a CA that certifies persons.
-                ext::basic_constraints(true, Some(0), Criticality::Critical)?,
-                ext::key_usage(
-                    KeyUsages::KeyCertSign | KeyUsages::CRLSign,
-                    Criticality::Critical,
-                )?,
-                ext::subject_key_identifier(ski)?,
-                ext::authority_key_identifier(&root_key_id)?,
-                ext::certificate_policies(&[PolicyEntry {
-                    oid: oid::ANY_POLICY,
-                    cps_uri: None,
-                }])?,
-                ext::crl_distribution_points(&urls.arl)?,
-                ext::authority_info_access(Some(&urls.root_ca_issuers), None)?,
-            ])
+            ca_extensions(ski, &root_key_id, Some(0), Some(urls))
         }),
     })
 }
@@ -712,23 +685,41 @@ fn link_template<'a>(
         not_after,
         policy: ROOT_POLICY,
         extensions: Box::new(move |ski: &[u8; 20]| {
-            Ok(vec![
-                ext::basic_constraints(true, None, Criticality::Critical)?,
-                ext::key_usage(
-                    KeyUsages::KeyCertSign | KeyUsages::CRLSign,
-                    Criticality::Critical,
-                )?,
-                ext::subject_key_identifier(ski)?,
-                ext::authority_key_identifier(&signer_key_id)?,
-                ext::certificate_policies(&[PolicyEntry {
-                    oid: oid::ANY_POLICY,
-                    cps_uri: None,
-                }])?,
-                ext::crl_distribution_points(&signer_urls.arl)?,
-                ext::authority_info_access(Some(&signer_urls.root_ca_issuers), None)?,
-            ])
+            ca_extensions(ski, &signer_key_id, None, Some(signer_urls))
         }),
     }
+}
+
+/// The extensions of a CA certificate (PROFILES.md §2-3): basicConstraints cA (with
+/// `path_len`), keyCertSign and cRLSign, the key identifiers, anyPolicy and, for a certificate
+/// signed by a root, that root's ARL and certificate URLs (`issuer_urls`).
+fn ca_extensions(
+    ski: &[u8; 20],
+    authority_key_id: &[u8; 20],
+    path_len: Option<u8>,
+    issuer_urls: Option<&PublishedUrls>,
+) -> Result<Vec<Extension>, der::Error> {
+    let mut extensions = vec![
+        ext::basic_constraints(true, path_len, Criticality::Critical)?,
+        ext::key_usage(
+            KeyUsages::KeyCertSign | KeyUsages::CRLSign,
+            Criticality::Critical,
+        )?,
+        ext::subject_key_identifier(ski)?,
+        ext::authority_key_identifier(authority_key_id)?,
+        ext::certificate_policies(&[PolicyEntry {
+            oid: oid::ANY_POLICY,
+            cps_uri: None,
+        }])?,
+    ];
+    if let Some(urls) = issuer_urls {
+        extensions.push(ext::crl_distribution_points(&urls.arl)?);
+        extensions.push(ext::authority_info_access(
+            Some(&urls.root_ca_issuers),
+            None,
+        )?);
+    }
+    Ok(extensions)
 }
 
 /// The subject of generation `generation` of a CA configured with `configured`: the

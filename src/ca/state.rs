@@ -150,10 +150,14 @@ impl CaState {
 }
 
 impl StoredCa {
+    /// The certificate, decoded (`None` if the stored bytes are not one).
+    fn parsed(&self) -> Option<x509_cert::Certificate> {
+        der::Decode::from_der(&self.certificate).ok()
+    }
+
     /// notBefore and notAfter of the certificate.
     pub fn validity(&self) -> Option<(Timestamp, Timestamp)> {
-        use der::Decode;
-        let certificate = x509_cert::Certificate::from_der(&self.certificate).ok()?;
+        let certificate = self.parsed()?;
         let validity = certificate.tbs_certificate().validity();
         Some((
             Timestamp::from_x509_time(&validity.not_before),
@@ -163,9 +167,8 @@ impl StoredCa {
 
     /// The subjectKeyIdentifier of the certificate (what the AKIs of its children copy).
     pub fn subject_key_identifier(&self) -> Option<[u8; 20]> {
-        use der::Decode;
         use x509_cert::ext::pkix::SubjectKeyIdentifier;
-        let certificate = x509_cert::Certificate::from_der(&self.certificate).ok()?;
+        let certificate = self.parsed()?;
         let (_, ski) = certificate
             .tbs_certificate()
             .get_extension::<SubjectKeyIdentifier>()
@@ -175,9 +178,8 @@ impl StoredCa {
 
     /// The authorityKeyIdentifier of the certificate: which CA key signed it.
     pub fn authority_key_identifier(&self) -> Option<[u8; 20]> {
-        use der::Decode;
         use x509_cert::ext::pkix::AuthorityKeyIdentifier;
-        let certificate = x509_cert::Certificate::from_der(&self.certificate).ok()?;
+        let certificate = self.parsed()?;
         let (_, aki) = certificate
             .tbs_certificate()
             .get_extension::<AuthorityKeyIdentifier>()

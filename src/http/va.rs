@@ -94,8 +94,9 @@ impl VaService {
         let Some(body) = read_body(request.into_body(), MAX_REQUEST).await else {
             return self.error(OcspResponseStatus::MalformedRequest);
         };
-        let reply = self.va.responder.respond(&body, self.va.now()).await;
-        self.ocsp_response(reply, None)
+        let now = self.va.now();
+        let reply = self.va.responder.respond(&body, now).await;
+        self.ocsp_response(reply, None, now)
     }
 
     async fn ocsp_get(&self, request: Request<Incoming>) -> Response<Body> {
@@ -107,8 +108,9 @@ impl VaService {
             return self.error(OcspResponseStatus::MalformedRequest);
         };
         let if_none_match = request.headers().get(header::IF_NONE_MATCH).cloned();
-        let reply = self.va.responder.respond(&der, self.va.now()).await;
-        self.ocsp_response(reply, Some(if_none_match))
+        let now = self.va.now();
+        let reply = self.va.responder.respond(&der, now).await;
+        self.ocsp_response(reply, Some(if_none_match), now)
     }
 
     fn error(&self, status: OcspResponseStatus) -> Response<Body> {
@@ -131,7 +133,12 @@ impl VaService {
     }
 
     /// The OCSP response; for GET, the RFC 9919 caching headers of pre-signed responses.
-    fn ocsp_response(&self, reply: Reply, get: Option<Option<HeaderValue>>) -> Response<Body> {
+    fn ocsp_response(
+        &self,
+        reply: Reply,
+        get: Option<Option<HeaderValue>>,
+        now: crate::x509::Timestamp,
+    ) -> Response<Body> {
         let (head, tail, this_update, next_update, presigned) = match reply {
             Reply::Signed {
                 head,
@@ -167,7 +174,12 @@ impl VaService {
                 self.va.metrics.ocsp_not_modified.count();
                 let mut response = Response::new(Body::empty());
                 *response.status_mut() = StatusCode::NOT_MODIFIED;
-                self.cache_headers(response.headers_mut(), etag, this_update, next_update);
+                self.cache_headers(
+                    response.headers_mut(),
+                    etag,
+                    (this_update, next_update),
+                    now,
+                );
                 return response;
             }
         }
@@ -178,7 +190,7 @@ impl VaService {
             HeaderValue::from_static("application/ocsp-response"),
         );
         match &etag {
-            Some(etag) => self.cache_headers(headers, etag, this_update, next_update),
+            Some(etag) => self.cache_headers(headers, etag, (this_update, next_update), now),
             // A response with a nonce, or answered to a POST, is for this request only.
             None => {
                 headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
@@ -193,12 +205,12 @@ impl VaService {
         &self,
         headers: &mut hyper::HeaderMap,
         etag: &[u8],
-        this_update: crate::x509::Timestamp,
-        next_update: crate::x509::Timestamp,
+        (this_update, next_update): (crate::x509::Timestamp, crate::x509::Timestamp),
+        now: crate::x509::Timestamp,
     ) {
         let max_age = next_update
             .unix_seconds()
-            .saturating_sub(self.va.now().unix_seconds())
+            .saturating_sub(now.unix_seconds())
             .min(self.cache_max_age);
         let cache_control = if max_age == self.cache_max_age {
             self.cache_control.clone()

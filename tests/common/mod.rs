@@ -148,12 +148,17 @@ impl Pki {
     /// An OCSP request (DER, SHA-1 CertID, no nonce) for a certificate of the issuing CA, made
     /// by `openssl ocsp -reqout`.
     pub fn ocsp_request(&self, certificate: &Path) -> Vec<u8> {
+        let issuer = self.data_dir().join("certs").join("ac-agents.pem");
+        self.ocsp_request_under(&issuer, certificate)
+    }
+
+    /// The same for a certificate of the issuing CA whose certificate is `issuer` (PEM).
+    pub fn ocsp_request_under(&self, issuer: &Path, certificate: &Path) -> Vec<u8> {
         let path = self.path("request.der");
-        let certs = self.data_dir().join("certs");
         let (ok, text) = openssl(&[
             "ocsp",
             "-issuer",
-            certs.join("ac-agents.pem").to_str().unwrap(),
+            issuer.to_str().unwrap(),
             "-cert",
             certificate.to_str().unwrap(),
             "-no_nonce",
@@ -162,6 +167,22 @@ impl Pki {
         ]);
         assert!(ok, "{text}");
         std::fs::read(path).unwrap()
+    }
+
+    /// A new P-256 key and a justice-auth certificate for `subject`, issued by `sceau issue`
+    /// (through the daemon when one runs); returns the certificate's path (`name.pem`).
+    pub fn issue_holder(&self, name: &str, subject: &str) -> PathBuf {
+        let csr = self.csr(name, KeyKind::P256, subject);
+        let pem = self.sceau_ok(&[
+            "issue",
+            "--policy",
+            "justice-auth",
+            "--csr",
+            csr.to_str().unwrap(),
+        ]);
+        let path = self.path(&format!("{name}.pem"));
+        std::fs::write(&path, pem).unwrap();
+        path
     }
 
     pub fn path(&self, name: &str) -> PathBuf {
