@@ -315,6 +315,42 @@ fn the_issuing_ca_and_the_root_roll_over_while_ocsp_answers_for_both_keys() {
         !refused.status.success() && stderr.contains("already a CA's"),
         "{stderr}"
     );
+    for bad in ["", "   ", &"X".repeat(65), "AC\u{7}BELL"] {
+        let refused = pki.sceau(&["ca", "rotate", "--common-name", bad]);
+        let stderr = String::from_utf8_lossy(&refused.stderr);
+        assert!(
+            !refused.status.success() && stderr.contains("--common-name"),
+            "{bad:?}: {stderr}"
+        );
+    }
+    // Garbage to the admin API: a problem document, and nothing rotated (the next rollover
+    // below is still generation 3).
+    let token = std::fs::read_to_string(pki.data_dir().join("admin.token")).unwrap();
+    let bearer = format!("Bearer {}", token.trim());
+    for body in [
+        &b"\x00\xffnot json"[..],
+        br#"{"common_name":"X","root":true}"#,
+        b"[]",
+    ] {
+        let (status, headers, answer) = http(
+            daemon.admin,
+            "POST",
+            "/admin/ca/rotate",
+            &[
+                ("Authorization", &bearer),
+                ("Content-Type", "application/json"),
+            ],
+            body,
+        );
+        assert_eq!(status, 400, "{}", String::from_utf8_lossy(&answer));
+        assert_eq!(
+            common::daemon::header(&headers, "content-type"),
+            Some("application/problem+json")
+        );
+        assert!(String::from_utf8_lossy(&answer).contains("malformed-json"));
+    }
+    let (status, _, _) = http(daemon.admin, "POST", "/admin/ca/rotate", &[], b"{}");
+    assert_eq!(status, 401, "a rollover without the admin token");
 
     // Both keys' certificates verify, each only under its own CA (a name of its own).
     let export = pki.export("rollover-1");

@@ -740,8 +740,18 @@ fn generation_name(
     }
 }
 
-/// Refuses a name already used by a CA of the state (an explicit --common-name).
+/// Refuses a name already used by a CA of the state (an explicit --common-name), and a common
+/// name that is empty, longer than RFC 5280's 64 characters, or has control characters.
 fn check_new_subject(state: &CaState, subject: &DistinguishedName) -> Result<(), CaError> {
+    let common_name = subject.first(Attribute::CommonName).unwrap_or_default();
+    if common_name.trim().is_empty()
+        || common_name.chars().count() > 64
+        || common_name.chars().any(char::is_control)
+    {
+        return Err(CaError::Refused(format!(
+            "common name {common_name:?}: 1 to 64 characters, no control characters (--common-name)"
+        )));
+    }
     let der = subject
         .to_der()
         .map_err(|e| CaError::Refused(format!("subject {subject}: {e}")))?;
