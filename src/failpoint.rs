@@ -19,6 +19,43 @@ pub fn hit(name: &str) {
     let _ = name;
 }
 
+/// Waits if the pause point `name` is armed (`SCEAU_PAUSE=<name>:<milliseconds>`): tests widen
+/// a race window with it (several points: `a:500,b:800`) (a revocation landing between an issuance's commit and its OCSP
+/// update, a client hanging up after a commit) to show it is closed, deterministically.
+pub async fn pause(name: &str) {
+    #[cfg(feature = "test-hooks")]
+    if let Ok(armed) = std::env::var("SCEAU_PAUSE") {
+        let millis = armed.split(',').find_map(|point| {
+            let (point, millis) = point.split_once(':')?;
+            (point == name)
+                .then(|| millis.parse::<u64>().ok())
+                .flatten()
+        });
+        if let Some(millis) = millis {
+            tokio::time::sleep(std::time::Duration::from_millis(millis)).await;
+        }
+    }
+    #[cfg(not(feature = "test-hooks"))]
+    let _ = name;
+}
+
+/// Blocks the calling thread while the stall point `name` is armed
+/// (`SCEAU_STALL=<name>:<file>`) and the file exists: a hung device (an HSM that stops
+/// answering without failing), switched on and off by the test.
+pub fn stall(name: &str) {
+    #[cfg(feature = "test-hooks")]
+    if let Ok(armed) = std::env::var("SCEAU_STALL")
+        && let Some((point, file)) = armed.split_once(':')
+        && point == name
+    {
+        while std::path::Path::new(file).exists() {
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+    }
+    #[cfg(not(feature = "test-hooks"))]
+    let _ = name;
+}
+
 /// The time pinned by `SCEAU_NOW`, in test builds.
 pub fn pinned_now() -> Option<Timestamp> {
     #[cfg(feature = "test-hooks")]

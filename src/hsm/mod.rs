@@ -129,6 +129,12 @@ impl Hsm {
             .run_blocking(move |worker| worker.generate_key_pair(&label, spec))
     }
 
+    /// Marks the token unavailable because it lacks a key it should hold: the next call
+    /// reconnects, finalising and re-initialising the module.
+    pub fn mark_unavailable(&self, reason: &str) {
+        self.pool.mark_unavailable(reason);
+    }
+
     /// Whether a private key with this label exists.
     pub fn has_key(&self, label: &str) -> Result<bool, HsmError> {
         let label = label.to_owned();
@@ -258,6 +264,23 @@ impl SigningKey {
         self.inner
             .pool
             .run_async(move |worker| job.run(worker))
+            .await
+    }
+
+    /// [`SigningKey::sign_async`], with the signature checked on the HSM session thread that
+    /// made it: a mass re-signing (a responder renewal re-signs every response) never spends
+    /// the runtime's threads, which answer OCSP, on verification.
+    pub async fn sign_verified_async(&self, message: &[u8]) -> Result<Vec<u8>, HsmError> {
+        let job = self.prepare(message);
+        let key = self.clone();
+        let message = message.to_vec();
+        self.inner
+            .pool
+            .run_async(move |worker| {
+                let signature = job.run(worker)?;
+                key.verify(&message, &signature)?;
+                Ok(signature)
+            })
             .await
     }
 

@@ -412,6 +412,7 @@ impl ValidationAuthority {
     /// dropped before anything else), new responses are signed before this returns, and a new
     /// CRL follows within the coalescing delay.
     pub async fn after_revocation(&self, revoked: &[RevokedCertificate]) -> Result<(), VaError> {
+        crate::failpoint::pause("before-ocsp-revoked").await;
         let jobs: Vec<SigningJob> = revoked
             .iter()
             .map(|r| SigningJob {
@@ -441,7 +442,11 @@ impl ValidationAuthority {
     ) -> Result<usize, VaError> {
         let signer = response_signer(hsm, responder, self.responder.validity_seconds())?;
         self.responder.renew_signer(issuer, signer)?;
-        let jobs = self.responder.due(self.now(), u64::MAX);
+        let scan = self.responder.clone();
+        let now = self.now();
+        let jobs = tokio::task::spawn_blocking(move || scan.due(now, u64::MAX))
+            .await
+            .map_err(|_| VaError::ShuttingDown)?;
         let count = jobs.len();
         let signed = self.responder.sign_jobs(jobs, self.now()).await?;
         tracing::info!(signed, of = count, responder = %responder.name, "OCSP responses re-signed by the renewed responder");
@@ -450,17 +455,20 @@ impl ValidationAuthority {
 
     /// Signs the responses of newly issued certificates.
     pub async fn after_issuance(&self, keys: &[CertKey]) -> Result<(), VaError> {
+        crate::failpoint::pause("before-ocsp-issued").await;
+        // A certificate revoked before this notice arrived stays revoked (the responder
+        // refuses to make it good again): its revocation job signs it.
         let jobs: Vec<SigningJob> = keys
             .iter()
-            .map(|key| SigningJob {
-                key: key.clone(),
-                status: Status::Good,
+            .filter_map(|key| {
+                Metrics::count(&self.metrics.issued);
+                let status = self.responder.set_status(key, Status::Good)?;
+                Some(SigningJob {
+                    key: key.clone(),
+                    status,
+                })
             })
             .collect();
-        for job in &jobs {
-            self.responder.set_status(&job.key, job.status);
-            Metrics::count(&self.metrics.issued);
-        }
         self.responder.sign_jobs(jobs, self.now()).await.map(|_| ())
     }
 
@@ -490,7 +498,14 @@ impl ValidationAuthority {
                     _ = stop.cancelled() => return,
                     _ = tokio::time::sleep(std::time::Duration::from_secs(60)) => {}
                 }
-                let due = responder.due(clock.now(), responder.refresh_age());
+                // A scan of every entry: off the runtime's threads, which answer OCSP.
+                let scan = responder.clone();
+                let now = clock.now();
+                let Ok(due) =
+                    tokio::task::spawn_blocking(move || scan.due(now, scan.refresh_age())).await
+                else {
+                    return;
+                };
                 if !due.is_empty() {
                     let count = due.len();
                     match responder.sign_jobs(due, clock.now()).await {

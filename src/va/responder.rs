@@ -28,6 +28,8 @@ const SHARDS: usize = 64;
 /// Most "unknown" answers kept for serials the CA never issued (a flood of random serials
 /// costs at most this much memory, and signatures only under the live-signing bound).
 const UNKNOWN_CACHE: usize = 10_000;
+/// Longest wait for a live signature before falling back to the pre-signed answer.
+const LIVE_DEADLINE: std::time::Duration = std::time::Duration::from_secs(2);
 
 /// The answer to a request.
 #[derive(Debug, Clone)]
@@ -275,11 +277,21 @@ impl Responder {
                 None => Reply::Error(OcspResponseStatus::TryLater),
             };
         };
-        match self.sign_live(&parsed.cert_ids, parsed.nonce, now).await {
-            Ok(reply) => reply,
-            Err(_) => match presigned {
-                Some(response) => self.reply(response, true),
-                None => Reply::Error(OcspResponseStatus::TryLater),
+        let single = presigned.is_some();
+        drop(presigned);
+        // A hung (not failing) HSM must not hold the permits: past the deadline the request
+        // gets the pre-signed answer (or tryLater) and the permit is free again.
+        let live = tokio::time::timeout(
+            LIVE_DEADLINE,
+            self.sign_live(&parsed.cert_ids, parsed.nonce, now),
+        );
+        match live.await {
+            Ok(Ok(reply)) => reply,
+            // Looked up again: the status may have changed (a revocation) while the HSM was
+            // asked, and the pre-signed response found before would then be outdated.
+            Ok(Err(_)) | Err(_) => match single.then(|| self.lookup(&parsed.cert_ids[0], now)) {
+                Some(Lookup::Presigned(response)) => self.reply(response, true),
+                _ => Reply::Error(OcspResponseStatus::TryLater),
             },
         }
     }
@@ -333,6 +345,7 @@ impl Responder {
     ) -> Result<Reply, VaError> {
         let next_update = now.plus_seconds(self.validity_seconds);
         let mut singles = Vec::with_capacity(cert_ids.len());
+        let mut signed_statuses = Vec::with_capacity(cert_ids.len());
         let mut cacheable = None;
         // One response has one signer: the CertIDs must all name the CA of that responder.
         let mut answering: Option<usize> = None;
@@ -349,6 +362,7 @@ impl Responder {
             let status = serial_key(cert_id)
                 .and_then(|s| issuer.read(&s).get(&s).map(|e| e.status))
                 .unwrap_or(Status::Unknown);
+            signed_statuses.push(status);
             let cert_id_der =
                 der::Encode::to_der(cert_id).map_err(|e| VaError::Encoding(e.to_string()))?;
             let cutoff = issuer.identity.archive_cutoff;
@@ -360,9 +374,10 @@ impl Responder {
                 cacheable = serial_key(cert_id).map(|s| (index, hash, s));
             }
         }
-        let Some(signer) = answering.and_then(|i| self.issuer(i)).map(|i| i.signer()) else {
+        let Some(issuer) = answering.and_then(|i| self.issuer(i)) else {
             return Ok(Reply::Error(OcspResponseStatus::MalformedRequest));
         };
+        let signer = issuer.signer();
         // A response for one request (its nonce, or several CertIDs) is used once; an "unknown"
         // kept in the cache below is served again, so it is checked like a pre-signed one.
         let usage = if cacheable.is_some() {
@@ -371,6 +386,19 @@ impl Responder {
             Use::Once
         };
         let head = signer.sign(singles, now, nonce, usage).await?;
+        // A status that changed while the HSM signed (a revocation) makes this answer outdated.
+        let changed = cert_ids
+            .iter()
+            .zip(&signed_statuses)
+            .any(|(cert_id, signed)| {
+                let now_in_force = serial_key(cert_id)
+                    .and_then(|s| issuer.read(&s).get(&s).map(|e| e.status))
+                    .unwrap_or(Status::Unknown);
+                now_in_force != *signed
+            });
+        if changed {
+            return Err(VaError::NotReady("a status changed while signing".into()));
+        }
         self.metrics.live_signed.fetch_add(1, Ordering::Relaxed);
         let response = SignedResponse {
             head,
@@ -400,24 +428,27 @@ impl Responder {
         Some((index, hash))
     }
 
-    /// Sets a certificate's status. A changed status drops its old responses at once, so that a
-    /// revoked certificate is never answered "good" while its new responses are being signed.
-    pub fn set_status(&self, key: &CertKey, status: Status) {
-        let Some(index) = self.issuer_index(key.issuer) else {
-            return;
-        };
-        let Some(serial) = SerialKey::new(key.serial.as_bytes()) else {
-            return;
-        };
-        let Some(issuer) = self.issuer(index) else {
-            return;
-        };
+    /// Sets a certificate's status and returns the status in force afterwards. A changed status
+    /// drops its old responses at once, so that a revoked certificate is never answered "good"
+    /// while its new responses are being signed. Revocation is final: once a certificate is
+    /// revoked here, nothing (a late issuance notice, a re-signing job read before the
+    /// revocation) makes it good again or changes its revocation time and reason; the returned
+    /// status then says so, and the caller signs that instead.
+    pub fn set_status(&self, key: &CertKey, status: Status) -> Option<Status> {
+        let index = self.issuer_index(key.issuer)?;
+        let serial = SerialKey::new(key.serial.as_bytes())?;
+        let issuer = self.issuer(index)?;
         let mut shard = issuer.write(&serial);
-        match shard.get_mut(&serial) {
-            Some(entry) if entry.status == status => {}
+        let in_force = match shard.get_mut(&serial) {
+            Some(entry) if entry.status == status => status,
+            Some(entry) if !may_replace(entry.status, status) => {
+                tracing::debug!(serial = %key.serial, "a late status change of a revoked certificate is ignored");
+                entry.status
+            }
             Some(entry) => {
                 entry.status = status;
                 entry.responses = [None, None];
+                status
             }
             None => {
                 shard.insert(
@@ -428,13 +459,15 @@ impl Responder {
                     },
                 );
                 self.entries.fetch_add(1, Ordering::Relaxed);
+                status
             }
-        }
+        };
         drop(shard);
         let mut cache = self.unknown.lock().unwrap_or_else(|p| p.into_inner());
         for hash in CertIdHash::ALL {
             cache.remove(&(index, hash, serial));
         }
+        Some(in_force)
     }
 
     /// Signs both responses of each job, installs them, and persists them. Returns how many
@@ -491,6 +524,13 @@ impl Responder {
             .issuer_index(job.key.issuer)
             .ok_or(VaError::UnknownIssuer)?;
         let issuer = self.issuer(index).ok_or(VaError::UnknownIssuer)?;
+        // A job read before a revocation is not signed at all: the revocation's own job is.
+        if self
+            .status_of(&job.key)
+            .is_some_and(|current| current != job.status)
+        {
+            return Ok(Vec::new());
+        }
         let identity = &issuer.identity;
         let signer = issuer.signer();
         let next_update = now.plus_seconds(self.validity_seconds);
@@ -525,36 +565,56 @@ impl Responder {
             responses[hash as usize] = Some(response);
         }
         self.metrics.presigned.fetch_add(2, Ordering::Relaxed);
-        self.install(index, &job.key.serial, job.status, responses);
-        Ok(rows)
+        if self.install(index, &job.key.serial, job.status, responses) {
+            Ok(rows)
+        } else {
+            // The status changed while signing: persisting these would put an outdated
+            // answer back on disk.
+            Ok(Vec::new())
+        }
     }
 
-    /// Installs responses unless the status changed meanwhile (a revocation won the race).
+    /// Installs responses unless the status changed meanwhile (a revocation won the race);
+    /// returns whether they were installed.
     fn install(
         &self,
         index: usize,
         serial: &Serial,
         status: Status,
         responses: [Option<SignedResponse>; 2],
-    ) {
+    ) -> bool {
         let Some(key) = SerialKey::new(serial.as_bytes()) else {
-            return;
+            return false;
         };
         let Some(issuer) = self.issuer(index) else {
-            return;
+            return false;
         };
         let mut shard = issuer.write(&key);
         match shard.get_mut(&key) {
-            Some(entry) if entry.status == status => entry.responses = responses,
-            Some(_) => {}
+            Some(entry) if entry.status == status => {
+                entry.responses = responses;
+                true
+            }
+            Some(_) => false,
             None => {
                 shard.insert(key, Entry { status, responses });
                 self.entries.fetch_add(1, Ordering::Relaxed);
+                true
             }
         }
     }
 
-    async fn persist(&self, rows: Vec<(ResponseKey, Option<Vec<u8>>)>) -> Result<(), VaError> {
+    async fn persist(&self, mut rows: Vec<(ResponseKey, Option<Vec<u8>>)>) -> Result<(), VaError> {
+        // A row signed before a revocation that landed while the batch waited is not written:
+        // only the status in force goes to disk (the revocation table settles any row that
+        // slips through at the next start).
+        rows.retain(|(key, row)| {
+            let persisted = row
+                .as_deref()
+                .and_then(decode_row)
+                .map(|(status, ..)| status);
+            persisted.is_some() && persisted == self.status_of(&key.certificate)
+        });
         if rows.is_empty() {
             return Ok(());
         }
@@ -700,6 +760,12 @@ impl Responder {
     pub fn refresh_age(&self) -> u64 {
         self.validity_seconds / 2
     }
+}
+
+/// Whether a certificate whose status is `current` may be given `next`: anything but a
+/// revocation may change; a revocation is final, time and reason included.
+fn may_replace(current: Status, next: Status) -> bool {
+    !matches!(current, Status::Revoked { .. }) || current == next
 }
 
 enum Lookup {

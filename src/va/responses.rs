@@ -263,7 +263,6 @@ impl ResponseSigner {
         usage: Use,
     ) -> Result<Bytes, VaError> {
         let data = self.response_data(singles, produced_at, nonce)?;
-        let signature = self.key.sign_async(&data).await?;
         let check = match usage {
             Use::Kept => true,
             Use::Once => self
@@ -271,9 +270,12 @@ impl ResponseSigner {
                 .fetch_add(1, std::sync::atomic::Ordering::Relaxed)
                 .is_multiple_of(LIVE_CHECK_EVERY),
         };
-        if check {
-            self.key.verify(&data, &signature)?;
-        }
+        // Checked on the HSM session thread, off the runtime.
+        let signature = if check {
+            self.key.sign_verified_async(&data).await?
+        } else {
+            self.key.sign_async(&data).await?
+        };
         Ok(self.assemble(&data, &signature))
     }
 

@@ -189,6 +189,76 @@ impl Pki {
         self.dir.path().join(name)
     }
 
+    /// What `openssl ocsp` (no nonce, response verified against the root and the first
+    /// responder) says of a certificate of the first issuing CA: its output, which contains
+    /// `: good`, `: revoked` or `: unknown`.
+    pub fn ocsp_status(&self, daemon: &daemon::Daemon, certificate: &Path) -> String {
+        self.ocsp_query(daemon, &["-cert", certificate.to_str().unwrap()])
+    }
+
+    /// The same for a serial number (hexadecimal) of the first issuing CA.
+    pub fn ocsp_serial_status(&self, daemon: &daemon::Daemon, serial: &str) -> String {
+        self.ocsp_query(daemon, &["-serial", &format!("0x{serial}")])
+    }
+
+    fn ocsp_query(&self, daemon: &daemon::Daemon, which: &[&str]) -> String {
+        let certs = self.data_dir().join("certs");
+        let issuer = certs.join("ac-agents.pem");
+        let mut args = vec!["ocsp", "-issuer", issuer.to_str().unwrap()];
+        args.extend_from_slice(which);
+        let url = daemon.url("/ocsp");
+        let root = certs.join("racine.pem");
+        let responder = certs.join("ocsp-ac-agents.pem");
+        args.extend_from_slice(&[
+            "-url",
+            &url,
+            "-no_nonce",
+            "-CAfile",
+            root.to_str().unwrap(),
+            "-VAfile",
+            responder.to_str().unwrap(),
+        ]);
+        openssl(&args).1
+    }
+
+    /// The `Authorization` header value of the running daemon's admin API.
+    pub fn admin_bearer(&self) -> String {
+        let token = std::fs::read_to_string(self.data_dir().join("admin.token")).unwrap();
+        format!("Bearer {}", token.trim())
+    }
+
+    /// The serials (upper-case hex, as `openssl crl -text` prints them) listed by the CRL
+    /// `name` served by the daemon, and the CRL's number.
+    pub fn served_crl(&self, daemon: &daemon::Daemon, name: &str) -> (Vec<String>, u64) {
+        let (status, _, body) =
+            daemon::http(daemon.va, "GET", &format!("/crl/{name}.crl"), &[], b"");
+        assert_eq!(status, 200, "GET /crl/{name}.crl");
+        let path = self.path(&format!("served-{name}.crl"));
+        std::fs::write(&path, &body).unwrap();
+        let (ok, text) = openssl(&[
+            "crl",
+            "-inform",
+            "DER",
+            "-in",
+            path.to_str().unwrap(),
+            "-noout",
+            "-text",
+        ]);
+        assert!(ok, "{text}");
+        let serials = text
+            .lines()
+            .filter_map(|l| l.trim().strip_prefix("Serial Number: "))
+            .map(|s| s.trim().to_ascii_uppercase())
+            .collect();
+        let number = text
+            .lines()
+            .skip_while(|l| !l.contains("X509v3 CRL Number"))
+            .nth(1)
+            .and_then(|l| l.trim().parse().ok())
+            .unwrap_or(0);
+        (serials, number)
+    }
+
     pub fn data_dir(&self) -> PathBuf {
         self.path("data")
     }
