@@ -5,6 +5,7 @@
 //! `<data_dir>/admin.token` (mode 0600): whoever can read the CA's data directory can revoke.
 //! The listener binds loopback by default.
 use std::convert::Infallible;
+use std::future::Future;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
@@ -82,7 +83,7 @@ impl AdminService {
             }
             (&Method::GET, "/metrics") => self.metrics(),
             (&Method::POST, "/admin/revoke") => match self.authorize(&request) {
-                Ok(()) => self.revoke(request).await,
+                Ok(()) => self.clone().revoke(request).await,
                 Err(problem) => problem.response(),
             },
             (&Method::POST, "/admin/crl") => match self.authorize(&request) {
@@ -102,15 +103,15 @@ impl AdminService {
                 Err(problem) => problem.response(),
             },
             (&Method::POST, "/admin/ocsp/renew-signer") => match self.authorize(&request) {
-                Ok(()) => self.renew_signer().await,
+                Ok(()) => self.clone().renew_signer().await,
                 Err(problem) => problem.response(),
             },
             (&Method::POST, "/admin/ca/rotate") => match self.authorize(&request) {
-                Ok(()) => self.rotate(Rollover::Issuing, request).await,
+                Ok(()) => self.clone().rotate(Rollover::Issuing, request).await,
                 Err(problem) => problem.response(),
             },
             (&Method::POST, "/admin/ca/rotate-root") => match self.authorize(&request) {
-                Ok(()) => self.rotate(Rollover::Root, request).await,
+                Ok(()) => self.clone().rotate(Rollover::Root, request).await,
                 Err(problem) => problem.response(),
             },
             (&Method::POST, "/admin/audit/checkpoint") => match self.authorize(&request) {
@@ -119,7 +120,7 @@ impl AdminService {
             },
             (&Method::POST, "/admin/issue" | "/admin/card" | "/admin/ra/bootstrap") => {
                 match self.authorize(&request) {
-                    Ok(()) => self.command(request).await,
+                    Ok(()) => self.clone().command(request).await,
                     Err(problem) => problem.response(),
                 }
             }
@@ -174,7 +175,7 @@ impl AdminService {
         }
     }
 
-    async fn revoke(&self, request: Request<Incoming>) -> Response<Body> {
+    async fn revoke(self: Arc<Self>, request: Request<Incoming>) -> Response<Body> {
         let parsed: RevokeBody = match small_json_body(request).await {
             Ok(parsed) => parsed,
             Err(problem) => return problem.response(),
@@ -188,6 +189,11 @@ impl AdminService {
         if !self.hsm.status().available {
             return hsm_unavailable();
         }
+        to_the_end(async move { self.revoke_parsed(request).await }).await
+    }
+
+    /// Commits a revocation and makes OCSP say so (and the CRL follow), then answers.
+    async fn revoke_parsed(&self, request: RevocationRequest) -> Response<Body> {
         let store = self.store.clone();
         let now = self.va.now();
         let revoked = match tokio::task::spawn_blocking(move || revoke(&store, request, now)).await
@@ -217,7 +223,7 @@ impl AdminService {
 
     /// `sceau issue`, `sceau card issue` and `sceau ra bootstrap` while the daemon holds the
     /// store.
-    async fn command(&self, request: Request<Incoming>) -> Response<Body> {
+    async fn command(self: Arc<Self>, request: Request<Incoming>) -> Response<Body> {
         let path = request.uri().path().to_owned();
         let Some(body) = read_body(request.into_body(), 256 * 1024).await else {
             return Problem::new(
@@ -240,6 +246,12 @@ impl AdminService {
             Ok(command) => command,
             Err(problem) => return problem.response(),
         };
+        to_the_end(async move { self.command_parsed(command).await }).await
+    }
+
+    /// Runs an issuance or a bootstrap, and signs the OCSP responses of what it issued, then
+    /// answers.
+    async fn command_parsed(&self, command: AdminCommand) -> Response<Body> {
         let ca = self.ca.clone();
         let store = self.store.clone();
         let now = self.va.now();
@@ -258,6 +270,9 @@ impl AdminService {
         .await;
         match outcome {
             Ok(Ok((value, issued))) => {
+                for key in &issued {
+                    tracing::info!(issuer = %key.issuer, serial = %key.serial, card = value["card"].as_str().unwrap_or("-"), "certificate issued");
+                }
                 if !issued.is_empty()
                     && let Err(error) = self.va.after_issuance(&issued).await
                 {
@@ -272,20 +287,31 @@ impl AdminService {
 
     /// `sceau ocsp renew-signer`: a new responder key and certificate, then every response
     /// re-signed with it before answering.
-    async fn renew_signer(&self) -> Response<Body> {
+    async fn renew_signer(self: Arc<Self>) -> Response<Body> {
         if !self.hsm.status().available {
             return hsm_unavailable();
         }
-        match renew_responders(&self.config, &self.store, &self.hsm, &self.va, true).await {
-            Ok(value) => json(StatusCode::OK, &value),
-            Err(problem) => problem.response(),
-        }
+        to_the_end(async move {
+            let renewed =
+                renew_responders(&self.config, &self.store, &self.hsm, &self.va, true).await;
+            // A failed renewal revokes what it signed: the CRL follows.
+            self.va.crls.trigger.notify_one();
+            match renewed {
+                Ok(value) => json(StatusCode::OK, &value),
+                Err(problem) => problem.response(),
+            }
+        })
+        .await
     }
 
     /// `sceau ca rotate [--root]`: the key ceremony, then everything it changed put in force
     /// without a restart. For an issuing CA, in this order: OCSP answers for it and its CRL is
     /// published, then new certificates are issued by it (their CRL URL already resolves).
-    async fn rotate(&self, rollover: Rollover, request: Request<Incoming>) -> Response<Body> {
+    async fn rotate(
+        self: Arc<Self>,
+        rollover: Rollover,
+        request: Request<Incoming>,
+    ) -> Response<Body> {
         let body: RotateBody = match small_json_body(request).await {
             Ok(body) => body,
             Err(problem) => return problem.response(),
@@ -293,6 +319,11 @@ impl AdminService {
         if !self.hsm.status().available {
             return hsm_unavailable();
         }
+        to_the_end(async move { self.rotate_parsed(rollover, body).await }).await
+    }
+
+    /// The ceremony and everything it puts in force, then the answer.
+    async fn rotate_parsed(&self, rollover: Rollover, body: RotateBody) -> Response<Body> {
         let (config, store, hsm, now) = (
             self.config.clone(),
             self.store.clone(),
@@ -311,6 +342,8 @@ impl AdminService {
             }
         })
         .await;
+        // A failed ceremony revokes what it signed; a successful one adds a CRL or an ARL.
+        self.va.crls.trigger.notify_one();
         let (state, issuing) = match ceremony {
             Ok(Ok(done)) => done,
             Ok(Err(error)) => return ca_problem(&error).response(),
@@ -683,6 +716,15 @@ impl AdminCommand {
             }
         }
     }
+}
+
+/// Runs the rest of a request (a commit and what must follow it) in a task of its own: hyper
+/// drops a request's future when its client hangs up, and a committed change must still reach
+/// OCSP, the CRL publisher and the issuer in force. Only the answer is lost with the client.
+async fn to_the_end(work: impl Future<Output = Response<Body>> + Send + 'static) -> Response<Body> {
+    tokio::spawn(work)
+        .await
+        .unwrap_or_else(|_| shutting_down().response())
 }
 
 fn revocation_request(body: RevokeBody) -> Result<RevocationRequest, Problem> {

@@ -87,9 +87,15 @@ impl RaService {
         self.metrics
             .requests
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        // The body is read whole (bounded) before anything is answered: over HTTP/2, an answer
+        // to a request whose body is still arriving (a refusal: wrong media type, rate limit,
+        // unknown operator) goes with a reset of the stream, and clients such as curl then
+        // report no answer at all.
+        let (parts, body) = request.into_parts();
+        let body = read_body(body, MAX_CMS_LEN).await;
         let (operator, response) = match self.ra.authenticate(&peer) {
             Ok(operator) => {
-                let response = self.route(&operator, request).await;
+                let response = self.route(&operator, &parts, body).await;
                 (Some(operator.record.id), response)
             }
             Err(error) => {
@@ -118,7 +124,12 @@ impl RaService {
         Ok(response)
     }
 
-    async fn route(&self, operator: &Operator, request: Request<Incoming>) -> Response<Body> {
+    async fn route(
+        &self,
+        operator: &Operator,
+        request: &hyper::http::request::Parts,
+        body: Option<bytes::Bytes>,
+    ) -> Response<Body> {
         if let Err(not_until) = self.limiter.check_key(&operator.record.id) {
             self.metrics
                 .rate_limited
@@ -138,12 +149,12 @@ impl RaService {
             }
             return response;
         }
-        let path = request.uri().path().to_owned();
+        let path = request.uri.path().to_owned();
         let Some(rest) = path.strip_prefix("/ra/v1/") else {
             return not_found();
         };
         let segments: Vec<&str> = rest.split('/').collect();
-        let method = request.method().clone();
+        let method = request.method.clone();
         let signed =
             |action: &'static str, target: Option<&str>| (action, target.map(str::to_owned));
         let action = match (&method, segments.as_slice()) {
@@ -158,7 +169,7 @@ impl RaService {
             }
             (&Method::GET, ["certificates", "expiring"]) => {
                 let days = request
-                    .uri()
+                    .uri
                     .query()
                     .and_then(|q| q.split('&').find_map(|kv| kv.strip_prefix("days=")))
                     .map(str::parse::<u32>);
@@ -217,7 +228,7 @@ impl RaService {
             _ => return not_found(),
         };
         let content_type = request
-            .headers()
+            .headers
             .get(header::CONTENT_TYPE)
             .and_then(|v| v.to_str().ok())
             .unwrap_or("");
@@ -238,7 +249,7 @@ impl RaService {
             )
             .response();
         }
-        let Some(body) = read_body(request.into_body(), MAX_CMS_LEN).await else {
+        let Some(body) = body else {
             return Problem::new(
                 StatusCode::PAYLOAD_TOO_LARGE,
                 "body-too-large",

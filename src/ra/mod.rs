@@ -291,31 +291,41 @@ impl RegistrationAuthority {
         target: Option<String>,
         cms: Vec<u8>,
     ) -> Result<serde_json::Value, RaError> {
+        // The commit and what must follow it (OCSP, the CRL trigger) run in a task of their
+        // own: hyper drops this future if the client hangs up, and a committed change must
+        // still reach the validation authority.
         let ra = self.clone();
         let actor = operator.clone();
-        let outcome = tokio::task::spawn_blocking(move || {
-            let mut request_id = None;
-            let result = ra
-                .open(&actor, expected, target.as_deref(), cms)
-                .and_then(|request| {
-                    request_id = Some(request.id.clone());
-                    ra.carry_out(&actor, request)
-                });
-            if let Err(error) = &result {
-                ra.record_refusal(&actor, expected, request_id, error);
+        let work = async move {
+            let carried_out = ra.clone();
+            let outcome = tokio::task::spawn_blocking(move || {
+                let ra = carried_out;
+                let mut request_id = None;
+                let result =
+                    ra.open(&actor, expected, target.as_deref(), cms)
+                        .and_then(|request| {
+                            request_id = Some(request.id.clone());
+                            ra.carry_out(&actor, request)
+                        });
+                if let Err(error) = &result {
+                    ra.record_refusal(&actor, expected, request_id, error);
+                }
+                result
+            })
+            .await
+            .map_err(|e| RaError::Malformed(format!("request task failed: {e}")))?;
+            let (value, effects) = outcome?;
+            if !effects.revoked.is_empty() {
+                ra.publisher.revoked(effects.revoked).await;
             }
-            result
-        })
-        .await
-        .map_err(|e| RaError::Malformed(format!("request task failed: {e}")))?;
-        let (value, effects) = outcome?;
-        if !effects.revoked.is_empty() {
-            self.publisher.revoked(effects.revoked).await;
-        }
-        if !effects.issued.is_empty() {
-            self.publisher.issued(effects.issued).await;
-        }
-        Ok(value)
+            if !effects.issued.is_empty() {
+                ra.publisher.issued(effects.issued).await;
+            }
+            Ok(value)
+        };
+        tokio::spawn(work)
+            .await
+            .map_err(|e| RaError::Malformed(format!("request task failed: {e}")))?
     }
 
     /// Verifies the CMS envelope against the operator's certificate, then the id, the time and
