@@ -234,6 +234,20 @@ impl Store {
             }))
     }
 
+    /// Counts the keys of a table that start with `prefix`, without decoding them.
+    pub fn count<T: Table>(&self, prefix: &[u8]) -> Result<u64, StoreError> {
+        let db = &self.inner.db;
+        let mut iter = db.raw_iterator_cf(cf(db, T::NAME)?);
+        iter.seek(prefix);
+        let mut count = 0;
+        while iter.valid() && iter.key().is_some_and(|key| key.starts_with(prefix)) {
+            count += 1;
+            iter.next();
+        }
+        iter.status().map_err(db_error)?;
+        Ok(count)
+    }
+
     /// Runs a transaction on the writer thread and waits until it is durable.
     pub fn commit<R, E, F>(&self, f: F) -> Result<R, E>
     where

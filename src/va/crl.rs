@@ -11,7 +11,6 @@
 //! (`n` was never used); a crash after it leaves one that is renamed into place (`n` was
 //! published). Either way no number is skipped or reused.
 use std::collections::HashMap;
-use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, RwLock};
 
@@ -234,13 +233,81 @@ impl CrlPublisher {
         })
     }
 
-    /// Generates, signs and publishes every CRL now. Blocking (run it off the async runtime).
+    /// Generates, signs and publishes every CRL now, each CA on its own: one that fails does
+    /// not stop the others (the first error is returned once all were tried). Blocking (run
+    /// it off the async runtime).
     pub fn publish_all(&self, now: Timestamp) -> Result<Vec<PublishedCrl>, VaError> {
         let mut out = Vec::new();
+        let mut first_error = None;
         for source in self.sources() {
-            out.push(self.publish_source(&source, now)?);
+            match self.publish_source(&source, now) {
+                Ok(published) => out.push(published),
+                Err(error) => {
+                    tracing::error!(crl = %source.name, %error, "CRL publication failed");
+                    first_error.get_or_insert(error);
+                }
+            }
         }
-        Ok(out)
+        match first_error {
+            Some(error) => Err(error),
+            None => Ok(out),
+        }
+    }
+
+    /// Why the CRL of `source` must be made again now, if it must: it is missing, past half
+    /// its validity, or it does not list every revocation the store holds for its CA (a
+    /// revocation made while the daemon was down, one whose trigger a crash lost, an intent
+    /// revoked at start-up). Revocations are final and never leave the table, so a count that
+    /// differs is a CRL that differs.
+    pub fn stale(&self, source: &CrlSource, now: Timestamp) -> Result<Option<String>, VaError> {
+        let Some(latest) = self.latest(&source.name) else {
+            return Ok(Some("no CRL published yet".into()));
+        };
+        let half_life = match source.kind {
+            CrlKind::Crl => self.settings.next_update_seconds,
+            CrlKind::Arl => self.settings.arl_next_update_seconds,
+        } / 2;
+        if latest.next_update <= now.plus_seconds(half_life) {
+            return Ok(Some("past half of its validity".into()));
+        }
+        let revoked = self.store.count::<Revocations>(&source.issuer.id.0)?;
+        if revoked != latest.entries as u64 {
+            return Ok(Some(format!(
+                "the store holds {revoked} revocations, the CRL lists {}",
+                latest.entries
+            )));
+        }
+        Ok(None)
+    }
+
+    /// Publishes every CRL that is stale or named in `force` (all of them with `force_all`),
+    /// each CA on its own. Returns the names of those that failed. Blocking.
+    fn converge(
+        &self,
+        now: Timestamp,
+        force_all: bool,
+        force: &std::collections::BTreeSet<String>,
+    ) -> std::collections::BTreeSet<String> {
+        let mut failed = std::collections::BTreeSet::new();
+        for source in self.sources() {
+            let why = if force_all {
+                Some("scheduled".to_owned())
+            } else if force.contains(&source.name) {
+                Some("an earlier attempt failed".to_owned())
+            } else {
+                match self.stale(&source, now) {
+                    Ok(why) => why,
+                    Err(error) => Some(format!("its state could not be read ({error})")),
+                }
+            };
+            let Some(why) = why else { continue };
+            tracing::info!(crl = %source.name, %why, "publishing a CRL");
+            if let Err(error) = self.publish_source(&source, now) {
+                tracing::error!(crl = %source.name, %error, "CRL publication failed; retrying shortly");
+                failed.insert(source.name.clone());
+            }
+        }
+        failed
     }
 
     /// Generates, signs and publishes one CRL (by its position among the sources).
@@ -255,6 +322,13 @@ impl CrlPublisher {
 
     fn publish_source(&self, source: &CrlSource, now: Timestamp) -> Result<PublishedCrl, VaError> {
         let _one_at_a_time = self.generating.lock().unwrap_or_else(|p| p.into_inner());
+        // thisUpdate goes up with every CRL of a CA, even two in one second or a clock that
+        // stepped back: HTTP caches and If-Modified-Since compare it (one-second resolution),
+        // and a CRL must never look as old as the one it replaces.
+        let now = match self.latest(&source.name) {
+            Some(previous) if previous.this_update >= now => previous.this_update.plus_seconds(1),
+            _ => now,
+        };
         let started = std::time::Instant::now();
         let issuer = &source.issuer;
         let previous = self.persisted_number(source)?;
@@ -364,35 +438,54 @@ impl CrlPublisher {
         Ok(published)
     }
 
-    /// Publishes after revocations (coalesced) and at least every interval, until `shutdown`.
+    /// Keeps the published CRLs equal to the store until `shutdown`: at start (without
+    /// waiting), after every revocation (coalesced), every minute (a count per CA), at least
+    /// every interval, and after a
+    /// failure with a backoff of seconds (1 s doubling up to 10 s), so that a CRL follows
+    /// within seconds of the HSM coming back. Each CA is published on its own.
     pub async fn run(
         self: Arc<Self>,
         shutdown: tokio_util::sync::CancellationToken,
         clock: Arc<dyn crate::x509::time::Clock>,
     ) {
-        // A CRL that is missing or past half its validity is made at once.
-        let mut due = self.sources().iter().any(|s| match self.latest(&s.name) {
-            Some(crl) => {
-                crl.next_update
-                    <= clock
-                        .now()
-                        .plus_seconds(self.settings.next_update_seconds / 2)
-            }
-            None => true,
-        });
+        const FIRST_RETRY: std::time::Duration = std::time::Duration::from_secs(1);
+        const LAST_RETRY: std::time::Duration = std::time::Duration::from_secs(10);
+        // Revocations that no trigger announces (intents revoked after an HSM failure, an
+        // interrupted ceremony resolved in the daemon) are caught by this check, a count of keys
+        // per CA.
+        const CHECK_EVERY: std::time::Duration = std::time::Duration::from_secs(60);
+        let interval = std::time::Duration::from_secs(self.settings.interval_seconds.max(1));
+        let mut failed = std::collections::BTreeSet::new();
+        let mut force_all = false;
+        let mut retry = FIRST_RETRY;
+        let mut next_scheduled = tokio::time::Instant::now() + interval;
         loop {
-            if due {
-                let this = self.clone();
-                let now = clock.now();
-                match tokio::task::spawn_blocking(move || this.publish_all(now)).await {
-                    Ok(Ok(_)) => {}
-                    Ok(Err(error)) => {
-                        tracing::error!(%error, "CRL publication failed; retrying in a minute")
-                    }
-                    Err(error) => tracing::error!(%error, "CRL publication task failed"),
+            let this = self.clone();
+            let now = clock.now();
+            let previous = std::mem::take(&mut failed);
+            let all = std::mem::take(&mut force_all);
+            failed = match tokio::task::spawn_blocking(move || this.converge(now, all, &previous))
+                .await
+            {
+                Ok(failed) => failed,
+                Err(error) => {
+                    tracing::error!(%error, "CRL publication task failed");
+                    self.sources().into_iter().map(|s| s.name).collect()
                 }
+            };
+            if all {
+                next_scheduled = tokio::time::Instant::now() + interval;
             }
-            let wait = std::time::Duration::from_secs(self.settings.interval_seconds.max(1));
+            let wait = if failed.is_empty() {
+                retry = FIRST_RETRY;
+                next_scheduled
+                    .saturating_duration_since(tokio::time::Instant::now())
+                    .min(CHECK_EVERY)
+            } else {
+                let wait = retry;
+                retry = (retry * 2).min(LAST_RETRY);
+                wait
+            };
             tokio::select! {
                 _ = shutdown.cancelled() => return,
                 _ = self.trigger.notified() => {
@@ -401,9 +494,11 @@ impl CrlPublisher {
                         _ = shutdown.cancelled() => return,
                         _ = tokio::time::sleep(std::time::Duration::from_secs(self.settings.coalesce_seconds)) => {}
                     }
-                    due = true;
                 }
-                _ = tokio::time::sleep(wait) => due = true,
+                _ = tokio::time::sleep(wait) => {}
+            }
+            if tokio::time::Instant::now() >= next_scheduled {
+                force_all = true;
             }
         }
     }
@@ -430,21 +525,15 @@ fn crl_extensions(issuer: &Issuer, number: u64) -> Result<Vec<u8>, der::Error> {
     extensions.to_der()
 }
 
+/// Writes the pending file and syncs it and its directory: its name must be durable before the
+/// number it carries is committed, or a crash could lose a CRL whose number was used.
 fn write_synced(path: &Path, bytes: &[u8]) -> Result<(), VaError> {
-    let io = |e: std::io::Error| VaError::Io(format!("{}: {e}", path.display()));
-    let mut file = std::fs::File::create(path).map_err(io)?;
-    file.write_all(bytes).map_err(io)?;
-    file.sync_all().map_err(io)
+    crate::durable::write_synced(path, bytes)
+        .map_err(|e| VaError::Io(format!("{}: {e}", path.display())))
 }
 
 /// Renames and syncs the directory, so that the new name survives a power cut.
 fn rename_durably(from: &Path, to: &Path) -> Result<(), VaError> {
-    std::fs::rename(from, to)
-        .map_err(|e| VaError::Io(format!("{} -> {}: {e}", from.display(), to.display())))?;
-    if let Some(dir) = to.parent()
-        && let Ok(dir) = std::fs::File::open(dir)
-    {
-        let _ = dir.sync_all();
-    }
-    Ok(())
+    crate::durable::rename(from, to)
+        .map_err(|e| VaError::Io(format!("{} -> {}: {e}", from.display(), to.display())))
 }
