@@ -216,3 +216,154 @@ fn kill_9_during_a_batch_loses_nothing_and_leaves_nothing_unknown() {
         delivered.len()
     );
 }
+
+/// Every recorded serial is stored (issued, or revoked by the resolution) or revoked as an
+/// intent: none is left unresolved, and the audit chain verifies.
+fn assert_no_intent_left(pki: &Pki) {
+    for serial in &audit_serials(pki).intents {
+        let state = pki.serial_state(serial);
+        assert!(
+            state["state"] == "issued" || state["state"] == "revoked",
+            "{serial}: {state}"
+        );
+    }
+    pki.audit_entries();
+}
+
+/// Events of one kind in the audit log, as JSON.
+fn audit_events(pki: &Pki, kind: &str) -> Vec<serde_json::Value> {
+    pki.sceau_ok(&["audit", "export"])
+        .lines()
+        .map(|line| serde_json::from_str::<serde_json::Value>(line).unwrap())
+        .filter(|entry| entry["event"] == kind)
+        .collect()
+}
+
+/// Issue 9, problem 4: a key ceremony killed after it signed its certificates and before it
+/// committed the CA state leaves no valid certificate the CA does not know, and every key it
+/// made is accounted for; the next ceremony succeeds.
+fn ceremony_crash(args: &[&str], kind: &str, new_keys: usize) {
+    let pki = Pki::new(Keys::EC);
+    pki.init();
+    let out = pki.sceau_with_env(args, &[("SCEAU_FAILPOINT", "ceremony-before-commit")]);
+    assert_eq!(
+        out.status.signal(),
+        Some(6),
+        "{args:?} should abort: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let started = audit_events(&pki, "ceremony_started");
+    let started = started
+        .last()
+        .expect("the ceremony announced its keys first");
+    assert_eq!(started["kind"], kind);
+    let labels: Vec<String> = started["key_labels"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| l.as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(labels.len(), new_keys, "{started}");
+
+    // The next command that opens the CA resolves the ceremony.
+    let check = pki.sceau_ok(&["check"]);
+    let abandoned = audit_events(&pki, "ceremony_abandoned");
+    assert_eq!(abandoned.len(), 1, "{abandoned:?}");
+    let revoked: Vec<String> = abandoned[0]["revoked"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s.as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(
+        revoked.len(),
+        new_keys,
+        "one certificate per new key: {abandoned:?}"
+    );
+    for serial in &revoked {
+        assert_eq!(
+            pki.serial_state(serial)["state"],
+            "revoked",
+            "the orphan certificate {serial} is revoked"
+        );
+    }
+    // Every key the ceremony made is reported, in the audit log and by `sceau check`.
+    for label in &labels {
+        assert!(
+            abandoned[0]["orphan_keys"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|l| l == label.as_str()),
+            "{label} is not reported: {abandoned:?}"
+        );
+        assert!(check.contains(label.as_str()), "{check}");
+    }
+    assert_no_intent_left(&pki);
+    // The next ceremony of the same kind succeeds.
+    pki.sceau_ok(args);
+    assert!(pki.sceau_ok(&["audit", "verify"]).contains("verified"));
+}
+
+#[test]
+fn a_crashed_issuing_ca_rollover_leaves_no_unknown_valid_certificate() {
+    ceremony_crash(&["ca", "rotate"], "rotate-issuing", 2);
+}
+
+#[test]
+fn a_crashed_root_rollover_leaves_no_unknown_valid_certificate() {
+    // A new root, then its two link certificates: three certificates for one new key; the
+    // new root's own (self-signed) certificate and both links are revoked.
+    let pki = Pki::new(Keys::EC);
+    pki.init();
+    let out = pki.sceau_with_env(
+        &["ca", "rotate", "--root"],
+        &[("SCEAU_FAILPOINT", "ceremony-before-commit")],
+    );
+    assert_eq!(out.status.signal(), Some(6));
+    pki.sceau_ok(&["check"]);
+    let abandoned = audit_events(&pki, "ceremony_abandoned");
+    assert_eq!(abandoned.len(), 1);
+    let revoked = abandoned[0]["revoked"].as_array().unwrap();
+    assert_eq!(revoked.len(), 3, "{abandoned:?}");
+    for serial in revoked {
+        assert_eq!(
+            pki.serial_state(serial.as_str().unwrap())["state"],
+            "revoked"
+        );
+    }
+    assert_eq!(abandoned[0]["orphan_keys"].as_array().unwrap().len(), 1);
+    pki.sceau_ok(&["ca", "rotate", "--root"]);
+    assert_no_intent_left(&pki);
+}
+
+#[test]
+fn a_crashed_responder_renewal_leaves_no_unknown_valid_certificate() {
+    ceremony_crash(&["ocsp", "renew-signer"], "renew-responder", 1);
+}
+
+#[test]
+fn a_crashed_init_can_be_run_again() {
+    let pki = Pki::new(Keys::EC);
+    let out = pki.sceau_with_env(&["init"], &[("SCEAU_FAILPOINT", "ceremony-before-commit")]);
+    assert_eq!(out.status.signal(), Some(6));
+    // Before this fix, the configured labels were taken and `init` could never succeed.
+    let again = pki.sceau_ok(&["init"]);
+    assert!(again.contains("CA initialised"), "{again}");
+    let abandoned = audit_events(&pki, "ceremony_abandoned");
+    assert_eq!(abandoned.len(), 1, "{abandoned:?}");
+    assert_eq!(abandoned[0]["kind"], "init");
+    assert_eq!(abandoned[0]["orphan_keys"].as_array().unwrap().len(), 3);
+    assert_eq!(abandoned[0]["revoked"].as_array().unwrap().len(), 3);
+    // The CA works: it issues, and the first attempt's labels are reported by `check`.
+    let csr = pki.csr("after", KeyKind::P256, "/GN=Lea/SN=APRES/CN=Lea APRES");
+    pki.sceau_ok(&[
+        "issue",
+        "--policy",
+        "justice-auth",
+        "--csr",
+        csr.to_str().unwrap(),
+    ]);
+    assert!(pki.sceau_ok(&["check"]).contains("test-root"));
+    assert_no_intent_left(&pki);
+}

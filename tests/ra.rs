@@ -852,3 +852,58 @@ fn operators_with_cards_of_a_new_issuing_ca_are_trusted_after_a_rollover() {
     assert_eq!(ra.get(&ae, "/ra/v1/operators/me").0, 200);
     assert!(daemon_stop(ra.daemon).success());
 }
+
+/// Issue 9, problem 5: an approval killed right after the card's certificates were stored.
+/// The request says "issued" in the same write as the card (before, it stayed "approved", and
+/// the next approval marked it failed although the card existed).
+#[cfg(feature = "test-hooks")]
+#[test]
+fn an_approval_killed_after_the_card_is_stored_leaves_the_request_issued() {
+    let ra = Ra::start();
+    let ae = ra.operator("ae", "Alice", "AUBERT", &[]);
+    let aec = ra.operator("aec", "Bruno", "CARON", &[]);
+    let aed = ra.operator("aed", "Chloe", "DURAND", &[]);
+    let oc = ra.operator("oc", "Eric", "GARNIER", &[]);
+    ra.pki
+        .sceau_ok(&["ra", "bootstrap", "--cert", ae.cert.to_str().unwrap()]);
+    let all = scope(&[], BOTH);
+    assert_eq!(designate(&ra, &ae, &aec, "AEC", &all).0, 201);
+    assert_eq!(designate(&ra, &aec, &aed, "AED", &all).0, 201);
+    assert_eq!(designate(&ra, &aed, &oc, "OC", &all).0, 201);
+    let (request, answer) = submit(&ra, &oc, "h-crash", &[]);
+    assert_eq!(answer.0, 201, "{answer:?}");
+
+    // The daemon dies right after the certificates are stored, before answering.
+    let Ra { pki, daemon } = ra;
+    assert!(daemon.stop().success());
+    let daemon = Daemon::start_with_env(&pki, &[("SCEAU_FAILPOINT", "after-store")]);
+    let ra = Ra { pki, daemon };
+    let (status, _) = decide(&ra, &aed, &request, "approve");
+    assert_ne!(status, 200, "the daemon should have died before answering");
+    let Ra { pki, daemon } = ra;
+    drop(daemon);
+    let daemon = Daemon::start(&pki);
+    let ra = Ra { pki, daemon };
+
+    let (status, state) = ra.get(&aed, &format!("/ra/v1/requests/{request}"));
+    assert_eq!(status, 200, "{state}");
+    assert_eq!(state["state"], "issued", "{state}");
+    // The card is there and answered "good"; approving again is refused as not pending and
+    // changes nothing (it used to mark the request failed).
+    let path = ra.pki.path("crash-auth.pem");
+    std::fs::write(
+        &path,
+        state["authentication"]["certificate"].as_str().unwrap(),
+    )
+    .unwrap();
+    assert!(ra.pki.ocsp_status(&ra.daemon, &path).contains(": good"));
+    assert_refused(
+        &decide(&ra, &aed, &request, "approve"),
+        409,
+        "request-not-pending",
+    );
+    assert_eq!(
+        ra.get(&aed, &format!("/ra/v1/requests/{request}")).1["state"],
+        "issued"
+    );
+}

@@ -51,6 +51,19 @@ pub enum AuditEvent {
         previous: String,
         current: String,
     },
+    /// A key ceremony starts: the keys it will generate, before the first one is made.
+    CeremonyStarted {
+        kind: String,
+        key_labels: Vec<String>,
+    },
+    /// An interrupted key ceremony was resolved: its certificates unknown to the CA state were
+    /// revoked, its keys unused by the CA state are orphans.
+    CeremonyAbandoned {
+        kind: String,
+        started_at: Timestamp,
+        revoked: Vec<String>,
+        orphan_keys: Vec<String>,
+    },
     /// A CSR for the issuing CA was written, for a root kept elsewhere.
     ExternalRootRequestCreated {
         key_label: String,

@@ -36,6 +36,11 @@ pub const ROOT_POLICY: &str = "ca-root";
 pub const ISSUING_POLICY: &str = "ca-issuing";
 pub const RESPONDER_POLICY: &str = "ocsp-responder";
 
+/// Whether a certificate of this policy is one of the CA's own (made only in a ceremony).
+pub(super) fn is_ca_policy(policy: &str) -> bool {
+    [ROOT_POLICY, ISSUING_POLICY, RESPONDER_POLICY].contains(&policy)
+}
+
 /// What `sceau init` did.
 #[derive(Debug)]
 pub enum InitOutcome {
@@ -56,47 +61,105 @@ pub fn init(
     now: Timestamp,
     external_root: bool,
 ) -> Result<InitOutcome, CaError> {
+    // An init interrupted earlier (a crash, an HSM failure) is resolved first: what it signed
+    // is revoked and its keys are reported as orphans. Their labels stay taken, so this run
+    // generates under fresh ones.
+    super::ceremony_intent::resolve(store, now)?;
     if let Some(state) = load_state(store)? {
         return Err(CaError::AlreadyInitialized(state.created_at));
     }
+    let issuing_config = KeyConfig {
+        label: free_label(hsm, store, &config.keys.issuing.label, now)?,
+        algorithm: config.keys.issuing.algorithm,
+    };
+    if external_root {
+        return super::ceremony_intent::run(
+            store,
+            "init",
+            vec![issuing_config.label.clone()],
+            now,
+            || init_awaiting_root(config, store, hsm, now, &issuing_config),
+        );
+    }
+    let root_config = KeyConfig {
+        label: free_label(hsm, store, &config.keys.root.label, now)?,
+        algorithm: config.keys.root.algorithm,
+    };
+    let ocsp_config = KeyConfig {
+        label: free_label(hsm, store, &config.keys.ocsp.label, now)?,
+        algorithm: config.keys.ocsp.algorithm,
+    };
+    let labels = vec![
+        root_config.label.clone(),
+        issuing_config.label.clone(),
+        ocsp_config.label.clone(),
+    ];
+    super::ceremony_intent::run(store, "init", labels, now, || {
+        init_with_root(
+            config,
+            store,
+            hsm,
+            now,
+            [&root_config, &issuing_config, &ocsp_config],
+        )
+    })
+}
+
+/// `sceau init --external-root`: the issuing key and its CSR.
+fn init_awaiting_root(
+    config: &Config,
+    store: &Store,
+    hsm: &Hsm,
+    now: Timestamp,
+    issuing_config: &KeyConfig,
+) -> Result<InitOutcome, CaError> {
+    let rsa_pss = config.keys.rsa_pss;
+    let mut events = Vec::new();
+    let issuing_key = generate(hsm, issuing_config, rsa_pss, &mut events)?;
+    let csr = certification_request(&issuing_key, &config.issuing.subject)?;
+    let pending = PendingIssuing {
+        name: config.issuing.name.clone(),
+        key_label: issuing_key.label().to_owned(),
+        scheme: issuing_key.scheme(),
+        csr: csr.clone(),
+    };
+    events.push(AuditEvent::ExternalRootRequestCreated {
+        key_label: pending.key_label.clone(),
+        subject: config.issuing.subject.to_string(),
+    });
+    let state = CaState {
+        root: None,
+        previous_roots: Vec::new(),
+        root_links: Vec::new(),
+        issuing: Vec::new(),
+        ocsp_responders: Vec::new(),
+        pending_issuing: Some(pending),
+        created_at: now,
+    };
+    save_state(store, state, events)?;
+    let path = config
+        .certs_dir()
+        .join(format!("{}.csr", config.issuing.name));
+    write_file(
+        &path,
+        pem::encode(pem::CERTIFICATE_REQUEST, &csr).as_bytes(),
+    )?;
+    Ok(InitOutcome::AwaitingRoot { csr: path })
+}
+
+/// `sceau init`: the root, the issuing CA and its responder, under the announced key labels.
+fn init_with_root(
+    config: &Config,
+    store: &Store,
+    hsm: &Hsm,
+    now: Timestamp,
+    [root_config, issuing_config, ocsp_config]: [&KeyConfig; 3],
+) -> Result<InitOutcome, CaError> {
     let rsa_pss = config.keys.rsa_pss;
     let mut events = Vec::new();
 
-    if external_root {
-        let issuing_key = generate(hsm, &config.keys.issuing, rsa_pss, &mut events)?;
-        let csr = certification_request(&issuing_key, &config.issuing.subject)?;
-        let pending = PendingIssuing {
-            name: config.issuing.name.clone(),
-            key_label: issuing_key.label().to_owned(),
-            scheme: issuing_key.scheme(),
-            csr: csr.clone(),
-        };
-        events.push(AuditEvent::ExternalRootRequestCreated {
-            key_label: pending.key_label.clone(),
-            subject: config.issuing.subject.to_string(),
-        });
-        let state = CaState {
-            root: None,
-            previous_roots: Vec::new(),
-            root_links: Vec::new(),
-            issuing: Vec::new(),
-            ocsp_responders: Vec::new(),
-            pending_issuing: Some(pending),
-            created_at: now,
-        };
-        save_state(store, state, events)?;
-        let path = config
-            .certs_dir()
-            .join(format!("{}.csr", config.issuing.name));
-        write_file(
-            &path,
-            pem::encode(pem::CERTIFICATE_REQUEST, &csr).as_bytes(),
-        )?;
-        return Ok(InitOutcome::AwaitingRoot { csr: path });
-    }
-
     // Root (PROFILES.md §2): self-signed.
-    let root_key = generate(hsm, &config.keys.root, rsa_pss, &mut events)?;
+    let root_key = generate(hsm, root_config, rsa_pss, &mut events)?;
     let root_subject = config
         .root
         .subject
@@ -122,7 +185,7 @@ pub fn init(
     )?;
 
     // Issuing CA "AC Agents" (PROFILES.md §3), signed by the root.
-    let issuing_key = generate(hsm, &config.keys.issuing, rsa_pss, &mut events)?;
+    let issuing_key = generate(hsm, issuing_config, rsa_pss, &mut events)?;
     let issuing_der = issue_ca_certificate(
         store,
         &root_key,
@@ -152,7 +215,7 @@ pub fn init(
 
     let responder = issue_responder(
         config,
-        &config.keys.ocsp,
+        ocsp_config,
         store,
         hsm,
         (&issuing, 1),
@@ -175,6 +238,7 @@ pub fn init(
         pending_issuing: None,
         created_at: now,
     };
+    crate::failpoint::hit("ceremony-before-commit");
     events.push(AuditEvent::CaInitialized {
         root: Some(config.root.name.clone()),
         issuing: config.issuing.name.clone(),
@@ -197,6 +261,37 @@ pub fn import_issuing_certificate(
     now: Timestamp,
     bundle_pem: &str,
     root_pem: Option<&str>,
+) -> Result<CaState, CaError> {
+    // The responder key is the one key this step makes: announced first, like any ceremony's.
+    let ocsp_config = KeyConfig {
+        label: free_label(hsm, store, &config.keys.ocsp.label, now)?,
+        algorithm: config.keys.ocsp.algorithm,
+    };
+    super::ceremony_intent::run(
+        store,
+        "import",
+        vec![ocsp_config.label.clone()],
+        now,
+        || {
+            import_with(
+                config,
+                store,
+                hsm,
+                now,
+                (bundle_pem, root_pem),
+                &ocsp_config,
+            )
+        },
+    )
+}
+
+fn import_with(
+    config: &Config,
+    store: &Store,
+    hsm: &Hsm,
+    now: Timestamp,
+    (bundle_pem, root_pem): (&str, Option<&str>),
+    ocsp_config: &KeyConfig,
 ) -> Result<CaState, CaError> {
     let mut state =
         load_state(store)?.ok_or_else(|| CaError::NotInitialized(store.path().to_path_buf()))?;
@@ -270,7 +365,7 @@ pub fn import_issuing_certificate(
     )?];
     let responder = issue_responder(
         config,
-        &config.keys.ocsp,
+        ocsp_config,
         store,
         hsm,
         (&issuing, 1),
@@ -297,6 +392,7 @@ pub fn import_issuing_certificate(
         for event in events {
             txn.audit(event);
         }
+        super::ceremony_intent::finish(txn);
         Ok(())
     })?;
     export(&state, &config.certs_dir())?;
@@ -451,26 +547,32 @@ pub fn renew_responder(
         .position(|c| c.name == issuing)
         .ok_or_else(|| CaError::NotFound(format!("no issuing CA named {issuing:?}")))?;
     let issuing = Issuer::load(hsm, &state.issuing[position])?;
-    let key = KeyConfig {
-        label: fresh_label(hsm, &config.keys.ocsp.label, now)?,
-        algorithm: config.keys.ocsp.algorithm,
-    };
-    let mut events = Vec::new();
-    let responder = issue_responder(
-        config,
-        &key,
+    let key = fresh_key(hsm, store, &config.keys.ocsp, now)?;
+    super::ceremony_intent::run(
         store,
-        hsm,
-        (&issuing, position + 1),
+        "renew-responder",
+        vec![key.label.clone()],
         now,
-        &mut events,
-    )?;
-    let added = responder.clone();
-    let saved = update_state(store, &state, events, move |state| {
-        state.ocsp_responders.push(added);
-    })?;
-    export(&saved, &config.certs_dir())?;
-    Ok(responder)
+        || {
+            let mut events = Vec::new();
+            let responder = issue_responder(
+                config,
+                &key,
+                store,
+                hsm,
+                (&issuing, position + 1),
+                now,
+                &mut events,
+            )?;
+            crate::failpoint::hit("ceremony-before-commit");
+            let added = responder.clone();
+            let saved = update_state(store, &state, events, move |state| {
+                state.ocsp_responders.push(added);
+            })?;
+            export(&saved, &config.certs_dir())?;
+            Ok(responder)
+        },
+    )
 }
 
 /// What `sceau ca rotate` made.
@@ -518,51 +620,97 @@ pub fn rotate_issuing(
         .map_err(CaError::Refused)?;
     config.urls.for_ca(first, &name).map_err(CaError::Refused)?;
     let root = Issuer::load(hsm, &root)?;
-    let mut events = Vec::new();
-    let key = generate_fresh(hsm, config, &config.keys.issuing, now, &mut events)?;
-    let der = issue_ca_certificate(
-        store,
-        &root.key,
-        now,
-        issuing_template(config, &subject, &root_urls, &root, &key, now)?,
-    )?;
-    events.push(stored_event(&name, "issuing", key.label(), &der)?);
-    let issuing = StoredCa {
-        name: name.clone(),
-        key_label: key.label().to_owned(),
-        scheme: key.scheme(),
-        certificate: der,
-    };
-    let loaded = Issuer::load(hsm, &issuing)?;
-    let responder_key = KeyConfig {
-        label: fresh_label(hsm, &config.keys.ocsp.label, now)?,
-        algorithm: config.keys.ocsp.algorithm,
-    };
-    let responder = issue_responder(
-        config,
-        &responder_key,
-        store,
-        hsm,
-        (&loaded, generation),
-        now,
-        &mut events,
-    )?;
-    events.push(AuditEvent::CaRolledOver {
-        role: "issuing".into(),
+    let plan = IssuingPlan {
         previous: previous.name.clone(),
-        current: name,
-    });
-    let (added, added_responder) = (issuing.clone(), responder.clone());
-    let saved = update_state(store, &state, events, move |state| {
-        state.issuing.push(added);
-        state.ocsp_responders.push(added_responder);
-    })?;
-    export(&saved, &config.certs_dir())?;
-    Ok(IssuingRollover {
-        issuing,
-        responder,
-        state: saved,
+        name,
+        subject,
+        generation,
+        root,
+        root_urls,
+        issuing_key: fresh_key(hsm, store, &config.keys.issuing, now)?,
+        responder_key: fresh_key(hsm, store, &config.keys.ocsp, now)?,
+    };
+    let labels = vec![
+        plan.issuing_key.label.clone(),
+        plan.responder_key.label.clone(),
+    ];
+    super::ceremony_intent::run(store, "rotate-issuing", labels, now, || {
+        plan.carry_out(config, store, hsm, now, &state)
     })
+}
+
+/// What an issuing CA rollover will make, decided (and its key labels announced) before any
+/// key is generated.
+struct IssuingPlan {
+    previous: String,
+    name: String,
+    subject: DistinguishedName,
+    generation: usize,
+    root: Issuer,
+    root_urls: PublishedUrls,
+    issuing_key: KeyConfig,
+    responder_key: KeyConfig,
+}
+
+impl IssuingPlan {
+    fn carry_out(
+        &self,
+        config: &Config,
+        store: &Store,
+        hsm: &Hsm,
+        now: Timestamp,
+        state: &CaState,
+    ) -> Result<IssuingRollover, CaError> {
+        let mut events = Vec::new();
+        let key = generate(hsm, &self.issuing_key, config.keys.rsa_pss, &mut events)?;
+        let der = issue_ca_certificate(
+            store,
+            &self.root.key,
+            now,
+            issuing_template(
+                config,
+                &self.subject,
+                &self.root_urls,
+                &self.root,
+                &key,
+                now,
+            )?,
+        )?;
+        events.push(stored_event(&self.name, "issuing", key.label(), &der)?);
+        let issuing = StoredCa {
+            name: self.name.clone(),
+            key_label: key.label().to_owned(),
+            scheme: key.scheme(),
+            certificate: der,
+        };
+        let loaded = Issuer::load(hsm, &issuing)?;
+        let responder = issue_responder(
+            config,
+            &self.responder_key,
+            store,
+            hsm,
+            (&loaded, self.generation),
+            now,
+            &mut events,
+        )?;
+        events.push(AuditEvent::CaRolledOver {
+            role: "issuing".into(),
+            previous: self.previous.clone(),
+            current: self.name.clone(),
+        });
+        crate::failpoint::hit("ceremony-before-commit");
+        let (added, added_responder) = (issuing.clone(), responder.clone());
+        let saved = update_state(store, state, events, move |state| {
+            state.issuing.push(added);
+            state.ocsp_responders.push(added_responder);
+        })?;
+        export(&saved, &config.certs_dir())?;
+        Ok(IssuingRollover {
+            issuing,
+            responder,
+            state: saved,
+        })
+    }
 }
 
 /// `sceau ca rotate --root`: a new root key and its self-signed certificate (same subject), and
@@ -602,67 +750,112 @@ pub fn rotate_root(
         .for_root(&first, &name)
         .map_err(CaError::Refused)?;
     let old = Issuer::load(hsm, &old)?;
-    let mut events = Vec::new();
-    let key = generate_fresh(hsm, config, &config.keys.root, now, &mut events)?;
-    let root_der = issue_ca_certificate(
-        store,
-        &key,
-        now,
-        root_template(config, &subject_der, &key, now)?,
-    )?;
-    events.push(stored_event(&name, "root", key.label(), &root_der)?);
-    let new = Issuer::from_parts(
-        name.clone(),
-        root_der.clone(),
-        Certificate::from_der(&root_der).map_err(|e| CaError::Encoding(e.to_string()))?,
-        key.clone(),
-    )?;
-    // Link certificates live as long as the old root: after that, only the new one is trusted.
-    let link_not_after = old.not_after.min(new.not_after);
-    let mut link = |signer: &Issuer, subject: &Issuer, signer_urls: &PublishedUrls| {
-        let der = issue_ca_certificate(
+    let key_config = fresh_key(hsm, store, &config.keys.root, now)?;
+    let labels = vec![key_config.label.clone()];
+    super::ceremony_intent::run(store, "rotate-root", labels, now, || {
+        let plan = RootPlan {
+            old: &old,
+            name,
+            subject_der: &subject_der,
+            old_urls: &old_urls,
+            new_urls: &new_urls,
+            key: &key_config,
+        };
+        plan.carry_out(config, store, hsm, now, &state)
+    })
+}
+
+/// What a root rollover will make, decided (and its key label announced) before the key is
+/// generated.
+struct RootPlan<'a> {
+    old: &'a Issuer,
+    name: String,
+    subject_der: &'a [u8],
+    old_urls: &'a PublishedUrls,
+    new_urls: &'a PublishedUrls,
+    key: &'a KeyConfig,
+}
+
+impl RootPlan<'_> {
+    fn carry_out(
+        self,
+        config: &Config,
+        store: &Store,
+        hsm: &Hsm,
+        now: Timestamp,
+        state: &CaState,
+    ) -> Result<CaState, CaError> {
+        let RootPlan {
+            old,
+            name,
+            subject_der,
+            old_urls,
+            new_urls,
+            key,
+        } = self;
+        let mut events = Vec::new();
+        let key = generate(hsm, key, config.keys.rsa_pss, &mut events)?;
+        let root_der = issue_ca_certificate(
             store,
-            &signer.key,
+            &key,
             now,
-            link_template(signer, subject, link_not_after, signer_urls),
+            root_template(config, subject_der, &key, now)?,
         )?;
-        events.push(stored_event(
-            &format!("{}-signed-by-{}", subject.name, signer.name),
-            "root-link",
-            signer.key.label(),
-            &der,
-        )?);
-        Ok::<_, CaError>(der)
-    };
-    let new_with_old = link(&old, &new, &old_urls)?;
-    let old_with_new = link(&new, &old, &new_urls)?;
-    events.push(AuditEvent::CaRolledOver {
-        role: "root".into(),
-        previous: old.name.clone(),
-        current: name.clone(),
-    });
-    let link = RootLink {
-        old: old.name.clone(),
-        new: name.clone(),
-        new_with_old,
-        old_with_new,
-    };
-    let new_root = RootCa {
-        name,
-        certificate: root_der,
-        key: Some(KeyRef {
-            label: key.label().to_owned(),
-            scheme: key.scheme(),
-        }),
-    };
-    let saved = update_state(store, &state, events, move |state| {
-        if let Some(previous) = state.root.replace(new_root) {
-            state.previous_roots.push(previous);
-        }
-        state.root_links.push(link);
-    })?;
-    export(&saved, &config.certs_dir())?;
-    Ok(saved)
+        events.push(stored_event(&name, "root", key.label(), &root_der)?);
+        let new = Issuer::from_parts(
+            name.clone(),
+            root_der.clone(),
+            Certificate::from_der(&root_der).map_err(|e| CaError::Encoding(e.to_string()))?,
+            key.clone(),
+        )?;
+        // Link certificates live as long as the old root: after that, only the new one is trusted.
+        let link_not_after = old.not_after.min(new.not_after);
+        let mut link = |signer: &Issuer, subject: &Issuer, signer_urls: &PublishedUrls| {
+            let der = issue_ca_certificate(
+                store,
+                &signer.key,
+                now,
+                link_template(signer, subject, link_not_after, signer_urls),
+            )?;
+            events.push(stored_event(
+                &format!("{}-signed-by-{}", subject.name, signer.name),
+                "root-link",
+                signer.key.label(),
+                &der,
+            )?);
+            Ok::<_, CaError>(der)
+        };
+        let new_with_old = link(old, &new, old_urls)?;
+        let old_with_new = link(&new, old, new_urls)?;
+        events.push(AuditEvent::CaRolledOver {
+            role: "root".into(),
+            previous: old.name.clone(),
+            current: name.clone(),
+        });
+        let link = RootLink {
+            old: old.name.clone(),
+            new: name.clone(),
+            new_with_old,
+            old_with_new,
+        };
+        let new_root = RootCa {
+            name,
+            certificate: root_der,
+            key: Some(KeyRef {
+                label: key.label().to_owned(),
+                scheme: key.scheme(),
+            }),
+        };
+        crate::failpoint::hit("ceremony-before-commit");
+        let saved = update_state(store, state, events, move |state| {
+            if let Some(previous) = state.root.replace(new_root) {
+                state.previous_roots.push(previous);
+            }
+            state.root_links.push(link);
+        })?;
+        export(&saved, &config.certs_dir())?;
+        Ok(saved)
+    }
 }
 
 /// A link certificate: `subject`'s key certified by `signer` (both roots have the same subject,
@@ -800,30 +993,54 @@ fn update_state(
         for event in events {
             txn.audit(event);
         }
+        super::ceremony_intent::finish(txn);
         Ok(state)
     })
+}
+
+/// The key a rollover or renewal will make: the kind `configured`, under a [`fresh_label`].
+fn fresh_key(
+    hsm: &Hsm,
+    store: &Store,
+    configured: &KeyConfig,
+    now: Timestamp,
+) -> Result<KeyConfig, CaError> {
+    Ok(KeyConfig {
+        label: fresh_label(hsm, store, &configured.label, now)?,
+        algorithm: configured.algorithm,
+    })
+}
+
+/// The configured label when no key has it yet; otherwise (an earlier `init` was interrupted
+/// and its key stays in the token) a [`fresh_label`].
+fn free_label(
+    hsm: &Hsm,
+    store: &Store,
+    configured: &str,
+    now: Timestamp,
+) -> Result<String, CaError> {
+    if label_taken(hsm, store, configured)? {
+        fresh_label(hsm, store, configured, now)
+    } else {
+        Ok(configured.to_owned())
+    }
 }
 
 /// A label no key of the token has yet, for a key made by a rollover or renewal: the base label
 /// and a UTC timestamp (`sceau-issuing-20261128170405`), with `-2`, `-3`... when several keys
 /// are made in the same second (a forced renewal of every responder). A failed ceremony's key
 /// stays in the token under its label and never collides with the retry.
-/// A new key of the kind `configured` under a [`fresh_label`] (a rollover's key).
-fn generate_fresh(
-    hsm: &Hsm,
-    config: &Config,
-    configured: &KeyConfig,
-    now: Timestamp,
-    events: &mut Vec<AuditEvent>,
-) -> Result<SigningKey, CaError> {
-    let key = KeyConfig {
-        label: fresh_label(hsm, &configured.label, now)?,
-        algorithm: configured.algorithm,
-    };
-    generate(hsm, &key, config.keys.rsa_pss, events)
+/// Whether a label is used by a key of the token, or was announced by an interrupted ceremony
+/// (it may have made the key, or may make it in a token that reappears): such a label is never
+/// given to a new key, so that an orphan and a key in use never share one.
+fn label_taken(hsm: &Hsm, store: &Store, label: &str) -> Result<bool, CaError> {
+    Ok(hsm.has_key(label)?
+        || super::ceremony_intent::orphan_key_labels(store)?
+            .iter()
+            .any(|orphan| orphan == label))
 }
 
-fn fresh_label(hsm: &Hsm, base: &str, now: Timestamp) -> Result<String, CaError> {
+fn fresh_label(hsm: &Hsm, store: &Store, base: &str, now: Timestamp) -> Result<String, CaError> {
     let stamped = format!("{base}-{}", label_stamp(now)?);
     for n in 1..=100u32 {
         let label = if n == 1 {
@@ -831,7 +1048,7 @@ fn fresh_label(hsm: &Hsm, base: &str, now: Timestamp) -> Result<String, CaError>
         } else {
             format!("{stamped}-{n}")
         };
-        if !hsm.has_key(&label)? {
+        if !label_taken(hsm, store, &label)? {
             return Ok(label);
         }
     }
@@ -1080,17 +1297,14 @@ fn save_state(store: &Store, state: CaState, events: Vec<AuditEvent>) -> Result<
         for event in events {
             txn.audit(event);
         }
+        super::ceremony_intent::finish(txn);
         Ok(())
     })
 }
 
-/// Writes a file through a temporary file and a rename, so readers never see half of it.
+/// Writes a file through a temporary file of its own, synced, and a rename, so readers never
+/// see half of it and a crash never loses it ([`crate::durable`]).
 pub fn write_file(path: &Path, contents: &[u8]) -> Result<(), CaError> {
-    let io = |e: std::io::Error| CaError::Io(format!("{}: {e}", path.display()));
-    if let Some(dir) = path.parent() {
-        std::fs::create_dir_all(dir).map_err(io)?;
-    }
-    let temporary = path.with_extension("tmp");
-    std::fs::write(&temporary, contents).map_err(io)?;
-    std::fs::rename(&temporary, path).map_err(io)
+    crate::durable::write_file(path, contents)
+        .map_err(|e| CaError::Io(format!("{}: {e}", path.display())))
 }

@@ -141,6 +141,9 @@ pub(super) fn record_intents(
             if let (Some(subject), Some(holder)) = (&pending.subject_der, &pending.holder) {
                 txn.put::<SubjectOwners>(&Digest(keys::sha256(subject)), holder)?;
             }
+            if super::ceremony::is_ca_policy(&pending.policy) {
+                super::ceremony_intent::note_certificate(txn, &pending.key)?;
+            }
             txn.audit(AuditEvent::IssuanceIntent {
                 issuer: pending.key.issuer.to_hex(),
                 serial: pending.key.serial.to_hex(),
@@ -226,14 +229,28 @@ pub(super) fn sign(key: &SigningKey, intent: RecordedIntent) -> Result<SignedCer
     Ok(SignedCertificate { pending, der })
 }
 
+/// Writes of the caller's that land in the same batch as a card's certificates (the RA's
+/// request going to "issued", with its audit event): one commit, so that a crash never leaves
+/// a card issued while the request that asked for it still says "approved".
+pub type AlongWrite =
+    Box<dyn for<'t> FnOnce(&mut Txn<'t>, &CardRecord) -> Result<(), CaError> + Send>;
+
 /// What an issuance does to a card.
-#[derive(Debug)]
 pub(super) enum CardWrite {
     /// A new card: refused if its identifier exists.
-    New(CardRecord),
+    New(CardRecord, Option<AlongWrite>),
     /// A renewal: the card exists and was never renewed; the certificates it held are revoked
     /// as superseded in the same write.
-    Renewal(CardRecord),
+    Renewal(CardRecord, Option<AlongWrite>),
+}
+
+impl core::fmt::Debug for CardWrite {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        match self {
+            CardWrite::New(card, _) => f.debug_tuple("New").field(card).finish(),
+            CardWrite::Renewal(card, _) => f.debug_tuple("Renewal").field(card).finish(),
+        }
+    }
 }
 
 /// Step 4: stores the certificates (and the card grouping them) in one write that also
@@ -289,7 +306,7 @@ pub(super) fn store_issued(
         let mut superseded = Vec::new();
         match card {
             None => {}
-            Some(CardWrite::New(card)) => {
+            Some(CardWrite::New(card, along)) => {
                 if txn.contains::<Cards>(&card.card)? {
                     return Err(CaError::Refused(format!(
                         "card {} already exists",
@@ -303,8 +320,11 @@ pub(super) fn store_issued(
                     signature: card.signature.serial.to_hex(),
                 });
                 txn.put::<Cards>(&card.card.clone(), &card)?;
+                if let Some(along) = along {
+                    along(txn, &card)?;
+                }
             }
-            Some(CardWrite::Renewal(card)) => {
+            Some(CardWrite::Renewal(card, along)) => {
                 let previous = txn
                     .get::<Cards>(&card.card)?
                     .ok_or_else(|| CaError::NotFound(format!("card {} is unknown", card.card)))?;
@@ -336,6 +356,9 @@ pub(super) fn store_issued(
                         .collect(),
                 });
                 txn.put::<Cards>(&card.card.clone(), &card)?;
+                if let Some(along) = along {
+                    along(txn, &card)?;
+                }
             }
         }
         Ok(superseded)
@@ -353,7 +376,7 @@ pub(super) fn revoke_intents(
 ) -> Result<(), CaError> {
     store.commit(move |txn| -> Result<(), CaError> {
         for key in &keys {
-            revoke_intent(txn, key, &why, now)?;
+            revoke_intent_in(txn, key, &why, now)?;
         }
         // A key reservation is released only if it still points at one of these intents.
         for (digest, key) in &release {
@@ -365,7 +388,7 @@ pub(super) fn revoke_intents(
     })
 }
 
-fn revoke_intent(
+pub(super) fn revoke_intent_in(
     txn: &mut Txn<'_>,
     key: &CertKey,
     why: &str,
@@ -412,7 +435,7 @@ pub fn recover_intents(store: &Store, now: Timestamp) -> Result<Vec<CertKey>, Ca
     let revoked = pending.clone();
     store.commit(move |txn| -> Result<(), CaError> {
         for key in &pending {
-            revoke_intent(
+            revoke_intent_in(
                 txn,
                 key,
                 "recorded intent without a stored certificate at start-up",
@@ -496,7 +519,10 @@ where
         })
         .collect();
     match store_issued(store, stored, card_record, now) {
-        Ok(superseded) => Ok(Issued { signed, superseded }),
+        Ok(superseded) => {
+            failpoint::hit("after-store");
+            Ok(Issued { signed, superseded })
+        }
         Err(error) => {
             abandon(store, keys, Vec::new(), &error, now);
             Err(error)

@@ -5,6 +5,7 @@
 //! issuance cycle and why it is safe against crashes.
 
 pub mod ceremony;
+pub mod ceremony_intent;
 mod issue;
 pub mod issuer;
 pub mod revoke;
@@ -15,7 +16,7 @@ use std::sync::Arc;
 
 use aws_lc_rs::rand::{SecureRandom, SystemRandom};
 
-pub use issue::recover_intents;
+pub use issue::{AlongWrite, recover_intents};
 pub use issuer::Issuer;
 pub use state::CaState;
 
@@ -187,6 +188,9 @@ impl CertificateAuthority {
         urls: PublishedUrls,
         clock: Arc<dyn Clock>,
     ) -> Result<Self, CaError> {
+        // A key ceremony interrupted by a crash is resolved before anything else: what it
+        // signed that the CA state does not know is revoked, its keys are reported.
+        ceremony_intent::resolve(&store, clock.now())?;
         let state = load_state(&store)?
             .ok_or_else(|| CaError::NotInitialized(store.path().to_path_buf()))?;
         let current = match state.issuing.last() {
@@ -319,11 +323,21 @@ impl CertificateAuthority {
 
     /// Issues both certificates of a card, or neither.
     pub fn issue_card(&self, request: &CardRequest) -> Result<IssuedCard, CaError> {
+        self.issue_card_with(request, None)
+    }
+
+    /// Issues both certificates of a card, or neither, with `along` written in the same batch
+    /// as the card (the RA's request record).
+    pub fn issue_card_with(
+        &self,
+        request: &CardRequest,
+        along: Option<AlongWrite>,
+    ) -> Result<IssuedCard, CaError> {
         let card_id = match &request.card {
             Some(id) => id.clone(),
             None => random_card_id()?,
         };
-        let issued = self.issue_pair(request, &card_id, CardPlan::New)?;
+        let issued = self.issue_pair(request, &card_id, CardPlan::New, along)?;
         Ok(issued.card)
     }
 
@@ -331,6 +345,15 @@ impl CertificateAuthority {
     /// within the card's lifetime; the card's previous certificates are revoked as superseded
     /// in the same write (RGS A2 IV.6: a renewal needs new keys).
     pub fn renew_card(&self, request: &CardRequest) -> Result<RenewedCard, CaError> {
+        self.renew_card_with(request, None)
+    }
+
+    /// Renews a card, with `along` written in the same batch as the new certificates.
+    pub fn renew_card_with(
+        &self,
+        request: &CardRequest,
+        along: Option<AlongWrite>,
+    ) -> Result<RenewedCard, CaError> {
         let card_id = request
             .card
             .clone()
@@ -355,7 +378,7 @@ impl CertificateAuthority {
                 existing.card_expires_at
             )));
         }
-        self.issue_pair(request, &card_id, CardPlan::Renewal(existing))
+        self.issue_pair(request, &card_id, CardPlan::Renewal(existing), along)
     }
 
     /// Checks a card request against the policies and the store (keys never certified, names
@@ -452,6 +475,7 @@ impl CertificateAuthority {
         request: &CardRequest,
         card_id: &str,
         plan: CardPlan,
+        along: Option<AlongWrite>,
     ) -> Result<RenewedCard, CaError> {
         if let CardPlan::New = plan
             && self.store.get::<Cards>(&card_id.to_owned())?.is_some()
@@ -481,16 +505,19 @@ impl CertificateAuthority {
                     superseded: Vec::new(),
                 };
                 Some(match &plan {
-                    CardPlan::New => CardWrite::New(record),
-                    CardPlan::Renewal(previous) => CardWrite::Renewal(CardRecord {
-                        issued_at: previous.issued_at,
-                        renewals: previous.renewals + 1,
-                        superseded: vec![
-                            previous.authentication.clone(),
-                            previous.signature.clone(),
-                        ],
-                        ..record
-                    }),
+                    CardPlan::New => CardWrite::New(record, along),
+                    CardPlan::Renewal(previous) => CardWrite::Renewal(
+                        CardRecord {
+                            issued_at: previous.issued_at,
+                            renewals: previous.renewals + 1,
+                            superseded: vec![
+                                previous.authentication.clone(),
+                                previous.signature.clone(),
+                            ],
+                            ..record
+                        },
+                        along,
+                    ),
                 })
             },
         )?;

@@ -1000,5 +1000,23 @@ fn check(config: &Config) -> Result<(), CliError> {
         ca.issuer().name,
         ca.issuer().key.label()
     );
+    let orphans = ca::ceremony_intent::orphan_key_labels(ca.store())?;
+    if orphans.is_empty() {
+        println!("orphan keys: none");
+    } else {
+        // Announced by an interrupted ceremony: made or not, never used by a CA.
+        let described: Vec<String> = orphans
+            .iter()
+            .map(|label| match hsm.has_key(label) {
+                Ok(true) => format!("{label} (in the token: destroy it in a ceremony)"),
+                Ok(false) => format!("{label} (never made, or already destroyed)"),
+                Err(error) => format!("{label} ({error})"),
+            })
+            .collect();
+        println!(
+            "orphan keys of interrupted ceremonies (used by no CA): {}",
+            described.join(", ")
+        );
+    }
     Ok(())
 }

@@ -3,8 +3,13 @@
 //!
 //! A submission is checked against the certification policies at once (CSR signatures, names,
 //! keys, keys never certified, names never given to another holder), so that an approver only
-//! ever sees requests the CA would accept. Approval is written before the CA is asked to issue;
-//! if the HSM is unavailable the request stays approved and a later approval resumes it.
+//! ever sees requests the CA would accept. Approval is written before the CA is asked to issue,
+//! and the request becomes "issued" in the same write as the card's certificates, so that the
+//! two never disagree. If the HSM is unavailable the request stays approved and a later approval
+//! resumes it with the same keys. If the daemon dies between the issuance intent and the stored
+//! certificates, the intent is revoked at the next start and its keys stay reserved (whatever
+//! the HSM may have signed for them is revoked, and a key is certified once): a later approval
+//! closes the request as failed, naming the reserved key, and the card needs new keys.
 use serde::{Deserialize, Serialize};
 
 use super::request::SignedRequest;
@@ -278,12 +283,42 @@ impl RegistrationAuthority {
             Ok(())
         })?;
 
+        // The request goes to "issued" in the same write as the card: a crash leaves either
+        // an approved request without a card (a later approval resumes it) or both.
         let card_request = record.card_request();
+        let (by, target) = (actor.record.id.clone(), record.id.clone());
+        let along: crate::ca::AlongWrite = Box::new(move |txn, card| {
+            let mut current = txn
+                .get::<CardRequests>(&target)?
+                .ok_or_else(|| CaError::NotFound(format!("no request {target}")))?;
+            // Two approvals of one request at once (a retry, a second approver): the first to
+            // store its card wins; the other's batch is refused whole.
+            if !matches!(current.state, RequestState::Approved { .. }) {
+                return Err(CaError::Refused(format!(
+                    "request {target} is {} already",
+                    state_name(&current.state)
+                )));
+            }
+            current.state = RequestState::Issued {
+                by,
+                at: now,
+                authentication: card.authentication.serial.to_hex(),
+                signature: card.signature.serial.to_hex(),
+            };
+            txn.audit(AuditEvent::CardRequestIssued {
+                request: target.clone(),
+                card: card.card.clone(),
+                authentication: card.authentication.serial.to_hex(),
+                signature: card.signature.serial.to_hex(),
+            });
+            txn.put::<CardRequests>(&target, &current)?;
+            Ok(())
+        });
         let issued = if record.renewal {
-            self.ca.renew_card(&card_request)
+            self.ca.renew_card_with(&card_request, Some(along))
         } else {
             self.ca
-                .issue_card(&card_request)
+                .issue_card_with(&card_request, Some(along))
                 .map(|card| crate::ca::RenewedCard {
                     card,
                     superseded: Vec::new(),
@@ -298,28 +333,6 @@ impl RegistrationAuthority {
             }
         };
         let card = issued.card;
-        let done = RequestState::Issued {
-            by: actor.record.id.clone(),
-            at: now,
-            authentication: card.authentication.serial.to_hex(),
-            signature: card.signature.serial.to_hex(),
-        };
-        let target = record.id.clone();
-        let event = AuditEvent::CardRequestIssued {
-            request: target.clone(),
-            card: card.card.clone(),
-            authentication: card.authentication.serial.to_hex(),
-            signature: card.signature.serial.to_hex(),
-        };
-        self.store.commit(move |txn| -> Result<(), RaError> {
-            let mut current = txn.get::<CardRequests>(&target)?.ok_or_else(|| {
-                RaError::refused(Refusal::NotFound, format!("no request {target}"))
-            })?;
-            current.state = done;
-            txn.audit(event);
-            txn.put::<CardRequests>(&target, &current)?;
-            Ok(())
-        })?;
         let answer = serde_json::json!({
             "request": record.id,
             "state": "issued",
@@ -352,7 +365,11 @@ impl RegistrationAuthority {
         let target = id.to_owned();
         let why = error.to_string();
         self.store.commit(move |txn| -> Result<(), RaError> {
-            if let Some(mut current) = txn.get::<CardRequests>(&target)? {
+            // Only a request still waiting for its card fails: one that another approval issued
+            // meanwhile stays issued.
+            if let Some(mut current) = txn.get::<CardRequests>(&target)?
+                && matches!(current.state, RequestState::Approved { .. })
+            {
                 txn.audit(AuditEvent::CardRequestFailed {
                     request: target.clone(),
                     why: why.clone(),

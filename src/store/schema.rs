@@ -137,6 +137,10 @@ pub mod meta_keys {
     /// The SubjectPublicKeyInfo (DER) of the HSM key that signs audit checkpoints.
     pub const AUDIT_KEY: &str = "audit-key";
     pub const SCHEMA_VERSION: &str = "schema-version";
+    /// The key ceremony under way (or interrupted), until its state is committed.
+    pub const CEREMONY: &str = "ceremony";
+    /// Labels of keys left in the token by interrupted ceremonies.
+    pub const ORPHAN_KEYS: &str = "orphan-keys";
 
     /// The last CRL number published by an issuer (`crl-number/<issuer hex>`).
     pub fn crl_number(issuer: super::IssuerId) -> String {
