@@ -31,6 +31,7 @@ pub mod audit;
 pub mod ca;
 pub mod cli;
 pub mod config;
+pub mod durable;
 pub mod failpoint;
 pub mod hsm;
 pub mod http;
