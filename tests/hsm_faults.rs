@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use common::daemon::{Daemon, http};
-use common::{KeyKind, Keys, Pki, openssl, serial_of};
+use common::{KeyKind, Keys, Pki, serial_of};
 
 /// Moves the token's key objects (everything but token.object) into `away`, or back.
 fn move_keys(tokens: &Path, away: &Path, out: bool) {
@@ -32,25 +32,6 @@ fn move_keys(tokens: &Path, away: &Path, out: bool) {
         }
         std::fs::rename(entry.path(), to.join(&name)).unwrap();
     }
-}
-
-fn ocsp_status(pki: &Pki, daemon: &Daemon, certificate: &Path) -> String {
-    let certs = pki.data_dir().join("certs");
-    let (_, text) = openssl(&[
-        "ocsp",
-        "-issuer",
-        certs.join("ac-agents.pem").to_str().unwrap(),
-        "-cert",
-        certificate.to_str().unwrap(),
-        "-url",
-        &daemon.url("/ocsp"),
-        "-no_nonce",
-        "-CAfile",
-        certs.join("racine.pem").to_str().unwrap(),
-        "-VAfile",
-        certs.join("ocsp-ac-agents.pem").to_str().unwrap(),
-    ]);
-    text
 }
 
 fn issue(pki: &Pki, csr: &Path) -> std::process::Output {
@@ -78,7 +59,7 @@ fn an_hsm_outage_gives_503s_keeps_ocsp_serving_and_heals_by_itself() {
     );
     std::fs::write(&certificate, &out.stdout).unwrap();
     let serial = serial_of(&certificate);
-    assert!(ocsp_status(&pki, &daemon, &certificate).contains(": good"));
+    assert!(pki.ocsp_status(&daemon, &certificate).contains(": good"));
     let request = pki.ocsp_request(&certificate);
 
     // The outage.
@@ -121,7 +102,7 @@ fn an_hsm_outage_gives_503s_keeps_ocsp_serving_and_heals_by_itself() {
         }
     }
     assert_eq!(good, total, "OCSP answers during the outage");
-    assert!(ocsp_status(&pki, &daemon, &certificate).contains(": good"));
+    assert!(pki.ocsp_status(&daemon, &certificate).contains(": good"));
 
     // The token comes back: the daemon heals without a request needing it.
     move_keys(&pki.path("tokens"), &away, false);
@@ -142,7 +123,7 @@ fn an_hsm_outage_gives_503s_keeps_ocsp_serving_and_heals_by_itself() {
         String::from_utf8_lossy(&out.stderr)
     );
     pki.sceau_ok(&["revoke", "--serial", &serial, "--reason", "superseded"]);
-    assert!(ocsp_status(&pki, &daemon, &certificate).contains(": revoked"));
+    assert!(pki.ocsp_status(&daemon, &certificate).contains(": revoked"));
     assert!(daemon.metric("sceau_hsm_errors_total", "") >= 1);
     // Every OCSP request of the outage is in the latency histogram; the daemon is ready.
     assert!(daemon.metric("sceau_ocsp_request_duration_seconds_count", "") >= total);
@@ -155,4 +136,103 @@ fn an_hsm_outage_gives_503s_keeps_ocsp_serving_and_heals_by_itself() {
     let export = pki.sceau_ok(&["audit", "export"]);
     assert!(export.contains("intent_revoked"), "{export}");
     assert!(pki.sceau_ok(&["audit", "verify"]).contains("verified"));
+}
+
+/// The token's directory, whole (token.object included), moved to `away` or back.
+fn move_token(tokens: &Path, away: &Path, out: bool) {
+    if out {
+        let token_dir = std::fs::read_dir(tokens)
+            .unwrap()
+            .flatten()
+            .map(|e| e.path())
+            .find(|p| p.is_dir())
+            .unwrap();
+        std::fs::write(
+            away.with_extension("name"),
+            token_dir.file_name().unwrap().as_encoded_bytes(),
+        )
+        .unwrap();
+        std::fs::rename(&token_dir, away).unwrap();
+    } else {
+        let name = std::fs::read(away.with_extension("name")).unwrap();
+        let name = String::from_utf8(name).unwrap();
+        std::fs::rename(away, tokens.join(name)).unwrap();
+    }
+}
+
+/// Issue 9, problems 3 and 8: the whole token goes away (as when a network HSM or its client
+/// restarts) right after a revocation, before its CRL is made, and comes back. Without a
+/// restart: OCSP answers throughout, issuance works again within 10 s of the token's return
+/// (the PKCS#11 module is finalised and initialised again), and the CRL that failed during the
+/// outage is published once the HSM is back.
+#[test]
+fn a_token_that_disappears_whole_is_recovered_and_the_crl_follows() {
+    let pki = Pki::new(Keys::EC);
+    pki.init();
+    let daemon = Daemon::start(&pki);
+    let csr = pki.csr("victim", KeyKind::P256, "/GN=Ella/SN=TOKEN/CN=Ella TOKEN");
+    let out = issue(&pki, &csr);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let certificate = pki.path("victim.pem");
+    std::fs::write(&certificate, &out.stdout).unwrap();
+    let serial = serial_of(&certificate);
+    let request = pki.ocsp_request(&certificate);
+    let (_, number_before) = pki.served_crl(&daemon, "ac-agents");
+
+    // Revoked; the token goes before the CRL's coalescing delay (2 s) is over.
+    pki.sceau_ok(&["revoke", "--serial", &serial, "--reason", "keyCompromise"]);
+    let away = pki.path("token-away");
+    move_token(&pki.path("tokens"), &away, true);
+    assert!(pki.ocsp_status(&daemon, &certificate).contains(": revoked"));
+    // During the outage: issuance refused, OCSP answered from memory, the CRL not yet made.
+    let during = pki.csr("during", KeyKind::P256, "/GN=Yves/SN=PANNE/CN=Yves PANNE");
+    let refused = issue(&pki, &during);
+    assert!(!refused.status.success(), "issued without a token");
+    for _ in 0..50 {
+        let (status, _, body) = http(
+            daemon.va,
+            "POST",
+            "/ocsp",
+            &[("Content-Type", "application/ocsp-request")],
+            &request,
+        );
+        assert!(status == 200 && body.len() > 100, "OCSP during the outage");
+    }
+    std::thread::sleep(Duration::from_secs(4));
+    let (listed, _) = pki.served_crl(&daemon, "ac-agents");
+    assert!(!listed.contains(&serial), "a CRL signed without a token?");
+
+    // The token is back: issuance within 10 s, without a restart.
+    move_token(&pki.path("tokens"), &away, false);
+    let back = Instant::now();
+    loop {
+        let out = issue(&pki, &during);
+        if out.status.success() {
+            break;
+        }
+        assert!(
+            back.elapsed() < Duration::from_secs(10),
+            "issuance still refused 10 s after the token came back: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    // The CRL that failed during the outage follows (retried every few seconds).
+    loop {
+        let (listed, number) = pki.served_crl(&daemon, "ac-agents");
+        if listed.contains(&serial) {
+            assert!(number > number_before);
+            break;
+        }
+        assert!(
+            back.elapsed() < Duration::from_secs(20),
+            "the CRL still lacks the revocation 20 s after the token came back"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    assert!(daemon.stop().success());
 }

@@ -143,11 +143,7 @@ async fn daemon(config: &Config, overrides: ListenOverrides) -> Result<(), CliEr
 
     let shutdown = CancellationToken::new();
     let mut background = va.spawn_background(initial, shutdown.clone());
-    background.spawn(watch_hsm(
-        hsm.clone(),
-        config.keys.issuing.label.clone(),
-        shutdown.clone(),
-    ));
+    background.spawn(watch_hsm(hsm.clone(), ca.clone(), shutdown.clone()));
     background.spawn(renew_responder_when_due(
         config.clone(),
         store.clone(),
@@ -337,8 +333,10 @@ impl StatusPublisher for VaPublisher {
 }
 
 /// While the token is unavailable, tries it every five seconds, so that the daemon recovers (and
-/// health says so) when the token is back, even if no request needs it.
-async fn watch_hsm(hsm: Hsm, label: String, shutdown: CancellationToken) {
+/// health says so) when the token is back, even if no request needs it. A token that answers
+/// without the current issuing CA's key is marked unavailable again: the next try resets the
+/// PKCS#11 module, which may have kept a stale view of a token that went away.
+async fn watch_hsm(hsm: Hsm, ca: CertificateAuthority, shutdown: CancellationToken) {
     loop {
         tokio::select! {
             _ = shutdown.cancelled() => return,
@@ -347,10 +345,18 @@ async fn watch_hsm(hsm: Hsm, label: String, shutdown: CancellationToken) {
         if hsm.status().available {
             continue;
         }
-        let (probe, key) = (hsm.clone(), label.clone());
+        let label = ca.issuer().key.label().to_owned();
+        let probe = hsm.clone();
+        let key = label.clone();
         match tokio::task::spawn_blocking(move || probe.has_key(&key)).await {
             Ok(Ok(true)) => tracing::info!("HSM token available again"),
-            Ok(Ok(false)) => tracing::warn!(label, "HSM token back, but without the CA key"),
+            Ok(Ok(false)) => {
+                tracing::warn!(
+                    label,
+                    "HSM token back, but without the CA key; resetting the module"
+                );
+                hsm.mark_unavailable(&format!("the token does not hold the CA key {label:?}"));
+            }
             Ok(Err(error)) => tracing::debug!(%error, "HSM token still unavailable"),
             Err(_) => return,
         }

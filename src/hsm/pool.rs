@@ -6,9 +6,16 @@
 //! the token out). When a call fails with a session or device error, the worker drops its
 //! session, marks the connection broken, and the next job reconnects; an operation that failed
 //! that way is retried once on the fresh connection.
+//!
+//! A reconnection after a fault also finalises and re-initialises the module (C_Finalize, then
+//! C_Initialize): a module that stays initialised may keep its view of a token that went away
+//! and came back (a network HSM or its client restarting, token files restored) and never see
+//! its keys again, as Boulder found with its HSMs. The reset waits for the calls in flight
+//! (a read-write gate) and never lets a session of the finalised module be closed on the new
+//! one (its handle could name a new session): those are forgotten, not closed.
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, Sender, TrySendError};
@@ -30,6 +37,9 @@ use crate::x509::sigalg::{self, SignatureScheme};
 
 /// After a failed connection attempt, wait this long before trying again.
 const RECONNECT_BACKOFF: Duration = Duration::from_millis(500);
+/// After a key was found missing on a connected token, wait this long before the next
+/// reconnection (each one resets the module).
+const MISSING_KEY_BACKOFF: Duration = Duration::from_secs(1);
 /// After the token refused the PIN, wait this long: each try counts towards locking the token.
 const WRONG_PIN_BACKOFF: Duration = Duration::from_secs(30);
 
@@ -141,6 +151,17 @@ impl Pool {
         outcome
     }
 
+    /// Drops the connection (the next job reconnects and resets the module): the token is
+    /// reachable but does not hold what it should (a key went missing).
+    pub(super) fn mark_unavailable(&self, reason: &str) {
+        let mut state = self.connection.lock();
+        if state.live.is_some() {
+            tracing::warn!(reason, "HSM token marked unavailable; reconnecting");
+            state.live = None;
+            state.last_failure = Some((Instant::now(), reason.to_owned(), MISSING_KEY_BACKOFF));
+        }
+    }
+
     pub(super) fn status(&self) -> HsmStatus {
         let state = self.connection.lock();
         HsmStatus {
@@ -180,6 +201,14 @@ impl Drop for Pool {
 struct Connection {
     settings: HsmSettings,
     state: Mutex<ConnectionState>,
+    /// Held by the one thread that reconnects.
+    reconnecting: Mutex<()>,
+    /// Held (shared) by every PKCS#11 call on a worker session, and (exclusively) while the
+    /// module is finalised and initialised again.
+    gate: RwLock<()>,
+    /// Sessions of a generation below this one belong to a finalised module (written under
+    /// the exclusive gate, read under the shared one).
+    module_generation: AtomicU64,
     sessions: AtomicU64,
     reconnects: AtomicU64,
     errors: AtomicU64,
@@ -191,6 +220,9 @@ struct ConnectionState {
     live: Option<Live>,
     /// When and why the last attempt failed, and how long to wait before the next one.
     last_failure: Option<(Instant, String, Duration)>,
+    /// The module of the last connection, kept after a fault so that the next connection
+    /// finalises it first.
+    module: Option<Pkcs11>,
 }
 
 struct Live {
@@ -208,7 +240,11 @@ impl Connection {
                 generation: 0,
                 live: None,
                 last_failure: None,
+                module: None,
             }),
+            reconnecting: Mutex::new(()),
+            gate: RwLock::new(()),
+            module_generation: AtomicU64::new(0),
             sessions: AtomicU64::new(0),
             reconnects: AtomicU64::new(0),
             errors: AtomicU64::new(0),
@@ -224,8 +260,38 @@ impl Connection {
 
     /// Opens a new session on the current connection, connecting first if needed.
     fn open_session(&self) -> Result<(u64, Session), HsmError> {
+        if self.lock().live.is_none() {
+            self.reconnect()?;
+        }
         let mut state = self.lock();
-        if state.live.is_none() {
+        let generation = state.generation;
+        let live = state
+            .live
+            .as_ref()
+            .ok_or_else(|| HsmError::Unavailable("not connected".into()))?;
+        match live.context.open_rw_session(live.slot) {
+            Ok(session) => Ok((generation, session)),
+            Err(error) => {
+                let typed = classify(&error);
+                if is_connection_fault(&error) {
+                    self.mark_broken(&mut state, generation, &typed, Duration::ZERO);
+                }
+                Err(typed)
+            }
+        }
+    }
+
+    /// Connects again: finalises the module of the failed connection (after the calls in
+    /// flight), initialises it, logs in. One thread at a time, without holding the state lock
+    /// while waiting (a hung call must not block `status`).
+    fn reconnect(&self) -> Result<(), HsmError> {
+        let _one_at_a_time = self.reconnecting.lock().unwrap_or_else(|p| p.into_inner());
+        let (previous, next_generation) = {
+            let mut state = self.lock();
+            if state.live.is_some() {
+                // Another thread reconnected while this one waited.
+                return Ok(());
+            }
             if let Some((at, reason, wait)) = &state.last_failure
                 && at.elapsed() < *wait
             {
@@ -237,57 +303,83 @@ impl Connection {
                     HsmError::Unavailable(reason.clone())
                 });
             }
-            match self.connect() {
-                Ok(live) => {
-                    state.generation += 1;
-                    if state.generation > 1 {
-                        self.reconnects.fetch_add(1, Ordering::Relaxed);
-                        tracing::info!(generation = state.generation, "HSM connection restored");
-                    }
-                    state.live = Some(live);
-                    state.last_failure = None;
-                }
-                Err(error) => {
-                    let wait = if matches!(error, HsmError::PinIncorrect { .. }) {
-                        WRONG_PIN_BACKOFF
-                    } else {
-                        RECONNECT_BACKOFF
-                    };
-                    state.last_failure = Some((Instant::now(), error.to_string(), wait));
-                    return Err(error);
-                }
-            }
+            (state.module.take(), state.generation + 1)
+        };
+        if let Some(previous) = previous {
+            self.finalize(previous, next_generation);
         }
-        let generation = state.generation;
-        let live = state
-            .live
-            .as_ref()
-            .ok_or_else(|| HsmError::Unavailable("not connected".into()))?;
-        match live.context.open_rw_session(live.slot) {
-            Ok(session) => Ok((generation, session)),
-            Err(error) => {
-                let typed = classify(&error);
-                if is_connection_fault(&error) {
-                    self.mark_broken(&mut state, generation, &typed);
+        let connected = self.connect();
+        let mut state = self.lock();
+        match connected {
+            Ok(live) => {
+                state.module = Some(live.context.clone());
+                state.generation += 1;
+                if state.generation > 1 {
+                    self.reconnects.fetch_add(1, Ordering::Relaxed);
+                    tracing::info!(generation = state.generation, "HSM connection restored");
                 }
-                Err(typed)
+                state.live = Some(live);
+                state.last_failure = None;
+                Ok(())
+            }
+            Err((error, initialised)) => {
+                // A module initialised by a failed attempt is finalised by the next one.
+                state.module = initialised;
+                let wait = if matches!(error, HsmError::PinIncorrect { .. }) {
+                    WRONG_PIN_BACKOFF
+                } else {
+                    RECONNECT_BACKOFF
+                };
+                state.last_failure = Some((Instant::now(), error.to_string(), wait));
+                Err(error)
             }
         }
     }
 
-    /// Loads the module, finds the token by label, and logs in.
-    fn connect(&self) -> Result<Live, HsmError> {
+    /// Finalises a module whose connection failed: waits for the calls in flight on its
+    /// sessions, and marks them as belonging to a finalised module (sessions of a generation
+    /// below `next_generation`).
+    fn finalize(&self, module: Pkcs11, next_generation: u64) {
+        let _exclusive = self.gate.write().unwrap_or_else(|p| p.into_inner());
+        self.module_generation
+            .store(next_generation, Ordering::Relaxed);
+        match module.finalize() {
+            Ok(()) => tracing::info!("PKCS#11 module finalised; initialising it again"),
+            Err(error) => tracing::debug!(%error, "finalising the PKCS#11 module"),
+        }
+    }
+
+    /// Loads the module, finds the token by label, and logs in. On failure, returns the
+    /// module if it was initialised, for the next attempt to finalise.
+    fn connect(&self) -> Result<Live, (HsmError, Option<Pkcs11>)> {
         let settings = &self.settings;
-        let context = Pkcs11::new(&settings.module).map_err(|e| HsmError::Module {
-            path: settings.module.clone(),
-            reason: e.to_string(),
+        let context = Pkcs11::new(&settings.module).map_err(|e| {
+            (
+                HsmError::Module {
+                    path: settings.module.clone(),
+                    reason: e.to_string(),
+                },
+                None,
+            )
         })?;
         // Without OS locking SoftHSM2 turns its own locks off and concurrent sessions fail.
         match context.initialize(CInitializeArgs::new(CInitializeFlags::OS_LOCKING_OK)) {
             Ok(()) | Err(CkError::Pkcs11(RvError::CryptokiAlreadyInitialized, _)) => {}
-            Err(e) => return Err(classify(&e)),
+            Err(e) => return Err((classify(&e), None)),
         }
-        let slot = find_token(&context, &settings.token_label)?;
+        self.log_in(&context)
+            .map(|login_session| Live {
+                context: context.clone(),
+                slot: login_session.0,
+                _login_session: login_session.1,
+            })
+            .map_err(|error| (error, Some(context)))
+    }
+
+    /// Finds the token and opens the session that keeps it logged in.
+    fn log_in(&self, context: &Pkcs11) -> Result<(Slot, Session), HsmError> {
+        let settings = &self.settings;
+        let slot = find_token(context, &settings.token_label)?;
         let login_session = context.open_rw_session(slot).map_err(|e| classify(&e))?;
         let pin = read_pin(&settings.pin)?;
         match login_session.login(UserType::User, Some(&pin.to_auth_pin())) {
@@ -301,20 +393,23 @@ impl Connection {
             Err(e) => return Err(classify(&e)),
         }
         tracing::debug!(token = %settings.token_label, "logged in to the HSM token");
-        Ok(Live {
-            context,
-            slot,
-            _login_session: login_session,
-        })
+        Ok((slot, login_session))
     }
 
-    /// Drops the connection if it is still the one that failed; the next job reconnects.
-    fn mark_broken(&self, state: &mut ConnectionState, generation: u64, error: &HsmError) {
+    /// Drops the connection if it is still the one that failed; the next job reconnects (after
+    /// `wait`), resetting the module.
+    fn mark_broken(
+        &self,
+        state: &mut ConnectionState,
+        generation: u64,
+        error: &HsmError,
+        wait: Duration,
+    ) {
         self.errors.fetch_add(1, Ordering::Relaxed);
         if state.generation == generation && state.live.is_some() {
             tracing::warn!(%error, "HSM connection lost; reconnecting on the next request");
             state.live = None;
-            state.last_failure = Some((Instant::now(), error.to_string(), Duration::ZERO));
+            state.last_failure = Some((Instant::now(), error.to_string(), wait));
         }
     }
 }
@@ -373,6 +468,14 @@ pub(super) struct Worker {
     handles: HashMap<(String, bool), ObjectHandle>,
 }
 
+impl Drop for Worker {
+    /// A session of a module finalised since it was opened is forgotten, not closed (its
+    /// handle may name another session of the module as initialised again).
+    fn drop(&mut self) {
+        self.discard_session();
+    }
+}
+
 impl Worker {
     /// This thread's session, opened (and the connection made) if needed.
     pub(super) fn session(&mut self) -> Result<&Session, HsmError> {
@@ -384,8 +487,7 @@ impl Worker {
             None => true,
         };
         if stale {
-            self.session = None;
-            self.handles.clear();
+            self.discard_session();
             self.session = Some(self.connection.open_session()?);
         }
         match &self.session {
@@ -410,16 +512,32 @@ impl Worker {
                 return Err(HsmError::Unavailable("no session".into()));
             };
             let generation = *generation;
-            match op(session, &mut self.handles) {
+            let outcome = {
+                // Never while the module is being reset; released before the state lock.
+                let _shared = self
+                    .connection
+                    .gate
+                    .read()
+                    .unwrap_or_else(|p| p.into_inner());
+                if generation < self.connection.module_generation.load(Ordering::Relaxed) {
+                    Err(CkError::Pkcs11(
+                        RvError::SessionHandleInvalid,
+                        Function::Sign,
+                    ))
+                } else {
+                    op(session, &mut self.handles)
+                }
+            };
+            match outcome {
                 Ok(value) => return Ok(value),
                 Err(error) if is_connection_fault(&error) => {
                     let typed = classify(&error);
                     {
                         let mut state = self.connection.lock();
-                        self.connection.mark_broken(&mut state, generation, &typed);
+                        self.connection
+                            .mark_broken(&mut state, generation, &typed, Duration::ZERO);
                     }
-                    self.session = None;
-                    self.handles.clear();
+                    self.discard_session();
                     if reconnected {
                         return Err(typed);
                     }
@@ -437,15 +555,36 @@ impl Worker {
         }
     }
 
-    /// Drops this worker's session and marks the connection broken: the next job reconnects.
-    fn connection_lost(&mut self, error: &HsmError) {
+    /// Drops this worker's session and marks the connection broken: the next job reconnects
+    /// after `wait` (and resets the module).
+    fn connection_lost(&mut self, error: &HsmError, wait: Duration) {
         if let Some((generation, _)) = &self.session {
             let generation = *generation;
             let mut state = self.connection.lock();
-            self.connection.mark_broken(&mut state, generation, error);
+            self.connection
+                .mark_broken(&mut state, generation, error, wait);
         }
-        self.session = None;
+        self.discard_session();
+    }
+
+    /// Closes this worker's session, unless its module was finalised since it was opened: its
+    /// handle may then name a session of the module as initialised again, so it is forgotten
+    /// (the finalisation closed it).
+    fn discard_session(&mut self) {
         self.handles.clear();
+        let Some((generation, session)) = self.session.take() else {
+            return;
+        };
+        let _shared = self
+            .connection
+            .gate
+            .read()
+            .unwrap_or_else(|p| p.into_inner());
+        if generation < self.connection.module_generation.load(Ordering::Relaxed) {
+            std::mem::forget(session);
+        } else {
+            drop(session);
+        }
     }
 
     pub(super) fn has_private_key(&mut self, label: &str) -> Result<bool, HsmError> {
@@ -555,12 +694,23 @@ impl Worker {
             }
             (None, None) => return Err(HsmError::Pkcs11(format!("cannot generate {spec}"))),
         };
+        // Retried after a device fault (on a new connection): the first attempt may have made
+        // the key before failing, so each attempt checks the label again rather than make a
+        // second key under it.
         let public = self.with_retry(|session, handles| {
+            if !find_objects(session, label, ObjectClass::PRIVATE_KEY)?.is_empty() {
+                return Ok(None);
+            }
             let (public, _private) =
                 session.generate_key_pair(&mechanism, &public_template, &private_template)?;
             handles.clear();
-            read_public_attributes(session, public)
+            read_public_attributes(session, public).map(Some)
         })?;
+        let Some(public) = public else {
+            return Err(HsmError::KeyExists {
+                label: label.to_owned(),
+            });
+        };
         tracing::info!(label, %spec, "generated a key pair in the HSM");
         spki_from_attributes(public)
     }
@@ -579,6 +729,7 @@ pub(super) struct SignJob {
 
 impl SignJob {
     pub(super) fn run(self, worker: &mut Worker) -> Result<Vec<u8>, HsmError> {
+        crate::failpoint::stall("hsm-sign");
         let mechanism = match self.scheme {
             SignatureScheme::EcdsaP256Sha256 | SignatureScheme::EcdsaP384Sha384 => Mechanism::Ecdsa,
             SignatureScheme::RsaPkcs1Sha256 => Mechanism::Sha256RsaPkcs,
@@ -630,7 +781,7 @@ impl SignJob {
             // callers answer 503, health says degraded, and the next job reconnects.
             let error =
                 HsmError::Unavailable(format!("the key {label:?} is no longer on the token"));
-            worker.connection_lost(&error);
+            worker.connection_lost(&error, MISSING_KEY_BACKOFF);
             return Err(error);
         };
         if self.scheme.is_ecdsa() {
