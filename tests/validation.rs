@@ -696,3 +696,149 @@ fn crl_numbers_survive_crashes_around_the_commit() {
         .collect();
     assert_eq!(numbers, [1, 2, 3, 4]);
 }
+
+/// The DER of `request` with its nonce extension's OID ending in `last` and, if `critical`,
+/// marked critical (`openssl ocsp -reqout` puts the nonce last: `06 09 2b06010505073001 02`).
+fn with_extension(request: &[u8], last: u8, critical: bool) -> Vec<u8> {
+    let oid = [
+        0x06, 0x09, 0x2b, 0x06, 0x01, 0x05, 0x05, 0x07, 0x30, 0x01, 0x02,
+    ];
+    let at = request.windows(oid.len()).position(|w| w == oid).unwrap();
+    let mut der = request.to_vec();
+    der[at + 10] = last;
+    if critical {
+        der.splice(at + 11..at + 11, [0x01, 0x01, 0xff]);
+        // OCSPRequest, TBSRequest, [2], Extensions, Extension: short lengths, each + 3.
+        for position in [1, 3, at - 5, at - 3, at - 1] {
+            assert!(der[position] < 0x7d, "short form lengths expected");
+            der[position] += 3;
+        }
+    }
+    der
+}
+
+/// Issue 9, problem 6: the protocol details of the validation listener.
+#[test]
+fn http_and_ocsp_details_follow_the_rfcs() {
+    let f = fixture();
+    let stall = f.pki.path("hsm-stalled");
+    let daemon = Daemon::start_with_env(
+        &f.pki,
+        &[("SCEAU_STALL", &format!("hsm-sign:{}", stall.display()))],
+    );
+    daemon.wait_until("readiness", |d| {
+        http(d.admin, "GET", "/readyz", &[], b"").0 == 200
+    });
+    const MALFORMED: [u8; 5] = [0x30, 0x03, 0x0a, 0x01, 0x01];
+
+    // A critical request extension that is not understood: malformedRequest (RFC 5280 §4.2);
+    // the same extension, not critical, is ignored; the nonce, critical, is understood.
+    let with_nonce = request(&f, &f.good, &[]);
+    let (_, _, body) = post(&daemon, &with_extension(&with_nonce, 99, true));
+    assert_eq!(body, MALFORMED, "unknown critical extension");
+    let (_, _, body) = post(&daemon, &with_extension(&with_nonce, 99, false));
+    assert!(
+        body.len() > 100,
+        "unknown extension, not critical: answered"
+    );
+    let (_, _, body) = post(&daemon, &with_extension(&with_nonce, 0x02, true));
+    assert!(body.len() > 100, "critical nonce: answered");
+    // CertID hash parameters other than NULL: malformedRequest (and nothing kept).
+    let plain = request(&f, &f.good, &["-no_nonce"]);
+    let null = [0x06, 0x05, 0x2b, 0x0e, 0x03, 0x02, 0x1a, 0x05, 0x00];
+    let at = plain.windows(null.len()).position(|w| w == null).unwrap();
+    let mut parameters = plain.clone();
+    parameters[at + 7] = 0x04; // an empty OCTET STRING instead of NULL
+    let (_, _, body) = post(&daemon, &parameters);
+    assert_eq!(body, MALFORMED, "CertID with hash parameters");
+
+    // The media type is case-insensitive.
+    let (status, _, body) = http(
+        daemon.va,
+        "POST",
+        "/ocsp",
+        &[("Content-Type", "Application/OCSP-Request; charset=binary")],
+        &plain,
+    );
+    assert_eq!(status, 200);
+    assert!(body.len() > 100, "mixed-case media type: {body:?}");
+
+    // GET with a weak If-None-Match, and HEAD.
+    let path = format!("/ocsp/{}", base64_url(&plain));
+    let (status, headers, body) = http(daemon.va, "GET", &path, &[], b"");
+    assert_eq!(status, 200);
+    let etag = header(&headers, "etag").unwrap().to_owned();
+    let weak = format!("W/{etag}");
+    let (status, _, _) = http(daemon.va, "GET", &path, &[("If-None-Match", &weak)], b"");
+    assert_eq!(status, 304, "a weak validator matches (RFC 9110 §13.1.2)");
+    let (status, head_headers, head_body) = http(daemon.va, "HEAD", &path, &[], b"");
+    assert_eq!(status, 200, "HEAD is GET without the body");
+    assert!(head_body.is_empty());
+    assert_eq!(header(&head_headers, "etag"), Some(etag.as_str()));
+    assert_eq!(
+        header(&head_headers, "content-length"),
+        Some(body.len().to_string().as_str())
+    );
+
+    // CRLs revalidate: If-Modified-Since and If-None-Match.
+    let (status, headers, crl) = http(daemon.va, "GET", "/crl/ac-agents.crl", &[], b"");
+    assert_eq!(status, 200);
+    let last_modified = header(&headers, "last-modified").unwrap().to_owned();
+    let crl_etag = header(&headers, "etag").unwrap().to_owned();
+    let (status, _, body) = http(
+        daemon.va,
+        "GET",
+        "/crl/ac-agents.crl",
+        &[("If-Modified-Since", &last_modified)],
+        b"",
+    );
+    assert_eq!(status, 304, "unchanged since Last-Modified");
+    assert!(body.is_empty());
+    let (status, _, _) = http(
+        daemon.va,
+        "GET",
+        "/crl/ac-agents.crl",
+        &[("If-Modified-Since", "Sat, 01 Jan 2000 00:00:00 GMT")],
+        b"",
+    );
+    assert_eq!(status, 200, "modified since 2000");
+    let (status, _, _) = http(
+        daemon.va,
+        "GET",
+        "/crl/ac-agents.crl",
+        &[("If-None-Match", &crl_etag)],
+        b"",
+    );
+    assert_eq!(status, 304);
+    let (status, headers, body) = http(daemon.va, "HEAD", "/crl/ac-agents.crl", &[], b"");
+    assert_eq!(status, 200);
+    assert!(body.is_empty());
+    assert_eq!(
+        header(&headers, "content-length"),
+        Some(crl.len().to_string().as_str())
+    );
+
+    // A hung HSM: nonce requests need a live signature; they get the pre-signed answer within
+    // the live-signing deadline instead of waiting for the HSM, and the permits come back.
+    let nonce_request = request(&f, &f.good, &[]);
+    std::fs::write(&stall, b"").unwrap();
+    let started = std::time::Instant::now();
+    let answers: Vec<_> = std::thread::scope(|scope| {
+        let workers: Vec<_> = (0..8)
+            .map(|_| scope.spawn(|| post(&daemon, &nonce_request)))
+            .collect();
+        workers.into_iter().map(|w| w.join().unwrap()).collect()
+    });
+    let waited = started.elapsed();
+    std::fs::remove_file(&stall).unwrap();
+    for (status, _, body) in &answers {
+        assert_eq!(*status, 200);
+        assert!(body.len() > 100, "a signed (pre-signed) answer: {body:?}");
+    }
+    assert!(
+        waited < std::time::Duration::from_secs(8),
+        "nonce requests waited {waited:?} for a hung HSM"
+    );
+    let text = ocsp_query(&f, &daemon, &f.good, &[]);
+    assert!(text.contains(": good"), "{text}");
+}

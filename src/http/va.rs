@@ -40,7 +40,11 @@ impl VaService {
     ) -> Result<Response<Body>, Infallible> {
         let path = request.uri().path();
         let started = std::time::Instant::now();
-        let response = match (request.method(), path) {
+        // HEAD is GET without the body (RFC 9110 §9.3.2): same status and headers.
+        let head = request.method() == Method::HEAD;
+        let get = Method::GET;
+        let method = if head { &get } else { request.method() };
+        let response = match (method, path) {
             (&Method::POST, "/ocsp" | "/") => {
                 let response = self.ocsp_post(request).await;
                 self.va.metrics.latency.record(started.elapsed());
@@ -51,7 +55,7 @@ impl VaService {
                 self.va.metrics.latency.record(started.elapsed());
                 response
             }
-            (&Method::GET, p) if p.starts_with("/crl/") => self.crl(p),
+            (&Method::GET, p) if p.starts_with("/crl/") => self.crl(p, request.headers()),
             (&Method::GET, p) if p.starts_with("/ca/") => self.ca_certificate(p),
             // The validation listener answers from memory even when the HSM is down: its health
             // stays 200 (the body says "degraded"), so that load balancers keep sending OCSP
@@ -69,7 +73,11 @@ impl VaService {
             }
             _ => Problem::new(StatusCode::NOT_FOUND, "not-found", "no such resource").response(),
         };
-        Ok(response)
+        Ok(if head {
+            without_body(response)
+        } else {
+            response
+        })
     }
 
     async fn ocsp_post(&self, request: Request<Incoming>) -> Response<Body> {
@@ -78,9 +86,14 @@ impl VaService {
             .headers()
             .get(header::CONTENT_TYPE)
             .and_then(|v| v.to_str().ok());
-        if content_type.map(|c| c.split(';').next().unwrap_or("").trim())
-            != Some("application/ocsp-request")
-        {
+        // Media types are case-insensitive (RFC 9110 §8.3.1).
+        if !content_type.is_some_and(|c| {
+            c.split(';')
+                .next()
+                .unwrap_or("")
+                .trim()
+                .eq_ignore_ascii_case("application/ocsp-request")
+        }) {
             return self.error(OcspResponseStatus::MalformedRequest);
         }
         let declared = request
@@ -165,23 +178,19 @@ impl VaService {
             hex::encode_to_slice(end, &mut quoted[1..1 + 2 * end.len()]).ok();
             quoted
         });
-        if let (Some(etag), Some(Some(wanted))) = (&etag, &get) {
-            let matches = wanted
-                .as_bytes()
-                .split(|b| *b == b',')
-                .any(|t| t.trim_ascii() == etag.as_slice() || t.trim_ascii() == b"*");
-            if matches {
-                self.va.metrics.ocsp_not_modified.count();
-                let mut response = Response::new(Body::empty());
-                *response.status_mut() = StatusCode::NOT_MODIFIED;
-                self.cache_headers(
-                    response.headers_mut(),
-                    etag,
-                    (this_update, next_update),
-                    now,
-                );
-                return response;
-            }
+        if let (Some(etag), Some(Some(wanted))) = (&etag, &get)
+            && if_none_match(wanted, etag)
+        {
+            self.va.metrics.ocsp_not_modified.count();
+            let mut response = Response::new(Body::empty());
+            *response.status_mut() = StatusCode::NOT_MODIFIED;
+            self.cache_headers(
+                response.headers_mut(),
+                etag,
+                (this_update, next_update),
+                now,
+            );
+            return response;
         }
         let mut response = Response::new(Body::two(head, tail));
         let headers = response.headers_mut();
@@ -231,7 +240,7 @@ impl VaService {
         }
     }
 
-    fn crl(&self, path: &str) -> Response<Body> {
+    fn crl(&self, path: &str, request: &hyper::HeaderMap) -> Response<Body> {
         let Some(name) = path
             .strip_prefix("/crl/")
             .and_then(|p| p.strip_suffix(".crl"))
@@ -247,8 +256,29 @@ impl VaService {
             )
             .response();
         };
-        let mut response = Response::new(Body::one(crl.der));
+        // A CRL is named by its number: the same number, the same bytes.
+        let etag = format!("\"{name}-{}\"", crl.number);
+        // If-None-Match, when present, decides; otherwise If-Modified-Since (RFC 9110 §13.2.2).
+        let not_modified = match request.get(header::IF_NONE_MATCH) {
+            Some(wanted) => if_none_match(wanted, etag.as_bytes()),
+            None => request
+                .get(header::IF_MODIFIED_SINCE)
+                .and_then(|v| v.to_str().ok())
+                .and_then(parse_http_date)
+                // A date in the future is no validator (RFC 9110 §13.1.3).
+                .is_some_and(|since| crl.this_update <= since && since <= self.va.now()),
+        };
+        let mut response = if not_modified {
+            let mut response = Response::new(Body::empty());
+            *response.status_mut() = StatusCode::NOT_MODIFIED;
+            response
+        } else {
+            Response::new(Body::one(crl.der))
+        };
         let headers = response.headers_mut();
+        if let Ok(value) = HeaderValue::from_str(&etag) {
+            headers.insert(header::ETAG, value);
+        }
         headers.insert(
             header::CONTENT_TYPE,
             HeaderValue::from_static("application/pkix-crl"),
@@ -341,6 +371,54 @@ fn cache_control(max_age: u64) -> String {
     format!("max-age={max_age}, public, no-transform, must-revalidate")
 }
 
+/// Whether an `If-None-Match` value names `etag` (or is `*`). The comparison is weak (RFC 9110
+/// §13.1.2): `W/"x"` matches `"x"`.
+fn if_none_match(wanted: &HeaderValue, etag: &[u8]) -> bool {
+    wanted.as_bytes().split(|b| *b == b',').any(|tag| {
+        let tag = tag.trim_ascii();
+        let tag = tag.strip_prefix(b"W/").unwrap_or(tag);
+        tag == etag || tag == b"*"
+    })
+}
+
+/// An IMF-fixdate (`Sun, 06 Nov 1994 08:49:37 GMT`, RFC 9110 §5.6.7); `None` for anything
+/// else (a date that cannot be read makes the request unconditional).
+pub fn parse_http_date(text: &str) -> Option<crate::x509::Timestamp> {
+    const MONTHS: [&str; 12] = [
+        "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
+    ];
+    let mut words = text.split_ascii_whitespace();
+    let (_weekday, day, month, year, time, zone) = (
+        words.next()?,
+        words.next()?,
+        words.next()?,
+        words.next()?,
+        words.next()?,
+        words.next()?,
+    );
+    if words.next().is_some() || zone != "GMT" || day.len() != 2 || year.len() != 4 {
+        return None;
+    }
+    let month = MONTHS.iter().position(|m| *m == month)? + 1;
+    let digits = |s: &str| s.bytes().all(|b| b.is_ascii_digit());
+    if !digits(day) || !digits(year) || time.len() != 8 {
+        return None;
+    }
+    crate::x509::Timestamp::parse_rfc3339(&format!("{year}-{month:02}-{day}T{time}Z")).ok()
+}
+
+/// The response to a HEAD request: the GET response's status and headers, its length, no body.
+fn without_body(response: Response<Body>) -> Response<Body> {
+    use hyper::body::Body as _;
+    let (mut parts, body) = response.into_parts();
+    if let Some(length) = body.size_hint().exact() {
+        parts
+            .headers
+            .insert(header::CONTENT_LENGTH, HeaderValue::from(length));
+    }
+    Response::from_parts(parts, Body::empty())
+}
+
 fn method_not_allowed() -> Response<Body> {
     let mut response = Problem::new(
         StatusCode::METHOD_NOT_ALLOWED,
@@ -350,7 +428,7 @@ fn method_not_allowed() -> Response<Body> {
     .response();
     response
         .headers_mut()
-        .insert(header::ALLOW, HeaderValue::from_static("GET, POST"));
+        .insert(header::ALLOW, HeaderValue::from_static("GET, HEAD, POST"));
     response
 }
 
@@ -413,5 +491,39 @@ mod tests {
         assert_eq!(decode_get_path("%zz"), None);
         assert_eq!(decode_get_path(""), None);
         assert_eq!(decode_get_path("!!!"), None);
+    }
+
+    #[test]
+    fn entity_tags_compare_weakly_and_lists_are_read_whole() {
+        let etag = b"\"ab12\"";
+        let matches = |value: &'static str| if_none_match(&HeaderValue::from_static(value), etag);
+        assert!(matches("\"ab12\""));
+        assert!(matches("W/\"ab12\""));
+        assert!(matches("\"zz\", W/\"ab12\""));
+        assert!(matches("*"));
+        assert!(!matches("\"ab1\""));
+        assert!(!matches("W/\"zz\""));
+        assert!(!matches("ab12"));
+    }
+
+    #[test]
+    fn http_dates_parse_back() {
+        let t = crate::x509::Timestamp::parse_rfc3339("2026-11-25T10:00:05Z").unwrap();
+        assert_eq!(parse_http_date(&http_date(t)), Some(t));
+        assert_eq!(
+            parse_http_date("Sun, 06 Nov 1994 08:49:37 GMT").map(|t| t.unix_seconds()),
+            Some(784_111_777)
+        );
+        for bad in [
+            "",
+            "Sunday, 06-Nov-94 08:49:37 GMT",
+            "Sun, 06 Nov 1994 08:49:37 UTC",
+            "Sun, 6 Nov 1994 08:49:37 GMT",
+            "Sun, 06 Foo 1994 08:49:37 GMT",
+            "Sun, 06 Nov 1994 08:49:37 GMT extra",
+            "Sun, 99 Nov 1994 08:49:37 GMT",
+        ] {
+            assert_eq!(parse_http_date(bad), None, "{bad:?}");
+        }
     }
 }

@@ -68,6 +68,17 @@ impl Progress {
         self.phase.store(now(), Ordering::Relaxed);
     }
 
+    /// Bytes of a response went out: a connection downloading a large CRL slowly is not
+    /// idle, whatever phase it is in (over HTTP/2 a downloading client also sends window
+    /// updates, which start a receiving phase): its deadline counts from the last byte sent.
+    fn sent(&self) {
+        let phase = self.phase.load(Ordering::Relaxed);
+        let refreshed = (phase & RECEIVING) | now();
+        if phase != refreshed {
+            self.phase.store(refreshed, Ordering::Relaxed);
+        }
+    }
+
     /// Whether the connection overstayed its phase.
     fn expired(&self) -> bool {
         let phase = self.phase.load(Ordering::Relaxed);
@@ -127,7 +138,13 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for WatchedStream<T> {
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<std::io::Result<usize>> {
-        Pin::new(&mut self.inner).poll_write(cx, buf)
+        let polled = Pin::new(&mut self.inner).poll_write(cx, buf);
+        if let Poll::Ready(Ok(written)) = polled
+            && written > 0
+        {
+            self.progress.sent();
+        }
+        polled
     }
 
     fn poll_write_vectored(
@@ -135,7 +152,13 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for WatchedStream<T> {
         cx: &mut Context<'_>,
         bufs: &[std::io::IoSlice<'_>],
     ) -> Poll<std::io::Result<usize>> {
-        Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
+        let polled = Pin::new(&mut self.inner).poll_write_vectored(cx, bufs);
+        if let Poll::Ready(Ok(written)) = polled
+            && written > 0
+        {
+            self.progress.sent();
+        }
+        polled
     }
 
     fn is_write_vectored(&self) -> bool {
@@ -188,8 +211,12 @@ where
 mod tests {
     use super::*;
 
+    /// The tests set the one coarse clock: one at a time.
+    static CLOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
     #[test]
     fn a_connection_expires_only_past_the_deadline_of_its_phase() {
+        let _clock = CLOCK.lock().unwrap_or_else(|p| p.into_inner());
         COARSE_NOW.store(1_000, Ordering::Relaxed);
         let progress = Progress::new();
         progress.receiving();
@@ -209,5 +236,33 @@ mod tests {
         progress.answered();
         COARSE_NOW.store(2_002 + REQUEST_DEADLINE + IDLE_DEADLINE, Ordering::Relaxed);
         assert!(progress.expired(), "idle for too long");
+    }
+
+    #[test]
+    fn a_slow_download_that_makes_progress_is_not_cut() {
+        let _clock = CLOCK.lock().unwrap_or_else(|p| p.into_inner());
+        COARSE_NOW.store(5_000, Ordering::Relaxed);
+        let progress = Progress::new();
+        progress.receiving();
+        progress.answered();
+        // A 49 MB CRL at 0.5 MB/s: bytes go out for 100 s, more than the idle deadline.
+        for second in 1..=100 {
+            COARSE_NOW.store(5_000 + second, Ordering::Relaxed);
+            progress.sent();
+            assert!(!progress.expired(), "cut after {second} s of progress");
+        }
+        // A client that stops reading is cut once the idle deadline passes.
+        COARSE_NOW.store(5_101 + IDLE_DEADLINE, Ordering::Relaxed);
+        assert!(progress.expired());
+        // Over HTTP/2 the client's window updates start a receiving phase during the download:
+        // bytes going out keep it alive too; once they stop, the request deadline applies.
+        progress.receiving();
+        for second in 1..=30 {
+            COARSE_NOW.store(5_101 + IDLE_DEADLINE + second, Ordering::Relaxed);
+            progress.sent();
+            assert!(!progress.expired(), "HTTP/2 download cut after {second} s");
+        }
+        COARSE_NOW.store(5_132 + IDLE_DEADLINE + REQUEST_DEADLINE, Ordering::Relaxed);
+        assert!(progress.expired());
     }
 }

@@ -3,7 +3,7 @@
 //! defined here, one type each, with the ASN.1 they implement.
 use const_oid::ObjectIdentifier;
 use der::asn1::{AnyRef, GeneralizedTime, IntRef, Null, OctetString, OctetStringRef};
-use der::{Choice, Decode, Enumerated, Sequence};
+use der::{Choice, Decode, Enumerated, Sequence, Tagged};
 use spki::{AlgorithmIdentifierOwned, AlgorithmIdentifierRef};
 use x509_cert::ext::Extension;
 use x509_cert::ext::pkix::CrlReason;
@@ -12,6 +12,9 @@ use x509_cert::ext::pkix::CrlReason;
 pub const OCSP_BASIC: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.3.6.1.5.5.7.48.1.1");
 /// id-pkix-ocsp-nonce (RFC 6960 §4.4.1, RFC 9654).
 pub const OCSP_NONCE: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.3.6.1.5.5.7.48.1.2");
+/// id-pkix-ocsp-response (RFC 6960 §4.4.3): the response types a client accepts.
+pub const OCSP_ACCEPTABLE_RESPONSES: ObjectIdentifier =
+    ObjectIdentifier::new_unwrap("1.3.6.1.5.5.7.48.1.4");
 /// id-pkix-ocsp-archive-cutoff (RFC 6960 §4.4.4).
 pub const OCSP_ARCHIVE_CUTOFF: ObjectIdentifier =
     ObjectIdentifier::new_unwrap("1.3.6.1.5.5.7.48.1.6");
@@ -83,7 +86,7 @@ pub struct TbsRequest<'a> {
 pub struct Request<'a> {
     pub req_cert: CertIdRef<'a>,
     #[asn1(context_specific = "0", tag_mode = "EXPLICIT", optional = "true")]
-    pub single_request_extensions: Option<AnyRef<'a>>,
+    pub single_request_extensions: Option<Vec<ExtensionRef<'a>>>,
 }
 
 /// CertID as read from a request.
@@ -248,6 +251,13 @@ pub enum RequestError {
     BadNonce,
     #[error("unsupported request version")]
     Version,
+    /// RFC 5280 §4.2, which RFC 6960 §4.4 follows: an extension marked critical that is not
+    /// understood fails the request.
+    #[error("the request has a critical extension {0} this responder does not understand")]
+    CriticalExtension(ObjectIdentifier),
+    /// A CertID's hash algorithm with parameters other than absent or NULL (RFC 5754 §2).
+    #[error("CertID hash algorithm parameters must be absent or NULL")]
+    HashParameters,
 }
 
 /// Most CertIDs answered in one request (RFC 9919 clients send one).
@@ -267,7 +277,32 @@ pub fn parse_request(bytes: &[u8]) -> Result<ParsedRequest<'_>, RequestError> {
         return Err(RequestError::TooManyCertIds(tbs.request_list.len()));
     }
     let mut nonce = None;
+    for request in &tbs.request_list {
+        // No single-request extension is acted upon (a service locator names another
+        // responder): a critical one is not understood.
+        if let Some(critical) = request
+            .single_request_extensions
+            .iter()
+            .flatten()
+            .find(|e| e.critical)
+        {
+            return Err(RequestError::CriticalExtension(critical.extn_id));
+        }
+        // The parameters are echoed in live responses and kept with cached "unknown" ones:
+        // anything but absent or NULL is refused, which also bounds a CertID's size.
+        if let Some(parameters) = &request.req_cert.hash_algorithm.parameters
+            && !(parameters.tag() == der::Tag::Null && parameters.value().is_empty())
+        {
+            return Err(RequestError::HashParameters);
+        }
+    }
     for extension in tbs.request_extensions.iter().flatten() {
+        if extension.critical
+            && extension.extn_id != OCSP_NONCE
+            && extension.extn_id != OCSP_ACCEPTABLE_RESPONSES
+        {
+            return Err(RequestError::CriticalExtension(extension.extn_id));
+        }
         if extension.extn_id == OCSP_NONCE {
             let value = extension.extn_value.as_bytes();
             // RFC 9654 §2.1: Nonce ::= OCTET STRING (SIZE(1..128)), carried as the DER of an
@@ -317,6 +352,65 @@ mod tests {
         assert!(parse_request(&der[..der.len() - 1]).is_err());
         assert!(parse_request(b"").is_err());
         assert!(parse_request(b"GET / HTTP/1.1").is_err());
+    }
+
+    /// The OpenSSL request with its nonce extension marked critical and its OID changed.
+    fn with_extension(oid_last: u8, critical: bool) -> Vec<u8> {
+        let mut der = hex::decode(OPENSSL_REQUEST).unwrap();
+        // ... 06 09 2b 06 01 05 05 07 30 01 02 04 12 ...: the nonce's OID and its value.
+        let at = der
+            .windows(11)
+            .position(|w| w == hex::decode("06092b0601050507300102").unwrap())
+            .unwrap();
+        der[at + 10] = oid_last;
+        if critical {
+            // Insert BOOLEAN TRUE after the OID, and grow every enclosing length by 3.
+            der.splice(at + 11..at + 11, [0x01, 0x01, 0xff]);
+            for (position, _) in [
+                (0usize, 0),
+                (2, 0),
+                (at - 2 - 4, 0),
+                (at - 2 - 2, 0),
+                (at - 2, 0),
+            ] {
+                der[position + 1] += 3;
+            }
+        }
+        der
+    }
+
+    #[test]
+    fn critical_extensions_that_are_not_understood_are_refused() {
+        // The nonce, critical: understood, accepted.
+        assert!(parse_request(&with_extension(0x02, true)).is_ok());
+        // An unknown extension (…48.1.99), not critical: ignored (RFC 6960 §4.4).
+        let unknown = with_extension(99, false);
+        assert_eq!(parse_request(&unknown).unwrap().nonce, None);
+        // The same, critical: refused.
+        assert_eq!(
+            parse_request(&with_extension(99, true)).unwrap_err(),
+            RequestError::CriticalExtension(ObjectIdentifier::new_unwrap("1.3.6.1.5.5.7.48.1.99"))
+        );
+    }
+
+    #[test]
+    fn cert_id_hash_parameters_must_be_absent_or_null() {
+        let der = hex::decode(OPENSSL_REQUEST).unwrap();
+        // 30 09 06 05 2b0e03021a 05 00: SHA-1 with NULL parameters.
+        let null = hex::decode("300906052b0e03021a0500").unwrap();
+        let at = der.windows(null.len()).position(|w| w == null).unwrap();
+        // NULL -> OCTET STRING of length 0 (same size): refused.
+        let mut other = der.clone();
+        other[at + 9] = 0x04;
+        assert_eq!(
+            parse_request(&other).unwrap_err(),
+            RequestError::HashParameters
+        );
+        // NULL with content is not DER NULL at all.
+        let mut fat = der.clone();
+        fat[at + 9] = 0x30;
+        assert!(parse_request(&fat).is_err());
+        assert!(parse_request(&der).is_ok());
     }
 
     #[test]
