@@ -181,6 +181,10 @@ fn a_token_that_disappears_whole_is_recovered_and_the_crl_follows() {
     std::fs::write(&certificate, &out.stdout).unwrap();
     let serial = serial_of(&certificate);
     let request = pki.ocsp_request(&certificate);
+    let bystander = pki.issue_holder("bystander", "/GN=Noe/SN=TEMOIN/CN=Noe TEMOIN");
+    daemon.wait_until("the first CRL", |d| {
+        http(d.va, "GET", "/crl/ac-agents.crl", &[], b"").0 == 200
+    });
     let (_, number_before) = pki.served_crl(&daemon, "ac-agents");
 
     // Revoked; the token goes before the CRL's coalescing delay (2 s) is over.
@@ -188,7 +192,21 @@ fn a_token_that_disappears_whole_is_recovered_and_the_crl_follows() {
     let away = pki.path("token-away");
     move_token(&pki.path("tokens"), &away, true);
     assert!(pki.ocsp_status(&daemon, &certificate).contains(": revoked"));
-    // During the outage: issuance refused, OCSP answered from memory, the CRL not yet made.
+    // During the outage: a revocation is refused (503) before anything is committed, even as
+    // the first call after the token went (the daemon asks the token, not its last known
+    // state); issuance refused; OCSP answered from memory; the CRL not yet made.
+    let refused = pki.sceau(&[
+        "revoke",
+        "--serial",
+        &serial_of(&bystander),
+        "--reason",
+        "superseded",
+    ]);
+    let text = String::from_utf8_lossy(&refused.stderr).into_owned();
+    assert!(
+        !refused.status.success() && text.contains("503"),
+        "revocation during the outage: {text}"
+    );
     let during = pki.csr("during", KeyKind::P256, "/GN=Yves/SN=PANNE/CN=Yves PANNE");
     let refused = issue(&pki, &during);
     assert!(!refused.status.success(), "issued without a token");
@@ -234,5 +252,9 @@ fn a_token_that_disappears_whole_is_recovered_and_the_crl_follows() {
         );
         std::thread::sleep(Duration::from_millis(200));
     }
+    // The refused revocation changed nothing.
+    assert!(pki.ocsp_status(&daemon, &bystander).contains(": good"));
+    let (listed, _) = pki.served_crl(&daemon, "ac-agents");
+    assert!(!listed.contains(&serial_of(&bystander)));
     assert!(daemon.stop().success());
 }

@@ -320,7 +320,8 @@ impl StatusPublisher for VaPublisher {
     }
 
     fn available(&self) -> bool {
-        self.0.signer_available()
+        // Called on a blocking thread, before the commit: a real call to the token.
+        self.0.signer_available() && self.0.responder.signer_ready()
     }
 
     fn revoked(&self, revoked: Vec<RevokedCertificate>) -> BoxFuture<'_> {

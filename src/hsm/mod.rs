@@ -251,6 +251,29 @@ impl SigningKey {
         self.inner.pool.status().available
     }
 
+    /// Whether the token answers and holds this key now: a real PKCS#11 call, where
+    /// [`SigningKey::available`] reports the last known state (a token that went away since
+    /// the last call still looks available). Asked before committing a change that needs the
+    /// key right after (a revocation's OCSP responses). Blocking.
+    pub fn probe(&self) -> bool {
+        let label = self.inner.label.clone();
+        match self
+            .inner
+            .pool
+            .run_blocking(move |worker| worker.has_private_key(&label))
+        {
+            Ok(true) => true,
+            Ok(false) => {
+                self.inner.pool.mark_unavailable(&format!(
+                    "the key {:?} is not on the token",
+                    self.inner.label
+                ));
+                false
+            }
+            Err(_) => false,
+        }
+    }
+
     /// Signs `message` and returns the signature as X.509 carries it (DER Ecdsa-Sig-Value for
     /// ECDSA, the raw octets for RSA). Blocks until a session is free.
     pub fn sign(&self, message: &[u8]) -> Result<Vec<u8>, HsmError> {

@@ -587,9 +587,20 @@ impl Worker {
         }
     }
 
+    /// Whether the token holds a private key labelled `label`. Token objects only: the
+    /// in-memory session copies of the responder keys carry the same label and outlive the
+    /// token's files.
     pub(super) fn has_private_key(&mut self, label: &str) -> Result<bool, HsmError> {
         self.with_retry(|session, _| {
-            Ok(!find_objects(session, label, ObjectClass::PRIVATE_KEY)?.is_empty())
+            let found = session.find_objects(&[
+                Attribute::Class(ObjectClass::PRIVATE_KEY),
+                Attribute::Token(true),
+                Attribute::Label(label.as_bytes().to_vec()),
+            ])?;
+            if found.is_empty() {
+                ensure_logged_in(session)?;
+            }
+            Ok(!found.is_empty())
         })
     }
 

@@ -189,6 +189,14 @@ impl AdminService {
         if !self.hsm.status().available {
             return hsm_unavailable();
         }
+        // The last known state may be stale (a token gone since the last call): ask the token.
+        let responder = self.va.responder.clone();
+        if !tokio::task::spawn_blocking(move || responder.signer_ready())
+            .await
+            .unwrap_or(false)
+        {
+            return hsm_unavailable();
+        }
         to_the_end(async move { self.revoke_parsed(request).await }).await
     }
 

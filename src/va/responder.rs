@@ -220,6 +220,12 @@ impl Responder {
             .is_some_and(|i| i.signer().available())
     }
 
+    /// Whether the current responder key's token answers and holds the key now (a real call;
+    /// blocking): asked before a revocation is committed, which must be signed right after.
+    pub fn signer_ready(&self) -> bool {
+        self.issuers().last().is_some_and(|i| i.signer().probe())
+    }
+
     /// The current responder of an issuing CA.
     pub fn signer_of(&self, issuer: IssuerId) -> Option<Arc<ResponseSigner>> {
         self.issuer_index(issuer)

@@ -247,6 +247,11 @@ impl ResponseSigner {
         self.key.available()
     }
 
+    /// Whether the token holds this responder's key now (a real call; blocking).
+    pub fn probe(&self) -> bool {
+        self.key.probe()
+    }
+
     /// Signs a response for `singles`, echoing `nonce` (the request's extnValue) when given.
     ///
     /// Pre-signed responses (`Use::Kept`: served to everyone until re-signed) are checked
