@@ -11,14 +11,19 @@ use std::time::{Duration, Instant};
 use common::daemon::{Daemon, http};
 use common::{KeyKind, Keys, Pki, serial_of};
 
-/// Moves the token's key objects (everything but token.object) into `away`, or back.
-fn move_keys(tokens: &Path, away: &Path, out: bool) {
-    let token_dir = std::fs::read_dir(tokens)
+/// The directory of the one token in `tokens`.
+fn token_dir(tokens: &Path) -> PathBuf {
+    std::fs::read_dir(tokens)
         .unwrap()
         .flatten()
         .map(|e| e.path())
         .find(|p| p.is_dir())
-        .unwrap();
+        .unwrap()
+}
+
+/// Moves the token's key objects (everything but token.object) into `away`, or back.
+fn move_keys(tokens: &Path, away: &Path, out: bool) {
+    let token_dir = token_dir(tokens);
     std::fs::create_dir_all(away).unwrap();
     let (from, to) = if out {
         (token_dir.clone(), away.to_path_buf())
@@ -141,12 +146,7 @@ fn an_hsm_outage_gives_503s_keeps_ocsp_serving_and_heals_by_itself() {
 /// The token's directory, whole (token.object included), moved to `away` or back.
 fn move_token(tokens: &Path, away: &Path, out: bool) {
     if out {
-        let token_dir = std::fs::read_dir(tokens)
-            .unwrap()
-            .flatten()
-            .map(|e| e.path())
-            .find(|p| p.is_dir())
-            .unwrap();
+        let token_dir = token_dir(tokens);
         std::fs::write(
             away.with_extension("name"),
             token_dir.file_name().unwrap().as_encoded_bytes(),

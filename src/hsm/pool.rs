@@ -336,6 +336,14 @@ impl Connection {
         }
     }
 
+    /// The shared side of the gate (no module reset while it is held), and whether sessions
+    /// of `generation` belong to a module finalised since.
+    fn enter(&self, generation: u64) -> (std::sync::RwLockReadGuard<'_, ()>, bool) {
+        let shared = self.gate.read().unwrap_or_else(|p| p.into_inner());
+        let finalised = generation < self.module_generation.load(Ordering::Relaxed);
+        (shared, finalised)
+    }
+
     /// Finalises a module whose connection failed: waits for the calls in flight on its
     /// sessions, and marks them as belonging to a finalised module (sessions of a generation
     /// below `next_generation`).
@@ -514,12 +522,8 @@ impl Worker {
             let generation = *generation;
             let outcome = {
                 // Never while the module is being reset; released before the state lock.
-                let _shared = self
-                    .connection
-                    .gate
-                    .read()
-                    .unwrap_or_else(|p| p.into_inner());
-                if generation < self.connection.module_generation.load(Ordering::Relaxed) {
+                let (_shared, finalised) = self.connection.enter(generation);
+                if finalised {
                     Err(CkError::Pkcs11(
                         RvError::SessionHandleInvalid,
                         Function::Sign,
@@ -575,12 +579,8 @@ impl Worker {
         let Some((generation, session)) = self.session.take() else {
             return;
         };
-        let _shared = self
-            .connection
-            .gate
-            .read()
-            .unwrap_or_else(|p| p.into_inner());
-        if generation < self.connection.module_generation.load(Ordering::Relaxed) {
+        let (_shared, finalised) = self.connection.enter(generation);
+        if finalised {
             std::mem::forget(session);
         } else {
             drop(session);
