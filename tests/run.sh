@@ -12,6 +12,8 @@
 #    and integration tests that make real SoftHSM2 tokens, real RocksDB stores and real HTTP
 #    servers on 127.0.0.1, judged by OpenSSL and pkilint.
 # 4. Compiles the benchmarks (running them is `cargo bench`, see README).
+# 5. Runs each cargo-fuzz target for 15 s (SCEAU_FUZZ_SECONDS) from its committed corpus, when
+#    the nightly toolchain is there (cargo-fuzz is installed from crates.io if missing).
 #
 # The cargo target directory defaults to ~/.cache/sceau-target, outside the clone, so that a
 # new clone rebuilds only what changed (the bundled RocksDB alone takes ~18 minutes on 2 cores).
@@ -47,5 +49,12 @@ cargo test --release --features test-hooks
 
 say "benchmarks compile"
 cargo bench --no-run
+
+say "fuzz targets (each briefly; fuzz/run.sh SECONDS runs them longer)"
+if rustup toolchain list 2>/dev/null | grep -q '^nightly'; then
+  SCEAU_TARGET_DIR="$CARGO_TARGET_DIR" fuzz/run.sh "${SCEAU_FUZZ_SECONDS:-15}"
+else
+  echo "fuzzing skipped: no nightly toolchain (rustup toolchain install nightly)"
+fi
 
 say "all tests passed"
