@@ -907,3 +907,59 @@ fn an_approval_killed_after_the_card_is_stored_leaves_the_request_issued() {
         "issued"
     );
 }
+
+/// Issue 10 problem 4: a renewal of a card in scope, at today's date (the real clock), is
+/// issued: the new certificates answer "good", the superseded ones "revoked".
+#[test]
+fn a_card_is_renewed_today() {
+    let ra = Ra::start();
+    let ae = ra.operator("ae", "Alice", "AUBERT", &[]);
+    let aec = ra.operator("aec", "Bruno", "CARON", &[]);
+    let aed = ra.operator("aed", "Chloe", "DURAND", &[]);
+    let oc = ra.operator("oc", "Eric", "GARNIER", &[]);
+    ra.pki
+        .sceau_ok(&["ra", "bootstrap", "--cert", ae.cert.to_str().unwrap()]);
+    let all = scope(&[], BOTH);
+    assert_eq!(designate(&ra, &ae, &aec, "AEC", &all).0, 201);
+    assert_eq!(designate(&ra, &aec, &aed, "AED", &all).0, 201);
+    assert_eq!(designate(&ra, &aed, &oc, "OC", &all).0, 201);
+    let (request, answer) = submit(&ra, &oc, "h-renew", &[]);
+    assert_eq!(answer.0, 201, "{answer:?}");
+    let (status, issued) = decide(&ra, &aed, &request, "approve");
+    assert_eq!(status, 200, "{issued}");
+    let card = issued["card"].as_str().unwrap().to_owned();
+    let old = ra.pki.path("renew-old-auth.pem");
+    std::fs::write(
+        &old,
+        issued["authentication"]["certificate"].as_str().unwrap(),
+    )
+    .unwrap();
+
+    // New keys for the same holder (same subject), submitted by the OC, approved by the AED.
+    let subject = "/GN=Agent/SN=HRENEW/CN=Agent HRENEW";
+    let auth = ra.pki.csr("renew-auth", common::KeyKind::P256, subject);
+    let sign = ra.pki.csr("renew-sign", common::KeyKind::P256, subject);
+    let (renewal, json) = doc(
+        "renew",
+        &format!(
+            r#""card":"{card}","authentication_csr":{},"signature_csr":{}"#,
+            json_string(&std::fs::read_to_string(auth).unwrap()),
+            json_string(&std::fs::read_to_string(sign).unwrap())
+        ),
+    );
+    let submitted = ra.post(&oc, &format!("/ra/v1/cards/{card}/renew"), &json);
+    assert_eq!(submitted.0, 201, "{submitted:?}");
+    let (status, renewed) = decide(&ra, &aed, &renewal, "approve");
+    assert_eq!(
+        status, 200,
+        "the renewal of a card in scope today: {renewed}"
+    );
+    let new = ra.pki.path("renew-new-auth.pem");
+    std::fs::write(
+        &new,
+        renewed["authentication"]["certificate"].as_str().unwrap(),
+    )
+    .unwrap();
+    assert!(ra.pki.ocsp_status(&ra.daemon, &new).contains(": good"));
+    assert!(ra.pki.ocsp_status(&ra.daemon, &old).contains(": revoked"));
+}

@@ -435,8 +435,10 @@ impl CertificateAuthority {
         let cap = |issuance: &IssuanceRequest, policy: &crate::policy::Policy| {
             let mut capped = issuance.clone();
             if let CardPlan::Renewal(_) = plan {
-                let longest = now
-                    .plus_years(policy.max_validity_years)
+                // The policy's own rule: capping at exactly three calendar years (one second
+                // too many) refused every renewal (issue 10 problem 4).
+                let longest = policy
+                    .latest_not_after(now)
                     .map_err(|e| CaError::Encoding(e.to_string()))?;
                 let wanted = capped.not_after.unwrap_or(longest).min(card_expires_at);
                 capped.not_after = Some(wanted);

@@ -138,10 +138,10 @@ fn validity(c: &Context<'_>) -> LintResult {
     if not_after <= not_before {
         return Err("notAfter is not after notBefore".into());
     }
-    let longest = not_before
-        .plus_years(c.policy.max_validity_years)
-        .map_err(|e| e.to_string())?
-        .minus_seconds(1);
+    let longest = c
+        .policy
+        .latest_not_after(not_before)
+        .map_err(|e| e.to_string())?;
     if not_after > longest {
         return Err(format!(
             "validity exceeds {} years",

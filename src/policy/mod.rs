@@ -50,6 +50,18 @@ pub struct Policy {
     pub qc_statements: Option<(QcStatements, ObjectIdentifier)>,
 }
 
+impl Policy {
+    /// The latest notAfter of a certificate of this policy whose notBefore is `not_before`:
+    /// `max_validity_years` calendar years later (whatever 29 February they span), less one
+    /// second, as RFC 5280 validity includes both ends. The one rule of issuance, renewal and
+    /// the lint.
+    pub fn latest_not_after(&self, not_before: Timestamp) -> Result<Timestamp, der::Error> {
+        Ok(not_before
+            .plus_years(self.max_validity_years)?
+            .minus_seconds(1))
+    }
+}
+
 /// What a holder subject must and may contain.
 #[derive(Clone, Debug)]
 pub struct SubjectRules {

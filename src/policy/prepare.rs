@@ -101,10 +101,9 @@ pub fn prepare(
 
     // Validity (RGS A2 VI.3.2): at most max_validity_years, and never past the issuing CA.
     let not_before = now;
-    let longest = now
-        .plus_years(policy.max_validity_years)
-        .map_err(|e| Rejection::single(&policy.name, "validity", e.to_string()))?
-        .minus_seconds(1);
+    let longest = policy
+        .latest_not_after(now)
+        .map_err(|e| Rejection::single(&policy.name, "validity", e.to_string()))?;
     let not_after = request.not_after.unwrap_or(longest);
     if not_after > longest {
         refuse(

@@ -252,3 +252,41 @@ fn lints_refuse_bytes_that_are_not_a_tbs() {
     assert_eq!(findings.len(), 1);
     assert_eq!(findings[0].rule, "lint:decodes");
 }
+
+/// Issue 10 problem 4: one validity rule for issuance, renewal and the lint, at dates whose
+/// three years span a 29 February (1,096 days) or not, start on one, or end near one. The
+/// latest notAfter the policy allows is accepted as an explicit notAfter (what a renewal asks
+/// for), and one second more is refused.
+#[test]
+fn the_longest_validity_is_one_rule_at_every_date() {
+    let set = policies();
+    for now in [
+        "2026-11-28T21:39:52Z",
+        "2027-03-01T00:00:00Z",
+        "2028-02-29T12:00:00Z",
+        "2029-02-28T23:59:59Z",
+        "2030-06-15T08:00:00Z",
+    ] {
+        for policy in ["justice-auth", "justice-sign"] {
+            let latest = set.get(policy).unwrap().latest_not_after(at(now)).unwrap();
+            let text = latest.to_string();
+            let tbs = run(policy, "p256", now, Some(&text))
+                .unwrap_or_else(|e| panic!("{policy} at {now}, notAfter {text}: {e}"));
+            assert_eq!(tbs.not_after(), latest);
+            assert_eq!(run(policy, "p256", now, None).unwrap().not_after(), latest);
+            let over = latest.plus_seconds(1).to_string();
+            refused(policy, "p256", now, Some(&over), "validity-too-long");
+        }
+    }
+    // Three calendar years that include 29 February 2028 are 1,096 days (less one second).
+    let latest = set
+        .get("justice-auth")
+        .unwrap()
+        .latest_not_after(at("2026-11-28T21:39:52Z"))
+        .unwrap();
+    assert_eq!(latest, at("2029-11-28T21:39:51Z"));
+    assert_eq!(
+        latest.unix_seconds() - at("2026-11-28T21:39:52Z").unix_seconds(),
+        1_096 * 86_400 - 1
+    );
+}
