@@ -963,3 +963,41 @@ fn a_card_is_renewed_today() {
     assert!(ra.pki.ocsp_status(&ra.daemon, &new).contains(": good"));
     assert!(ra.pki.ocsp_status(&ra.daemon, &old).contains(": revoked"));
 }
+
+/// Issue 10 problem 2: an operator withdrawn by an AEC does not come back through a peer AED;
+/// the withdrawer's rank (or above) may designate them again.
+#[test]
+fn a_withdrawn_operator_does_not_come_back_through_a_peer() {
+    let ra = Ra::start();
+    let ae = ra.operator("ae", "Alice", "AUBERT", &[]);
+    let aec = ra.operator("aec", "Bruno", "CARON", &[]);
+    let aed = ra.operator("aed", "Chloe", "DURAND", &[]);
+    let peer = ra.operator("peer", "Denis", "FAURE", &[]);
+    ra.pki
+        .sceau_ok(&["ra", "bootstrap", "--cert", ae.cert.to_str().unwrap()]);
+    let all = scope(&[], BOTH);
+    assert_eq!(designate(&ra, &ae, &aec, "AEC", &all).0, 201);
+    assert_eq!(designate(&ra, &aec, &aed, "AED", &all).0, 201);
+    assert_eq!(designate(&ra, &aec, &peer, "AED", &all).0, 201);
+    let (_, json) = doc("withdraw", &format!(r#""operator":"{}""#, aed.id));
+    let withdrawn = ra.post(
+        &aec,
+        &format!("/ra/v1/operators/{}/withdraw", aed.id),
+        &json,
+    );
+    assert_eq!(withdrawn.0, 200, "{withdrawn:?}");
+
+    assert_refused(
+        &designate(&ra, &peer, &aed, "AED", &all),
+        403,
+        "withdrawal-stands",
+    );
+    assert_refused(
+        &ra.get(&aed, "/ra/v1/operators/me"),
+        403,
+        "operator-withdrawn",
+    );
+    // The withdrawer's rank may undo it.
+    assert_eq!(designate(&ra, &aec, &aed, "AED", &all).0, 201);
+    assert_eq!(ra.get(&aed, "/ra/v1/operators/me").0, 200);
+}

@@ -72,6 +72,8 @@ pub enum Refusal {
     OwnCertificate,
     /// Withdrawing an operator one did not designate (directly or below).
     NotDesignator,
+    /// Designating again an operator withdrawn by someone of a higher rank.
+    WithdrawalStands,
     /// The designee's certificate does not chain to an operator CA.
     UntrustedCertificate,
     OperatorExists,
@@ -102,6 +104,7 @@ impl Refusal {
             Refusal::OwnSubmission => "own-submission",
             Refusal::OwnCertificate => "own-certificate",
             Refusal::NotDesignator => "not-designator",
+            Refusal::WithdrawalStands => "withdrawal-stands",
             Refusal::UntrustedCertificate => "untrusted-certificate",
             Refusal::OperatorExists => "operator-exists",
             Refusal::CardExists => "card-exists",
@@ -562,16 +565,32 @@ impl RegistrationAuthority {
         });
         let evidence = self.evidence(actor, request, now);
         let request_id = request.id.clone();
+        let actor_role = actor.record.role;
         self.store.commit(move |txn| -> Result<(), RaError> {
             claim(txn, &request_id, &evidence)?;
-            if txn
-                .get::<Operators>(&record.id)?
-                .is_some_and(|existing| existing.is_active())
-            {
-                return Err(RaError::refused(
-                    Refusal::OperatorExists,
-                    format!("operator {} is already registered", record.id),
-                ));
+            if let Some(existing) = txn.get::<Operators>(&record.id)? {
+                if existing.is_active() {
+                    return Err(RaError::refused(
+                        Refusal::OperatorExists,
+                        format!("operator {} is already registered", record.id),
+                    ));
+                }
+                // A withdrawal is undone only by the withdrawer's rank or above (a peer of the
+                // withdrawn operator must not bring them back; issue 10 problem 2).
+                if let Some(withdrawal) = &existing.withdrawn {
+                    let withdrawer = txn
+                        .get::<Operators>(&withdrawal.by)?
+                        .map_or(Role::Ae, |w| w.role);
+                    if actor_role > withdrawer {
+                        return Err(RaError::refused(
+                            Refusal::WithdrawalStands,
+                            format!(
+                                "operator {} was withdrawn by an {withdrawer}: only an {withdrawer} or above may designate them again",
+                                record.id
+                            ),
+                        ));
+                    }
+                }
             }
             txn.audit(AuditEvent::OperatorDesignated {
                 operator: record.id.clone(),
