@@ -1001,3 +1001,94 @@ fn a_withdrawn_operator_does_not_come_back_through_a_peer() {
     assert_eq!(designate(&ra, &aec, &aed, "AED", &all).0, 201);
     assert_eq!(ra.get(&aed, "/ra/v1/operators/me").0, 200);
 }
+
+/// A certificate of `policy` for the holder `holder` named `given SURNAME`, as an operator
+/// credential candidate (its key and certificate files).
+fn second_certificate(
+    ra: &Ra,
+    name: &str,
+    holder: &str,
+    policy: &str,
+    given: &str,
+    surname: &str,
+) -> Op {
+    let csr = ra.pki.csr(
+        name,
+        common::KeyKind::P256,
+        &format!("/GN={given}/SN={surname}/CN={given} {surname}"),
+    );
+    let pem = ra.pki.sceau_ok(&[
+        "issue",
+        "--policy",
+        policy,
+        "--csr",
+        csr.to_str().unwrap(),
+        "--holder",
+        holder,
+    ]);
+    let cert = ra.pki.path(&format!("{name}.pem"));
+    std::fs::write(&cert, &pem).unwrap();
+    Op {
+        name: name.to_owned(),
+        key: ra.pki.path(&format!("{name}.key")),
+        id: operator_id(&cert),
+        cert,
+    }
+}
+
+/// Issue 10 problem 1: the AED Chloe DURAND cannot become a second operator with her own
+/// signature certificate, nor with a second card's authentication certificate: one person, one
+/// role; so she cannot approve what she submitted.
+#[test]
+fn one_person_cannot_hold_two_operator_credentials() {
+    let ra = Ra::start();
+    let ae = ra.operator("ae", "Alice", "AUBERT", &[]);
+    let aec = ra.operator("aec", "Bruno", "CARON", &[]);
+    let aed = ra.operator("aed", "Chloe", "DURAND", &[]);
+    ra.pki
+        .sceau_ok(&["ra", "bootstrap", "--cert", ae.cert.to_str().unwrap()]);
+    let all = scope(&[], BOTH);
+    assert_eq!(designate(&ra, &ae, &aec, "AEC", &all).0, 201);
+    assert_eq!(designate(&ra, &aec, &aed, "AED", &all).0, 201);
+
+    // Her own signature certificate (nonRepudiation) is no operator credential.
+    let signature = second_certificate(
+        &ra,
+        "aed-sign",
+        "operator-aed",
+        "justice-sign",
+        "Chloe",
+        "DURAND",
+    );
+    assert_refused(
+        &designate(&ra, &aed, &signature, "AED", &all),
+        403,
+        "not-an-authentication-certificate",
+    );
+    // A second card's authentication certificate: the same person, already an operator.
+    let second = second_certificate(
+        &ra,
+        "aed-card2",
+        "operator-aed",
+        "justice-auth",
+        "Chloe",
+        "DURAND",
+    );
+    assert_refused(
+        &designate(&ra, &aed, &second, "AED", &all),
+        409,
+        "person-already-operator",
+    );
+    assert_refused(
+        &designate(&ra, &aec, &second, "AED", &all),
+        409,
+        "person-already-operator",
+    );
+    // Neither is served as an operator.
+    assert_refused(
+        &ra.get(&second, "/ra/v1/operators/me"),
+        403,
+        "unknown-operator",
+    );
+    assert_eq!(ra.get(&aed, "/ra/v1/operators/me").0, 200);
+}

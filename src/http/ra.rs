@@ -310,6 +310,7 @@ fn problem_for(error: &RaError) -> Problem {
                 | Refusal::OperatorExists
                 | Refusal::CardExists
                 | Refusal::NotPending
+                | Refusal::PersonIsOperator
                 | Refusal::RenewalNotAllowed => StatusCode::CONFLICT,
                 Refusal::NotFound => StatusCode::NOT_FOUND,
                 Refusal::UntrustedCertificate => StatusCode::UNPROCESSABLE_ENTITY,

@@ -224,7 +224,16 @@ impl RegistrationAuthority {
         for policy in [&record.authentication_policy, &record.signature_policy] {
             check_scope(&actor.record.scope, &subject, policy)?;
         }
-        if record.submitted_by == actor.record.id {
+        // Persons, not certificates: an operator with a second certificate (another card, or
+        // their own signature certificate) is still the person who submitted (issue 10
+        // problem 1).
+        let submitter = self
+            .store
+            .get::<crate::store::schema::Operators>(&record.submitted_by)?
+            .map(|submitter| submitter.subject);
+        if record.submitted_by == actor.record.id
+            || submitter.as_deref() == Some(actor.record.subject.as_str())
+        {
             return Err(RaError::refused(
                 Refusal::OwnSubmission,
                 "the operator who submitted a request may not decide on it (two-person rule)",

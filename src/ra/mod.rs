@@ -74,6 +74,11 @@ pub enum Refusal {
     NotDesignator,
     /// Designating again an operator withdrawn by someone of a higher rank.
     WithdrawalStands,
+    /// An operator credential is an authentication certificate (digitalSignature, TLS client),
+    /// not a signature certificate (nonRepudiation).
+    NotAuthenticationCertificate,
+    /// The person already holds an active operator role (one role per person).
+    PersonIsOperator,
     /// The designee's certificate does not chain to an operator CA.
     UntrustedCertificate,
     OperatorExists,
@@ -105,6 +110,8 @@ impl Refusal {
             Refusal::OwnCertificate => "own-certificate",
             Refusal::NotDesignator => "not-designator",
             Refusal::WithdrawalStands => "withdrawal-stands",
+            Refusal::NotAuthenticationCertificate => "not-an-authentication-certificate",
+            Refusal::PersonIsOperator => "person-already-operator",
             Refusal::UntrustedCertificate => "untrusted-certificate",
             Refusal::OperatorExists => "operator-exists",
             Refusal::CardExists => "card-exists",
@@ -563,6 +570,17 @@ impl RegistrationAuthority {
             "subject": record.subject,
             "scope": record.scope,
         });
+        // One active role per person: a second certificate of the same person (another card)
+        // is not a second operator.
+        if let Some(other) = active_operator_named(&self.store, &record.subject, &record.id)? {
+            return Err(RaError::refused(
+                Refusal::PersonIsOperator,
+                format!(
+                    "{} is already an active operator (operator {other}); withdraw that role first",
+                    record.subject
+                ),
+            ));
+        }
         let evidence = self.evidence(actor, request, now);
         let request_id = request.id.clone();
         let actor_role = actor.record.role;
@@ -730,6 +748,7 @@ impl RegistrationAuthority {
                 format!("the operator certificate {serial} is revoked"),
             ));
         }
+        check_authentication_usage(&certificate)?;
         let subject_der = der::Encode::to_der(tbs.subject())
             .map_err(|e| RaError::Malformed(format!("operator subject: {e}")))?;
         let subject = parse_distinguished_name(&subject_der)
@@ -1052,6 +1071,51 @@ fn certificate_subject(der: &[u8]) -> Result<DistinguishedName, RaError> {
 }
 
 /// A DN as `C=FR, O=…, CN=…`.
+/// The id of an active operator, other than `except`, whose subject is `subject`.
+fn active_operator_named(
+    store: &Store,
+    subject: &str,
+    except: &str,
+) -> Result<Option<String>, RaError> {
+    for row in store.scan::<Operators>(&[], &[])? {
+        let (id, record) = row?;
+        if id != except && record.is_active() && record.subject == subject {
+            return Ok(Some(id));
+        }
+    }
+    Ok(None)
+}
+
+/// An operator credential is the authentication certificate of a card: keyUsage
+/// digitalSignature without nonRepudiation, and, when it has an extendedKeyUsage, TLS client
+/// authentication. A signature certificate (nonRepudiation) of the same person is refused, so
+/// that one person cannot hold two operator credentials from one card (issue 10 problem 1).
+fn check_authentication_usage(certificate: &Certificate) -> Result<(), RaError> {
+    use x509_cert::ext::pkix::{ExtendedKeyUsage, KeyUsage};
+    let refuse = |why: &str| {
+        Err(RaError::refused(
+            Refusal::NotAuthenticationCertificate,
+            format!("an operator certificate is a card's authentication certificate: {why}"),
+        ))
+    };
+    let tbs = certificate.tbs_certificate();
+    match tbs.get_extension::<KeyUsage>() {
+        Ok(Some((_, usage))) if usage.digital_signature() && !usage.non_repudiation() => {}
+        Ok(Some(_)) => return refuse("its keyUsage is not digitalSignature alone"),
+        Ok(None) => return refuse("it has no keyUsage"),
+        Err(e) => return Err(RaError::Malformed(format!("operator keyUsage: {e}"))),
+    }
+    match tbs.get_extension::<ExtendedKeyUsage>() {
+        Ok(Some((_, usages))) if !usages.0.contains(&crate::x509::oid::KP_CLIENT_AUTH) => {
+            refuse("its extendedKeyUsage has no clientAuth")
+        }
+        Ok(_) => Ok(()),
+        Err(e) => Err(RaError::Malformed(format!(
+            "operator extendedKeyUsage: {e}"
+        ))),
+    }
+}
+
 fn subject_text(dn: &DistinguishedName) -> String {
     dn.attributes()
         .iter()
