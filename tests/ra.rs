@@ -1092,3 +1092,110 @@ fn one_person_cannot_hold_two_operator_credentials() {
     );
     assert_eq!(ra.get(&aed, "/ra/v1/operators/me").0, 200);
 }
+
+/// A renewal request for `card` with new keys for `subject`, signed by `op`.
+fn renew(
+    ra: &Ra,
+    op: &Op,
+    card: &str,
+    name: &str,
+    subject: &str,
+) -> (String, (u16, serde_json::Value)) {
+    let auth = ra
+        .pki
+        .csr(&format!("{name}-auth"), common::KeyKind::P256, subject);
+    let sign = ra
+        .pki
+        .csr(&format!("{name}-sign"), common::KeyKind::P256, subject);
+    let (id, json) = doc(
+        "renew",
+        &format!(
+            r#""card":"{card}","authentication_csr":{},"signature_csr":{}"#,
+            json_string(&std::fs::read_to_string(auth).unwrap()),
+            json_string(&std::fs::read_to_string(sign).unwrap())
+        ),
+    );
+    let answer = ra.post(op, &format!("/ra/v1/cards/{card}/renew"), &json);
+    (id, answer)
+}
+
+/// Issue 10 problem 3: operators of unit DAP cannot renew (and so supersede) a card of unit DSJ,
+/// nor learn that it exists; nobody re-binds a card to another subject by renewing it.
+#[test]
+fn a_renewal_is_scoped_by_the_card_it_replaces() {
+    let ra = Ra::start();
+    let ae = ra.operator("ae", "Alice", "AUBERT", &[]);
+    let aec = ra.operator("aec", "Bruno", "CARON", &[]);
+    let aed = ra.operator("aed", "Chloe", "DURAND", &[]);
+    let oc = ra.operator("oc", "Eric", "GARNIER", &[]);
+    let aed_dap = ra.operator("aeddap", "Fanny", "HUET", &["DAP"]);
+    let oc_dap = ra.operator("ocdap", "Gilles", "JOLY", &["DAP"]);
+    ra.pki
+        .sceau_ok(&["ra", "bootstrap", "--cert", ae.cert.to_str().unwrap()]);
+    let all = scope(&[], BOTH);
+    let dap = scope(&["DAP"], BOTH);
+    assert_eq!(designate(&ra, &ae, &aec, "AEC", &all).0, 201);
+    assert_eq!(designate(&ra, &aec, &aed, "AED", &all).0, 201);
+    assert_eq!(designate(&ra, &aed, &oc, "OC", &all).0, 201);
+    assert_eq!(designate(&ra, &aec, &aed_dap, "AED", &dap).0, 201);
+    assert_eq!(designate(&ra, &aed_dap, &oc_dap, "OC", &dap).0, 201);
+    // A card of unit DSJ.
+    let (request, answer) = submit(&ra, &oc, "h-dsj", &["DSJ"]);
+    assert_eq!(answer.0, 201, "{answer:?}");
+    let (status, issued) = decide(&ra, &aed, &request, "approve");
+    assert_eq!(status, 200, "{issued}");
+    let card = issued["card"].as_str().unwrap().to_owned();
+
+    // The DAP operators renew it for a DAP subject of their choosing: "no such card", like a
+    // card that does not exist.
+    let (_, answer) = renew(
+        &ra,
+        &oc_dap,
+        &card,
+        "hijack",
+        "/OU=DAP/GN=Agent/SN=HDSJ/CN=Agent HDSJ",
+    );
+    assert_refused(&answer, 404, "not-found");
+    let (_, unknown) = renew(
+        &ra,
+        &oc_dap,
+        "card-nonexistent",
+        "ghost",
+        "/OU=DAP/GN=Agent/SN=HDSJ/CN=Agent HDSJ",
+    );
+    assert_refused(&unknown, 404, "not-found");
+    assert_eq!(
+        answer.1["detail"].as_str().map(|d| d.replace(&card, "X")),
+        unknown.1["detail"]
+            .as_str()
+            .map(|d| d.replace("card-nonexistent", "X"))
+    );
+    // An operator in scope cannot re-bind the card to another subject.
+    let (_, answer) = renew(
+        &ra,
+        &oc,
+        &card,
+        "rebind",
+        "/OU=DSJ/GN=Autre/SN=PERSONNE/CN=Autre PERSONNE",
+    );
+    assert_refused(&answer, 409, "renewal-not-allowed");
+    // The card is untouched: its certificates are still good.
+    let old = ra.pki.path("dsj-auth.pem");
+    std::fs::write(
+        &old,
+        issued["authentication"]["certificate"].as_str().unwrap(),
+    )
+    .unwrap();
+    assert!(ra.pki.ocsp_status(&ra.daemon, &old).contains(": good"));
+    // The legitimate renewal works.
+    let (renewal, answer) = renew(
+        &ra,
+        &oc,
+        &card,
+        "legit",
+        "/OU=DSJ/GN=Agent/SN=HDSJ/CN=Agent HDSJ",
+    );
+    assert_eq!(answer.0, 201, "{answer:?}");
+    assert_eq!(decide(&ra, &aed, &renewal, "approve").0, 200);
+    assert!(ra.pki.ocsp_status(&ra.daemon, &old).contains(": revoked"));
+}

@@ -118,7 +118,8 @@ impl CardRequestRecord {
 pub(super) struct Submission {
     pub holder: String,
     pub card: Option<String>,
-    pub renewal: bool,
+    /// A renewal: the subject of the card's holder as it is now.
+    pub renewal: Option<DistinguishedName>,
     pub authentication_csr: String,
     pub signature_csr: String,
 }
@@ -153,11 +154,26 @@ impl RegistrationAuthority {
             check_scope(&actor.record.scope, &subject, policy)?;
         }
         refuse_own(actor, &subject)?;
+        // A renewal gives new keys to the same person: it never re-binds the card to another
+        // subject.
+        if let Some(current) = &submission.renewal
+            && !same_values(current, &subject)
+        {
+            return Err(RaError::refused(
+                Refusal::RenewalNotAllowed,
+                format!(
+                    "a renewal keeps the holder's subject ({}); the new requests are for {}",
+                    subject_text(current),
+                    subject_text(&subject)
+                ),
+            ));
+        }
+        let renewal = submission.renewal.is_some();
         let card = match submission.card {
             Some(card) => card,
             None => format!("card-{}", &request.id[..request.id.len().min(32)]),
         };
-        if !submission.renewal && self.store.get::<Cards>(&card)?.is_some() {
+        if !renewal && self.store.get::<Cards>(&card)?.is_some() {
             return Err(RaError::refused(
                 Refusal::CardExists,
                 format!("card {card} already exists"),
@@ -165,7 +181,7 @@ impl RegistrationAuthority {
         }
         let record = CardRequestRecord {
             id: request.id.clone(),
-            renewal: submission.renewal,
+            renewal,
             holder: submission.holder,
             card,
             subject: subject_text(&subject),

@@ -425,7 +425,7 @@ impl RegistrationAuthority {
                     cards::Submission {
                         holder,
                         card,
-                        renewal: false,
+                        renewal: None,
                         authentication_csr,
                         signature_csr,
                     },
@@ -437,12 +437,23 @@ impl RegistrationAuthority {
                 authentication_csr,
                 signature_csr,
             } => {
+                let unknown =
+                    || RaError::refused(Refusal::NotFound, format!("card {card} is unknown"));
                 let existing = self
                     .store
                     .get::<crate::store::schema::Cards>(&card)?
-                    .ok_or_else(|| {
-                        RaError::refused(Refusal::NotFound, format!("card {card} is unknown"))
-                    })?;
+                    .ok_or_else(unknown)?;
+                // The card as it is now must be in the operator's scope (not only the new
+                // CSRs' subject), and a card outside it looks like no card at all (issue 10
+                // problem 3).
+                let current = self
+                    .store
+                    .get::<Certificates>(&existing.authentication)?
+                    .ok_or_else(unknown)?;
+                let holder = certificate_subject(&current.der)?;
+                if !operator.record.scope.covers_holder(&holder) {
+                    return Err(unknown());
+                }
                 if existing.renewals > 0 || now >= existing.card_expires_at {
                     return Err(RaError::refused(
                         Refusal::RenewalNotAllowed,
@@ -458,7 +469,7 @@ impl RegistrationAuthority {
                     cards::Submission {
                         holder: existing.holder,
                         card: Some(card),
-                        renewal: true,
+                        renewal: Some(holder),
                         authentication_csr,
                         signature_csr,
                     },
