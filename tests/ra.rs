@@ -1199,3 +1199,76 @@ fn a_renewal_is_scoped_by_the_card_it_replaces() {
     assert_eq!(decide(&ra, &aed, &renewal, "approve").0, 200);
     assert!(ra.pki.ocsp_status(&ra.daemon, &old).contains(": revoked"));
 }
+
+/// Issue 10 problem 5: an OC whose scope covers the AE's name cannot revoke the AE's card; the
+/// AE designates an alter ego; the last active AE cannot be withdrawn; security staff
+/// bootstrap a replacement AE on the CA host once no AE can act.
+#[test]
+fn the_ae_cannot_be_locked_out_from_below_and_can_be_replaced() {
+    let ra = Ra::start();
+    let ae = ra.operator("ae", "Alice", "AUBERT", &[]);
+    let alter = ra.operator("alter", "Albert", "ALTER", &[]);
+    let aec = ra.operator("aec", "Bruno", "CARON", &[]);
+    let aed = ra.operator("aed", "Chloe", "DURAND", &[]);
+    let oc = ra.operator("oc", "Eric", "GARNIER", &[]);
+    let spare = ra.operator("spare", "Sam", "SECOURS", &[]);
+    ra.pki
+        .sceau_ok(&["ra", "bootstrap", "--cert", ae.cert.to_str().unwrap()]);
+    let all = scope(&[], BOTH);
+    assert_eq!(designate(&ra, &ae, &aec, "AEC", &all).0, 201);
+    assert_eq!(designate(&ra, &aec, &aed, "AED", &all).0, 201);
+    assert_eq!(designate(&ra, &aed, &oc, "OC", &all).0, 201);
+
+    // The OC's scope covers the AE's name, but not its rank.
+    let serial = common::serial_of(&ae.cert);
+    let (_, json) = doc(
+        "revoke",
+        &format!(r#""serial":"{serial}","reason":"affiliation-changed""#),
+    );
+    assert_refused(
+        &ra.post(&oc, "/ra/v1/revocations", &json),
+        403,
+        "role-not-allowed",
+    );
+    assert!(ra.pki.ocsp_status(&ra.daemon, &ae.cert).contains(": good"));
+    assert_eq!(ra.get(&ae, "/ra/v1/operators/me").0, 200);
+
+    // The only AE cannot be withdrawn (not even by itself); an alter ego can be designated.
+    let (_, json) = doc("withdraw", &format!(r#""operator":"{}""#, ae.id));
+    assert_refused(
+        &ra.post(&ae, &format!("/ra/v1/operators/{}/withdraw", ae.id), &json),
+        403,
+        "role-not-allowed",
+    );
+    assert_eq!(designate(&ra, &ae, &alter, "AE", &all).0, 201);
+    assert_eq!(ra.get(&alter, "/ra/v1/operators/me").1["role"], "AE");
+
+    // While an AE can act, security staff cannot bootstrap another; once none can (their cards
+    // revoked on the CA host), they can, and it is audited.
+    let refused = ra
+        .pki
+        .sceau(&["ra", "bootstrap", "--cert", spare.cert.to_str().unwrap()]);
+    assert!(!refused.status.success());
+    for card in [&ae.cert, &alter.cert] {
+        ra.pki.sceau_ok(&[
+            "revoke",
+            "--serial",
+            &common::serial_of(card),
+            "--reason",
+            "affiliation-changed",
+        ]);
+    }
+    ra.pki
+        .sceau_ok(&["ra", "bootstrap", "--cert", spare.cert.to_str().unwrap()]);
+    assert_eq!(ra.get(&spare, "/ra/v1/operators/me").1["role"], "AE");
+    assert!(
+        designate(
+            &ra,
+            &spare,
+            &ra.operator("aec2", "Zoe", "NOUVELLE", &[]),
+            "AEC",
+            &all
+        )
+        .0 == 201
+    );
+}

@@ -656,6 +656,16 @@ impl RegistrationAuthority {
             ));
         }
         let lookup = |id: &str| self.store.get::<Operators>(&id.to_owned()).ok().flatten();
+        if record.role == Role::Ae
+            && active_operators(&self.store)?
+                .iter()
+                .all(|other| other.id == record.id || other.role != Role::Ae)
+        {
+            return Err(RaError::refused(
+                Refusal::RoleNotAllowed,
+                "the last active AE cannot be withdrawn: designate an alter ego first",
+            ));
+        }
         if !designated_through(&record, &actor.record.id, lookup) {
             return Err(RaError::refused(
                 Refusal::NotDesignator,
@@ -852,6 +862,10 @@ impl RegistrationAuthority {
         let evidence = self.evidence(actor, request, now);
         let request_id = request.id.clone();
         let scope = actor.record.scope.clone();
+        // The cards of operators: only an operator above them may revoke them (an OC whose
+        // scope covers the AE's name must not end the AE's role; issue 10 problem 5).
+        let operators = active_operators(&self.store)?;
+        let (actor_role, actor_subject) = (actor.record.role, actor.record.subject.clone());
         let revoked = self.store.commit(move |txn| -> Result<_, RaError> {
             claim(txn, &request_id, &evidence)?;
             for key in crate::ca::revoke::targets(txn, &revocation.target)? {
@@ -864,6 +878,19 @@ impl RegistrationAuthority {
                 let holder = certificate_subject(&record.der)?;
                 // An operator may revoke its own card too (loss, theft): a holder's right.
                 check_scope(&scope, &holder, &record.policy)?;
+                let holder_text = subject_text(&holder);
+                if holder_text != actor_subject
+                    && let Some(target) = operators.iter().find(|o| o.subject == holder_text)
+                    && actor_role >= target.role
+                {
+                    return Err(RaError::refused(
+                        Refusal::RoleNotAllowed,
+                        format!(
+                            "the card of an {} can be revoked only by an operator above it, or by security staff on the CA host",
+                            target.role
+                        ),
+                    ));
+                }
             }
             Ok(crate::ca::revoke::revoke_in(txn, &revocation, now)?)
         })?;
@@ -1082,6 +1109,18 @@ fn certificate_subject(der: &[u8]) -> Result<DistinguishedName, RaError> {
 }
 
 /// A DN as `C=FR, O=…, CN=…`.
+/// The active operators.
+fn active_operators(store: &Store) -> Result<Vec<OperatorRecord>, RaError> {
+    let mut active = Vec::new();
+    for row in store.scan::<Operators>(&[], &[])? {
+        let (_, record) = row?;
+        if record.is_active() {
+            active.push(record);
+        }
+    }
+    Ok(active)
+}
+
 /// The id of an active operator, other than `except`, whose subject is `subject`.
 fn active_operator_named(
     store: &Store,
@@ -1192,6 +1231,28 @@ pub fn bootstrap(
         withdrawn: None,
     };
     let stored = record.clone();
+    // Security staff on the CA host bring in a replacement AE when none is active (every AE
+    // withdrawn, their cards revoked); audited like a designation.
+    let mut active_ae = false;
+    for ae in active_operators(store)?
+        .into_iter()
+        .filter(|o| o.role == Role::Ae)
+    {
+        // An AE whose card was revoked or expired can no longer act: it does not count.
+        let Ok(card) = Certificate::from_der(&ae.certificate) else {
+            continue;
+        };
+        let tbs = card.tbs_certificate();
+        let valid = now <= Timestamp::from_x509_time(&tbs.validity().not_after);
+        let revoked = match Serial::from_serial_number(tbs.serial_number()) {
+            Ok(serial) => store.contains::<Revocations>(&CertKey {
+                issuer: ae.issuer,
+                serial,
+            })?,
+            Err(_) => true,
+        };
+        active_ae |= valid && !revoked;
+    }
     store.commit(move |txn| -> Result<(), RaError> {
         let serial = Serial::from_serial_number(certificate.tbs_certificate().serial_number())
             .map_err(|e| RaError::Malformed(e.to_string()))?;
@@ -1201,10 +1262,16 @@ pub fn bootstrap(
                 "the certificate is revoked",
             ));
         }
-        if any_operator(txn)? {
+        if active_ae {
             return Err(RaError::refused(
                 Refusal::OperatorExists,
-                "operators are already registered: the first AE is bootstrapped once; designate the others",
+                "an AE is already registered: an AE designates the others (and its alter ego); security staff bootstrap an AE only when none is active",
+            ));
+        }
+        if txn.get::<Operators>(&stored.id)?.is_some_and(|existing| existing.is_active()) {
+            return Err(RaError::refused(
+                Refusal::OperatorExists,
+                format!("operator {} is already registered", stored.id),
             ));
         }
         txn.audit(AuditEvent::OperatorDesignated {
@@ -1219,9 +1286,4 @@ pub fn bootstrap(
         Ok(())
     })?;
     Ok(record)
-}
-
-/// Whether any operator is registered (the table is read from the database).
-fn any_operator(txn: &Txn<'_>) -> Result<bool, StoreError> {
-    txn.any::<Operators>()
 }

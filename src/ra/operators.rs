@@ -3,7 +3,7 @@
 //!
 //! | role | designates | submits card requests | approves / rejects | revokes |
 //! | --- | --- | --- | --- | --- |
-//! | AE (autorité d'enregistrement) | AEC | no | yes | yes |
+//! | AE (autorité d'enregistrement) | AE (alter ego), AEC | no | yes | yes |
 //! | AEC (AE centrale) | AED | no | yes | yes |
 //! | AED (AE déléguée) | OC, AED | yes | yes, never its own submission | yes |
 //! | OC (opérateur de certification) | — | yes | no | yes |
@@ -50,7 +50,11 @@ impl Role {
     pub fn may_designate(self, designee: Role) -> bool {
         matches!(
             (self, designee),
-            (Role::Ae, Role::Aec) | (Role::Aec, Role::Aed) | (Role::Aed, Role::Oc | Role::Aed)
+            // An AE designates its alter ego (the convention: "toute personne ayant acquis le
+            // rôle d'AE peut désigner un alter-ego").
+            (Role::Ae, Role::Ae | Role::Aec)
+                | (Role::Aec, Role::Aed)
+                | (Role::Aed, Role::Oc | Role::Aed)
         )
     }
 
