@@ -25,8 +25,13 @@ struct Ra {
 
 impl Ra {
     fn start() -> Self {
+        Self::start_with_limit(100_000)
+    }
+
+    /// With a rate limit of `per_minute` requests (and bursts) per client certificate.
+    fn start_with_limit(per_minute: u32) -> Self {
         let pki = Pki::new(Keys::EC);
-        pki.enable_ra(100_000);
+        pki.enable_ra(per_minute);
         pki.init();
         let daemon = Daemon::start(&pki);
         assert!(daemon.ra.is_some(), "the RA listener did not start");
@@ -1270,5 +1275,38 @@ fn the_ae_cannot_be_locked_out_from_below_and_can_be_replaced() {
             &all
         )
         .0 == 201
+    );
+}
+
+/// Issue 10 problem 7: a holder's card (no operator) calling the RA 300 times: the rate limit
+/// answers before the operator lookup and the audit write, so the audit log grows by at most the
+/// burst.
+#[test]
+fn a_flood_from_a_non_operator_is_rate_limited_before_it_costs_anything() {
+    let ra = Ra::start_with_limit(10);
+    let holder = ra.operator("holder", "Henri", "PORTEUR", &[]);
+    let mut statuses = std::collections::BTreeMap::new();
+    for _ in 0..300 {
+        *statuses
+            .entry(ra.get(&holder, "/ra/v1/operators/me").0)
+            .or_insert(0) += 1;
+    }
+    assert!(
+        statuses.get(&429).copied().unwrap_or(0) >= 280,
+        "{statuses:?}"
+    );
+    assert!(
+        statuses.get(&403).copied().unwrap_or(0) <= 10,
+        "{statuses:?}"
+    );
+    let Ra { pki, daemon } = ra;
+    assert!(daemon.stop().success());
+    let refused = audit_events(&pki)
+        .iter()
+        .filter(|e| e["event"] == "request_refused")
+        .count();
+    assert!(
+        refused <= statuses.get(&403).copied().unwrap_or(0),
+        "{refused} refusals written to the audit log for {statuses:?}"
     );
 }

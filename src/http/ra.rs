@@ -93,6 +93,19 @@ impl RaService {
         // report no answer at all.
         let (parts, body) = request.into_parts();
         let body = read_body(body, MAX_CMS_LEN).await;
+        // Rate limits come before anything that costs: the operator lookup, signature checks
+        // and the audit write of a refusal. They are per client certificate, whether or not it
+        // is an operator's (a holder's card could otherwise flood the audit log).
+        let client = crate::ra::operators::operator_id(&peer);
+        if let Err(not_until) = self.limiter.check_key(&client) {
+            self.metrics
+                .rate_limited
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            self.metrics
+                .refused
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            return Ok(rate_limited(not_until));
+        }
         let (operator, response) = match self.ra.authenticate(&peer) {
             Ok(operator) => {
                 let response = self.route(&operator, &parts, body).await;
@@ -130,25 +143,6 @@ impl RaService {
         request: &hyper::http::request::Parts,
         body: Option<bytes::Bytes>,
     ) -> Response<Body> {
-        if let Err(not_until) = self.limiter.check_key(&operator.record.id) {
-            self.metrics
-                .rate_limited
-                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-            let wait = not_until.wait_time_from(governor::clock::Clock::now(
-                &governor::clock::DefaultClock::default(),
-            ));
-            let seconds = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
-            let mut response = Problem::new(
-                StatusCode::TOO_MANY_REQUESTS,
-                "rate-limited",
-                format!("too many requests from this operator; retry in {seconds} s"),
-            )
-            .response();
-            if let Ok(value) = HeaderValue::from_str(&seconds.max(1).to_string()) {
-                response.headers_mut().insert(header::RETRY_AFTER, value);
-            }
-            return response;
-        }
         let path = request.uri.path().to_owned();
         let Some(rest) = path.strip_prefix("/ra/v1/") else {
             return not_found();
@@ -298,6 +292,24 @@ fn operator_view(operator: &Operator) -> serde_json::Value {
 }
 
 /// The one place where RA errors become HTTP statuses and problem documents.
+/// 429 with Retry-After.
+fn rate_limited(not_until: governor::NotUntil<governor::clock::QuantaInstant>) -> Response<Body> {
+    let wait = not_until.wait_time_from(governor::clock::Clock::now(
+        &governor::clock::DefaultClock::default(),
+    ));
+    let seconds = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
+    let mut response = Problem::new(
+        StatusCode::TOO_MANY_REQUESTS,
+        "rate-limited",
+        format!("too many requests from this client certificate; retry in {seconds} s"),
+    )
+    .response();
+    if let Ok(value) = HeaderValue::from_str(&seconds.max(1).to_string()) {
+        response.headers_mut().insert(header::RETRY_AFTER, value);
+    }
+    response
+}
+
 fn problem_for(error: &RaError) -> Problem {
     let (status, rule) = match error {
         RaError::Malformed(_) => (StatusCode::BAD_REQUEST, "malformed-request".to_owned()),
