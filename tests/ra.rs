@@ -1310,3 +1310,40 @@ fn a_flood_from_a_non_operator_is_rate_limited_before_it_costs_anything() {
         "{refused} refusals written to the audit log for {statuses:?}"
     );
 }
+
+/// Issue 10 problem 9: an operator cannot revoke with reason ca-compromise (not in the OpenAPI
+/// document; only security staff declare a CA compromised), and nothing changes.
+#[test]
+fn an_operator_cannot_revoke_for_ca_compromise() {
+    let ra = Ra::start();
+    let ae = ra.operator("ae", "Alice", "AUBERT", &[]);
+    let aec = ra.operator("aec", "Bruno", "CARON", &[]);
+    let aed = ra.operator("aed", "Chloe", "DURAND", &[]);
+    let oc = ra.operator("oc", "Eric", "GARNIER", &[]);
+    ra.pki
+        .sceau_ok(&["ra", "bootstrap", "--cert", ae.cert.to_str().unwrap()]);
+    let all = scope(&[], BOTH);
+    assert_eq!(designate(&ra, &ae, &aec, "AEC", &all).0, 201);
+    assert_eq!(designate(&ra, &aec, &aed, "AED", &all).0, 201);
+    assert_eq!(designate(&ra, &aed, &oc, "OC", &all).0, 201);
+    let (request, _) = submit(&ra, &oc, "h-cac", &[]);
+    let (status, issued) = decide(&ra, &aed, &request, "approve");
+    assert_eq!(status, 200, "{issued}");
+    let card = issued["card"].as_str().unwrap();
+    let (_, json) = doc(
+        "revoke",
+        &format!(r#""card":"{card}","reason":"ca-compromise""#),
+    );
+    assert_refused(
+        &ra.post(&oc, "/ra/v1/revocations", &json),
+        400,
+        "malformed-request",
+    );
+    let path = ra.pki.path("cac-auth.pem");
+    std::fs::write(
+        &path,
+        issued["authentication"]["certificate"].as_str().unwrap(),
+    )
+    .unwrap();
+    assert!(ra.pki.ocsp_status(&ra.daemon, &path).contains(": good"));
+}

@@ -169,9 +169,19 @@ impl RaService {
                     .map(str::parse::<u32>);
                 return match days {
                     Some(Ok(days)) if (1..=1100).contains(&days) => {
-                        match self.ra.expiring(operator, days) {
-                            Ok(value) => json(StatusCode::OK, &value),
-                            Err(error) => self.refuse_read(operator, &error).await,
+                        // Parses every certificate that ends within `days`: off the runtime.
+                        let (ra, reader) = (self.ra.clone(), operator.clone());
+                        let listed =
+                            tokio::task::spawn_blocking(move || ra.expiring(&reader, days)).await;
+                        match listed {
+                            Ok(Ok(value)) => json(StatusCode::OK, &value),
+                            Ok(Err(error)) => self.refuse_read(operator, &error).await,
+                            Err(_) => Problem::new(
+                                StatusCode::SERVICE_UNAVAILABLE,
+                                "shutting-down",
+                                "the daemon is stopping",
+                            )
+                            .response(),
                         }
                     }
                     _ => Problem::new(

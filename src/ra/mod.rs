@@ -837,6 +837,13 @@ impl RegistrationAuthority {
         let reason: RevocationReason = reason
             .parse()
             .map_err(|e: String| RaError::Malformed(format!("reason: {e}")))?;
+        // A CA's compromise is declared by security staff on the CA host, never by an operator
+        // about a holder's card (and the OpenAPI document does not offer it).
+        if reason == RevocationReason::CaCompromise {
+            return Err(RaError::Malformed(
+                "reason: ca-compromise is not an operator's reason".into(),
+            ));
+        }
         let invalidity_date = invalidity_date
             .map(|t| {
                 Timestamp::parse_rfc3339(&t)

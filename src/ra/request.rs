@@ -142,8 +142,11 @@ fn check_id(id: &str) -> Result<(), RaError> {
     if ok {
         Ok(())
     } else {
+        // Never echoed whole: the message goes to the audit log, and an id can be 256 KiB.
+        let shown: String = id.chars().take(64).collect();
+        let more = if id.chars().count() > 64 { "…" } else { "" };
         Err(RaError::Malformed(format!(
-            "id {id:?}: 16 to 64 characters among A-Z a-z 0-9 _ -"
+            "id {shown:?}{more}: 16 to 64 characters among A-Z a-z 0-9 _ -"
         )))
     }
 }
@@ -151,6 +154,14 @@ fn check_id(id: &str) -> Result<(), RaError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_malformed_id_is_not_echoed_whole() {
+        let long = "x".repeat(256 * 1024);
+        let message = check_id(&long).unwrap_err().to_string();
+        assert!(message.len() < 200, "{} octets", message.len());
+        assert!(check_id("0123456789abcdef").is_ok());
+    }
 
     fn now() -> Timestamp {
         Timestamp::parse_rfc3339("2026-11-28T12:00:00Z").unwrap()
