@@ -289,3 +289,30 @@ fn the_crl_converges_after_a_kill_and_after_an_offline_revocation() {
     assert_ocsp(&pki, &daemon, &victim, "revoked");
     assert_ocsp(&pki, &daemon, &offline, "revoked");
 }
+
+/// Issue 10 problem 9: a client of the admin listener that sends its headers and then trickles
+/// its body is answered 408 after the body deadline, and nothing is done.
+#[test]
+fn a_trickled_request_body_is_cut_with_408() {
+    use std::io::Read;
+    let pki = Pki::new(Keys::EC);
+    pki.init();
+    let daemon = Daemon::start(&pki);
+    let mut stream = TcpStream::connect(daemon.admin).unwrap();
+    let head = format!(
+        "POST /admin/revoke HTTP/1.1\r\nHost: {}\r\nAuthorization: {}\r\nContent-Type: application/json\r\nContent-Length: 200\r\n\r\n{{\"serial\":",
+        daemon.admin,
+        pki.admin_bearer()
+    );
+    stream.write_all(head.as_bytes()).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(30)))
+        .unwrap();
+    let started = Instant::now();
+    let mut answer = Vec::new();
+    let _ = stream.read_to_end(&mut answer);
+    let answer = String::from_utf8_lossy(&answer);
+    assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
+    assert!(answer.contains("body-timeout"), "{answer}");
+    assert!(started.elapsed() < Duration::from_secs(20));
+}

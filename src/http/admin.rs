@@ -15,7 +15,7 @@ use hyper::{Method, Request, Response, StatusCode};
 use serde::Deserialize;
 
 use super::problem::Problem;
-use super::{Body, read_body};
+use super::{Body, read_body_within};
 use crate::ca::revoke::{RevocationRequest, RevocationTarget, revoke};
 use crate::ca::{CaError, CaState, CardRequest, CertificateAuthority, IssuedCertificate};
 use crate::hsm::Hsm;
@@ -233,13 +233,9 @@ impl AdminService {
     /// store.
     async fn command(self: Arc<Self>, request: Request<Incoming>) -> Response<Body> {
         let path = request.uri().path().to_owned();
-        let Some(body) = read_body(request.into_body(), 256 * 1024).await else {
-            return Problem::new(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                "body-too-large",
-                "at most 256 KiB",
-            )
-            .response();
+        let body = match read_body_within(request.into_body(), 256 * 1024).await {
+            Ok(body) => body,
+            Err(problem) => return problem.response(),
         };
         let parsed = |body: &[u8]| -> Result<AdminCommand, Problem> {
             let command = match path.as_str() {
@@ -787,13 +783,7 @@ pub fn ca_problem(error: &CaError) -> Problem {
 async fn small_json_body<T: serde::de::DeserializeOwned>(
     request: Request<Incoming>,
 ) -> Result<T, Problem> {
-    let Some(body) = read_body(request.into_body(), 16 * 1024).await else {
-        return Err(Problem::new(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            "body-too-large",
-            "at most 16 KiB",
-        ));
-    };
+    let body = read_body_within(request.into_body(), 16 * 1024).await?;
     serde_json::from_slice(&body)
         .map_err(|e| Problem::new(StatusCode::BAD_REQUEST, "malformed-json", e.to_string()))
 }

@@ -278,6 +278,31 @@ pub fn http_date(time: crate::x509::Timestamp) -> String {
     }
 }
 
+/// How long a client of the administration or RA listener may take to send a request body
+/// (hyper's timer covers the headers only).
+pub const BODY_DEADLINE: Duration = Duration::from_secs(10);
+
+/// Reads a request body of at most `limit` octets within [`BODY_DEADLINE`]; otherwise the
+/// problem to answer (413, or 408 for a client that trickles its body).
+pub async fn read_body_within(body: Incoming, limit: usize) -> Result<Bytes, problem::Problem> {
+    match tokio::time::timeout(BODY_DEADLINE, read_body(body, limit)).await {
+        Ok(Some(bytes)) => Ok(bytes),
+        Ok(None) => Err(problem::Problem::new(
+            hyper::StatusCode::PAYLOAD_TOO_LARGE,
+            "body-too-large",
+            format!("a request body here is at most {limit} octets"),
+        )),
+        Err(_) => Err(problem::Problem::new(
+            hyper::StatusCode::REQUEST_TIMEOUT,
+            "body-timeout",
+            format!(
+                "the request body did not arrive within {} s",
+                BODY_DEADLINE.as_secs()
+            ),
+        )),
+    }
+}
+
 /// Reads a request body up to `limit` octets; `None` if it is longer or cannot be read.
 pub async fn read_body(body: Incoming, limit: usize) -> Option<Bytes> {
     use http_body_util::BodyExt;

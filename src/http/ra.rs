@@ -40,7 +40,7 @@ use rustls::server::danger::{ClientCertVerified, ClientCertVerifier};
 use rustls::{CertificateError, DigitallySignedStruct, DistinguishedName, RootCertStore};
 
 use super::problem::Problem;
-use super::{Body, read_body};
+use super::{Body, read_body_within};
 use crate::ra::{Operator, RaError, Refusal, RegistrationAuthority};
 use crate::x509::cms::MAX_CMS_LEN;
 
@@ -92,7 +92,12 @@ impl RaService {
         // unknown operator) goes with a reset of the stream, and clients such as curl then
         // report no answer at all.
         let (parts, body) = request.into_parts();
-        let body = read_body(body, MAX_CMS_LEN).await;
+        let body = match read_body_within(body, MAX_CMS_LEN).await {
+            Ok(body) => Some(body),
+            // A client that trickles its body is cut after the deadline, before anything else.
+            Err(problem) if problem.status == 408 => return Ok(problem.response()),
+            Err(_) => None,
+        };
         // Rate limits come before anything that costs: the operator lookup, signature checks
         // and the audit write of a refusal. They are per client certificate, whether or not it
         // is an operator's (a holder's card could otherwise flood the audit log).
