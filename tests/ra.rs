@@ -1238,12 +1238,13 @@ fn the_ae_cannot_be_locked_out_from_below_and_can_be_replaced() {
     assert!(ra.pki.ocsp_status(&ra.daemon, &ae.cert).contains(": good"));
     assert_eq!(ra.get(&ae, "/ra/v1/operators/me").0, 200);
 
-    // The only AE cannot be withdrawn (not even by itself); an alter ego can be designated.
+    // Nobody withdraws themselves (the bootstrapped AE has no designator); an alter ego can
+    // be designated.
     let (_, json) = doc("withdraw", &format!(r#""operator":"{}""#, ae.id));
     assert_refused(
         &ra.post(&ae, &format!("/ra/v1/operators/{}/withdraw", ae.id), &json),
         403,
-        "role-not-allowed",
+        "not-designator",
     );
     assert_eq!(designate(&ra, &ae, &alter, "AE", &all).0, 201);
     assert_eq!(ra.get(&alter, "/ra/v1/operators/me").1["role"], "AE");
@@ -1295,8 +1296,9 @@ fn a_flood_from_a_non_operator_is_rate_limited_before_it_costs_anything() {
         statuses.get(&429).copied().unwrap_or(0) >= 280,
         "{statuses:?}"
     );
+    // The burst of 10, plus one more every 6 s that the loop lasts (about 15 s here).
     assert!(
-        statuses.get(&403).copied().unwrap_or(0) <= 10,
+        statuses.get(&403).copied().unwrap_or(0) <= 20,
         "{statuses:?}"
     );
     let Ra { pki, daemon } = ra;
@@ -1346,4 +1348,82 @@ fn an_operator_cannot_revoke_for_ca_compromise() {
     )
     .unwrap();
     assert!(ra.pki.ocsp_status(&ra.daemon, &path).contains(": good"));
+}
+
+/// Review of issue 10: a second card whose subject differs only in case, units or
+/// serialNumber is the same person; two operators below the AE cannot take over the AE's card
+/// by renewing it.
+#[test]
+fn variants_of_a_subject_are_one_person_and_operator_cards_are_renewed_from_above_only() {
+    let ra = Ra::start();
+    let ae = ra.operator("ae", "Alice", "AUBERT", &[]);
+    let aec = ra.operator("aec", "Bruno", "CARON", &[]);
+    let aed = ra.operator("aed", "Chloe", "DURAND", &[]);
+    let oc = ra.operator("oc", "Eric", "GARNIER", &[]);
+    ra.pki
+        .sceau_ok(&["ra", "bootstrap", "--cert", ae.cert.to_str().unwrap()]);
+    let all = scope(&[], BOTH);
+    assert_eq!(designate(&ra, &ae, &aec, "AEC", &all).0, 201);
+    assert_eq!(designate(&ra, &aec, &aed, "AED", &all).0, 201);
+    assert_eq!(designate(&ra, &aed, &oc, "OC", &all).0, 201);
+    // Chloe's second card with an extra unit and her names in capitals: still Chloe.
+    let csr = ra.pki.csr(
+        "aed-variant",
+        common::KeyKind::P256,
+        "/OU=DAP/GN=CHLOE/SN=DURAND/CN=CHLOE DURAND",
+    );
+    let pem = ra.pki.sceau_ok(&[
+        "issue",
+        "--policy",
+        "justice-auth",
+        "--csr",
+        csr.to_str().unwrap(),
+        "--holder",
+        "operator-aed",
+    ]);
+    let variant_cert = ra.pki.path("aed-variant.pem");
+    std::fs::write(&variant_cert, pem).unwrap();
+    let variant = Op {
+        name: "aed-variant".into(),
+        key: ra.pki.path("aed-variant.key"),
+        id: operator_id(&variant_cert),
+        cert: variant_cert,
+    };
+    assert_refused(
+        &designate(&ra, &aed, &variant, "AED", &all),
+        409,
+        "person-already-operator",
+    );
+    // Alice (the AE) gets a card through the RA; then the OC asks to renew it for keys of its
+    // own under Alice's name, to be approved by the AED: refused, the AE is above both.
+    let alice = "/GN=Alice/SN=AUBERT/CN=Alice AUBERT";
+    let auth = ra.pki.csr("alice-auth", common::KeyKind::P256, alice);
+    let sign = ra.pki.csr("alice-sign", common::KeyKind::P256, alice);
+    let (request, json) = doc(
+        "submit",
+        &format!(
+            r#""holder":"operator-ae","authentication_csr":{},"signature_csr":{}"#,
+            json_string(&std::fs::read_to_string(auth).unwrap()),
+            json_string(&std::fs::read_to_string(sign).unwrap())
+        ),
+    );
+    assert_eq!(ra.post(&oc, "/ra/v1/requests", &json).0, 201);
+    let (status, issued) = decide(&ra, &aed, &request, "approve");
+    assert_eq!(status, 200, "{issued}");
+    let card = issued["card"].as_str().unwrap().to_owned();
+    let (_, answer) = renew(&ra, &oc, &card, "takeover", alice);
+    assert_refused(&answer, 403, "role-not-allowed");
+    let alice_card = ra.pki.path("alice-card-auth.pem");
+    std::fs::write(
+        &alice_card,
+        issued["authentication"]["certificate"].as_str().unwrap(),
+    )
+    .unwrap();
+    assert!(
+        ra.pki
+            .ocsp_status(&ra.daemon, &alice_card)
+            .contains(": good")
+    );
+    assert!(ra.pki.ocsp_status(&ra.daemon, &ae.cert).contains(": good"));
+    assert_eq!(ra.get(&ae, "/ra/v1/operators/me").0, 200);
 }

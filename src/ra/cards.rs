@@ -246,9 +246,9 @@ impl RegistrationAuthority {
         let submitter = self
             .store
             .get::<crate::store::schema::Operators>(&record.submitted_by)?
-            .map(|submitter| submitter.subject);
+            .and_then(|submitter| super::operators::person_of_certificate(&submitter.certificate));
         if record.submitted_by == actor.record.id
-            || submitter.as_deref() == Some(actor.record.subject.as_str())
+            || submitter == Some(super::operators::person_key(&actor.subject))
         {
             return Err(RaError::refused(
                 Refusal::OwnSubmission,
@@ -452,7 +452,8 @@ impl RegistrationAuthority {
 /// Nobody acts on a request for their own certificate (EN 319 411-1 REG-6.2.2-26: the
 /// registration officer is not the subject).
 fn refuse_own(actor: &Operator, holder: &DistinguishedName) -> Result<(), RaError> {
-    if same_values(&actor.subject, holder) {
+    use super::operators::person_key;
+    if same_values(&actor.subject, holder) || person_key(&actor.subject) == person_key(holder) {
         Err(RaError::refused(
             Refusal::OwnCertificate,
             "the holder of this request is the operator itself",

@@ -454,6 +454,9 @@ impl RegistrationAuthority {
                 if !operator.record.scope.covers_holder(&holder) {
                     return Err(unknown());
                 }
+                // A renewal supersedes the card: an operator's card is renewed only by someone
+                // above them (two operators below the AE must not take over its card).
+                check_rank_over_holder(&active_operators(&self.store)?, &operator.record, &holder)?;
                 if existing.renewals > 0 || now >= existing.card_expires_at {
                     return Err(RaError::refused(
                         Refusal::RenewalNotAllowed,
@@ -583,7 +586,8 @@ impl RegistrationAuthority {
         });
         // One active role per person: a second certificate of the same person (another card)
         // is not a second operator.
-        if let Some(other) = active_operator_named(&self.store, &record.subject, &record.id)? {
+        let person = operators::person_key(&subject);
+        if let Some(other) = active_operator_named(&self.store, &person, &record.id)? {
             return Err(RaError::refused(
                 Refusal::PersonIsOperator,
                 format!(
@@ -591,6 +595,22 @@ impl RegistrationAuthority {
                     record.subject
                 ),
             ));
+        }
+        // A withdrawal stands for the person, under whichever of their certificates.
+        if let Some(withdrawal) = latest_withdrawal_of(&self.store, &person)? {
+            let withdrawer = self
+                .store
+                .get::<Operators>(&withdrawal.by)?
+                .map_or(Role::Ae, |w| w.role);
+            if actor.record.role > withdrawer {
+                return Err(RaError::refused(
+                    Refusal::WithdrawalStands,
+                    format!(
+                        "{} was withdrawn by an {withdrawer}: only an {withdrawer} or above may designate them again",
+                        record.subject
+                    ),
+                ));
+            }
         }
         let evidence = self.evidence(actor, request, now);
         let request_id = request.id.clone();
@@ -656,6 +676,16 @@ impl RegistrationAuthority {
             ));
         }
         let lookup = |id: &str| self.store.get::<Operators>(&id.to_owned()).ok().flatten();
+        if !designated_through(&record, &actor.record.id, lookup) {
+            return Err(RaError::refused(
+                Refusal::NotDesignator,
+                format!(
+                    "operator {target} was not designated by {} or below it",
+                    actor.record.id
+                ),
+            ));
+        }
+        // Checked after the designator rule, so that it tells nothing to anyone else.
         if record.role == Role::Ae
             && active_operators(&self.store)?
                 .iter()
@@ -664,15 +694,6 @@ impl RegistrationAuthority {
             return Err(RaError::refused(
                 Refusal::RoleNotAllowed,
                 "the last active AE cannot be withdrawn: designate an alter ego first",
-            ));
-        }
-        if !designated_through(&record, &actor.record.id, lookup) {
-            return Err(RaError::refused(
-                Refusal::NotDesignator,
-                format!(
-                    "operator {target} was not designated by {} or below it",
-                    actor.record.id
-                ),
             ));
         }
         // Everyone designated below the target goes with it.
@@ -872,7 +893,7 @@ impl RegistrationAuthority {
         // The cards of operators: only an operator above them may revoke them (an OC whose
         // scope covers the AE's name must not end the AE's role; issue 10 problem 5).
         let operators = active_operators(&self.store)?;
-        let (actor_role, actor_subject) = (actor.record.role, actor.record.subject.clone());
+        let actor_record = actor.record.clone();
         let revoked = self.store.commit(move |txn| -> Result<_, RaError> {
             claim(txn, &request_id, &evidence)?;
             for key in crate::ca::revoke::targets(txn, &revocation.target)? {
@@ -885,19 +906,7 @@ impl RegistrationAuthority {
                 let holder = certificate_subject(&record.der)?;
                 // An operator may revoke its own card too (loss, theft): a holder's right.
                 check_scope(&scope, &holder, &record.policy)?;
-                let holder_text = subject_text(&holder);
-                if holder_text != actor_subject
-                    && let Some(target) = operators.iter().find(|o| o.subject == holder_text)
-                    && actor_role >= target.role
-                {
-                    return Err(RaError::refused(
-                        Refusal::RoleNotAllowed,
-                        format!(
-                            "the card of an {} can be revoked only by an operator above it, or by security staff on the CA host",
-                            target.role
-                        ),
-                    ));
-                }
+                check_rank_over_holder(&operators, &actor_record, &holder)?;
             }
             Ok(crate::ca::revoke::revoke_in(txn, &revocation, now)?)
         })?;
@@ -1059,7 +1068,8 @@ fn refusal_event(
         action: action.to_owned(),
         request,
         rule,
-        detail: error.to_string(),
+        // Bounded: a detail may quote what the client sent.
+        detail: error.to_string().chars().take(512).collect(),
     })
 }
 
@@ -1128,19 +1138,64 @@ fn active_operators(store: &Store) -> Result<Vec<OperatorRecord>, RaError> {
     Ok(active)
 }
 
-/// The id of an active operator, other than `except`, whose subject is `subject`.
+/// The id of an active operator, other than `except`, who is the person `person`
+/// ([`operators::person_key`]).
 fn active_operator_named(
     store: &Store,
-    subject: &str,
+    person: &str,
     except: &str,
 ) -> Result<Option<String>, RaError> {
     for row in store.scan::<Operators>(&[], &[])? {
         let (id, record) = row?;
-        if id != except && record.is_active() && record.subject == subject {
+        if id != except
+            && record.is_active()
+            && operators::person_of_certificate(&record.certificate).as_deref() == Some(person)
+        {
             return Ok(Some(id));
         }
     }
     Ok(None)
+}
+
+/// The latest withdrawal of the person `person` under any of their certificates.
+fn latest_withdrawal_of(store: &Store, person: &str) -> Result<Option<Withdrawal>, RaError> {
+    let mut latest: Option<Withdrawal> = None;
+    for row in store.scan::<Operators>(&[], &[])? {
+        let (_, record) = row?;
+        if let Some(withdrawal) = record.withdrawn
+            && operators::person_of_certificate(&record.certificate).as_deref() == Some(person)
+            && latest.as_ref().is_none_or(|l| l.at <= withdrawal.at)
+        {
+            latest = Some(withdrawal);
+        }
+    }
+    Ok(latest)
+}
+
+/// Refuses an action on the card of a person who is an active operator, unless the actor is
+/// above them in the hierarchy (or is that person: a holder may act on their own card where
+/// the rules allow it). Revocations and renewals both supersede a card.
+fn check_rank_over_holder(
+    operators: &[OperatorRecord],
+    actor: &OperatorRecord,
+    holder: &DistinguishedName,
+) -> Result<(), RaError> {
+    let person = operators::person_key(holder);
+    if operators::person_of_certificate(&actor.certificate).as_deref() == Some(person.as_str()) {
+        return Ok(());
+    }
+    match operators.iter().find(|o| {
+        operators::person_of_certificate(&o.certificate).as_deref() == Some(person.as_str())
+    }) {
+        Some(target) if actor.role >= target.role => Err(RaError::refused(
+            Refusal::RoleNotAllowed,
+            format!(
+                "the card of an {} can be revoked or renewed only by an operator above it, or by security staff on the CA host",
+                target.role
+            ),
+        )),
+        _ => Ok(()),
+    }
 }
 
 /// An operator credential is the authentication certificate of a card: keyUsage
@@ -1225,6 +1280,7 @@ pub fn bootstrap(
             "a scope names at least one organisation and one policy".into(),
         ));
     }
+    check_authentication_usage(&certificate)?;
     let subject = certificate_subject(certificate_der)?;
     let record = OperatorRecord {
         id: operator_id(certificate_der),

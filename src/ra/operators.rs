@@ -158,6 +158,40 @@ pub struct Withdrawal {
     pub cascade_from: Option<String>,
 }
 
+/// Who a subject names, as a person: country, organisation, given name and surname, with case
+/// and surrounding spaces folded; units, serialNumber and the common name are left out. Two
+/// cards of one person (a second card, a renewal, a unit added) have the same key, so the rules
+/// that compare persons (one role per person, the two-person rule, acting on one's own card)
+/// cannot be dodged with a variant of one's own subject.
+pub fn person_key(subject: &DistinguishedName) -> String {
+    [
+        Attribute::Country,
+        Attribute::Organization,
+        Attribute::GivenName,
+        Attribute::Surname,
+    ]
+    .iter()
+    .map(|attribute| {
+        subject
+            .first(*attribute)
+            .unwrap_or_default()
+            .trim()
+            .to_lowercase()
+    })
+    .collect::<Vec<_>>()
+    .join("\u{1f}")
+}
+
+/// The person a DER certificate names ([`person_key`] of its subject).
+pub fn person_of_certificate(der: &[u8]) -> Option<String> {
+    use der::{Decode, Encode};
+    let certificate = x509_cert::Certificate::from_der(der).ok()?;
+    let subject = certificate.tbs_certificate().subject().to_der().ok()?;
+    crate::x509::name::parse_distinguished_name(&subject)
+        .ok()
+        .map(|dn| person_key(&dn))
+}
+
 /// The operator id of a certificate: its SHA-256, lowercase hex (what
 /// `openssl x509 -outform DER | sha256sum` prints).
 pub fn operator_id(certificate_der: &[u8]) -> String {
@@ -214,7 +248,10 @@ mod tests {
             .flat_map(|a| [Ae, Aec, Aed, Oc].into_iter().map(move |b| (a, b)))
             .filter(|(a, b)| a.may_designate(*b))
             .collect();
-        assert_eq!(allowed, vec![(Ae, Aec), (Aec, Aed), (Aed, Aed), (Aed, Oc)]);
+        assert_eq!(
+            allowed,
+            vec![(Ae, Ae), (Ae, Aec), (Aec, Aed), (Aed, Aed), (Aed, Oc)]
+        );
         assert!(Oc.may_submit() && Aed.may_submit() && !Aec.may_submit() && !Ae.may_submit());
         assert!(!Oc.may_decide() && Aed.may_decide() && Aec.may_decide() && Ae.may_decide());
     }
