@@ -1,5 +1,6 @@
 //! How the CLI reaches a running daemon: HTTP to its admin listener, with the bearer token the
-//! daemon wrote in the data directory.
+//! daemon wrote in the data directory (a new one at each start), sent only once the daemon has
+//! proved it knows that token (an HMAC of a fresh challenge).
 use std::path::Path;
 
 use bytes::Bytes;
@@ -30,6 +31,7 @@ fn post(
         .and_then(|a| a.trim().parse::<std::net::SocketAddr>().ok())
         .unwrap_or(config.listen.admin);
     let token = read_token(&config.data_dir).map_err(AdminCallError::Failed)?;
+    let data_dir = config.data_dir.clone();
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -54,6 +56,44 @@ fn post(
                 .await
                 .map_err(failed)?;
         tokio::spawn(connection);
+        // The daemon proves it knows this data directory's token before the token is sent:
+        // a process that took the admin address while sceau was stopped gets nothing.
+        let mut challenge = [0u8; 32];
+        aws_lc_rs::rand::SecureRandom::fill(&aws_lc_rs::rand::SystemRandom::new(), &mut challenge)
+            .map_err(|_| AdminCallError::Failed(CliError("the random generator failed".into())))?;
+        let ask = Request::post("/admin/identity")
+            .header(hyper::header::HOST, address.to_string())
+            .header(hyper::header::CONTENT_TYPE, "application/json")
+            .body(Full::new(Bytes::from(
+                serde_json::json!({ "challenge": hex::encode(challenge) }).to_string(),
+            )))
+            .map_err(|e| AdminCallError::Failed(CliError(e.to_string())))?;
+        let answer = sender.send_request(ask).await.map_err(failed)?;
+        let proof = answer
+            .into_body()
+            .collect()
+            .await
+            .map_err(failed)?
+            .to_bytes();
+        let proof = serde_json::from_slice::<serde_json::Value>(&proof)
+            .ok()
+            .and_then(|v| v.get("proof").and_then(|p| p.as_str()).map(str::to_owned));
+        let expected = crate::http::admin::identity_proof(&token, &challenge);
+        // Compared in constant time.
+        let proven = proof.is_some_and(|p| {
+            p.len() == expected.len()
+                && p
+                    .bytes()
+                    .zip(expected.bytes())
+                    .fold(0u8, |acc, (a, b)| acc | (a ^ b))
+                    == 0
+        });
+        if !proven {
+            return Err(AdminCallError::Failed(CliError(format!(
+                "the process listening on {address} is not the sceau daemon of {} (it cannot prove it knows this store's admin token); nothing was sent to it",
+                data_dir.display()
+            ))));
+        }
         let request = Request::post(path)
             .header(hyper::header::HOST, address.to_string())
             .header(hyper::header::CONTENT_TYPE, "application/json")

@@ -72,6 +72,13 @@ async fn daemon(config: &Config, overrides: ListenOverrides) -> Result<(), CliEr
 
     let va_address = overrides.va.unwrap_or(config.listen.va);
     let admin_address = overrides.admin.unwrap_or(config.listen.admin);
+    // Plain HTTP with a bearer token: never beyond this host.
+    if !admin_address.ip().is_loopback() {
+        return Err(CliError(format!(
+            "{}: [listen] admin = {admin_address}: the admin listener binds a loopback address only (it speaks plain HTTP)",
+            config.path.display()
+        )));
+    }
     let va_listener = TcpListener::bind(va_address)
         .await
         .context(|| format!("binding the validation listener {va_address}"))?;
@@ -480,27 +487,28 @@ fn sd_notify(message: &str) {
 
 /// The bearer token of the admin API, made once (mode 0600).
 fn admin_token(data_dir: &Path) -> Result<String, CliError> {
+    // A new token at every start: a token captured while the daemon was stopped (by a process
+    // that bound the admin address) is worthless once it runs again.
     let path = data_dir.join(ADMIN_TOKEN_FILE);
-    if let Ok(existing) = std::fs::read_to_string(&path) {
-        let token = existing.trim().to_owned();
-        if token.len() >= 32 {
-            return Ok(token);
-        }
-    }
     let mut bytes = [0u8; 32];
     SystemRandom::new()
         .fill(&mut bytes)
         .map_err(|_| CliError("the system random number generator failed".into()))?;
     let token = hex::encode(bytes);
     use std::io::Write;
-    use std::os::unix::fs::OpenOptionsExt;
+    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+    let temporary = data_dir.join(format!("{ADMIN_TOKEN_FILE}.new"));
+    let _ = std::fs::remove_file(&temporary);
     let mut file = std::fs::OpenOptions::new()
-        .create(true)
+        .create_new(true)
         .write(true)
-        .truncate(true)
         .mode(0o600)
-        .open(&path)
-        .context(|| format!("writing {}", path.display()))?;
+        .open(&temporary)
+        .context(|| format!("writing {}", temporary.display()))?;
     file.write_all(token.as_bytes())?;
+    file.sync_all()?;
+    // The mode is set whatever the umask or an earlier file's mode.
+    std::fs::set_permissions(&temporary, std::fs::Permissions::from_mode(0o600))?;
+    crate::durable::rename(&temporary, &path).context(|| format!("writing {}", path.display()))?;
     Ok(token)
 }

@@ -82,6 +82,8 @@ impl AdminService {
                 )
             }
             (&Method::GET, "/metrics") => self.metrics(),
+            // No token needed: the daemon proves it knows the token before a client sends it.
+            (&Method::POST, "/admin/identity") => self.identity(request).await,
             (&Method::POST, "/admin/revoke") => match self.authorize(&request) {
                 Ok(()) => self.clone().revoke(request).await,
                 Err(problem) => problem.response(),
@@ -138,7 +140,8 @@ impl AdminService {
                 | "/admin/ocsp/renew-signer"
                 | "/admin/ca/rotate"
                 | "/admin/ca/rotate-root"
-                | "/admin/ca/state",
+                | "/admin/ca/state"
+                | "/admin/identity",
             ) => Problem::new(
                 StatusCode::METHOD_NOT_ALLOWED,
                 "method-not-allowed",
@@ -148,6 +151,34 @@ impl AdminService {
             _ => Problem::new(StatusCode::NOT_FOUND, "not-found", "no such resource").response(),
         };
         Ok(response)
+    }
+
+    /// `POST /admin/identity {"challenge": hex}`: the daemon answers with an HMAC of the
+    /// client's challenge under the admin token ([`identity_proof`]), so that the CLI sends its
+    /// token only to the daemon of its own data directory, never to whatever process listens
+    /// on the admin address.
+    async fn identity(&self, request: Request<Incoming>) -> Response<Body> {
+        #[derive(Deserialize)]
+        #[serde(deny_unknown_fields)]
+        struct Challenge {
+            challenge: String,
+        }
+        let body: Challenge = match small_json_body(request).await {
+            Ok(body) => body,
+            Err(problem) => return problem.response(),
+        };
+        match hex::decode(&body.challenge) {
+            Ok(challenge) if (16..=64).contains(&challenge.len()) => json(
+                StatusCode::OK,
+                &serde_json::json!({ "proof": identity_proof(&self.token, &challenge) }),
+            ),
+            _ => Problem::new(
+                StatusCode::BAD_REQUEST,
+                "challenge",
+                "the challenge is 16 to 64 octets, hexadecimal",
+            )
+            .response(),
+        }
     }
 
     fn authorize(&self, request: &Request<Incoming>) -> Result<(), Problem> {
@@ -720,6 +751,16 @@ impl AdminCommand {
             }
         }
     }
+}
+
+/// The proof that whoever answers knows the admin token: HMAC-SHA256 under the token of a
+/// label and the client's challenge, hexadecimal.
+pub fn identity_proof(token: &str, challenge: &[u8]) -> String {
+    let key = aws_lc_rs::hmac::Key::new(aws_lc_rs::hmac::HMAC_SHA256, token.as_bytes());
+    let mut context = aws_lc_rs::hmac::Context::with_key(&key);
+    context.update(b"sceau admin identity\0");
+    context.update(challenge);
+    hex::encode(context.sign().as_ref())
 }
 
 /// Runs the rest of a request (a commit and what must follow it) in a task of its own: hyper
