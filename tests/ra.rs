@@ -762,7 +762,8 @@ fn audit_verify_checks_checkpoints_and_names_a_changed_entry() {
     let Ra { pki, daemon } = ra;
     assert!(daemon.stop().success());
     let verified = pki.sceau_ok(&["audit", "verify"]);
-    assert!(verified.contains("1 signed checkpoints"), "{verified}");
+    // The one sceau init signs (and exports the key of), and this one.
+    assert!(verified.contains("2 signed checkpoints"), "{verified}");
     let entries = pki.audit_entries();
     assert!(entries > 5);
 
@@ -1426,4 +1427,87 @@ fn variants_of_a_subject_are_one_person_and_operator_cards_are_renewed_from_abov
     );
     assert!(ra.pki.ocsp_status(&ra.daemon, &ae.cert).contains(": good"));
     assert_eq!(ra.get(&ae, "/ra/v1/operators/me").0, 200);
+}
+
+/// Issue 10 problem 6: someone who can write the store swaps the audit key, or cuts the tail of
+/// the log: `audit verify` alone cannot tell, `audit verify --anchor` (the key exported by
+/// `sceau init`) and `--expect SEQ:HASH` (what the journal logged at a checkpoint) can.
+#[test]
+fn the_audit_log_is_anchored_outside_the_store() {
+    let ra = Ra::start();
+    let op = ra.operator("ae", "Alice", "AUBERT", &[]);
+    ra.pki
+        .sceau_ok(&["ra", "bootstrap", "--cert", op.cert.to_str().unwrap()]);
+    let answer: serde_json::Value =
+        serde_json::from_str(&ra.pki.sceau_ok(&["audit", "checkpoint"])).unwrap();
+    let expect = format!(
+        "{}:{}",
+        answer["checkpoint"].as_u64().unwrap(),
+        answer["hash"].as_str().unwrap()
+    );
+    let Ra { pki, daemon } = ra;
+    assert!(daemon.stop().success());
+    let anchor = pki.data_dir().join("certs").join("audit-key.pem");
+    let anchor = anchor.to_str().unwrap();
+    pki.sceau_ok(&["audit", "verify", "--anchor", anchor, "--expect", &expect]);
+    let config = sceau::config::Config::load(&pki.config).unwrap();
+
+    // The tail cut back to before the last checkpoint, the head rewritten: the chain left
+    // verifies, but not the entry the journal recorded.
+    {
+        let store = sceau::store::Store::open(&config.store_dir()).unwrap();
+        let rows: Vec<(u64, Vec<u8>)> =
+            store.audit_entries().unwrap().map(|r| r.unwrap()).collect();
+        let keep = rows.len() - 2;
+        let cut: Vec<(u64, Option<Vec<u8>>)> =
+            rows[keep..].iter().map(|(seq, _)| (*seq, None)).collect();
+        store
+            .write_derived::<sceau::store::schema::Audit>(&cut)
+            .unwrap();
+        let (seq, last) = &rows[keep - 1];
+        let mut head = seq.to_be_bytes().to_vec();
+        head.extend_from_slice(&last[..32]);
+        store
+            .write_derived::<sceau::store::schema::Meta>(&[("audit-head".to_owned(), Some(head))])
+            .unwrap();
+    }
+    assert!(pki.sceau_ok(&["audit", "verify"]).contains("verified"));
+    let out = pki.sceau(&["audit", "verify", "--anchor", anchor, "--expect", &expect]);
+    assert!(!out.status.success());
+    let text = String::from_utf8_lossy(&out.stderr);
+    assert!(text.contains("was cut or rewritten"), "{text}");
+
+    // The key the store records, swapped for another: refused against the anchor.
+    {
+        let store = sceau::store::Store::open(&config.store_dir()).unwrap();
+        let (ok, text) = common::openssl(&[
+            "genpkey",
+            "-algorithm",
+            "EC",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-256",
+            "-out",
+            pki.path("forger.key").to_str().unwrap(),
+        ]);
+        assert!(ok, "{text}");
+        let (ok, text) = common::openssl(&[
+            "pkey",
+            "-in",
+            pki.path("forger.key").to_str().unwrap(),
+            "-pubout",
+            "-outform",
+            "DER",
+            "-out",
+            pki.path("forger.spki").to_str().unwrap(),
+        ]);
+        assert!(ok, "{text}");
+        let spki = std::fs::read(pki.path("forger.spki")).unwrap();
+        store
+            .write_derived::<sceau::store::schema::Meta>(&[("audit-key".to_owned(), Some(spki))])
+            .unwrap();
+    }
+    let out = pki.sceau(&["audit", "verify", "--anchor", anchor]);
+    assert!(!out.status.success());
+    let text = String::from_utf8_lossy(&out.stderr);
+    assert!(text.contains("the store's key was replaced"), "{text}");
 }

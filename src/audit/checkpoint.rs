@@ -25,6 +25,9 @@ pub enum CheckpointError {
     KeyMismatch { label: String },
     #[error("encoding: {0}")]
     Encoding(String),
+    /// The chain does not verify: the daemon refuses to vouch for it with a checkpoint.
+    #[error("the audit chain is broken, no checkpoint signed: {0}")]
+    Broken(String),
 }
 
 /// The public key that signs checkpoints, as recorded in the store.
@@ -61,6 +64,15 @@ pub fn write(store: &Store, hsm: &Hsm, label: &str) -> Result<Option<ChainHead>,
             label: label.to_owned(),
         });
     }
+    // A checkpoint vouches for the whole chain: it is signed only over a chain that verifies,
+    // with the HSM's key (not only the one the store records), up to the head it signs. Entries
+    // are streamed (a read error ends the stream, and the head then does not match).
+    super::verify_chain(
+        store.audit_entries()?.map_while(Result::ok),
+        head,
+        Some(key.public_key()),
+    )
+    .map_err(|broken| CheckpointError::Broken(broken.to_string()))?;
     let signature = key.sign(&checkpoint_message(head.seq, &head.hash))?;
     let spki_der = key
         .public_key()
@@ -98,4 +110,18 @@ fn last_is_checkpoint(store: &Store, head: ChainHead) -> Result<bool, StoreError
         super::decode(&stored),
         Ok((_, record)) if matches!(record.event, AuditEvent::Checkpoint { .. })
     ))
+}
+
+/// The audit key's public key as PEM (`PUBLIC KEY`), to be kept outside the store: `sceau init`
+/// writes it beside the CA certificates, and `sceau audit verify --anchor FILE` checks every
+/// checkpoint against it (a store whose key was swapped does not pass).
+pub fn anchor_pem(store: &Store) -> Result<Option<String>, CheckpointError> {
+    Ok(match recorded_key(store)? {
+        Some(key) => Some(crate::x509::pem::encode(
+            "PUBLIC KEY",
+            &key.to_der()
+                .map_err(|e| CheckpointError::Encoding(e.to_string()))?,
+        )),
+        None => None,
+    })
 }

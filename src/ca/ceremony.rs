@@ -245,7 +245,19 @@ fn init_with_root(
         external_root: false,
     });
     save_state(store, state.clone(), events)?;
-    let files = export(&state, &config.certs_dir())?;
+    let mut files = export(&state, &config.certs_dir())?;
+    // The audit key is made now and its public key written beside the CA certificates: the
+    // anchor that `sceau audit verify --anchor` checks the checkpoints against, kept outside
+    // the store it protects.
+    crate::audit::checkpoint::write(store, hsm, &config.keys.audit)
+        .map_err(|e| CaError::Refused(format!("the first audit checkpoint: {e}")))?;
+    if let Some(pem) =
+        crate::audit::checkpoint::anchor_pem(store).map_err(|e| CaError::Encoding(e.to_string()))?
+    {
+        let path = config.certs_dir().join("audit-key.pem");
+        write_file(&path, pem.as_bytes())?;
+        files.push(path);
+    }
     Ok(InitOutcome::Ready {
         state: Box::new(state),
         files,

@@ -234,7 +234,17 @@ pub enum RaCommand {
 #[derive(Debug, Subcommand)]
 pub enum AuditCommand {
     /// Check the whole hash chain and every signed checkpoint; name the first bad entry.
-    Verify,
+    Verify {
+        /// The audit key's public key kept outside the store (`certs/audit-key.pem`, written
+        /// by `sceau init`): every checkpoint is checked against it, not against the key the
+        /// store records.
+        #[arg(long, value_name = "FILE")]
+        anchor: Option<PathBuf>,
+        /// An entry and its hash as the daemon's journal logged them at a checkpoint
+        /// (`SEQ:HASH`): the log must still hold it (a truncated or rewritten tail does not).
+        #[arg(long, value_name = "SEQ:HASH")]
+        expect: Vec<String>,
+    },
     /// Sign a checkpoint of the chain with the audit key in the HSM now (the daemon also
     /// does it every five minutes when the log grew).
     Checkpoint,
@@ -356,7 +366,9 @@ pub fn run(cli: Cli) -> Result<(), CliError> {
             unit,
             policy,
         }) => ra_bootstrap(&config, &cert, organization, unit, policy),
-        Command::Audit(AuditCommand::Verify) => audit_verify(&config),
+        Command::Audit(AuditCommand::Verify { anchor, expect }) => {
+            audit_verify(&config, anchor.as_deref(), &expect)
+        }
         Command::Audit(AuditCommand::Checkpoint) => audit_checkpoint(&config),
         Command::Audit(AuditCommand::Export { out }) => audit_export(&config, out.as_deref()),
         Command::Check => check(&config),
@@ -862,14 +874,53 @@ fn cert_show(config: &Config, serial: &str) -> Result<(), CliError> {
     Ok(())
 }
 
-fn audit_verify(config: &Config) -> Result<(), CliError> {
+fn audit_verify(config: &Config, anchor: Option<&Path>, expect: &[String]) -> Result<(), CliError> {
     let store = open_store(config)?;
     let entries = store
         .audit_entries()?
         .collect::<Result<Vec<_>, _>>()
         .context(|| "reading the audit log".into())?;
     let head = store.audit_head();
-    let key = audit::checkpoint::recorded_key(&store)?;
+    let recorded = audit::checkpoint::recorded_key(&store)?;
+    let key = match anchor {
+        Some(path) => {
+            let text = std::fs::read_to_string(path)
+                .context(|| format!("reading the audit anchor {}", path.display()))?;
+            let der = crate::x509::pem::decode_pem_or_der(text.as_bytes(), &["PUBLIC KEY"])
+                .context(|| format!("{}: not a PEM public key", path.display()))?;
+            let anchor = <spki::SubjectPublicKeyInfoOwned as der::Decode>::from_der(&der)
+                .context(|| format!("{}: not a public key", path.display()))?;
+            if recorded.as_ref() != Some(&anchor) {
+                return Err(CliError(format!(
+                    "the audit key recorded in the store is not the anchor {}: the store's key was replaced",
+                    path.display()
+                )));
+            }
+            Some(anchor)
+        }
+        None => recorded,
+    };
+    for expected in expect {
+        let (seq, hash) = expected
+            .split_once(':')
+            .and_then(|(s, h)| Some((s.parse::<u64>().ok()?, h.to_ascii_lowercase())))
+            .ok_or_else(|| CliError(format!("--expect {expected:?}: SEQ:HASH")))?;
+        let stored = store.get::<crate::store::schema::Audit>(&seq)?;
+        let found = stored
+            .as_deref()
+            .and_then(|s| audit::decode(s).ok())
+            .map(|(h, _)| hex::encode(h));
+        if found.as_deref() != Some(hash.as_str()) {
+            return Err(CliError(format!(
+                "audit entry {seq} is {} (the journal recorded hash {hash}): the log was cut or rewritten from there",
+                if found.is_some() {
+                    "different"
+                } else {
+                    "missing"
+                }
+            )));
+        }
+    }
     let verified = audit::verify_chain(entries, head, key.as_ref())?;
     println!(
         "audit log verified: {} entries, {} signed checkpoints, head {}",

@@ -419,8 +419,18 @@ async fn checkpoints(store: Store, hsm: Hsm, label: String, shutdown: Cancellati
         })
         .await
         {
-            Ok(Ok(Some(head))) => tracing::info!(seq = head.seq, "audit checkpoint signed"),
+            // The journal keeps a copy outside the store: `sceau audit verify --expect
+            // SEQ:HASH` checks that the log still holds what a checkpoint vouched for.
+            Ok(Ok(Some(head))) => tracing::info!(
+                target: "sceau::audit",
+                seq = head.seq,
+                hash = %hex::encode(head.hash),
+                "audit checkpoint signed"
+            ),
             Ok(Ok(None)) => {}
+            Ok(Err(crate::audit::checkpoint::CheckpointError::Broken(why))) => {
+                tracing::error!(%why, "THE AUDIT CHAIN IS BROKEN: no checkpoint will vouch for it; run sceau audit verify --anchor")
+            }
             Ok(Err(error)) => tracing::warn!(%error, "audit checkpoint failed; retrying later"),
             Err(_) => return,
         }

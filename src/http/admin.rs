@@ -434,7 +434,13 @@ impl AdminService {
         })
         .await
         {
-            Ok(Ok(signed)) => json(StatusCode::OK, &crate::cli::checkpoint_answer(signed)),
+            Ok(Ok(signed)) => {
+                if let Some(head) = &signed {
+                    // The journal's copy, outside the store (`audit verify --expect`).
+                    tracing::info!(target: "sceau::audit", seq = head.seq, hash = %hex::encode(head.hash), "audit checkpoint signed");
+                }
+                json(StatusCode::OK, &crate::cli::checkpoint_answer(signed))
+            }
             Ok(Err(error)) => Problem::new(
                 StatusCode::SERVICE_UNAVAILABLE,
                 "checkpoint-failed",
