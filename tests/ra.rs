@@ -229,6 +229,27 @@ fn assert_refused(answer: &(u16, serde_json::Value), status: u16, rule: &str) {
 }
 
 /// Designates `designee` by `designator`; returns the answer.
+/// The usual hierarchy, all in full scope: an AE (bootstrapped), an AEC, an AED and an OC.
+struct Team {
+    ae: Op,
+    aed: Op,
+    oc: Op,
+}
+
+fn team(ra: &Ra) -> Team {
+    let ae = ra.operator("ae", "Alice", "AUBERT", &[]);
+    let aec = ra.operator("aec", "Bruno", "CARON", &[]);
+    let aed = ra.operator("aed", "Chloe", "DURAND", &[]);
+    let oc = ra.operator("oc", "Eric", "GARNIER", &[]);
+    ra.pki
+        .sceau_ok(&["ra", "bootstrap", "--cert", ae.cert.to_str().unwrap()]);
+    let all = scope(&[], BOTH);
+    assert_eq!(designate(ra, &ae, &aec, "AEC", &all).0, 201);
+    assert_eq!(designate(ra, &aec, &aed, "AED", &all).0, 201);
+    assert_eq!(designate(ra, &aed, &oc, "OC", &all).0, 201);
+    Team { ae, aed, oc }
+}
+
 fn designate(
     ra: &Ra,
     designator: &Op,
@@ -866,16 +887,7 @@ fn operators_with_cards_of_a_new_issuing_ca_are_trusted_after_a_rollover() {
 #[test]
 fn an_approval_killed_after_the_card_is_stored_leaves_the_request_issued() {
     let ra = Ra::start();
-    let ae = ra.operator("ae", "Alice", "AUBERT", &[]);
-    let aec = ra.operator("aec", "Bruno", "CARON", &[]);
-    let aed = ra.operator("aed", "Chloe", "DURAND", &[]);
-    let oc = ra.operator("oc", "Eric", "GARNIER", &[]);
-    ra.pki
-        .sceau_ok(&["ra", "bootstrap", "--cert", ae.cert.to_str().unwrap()]);
-    let all = scope(&[], BOTH);
-    assert_eq!(designate(&ra, &ae, &aec, "AEC", &all).0, 201);
-    assert_eq!(designate(&ra, &aec, &aed, "AED", &all).0, 201);
-    assert_eq!(designate(&ra, &aed, &oc, "OC", &all).0, 201);
+    let Team { aed, oc, .. } = team(&ra);
     let (request, answer) = submit(&ra, &oc, "h-crash", &[]);
     assert_eq!(answer.0, 201, "{answer:?}");
 
@@ -919,16 +931,7 @@ fn an_approval_killed_after_the_card_is_stored_leaves_the_request_issued() {
 #[test]
 fn a_card_is_renewed_today() {
     let ra = Ra::start();
-    let ae = ra.operator("ae", "Alice", "AUBERT", &[]);
-    let aec = ra.operator("aec", "Bruno", "CARON", &[]);
-    let aed = ra.operator("aed", "Chloe", "DURAND", &[]);
-    let oc = ra.operator("oc", "Eric", "GARNIER", &[]);
-    ra.pki
-        .sceau_ok(&["ra", "bootstrap", "--cert", ae.cert.to_str().unwrap()]);
-    let all = scope(&[], BOTH);
-    assert_eq!(designate(&ra, &ae, &aec, "AEC", &all).0, 201);
-    assert_eq!(designate(&ra, &aec, &aed, "AED", &all).0, 201);
-    assert_eq!(designate(&ra, &aed, &oc, "OC", &all).0, 201);
+    let Team { aed, oc, .. } = team(&ra);
     let (request, answer) = submit(&ra, &oc, "h-renew", &[]);
     assert_eq!(answer.0, 201, "{answer:?}");
     let (status, issued) = decide(&ra, &aed, &request, "approve");
@@ -1212,18 +1215,10 @@ fn a_renewal_is_scoped_by_the_card_it_replaces() {
 #[test]
 fn the_ae_cannot_be_locked_out_from_below_and_can_be_replaced() {
     let ra = Ra::start();
-    let ae = ra.operator("ae", "Alice", "AUBERT", &[]);
+    let Team { ae, oc, .. } = team(&ra);
     let alter = ra.operator("alter", "Albert", "ALTER", &[]);
-    let aec = ra.operator("aec", "Bruno", "CARON", &[]);
-    let aed = ra.operator("aed", "Chloe", "DURAND", &[]);
-    let oc = ra.operator("oc", "Eric", "GARNIER", &[]);
     let spare = ra.operator("spare", "Sam", "SECOURS", &[]);
-    ra.pki
-        .sceau_ok(&["ra", "bootstrap", "--cert", ae.cert.to_str().unwrap()]);
     let all = scope(&[], BOTH);
-    assert_eq!(designate(&ra, &ae, &aec, "AEC", &all).0, 201);
-    assert_eq!(designate(&ra, &aec, &aed, "AED", &all).0, 201);
-    assert_eq!(designate(&ra, &aed, &oc, "OC", &all).0, 201);
 
     // The OC's scope covers the AE's name, but not its rank.
     let serial = common::serial_of(&ae.cert);
@@ -1319,16 +1314,7 @@ fn a_flood_from_a_non_operator_is_rate_limited_before_it_costs_anything() {
 #[test]
 fn an_operator_cannot_revoke_for_ca_compromise() {
     let ra = Ra::start();
-    let ae = ra.operator("ae", "Alice", "AUBERT", &[]);
-    let aec = ra.operator("aec", "Bruno", "CARON", &[]);
-    let aed = ra.operator("aed", "Chloe", "DURAND", &[]);
-    let oc = ra.operator("oc", "Eric", "GARNIER", &[]);
-    ra.pki
-        .sceau_ok(&["ra", "bootstrap", "--cert", ae.cert.to_str().unwrap()]);
-    let all = scope(&[], BOTH);
-    assert_eq!(designate(&ra, &ae, &aec, "AEC", &all).0, 201);
-    assert_eq!(designate(&ra, &aec, &aed, "AED", &all).0, 201);
-    assert_eq!(designate(&ra, &aed, &oc, "OC", &all).0, 201);
+    let Team { aed, oc, .. } = team(&ra);
     let (request, _) = submit(&ra, &oc, "h-cac", &[]);
     let (status, issued) = decide(&ra, &aed, &request, "approve");
     assert_eq!(status, 200, "{issued}");
@@ -1357,16 +1343,8 @@ fn an_operator_cannot_revoke_for_ca_compromise() {
 #[test]
 fn variants_of_a_subject_are_one_person_and_operator_cards_are_renewed_from_above_only() {
     let ra = Ra::start();
-    let ae = ra.operator("ae", "Alice", "AUBERT", &[]);
-    let aec = ra.operator("aec", "Bruno", "CARON", &[]);
-    let aed = ra.operator("aed", "Chloe", "DURAND", &[]);
-    let oc = ra.operator("oc", "Eric", "GARNIER", &[]);
-    ra.pki
-        .sceau_ok(&["ra", "bootstrap", "--cert", ae.cert.to_str().unwrap()]);
+    let Team { ae, aed, oc, .. } = team(&ra);
     let all = scope(&[], BOTH);
-    assert_eq!(designate(&ra, &ae, &aec, "AEC", &all).0, 201);
-    assert_eq!(designate(&ra, &aec, &aed, "AED", &all).0, 201);
-    assert_eq!(designate(&ra, &aed, &oc, "OC", &all).0, 201);
     // Chloe's second card with an extra unit and her names in capitals: still Chloe.
     let csr = ra.pki.csr(
         "aed-variant",
