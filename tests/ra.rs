@@ -502,11 +502,8 @@ fn the_authorization_matrix_holds_and_refusals_change_nothing() {
         "own-submission",
     );
     assert_refused(&decide(&ra, &aed, &by_aed, "reject"), 403, "own-submission");
-    assert_refused(
-        &decide(&ra, &aed_dap, &by_oc, "approve"),
-        403,
-        "holder-out-of-scope",
-    );
+    // Out of scope looks like nothing there at all (issue 10: refusals reveal nothing).
+    assert_refused(&decide(&ra, &aed_dap, &by_oc, "approve"), 404, "not-found");
     // The signed action must be the one the URL names.
     let (_, json) = doc("reject", &format!(r#""request":"{by_oc}","reason":"x""#));
     assert_refused(
@@ -559,8 +556,8 @@ fn the_authorization_matrix_holds_and_refusals_change_nothing() {
     );
     assert_refused(
         &ra.get(&oc_dap, &format!("/ra/v1/requests/{by_oc}")),
-        403,
-        "holder-out-of-scope",
+        404,
+        "not-found",
     );
 
     // Expiring soon: the two new cards' certificates are within 3 years + a day, not 30 days.
@@ -590,10 +587,18 @@ fn the_authorization_matrix_holds_and_refusals_change_nothing() {
     );
 
     // Revocation: out of scope refused, in scope accepted, any role.
-    assert_refused(
-        &revoke_card(&ra, &oc_dap, &card_one),
-        403,
-        "holder-out-of-scope",
+    let hidden = revoke_card(&ra, &oc_dap, &card_one);
+    assert_refused(&hidden, 404, "not-found");
+    let missing = revoke_card(&ra, &oc_dap, "card-that-does-not-exist");
+    assert_refused(&missing, 404, "not-found");
+    assert_eq!(
+        hidden.1["detail"]
+            .as_str()
+            .map(|d| d.replace(&card_one, "X")),
+        missing.1["detail"]
+            .as_str()
+            .map(|d| d.replace("card-that-does-not-exist", "X")),
+        "an out-of-scope card and a missing one answer alike"
     );
     let revoked = revoke_card(&ra, &oc, &card_one);
     assert_eq!(revoked.0, 200, "{revoked:?}");

@@ -236,10 +236,12 @@ impl RegistrationAuthority {
             .ok_or_else(|| RaError::refused(Refusal::NotFound, format!("no request {id}")))?;
         let subject = parse_distinguished_name(&record.subject_der)
             .map_err(|e| RaError::Malformed(e.to_string()))?;
-        check_holder_scope(&actor.record.scope, &subject)?;
-        for policy in [&record.authentication_policy, &record.signature_policy] {
-            check_scope(&actor.record.scope, &subject, policy)?;
-        }
+        let in_scope = check_holder_scope(&actor.record.scope, &subject).and_then(|()| {
+            [&record.authentication_policy, &record.signature_policy]
+                .into_iter()
+                .try_for_each(|policy| check_scope(&actor.record.scope, &subject, policy))
+        });
+        super::unknown_outside_scope(in_scope, &format!("no request {id}"))?;
         // Persons, not certificates: an operator with a second certificate (another card, or
         // their own signature certificate) is still the person who submitted (issue 10
         // problem 1).

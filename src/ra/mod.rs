@@ -905,7 +905,14 @@ impl RegistrationAuthority {
                 })?;
                 let holder = certificate_subject(&record.der)?;
                 // An operator may revoke its own card too (loss, theft): a holder's right.
-                check_scope(&scope, &holder, &record.policy)?;
+                // Worded as for a target that does not exist (crate::ca::revoke::targets).
+                let unknown = match &revocation.target {
+                    RevocationTarget::Serial(serial) => {
+                        format!("serial {serial} was never issued by this CA")
+                    }
+                    RevocationTarget::Card(card) => format!("card {card} is unknown"),
+                };
+                unknown_outside_scope(check_scope(&scope, &holder, &record.policy), &unknown)?;
                 check_rank_over_holder(&operators, &actor_record, &holder)?;
             }
             Ok(crate::ca::revoke::revoke_in(txn, &revocation, now)?)
@@ -934,7 +941,10 @@ impl RegistrationAuthority {
             .ok_or_else(|| RaError::refused(Refusal::NotFound, format!("no request {id}")))?;
         let subject = parse_distinguished_name(&record.subject_der)
             .map_err(|e| RaError::Malformed(e.to_string()))?;
-        check_holder_scope(&operator.record.scope, &subject)?;
+        unknown_outside_scope(
+            check_holder_scope(&operator.record.scope, &subject),
+            &format!("no request {id}"),
+        )?;
         let mut answer = record.summary();
         if let RequestState::Issued {
             authentication,
@@ -1011,10 +1021,13 @@ impl RegistrationAuthority {
             .store
             .get::<Certificates>(&CertKey { issuer, serial })?
             .ok_or_else(not_found)?;
-        check_scope(
-            &operator.record.scope,
-            &certificate_subject(&record.der)?,
-            &record.policy,
+        unknown_outside_scope(
+            check_scope(
+                &operator.record.scope,
+                &certificate_subject(&record.der)?,
+                &record.policy,
+            ),
+            &format!("no certificate {}", serial_hex.trim_end_matches(".pem")),
         )?;
         Ok(pem::encode(pem::CERTIFICATE, &record.der))
     }
@@ -1100,6 +1113,21 @@ fn check_scope(scope: &Scope, holder: &DistinguishedName, policy: &str) -> Resul
         ));
     }
     Ok(())
+}
+
+/// An existing object (a request, a certificate, a card) outside the caller's scope is
+/// answered exactly like one that does not exist: the refusal says nothing about it.
+pub(crate) fn unknown_outside_scope<T>(
+    result: Result<T, RaError>,
+    unknown: &str,
+) -> Result<T, RaError> {
+    match result {
+        Err(RaError::Refused {
+            refusal: Refusal::OutOfScope | Refusal::PolicyOutOfScope,
+            ..
+        }) => Err(RaError::refused(Refusal::NotFound, unknown.to_owned())),
+        other => other,
+    }
 }
 
 fn check_holder_scope(scope: &Scope, holder: &DistinguishedName) -> Result<(), RaError> {
