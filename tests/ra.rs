@@ -46,22 +46,17 @@ impl Ra {
     /// with the extra OUs `units`.
     fn operator(&self, name: &str, given: &str, surname: &str, units: &[&str]) -> Op {
         let extra: String = units.iter().map(|u| format!("/OU={u}")).collect();
-        let csr = self.pki.csr(
+        let cert = self.pki.issue_to(
             name,
-            common::KeyKind::P256,
+            "justice-auth",
+            &format!("operator-{name}"),
             &format!("{extra}/GN={given}/SN={surname}/CN={given} {surname}"),
         );
-        let pem = self.pki.sceau_ok(&[
-            "issue",
-            "--policy",
-            "justice-auth",
-            "--csr",
-            csr.to_str().unwrap(),
-            "--holder",
-            &format!("operator-{name}"),
-        ]);
-        let cert = self.pki.path(&format!("{name}.pem"));
-        std::fs::write(&cert, &pem).unwrap();
+        self.op(name, cert)
+    }
+
+    /// The operator made of the key `name.key` and the certificate `cert`.
+    fn op(&self, name: &str, cert: PathBuf) -> Op {
         Op {
             name: name.to_owned(),
             key: self.pki.path(&format!("{name}.key")),
@@ -1026,28 +1021,13 @@ fn second_certificate(
     given: &str,
     surname: &str,
 ) -> Op {
-    let csr = ra.pki.csr(
+    let cert = ra.pki.issue_to(
         name,
-        common::KeyKind::P256,
+        policy,
+        holder,
         &format!("/GN={given}/SN={surname}/CN={given} {surname}"),
     );
-    let pem = ra.pki.sceau_ok(&[
-        "issue",
-        "--policy",
-        policy,
-        "--csr",
-        csr.to_str().unwrap(),
-        "--holder",
-        holder,
-    ]);
-    let cert = ra.pki.path(&format!("{name}.pem"));
-    std::fs::write(&cert, &pem).unwrap();
-    Op {
-        name: name.to_owned(),
-        key: ra.pki.path(&format!("{name}.key")),
-        id: operator_id(&cert),
-        cert,
-    }
+    ra.op(name, cert)
 }
 
 /// Issue 10 problem 1: the AED Chloe DURAND cannot become a second operator with her own
@@ -1351,28 +1331,13 @@ fn variants_of_a_subject_are_one_person_and_operator_cards_are_renewed_from_abov
     let Team { ae, aed, oc, .. } = team(&ra);
     let all = scope(&[], BOTH);
     // Chloe's second card with an extra unit and her names in capitals: still Chloe.
-    let csr = ra.pki.csr(
+    let variant_cert = ra.pki.issue_to(
         "aed-variant",
-        common::KeyKind::P256,
+        "justice-auth",
+        "operator-aed",
         "/OU=DAP/GN=CHLOE/SN=DURAND/CN=CHLOE DURAND",
     );
-    let pem = ra.pki.sceau_ok(&[
-        "issue",
-        "--policy",
-        "justice-auth",
-        "--csr",
-        csr.to_str().unwrap(),
-        "--holder",
-        "operator-aed",
-    ]);
-    let variant_cert = ra.pki.path("aed-variant.pem");
-    std::fs::write(&variant_cert, pem).unwrap();
-    let variant = Op {
-        name: "aed-variant".into(),
-        key: ra.pki.path("aed-variant.key"),
-        id: operator_id(&variant_cert),
-        cert: variant_cert,
-    };
+    let variant = ra.op("aed-variant", variant_cert);
     assert_refused(
         &designate(&ra, &aed, &variant, "AED", &all),
         409,

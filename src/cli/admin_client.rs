@@ -79,15 +79,8 @@ fn post(
             .ok()
             .and_then(|v| v.get("proof").and_then(|p| p.as_str()).map(str::to_owned));
         let expected = crate::http::admin::identity_proof(&token, &challenge);
-        // Compared in constant time.
-        let proven = proof.is_some_and(|p| {
-            p.len() == expected.len()
-                && p
-                    .bytes()
-                    .zip(expected.bytes())
-                    .fold(0u8, |acc, (a, b)| acc | (a ^ b))
-                    == 0
-        });
+        let proven =
+            proof.is_some_and(|p| crate::http::admin::constant_time_eq(&p, &expected));
         if !proven {
             return Err(AdminCallError::Failed(CliError(format!(
                 "the process listening on {address} is not the sceau daemon of {} (it cannot prove it knows this store's admin token); nothing was sent to it",

@@ -187,14 +187,7 @@ impl AdminService {
             .get(header::AUTHORIZATION)
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.strip_prefix("Bearer "));
-        // Compared in constant time.
-        let matches = presented.is_some_and(|p| {
-            p.len() == self.token.len()
-                && p.bytes()
-                    .zip(self.token.bytes())
-                    .fold(0u8, |acc, (a, b)| acc | (a ^ b))
-                    == 0
-        });
+        let matches = presented.is_some_and(|p| constant_time_eq(p, &self.token));
         if matches {
             Ok(())
         } else {
@@ -757,6 +750,15 @@ impl AdminCommand {
             }
         }
     }
+}
+
+/// Whether two secrets are equal, compared in constant time (for their common length).
+pub fn constant_time_eq(a: &str, b: &str) -> bool {
+    a.len() == b.len()
+        && a.bytes()
+            .zip(b.bytes())
+            .fold(0u8, |acc, (x, y)| acc | (x ^ y))
+            == 0
 }
 
 /// The proof that whoever answers knows the admin token: HMAC-SHA256 under the token of a

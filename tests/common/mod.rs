@@ -185,6 +185,24 @@ impl Pki {
         path
     }
 
+    /// A new P-256 key (`name.key`) and a certificate of `policy` for `subject`, issued to the
+    /// holder `holder` by `sceau issue`; returns the certificate's path (`name.pem`).
+    pub fn issue_to(&self, name: &str, policy: &str, holder: &str, subject: &str) -> PathBuf {
+        let csr = self.csr(name, KeyKind::P256, subject);
+        let pem = self.sceau_ok(&[
+            "issue",
+            "--policy",
+            policy,
+            "--csr",
+            csr.to_str().unwrap(),
+            "--holder",
+            holder,
+        ]);
+        let path = self.path(&format!("{name}.pem"));
+        std::fs::write(&path, pem).unwrap();
+        path
+    }
+
     pub fn path(&self, name: &str) -> PathBuf {
         self.dir.path().join(name)
     }
