@@ -163,9 +163,12 @@ fn direct(config_path: &Path, n: usize) {
 
 /// An operator of the load: its key (software), certificate and TLS client configuration.
 struct Operator {
+    /// The card the role is bound to (the operator's id).
+    card: String,
+    holder: String,
+    /// The authentication key: it also signs the requests (accepted beside the signature key).
     key: EcdsaKeyPair,
     certificate: Certificate,
-    certificate_der: Vec<u8>,
     tls: Arc<rustls::ClientConfig>,
 }
 
@@ -356,14 +359,26 @@ async fn operator(
     name: &str,
     surname: &str,
 ) -> Operator {
+    let holder_id = format!("ra-load-{name}-{surname}");
+    let card = format!("card-{name}-{surname}");
     let holder = holder(name, surname);
+    let signature_key = self::holder(name, surname);
     let answer = admin(
         config,
-        "/admin/issue",
-        serde_json::json!({ "policy": "justice-auth", "csr": holder.csr_pem, "holder": format!("ra-load-{name}") }),
+        "/admin/card",
+        serde_json::json!({
+            "holder": holder_id,
+            "card": card,
+            "authentication_csr": holder.csr_pem,
+            "signature_csr": signature_key.csr_pem,
+            "authentication_policy": "justice-auth",
+            "signature_policy": "justice-sign",
+        }),
     )
     .await;
-    let pem = answer["certificate"].as_str().expect("certificate");
+    let pem = answer["authentication"]["certificate"]
+        .as_str()
+        .expect("certificate");
     let der = sceau::x509::pem::decode_pem_or_der(pem.as_bytes(), &["CERTIFICATE"]).expect("pem");
     let mut roots = rustls::RootCertStore::empty();
     for ca in ra_ca {
@@ -380,9 +395,11 @@ async fn operator(
         )
         .expect("client certificate");
     Operator {
+        card,
+        holder: holder_id,
         key: holder.key,
         certificate: Certificate::from_der(&der).expect("certificate"),
-        certificate_der: der,
+
         tls: Arc::new(tls),
     }
 }
@@ -392,7 +409,8 @@ async fn designate(address: &str, by: &Operator, who: &Operator, role: &str) {
         "designate",
         serde_json::json!({
             "role": role,
-            "certificate": sceau::x509::pem::encode("CERTIFICATE", &who.certificate_der),
+            "holder": who.holder,
+            "card": who.card,
             "scope": { "organizations": [ORG], "policies": ["justice-auth", "justice-sign"] },
         }),
     );
@@ -431,7 +449,7 @@ async fn load(config_path: &Path, address: &str, ra_tls: &Path, n: usize, client
         &config,
         "/admin/ra/bootstrap",
         serde_json::json!({
-            "certificate": sceau::x509::pem::encode("CERTIFICATE", &ae.certificate_der),
+            "card": ae.card,
             "scope": { "organizations": [ORG], "policies": ["justice-auth", "justice-sign"] },
         }),
     )

@@ -8,12 +8,19 @@ use std::process::Command;
 use common::daemon::Daemon;
 use common::{Keys, Pki, openssl};
 
-/// An operator: its key, its certificate (issued by the test CA) and its operator id.
+/// An operator: a person holding a card of the test CA (its two keys and certificates), whose
+/// operator id is the card's id.
 #[derive(Clone)]
 struct Op {
     name: String,
+    /// The authentication key and certificate: the TLS client credential.
     key: PathBuf,
     cert: PathBuf,
+    /// The signature key and certificate: what signs requests.
+    sign_key: PathBuf,
+    sign_cert: PathBuf,
+    holder: String,
+    /// The card's id, which is the operator's id.
     id: String,
 }
 
@@ -42,34 +49,65 @@ impl Ra {
         format!("https://{}{path}", self.daemon.ra.unwrap())
     }
 
-    /// A new operator key and its certificate (justice-auth), for a holder named `given SURNAME`
-    /// with the extra OUs `units`.
+    /// A new card (holder `operator-NAME`, card `card-NAME`) for a person named `given
+    /// SURNAME` with the extra OUs `units`: a candidate operator.
     fn operator(&self, name: &str, given: &str, surname: &str, units: &[&str]) -> Op {
-        let extra: String = units.iter().map(|u| format!("/OU={u}")).collect();
-        let cert = self.pki.issue_to(
+        self.card_of(
             name,
-            "justice-auth",
             &format!("operator-{name}"),
-            &format!("{extra}/GN={given}/SN={surname}/CN={given} {surname}"),
-        );
-        self.op(name, cert)
+            &format!("card-{name}"),
+            given,
+            surname,
+            units,
+        )
     }
 
-    /// The operator made of the key `name.key` and the certificate `cert`.
-    fn op(&self, name: &str, cert: PathBuf) -> Op {
+    /// A new card `card` of `holder` for a person named `given SURNAME` (extra OUs `units`),
+    /// its files named after `name`.
+    fn card_of(
+        &self,
+        name: &str,
+        holder: &str,
+        card: &str,
+        given: &str,
+        surname: &str,
+        units: &[&str],
+    ) -> Op {
+        let extra: String = units.iter().map(|u| format!("/OU={u}")).collect();
+        let (cert, sign_cert) = self.pki.issue_card(
+            name,
+            holder,
+            card,
+            &format!("{extra}/GN={given}/SN={surname}/CN={given} {surname}"),
+        );
         Op {
             name: name.to_owned(),
             key: self.pki.path(&format!("{name}.key")),
-            id: operator_id(&cert),
             cert,
+            sign_key: self.pki.path(&format!("{name}-sig.key")),
+            sign_cert,
+            holder: holder.to_owned(),
+            id: card.to_owned(),
         }
     }
 
-    /// Signs `json` with `signer`'s key and POSTs it over TLS as `client`: (status, body).
+    /// Signs `json` with `signer`'s signature key and POSTs it over TLS as `client`.
     fn post_as(
         &self,
         client: &Op,
         signer: &Op,
+        path: &str,
+        json: &str,
+    ) -> (u16, serde_json::Value) {
+        self.post_signed(client, (&signer.sign_cert, &signer.sign_key), path, json)
+    }
+
+    /// Signs `json` with the certificate and key `signer` and POSTs it over TLS as `client`:
+    /// (status, body).
+    fn post_signed(
+        &self,
+        client: &Op,
+        signer: (&Path, &Path),
         path: &str,
         json: &str,
     ) -> (u16, serde_json::Value) {
@@ -85,9 +123,9 @@ impl Ra {
             "-outform",
             "DER",
             "-signer",
-            signer.cert.to_str().unwrap(),
+            signer.0.to_str().unwrap(),
             "-inkey",
-            signer.key.to_str().unwrap(),
+            signer.1.to_str().unwrap(),
             "-in",
             content.to_str().unwrap(),
             "-out",
@@ -143,32 +181,6 @@ fn random_id() -> String {
     let (ok, text) = openssl(&["rand", "-hex", "16"]);
     assert!(ok);
     text.trim().to_owned()
-}
-
-/// The operator id of a certificate: SHA-256 of its DER.
-fn operator_id(cert: &Path) -> String {
-    let der = Command::new("openssl")
-        .args(["x509", "-outform", "DER", "-in"])
-        .arg(cert)
-        .output()
-        .unwrap()
-        .stdout;
-    let digest = Command::new("openssl")
-        .args(["dgst", "-sha256", "-r"])
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .spawn()
-        .and_then(|mut child| {
-            use std::io::Write;
-            child.stdin.take().unwrap().write_all(&der)?;
-            child.wait_with_output()
-        })
-        .unwrap();
-    String::from_utf8_lossy(&digest.stdout)
-        .split_whitespace()
-        .next()
-        .unwrap()
-        .to_owned()
 }
 
 fn now_rfc3339() -> String {
@@ -236,8 +248,7 @@ fn team(ra: &Ra) -> Team {
     let aec = ra.operator("aec", "Bruno", "CARON", &[]);
     let aed = ra.operator("aed", "Chloe", "DURAND", &[]);
     let oc = ra.operator("oc", "Eric", "GARNIER", &[]);
-    ra.pki
-        .sceau_ok(&["ra", "bootstrap", "--cert", ae.cert.to_str().unwrap()]);
+    ra.pki.sceau_ok(&["ra", "bootstrap", "--card", &ae.id]);
     let all = scope(&[], BOTH);
     assert_eq!(designate(ra, &ae, &aec, "AEC", &all).0, 201);
     assert_eq!(designate(ra, &aec, &aed, "AED", &all).0, 201);
@@ -252,12 +263,11 @@ fn designate(
     role: &str,
     scope: &str,
 ) -> (u16, serde_json::Value) {
-    let pem = std::fs::read_to_string(&designee.cert).unwrap();
     let (_, json) = doc(
         "designate",
         &format!(
-            r#""role":"{role}",{scope},"certificate":{}"#,
-            json_string(&pem)
+            r#""role":"{role}",{scope},"holder":"{}","card":"{}""#,
+            designee.holder, designee.id
         ),
     );
     ra.post(designator, "/ra/v1/operators", &json)
@@ -378,9 +388,9 @@ fn the_authorization_matrix_holds_and_refusals_change_nothing() {
     let oc_dap = ra.operator("ocdap", "Gilles", "JOLY", &["DAP"]);
     let oc_auth = ra.operator("ocauth", "Hugo", "KLEIN", &[]);
     let stranger = ra.operator("stranger", "Ines", "LAMBERT", &[]);
-    pki.sceau_ok(&["ra", "bootstrap", "--cert", ae.cert.to_str().unwrap()]);
+    pki.sceau_ok(&["ra", "bootstrap", "--card", &ae.id]);
     // A second bootstrap is refused.
-    let again = pki.sceau(&["ra", "bootstrap", "--cert", aec.cert.to_str().unwrap()]);
+    let again = pki.sceau(&["ra", "bootstrap", "--card", &aec.id]);
     assert!(!again.status.success());
     assert!(String::from_utf8_lossy(&again.stderr).contains("already registered"));
 
@@ -428,7 +438,7 @@ fn the_authorization_matrix_holds_and_refusals_change_nothing() {
     assert_refused(
         &designate(&ra, &aed, &oc, "OC", &all),
         409,
-        "operator-exists",
+        "person-already-operator",
     );
     // An unregistered client certificate.
     assert_refused(
@@ -571,10 +581,10 @@ fn the_authorization_matrix_holds_and_refusals_change_nothing() {
             >= 4,
         "{later:?}"
     );
-    // The DAP branch sees only holders of the unit DAP (here, its own two operators).
+    // The DAP branch sees only holders of the unit DAP (here, the two cards of its two operators).
     let dap_view = ra.get(&oc_dap, "/ra/v1/certificates/expiring?days=1100");
     let seen = dap_view.1["certificates"].as_array().unwrap();
-    assert_eq!(seen.len(), 2, "{dap_view:?}");
+    assert_eq!(seen.len(), 4, "{dap_view:?}");
     assert!(
         seen.iter()
             .all(|c| c["subject"].as_str().unwrap_or_default().contains("OU=DAP")),
@@ -680,56 +690,33 @@ fn the_authorization_matrix_holds_and_refusals_change_nothing() {
     assert!(ra.daemon.metric("sceau_ra_requests_total", "") >= 40);
     assert!(ra.daemon.metric("sceau_ra_refused_total", "") as usize >= REFUSALS.with(|n| n.get()));
 
-    // An expired operator certificate: the same daemon, its clock moved past the certificate.
+    // An expired operator certificate: the same daemon, its clock moved past the AEC's card.
     let Ra { pki, daemon } = ra;
-    let short = pki.csr(
-        "short",
-        common::KeyKind::P256,
-        "/GN=Jules/SN=MOREL/CN=Jules MOREL",
-    );
-    let in_a_day = {
-        let out = Command::new("date")
-            .args(["-u", "-d", "+1 day", "+%Y-%m-%dT%H:%M:%SZ"])
-            .output()
-            .unwrap();
-        String::from_utf8_lossy(&out.stdout).trim().to_owned()
-    };
-    let pem = pki.sceau_ok(&[
-        "issue",
-        "--policy",
-        "justice-auth",
-        "--csr",
-        short.to_str().unwrap(),
-        "--holder",
-        "operator-short",
-        "--not-after",
-        &in_a_day,
+    assert!(daemon_stop(daemon).success());
+    let (_, not_after) = openssl(&[
+        "x509",
+        "-noout",
+        "-enddate",
+        "-in",
+        aec.cert.to_str().unwrap(),
     ]);
-    let short_cert = pki.path("short.pem");
-    std::fs::write(&short_cert, pem).unwrap();
-    let short_op = Op {
-        name: "short".into(),
-        key: pki.path("short.key"),
-        id: operator_id(&short_cert),
-        cert: short_cert,
-    };
-    let ra = Ra { pki, daemon };
-    assert_eq!(designate(&ra, &aec, &short_op, "AED", &all).0, 201);
-    assert!(daemon_stop(ra.daemon).success());
-    let in_two_days = {
+    let after_expiry = {
+        let when = not_after.trim().trim_start_matches("notAfter=").to_owned();
         let out = Command::new("date")
-            .args(["-u", "-d", "+2 days", "+%Y-%m-%dT%H:%M:%SZ"])
+            .args([
+                "-u",
+                "-d",
+                &format!("{when} + 1 day"),
+                "+%Y-%m-%dT%H:%M:%SZ",
+            ])
             .output()
             .unwrap();
         String::from_utf8_lossy(&out.stdout).trim().to_owned()
     };
-    let daemon = Daemon::start_with_env(&ra.pki, &[("SCEAU_NOW", &in_two_days)]);
-    let later = Ra {
-        pki: ra.pki,
-        daemon,
-    };
+    let daemon = Daemon::start_with_env(&pki, &[("SCEAU_NOW", &after_expiry)]);
+    let later = Ra { pki, daemon };
     assert_refused(
-        &later.get(&short_op, "/ra/v1/operators/me"),
+        &later.get(&aec, "/ra/v1/operators/me"),
         403,
         "operator-certificate-expired",
     );
@@ -759,7 +746,7 @@ fn the_authorization_matrix_holds_and_refusals_change_nothing() {
         .iter()
         .filter(|e| e["event"] == "operator_designated")
         .count();
-    assert_eq!(designated, 9, "bootstrap + 8 designations");
+    assert_eq!(designated, 8, "bootstrap + 7 designations");
     assert!(
         pki.sceau_ok(&["audit", "verify"])
             .contains("audit log verified")
@@ -775,8 +762,7 @@ fn daemon_stop(daemon: Daemon) -> std::process::ExitStatus {
 fn audit_verify_checks_checkpoints_and_names_a_changed_entry() {
     let ra = Ra::start();
     let op = ra.operator("ae", "Alice", "AUBERT", &[]);
-    ra.pki
-        .sceau_ok(&["ra", "bootstrap", "--cert", op.cert.to_str().unwrap()]);
+    ra.pki.sceau_ok(&["ra", "bootstrap", "--card", &op.id]);
     // A checkpoint through the daemon, signed by the audit key in the HSM.
     let answer = ra.pki.sceau_ok(&["audit", "checkpoint"]);
     assert!(answer.contains("\"checkpoint\""), "{answer}");
@@ -855,7 +841,7 @@ fn operators_with_cards_of_a_new_issuing_ca_are_trusted_after_a_rollover() {
     let ra = Ra::start();
     let pki = &ra.pki;
     let ae = ra.operator("ae", "Alice", "AUBERT", &[]);
-    pki.sceau_ok(&["ra", "bootstrap", "--cert", ae.cert.to_str().unwrap()]);
+    pki.sceau_ok(&["ra", "bootstrap", "--card", &ae.id]);
     let rotated: serde_json::Value =
         serde_json::from_str(&pki.sceau_ok(&["ca", "rotate"])).unwrap();
     assert_eq!(rotated["issuing"], "ac-agents-2", "{rotated}");
@@ -982,8 +968,7 @@ fn a_withdrawn_operator_does_not_come_back_through_a_peer() {
     let aec = ra.operator("aec", "Bruno", "CARON", &[]);
     let aed = ra.operator("aed", "Chloe", "DURAND", &[]);
     let peer = ra.operator("peer", "Denis", "FAURE", &[]);
-    ra.pki
-        .sceau_ok(&["ra", "bootstrap", "--cert", ae.cert.to_str().unwrap()]);
+    ra.pki.sceau_ok(&["ra", "bootstrap", "--card", &ae.id]);
     let all = scope(&[], BOTH);
     assert_eq!(designate(&ra, &ae, &aec, "AEC", &all).0, 201);
     assert_eq!(designate(&ra, &aec, &aed, "AED", &all).0, 201);
@@ -1011,9 +996,8 @@ fn a_withdrawn_operator_does_not_come_back_through_a_peer() {
     assert_eq!(ra.get(&aed, "/ra/v1/operators/me").0, 200);
 }
 
-/// A certificate of `policy` for the holder `holder` named `given SURNAME`, as an operator
-/// credential candidate (its key and certificate files).
-fn second_certificate(
+/// A loose certificate of `policy` (no card) for the holder `holder` named `given SURNAME`.
+fn loose_certificate(
     ra: &Ra,
     name: &str,
     holder: &str,
@@ -1027,26 +1011,35 @@ fn second_certificate(
         holder,
         &format!("/GN={given}/SN={surname}/CN={given} {surname}"),
     );
-    ra.op(name, cert)
+    let key = ra.pki.path(&format!("{name}.key"));
+    Op {
+        name: name.to_owned(),
+        key: key.clone(),
+        cert: cert.clone(),
+        sign_key: key,
+        sign_cert: cert,
+        holder: holder.to_owned(),
+        id: format!("no-card-{name}"),
+    }
 }
 
-/// Issue 10 problem 1: the AED Chloe DURAND cannot become a second operator with her own
-/// signature certificate, nor with a second card's authentication certificate: one person, one
-/// role; so she cannot approve what she submitted.
+/// Issue 10 problem 1: the AED Chloe DURAND cannot become a second operator, neither with a
+/// loose certificate of her own (signature or authentication), nor with her own card, nor with a
+/// second card: operators are persons holding a card, one role per person; so she cannot approve
+/// what she submitted.
 #[test]
 fn one_person_cannot_hold_two_operator_credentials() {
     let ra = Ra::start();
     let ae = ra.operator("ae", "Alice", "AUBERT", &[]);
     let aec = ra.operator("aec", "Bruno", "CARON", &[]);
     let aed = ra.operator("aed", "Chloe", "DURAND", &[]);
-    ra.pki
-        .sceau_ok(&["ra", "bootstrap", "--cert", ae.cert.to_str().unwrap()]);
+    ra.pki.sceau_ok(&["ra", "bootstrap", "--card", &ae.id]);
     let all = scope(&[], BOTH);
     assert_eq!(designate(&ra, &ae, &aec, "AEC", &all).0, 201);
     assert_eq!(designate(&ra, &aec, &aed, "AED", &all).0, 201);
 
-    // Her own signature certificate (nonRepudiation) is no operator credential.
-    let signature = second_certificate(
+    // A loose certificate is designated by nobody: the request shape names a card.
+    let signature = loose_certificate(
         &ra,
         "aed-sign",
         "operator-aed",
@@ -1054,37 +1047,146 @@ fn one_person_cannot_hold_two_operator_credentials() {
         "Chloe",
         "DURAND",
     );
-    assert_refused(
-        &designate(&ra, &aed, &signature, "AED", &all),
-        403,
-        "not-an-authentication-certificate",
+    let pem = std::fs::read_to_string(&signature.cert).unwrap();
+    let (_, json) = doc(
+        "designate",
+        &format!(r#""role":"AED",{all},"certificate":{}"#, json_string(&pem)),
     );
-    // A second card's authentication certificate: the same person, already an operator.
-    let second = second_certificate(
-        &ra,
+    assert_refused(
+        &ra.post(&aed, "/ra/v1/operators", &json),
+        400,
+        "malformed-request",
+    );
+    // Her own card, by herself.
+    assert_refused(
+        &designate(&ra, &aed, &aed, "AED", &all),
+        403,
+        "own-certificate",
+    );
+    // A second card of hers: the same person, already an operator, whoever designates it.
+    let second = ra.card_of(
         "aed-card2",
         "operator-aed",
-        "justice-auth",
+        "card-aed-2",
         "Chloe",
         "DURAND",
+        &[],
     );
     assert_refused(
         &designate(&ra, &aed, &second, "AED", &all),
-        409,
-        "person-already-operator",
+        403,
+        "own-certificate",
     );
     assert_refused(
         &designate(&ra, &aec, &second, "AED", &all),
         409,
         "person-already-operator",
     );
-    // Neither is served as an operator.
+    // A loose authentication certificate of hers, and her second card, are no credentials.
+    let loose = loose_certificate(
+        &ra,
+        "aed-loose",
+        "operator-aed",
+        "justice-auth",
+        "Chloe",
+        "DURAND",
+    );
+    assert_refused(
+        &ra.get(&loose, "/ra/v1/operators/me"),
+        403,
+        "unknown-operator",
+    );
     assert_refused(
         &ra.get(&second, "/ra/v1/operators/me"),
         403,
         "unknown-operator",
     );
+    // Her second card's signature key does not sign for her first card.
+    let (request, answer) = submit(&ra, &aed, "h-self", &[]);
+    assert_eq!(answer.0, 201, "{answer:?}");
+    let (_, json) = doc("approve", &format!(r#""request":"{request}""#));
+    assert_refused(
+        &ra.post_as(
+            &aed,
+            &second,
+            &format!("/ra/v1/requests/{request}/approve"),
+            &json,
+        ),
+        403,
+        "signer-not-client",
+    );
+    assert_refused(
+        &decide(&ra, &aed, &request, "approve"),
+        403,
+        "own-submission",
+    );
     assert_eq!(ra.get(&aed, "/ra/v1/operators/me").0, 200);
+}
+
+/// The convention's operators sign with their card's signature certificate; the authentication
+/// certificate is accepted as a signer too. The role follows the card through its renewal: the
+/// renewed card's new certificates are the credential, the old ones are not.
+#[test]
+fn an_operator_signs_with_their_card_and_keeps_the_role_across_its_renewal() {
+    let ra = Ra::start();
+    let Team { ae, aed, oc } = team(&ra);
+    // Signed with the authentication certificate (the TLS client's): accepted too.
+    let (_, json) = doc("submit", &{
+        let auth = ra.pki.csr(
+            "h-compat-auth",
+            common::KeyKind::P256,
+            "/GN=Agent/SN=COMPAT/CN=Agent COMPAT",
+        );
+        let sign = ra.pki.csr(
+            "h-compat-sign",
+            common::KeyKind::P256,
+            "/GN=Agent/SN=COMPAT/CN=Agent COMPAT",
+        );
+        format!(
+            r#""holder":"h-compat","authentication_csr":{},"signature_csr":{}"#,
+            json_string(&std::fs::read_to_string(auth).unwrap()),
+            json_string(&std::fs::read_to_string(sign).unwrap())
+        )
+    });
+    let answer = ra.post_signed(&oc, (&oc.cert, &oc.key), "/ra/v1/requests", &json);
+    assert_eq!(answer.0, 201, "{answer:?}");
+
+    // The OC's card is renewed (by the AED, above it); the OC stays an OC with the new card.
+    let subject = "/GN=Eric/SN=GARNIER/CN=Eric GARNIER";
+    let (request, answer) = renew(&ra, &aed, &oc.id, "oc-renewed", subject);
+    assert_eq!(answer.0, 201, "{answer:?}");
+    let (status, issued) = decide(&ra, &ae, &request, "approve");
+    assert_eq!(status, 200, "{issued}");
+    let (status, issued) = ra.get(&ae, &format!("/ra/v1/requests/{request}"));
+    assert_eq!(status, 200, "{issued}");
+    let renewed = {
+        let write = |name: &str, which: &str| {
+            let path = ra.pki.path(name);
+            std::fs::write(&path, issued[which]["certificate"].as_str().unwrap()).unwrap();
+            path
+        };
+        Op {
+            name: "oc-renewed".into(),
+            key: ra.pki.path("oc-renewed-auth.key"),
+            cert: write("oc-renewed-auth.pem", "authentication"),
+            sign_key: ra.pki.path("oc-renewed-sign.key"),
+            sign_cert: write("oc-renewed-sign.pem", "signature"),
+            holder: oc.holder.clone(),
+            id: oc.id.clone(),
+        }
+    };
+    let me = ra.get(&renewed, "/ra/v1/operators/me");
+    assert_eq!(me.0, 200, "{me:?}");
+    assert_eq!(me.1["role"], "OC");
+    assert_eq!(me.1["operator"], oc.id.as_str());
+    let (_, answer) = submit(&ra, &renewed, "h-after-renewal", &[]);
+    assert_eq!(answer.0, 201, "{answer:?}");
+    // The superseded certificates are no credential any more.
+    assert_refused(
+        &ra.get(&oc, "/ra/v1/operators/me"),
+        403,
+        "operator-certificate-revoked",
+    );
 }
 
 /// A renewal request for `card` with new keys for `subject`, signed by `op`.
@@ -1124,8 +1226,7 @@ fn a_renewal_is_scoped_by_the_card_it_replaces() {
     let oc = ra.operator("oc", "Eric", "GARNIER", &[]);
     let aed_dap = ra.operator("aeddap", "Fanny", "HUET", &["DAP"]);
     let oc_dap = ra.operator("ocdap", "Gilles", "JOLY", &["DAP"]);
-    ra.pki
-        .sceau_ok(&["ra", "bootstrap", "--cert", ae.cert.to_str().unwrap()]);
+    ra.pki.sceau_ok(&["ra", "bootstrap", "--card", &ae.id]);
     let all = scope(&[], BOTH);
     let dap = scope(&["DAP"], BOTH);
     assert_eq!(designate(&ra, &ae, &aec, "AEC", &all).0, 201);
@@ -1232,9 +1333,7 @@ fn the_ae_cannot_be_locked_out_from_below_and_can_be_replaced() {
 
     // While an AE can act, security staff cannot bootstrap another; once none can (their cards
     // revoked on the CA host), they can, and it is audited.
-    let refused = ra
-        .pki
-        .sceau(&["ra", "bootstrap", "--cert", spare.cert.to_str().unwrap()]);
+    let refused = ra.pki.sceau(&["ra", "bootstrap", "--card", &spare.id]);
     assert!(!refused.status.success());
     for card in [&ae.cert, &alter.cert] {
         ra.pki.sceau_ok(&[
@@ -1245,8 +1344,7 @@ fn the_ae_cannot_be_locked_out_from_below_and_can_be_replaced() {
             "affiliation-changed",
         ]);
     }
-    ra.pki
-        .sceau_ok(&["ra", "bootstrap", "--cert", spare.cert.to_str().unwrap()]);
+    ra.pki.sceau_ok(&["ra", "bootstrap", "--card", &spare.id]);
     assert_eq!(ra.get(&spare, "/ra/v1/operators/me").1["role"], "AE");
     assert!(
         designate(
@@ -1331,15 +1429,21 @@ fn variants_of_a_subject_are_one_person_and_operator_cards_are_renewed_from_abov
     let Team { ae, aed, oc, .. } = team(&ra);
     let all = scope(&[], BOTH);
     // Chloe's second card with an extra unit and her names in capitals: still Chloe.
-    let variant_cert = ra.pki.issue_to(
+    let variant = ra.card_of(
         "aed-variant",
-        "justice-auth",
         "operator-aed",
-        "/OU=DAP/GN=CHLOE/SN=DURAND/CN=CHLOE DURAND",
+        "card-aed-variant",
+        "CHLOE",
+        "DURAND",
+        &["DAP"],
     );
-    let variant = ra.op("aed-variant", variant_cert);
     assert_refused(
         &designate(&ra, &aed, &variant, "AED", &all),
+        403,
+        "own-certificate",
+    );
+    assert_refused(
+        &designate(&ra, &ae, &variant, "AEC", &all),
         409,
         "person-already-operator",
     );
@@ -1384,8 +1488,7 @@ fn variants_of_a_subject_are_one_person_and_operator_cards_are_renewed_from_abov
 fn the_audit_log_is_anchored_outside_the_store() {
     let ra = Ra::start();
     let op = ra.operator("ae", "Alice", "AUBERT", &[]);
-    ra.pki
-        .sceau_ok(&["ra", "bootstrap", "--cert", op.cert.to_str().unwrap()]);
+    ra.pki.sceau_ok(&["ra", "bootstrap", "--card", &op.id]);
     let answer: serde_json::Value =
         serde_json::from_str(&ra.pki.sceau_ok(&["audit", "checkpoint"])).unwrap();
     let expect = format!(

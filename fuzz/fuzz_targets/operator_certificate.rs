@@ -1,4 +1,4 @@
-//! Certificates given to `sceau ra bootstrap` and to RA designations (PEM or DER): decoded and
+//! Operator certificates (PEM or DER: TLS client certificates, cards' certificates): decoded and
 //! read the way the RA reads an operator's certificate (validity, serial, subject).
 #![no_main]
 use der::{Decode, Encode};

@@ -213,13 +213,13 @@ pub enum OcspCommand {
 
 #[derive(Debug, Subcommand)]
 pub enum RaCommand {
-    /// Register the first AE (once): the certificate of its card, issued by the issuing CA.
-    /// The other operators are designated through the RA API.
+    /// Register an AE on the CA host: the first one, or a replacement when no AE can act any
+    /// more. The other operators are designated through the RA API.
     Bootstrap {
-        /// The AE's certificate, PEM.
-        #[arg(long, value_name = "FILE")]
-        cert: PathBuf,
-        /// Organisations (subject O) in its scope; by default the certificate's own O.
+        /// The AE's card (`sceau card issue`): its authentication certificate is the credential.
+        #[arg(long, value_name = "ID")]
+        card: String,
+        /// Organisations (subject O) in its scope; by default the card's own O.
         #[arg(long, value_name = "O")]
         organization: Vec<String>,
         /// Units (subject OU) in its scope; by default every unit.
@@ -361,11 +361,11 @@ pub fn run(cli: Cli) -> Result<(), CliError> {
         Command::Cert(CertCommand::Show { serial }) => cert_show(&config, &serial),
         Command::Ocsp(OcspCommand::RenewSigner) => ocsp_renew_signer(&config),
         Command::Ra(RaCommand::Bootstrap {
-            cert,
+            card,
             organization,
             unit,
             policy,
-        }) => ra_bootstrap(&config, &cert, organization, unit, policy),
+        }) => ra_bootstrap(&config, &card, organization, unit, policy),
         Command::Audit(AuditCommand::Verify { anchor, expect }) => {
             audit_verify(&config, anchor.as_deref(), &expect)
         }
@@ -745,26 +745,11 @@ fn write_card(
 
 fn ra_bootstrap(
     config: &Config,
-    cert: &Path,
+    card: &str,
     organizations: Vec<String>,
     units: Vec<String>,
     policies: Vec<String>,
 ) -> Result<(), CliError> {
-    let pem = std::fs::read_to_string(cert).context(|| format!("--cert {}", cert.display()))?;
-    let der = crate::x509::pem::decode_pem_or_der(pem.as_bytes(), &[crate::x509::pem::CERTIFICATE])
-        .context(|| format!("--cert {}", cert.display()))?;
-    let certificate: x509_cert::Certificate =
-        der::Decode::from_der(&der).context(|| format!("--cert {}", cert.display()))?;
-    let organizations = if organizations.is_empty() {
-        let subject = der::Encode::to_der(certificate.tbs_certificate().subject())?;
-        crate::x509::name::parse_distinguished_name(&subject)
-            .context(|| format!("--cert {}: subject", cert.display()))?
-            .values(crate::x509::name::Attribute::Organization)
-            .map(str::to_owned)
-            .collect()
-    } else {
-        organizations
-    };
     let policies = if policies.is_empty() {
         PolicySet::load_dir(&config.policies_dir)?
             .names()
@@ -778,15 +763,15 @@ fn ra_bootstrap(
         units: units.into_iter().collect(),
         policies: policies.into_iter().collect(),
     };
-    let body = serde_json::json!({ "certificate": pem, "scope": scope });
+    let body = serde_json::json!({ "card": card, "scope": scope });
     let answer = match admin_client::call(config, "/admin/ra/bootstrap", body)? {
         Some(body) => serde_json::from_slice(&body)?,
         None => {
             let store = open_store(config)?;
             let state = ca::load_state(&store)?
                 .ok_or_else(|| ca::CaError::NotInitialized(config.store_dir()))?;
-            let record = crate::ra::bootstrap(&store, &state, &der, scope, clock().now())
-                .context(|| format!("--cert {}", cert.display()))?;
+            let record = crate::ra::bootstrap(&store, &state, card, scope, clock().now())
+                .context(|| format!("--card {card}"))?;
             serde_json::json!({ "operator": record.id, "role": record.role, "subject": record.subject, "scope": record.scope })
         }
     };

@@ -655,8 +655,8 @@ pub struct CardBody {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct BootstrapBody {
-    /// PEM.
-    pub certificate: String,
+    /// The AE's card: its authentication certificate becomes the credential.
+    pub card: String,
     pub scope: crate::ra::operators::Scope,
 }
 
@@ -730,13 +730,8 @@ impl AdminCommand {
                 Ok((value, vec![key(&card.authentication), key(&card.signature)]))
             }
             AdminCommand::Bootstrap(body) => {
-                let der = crate::x509::pem::decode_pem_or_der(
-                    body.certificate.as_bytes(),
-                    &[crate::x509::pem::CERTIFICATE],
-                )
-                .map_err(|e| Problem::new(StatusCode::BAD_REQUEST, "certificate", e.to_string()))?;
-                let record =
-                    crate::ra::bootstrap(store, state, &der, body.scope, now).map_err(|e| {
+                let record = crate::ra::bootstrap(store, state, &body.card, body.scope, now)
+                    .map_err(|e| {
                         Problem::new(
                             StatusCode::UNPROCESSABLE_ENTITY,
                             &e.rule().unwrap_or_else(|| "internal".into()),

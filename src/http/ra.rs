@@ -148,25 +148,26 @@ impl RaService {
         request: &hyper::http::request::Parts,
         body: Option<bytes::Bytes>,
     ) -> Response<Body> {
-        let path = request.uri.path().to_owned();
-        let Some(rest) = path.strip_prefix("/ra/v1/") else {
-            return not_found();
-        };
-        let segments: Vec<&str> = rest.split('/').collect();
-        let method = request.method.clone();
-        let signed =
-            |action: &'static str, target: Option<&str>| (action, target.map(str::to_owned));
-        let action = match (&method, segments.as_slice()) {
-            (&Method::GET, ["operators", "me"]) => {
-                return json(StatusCode::OK, &operator_view(operator));
+        let path = request.uri.path();
+        let method = &request.method;
+        let action = match resolve(method, path) {
+            Err(RouteError::NotFound) => return not_found(),
+            Err(RouteError::MethodNotAllowed) => {
+                return Problem::new(
+                    StatusCode::METHOD_NOT_ALLOWED,
+                    "method-not-allowed",
+                    format!("{method} is not served on {path}"),
+                )
+                .response();
             }
-            (&Method::GET, ["requests", id]) => {
+            Ok(Route::Me) => return json(StatusCode::OK, &operator_view(operator)),
+            Ok(Route::Request(id)) => {
                 return match self.ra.request_status(operator, id) {
                     Ok(value) => json(StatusCode::OK, &value),
                     Err(error) => self.refuse_read(operator, &error).await,
                 };
             }
-            (&Method::GET, ["certificates", "expiring"]) => {
+            Ok(Route::Expiring) => {
                 let days = request
                     .uri
                     .query()
@@ -197,7 +198,7 @@ impl RaService {
                     .response(),
                 };
             }
-            (&Method::GET, ["certificates", serial]) if *serial != "expiring" => {
+            Ok(Route::Certificate(serial)) => {
                 return match self.ra.certificate(operator, serial) {
                     Ok(pem) => {
                         let mut response = Response::new(Body::one(pem));
@@ -210,31 +211,7 @@ impl RaService {
                     Err(error) => self.refuse_read(operator, &error).await,
                 };
             }
-            (&Method::POST, ["operators"]) => signed("designate", None),
-            (&Method::POST, ["operators", id, "withdraw"]) => signed("withdraw", Some(id)),
-            (&Method::POST, ["requests"]) => signed("submit", None),
-            (&Method::POST, ["requests", id, "approve"]) => signed("approve", Some(id)),
-            (&Method::POST, ["requests", id, "reject"]) => signed("reject", Some(id)),
-            (&Method::POST, ["cards", card, "renew"]) => signed("renew", Some(card)),
-            (&Method::POST, ["revocations"]) => signed("revoke", None),
-            (_, ["operators", "me"] | ["requests", _] | ["certificates", _])
-            | (
-                _,
-                ["operators"]
-                | ["operators", _, "withdraw"]
-                | ["requests"]
-                | ["requests", _, "approve" | "reject"]
-                | ["cards", _, "renew"]
-                | ["revocations"],
-            ) => {
-                return Problem::new(
-                    StatusCode::METHOD_NOT_ALLOWED,
-                    "method-not-allowed",
-                    format!("{method} is not served on {path}"),
-                )
-                .response();
-            }
-            _ => return not_found(),
+            Ok(Route::Signed { action, target }) => (action, target.map(str::to_owned)),
         };
         let content_type = request
             .headers
@@ -285,6 +262,57 @@ impl RaService {
     }
 }
 
+/// What a request names, before anything is checked.
+#[derive(Debug, PartialEq, Eq)]
+enum Route<'a> {
+    /// `GET /ra/v1/operators/me`
+    Me,
+    /// `GET /ra/v1/requests/{id}`
+    Request(&'a str),
+    /// `GET /ra/v1/certificates/expiring`
+    Expiring,
+    /// `GET /ra/v1/certificates/{serial}`
+    Certificate(&'a str),
+    /// A signed request: the action it must sign, and the object the URL names.
+    Signed {
+        action: &'static str,
+        target: Option<&'a str>,
+    },
+}
+
+#[derive(Debug, PartialEq, Eq)]
+enum RouteError {
+    NotFound,
+    MethodNotAllowed,
+}
+
+/// The route of `method path` (the RA's whole URL space; docs/ra-openapi.yaml describes it, and a
+/// test compares the two).
+fn resolve<'a>(method: &Method, path: &'a str) -> Result<Route<'a>, RouteError> {
+    let rest = path.strip_prefix("/ra/v1/").ok_or(RouteError::NotFound)?;
+    let segments: Vec<&str> = rest.split('/').collect();
+    let signed = |action: &'static str, target: Option<&'a str>| Route::Signed { action, target };
+    let known = match segments.as_slice() {
+        ["operators", "me"] => (Method::GET, Route::Me),
+        ["requests", id] => (Method::GET, Route::Request(id)),
+        ["certificates", "expiring"] => (Method::GET, Route::Expiring),
+        ["certificates", serial] => (Method::GET, Route::Certificate(serial)),
+        ["operators"] => (Method::POST, signed("designate", None)),
+        ["operators", id, "withdraw"] => (Method::POST, signed("withdraw", Some(id))),
+        ["requests"] => (Method::POST, signed("submit", None)),
+        ["requests", id, "approve"] => (Method::POST, signed("approve", Some(id))),
+        ["requests", id, "reject"] => (Method::POST, signed("reject", Some(id))),
+        ["cards", card, "renew"] => (Method::POST, signed("renew", Some(card))),
+        ["revocations"] => (Method::POST, signed("revoke", None)),
+        _ => return Err(RouteError::NotFound),
+    };
+    if *method == known.0 {
+        Ok(known.1)
+    } else {
+        Err(RouteError::MethodNotAllowed)
+    }
+}
+
 impl RaService {
     /// A refused read: audited like any refusal.
     async fn refuse_read(&self, operator: &Operator, error: &RaError) -> Response<Body> {
@@ -298,6 +326,7 @@ impl RaService {
 fn operator_view(operator: &Operator) -> serde_json::Value {
     serde_json::json!({
         "operator": operator.record.id,
+        "holder": operator.record.holder,
         "subject": operator.record.subject,
         "role": operator.record.role,
         "scope": operator.record.scope,
@@ -528,5 +557,203 @@ impl ClientCertVerifier for OperatorVerifier {
 
     fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
         self.trust.current().supported_verify_schemes()
+    }
+}
+
+/// docs/ra-openapi.yaml against the code: every documented path and method is a route and every
+/// route is documented; every documented signed body is accepted by the action its route
+/// names; every problem type the RA listener can answer is documented, and nothing else is.
+#[cfg(test)]
+mod openapi {
+    use super::*;
+
+    const OPENAPI: &str = include_str!("../../docs/ra-openapi.yaml");
+
+    /// (method, path template, x-signed-example) of every documented operation.
+    fn operations() -> Vec<(Method, String, Option<String>)> {
+        let mut operations = Vec::new();
+        let mut path = None;
+        for line in OPENAPI.lines() {
+            if let Some(p) = line.strip_prefix("  /").and_then(|p| p.strip_suffix(':')) {
+                path = Some(format!("/{p}"));
+            } else if !line.starts_with("  ") && !line.is_empty() {
+                path = None;
+            } else if let Some(path) = &path {
+                match line.trim_end() {
+                    "    get:" => operations.push((Method::GET, path.clone(), None)),
+                    "    post:" => operations.push((Method::POST, path.clone(), None)),
+                    other => {
+                        if let Some(example) = other.trim().strip_prefix("x-signed-example: ")
+                            && let Some(last) = operations.last_mut()
+                        {
+                            last.2 = Some(example.to_owned());
+                        }
+                    }
+                }
+            }
+        }
+        operations
+    }
+
+    /// A concrete path for a template: each `{param}` becomes `p-param`.
+    fn concrete(template: &str) -> String {
+        template
+            .split('/')
+            .map(|segment| match segment.strip_prefix('{') {
+                Some(name) => format!("p-{}", name.trim_end_matches('}')),
+                None => segment.to_owned(),
+            })
+            .collect::<Vec<_>>()
+            .join("/")
+    }
+
+    #[test]
+    fn every_route_is_documented_and_every_documented_route_exists() {
+        let operations = operations();
+        assert!(operations.len() >= 11, "{operations:?}");
+        let mut kinds = std::collections::BTreeSet::new();
+        for (method, template, example) in &operations {
+            let path = concrete(template);
+            let route = resolve(method, &path)
+                .unwrap_or_else(|e| panic!("{method} {template} is documented but {e:?}"));
+            let kind = match &route {
+                Route::Me => "me",
+                Route::Request(_) => "request",
+                Route::Expiring => "expiring",
+                Route::Certificate(_) => "certificate",
+                Route::Signed { action, target } => {
+                    // The object the URL names is the one the signed body must name.
+                    if template.contains('{') {
+                        assert!(target.is_some_and(|t| t.starts_with("p-")), "{template}");
+                    }
+                    let example = example
+                        .as_deref()
+                        .unwrap_or_else(|| panic!("{method} {template}: no x-signed-example"));
+                    let now =
+                        crate::x509::Timestamp::parse_rfc3339("2026-11-28T14:00:00Z").unwrap();
+                    let parsed =
+                        crate::ra::request::parse(example.as_bytes(), Vec::new(), now, 300)
+                            .unwrap_or_else(|e| panic!("{template}: {e}: {example}"));
+                    assert_eq!(parsed.action.name(), *action, "{template}");
+                    let mut extended: serde_json::Value = serde_json::from_str(example).unwrap();
+                    extended["undocumented"] = serde_json::Value::Bool(true);
+                    assert!(
+                        crate::ra::request::parse(
+                            extended.to_string().as_bytes(),
+                            Vec::new(),
+                            now,
+                            300
+                        )
+                        .is_err(),
+                        "{template}: a field the document does not name is refused"
+                    );
+                    action
+                }
+            };
+            assert!(kinds.insert(kind), "{kind} documented twice");
+            // The other method is not served there.
+            let other = if *method == Method::GET {
+                Method::POST
+            } else {
+                Method::GET
+            };
+            assert_eq!(resolve(&other, &path), Err(RouteError::MethodNotAllowed));
+        }
+        // Every route of `resolve` (11: four reads, seven signed actions) is documented.
+        let served = [
+            "me",
+            "request",
+            "expiring",
+            "certificate",
+            "designate",
+            "withdraw",
+            "submit",
+            "approve",
+            "reject",
+            "renew",
+            "revoke",
+        ];
+        assert_eq!(
+            kinds,
+            served.into_iter().collect(),
+            "documented routes differ from the served ones"
+        );
+        assert_eq!(
+            resolve(&Method::GET, "/ra/v1/nothing"),
+            Err(RouteError::NotFound)
+        );
+    }
+
+    /// The problem types the RA listener answers with: every refusal, and the rules written in
+    /// the code that maps errors to problems (the literal after each `StatusCode::…` in
+    /// `problem_for`'s module, `read_body_within`, `ca_problem` and `hsm_unavailable_problem`).
+    fn answered_rules() -> std::collections::BTreeSet<String> {
+        let mut rules: std::collections::BTreeSet<String> = crate::ra::Refusal::ALL
+            .iter()
+            .map(|r| r.rule().to_owned())
+            .collect();
+        let function = |source: &'static str, name: &str| -> &'static str {
+            let start = source
+                .find(&format!("fn {name}"))
+                .unwrap_or_else(|| panic!("fn {name}"));
+            let end = source[start..]
+                .find("\n}\n")
+                .map_or(source.len(), |e| start + e);
+            &source[start..end]
+        };
+        let admin = include_str!("admin.rs");
+        let sources = [
+            include_str!("ra.rs")
+                .split("#[cfg(test)]")
+                .next()
+                .unwrap_or_default(),
+            function(include_str!("mod.rs"), "read_body_within"),
+            function(admin, "ca_problem"),
+            function(admin, "hsm_unavailable_problem"),
+        ];
+        for source in sources {
+            for (at, _) in source.match_indices("StatusCode::") {
+                let window: String = source[at..].chars().take(90).collect();
+                let window = window.split("=>").next().unwrap_or_default();
+                let window = window.split(')').next().unwrap_or_default();
+                if let Some(literal) = window.split('"').nth(1) {
+                    let rule = literal.split(':').next().unwrap_or_default();
+                    if !rule.is_empty() && rule.chars().all(|c| c.is_ascii_lowercase() || c == '-')
+                    {
+                        rules.insert(rule.to_owned());
+                    }
+                }
+            }
+        }
+        rules
+    }
+
+    #[test]
+    fn the_documented_problem_types_are_the_answered_ones() {
+        let documented: std::collections::BTreeSet<String> = OPENAPI
+            .lines()
+            .filter_map(|l| l.trim().strip_prefix("- urn:sceau:problem:"))
+            .map(str::to_owned)
+            .collect();
+        let answered = answered_rules();
+        // The scan finds the rules written as literals (a sample, checked so that it cannot
+        // silently find nothing).
+        for sample in [
+            "rate-limited",
+            "body-timeout",
+            "policy-violation",
+            "hsm-unavailable",
+        ] {
+            assert!(
+                answered.contains(sample),
+                "{sample} not found: {answered:?}"
+            );
+        }
+        let undocumented: Vec<_> = answered.difference(&documented).collect();
+        let unanswered: Vec<_> = documented.difference(&answered).collect();
+        assert!(
+            undocumented.is_empty() && unanswered.is_empty(),
+            "answered but not documented: {undocumented:?}; documented but never answered: {unanswered:?}"
+        );
     }
 }

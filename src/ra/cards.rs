@@ -248,9 +248,9 @@ impl RegistrationAuthority {
         let submitter = self
             .store
             .get::<crate::store::schema::Operators>(&record.submitted_by)?
-            .and_then(|submitter| super::operators::person_of_certificate(&submitter.certificate));
+            .map(|submitter| submitter.person);
         if record.submitted_by == actor.record.id
-            || submitter == Some(super::operators::person_key(&actor.subject))
+            || submitter.as_ref() == Some(&actor.record.person)
         {
             return Err(RaError::refused(
                 Refusal::OwnSubmission,

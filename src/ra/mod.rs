@@ -1,9 +1,9 @@
 //! The registration authority: operators, their signed requests, and the card workflow.
 //!
-//! An operator is a certificate (normally the authentication certificate of its own agent
-//! card) registered with a role and a scope ([`operators`]). Every state-changing request is a
-//! JSON document signed with CMS by the operator's key, the same certificate as the TLS client
-//! ([`request`]). The workflow follows RGS *** separation of duties: an OC (or AED) submits a
+//! An operator is a person holding an agent card of this CA, registered with a role and a scope
+//! ([`operators`]): the card's authentication certificate is the TLS client credential, and every
+//! state-changing request is a JSON document signed with CMS by the same card's signature
+//! certificate (its authentication certificate is accepted too) ([`request`]). The workflow follows RGS *** separation of duties: an OC (or AED) submits a
 //! card request after meeting the holder face to face; a *different* AED or above approves it,
 //! and only then does the CA issue both certificates; any operator whose scope covers a holder
 //! may revoke.
@@ -28,7 +28,10 @@ use x509_cert::Certificate;
 use crate::audit::AuditEvent;
 use crate::ca::revoke::{RevocationRequest, RevocationTarget, RevokedCertificate};
 use crate::ca::{CaError, CaState, CertificateAuthority};
-use crate::store::schema::{Certificates, Evidence, ExpiryIndex, Operators, Revocations};
+use crate::store::CardRecord;
+use crate::store::schema::{
+    Cards, Certificates, Evidence, ExpiryIndex, OperatorPersons, Operators, Revocations,
+};
 use crate::store::{
     CertKey, ExpiryKey, IssuerId, KeyCodec, Reader, Store, StoreError, Txn, base64_bytes,
 };
@@ -90,6 +93,35 @@ pub enum Refusal {
 }
 
 impl Refusal {
+    /// Every refusal (the API document lists each rule; a test compares them).
+    pub const ALL: [Refusal; 25] = [
+        Refusal::UnknownOperator,
+        Refusal::OperatorWithdrawn,
+        Refusal::OperatorCertificateExpired,
+        Refusal::OperatorCertificateRevoked,
+        Refusal::SignerNotClient,
+        Refusal::BadSignature,
+        Refusal::Stale,
+        Refusal::Replayed,
+        Refusal::ActionMismatch,
+        Refusal::RoleNotAllowed,
+        Refusal::OutOfScope,
+        Refusal::PolicyOutOfScope,
+        Refusal::ScopeWidening,
+        Refusal::OwnSubmission,
+        Refusal::OwnCertificate,
+        Refusal::NotDesignator,
+        Refusal::WithdrawalStands,
+        Refusal::NotAuthenticationCertificate,
+        Refusal::PersonIsOperator,
+        Refusal::UntrustedCertificate,
+        Refusal::OperatorExists,
+        Refusal::CardExists,
+        Refusal::NotPending,
+        Refusal::RenewalNotAllowed,
+        Refusal::NotFound,
+    ];
+
     /// The rule's name (`urn:sceau:problem:<rule>`).
     pub fn rule(self) -> &'static str {
         match self {
@@ -196,7 +228,10 @@ pub struct RaSettings {
 #[derive(Clone, Debug)]
 pub struct Operator {
     pub record: OperatorRecord,
+    /// The card's authentication certificate (the TLS client's).
     pub certificate: Certificate,
+    /// The same card's signature certificate, when it is valid and not revoked.
+    pub signature_certificate: Option<Certificate>,
     pub subject: DistinguishedName,
 }
 
@@ -267,28 +302,95 @@ impl RegistrationAuthority {
         Ok(())
     }
 
-    /// The operator behind a TLS client certificate.
+    /// The operator behind a TLS client certificate: the current authentication certificate of
+    /// a card whose holder is an active operator.
     pub fn authenticate(&self, certificate_der: &[u8]) -> Result<Operator, RaError> {
-        let id = operator_id(certificate_der);
-        let record = self.store.get::<Operators>(&id)?.ok_or_else(|| {
+        let unknown = || {
             RaError::refused(
                 Refusal::UnknownOperator,
-                format!("certificate {id} is not a registered operator"),
+                format!(
+                    "certificate {} is not the authentication certificate of an operator's card",
+                    operator_id(certificate_der)
+                ),
             )
-        })?;
+        };
+        let key = match self.certificate_key(certificate_der) {
+            Ok(key) => key,
+            Err(RaError::Refused { .. }) => return Err(unknown()),
+            Err(other) => return Err(other),
+        };
+        let stored = self.store.get::<Certificates>(&key)?;
+        let Some(card_id) = stored
+            .as_ref()
+            .filter(|stored| stored.der == certificate_der)
+            .and_then(|stored| stored.card.clone())
+        else {
+            return Err(unknown());
+        };
+        let card = self.store.get::<Cards>(&card_id)?.ok_or_else(unknown)?;
+        let record = self.store.get::<Operators>(&card_id)?.ok_or_else(unknown)?;
         if let Some(withdrawal) = &record.withdrawn {
             return Err(RaError::refused(
                 Refusal::OperatorWithdrawn,
-                format!("operator {id} was withdrawn on {}", withdrawal.at),
+                format!("operator {} was withdrawn on {}", record.id, withdrawal.at),
             ));
         }
+        let now = self.clock.now();
         let (certificate, subject) =
-            self.check_operator_certificate(&self.store, &record.certificate, self.clock.now())?;
+            self.check_operator_certificate(&self.store, certificate_der, now)?;
+        // A certificate the card's renewal replaced is revoked (superseded), so refused above;
+        // this catches a card record that moved on without it.
+        if card.authentication != key {
+            return Err(unknown());
+        }
+        let signature_certificate = match self.store.get::<Certificates>(&card.signature)? {
+            Some(stored) => self.check_signature_certificate(&stored.der, now).ok(),
+            None => None,
+        };
         Ok(Operator {
             record,
             certificate,
+            signature_certificate,
             subject,
         })
+    }
+
+    /// Where a certificate of an operator CA is stored: its issuer (signature checked) and
+    /// serial.
+    fn certificate_key(&self, der: &[u8]) -> Result<CertKey, RaError> {
+        let issuer = self.issuer_of(der)?;
+        let certificate = Certificate::from_der(der)
+            .map_err(|e| RaError::Malformed(format!("operator certificate: {e}")))?;
+        let serial = Serial::from_serial_number(certificate.tbs_certificate().serial_number())
+            .map_err(|e| RaError::Malformed(format!("operator certificate serial: {e}")))?;
+        Ok(CertKey { issuer, serial })
+    }
+
+    /// A card's signature certificate as a request signer: valid now, not revoked,
+    /// nonRepudiation.
+    fn check_signature_certificate(
+        &self,
+        der: &[u8],
+        now: Timestamp,
+    ) -> Result<Certificate, RaError> {
+        use x509_cert::ext::pkix::KeyUsage;
+        let key = self.certificate_key(der)?;
+        let certificate = Certificate::from_der(der)
+            .map_err(|e| RaError::Malformed(format!("signature certificate: {e}")))?;
+        let validity = certificate.tbs_certificate().validity();
+        let valid = Timestamp::from_x509_time(&validity.not_before) <= now
+            && now <= Timestamp::from_x509_time(&validity.not_after);
+        let non_repudiation = matches!(
+            certificate.tbs_certificate().get_extension::<KeyUsage>(),
+            Ok(Some((_, usage))) if usage.non_repudiation()
+        );
+        if !valid || !non_repudiation || self.store.contains::<Revocations>(&key)? {
+            return Err(RaError::refused(
+                Refusal::OperatorCertificateRevoked,
+                "the card's signature certificate cannot sign",
+            ));
+        }
+        Ok(certificate)
     }
 
     /// Checks a signed request from `operator` and carries it out. `expected` is the action
@@ -347,11 +449,17 @@ impl RegistrationAuthority {
         target: Option<&str>,
         cms_der: Vec<u8>,
     ) -> Result<SignedRequest, RaError> {
-        let content =
-            cms::verify_attached(&cms_der, &operator.certificate).map_err(|e| match e {
+        // The convention has operators sign with their card's signature certificate; the
+        // authentication certificate (the TLS client's) is accepted too. Nothing else is.
+        let mut signers = Vec::with_capacity(2);
+        signers.extend(operator.signature_certificate.as_ref());
+        signers.push(&operator.certificate);
+        let content = cms::verify_attached_by_one_of(&cms_der, &signers)
+            .map(|(content, _)| content)
+            .map_err(|e| match e {
                 cms::CmsError::WrongSigner => RaError::refused(
                     Refusal::SignerNotClient,
-                    "the request is signed by another certificate than the TLS client's",
+                    "the request is signed by another certificate than the TLS client's card's",
                 ),
                 cms::CmsError::Signature(_) | cms::CmsError::Attribute(..) => {
                     RaError::refused(Refusal::BadSignature, e.to_string())
@@ -401,11 +509,12 @@ impl RegistrationAuthority {
         let now = self.clock.now();
         match request.action.clone() {
             Action::Designate {
-                certificate,
+                holder,
+                card,
                 role,
                 scope,
             } => self
-                .designate(operator, &request, &certificate, role, scope, now)
+                .designate(operator, &request, (&holder, &card), role, scope, now)
                 .map(|v| (v, Effects::default())),
             Action::Withdraw {
                 operator: target,
@@ -548,7 +657,7 @@ impl RegistrationAuthority {
         &self,
         actor: &Operator,
         request: &SignedRequest,
-        certificate_pem: &str,
+        (holder, card_id): (&str, &str),
         role: Role,
         scope: Scope,
         now: Timestamp,
@@ -563,15 +672,44 @@ impl RegistrationAuthority {
             return Err(RaError::refused(Refusal::ScopeWidening, why));
         }
         self.check_scope_shape(&scope)?;
-        let der = pem::decode_pem_or_der(certificate_pem.as_bytes(), &[pem::CERTIFICATE])
-            .map_err(|e| RaError::Malformed(format!("certificate: {e}")))?;
+        // The designee is a card of this CA, held by `holder`, whose holder is in the
+        // designator's scope; anything else is answered like a card that does not exist.
+        let not_found = || {
+            RaError::refused(
+                Refusal::NotFound,
+                format!("no card {card_id:?} of holder {holder:?}"),
+            )
+        };
+        let card = self
+            .store
+            .get::<Cards>(&card_id.to_owned())?
+            .filter(|card| card.holder == holder)
+            .ok_or_else(not_found)?;
+        let der = self
+            .store
+            .get::<Certificates>(&card.authentication)?
+            .ok_or_else(not_found)?
+            .der;
+        let subject = certificate_subject(&der)?;
+        unknown_outside_scope(
+            check_holder_scope(&actor.record.scope, &subject),
+            &format!("no card {card_id:?} of holder {holder:?}"),
+        )?;
         let (_, subject) = self.check_operator_certificate(&self.store, &der, now)?;
-        let issuer = self.issuer_of(&der)?;
+        let person = operators::person_key(&subject);
+        if person == actor.record.person {
+            return Err(RaError::refused(
+                Refusal::OwnCertificate,
+                "nobody designates themselves",
+            ));
+        }
         let record = OperatorRecord {
-            id: operator_id(&der),
+            id: card.card.clone(),
+            holder: card.holder.clone(),
+            person: person.clone(),
             subject: subject_text(&subject),
+            issuer: card.authentication.issuer,
             certificate: der,
-            issuer,
             role,
             scope,
             designated_by: Some(actor.record.id.clone()),
@@ -580,65 +718,47 @@ impl RegistrationAuthority {
         };
         let answer = serde_json::json!({
             "operator": record.id,
+            "holder": record.holder,
             "role": record.role,
             "subject": record.subject,
             "scope": record.scope,
         });
-        // One active role per person: a second certificate of the same person (another card)
-        // is not a second operator.
-        let person = operators::person_key(&subject);
-        if let Some(other) = active_operator_named(&self.store, &person, &record.id)? {
-            return Err(RaError::refused(
-                Refusal::PersonIsOperator,
-                format!(
-                    "{} is already an active operator (operator {other}); withdraw that role first",
-                    record.subject
-                ),
-            ));
-        }
-        // A withdrawal stands for the person, under whichever of their certificates.
-        if let Some(withdrawal) = latest_withdrawal_of(&self.store, &person)? {
-            let withdrawer = self
-                .store
-                .get::<Operators>(&withdrawal.by)?
-                .map_or(Role::Ae, |w| w.role);
-            if actor.record.role > withdrawer {
-                return Err(RaError::refused(
-                    Refusal::WithdrawalStands,
-                    format!(
-                        "{} was withdrawn by an {withdrawer}: only an {withdrawer} or above may designate them again",
-                        record.subject
-                    ),
-                ));
-            }
-        }
         let evidence = self.evidence(actor, request, now);
         let request_id = request.id.clone();
         let actor_role = actor.record.role;
         self.store.commit(move |txn| -> Result<(), RaError> {
             claim(txn, &request_id, &evidence)?;
-            if let Some(existing) = txn.get::<Operators>(&record.id)? {
-                if existing.is_active() {
+            // One active role per person, whichever of their cards: checked here, in the
+            // writer's order, so that two designations of one person cannot both pass.
+            let mut person = txn
+                .get::<OperatorPersons>(&record.person)?
+                .unwrap_or_default();
+            if let Some(other) = &person.active
+                && txn.get::<Operators>(other)?.is_some_and(|o| o.is_active())
+            {
+                return Err(RaError::refused(
+                    Refusal::PersonIsOperator,
+                    format!(
+                        "{} is already an active operator (operator {other}); withdraw that role first",
+                        record.subject
+                    ),
+                ));
+            }
+            // A withdrawal stands for the person, under whichever of their cards: it is undone
+            // only by the withdrawer's rank or above (a peer of the withdrawn operator must not
+            // bring them back; issue 10 problem 2).
+            if let Some(withdrawal) = &person.withdrawn {
+                let withdrawer = txn
+                    .get::<Operators>(&withdrawal.by)?
+                    .map_or(Role::Ae, |w| w.role);
+                if actor_role > withdrawer {
                     return Err(RaError::refused(
-                        Refusal::OperatorExists,
-                        format!("operator {} is already registered", record.id),
+                        Refusal::WithdrawalStands,
+                        format!(
+                            "{} was withdrawn by an {withdrawer}: only an {withdrawer} or above may designate them again",
+                            record.subject
+                        ),
                     ));
-                }
-                // A withdrawal is undone only by the withdrawer's rank or above (a peer of the
-                // withdrawn operator must not bring them back; issue 10 problem 2).
-                if let Some(withdrawal) = &existing.withdrawn {
-                    let withdrawer = txn
-                        .get::<Operators>(&withdrawal.by)?
-                        .map_or(Role::Ae, |w| w.role);
-                    if actor_role > withdrawer {
-                        return Err(RaError::refused(
-                            Refusal::WithdrawalStands,
-                            format!(
-                                "operator {} was withdrawn by an {withdrawer}: only an {withdrawer} or above may designate them again",
-                                record.id
-                            ),
-                        ));
-                    }
                 }
             }
             txn.audit(AuditEvent::OperatorDesignated {
@@ -649,6 +769,8 @@ impl RegistrationAuthority {
                 designated_by: record.designated_by.clone(),
                 request: Some(request_id.clone()),
             });
+            person.active = Some(record.id.clone());
+            txn.put::<OperatorPersons>(&record.person.clone(), &person)?;
             txn.put::<Operators>(&record.id.clone(), &record)?;
             Ok(())
         })?;
@@ -730,11 +852,20 @@ impl RegistrationAuthority {
                     request: request_id.clone(),
                     reason: reason.clone(),
                 });
-                record.withdrawn = Some(Withdrawal {
+                let withdrawal = Withdrawal {
                     at: now,
                     by: by.clone(),
                     cascade_from,
-                });
+                };
+                let mut person = txn
+                    .get::<OperatorPersons>(&record.person)?
+                    .unwrap_or_default();
+                if person.active.as_deref() == Some(record.id.as_str()) {
+                    person.active = None;
+                }
+                person.withdrawn = Some(withdrawal.clone());
+                txn.put::<OperatorPersons>(&record.person.clone(), &person)?;
+                record.withdrawn = Some(withdrawal);
                 txn.put::<Operators>(&record.id.clone(), &record)?;
             }
             Ok(())
@@ -1166,40 +1297,6 @@ fn active_operators(store: &Store) -> Result<Vec<OperatorRecord>, RaError> {
     Ok(active)
 }
 
-/// The id of an active operator, other than `except`, who is the person `person`
-/// ([`operators::person_key`]).
-fn active_operator_named(
-    store: &Store,
-    person: &str,
-    except: &str,
-) -> Result<Option<String>, RaError> {
-    for row in store.scan::<Operators>(&[], &[])? {
-        let (id, record) = row?;
-        if id != except
-            && record.is_active()
-            && operators::person_of_certificate(&record.certificate).as_deref() == Some(person)
-        {
-            return Ok(Some(id));
-        }
-    }
-    Ok(None)
-}
-
-/// The latest withdrawal of the person `person` under any of their certificates.
-fn latest_withdrawal_of(store: &Store, person: &str) -> Result<Option<Withdrawal>, RaError> {
-    let mut latest: Option<Withdrawal> = None;
-    for row in store.scan::<Operators>(&[], &[])? {
-        let (_, record) = row?;
-        if let Some(withdrawal) = record.withdrawn
-            && operators::person_of_certificate(&record.certificate).as_deref() == Some(person)
-            && latest.as_ref().is_none_or(|l| l.at <= withdrawal.at)
-        {
-            latest = Some(withdrawal);
-        }
-    }
-    Ok(latest)
-}
-
 /// Refuses an action on the card of a person who is an active operator, unless the actor is
 /// above them in the hierarchy (or is that person: a holder may act on their own card where
 /// the rules allow it). Revocations and renewals both supersede a card.
@@ -1209,12 +1306,10 @@ fn check_rank_over_holder(
     holder: &DistinguishedName,
 ) -> Result<(), RaError> {
     let person = operators::person_key(holder);
-    if operators::person_of_certificate(&actor.certificate).as_deref() == Some(person.as_str()) {
+    if actor.person == person {
         return Ok(());
     }
-    match operators.iter().find(|o| {
-        operators::person_of_certificate(&o.certificate).as_deref() == Some(person.as_str())
-    }) {
+    match operators.iter().find(|o| o.person == person) {
         Some(target) if actor.role >= target.role => Err(RaError::refused(
             Refusal::RoleNotAllowed,
             format!(
@@ -1264,15 +1359,26 @@ fn subject_text(dn: &DistinguishedName) -> String {
         .join(", ")
 }
 
-/// Registers the first AE (`sceau ra bootstrap`): only when no operator exists yet.
+/// Registers an AE on the CA host (`sceau ra bootstrap --card ID`): the first one, or a
+/// replacement when no AE can act any more. `scope.organizations` empty means the card's own
+/// organisation.
 pub fn bootstrap(
     store: &Store,
     state: &CaState,
-    certificate_der: &[u8],
-    scope: Scope,
+    card_id: &str,
+    mut scope: Scope,
     now: Timestamp,
 ) -> Result<OperatorRecord, RaError> {
     let cas = operator_cas(state)?;
+    let no_card = || RaError::refused(Refusal::NotFound, format!("no card {card_id:?}"));
+    let card: CardRecord = store
+        .get::<Cards>(&card_id.to_owned())?
+        .ok_or_else(no_card)?;
+    let certificate_der = store
+        .get::<Certificates>(&card.authentication)?
+        .ok_or_else(no_card)?
+        .der;
+    let certificate_der = certificate_der.as_slice();
     let certificate = Certificate::from_der(certificate_der)
         .map_err(|e| RaError::Malformed(format!("certificate: {e}")))?;
     let issuer_der = der::Encode::to_der(certificate.tbs_certificate().issuer())
@@ -1303,15 +1409,23 @@ pub fn bootstrap(
             "the certificate is not valid now",
         ));
     }
+    check_authentication_usage(&certificate)?;
+    let subject = certificate_subject(certificate_der)?;
+    if scope.organizations.is_empty() {
+        scope.organizations = subject
+            .values(crate::x509::name::Attribute::Organization)
+            .map(str::to_owned)
+            .collect();
+    }
     if scope.organizations.is_empty() || scope.policies.is_empty() {
         return Err(RaError::Malformed(
             "a scope names at least one organisation and one policy".into(),
         ));
     }
-    check_authentication_usage(&certificate)?;
-    let subject = certificate_subject(certificate_der)?;
     let record = OperatorRecord {
-        id: operator_id(certificate_der),
+        id: card.card.clone(),
+        holder: card.holder.clone(),
+        person: operators::person_key(&subject),
         certificate: certificate_der.to_vec(),
         subject: subject_text(&subject),
         issuer,
@@ -1329,19 +1443,16 @@ pub fn bootstrap(
         .into_iter()
         .filter(|o| o.role == Role::Ae)
     {
-        // An AE whose card was revoked or expired can no longer act: it does not count.
-        let Ok(card) = Certificate::from_der(&ae.certificate) else {
+        // An AE whose card (as it is now: renewed or not) was revoked or expired can no longer
+        // act: it does not count.
+        let Some(current) = store.get::<Cards>(&ae.id)?.map(|card| card.authentication) else {
             continue;
         };
-        let tbs = card.tbs_certificate();
-        let valid = now <= Timestamp::from_x509_time(&tbs.validity().not_after);
-        let revoked = match Serial::from_serial_number(tbs.serial_number()) {
-            Ok(serial) => store.contains::<Revocations>(&CertKey {
-                issuer: ae.issuer,
-                serial,
-            })?,
-            Err(_) => true,
+        let Some(stored) = store.get::<Certificates>(&current)? else {
+            continue;
         };
+        let valid = now <= stored.not_after;
+        let revoked = store.contains::<Revocations>(&current)?;
         active_ae |= valid && !revoked;
     }
     store.commit(move |txn| -> Result<(), RaError> {
@@ -1359,12 +1470,19 @@ pub fn bootstrap(
                 "an AE is already registered: an AE designates the others (and its alter ego); security staff bootstrap an AE only when none is active",
             ));
         }
-        if txn.get::<Operators>(&stored.id)?.is_some_and(|existing| existing.is_active()) {
+        let mut person = txn
+            .get::<OperatorPersons>(&stored.person)?
+            .unwrap_or_default();
+        if let Some(other) = &person.active
+            && txn.get::<Operators>(other)?.is_some_and(|o| o.is_active())
+        {
             return Err(RaError::refused(
-                Refusal::OperatorExists,
-                format!("operator {} is already registered", stored.id),
+                Refusal::PersonIsOperator,
+                format!("{} is already an active operator (operator {other})", stored.subject),
             ));
         }
+        person.active = Some(stored.id.clone());
+        txn.put::<OperatorPersons>(&stored.person.clone(), &person)?;
         txn.audit(AuditEvent::OperatorDesignated {
             operator: stored.id.clone(),
             subject: stored.subject.clone(),

@@ -1,5 +1,11 @@
-//! Operators of the registration authority: who they are (a certificate), what they may do (a
-//! role) and on whom (a scope), and the rules of the hierarchy AE > AEC > AED > OC.
+//! Operators of the registration authority: who they are (a person, holding an agent card), what
+//! they may do (a role) and on whom (a scope), and the rules of the hierarchy AE > AEC > AED > OC.
+//!
+//! An operator is designated with a card of the store (holder id and card id), never with a loose
+//! certificate. The card's current authentication certificate is the TLS credential; its
+//! signature certificate signs the requests (the authentication certificate is accepted as a
+//! signer too). The role follows the card through its renewal, and a person holds one active
+//! role at a time, whichever of their cards it is bound to.
 //!
 //! | role | designates | submits card requests | approves / rejects | revokes |
 //! | --- | --- | --- | --- | --- |
@@ -128,8 +134,14 @@ impl Scope {
 /// A registered operator.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct OperatorRecord {
-    /// SHA-256 of the certificate, lowercase hex.
+    /// The operator's id: the id of the card the role is bound to.
     pub id: String,
+    /// The holder of that card.
+    pub holder: String,
+    /// The person ([`person_key`] of the card's subject): one active role per person.
+    pub person: String,
+    /// The card's authentication certificate at designation (the card's current one
+    /// authenticates: a renewal keeps the role).
     #[serde(with = "base64_bytes")]
     pub certificate: Vec<u8>,
     pub subject: String,
@@ -147,6 +159,15 @@ impl OperatorRecord {
     pub fn is_active(&self) -> bool {
         self.withdrawn.is_none()
     }
+}
+
+/// What the RA knows of a person as an operator, whichever of their cards.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PersonRecord {
+    /// The id of their active operator role.
+    pub active: Option<String>,
+    /// Their latest withdrawal (it stands against a re-designation by a lower rank).
+    pub withdrawn: Option<Withdrawal>,
 }
 
 /// When and by whom an operator's rights were withdrawn.
@@ -180,16 +201,6 @@ pub fn person_key(subject: &DistinguishedName) -> String {
     })
     .collect::<Vec<_>>()
     .join("\u{1f}")
-}
-
-/// The person a DER certificate names ([`person_key`] of its subject).
-pub fn person_of_certificate(der: &[u8]) -> Option<String> {
-    use der::{Decode, Encode};
-    let certificate = x509_cert::Certificate::from_der(der).ok()?;
-    let subject = certificate.tbs_certificate().subject().to_der().ok()?;
-    crate::x509::name::parse_distinguished_name(&subject)
-        .ok()
-        .map(|dn| person_key(&dn))
 }
 
 /// The operator id of a certificate: its SHA-256, lowercase hex (what

@@ -9,8 +9,9 @@
 //! {"id": "5c0f…", "time": "2026-11-28T14:00:00Z", "action": "approve", "request": "9d2e…"}
 //! ```
 //!
-//! The signature is checked against the operator's TLS client certificate, and the signed bytes
-//! are kept as evidence with the change they caused.
+//! The signer is the signature certificate of the operator's card (the card whose
+//! authentication certificate is the TLS client's), or that authentication certificate itself;
+//! the signed bytes are kept as evidence with the change they caused.
 use serde::Deserialize;
 
 use super::RaError;
@@ -22,10 +23,12 @@ use crate::x509::Timestamp;
 #[serde(tag = "action", rename_all = "kebab-case", deny_unknown_fields)]
 #[non_exhaustive]
 pub enum Action {
-    /// Register an operator below the signer.
+    /// Register an operator below the signer: the holder of a card of this CA.
     Designate {
-        /// The operator's certificate, PEM.
-        certificate: String,
+        /// The holder's identifier.
+        holder: String,
+        /// The card the role is bound to (it follows the card's renewal).
+        card: String,
         role: Role,
         scope: Scope,
     },

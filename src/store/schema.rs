@@ -10,7 +10,7 @@ use serde::{Deserialize, Serialize};
 use super::records::{CardRecord, CertRecord, IntentRecord, RevocationRecord};
 use crate::ra::EvidenceRecord;
 use crate::ra::cards::CardRequestRecord;
-use crate::ra::operators::OperatorRecord;
+use crate::ra::operators::{OperatorRecord, PersonRecord};
 use crate::x509::{Serial, Timestamp};
 
 /// A table: a column family with a typed key and value.
@@ -98,8 +98,14 @@ table!(
 );
 
 table!(
-    /// Registration-authority operators, by operator id (SHA-256 of the certificate).
+    /// Registration-authority operators, by operator id (the id of the card the role is
+    /// bound to).
     Operators, "operators", String, OperatorRecord
+);
+table!(
+    /// Person (`ra::operators::person_key`) -> their active operator role and their latest
+    /// withdrawal: one active role per person, checked inside the commit that designates.
+    OperatorPersons, "operator_persons", String, PersonRecord
 );
 table!(
     /// Card requests, by request id.
@@ -126,6 +132,7 @@ pub const ALL_TABLES: &[&str] = &[
     Audit::NAME,
     OcspResponses::NAME,
     Operators::NAME,
+    OperatorPersons::NAME,
     CardRequests::NAME,
     Evidence::NAME,
 ];
@@ -423,6 +430,7 @@ json_value!(
     IntentRecord,
     CardRecord,
     OperatorRecord,
+    PersonRecord,
     CardRequestRecord,
     EvidenceRecord
 );

@@ -49,6 +49,15 @@ pub enum CmsError {
 
 /// Verifies `der`, a SignedData with attached content signed by `signer`; returns the content.
 pub fn verify_attached(der: &[u8], signer: &Certificate) -> Result<Vec<u8>, CmsError> {
+    verify_attached_by_one_of(der, &[signer]).map(|(content, _)| content)
+}
+
+/// Verifies `der`, a SignedData with attached content signed by one of `signers` (the one its
+/// SignerInfo identifies); returns the content and the signer's index in `signers`.
+pub fn verify_attached_by_one_of(
+    der: &[u8],
+    signers: &[&Certificate],
+) -> Result<(Vec<u8>, usize), CmsError> {
     if der.len() > MAX_CMS_LEN {
         return Err(CmsError::TooLarge(der.len()));
     }
@@ -80,9 +89,11 @@ pub fn verify_attached(der: &[u8], signer: &Certificate) -> Result<Vec<u8>, CmsE
     let [signer_info] = signed.signer_infos.0.as_slice() else {
         return Err(CmsError::SignerCount(count));
     };
-    if !identifies(&signer_info.sid, signer) {
-        return Err(CmsError::WrongSigner);
-    }
+    let (index, signer) = signers
+        .iter()
+        .enumerate()
+        .find(|(_, candidate)| identifies(&signer_info.sid, candidate))
+        .ok_or(CmsError::WrongSigner)?;
     let digest = HashAlgorithm::from_oid(signer_info.digest_alg.oid)
         .ok_or(CmsError::Digest(signer_info.digest_alg.oid))?;
 
@@ -148,7 +159,7 @@ pub fn verify_attached(der: &[u8], signer: &Certificate) -> Result<Vec<u8>, CmsE
         &signed_message,
         signer_info.signature.as_bytes(),
     )?;
-    Ok(content)
+    Ok((content, index))
 }
 
 /// Whether a SignerIdentifier names `certificate` (by issuer and serial, or by key identifier).

@@ -203,6 +203,37 @@ impl Pki {
         path
     }
 
+    /// A card for `holder` with the id `card`: two new P-256 keys (`name.key` for
+    /// authentication, `name-sig.key` for signature) and both certificates issued by `sceau card
+    /// issue` for `subject`; returns the paths of the authentication and signature certificates.
+    pub fn issue_card(
+        &self,
+        name: &str,
+        holder: &str,
+        card: &str,
+        subject: &str,
+    ) -> (PathBuf, PathBuf) {
+        let auth = self.csr(name, KeyKind::P256, subject);
+        let sign = self.csr(&format!("{name}-sig"), KeyKind::P256, subject);
+        let out = self.path(&format!("{name}-card"));
+        std::fs::create_dir_all(&out).unwrap();
+        self.sceau_ok(&[
+            "card",
+            "issue",
+            "--holder",
+            holder,
+            "--card",
+            card,
+            "--auth-csr",
+            auth.to_str().unwrap(),
+            "--sign-csr",
+            sign.to_str().unwrap(),
+            "--out-dir",
+            out.to_str().unwrap(),
+        ]);
+        (out.join("auth.pem"), out.join("sign.pem"))
+    }
+
     pub fn path(&self, name: &str) -> PathBuf {
         self.dir.path().join(name)
     }
