@@ -793,6 +793,36 @@ fn audit_verify_checks_checkpoints_and_names_a_changed_entry() {
     let text = String::from_utf8_lossy(&out.stderr);
     assert!(text.contains("audit entry 3 is bad"), "{text}");
 
+    // The daemon started on the changed log checks it at once and refuses, loudly, to vouch
+    // for it: health degraded naming the break, a metric, no checkpoint signed.
+    let entries_before = entries;
+    let daemon = Daemon::start(&pki);
+    daemon.wait_until("the audit chain reported broken", |d| {
+        d.metric("sceau_audit_chain_broken", "") == 1
+    });
+    let (status, _, body) = common::daemon::http(daemon.admin, "GET", "/healthz", &[], b"");
+    let health: serde_json::Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(status, 503, "{health}");
+    assert_eq!(health["audit"]["chain"], "broken", "{health}");
+    assert!(
+        health["audit"]["why"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("entry 3"),
+        "{health}"
+    );
+    let refused = pki.sceau(&["audit", "checkpoint"]);
+    assert!(!refused.status.success());
+    assert!(daemon.stop().success());
+    let (_, store_entries) = {
+        let store = sceau::store::Store::open(&config.store_dir()).unwrap();
+        ((), store.audit_head().seq)
+    };
+    assert_eq!(
+        store_entries, entries_before,
+        "nothing was signed over the broken chain"
+    );
+
     // Rewriting the chain from there on (hashes recomputed) still fails: the checkpoint's
     // signature vouches for the original hash.
     {
@@ -1496,10 +1526,23 @@ fn the_audit_log_is_anchored_outside_the_store() {
         answer["checkpoint"].as_u64().unwrap(),
         answer["hash"].as_str().unwrap()
     );
+    // The read commands work beside the running daemon, on what the disk holds: the chain
+    // with the checkpoint just signed, the AE's card.
+    let anchor = ra.pki.data_dir().join("certs").join("audit-key.pem");
+    let anchor = anchor.to_str().unwrap();
+    let verified = ra
+        .pki
+        .sceau_ok(&["audit", "verify", "--anchor", anchor, "--expect", &expect]);
+    assert!(verified.contains("audit log verified"), "{verified}");
+    let serial = common::serial_of(&op.cert);
+    assert_eq!(ra.pki.serial_state(&serial)["state"], "issued");
+    assert!(
+        ra.pki
+            .sceau_ok(&["audit", "export"])
+            .contains("operator_designated")
+    );
     let Ra { pki, daemon } = ra;
     assert!(daemon.stop().success());
-    let anchor = pki.data_dir().join("certs").join("audit-key.pem");
-    let anchor = anchor.to_str().unwrap();
     pki.sceau_ok(&["audit", "verify", "--anchor", anchor, "--expect", &expect]);
     let config = sceau::config::Config::load(&pki.config).unwrap();
 
@@ -1526,7 +1569,7 @@ fn the_audit_log_is_anchored_outside_the_store() {
     let out = pki.sceau(&["audit", "verify", "--anchor", anchor, "--expect", &expect]);
     assert!(!out.status.success());
     let text = String::from_utf8_lossy(&out.stderr);
-    assert!(text.contains("was cut or rewritten"), "{text}");
+    assert!(text.contains("were cut"), "{text}");
 
     // The key the store records, swapped for another: refused against the anchor.
     {

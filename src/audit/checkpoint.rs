@@ -46,8 +46,31 @@ pub fn recorded_key(store: &Store) -> Result<Option<SubjectPublicKeyInfoOwned>, 
 /// Signs the current head, unless the log is empty or ends with a checkpoint already. Returns
 /// the head that was signed.
 pub fn write(store: &Store, hsm: &Hsm, label: &str) -> Result<Option<ChainHead>, CheckpointError> {
+    sign_or_check(store, hsm, label, false)
+}
+
+/// [`write`], and when the log ends with a checkpoint already, verify the chain all the same
+/// (what the daemon does at start: a log changed while it was stopped is reported at once).
+pub fn write_or_verify(
+    store: &Store,
+    hsm: &Hsm,
+    label: &str,
+) -> Result<Option<ChainHead>, CheckpointError> {
+    sign_or_check(store, hsm, label, true)
+}
+
+fn sign_or_check(
+    store: &Store,
+    hsm: &Hsm,
+    label: &str,
+    verify_anyway: bool,
+) -> Result<Option<ChainHead>, CheckpointError> {
     let head = store.audit_head();
-    if head.seq == 0 || last_is_checkpoint(store, head)? {
+    if head.seq == 0 {
+        return Ok(None);
+    }
+    let signed_already = last_is_checkpoint(store, head)?;
+    if signed_already && !verify_anyway {
         return Ok(None);
     }
     let recorded = recorded_key(store)?;
@@ -73,6 +96,9 @@ pub fn write(store: &Store, hsm: &Hsm, label: &str) -> Result<Option<ChainHead>,
         Some(key.public_key()),
     )
     .map_err(|broken| CheckpointError::Broken(broken.to_string()))?;
+    if signed_already {
+        return Ok(None);
+    }
     let signature = key.sign(&checkpoint_message(head.seq, &head.hash))?;
     let spki_der = key
         .public_key()
@@ -124,4 +150,79 @@ pub fn anchor_pem(store: &Store) -> Result<Option<String>, CheckpointError> {
         )),
         None => None,
     })
+}
+
+/// What the daemon knows of its audit chain: whether the last check found it broken, and the
+/// last checkpoint it signed. Health, metrics and the log all read it: a broken chain is not
+/// vouched for, and says so loudly.
+#[derive(Debug, Default)]
+pub struct ChainWatch {
+    broken: std::sync::Mutex<Option<String>>,
+    last_signed: std::sync::Mutex<Option<ChainHead>>,
+}
+
+impl ChainWatch {
+    /// Signs a checkpoint ([`write`]) and records the outcome: the signed head goes to the
+    /// journal (target `sceau::audit`, a copy outside the store that `sceau audit verify
+    /// --expect SEQ:HASH` checks), a broken chain to the error log, the health and the metrics.
+    pub fn checkpoint(
+        &self,
+        store: &Store,
+        hsm: &Hsm,
+        label: &str,
+    ) -> Result<Option<ChainHead>, CheckpointError> {
+        self.record(write(store, hsm, label))
+    }
+
+    /// [`write_or_verify`], recorded like [`ChainWatch::checkpoint`].
+    pub fn checkpoint_or_verify(
+        &self,
+        store: &Store,
+        hsm: &Hsm,
+        label: &str,
+    ) -> Result<Option<ChainHead>, CheckpointError> {
+        self.record(write_or_verify(store, hsm, label))
+    }
+
+    fn record(
+        &self,
+        outcome: Result<Option<ChainHead>, CheckpointError>,
+    ) -> Result<Option<ChainHead>, CheckpointError> {
+        match &outcome {
+            Ok(signed) => {
+                *self.broken.lock().unwrap_or_else(|p| p.into_inner()) = None;
+                if let Some(head) = signed {
+                    tracing::info!(
+                        target: "sceau::audit",
+                        seq = head.seq,
+                        hash = %hex::encode(head.hash),
+                        "audit checkpoint signed"
+                    );
+                    *self.last_signed.lock().unwrap_or_else(|p| p.into_inner()) = Some(*head);
+                }
+            }
+            Err(CheckpointError::Broken(why)) => {
+                tracing::error!(
+                    %why,
+                    "THE AUDIT CHAIN IS BROKEN: no checkpoint will vouch for it; run sceau audit verify --anchor"
+                );
+                *self.broken.lock().unwrap_or_else(|p| p.into_inner()) = Some(why.clone());
+            }
+            Err(error) => tracing::warn!(%error, "audit checkpoint failed; retrying later"),
+        }
+        outcome
+    }
+
+    /// Why the chain is broken, when the last check found it so.
+    pub fn broken(&self) -> Option<String> {
+        self.broken
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// The last checkpoint this process signed.
+    pub fn last_signed(&self) -> Option<ChainHead> {
+        *self.last_signed.lock().unwrap_or_else(|p| p.into_inner())
+    }
 }

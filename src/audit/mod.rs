@@ -291,6 +291,8 @@ pub struct Verified {
     pub entries: u64,
     /// Checkpoints whose signature verified against the audit key.
     pub checkpoints: u64,
+    /// The last checkpoint: its own entry and the entry it vouches for.
+    pub last_checkpoint: Option<(u64, u64)>,
 }
 
 /// The bytes a checkpoint signs: a fixed label, the entry's sequence number (8 octets,
@@ -317,6 +319,7 @@ where
     // Every entry's hash, to check what checkpoints vouch for (32 octets an entry).
     let mut hashes: Vec<[u8; 32]> = Vec::new();
     let mut checkpoints = 0;
+    let mut last_checkpoint: Option<(u64, u64)> = None;
     for (key_seq, stored) in entries {
         let expected = head.seq + 1;
         let bad = |why: String| ChainBreak { seq: key_seq, why };
@@ -353,6 +356,15 @@ where
                         "it vouches for entry {seq}, which is not before it"
                     ))
                 })?;
+            // Checkpoints follow one another: each vouches for an entry after the previous
+            // checkpoint (a stale head signed again, or a checkpoint moved, does not pass).
+            if let Some((previous, _)) = last_checkpoint
+                && *seq <= previous
+            {
+                return Err(bad(format!(
+                    "it vouches for entry {seq}, not after the previous checkpoint (entry {previous})"
+                )));
+            }
             if hex::encode(vouched) != *hash {
                 return Err(bad(format!(
                     "it vouches for a hash of entry {seq} that the chain does not have"
@@ -371,6 +383,7 @@ where
             )
             .map_err(|e| bad(format!("its signature: {e}")))?;
             checkpoints += 1;
+            last_checkpoint = Some((key_seq, *seq));
         }
         hashes.push(computed);
         head = ChainHead {
@@ -390,6 +403,7 @@ where
     Ok(Verified {
         entries: head.seq,
         checkpoints,
+        last_checkpoint,
     })
 }
 
@@ -429,6 +443,78 @@ mod tests {
         entries[2].1[last] ^= 0x01;
         let err = verify_chain(entries, head, None).unwrap_err();
         assert_eq!(err.seq, 3, "{err}");
+    }
+
+    /// A log of `n` events with checkpoints appended after the entries `after` (each vouching
+    /// for `vouch(entry before it)`), signed with a software P-256 key; and that key.
+    fn log_with_checkpoints(
+        n: u64,
+        after: &[u64],
+        vouch: impl Fn(u64) -> u64,
+    ) -> (
+        Vec<(u64, Vec<u8>)>,
+        ChainHead,
+        spki::SubjectPublicKeyInfoOwned,
+    ) {
+        use aws_lc_rs::signature::{ECDSA_P256_SHA256_ASN1_SIGNING, EcdsaKeyPair, KeyPair};
+        let rng = aws_lc_rs::rand::SystemRandom::new();
+        let pkcs8 = EcdsaKeyPair::generate_pkcs8(&ECDSA_P256_SHA256_ASN1_SIGNING, &rng).unwrap();
+        let key =
+            EcdsaKeyPair::from_pkcs8(&ECDSA_P256_SHA256_ASN1_SIGNING, pkcs8.as_ref()).unwrap();
+        let public =
+            crate::x509::keys::ec_spki(crate::x509::keys::Curve::P256, key.public_key().as_ref())
+                .unwrap();
+        let mut head = ChainHead::GENESIS;
+        let mut entries = Vec::new();
+        let mut hashes: Vec<[u8; 32]> = Vec::new();
+        fn push(
+            event: AuditEvent,
+            head: &mut ChainHead,
+            entries: &mut Vec<(u64, Vec<u8>)>,
+            hashes: &mut Vec<[u8; 32]>,
+        ) {
+            let seq = head.seq + 1;
+            let (stored, next) = append(*head, Timestamp::from_unix_seconds(seq), event).unwrap();
+            entries.push((seq, stored));
+            hashes.push(next.hash);
+            *head = next;
+        }
+        for i in 1..=n {
+            push(event(i), &mut head, &mut entries, &mut hashes);
+            if after.contains(&i) {
+                let vouched = vouch(head.seq);
+                let hash = hashes[(vouched - 1) as usize];
+                let signature = key.sign(&rng, &checkpoint_message(vouched, &hash)).unwrap();
+                let checkpoint = AuditEvent::Checkpoint {
+                    entry: vouched,
+                    entry_hash: hex::encode(hash),
+                    key_label: "audit".into(),
+                    signature: hex::encode(signature.as_ref()),
+                };
+                push(checkpoint, &mut head, &mut entries, &mut hashes);
+            }
+        }
+        (entries, head, public)
+    }
+
+    #[test]
+    fn checkpoints_verify_and_follow_one_another() {
+        let (entries, head, key) = log_with_checkpoints(6, &[2, 4], |last| last);
+        let verified = verify_chain(entries, head, Some(&key)).unwrap();
+        assert_eq!(verified.checkpoints, 2);
+        // Entries: 1 2 [3: checkpoint of 2] 3→4 4→5 [6: checkpoint of 5] …
+        assert_eq!(verified.last_checkpoint, Some((6, 5)));
+        // A second checkpoint vouching for an entry before the first one: refused.
+        let (entries, head, key) =
+            log_with_checkpoints(6, &[3, 4], |last| if last > 4 { 2 } else { last });
+        let err = verify_chain(entries, head, Some(&key)).unwrap_err();
+        assert!(
+            err.why.contains("not after the previous checkpoint"),
+            "{err}"
+        );
+        // Without the key, a checkpoint cannot pass.
+        let (entries, head, _) = log_with_checkpoints(3, &[2], |last| last);
+        assert!(verify_chain(entries, head, None).is_err());
     }
 
     #[test]

@@ -426,6 +426,47 @@ fn open_store(config: &Config) -> Result<Store, CliError> {
         .context(|| format!("opening the store {}", config.store_dir().display()))
 }
 
+/// The store for a read-only command: opened normally when no daemon holds it, or else as a
+/// secondary instance beside the daemon (`Store::open_reader`), so that `cert show`, `ca show`,
+/// `audit verify` and `audit export` work while `sceau serve` runs, and check what the disk holds
+/// rather than what the daemon says. The guard removes the secondary's scratch directory.
+fn open_store_for_reading(config: &Config) -> Result<(ScratchDir, Store), CliError> {
+    match Store::open(&config.store_dir()) {
+        Ok(store) => Ok((ScratchDir(None), store)),
+        Err(crate::store::StoreError::Locked { .. }) => {
+            let nanos = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.subsec_nanos());
+            let path =
+                std::env::temp_dir().join(format!("sceau-reader-{}-{nanos}", std::process::id()));
+            std::fs::create_dir(&path).context(|| format!("creating {}", path.display()))?;
+            let scratch = ScratchDir(Some(path.clone()));
+            let store = Store::open_reader(&config.store_dir(), &path).context(|| {
+                format!(
+                    "reading the store {} beside the running daemon",
+                    config.store_dir().display()
+                )
+            })?;
+            Ok((scratch, store))
+        }
+        Err(e) => Err(CliError(format!(
+            "opening the store {}: {e}",
+            config.store_dir().display()
+        ))),
+    }
+}
+
+/// A directory removed when dropped (bound before the store that uses it, so dropped after it).
+struct ScratchDir(Option<PathBuf>);
+
+impl Drop for ScratchDir {
+    fn drop(&mut self) {
+        if let Some(path) = &self.0 {
+            let _ = std::fs::remove_dir_all(path);
+        }
+    }
+}
+
 fn open_ca(config: &Config) -> Result<(CertificateAuthority, Hsm), CliError> {
     let policies = Arc::new(PolicySet::load_dir(&config.policies_dir)?);
     let hsm = open_hsm(config)?;
@@ -535,7 +576,7 @@ fn ca_import(config: &Config, file: &Path, root: Option<&Path>) -> Result<(), Cl
 }
 
 fn ca_show(config: &Config) -> Result<(), CliError> {
-    let store = open_store(config)?;
+    let (_scratch, store) = open_store_for_reading(config)?;
     let state =
         ca::load_state(&store)?.ok_or_else(|| ca::CaError::NotInitialized(config.store_dir()))?;
     let describe =
@@ -853,14 +894,14 @@ fn crl(config: &Config) -> Result<(), CliError> {
 
 fn cert_show(config: &Config, serial: &str) -> Result<(), CliError> {
     let serial = crate::x509::Serial::from_hex(serial).context(|| format!("serial {serial:?}"))?;
-    let store = open_store(config)?;
+    let (_scratch, store) = open_store_for_reading(config)?;
     let info = ca::lookup(&store, &serial)?;
     println!("{}", serde_json::to_string_pretty(&info)?);
     Ok(())
 }
 
 fn audit_verify(config: &Config, anchor: Option<&Path>, expect: &[String]) -> Result<(), CliError> {
-    let store = open_store(config)?;
+    let (_scratch, store) = open_store_for_reading(config)?;
     let entries = store
         .audit_entries()?
         .collect::<Result<Vec<_>, _>>()
@@ -895,6 +936,13 @@ fn audit_verify(config: &Config, anchor: Option<&Path>, expect: &[String]) -> Re
             .as_deref()
             .and_then(|s| audit::decode(s).ok())
             .map(|(h, _)| hex::encode(h));
+        if found.is_none() && seq > head.seq {
+            return Err(CliError(format!(
+                "audit entries {}..={seq} were cut: the journal recorded entry {seq} (hash {hash}) but the log ends at entry {}",
+                head.seq + 1,
+                head.seq
+            )));
+        }
         if found.as_deref() != Some(hash.as_str()) {
             return Err(CliError(format!(
                 "audit entry {seq} is {} (the journal recorded hash {hash}): the log was cut or rewritten from there",
@@ -913,6 +961,14 @@ fn audit_verify(config: &Config, anchor: Option<&Path>, expect: &[String]) -> Re
         verified.checkpoints,
         hex::encode(head.hash)
     );
+    // What no checkpoint vouches for yet: a cut there shows only against the journal's copy.
+    match verified.last_checkpoint {
+        Some((entry, vouched)) => println!(
+            "last checkpoint: entry {entry}, vouching for entries 1..={vouched}; {} entries after it are not yet signed (check the journal's checkpoints with --expect SEQ:HASH)",
+            verified.entries - entry
+        ),
+        None => println!("no signed checkpoint yet"),
+    }
     Ok(())
 }
 
@@ -981,7 +1037,7 @@ fn audit_checkpoint(config: &Config) -> Result<(), CliError> {
     }
     let hsm = open_hsm(config)?;
     let store = open_store(config)?;
-    let signed = audit::checkpoint::write(&store, &hsm, &config.keys.audit)
+    let signed = audit::checkpoint::write_or_verify(&store, &hsm, &config.keys.audit)
         .context(|| "signing an audit checkpoint".into())?;
     println!("{}", checkpoint_answer(signed));
     Ok(())
@@ -998,7 +1054,7 @@ pub fn checkpoint_answer(signed: Option<audit::ChainHead>) -> serde_json::Value 
 }
 
 fn audit_export(config: &Config, out: Option<&Path>) -> Result<(), CliError> {
-    let store = open_store(config)?;
+    let (_scratch, store) = open_store_for_reading(config)?;
     let mut writer: Box<dyn Write> = match out {
         Some(path) => {
             Box::new(std::fs::File::create(path).context(|| format!("--out {}", path.display()))?)

@@ -93,9 +93,11 @@ async fn daemon(config: &Config, overrides: ListenOverrides) -> Result<(), CliEr
         admin_bound.to_string().as_bytes(),
     )?;
 
+    let audit_watch = Arc::new(crate::audit::checkpoint::ChainWatch::default());
     let health = {
         let hsm = hsm.clone();
         let va = va.clone();
+        let audit_watch = audit_watch.clone();
         Arc::new(move || {
             let status = hsm.status();
             let crls: Vec<_> = va
@@ -104,10 +106,18 @@ async fn daemon(config: &Config, overrides: ListenOverrides) -> Result<(), CliEr
                 .into_iter()
                 .map(|c| serde_json::json!({"name": c.name, "number": c.number, "this_update": c.this_update, "next_update": c.next_update}))
                 .collect();
-            let healthy = status.available;
+            let broken = audit_watch.broken();
+            let healthy = status.available && broken.is_none();
+            let audit = match &broken {
+                Some(why) => serde_json::json!({"chain": "broken", "why": why}),
+                None => {
+                    serde_json::json!({"chain": "ok", "last_checkpoint": audit_watch.last_signed().map(|h| h.seq)})
+                }
+            };
             let body = serde_json::json!({
                 "status": if healthy { "ok" } else { "degraded" },
                 "hsm": status,
+                "audit": audit,
                 "ocsp": {"certificates": va.responder.entries()},
                 "crls": crls,
             });
@@ -145,6 +155,7 @@ async fn daemon(config: &Config, overrides: ListenOverrides) -> Result<(), CliEr
         ra_metrics: ra_metrics.clone(),
         token,
         health,
+        audit_watch: audit_watch.clone(),
         on_rollover: ra.as_ref().map(|parts| parts.on_rollover.clone()),
     });
 
@@ -162,6 +173,7 @@ async fn daemon(config: &Config, overrides: ListenOverrides) -> Result<(), CliEr
         store.clone(),
         hsm.clone(),
         config.keys.audit.clone(),
+        audit_watch,
         shutdown.clone(),
     ));
     let mut listeners = tokio::task::JoinSet::new();
@@ -405,33 +417,40 @@ async fn renew_responder_when_due(
     }
 }
 
-/// Signs an audit checkpoint every five minutes when the log has grown.
-async fn checkpoints(store: Store, hsm: Hsm, label: String, shutdown: CancellationToken) {
+/// Checks the audit chain and signs a checkpoint at start, then every five minutes when the log
+/// has grown; a broken chain is reported (log, health, metric) and never vouched for.
+async fn checkpoints(
+    store: Store,
+    hsm: Hsm,
+    label: String,
+    watch: Arc<crate::audit::checkpoint::ChainWatch>,
+    shutdown: CancellationToken,
+) {
     const EVERY: std::time::Duration = std::time::Duration::from_secs(300);
+    let mut wait = std::time::Duration::ZERO;
+    let mut at_start = true;
     loop {
         tokio::select! {
             _ = shutdown.cancelled() => return,
-            _ = tokio::time::sleep(EVERY) => {}
+            _ = tokio::time::sleep(wait) => {}
         }
-        let (store, hsm, label) = (store.clone(), hsm.clone(), label.clone());
-        match tokio::task::spawn_blocking(move || {
-            crate::audit::checkpoint::write(&store, &hsm, &label)
-        })
-        .await
-        {
-            // The journal keeps a copy outside the store: `sceau audit verify --expect
-            // SEQ:HASH` checks that the log still holds what a checkpoint vouched for.
-            Ok(Ok(Some(head))) => tracing::info!(
-                target: "sceau::audit",
-                seq = head.seq,
-                hash = %hex::encode(head.hash),
-                "audit checkpoint signed"
-            ),
-            Ok(Ok(None)) => {}
-            Ok(Err(crate::audit::checkpoint::CheckpointError::Broken(why))) => {
-                tracing::error!(%why, "THE AUDIT CHAIN IS BROKEN: no checkpoint will vouch for it; run sceau audit verify --anchor")
+        wait = EVERY;
+        let (store, hsm, label, watch) = (store.clone(), hsm.clone(), label.clone(), watch.clone());
+        let first = std::mem::replace(&mut at_start, false);
+        let checked = tokio::task::spawn_blocking(move || {
+            if first {
+                watch.checkpoint_or_verify(&store, &hsm, &label)
+            } else {
+                watch.checkpoint(&store, &hsm, &label)
             }
-            Ok(Err(error)) => tracing::warn!(%error, "audit checkpoint failed; retrying later"),
+        });
+        match checked.await {
+            // A start-up check that could not run (the HSM away) runs again in a minute.
+            Ok(Err(crate::audit::checkpoint::CheckpointError::Hsm(_))) if first => {
+                at_start = true;
+                wait = std::time::Duration::from_secs(60);
+            }
+            Ok(_) => {}
             Err(_) => return,
         }
     }

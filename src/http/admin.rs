@@ -38,6 +38,8 @@ pub struct AdminService {
     pub ra_metrics: Option<Arc<crate::http::ra::RaMetrics>>,
     pub token: String,
     pub health: Arc<dyn Fn() -> (bool, serde_json::Value) + Send + Sync>,
+    /// The audit chain as the last checkpoint found it.
+    pub audit_watch: Arc<crate::audit::checkpoint::ChainWatch>,
     /// Told of a new CA state after a rollover (the RA trusts operator cards of a new CA).
     pub on_rollover: Option<RolloverHook>,
 }
@@ -422,18 +424,11 @@ impl AdminService {
         let store = self.store.clone();
         let hsm = self.hsm.clone();
         let label = self.audit_key_label.clone();
-        match tokio::task::spawn_blocking(move || {
-            crate::audit::checkpoint::write(&store, &hsm, &label)
-        })
-        .await
+        let watch = self.audit_watch.clone();
+        match tokio::task::spawn_blocking(move || watch.checkpoint_or_verify(&store, &hsm, &label))
+            .await
         {
-            Ok(Ok(signed)) => {
-                if let Some(head) = &signed {
-                    // The journal's copy, outside the store (`audit verify --expect`).
-                    tracing::info!(target: "sceau::audit", seq = head.seq, hash = %hex::encode(head.hash), "audit checkpoint signed");
-                }
-                json(StatusCode::OK, &crate::cli::checkpoint_answer(signed))
-            }
+            Ok(Ok(signed)) => json(StatusCode::OK, &crate::cli::checkpoint_answer(signed)),
             Ok(Err(error)) => Problem::new(
                 StatusCode::SERVICE_UNAVAILABLE,
                 "checkpoint-failed",
@@ -512,6 +507,18 @@ impl AdminService {
             "gauge",
             "certificates with responses in memory",
             &[("", self.va.responder.entries())],
+        );
+        metric(
+            "sceau_audit_chain_broken",
+            "gauge",
+            "1 when the last check found the audit chain broken (no checkpoint vouches for it)",
+            &[("", u64::from(self.audit_watch.broken().is_some()))],
+        );
+        metric(
+            "sceau_audit_last_checkpoint",
+            "gauge",
+            "the audit entry the last checkpoint signed by this process vouches for",
+            &[("", self.audit_watch.last_signed().map_or(0, |h| h.seq))],
         );
         metric(
             "sceau_revocations_total",

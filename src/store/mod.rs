@@ -147,16 +147,7 @@ impl Store {
             }
         };
         tracing::debug!(path = %dir.display(), version, "store opened");
-        let head = match db
-            .get_cf(cf(&db, Meta::NAME)?, meta_keys::AUDIT_HEAD)
-            .map_err(db_error)?
-        {
-            Some(bytes) => ChainHead::from_bytes(&bytes).ok_or(StoreError::Corrupt {
-                table: Meta::NAME,
-                detail: "audit head".into(),
-            })?,
-            None => ChainHead::GENESIS,
-        };
+        let head = recorded_head(&db)?;
         let head = Arc::new(Mutex::new(head));
         let (jobs, queue) = crossbeam_channel::bounded::<TxnJob>(4096);
         let writer = Writer {
@@ -174,6 +165,29 @@ impl Store {
                 jobs: Some(jobs),
                 writer: Some(writer),
                 head,
+            }),
+        })
+    }
+
+    /// Opens the store in `dir` for reading only, beside the process that holds it (`sceau
+    /// serve`): a RocksDB secondary instance, caught up with the primary once, whose private
+    /// files live in `scratch` (a fresh directory the caller removes). It sees every write the
+    /// primary made durable before this call; it cannot commit (no writer).
+    pub fn open_reader(dir: &Path, scratch: &Path) -> Result<Self, StoreError> {
+        let mut options = Options::default();
+        // A secondary instance keeps every file open (RocksDB requires it).
+        options.set_max_open_files(-1);
+        let db = DB::open_cf_as_secondary(&options, dir, scratch, schema::ALL_TABLES.iter())
+            .map_err(db_error)?;
+        db.try_catch_up_with_primary().map_err(db_error)?;
+        let head = recorded_head(&db)?;
+        Ok(Self {
+            inner: Arc::new(Inner {
+                db: Arc::new(db),
+                path: dir.to_path_buf(),
+                jobs: None,
+                writer: None,
+                head: Arc::new(Mutex::new(head)),
             }),
         })
     }
@@ -365,6 +379,20 @@ impl Reader for Store {
 impl Reader for Txn<'_> {
     fn get<T: Table>(&self, key: &T::Key) -> Result<Option<T::Value>, StoreError> {
         Txn::get::<T>(self, key)
+    }
+}
+
+/// The audit chain's head as the database records it.
+fn recorded_head(db: &DB) -> Result<ChainHead, StoreError> {
+    match db
+        .get_cf(cf(db, Meta::NAME)?, meta_keys::AUDIT_HEAD)
+        .map_err(db_error)?
+    {
+        Some(bytes) => ChainHead::from_bytes(&bytes).ok_or(StoreError::Corrupt {
+            table: Meta::NAME,
+            detail: "audit head".into(),
+        }),
+        None => Ok(ChainHead::GENESIS),
     }
 }
 
