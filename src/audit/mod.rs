@@ -183,6 +183,16 @@ pub enum AuditEvent {
         rule: String,
         detail: String,
     },
+    /// Refusals that repeated one already written (same client, same rule) within a window,
+    /// counted instead of written one by one.
+    RequestsRefusedRepeatedly {
+        operator: String,
+        action: String,
+        rule: String,
+        count: u64,
+        first: Timestamp,
+        last: Timestamp,
+    },
     /// A signed checkpoint of the chain: `signature` (hex) is the HSM's signature, with the key
     /// `key_label`, over `checkpoint_message(entry, entry_hash)`.
     Checkpoint {

@@ -187,6 +187,7 @@ async fn daemon(config: &Config, overrides: ListenOverrides) -> Result<(), CliEr
         hyper::service::service_fn(move |request| admin_service.clone().handle(request)),
         shutdown.clone(),
     ));
+    let mut ra_upkeep = None;
     let ra_bound = match ra {
         Some(RaParts {
             listener,
@@ -195,6 +196,8 @@ async fn daemon(config: &Config, overrides: ListenOverrides) -> Result<(), CliEr
             ..
         }) => {
             let bound = listener.local_addr()?;
+            ra_upkeep = Some(service.clone());
+            background.spawn(ra_housekeeping(service.clone(), shutdown.clone()));
             listeners.spawn(crate::http::serve_tls(
                 listener,
                 tls,
@@ -238,6 +241,10 @@ async fn daemon(config: &Config, overrides: ListenOverrides) -> Result<(), CliEr
     tracing::info!("shutting down: draining in-flight requests");
     shutdown.cancel();
     while listeners.join_next().await.is_some() {}
+    // Repeated refusals still being counted are written before the store closes.
+    if let Some(service) = ra_upkeep {
+        service.ra.flush_refusals(true).await;
+    }
     background.abort_all();
     while background.join_next().await.is_some() {}
     drop(ca);
@@ -306,6 +313,21 @@ async fn registration_authority(
         tls,
         on_rollover,
     })
+}
+
+/// Every ten seconds: the counts of repeated refusals whose window ended go to the audit log,
+/// and the rate limiter forgets the clients it has not seen for a while (its map would
+/// otherwise grow with every certificate that ever connected).
+async fn ra_housekeeping(service: Arc<RaService>, shutdown: CancellationToken) {
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = tokio::time::sleep(std::time::Duration::from_secs(10)) => {}
+        }
+        service.ra.flush_refusals(false).await;
+        service.limiter.retain_recent();
+        service.limiter.shrink_to_fit();
+    }
 }
 
 /// The RA listener, ready to serve.

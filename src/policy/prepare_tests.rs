@@ -140,6 +140,8 @@ fn each_policy_violation_names_its_rule() {
     refused("justice-auth", "bad-signature", NOW, None, "csr-signature");
     refused("justice-auth", "non-utf8", NOW, None, "subject-encoding");
     refused("justice-auth", "bmp-cn", NOW, None, "subject-encoding");
+    refused("justice-auth", "zero-width", NOW, None, "subject-character");
+    refused("justice-sign", "cyrillic", NOW, None, "subject-character");
     refused(
         "justice-auth",
         "p256",

@@ -153,7 +153,15 @@ impl RegistrationAuthority {
         for policy in &policies {
             check_scope(&actor.record.scope, &subject, policy)?;
         }
-        refuse_own(actor, &subject)?;
+        refuse_own(actor, &subject, &submission.holder)?;
+        // A card in the name of an operator at or above the submitter's rank (a new card as
+        // much as a renewal) is asked for only from above them.
+        super::check_rank_over_holder(
+            &super::active_operators(&self.store)?,
+            &actor.record,
+            &subject,
+            Some(&submission.holder),
+        )?;
         // A renewal gives new keys to the same person: it never re-binds the card to another
         // subject.
         if let Some(current) = &submission.renewal
@@ -247,17 +255,18 @@ impl RegistrationAuthority {
         // problem 1).
         let submitter = self
             .store
-            .get::<crate::store::schema::Operators>(&record.submitted_by)?
-            .map(|submitter| submitter.person);
+            .get::<crate::store::schema::Operators>(&record.submitted_by)?;
         if record.submitted_by == actor.record.id
-            || submitter.as_ref() == Some(&actor.record.person)
+            || submitter.as_ref().is_some_and(|submitter| {
+                submitter.person == actor.record.person || submitter.holder == actor.record.holder
+            })
         {
             return Err(RaError::refused(
                 Refusal::OwnSubmission,
                 "the operator who submitted a request may not decide on it (two-person rule)",
             ));
         }
-        refuse_own(actor, &subject)?;
+        refuse_own(actor, &subject, &record.holder)?;
         match &record.state {
             RequestState::Pending => Ok(record),
             RequestState::Approved { .. } if allow_approved => Ok(record),
@@ -276,6 +285,32 @@ impl RegistrationAuthority {
         now: Timestamp,
     ) -> Result<(serde_json::Value, Effects), RaError> {
         let record = self.decidable(actor, id, true)?;
+        // What held at submission is checked again as things are now: the submitter still
+        // acts, the approver is above any operator the card belongs to, and a card to renew is
+        // still renewable.
+        let submitter_active = self
+            .store
+            .get::<crate::store::schema::Operators>(&record.submitted_by)?
+            .is_some_and(|submitter| submitter.is_active());
+        if !submitter_active {
+            return Err(RaError::refused(
+                Refusal::OperatorWithdrawn,
+                format!(
+                    "request {id} was submitted by an operator withdrawn since: it must be submitted again"
+                ),
+            ));
+        }
+        let subject = parse_distinguished_name(&record.subject_der)
+            .map_err(|e| RaError::Malformed(e.to_string()))?;
+        super::check_rank_over_holder(
+            &super::active_operators(&self.store)?,
+            &actor.record,
+            &subject,
+            Some(&record.holder),
+        )?;
+        if record.renewal && matches!(record.state, RequestState::Pending) {
+            self.renewable(&actor.record, &record.card, now)?;
+        }
         let approved = RequestState::Approved {
             by: actor.record.id.clone(),
             at: now,
@@ -452,10 +487,17 @@ impl RegistrationAuthority {
 }
 
 /// Nobody acts on a request for their own certificate (EN 319 411-1 REG-6.2.2-26: the
-/// registration officer is not the subject).
-fn refuse_own(actor: &Operator, holder: &DistinguishedName) -> Result<(), RaError> {
+/// registration officer is not the subject): neither by name nor by holder id.
+fn refuse_own(
+    actor: &Operator,
+    holder: &DistinguishedName,
+    holder_id: &str,
+) -> Result<(), RaError> {
     use super::operators::person_key;
-    if same_values(&actor.subject, holder) || person_key(&actor.subject) == person_key(holder) {
+    if same_values(&actor.subject, holder)
+        || person_key(&actor.subject) == person_key(holder)
+        || actor.record.holder == holder_id
+    {
         Err(RaError::refused(
             Refusal::OwnCertificate,
             "the holder of this request is the operator itself",

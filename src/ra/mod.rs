@@ -15,6 +15,7 @@
 
 pub mod cards;
 pub mod operators;
+pub mod refusals;
 pub mod request;
 
 use std::future::Future;
@@ -73,8 +74,6 @@ pub enum Refusal {
     OwnSubmission,
     /// Acting on one's own certificate (the holder is the operator).
     OwnCertificate,
-    /// Withdrawing an operator one did not designate (directly or below).
-    NotDesignator,
     /// Designating again an operator withdrawn by someone of a higher rank.
     WithdrawalStands,
     /// An operator credential is an authentication certificate (digitalSignature, TLS client),
@@ -94,7 +93,7 @@ pub enum Refusal {
 
 impl Refusal {
     /// Every refusal (the API document lists each rule; a test compares them).
-    pub const ALL: [Refusal; 25] = [
+    pub const ALL: [Refusal; 24] = [
         Refusal::UnknownOperator,
         Refusal::OperatorWithdrawn,
         Refusal::OperatorCertificateExpired,
@@ -110,7 +109,6 @@ impl Refusal {
         Refusal::ScopeWidening,
         Refusal::OwnSubmission,
         Refusal::OwnCertificate,
-        Refusal::NotDesignator,
         Refusal::WithdrawalStands,
         Refusal::NotAuthenticationCertificate,
         Refusal::PersonIsOperator,
@@ -140,7 +138,6 @@ impl Refusal {
             Refusal::ScopeWidening => "scope-widening",
             Refusal::OwnSubmission => "own-submission",
             Refusal::OwnCertificate => "own-certificate",
-            Refusal::NotDesignator => "not-designator",
             Refusal::WithdrawalStands => "withdrawal-stands",
             Refusal::NotAuthenticationCertificate => "not-an-authentication-certificate",
             Refusal::PersonIsOperator => "person-already-operator",
@@ -269,6 +266,8 @@ pub struct RegistrationAuthority {
     settings: RaSettings,
     /// The issuing CAs whose cards operators carry; grows with CA rollovers.
     operator_cas: std::sync::RwLock<Arc<Vec<OperatorCa>>>,
+    /// Refusals repeated by one client, counted before they are written.
+    refusals: refusals::RefusalLog,
 }
 
 impl core::fmt::Debug for RegistrationAuthority {
@@ -292,6 +291,7 @@ impl RegistrationAuthority {
             publisher,
             clock,
             settings,
+            refusals: refusals::RefusalLog::default(),
         })
     }
 
@@ -334,6 +334,25 @@ impl RegistrationAuthority {
                 Refusal::OperatorWithdrawn,
                 format!("operator {} was withdrawn on {}", record.id, withdrawal.at),
             ));
+        }
+        // An operator acts only while everyone above them in the designation chain does: a
+        // designation that raced its designator's withdrawal (and so escaped the cascade) gives
+        // no rights.
+        let mut above = record.designated_by.clone();
+        for _ in 0..64 {
+            let Some(id) = above else { break };
+            match self.store.get::<Operators>(&id)? {
+                Some(designator) if designator.is_active() => above = designator.designated_by,
+                _ => {
+                    return Err(RaError::refused(
+                        Refusal::OperatorWithdrawn,
+                        format!(
+                            "operator {} was designated by a withdrawn operator",
+                            record.id
+                        ),
+                    ));
+                }
+            }
         }
         let now = self.clock.now();
         let (certificate, subject) =
@@ -546,35 +565,7 @@ impl RegistrationAuthority {
                 authentication_csr,
                 signature_csr,
             } => {
-                let unknown =
-                    || RaError::refused(Refusal::NotFound, format!("card {card} is unknown"));
-                let existing = self
-                    .store
-                    .get::<crate::store::schema::Cards>(&card)?
-                    .ok_or_else(unknown)?;
-                // The card as it is now must be in the operator's scope (not only the new
-                // CSRs' subject), and a card outside it looks like no card at all (issue 10
-                // problem 3).
-                let current = self
-                    .store
-                    .get::<Certificates>(&existing.authentication)?
-                    .ok_or_else(unknown)?;
-                let holder = certificate_subject(&current.der)?;
-                if !operator.record.scope.covers_holder(&holder) {
-                    return Err(unknown());
-                }
-                // A renewal supersedes the card: an operator's card is renewed only by someone
-                // above them (two operators below the AE must not take over its card).
-                check_rank_over_holder(&active_operators(&self.store)?, &operator.record, &holder)?;
-                if existing.renewals > 0 || now >= existing.card_expires_at {
-                    return Err(RaError::refused(
-                        Refusal::RenewalNotAllowed,
-                        format!(
-                            "card {card} can no longer be renewed (renewed {} time(s), expires {})",
-                            existing.renewals, existing.card_expires_at
-                        ),
-                    ));
-                }
+                let (existing, holder) = self.renewable(&operator.record, &card, now)?;
                 self.submit(
                     operator,
                     &request,
@@ -613,6 +604,60 @@ impl RegistrationAuthority {
         }
     }
 
+    /// The card `card` as it is now, if `actor` may have it renewed: in the actor's scope (a
+    /// card outside it looks like no card at all, issue 10 problem 3), not the card of an
+    /// operator at or above the actor's rank, renewed at most once and before it expires, and
+    /// not revoked (a revoked card is replaced by a new one, never renewed back to life).
+    /// Checked at submission and again at approval.
+    pub(super) fn renewable(
+        &self,
+        actor: &OperatorRecord,
+        card: &str,
+        now: Timestamp,
+    ) -> Result<(CardRecord, DistinguishedName), RaError> {
+        let unknown = || RaError::refused(Refusal::NotFound, format!("card {card} is unknown"));
+        let existing = self
+            .store
+            .get::<Cards>(&card.to_owned())?
+            .ok_or_else(unknown)?;
+        let current = self
+            .store
+            .get::<Certificates>(&existing.authentication)?
+            .ok_or_else(unknown)?;
+        let holder = certificate_subject(&current.der)?;
+        if !actor.scope.covers_holder(&holder) {
+            return Err(unknown());
+        }
+        // A renewal supersedes the card: an operator's card is renewed only by someone above
+        // them (two operators below the AE must not take over its card).
+        check_rank_over_holder(
+            &active_operators(&self.store)?,
+            actor,
+            &holder,
+            Some(&existing.holder),
+        )?;
+        if existing.renewals > 0 || now >= existing.card_expires_at {
+            return Err(RaError::refused(
+                Refusal::RenewalNotAllowed,
+                format!(
+                    "card {card} can no longer be renewed (renewed {} time(s), expires {})",
+                    existing.renewals, existing.card_expires_at
+                ),
+            ));
+        }
+        if self
+            .store
+            .contains::<Revocations>(&existing.authentication)?
+            || self.store.contains::<Revocations>(&existing.signature)?
+        {
+            return Err(RaError::refused(
+                Refusal::RenewalNotAllowed,
+                format!("card {card} is revoked: a new card replaces it"),
+            ));
+        }
+        Ok((existing, holder))
+    }
+
     /// Records a refusal: one audit event, nothing else.
     fn record_refusal(
         &self,
@@ -624,8 +669,12 @@ impl RegistrationAuthority {
         let Some(event) = refusal_event(Some(&operator.record.id), action, request, error) else {
             return;
         };
+        let events = self.refusals.admit(event, self.clock.now());
+        if events.is_empty() {
+            return;
+        }
         let written = self.store.commit(move |txn| -> Result<(), StoreError> {
-            txn.audit(event);
+            events.into_iter().for_each(|event| txn.audit(event));
             Ok(())
         });
         if let Err(error) = written {
@@ -639,10 +688,24 @@ impl RegistrationAuthority {
         let Some(event) = refusal_event(Some(operator), action, None, error) else {
             return;
         };
+        self.write_refusals(self.refusals.admit(event, self.clock.now()))
+            .await;
+    }
+
+    /// Writes the counts of repeated refusals whose window ended (all of them when `all`, at
+    /// shutdown). The daemon calls it every few seconds.
+    pub async fn flush_refusals(&self, all: bool) {
+        self.write_refusals(self.refusals.due(all)).await;
+    }
+
+    async fn write_refusals(&self, events: Vec<AuditEvent>) {
+        if events.is_empty() {
+            return;
+        }
         let written = self
             .store
             .commit_async(move |txn| -> Result<(), StoreError> {
-                txn.audit(event);
+                events.into_iter().for_each(|event| txn.audit(event));
                 Ok(())
             })
             .await;
@@ -697,7 +760,7 @@ impl RegistrationAuthority {
         )?;
         let (_, subject) = self.check_operator_certificate(&self.store, &der, now)?;
         let person = operators::person_key(&subject);
-        if person == actor.record.person {
+        if person == actor.record.person || card.holder == actor.record.holder {
             return Err(RaError::refused(
                 Refusal::OwnCertificate,
                 "nobody designates themselves",
@@ -726,41 +789,15 @@ impl RegistrationAuthority {
         let evidence = self.evidence(actor, request, now);
         let request_id = request.id.clone();
         let actor_role = actor.record.role;
+        let actor_id = actor.record.id.clone();
         self.store.commit(move |txn| -> Result<(), RaError> {
             claim(txn, &request_id, &evidence)?;
-            // One active role per person, whichever of their cards: checked here, in the
-            // writer's order, so that two designations of one person cannot both pass.
-            let mut person = txn
-                .get::<OperatorPersons>(&record.person)?
-                .unwrap_or_default();
-            if let Some(other) = &person.active
-                && txn.get::<Operators>(other)?.is_some_and(|o| o.is_active())
-            {
-                return Err(RaError::refused(
-                    Refusal::PersonIsOperator,
-                    format!(
-                        "{} is already an active operator (operator {other}); withdraw that role first",
-                        record.subject
-                    ),
-                ));
-            }
-            // A withdrawal stands for the person, under whichever of their cards: it is undone
-            // only by the withdrawer's rank or above (a peer of the withdrawn operator must not
-            // bring them back; issue 10 problem 2).
-            if let Some(withdrawal) = &person.withdrawn {
-                let withdrawer = txn
-                    .get::<Operators>(&withdrawal.by)?
-                    .map_or(Role::Ae, |w| w.role);
-                if actor_role > withdrawer {
-                    return Err(RaError::refused(
-                        Refusal::WithdrawalStands,
-                        format!(
-                            "{} was withdrawn by an {withdrawer}: only an {withdrawer} or above may designate them again",
-                            record.subject
-                        ),
-                    ));
-                }
-            }
+            // The designator still acts (a withdrawal may have landed since the request came).
+            check_still_active(txn, &actor_id)?;
+            // One active role per person and per holder id, whichever of their cards: checked
+            // here, in the writer's order, so that two designations cannot both pass; a
+            // withdrawal stands against anyone below the withdrawer's rank.
+            claim_person(txn, &record, Some(actor_role))?;
             txn.audit(AuditEvent::OperatorDesignated {
                 operator: record.id.clone(),
                 subject: record.subject.clone(),
@@ -769,8 +806,6 @@ impl RegistrationAuthority {
                 designated_by: record.designated_by.clone(),
                 request: Some(request_id.clone()),
             });
-            person.active = Some(record.id.clone());
-            txn.put::<OperatorPersons>(&record.person.clone(), &person)?;
             txn.put::<Operators>(&record.id.clone(), &record)?;
             Ok(())
         })?;
@@ -785,26 +820,22 @@ impl RegistrationAuthority {
         reason: Option<String>,
         now: Timestamp,
     ) -> Result<serde_json::Value, RaError> {
+        // Anyone but the target's designators (directly or above) learns nothing of it: an
+        // operator that does not exist and one designated by someone else answer alike.
+        let unknown =
+            || RaError::refused(Refusal::NotFound, format!("operator {target} is unknown"));
         let record = self
             .store
             .get::<Operators>(&target.to_owned())?
-            .ok_or_else(|| {
-                RaError::refused(Refusal::NotFound, format!("operator {target} is unknown"))
-            })?;
+            .ok_or_else(unknown)?;
+        let lookup = |id: &str| self.store.get::<Operators>(&id.to_owned()).ok().flatten();
+        if !designated_through(&record, &actor.record.id, lookup) {
+            return Err(unknown());
+        }
         if !record.is_active() {
             return Err(RaError::refused(
                 Refusal::OperatorWithdrawn,
                 format!("operator {target} is already withdrawn"),
-            ));
-        }
-        let lookup = |id: &str| self.store.get::<Operators>(&id.to_owned()).ok().flatten();
-        if !designated_through(&record, &actor.record.id, lookup) {
-            return Err(RaError::refused(
-                Refusal::NotDesignator,
-                format!(
-                    "operator {target} was not designated by {} or below it",
-                    actor.record.id
-                ),
             ));
         }
         // Checked after the designator rule, so that it tells nothing to anyone else.
@@ -842,8 +873,10 @@ impl RegistrationAuthority {
         let evidence = self.evidence(actor, request, now);
         let request_id = request.id.clone();
         let by = actor.record.id.clone();
+        let by_role = actor.record.role;
         self.store.commit(move |txn| -> Result<(), RaError> {
             claim(txn, &request_id, &evidence)?;
+            check_still_active(txn, &by)?;
             for (mut record, cascade_from) in withdrawn {
                 txn.audit(AuditEvent::OperatorWithdrawn {
                     operator: record.id.clone(),
@@ -855,16 +888,10 @@ impl RegistrationAuthority {
                 let withdrawal = Withdrawal {
                     at: now,
                     by: by.clone(),
+                    by_role: Some(by_role),
                     cascade_from,
                 };
-                let mut person = txn
-                    .get::<OperatorPersons>(&record.person)?
-                    .unwrap_or_default();
-                if person.active.as_deref() == Some(record.id.as_str()) {
-                    person.active = None;
-                }
-                person.withdrawn = Some(withdrawal.clone());
-                txn.put::<OperatorPersons>(&record.person.clone(), &person)?;
+                release_person(txn, &record, &withdrawal)?;
                 record.withdrawn = Some(withdrawal);
                 txn.put::<Operators>(&record.id.clone(), &record)?;
             }
@@ -1044,7 +1071,12 @@ impl RegistrationAuthority {
                     RevocationTarget::Card(card) => format!("card {card} is unknown"),
                 };
                 unknown_outside_scope(check_scope(&scope, &holder, &record.policy), &unknown)?;
-                check_rank_over_holder(&operators, &actor_record, &holder)?;
+                check_rank_over_holder(
+                    &operators,
+                    &actor_record,
+                    &holder,
+                    record.holder.as_deref(),
+                )?;
             }
             Ok(crate::ca::revoke::revoke_in(txn, &revocation, now)?)
         })?;
@@ -1072,10 +1104,13 @@ impl RegistrationAuthority {
             .ok_or_else(|| RaError::refused(Refusal::NotFound, format!("no request {id}")))?;
         let subject = parse_distinguished_name(&record.subject_der)
             .map_err(|e| RaError::Malformed(e.to_string()))?;
-        unknown_outside_scope(
-            check_holder_scope(&operator.record.scope, &subject),
-            &format!("no request {id}"),
-        )?;
+        // The scope of a request is its holder and its policies, as for a decision on it.
+        let in_scope = check_holder_scope(&operator.record.scope, &subject).and_then(|()| {
+            [&record.authentication_policy, &record.signature_policy]
+                .into_iter()
+                .try_for_each(|policy| check_scope(&operator.record.scope, &subject, policy))
+        });
+        unknown_outside_scope(in_scope, &format!("no request {id}"))?;
         let mut answer = record.summary();
         if let RequestState::Issued {
             authentication,
@@ -1140,8 +1175,11 @@ impl RegistrationAuthority {
     pub fn certificate(&self, operator: &Operator, serial_hex: &str) -> Result<String, RaError> {
         let serial = Serial::from_hex(serial_hex.trim_end_matches(".pem"))
             .map_err(|e| RaError::Malformed(format!("serial {serial_hex:?}: {e}")))?;
+        // One wording for a serial never issued and one outside the scope, whatever the
+        // spelling of the URL (case, leading zeros).
+        let text = format!("no certificate {serial}");
         let not_found = {
-            let text = format!("no certificate {serial}");
+            let text = text.clone();
             move || RaError::refused(Refusal::NotFound, text)
         };
         let issuer = self
@@ -1158,7 +1196,7 @@ impl RegistrationAuthority {
                 &certificate_subject(&record.der)?,
                 &record.policy,
             ),
-            &format!("no certificate {}", serial_hex.trim_end_matches(".pem")),
+            &text,
         )?;
         Ok(pem::encode(pem::CERTIFICATE, &record.der))
     }
@@ -1297,6 +1335,84 @@ fn active_operators(store: &Store) -> Result<Vec<OperatorRecord>, RaError> {
     Ok(active)
 }
 
+/// The keys under which an operator is indexed as a person: their name and their holder id
+/// (one active role for each).
+fn person_index_keys(record: &OperatorRecord) -> [String; 2] {
+    [record.person.clone(), operators::holder_key(&record.holder)]
+}
+
+/// Binds `record`'s person (name and holder id) to it, inside the commit that designates:
+/// refused when either already has an active role, or (for a designator of rank `by`; `None`
+/// for security staff) when either was withdrawn by a higher rank.
+fn claim_person(
+    txn: &mut Txn<'_>,
+    record: &OperatorRecord,
+    by: Option<Role>,
+) -> Result<(), RaError> {
+    for key in person_index_keys(record) {
+        let mut person = txn.get::<OperatorPersons>(&key)?.unwrap_or_default();
+        if let Some(other) = &person.active
+            && txn.get::<Operators>(other)?.is_some_and(|o| o.is_active())
+        {
+            return Err(RaError::refused(
+                Refusal::PersonIsOperator,
+                format!(
+                    "{} (holder {}) already holds an active operator role; withdraw it first",
+                    record.subject, record.holder
+                ),
+            ));
+        }
+        if let (Some(by), Some(withdrawal)) = (by, &person.withdrawn) {
+            let withdrawer = match withdrawal.by_role {
+                Some(role) => role,
+                None => txn
+                    .get::<Operators>(&withdrawal.by)?
+                    .map_or(Role::Ae, |w| w.role),
+            };
+            if by > withdrawer {
+                return Err(RaError::refused(
+                    Refusal::WithdrawalStands,
+                    format!(
+                        "{} was withdrawn by an {withdrawer}: only an {withdrawer} or above may designate them again",
+                        record.subject
+                    ),
+                ));
+            }
+        }
+        person.active = Some(record.id.clone());
+        txn.put::<OperatorPersons>(&key, &person)?;
+    }
+    Ok(())
+}
+
+/// Unbinds a withdrawn operator's person, recording the withdrawal against it.
+fn release_person(
+    txn: &mut Txn<'_>,
+    record: &OperatorRecord,
+    withdrawal: &Withdrawal,
+) -> Result<(), RaError> {
+    for key in person_index_keys(record) {
+        let mut person = txn.get::<OperatorPersons>(&key)?.unwrap_or_default();
+        if person.active.as_deref() == Some(record.id.as_str()) {
+            person.active = None;
+        }
+        person.withdrawn = Some(withdrawal.clone());
+        txn.put::<OperatorPersons>(&key, &person)?;
+    }
+    Ok(())
+}
+
+/// Refuses a change by an operator withdrawn since its request was authenticated.
+fn check_still_active(txn: &Txn<'_>, operator: &str) -> Result<(), RaError> {
+    match txn.get::<Operators>(&operator.to_owned())? {
+        Some(record) if record.is_active() => Ok(()),
+        _ => Err(RaError::refused(
+            Refusal::OperatorWithdrawn,
+            format!("operator {operator} was withdrawn"),
+        )),
+    }
+}
+
 /// Refuses an action on the card of a person who is an active operator, unless the actor is
 /// above them in the hierarchy (or is that person: a holder may act on their own card where
 /// the rules allow it). Revocations and renewals both supersede a card.
@@ -1304,17 +1420,23 @@ fn check_rank_over_holder(
     operators: &[OperatorRecord],
     actor: &OperatorRecord,
     holder: &DistinguishedName,
+    holder_id: Option<&str>,
 ) -> Result<(), RaError> {
     let person = operators::person_key(holder);
-    if actor.person == person {
+    let is_holder = |o: &OperatorRecord| o.person == person || Some(o.holder.as_str()) == holder_id;
+    if is_holder(actor) {
         return Ok(());
     }
-    match operators.iter().find(|o| o.person == person) {
-        Some(target) if actor.role >= target.role => Err(RaError::refused(
+    match operators
+        .iter()
+        .filter(|o| is_holder(o))
+        .map(|o| o.role)
+        .min()
+    {
+        Some(target) if actor.role >= target => Err(RaError::refused(
             Refusal::RoleNotAllowed,
             format!(
-                "the card of an {} can be revoked or renewed only by an operator above it, or by security staff on the CA host",
-                target.role
+                "the card of an {target} is asked for, renewed or revoked only by an operator above it, or by security staff on the CA host"
             ),
         )),
         _ => Ok(()),
@@ -1470,19 +1592,8 @@ pub fn bootstrap(
                 "an AE is already registered: an AE designates the others (and its alter ego); security staff bootstrap an AE only when none is active",
             ));
         }
-        let mut person = txn
-            .get::<OperatorPersons>(&stored.person)?
-            .unwrap_or_default();
-        if let Some(other) = &person.active
-            && txn.get::<Operators>(other)?.is_some_and(|o| o.is_active())
-        {
-            return Err(RaError::refused(
-                Refusal::PersonIsOperator,
-                format!("{} is already an active operator (operator {other})", stored.subject),
-            ));
-        }
-        person.active = Some(stored.id.clone());
-        txn.put::<OperatorPersons>(&stored.person.clone(), &person)?;
+        // Security staff act above every rank: a withdrawal does not stand against them.
+        claim_person(txn, &stored, None)?;
         txn.audit(AuditEvent::OperatorDesignated {
             operator: stored.id.clone(),
             subject: stored.subject.clone(),
