@@ -1836,3 +1836,61 @@ fn insiders_cannot_become_two_persons_nor_take_over_cards_from_below() {
         "operator-withdrawn",
     );
 }
+
+/// Issue 10 problem 9: a client of the RA listener that sends its headers and then trickles
+/// its body (here: holds it back) is answered 408 after the body deadline (10 s), and nothing
+/// is written.
+#[test]
+fn a_held_back_request_body_on_the_ra_listener_is_cut_with_408() {
+    use std::io::Write;
+    let ra = Ra::start();
+    let Team { aed, .. } = team(&ra);
+    let entries_before = audit_events_live(&ra);
+    // curl uploads its standard input as it comes (chunked): a few bytes, then nothing.
+    let out = ra.pki.path("held-back.json");
+    let mut child = Command::new("curl")
+        .args(["-s", "-o"])
+        .arg(&out)
+        .args(["-w", "%{http_code}", "--cacert"])
+        .arg(ra.pki.path("ra-tls.pem"))
+        .arg("--cert")
+        .arg(&aed.cert)
+        .arg("--key")
+        .arg(&aed.key)
+        .args([
+            "-H",
+            "Content-Type: application/cms",
+            "-X",
+            "POST",
+            "-T",
+            "-",
+        ])
+        .arg(ra.url("/ra/v1/requests"))
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    stdin.write_all(b"\x30\x82\x01").unwrap();
+    stdin.flush().unwrap();
+    let started = std::time::Instant::now();
+    // Held open past the deadline; closed once curl has had its answer.
+    std::thread::sleep(std::time::Duration::from_secs(13));
+    drop(stdin);
+    let output = child.wait_with_output().unwrap();
+    let status = String::from_utf8_lossy(&output.stdout).trim().to_owned();
+    let body = std::fs::read_to_string(&out).unwrap_or_default();
+    assert_eq!(status, "408", "{body}");
+    assert!(body.contains("body-timeout"), "{body}");
+    assert!(started.elapsed() >= std::time::Duration::from_secs(10));
+    assert_eq!(
+        audit_events_live(&ra),
+        entries_before,
+        "nothing was written"
+    );
+}
+
+/// The number of audit entries, read beside the running daemon.
+fn audit_events_live(ra: &Ra) -> usize {
+    ra.pki.sceau_ok(&["audit", "export"]).lines().count()
+}
