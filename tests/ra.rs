@@ -1611,6 +1611,25 @@ fn the_audit_log_is_anchored_outside_the_store() {
     assert!(!out.status.success());
     let text = String::from_utf8_lossy(&out.stderr);
     assert!(text.contains("the store's key was replaced"), "{text}");
+    // The anchor file swapped as well, for the forger's key: the HSM's key still tells.
+    let (ok, text) = common::openssl(&[
+        "pkey",
+        "-in",
+        pki.path("forger.key").to_str().unwrap(),
+        "-pubout",
+        "-out",
+        pki.path("forger-anchor.pem").to_str().unwrap(),
+    ]);
+    assert!(ok, "{text}");
+    let out = pki.sceau(&[
+        "audit",
+        "verify",
+        "--anchor",
+        pki.path("forger-anchor.pem").to_str().unwrap(),
+    ]);
+    assert!(!out.status.success());
+    let text = String::from_utf8_lossy(&out.stderr);
+    assert!(text.contains("in the HSM is not the anchor"), "{text}");
 }
 
 /// The card of `holder` with the id `card` for `given SURNAME` (extra OUs `units`), asked for by

@@ -900,6 +900,19 @@ fn cert_show(config: &Config, serial: &str) -> Result<(), CliError> {
     Ok(())
 }
 
+/// The public key of the audit key in the HSM, when the token can be opened from here and
+/// holds it (`None` otherwise: the anchor file is then the only reference).
+fn audit_key_in_hsm(config: &Config) -> Option<spki::SubjectPublicKeyInfoOwned> {
+    let hsm = open_hsm(config).ok()?;
+    if !hsm.has_key(&config.keys.audit).ok()? {
+        return None;
+    }
+    let key = hsm
+        .signing_key(&config.keys.audit, crate::hsm::KeySpec::P256.scheme(false))
+        .ok()?;
+    Some(key.public_key().clone())
+}
+
 fn audit_verify(config: &Config, anchor: Option<&Path>, expect: &[String]) -> Result<(), CliError> {
     let (_scratch, store) = open_store_for_reading(config)?;
     let entries = store
@@ -919,6 +932,16 @@ fn audit_verify(config: &Config, anchor: Option<&Path>, expect: &[String]) -> Re
             if recorded.as_ref() != Some(&anchor) {
                 return Err(CliError(format!(
                     "the audit key recorded in the store is not the anchor {}: the store's key was replaced",
+                    path.display()
+                )));
+            }
+            // The HSM's key too, when the token can be reached from here.
+            if let Some(in_hsm) = audit_key_in_hsm(config)
+                && in_hsm != anchor
+            {
+                return Err(CliError(format!(
+                    "the audit key {:?} in the HSM is not the anchor {}",
+                    config.keys.audit,
                     path.display()
                 )));
             }
