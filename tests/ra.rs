@@ -1188,11 +1188,20 @@ fn an_operator_signs_with_their_card_and_keeps_the_role_across_its_renewal() {
     let answer = ra.post_signed(&oc, (&oc.cert, &oc.key), "/ra/v1/requests", &json);
     assert_eq!(answer.0, 201, "{answer:?}");
 
-    // The OC's card is renewed (by the AED, above it); the OC stays an OC with the new card.
+    // Nobody but the OC asks for the renewal of the OC's card (anyone else could give the
+    // OC's role to keys of their own); the OC does, signed with the card, and the AED (above
+    // it) approves; the OC stays an OC with the new card.
     let subject = "/GN=Eric/SN=GARNIER/CN=Eric GARNIER";
-    let (request, answer) = renew(&ra, &aed, &oc.id, "oc-renewed", subject);
+    let (_, answer) = renew(&ra, &aed, &oc.id, "oc-takeover", subject);
+    assert_refused(&answer, 403, "role-not-allowed");
+    let (request, answer) = renew(&ra, &oc, &oc.id, "oc-renewed", subject);
     assert_eq!(answer.0, 201, "{answer:?}");
-    let (status, issued) = decide(&ra, &ae, &request, "approve");
+    assert_refused(
+        &decide(&ra, &oc, &request, "approve"),
+        403,
+        "role-not-allowed",
+    );
+    let (status, issued) = decide(&ra, &aed, &request, "approve");
     assert_eq!(status, 200, "{issued}");
     let (status, issued) = ra.get(&ae, &format!("/ra/v1/requests/{request}"));
     assert_eq!(status, 200, "{issued}");

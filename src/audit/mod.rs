@@ -189,6 +189,7 @@ pub enum AuditEvent {
         operator: String,
         action: String,
         rule: String,
+        detail: String,
         count: u64,
         first: Timestamp,
         last: Timestamp,

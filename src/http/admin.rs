@@ -815,10 +815,9 @@ pub fn ca_problem(error: &CaError) -> Problem {
         CaError::AlreadyRevoked(_) => (StatusCode::CONFLICT, "already-revoked"),
         CaError::Refused(_) => (StatusCode::BAD_REQUEST, "refused"),
         CaError::Rejected(rejection) => {
-            let rules: Vec<&str> = rejection.violations.iter().map(|v| v.rule).collect();
             return Problem::new(
                 StatusCode::UNPROCESSABLE_ENTITY,
-                &format!("policy-violation:{}", rules.join(",")),
+                &rejection.problem_rule(),
                 error.to_string(),
             );
         }

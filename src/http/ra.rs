@@ -711,6 +711,12 @@ mod openapi {
             function(admin, "ca_problem"),
             function(admin, "hsm_unavailable_problem"),
         ];
+        // The policy's rejections name their own type.
+        if function(include_str!("../policy/mod.rs"), "problem_rule")
+            .contains("\"policy-violation:")
+        {
+            rules.insert("policy-violation".to_owned());
+        }
         for source in sources {
             for (at, _) in source.match_indices("StatusCode::") {
                 let window: String = source[at..].chars().take(90).collect();

@@ -656,6 +656,19 @@ impl Rejection {
         }
     }
 
+    /// The problem type of the rejection, `policy-violation:` and the names of the broken rules,
+    /// each once, in the order first broken (a request breaks a bounded set of named rules, so
+    /// the type stays short however many times it breaks them).
+    pub fn problem_rule(&self) -> String {
+        let mut names: Vec<&str> = Vec::new();
+        for violation in &self.violations {
+            if !names.contains(&violation.rule) {
+                names.push(violation.rule);
+            }
+        }
+        format!("policy-violation:{}", names.join(","))
+    }
+
     /// Whether one of the violations is `rule`.
     pub fn breaks(&self, rule: &str) -> bool {
         self.violations.iter().any(|v| v.rule == rule)

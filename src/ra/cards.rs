@@ -120,6 +120,8 @@ pub(super) struct Submission {
     pub card: Option<String>,
     /// A renewal: the subject of the card's holder as it is now.
     pub renewal: Option<DistinguishedName>,
+    /// The holder asks for the renewal of their own (operator's) card, signed with it.
+    pub by_holder: bool,
     pub authentication_csr: String,
     pub signature_csr: String,
 }
@@ -132,7 +134,7 @@ impl RegistrationAuthority {
         submission: Submission,
         now: Timestamp,
     ) -> Result<serde_json::Value, RaError> {
-        if !actor.record.role.may_submit() {
+        if !actor.record.role.may_submit() && !submission.by_holder {
             return Err(RaError::refused(
                 Refusal::RoleNotAllowed,
                 format!("an {} does not submit card requests", actor.record.role),
@@ -150,18 +152,23 @@ impl RegistrationAuthority {
             self.settings.authentication_policy.clone(),
             self.settings.signature_policy.clone(),
         ];
-        for policy in &policies {
-            check_scope(&actor.record.scope, &subject, policy)?;
+        // The holder renewing their own card needs no scope over themselves.
+        if !submission.by_holder {
+            for policy in &policies {
+                check_scope(&actor.record.scope, &subject, policy)?;
+            }
         }
-        refuse_own(actor, &subject, &submission.holder)?;
-        // A card in the name of an operator at or above the submitter's rank (a new card as
-        // much as a renewal) is asked for only from above them.
-        super::check_rank_over_holder(
-            &super::active_operators(&self.store)?,
-            &actor.record,
-            &subject,
-            Some(&submission.holder),
-        )?;
+        if !submission.by_holder {
+            refuse_own(actor, &subject, &submission.holder)?;
+            // A card in the name of an operator at or above the submitter's rank (a new card
+            // as much as a renewal) is asked for only from above them.
+            super::check_rank_over_holder(
+                &super::active_operators(&self.store)?,
+                &actor.record,
+                &subject,
+                Some(&submission.holder),
+            )?;
+        }
         // A renewal gives new keys to the same person: it never re-binds the card to another
         // subject.
         if let Some(current) = &submission.renewal
@@ -206,8 +213,10 @@ impl RegistrationAuthority {
         self.ca.check_card(&record.card_request())?;
         let summary = record.summary();
         let evidence = self.evidence(actor, request, now);
+        let actor_id = actor.record.id.clone();
         self.store.commit(move |txn| -> Result<(), RaError> {
             claim(txn, &record.id, &evidence)?;
+            super::check_still_active(txn, &actor_id)?;
             txn.audit(AuditEvent::CardRequestSubmitted {
                 request: record.id.clone(),
                 operator: record.submitted_by.clone(),
@@ -302,14 +311,19 @@ impl RegistrationAuthority {
         }
         let subject = parse_distinguished_name(&record.subject_der)
             .map_err(|e| RaError::Malformed(e.to_string()))?;
-        super::check_rank_over_holder(
+        super::check_rank(
             &super::active_operators(&self.store)?,
             &actor.record,
             &subject,
             Some(&record.holder),
+            record.renewal,
         )?;
-        if record.renewal && matches!(record.state, RequestState::Pending) {
-            self.renewable(&actor.record, &record.card, now)?;
+        if record.renewal {
+            let card = self
+                .store
+                .get::<crate::store::schema::Cards>(&record.card)?
+                .ok_or_else(|| RaError::refused(Refusal::NotFound, format!("no request {id}")))?;
+            self.card_renewable(&card, now)?;
         }
         let approved = RequestState::Approved {
             by: actor.record.id.clone(),
@@ -319,8 +333,12 @@ impl RegistrationAuthority {
         let request_id = request.id.clone();
         let operator = actor.record.id.clone();
         let target = record.id.clone();
+        let submitter = record.submitted_by.clone();
         self.store.commit(move |txn| -> Result<(), RaError> {
             claim(txn, &request_id, &evidence)?;
+            // The approver and the submitter both still act, as the writer orders things.
+            super::check_still_active(txn, &operator)?;
+            super::check_still_active(txn, &submitter)?;
             let mut current = txn.get::<CardRequests>(&target)?.ok_or_else(|| {
                 RaError::refused(Refusal::NotFound, format!("no request {target}"))
             })?;
@@ -460,6 +478,7 @@ impl RegistrationAuthority {
             serde_json::json!({ "request": target, "state": "rejected", "reason": reason });
         self.store.commit(move |txn| -> Result<(), RaError> {
             claim(txn, &request_id, &evidence)?;
+            super::check_still_active(txn, &operator)?;
             let mut current = txn.get::<CardRequests>(&target)?.ok_or_else(|| {
                 RaError::refused(Refusal::NotFound, format!("no request {target}"))
             })?;

@@ -182,15 +182,7 @@ impl RaError {
         match self {
             RaError::Malformed(_) => Some("malformed-request".into()),
             RaError::Refused { refusal, .. } => Some(refusal.rule().into()),
-            RaError::Ca(CaError::Rejected(rejection)) => Some(format!(
-                "policy-violation:{}",
-                rejection
-                    .violations
-                    .iter()
-                    .map(|v| v.rule)
-                    .collect::<Vec<_>>()
-                    .join(",")
-            )),
+            RaError::Ca(CaError::Rejected(rejection)) => Some(rejection.problem_rule()),
             RaError::Ca(CaError::NotFound(_)) => Some("not-found".into()),
             RaError::Ca(CaError::AlreadyRevoked(_)) => Some("already-revoked".into()),
             RaError::Ca(CaError::Refused(_) | CaError::UnknownPolicy { .. }) => {
@@ -554,6 +546,7 @@ impl RegistrationAuthority {
                         holder,
                         card,
                         renewal: None,
+                        by_holder: false,
                         authentication_csr,
                         signature_csr,
                     },
@@ -565,7 +558,7 @@ impl RegistrationAuthority {
                 authentication_csr,
                 signature_csr,
             } => {
-                let (existing, holder) = self.renewable(&operator.record, &card, now)?;
+                let (existing, holder, by_holder) = self.renewable(&operator.record, &card, now)?;
                 self.submit(
                     operator,
                     &request,
@@ -573,6 +566,7 @@ impl RegistrationAuthority {
                         holder: existing.holder,
                         card: Some(card),
                         renewal: Some(holder),
+                        by_holder,
                         authentication_csr,
                         signature_csr,
                     },
@@ -604,17 +598,18 @@ impl RegistrationAuthority {
         }
     }
 
-    /// The card `card` as it is now, if `actor` may have it renewed: in the actor's scope (a
-    /// card outside it looks like no card at all, issue 10 problem 3), not the card of an
-    /// operator at or above the actor's rank, renewed at most once and before it expires, and
-    /// not revoked (a revoked card is replaced by a new one, never renewed back to life).
-    /// Checked at submission and again at approval.
-    pub(super) fn renewable(
+    /// The card `card` as it is now, if `actor` may ask for its renewal: in the actor's scope
+    /// (holder and policies; a card outside it looks like no card at all, issue 10 problem 3),
+    /// and still renewable ([`Self::card_renewable`]). The card of an operator is renewed only
+    /// at its holder's own request, signed with that card: anyone else could otherwise give
+    /// an operator's role to keys of their own. Returns the card, its holder's subject and
+    /// whether the actor is that holder.
+    fn renewable(
         &self,
         actor: &OperatorRecord,
         card: &str,
         now: Timestamp,
-    ) -> Result<(CardRecord, DistinguishedName), RaError> {
+    ) -> Result<(CardRecord, DistinguishedName, bool), RaError> {
         let unknown = || RaError::refused(Refusal::NotFound, format!("card {card} is unknown"));
         let existing = self
             .store
@@ -625,37 +620,58 @@ impl RegistrationAuthority {
             .get::<Certificates>(&existing.authentication)?
             .ok_or_else(unknown)?;
         let holder = certificate_subject(&current.der)?;
-        if !actor.scope.covers_holder(&holder) {
-            return Err(unknown());
+        let in_scope = [
+            &self.settings.authentication_policy,
+            &self.settings.signature_policy,
+        ]
+        .into_iter()
+        .try_for_each(|policy| check_scope(&actor.scope, &holder, policy));
+        unknown_outside_scope(in_scope, &format!("card {card} is unknown"))?;
+        let person = operators::person_key(&holder);
+        let holds_it = |o: &OperatorRecord| {
+            o.id == existing.card || o.person == person || o.holder == existing.holder
+        };
+        let by_holder = holds_it(actor);
+        if !by_holder {
+            if !actor.role.may_submit() {
+                return Err(RaError::refused(
+                    Refusal::RoleNotAllowed,
+                    format!("an {} does not submit card requests", actor.role),
+                ));
+            }
+            if active_operators(&self.store)?.iter().any(holds_it) {
+                return Err(RaError::refused(
+                    Refusal::RoleNotAllowed,
+                    "the card of an operator is renewed at its holder's own request, signed with that card, and approved from above",
+                ));
+            }
         }
-        // A renewal supersedes the card: an operator's card is renewed only by someone above
-        // them (two operators below the AE must not take over its card).
-        check_rank_over_holder(
-            &active_operators(&self.store)?,
-            actor,
-            &holder,
-            Some(&existing.holder),
-        )?;
-        if existing.renewals > 0 || now >= existing.card_expires_at {
+        self.card_renewable(&existing, now)?;
+        Ok((existing, holder, by_holder))
+    }
+
+    /// Whether `card` can still be renewed: once, before it expires, and not revoked (a revoked
+    /// card is replaced by a new one, never renewed back to life). Checked at submission and
+    /// again at approval.
+    pub(super) fn card_renewable(&self, card: &CardRecord, now: Timestamp) -> Result<(), RaError> {
+        if card.renewals > 0 || now >= card.card_expires_at {
             return Err(RaError::refused(
                 Refusal::RenewalNotAllowed,
                 format!(
-                    "card {card} can no longer be renewed (renewed {} time(s), expires {})",
-                    existing.renewals, existing.card_expires_at
+                    "card {} can no longer be renewed (renewed {} time(s), expires {})",
+                    card.card, card.renewals, card.card_expires_at
                 ),
             ));
         }
-        if self
-            .store
-            .contains::<Revocations>(&existing.authentication)?
-            || self.store.contains::<Revocations>(&existing.signature)?
+        if self.store.contains::<Revocations>(&card.authentication)?
+            || self.store.contains::<Revocations>(&card.signature)?
         {
             return Err(RaError::refused(
                 Refusal::RenewalNotAllowed,
-                format!("card {card} is revoked: a new card replaces it"),
+                format!("card {} is revoked: a new card replaces it", card.card),
             ));
         }
-        Ok((existing, holder))
+        Ok(())
     }
 
     /// Records a refusal: one audit event, nothing else.
@@ -877,7 +893,14 @@ impl RegistrationAuthority {
         self.store.commit(move |txn| -> Result<(), RaError> {
             claim(txn, &request_id, &evidence)?;
             check_still_active(txn, &by)?;
-            for (mut record, cascade_from) in withdrawn {
+            for (snapshot, cascade_from) in withdrawn {
+                // As the record is now: one withdrawn meanwhile keeps its own withdrawal.
+                let Some(mut record) = txn.get::<Operators>(&snapshot.id)? else {
+                    continue;
+                };
+                if !record.is_active() {
+                    continue;
+                }
                 txn.audit(AuditEvent::OperatorWithdrawn {
                     operator: record.id.clone(),
                     by: by.clone(),
@@ -1054,6 +1077,7 @@ impl RegistrationAuthority {
         let actor_record = actor.record.clone();
         let revoked = self.store.commit(move |txn| -> Result<_, RaError> {
             claim(txn, &request_id, &evidence)?;
+            check_still_active(txn, &actor_record.id)?;
             for key in crate::ca::revoke::targets(txn, &revocation.target)? {
                 let record = txn.get::<Certificates>(&key)?.ok_or_else(|| {
                     RaError::refused(
@@ -1403,7 +1427,7 @@ fn release_person(
 }
 
 /// Refuses a change by an operator withdrawn since its request was authenticated.
-fn check_still_active(txn: &Txn<'_>, operator: &str) -> Result<(), RaError> {
+pub(super) fn check_still_active(txn: &Txn<'_>, operator: &str) -> Result<(), RaError> {
     match txn.get::<Operators>(&operator.to_owned())? {
         Some(record) if record.is_active() => Ok(()),
         _ => Err(RaError::refused(
@@ -1422,6 +1446,18 @@ fn check_rank_over_holder(
     holder: &DistinguishedName,
     holder_id: Option<&str>,
 ) -> Result<(), RaError> {
+    check_rank(operators, actor, holder, holder_id, false)
+}
+
+/// [`check_rank_over_holder`]; with `alter_ego`, an AE counts as above another AE (the
+/// approval of an AE's own renewal: nobody ranks above an AE but its alter ego).
+pub(super) fn check_rank(
+    operators: &[OperatorRecord],
+    actor: &OperatorRecord,
+    holder: &DistinguishedName,
+    holder_id: Option<&str>,
+    alter_ego: bool,
+) -> Result<(), RaError> {
     let person = operators::person_key(holder);
     let is_holder = |o: &OperatorRecord| o.person == person || Some(o.holder.as_str()) == holder_id;
     if is_holder(actor) {
@@ -1433,11 +1469,11 @@ fn check_rank_over_holder(
         .map(|o| o.role)
         .min()
     {
+        Some(Role::Ae) if alter_ego && actor.role == Role::Ae => Ok(()),
+        // The message names no role: it must not tell who is an operator.
         Some(target) if actor.role >= target => Err(RaError::refused(
             Refusal::RoleNotAllowed,
-            format!(
-                "the card of an {target} is asked for, renewed or revoked only by an operator above it, or by security staff on the CA host"
-            ),
+            "this holder's card is asked for, renewed, approved or revoked only by an operator above them, or by security staff on the CA host",
         )),
         _ => Ok(()),
     }

@@ -1,7 +1,9 @@
 //! Refusals in the audit log, coalesced. Every refusal is answered, but a client that repeats
-//! one kind of refused request (the same rule) costs one audit write per window, not one per
-//! request: the first refusal of a window is written as it happens, the others are counted and
-//! written as one event with the count when the window ends (or when the daemon stops).
+//! one refusal (the same action, rule and detail: the same object refused for the same reason)
+//! costs one audit write per window, not one per request: the first refusal of a window is
+//! written as it happens, the repeats are counted and written as one event with the count when
+//! the window ends (or when the daemon stops). A refusal that differs in anything but its
+//! request id is written in full: coalescing hides nothing but repetition.
 use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
@@ -18,17 +20,20 @@ const MAX_WINDOWS: usize = 10_000;
 #[derive(Debug)]
 struct Window {
     opened: Instant,
-    action: String,
     /// Refusals counted since the first one (which was written).
     repeated: u64,
     first_repeat: Option<Timestamp>,
     last_repeat: Option<Timestamp>,
 }
 
-/// The open windows, by client (operator id or certificate hash) and rule.
+/// What makes two refusals the same: client (operator id or certificate hash), action, rule
+/// and detail.
+type Key = (String, String, String, String);
+
+/// The open windows, by [`Key`].
 #[derive(Debug, Default)]
 pub struct RefusalLog {
-    windows: Mutex<HashMap<(String, String), Window>>,
+    windows: Mutex<HashMap<Key, Window>>,
 }
 
 impl RefusalLog {
@@ -40,12 +45,18 @@ impl RefusalLog {
             operator,
             action,
             rule,
+            detail,
             ..
         } = &event
         else {
             return vec![event];
         };
-        let key = (operator.clone().unwrap_or_default(), rule.clone());
+        let key = (
+            operator.clone().unwrap_or_default(),
+            action.clone(),
+            rule.clone(),
+            detail.clone(),
+        );
         let mut windows = self.windows.lock().unwrap_or_else(|p| p.into_inner());
         let mut out = Vec::new();
         if windows.len() >= MAX_WINDOWS && !windows.contains_key(&key) {
@@ -69,7 +80,6 @@ impl RefusalLog {
             key,
             Window {
                 opened: Instant::now(),
-                action: action.clone(),
                 repeated: 0,
                 first_repeat: None,
                 last_repeat: None,
@@ -82,7 +92,7 @@ impl RefusalLog {
     /// The counts of the windows that ended (all of them when `all`), which are closed.
     pub fn due(&self, all: bool) -> Vec<AuditEvent> {
         let mut windows = self.windows.lock().unwrap_or_else(|p| p.into_inner());
-        let ended: Vec<(String, String)> = windows
+        let ended: Vec<Key> = windows
             .iter()
             .filter(|(_, window)| all || window.opened.elapsed() >= WINDOW)
             .map(|(key, _)| key.clone())
@@ -95,14 +105,15 @@ impl RefusalLog {
 }
 
 /// The events of closed windows that counted repeats.
-fn close(windows: impl IntoIterator<Item = ((String, String), Window)>) -> Vec<AuditEvent> {
+fn close(windows: impl IntoIterator<Item = (Key, Window)>) -> Vec<AuditEvent> {
     windows
         .into_iter()
-        .filter_map(|((operator, rule), window)| {
+        .filter_map(|((operator, action, rule, detail), window)| {
             Some(AuditEvent::RequestsRefusedRepeatedly {
                 operator,
-                action: window.action,
+                action,
                 rule,
+                detail,
                 count: window.repeated,
                 first: window.first_repeat?,
                 last: window.last_repeat?,
@@ -116,12 +127,16 @@ mod tests {
     use super::*;
 
     fn refused(operator: &str, rule: &str) -> AuditEvent {
+        refused_on(operator, rule, "no request x")
+    }
+
+    fn refused_on(operator: &str, rule: &str, detail: &str) -> AuditEvent {
         AuditEvent::RequestRefused {
             operator: Some(operator.into()),
             action: "read".into(),
             request: None,
             rule: rule.into(),
-            detail: "x".into(),
+            detail: detail.into(),
         }
     }
 
@@ -133,9 +148,14 @@ mod tests {
         for _ in 0..49 {
             assert!(log.admit(refused("a", "r"), now).is_empty());
         }
-        // Another rule or another client opens its own window.
+        // Another rule, another client or another object opens its own window: a probe of
+        // other objects is written in full, whatever refusal came first.
         assert_eq!(log.admit(refused("a", "other"), now).len(), 1);
         assert_eq!(log.admit(refused("b", "r"), now).len(), 1);
+        assert_eq!(
+            log.admit(refused_on("a", "r", "no request y"), now).len(),
+            1
+        );
         assert!(log.due(false).is_empty(), "no window has ended yet");
         let closed = log.due(true);
         assert_eq!(closed.len(), 1, "only the window with repeats: {closed:?}");
