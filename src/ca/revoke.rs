@@ -112,6 +112,7 @@ pub(crate) fn revoke_one(
             key.serial
         )));
     }
+    txn.changed(crate::store::status_change(key));
     txn.put::<Revocations>(
         key,
         &RevocationRecord {

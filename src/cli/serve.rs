@@ -94,10 +94,16 @@ async fn daemon(config: &Config, overrides: ListenOverrides) -> Result<(), CliEr
     )?;
 
     let audit_watch = Arc::new(crate::audit::checkpoint::ChainWatch::default());
+    let publisher = config
+        .nats
+        .as_ref()
+        .map(|_| Arc::new(crate::va::publish::PublisherMetrics::default()));
     let health = {
         let hsm = hsm.clone();
         let va = va.clone();
         let audit_watch = audit_watch.clone();
+        let publisher = publisher.clone();
+        let lag_alert = config.nats.as_ref().map_or(0, |n| n.lag_alert_seconds);
         Arc::new(move || {
             let status = hsm.status();
             let crls: Vec<_> = va
@@ -107,7 +113,20 @@ async fn daemon(config: &Config, overrides: ListenOverrides) -> Result<(), CliEr
                 .map(|c| serde_json::json!({"name": c.name, "number": c.number, "this_update": c.this_update, "next_update": c.next_update}))
                 .collect();
             let broken = audit_watch.broken();
-            let healthy = status.available && broken.is_none();
+            // Responder nodes fall behind when what changed waits to be published.
+            let engine = publisher.as_ref().map(|m| {
+                let lag = m.lag_seconds(va.now());
+                (
+                    lag <= lag_alert,
+                    serde_json::json!({
+                        "connected": m.connected.load(std::sync::atomic::Ordering::Relaxed) == 1,
+                        "outbox": m.depth.load(std::sync::atomic::Ordering::Relaxed),
+                        "lag_seconds": lag,
+                    }),
+                )
+            });
+            let publishing = engine.as_ref().is_none_or(|(ok, _)| *ok);
+            let healthy = status.available && broken.is_none() && publishing;
             let audit = match &broken {
                 Some(why) => serde_json::json!({"chain": "broken", "why": why}),
                 None => {
@@ -118,6 +137,7 @@ async fn daemon(config: &Config, overrides: ListenOverrides) -> Result<(), CliEr
                 "status": if healthy { "ok" } else { "degraded" },
                 "hsm": status,
                 "audit": audit,
+                "engine": engine.map(|(_, body)| body),
                 "ocsp": {"certificates": va.responder.entries()},
                 "crls": crls,
             });
@@ -156,6 +176,7 @@ async fn daemon(config: &Config, overrides: ListenOverrides) -> Result<(), CliEr
         token,
         health,
         audit_watch: audit_watch.clone(),
+        publisher: publisher.clone(),
         on_rollover: ra.as_ref().map(|parts| parts.on_rollover.clone()),
     });
 
@@ -169,6 +190,15 @@ async fn daemon(config: &Config, overrides: ListenOverrides) -> Result<(), CliEr
         va.clone(),
         shutdown.clone(),
     ));
+    if let (Some(settings), Some(metrics)) = (&config.nats, &publisher) {
+        background.spawn(crate::va::publish::run(
+            store.clone(),
+            va.clone(),
+            settings.clone(),
+            metrics.clone(),
+            shutdown.clone(),
+        ));
+    }
     background.spawn(checkpoints(
         store.clone(),
         hsm.clone(),

@@ -44,6 +44,50 @@ pub struct Config {
     pub crl: CrlConfig,
     /// The registration authority listener; absent: not served.
     pub ra: Option<RaConfig>,
+    /// The engine responder nodes read the status from (`[nats]`); none: no publication.
+    pub nats: Option<NatsConfig>,
+}
+
+/// NATS JetStream, where the CA host publishes what responder nodes serve (`[nats]`).
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NatsConfig {
+    /// Server URLs, e.g. `["nats://10.0.0.5:4222", "nats://10.0.0.6:4222"]`.
+    pub servers: Vec<String>,
+    /// The key-value bucket of certificate status (key `<issuer>.<serial>`).
+    #[serde(default = "default_status_bucket")]
+    pub status_bucket: String,
+    /// The object store of CRLs and CA certificates.
+    #[serde(default = "default_files_bucket")]
+    pub files_bucket: String,
+    /// Copies of each bucket in the cluster (1 to 5).
+    #[serde(default = "default_replicas")]
+    pub replicas: usize,
+    /// A NATS credentials file (JWT and NKey seed).
+    #[serde(default)]
+    pub credentials: Option<PathBuf>,
+    /// CA certificates to trust for TLS to the servers (TLS is then required).
+    #[serde(default)]
+    pub tls_ca: Option<PathBuf>,
+    /// Health says "degraded" when what changed has waited longer than this to be published.
+    #[serde(default = "default_lag_alert")]
+    pub lag_alert_seconds: u64,
+}
+
+fn default_status_bucket() -> String {
+    "sceau-status".into()
+}
+
+fn default_files_bucket() -> String {
+    "sceau-files".into()
+}
+
+fn default_replicas() -> usize {
+    1
+}
+
+fn default_lag_alert() -> u64 {
+    30
 }
 
 /// The registration authority (`[ra]`).
@@ -233,6 +277,8 @@ struct RawConfig {
     crl: Spanned<CrlConfig>,
     #[serde(default)]
     ra: Option<RawRa>,
+    #[serde(default)]
+    nats: Option<Spanned<NatsConfig>>,
 }
 
 #[derive(Deserialize)]
@@ -622,6 +668,37 @@ impl Config {
             }
         };
 
+        let nats = match &raw.nats {
+            None => None,
+            Some(spanned) => {
+                let nats = spanned.get_ref();
+                if nats.servers.is_empty() {
+                    return Err(file.error(
+                        spanned.span(),
+                        "nats.servers",
+                        "name at least one server",
+                    ));
+                }
+                if !(1..=5).contains(&nats.replicas) {
+                    return Err(file.error(spanned.span(), "nats.replicas", "1 to 5"));
+                }
+                let bucket_name = |name: &str| {
+                    !name.is_empty()
+                        && name
+                            .chars()
+                            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+                };
+                if !bucket_name(&nats.status_bucket) || !bucket_name(&nats.files_bucket) {
+                    return Err(file.error(
+                        spanned.span(),
+                        "nats.status_bucket",
+                        "bucket names are letters, digits, - and _",
+                    ));
+                }
+                Some(nats.clone())
+            }
+        };
+
         Ok(Config {
             path: file.path().to_path_buf(),
             data_dir: resolve(&raw.data_dir, "data_dir")?,
@@ -638,6 +715,7 @@ impl Config {
             ocsp,
             crl,
             ra,
+            nats,
         })
     }
 

@@ -40,6 +40,8 @@ pub struct AdminService {
     pub health: Arc<dyn Fn() -> (bool, serde_json::Value) + Send + Sync>,
     /// The audit chain as the last checkpoint found it.
     pub audit_watch: Arc<crate::audit::checkpoint::ChainWatch>,
+    /// The publisher to responder nodes, when `[nats]` is configured.
+    pub publisher: Option<Arc<crate::va::publish::PublisherMetrics>>,
     /// Told of a new CA state after a rollover (the RA trusts operator cards of a new CA).
     pub on_rollover: Option<RolloverHook>,
 }
@@ -508,6 +510,32 @@ impl AdminService {
             "certificates with responses in memory",
             &[("", self.va.responder.entries())],
         );
+        if let Some(publisher) = &self.publisher {
+            metric(
+                "sceau_outbox_depth",
+                "gauge",
+                "changes waiting to be published to responder nodes (up to one batch)",
+                &[("", get(&publisher.depth))],
+            );
+            metric(
+                "sceau_publication_lag_seconds",
+                "gauge",
+                "how long the oldest waiting change has waited",
+                &[("", publisher.lag_seconds(self.va.now()))],
+            );
+            metric(
+                "sceau_published_total",
+                "counter",
+                "changes published to the engine",
+                &[("", get(&publisher.published))],
+            );
+            metric(
+                "sceau_engine_connected",
+                "gauge",
+                "1 while the publisher is connected to the engine",
+                &[("", get(&publisher.connected))],
+            );
+        }
         metric(
             "sceau_audit_chain_broken",
             "gauge",

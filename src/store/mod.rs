@@ -27,7 +27,7 @@ pub use schema::{
 
 use crate::audit::{self, AuditEvent, ChainHead};
 use crate::x509::Timestamp;
-use schema::{Audit, Meta, meta_keys};
+use schema::{Audit, Meta, Outbox, meta_keys};
 
 /// One decoded row of a scan.
 pub type Entry<T> = Result<(<T as Table>::Key, <T as Table>::Value), StoreError>;
@@ -69,6 +69,44 @@ struct Inner {
     jobs: Option<Sender<TxnJob>>,
     writer: Option<std::thread::JoinHandle<()>>,
     head: Arc<Mutex<ChainHead>>,
+    outbox: Arc<OutboxCounter>,
+}
+
+/// The outbox name of a certificate's status.
+pub fn status_change(key: &CertKey) -> String {
+    format!("status.{}.{}", key.issuer.to_hex(), key.serial.to_hex())
+}
+
+/// The outbox name of CRL number `number` of the CA or root `name`.
+pub fn crl_change(name: &str, number: u64) -> String {
+    format!("crl.{name}.{number}")
+}
+
+/// The outbox name of a change of the CA certificates (a ceremony, a rollover).
+pub const CA_CHANGE: &str = "ca";
+
+/// The outbox's next sequence number, and a signal raised when entries are added.
+#[derive(Debug, Default)]
+pub struct OutboxCounter {
+    next: std::sync::atomic::AtomicU64,
+    /// Raised after each write that added outbox entries (the publisher waits on it).
+    pub added: tokio::sync::Notify,
+}
+
+impl OutboxCounter {
+    fn starting_after(db: &DB) -> Result<Self, StoreError> {
+        let mut iter = db.raw_iterator_cf(cf(db, Outbox::NAME)?);
+        iter.seek_to_last();
+        let last = iter.key().and_then(u64::decode_key).unwrap_or(0);
+        Ok(Self {
+            next: std::sync::atomic::AtomicU64::new(last + 1),
+            added: tokio::sync::Notify::new(),
+        })
+    }
+
+    fn take(&self) -> u64 {
+        self.next.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+    }
 }
 
 impl Drop for Inner {
@@ -149,10 +187,12 @@ impl Store {
         tracing::debug!(path = %dir.display(), version, "store opened");
         let head = recorded_head(&db)?;
         let head = Arc::new(Mutex::new(head));
+        let outbox = Arc::new(OutboxCounter::starting_after(&db)?);
         let (jobs, queue) = crossbeam_channel::bounded::<TxnJob>(4096);
         let writer = Writer {
             db: db.clone(),
             head: head.clone(),
+            outbox: outbox.clone(),
         };
         let writer = std::thread::Builder::new()
             .name("store-writer".into())
@@ -165,6 +205,7 @@ impl Store {
                 jobs: Some(jobs),
                 writer: Some(writer),
                 head,
+                outbox,
             }),
         })
     }
@@ -181,6 +222,7 @@ impl Store {
             .map_err(db_error)?;
         db.try_catch_up_with_primary().map_err(db_error)?;
         let head = recorded_head(&db)?;
+        let outbox = Arc::new(OutboxCounter::starting_after(&db)?);
         Ok(Self {
             inner: Arc::new(Inner {
                 db: Arc::new(db),
@@ -188,6 +230,7 @@ impl Store {
                 jobs: None,
                 writer: None,
                 head: Arc::new(Mutex::new(head)),
+                outbox,
             }),
         })
     }
@@ -347,6 +390,48 @@ impl Store {
         db.write(batch).map_err(db_error)
     }
 
+    /// [`Store::write_derived`], with outbox entries for `changed` in the same batch (derived
+    /// data that responder nodes must learn, e.g. re-signed OCSP responses).
+    pub fn write_derived_marked<T: Table>(
+        &self,
+        rows: &[(T::Key, Option<T::Value>)],
+        changed: &[String],
+    ) -> Result<(), StoreError> {
+        let db = &self.inner.db;
+        let family = cf(db, T::NAME)?;
+        let mut batch = WriteBatch::default();
+        for (key, value) in rows {
+            match value {
+                Some(value) => {
+                    let bytes = value.encode_value().map_err(|detail| StoreError::Corrupt {
+                        table: T::NAME,
+                        detail,
+                    })?;
+                    batch.put_cf(family, key.encode_key(), bytes);
+                }
+                None => batch.delete_cf(family, key.encode_key()),
+            }
+        }
+        let outbox = cf(db, Outbox::NAME)?;
+        for name in changed {
+            batch.put_cf(
+                outbox,
+                self.inner.outbox.take().encode_key(),
+                name.as_bytes(),
+            );
+        }
+        db.write(batch).map_err(db_error)?;
+        if !changed.is_empty() {
+            self.inner.outbox.added.notify_one();
+        }
+        Ok(())
+    }
+
+    /// The outbox's counter and signal.
+    pub fn outbox(&self) -> &OutboxCounter {
+        &self.inner.outbox
+    }
+
     /// The last audit entry written.
     pub fn audit_head(&self) -> ChainHead {
         *self.inner.head.lock().unwrap_or_else(|p| p.into_inner())
@@ -417,6 +502,7 @@ pub struct Txn<'g> {
     staged: Vec<Staged>,
     own: Overlay,
     events: Vec<AuditEvent>,
+    changed: Vec<String>,
 }
 
 impl core::fmt::Debug for Txn<'_> {
@@ -493,11 +579,18 @@ impl Txn<'_> {
     pub fn audit(&mut self, event: AuditEvent) {
         self.events.push(event);
     }
+
+    /// Records, in this transaction's batch, that `name` changed and responder nodes must
+    /// learn it (an outbox entry).
+    pub fn changed(&mut self, name: String) {
+        self.changed.push(name);
+    }
 }
 
 struct Writer {
     db: Arc<DB>,
     head: Arc<Mutex<ChainHead>>,
+    outbox: Arc<OutboxCounter>,
 }
 
 impl Writer {
@@ -519,6 +612,7 @@ impl Writer {
             let mut group = Overlay::new();
             let mut completions = Vec::with_capacity(jobs.len());
             let mut failure: Option<StoreError> = None;
+            let mut outbox_added = false;
             for job in jobs {
                 let mut txn = Txn {
                     db: &self.db,
@@ -526,13 +620,19 @@ impl Writer {
                     staged: Vec::new(),
                     own: HashMap::new(),
                     events: Vec::new(),
+                    changed: Vec::new(),
                 };
                 let (keep, completion) = job(&mut txn);
                 completions.push(completion);
                 if !keep {
                     continue;
                 }
-                let Txn { staged, events, .. } = txn;
+                let Txn {
+                    staged,
+                    events,
+                    changed,
+                    ..
+                } = txn;
                 let mut entries = Vec::with_capacity(events.len());
                 let now = Timestamp::now();
                 let mut txn_head = head;
@@ -573,6 +673,19 @@ impl Writer {
                         failure = Some(e);
                     }
                 }
+                for name in changed {
+                    let seq = self.outbox.take();
+                    if let Err(e) = apply(
+                        &self.db,
+                        &mut batch,
+                        Outbox::NAME,
+                        &seq.encode_key(),
+                        Some(name.as_bytes()),
+                    ) {
+                        failure = Some(e);
+                    }
+                    outbox_added = true;
+                }
                 head = txn_head;
             }
             let result = match failure {
@@ -593,6 +706,9 @@ impl Writer {
             };
             if result.is_ok() {
                 *self.head.lock().unwrap_or_else(|p| p.into_inner()) = head;
+                if outbox_added {
+                    self.outbox.added.notify_one();
+                }
             } else if let Err(error) = &result {
                 tracing::error!(%error, "store write failed; nothing in this group was written");
             }

@@ -117,6 +117,13 @@ table!(
     Evidence, "evidence", String, EvidenceRecord
 );
 
+table!(
+    /// What responder nodes must learn, in the order it changed: sequence number -> the name of
+    /// what changed (`status.<issuer>.<serial>`, or `files` for CRLs and CA certificates),
+    /// written in the same batch as the change and deleted once the engine has it.
+    Outbox, "outbox", u64, String
+);
+
 /// Every column family the store opens.
 pub const ALL_TABLES: &[&str] = &[
     Meta::NAME,
@@ -135,6 +142,7 @@ pub const ALL_TABLES: &[&str] = &[
     OperatorPersons::NAME,
     CardRequests::NAME,
     Evidence::NAME,
+    Outbox::NAME,
 ];
 
 /// Keys of the `meta` table.
@@ -166,6 +174,12 @@ pub struct IssuerId(pub [u8; 20]);
 impl IssuerId {
     pub fn to_hex(self) -> String {
         hex::encode_upper(self.0)
+    }
+
+    /// Reads [`IssuerId::to_hex`]'s text back.
+    pub fn from_hex(text: &str) -> Option<Self> {
+        let bytes = hex::decode(text).ok()?;
+        Some(IssuerId(bytes.try_into().ok()?))
     }
 }
 

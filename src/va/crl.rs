@@ -384,6 +384,7 @@ impl CrlPublisher {
         let crl_key = meta_keys::crl_number(issuer.id);
         let name = source.name.clone();
         let committed = self.store.commit(move |txn| -> Result<(), VaError> {
+            txn.changed(crate::store::crl_change(&name, number));
             let current = match txn.get::<Meta>(&crl_key)? {
                 Some(bytes) => {
                     Some(u64::from_be_bytes(bytes.as_slice().try_into().map_err(

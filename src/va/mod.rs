@@ -5,6 +5,7 @@
 //! the registration side is down; CRLs are files in the publish directory and are also served.
 
 pub mod crl;
+pub mod publish;
 pub mod responder;
 pub mod responses;
 
@@ -352,6 +353,14 @@ impl ValidationAuthority {
     }
 
     /// A CA certificate served as `/ca/<name>` (`ac-agents.crt`).
+    /// Every certificate served under `/ca/`, by name.
+    pub fn all_ca_certificates(&self) -> Arc<HashMap<String, Bytes>> {
+        self.ca_certificates
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
     pub fn ca_certificate(&self, name: &str) -> Option<Bytes> {
         self.ca_certificates
             .read()

@@ -130,6 +130,15 @@ pub struct IssuerSetup {
 /// path free of locks while issuers are added.
 const ISSUER_SLOTS: usize = 32;
 
+/// A certificate's status as responder nodes receive it: the status, and each pre-signed
+/// response (DER, thisUpdate, nextUpdate) by CertID hash.
+#[derive(Clone, Debug)]
+pub struct PublishedStatus {
+    pub status: Status,
+    pub sha1: Option<(Vec<u8>, Timestamp, Timestamp)>,
+    pub sha256: Option<(Vec<u8>, Timestamp, Timestamp)>,
+}
+
 /// A certificate whose responses must be signed.
 #[derive(Clone, Debug)]
 pub struct SigningJob {
@@ -624,11 +633,43 @@ impl Responder {
         if rows.is_empty() {
             return Ok(());
         }
+        // Responder nodes learn of new responses through the outbox, written in the same batch.
+        let mut changed: Vec<String> = rows
+            .iter()
+            .map(|(key, _)| crate::store::status_change(&key.certificate))
+            .collect();
+        changed.dedup();
         let store = self.store.clone();
-        tokio::task::spawn_blocking(move || store.write_derived::<OcspResponses>(&rows))
-            .await
-            .map_err(|_| VaError::ShuttingDown)??;
+        tokio::task::spawn_blocking(move || {
+            store.write_derived_marked::<OcspResponses>(&rows, &changed)
+        })
+        .await
+        .map_err(|_| VaError::ShuttingDown)??;
         Ok(())
+    }
+
+    /// What a responder node must know of a certificate, as this responder holds it now: its
+    /// status and its two pre-signed responses (whole DER; `None` while being re-signed).
+    /// `None` for an issuer or serial this responder does not know.
+    pub fn published(&self, key: &CertKey) -> Option<PublishedStatus> {
+        let index = self.issuer_index(key.issuer)?;
+        let serial = SerialKey::new(key.serial.as_bytes())?;
+        let issuer = self.issuer(index)?;
+        let shard = issuer.read(&serial);
+        let entry = shard.get(&serial)?;
+        let whole = |response: &Option<SignedResponse>| {
+            response.as_ref().map(|r| {
+                let mut der = Vec::with_capacity(r.head.len() + r.tail.len());
+                der.extend_from_slice(&r.head);
+                der.extend_from_slice(&r.tail);
+                (der, r.this_update, r.next_update)
+            })
+        };
+        Some(PublishedStatus {
+            status: entry.status,
+            sha1: whole(&entry.responses[CertIdHash::Sha1 as usize]),
+            sha256: whole(&entry.responses[CertIdHash::Sha256 as usize]),
+        })
     }
 
     /// At start-up: reads back the persisted responses (dropping any signed by another

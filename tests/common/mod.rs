@@ -6,6 +6,7 @@
 
 pub mod daemon;
 pub mod lint;
+pub mod nats;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
@@ -124,6 +125,17 @@ impl Pki {
             "\n[ra]\ntls_certificate = \"{}\"\ntls_private_key = \"{}\"\nrequests_per_minute = {requests_per_minute}\nburst = {requests_per_minute}\n",
             self.path("ra-tls.pem").display(),
             self.path("ra-tls.key").display(),
+        ));
+        std::fs::write(&self.config, config).unwrap();
+    }
+
+    /// Adds the `[nats]` table: the CA publishes to the servers `urls`.
+    pub fn enable_nats(&self, urls: &[String], replicas: usize) {
+        let mut config = std::fs::read_to_string(&self.config).unwrap();
+        let servers: Vec<String> = urls.iter().map(|u| format!("\"{u}\"")).collect();
+        config.push_str(&format!(
+            "\n[nats]\nservers = [{}]\nreplicas = {replicas}\n",
+            servers.join(", ")
         ));
         std::fs::write(&self.config, config).unwrap();
     }

@@ -1,0 +1,394 @@
+//! The publisher: what responder nodes must know goes from the CA store's outbox, in order,
+//! into NATS JetStream, and an outbox entry is deleted only once JetStream acknowledged it.
+//!
+//! An outbox entry names what changed (`status.<issuer>.<serial>`, `crl.<name>.<number>`, `ca`);
+//! it is written in the same RocksDB batch as the change itself, so nothing outside the store is
+//! ever ahead of it. The publisher reads the *current* value of what the entry names and puts
+//! it: publishing twice is harmless (a crash or an engine outage replays from the outbox), and a
+//! node never lets a late "good" overwrite "revoked".
+//!
+//! - status: key-value bucket (`[nats] status_bucket`), key `<issuer hex>.<serial hex>`, value
+//!   [`StatusValue`] as JSON: the status, the revocation time and reason, and the pre-signed
+//!   DER responses (SHA-1 and SHA-256 CertIDs) with their validity.
+//! - files: object store (`[nats] files_bucket`), objects `crl/<name>` (the latest CRL or ARL,
+//!   DER) and `ca/<name>` (CA, link and responder certificates, DER), as the validation
+//!   listener serves them under `/crl/` and `/ca/`.
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use async_nats::jetstream;
+use base64::Engine as _;
+use serde::{Deserialize, Serialize};
+use tokio_util::sync::CancellationToken;
+
+use super::ValidationAuthority;
+use super::responses::Status;
+use crate::config::NatsConfig;
+use crate::store::schema::Outbox;
+use crate::store::{CertKey, IssuerId, Store};
+use crate::x509::{Serial, Timestamp};
+
+/// Outbox entries read and published in one round.
+const BATCH: usize = 256;
+
+/// A certificate's status as the status bucket holds it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StatusValue {
+    /// `good`, `revoked` or `unknown`.
+    pub status: String,
+    /// Revocation time (Unix seconds) and reason code (RFC 5280 CRLReason; none: unspecified
+    /// without a code).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub revoked_at: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<u8>,
+    /// Pre-signed responses by CertID hash (`sha1`, `sha256`); absent while being re-signed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sha1: Option<PresignedValue>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sha256: Option<PresignedValue>,
+}
+
+/// One pre-signed OCSP response.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PresignedValue {
+    /// The OCSPResponse, DER, base64.
+    pub der: String,
+    pub this_update: u64,
+    pub next_update: u64,
+}
+
+/// The status bucket's key of a certificate.
+pub fn status_key(key: &CertKey) -> String {
+    format!("{}.{}", key.issuer.to_hex(), key.serial.to_hex())
+}
+
+/// The certificate a status bucket key names.
+pub fn parse_status_key(text: &str) -> Option<CertKey> {
+    let (issuer, serial) = text.split_once('.')?;
+    Some(CertKey {
+        issuer: IssuerId::from_hex(issuer)?,
+        serial: Serial::from_hex(serial).ok()?,
+    })
+}
+
+/// The publisher's counters, for `/metrics` and `/healthz`.
+#[derive(Debug, Default)]
+pub struct PublisherMetrics {
+    /// Outbox entries waiting (as last counted).
+    pub depth: AtomicU64,
+    /// Outbox entries published since start.
+    pub published: AtomicU64,
+    /// Since when (Unix seconds) entries have been waiting; 0 when the outbox is empty.
+    pub waiting_since: AtomicU64,
+    /// 1 while connected to the engine.
+    pub connected: AtomicU64,
+}
+
+impl PublisherMetrics {
+    /// Seconds the oldest waiting entry has waited (0 when none waits).
+    pub fn lag_seconds(&self, now: Timestamp) -> u64 {
+        match self.waiting_since.load(Ordering::Relaxed) {
+            0 => 0,
+            since => now.unix_seconds().saturating_sub(since),
+        }
+    }
+}
+
+/// Connects to the servers of `settings` (credentials and TLS as configured).
+pub async fn connect(settings: &NatsConfig) -> Result<async_nats::Client, String> {
+    let mut options = async_nats::ConnectOptions::new()
+        .name("sceau")
+        .connection_timeout(Duration::from_secs(5));
+    if let Some(path) = &settings.credentials {
+        options = options
+            .credentials_file(path)
+            .await
+            .map_err(|e| format!("[nats] credentials {}: {e}", path.display()))?;
+    }
+    if let Some(path) = &settings.tls_ca {
+        options = options
+            .add_root_certificates(path.clone())
+            .require_tls(true);
+    }
+    options
+        .connect(settings.servers.as_slice())
+        .await
+        .map_err(|e| format!("connecting to {:?}: {e}", settings.servers))
+}
+
+/// The buckets, created when missing.
+pub async fn buckets(
+    js: &jetstream::Context,
+    settings: &NatsConfig,
+) -> Result<(jetstream::kv::Store, jetstream::object_store::ObjectStore), String> {
+    let status = match js.get_key_value(&settings.status_bucket).await {
+        Ok(bucket) => bucket,
+        Err(_) => js
+            .create_key_value(jetstream::kv::Config {
+                bucket: settings.status_bucket.clone(),
+                description: "sceau: certificate status and pre-signed OCSP responses".into(),
+                history: 1,
+                num_replicas: settings.replicas,
+                storage: jetstream::stream::StorageType::File,
+                ..Default::default()
+            })
+            .await
+            .map_err(|e| format!("bucket {}: {e}", settings.status_bucket))?,
+    };
+    let files = match js.get_object_store(&settings.files_bucket).await {
+        Ok(bucket) => bucket,
+        Err(_) => js
+            .create_object_store(jetstream::object_store::Config {
+                bucket: settings.files_bucket.clone(),
+                description: Some("sceau: CRLs and CA certificates".into()),
+                num_replicas: settings.replicas,
+                storage: jetstream::stream::StorageType::File,
+                ..Default::default()
+            })
+            .await
+            .map_err(|e| format!("bucket {}: {e}", settings.files_bucket))?,
+    };
+    Ok((status, files))
+}
+
+/// What publishing one outbox entry came to.
+enum Outcome {
+    Published,
+    /// What the entry names is not there yet (a CRL committed but not yet in place): try again
+    /// shortly, keeping the order.
+    NotYet,
+}
+
+/// Runs until `shutdown`: drains the outbox into the engine, reconnecting with backoff.
+pub async fn run(
+    store: Store,
+    va: Arc<ValidationAuthority>,
+    settings: NatsConfig,
+    metrics: Arc<PublisherMetrics>,
+    shutdown: CancellationToken,
+) {
+    let mut backoff = Duration::from_millis(250);
+    loop {
+        let connected = async {
+            let client = connect(&settings).await?;
+            let js = jetstream::new(client);
+            let (status, files) = buckets(&js, &settings).await?;
+            Ok::<_, String>((status, files))
+        };
+        let (status, files) = tokio::select! {
+            _ = shutdown.cancelled() => return,
+            connected = connected => match connected {
+                Ok(buckets) => buckets,
+                Err(error) => {
+                    tracing::warn!(%error, retry_in_ms = backoff.as_millis() as u64, "publisher: the engine is unreachable");
+                    metrics.connected.store(0, Ordering::Relaxed);
+                    tokio::select! {
+                        _ = shutdown.cancelled() => return,
+                        _ = tokio::time::sleep(backoff) => {}
+                    }
+                    backoff = (backoff * 2).min(Duration::from_secs(10));
+                    continue;
+                }
+            }
+        };
+        metrics.connected.store(1, Ordering::Relaxed);
+        tracing::info!(servers = ?settings.servers, "publisher: connected to the engine");
+        backoff = Duration::from_millis(250);
+        // A new or emptied engine gets every file at once; the status follows the outbox.
+        if let Err(error) = publish_files(&va, &files, None).await {
+            tracing::warn!(%error, "publisher: CRLs and CA certificates not published");
+        }
+        match drain(&store, &va, (&status, &files), &metrics, &shutdown).await {
+            Ok(()) => return,
+            Err(error) => {
+                metrics.connected.store(0, Ordering::Relaxed);
+                tracing::warn!(%error, "publisher: lost the engine; the outbox keeps what is not published");
+            }
+        }
+    }
+}
+
+/// Publishes outbox entries as they come until shutdown (`Ok`) or an engine error.
+async fn drain(
+    store: &Store,
+    va: &ValidationAuthority,
+    (status, files): (&jetstream::kv::Store, &jetstream::object_store::ObjectStore),
+    metrics: &PublisherMetrics,
+    shutdown: &CancellationToken,
+) -> Result<(), String> {
+    loop {
+        // Registered before reading, so that an entry added meanwhile wakes the next wait.
+        let added = store.outbox().added.notified();
+        let reader = store.clone();
+        let batch = tokio::task::spawn_blocking(move || -> Result<_, String> {
+            let mut rows = Vec::new();
+            for row in reader.scan::<Outbox>(&[], &[]).map_err(|e| e.to_string())? {
+                rows.push(row.map_err(|e| e.to_string())?);
+                if rows.len() == BATCH {
+                    break;
+                }
+            }
+            Ok(rows)
+        })
+        .await
+        .map_err(|e| e.to_string())??;
+        if batch.is_empty() {
+            metrics.depth.store(0, Ordering::Relaxed);
+            metrics.waiting_since.store(0, Ordering::Relaxed);
+            tokio::select! {
+                _ = shutdown.cancelled() => return Ok(()),
+                _ = added => {}
+                // A missed signal costs at most this.
+                _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+            }
+            continue;
+        }
+        metrics.depth.store(batch.len() as u64, Ordering::Relaxed);
+        if metrics.waiting_since.load(Ordering::Relaxed) == 0 {
+            metrics
+                .waiting_since
+                .store(va.now().unix_seconds().max(1), Ordering::Relaxed);
+        }
+        let started = Instant::now();
+        let mut done = Vec::with_capacity(batch.len());
+        let mut stalled = false;
+        for (seq, name) in &batch {
+            match publish_one(va, status, files, name).await? {
+                Outcome::Published => done.push((*seq, None)),
+                Outcome::NotYet => {
+                    stalled = true;
+                    break;
+                }
+            }
+        }
+        if !done.is_empty() {
+            metrics
+                .published
+                .fetch_add(done.len() as u64, Ordering::Relaxed);
+            let writer = store.clone();
+            tokio::task::spawn_blocking(move || writer.write_derived::<Outbox>(&done))
+                .await
+                .map_err(|e| e.to_string())?
+                .map_err(|e| e.to_string())?;
+            metrics
+                .waiting_since
+                .store(va.now().unix_seconds().max(1), Ordering::Relaxed);
+        }
+        tracing::debug!(
+            entries = batch.len(),
+            ms = started.elapsed().as_millis() as u64,
+            "publisher: batch"
+        );
+        if stalled {
+            tokio::select! {
+                _ = shutdown.cancelled() => return Ok(()),
+                _ = tokio::time::sleep(Duration::from_millis(50)) => {}
+            }
+        }
+    }
+}
+
+/// Puts what `name` names, as it is now.
+async fn publish_one(
+    va: &ValidationAuthority,
+    status: &jetstream::kv::Store,
+    files: &jetstream::object_store::ObjectStore,
+    name: &str,
+) -> Result<Outcome, String> {
+    if let Some(rest) = name.strip_prefix("status.") {
+        let Some(key) = parse_status_key(rest) else {
+            tracing::warn!(
+                name,
+                "publisher: an outbox entry names no certificate; dropped"
+            );
+            return Ok(Outcome::Published);
+        };
+        // A certificate the responder does not know (an issuer it does not answer for) has
+        // nothing to publish.
+        let Some(published) = va.responder.published(&key) else {
+            return Ok(Outcome::Published);
+        };
+        let value = status_value(&published);
+        let bytes = serde_json::to_vec(&value).map_err(|e| e.to_string())?;
+        status
+            .put(status_key(&key), bytes.into())
+            .await
+            .map_err(|e| format!("status {}: {e}", status_key(&key)))?;
+        return Ok(Outcome::Published);
+    }
+    if let Some(rest) = name.strip_prefix("crl.") {
+        let Some((crl, number)) = rest
+            .rsplit_once('.')
+            .and_then(|(crl, n)| Some((crl, n.parse::<u64>().ok()?)))
+        else {
+            return Ok(Outcome::Published);
+        };
+        return match va.crls.latest(crl) {
+            Some(latest) if latest.number >= number => {
+                publish_files(va, files, Some(crl)).await?;
+                Ok(Outcome::Published)
+            }
+            // Committed, not yet renamed into place (or not yet read back after a restart).
+            _ => Ok(Outcome::NotYet),
+        };
+    }
+    if name == crate::store::CA_CHANGE {
+        publish_files(va, files, Some("")).await?;
+    }
+    Ok(Outcome::Published)
+}
+
+/// Puts the latest CRL named `only` (`Some("")`: the CA certificates only; `None`: every CRL
+/// and every CA certificate).
+async fn publish_files(
+    va: &ValidationAuthority,
+    files: &jetstream::object_store::ObjectStore,
+    only: Option<&str>,
+) -> Result<(), String> {
+    for crl in va.crls.all_latest() {
+        if only.is_some_and(|name| name != crl.name) {
+            continue;
+        }
+        let object = format!("crl/{}", crl.name);
+        files
+            .put(object.as_str(), &mut crl.der.as_ref())
+            .await
+            .map_err(|e| format!("{object}: {e}"))?;
+    }
+    if only.is_none_or(str::is_empty) {
+        for (name, der) in va.all_ca_certificates().iter() {
+            let object = format!("ca/{name}");
+            files
+                .put(object.as_str(), &mut der.as_ref())
+                .await
+                .map_err(|e| format!("{object}: {e}"))?;
+        }
+    }
+    Ok(())
+}
+
+fn status_value(published: &super::responder::PublishedStatus) -> StatusValue {
+    let (status, revoked_at, reason) = match published.status {
+        Status::Good => ("good", None, None),
+        Status::Revoked { at, reason } => ("revoked", Some(at.unix_seconds()), reason.code()),
+        Status::Unknown => ("unknown", None, None),
+    };
+    let presigned = |response: &Option<(Vec<u8>, Timestamp, Timestamp)>| {
+        response
+            .as_ref()
+            .map(|(der, this_update, next_update)| PresignedValue {
+                der: base64::engine::general_purpose::STANDARD.encode(der),
+                this_update: this_update.unix_seconds(),
+                next_update: next_update.unix_seconds(),
+            })
+    };
+    StatusValue {
+        status: status.into(),
+        revoked_at,
+        reason,
+        sha1: presigned(&published.sha1),
+        sha256: presigned(&published.sha256),
+    }
+}
