@@ -214,3 +214,180 @@ fn copy_certs(pki: &Pki) {
             .unwrap_or_else(|e| panic!("{}: {e}", from.display()));
     }
 }
+
+/// A running responder node (`sceau node`); killed when dropped.
+struct NodeProcess {
+    child: std::process::Child,
+    address: std::net::SocketAddr,
+}
+
+impl NodeProcess {
+    fn start(pki: &Pki, name: &str, servers: &[String]) -> Self {
+        use std::io::BufRead;
+        let config = pki.path(&format!("{name}.toml"));
+        let list: Vec<String> = servers.iter().map(|s| format!("\"{s}\"")).collect();
+        std::fs::write(
+            &config,
+            format!(
+                "listen = \"127.0.0.1:0\"\n[nats]\nservers = [{}]\n",
+                list.join(", ")
+            ),
+        )
+        .unwrap();
+        let log = std::fs::File::create(pki.path(&format!("{name}.log"))).unwrap();
+        let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_sceau"))
+            .arg("-c")
+            .arg(&config)
+            .args(["--log", "info", "node"])
+            .stdout(std::process::Stdio::piped())
+            .stderr(log)
+            .spawn()
+            .unwrap();
+        let stdout = child.stdout.take().unwrap();
+        let mut line = String::new();
+        std::io::BufReader::new(stdout)
+            .read_line(&mut line)
+            .unwrap();
+        let address = line
+            .split_whitespace()
+            .find_map(|w| w.strip_prefix("listen="))
+            .and_then(|a| a.parse().ok())
+            .unwrap_or_else(|| panic!("the node did not start: {line:?}"));
+        let node = NodeProcess { child, address };
+        let started = Instant::now();
+        while node.get("/readyz").0 != 200 {
+            assert!(
+                started.elapsed() < Duration::from_secs(20),
+                "the node never got ready"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        node
+    }
+
+    fn get(&self, path: &str) -> (u16, Vec<u8>) {
+        let (status, _, body) = common::daemon::http(self.address, "GET", path, &[], b"");
+        (status, body)
+    }
+
+    /// The certificate status a POSTed OCSP request gets, as OpenSSL reads the response.
+    fn ocsp(&self, pki: &Pki, certificate: &Path, name: &str) -> String {
+        let request = pki.ocsp_request(certificate);
+        let (status, _, body) = common::daemon::http(
+            self.address,
+            "POST",
+            "/ocsp",
+            &[("Content-Type", "application/ocsp-request")],
+            &request,
+        );
+        assert_eq!(status, 200);
+        let value = StatusValue {
+            status: String::new(),
+            revoked_at: None,
+            reason: None,
+            sha1: Some(sceau::va::publish::PresignedValue {
+                der: base64::engine::general_purpose::STANDARD.encode(&body),
+                this_update: 0,
+                next_update: 0,
+            }),
+            sha256: None,
+        };
+        openssl_status(pki, &value, certificate, name)
+    }
+}
+
+impl Drop for NodeProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Issue 11, item 3: two responder nodes answer from the engine, exactly as the CA host:
+/// good, then revoked once `sceau revoke` returned; they keep answering with the CA host
+/// killed, and with their engine down; the revocation made meanwhile reaches them when it is
+/// back. The time from the revoke returning to node B answering "revoked" is measured.
+#[test]
+fn responder_nodes_answer_from_the_engine_and_survive_the_ca_and_the_engine() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut nats = NatsServer::start(&dir.path().join("nats"));
+    let pki = Pki::new(common::Keys::EC);
+    pki.enable_nats(&[nats.url()], 1);
+    pki.init();
+    let daemon = Daemon::start(&pki);
+    copy_certs(&pki);
+    let first = issue(&pki, "premier");
+    let second = issue(&pki, "second");
+    wait_for(
+        &nats.url(),
+        &status_key(&pki, &second),
+        Duration::from_secs(10),
+        |v| v.sha1.is_some(),
+    );
+    let a = NodeProcess::start(&pki, "node-a", &[nats.url()]);
+    let b = NodeProcess::start(&pki, "node-b", &[nats.url()]);
+    assert!(a.ocsp(&pki, &first, "a-good").contains(": good"));
+    assert!(b.ocsp(&pki, &first, "b-good").contains(": good"));
+    // The CA certificates and CRLs too.
+    let (status, der) = b.get("/ca/ac-agents.crt");
+    assert_eq!(status, 200);
+    assert!(!der.is_empty());
+    assert_eq!(b.get("/crl/ac-agents.crl").0, 200);
+
+    // A revocation: node B says so within milliseconds of the revoke returning.
+    pki.sceau_ok(&[
+        "revoke",
+        "--serial",
+        &common::serial_of(&first),
+        "--reason",
+        "key-compromise",
+    ]);
+    let returned = Instant::now();
+    while !b.ocsp(&pki, &first, "b-probe").contains(": revoked") {
+        assert!(
+            returned.elapsed() < Duration::from_secs(5),
+            "node B never said revoked"
+        );
+    }
+    eprintln!(
+        "node B said revoked {:?} after the revoke returned",
+        returned.elapsed()
+    );
+    assert!(a.ocsp(&pki, &first, "a-revoked").contains(": revoked"));
+
+    // The CA host killed: the nodes answer.
+    drop(daemon);
+    assert!(a.ocsp(&pki, &second, "a-ca-down").contains(": good"));
+    assert!(b.ocsp(&pki, &first, "b-ca-down").contains(": revoked"));
+
+    // The engine killed: the nodes answer from what they have; a revocation made meanwhile
+    // (CA back, engine down) reaches them once the engine is back.
+    nats.kill();
+    assert!(a.ocsp(&pki, &second, "a-engine-down").contains(": good"));
+    let daemon = Daemon::start(&pki);
+    pki.sceau_ok(&[
+        "revoke",
+        "--serial",
+        &common::serial_of(&second),
+        "--reason",
+        "superseded",
+    ]);
+    assert!(
+        b.ocsp(&pki, &second, "b-before").contains(": good"),
+        "the engine is down: B cannot know yet"
+    );
+    nats.restart();
+    let back = Instant::now();
+    while !b.ocsp(&pki, &second, "b-after").contains(": revoked") {
+        assert!(
+            back.elapsed() < Duration::from_secs(20),
+            "node B never caught up"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    eprintln!(
+        "node B caught up {:?} after the engine came back",
+        back.elapsed()
+    );
+    drop(daemon);
+}

@@ -4,6 +4,7 @@
 //! naming the file and the field involved, and the process exits with status 1.
 
 mod admin_client;
+mod node;
 mod serve;
 
 use std::fmt;
@@ -55,6 +56,10 @@ pub enum Command {
         #[arg(long, value_name = "ADDR")]
         listen_admin: Option<SocketAddr>,
     },
+    /// Run a responder node: OCSP, CRLs and CA certificates from the NATS JetStream buckets the
+    /// CA host publishes to. `--config` names the node's own file (listen, [nats]); no HSM, no
+    /// store.
+    Node,
     /// Revoke a certificate, or both certificates of a card. Goes through the running daemon,
     /// so OCSP answers "revoked" when this returns; with no daemon running, revokes in the store
     /// (the daemon re-signs the responses when it starts).
@@ -302,6 +307,9 @@ impl<T, E: fmt::Display> Context<T> for Result<T, E> {
 
 /// Runs a parsed command line.
 pub fn run(cli: Cli) -> Result<(), CliError> {
+    if let Command::Node = cli.command {
+        return node::node(&cli.config);
+    }
     let config = Config::load(&cli.config)?;
     match cli.command {
         Command::Serve {
@@ -316,6 +324,7 @@ pub fn run(cli: Cli) -> Result<(), CliError> {
                 admin: listen_admin,
             },
         ),
+        Command::Node => node::node(&cli.config),
         Command::Revoke {
             serial,
             card,

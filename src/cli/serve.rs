@@ -149,6 +149,7 @@ async fn daemon(config: &Config, overrides: ListenOverrides) -> Result<(), CliEr
         cache_max_age: config.ocsp.cache_max_age_seconds,
         cache_control: crate::http::va::cache_control_header(config.ocsp.cache_max_age_seconds),
         health: health.clone(),
+        metrics_text: None,
     });
     let ra_metrics = config.ra.as_ref().map(|_| Arc::new(RaMetrics::default()));
     let ra = match &config.ra {

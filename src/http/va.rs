@@ -11,7 +11,7 @@ use hyper::{Method, Request, Response, StatusCode};
 
 use super::problem::Problem;
 use super::{Body, http_date, read_body};
-use crate::va::ValidationAuthority;
+use crate::va::Served;
 use crate::va::responder::Reply;
 use crate::x509::ocsp::OcspResponseStatus;
 
@@ -20,11 +20,15 @@ pub const MAX_REQUEST: usize = 64 * 1024;
 
 /// What the validation listener serves.
 pub struct VaService {
-    pub va: Arc<ValidationAuthority>,
+    /// The CA host's validation authority, or a responder node.
+    pub va: Arc<dyn Served>,
     pub cache_max_age: u64,
     /// The Cache-Control of a response valid beyond `cache_max_age` (almost all of them).
     pub cache_control: Option<HeaderValue>,
     pub health: Arc<dyn Fn() -> (bool, serde_json::Value) + Send + Sync>,
+    /// `/metrics` in the Prometheus text format, on a responder node (the CA host serves its
+    /// metrics on the admin listener).
+    pub metrics_text: Option<Arc<dyn Fn() -> String + Send + Sync>>,
 }
 
 impl core::fmt::Debug for VaService {
@@ -47,12 +51,12 @@ impl VaService {
         let response = match (method, path) {
             (&Method::POST, "/ocsp" | "/") => {
                 let response = self.ocsp_post(request).await;
-                self.va.metrics.latency.record(started.elapsed());
+                self.va.metrics().latency.record(started.elapsed());
                 response
             }
             (&Method::GET, p) if p.starts_with("/ocsp/") => {
                 let response = self.ocsp_get(request).await;
-                self.va.metrics.latency.record(started.elapsed());
+                self.va.metrics().latency.record(started.elapsed());
                 response
             }
             (&Method::GET, p) if p.starts_with("/crl/") => self.crl(p, request.headers()),
@@ -65,7 +69,26 @@ impl VaService {
                 *response.status_mut() = StatusCode::OK;
                 response
             }
-            (_, "/ocsp" | "/" | "/healthz") => method_not_allowed(),
+            // Ready once every status is loaded (load balancers add the node then).
+            (&Method::GET, "/readyz") => {
+                let ready = self.va.is_ready();
+                let mut response =
+                    Response::new(Body::one(if ready { "ready\n" } else { "warming up\n" }));
+                if !ready {
+                    *response.status_mut() = StatusCode::SERVICE_UNAVAILABLE;
+                }
+                response
+            }
+            (&Method::GET, "/metrics") if self.metrics_text.is_some() => {
+                let text = self.metrics_text.as_ref().map(|f| f()).unwrap_or_default();
+                let mut response = Response::new(Body::one(text));
+                response.headers_mut().insert(
+                    header::CONTENT_TYPE,
+                    HeaderValue::from_static("text/plain; version=0.0.4"),
+                );
+                response
+            }
+            (_, "/ocsp" | "/" | "/healthz" | "/readyz") => method_not_allowed(),
             (_, p)
                 if p.starts_with("/ocsp/") || p.starts_with("/crl/") || p.starts_with("/ca/") =>
             {
@@ -81,7 +104,7 @@ impl VaService {
     }
 
     async fn ocsp_post(&self, request: Request<Incoming>) -> Response<Body> {
-        self.va.metrics.ocsp_post.count();
+        self.va.metrics().ocsp_post.count();
         let content_type = request
             .headers()
             .get(header::CONTENT_TYPE)
@@ -108,12 +131,12 @@ impl VaService {
             return self.error(OcspResponseStatus::MalformedRequest);
         };
         let now = self.va.now();
-        let reply = self.va.responder.respond(&body, now).await;
+        let reply = self.va.responder().respond(&body, now).await;
         self.ocsp_response(reply, None, now)
     }
 
     async fn ocsp_get(&self, request: Request<Incoming>) -> Response<Body> {
-        self.va.metrics.ocsp_get.count();
+        self.va.metrics().ocsp_get.count();
         // RFC 6960 appendix A.1: GET {url}/{url-encoding of base-64 encoding of the DER}.
         // Everything after /ocsp/ is the request (some clients leave '/' unencoded).
         let encoded = &request.uri().path()["/ocsp/".len()..];
@@ -122,12 +145,12 @@ impl VaService {
         };
         let if_none_match = request.headers().get(header::IF_NONE_MATCH).cloned();
         let now = self.va.now();
-        let reply = self.va.responder.respond(&der, now).await;
+        let reply = self.va.responder().respond(&der, now).await;
         self.ocsp_response(reply, Some(if_none_match), now)
     }
 
     fn error(&self, status: OcspResponseStatus) -> Response<Body> {
-        let metrics = &self.va.metrics;
+        let metrics = self.va.metrics();
         match status {
             OcspResponseStatus::MalformedRequest => &metrics.ocsp_malformed,
             OcspResponseStatus::Unauthorized => &metrics.ocsp_unauthorized,
@@ -163,9 +186,9 @@ impl VaService {
             Reply::Error(status) => return self.error(status),
         };
         if presigned {
-            &self.va.metrics.ocsp_presigned
+            &self.va.metrics().ocsp_presigned
         } else {
-            &self.va.metrics.ocsp_live
+            &self.va.metrics().ocsp_live
         }
         .count();
         let cacheable = get.is_some() && presigned;
@@ -181,7 +204,7 @@ impl VaService {
         if let (Some(etag), Some(Some(wanted))) = (&etag, &get)
             && if_none_match(wanted, etag)
         {
-            self.va.metrics.ocsp_not_modified.count();
+            self.va.metrics().ocsp_not_modified.count();
             let mut response = Response::new(Body::empty());
             *response.status_mut() = StatusCode::NOT_MODIFIED;
             self.cache_headers(
@@ -248,7 +271,7 @@ impl VaService {
             return Problem::new(StatusCode::NOT_FOUND, "not-found", "CRLs are /crl/<ca>.crl")
                 .response();
         };
-        let Some(crl) = self.va.crls.latest(name) else {
+        let Some(crl) = self.va.crl(name) else {
             return Problem::new(
                 StatusCode::NOT_FOUND,
                 "not-found",

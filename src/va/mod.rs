@@ -5,6 +5,7 @@
 //! the registration side is down; CRLs are files in the publish directory and are also served.
 
 pub mod crl;
+pub mod node;
 pub mod publish;
 pub mod responder;
 pub mod responses;
@@ -287,7 +288,7 @@ pub fn issuer_setup(
             spki.subject_public_key.raw_bytes(),
             issuer.not_before,
         ),
-        signer,
+        signer: Some(signer),
         previous,
     })
 }
@@ -302,6 +303,47 @@ pub struct ValidationAuthority {
     /// `/ca/<name>.crt`; grows with CA rollovers.
     ca_certificates: RwLock<Arc<HashMap<String, Bytes>>>,
     clock: Arc<dyn Clock>,
+}
+
+/// What the validation listener reads: the responder, the CRLs and CA certificates to serve,
+/// the clock and the counters. The CA host's [`ValidationAuthority`] and a responder node
+/// ([`node::Node`]) both provide it: one listener, one responder, two sources of status.
+pub trait Served: Send + Sync {
+    fn responder(&self) -> &Responder;
+    fn metrics(&self) -> &Metrics;
+    fn now(&self) -> Timestamp;
+    /// The latest CRL or ARL of `name`.
+    fn crl(&self, name: &str) -> Option<crl::PublishedCrl>;
+    /// A CA certificate by file name (`racine.crt`).
+    fn ca_certificate(&self, name: &str) -> Option<Bytes>;
+    /// Whether every status is loaded (`/readyz`).
+    fn is_ready(&self) -> bool;
+}
+
+impl Served for ValidationAuthority {
+    fn responder(&self) -> &Responder {
+        &self.responder
+    }
+
+    fn metrics(&self) -> &Metrics {
+        &self.metrics
+    }
+
+    fn now(&self) -> Timestamp {
+        self.clock.now()
+    }
+
+    fn crl(&self, name: &str) -> Option<crl::PublishedCrl> {
+        self.crls.latest(name)
+    }
+
+    fn ca_certificate(&self, name: &str) -> Option<Bytes> {
+        ValidationAuthority::ca_certificate(self, name)
+    }
+
+    fn is_ready(&self) -> bool {
+        ValidationAuthority::is_ready(self)
+    }
 }
 
 impl core::fmt::Debug for ValidationAuthority {
@@ -334,7 +376,7 @@ impl ValidationAuthority {
             issuers,
             validity,
             config.ocsp.live_signing_limit,
-            store.clone(),
+            Some(store.clone()),
             metrics.clone(),
         )?;
         let jobs = responder.load(clock.now())?;

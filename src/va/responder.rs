@@ -79,8 +79,9 @@ struct Entry {
 /// answers only for the CA that issued its certificate, RFC 6960 §4.2.2.2), and its responses.
 struct IssuerResponses {
     identity: IssuerIdentity,
-    /// The current delegated responder; replaced when it is renewed.
-    signer: RwLock<Arc<ResponseSigner>>,
+    /// The current delegated responder; replaced when it is renewed. None on a responder node
+    /// (no HSM): it serves what the CA host signed, never signs.
+    signer: RwLock<Option<Arc<ResponseSigner>>>,
     /// Earlier responders whose certificates are still valid: responses they signed are read
     /// back at start-up and served (with their certificate) until re-signed.
     previous: Vec<Arc<ResponseSigner>>,
@@ -91,13 +92,13 @@ impl IssuerResponses {
     fn new(setup: IssuerSetup) -> Self {
         Self {
             identity: setup.identity,
-            signer: RwLock::new(Arc::new(setup.signer)),
+            signer: RwLock::new(setup.signer.map(Arc::new)),
             previous: setup.previous.into_iter().map(Arc::new).collect(),
             shards: (0..SHARDS).map(|_| RwLock::new(HashMap::new())).collect(),
         }
     }
 
-    fn signer(&self) -> Arc<ResponseSigner> {
+    fn signer(&self) -> Option<Arc<ResponseSigner>> {
         self.signer
             .read()
             .unwrap_or_else(|p| p.into_inner())
@@ -121,7 +122,8 @@ impl IssuerResponses {
 #[derive(Debug)]
 pub struct IssuerSetup {
     pub identity: IssuerIdentity,
-    pub signer: ResponseSigner,
+    /// None on a responder node.
+    pub signer: Option<ResponseSigner>,
     pub previous: Vec<ResponseSigner>,
 }
 
@@ -155,7 +157,8 @@ pub struct Responder {
     validity_seconds: u64,
     live: Semaphore,
     unknown: Mutex<HashMap<(usize, CertIdHash, SerialKey), SignedResponse>>,
-    store: Store,
+    /// Where responses are persisted (the CA host); none on a responder node.
+    store: Option<Store>,
     metrics: Arc<Metrics>,
     entries: AtomicU64,
 }
@@ -173,7 +176,7 @@ impl Responder {
         issuers: Vec<IssuerSetup>,
         validity_seconds: u64,
         live_limit: usize,
-        store: Store,
+        store: Option<Store>,
         metrics: Arc<Metrics>,
     ) -> Result<Self, VaError> {
         let responder = Self {
@@ -226,20 +229,22 @@ impl Responder {
     pub fn signer_available(&self) -> bool {
         self.issuers()
             .last()
-            .is_some_and(|i| i.signer().available())
+            .is_some_and(|i| i.signer().is_some_and(|s| s.available()))
     }
 
     /// Whether the current responder key's token answers and holds the key now (a real call;
     /// blocking): asked before a revocation is committed, which must be signed right after.
     pub fn signer_ready(&self) -> bool {
-        self.issuers().last().is_some_and(|i| i.signer().probe())
+        self.issuers()
+            .last()
+            .is_some_and(|i| i.signer().is_some_and(|s| s.probe()))
     }
 
     /// The current responder of an issuing CA.
     pub fn signer_of(&self, issuer: IssuerId) -> Option<Arc<ResponseSigner>> {
         self.issuer_index(issuer)
             .and_then(|i| self.issuer(i))
-            .map(IssuerResponses::signer)
+            .and_then(IssuerResponses::signer)
     }
 
     /// Puts a renewed responder of an issuing CA in force: new live responses use it at once;
@@ -248,7 +253,7 @@ impl Responder {
     pub fn renew_signer(&self, issuer: IssuerId, signer: ResponseSigner) -> Result<(), VaError> {
         let index = self.issuer_index(issuer).ok_or(VaError::UnknownIssuer)?;
         let issuer = self.issuer(index).ok_or(VaError::UnknownIssuer)?;
-        *issuer.signer.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(signer);
+        *issuer.signer.write().unwrap_or_else(|p| p.into_inner()) = Some(Arc::new(signer));
         Ok(())
     }
 
@@ -392,7 +397,9 @@ impl Responder {
         let Some(issuer) = answering.and_then(|i| self.issuer(i)) else {
             return Ok(Reply::Error(OcspResponseStatus::MalformedRequest));
         };
-        let signer = issuer.signer();
+        let Some(signer) = issuer.signer() else {
+            return Err(VaError::NotReady("no responder key on this node".into()));
+        };
         // A response for one request (its nonce, or several CertIDs) is used once; an "unknown"
         // kept in the cache below is served again, so it is checked like a pre-signed one.
         let usage = if cacheable.is_some() {
@@ -547,7 +554,9 @@ impl Responder {
             return Ok(Vec::new());
         }
         let identity = &issuer.identity;
-        let signer = issuer.signer();
+        let Some(signer) = issuer.signer() else {
+            return Err(VaError::NotReady("no responder key on this node".into()));
+        };
         let next_update = now.plus_seconds(self.validity_seconds);
         let mut responses: [Option<SignedResponse>; 2] = [None, None];
         let mut rows = Vec::with_capacity(2);
@@ -639,13 +648,33 @@ impl Responder {
             .map(|(key, _)| crate::store::status_change(&key.certificate))
             .collect();
         changed.dedup();
-        let store = self.store.clone();
+        let Some(store) = self.store.clone() else {
+            return Ok(());
+        };
         tokio::task::spawn_blocking(move || {
             store.write_derived_marked::<OcspResponses>(&rows, &changed)
         })
         .await
         .map_err(|_| VaError::ShuttingDown)??;
         Ok(())
+    }
+
+    /// A status published by the CA host, on a responder node: applied under the rule of
+    /// [`Responder::set_status`] (revocation is final), and its responses installed only when
+    /// that status is the one in force (a late "good" never brings back a "good" response for a
+    /// revoked certificate). `None` for an issuer this responder does not answer for.
+    pub fn apply_published(
+        &self,
+        key: &CertKey,
+        status: Status,
+        responses: [Option<SignedResponse>; 2],
+    ) -> Option<bool> {
+        let in_force = self.set_status(key, status)?;
+        if in_force != status {
+            return Some(false);
+        }
+        let index = self.issuer_index(key.issuer)?;
+        Some(self.install(index, &key.serial, status, responses))
     }
 
     /// What a responder node must know of a certificate, as this responder holds it now: its
@@ -676,16 +705,21 @@ impl Responder {
     /// responder key, expired, or contradicting the revocation table), and returns the
     /// certificates whose responses must be signed.
     pub fn load(&self, now: Timestamp) -> Result<Vec<SigningJob>, VaError> {
+        let Some(store) = self.store.as_ref() else {
+            return Ok(Vec::new());
+        };
         let mut loaded = 0u64;
         for issuer in self.issuers() {
             // Responses by the issuer's current responder, or by an earlier one still valid
             // (served with its certificate until re-signed: a renewal leaves no gap, even
             // across a restart).
-            let signers: Vec<Arc<ResponseSigner>> = std::iter::once(issuer.signer())
+            let signers: Vec<Arc<ResponseSigner>> = issuer
+                .signer()
+                .into_iter()
                 .chain(issuer.previous.iter().cloned())
                 .collect();
             let prefix = ResponseKey::issuer_prefix(issuer.identity.id);
-            for row in self.store.scan::<OcspResponses>(&prefix, &prefix)? {
+            for row in store.scan::<OcspResponses>(&prefix, &prefix)? {
                 let (key, value) = row?;
                 let Some((status, responder, mut response)) = decode_row(&value) else {
                     continue;
@@ -722,7 +756,7 @@ impl Responder {
         // The store is the truth: revocations made while the responder was down (offline CLI),
         // and certificates issued meanwhile.
         let mut jobs = Vec::new();
-        for row in self.store.scan::<Revocations>(&[], &[])? {
+        for row in store.scan::<Revocations>(&[], &[])? {
             let (key, record) = row?;
             if self.issuer_index(key.issuer).is_none() {
                 continue;
@@ -736,7 +770,7 @@ impl Responder {
                 jobs.push(SigningJob { key, status });
             }
         }
-        for row in self.store.scan::<ExpiryIndex>(&[], &[])? {
+        for row in store.scan::<ExpiryIndex>(&[], &[])? {
             let (expiry, ()) = row?;
             let key = expiry.certificate;
             if self.issuer_index(key.issuer).is_none() || self.status_of(&key).is_some() {
@@ -773,7 +807,9 @@ impl Responder {
     pub fn due(&self, now: Timestamp, max_age: u64) -> Vec<SigningJob> {
         let mut jobs = Vec::new();
         for issuer in self.issuers() {
-            let current = issuer.signer();
+            let Some(current) = issuer.signer() else {
+                continue;
+            };
             for shard in &issuer.shards {
                 let shard = shard.read().unwrap_or_else(|p| p.into_inner());
                 for (serial, entry) in shard.iter() {

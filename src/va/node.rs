@@ -1,0 +1,315 @@
+//! A responder node: OCSP, CRLs and CA certificates served from what the CA host published to
+//! NATS JetStream ([`super::publish`]), with no HSM, no CA store and no PIN.
+//!
+//! The node holds the same [`Responder`] as the CA host, without a signer: a request answered
+//! from a pre-signed response on the CA host is answered the same way here; a request with a
+//! nonce gets the pre-signed response (RFC 9654 §2.1 lets a responder leave the nonce out); a
+//! serial the node does not know, or whose response is being re-signed, gets `tryLater` (never
+//! "good"); nothing is served past its nextUpdate. Revocation is final here too: a late "good"
+//! never replaces "revoked" ([`Responder::apply_published`]).
+//!
+//! Warm-up: the CA certificates and CRLs first (the issuers the node answers for), then every
+//! status from the bucket; `/readyz` says "ready" once the watcher has caught up. Then it
+//! follows both buckets. When the engine is unreachable it keeps serving what it has, reconnects
+//! with backoff, and resumes from the last revision it applied.
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use async_nats::jetstream;
+use base64::Engine as _;
+use bytes::Bytes;
+use futures_util::StreamExt;
+use tokio::io::AsyncReadExt;
+use tokio_util::sync::CancellationToken;
+
+use super::crl::PublishedCrl;
+use super::publish::{StatusValue, parse_status_key};
+use super::responder::{IssuerSetup, Responder};
+use super::responses::{IssuerIdentity, SignedResponse, Status};
+use super::{Metrics, Served, VaError};
+use crate::config::NatsConfig;
+use crate::store::IssuerId;
+use crate::x509::Timestamp;
+use crate::x509::revocation::RevocationReason;
+use crate::x509::time::Clock;
+
+/// A responder node's state: the responder and the files it serves.
+pub struct Node {
+    responder: Responder,
+    metrics: Arc<Metrics>,
+    clock: Arc<dyn Clock>,
+    crls: RwLock<HashMap<String, PublishedCrl>>,
+    ca_certificates: RwLock<HashMap<String, Bytes>>,
+    ready: AtomicBool,
+    /// 1 while connected to the engine.
+    pub connected: AtomicU64,
+    /// The last status bucket revision applied (where a reconnection resumes).
+    pub revision: AtomicU64,
+    /// Status entries applied since start.
+    pub applied: AtomicU64,
+}
+
+impl core::fmt::Debug for Node {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("Node")
+            .field("responder", &self.responder)
+            .finish()
+    }
+}
+
+impl Served for Node {
+    fn responder(&self) -> &Responder {
+        &self.responder
+    }
+
+    fn metrics(&self) -> &Metrics {
+        &self.metrics
+    }
+
+    fn now(&self) -> Timestamp {
+        self.clock.now()
+    }
+
+    fn crl(&self, name: &str) -> Option<PublishedCrl> {
+        self.crls
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(name)
+            .cloned()
+    }
+
+    fn ca_certificate(&self, name: &str) -> Option<Bytes> {
+        self.ca_certificates
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(name)
+            .cloned()
+    }
+
+    fn is_ready(&self) -> bool {
+        self.ready.load(Ordering::Relaxed)
+    }
+}
+
+impl Node {
+    pub fn new(clock: Arc<dyn Clock>, live_limit: usize) -> Result<Self, VaError> {
+        let metrics = Arc::new(Metrics::default());
+        Ok(Self {
+            // Validity is the CA host's business: a node signs nothing.
+            responder: Responder::new(Vec::new(), 0, live_limit, None, metrics.clone())?,
+            metrics,
+            clock,
+            crls: RwLock::new(HashMap::new()),
+            ca_certificates: RwLock::new(HashMap::new()),
+            ready: AtomicBool::new(false),
+            connected: AtomicU64::new(0),
+            revision: AtomicU64::new(0),
+            applied: AtomicU64::new(0),
+        })
+    }
+
+    /// Takes in a file of the files bucket: `ca/<name>` (a CA certificate: the node answers
+    /// for the CA it certifies) or `crl/<name>` (a CRL or ARL).
+    fn take_file(&self, object: &str, der: Vec<u8>) {
+        if let Some(name) = object.strip_prefix("ca/") {
+            if let Some(identity) = issuer_identity(name, &der) {
+                let setup = IssuerSetup {
+                    identity,
+                    signer: None,
+                    previous: Vec::new(),
+                };
+                if let Err(error) = self.responder.add_issuer(setup) {
+                    tracing::warn!(%error, name, "node: cannot answer for this CA");
+                }
+            }
+            self.ca_certificates
+                .write()
+                .unwrap_or_else(|p| p.into_inner())
+                .insert(name.to_owned(), Bytes::from(der));
+        } else if let Some(name) = object.strip_prefix("crl/") {
+            let Ok(summary) = crate::x509::crl::summarize(&der) else {
+                tracing::warn!(object, "node: not a CRL; ignored");
+                return;
+            };
+            let crl = PublishedCrl {
+                name: name.to_owned(),
+                number: summary.number.unwrap_or(0),
+                this_update: summary.this_update,
+                next_update: summary.next_update.unwrap_or(summary.this_update),
+                entries: summary.entries,
+                path: std::path::PathBuf::new(),
+                der: Bytes::from(der),
+            };
+            let mut crls = self.crls.write().unwrap_or_else(|p| p.into_inner());
+            // A CRL never goes back to an older number.
+            if crls
+                .get(name)
+                .is_none_or(|known| known.number <= crl.number)
+            {
+                crls.insert(name.to_owned(), crl);
+            }
+        }
+    }
+
+    /// Applies one entry of the status bucket; false when it names an issuer not (yet) known.
+    fn take_status(&self, key: &str, value: &[u8]) -> bool {
+        let Some(key) = parse_status_key(key) else {
+            return true;
+        };
+        let Ok(value) = serde_json::from_slice::<StatusValue>(value) else {
+            tracing::warn!(key = %key.serial, "node: unreadable status entry; ignored");
+            return true;
+        };
+        let status = match value.status.as_str() {
+            "good" => Status::Good,
+            "revoked" => match (value.revoked_at, RevocationReason::from_code(value.reason)) {
+                (Some(at), Some(reason)) => Status::Revoked {
+                    at: Timestamp::from_unix_seconds(at),
+                    reason,
+                },
+                _ => return true,
+            },
+            _ => Status::Unknown,
+        };
+        let response = |presigned: &Option<super::publish::PresignedValue>| {
+            let presigned = presigned.as_ref()?;
+            let der = base64::engine::general_purpose::STANDARD
+                .decode(&presigned.der)
+                .ok()?;
+            Some(SignedResponse {
+                head: Bytes::from(der),
+                tail: Bytes::new(),
+                this_update: Timestamp::from_unix_seconds(presigned.this_update),
+                next_update: Timestamp::from_unix_seconds(presigned.next_update),
+            })
+        };
+        let applied = self.responder.apply_published(
+            &key,
+            status,
+            [response(&value.sha1), response(&value.sha256)],
+        );
+        if applied.is_some() {
+            self.applied.fetch_add(1, Ordering::Relaxed);
+        }
+        applied.is_some()
+    }
+}
+
+/// The identity of the CA a certificate names (its subject and key), for CertIDs.
+fn issuer_identity(name: &str, der: &[u8]) -> Option<IssuerIdentity> {
+    use der::{Decode, Encode};
+    let certificate = x509_cert::Certificate::from_der(der).ok()?;
+    let tbs = certificate.tbs_certificate();
+    let spki = tbs.subject_public_key_info();
+    Some(IssuerIdentity::new(
+        IssuerId(crate::x509::keys::key_identifier(spki)),
+        name.trim_end_matches(".crt"),
+        &tbs.subject().to_der().ok()?,
+        spki.subject_public_key.raw_bytes(),
+        Timestamp::from_x509_time(&tbs.validity().not_before),
+    ))
+}
+
+/// Follows the engine until `shutdown`: warm-up, then every change; reconnects with backoff
+/// and resumes from the last revision applied.
+pub async fn follow(node: Arc<Node>, settings: NatsConfig, shutdown: CancellationToken) {
+    let mut backoff = Duration::from_millis(250);
+    loop {
+        let outcome = tokio::select! {
+            _ = shutdown.cancelled() => return,
+            outcome = follow_once(&node, &settings) => outcome,
+        };
+        node.connected.store(0, Ordering::Relaxed);
+        if let Err(error) = outcome {
+            tracing::warn!(%error, retry_in_ms = backoff.as_millis() as u64, "node: the engine is unreachable; serving what it has");
+        }
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = tokio::time::sleep(backoff) => {}
+        }
+        backoff = (backoff * 2).min(Duration::from_secs(5));
+    }
+}
+
+async fn follow_once(node: &Node, settings: &NatsConfig) -> Result<(), String> {
+    let client = super::publish::connect(settings).await?;
+    let js = jetstream::new(client);
+    let status = js
+        .get_key_value(&settings.status_bucket)
+        .await
+        .map_err(|e| format!("bucket {}: {e}", settings.status_bucket))?;
+    let files = js
+        .get_object_store(&settings.files_bucket)
+        .await
+        .map_err(|e| format!("bucket {}: {e}", settings.files_bucket))?;
+    node.connected.store(1, Ordering::Relaxed);
+    // The files first: they say which CAs the node answers for.
+    let mut file_watch = files.watch().await.map_err(|e| e.to_string())?;
+    let mut listed = files.list().await.map_err(|e| e.to_string())?;
+    while let Some(info) = listed.next().await {
+        let info = info.map_err(|e| e.to_string())?;
+        read_file(node, &files, &info.name).await?;
+    }
+    // Then the status, from the last revision applied (everything, the first time).
+    let from = node.revision.load(Ordering::Relaxed) + 1;
+    let pending = status.status().await.map_err(|e| e.to_string())?.values();
+    let mut watch = status
+        .watch_all_from_revision(from)
+        .await
+        .map_err(|e| e.to_string())?;
+    if pending == 0 {
+        node.ready.store(true, Ordering::Relaxed);
+    }
+    tracing::info!(servers = ?settings.servers, from, "node: following the engine");
+    loop {
+        tokio::select! {
+            entry = watch.next() => {
+                let Some(entry) = entry else {
+                    return Err("the status watch ended".into());
+                };
+                let entry = entry.map_err(|e| e.to_string())?;
+                if matches!(entry.operation, jetstream::kv::Operation::Put)
+                    && !node.take_status(&entry.key, &entry.value)
+                {
+                    // An issuer not known yet: its certificate is in the files bucket.
+                    let mut listed = files.list().await.map_err(|e| e.to_string())?;
+                    while let Some(info) = listed.next().await {
+                        let info = info.map_err(|e| e.to_string())?;
+                        read_file(node, &files, &info.name).await?;
+                    }
+                    node.take_status(&entry.key, &entry.value);
+                }
+                node.revision.store(entry.revision, Ordering::Relaxed);
+                if entry.delta == 0 {
+                    node.ready.store(true, Ordering::Relaxed);
+                }
+            }
+            info = file_watch.next() => {
+                let Some(info) = info else {
+                    return Err("the files watch ended".into());
+                };
+                let info = info.map_err(|e| e.to_string())?;
+                if !info.deleted {
+                    read_file(node, &files, &info.name).await?;
+                }
+            }
+        }
+    }
+}
+
+async fn read_file(
+    node: &Node,
+    files: &jetstream::object_store::ObjectStore,
+    name: &str,
+) -> Result<(), String> {
+    let mut object = files.get(name).await.map_err(|e| format!("{name}: {e}"))?;
+    let mut der = Vec::new();
+    object
+        .read_to_end(&mut der)
+        .await
+        .map_err(|e| format!("{name}: {e}"))?;
+    node.take_file(name, der);
+    Ok(())
+}
