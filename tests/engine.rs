@@ -391,3 +391,110 @@ fn responder_nodes_answer_from_the_engine_and_survive_the_ca_and_the_engine() {
     );
     drop(daemon);
 }
+
+/// Three nats-servers in a cluster on loopback, each with its own JetStream directory.
+fn cluster(dir: &Path) -> Vec<NatsServer> {
+    let ports: Vec<(u16, u16)> = (0..3)
+        .map(|_| (common::nats::free_port(), common::nats::free_port()))
+        .collect();
+    let routes: Vec<String> = ports
+        .iter()
+        .map(|(_, route)| format!("nats://127.0.0.1:{route}"))
+        .collect();
+    ports
+        .iter()
+        .enumerate()
+        .map(|(i, (client, route))| {
+            let extra = vec![
+                "--server_name".to_owned(),
+                format!("n{i}"),
+                "--cluster_name".to_owned(),
+                "sceau-test".to_owned(),
+                "--cluster".to_owned(),
+                format!("nats://127.0.0.1:{route}"),
+                "--routes".to_owned(),
+                routes.join(","),
+            ];
+            NatsServer::start_on(&dir.join(format!("n{i}")), *client, &extra)
+        })
+        .collect()
+}
+
+/// Issue 11: buckets replicated on three servers; one server killed, then another: no status
+/// is lost, and a node that lists every server keeps following.
+#[test]
+fn with_three_replicas_losing_a_server_loses_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut servers = cluster(dir.path());
+    let urls: Vec<String> = servers.iter().map(NatsServer::url).collect();
+    let pki = Pki::new(common::Keys::EC);
+    pki.enable_nats(&urls, 3);
+    pki.init();
+    let daemon = Daemon::start(&pki);
+    copy_certs(&pki);
+    let holders: Vec<_> = (0..4)
+        .map(|i| issue(&pki, &format!("replique{}", (b'a' + i) as char)))
+        .collect();
+    for holder in &holders {
+        // The cluster elects its leaders first: the publisher waits for it.
+        wait_for(
+            &urls[2],
+            &status_key(&pki, holder),
+            Duration::from_secs(60),
+            |v| v.sha1.is_some(),
+        );
+    }
+    let node = NodeProcess::start(&pki, "node-cluster", &urls);
+    let revoke = |holder: &Path| {
+        pki.sceau_ok(&[
+            "revoke",
+            "--serial",
+            &common::serial_of(holder),
+            "--reason",
+            "key-compromise",
+        ]);
+    };
+    revoke(&holders[0]);
+    servers[0].kill();
+    revoke(&holders[1]);
+    for (i, holder) in holders[..2].iter().enumerate() {
+        let started = Instant::now();
+        while !node
+            .ocsp(&pki, holder, &format!("cluster-{i}"))
+            .contains(": revoked")
+        {
+            assert!(
+                started.elapsed() < Duration::from_secs(30),
+                "revocation {i} lost"
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+    // The first server back, the second killed: still nothing lost, on the third.
+    servers[0].restart();
+    std::thread::sleep(Duration::from_secs(2));
+    servers[1].kill();
+    revoke(&holders[2]);
+    for (i, holder) in holders.iter().enumerate() {
+        let expected = if i < 3 { "revoked" } else { "good" };
+        wait_for(
+            &urls[2],
+            &status_key(&pki, holder),
+            Duration::from_secs(30),
+            |v| v.status == expected && v.sha1.is_some(),
+        );
+    }
+    let started = Instant::now();
+    while !node
+        .ocsp(&pki, &holders[2], "cluster-2")
+        .contains(": revoked")
+    {
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "revocation 2 lost"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(node.ocsp(&pki, &holders[3], "cluster-3").contains(": good"));
+    drop(daemon);
+}
