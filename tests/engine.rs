@@ -328,6 +328,65 @@ fn responder_nodes_answer_from_the_engine_and_survive_the_ca_and_the_engine() {
     let b = NodeProcess::start(&pki, "node-b", &[nats.url()]);
     assert!(a.ocsp(&pki, &first, "a-good").contains(": good"));
     assert!(b.ocsp(&pki, &first, "b-good").contains(": good"));
+    // What node B serves passes the OCSP linter, and GET answers with the same cache headers
+    // as the CA host's listener.
+    let request = pki.ocsp_request(&first);
+    let (status, _, body) = common::daemon::http(
+        b.address,
+        "POST",
+        "/ocsp",
+        &[("Content-Type", "application/ocsp-request")],
+        &request,
+    );
+    assert_eq!(status, 200);
+    let served = pki.path("node-b-response.der");
+    std::fs::write(&served, &body).unwrap();
+    common::lint::ocsp_response(&served);
+    let get_path = format!(
+        "/ocsp/{}",
+        base64::engine::general_purpose::STANDARD.encode(&request)
+    );
+    let (status, headers, get_body) = common::daemon::http(b.address, "GET", &get_path, &[], b"");
+    assert_eq!(status, 200);
+    assert_eq!(
+        get_body, body,
+        "GET and POST give the same pre-signed response"
+    );
+    for name in ["cache-control", "etag", "last-modified", "expires"] {
+        assert!(
+            common::daemon::header(&headers, name).is_some(),
+            "{name} missing: {headers:?}"
+        );
+    }
+    // A request with a nonce gets the pre-signed response (the node does not sign).
+    let (ok, text) = openssl(&[
+        "ocsp",
+        "-issuer",
+        pki.path("ac-agents.pem").to_str().unwrap(),
+        "-cert",
+        first.to_str().unwrap(),
+        "-url",
+        &format!("http://{}/ocsp", b.address),
+        "-CAfile",
+        pki.path("racine.pem").to_str().unwrap(),
+        "-VAfile",
+        pki.path("ocsp-ac-agents.pem").to_str().unwrap(),
+    ]);
+    assert!(ok, "{text}");
+    assert!(text.contains(": good"), "{text}");
+    assert!(text.contains("WARNING: no nonce in response"), "{text}");
+    // A serial the node does not know: tryLater, never "good".
+    let (_, text) = openssl(&[
+        "ocsp",
+        "-issuer",
+        pki.path("ac-agents.pem").to_str().unwrap(),
+        "-serial",
+        "0x0123456789ABCDEF",
+        "-no_nonce",
+        "-url",
+        &format!("http://{}/ocsp", b.address),
+    ]);
+    assert!(text.contains("trylater"), "{text}");
     // The CA certificates and CRLs too.
     let (status, der) = b.get("/ca/ac-agents.crt");
     assert_eq!(status, 200);
