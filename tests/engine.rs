@@ -531,6 +531,13 @@ fn with_three_replicas_losing_a_server_loses_nothing() {
     }
     // The first server back, the second killed: still nothing lost, on the third.
     servers[0].restart();
+    // Back in the cluster (it answers for the buckets again) before another one goes.
+    wait_for(
+        &urls[0],
+        &status_key(&pki, &holders[1]),
+        Duration::from_secs(60),
+        |v| v.status == "revoked",
+    );
     std::thread::sleep(Duration::from_secs(2));
     servers[1].kill();
     revoke(&holders[2]);

@@ -229,7 +229,7 @@ pub async fn follow(node: Arc<Node>, settings: NatsConfig, shutdown: Cancellatio
             _ = shutdown.cancelled() => return,
             _ = tokio::time::sleep(backoff) => {}
         }
-        backoff = (backoff * 2).min(Duration::from_secs(5));
+        backoff = (backoff * 2).min(Duration::from_millis(500));
     }
 }
 

@@ -100,7 +100,13 @@ impl PublisherMetrics {
 pub async fn connect(settings: &NatsConfig) -> Result<async_nats::Client, String> {
     let mut options = async_nats::ConnectOptions::new()
         .name("sceau")
-        .connection_timeout(Duration::from_secs(5));
+        .connection_timeout(Duration::from_secs(5))
+        // After an outage, a node must catch up within a second of the engine's return: retry
+        // often (a refused connection costs nothing), rather than the client's default
+        // backoff of several seconds.
+        .reconnect_delay_callback(|attempts| {
+            Duration::from_millis((50u64 << attempts.min(4)).min(500))
+        });
     if let Some(path) = &settings.credentials {
         options = options
             .credentials_file(path)
@@ -188,7 +194,7 @@ pub async fn run(
                         _ = shutdown.cancelled() => return,
                         _ = tokio::time::sleep(backoff) => {}
                     }
-                    backoff = (backoff * 2).min(Duration::from_secs(10));
+                    backoff = (backoff * 2).min(Duration::from_millis(500));
                     continue;
                 }
             }
