@@ -263,8 +263,34 @@ async fn follow_once(node: &Node, settings: &NatsConfig) -> Result<(), String> {
         node.ready.store(true, Ordering::Relaxed);
     }
     tracing::info!(servers = ?settings.servers, from, "node: following the engine");
+    // A watch can stall without an error when the server it was bound to goes away (seen with
+    // three servers: the client reconnected, the watch delivered nothing more). Every two
+    // seconds the bucket's last revision is compared with the last one applied: behind, and
+    // no progress since the previous look, the watch is rebuilt from where it stopped.
+    let stream = js
+        .get_stream(format!("KV_{}", settings.status_bucket))
+        .await
+        .map_err(|e| e.to_string())?;
+    let mut probe = tokio::time::interval(Duration::from_secs(2));
+    probe.tick().await;
+    let mut seen_at_probe = node.revision.load(Ordering::Relaxed);
     loop {
         tokio::select! {
+            _ = probe.tick() => {
+                let applied = node.revision.load(Ordering::Relaxed);
+                let last = stream
+                    .get_info()
+                    .await
+                    .map_err(|e| format!("bucket {}: {e}", settings.status_bucket))?
+                    .state
+                    .last_sequence;
+                if last > applied && applied == seen_at_probe {
+                    return Err(format!(
+                        "the status watch stalled at revision {applied} (the bucket is at {last}); resuming"
+                    ));
+                }
+                seen_at_probe = applied;
+            }
             entry = watch.next() => {
                 let Some(entry) = entry else {
                     return Err("the status watch ended".into());
