@@ -111,13 +111,7 @@ fn issue(pki: &Pki, name: &str) -> std::path::PathBuf {
 /// responses OpenSSL accepts; the CRL and the CA certificates reach the files bucket.
 #[test]
 fn issuance_and_revocation_are_published_with_their_responses() {
-    let dir = tempfile::tempdir().unwrap();
-    let nats = NatsServer::start(&dir.path().join("nats"));
-    let pki = Pki::new(common::Keys::EC);
-    pki.enable_nats(&[nats.url()], 1);
-    pki.init();
-    let daemon = Daemon::start(&pki);
-    copy_certs(&pki);
+    let (_dir, nats, pki, daemon) = ca_with_engine();
     let holder = issue(&pki, "publie");
     let key = status_key(&pki, &holder);
     let (good, _) = wait_for(&nats.url(), &key, Duration::from_secs(10), |v| {
@@ -161,13 +155,7 @@ fn issuance_and_revocation_are_published_with_their_responses() {
 /// (-9) meanwhile and the engine back, the restarted CA publishes it.
 #[test]
 fn a_revocation_made_while_the_engine_is_down_reaches_it_after_a_crash() {
-    let dir = tempfile::tempdir().unwrap();
-    let mut nats = NatsServer::start(&dir.path().join("nats"));
-    let pki = Pki::new(common::Keys::EC);
-    pki.enable_nats(&[nats.url()], 1);
-    pki.init();
-    let daemon = Daemon::start(&pki);
-    copy_certs(&pki);
+    let (_dir, mut nats, pki, daemon) = ca_with_engine();
     let holder = issue(&pki, "enpanne");
     let key = status_key(&pki, &holder);
     wait_for(&nats.url(), &key, Duration::from_secs(10), |v| {
@@ -203,6 +191,19 @@ fn a_revocation_made_while_the_engine_is_down_reaches_it_after_a_crash() {
     daemon.wait_until("the outbox drained", |d| {
         d.metric("sceau_outbox_depth", "") == 0
     });
+}
+
+/// One nats-server and a CA daemon publishing to it, the CA certificates copied beside the
+/// PKI (the temporary directory holds the server's files).
+fn ca_with_engine() -> (tempfile::TempDir, NatsServer, Pki, Daemon) {
+    let dir = tempfile::tempdir().unwrap();
+    let nats = NatsServer::start(&dir.path().join("nats"));
+    let pki = Pki::new(common::Keys::EC);
+    pki.enable_nats(&[nats.url()], 1);
+    pki.init();
+    let daemon = Daemon::start(&pki);
+    copy_certs(&pki);
+    (dir, nats, pki, daemon)
 }
 
 /// The CA certificates as files beside the PKI (racine.pem, ac-agents.pem, ocsp-ac-agents.pem).
@@ -309,13 +310,7 @@ impl Drop for NodeProcess {
 /// back. The time from the revoke returning to node B answering "revoked" is measured.
 #[test]
 fn responder_nodes_answer_from_the_engine_and_survive_the_ca_and_the_engine() {
-    let dir = tempfile::tempdir().unwrap();
-    let mut nats = NatsServer::start(&dir.path().join("nats"));
-    let pki = Pki::new(common::Keys::EC);
-    pki.enable_nats(&[nats.url()], 1);
-    pki.init();
-    let daemon = Daemon::start(&pki);
-    copy_certs(&pki);
+    let (_dir, mut nats, pki, daemon) = ca_with_engine();
     let first = issue(&pki, "premier");
     let second = issue(&pki, "second");
     wait_for(

@@ -372,22 +372,7 @@ impl Store {
         &self,
         rows: &[(T::Key, Option<T::Value>)],
     ) -> Result<(), StoreError> {
-        let db = &self.inner.db;
-        let family = cf(db, T::NAME)?;
-        let mut batch = WriteBatch::default();
-        for (key, value) in rows {
-            match value {
-                Some(value) => {
-                    let bytes = value.encode_value().map_err(|detail| StoreError::Corrupt {
-                        table: T::NAME,
-                        detail,
-                    })?;
-                    batch.put_cf(family, key.encode_key(), bytes);
-                }
-                None => batch.delete_cf(family, key.encode_key()),
-            }
-        }
-        db.write(batch).map_err(db_error)
+        self.write_derived_marked::<T>(rows, &[])
     }
 
     /// [`Store::write_derived`], with outbox entries for `changed` in the same batch (derived
