@@ -232,8 +232,11 @@ pub(super) fn sign(key: &SigningKey, intent: RecordedIntent) -> Result<SignedCer
 /// Writes of the caller's that land in the same batch as a card's certificates (the RA's
 /// request going to "issued", with its audit event): one commit, so that a crash never leaves
 /// a card issued while the request that asked for it still says "approved".
-pub type AlongWrite =
-    Box<dyn for<'t> FnOnce(&mut Txn<'t>, &CardRecord) -> Result<(), CaError> + Send>;
+/// It is given the card and the certificates a renewal superseded.
+pub type AlongWrite = Box<
+    dyn for<'t> FnOnce(&mut Txn<'t>, &CardRecord, &[RevokedCertificate]) -> Result<(), CaError>
+        + Send,
+>;
 
 /// What an issuance does to a card.
 pub(super) enum CardWrite {
@@ -322,7 +325,7 @@ pub(super) fn store_issued(
                 });
                 txn.put::<Cards>(&card.card.clone(), &card)?;
                 if let Some(along) = along {
-                    along(txn, &card)?;
+                    along(txn, &card, &[])?;
                 }
             }
             Some(CardWrite::Renewal(card, along)) => {
@@ -358,7 +361,7 @@ pub(super) fn store_issued(
                 });
                 txn.put::<Cards>(&card.card.clone(), &card)?;
                 if let Some(along) = along {
-                    along(txn, &card)?;
+                    along(txn, &card, &superseded)?;
                 }
             }
         }

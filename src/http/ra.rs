@@ -377,6 +377,9 @@ fn problem_for(error: &RaError) -> Problem {
         RaError::Ca(ca) => return super::admin::ca_problem(ca),
         RaError::Store(_) => (StatusCode::INTERNAL_SERVER_ERROR, "store-error".into()),
         RaError::Unavailable => return super::admin::hsm_unavailable_problem(),
+        // `RegistrationAuthority::handle` answers a retry with its recorded answer; nothing
+        // else returns this.
+        RaError::CarriedOut(_) => (StatusCode::CONFLICT, Refusal::Replayed.rule().to_owned()),
     };
     if status.is_server_error() {
         tracing::error!(%error, "RA request failed");

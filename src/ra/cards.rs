@@ -212,7 +212,7 @@ impl RegistrationAuthority {
         // Every policy rule, now: the approver only sees requests the CA would accept.
         self.ca.check_card(&record.card_request())?;
         let summary = record.summary();
-        let evidence = self.evidence(actor, request, now);
+        let evidence = self.evidence(actor, request, now).answered(&summary);
         let actor_id = actor.record.id.clone();
         self.store.commit(move |txn| -> Result<(), RaError> {
             claim(txn, &record.id, &evidence)?;
@@ -293,6 +293,7 @@ impl RegistrationAuthority {
         id: &str,
         now: Timestamp,
     ) -> Result<(serde_json::Value, Effects), RaError> {
+        let _one_at_a_time = self.approving.lock(id);
         let record = self.decidable(actor, id, true)?;
         // What held at submission is checked again as things are now: the submitter still
         // acts, the approver is above any operator the card belongs to, and a card to renew is
@@ -367,7 +368,11 @@ impl RegistrationAuthority {
         // an approved request without a card (a later approval resumes it) or both.
         let card_request = record.card_request();
         let (by, target) = (actor.record.id.clone(), record.id.clone());
-        let along: crate::ca::AlongWrite = Box::new(move |txn, card| {
+        // The answer is built in the batch that stores the card and kept with the evidence, so
+        // that a retry of this approval gets the same answer (issue 12 problem 4).
+        let answered = std::sync::Arc::new(std::sync::Mutex::new(None));
+        let (answer_slot, approval_id) = (answered.clone(), request.id.clone());
+        let along: crate::ca::AlongWrite = Box::new(move |txn, card, superseded| {
             let mut current = txn
                 .get::<CardRequests>(&target)?
                 .ok_or_else(|| CaError::NotFound(format!("no request {target}")))?;
@@ -392,6 +397,10 @@ impl RegistrationAuthority {
                 signature: card.signature.serial.to_hex(),
             });
             txn.put::<CardRequests>(&target, &current)?;
+            let answer = issued_answer(txn, &target, card, superseded)?;
+            super::settle(txn, &approval_id, &answer)
+                .map_err(|e| CaError::Refused(e.to_string()))?;
+            *answer_slot.lock().unwrap_or_else(|p| p.into_inner()) = Some(answer);
             Ok(())
         });
         let issued = if record.renewal {
@@ -413,15 +422,11 @@ impl RegistrationAuthority {
             }
         };
         let card = issued.card;
-        let answer = serde_json::json!({
-            "request": record.id,
-            "state": "issued",
-            "card": card.card,
-            "holder": card.holder,
-            "authentication": { "serial": card.authentication.serial.to_hex(), "certificate": card.authentication.pem() },
-            "signature": { "serial": card.signature.serial.to_hex(), "certificate": card.signature.pem() },
-            "superseded": issued.superseded,
-        });
+        let answer = answered
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take()
+            .ok_or_else(|| RaError::Malformed("the issuing write left no answer".into()))?;
         Ok((
             answer,
             Effects {
@@ -470,12 +475,12 @@ impl RegistrationAuthority {
         now: Timestamp,
     ) -> Result<serde_json::Value, RaError> {
         let record = self.decidable(actor, id, false)?;
-        let evidence = self.evidence(actor, request, now);
         let request_id = request.id.clone();
         let operator = actor.record.id.clone();
         let target = record.id.clone();
         let answer =
             serde_json::json!({ "request": target, "state": "rejected", "reason": reason });
+        let evidence = self.evidence(actor, request, now).answered(&answer);
         self.store.commit(move |txn| -> Result<(), RaError> {
             claim(txn, &request_id, &evidence)?;
             super::check_still_active(txn, &operator)?;
@@ -503,6 +508,34 @@ impl RegistrationAuthority {
         })?;
         Ok(answer)
     }
+}
+
+/// The answer to an approval that issued `card`: its certificates, read in the batch that
+/// stores them, and what a renewal superseded.
+fn issued_answer(
+    txn: &crate::store::Txn<'_>,
+    request: &str,
+    card: &crate::store::CardRecord,
+    superseded: &[crate::ca::revoke::RevokedCertificate],
+) -> Result<serde_json::Value, CaError> {
+    let certificate = |key: &crate::store::CertKey| -> Result<serde_json::Value, CaError> {
+        let stored = txn
+            .get::<crate::store::schema::Certificates>(key)?
+            .ok_or_else(|| CaError::NotFound(format!("certificate {} not stored", key.serial)))?;
+        Ok(serde_json::json!({
+            "serial": key.serial.to_hex(),
+            "certificate": crate::x509::pem::encode(crate::x509::pem::CERTIFICATE, &stored.der),
+        }))
+    };
+    Ok(serde_json::json!({
+        "request": request,
+        "state": "issued",
+        "card": card.card,
+        "holder": card.holder,
+        "authentication": certificate(&card.authentication)?,
+        "signature": certificate(&card.signature)?,
+        "superseded": superseded,
+    }))
 }
 
 /// Nobody acts on a request for their own certificate (EN 319 411-1 REG-6.2.2-26: the

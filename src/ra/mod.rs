@@ -166,6 +166,10 @@ pub enum RaError {
     /// The HSM token is unavailable: nothing was changed; retry later.
     #[error("the HSM token is unavailable; nothing was changed, retry later")]
     Unavailable,
+    /// The same signed bytes were carried out before: this is their answer, and nothing was
+    /// changed now. Not a refusal: [`RegistrationAuthority::handle`] answers it as a success.
+    #[error("request carried out before")]
+    CarriedOut(Box<serde_json::Value>),
 }
 
 impl RaError {
@@ -188,7 +192,9 @@ impl RaError {
             RaError::Ca(CaError::Refused(_) | CaError::UnknownPolicy { .. }) => {
                 Some("refused-by-ca".into())
             }
-            RaError::Ca(_) | RaError::Store(_) | RaError::Unavailable => None,
+            RaError::Ca(_) | RaError::Store(_) | RaError::Unavailable | RaError::CarriedOut(_) => {
+                None
+            }
         }
     }
 }
@@ -240,6 +246,19 @@ pub struct EvidenceRecord {
     pub received_at: Timestamp,
     #[serde(with = "base64_bytes")]
     pub cms: Vec<u8>,
+    /// The answer given, written in the batch that carried the request out: a retry of the
+    /// same bytes gets it again (issue 12 problem 4). `None` for an approval whose card is not
+    /// stored yet (a retry resumes it) and for records written before answers were kept.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub outcome: Option<serde_json::Value>,
+}
+
+impl EvidenceRecord {
+    /// With the answer the request gets, recorded in the same batch.
+    fn answered(mut self, answer: &serde_json::Value) -> Self {
+        self.outcome = Some(answer.clone());
+        self
+    }
 }
 
 /// What a request changed that the validation authority must publish.
@@ -260,6 +279,45 @@ pub struct RegistrationAuthority {
     operator_cas: std::sync::RwLock<Arc<Vec<OperatorCa>>>,
     /// Refusals repeated by one client, counted before they are written.
     refusals: refusals::RefusalLog,
+    /// Card requests being approved: one approval of a request at a time (two at once, a
+    /// client's retry or two approvers, would each reserve the keys and fail each other).
+    approving: KeyedLocks,
+}
+
+/// Mutual exclusion per key (a request id), for the blocking threads that carry requests out.
+#[derive(Default)]
+struct KeyedLocks {
+    held: std::sync::Mutex<std::collections::HashSet<String>>,
+    released: std::sync::Condvar,
+}
+
+/// Holds a key of [`KeyedLocks`] until dropped.
+struct KeyGuard<'a> {
+    locks: &'a KeyedLocks,
+    key: String,
+}
+
+impl KeyedLocks {
+    /// Waits until nobody holds `key`, then holds it.
+    fn lock(&self, key: &str) -> KeyGuard<'_> {
+        let mut held = self.held.lock().unwrap_or_else(|p| p.into_inner());
+        while held.contains(key) {
+            held = self.released.wait(held).unwrap_or_else(|p| p.into_inner());
+        }
+        held.insert(key.to_owned());
+        KeyGuard {
+            locks: self,
+            key: key.to_owned(),
+        }
+    }
+}
+
+impl Drop for KeyGuard<'_> {
+    fn drop(&mut self) {
+        let mut held = self.locks.held.lock().unwrap_or_else(|p| p.into_inner());
+        held.remove(&self.key);
+        self.locks.released.notify_all();
+    }
 }
 
 impl core::fmt::Debug for RegistrationAuthority {
@@ -284,6 +342,7 @@ impl RegistrationAuthority {
             clock,
             settings,
             refusals: refusals::RefusalLog::default(),
+            approving: KeyedLocks::default(),
         })
     }
 
@@ -424,12 +483,26 @@ impl RegistrationAuthority {
             let outcome = tokio::task::spawn_blocking(move || {
                 let ra = carried_out;
                 let mut request_id = None;
+                let sent = cms.clone();
                 let result =
                     ra.open(&actor, expected, target.as_deref(), cms)
                         .and_then(|request| {
                             request_id = Some(request.id.clone());
                             ra.carry_out(&actor, request)
                         });
+                let result = match result {
+                    Err(RaError::CarriedOut(answer)) => Ok((*answer, Effects::default())),
+                    // Two copies of one request at once: the one that lost the race is
+                    // answered as the retry it is, whatever stopped it.
+                    Err(error) => match request_id
+                        .as_deref()
+                        .and_then(|id| ra.answer_to_retry(id, &sent))
+                    {
+                        Some(answer) => Ok((answer, Effects::default())),
+                        None => Err(error),
+                    },
+                    carried_out => carried_out,
+                };
                 if let Err(error) = &result {
                     ra.record_refusal(&actor, expected, request_id, error);
                 }
@@ -477,6 +550,13 @@ impl RegistrationAuthority {
                 }
                 other => RaError::Malformed(other.to_string()),
             })?;
+        // A retry of bytes already carried out gets their answer, even once their time has
+        // left the window: the signature is the one checked then.
+        if let Some(id) = request::id_of(&content)
+            && let Some(answer) = self.answer_to_retry(&id, &cms_der)
+        {
+            return Err(RaError::CarriedOut(Box::new(answer)));
+        }
         let request = request::parse(
             &content,
             cms_der,
@@ -506,10 +586,23 @@ impl RegistrationAuthority {
                 format!("the signed request names {named:?}, the URL {target:?}"),
             ));
         }
-        if self.store.contains::<Evidence>(&request.id)? {
-            return Err(replayed(&request.id));
+        if let Some(earlier) = self.store.get::<Evidence>(&request.id)? {
+            match retried(&earlier, &request.evidence) {
+                Retry::Answered(outcome) => return Err(RaError::CarriedOut(Box::new(outcome))),
+                Retry::Resume => {}
+                Retry::Other => return Err(replayed(&request.id)),
+            }
         }
         Ok(request)
+    }
+
+    /// The recorded answer to request `id`, if `cms` is the very request carried out under it.
+    fn answer_to_retry(&self, id: &str, cms: &[u8]) -> Option<serde_json::Value> {
+        let earlier = self.store.get::<Evidence>(&id.to_owned()).ok()??;
+        match retried(&earlier, cms) {
+            Retry::Answered(answer) => Some(answer),
+            Retry::Resume | Retry::Other => None,
+        }
     }
 
     fn carry_out(
@@ -802,7 +895,7 @@ impl RegistrationAuthority {
             "subject": record.subject,
             "scope": record.scope,
         });
-        let evidence = self.evidence(actor, request, now);
+        let evidence = self.evidence(actor, request, now).answered(&answer);
         let request_id = request.id.clone();
         let actor_role = actor.record.role;
         let actor_id = actor.record.id.clone();
@@ -886,7 +979,8 @@ impl RegistrationAuthority {
             next += 1;
         }
         let ids: Vec<String> = withdrawn.iter().map(|(w, _)| w.id.clone()).collect();
-        let evidence = self.evidence(actor, request, now);
+        let answer = serde_json::json!({ "withdrawn": ids });
+        let evidence = self.evidence(actor, request, now).answered(&answer);
         let request_id = request.id.clone();
         let by = actor.record.id.clone();
         let by_role = actor.record.role;
@@ -920,7 +1014,7 @@ impl RegistrationAuthority {
             }
             Ok(())
         })?;
-        Ok(serde_json::json!({ "withdrawn": ids }))
+        Ok(answer)
     }
 
     /// Policies named in a scope exist; a scope names at least one organisation.
@@ -1016,6 +1110,7 @@ impl RegistrationAuthority {
             action: request.action.name().to_owned(),
             received_at: now,
             cms: request.evidence.clone(),
+            outcome: None,
         }
     }
 
@@ -1102,9 +1197,11 @@ impl RegistrationAuthority {
                     record.holder.as_deref(),
                 )?;
             }
-            Ok(crate::ca::revoke::revoke_in(txn, &revocation, now)?)
+            let revoked = crate::ca::revoke::revoke_in(txn, &revocation, now)?;
+            settle(txn, &request_id, &revocation_answer(&revoked))?;
+            Ok(revoked)
         })?;
-        let answer = serde_json::json!({ "revoked": revoked });
+        let answer = revocation_answer(&revoked);
         Ok((
             answer,
             Effects {
@@ -1280,13 +1377,58 @@ fn refusal_event(
 }
 
 /// Stores the evidence of an accepted request under its id, refusing an id already used.
+///
+/// The same bytes again are a client's retry, not a replay: their recorded answer ends the
+/// commit ([`RaError::CarriedOut`]), or, for an approval whose card was not stored (the HSM was
+/// unavailable), the approval resumes. Other bytes under a used id are a replay.
 fn claim(txn: &mut Txn<'_>, id: &str, evidence: &EvidenceRecord) -> Result<(), RaError> {
     let key = id.to_owned();
-    if txn.contains::<Evidence>(&key)? {
-        return Err(replayed(id));
+    match txn.get::<Evidence>(&key)? {
+        None => {
+            txn.put::<Evidence>(&key, evidence)?;
+            Ok(())
+        }
+        Some(earlier) => match retried(&earlier, &evidence.cms) {
+            Retry::Answered(outcome) => Err(RaError::CarriedOut(Box::new(outcome))),
+            Retry::Resume => Ok(()),
+            Retry::Other => Err(replayed(id)),
+        },
     }
-    txn.put::<Evidence>(&key, evidence)?;
+}
+
+/// What a request whose id was used before is.
+enum Retry {
+    /// The same bytes, answered: the answer again.
+    Answered(serde_json::Value),
+    /// The same bytes of an approval still waiting for its card.
+    Resume,
+    /// Other bytes under a used id: a replay.
+    Other,
+}
+
+fn retried(earlier: &EvidenceRecord, cms: &[u8]) -> Retry {
+    if earlier.cms != cms {
+        return Retry::Other;
+    }
+    match &earlier.outcome {
+        Some(outcome) => Retry::Answered(outcome.clone()),
+        None if earlier.action == "approve" => Retry::Resume,
+        None => Retry::Other,
+    }
+}
+
+/// Records `outcome` as the answer to request `id`, in the batch that carries it out.
+fn settle(txn: &mut Txn<'_>, id: &str, outcome: &serde_json::Value) -> Result<(), RaError> {
+    let key = id.to_owned();
+    if let Some(mut evidence) = txn.get::<Evidence>(&key)? {
+        evidence.outcome = Some(outcome.clone());
+        txn.put::<Evidence>(&key, &evidence)?;
+    }
     Ok(())
+}
+
+fn revocation_answer(revoked: &[RevokedCertificate]) -> serde_json::Value {
+    serde_json::json!({ "revoked": revoked })
 }
 
 fn replayed(id: &str) -> RaError {

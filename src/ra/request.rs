@@ -136,6 +136,18 @@ pub fn parse(
     })
 }
 
+/// The id a signed content names, if it names one (read before anything else is checked, to
+/// recognise a retry).
+pub fn id_of(content: &[u8]) -> Option<String> {
+    #[derive(Deserialize)]
+    struct Id {
+        id: String,
+    }
+    let id = serde_json::from_slice::<Id>(content).ok()?.id;
+    check_id(&id).ok()?;
+    Some(id)
+}
+
 /// Request ids: 16 to 64 of `A-Z a-z 0-9 _ -` (a random 128-bit hex value fits).
 fn check_id(id: &str) -> Result<(), RaError> {
     let ok = (16..=64).contains(&id.len())

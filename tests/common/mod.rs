@@ -7,6 +7,7 @@
 pub mod daemon;
 pub mod lint;
 pub mod nats;
+pub mod ra;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
