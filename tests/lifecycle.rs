@@ -85,3 +85,214 @@ fn a_retried_request_gets_its_first_answer_and_changes_nothing() {
         "signer-not-client",
     );
 }
+
+/// RFC 3339 for `seconds` from now (negative: ago).
+fn in_seconds(seconds: i64) -> String {
+    let out = std::process::Command::new("date")
+        .args([
+            "-u",
+            "-d",
+            &format!("{seconds} seconds"),
+            "+%Y-%m-%dT%H:%M:%SZ",
+        ])
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout).trim().to_owned()
+}
+
+/// The revocation time `openssl ocsp` prints.
+fn revocation_time(status: &str) -> &str {
+    status
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("Revocation Time: "))
+        .unwrap_or_else(|| panic!("no revocation time in {status}"))
+}
+
+/// Seconds since the epoch of a time `date` reads.
+fn unix_time(text: &str) -> i64 {
+    let out = std::process::Command::new("date")
+        .args(["-u", "-d", text, "+%s"])
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout).trim().parse().unwrap()
+}
+
+/// The audit events of the running daemon's store whose `event` is `kind`.
+fn events_of(ra: &Ra, kind: &str) -> Vec<serde_json::Value> {
+    ra.pki
+        .sceau_ok(&["audit", "export"])
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+        .filter(|e| e.to_string().contains(&format!("\"{kind}\"")))
+        .collect()
+}
+
+/// Issue 12 problem 1: a departure date. Good until then, revoked at the time (OCSP at once,
+/// the CRL within seconds), also across a crash that spanned it (before the daemon says ready);
+/// cancellable, listed, audited, and refused out of scope or after expiry.
+#[test]
+fn a_revocation_at_a_date_runs_on_time_and_survives_a_crash() {
+    let ra = Ra::start();
+    let team = team(&ra);
+    let leaver = card_through_ra(
+        &ra,
+        (&team.oc, &team.aed),
+        "leaver",
+        ("agent-leaver", "card-leaver"),
+        ("Luc", "LEGRAND"),
+    );
+    let stayer = card_through_ra(
+        &ra,
+        (&team.oc, &team.aed),
+        "stayer",
+        ("agent-stayer", "card-stayer"),
+        ("Sara", "SIMON"),
+    );
+    // An OC of another unit: no card of this team's scope is its business.
+    let outsider = ra.operator("outsider", "Omar", "OUTIS", &["DAP"]);
+    let dap = scope(&["DAP"], BOTH);
+    assert_eq!(designate(&ra, &team.aed, &outsider, "OC", &dap).0, 201);
+
+    let schedule = |op: &Op, card: &str, at: &str| {
+        let (id, json) = doc("revoke", &format!(r#""card":"{card}","at":"{at}""#));
+        (id, ra.post(op, "/ra/v1/revocations", &json))
+    };
+    // After the certificates' expiry (3 years): refused, nothing recorded.
+    let (_, late) = schedule(&team.oc, "card-leaver", "2040-01-01T00:00:00Z");
+    assert_refused(&late, 400, "refused");
+    let (_, foreign) = schedule(&outsider, "card-leaver", &in_seconds(60));
+    assert_refused(&foreign, 404, "not-found");
+
+    let at = in_seconds(5);
+    let (leave_id, scheduled) = schedule(&team.oc, "card-leaver", &at);
+    assert_eq!(scheduled.0, 202, "{scheduled:?}");
+    assert_eq!(scheduled.1["scheduled"]["reason"], "affiliation-changed");
+    let (stay_id, kept) = schedule(&team.oc, "card-stayer", &in_seconds(6));
+    assert_eq!(kept.0, 202, "{kept:?}");
+
+    // Listed in scope only.
+    let listed = ra.get(&team.aed, "/ra/v1/revocations/scheduled");
+    assert_eq!(listed.0, 200);
+    assert_eq!(
+        listed.1["scheduled"].as_array().map(Vec::len),
+        Some(2),
+        "{listed:?}"
+    );
+    let hidden = ra.get(&outsider, "/ra/v1/revocations/scheduled");
+    assert_eq!(
+        hidden.1["scheduled"].as_array().map(Vec::len),
+        Some(0),
+        "{hidden:?}"
+    );
+
+    // Cancelled by an operator in scope only.
+    let cancel = |op: &Op, id: &str| {
+        let (_, json) = doc("cancel-revocation", &format!(r#""scheduled":"{id}""#));
+        ra.post(
+            op,
+            &format!("/ra/v1/revocations/scheduled/{id}/cancel"),
+            &json,
+        )
+    };
+    assert_refused(&cancel(&outsider, &stay_id), 404, "not-found");
+    let cancelled = cancel(&team.aed, &stay_id);
+    assert_eq!(cancelled.0, 200, "{cancelled:?}");
+    assert_refused(&cancel(&team.aed, &stay_id), 404, "not-found");
+
+    assert!(
+        ra.pki
+            .ocsp_status(&ra.daemon, &leaver.cert)
+            .contains(": good")
+    );
+    let (before, _) = ra.pki.served_crl(&ra.daemon, "ac-agents");
+    let serial = common::serial_of(&leaver.cert);
+    assert!(!before.contains(&serial));
+
+    // At the time: revoked within a second, then the CRL.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while !ra
+        .pki
+        .ocsp_status(&ra.daemon, &leaver.cert)
+        .contains(": revoked")
+    {
+        assert!(std::time::Instant::now() < deadline, "not revoked at {at}");
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    let status = ra.pki.ocsp_status(&ra.daemon, &leaver.sign_cert);
+    let late = unix_time(revocation_time(&status)) - unix_time(&at);
+    assert!(
+        (0..=1).contains(&late),
+        "revoked {late} s after {at}: {status}"
+    );
+    assert!(
+        status.contains(": revoked") && status.contains("affiliationChanged"),
+        "{status}"
+    );
+    ra.daemon
+        .wait_until("the CRL lists the scheduled revocation", |d| {
+            ra.pki.served_crl(d, "ac-agents").0.contains(&serial)
+        });
+    // The cancelled one stays good past its time.
+    std::thread::sleep(std::time::Duration::from_secs(1));
+    assert!(
+        ra.pki
+            .ocsp_status(&ra.daemon, &stayer.cert)
+            .contains(": good")
+    );
+    let listed = ra.get(&team.aed, "/ra/v1/revocations/scheduled");
+    assert_eq!(
+        listed.1["scheduled"].as_array().map(Vec::len),
+        Some(0),
+        "{listed:?}"
+    );
+
+    // A time already past revokes now.
+    let (_, now) = schedule(&team.oc, "card-stayer", &in_seconds(-60));
+    assert_eq!(now.0, 200, "{now:?}");
+    assert_eq!(now.1["revoked"].as_array().map(Vec::len), Some(2));
+
+    // Security staff, on the CA host: scheduled through the running daemon, which is then
+    // killed; the time passes while it is down; it revokes before it says ready.
+    let third = card_through_ra(
+        &ra,
+        (&team.oc, &team.aed),
+        "third",
+        ("agent-third", "card-third"),
+        ("Theo", "TESSIER"),
+    );
+    let answer = ra
+        .pki
+        .sceau_ok(&["revoke", "--card", "card-third", "--at", &in_seconds(3)]);
+    assert!(answer.contains("\"scheduled\""), "{answer}");
+    let listed = ra.pki.sceau_ok(&["scheduled", "list"]);
+    assert!(listed.contains("card-third"), "{listed}");
+    let Ra { pki, daemon } = ra;
+    let killed = std::process::Command::new("kill")
+        .args(["-9", &daemon.pid().to_string()])
+        .status()
+        .unwrap();
+    assert!(killed.success());
+    drop(daemon);
+    std::thread::sleep(std::time::Duration::from_secs(4));
+    let daemon = common::daemon::Daemon::start(&pki);
+    // The first answer after the ready line already says revoked.
+    let status = pki.ocsp_status(&daemon, &third.cert);
+    assert!(status.contains(": revoked"), "{status}");
+    let ra = Ra { pki, daemon };
+    ra.daemon
+        .wait_until("the CRL lists the card revoked at start", |d| {
+            ra.pki
+                .served_crl(d, "ac-agents")
+                .0
+                .contains(&common::serial_of(&third.cert))
+        });
+
+    // Audited: scheduling (3 accepted), cancellation, execution.
+    assert_eq!(events_of(&ra, "revocation_scheduled").len(), 3);
+    let cancelled = events_of(&ra, "scheduled_revocation_cancelled");
+    assert_eq!(cancelled.len(), 1);
+    assert!(cancelled[0].to_string().contains(&stay_id));
+    let executed = events_of(&ra, "scheduled_revocation_executed");
+    assert_eq!(executed.len(), 2, "{executed:?}");
+    assert!(executed[0].to_string().contains(&leave_id));
+}

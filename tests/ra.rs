@@ -6,8 +6,8 @@ use std::path::Path;
 use std::process::Command;
 
 use common::daemon::Daemon;
-use common::ra::*;
 use common::openssl;
+use common::ra::*;
 
 #[test]
 fn the_worked_example_runs_as_written() {

@@ -112,6 +112,27 @@ pub enum AuditEvent {
         entries: u64,
         sha256: String,
     },
+    /// A revocation was scheduled for a later time (issue 12: a departure date).
+    RevocationScheduled {
+        id: String,
+        card: Option<String>,
+        serial: Option<String>,
+        at: Timestamp,
+        reason: String,
+        requested_by: String,
+    },
+    /// A scheduled revocation was cancelled before its time.
+    ScheduledRevocationCancelled {
+        id: String,
+        by: String,
+    },
+    /// A scheduled revocation's time came: what it revoked (nothing if already revoked).
+    ScheduledRevocationExecuted {
+        id: String,
+        at: Timestamp,
+        revoked: Vec<String>,
+        note: Option<String>,
+    },
     /// A certificate was revoked.
     CertificateRevoked {
         issuer: String,

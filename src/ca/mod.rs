@@ -9,6 +9,7 @@ pub mod ceremony_intent;
 mod issue;
 pub mod issuer;
 pub mod revoke;
+pub mod schedule;
 pub mod state;
 
 use std::path::PathBuf;
@@ -168,6 +169,9 @@ pub struct CertificateAuthority {
     /// The name of the first issuing CA, as written in the configured URLs (later generations
     /// publish under their own names, see [`PublishedUrls::for_ca`]).
     first_issuing_name: String,
+    /// Unix time of the soonest scheduled revocation (`u64::MAX`: none), so that the daemon's
+    /// once-every-200-ms look reads the store only when one is due.
+    next_scheduled: Arc<std::sync::atomic::AtomicU64>,
 }
 
 impl core::fmt::Debug for CertificateAuthority {
@@ -211,6 +215,16 @@ impl CertificateAuthority {
                 "revoked issuance intents left by an interrupted run"
             );
         }
+        // Revocations whose time came while the CA was down run now, before anything is
+        // served (the validation authority opens after the CA and reads what is revoked).
+        let due = schedule::execute_due(&store, clock.now())?;
+        if !due.is_empty() {
+            tracing::warn!(
+                count = due.len(),
+                "revoked certificates whose scheduled time passed while the daemon was down"
+            );
+        }
+        let next = schedule::next_due(&store)?.map_or(u64::MAX, |t| t.unix_seconds());
         Ok(Self {
             store,
             policies: Arc::new(std::sync::RwLock::new(policies)),
@@ -218,7 +232,56 @@ impl CertificateAuthority {
             clock,
             issuer: Arc::new(std::sync::RwLock::new(Arc::new(issuer))),
             first_issuing_name,
+            next_scheduled: Arc::new(std::sync::atomic::AtomicU64::new(next)),
         })
+    }
+
+    /// Schedules a revocation (`sceau revoke --at`); one at a time in the past or now is
+    /// refused (revoke at once instead).
+    pub fn schedule_revocation(&self, entry: schedule::ScheduledRevocation) -> Result<(), CaError> {
+        let now = self.clock.now();
+        let at = entry.at;
+        self.store
+            .commit(move |txn| schedule::schedule_in(txn, &entry, now))?;
+        self.note_scheduled(at);
+        Ok(())
+    }
+
+    /// Cancels a scheduled revocation (`by`: who, for the audit log).
+    pub fn cancel_scheduled(
+        &self,
+        id: &str,
+        by: &str,
+    ) -> Result<schedule::ScheduledRevocation, CaError> {
+        let (id, by) = (id.to_owned(), by.to_owned());
+        self.store
+            .commit(move |txn| schedule::cancel_in(txn, &id, &by))
+    }
+
+    /// Tells the timer about a revocation scheduled at `at` (written by the caller's commit).
+    pub fn note_scheduled(&self, at: Timestamp) {
+        self.next_scheduled
+            .fetch_min(at.unix_seconds(), std::sync::atomic::Ordering::SeqCst);
+    }
+
+    /// Carries out the scheduled revocations whose time has come; returns what was revoked.
+    /// Cheap when none is due.
+    pub fn revoke_due(&self) -> Result<Vec<revoke::RevokedCertificate>, CaError> {
+        let now = self.clock.now();
+        let next = self
+            .next_scheduled
+            .load(std::sync::atomic::Ordering::SeqCst);
+        if now.unix_seconds() < next {
+            return Ok(Vec::new());
+        }
+        // Re-read after the run: anything scheduled meanwhile lowers it again.
+        self.next_scheduled
+            .store(u64::MAX, std::sync::atomic::Ordering::SeqCst);
+        let revoked = schedule::execute_due(&self.store, now);
+        if let Some(next) = schedule::next_due(&self.store)? {
+            self.note_scheduled(next);
+        }
+        revoked
     }
 
     /// The issuing CA of new certificates.
@@ -684,7 +747,8 @@ fn check_identifier(what: &str, value: &str) -> Result<(), CaError> {
     }
 }
 
-fn random_card_id() -> Result<String, CaError> {
+/// 128 random bits, hexadecimal: card ids and scheduled revocation ids.
+pub fn random_card_id() -> Result<String, CaError> {
     let mut bytes = [0u8; 16];
     SystemRandom::new()
         .fill(&mut bytes)

@@ -45,7 +45,10 @@ pub fn revoke(
 }
 
 /// The certificates a revocation request names.
-pub fn targets(txn: &Txn<'_>, target: &RevocationTarget) -> Result<Vec<CertKey>, CaError> {
+pub fn targets(
+    txn: &impl crate::store::Reader,
+    target: &RevocationTarget,
+) -> Result<Vec<CertKey>, CaError> {
     Ok(match target {
         RevocationTarget::Serial(serial) => {
             let issuer = txn.get::<Serials>(serial)?.ok_or_else(|| {

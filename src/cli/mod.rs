@@ -76,13 +76,21 @@ pub enum Command {
         #[arg(long, value_name = "ID")]
         card: Option<String>,
         /// key-compromise (loss, theft), affiliation-changed (departure), superseded,
-        /// cessation-of-operation, privilege-withdrawn, ca-compromise, unspecified.
-        #[arg(long)]
-        reason: String,
+        /// cessation-of-operation, privilege-withdrawn, ca-compromise, unspecified. Required
+        /// unless --at is given (a scheduled departure: affiliation-changed by default).
+        #[arg(long, required_unless_present = "at")]
+        reason: Option<String>,
         /// When the key was (suspected) compromised, RFC 3339.
-        #[arg(long, value_name = "TIME")]
+        #[arg(long, value_name = "TIME", conflicts_with = "at")]
         invalidity_date: Option<String>,
+        /// Revoke at this time (RFC 3339), not now: the planned departure of an agent. Until
+        /// then OCSP says good; a time already past revokes now.
+        #[arg(long, value_name = "TIME")]
+        at: Option<String>,
     },
+    /// Scheduled revocations (`sceau revoke --at`).
+    #[command(subcommand)]
+    Scheduled(ScheduledCommand),
     /// Generate and publish every CRL (and the root's ARL) now.
     Crl,
     /// Key ceremony: create the root, issuing CA and OCSP responder keys in the HSM and their
@@ -117,6 +125,17 @@ pub enum Command {
     /// Load the configuration and the policies, log in to the HSM and check every CA key
     /// against its certificate, then exit.
     Check,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ScheduledCommand {
+    /// Every scheduled revocation, soonest first, as JSON.
+    List,
+    /// Cancel a scheduled revocation before its time.
+    Cancel {
+        /// Its id (from `sceau revoke --at` or `sceau scheduled list`).
+        id: String,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -330,7 +349,19 @@ pub fn run(cli: Cli) -> Result<(), CliError> {
             card,
             reason,
             invalidity_date,
-        } => revoke(&config, serial, card, &reason, invalidity_date),
+            at,
+        } => match at {
+            Some(at) => schedule_revocation(&config, serial, card, reason.as_deref(), &at),
+            None => revoke(
+                &config,
+                serial,
+                card,
+                reason.as_deref().unwrap_or_default(),
+                invalidity_date,
+            ),
+        },
+        Command::Scheduled(ScheduledCommand::List) => scheduled_list(&config),
+        Command::Scheduled(ScheduledCommand::Cancel { id }) => scheduled_cancel(&config, &id),
         Command::Crl => crl(&config),
         Command::Init { external_root } => init(&config, external_root),
         Command::Ca(CaCommand::Export { out }) => ca_export(&config, &out),
@@ -880,6 +911,82 @@ fn revoke(
         "{}",
         serde_json::json!({ "revoked": revoked, "ocsp": "the daemon is not running: its responses are re-signed when it starts" })
     );
+    Ok(())
+}
+
+/// `sceau revoke --at`: through the running daemon (whose timer carries it out), or in the
+/// store when none runs (carried out when the daemon starts, or at its time).
+fn schedule_revocation(
+    config: &Config,
+    serial: Option<String>,
+    card: Option<String>,
+    reason: Option<&str>,
+    at: &str,
+) -> Result<(), CliError> {
+    use crate::ca::revoke::RevocationTarget;
+    use crate::ca::schedule::ScheduledRevocation;
+    let reason_text = reason.unwrap_or("affiliation-changed");
+    let reason_value: crate::x509::revocation::RevocationReason = reason_text
+        .parse()
+        .map_err(|e: String| CliError(format!("--reason: {e}")))?;
+    let time = Timestamp::parse_rfc3339(at).map_err(|e| CliError(format!("--at {at:?}: {e}")))?;
+    let now = clock().now();
+    // A time already past is an immediate revocation.
+    if time <= now {
+        return revoke(config, serial, card, reason_text, None);
+    }
+    let target = match (&serial, &card) {
+        (Some(serial), None) => RevocationTarget::Serial(
+            crate::x509::Serial::from_hex(serial).context(|| format!("--serial {serial:?}"))?,
+        ),
+        (None, Some(card)) => RevocationTarget::Card(card.clone()),
+        _ => return Err(CliError("give --serial or --card".into())),
+    };
+    let body = serde_json::json!({
+        "serial": serial,
+        "card": card,
+        "reason": reason_text,
+        "at": at,
+    });
+    if let Some(answer) = admin_client::call(config, "/admin/revoke", body)? {
+        println!("{}", String::from_utf8_lossy(&answer));
+        return Ok(());
+    }
+    let store = open_store(config)?;
+    let entry = ScheduledRevocation::new(
+        crate::ca::random_card_id()?,
+        &target,
+        time,
+        reason_value,
+        "cli".into(),
+        now,
+    );
+    let written = entry.clone();
+    store.commit(move |txn| crate::ca::schedule::schedule_in(txn, &written, now))?;
+    println!("{}", serde_json::json!({ "scheduled": entry }));
+    Ok(())
+}
+
+fn scheduled_list(config: &Config) -> Result<(), CliError> {
+    let (_scratch, store) = open_store_for_reading(config)?;
+    let all = crate::ca::schedule::list(&store)?;
+    println!(
+        "{}",
+        serde_json::to_string_pretty(&serde_json::json!({ "scheduled": all }))?
+    );
+    Ok(())
+}
+
+fn scheduled_cancel(config: &Config, id: &str) -> Result<(), CliError> {
+    let body = serde_json::json!({ "id": id });
+    if let Some(answer) = admin_client::call(config, "/admin/revoke/cancel", body)? {
+        println!("{}", String::from_utf8_lossy(&answer));
+        return Ok(());
+    }
+    let store = open_store(config)?;
+    let id = id.to_owned();
+    let cancelled = store.commit(move |txn| crate::ca::schedule::cancel_in(txn, &id, "cli"))?;
+    println!("{}", serde_json::json!({ "cancelled": cancelled }));
     Ok(())
 }
 

@@ -184,6 +184,7 @@ async fn daemon(config: &Config, overrides: ListenOverrides) -> Result<(), CliEr
     let shutdown = CancellationToken::new();
     let mut background = va.spawn_background(initial, shutdown.clone());
     background.spawn(watch_hsm(hsm.clone(), ca.clone(), shutdown.clone()));
+    background.spawn(revoke_when_due(ca.clone(), va.clone(), shutdown.clone()));
     background.spawn(renew_responder_when_due(
         config.clone(),
         store.clone(),
@@ -409,6 +410,42 @@ impl StatusPublisher for VaPublisher {
 /// health says so) when the token is back, even if no request needs it. A token that answers
 /// without the current issuing CA's key is marked unavailable again: the next try resets the
 /// PKCS#11 module, which may have kept a stale view of a token that went away.
+/// Carries out scheduled revocations when their time comes (looked at five times a second, so
+/// within a second of it), then makes OCSP say so and the CRL follow, as an immediate
+/// revocation does.
+async fn revoke_when_due(
+    ca: CertificateAuthority,
+    va: Arc<ValidationAuthority>,
+    shutdown: CancellationToken,
+) {
+    let mut tick = tokio::time::interval(std::time::Duration::from_millis(200));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = tick.tick() => {}
+        }
+        let due = ca.clone();
+        let revoked = match tokio::task::spawn_blocking(move || due.revoke_due()).await {
+            Ok(Ok(revoked)) => revoked,
+            Ok(Err(error)) => {
+                tracing::error!(%error, "scheduled revocations could not run; retrying");
+                continue;
+            }
+            Err(_) => return,
+        };
+        if revoked.is_empty() {
+            continue;
+        }
+        for r in &revoked {
+            tracing::info!(serial = %r.key.serial, reason = %r.reason, "certificate revoked at its scheduled time");
+        }
+        if let Err(error) = va.after_revocation(&revoked).await {
+            tracing::error!(%error, "scheduled revocation stored, but its OCSP responses could not be signed yet");
+        }
+    }
+}
+
 async fn watch_hsm(hsm: Hsm, ca: CertificateAuthority, shutdown: CancellationToken) {
     loop {
         tokio::select! {

@@ -61,8 +61,18 @@ impl core::fmt::Debug for AdminService {
 pub struct RevokeBody {
     pub serial: Option<String>,
     pub card: Option<String>,
-    pub reason: String,
+    /// Required unless `at` is given (a departure: affiliation-changed by default).
+    pub reason: Option<String>,
     pub invalidity_date: Option<String>,
+    /// Revoke at this time (RFC 3339) rather than now; a time already past revokes now.
+    pub at: Option<String>,
+}
+
+/// `POST /admin/revoke/cancel`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CancelBody {
+    pub id: String,
 }
 
 impl AdminService {
@@ -90,6 +100,10 @@ impl AdminService {
             (&Method::POST, "/admin/identity") => self.identity(request).await,
             (&Method::POST, "/admin/revoke") => match self.authorize(&request) {
                 Ok(()) => self.clone().revoke(request).await,
+                Err(problem) => problem.response(),
+            },
+            (&Method::POST, "/admin/revoke/cancel") => match self.authorize(&request) {
+                Ok(()) => self.clone().cancel_scheduled(request).await,
                 Err(problem) => problem.response(),
             },
             (&Method::POST, "/admin/crl") => match self.authorize(&request) {
@@ -136,6 +150,7 @@ impl AdminService {
                 | "/readyz"
                 | "/metrics"
                 | "/admin/revoke"
+                | "/admin/revoke/cancel"
                 | "/admin/crl"
                 | "/admin/issue"
                 | "/admin/card"
@@ -208,10 +223,21 @@ impl AdminService {
             Ok(parsed) => parsed,
             Err(problem) => return problem.response(),
         };
+        let at = match parsed.at.as_deref().map(Timestamp::parse_rfc3339) {
+            None => None,
+            Some(Ok(at)) => Some(at),
+            Some(Err(e)) => {
+                return Problem::new(StatusCode::BAD_REQUEST, "at", format!("at: {e}")).response();
+            }
+        };
         let request = match revocation_request(parsed) {
             Ok(request) => request,
             Err(problem) => return problem.response(),
         };
+        // A time to come is scheduled; a time already past is an immediate revocation.
+        if let Some(at) = at.filter(|at| *at > self.va.now()) {
+            return self.schedule(request, at).await;
+        }
         // A revocation is answered only once OCSP says so: with the token gone, refuse now
         // and change nothing (the caller retries).
         if !self.hsm.status().available {
@@ -226,6 +252,46 @@ impl AdminService {
             return hsm_unavailable();
         }
         to_the_end(async move { self.revoke_parsed(request).await }).await
+    }
+
+    /// `sceau revoke --at`: records the revocation for its time.
+    async fn schedule(&self, request: RevocationRequest, at: Timestamp) -> Response<Body> {
+        let ca = self.ca.clone();
+        let now = self.va.now();
+        let scheduled = tokio::task::spawn_blocking(move || {
+            let entry = crate::ca::schedule::ScheduledRevocation::new(
+                crate::ca::random_card_id()?,
+                &request.target,
+                at,
+                request.reason,
+                "cli".into(),
+                now,
+            );
+            ca.schedule_revocation(entry.clone()).map(|()| entry)
+        })
+        .await;
+        match scheduled {
+            Ok(Ok(entry)) => json(
+                StatusCode::CREATED,
+                &serde_json::json!({ "scheduled": entry }),
+            ),
+            Ok(Err(error)) => ca_problem(&error).response(),
+            Err(_) => shutting_down().response(),
+        }
+    }
+
+    /// `sceau scheduled cancel`.
+    async fn cancel_scheduled(self: Arc<Self>, request: Request<Incoming>) -> Response<Body> {
+        let parsed: CancelBody = match small_json_body(request).await {
+            Ok(parsed) => parsed,
+            Err(problem) => return problem.response(),
+        };
+        let ca = self.ca.clone();
+        match tokio::task::spawn_blocking(move || ca.cancel_scheduled(&parsed.id, "cli")).await {
+            Ok(Ok(entry)) => json(StatusCode::OK, &serde_json::json!({ "cancelled": entry })),
+            Ok(Err(error)) => ca_problem(&error).response(),
+            Err(_) => shutting_down().response(),
+        }
     }
 
     /// Commits a revocation and makes OCSP say so (and the CRL follow), then answers.
@@ -820,7 +886,11 @@ fn revocation_request(body: RevokeBody) -> Result<RevocationRequest, Problem> {
         (None, Some(card)) => RevocationTarget::Card(card),
         _ => return Err(bad("target", "give exactly one of serial and card".into())),
     };
-    let reason: RevocationReason = body.reason.parse().map_err(|e: String| bad("reason", e))?;
+    let reason: RevocationReason = match (&body.reason, &body.at) {
+        (Some(reason), _) => reason.parse().map_err(|e: String| bad("reason", e))?,
+        (None, Some(_)) => RevocationReason::AffiliationChanged,
+        (None, None) => return Err(bad("reason", "give a reason".into())),
+    };
     let invalidity_date = match body.invalidity_date {
         Some(text) => Some(
             Timestamp::parse_rfc3339(&text)

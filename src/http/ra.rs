@@ -16,7 +16,9 @@
 //! | `GET /ra/v1/requests/{id}` | a request, with its certificates once issued |
 //! | `POST /ra/v1/requests/{id}/approve`, `/reject` | decide (signed) |
 //! | `POST /ra/v1/cards/{card}/renew` | renewal request (signed) |
-//! | `POST /ra/v1/revocations` | revoke a certificate or a card (signed) |
+//! | `POST /ra/v1/revocations` | revoke a certificate or a card, now or at a date (signed) |
+//! | `GET /ra/v1/revocations/scheduled` | scheduled revocations in scope |
+//! | `POST /ra/v1/revocations/scheduled/{id}/cancel` | cancel one (signed) |
 //! | `GET /ra/v1/certificates/expiring?days=N` | certificates in scope ending within N days |
 //! | `GET /ra/v1/certificates/{serial}` | a certificate in scope, PEM |
 //!
@@ -182,12 +184,7 @@ impl RaService {
                         match listed {
                             Ok(Ok(value)) => json(StatusCode::OK, &value),
                             Ok(Err(error)) => self.refuse_read(operator, &error).await,
-                            Err(_) => Problem::new(
-                                StatusCode::SERVICE_UNAVAILABLE,
-                                "shutting-down",
-                                "the daemon is stopping",
-                            )
-                            .response(),
+                            Err(_) => shutting_down(),
                         }
                     }
                     _ => Problem::new(
@@ -209,6 +206,14 @@ impl RaService {
                         response
                     }
                     Err(error) => self.refuse_read(operator, &error).await,
+                };
+            }
+            Ok(Route::Scheduled) => {
+                let (ra, reader) = (self.ra.clone(), operator.clone());
+                return match tokio::task::spawn_blocking(move || ra.scheduled(&reader)).await {
+                    Ok(Ok(value)) => json(StatusCode::OK, &value),
+                    Ok(Err(error)) => self.refuse_read(operator, &error).await,
+                    Err(_) => shutting_down(),
                 };
             }
             Ok(Route::Signed { action, target }) => (action, target.map(str::to_owned)),
@@ -249,14 +254,17 @@ impl RaService {
             .handle(operator, action, target, body.to_vec())
             .await
         {
-            Ok(value) => json(
-                if action == "submit" || action == "renew" || action == "designate" {
-                    StatusCode::CREATED
-                } else {
-                    StatusCode::OK
-                },
-                &value,
-            ),
+            Ok(value) => {
+                // A revocation recorded for its time is accepted, not carried out yet.
+                let scheduled = value.get("scheduled").is_some();
+                let created = matches!(action, "submit" | "renew" | "designate");
+                let status = match (created, scheduled) {
+                    (true, _) => StatusCode::CREATED,
+                    (false, true) => StatusCode::ACCEPTED,
+                    (false, false) => StatusCode::OK,
+                };
+                json(status, &value)
+            }
             Err(error) => problem_for(&error).response(),
         }
     }
@@ -273,6 +281,8 @@ enum Route<'a> {
     Expiring,
     /// `GET /ra/v1/certificates/{serial}`
     Certificate(&'a str),
+    /// `GET /ra/v1/revocations/scheduled`
+    Scheduled,
     /// A signed request: the action it must sign, and the object the URL names.
     Signed {
         action: &'static str,
@@ -304,6 +314,10 @@ fn resolve<'a>(method: &Method, path: &'a str) -> Result<Route<'a>, RouteError> 
         ["requests", id, "reject"] => (Method::POST, signed("reject", Some(id))),
         ["cards", card, "renew"] => (Method::POST, signed("renew", Some(card))),
         ["revocations"] => (Method::POST, signed("revoke", None)),
+        ["revocations", "scheduled"] => (Method::GET, Route::Scheduled),
+        ["revocations", "scheduled", id, "cancel"] => {
+            (Method::POST, signed("cancel-revocation", Some(id)))
+        }
         _ => return Err(RouteError::NotFound),
     };
     if *method == known.0 {
@@ -395,6 +409,15 @@ fn json(status: StatusCode, value: &serde_json::Value) -> Response<Body> {
         HeaderValue::from_static("application/json"),
     );
     response
+}
+
+fn shutting_down() -> Response<Body> {
+    Problem::new(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "shutting-down",
+        "the daemon is stopping",
+    )
+    .response()
 }
 
 fn not_found() -> Response<Body> {
@@ -624,6 +647,7 @@ mod openapi {
                 Route::Request(_) => "request",
                 Route::Expiring => "expiring",
                 Route::Certificate(_) => "certificate",
+                Route::Scheduled => "scheduled",
                 Route::Signed { action, target } => {
                     // The object the URL names is the one the signed body must name.
                     if template.contains('{') {
@@ -662,7 +686,7 @@ mod openapi {
             };
             assert_eq!(resolve(&other, &path), Err(RouteError::MethodNotAllowed));
         }
-        // Every route of `resolve` (11: four reads, seven signed actions) is documented.
+        // Every route of `resolve` is documented.
         let served = [
             "me",
             "request",
@@ -675,6 +699,8 @@ mod openapi {
             "reject",
             "renew",
             "revoke",
+            "scheduled",
+            "cancel-revocation",
         ];
         assert_eq!(
             kinds,

@@ -17,6 +17,7 @@ pub mod cards;
 pub mod operators;
 pub mod refusals;
 pub mod request;
+mod revocations;
 
 use std::future::Future;
 use std::pin::Pin;
@@ -27,7 +28,7 @@ use serde::{Deserialize, Serialize};
 use x509_cert::Certificate;
 
 use crate::audit::AuditEvent;
-use crate::ca::revoke::{RevocationRequest, RevocationTarget, RevokedCertificate};
+use crate::ca::revoke::RevokedCertificate;
 use crate::ca::{CaError, CaState, CertificateAuthority};
 use crate::store::CardRecord;
 use crate::store::schema::{
@@ -37,7 +38,6 @@ use crate::store::{
     CertKey, ExpiryKey, IssuerId, KeyCodec, Reader, Store, StoreError, Txn, base64_bytes,
 };
 use crate::x509::name::{DistinguishedName, parse_distinguished_name};
-use crate::x509::revocation::RevocationReason;
 use crate::x509::time::Clock;
 use crate::x509::{Serial, Timestamp, cms, keys, pem};
 use cards::RequestState;
@@ -578,6 +578,7 @@ impl RegistrationAuthority {
                 Some(request.as_str())
             }
             Action::Renew { card, .. } => Some(card.as_str()),
+            Action::CancelRevocation { scheduled } => Some(scheduled.as_str()),
             _ => None,
         };
         if named != target {
@@ -679,15 +680,22 @@ impl RegistrationAuthority {
                 card,
                 reason,
                 invalidity_date,
+                at,
             } => self.revoke(
                 operator,
                 &request,
-                serial,
-                card,
-                &reason,
-                invalidity_date,
+                revocations::Asked {
+                    serial,
+                    card,
+                    reason,
+                    invalidity_date,
+                    at,
+                },
                 now,
             ),
+            Action::CancelRevocation { scheduled } => self
+                .cancel_scheduled(operator, &request, &scheduled, now)
+                .map(|v| (v, Effects::default())),
         }
     }
 
@@ -1114,103 +1122,6 @@ impl RegistrationAuthority {
         }
     }
 
-    // --- revocation ----------------------------------------------------------------------------
-
-    #[allow(clippy::too_many_arguments)]
-    fn revoke(
-        &self,
-        actor: &Operator,
-        request: &SignedRequest,
-        serial: Option<String>,
-        card: Option<String>,
-        reason: &str,
-        invalidity_date: Option<String>,
-        now: Timestamp,
-    ) -> Result<(serde_json::Value, Effects), RaError> {
-        // A revocation is answered only once OCSP says so.
-        if !self.publisher.available() {
-            return Err(RaError::Unavailable);
-        }
-        let reason: RevocationReason = reason
-            .parse()
-            .map_err(|e: String| RaError::Malformed(format!("reason: {e}")))?;
-        // A CA's compromise is declared by security staff on the CA host, never by an operator
-        // about a holder's card (and the OpenAPI document does not offer it).
-        if reason == RevocationReason::CaCompromise {
-            return Err(RaError::Malformed(
-                "reason: ca-compromise is not an operator's reason".into(),
-            ));
-        }
-        let invalidity_date = invalidity_date
-            .map(|t| {
-                Timestamp::parse_rfc3339(&t)
-                    .map_err(|e| RaError::Malformed(format!("invalidity_date {t:?}: {e}")))
-            })
-            .transpose()?;
-        let target = match (serial, card) {
-            (Some(serial), None) => RevocationTarget::Serial(
-                Serial::from_hex(&serial)
-                    .map_err(|e| RaError::Malformed(format!("serial {serial:?}: {e}")))?,
-            ),
-            (None, Some(card)) => RevocationTarget::Card(card),
-            _ => {
-                return Err(RaError::Malformed("name either a serial or a card".into()));
-            }
-        };
-        let revocation = RevocationRequest {
-            target,
-            reason,
-            invalidity_date,
-            requested_by: format!("operator:{}", actor.record.id),
-        };
-        let evidence = self.evidence(actor, request, now);
-        let request_id = request.id.clone();
-        let scope = actor.record.scope.clone();
-        // The cards of operators: only an operator above them may revoke them (an OC whose
-        // scope covers the AE's name must not end the AE's role; issue 10 problem 5).
-        let operators = active_operators(&self.store)?;
-        let actor_record = actor.record.clone();
-        let revoked = self.store.commit(move |txn| -> Result<_, RaError> {
-            claim(txn, &request_id, &evidence)?;
-            check_still_active(txn, &actor_record.id)?;
-            for key in crate::ca::revoke::targets(txn, &revocation.target)? {
-                let record = txn.get::<Certificates>(&key)?.ok_or_else(|| {
-                    RaError::refused(
-                        Refusal::NotFound,
-                        format!("serial {} has no stored certificate", key.serial),
-                    )
-                })?;
-                let holder = certificate_subject(&record.der)?;
-                // An operator may revoke its own card too (loss, theft): a holder's right.
-                // Worded as for a target that does not exist (crate::ca::revoke::targets).
-                let unknown = match &revocation.target {
-                    RevocationTarget::Serial(serial) => {
-                        format!("serial {serial} was never issued by this CA")
-                    }
-                    RevocationTarget::Card(card) => format!("card {card} is unknown"),
-                };
-                unknown_outside_scope(check_scope(&scope, &holder, &record.policy), &unknown)?;
-                check_rank_over_holder(
-                    &operators,
-                    &actor_record,
-                    &holder,
-                    record.holder.as_deref(),
-                )?;
-            }
-            let revoked = crate::ca::revoke::revoke_in(txn, &revocation, now)?;
-            settle(txn, &request_id, &revocation_answer(&revoked))?;
-            Ok(revoked)
-        })?;
-        let answer = revocation_answer(&revoked);
-        Ok((
-            answer,
-            Effects {
-                issued: Vec::new(),
-                revoked,
-            },
-        ))
-    }
-
     // --- queries -------------------------------------------------------------------------------
 
     /// A card request, if it is in the operator's scope; with the certificates once issued.
@@ -1425,10 +1336,6 @@ fn settle(txn: &mut Txn<'_>, id: &str, outcome: &serde_json::Value) -> Result<()
         txn.put::<Evidence>(&key, &evidence)?;
     }
     Ok(())
-}
-
-fn revocation_answer(revoked: &[RevokedCertificate]) -> serde_json::Value {
-    serde_json::json!({ "revoked": revoked })
 }
 
 fn replayed(id: &str) -> RaError {

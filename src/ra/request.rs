@@ -56,15 +56,23 @@ pub enum Action {
         request: String,
         reason: String,
     },
-    /// Revoke one certificate (`serial`, hexadecimal) or both of a card.
+    /// Revoke one certificate (`serial`, hexadecimal) or both of a card; now, or at `at` (a
+    /// departure date; the reason is then affiliation-changed unless given).
     Revoke {
         #[serde(default)]
         serial: Option<String>,
         #[serde(default)]
         card: Option<String>,
-        reason: String,
+        #[serde(default)]
+        reason: Option<String>,
         #[serde(default)]
         invalidity_date: Option<String>,
+        #[serde(default)]
+        at: Option<String>,
+    },
+    /// Cancel a scheduled revocation before its time.
+    CancelRevocation {
+        scheduled: String,
     },
     /// New keys for the same holder on the same card, once, within the card's lifetime.
     Renew {
@@ -85,6 +93,7 @@ impl Action {
             Action::Reject { .. } => "reject",
             Action::Revoke { .. } => "revoke",
             Action::Renew { .. } => "renew",
+            Action::CancelRevocation { .. } => "cancel-revocation",
         }
     }
 }

@@ -8,6 +8,7 @@ use core::fmt;
 use serde::{Deserialize, Serialize};
 
 use super::records::{CardRecord, CertRecord, IntentRecord, RevocationRecord};
+use crate::ca::schedule::ScheduledRevocation;
 use crate::ra::EvidenceRecord;
 use crate::ra::cards::CardRequestRecord;
 use crate::ra::operators::{OperatorRecord, PersonRecord};
@@ -118,6 +119,11 @@ table!(
 );
 
 table!(
+    /// Revocations waiting for their time, by id (`ca::schedule`).
+    ScheduledRevocations, "scheduled_revocations", String, ScheduledRevocation
+);
+
+table!(
     /// What responder nodes must learn, in the order it changed: sequence number -> the name of
     /// what changed (`status.<issuer>.<serial>`, or `files` for CRLs and CA certificates),
     /// written in the same batch as the change and deleted once the engine has it.
@@ -143,6 +149,7 @@ pub const ALL_TABLES: &[&str] = &[
     CardRequests::NAME,
     Evidence::NAME,
     Outbox::NAME,
+    ScheduledRevocations::NAME,
 ];
 
 /// Keys of the `meta` table.
@@ -446,7 +453,8 @@ json_value!(
     OperatorRecord,
     PersonRecord,
     CardRequestRecord,
-    EvidenceRecord
+    EvidenceRecord,
+    ScheduledRevocation
 );
 
 #[cfg(test)]
