@@ -296,3 +296,246 @@ fn a_revocation_at_a_date_runs_on_time_and_survives_a_crash() {
     assert_eq!(executed.len(), 2, "{executed:?}");
     assert!(executed[0].to_string().contains(&leave_id));
 }
+
+/// The ```sh blocks of the pages `docs`, in order.
+fn shell_blocks(docs: &[&str]) -> String {
+    let mut script = String::new();
+    for doc in docs {
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(doc);
+        let text = std::fs::read_to_string(&path).unwrap();
+        let mut inside = false;
+        for line in text.lines() {
+            match (inside, line.trim_start()) {
+                (false, "```sh") => inside = true,
+                (true, "```") => inside = false,
+                (true, _) => {
+                    script.push_str(line);
+                    script.push('\n');
+                }
+                _ => {}
+            }
+        }
+    }
+    script
+}
+
+/// Issue 12 problems 2 and 3: the holder walk-through of docs/holder-example.md runs as written
+/// (handover receipt, the holder's card, her renewal approved by an AED, the old certificates
+/// superseded, her revocation of the new card); then what a holder must not do, and receipts
+/// that must not pass.
+#[test]
+fn a_holder_manages_her_own_card_and_nothing_else() {
+    let ra = Ra::start();
+    let script = shell_blocks(&["docs/ra-example.md", "docs/holder-example.md"]);
+    assert!(script.contains("holder_post"), "no holder blocks");
+    let out = std::process::Command::new("bash")
+        .arg("-c")
+        .arg(&script)
+        .current_dir(ra.pki.dir.path())
+        .env("SCEAU_BIN", env!("CARGO_BIN_EXE_sceau"))
+        .env("SCEAU_CONFIG", &ra.pki.config)
+        .env("RA", ra.url(""))
+        .env("RA_CA", ra.pki.path("ra-tls.pem"))
+        .env("VA", ra.daemon.url(""))
+        .env("CERTS", ra.pki.data_dir().join("certs"))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "docs/holder-example.md failed:\n{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let demo = ra.pki.path("ra-demo");
+    let card: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(demo.join("fanny-card.json")).unwrap()).unwrap();
+    assert_eq!(card["state"], "delivered", "{card}");
+    assert_eq!(card["certificates"].as_array().map(Vec::len), Some(2));
+    assert!(
+        card["handover"]["receipt"]
+            .as_str()
+            .is_some_and(|r| !r.is_empty())
+    );
+    // The attestation is kept: the renewal's evidence, signed by the holder's card.
+    let events = ra.pki.sceau_ok(&["audit", "export"]);
+    assert!(events.contains("\"card_delivered\""), "no handover event");
+
+    let team = Team {
+        ae: op_from_demo(&ra, "ae"),
+        aec: op_from_demo(&ra, "aec"),
+        aed: op_from_demo(&ra, "aed"),
+        oc: op_from_demo(&ra, "oc"),
+    };
+    let gina = card_through_ra(
+        &ra,
+        (&team.oc, &team.aed),
+        "gina",
+        ("agent-gina", "card-gina"),
+        ("Gina", "GAUTHIER"),
+    );
+    let hugo = card_through_ra(
+        &ra,
+        (&team.oc, &team.aed),
+        "hugo",
+        ("agent-hugo", "card-hugo"),
+        ("Hugo", "HAMON"),
+    );
+    // A holder is not an operator.
+    assert_refused(
+        &ra.get(&gina, "/ra/v1/operators/me"),
+        403,
+        "unknown-operator",
+    );
+    let (_, revoke_hugo) = doc("revoke", r#""card":"card-hugo","reason":"key-compromise""#);
+    assert_refused(
+        &ra.post(&gina, "/ra/v1/revocations", &revoke_hugo),
+        403,
+        "unknown-operator",
+    );
+    // Nor does she act on another holder's card, nor sign with anything but her card's
+    // signature certificate.
+    assert_refused(
+        &ra.post(&gina, "/ra/v1/holder/card/revoke", &revoke_hugo),
+        400,
+        "action-mismatch",
+    );
+    let (_, revoke_own) = doc("revoke", r#""card":"card-gina","reason":"key-compromise""#);
+    assert_refused(
+        &ra.post_signed(
+            &gina,
+            (&gina.cert, &gina.key),
+            "/ra/v1/holder/card/revoke",
+            &revoke_own,
+        ),
+        403,
+        "signer-not-client",
+    );
+    assert_refused(
+        &ra.post_as(&gina, &hugo, "/ra/v1/holder/card/revoke", &revoke_own),
+        403,
+        "signer-not-client",
+    );
+    // A scheduled revocation is an operator's.
+    let (_, later) = doc(
+        "revoke",
+        r#""card":"card-gina","at":"2027-06-01T00:00:00Z""#,
+    );
+    assert_refused(
+        &ra.post(&gina, "/ra/v1/holder/card/revoke", &later),
+        400,
+        "action-mismatch",
+    );
+    assert!(
+        ra.pki
+            .ocsp_status(&ra.daemon, &hugo.cert)
+            .contains(": good")
+    );
+    assert!(
+        ra.pki
+            .ocsp_status(&ra.daemon, &gina.cert)
+            .contains(": good")
+    );
+    // Operators see holders' routes only as holders of their own card.
+    let own = ra.get(&team.oc, "/ra/v1/holder/card");
+    assert_eq!(own.0, 200, "{own:?}");
+    assert_eq!(own.1["card"], "card-oc");
+
+    // Handover receipts: by another key, for another card, then the right one, once.
+    let receipt = |signer: (&std::path::Path, &std::path::Path), card: &str| {
+        let content = format!(
+            r#"{{"receipt":"handover","card":"{card}","time":"{}"}}"#,
+            now_rfc3339()
+        );
+        let cms = ra.sign_with(signer, &content);
+        let bytes = std::fs::read(cms).unwrap();
+        use std::io::Write;
+        let mut b64 = std::process::Command::new("base64")
+            .arg("-w0")
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        b64.stdin.take().unwrap().write_all(&bytes).unwrap();
+        String::from_utf8(b64.wait_with_output().unwrap().stdout).unwrap()
+    };
+    let deliver = |card: &str, receipt: &str| {
+        let (_, json) = doc(
+            "deliver",
+            &format!(r#""card":"{card}","receipt":"{receipt}""#),
+        );
+        ra.post(&team.oc, &format!("/ra/v1/cards/{card}/deliver"), &json)
+    };
+    assert_refused(
+        &deliver("card-hugo", &receipt((&hugo.cert, &hugo.key), "card-hugo")),
+        422,
+        "bad-receipt",
+    );
+    assert_refused(
+        &deliver(
+            "card-hugo",
+            &receipt((&gina.sign_cert, &gina.sign_key), "card-hugo"),
+        ),
+        422,
+        "bad-receipt",
+    );
+    assert_refused(
+        &deliver(
+            "card-hugo",
+            &receipt((&hugo.sign_cert, &hugo.sign_key), "card-gina"),
+        ),
+        422,
+        "bad-receipt",
+    );
+    let good = receipt((&hugo.sign_cert, &hugo.sign_key), "card-hugo");
+    let delivered = deliver("card-hugo", &good);
+    assert_eq!(delivered.0, 200, "{delivered:?}");
+    assert_refused(&deliver("card-hugo", &good), 409, "card-already-delivered");
+    let seen = ra.get(&team.aed, "/ra/v1/cards/card-hugo");
+    assert_eq!(seen.1["state"], "delivered", "{seen:?}");
+    assert_eq!(seen.1["handover"]["receipt"].as_str(), Some(good.as_str()));
+    assert_eq!(ra.get(&hugo, "/ra/v1/holder/card").1["state"], "delivered");
+    assert_eq!(ra.get(&gina, "/ra/v1/holder/card").1["state"], "issued");
+
+    // A holder's revocation, retried: one answer, one revocation.
+    let signed = ra.sign(&gina, &revoke_own);
+    let first = ra.post_cms(&gina, "/ra/v1/holder/card/revoke", &signed);
+    assert_eq!(first.0, 200, "{first:?}");
+    assert!(
+        ra.pki
+            .ocsp_status(&ra.daemon, &gina.cert)
+            .contains(": revoked")
+    );
+
+    // Certificates ending soon, as the metric counts them: seen 45 days before the end of
+    // three years, every card issued here ends within 60 and 90 days, none within 30.
+    let Ra { pki, daemon } = ra;
+    daemon.stop();
+    let later = in_seconds(3 * 365 * 86_400 - 45 * 86_400);
+    let daemon = common::daemon::Daemon::start_with_env(&pki, &[("SCEAU_NOW", &later)]);
+    daemon.wait_until("the expiry counts", |d| {
+        d.metric("sceau_certificates_expiring", "{within_days=\"90\"}") > 0
+    });
+    let within = |days: &str| {
+        daemon.metric(
+            "sceau_certificates_expiring",
+            &format!("{{within_days=\"{days}\"}}"),
+        )
+    };
+    assert_eq!(within("30"), 0);
+    assert!(within("60") >= 8, "{}", within("60"));
+    assert_eq!(within("60"), within("90"));
+}
+
+/// An operator of docs/ra-example.md, from the files it left in `ra-demo`.
+fn op_from_demo(ra: &Ra, name: &str) -> Op {
+    let demo = ra.pki.path("ra-demo");
+    Op {
+        name: name.to_owned(),
+        key: demo.join(format!("{name}-auth.key")),
+        cert: demo.join(format!("{name}-auth.pem")),
+        sign_key: demo.join(format!("{name}-sign.key")),
+        sign_cert: demo.join(format!("{name}-sign.pem")),
+        holder: format!("agent-{name}"),
+        id: format!("card-{name}"),
+    }
+}

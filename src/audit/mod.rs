@@ -112,6 +112,14 @@ pub enum AuditEvent {
         entries: u64,
         sha256: String,
     },
+    /// A card was handed over: its holder signed the receipt (certificate `receipt_signer`),
+    /// the operator countersigned (request `request`).
+    CardDelivered {
+        card: String,
+        operator: String,
+        request: String,
+        receipt_signer: String,
+    },
     /// A revocation was scheduled for a later time (issue 12: a departure date).
     RevocationScheduled {
         id: String,

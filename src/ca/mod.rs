@@ -6,6 +6,7 @@
 
 pub mod ceremony;
 pub mod ceremony_intent;
+pub mod expiry;
 mod issue;
 pub mod issuer;
 pub mod revoke;

@@ -166,6 +166,7 @@ async fn daemon(config: &Config, overrides: ListenOverrides) -> Result<(), CliEr
         ),
         None => None,
     };
+    let expiring = Arc::new(crate::ca::expiry::ExpiringGauge::default());
     let admin_service = Arc::new(AdminService {
         config: config.clone(),
         va: va.clone(),
@@ -179,12 +180,19 @@ async fn daemon(config: &Config, overrides: ListenOverrides) -> Result<(), CliEr
         audit_watch: audit_watch.clone(),
         publisher: publisher.clone(),
         on_rollover: ra.as_ref().map(|parts| parts.on_rollover.clone()),
+        expiring: expiring.clone(),
     });
 
     let shutdown = CancellationToken::new();
     let mut background = va.spawn_background(initial, shutdown.clone());
     background.spawn(watch_hsm(hsm.clone(), ca.clone(), shutdown.clone()));
     background.spawn(revoke_when_due(ca.clone(), va.clone(), shutdown.clone()));
+    background.spawn(count_expiring(
+        store.clone(),
+        clock.clone(),
+        expiring,
+        shutdown.clone(),
+    ));
     background.spawn(renew_responder_when_due(
         config.clone(),
         store.clone(),
@@ -410,6 +418,32 @@ impl StatusPublisher for VaPublisher {
 /// health says so) when the token is back, even if no request needs it. A token that answers
 /// without the current issuing CA's key is marked unavailable again: the next try resets the
 /// PKCS#11 module, which may have kept a stale view of a token that went away.
+/// Counts the certificates ending within 30, 60 and 90 days, at start and every minute.
+async fn count_expiring(
+    store: Store,
+    clock: Arc<dyn crate::x509::time::Clock>,
+    gauge: Arc<crate::ca::expiry::ExpiringGauge>,
+    shutdown: CancellationToken,
+) {
+    let mut tick = tokio::time::interval(std::time::Duration::from_secs(60));
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = tick.tick() => {}
+        }
+        let (store, now) = (store.clone(), clock.now());
+        match tokio::task::spawn_blocking(move || crate::ca::expiry::count_expiring(&store, now))
+            .await
+        {
+            Ok(Ok(counts)) => gauge.set(counts),
+            Ok(Err(error)) => {
+                tracing::error!(%error, "could not count the certificates ending soon")
+            }
+            Err(_) => return,
+        }
+    }
+}
+
 /// Carries out scheduled revocations when their time comes (looked at five times a second, so
 /// within a second of it), then makes OCSP say so and the CRL follow, as an immediate
 /// revocation does.

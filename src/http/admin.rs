@@ -44,6 +44,8 @@ pub struct AdminService {
     pub publisher: Option<Arc<crate::va::publish::PublisherMetrics>>,
     /// Told of a new CA state after a rollover (the RA trusts operator cards of a new CA).
     pub on_rollover: Option<RolloverHook>,
+    /// Certificates ending within 30, 60 and 90 days, as last counted.
+    pub expiring: Arc<crate::ca::expiry::ExpiringGauge>,
 }
 
 /// What is told of the CA state after a key rollover.
@@ -533,6 +535,17 @@ impl AdminService {
                 out.push_str(&format!("{name}{labels} {value}\n"));
             }
         };
+        let expiring = self.expiring.get();
+        metric(
+            "sceau_certificates_expiring",
+            "gauge",
+            "Unrevoked certificates whose notAfter falls within the next N days (counted every minute)",
+            &[
+                ("{within_days=\"30\"}", expiring[0]),
+                ("{within_days=\"60\"}", expiring[1]),
+                ("{within_days=\"90\"}", expiring[2]),
+            ],
+        );
         metric(
             "sceau_ocsp_requests_total",
             "counter",

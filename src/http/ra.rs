@@ -21,6 +21,10 @@
 //! | `POST /ra/v1/revocations/scheduled/{id}/cancel` | cancel one (signed) |
 //! | `GET /ra/v1/certificates/expiring?days=N` | certificates in scope ending within N days |
 //! | `GET /ra/v1/certificates/{serial}` | a certificate in scope, PEM |
+//! | `GET /ra/v1/cards/{card}` | a card in scope, with its handover |
+//! | `POST /ra/v1/cards/{card}/deliver` | the handover receipt, countersigned (signed) |
+//! | `GET /ra/v1/holder/card` | a holder: their own card |
+//! | `POST /ra/v1/holder/card/renew`, `/revoke` | a holder: renew or revoke it (signed by it) |
 //!
 //! Signed requests are `application/cms` (or `application/pkcs7-mime`) bodies of at most
 //! 256 KiB. Each operator has a rate limit (429 with `Retry-After`). Every refusal is an
@@ -43,7 +47,11 @@ use rustls::{CertificateError, DigitallySignedStruct, DistinguishedName, RootCer
 
 use super::problem::Problem;
 use super::{Body, read_body_within};
+use crate::ra::holders::Holder;
 use crate::ra::{Operator, RaError, Refusal, RegistrationAuthority};
+
+/// Where holders' own routes start.
+const HOLDER_PREFIX: &str = "/ra/v1/holder/";
 use crate::x509::cms::MAX_CMS_LEN;
 
 /// What the RA listener serves.
@@ -113,6 +121,24 @@ impl RaService {
                 .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             return Ok(rate_limited(not_until));
         }
+        // Holders reach only their own routes, authenticated as holders of a card; operators
+        // reach theirs (and, holding a card, the holder routes too).
+        if path.starts_with(HOLDER_PREFIX) {
+            let (client, response) = match self.ra.authenticate_holder(&peer) {
+                Ok(holder) => {
+                    let response = self.route_holder(&holder, &parts, body).await;
+                    (holder.client(), response)
+                }
+                Err(error) => {
+                    let id = format!("holder-certificate:{client}");
+                    self.ra
+                        .record_early_refusal(&id, "authenticate", &error)
+                        .await;
+                    (id, problem_for(&error).response())
+                }
+            };
+            return Ok(self.finish(started, &method, &path, Some(client), response));
+        }
         let (operator, response) = match self.ra.authenticate(&peer) {
             Ok(operator) => {
                 let response = self.route(&operator, &parts, body).await;
@@ -126,6 +152,18 @@ impl RaService {
                 (Some(id), problem_for(&error).response())
             }
         };
+        Ok(self.finish(started, &method, &path, operator, response))
+    }
+
+    /// Counts a refusal and writes the request's log line.
+    fn finish(
+        &self,
+        started: Instant,
+        method: &Method,
+        path: &str,
+        client: Option<String>,
+        response: Response<Body>,
+    ) -> Response<Body> {
         if response.status().is_client_error() || response.status().is_server_error() {
             self.metrics
                 .refused
@@ -134,14 +172,51 @@ impl RaService {
         // One line per request (issue 5: structured logs on the RA side).
         tracing::info!(
             target: "sceau::ra",
-            operator = operator.as_deref().unwrap_or("-"),
+            operator = client.as_deref().unwrap_or("-"),
             %method,
             path,
             status = response.status().as_u16(),
             ms = started.elapsed().as_millis() as u64,
             "ra request"
         );
-        Ok(response)
+        response
+    }
+
+    /// A holder's request on their own card.
+    async fn route_holder(
+        &self,
+        holder: &Holder,
+        request: &hyper::http::request::Parts,
+        body: Option<bytes::Bytes>,
+    ) -> Response<Body> {
+        let path = request.uri.path();
+        let method = &request.method;
+        let action = match resolve(method, path) {
+            Err(RouteError::MethodNotAllowed) => return method_not_allowed(method, path),
+            Ok(Route::HolderCard) => {
+                return match self.ra.card_view(&holder.card) {
+                    Ok(value) => json(StatusCode::OK, &value),
+                    Err(error) => problem_for(&error).response(),
+                };
+            }
+            Ok(Route::HolderSigned(action)) => action,
+            Err(RouteError::NotFound) | Ok(_) => return not_found(),
+        };
+        let body = match signed_body(request, body) {
+            Ok(body) => body,
+            Err(problem) => return problem.response(),
+        };
+        match self.ra.handle_holder(holder, action, body.to_vec()).await {
+            Ok(value) => json(
+                if action == "renew" {
+                    StatusCode::CREATED
+                } else {
+                    StatusCode::OK
+                },
+                &value,
+            ),
+            Err(error) => problem_for(&error).response(),
+        }
     }
 
     async fn route(
@@ -154,13 +229,14 @@ impl RaService {
         let method = &request.method;
         let action = match resolve(method, path) {
             Err(RouteError::NotFound) => return not_found(),
-            Err(RouteError::MethodNotAllowed) => {
-                return Problem::new(
-                    StatusCode::METHOD_NOT_ALLOWED,
-                    "method-not-allowed",
-                    format!("{method} is not served on {path}"),
-                )
-                .response();
+            Err(RouteError::MethodNotAllowed) => return method_not_allowed(method, path),
+            // Not an operator's: a holder's routes are reached as a holder.
+            Ok(Route::HolderCard | Route::HolderSigned(_)) => return not_found(),
+            Ok(Route::Card(card)) => {
+                return match self.ra.card_for_operator(operator, card) {
+                    Ok(value) => json(StatusCode::OK, &value),
+                    Err(error) => self.refuse_read(operator, &error).await,
+                };
             }
             Ok(Route::Me) => return json(StatusCode::OK, &operator_view(operator)),
             Ok(Route::Request(id)) => {
@@ -218,35 +294,9 @@ impl RaService {
             }
             Ok(Route::Signed { action, target }) => (action, target.map(str::to_owned)),
         };
-        let content_type = request
-            .headers
-            .get(header::CONTENT_TYPE)
-            .and_then(|v| v.to_str().ok())
-            .unwrap_or("");
-        let essence = content_type
-            .split(';')
-            .next()
-            .unwrap_or("")
-            .trim()
-            .to_ascii_lowercase();
-        if !matches!(
-            essence.as_str(),
-            "application/cms" | "application/pkcs7-mime"
-        ) {
-            return Problem::new(
-                StatusCode::UNSUPPORTED_MEDIA_TYPE,
-                "unsupported-media-type",
-                "signed requests are application/cms (openssl cms -sign -nodetach -outform DER)",
-            )
-            .response();
-        }
-        let Some(body) = body else {
-            return Problem::new(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                "body-too-large",
-                format!("a signed request is at most {MAX_CMS_LEN} bytes"),
-            )
-            .response();
+        let body = match signed_body(request, body) {
+            Ok(body) => body,
+            Err(problem) => return problem.response(),
         };
         let (action, target) = action;
         match self
@@ -283,6 +333,12 @@ enum Route<'a> {
     Certificate(&'a str),
     /// `GET /ra/v1/revocations/scheduled`
     Scheduled,
+    /// `GET /ra/v1/cards/{card}`
+    Card(&'a str),
+    /// `GET /ra/v1/holder/card`: a holder's own card.
+    HolderCard,
+    /// A holder's signed request on their own card.
+    HolderSigned(&'static str),
     /// A signed request: the action it must sign, and the object the URL names.
     Signed {
         action: &'static str,
@@ -313,6 +369,11 @@ fn resolve<'a>(method: &Method, path: &'a str) -> Result<Route<'a>, RouteError> 
         ["requests", id, "approve"] => (Method::POST, signed("approve", Some(id))),
         ["requests", id, "reject"] => (Method::POST, signed("reject", Some(id))),
         ["cards", card, "renew"] => (Method::POST, signed("renew", Some(card))),
+        ["cards", card] => (Method::GET, Route::Card(card)),
+        ["cards", card, "deliver"] => (Method::POST, signed("deliver", Some(card))),
+        ["holder", "card"] => (Method::GET, Route::HolderCard),
+        ["holder", "card", "renew"] => (Method::POST, Route::HolderSigned("renew")),
+        ["holder", "card", "revoke"] => (Method::POST, Route::HolderSigned("revoke")),
         ["revocations"] => (Method::POST, signed("revoke", None)),
         ["revocations", "scheduled"] => (Method::GET, Route::Scheduled),
         ["revocations", "scheduled", id, "cancel"] => {
@@ -381,9 +442,12 @@ fn problem_for(error: &RaError) -> Problem {
                 | Refusal::CardExists
                 | Refusal::NotPending
                 | Refusal::PersonIsOperator
-                | Refusal::RenewalNotAllowed => StatusCode::CONFLICT,
+                | Refusal::RenewalNotAllowed
+                | Refusal::AlreadyDelivered => StatusCode::CONFLICT,
                 Refusal::NotFound => StatusCode::NOT_FOUND,
-                Refusal::UntrustedCertificate => StatusCode::UNPROCESSABLE_ENTITY,
+                Refusal::UntrustedCertificate | Refusal::BadReceipt => {
+                    StatusCode::UNPROCESSABLE_ENTITY
+                }
                 _ => StatusCode::FORBIDDEN,
             };
             (status, refusal.rule().to_owned())
@@ -409,6 +473,51 @@ fn json(status: StatusCode, value: &serde_json::Value) -> Response<Body> {
         HeaderValue::from_static("application/json"),
     );
     response
+}
+
+/// The body of a signed request: CMS, within the size limit.
+fn signed_body(
+    request: &hyper::http::request::Parts,
+    body: Option<bytes::Bytes>,
+) -> Result<bytes::Bytes, Problem> {
+    let content_type = request
+        .headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    let essence = content_type
+        .split(';')
+        .next()
+        .unwrap_or("")
+        .trim()
+        .to_ascii_lowercase();
+    if !matches!(
+        essence.as_str(),
+        "application/cms" | "application/pkcs7-mime"
+    ) {
+        return Err(Problem::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "unsupported-media-type",
+            "signed requests are application/cms (openssl cms -sign -nodetach -outform DER)",
+        ));
+    }
+    let Some(body) = body else {
+        return Err(Problem::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "body-too-large",
+            format!("a signed request is at most {MAX_CMS_LEN} bytes"),
+        ));
+    };
+    Ok(body)
+}
+
+fn method_not_allowed(method: &Method, path: &str) -> Response<Body> {
+    Problem::new(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "method-not-allowed",
+        format!("{method} is not served on {path}"),
+    )
+    .response()
 }
 
 fn shutting_down() -> Response<Body> {
@@ -648,6 +757,24 @@ mod openapi {
                 Route::Expiring => "expiring",
                 Route::Certificate(_) => "certificate",
                 Route::Scheduled => "scheduled",
+                Route::Card(_) => "card",
+                Route::HolderCard => "holder-card",
+                Route::HolderSigned(action) => {
+                    let example = example
+                        .as_deref()
+                        .unwrap_or_else(|| panic!("{method} {template}: no x-signed-example"));
+                    let now =
+                        crate::x509::Timestamp::parse_rfc3339("2026-11-28T14:00:00Z").unwrap();
+                    let parsed =
+                        crate::ra::request::parse(example.as_bytes(), Vec::new(), now, 300)
+                            .unwrap_or_else(|e| panic!("{template}: {e}: {example}"));
+                    assert_eq!(parsed.action.name(), *action, "{template}");
+                    if *action == "renew" {
+                        "holder-renew"
+                    } else {
+                        "holder-revoke"
+                    }
+                }
                 Route::Signed { action, target } => {
                     // The object the URL names is the one the signed body must name.
                     if template.contains('{') {
@@ -701,6 +828,11 @@ mod openapi {
             "revoke",
             "scheduled",
             "cancel-revocation",
+            "card",
+            "deliver",
+            "holder-card",
+            "holder-renew",
+            "holder-revoke",
         ];
         assert_eq!(
             kinds,

@@ -46,6 +46,9 @@ pub struct CardRequestRecord {
     pub submitted_by: String,
     pub submitted_at: Timestamp,
     pub state: RequestState,
+    /// Submitted by the holder on their own card (holder self-service), not by an operator.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub self_service: bool,
 }
 
 /// The states of a card request.
@@ -140,14 +143,7 @@ impl RegistrationAuthority {
                 format!("an {} does not submit card requests", actor.record.role),
             ));
         }
-        let subject_der = {
-            let parsed = ParsedCsr::parse(submission.authentication_csr.as_bytes())
-                .map_err(|e| RaError::Malformed(format!("authentication_csr: {e}")))?;
-            der::Encode::to_der(parsed.subject())
-                .map_err(|e| RaError::Malformed(format!("authentication_csr subject: {e}")))?
-        };
-        let subject = parse_distinguished_name(&subject_der)
-            .map_err(|e| RaError::Malformed(format!("authentication_csr subject: {e}")))?;
+        let (subject_der, subject) = csr_subject(&submission.authentication_csr)?;
         let policies = [
             self.settings.authentication_policy.clone(),
             self.settings.signature_policy.clone(),
@@ -169,6 +165,48 @@ impl RegistrationAuthority {
                 Some(&submission.holder),
             )?;
         }
+        let record = self.card_request_record(
+            request,
+            submission,
+            &actor.record.id,
+            (subject_der, subject),
+            now,
+        )?;
+        let summary = record.summary();
+        let evidence = self.evidence(actor, request, now).answered(&summary);
+        let actor_id = actor.record.id.clone();
+        self.store.commit(move |txn| -> Result<(), RaError> {
+            claim(txn, &record.id, &evidence)?;
+            super::check_still_active(txn, &actor_id)?;
+            txn.audit(AuditEvent::CardRequestSubmitted {
+                request: record.id.clone(),
+                operator: record.submitted_by.clone(),
+                holder: record.holder.clone(),
+                card: record.card.clone(),
+                subject: record.subject.clone(),
+                renewal: record.renewal,
+            });
+            txn.put::<CardRequests>(&record.id.clone(), &record)?;
+            Ok(())
+        })?;
+        Ok(summary)
+    }
+
+    /// The record of a card request as submitted (the submitter's own checks done): the same
+    /// subject for a renewal, a card id free for a new card, and every policy rule now, so
+    /// that an approver only sees requests the CA would accept.
+    pub(super) fn card_request_record(
+        &self,
+        request: &SignedRequest,
+        submission: Submission,
+        submitted_by: &str,
+        (subject_der, subject): (Vec<u8>, DistinguishedName),
+        now: Timestamp,
+    ) -> Result<CardRequestRecord, RaError> {
+        let policies = [
+            self.settings.authentication_policy.clone(),
+            self.settings.signature_policy.clone(),
+        ];
         // A renewal gives new keys to the same person: it never re-binds the card to another
         // subject.
         if let Some(current) = &submission.renewal
@@ -205,30 +243,14 @@ impl RegistrationAuthority {
             signature_policy: policies[1].clone(),
             authentication_csr: submission.authentication_csr.into_bytes(),
             signature_csr: submission.signature_csr.into_bytes(),
-            submitted_by: actor.record.id.clone(),
+            submitted_by: submitted_by.to_owned(),
             submitted_at: now,
             state: RequestState::Pending,
+            self_service: false,
         };
         // Every policy rule, now: the approver only sees requests the CA would accept.
         self.ca.check_card(&record.card_request())?;
-        let summary = record.summary();
-        let evidence = self.evidence(actor, request, now).answered(&summary);
-        let actor_id = actor.record.id.clone();
-        self.store.commit(move |txn| -> Result<(), RaError> {
-            claim(txn, &record.id, &evidence)?;
-            super::check_still_active(txn, &actor_id)?;
-            txn.audit(AuditEvent::CardRequestSubmitted {
-                request: record.id.clone(),
-                operator: record.submitted_by.clone(),
-                holder: record.holder.clone(),
-                card: record.card.clone(),
-                subject: record.subject.clone(),
-                renewal: record.renewal,
-            });
-            txn.put::<CardRequests>(&record.id.clone(), &record)?;
-            Ok(())
-        })?;
-        Ok(summary)
+        Ok(record)
     }
 
     /// The checks an approver or a rejecter passes, for a request still open.
@@ -298,10 +320,13 @@ impl RegistrationAuthority {
         // What held at submission is checked again as things are now: the submitter still
         // acts, the approver is above any operator the card belongs to, and a card to renew is
         // still renewable.
-        let submitter_active = self
-            .store
-            .get::<crate::store::schema::Operators>(&record.submitted_by)?
-            .is_some_and(|submitter| submitter.is_active());
+        // A holder's own renewal has no operator behind it: their card's state is checked
+        // (`card_renewable`) instead.
+        let submitter_active = record.self_service
+            || self
+                .store
+                .get::<crate::store::schema::Operators>(&record.submitted_by)?
+                .is_some_and(|submitter| submitter.is_active());
         if !submitter_active {
             return Err(RaError::refused(
                 Refusal::OperatorWithdrawn,
@@ -335,11 +360,14 @@ impl RegistrationAuthority {
         let operator = actor.record.id.clone();
         let target = record.id.clone();
         let submitter = record.submitted_by.clone();
+        let self_service = record.self_service;
         self.store.commit(move |txn| -> Result<(), RaError> {
             claim(txn, &request_id, &evidence)?;
             // The approver and the submitter both still act, as the writer orders things.
             super::check_still_active(txn, &operator)?;
-            super::check_still_active(txn, &submitter)?;
+            if !self_service {
+                super::check_still_active(txn, &submitter)?;
+            }
             let mut current = txn.get::<CardRequests>(&target)?.ok_or_else(|| {
                 RaError::refused(Refusal::NotFound, format!("no request {target}"))
             })?;
@@ -510,6 +538,17 @@ impl RegistrationAuthority {
     }
 }
 
+/// The subject (DER and parsed) of a card request's authentication CSR.
+pub(super) fn csr_subject(csr: &str) -> Result<(Vec<u8>, DistinguishedName), RaError> {
+    let parsed = ParsedCsr::parse(csr.as_bytes())
+        .map_err(|e| RaError::Malformed(format!("authentication_csr: {e}")))?;
+    let subject_der = der::Encode::to_der(parsed.subject())
+        .map_err(|e| RaError::Malformed(format!("authentication_csr subject: {e}")))?;
+    let subject = parse_distinguished_name(&subject_der)
+        .map_err(|e| RaError::Malformed(format!("authentication_csr subject: {e}")))?;
+    Ok((subject_der, subject))
+}
+
 /// The answer to an approval that issued `card`: its certificates, read in the batch that
 /// stores them, and what a renewal superseded.
 fn issued_answer(
@@ -540,7 +579,7 @@ fn issued_answer(
 
 /// Nobody acts on a request for their own certificate (EN 319 411-1 REG-6.2.2-26: the
 /// registration officer is not the subject): neither by name nor by holder id.
-fn refuse_own(
+pub(super) fn refuse_own(
     actor: &Operator,
     holder: &DistinguishedName,
     holder_id: &str,

@@ -14,6 +14,7 @@
 //! tells the validation authority what changed through [`StatusPublisher`]; it never signs.
 
 pub mod cards;
+pub mod holders;
 pub mod operators;
 pub mod refusals;
 pub mod request;
@@ -89,11 +90,18 @@ pub enum Refusal {
     /// A card is renewed once, before it expires.
     RenewalNotAllowed,
     NotFound,
+    /// The client certificate is not the current authentication certificate of a card.
+    UnknownHolder,
+    /// The holder's card is revoked or not valid now.
+    HolderCertificateInvalid,
+    /// A handover receipt not signed by the card's signature key, or not for this card.
+    BadReceipt,
+    AlreadyDelivered,
 }
 
 impl Refusal {
     /// Every refusal (the API document lists each rule; a test compares them).
-    pub const ALL: [Refusal; 24] = [
+    pub const ALL: [Refusal; 28] = [
         Refusal::UnknownOperator,
         Refusal::OperatorWithdrawn,
         Refusal::OperatorCertificateExpired,
@@ -118,6 +126,10 @@ impl Refusal {
         Refusal::NotPending,
         Refusal::RenewalNotAllowed,
         Refusal::NotFound,
+        Refusal::UnknownHolder,
+        Refusal::HolderCertificateInvalid,
+        Refusal::BadReceipt,
+        Refusal::AlreadyDelivered,
     ];
 
     /// The rule's name (`urn:sceau:problem:<rule>`).
@@ -147,6 +159,10 @@ impl Refusal {
             Refusal::NotPending => "request-not-pending",
             Refusal::RenewalNotAllowed => "renewal-not-allowed",
             Refusal::NotFound => "not-found",
+            Refusal::UnknownHolder => "unknown-holder",
+            Refusal::HolderCertificateInvalid => "holder-certificate-invalid",
+            Refusal::BadReceipt => "bad-receipt",
+            Refusal::AlreadyDelivered => "card-already-delivered",
         }
     }
 }
@@ -473,23 +489,48 @@ impl RegistrationAuthority {
         target: Option<String>,
         cms: Vec<u8>,
     ) -> Result<serde_json::Value, RaError> {
-        // The commit and what must follow it (OCSP, the CRL trigger) run in a task of their
-        // own: hyper drops this future if the client hangs up, and a committed change must
-        // still reach the validation authority.
-        let ra = self.clone();
         let actor = operator.clone();
+        self.run_signed(operator.record.id.clone(), expected, cms, move |ra, cms| {
+            let request = match ra.open(&actor, expected, target.as_deref(), cms) {
+                Ok(request) => request,
+                Err(error) => return (None, Err(error)),
+            };
+            let id = request.id.clone();
+            (Some(id), ra.carry_out(&actor, request))
+        })
+        .await
+        .1
+    }
+
+    /// Runs a signed request of `client` (an operator id, or a holder's card): `carry_out`
+    /// opens and carries it out, returning its id once known. A retry gets its first answer;
+    /// a refusal is audited. The commit and what must follow it (OCSP, the CRL trigger) run in
+    /// a task of their own: hyper drops this future if the client hangs up, and a committed
+    /// change must still reach the validation authority.
+    async fn run_signed<F>(
+        self: &Arc<Self>,
+        client: String,
+        expected: &'static str,
+        cms: Vec<u8>,
+        carry_out: F,
+    ) -> (Option<String>, Result<serde_json::Value, RaError>)
+    where
+        F: FnOnce(
+                &Arc<Self>,
+                Vec<u8>,
+            ) -> (
+                Option<String>,
+                Result<(serde_json::Value, Effects), RaError>,
+            ) + Send
+            + 'static,
+    {
+        let ra = self.clone();
         let work = async move {
             let carried_out = ra.clone();
             let outcome = tokio::task::spawn_blocking(move || {
                 let ra = carried_out;
-                let mut request_id = None;
                 let sent = cms.clone();
-                let result =
-                    ra.open(&actor, expected, target.as_deref(), cms)
-                        .and_then(|request| {
-                            request_id = Some(request.id.clone());
-                            ra.carry_out(&actor, request)
-                        });
+                let (request_id, result) = carry_out(&ra, cms);
                 let result = match result {
                     Err(RaError::CarriedOut(answer)) => Ok((*answer, Effects::default())),
                     // Two copies of one request at once: the one that lost the race is
@@ -504,24 +545,39 @@ impl RegistrationAuthority {
                     carried_out => carried_out,
                 };
                 if let Err(error) = &result {
-                    ra.record_refusal(&actor, expected, request_id, error);
+                    ra.record_refusal(&client, expected, request_id.clone(), error);
                 }
-                result
+                (request_id, result)
             })
-            .await
-            .map_err(|e| RaError::Malformed(format!("request task failed: {e}")))?;
-            let (value, effects) = outcome?;
+            .await;
+            let (request_id, outcome) = match outcome {
+                Ok(done) => done,
+                Err(e) => {
+                    return (
+                        None,
+                        Err(RaError::Malformed(format!("request task failed: {e}"))),
+                    );
+                }
+            };
+            let (value, effects) = match outcome {
+                Ok(done) => done,
+                Err(error) => return (request_id, Err(error)),
+            };
             if !effects.revoked.is_empty() {
                 ra.publisher.revoked(effects.revoked).await;
             }
             if !effects.issued.is_empty() {
                 ra.publisher.issued(effects.issued).await;
             }
-            Ok(value)
+            (request_id, Ok(value))
         };
-        tokio::spawn(work)
-            .await
-            .map_err(|e| RaError::Malformed(format!("request task failed: {e}")))?
+        match tokio::spawn(work).await {
+            Ok(done) => done,
+            Err(e) => (
+                None,
+                Err(RaError::Malformed(format!("request task failed: {e}"))),
+            ),
+        }
     }
 
     /// Verifies the CMS envelope against the operator's certificate, then the id, the time and
@@ -579,6 +635,7 @@ impl RegistrationAuthority {
             }
             Action::Renew { card, .. } => Some(card.as_str()),
             Action::CancelRevocation { scheduled } => Some(scheduled.as_str()),
+            Action::Deliver { card, .. } => Some(card.as_str()),
             _ => None,
         };
         if named != target {
@@ -693,6 +750,9 @@ impl RegistrationAuthority {
                 },
                 now,
             ),
+            Action::Deliver { card, receipt } => self
+                .deliver(operator, &request, &card, &receipt, now)
+                .map(|v| (v, Effects::default())),
             Action::CancelRevocation { scheduled } => self
                 .cancel_scheduled(operator, &request, &scheduled, now)
                 .map(|v| (v, Effects::default())),
@@ -776,14 +836,8 @@ impl RegistrationAuthority {
     }
 
     /// Records a refusal: one audit event, nothing else.
-    fn record_refusal(
-        &self,
-        operator: &Operator,
-        action: &str,
-        request: Option<String>,
-        error: &RaError,
-    ) {
-        let Some(event) = refusal_event(Some(&operator.record.id), action, request, error) else {
+    fn record_refusal(&self, client: &str, action: &str, request: Option<String>, error: &RaError) {
+        let Some(event) = refusal_event(Some(client), action, request, error) else {
             return;
         };
         let events = self.refusals.admit(event, self.clock.now());

@@ -70,6 +70,12 @@ pub enum Action {
         #[serde(default)]
         at: Option<String>,
     },
+    /// The handover of a card: the receipt (CMS, base64) its holder signed with the card's
+    /// signature key, countersigned by the operator's request.
+    Deliver {
+        card: String,
+        receipt: String,
+    },
     /// Cancel a scheduled revocation before its time.
     CancelRevocation {
         scheduled: String,
@@ -94,6 +100,7 @@ impl Action {
             Action::Revoke { .. } => "revoke",
             Action::Renew { .. } => "renew",
             Action::CancelRevocation { .. } => "cancel-revocation",
+            Action::Deliver { .. } => "deliver",
         }
     }
 }

@@ -235,6 +235,52 @@ impl Store {
         })
     }
 
+    /// Opens a copy of a store (a backup's) for reading only: nothing in `dir` is written but
+    /// RocksDB's info log, so that the copy's digests stay as they were.
+    pub fn open_read_only(dir: &Path) -> Result<Self, StoreError> {
+        let mut options = Options::default();
+        options.set_keep_log_file_num(1);
+        let db = DB::open_cf_for_read_only(&options, dir, schema::ALL_TABLES.iter(), false)
+            .map_err(db_error)?;
+        let head = recorded_head(&db)?;
+        let outbox = Arc::new(OutboxCounter::starting_after(&db)?);
+        Ok(Self {
+            inner: Arc::new(Inner {
+                db: Arc::new(db),
+                path: dir.to_path_buf(),
+                jobs: None,
+                writer: None,
+                head: Arc::new(Mutex::new(head)),
+                outbox,
+            }),
+        })
+    }
+
+    /// A consistent copy of the whole store, as of now, in `dir` (which must not exist):
+    /// RocksDB's checkpoint (hard links where `dir` is on the same file system, copies
+    /// otherwise), taken while the store keeps serving.
+    pub fn checkpoint(&self, dir: &Path) -> Result<(), StoreError> {
+        let checkpoint = rocksdb::checkpoint::Checkpoint::new(&self.inner.db).map_err(db_error)?;
+        checkpoint.create_checkpoint(dir).map_err(db_error)
+    }
+
+    /// The schema version the store was written with.
+    pub fn schema_version(&self) -> Result<u32, StoreError> {
+        let db = &self.inner.db;
+        match db
+            .get_cf(cf(db, Meta::NAME)?, meta_keys::SCHEMA_VERSION)
+            .map_err(db_error)?
+        {
+            Some(bytes) => Ok(u32::from_be_bytes(bytes.as_slice().try_into().map_err(
+                |_| StoreError::Corrupt {
+                    table: Meta::NAME,
+                    detail: "schema version".into(),
+                },
+            )?)),
+            None => Ok(0),
+        }
+    }
+
     pub fn path(&self) -> &Path {
         &self.inner.path
     }

@@ -11,6 +11,7 @@ use super::records::{CardRecord, CertRecord, IntentRecord, RevocationRecord};
 use crate::ca::schedule::ScheduledRevocation;
 use crate::ra::EvidenceRecord;
 use crate::ra::cards::CardRequestRecord;
+use crate::ra::holders::HandoverRecord;
 use crate::ra::operators::{OperatorRecord, PersonRecord};
 use crate::x509::{Serial, Timestamp};
 
@@ -119,6 +120,11 @@ table!(
 );
 
 table!(
+    /// Card handovers, by card id: the receipt its holder signed (the "PV de remise").
+    Handovers, "handovers", String, HandoverRecord
+);
+
+table!(
     /// Revocations waiting for their time, by id (`ca::schedule`).
     ScheduledRevocations, "scheduled_revocations", String, ScheduledRevocation
 );
@@ -150,6 +156,7 @@ pub const ALL_TABLES: &[&str] = &[
     Evidence::NAME,
     Outbox::NAME,
     ScheduledRevocations::NAME,
+    Handovers::NAME,
 ];
 
 /// Keys of the `meta` table.
@@ -454,7 +461,8 @@ json_value!(
     PersonRecord,
     CardRequestRecord,
     EvidenceRecord,
-    ScheduledRevocation
+    ScheduledRevocation,
+    HandoverRecord
 );
 
 #[cfg(test)]
