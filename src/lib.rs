@@ -19,6 +19,8 @@
 //! - [`va`]: the validation authority: OCSP from pre-signed responses, CRL publication.
 //! - [`http`]: the listeners (public validation, administration).
 //! - [`audit`]: the hash-chained event log.
+//! - [`backup`]: consistent online backups of the store, checked, and restores that never
+//!   reuse a published CRL number nor lose a published revocation.
 //! - [`config`]: the daemon's TOML configuration, validated at load.
 //! - [`cli`]: the `sceau` command.
 //!
@@ -28,6 +30,7 @@
 #![warn(missing_debug_implementations)]
 
 pub mod audit;
+pub mod backup;
 pub mod ca;
 pub mod cli;
 pub mod config;

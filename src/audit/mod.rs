@@ -120,6 +120,15 @@ pub enum AuditEvent {
         request: String,
         receipt_signer: String,
     },
+    /// The store was rebuilt from a backup: CRL numbers raised above every published one,
+    /// revocations published after the backup taken back, certificates it lacks revoked.
+    StoreRestored {
+        backup_created_at: Timestamp,
+        backup_audit_head: u64,
+        crl_numbers: std::collections::BTreeMap<String, u64>,
+        revocations_reapplied: Vec<String>,
+        unaccounted_revoked: Vec<String>,
+    },
     /// A revocation was scheduled for a later time (issue 12: a departure date).
     RevocationScheduled {
         id: String,

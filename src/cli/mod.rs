@@ -88,6 +88,22 @@ pub enum Command {
         #[arg(long, value_name = "TIME")]
         at: Option<String>,
     },
+    /// Back up the store (a consistent copy, taken while the daemon serves), the CA
+    /// certificates and the published CRLs into a new directory, with a manifest; then check
+    /// it. Goes through the running daemon when there is one.
+    Backup {
+        /// The directory to create.
+        #[arg(long, value_name = "DIR")]
+        out: PathBuf,
+    },
+    /// Rebuild an empty data directory from a backup: checks the backup and that the HSM holds
+    /// every CA key of it; never reuses a published CRL number; takes back the revocations
+    /// published to the responder nodes' engine after the backup (`[nats]`).
+    Restore {
+        /// The backup directory (`sceau backup --out`).
+        #[arg(long, value_name = "DIR")]
+        from: PathBuf,
+    },
     /// Scheduled revocations (`sceau revoke --at`).
     #[command(subcommand)]
     Scheduled(ScheduledCommand),
@@ -360,6 +376,8 @@ pub fn run(cli: Cli) -> Result<(), CliError> {
                 invalidity_date,
             ),
         },
+        Command::Backup { out } => backup(&config, &out),
+        Command::Restore { from } => restore(&config, &from),
         Command::Scheduled(ScheduledCommand::List) => scheduled_list(&config),
         Command::Scheduled(ScheduledCommand::Cancel { id }) => scheduled_cancel(&config, &id),
         Command::Crl => crl(&config),
@@ -964,6 +982,83 @@ fn schedule_revocation(
     let written = entry.clone();
     store.commit(move |txn| crate::ca::schedule::schedule_in(txn, &written, now))?;
     println!("{}", serde_json::json!({ "scheduled": entry }));
+    Ok(())
+}
+
+fn backup(config: &Config, out: &Path) -> Result<(), CliError> {
+    let out = std::path::absolute(out).context(|| format!("--out {}", out.display()))?;
+    let body = serde_json::json!({ "out": out });
+    if let Some(answer) = admin_client::call(config, "/admin/backup", body)? {
+        println!("{}", String::from_utf8_lossy(&answer));
+        return Ok(());
+    }
+    let store = open_store(config)?;
+    let manifest = crate::backup::create(
+        &store,
+        &config.certs_dir(),
+        &config.publish_dir,
+        &out,
+        clock().now(),
+    )
+    .map_err(|e| CliError(e.to_string()))?;
+    println!("{}", serde_json::to_string_pretty(&manifest)?);
+    Ok(())
+}
+
+fn restore(config: &Config, from: &Path) -> Result<(), CliError> {
+    // The engine first: if it cannot be read, nothing is touched.
+    let engine = match &config.nats {
+        Some(settings) => {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()?;
+            Some(
+                runtime
+                    .block_on(crate::va::publish::read_engine(settings))
+                    .map_err(|e| {
+                        CliError(format!(
+                            "{}: [nats]: {e} (a restore takes back what the engine published; start it, or restore with a configuration without [nats] knowing that revocations made after the backup are lost)",
+                            config.path.display()
+                        ))
+                    })?,
+            )
+        }
+        None => None,
+    };
+    let hsm = open_hsm(config)?;
+    let check_keys = |state: &ca::CaState| -> Result<(), String> {
+        for stored in state.issuing.iter().chain(&state.ocsp_responders) {
+            ca::Issuer::load(&hsm, stored).map_err(|e| {
+                format!(
+                    "the HSM token {:?} does not hold the key of {} ({:?}): {e}",
+                    config.hsm.token_label, stored.name, stored.key_label
+                )
+            })?;
+        }
+        Ok(())
+    };
+    let restored = crate::backup::restore(
+        from,
+        &config.store_dir(),
+        &config.publish_dir,
+        engine.as_ref(),
+        check_keys,
+        clock().now(),
+    )
+    .map_err(|e| CliError(e.to_string()))?;
+    // The CA certificates, where `sceau init` writes them (kept if present).
+    let certs = config.certs_dir();
+    std::fs::create_dir_all(&certs).context(|| format!("creating {}", certs.display()))?;
+    if let Ok(entries) = std::fs::read_dir(from.join("certs")) {
+        for entry in entries.flatten() {
+            let target = certs.join(entry.file_name());
+            if !target.exists() {
+                std::fs::copy(entry.path(), &target)
+                    .context(|| format!("copying {}", entry.path().display()))?;
+            }
+        }
+    }
+    println!("{}", serde_json::to_string_pretty(&restored)?);
     Ok(())
 }
 

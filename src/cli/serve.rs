@@ -187,6 +187,15 @@ async fn daemon(config: &Config, overrides: ListenOverrides) -> Result<(), CliEr
     let mut background = va.spawn_background(initial, shutdown.clone());
     background.spawn(watch_hsm(hsm.clone(), ca.clone(), shutdown.clone()));
     background.spawn(revoke_when_due(ca.clone(), va.clone(), shutdown.clone()));
+    if let Some(settings) = &config.backup {
+        background.spawn(scheduled_backups(
+            config.clone(),
+            settings.clone(),
+            store.clone(),
+            clock.clone(),
+            shutdown.clone(),
+        ));
+    }
     background.spawn(count_expiring(
         store.clone(),
         clock.clone(),
@@ -418,6 +427,49 @@ impl StatusPublisher for VaPublisher {
 /// health says so) when the token is back, even if no request needs it. A token that answers
 /// without the current issuing CA's key is marked unavailable again: the next try resets the
 /// PKCS#11 module, which may have kept a stale view of a token that went away.
+/// `[backup]`: a checked backup every `every_hours` (the first one an interval after start),
+/// into `dir/<UTC time>`, keeping the `keep` newest.
+async fn scheduled_backups(
+    config: crate::config::Config,
+    settings: crate::config::BackupConfig,
+    store: Store,
+    clock: Arc<dyn crate::x509::time::Clock>,
+    shutdown: CancellationToken,
+) {
+    let every = std::time::Duration::from_secs(settings.every_hours * 3600);
+    let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = tick.tick() => {}
+        }
+        let (config, settings, store, now) =
+            (config.clone(), settings.clone(), store.clone(), clock.now());
+        let made = tokio::task::spawn_blocking(move || {
+            let name = now.to_string().replace(':', "");
+            let out = settings.dir.join(name);
+            std::fs::create_dir_all(&settings.dir).map_err(|e| {
+                crate::backup::BackupError(format!("{}: {e}", settings.dir.display()))
+            })?;
+            let manifest =
+                crate::backup::create(&store, &config.certs_dir(), &config.publish_dir, &out, now)?;
+            let removed = crate::backup::prune(&settings.dir, settings.keep)?;
+            Ok::<_, crate::backup::BackupError>((out, manifest, removed))
+        })
+        .await;
+        match made {
+            Ok(Ok((out, manifest, removed))) => tracing::info!(
+                backup = %out.display(),
+                audit_head = manifest.audit_head.seq,
+                removed = removed.len(),
+                "scheduled backup written and checked"
+            ),
+            Ok(Err(error)) => tracing::error!(%error, "scheduled backup failed"),
+            Err(_) => return,
+        }
+    }
+}
+
 /// Counts the certificates ending within 30, 60 and 90 days, at start and every minute.
 async fn count_expiring(
     store: Store,

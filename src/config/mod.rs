@@ -46,6 +46,35 @@ pub struct Config {
     pub ra: Option<RaConfig>,
     /// The engine responder nodes read the status from (`[nats]`); none: no publication.
     pub nats: Option<NatsConfig>,
+    /// Scheduled backups (`[backup]`); none: only `sceau backup`.
+    pub backup: Option<BackupConfig>,
+}
+
+/// Scheduled backups (`[backup]`): every `every_hours`, into a new directory of `dir` named by
+/// its UTC time, checked after it is written; the `keep` newest are kept.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct BackupConfig {
+    pub dir: PathBuf,
+    pub every_hours: u64,
+    pub keep: usize,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawBackup {
+    dir: Spanned<String>,
+    #[serde(default = "default_backup_hours")]
+    every_hours: Spanned<u64>,
+    #[serde(default = "default_backup_keep")]
+    keep: Spanned<usize>,
+}
+
+fn default_backup_hours() -> Spanned<u64> {
+    Spanned::new(0..0, 24)
+}
+
+fn default_backup_keep() -> Spanned<usize> {
+    Spanned::new(0..0, 7)
 }
 
 /// NATS JetStream, where the CA host publishes what responder nodes serve (`[nats]`).
@@ -279,6 +308,8 @@ struct RawConfig {
     ra: Option<RawRa>,
     #[serde(default)]
     nats: Option<Spanned<NatsConfig>>,
+    #[serde(default)]
+    backup: Option<RawBackup>,
 }
 
 #[derive(Deserialize)]
@@ -699,6 +730,23 @@ impl Config {
             }
         };
 
+        let backup = match &raw.backup {
+            None => None,
+            Some(b) => {
+                if !(1..=24 * 31).contains(b.every_hours.get_ref()) {
+                    return Err(file.error(b.every_hours.span(), "backup.every_hours", "1 to 744"));
+                }
+                if *b.keep.get_ref() == 0 {
+                    return Err(file.error(b.keep.span(), "backup.keep", "at least 1"));
+                }
+                Some(BackupConfig {
+                    dir: resolve(&b.dir, "backup.dir")?,
+                    every_hours: *b.every_hours.get_ref(),
+                    keep: *b.keep.get_ref(),
+                })
+            }
+        };
+
         Ok(Config {
             path: file.path().to_path_buf(),
             data_dir: resolve(&raw.data_dir, "data_dir")?,
@@ -716,6 +764,7 @@ impl Config {
             crl,
             ra,
             nats,
+            backup,
         })
     }
 

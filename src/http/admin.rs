@@ -70,6 +70,14 @@ pub struct RevokeBody {
     pub at: Option<String>,
 }
 
+/// `POST /admin/backup`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BackupBody {
+    /// An absolute path, which must not exist.
+    pub out: std::path::PathBuf,
+}
+
 /// `POST /admin/revoke/cancel`.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -102,6 +110,10 @@ impl AdminService {
             (&Method::POST, "/admin/identity") => self.identity(request).await,
             (&Method::POST, "/admin/revoke") => match self.authorize(&request) {
                 Ok(()) => self.clone().revoke(request).await,
+                Err(problem) => problem.response(),
+            },
+            (&Method::POST, "/admin/backup") => match self.authorize(&request) {
+                Ok(()) => self.clone().backup(request).await,
                 Err(problem) => problem.response(),
             },
             (&Method::POST, "/admin/revoke/cancel") => match self.authorize(&request) {
@@ -153,6 +165,7 @@ impl AdminService {
                 | "/metrics"
                 | "/admin/revoke"
                 | "/admin/revoke/cancel"
+                | "/admin/backup"
                 | "/admin/crl"
                 | "/admin/issue"
                 | "/admin/card"
@@ -278,6 +291,36 @@ impl AdminService {
                 &serde_json::json!({ "scheduled": entry }),
             ),
             Ok(Err(error)) => ca_problem(&error).response(),
+            Err(_) => shutting_down().response(),
+        }
+    }
+
+    /// `sceau backup` while the daemon holds the store.
+    async fn backup(self: Arc<Self>, request: Request<Incoming>) -> Response<Body> {
+        let parsed: BackupBody = match small_json_body(request).await {
+            Ok(parsed) => parsed,
+            Err(problem) => return problem.response(),
+        };
+        if !parsed.out.is_absolute() {
+            return Problem::new(StatusCode::BAD_REQUEST, "out", "out: give an absolute path")
+                .response();
+        }
+        let (store, config, now) = (self.store.clone(), self.config.clone(), self.va.now());
+        let made = tokio::task::spawn_blocking(move || {
+            crate::backup::create(
+                &store,
+                &config.certs_dir(),
+                &config.publish_dir,
+                &parsed.out,
+                now,
+            )
+        })
+        .await;
+        match made {
+            Ok(Ok(manifest)) => json(StatusCode::CREATED, &serde_json::json!(manifest)),
+            Ok(Err(error)) => {
+                Problem::new(StatusCode::BAD_REQUEST, "backup", error.to_string()).response()
+            }
             Err(_) => shutting_down().response(),
         }
     }

@@ -398,3 +398,70 @@ fn status_value(published: &super::responder::PublishedStatus) -> StatusValue {
         sha256: presigned(&published.sha256),
     }
 }
+
+/// Everything the engine holds, for a restore (`sceau restore`): every published status and
+/// every published CRL. Reads only: the buckets must exist.
+pub async fn read_engine(settings: &NatsConfig) -> Result<crate::backup::EngineView, String> {
+    use futures_util::{StreamExt, TryStreamExt};
+    use tokio::io::AsyncReadExt;
+    let client = connect(settings).await?;
+    let js = jetstream::new(client);
+    let status = js
+        .get_key_value(&settings.status_bucket)
+        .await
+        .map_err(|e| format!("bucket {}: {e}", settings.status_bucket))?;
+    let mut view = crate::backup::EngineView::default();
+    let keys: Vec<String> = status
+        .keys()
+        .await
+        .map_err(|e| format!("bucket {}: {e}", settings.status_bucket))?
+        .try_collect()
+        .await
+        .map_err(|e| format!("bucket {}: {e}", settings.status_bucket))?;
+    for name in keys {
+        let Some(key) = parse_status_key(&name) else {
+            continue;
+        };
+        let Some(bytes) = status
+            .get(&name)
+            .await
+            .map_err(|e| format!("{}: {e}", settings.status_bucket))?
+        else {
+            continue;
+        };
+        let Ok(value) = serde_json::from_slice::<StatusValue>(&bytes) else {
+            continue;
+        };
+        let revoked = match (value.status.as_str(), value.revoked_at) {
+            ("revoked", Some(at)) => Some((
+                Timestamp::from_unix_seconds(at),
+                crate::x509::revocation::RevocationReason::from_code(value.reason)
+                    .unwrap_or(crate::x509::revocation::RevocationReason::Unspecified),
+            )),
+            _ => None,
+        };
+        view.statuses.push((key, revoked));
+    }
+    if let Ok(files) = js.get_object_store(&settings.files_bucket).await {
+        let names: Vec<String> = files
+            .list()
+            .await
+            .map_err(|e| format!("bucket {}: {e}", settings.files_bucket))?
+            .filter_map(|info| async move { info.ok().map(|i| i.name) })
+            .collect()
+            .await;
+        for name in names.into_iter().filter(|n| n.starts_with("crl/")) {
+            let mut object = files
+                .get(&name)
+                .await
+                .map_err(|e| format!("{}/{name}: {e}", settings.files_bucket))?;
+            let mut der = Vec::new();
+            object
+                .read_to_end(&mut der)
+                .await
+                .map_err(|e| format!("{}/{name}: {e}", settings.files_bucket))?;
+            view.crls.push(der);
+        }
+    }
+    Ok(view)
+}

@@ -206,6 +206,23 @@ pub struct CrlSummary {
     pub entries: usize,
 }
 
+/// The key identifier of a DER CRL's authorityKeyIdentifier extension (RFC 5280 §5.2.1): which
+/// CA key signed it.
+pub fn authority_key_identifier(der: &[u8]) -> Option<[u8; 20]> {
+    use der::Decode;
+    use x509_cert::ext::pkix::AuthorityKeyIdentifier;
+    let crl =
+        x509_cert::crl::CertificateList::<x509_cert::certificate::Rfc5280>::from_der(der).ok()?;
+    let extension = crl
+        .tbs_cert_list
+        .crl_extensions
+        .as_ref()?
+        .iter()
+        .find(|e| e.extn_id == const_oid::db::rfc5280::ID_CE_AUTHORITY_KEY_IDENTIFIER)?;
+    let aki = AuthorityKeyIdentifier::from_der(extension.extn_value.as_bytes()).ok()?;
+    aki.key_identifier?.as_bytes().try_into().ok()
+}
+
 /// Reads a DER CRL's number, times and entry count (RFC 5280 §5.1), walking the entries'
 /// TLV headers only.
 pub fn summarize(der: &[u8]) -> Result<CrlSummary, der::Error> {
