@@ -80,31 +80,75 @@ pub fn create(
     out: &Path,
     now: Timestamp,
 ) -> Result<Manifest, BackupError> {
+    let out = std::path::absolute(out).map_err(|e| io(out, e))?;
     if out.exists() {
         return Err(BackupError(format!(
             "{}: exists; a backup goes into a new directory",
             out.display()
         )));
     }
-    // Written beside, renamed into place once checked: a directory named `out` is a whole,
-    // checked backup.
-    let partial = out.with_extension("partial");
+    // Not where the store lives (lost with it), nor where files are served from.
+    let data_dir = certs_dir.parent().unwrap_or(certs_dir);
+    for (inside, what) in [
+        (data_dir, "the data directory"),
+        (publish_dir, "the publish directory"),
+    ] {
+        if let Ok(inside) = std::path::absolute(inside)
+            && out.starts_with(&inside)
+        {
+            return Err(BackupError(format!(
+                "{}: inside {what} {}; back up elsewhere",
+                out.display(),
+                inside.display()
+            )));
+        }
+    }
+    // Written beside, renamed into place once checked and synced: a directory named `out` is a
+    // whole, checked backup. A leftover of ours is never guessed at: it is reported.
+    let name = out
+        .file_name()
+        .ok_or_else(|| BackupError(format!("{}: not a directory name", out.display())))?;
+    let partial = out.with_file_name(format!("{}.sceau-partial", name.to_string_lossy()));
     if partial.exists() {
-        std::fs::remove_dir_all(&partial).map_err(|e| io(&partial, e))?;
+        return Err(BackupError(format!(
+            "{}: left by an interrupted backup; remove it",
+            partial.display()
+        )));
     }
     std::fs::create_dir_all(&partial).map_err(|e| io(&partial, e))?;
-    store.checkpoint(&partial.join("store"))?;
-    copy_files(certs_dir, &partial.join("certs"), "pem")?;
-    copy_files(publish_dir, &partial.join("publish"), "crl")?;
-    let copy = Store::open_read_only(&partial.join("store"))?;
-    let mut manifest = describe(&copy, now)?;
-    drop(copy);
-    manifest.files = digests(&partial)?;
-    write_manifest(&partial, &manifest)?;
-    check(&partial)?;
-    crate::durable::sync_dir(&partial).map_err(|e| io(&partial, e))?;
-    crate::durable::rename(&partial, out).map_err(|e| io(out, e))?;
-    Ok(manifest)
+    let written = (|| {
+        store.checkpoint(&partial.join("store"))?;
+        copy_files(certs_dir, &partial.join("certs"), "pem")?;
+        copy_files(publish_dir, &partial.join("publish"), "crl")?;
+        let copy = Store::open_read_only(&partial.join("store"))?;
+        let mut manifest = describe(&copy, now)?;
+        drop(copy);
+        manifest.files = digests(&partial)?;
+        write_manifest(&partial, &manifest)?;
+        check(&partial)?;
+        sync_tree(&partial)?;
+        crate::durable::rename(&partial, &out).map_err(|e| io(&out, e))?;
+        Ok(manifest)
+    })();
+    if written.is_err() {
+        let _ = std::fs::remove_dir_all(&partial);
+    }
+    written
+}
+
+/// Every file and directory under `dir` on disk (copies are not synced by themselves).
+fn sync_tree(dir: &Path) -> Result<(), BackupError> {
+    for entry in std::fs::read_dir(dir).map_err(|e| io(dir, e))? {
+        let path = entry.map_err(|e| io(dir, e))?.path();
+        if path.is_dir() {
+            sync_tree(&path)?;
+        } else {
+            std::fs::File::open(&path)
+                .and_then(|f| f.sync_all())
+                .map_err(|e| io(&path, e))?;
+        }
+    }
+    crate::durable::sync_dir(dir).map_err(|e| io(dir, e))
 }
 
 /// Checks a backup: every file's digest, the audit chain up to the recorded head, the counts.
@@ -350,6 +394,10 @@ pub struct Restored {
     pub revocations_reapplied: Vec<String>,
     /// Certificates the engine knew but the backup did not: revoked, serials reserved.
     pub unaccounted_revoked: Vec<String>,
+    /// The revocations scheduled in the backup: one cancelled after it comes back, and runs
+    /// when the daemon starts if its time has passed (cancel it first: `sceau scheduled
+    /// cancel`); one scheduled after the backup is not in it.
+    pub scheduled: Vec<crate::ca::schedule::ScheduledRevocation>,
 }
 
 /// Rebuilds `store_dir` (which must not exist, or be empty) from the backup `from`: checks the
@@ -447,6 +495,24 @@ fn bring_up_to_date(
             *highest = (*highest).max(number);
         }
     }
+    // Revocations the CRLs published: (certificate, time, reason), each CRL's issuer by its
+    // authority key identifier.
+    let mut published: Vec<(CertKey, Option<(Timestamp, RevocationReason)>)> = Vec::new();
+    for der in &crls {
+        let Some(issuer) = crate::x509::crl::authority_key_identifier(der) else {
+            continue;
+        };
+        for (serial, at, code) in crate::x509::crl::revoked_entries(der).unwrap_or_default() {
+            let reason = RevocationReason::from_code(code).unwrap_or(RevocationReason::Unspecified);
+            published.push((
+                CertKey {
+                    issuer: IssuerId(issuer),
+                    serial,
+                },
+                Some((at, reason)),
+            ));
+        }
+    }
     let mut raised = BTreeMap::new();
     for (_, id) in &issuers {
         let stored = crl_number(store, *id)?.unwrap_or(0);
@@ -456,8 +522,22 @@ fn bring_up_to_date(
     // Statuses the engine published that the backup lacks.
     let mut reapply: Vec<(CertKey, Timestamp, RevocationReason)> = Vec::new();
     let mut unaccounted: Vec<CertKey> = Vec::new();
-    for (key, revoked) in engine.map(|e| e.statuses.as_slice()).unwrap_or_default() {
-        if store.get::<Revocations>(key)?.is_some() {
+    // Only what this CA's issuing CAs signed (a stray key in the bucket is not ours to revoke).
+    let issuing: Vec<IssuerId> = ca_names(&CaState {
+        root: None,
+        previous_roots: Vec::new(),
+        ..state.clone()
+    })?
+    .into_iter()
+    .map(|(_, id)| id)
+    .collect();
+    let from_engine = engine.map(|e| e.statuses.as_slice()).unwrap_or_default();
+    let mut seen_keys = std::collections::BTreeSet::new();
+    for (key, revoked) in published.iter().chain(from_engine) {
+        if !issuing.contains(&key.issuer)
+            || !seen_keys.insert(key.clone())
+            || store.get::<Revocations>(key)?.is_some()
+        {
             continue;
         }
         let known = store.get::<Certificates>(key)?.is_some();
@@ -472,6 +552,8 @@ fn bring_up_to_date(
         crl_numbers: raised.iter().map(|(id, n)| (id.to_hex(), *n)).collect(),
         revocations_reapplied: reapply.iter().map(|(k, ..)| k.serial.to_hex()).collect(),
         unaccounted_revoked: unaccounted.iter().map(|k| k.serial.to_hex()).collect(),
+        scheduled: crate::ca::schedule::list(store)
+            .map_err(|e| BackupError(format!("scheduled revocations: {e}")))?,
     };
     let event = AuditEvent::StoreRestored {
         backup_created_at: manifest.created_at,

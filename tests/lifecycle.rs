@@ -169,6 +169,15 @@ fn a_revocation_at_a_date_runs_on_time_and_survives_a_crash() {
     assert_eq!(scheduled.1["scheduled"]["reason"], "affiliation-changed");
     let (stay_id, kept) = schedule(&team.oc, "card-stayer", &in_seconds(6));
     assert_eq!(kept.0, 202, "{kept:?}");
+    // A card on its way out is not renewed (its new certificates would outlive the departure).
+    let (_, renewal) = renew(
+        &ra,
+        &team.oc,
+        "card-leaver",
+        "leaver-renewal",
+        "/GN=Luc/SN=LEGRAND/CN=Luc LEGRAND",
+    );
+    assert_refused(&renewal, 409, "renewal-not-allowed");
 
     // Listed in scope only.
     let listed = ra.get(&team.aed, "/ra/v1/revocations/scheduled");
@@ -194,6 +203,10 @@ fn a_revocation_at_a_date_runs_on_time_and_survives_a_crash() {
             &json,
         )
     };
+    let (aed_id, by_aed) = schedule(&team.aed, "card-stayer", &in_seconds(3600));
+    assert_eq!(by_aed.0, 202, "{by_aed:?}");
+    assert_refused(&cancel(&team.oc, &aed_id), 403, "role-not-allowed");
+    assert_eq!(cancel(&team.aed, &aed_id).0, 200);
     assert_refused(&cancel(&outsider, &stay_id), 404, "not-found");
     let cancelled = cancel(&team.aed, &stay_id);
     assert_eq!(cancelled.0, 200, "{cancelled:?}");
@@ -266,6 +279,12 @@ fn a_revocation_at_a_date_runs_on_time_and_survives_a_crash() {
     assert!(answer.contains("\"scheduled\""), "{answer}");
     let listed = ra.pki.sceau_ok(&["scheduled", "list"]);
     assert!(listed.contains("card-third"), "{listed}");
+    // Security staff's schedule is undone on the CA host only.
+    let staff_id = serde_json::from_str::<serde_json::Value>(&answer).unwrap()["scheduled"]["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert_refused(&cancel(&team.aed, &staff_id), 403, "role-not-allowed");
     let Ra { pki, daemon } = ra;
     let killed = std::process::Command::new("kill")
         .args(["-9", &daemon.pid().to_string()])
@@ -288,10 +307,10 @@ fn a_revocation_at_a_date_runs_on_time_and_survives_a_crash() {
         });
 
     // Audited: scheduling (3 accepted), cancellation, execution.
-    assert_eq!(events_of(&ra, "revocation_scheduled").len(), 3);
+    assert_eq!(events_of(&ra, "revocation_scheduled").len(), 4);
     let cancelled = events_of(&ra, "scheduled_revocation_cancelled");
-    assert_eq!(cancelled.len(), 1);
-    assert!(cancelled[0].to_string().contains(&stay_id));
+    assert_eq!(cancelled.len(), 2);
+    assert!(cancelled[1].to_string().contains(&stay_id));
     let executed = events_of(&ra, "scheduled_revocation_executed");
     assert_eq!(executed.len(), 2, "{executed:?}");
     assert!(executed[0].to_string().contains(&leave_id));
@@ -496,6 +515,16 @@ fn a_holder_manages_her_own_card_and_nothing_else() {
     assert_eq!(ra.get(&hugo, "/ra/v1/holder/card").1["state"], "delivered");
     assert_eq!(ra.get(&gina, "/ra/v1/holder/card").1["state"], "issued");
 
+    // A holder does not backdate the end of her own signatures.
+    let (_, backdated) = doc(
+        "revoke",
+        r#""card":"card-gina","reason":"key-compromise","invalidity_date":"2020-01-01T00:00:00Z""#,
+    );
+    assert_refused(
+        &ra.post(&gina, "/ra/v1/holder/card/revoke", &backdated),
+        400,
+        "malformed-request",
+    );
     // A holder's revocation, retried: one answer, one revocation.
     let signed = ra.sign(&gina, &revoke_own);
     let first = ra.post_cms(&gina, "/ra/v1/holder/card/revoke", &signed);

@@ -275,12 +275,15 @@ impl CertificateAuthority {
         if now.unix_seconds() < next {
             return Ok(Vec::new());
         }
-        // Re-read after the run: anything scheduled meanwhile lowers it again.
+        // Re-read after the run: anything scheduled meanwhile lowers it again. Whatever fails,
+        // the timer looks again within a second (never left at "none").
         self.next_scheduled
             .store(u64::MAX, std::sync::atomic::Ordering::SeqCst);
         let revoked = schedule::execute_due(&self.store, now);
-        if let Some(next) = schedule::next_due(&self.store)? {
-            self.note_scheduled(next);
+        match schedule::next_due(&self.store) {
+            Ok(Some(next)) => self.note_scheduled(next),
+            Ok(None) if revoked.is_ok() => {}
+            _ => self.note_scheduled(now.plus_seconds(1)),
         }
         revoked
     }

@@ -27,7 +27,7 @@ pub struct RevocationRequest {
 }
 
 /// A certificate that was revoked by a request.
-#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct RevokedCertificate {
     #[serde(flatten)]
     pub key: CertKey,

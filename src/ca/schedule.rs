@@ -196,6 +196,21 @@ pub fn execute_due(store: &Store, now: Timestamp) -> Result<Vec<RevokedCertifica
     Ok(revoked)
 }
 
+/// A revocation scheduled for `card` or one of its certificates, if any.
+pub fn scheduled_for_card(
+    store: &Store,
+    card: &crate::store::CardRecord,
+) -> Result<Option<ScheduledRevocation>, CaError> {
+    let serials = [
+        card.authentication.serial.to_hex(),
+        card.signature.serial.to_hex(),
+    ];
+    Ok(list(store)?.into_iter().find(|entry| {
+        entry.card.as_deref() == Some(card.card.as_str())
+            || entry.serial.as_ref().is_some_and(|s| serials.contains(s))
+    }))
+}
+
 /// The time of the soonest scheduled revocation.
 pub fn next_due(store: &Store) -> Result<Option<Timestamp>, CaError> {
     Ok(list(store)?.first().map(|entry| entry.at))

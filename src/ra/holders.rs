@@ -372,16 +372,17 @@ impl RegistrationAuthority {
                 if !self.publisher.available() {
                     return Err(RaError::Unavailable);
                 }
-                let invalidity_date = invalidity_date
-                    .map(|t| {
-                        Timestamp::parse_rfc3339(&t)
-                            .map_err(|e| RaError::Malformed(format!("invalidity_date {t:?}: {e}")))
-                    })
-                    .transpose()?;
+                // An invalidity date disowns what the card signed since: an operator records
+                // it after looking into the loss, never the holder alone.
+                if invalidity_date.is_some() {
+                    return Err(RaError::Malformed(
+                        "invalidity_date: not a holder's to give (an operator records it)".into(),
+                    ));
+                }
                 let revocation = RevocationRequest {
                     target: RevocationTarget::Card(holder.card.card.clone()),
                     reason,
-                    invalidity_date,
+                    invalidity_date: None,
                     requested_by: holder.client(),
                 };
                 let evidence = holder_evidence(holder, &request, now);

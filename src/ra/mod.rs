@@ -532,14 +532,14 @@ impl RegistrationAuthority {
                 let sent = cms.clone();
                 let (request_id, result) = carry_out(&ra, cms);
                 let result = match result {
-                    Err(RaError::CarriedOut(answer)) => Ok((*answer, Effects::default())),
+                    Err(RaError::CarriedOut(answer)) => Ok(retried_effects(*answer)),
                     // Two copies of one request at once: the one that lost the race is
                     // answered as the retry it is, whatever stopped it.
                     Err(error) => match request_id
                         .as_deref()
                         .and_then(|id| ra.answer_to_retry(id, &sent))
                     {
-                        Some(answer) => Ok((answer, Effects::default())),
+                        Some(answer) => Ok(retried_effects(answer)),
                         None => Err(error),
                     },
                     carried_out => carried_out,
@@ -824,6 +824,16 @@ impl RegistrationAuthority {
                 ),
             ));
         }
+        // A departure on its way: the card is not given new certificates that would outlive it.
+        if let Some(entry) = crate::ca::schedule::scheduled_for_card(&self.store, card)? {
+            return Err(RaError::refused(
+                Refusal::RenewalNotAllowed,
+                format!(
+                    "card {} is to be revoked at {} (scheduled revocation {})",
+                    card.card, entry.at, entry.id
+                ),
+            ));
+        }
         if self.store.contains::<Revocations>(&card.authentication)?
             || self.store.contains::<Revocations>(&card.signature)?
         {
@@ -924,6 +934,16 @@ impl RegistrationAuthority {
             .get::<Certificates>(&card.authentication)?
             .ok_or_else(not_found)?
             .der;
+        // A card on its way out (a departure scheduled) carries no role.
+        if let Some(entry) = crate::ca::schedule::scheduled_for_card(&self.store, &card)? {
+            return Err(RaError::refused(
+                Refusal::RoleNotAllowed,
+                format!(
+                    "card {} is to be revoked at {}: it carries no role",
+                    card.card, entry.at
+                ),
+            ));
+        }
         let subject = certificate_subject(&der)?;
         unknown_outside_scope(
             check_holder_scope(&actor.record.scope, &subject),
@@ -1359,6 +1379,22 @@ fn claim(txn: &mut Txn<'_>, id: &str, evidence: &EvidenceRecord) -> Result<(), R
             Retry::Other => Err(replayed(id)),
         },
     }
+}
+
+/// A retry's answer, and what it must still wait for: a revocation is answered only once OCSP
+/// says so, and the first copy may still be signing (re-signing "revoked" is harmless).
+fn retried_effects(answer: serde_json::Value) -> (serde_json::Value, Effects) {
+    let revoked = answer
+        .get("revoked")
+        .and_then(|r| serde_json::from_value::<Vec<RevokedCertificate>>(r.clone()).ok())
+        .unwrap_or_default();
+    (
+        answer,
+        Effects {
+            issued: Vec::new(),
+            revoked,
+        },
+    )
 }
 
 /// What a request whose id was used before is.

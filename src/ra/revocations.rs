@@ -15,7 +15,7 @@ use crate::ca::CaError;
 use crate::ca::revoke::{RevocationRequest, RevocationTarget, RevokedCertificate};
 use crate::ca::schedule::{self, ScheduledRevocation};
 use crate::store::Reader;
-use crate::store::schema::{Certificates, ScheduledRevocations};
+use crate::store::schema::{Certificates, Operators, ScheduledRevocations};
 use crate::x509::revocation::RevocationReason;
 use crate::x509::{Serial, Timestamp};
 
@@ -201,6 +201,27 @@ impl RegistrationAuthority {
                 } => not_found(),
                 other => other,
             })?;
+            // Undone only at the rank that scheduled it or above; security staff's, on the
+            // CA host only.
+            match current.requested_by.strip_prefix("operator:") {
+                Some(scheduler) if scheduler == scope.actor.id => {}
+                Some(scheduler) => {
+                    if let Some(record) = txn.get::<Operators>(&scheduler.to_owned())?
+                        && scope.actor.role > record.role
+                    {
+                        return Err(RaError::refused(
+                            Refusal::RoleNotAllowed,
+                            "scheduled by an operator above you: cancelled at that rank or above",
+                        ));
+                    }
+                }
+                None => {
+                    return Err(RaError::refused(
+                        Refusal::RoleNotAllowed,
+                        "scheduled by security staff on the CA host: cancelled there (sceau scheduled cancel)",
+                    ));
+                }
+            }
             schedule::cancel_in(txn, &id, &by)?;
             Ok(())
         })?;

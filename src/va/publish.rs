@@ -429,9 +429,9 @@ pub async fn read_engine(settings: &NatsConfig) -> Result<crate::backup::EngineV
         else {
             continue;
         };
-        let Ok(value) = serde_json::from_slice::<StatusValue>(&bytes) else {
-            continue;
-        };
+        // Fail closed: a status not understood could be a revocation.
+        let value = serde_json::from_slice::<StatusValue>(&bytes)
+            .map_err(|e| format!("{}/{name}: {e}", settings.status_bucket))?;
         let revoked = match (value.status.as_str(), value.revoked_at) {
             ("revoked", Some(at)) => Some((
                 Timestamp::from_unix_seconds(at),
@@ -442,7 +442,12 @@ pub async fn read_engine(settings: &NatsConfig) -> Result<crate::backup::EngineV
         };
         view.statuses.push((key, revoked));
     }
-    if let Ok(files) = js.get_object_store(&settings.files_bucket).await {
+    {
+        // Its CRL numbers must not be reused: no guessing when it cannot be read.
+        let files = js
+            .get_object_store(&settings.files_bucket)
+            .await
+            .map_err(|e| format!("bucket {}: {e}", settings.files_bucket))?;
         let names: Vec<String> = files
             .list()
             .await

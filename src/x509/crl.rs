@@ -223,6 +223,29 @@ pub fn authority_key_identifier(der: &[u8]) -> Option<[u8; 20]> {
     aki.key_identifier?.as_bytes().try_into().ok()
 }
 
+/// The entries of a DER CRL: (serial, revocation date, reasonCode). For a restore, which takes
+/// back what was published (a full decode: not for the hot path).
+pub fn revoked_entries(der: &[u8]) -> Option<Vec<(super::Serial, Timestamp, Option<u8>)>> {
+    use der::Decode;
+    use x509_cert::ext::pkix::CrlReason;
+    let crl =
+        x509_cert::crl::CertificateList::<x509_cert::certificate::Rfc5280>::from_der(der).ok()?;
+    let mut out = Vec::new();
+    for entry in crl.tbs_cert_list.revoked_certificates.iter().flatten() {
+        let serial = super::Serial::from_serial_number(&entry.serial_number).ok()?;
+        let at = Timestamp::from_x509_time(&entry.revocation_date);
+        let reason = entry
+            .crl_entry_extensions
+            .iter()
+            .flatten()
+            .find(|e| e.extn_id == const_oid::db::rfc5280::ID_CE_CRL_REASONS)
+            .and_then(|e| CrlReason::from_der(e.extn_value.as_bytes()).ok())
+            .map(|r| r as u8);
+        out.push((serial, at, reason));
+    }
+    Some(out)
+}
+
 /// Reads a DER CRL's number, times and entry count (RFC 5280 §5.1), walking the entries'
 /// TLV headers only.
 pub fn summarize(der: &[u8]) -> Result<CrlSummary, der::Error> {
@@ -311,6 +334,15 @@ mod tests {
         assert_eq!(entries.len(), 3);
         assert_eq!(entries[1].serial_number.as_bytes(), &[0x00, 0x80, 0x00]);
         assert_eq!(decoded.tbs_cert_list.to_der().unwrap(), tbs);
+        // What a restore takes back from a published CRL: serials, times, reasons.
+        let entries = revoked_entries(crl.as_der()).unwrap();
+        assert_eq!(entries.len(), 3);
+        assert_eq!(entries[0].1, t);
+        assert_eq!(
+            (entries[0].2, entries[1].2, entries[2].2),
+            (Some(1), None, Some(4))
+        );
+        assert_eq!(entries[1].0, crate::x509::Serial::from_hex("8000").unwrap());
         assert_eq!(
             summarize(crl.as_der()).unwrap(),
             CrlSummary {
