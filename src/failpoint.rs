@@ -56,6 +56,18 @@ pub fn stall(name: &str) {
     let _ = name;
 }
 
+/// The scheduled backups' interval: `configured`, or `SCEAU_BACKUP_EVERY_MS` in test builds.
+pub fn backup_interval(configured: std::time::Duration) -> std::time::Duration {
+    #[cfg(feature = "test-hooks")]
+    if let Some(millis) = std::env::var("SCEAU_BACKUP_EVERY_MS")
+        .ok()
+        .and_then(|v| v.parse::<u64>().ok())
+    {
+        return std::time::Duration::from_millis(millis);
+    }
+    configured
+}
+
 /// The time pinned by `SCEAU_NOW`, in test builds.
 pub fn pinned_now() -> Option<Timestamp> {
     #[cfg(feature = "test-hooks")]

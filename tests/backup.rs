@@ -195,6 +195,65 @@ fn a_backup_is_not_restored_against_a_token_without_its_keys() {
     assert!(!twice.status.success());
 }
 
+/// `[backup]`: the daemon backs up on its own, each backup checked, the `keep` newest kept;
+/// one of them restores.
+#[test]
+fn the_daemon_backs_up_on_schedule_and_keeps_the_newest() {
+    let pki = Pki::new(Keys::EC);
+    let backups = pki.path("backups");
+    let mut config = std::fs::read_to_string(&pki.config).unwrap();
+    config.push_str(&format!(
+        "\n[backup]\ndir = \"{}\"\nevery_hours = 24\nkeep = 2\n",
+        backups.display()
+    ));
+    std::fs::write(&pki.config, config).unwrap();
+    pki.init();
+    // Every 1.1 s instead of every 24 h (a test build's hook): names are UTC seconds.
+    let daemon = Daemon::start_with_env(&pki, &[("SCEAU_BACKUP_EVERY_MS", "1100")]);
+    let issued = pki.issue_holder("scheduled", &subject("scheduled"));
+    let listed = |dir: &std::path::Path| -> Vec<std::path::PathBuf> {
+        let mut all: Vec<_> = std::fs::read_dir(dir)
+            .map(|d| d.flatten().map(|e| e.path()).collect())
+            .unwrap_or_default();
+        all.sort();
+        all
+    };
+    let mut seen = std::collections::BTreeSet::new();
+    daemon.wait_until("four scheduled backups", |_| {
+        seen.extend(
+            listed(&backups)
+                .into_iter()
+                .filter(|p| !p.to_string_lossy().ends_with(".sceau-partial")),
+        );
+        seen.len() >= 4
+    });
+    // Between two runs, the two newest are there, whole; the others were pruned.
+    let whole = |dir: &std::path::Path| -> Vec<std::path::PathBuf> {
+        listed(dir)
+            .into_iter()
+            .filter(|p| p.join("manifest.json").is_file())
+            .collect()
+    };
+    daemon.wait_until("two backups kept", |_| whole(&backups).len() == 2);
+    let kept = whole(&backups);
+    assert!(
+        seen.iter().filter(|p| !kept.contains(p)).count() >= 2,
+        "nothing pruned: {seen:?}"
+    );
+    let newest = kept[1].clone();
+    let manifest: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(newest.join("manifest.json")).unwrap()).unwrap();
+    assert!(
+        manifest["counts"]["certificates"].as_u64().unwrap() >= 1,
+        "{manifest}"
+    );
+    daemon.stop();
+    std::fs::remove_dir_all(pki.data_dir().join("store")).unwrap();
+    pki.sceau_ok(&["restore", "--from", newest.to_str().unwrap()]);
+    let daemon = Daemon::start(&pki);
+    assert!(pki.ocsp_status(&daemon, &issued).contains(": good"));
+}
+
 fn copy_dir(from: &std::path::Path, to: &std::path::Path) {
     std::fs::create_dir_all(to).unwrap();
     for entry in std::fs::read_dir(from).unwrap().flatten() {

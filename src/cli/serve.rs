@@ -436,7 +436,9 @@ async fn scheduled_backups(
     clock: Arc<dyn crate::x509::time::Clock>,
     shutdown: CancellationToken,
 ) {
-    let every = std::time::Duration::from_secs(settings.every_hours * 3600);
+    let every = crate::failpoint::backup_interval(std::time::Duration::from_secs(
+        settings.every_hours * 3600,
+    ));
     let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
     loop {
         tokio::select! {
