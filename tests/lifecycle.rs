@@ -505,6 +505,15 @@ fn a_holder_manages_her_own_card_and_nothing_else() {
         422,
         "bad-receipt",
     );
+    // An operator's card is handed over from above: not by the OC below its AED.
+    assert_refused(
+        &deliver(
+            "card-aed",
+            &receipt((&team.aed.sign_cert, &team.aed.sign_key), "card-aed"),
+        ),
+        403,
+        "role-not-allowed",
+    );
     let good = receipt((&hugo.sign_cert, &hugo.sign_key), "card-hugo");
     let delivered = deliver("card-hugo", &good);
     assert_eq!(delivered.0, 200, "{delivered:?}");

@@ -426,6 +426,13 @@ impl RegistrationAuthority {
         }
         let (record, holder) = self.card_in_scope(actor, card)?;
         super::cards::refuse_own(actor, &holder, &record.holder)?;
+        // The card of an operator is handed over by an operator above them, as it was issued.
+        super::check_rank_over_holder(
+            &super::active_operators(&self.store)?,
+            &actor.record,
+            &holder,
+            Some(&record.holder),
+        )?;
         let receipt = base64_decode(receipt_base64)
             .ok_or_else(|| RaError::Malformed("receipt: not base64".into()))?;
         let bad = |why: String| RaError::refused(Refusal::BadReceipt, why);
