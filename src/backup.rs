@@ -80,7 +80,15 @@ pub fn create(
     out: &Path,
     now: Timestamp,
 ) -> Result<Manifest, BackupError> {
-    let out = std::path::absolute(out).map_err(|e| io(out, e))?;
+    // Resolved through its parent (symbolic links, `..`), so that the checks below see where
+    // it really goes.
+    let out = match (
+        out.parent().and_then(|p| p.canonicalize().ok()),
+        out.file_name(),
+    ) {
+        (Some(parent), Some(name)) => parent.join(name),
+        _ => std::path::absolute(out).map_err(|e| io(out, e))?,
+    };
     if out.exists() {
         return Err(BackupError(format!(
             "{}: exists; a backup goes into a new directory",
@@ -93,7 +101,9 @@ pub fn create(
         (data_dir, "the data directory"),
         (publish_dir, "the publish directory"),
     ] {
-        if let Ok(inside) = std::path::absolute(inside)
+        if let Ok(inside) = inside
+            .canonicalize()
+            .or_else(|_| std::path::absolute(inside))
             && out.starts_with(&inside)
         {
             return Err(BackupError(format!(
@@ -267,6 +277,27 @@ fn identity(state: &CaState) -> BTreeMap<String, String> {
     out
 }
 
+/// The public keys of the state's CRL issuers, by key identifier.
+fn ca_keys(
+    state: &CaState,
+) -> Result<Vec<(IssuerId, spki::SubjectPublicKeyInfoOwned)>, BackupError> {
+    let roots = state.root.iter().chain(&state.previous_roots);
+    let certificates = roots
+        .map(|r| (&r.name, &r.certificate))
+        .chain(state.issuing.iter().map(|c| (&c.name, &c.certificate)));
+    let mut out = Vec::new();
+    for (name, der) in certificates {
+        let certificate = <x509_cert::Certificate as der::Decode>::from_der(der)
+            .map_err(|e| BackupError(format!("certificate of {name}: {e}")))?;
+        let spki = certificate
+            .tbs_certificate()
+            .subject_public_key_info()
+            .clone();
+        out.push((IssuerId(crate::x509::keys::key_identifier(&spki)), spki));
+    }
+    Ok(out)
+}
+
 /// The CRL issuers of the state: (file name, key identifier).
 fn ca_names(state: &CaState) -> Result<Vec<(String, IssuerId)>, BackupError> {
     let mut out = Vec::new();
@@ -394,6 +425,8 @@ pub struct Restored {
     pub revocations_reapplied: Vec<String>,
     /// Certificates the engine knew but the backup did not: revoked, serials reserved.
     pub unaccounted_revoked: Vec<String>,
+    /// CRL files (first 8 octets of their SHA-256) not signed by this CA: ignored.
+    pub ignored_crls: Vec<String>,
     /// The revocations scheduled in the backup: one cancelled after it comes back, and runs
     /// when the daemon starts if its time has passed (cancel it first: `sceau scheduled
     /// cancel`); one scheduled after the backup is not in it.
@@ -467,6 +500,8 @@ fn bring_up_to_date(
     let issuers = ca_names(state)?;
     let mut seen: BTreeMap<IssuerId, u64> = BTreeMap::new();
     let mut crls: Vec<Vec<u8>> = Vec::new();
+    // Times are never in the future (a CRL or an engine entry saying otherwise is clamped).
+    let bounded = |at: Timestamp| at.min(now);
     if let Ok(entries) = std::fs::read_dir(publish_dir) {
         for entry in entries.flatten() {
             let path = entry.path();
@@ -480,6 +515,21 @@ fn bring_up_to_date(
     if let Some(engine) = engine {
         crls.extend(engine.crls.iter().cloned());
     }
+    // Only CRLs this CA signed count: a file in a web root or an engine entry is not trusted
+    // for what it says, only for the signature it carries.
+    let keys = ca_keys(state)?;
+    let mut ignored = Vec::new();
+    crls.retain(|der| {
+        let signed = crate::x509::crl::authority_key_identifier(der)
+            .and_then(|aki| keys.iter().find(|(id, _)| id.0 == aki))
+            .is_some_and(|(_, key)| crate::x509::crl::signed_by(der, key));
+        if !signed {
+            ignored.push(hex::encode(
+                &digest::digest(&digest::SHA256, der).as_ref()[..8],
+            ));
+        }
+        signed
+    });
     for der in &crls {
         let (Ok(summary), Some(issuer)) = (
             crate::x509::crl::summarize(der),
@@ -502,7 +552,11 @@ fn bring_up_to_date(
         let Some(issuer) = crate::x509::crl::authority_key_identifier(der) else {
             continue;
         };
-        for (serial, at, code) in crate::x509::crl::revoked_entries(der).unwrap_or_default() {
+        // Signed by this CA yet unreadable: no guessing what it revoked.
+        let entries = crate::x509::crl::revoked_entries(der).ok_or_else(|| {
+            BackupError("a CRL signed by this CA could not be read: nothing restored".into())
+        })?;
+        for (serial, at, code) in entries {
             let reason = RevocationReason::from_code(code).unwrap_or(RevocationReason::Unspecified);
             published.push((
                 CertKey {
@@ -542,7 +596,7 @@ fn bring_up_to_date(
         }
         let known = store.get::<Certificates>(key)?.is_some();
         match (known, revoked) {
-            (true, Some((at, reason))) => reapply.push((key.clone(), *at, *reason)),
+            (true, Some((at, reason))) => reapply.push((key.clone(), bounded(*at), *reason)),
             (true, None) => {}
             (false, _) => unaccounted.push(key.clone()),
         }
@@ -552,6 +606,7 @@ fn bring_up_to_date(
         crl_numbers: raised.iter().map(|(id, n)| (id.to_hex(), *n)).collect(),
         revocations_reapplied: reapply.iter().map(|(k, ..)| k.serial.to_hex()).collect(),
         unaccounted_revoked: unaccounted.iter().map(|k| k.serial.to_hex()).collect(),
+        ignored_crls: ignored,
         scheduled: crate::ca::schedule::list(store)
             .map_err(|e| BackupError(format!("scheduled revocations: {e}")))?,
     };
@@ -590,8 +645,13 @@ fn bring_up_to_date(
             });
         }
         for key in unaccounted {
-            // Never reused, and never valid: the CA no longer knows what it says.
-            txn.put::<Serials>(&key.serial, &key.issuer)?;
+            // Never reused, and never valid: the CA no longer knows what it says. A serial the
+            // index gives to another issuer stays theirs (serials are unique across issuers).
+            match txn.get::<Serials>(&key.serial)? {
+                Some(issuer) if issuer != key.issuer => continue,
+                Some(_) => {}
+                None => txn.put::<Serials>(&key.serial, &key.issuer)?,
+            }
             txn.changed(crate::store::status_change(&key));
             txn.put::<Revocations>(
                 &key,

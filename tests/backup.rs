@@ -129,6 +129,13 @@ fn a_ca_restored_from_a_backup_loses_no_revocation_and_reuses_no_crl_number() {
         "a refused restore left a store"
     );
 
+    // A CRL file this CA did not sign (here: a published one with its signature altered) is
+    // not believed: neither its number nor its entries.
+    let publish = pki.path("publish");
+    let mut forged = std::fs::read(publish.join("ac-agents.crl")).unwrap();
+    let last = forged.len() - 1;
+    forged[last] ^= 1;
+    std::fs::write(publish.join("forged.crl"), forged).unwrap();
     let restored = pki.sceau_ok(&["restore", "--from", backup.to_str().unwrap()]);
     let restored: serde_json::Value = serde_json::from_str(&restored).unwrap();
     let reapplied = restored["revocations_reapplied"].to_string();

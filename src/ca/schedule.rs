@@ -32,6 +32,9 @@ pub struct ScheduledRevocation {
     pub reason: RevocationReason,
     /// Who asked (`operator:<id>`, `cli`), for the audit log and the listing.
     pub requested_by: String,
+    /// The asking operator's role then (`AE`…`OC`): a cancellation comes from that rank or above.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub requested_by_role: Option<String>,
     pub scheduled_at: Timestamp,
 }
 
@@ -66,6 +69,7 @@ impl ScheduledRevocation {
             at,
             reason,
             requested_by,
+            requested_by_role: None,
             scheduled_at: now,
         }
     }
@@ -170,6 +174,28 @@ pub fn execute_due(store: &Store, now: Timestamp) -> Result<Vec<RevokedCertifica
             };
             let (done, note) = match revoke_in(txn, &request, now) {
                 Ok(done) => (done, None),
+                // A certificate a renewal superseded: the departure follows its card, whose
+                // current certificates are revoked (a renewal must not outlive a departure).
+                Err(CaError::AlreadyRevoked(what))
+                    if superseded_card(txn, &request.target)?.is_some() =>
+                {
+                    let card = superseded_card(txn, &request.target)?.unwrap_or_default();
+                    let by_card = RevocationRequest {
+                        target: RevocationTarget::Card(card.clone()),
+                        ..request.clone()
+                    };
+                    match revoke_in(txn, &by_card, now) {
+                        Ok(done) => (
+                            done,
+                            Some(format!("{what} was superseded: card {card} revoked")),
+                        ),
+                        Err(CaError::AlreadyRevoked(_)) => (
+                            Vec::new(),
+                            Some(format!("{what} and card {card} revoked already")),
+                        ),
+                        Err(other) => return Err(other),
+                    }
+                }
                 // Revoked meanwhile (the holder's own revocation, a card lost): done already.
                 Err(CaError::AlreadyRevoked(what)) => {
                     (Vec::new(), Some(format!("{what} revoked already")))
@@ -209,6 +235,22 @@ pub fn scheduled_for_card(
         entry.card.as_deref() == Some(card.card.as_str())
             || entry.serial.as_ref().is_some_and(|s| serials.contains(s))
     }))
+}
+
+/// The card of the certificate `target` names, if a renewal superseded that certificate.
+fn superseded_card(txn: &Txn<'_>, target: &RevocationTarget) -> Result<Option<String>, CaError> {
+    let RevocationTarget::Serial(_) = target else {
+        return Ok(None);
+    };
+    for key in targets(txn, target)? {
+        let revoked = txn.get::<Revocations>(&key)?;
+        if revoked.is_some_and(|r| r.reason == RevocationReason::Superseded)
+            && let Some(card) = txn.get::<Certificates>(&key)?.and_then(|c| c.card)
+        {
+            return Ok(Some(card));
+        }
+    }
+    Ok(None)
 }
 
 /// The time of the soonest scheduled revocation.

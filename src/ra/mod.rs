@@ -825,13 +825,12 @@ impl RegistrationAuthority {
             ));
         }
         // A departure on its way: the card is not given new certificates that would outlive it.
-        if let Some(entry) = crate::ca::schedule::scheduled_for_card(&self.store, card)? {
+        if crate::ca::schedule::scheduled_for_card(&self.store, card)?.is_some() {
             return Err(RaError::refused(
                 Refusal::RenewalNotAllowed,
-                format!(
-                    "card {} is to be revoked at {} (scheduled revocation {})",
-                    card.card, entry.at, entry.id
-                ),
+                // Worded for anyone: a holder learns no departure date from it (operators
+                // list scheduled revocations).
+                format!("card {} cannot be renewed now", card.card),
             ));
         }
         if self.store.contains::<Revocations>(&card.authentication)?

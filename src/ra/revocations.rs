@@ -4,7 +4,7 @@
 //! Who may revoke a card may schedule and cancel its revocation: the holder and the policy in
 //! the operator's scope, and the operator above any operator the card belongs to. These are
 //! checked inside the commit, as the writer orders things.
-use super::operators::OperatorRecord;
+use super::operators::{OperatorRecord, Role};
 use super::request::SignedRequest;
 use super::{
     Effects, Operator, RaError, Refusal, RegistrationAuthority, active_operators,
@@ -144,14 +144,17 @@ impl RegistrationAuthority {
         at: Timestamp,
         now: Timestamp,
     ) -> Result<serde_json::Value, RaError> {
-        let entry = ScheduledRevocation::new(
-            request.id.clone(),
-            &target,
-            at,
-            reason,
-            format!("operator:{}", actor.record.id),
-            now,
-        );
+        let entry = ScheduledRevocation {
+            requested_by_role: Some(actor.record.role.to_string()),
+            ..ScheduledRevocation::new(
+                request.id.clone(),
+                &target,
+                at,
+                reason,
+                format!("operator:{}", actor.record.id),
+                now,
+            )
+        };
         let answer = serde_json::json!({ "scheduled": entry });
         let evidence = self.evidence(actor, request, now).answered(&answer);
         let request_id = request.id.clone();
@@ -206,9 +209,17 @@ impl RegistrationAuthority {
             match current.requested_by.strip_prefix("operator:") {
                 Some(scheduler) if scheduler == scope.actor.id => {}
                 Some(scheduler) => {
-                    if let Some(record) = txn.get::<Operators>(&scheduler.to_owned())?
-                        && scope.actor.role > record.role
-                    {
+                    // The rank it was scheduled at (recorded then); for older entries, the
+                    // scheduler's record; with neither, only the scheduler cancels.
+                    let recorded = current
+                        .requested_by_role
+                        .as_deref()
+                        .and_then(|role| serde_json::from_value::<Role>(serde_json::json!(role)).ok());
+                    let role = match recorded {
+                        Some(role) => Some(role),
+                        None => txn.get::<Operators>(&scheduler.to_owned())?.map(|r| r.role),
+                    };
+                    if role.is_none_or(|role| scope.actor.role > role) {
                         return Err(RaError::refused(
                             Refusal::RoleNotAllowed,
                             "scheduled by an operator above you: cancelled at that rank or above",

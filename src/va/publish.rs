@@ -402,7 +402,7 @@ fn status_value(published: &super::responder::PublishedStatus) -> StatusValue {
 /// Everything the engine holds, for a restore (`sceau restore`): every published status and
 /// every published CRL. Reads only: the buckets must exist.
 pub async fn read_engine(settings: &NatsConfig) -> Result<crate::backup::EngineView, String> {
-    use futures_util::{StreamExt, TryStreamExt};
+    use futures_util::TryStreamExt;
     use tokio::io::AsyncReadExt;
     let client = connect(settings).await?;
     let js = jetstream::new(client);
@@ -452,9 +452,10 @@ pub async fn read_engine(settings: &NatsConfig) -> Result<crate::backup::EngineV
             .list()
             .await
             .map_err(|e| format!("bucket {}: {e}", settings.files_bucket))?
-            .filter_map(|info| async move { info.ok().map(|i| i.name) })
-            .collect()
-            .await;
+            .map_ok(|info| info.name)
+            .try_collect()
+            .await
+            .map_err(|e| format!("bucket {}: {e}", settings.files_bucket))?;
         for name in names.into_iter().filter(|n| n.starts_with("crl/")) {
             let mut object = files
                 .get(&name)

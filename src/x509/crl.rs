@@ -223,6 +223,23 @@ pub fn authority_key_identifier(der: &[u8]) -> Option<[u8; 20]> {
     aki.key_identifier?.as_bytes().try_into().ok()
 }
 
+/// Whether `der` is a CRL signed by the key `signer` (the outer SEQUENCE's first element is
+/// the TBS, as in a certificate).
+pub fn signed_by(der: &[u8], signer: &spki::SubjectPublicKeyInfoOwned) -> bool {
+    use der::{Decode, asn1::AnyRef};
+    let Ok(crl) = x509_cert::crl::CertificateList::<x509_cert::certificate::Rfc5280>::from_der(der)
+    else {
+        return false;
+    };
+    let tbs = AnyRef::from_der(der)
+        .and_then(|outer| der::SliceReader::new(outer.value()))
+        .and_then(|mut fields| der::Reader::tlv_bytes(&mut fields).map(<[u8]>::to_vec));
+    let (Ok(tbs), Some(signature)) = (tbs, crl.signature.as_bytes()) else {
+        return false;
+    };
+    super::sigalg::verify(signer, &crl.signature_algorithm, &tbs, signature).is_ok()
+}
+
 /// The entries of a DER CRL: (serial, revocation date, reasonCode). For a restore, which takes
 /// back what was published (a full decode: not for the hot path).
 pub fn revoked_entries(der: &[u8]) -> Option<Vec<(super::Serial, Timestamp, Option<u8>)>> {
