@@ -316,28 +316,6 @@ fn a_revocation_at_a_date_runs_on_time_and_survives_a_crash() {
     assert!(executed[0].to_string().contains(&leave_id));
 }
 
-/// The ```sh blocks of the pages `docs`, in order.
-fn shell_blocks(docs: &[&str]) -> String {
-    let mut script = String::new();
-    for doc in docs {
-        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(doc);
-        let text = std::fs::read_to_string(&path).unwrap();
-        let mut inside = false;
-        for line in text.lines() {
-            match (inside, line.trim_start()) {
-                (false, "```sh") => inside = true,
-                (true, "```") => inside = false,
-                (true, _) => {
-                    script.push_str(line);
-                    script.push('\n');
-                }
-                _ => {}
-            }
-        }
-    }
-    script
-}
-
 /// Issue 12 problems 2 and 3: the holder walk-through of docs/holder-example.md runs as written
 /// (handover receipt, the holder's card, her renewal approved by an AED, the old certificates
 /// superseded, her revocation of the new card); then what a holder must not do, and receipts
@@ -345,20 +323,8 @@ fn shell_blocks(docs: &[&str]) -> String {
 #[test]
 fn a_holder_manages_her_own_card_and_nothing_else() {
     let ra = Ra::start();
-    let script = shell_blocks(&["docs/ra-example.md", "docs/holder-example.md"]);
+    let (script, out) = ra.run_docs(&["docs/ra-example.md", "docs/holder-example.md"]);
     assert!(script.contains("holder_post"), "no holder blocks");
-    let out = std::process::Command::new("bash")
-        .arg("-c")
-        .arg(&script)
-        .current_dir(ra.pki.dir.path())
-        .env("SCEAU_BIN", env!("CARGO_BIN_EXE_sceau"))
-        .env("SCEAU_CONFIG", &ra.pki.config)
-        .env("RA", ra.url(""))
-        .env("RA_CA", ra.pki.path("ra-tls.pem"))
-        .env("VA", ra.daemon.url(""))
-        .env("CERTS", ra.pki.data_dir().join("certs"))
-        .output()
-        .unwrap();
     assert!(
         out.status.success(),
         "docs/holder-example.md failed:\n{}\n{}",

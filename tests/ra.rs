@@ -2,7 +2,6 @@
 //! whose keys OpenSSL made, requests signed by `openssl cms` and sent by `curl` over mutual TLS.
 mod common;
 
-use std::path::Path;
 use std::process::Command;
 
 use common::daemon::Daemon;
@@ -12,39 +11,11 @@ use common::ra::*;
 #[test]
 fn the_worked_example_runs_as_written() {
     let ra = Ra::start();
-    let doc_text =
-        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/ra-example.md"))
-            .unwrap();
-    // The ```sh blocks, in order.
-    let mut script = String::new();
-    let mut inside = false;
-    for line in doc_text.lines() {
-        match (inside, line.trim_start()) {
-            (false, "```sh") => inside = true,
-            (true, "```") => inside = false,
-            (true, _) => {
-                script.push_str(line);
-                script.push('\n');
-            }
-            _ => {}
-        }
-    }
+    let (script, out) = ra.run_docs(&["docs/ra-example.md"]);
     assert!(
         script.contains("ra_post"),
         "no shell blocks found in docs/ra-example.md"
     );
-    let out = Command::new("bash")
-        .arg("-c")
-        .arg(&script)
-        .current_dir(ra.pki.dir.path())
-        .env("SCEAU_BIN", env!("CARGO_BIN_EXE_sceau"))
-        .env("SCEAU_CONFIG", &ra.pki.config)
-        .env("RA", ra.url(""))
-        .env("RA_CA", ra.pki.path("ra-tls.pem"))
-        .env("VA", ra.daemon.url(""))
-        .env("CERTS", ra.pki.data_dir().join("certs"))
-        .output()
-        .unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(

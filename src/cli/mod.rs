@@ -885,7 +885,7 @@ fn revoke(
     reason: &str,
     invalidity_date: Option<String>,
 ) -> Result<(), CliError> {
-    use crate::ca::revoke::{RevocationRequest, RevocationTarget};
+    use crate::ca::revoke::RevocationRequest;
     // Checked here too, so that a typo is reported the same way online and offline.
     let reason_value: crate::x509::revocation::RevocationReason = reason
         .parse()
@@ -897,13 +897,7 @@ fn revoke(
         ),
         None => None,
     };
-    let target = match (&serial, &card) {
-        (Some(serial), None) => RevocationTarget::Serial(
-            crate::x509::Serial::from_hex(serial).context(|| format!("--serial {serial:?}"))?,
-        ),
-        (None, Some(card)) => RevocationTarget::Card(card.clone()),
-        _ => return Err(CliError("give --serial or --card".into())),
-    };
+    let target = revocation_target(serial.as_deref(), card.as_deref())?;
     let body = serde_json::json!({
         "serial": serial,
         "card": card,
@@ -932,6 +926,21 @@ fn revoke(
     Ok(())
 }
 
+/// What `--serial` or `--card` names.
+fn revocation_target(
+    serial: Option<&str>,
+    card: Option<&str>,
+) -> Result<crate::ca::revoke::RevocationTarget, CliError> {
+    use crate::ca::revoke::RevocationTarget;
+    match (serial, card) {
+        (Some(serial), None) => Ok(RevocationTarget::Serial(
+            crate::x509::Serial::from_hex(serial).context(|| format!("--serial {serial:?}"))?,
+        )),
+        (None, Some(card)) => Ok(RevocationTarget::Card(card.to_owned())),
+        _ => Err(CliError("give --serial or --card".into())),
+    }
+}
+
 /// `sceau revoke --at`: through the running daemon (whose timer carries it out), or in the
 /// store when none runs (carried out when the daemon starts, or at its time).
 fn schedule_revocation(
@@ -941,7 +950,6 @@ fn schedule_revocation(
     reason: Option<&str>,
     at: &str,
 ) -> Result<(), CliError> {
-    use crate::ca::revoke::RevocationTarget;
     use crate::ca::schedule::ScheduledRevocation;
     let reason_text = reason.unwrap_or("affiliation-changed");
     let reason_value: crate::x509::revocation::RevocationReason = reason_text
@@ -953,13 +961,7 @@ fn schedule_revocation(
     if time <= now {
         return revoke(config, serial, card, reason_text, None);
     }
-    let target = match (&serial, &card) {
-        (Some(serial), None) => RevocationTarget::Serial(
-            crate::x509::Serial::from_hex(serial).context(|| format!("--serial {serial:?}"))?,
-        ),
-        (None, Some(card)) => RevocationTarget::Card(card.clone()),
-        _ => return Err(CliError("give --serial or --card".into())),
-    };
+    let target = revocation_target(serial.as_deref(), card.as_deref())?;
     let body = serde_json::json!({
         "serial": serial,
         "card": card,

@@ -98,6 +98,20 @@ impl CardRequestRecord {
         value
     }
 
+    /// Writes the submitted request with its audit event (in the caller's commit).
+    pub(super) fn write_submitted(&self, txn: &mut crate::store::Txn<'_>) -> Result<(), RaError> {
+        txn.audit(AuditEvent::CardRequestSubmitted {
+            request: self.id.clone(),
+            operator: self.submitted_by.clone(),
+            holder: self.holder.clone(),
+            card: self.card.clone(),
+            subject: self.subject.clone(),
+            renewal: self.renewal,
+        });
+        txn.put::<CardRequests>(&self.id, self)?;
+        Ok(())
+    }
+
     fn card_request(&self) -> CardRequest {
         CardRequest {
             holder: self.holder.clone(),
@@ -178,16 +192,7 @@ impl RegistrationAuthority {
         self.store.commit(move |txn| -> Result<(), RaError> {
             claim(txn, &record.id, &evidence)?;
             super::check_still_active(txn, &actor_id)?;
-            txn.audit(AuditEvent::CardRequestSubmitted {
-                request: record.id.clone(),
-                operator: record.submitted_by.clone(),
-                holder: record.holder.clone(),
-                card: record.card.clone(),
-                subject: record.subject.clone(),
-                renewal: record.renewal,
-            });
-            txn.put::<CardRequests>(&record.id.clone(), &record)?;
-            Ok(())
+            record.write_submitted(txn)
         })?;
         Ok(summary)
     }

@@ -21,8 +21,7 @@ use super::cards::{CardRequestRecord, RequestState, Submission};
 use super::request::{Action, SignedRequest};
 use super::{
     Effects, EvidenceRecord, Operator, RaError, Refusal, RegistrationAuthority,
-    certificate_subject, check_holder_scope, check_scope, claim, request, settle,
-    unknown_outside_scope,
+    certificate_subject, check_holder_scope, check_scope, claim, settle, unknown_outside_scope,
 };
 use crate::audit::AuditEvent;
 use crate::ca::revoke::{RevocationRequest, RevocationTarget};
@@ -261,38 +260,12 @@ impl RegistrationAuthority {
                 "the card's signature certificate cannot sign (revoked or not valid now)",
             ));
         };
-        let content = cms::verify_attached_by_one_of(&cms_der, &[signer])
-            .map(|(content, _)| content)
-            .map_err(|e| match e {
-                cms::CmsError::WrongSigner => RaError::refused(
-                    Refusal::SignerNotClient,
-                    "a holder's request is signed with their card's signature certificate",
-                ),
-                cms::CmsError::Signature(_) | cms::CmsError::Attribute(..) => {
-                    RaError::refused(Refusal::BadSignature, e.to_string())
-                }
-                other => RaError::Malformed(other.to_string()),
-            })?;
-        if let Some(id) = request::id_of(&content)
-            && let Some(answer) = self.answer_to_retry(&id, &cms_der)
-        {
-            return Err(RaError::CarriedOut(Box::new(answer)));
-        }
-        let request = request::parse(
-            &content,
+        let request = self.open_signed(
             cms_der,
-            self.clock.now(),
-            self.settings.time_window_seconds,
+            &[signer],
+            "a holder's request is signed with their card's signature certificate",
+            expected,
         )?;
-        if request.action.name() != expected {
-            return Err(RaError::refused(
-                Refusal::ActionMismatch,
-                format!(
-                    "the signed action is {:?}, this URL takes {expected:?}",
-                    request.action.name()
-                ),
-            ));
-        }
         let named = match &request.action {
             Action::Renew { card, .. } => Some(card.as_str()),
             Action::Revoke {
@@ -309,12 +282,7 @@ impl RegistrationAuthority {
                 "a holder acts on their own card, now, and names it",
             ));
         }
-        if self
-            .store
-            .contains::<crate::store::schema::Evidence>(&request.id)?
-        {
-            return Err(super::replayed(&request.id));
-        }
+        self.check_unused(&request)?;
         Ok(request)
     }
 
@@ -541,16 +509,7 @@ impl RegistrationAuthority {
                     "the card is revoked",
                 ));
             }
-            txn.audit(AuditEvent::CardRequestSubmitted {
-                request: record.id.clone(),
-                operator: record.submitted_by.clone(),
-                holder: record.holder.clone(),
-                card: record.card.clone(),
-                subject: record.subject.clone(),
-                renewal: record.renewal,
-            });
-            txn.put::<CardRequests>(&record.id.clone(), &record)?;
-            Ok(())
+            record.write_submitted(txn)
         })?;
         Ok(summary)
     }

@@ -594,13 +594,48 @@ impl RegistrationAuthority {
         let mut signers = Vec::with_capacity(2);
         signers.extend(operator.signature_certificate.as_ref());
         signers.push(&operator.certificate);
-        let content = cms::verify_attached_by_one_of(&cms_der, &signers)
+        let request = self.open_signed(
+            cms_der,
+            &signers,
+            "the request is signed by another certificate than the TLS client's card's",
+            expected,
+        )?;
+        let named = match &request.action {
+            Action::Withdraw { operator, .. } => Some(operator.as_str()),
+            Action::Approve { request, .. } | Action::Reject { request, .. } => {
+                Some(request.as_str())
+            }
+            Action::Renew { card, .. } => Some(card.as_str()),
+            Action::CancelRevocation { scheduled } => Some(scheduled.as_str()),
+            Action::Deliver { card, .. } => Some(card.as_str()),
+            _ => None,
+        };
+        if named != target {
+            return Err(RaError::refused(
+                Refusal::ActionMismatch,
+                format!("the signed request names {named:?}, the URL {target:?}"),
+            ));
+        }
+        self.check_unused(&request)?;
+        Ok(request)
+    }
+
+    /// Verifies a CMS envelope signed by one of `signers` (`wrong_signer`: the refusal's
+    /// wording otherwise), answers a retry of bytes already carried out, then checks the id,
+    /// the time and that the action is `expected`.
+    fn open_signed(
+        &self,
+        cms_der: Vec<u8>,
+        signers: &[&Certificate],
+        wrong_signer: &str,
+        expected: &str,
+    ) -> Result<SignedRequest, RaError> {
+        let content = cms::verify_attached_by_one_of(&cms_der, signers)
             .map(|(content, _)| content)
             .map_err(|e| match e {
-                cms::CmsError::WrongSigner => RaError::refused(
-                    Refusal::SignerNotClient,
-                    "the request is signed by another certificate than the TLS client's card's",
-                ),
+                cms::CmsError::WrongSigner => {
+                    RaError::refused(Refusal::SignerNotClient, wrong_signer)
+                }
                 cms::CmsError::Signature(_) | cms::CmsError::Attribute(..) => {
                     RaError::refused(Refusal::BadSignature, e.to_string())
                 }
@@ -628,22 +663,11 @@ impl RegistrationAuthority {
                 ),
             ));
         }
-        let named = match &request.action {
-            Action::Withdraw { operator, .. } => Some(operator.as_str()),
-            Action::Approve { request, .. } | Action::Reject { request, .. } => {
-                Some(request.as_str())
-            }
-            Action::Renew { card, .. } => Some(card.as_str()),
-            Action::CancelRevocation { scheduled } => Some(scheduled.as_str()),
-            Action::Deliver { card, .. } => Some(card.as_str()),
-            _ => None,
-        };
-        if named != target {
-            return Err(RaError::refused(
-                Refusal::ActionMismatch,
-                format!("the signed request names {named:?}, the URL {target:?}"),
-            ));
-        }
+        Ok(request)
+    }
+
+    /// The request's id was never used, or it is an approval being resumed by its own bytes.
+    fn check_unused(&self, request: &SignedRequest) -> Result<(), RaError> {
         if let Some(earlier) = self.store.get::<Evidence>(&request.id)? {
             match retried(&earlier, &request.evidence) {
                 Retry::Answered(outcome) => return Err(RaError::CarriedOut(Box::new(outcome))),
@@ -651,7 +675,7 @@ impl RegistrationAuthority {
                 Retry::Other => return Err(replayed(&request.id)),
             }
         }
-        Ok(request)
+        Ok(())
     }
 
     /// The recorded answer to request `id`, if `cms` is the very request carried out under it.

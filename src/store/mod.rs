@@ -221,6 +221,11 @@ impl Store {
         let db = DB::open_cf_as_secondary(&options, dir, scratch, schema::ALL_TABLES.iter())
             .map_err(db_error)?;
         db.try_catch_up_with_primary().map_err(db_error)?;
+        Self::without_writer(db, dir)
+    }
+
+    /// A store that reads `db` and cannot commit.
+    fn without_writer(db: DB, dir: &Path) -> Result<Self, StoreError> {
         let head = recorded_head(&db)?;
         let outbox = Arc::new(OutboxCounter::starting_after(&db)?);
         Ok(Self {
@@ -242,18 +247,7 @@ impl Store {
         options.set_keep_log_file_num(1);
         let db = DB::open_cf_for_read_only(&options, dir, schema::ALL_TABLES.iter(), false)
             .map_err(db_error)?;
-        let head = recorded_head(&db)?;
-        let outbox = Arc::new(OutboxCounter::starting_after(&db)?);
-        Ok(Self {
-            inner: Arc::new(Inner {
-                db: Arc::new(db),
-                path: dir.to_path_buf(),
-                jobs: None,
-                writer: None,
-                head: Arc::new(Mutex::new(head)),
-                outbox,
-            }),
-        })
+        Self::without_writer(db, dir)
     }
 
     /// A consistent copy of the whole store, as of now, in `dir` (which must not exist):

@@ -144,6 +144,41 @@ impl Ra {
         cms
     }
 
+    /// Runs the ```sh blocks of the pages `docs`, in order, as one bash script in the PKI's
+    /// directory, against this daemon: (the script, its output).
+    pub fn run_docs(&self, docs: &[&str]) -> (String, std::process::Output) {
+        let mut script = String::new();
+        for doc in docs {
+            let path = Path::new(env!("CARGO_MANIFEST_DIR")).join(doc);
+            let text = std::fs::read_to_string(&path).unwrap();
+            let mut inside = false;
+            for line in text.lines() {
+                match (inside, line.trim_start()) {
+                    (false, "```sh") => inside = true,
+                    (true, "```") => inside = false,
+                    (true, _) => {
+                        script.push_str(line);
+                        script.push('\n');
+                    }
+                    _ => {}
+                }
+            }
+        }
+        let out = Command::new("bash")
+            .arg("-c")
+            .arg(&script)
+            .current_dir(self.pki.dir.path())
+            .env("SCEAU_BIN", env!("CARGO_BIN_EXE_sceau"))
+            .env("SCEAU_CONFIG", &self.pki.config)
+            .env("RA", self.url(""))
+            .env("RA_CA", self.pki.path("ra-tls.pem"))
+            .env("VA", self.daemon.url(""))
+            .env("CERTS", self.pki.data_dir().join("certs"))
+            .output()
+            .unwrap();
+        (script, out)
+    }
+
     /// POSTs the signed bytes in `cms` over TLS as `client`.
     pub fn post_cms(&self, client: &Op, path: &str, cms: &Path) -> (u16, serde_json::Value) {
         self.curl(client, "POST", path, Some(cms))
