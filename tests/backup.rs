@@ -189,6 +189,19 @@ fn a_backup_is_not_restored_against_a_token_without_its_keys() {
     pki.init();
     let backup = pki.path("backup");
     pki.sceau_ok(&["backup", "--out", backup.to_str().unwrap()]);
+    // Not a backup: the error names the file.
+    let nothing = pki.sceau(&[
+        "restore",
+        "--from",
+        pki.path("no-such-backup").to_str().unwrap(),
+    ]);
+    assert!(!nothing.status.success());
+    assert!(String::from_utf8_lossy(&nothing.stderr).contains("no-such-backup/manifest.json"));
+    let junk = pki.path("junk-backup");
+    std::fs::create_dir_all(&junk).unwrap();
+    std::fs::write(junk.join("manifest.json"), b"{not json").unwrap();
+    let refused = pki.sceau(&["restore", "--from", junk.to_str().unwrap()]);
+    assert!(String::from_utf8_lossy(&refused.stderr).contains("junk-backup/manifest.json"));
     let other = Pki::new(Keys::EC);
     other.init();
     std::fs::remove_dir_all(other.data_dir().join("store")).unwrap();

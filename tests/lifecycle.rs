@@ -365,6 +365,40 @@ fn a_holder_manages_her_own_card_and_nothing_else() {
         ("agent-hugo", "card-hugo"),
         ("Hugo", "HAMON"),
     );
+    // Garbage on the new entry points: protocol answers, nothing changed.
+    let garbage = ra.pki.path("garbage.bin");
+    std::fs::write(&garbage, b"\x30\x82\xff\xff not a CMS").unwrap();
+    for path in ["/ra/v1/holder/card/renew", "/ra/v1/holder/card/revoke"] {
+        assert_refused(
+            &ra.post_cms(&gina, path, &garbage),
+            400,
+            "malformed-request",
+        );
+    }
+    assert_refused(
+        &ra.post_cms(&team.oc, "/ra/v1/cards/card-gina/deliver", &garbage),
+        400,
+        "malformed-request",
+    );
+    let (_, not_base64) = doc("deliver", r#""card":"card-gina","receipt":"%%%""#);
+    assert_refused(
+        &ra.post(&team.oc, "/ra/v1/cards/card-gina/deliver", &not_base64),
+        400,
+        "malformed-request",
+    );
+    let (_, bad_time) = doc("revoke", r#""card":"card-gina","at":"tomorrow""#);
+    assert_refused(
+        &ra.post(&team.oc, "/ra/v1/revocations", &bad_time),
+        400,
+        "malformed-request",
+    );
+    assert_eq!(ra.get(&gina, "/ra/v1/holder/card").1["state"], "issued");
+    assert!(
+        ra.pki
+            .ocsp_status(&ra.daemon, &gina.cert)
+            .contains(": good")
+    );
+
     // A holder is not an operator.
     assert_refused(
         &ra.get(&gina, "/ra/v1/operators/me"),
