@@ -8,11 +8,20 @@
 //!
 //! A restore rebuilds an empty data directory from a checked backup, and only once the HSM was
 //! found to hold the keys of every CA in it. What happened after the backup is not in it, so
-//! the restored CA never reuses a CRL number already published (it starts above the highest one
-//! found in the publish directory and, when configured, the engine of the responder nodes), and
-//! takes back from that engine the revocations published after the backup. A certificate the
-//! engine knows but the backup does not (issued after it) cannot be accounted for any more: it
-//! is revoked, its serial kept reserved (nothing may be valid that the CA does not know).
+//! the restore takes back what the outside world saw:
+//!
+//! - **Revocations** published after the backup (signed CRLs in the publish directory and the
+//!   engine of the responder nodes, and the engine's statuses) come back exactly as published:
+//!   time, reason and invalidity date. A certificate the engine knows but the backup does not
+//!   (issued after it) cannot be accounted for any more: it is revoked (as published if it was,
+//!   else at the restore's time, listed entry by entry), its serial kept reserved (nothing may
+//!   be valid that the CA does not know).
+//! - **CRL numbers** are never reused: the restored CA starts above the highest one found in
+//!   signed CRLs (publish directory, engine). With none found for a CA, it starts above what
+//!   could have been published since its last CRL in the backup: CRL thisUpdate times go up by
+//!   at least a second per CRL and never run more than [`crate::va::crl::MAX_AHEAD_SECONDS`]
+//!   ahead of the clock, so at most one number a second can have been used since (plus a
+//!   margin for clocks that disagree, [`CLOCK_MARGIN_SECONDS`]). The report says which.
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
@@ -406,13 +415,46 @@ pub fn prune(dir: &Path, keep: usize) -> Result<Vec<PathBuf>, BackupError> {
     Ok(removed)
 }
 
+/// Seconds added to the clock-derived CRL number floor for a restoring host whose clock is
+/// behind the lost one's.
+pub const CLOCK_MARGIN_SECONDS: u64 = 3600;
+
+/// A revocation as the outside world saw it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+pub struct PublishedRevocation {
+    pub revoked_at: Timestamp,
+    pub reason: RevocationReason,
+    pub invalidity_date: Option<Timestamp>,
+}
+
 /// What the engine of the responder nodes holds, read at restore time.
 #[derive(Debug, Default)]
 pub struct EngineView {
-    /// Every status published: (certificate, revoked at and reason if revoked).
-    pub statuses: Vec<(CertKey, Option<(Timestamp, RevocationReason)>)>,
+    /// Every status published: (certificate, its revocation if revoked).
+    pub statuses: Vec<(CertKey, Option<PublishedRevocation>)>,
     /// The CRLs published there (DER).
     pub crls: Vec<Vec<u8>>,
+}
+
+/// A revocation the restore wrote back.
+#[derive(Debug, Serialize)]
+pub struct Reapplied {
+    pub serial: String,
+    #[serde(flatten)]
+    pub revocation: PublishedRevocation,
+    /// Where it was read: `crl` (a CRL this CA signed) or `engine` (the status bucket).
+    pub source: &'static str,
+}
+
+/// Where a restored CA's next CRL number comes from.
+#[derive(Debug, Serialize)]
+pub struct CrlNumberFloor {
+    /// The number the next CRL follows.
+    pub number: u64,
+    /// `published` (the highest found in a signed CRL) or `clock` (none found: derived from
+    /// the time since the backup's last CRL).
+    pub source: &'static str,
+    pub detail: String,
 }
 
 /// What a restore did.
@@ -421,22 +463,51 @@ pub struct Restored {
     pub audit_head: AuditHead,
     /// Issuer -> the number the next CRL will follow.
     pub crl_numbers: BTreeMap<String, u64>,
-    /// Revocations published after the backup, taken back from the engine.
-    pub revocations_reapplied: Vec<String>,
+    /// CRL name -> where its number comes from.
+    pub crl_number_floors: BTreeMap<String, CrlNumberFloor>,
+    /// Revocations published after the backup, taken back as published.
+    pub revocations_reapplied: Vec<Reapplied>,
     /// Certificates the engine knew but the backup did not: revoked, serials reserved.
     pub unaccounted_revoked: Vec<String>,
+    /// Those of them nothing published as revoked: revoked at the restore's time, reason
+    /// unspecified (the only revocations whose time is the restore's).
+    pub revoked_at_restore_time: Vec<String>,
     /// CRL files (first 8 octets of their SHA-256) not signed by this CA: ignored.
     pub ignored_crls: Vec<String>,
+    /// What the restore could not check, and what it costs.
+    pub unverified: Vec<String>,
     /// The revocations scheduled in the backup: one cancelled after it comes back, and runs
     /// when the daemon starts if its time has passed (cancel it first: `sceau scheduled
     /// cancel`); one scheduled after the backup is not in it.
     pub scheduled: Vec<crate::ca::schedule::ScheduledRevocation>,
 }
 
-/// Rebuilds `store_dir` (which must not exist, or be empty) from the backup `from`: checks the
-/// backup, copies its store beside, checks that `hsm_check` accepts its CA state (the HSM holds
-/// every CA key), raises the CRL numbers above every one found in `publish_dir` and `engine`,
-/// takes back the engine's revocations, and moves the store into place.
+/// Whether `store_dir` holds no CA: absent, empty, or a store a start created before failing
+/// (no CA state, no certificate, no audit entry). Anything else is never overwritten.
+fn holds_nothing(store_dir: &Path) -> Result<bool, BackupError> {
+    let Ok(mut entries) = std::fs::read_dir(store_dir) else {
+        return Ok(!store_dir.exists());
+    };
+    if entries.next().is_none() {
+        return Ok(true);
+    }
+    let Ok(store) = Store::open_read_only(store_dir) else {
+        return Ok(false);
+    };
+    let empty = crate::ca::load_state(&store)
+        .map_err(|e| BackupError(format!("{}: CA state: {e}", store_dir.display())))?
+        .is_none()
+        && store.audit_head().seq == 0
+        && store.count::<Certificates>(&[])? == 0;
+    Ok(empty)
+}
+
+/// Rebuilds `store_dir` from the backup `from`: checks the backup, copies its store beside,
+/// checks that `hsm_check` accepts its CA state (the HSM holds every CA key), raises the CRL
+/// numbers above every one that may have been published, takes back the published
+/// revocations, and moves the store into place. `store_dir` must hold no CA: absent, empty,
+/// or left empty by a start (replaced); a `.restoring` leftover of an interrupted restore is
+/// replaced.
 pub fn restore(
     from: &Path,
     store_dir: &Path,
@@ -446,14 +517,9 @@ pub fn restore(
     now: Timestamp,
 ) -> Result<Restored, BackupError> {
     let manifest = check(from)?;
-    if store_dir.exists()
-        && std::fs::read_dir(store_dir)
-            .map_err(|e| io(store_dir, e))?
-            .next()
-            .is_some()
-    {
+    if !holds_nothing(store_dir)? {
         return Err(BackupError(format!(
-            "{}: not empty; a restore never overwrites a store (move it aside first)",
+            "{}: holds a store with a CA in it (or one that cannot be read); a restore never overwrites one: move it aside first",
             store_dir.display()
         )));
     }
@@ -480,28 +546,22 @@ pub fn restore(
         }
     };
     if store_dir.exists() {
-        std::fs::remove_dir(store_dir).map_err(|e| io(store_dir, e))?;
+        // Nothing in it (checked above): what a start left.
+        std::fs::remove_dir_all(store_dir).map_err(|e| io(store_dir, e))?;
     }
-    std::fs::rename(&staging, store_dir).map_err(|e| io(store_dir, e))?;
+    crate::durable::rename(&staging, store_dir).map_err(|e| io(store_dir, e))?;
     Ok(restored)
 }
 
-/// What happened after the backup, as far as the outside world saw it: CRL numbers and
-/// revocations. One write, with its audit event.
-fn bring_up_to_date(
-    store: &Store,
+/// The signed CRLs found in the publish directory and the engine; the others are listed by
+/// digest and ignored (a file in a web root or an engine entry is trusted only for the
+/// signature it carries).
+fn signed_crls(
     state: &CaState,
-    manifest: &Manifest,
     publish_dir: &Path,
     engine: Option<&EngineView>,
-    now: Timestamp,
-) -> Result<Restored, BackupError> {
-    // The highest CRL number seen anywhere, per issuer (by the CRL's authority key id).
-    let issuers = ca_names(state)?;
-    let mut seen: BTreeMap<IssuerId, u64> = BTreeMap::new();
+) -> Result<(Vec<Vec<u8>>, Vec<String>), BackupError> {
     let mut crls: Vec<Vec<u8>> = Vec::new();
-    // Times are never in the future (a CRL or an engine entry saying otherwise is clamped).
-    let bounded = |at: Timestamp| at.min(now);
     if let Ok(entries) = std::fs::read_dir(publish_dir) {
         for entry in entries.flatten() {
             let path = entry.path();
@@ -515,8 +575,6 @@ fn bring_up_to_date(
     if let Some(engine) = engine {
         crls.extend(engine.crls.iter().cloned());
     }
-    // Only CRLs this CA signed count: a file in a web root or an engine entry is not trusted
-    // for what it says, only for the signature it carries.
     let keys = ca_keys(state)?;
     let mut ignored = Vec::new();
     crls.retain(|der| {
@@ -530,24 +588,108 @@ fn bring_up_to_date(
         }
         signed
     });
-    for der in &crls {
-        let (Ok(summary), Some(issuer)) = (
+    Ok((crls, ignored))
+}
+
+/// The thisUpdate of the last CRL of each name the backup's audit log records.
+fn last_crl_times(store: &Store) -> Result<BTreeMap<String, Timestamp>, BackupError> {
+    let mut out = BTreeMap::new();
+    for entry in store.audit_entries()? {
+        let (_, body) = entry?;
+        // Most entries are not CRLs: looked at before being parsed.
+        if !body.windows(13).any(|w| w == b"crl_published") {
+            continue;
+        }
+        let (_, record) =
+            crate::audit::decode(&body).map_err(|e| BackupError(format!("audit: {e}")))?;
+        if let AuditEvent::CrlPublished {
+            name, this_update, ..
+        } = record.event
+        {
+            out.insert(name, this_update);
+        }
+    }
+    Ok(out)
+}
+
+/// The number each CA's next CRL follows: above the highest found in a signed CRL, or, with
+/// none found, above what may have been published since the backup's last CRL.
+fn crl_number_floors(
+    store: &Store,
+    issuers: &[(String, IssuerId)],
+    crls: &[Vec<u8>],
+    manifest: &Manifest,
+    now: Timestamp,
+) -> Result<BTreeMap<String, (IssuerId, CrlNumberFloor)>, BackupError> {
+    let mut seen: BTreeMap<IssuerId, u64> = BTreeMap::new();
+    for der in crls {
+        let (Ok(summary), Some(aki)) = (
             crate::x509::crl::summarize(der),
             crate::x509::crl::authority_key_identifier(der),
         ) else {
             continue;
         };
-        if let (Some(number), Some((_, id))) = (
-            summary.number,
-            issuers.iter().find(|(_, id)| id.0 == issuer),
-        ) {
+        if let (Some(number), Some((_, id))) =
+            (summary.number, issuers.iter().find(|(_, id)| id.0 == aki))
+        {
             let highest = seen.entry(*id).or_default();
             *highest = (*highest).max(number);
         }
     }
-    // Revocations the CRLs published: (certificate, time, reason), each CRL's issuer by its
-    // authority key identifier.
-    let mut published: Vec<(CertKey, Option<(Timestamp, RevocationReason)>)> = Vec::new();
+    let last_times = last_crl_times(store)?;
+    let mut out = BTreeMap::new();
+    for (name, id) in issuers {
+        let stored = crl_number(store, *id)?.unwrap_or(0);
+        let floor = match seen.get(id) {
+            Some(found) => CrlNumberFloor {
+                number: (*found).max(stored),
+                source: "published",
+                detail: format!(
+                    "highest number in a CRL this CA signed: {found}; in the backup: {stored}"
+                ),
+            },
+            None => {
+                // Since `since`, at most one CRL a second, never more than MAX_AHEAD ahead.
+                let since = last_times.get(name).copied().unwrap_or(manifest.created_at);
+                let elapsed = now.unix_seconds().saturating_sub(since.unix_seconds());
+                let number = stored
+                    .saturating_add(elapsed)
+                    .saturating_add(crate::va::crl::MAX_AHEAD_SECONDS)
+                    .saturating_add(CLOCK_MARGIN_SECONDS);
+                CrlNumberFloor {
+                    number,
+                    source: "clock",
+                    detail: format!(
+                        "no CRL of {name} found in the publish directory or the engine: {stored} in the backup, plus one a second for the {elapsed} s since its last CRL, plus {} s",
+                        crate::va::crl::MAX_AHEAD_SECONDS + CLOCK_MARGIN_SECONDS
+                    ),
+                }
+            }
+        };
+        out.insert(name.clone(), (*id, floor));
+    }
+    Ok(out)
+}
+
+/// What happened after the backup, as far as the outside world saw it: CRL numbers and
+/// revocations. One write, with its audit event.
+fn bring_up_to_date(
+    store: &Store,
+    state: &CaState,
+    manifest: &Manifest,
+    publish_dir: &Path,
+    engine: Option<&EngineView>,
+    now: Timestamp,
+) -> Result<Restored, BackupError> {
+    let issuers = ca_names(state)?;
+    let (crls, ignored) = signed_crls(state, publish_dir, engine)?;
+    let floors = crl_number_floors(store, &issuers, &crls, manifest, now)?;
+    // Times are never in the future (a CRL or an engine entry saying otherwise is clamped).
+    let bounded = |at: Timestamp| at.min(now);
+    // What was published of each certificate: a revocation in a signed CRL first (signed,
+    // with every field), then the engine's statuses.
+    let mut published: BTreeMap<CertKey, (Option<PublishedRevocation>, &'static str)> =
+        BTreeMap::new();
     for der in &crls {
         let Some(issuer) = crate::x509::crl::authority_key_identifier(der) else {
             continue;
@@ -556,26 +698,36 @@ fn bring_up_to_date(
         let entries = crate::x509::crl::revoked_entries(der).ok_or_else(|| {
             BackupError("a CRL signed by this CA could not be read: nothing restored".into())
         })?;
-        for (serial, at, code) in entries {
-            let reason = RevocationReason::from_code(code).unwrap_or(RevocationReason::Unspecified);
-            published.push((
-                CertKey {
-                    issuer: IssuerId(issuer),
-                    serial,
-                },
-                Some((at, reason)),
-            ));
+        for entry in entries {
+            let key = CertKey {
+                issuer: IssuerId(issuer),
+                serial: entry.serial,
+            };
+            let revocation = PublishedRevocation {
+                revoked_at: bounded(entry.revoked_at),
+                reason: RevocationReason::from_code(entry.reason)
+                    .unwrap_or(RevocationReason::Unspecified),
+                invalidity_date: entry.invalidity_date,
+            };
+            published.entry(key).or_insert((Some(revocation), "crl"));
         }
     }
-    let mut raised = BTreeMap::new();
-    for (_, id) in &issuers {
-        let stored = crl_number(store, *id)?.unwrap_or(0);
-        let highest = seen.get(id).copied().unwrap_or(0).max(stored);
-        raised.insert(*id, highest);
+    for (key, revoked) in engine.map(|e| e.statuses.as_slice()).unwrap_or_default() {
+        let revoked = revoked.map(|r| PublishedRevocation {
+            revoked_at: bounded(r.revoked_at),
+            ..r
+        });
+        match published.get_mut(key) {
+            None => {
+                published.insert(key.clone(), (revoked, "engine"));
+            }
+            // A CRL's entry keeps its time; the engine may know an invalidity date it lacks
+            // only if the CRL was made before the revocation was recorded: never the case,
+            // since a CRL lists what the store holds.
+            Some((Some(_), _)) => {}
+            Some(slot @ (None, _)) => *slot = (revoked, "engine"),
+        }
     }
-    // Statuses the engine published that the backup lacks.
-    let mut reapply: Vec<(CertKey, Timestamp, RevocationReason)> = Vec::new();
-    let mut unaccounted: Vec<CertKey> = Vec::new();
     // Only what this CA's issuing CAs signed (a stray key in the bucket is not ours to revoke).
     let issuing: Vec<IssuerId> = ca_names(&CaState {
         root: None,
@@ -585,28 +737,68 @@ fn bring_up_to_date(
     .into_iter()
     .map(|(_, id)| id)
     .collect();
-    let from_engine = engine.map(|e| e.statuses.as_slice()).unwrap_or_default();
-    let mut seen_keys = std::collections::BTreeSet::new();
-    for (key, revoked) in published.iter().chain(from_engine) {
-        if !issuing.contains(&key.issuer)
-            || !seen_keys.insert(key.clone())
-            || store.get::<Revocations>(key)?.is_some()
-        {
+    let mut reapply: Vec<(CertKey, PublishedRevocation, &'static str)> = Vec::new();
+    let mut unaccounted: Vec<(CertKey, Option<PublishedRevocation>)> = Vec::new();
+    for (key, (revoked, source)) in &published {
+        if !issuing.contains(&key.issuer) || store.get::<Revocations>(key)?.is_some() {
             continue;
         }
         let known = store.get::<Certificates>(key)?.is_some();
         match (known, revoked) {
-            (true, Some((at, reason))) => reapply.push((key.clone(), bounded(*at), *reason)),
+            (true, Some(revocation)) => reapply.push((key.clone(), *revocation, source)),
             (true, None) => {}
-            (false, _) => unaccounted.push(key.clone()),
+            (false, revoked) => unaccounted.push((key.clone(), *revoked)),
+        }
+    }
+    let mut unverified = Vec::new();
+    if engine.is_none() {
+        unverified.push("no engine ([nats] not configured): revocations and certificates published only to the responder nodes after the backup are not known".into());
+    }
+    for (name, (_, floor)) in &floors {
+        if floor.source == "clock" {
+            unverified.push(format!("{name}: {}", floor.detail));
         }
     }
     let restored = Restored {
         audit_head: manifest.audit_head.clone(),
-        crl_numbers: raised.iter().map(|(id, n)| (id.to_hex(), *n)).collect(),
-        revocations_reapplied: reapply.iter().map(|(k, ..)| k.serial.to_hex()).collect(),
-        unaccounted_revoked: unaccounted.iter().map(|k| k.serial.to_hex()).collect(),
+        crl_numbers: floors
+            .values()
+            .map(|(id, floor)| (id.to_hex(), floor.number))
+            .collect(),
+        crl_number_floors: floors
+            .iter()
+            .map(|(name, (_, floor))| {
+                (
+                    name.clone(),
+                    CrlNumberFloor {
+                        number: floor.number,
+                        source: floor.source,
+                        detail: floor.detail.clone(),
+                    },
+                )
+            })
+            .collect(),
+        revocations_reapplied: reapply
+            .iter()
+            .map(|(key, revocation, source)| (key, revocation, *source))
+            .chain(unaccounted.iter().filter_map(|(key, revoked)| {
+                let source = published.get(key).map_or("engine", |(_, s)| *s);
+                revoked.as_ref().map(|r| (key, r, source))
+            }))
+            .map(|(key, revocation, source)| Reapplied {
+                serial: key.serial.to_hex(),
+                revocation: *revocation,
+                source,
+            })
+            .collect(),
+        unaccounted_revoked: unaccounted.iter().map(|(k, _)| k.serial.to_hex()).collect(),
+        revoked_at_restore_time: unaccounted
+            .iter()
+            .filter(|(_, revoked)| revoked.is_none())
+            .map(|(k, _)| k.serial.to_hex())
+            .collect(),
         ignored_crls: ignored,
+        unverified,
         scheduled: crate::ca::schedule::list(store)
             .map_err(|e| BackupError(format!("scheduled revocations: {e}")))?,
     };
@@ -614,37 +806,32 @@ fn bring_up_to_date(
         backup_created_at: manifest.created_at,
         backup_audit_head: manifest.audit_head.seq,
         crl_numbers: restored.crl_numbers.clone(),
-        revocations_reapplied: restored.revocations_reapplied.clone(),
+        revocations_reapplied: restored
+            .revocations_reapplied
+            .iter()
+            .map(|r| r.serial.clone())
+            .collect(),
         unaccounted_revoked: restored.unaccounted_revoked.clone(),
     };
+    let raised: Vec<(IssuerId, u64)> = floors.values().map(|(id, f)| (*id, f.number)).collect();
     store.commit(move |txn| -> Result<(), BackupError> {
         txn.audit(event);
         for (id, number) in raised {
             txn.put::<Meta>(&meta_keys::crl_number(id), &number.to_be_bytes().to_vec())?;
         }
-        for (key, at, reason) in reapply {
+        for (key, revocation, _) in reapply {
             let certificate = txn
                 .get::<Certificates>(&key)?
                 .ok_or_else(|| BackupError(format!("certificate {} vanished", key.serial)))?;
-            txn.changed(crate::store::status_change(&key));
-            txn.put::<Revocations>(
+            write_revocation(
+                txn,
                 &key,
-                &RevocationRecord {
-                    revoked_at: at,
-                    reason,
-                    invalidity_date: None,
-                    not_after: certificate.not_after,
-                },
+                revocation,
+                certificate.not_after,
+                "restore: published after the backup",
             )?;
-            txn.audit(AuditEvent::CertificateRevoked {
-                issuer: key.issuer.to_hex(),
-                serial: key.serial.to_hex(),
-                reason: reason.code().map(|_| reason.to_string()),
-                invalidity_date: None,
-                requested_by: "restore: published to the responder nodes after the backup".into(),
-            });
         }
-        for key in unaccounted {
+        for (key, revoked) in unaccounted {
             // Never reused, and never valid: the CA no longer knows what it says. A serial the
             // index gives to another issuer stays theirs (serials are unique across issuers).
             match txn.get::<Serials>(&key.serial)? {
@@ -652,28 +839,63 @@ fn bring_up_to_date(
                 Some(_) => {}
                 None => txn.put::<Serials>(&key.serial, &key.issuer)?,
             }
-            txn.changed(crate::store::status_change(&key));
-            txn.put::<Revocations>(
+            let (revocation, why) = match revoked {
+                Some(published) => (
+                    published,
+                    "restore: issued after the backup, revoked as published",
+                ),
+                None => (
+                    PublishedRevocation {
+                        revoked_at: now,
+                        reason: RevocationReason::Unspecified,
+                        invalidity_date: None,
+                    },
+                    "restore: issued after the backup, not in it",
+                ),
+            };
+            // Unknown validity: kept on CRLs for a card's whole lifetime.
+            write_revocation(
+                txn,
                 &key,
-                &RevocationRecord {
-                    revoked_at: now,
-                    reason: RevocationReason::Unspecified,
-                    invalidity_date: None,
-                    // Unknown: kept on CRLs for a card's whole lifetime.
-                    not_after: now.plus_seconds(6 * 366 * 86_400),
-                },
+                revocation,
+                now.plus_seconds(6 * 366 * 86_400),
+                why,
             )?;
-            txn.audit(AuditEvent::CertificateRevoked {
-                issuer: key.issuer.to_hex(),
-                serial: key.serial.to_hex(),
-                reason: None,
-                invalidity_date: None,
-                requested_by: "restore: issued after the backup, not in it".into(),
-            });
         }
         Ok(())
     })?;
     Ok(restored)
+}
+
+/// Writes one revocation as the restore takes it back, with its audit event.
+fn write_revocation(
+    txn: &mut crate::store::Txn<'_>,
+    key: &CertKey,
+    revocation: PublishedRevocation,
+    not_after: Timestamp,
+    requested_by: &str,
+) -> Result<(), BackupError> {
+    txn.changed(crate::store::status_change(key));
+    txn.put::<Revocations>(
+        key,
+        &RevocationRecord {
+            revoked_at: revocation.revoked_at,
+            reason: revocation.reason,
+            invalidity_date: revocation.invalidity_date,
+            not_after,
+        },
+    )?;
+    txn.audit(AuditEvent::CertificateRevoked {
+        issuer: key.issuer.to_hex(),
+        serial: key.serial.to_hex(),
+        reason: revocation
+            .reason
+            .code()
+            .map(|_| revocation.reason.to_string()),
+        invalidity_date: revocation.invalidity_date,
+        requested_by: requested_by.into(),
+    });
+    Ok(())
 }
 
 /// Copies the files of `from` into `to` (created), one level: a RocksDB directory.

@@ -224,6 +224,20 @@ struct NodeProcess {
 
 impl NodeProcess {
     fn start(pki: &Pki, name: &str, servers: &[String]) -> Self {
+        let node = Self::spawn(pki, name, servers);
+        let started = Instant::now();
+        while node.get("/readyz").0 != 200 {
+            assert!(
+                started.elapsed() < Duration::from_secs(20),
+                "the node never got ready"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        node
+    }
+
+    /// Starts a node without waiting for it to be ready.
+    fn spawn(pki: &Pki, name: &str, servers: &[String]) -> Self {
         use std::io::BufRead;
         let config = pki.path(&format!("{name}.toml"));
         let list: Vec<String> = servers.iter().map(|s| format!("\"{s}\"")).collect();
@@ -254,16 +268,7 @@ impl NodeProcess {
             .find_map(|w| w.strip_prefix("listen="))
             .and_then(|a| a.parse().ok())
             .unwrap_or_else(|| panic!("the node did not start: {line:?}"));
-        let node = NodeProcess { child, address };
-        let started = Instant::now();
-        while node.get("/readyz").0 != 200 {
-            assert!(
-                started.elapsed() < Duration::from_secs(20),
-                "the node never got ready"
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        node
+        NodeProcess { child, address }
     }
 
     fn get(&self, path: &str) -> (u16, Vec<u8>) {
@@ -286,6 +291,7 @@ impl NodeProcess {
             status: String::new(),
             revoked_at: None,
             reason: None,
+            invalidity_date: None,
             sha1: Some(sceau::va::publish::PresignedValue {
                 der: base64::engine::general_purpose::STANDARD.encode(&body),
                 this_update: 0,
@@ -294,6 +300,89 @@ impl NodeProcess {
             sha256: None,
         };
         openssl_status(pki, &value, certificate, name)
+    }
+
+    /// What the node answers for `certificate`, as OpenSSL reads it: `good`, `revoked`, or
+    /// the response status of an unsigned answer (`trylater`).
+    fn answer(&self, pki: &Pki, certificate: &Path, name: &str) -> String {
+        let request = pki.ocsp_request(certificate);
+        let (status, _, body) = common::daemon::http(
+            self.address,
+            "POST",
+            "/ocsp",
+            &[("Content-Type", "application/ocsp-request")],
+            &request,
+        );
+        assert_eq!(status, 200);
+        let path = pki.path(&format!("{name}.ocsp"));
+        std::fs::write(&path, &body).unwrap();
+        let (_, text) = openssl(&[
+            "ocsp",
+            "-respin",
+            path.to_str().unwrap(),
+            "-issuer",
+            pki.path("ac-agents.pem").to_str().unwrap(),
+            "-cert",
+            certificate.to_str().unwrap(),
+            "-CAfile",
+            pki.path("racine.pem").to_str().unwrap(),
+            "-VAfile",
+            pki.path("ocsp-ac-agents.pem").to_str().unwrap(),
+        ]);
+        for word in ["good", "revoked"] {
+            if text.contains(&format!(": {word}")) {
+                return word.into();
+            }
+        }
+        if text.to_lowercase().contains("trylater") {
+            return "trylater".into();
+        }
+        panic!("{name}: not an answer OpenSSL reads: {text}");
+    }
+
+    /// `/healthz` as JSON.
+    fn health(&self) -> serde_json::Value {
+        serde_json::from_slice(&self.get("/healthz").1).unwrap()
+    }
+}
+
+/// Deletes both buckets, as an engine rebuilt from nothing (or an operator's mistake) would.
+fn delete_buckets(url: &str) {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.block_on(async {
+        let js = async_nats::jetstream::new(async_nats::connect(url).await.unwrap());
+        js.delete_key_value("sceau-status").await.unwrap();
+        js.delete_object_store("sceau-files").await.unwrap();
+    });
+}
+
+/// Waits until `check` holds, polling every 50 ms; panics naming `what` after `within`.
+fn eventually(what: &str, within: Duration, mut check: impl FnMut() -> bool) -> Duration {
+    let started = Instant::now();
+    while !check() {
+        assert!(started.elapsed() < within, "{what}: not within {within:?}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    started.elapsed()
+}
+
+/// Asks `node` for `certificate` until it says "revoked", failing on any "good" meanwhile.
+fn never_good_until_revoked(node: &NodeProcess, pki: &Pki, certificate: &Path, name: &str) {
+    let started = Instant::now();
+    loop {
+        match node.answer(pki, certificate, name).as_str() {
+            "revoked" => return,
+            "good" => panic!("{name}: a node said good for a revoked certificate"),
+            _ => {}
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "{name}: never said revoked"
+        );
+        std::thread::sleep(Duration::from_millis(50));
     }
 }
 
@@ -557,5 +646,97 @@ fn with_three_replicas_losing_a_server_loses_nothing() {
         std::thread::sleep(Duration::from_millis(100));
     }
     assert!(node.ocsp(&pki, &holders[3], "cluster-3").contains(": good"));
+    drop(daemon);
+}
+
+/// Issue 17, problems 1 to 3: the engine loses both buckets (a cluster rebuilt, an operator's
+/// mistake). A node that lived through it stops vouching for "good" and says why; a new node
+/// on the empty engine is not ready; the CA host rebuilds both buckets from its store, every
+/// status included; a revocation made afterwards reaches every node, and no node ever said
+/// "good" for it. The same with the buckets deleted under a running CA.
+#[test]
+fn a_lost_engine_is_rebuilt_from_the_store_and_nodes_never_vouch_for_what_they_missed() {
+    let (_dir, nats, pki, daemon) = ca_with_engine();
+    let first = issue(&pki, "perdu");
+    let second = issue(&pki, "garde");
+    wait_for(
+        &nats.url(),
+        &status_key(&pki, &second),
+        Duration::from_secs(10),
+        |v| v.sha1.is_some(),
+    );
+    let a = NodeProcess::start(&pki, "node-a", &[nats.url()]);
+    assert_eq!(a.answer(&pki, &second, "a-before"), "good");
+    assert_eq!(a.health()["view"]["complete"], true, "{}", a.health());
+
+    drop(daemon);
+    delete_buckets(&nats.url());
+    eventually("node A no longer ready", Duration::from_secs(10), || {
+        a.get("/readyz").0 == 503
+    });
+    let health = a.health();
+    assert_eq!(health["view"]["complete"], false, "{health}");
+    assert!(
+        health["view"]["why"]
+            .as_str()
+            .unwrap()
+            .contains("status bucket sceau-status"),
+        "{health}"
+    );
+    assert_eq!(a.answer(&pki, &second, "a-lost"), "trylater");
+    // A node started on the empty engine is never ready and vouches for nothing.
+    let c = NodeProcess::spawn(&pki, "node-c", &[nats.url()]);
+    std::thread::sleep(Duration::from_secs(3));
+    assert_eq!(c.get("/readyz").0, 503, "{}", c.health());
+    assert_eq!(c.health()["ready"], false);
+
+    // The CA back: the engine rebuilt from its store; then a revocation.
+    let daemon = Daemon::start(&pki);
+    let rebuilt = eventually("the status bucket rebuilt", Duration::from_secs(20), || {
+        read_status(&nats.url(), &status_key(&pki, &second)).is_some_and(|v| v.sha1.is_some())
+    });
+    eprintln!("status bucket rebuilt {rebuilt:?} after the CA started");
+    pki.sceau_ok(&[
+        "revoke",
+        "--serial",
+        &common::serial_of(&first),
+        "--reason",
+        "superseded",
+    ]);
+    never_good_until_revoked(&a, &pki, &first, "a-first");
+    never_good_until_revoked(&c, &pki, &first, "c-first");
+    for node in [&a, &c] {
+        eventually("node ready again", Duration::from_secs(20), || {
+            node.get("/readyz").0 == 200
+        });
+        assert_eq!(node.answer(&pki, &second, "second-good"), "good");
+        assert_eq!(node.health()["view"]["complete"], true);
+    }
+
+    // The buckets deleted under the running CA: found by its publisher, rebuilt; a
+    // revocation made meanwhile reaches the nodes, never "good" before.
+    delete_buckets(&nats.url());
+    pki.sceau_ok(&[
+        "revoke",
+        "--serial",
+        &common::serial_of(&second),
+        "--reason",
+        "key-compromise",
+    ]);
+    never_good_until_revoked(&a, &pki, &second, "a-second");
+    never_good_until_revoked(&c, &pki, &second, "c-second");
+    eventually("nodes complete again", Duration::from_secs(20), || {
+        a.get("/readyz").0 == 200 && c.get("/readyz").0 == 200
+    });
+
+    // `sceau publish --all`: one more full publication, on demand.
+    let before = daemon.metric("sceau_publisher_full_publications_total", "");
+    let answer = pki.sceau_ok(&["publish", "--all"]);
+    assert!(answer.contains("requested"), "{answer}");
+    eventually(
+        "a full publication on demand",
+        Duration::from_secs(20),
+        || daemon.metric("sceau_publisher_full_publications_total", "") > before,
+    );
     drop(daemon);
 }

@@ -104,6 +104,15 @@ pub enum Command {
         #[arg(long, value_name = "DIR")]
         from: PathBuf,
     },
+    /// Publish to the responder nodes' engine (`[nats]`) every status, CRL and CA certificate
+    /// the store holds, through the running daemon (which also does it by itself when it finds
+    /// the status bucket new, re-created or short of entries).
+    Publish {
+        /// Every status, not only what changed (the only mode: required, so that the
+        /// command says what it does).
+        #[arg(long, required = true)]
+        all: bool,
+    },
     /// Scheduled revocations (`sceau revoke --at`).
     #[command(subcommand)]
     Scheduled(ScheduledCommand),
@@ -378,6 +387,7 @@ pub fn run(cli: Cli) -> Result<(), CliError> {
         },
         Command::Backup { out } => backup(&config, &out),
         Command::Restore { from } => restore(&config, &from),
+        Command::Publish { all: _ } => publish_all(&config),
         Command::Scheduled(ScheduledCommand::List) => scheduled_list(&config),
         Command::Scheduled(ScheduledCommand::Cancel { id }) => scheduled_cancel(&config, &id),
         Command::Crl => crl(&config),
@@ -1005,6 +1015,24 @@ fn backup(config: &Config, out: &Path) -> Result<(), CliError> {
     .map_err(|e| CliError(e.to_string()))?;
     println!("{}", serde_json::to_string_pretty(&manifest)?);
     Ok(())
+}
+
+fn publish_all(config: &Config) -> Result<(), CliError> {
+    if config.nats.is_none() {
+        return Err(CliError(format!(
+            "{}: [nats]: not configured; there is no engine to publish to",
+            config.path.display()
+        )));
+    }
+    match admin_client::call(config, "/admin/publish/all", serde_json::json!({}))? {
+        Some(answer) => {
+            println!("{}", String::from_utf8_lossy(&answer));
+            Ok(())
+        }
+        None => Err(CliError(
+            "the daemon is not running: its publisher makes the full publication (it also makes one when it starts and finds the status bucket new, re-created or short of entries)".into(),
+        )),
+    }
 }
 
 fn restore(config: &Config, from: &Path) -> Result<(), CliError> {

@@ -77,11 +77,14 @@ async fn run(config: NodeConfig) -> Result<(), CliError> {
         Arc::new(move || {
             let connected = node.connected.load(Ordering::Relaxed) == 1;
             let ready = node.is_ready();
+            // "view": whether the node holds every status the CA published, and if not, why
+            // (it then answers "revoked" only, tryLater otherwise).
             let body = serde_json::json!({
                 "status": if connected && ready { "ok" } else { "degraded" },
                 "role": "responder node",
                 "engine": {"connected": connected, "revision": node.revision.load(Ordering::Relaxed)},
                 "ready": ready,
+                "view": node.view_health(),
                 "ocsp": {"certificates": node.responder().entries()},
             });
             (connected && ready, body)

@@ -43,6 +43,19 @@ pub fn serve(config: &Config, overrides: ListenOverrides) -> Result<(), CliError
     runtime.block_on(daemon(config, overrides))
 }
 
+/// The newest backup of the configured backup directory, to name it when the store is missing.
+fn newest_backup(config: &Config) -> Option<std::path::PathBuf> {
+    let dir = config.backup.as_ref()?.dir.clone();
+    let mut backups: Vec<_> = std::fs::read_dir(dir)
+        .ok()?
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| p.join(crate::backup::MANIFEST).is_file())
+        .collect();
+    backups.sort();
+    backups.pop()
+}
+
 async fn daemon(config: &Config, overrides: ListenOverrides) -> Result<(), CliError> {
     let policies = Arc::new(PolicySet::load_dir(&config.policies_dir)?);
     let hsm = Hsm::open(config.hsm.clone()).context(|| {
@@ -52,8 +65,14 @@ async fn daemon(config: &Config, overrides: ListenOverrides) -> Result<(), CliEr
             config.hsm.token_label
         )
     })?;
-    let store = Store::open(&config.store_dir())
-        .context(|| format!("opening the store {}", config.store_dir().display()))?;
+    let store = Store::open_existing(&config.store_dir()).map_err(|e| {
+        CliError(format!(
+            "{e}: `sceau init` creates a CA; `sceau restore --from DIR` brings one back from a backup{}",
+            newest_backup(config)
+                .map(|b| format!(" (the newest in [backup] dir: {})", b.display()))
+                .unwrap_or_default()
+        ))
+    })?;
     let clock = clock();
     // Opening the CA checks its keys and revokes intents left by a crash.
     let ca = CertificateAuthority::open(

@@ -140,6 +140,10 @@ impl AdminService {
                 Ok(()) => self.clone().renew_signer().await,
                 Err(problem) => problem.response(),
             },
+            (&Method::POST, "/admin/publish/all") => match self.authorize(&request) {
+                Ok(()) => self.publish_all(),
+                Err(problem) => problem.response(),
+            },
             (&Method::POST, "/admin/ca/rotate") => match self.authorize(&request) {
                 Ok(()) => self.clone().rotate(Rollover::Issuing, request).await,
                 Err(problem) => problem.response(),
@@ -172,6 +176,7 @@ impl AdminService {
                 | "/admin/ra/bootstrap"
                 | "/admin/audit/checkpoint"
                 | "/admin/ocsp/renew-signer"
+                | "/admin/publish/all"
                 | "/admin/ca/rotate"
                 | "/admin/ca/rotate-root"
                 | "/admin/ca/state"
@@ -447,6 +452,27 @@ impl AdminService {
         .await
     }
 
+    /// `sceau publish --all`: the publisher puts every status again, then the manifest that
+    /// tells responder nodes the bucket is whole. 202: it runs in the background (seconds per
+    /// hundred thousand certificates; `sceau_publisher_full_publications_total` counts them).
+    fn publish_all(&self) -> Response<Body> {
+        match &self.publisher {
+            Some(publisher) => {
+                publisher.request_full();
+                json(
+                    StatusCode::ACCEPTED,
+                    &serde_json::json!({"full_publication": "requested", "statuses": self.va.responder.entries()}),
+                )
+            }
+            None => Problem::new(
+                StatusCode::CONFLICT,
+                "no-engine",
+                "[nats] is not configured: there is no engine to publish to",
+            )
+            .response(),
+        }
+    }
+
     /// `sceau ca rotate [--root]`: the key ceremony, then everything it changed put in force
     /// without a restart. For an issuing CA, in this order: OCSP answers for it and its CRL is
     /// published, then new certificates are issued by it (their CRL URL already resolves).
@@ -656,6 +682,18 @@ impl AdminService {
                 "gauge",
                 "1 while the publisher is connected to the engine",
                 &[("", get(&publisher.connected))],
+            );
+            metric(
+                "sceau_publisher_full_publications_total",
+                "counter",
+                "full publications of every status (new, re-created or short bucket; sceau publish --all)",
+                &[("", get(&publisher.full_publications))],
+            );
+            metric(
+                "sceau_publisher_last_full_publication_ms",
+                "gauge",
+                "how long the last full publication took",
+                &[("", get(&publisher.last_full_publication_ms))],
             );
         }
         metric(

@@ -133,6 +133,18 @@ type TxnJob = Box<dyn FnOnce(&mut Txn<'_>) -> (bool, Completion) + Send>;
 
 impl Store {
     /// Opens (creating if needed) the store in `dir`.
+    /// Opens the store in `dir`, which must exist: the daemon never creates one (a start on a
+    /// lost data directory must not leave an empty store where a restore will go).
+    pub fn open_existing(dir: &Path) -> Result<Self, StoreError> {
+        if !dir.join("CURRENT").is_file() {
+            return Err(StoreError::Database(format!(
+                "{}: no store here",
+                dir.display()
+            )));
+        }
+        Self::open(dir)
+    }
+
     pub fn open(dir: &Path) -> Result<Self, StoreError> {
         std::fs::create_dir_all(dir)
             .map_err(|e| StoreError::Database(format!("creating {}: {e}", dir.display())))?;

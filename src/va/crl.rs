@@ -11,6 +11,10 @@
 //! (`n` was never used); a crash after it leaves one that is renamed into place (`n` was
 //! published). Either way no number is skipped or reused.
 use std::collections::HashMap;
+
+/// How far a CRL's thisUpdate may run ahead of the clock (two CRLs of a CA in one second take
+/// consecutive seconds).
+pub const MAX_AHEAD_SECONDS: u64 = 60;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, RwLock};
 
@@ -325,7 +329,15 @@ impl CrlPublisher {
         // thisUpdate goes up with every CRL of a CA, even two in one second or a clock that
         // stepped back: HTTP caches and If-Modified-Since compare it (one-second resolution),
         // and a CRL must never look as old as the one it replaces.
+        // Never more than MAX_AHEAD_SECONDS ahead of the clock, so that at most one number a
+        // second is used: what a restore with no CRL to go on relies on ([`crate::backup`]).
         let now = match self.latest(&source.name) {
+            Some(previous) if previous.this_update >= now.plus_seconds(MAX_AHEAD_SECONDS) => {
+                return Err(VaError::NotReady(format!(
+                    "{}: CRLs are being made faster than one a second; the next one waits for the clock",
+                    source.name
+                )));
+            }
             Some(previous) if previous.this_update >= now => previous.this_update.plus_seconds(1),
             _ => now,
         };

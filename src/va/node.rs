@@ -9,9 +9,19 @@
 //! never replaces "revoked" ([`Responder::apply_published`]).
 //!
 //! Warm-up: the CA certificates and CRLs first (the issuers the node answers for), then every
-//! status from the bucket; `/readyz` says "ready" once the watcher has caught up. Then it
-//! follows both buckets. When the engine is unreachable it keeps serving what it has, reconnects
-//! with backoff, and resumes from the last revision it applied.
+//! status from the bucket. The node is *complete* (`/readyz` 200) once it has read the
+//! publisher's manifest of the bucket it follows ([`super::publish::EngineManifest`]: the
+//! bucket holds every certificate the CA store knows), caught up with the bucket, and holds at
+//! least as many entries from it as the manifest announces. Then it follows both buckets.
+//!
+//! When the engine is unreachable it keeps serving what it has (it was complete at its last
+//! contact), reconnects with backoff, and resumes from the last revision it applied. When the
+//! engine answers without the bucket (deleted, a cluster rebuilt), or with a bucket that was
+//! re-created (another creation time) or went backwards (its last revision below the one
+//! applied), the node is incomplete: it says why in `/healthz`, `/readyz` is 503, it serves
+//! "revoked" answers only (a revocation is final) and `tryLater` for everything else, and it
+//! reads the new bucket from its first revision until the publisher's manifest says it is
+//! whole again.
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
@@ -42,7 +52,16 @@ pub struct Node {
     clock: Arc<dyn Clock>,
     crls: RwLock<HashMap<String, PublishedCrl>>,
     ca_certificates: RwLock<HashMap<String, Bytes>>,
-    ready: AtomicBool,
+    /// Whether the node's view is whole ([`Node::is_complete`]).
+    complete: AtomicBool,
+    /// What the node follows and how far it is.
+    view: std::sync::Mutex<View>,
+    /// Status entries applied from the bucket followed.
+    held: AtomicU64,
+    /// The `certs` tails of the CA certificates in the files bucket: a published response
+    /// ending with one (its responder's) keeps a shared copy, not its own (the responder
+    /// certificate is most of a response's size).
+    tails: RwLock<Vec<Bytes>>,
     /// 1 while connected to the engine.
     pub connected: AtomicU64,
     /// The last status bucket revision applied (where a reconnection resumes).
@@ -89,8 +108,31 @@ impl Served for Node {
     }
 
     fn is_ready(&self) -> bool {
-        self.ready.load(Ordering::Relaxed)
+        self.is_complete()
     }
+}
+
+/// The bucket a node follows and how far it got in it.
+#[derive(Debug, Default)]
+struct View {
+    /// The creation time of the status bucket's stream (its identity: a bucket deleted and
+    /// re-created has another).
+    incarnation: Option<String>,
+    /// The manifest read from it, if any.
+    manifest: Option<super::publish::EngineManifest>,
+    /// Whether the watcher reached the end of the bucket at least once.
+    caught_up: bool,
+    /// Why the view is not whole (for `/healthz`); empty when it is.
+    why: String,
+}
+
+/// What `/healthz` says of a node's view.
+#[derive(Debug, serde::Serialize)]
+pub struct ViewHealth {
+    pub complete: bool,
+    pub why: String,
+    pub held: u64,
+    pub announced: Option<u64>,
 }
 
 impl Node {
@@ -103,11 +145,93 @@ impl Node {
             clock,
             crls: RwLock::new(HashMap::new()),
             ca_certificates: RwLock::new(HashMap::new()),
-            ready: AtomicBool::new(false),
+            complete: AtomicBool::new(false),
+            view: std::sync::Mutex::new(View {
+                why: "warming up: no manifest read yet".into(),
+                ..View::default()
+            }),
+            held: AtomicU64::new(0),
+            tails: RwLock::new(Vec::new()),
             connected: AtomicU64::new(0),
             revision: AtomicU64::new(0),
             applied: AtomicU64::new(0),
         })
+    }
+
+    /// Whether the node holds every status the CA published: `/readyz`, and "good" answers.
+    pub fn is_complete(&self) -> bool {
+        self.complete.load(Ordering::Relaxed)
+    }
+
+    /// The view's state for `/healthz`.
+    pub fn view_health(&self) -> ViewHealth {
+        let view = self.view();
+        ViewHealth {
+            complete: self.is_complete(),
+            why: view.why.clone(),
+            held: self.held.load(Ordering::Relaxed),
+            announced: view.manifest.as_ref().map(|m| m.statuses),
+        }
+    }
+
+    fn view(&self) -> std::sync::MutexGuard<'_, View> {
+        self.view.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The view is no longer whole: "good" is withheld until it is.
+    fn incomplete(&self, why: String) {
+        let mut view = self.view();
+        if self.complete.swap(false, Ordering::Relaxed) || view.why != why {
+            tracing::warn!(why, "node: incomplete; serving revocations only");
+        }
+        view.why = why;
+        self.responder.serve_revoked_only(true);
+    }
+
+    /// Follows a bucket from its first revision (a new node, or a bucket re-created).
+    fn start_reading(&self, incarnation: String, why: String) {
+        {
+            let mut view = self.view();
+            view.incarnation = Some(incarnation);
+            view.manifest = None;
+            view.caught_up = false;
+        }
+        self.held.store(0, Ordering::Relaxed);
+        self.revision.store(0, Ordering::Relaxed);
+        self.incomplete(why);
+    }
+
+    /// Complete once the manifest was read, the watcher caught up, and the entries held
+    /// reach what the manifest announces.
+    fn settle(&self) {
+        let mut view = self.view();
+        let Some(manifest) = view.manifest.as_ref() else {
+            return;
+        };
+        if !view.caught_up {
+            return;
+        }
+        let held = self.held.load(Ordering::Relaxed);
+        if held < manifest.statuses {
+            view.why = format!(
+                "{held} statuses held of {} announced by the publisher",
+                manifest.statuses
+            );
+            return;
+        }
+        view.why.clear();
+        drop(view);
+        if !self.complete.swap(true, Ordering::Relaxed) {
+            tracing::info!("node: complete; serving every answer");
+        }
+        self.responder.serve_revoked_only(false);
+    }
+
+    fn take_manifest(&self, value: &[u8]) {
+        match serde_json::from_slice::<super::publish::EngineManifest>(value) {
+            Ok(manifest) => self.view().manifest = Some(manifest),
+            Err(error) => tracing::warn!(%error, "node: unreadable manifest; ignored"),
+        }
     }
 
     /// Takes in a file of the files bucket: `ca/<name>` (a CA certificate: the node answers
@@ -124,6 +248,12 @@ impl Node {
                     tracing::warn!(%error, name, "node: cannot answer for this CA");
                 }
             }
+            let tail = super::responses::certs_tail(&der);
+            let mut tails = self.tails.write().unwrap_or_else(|p| p.into_inner());
+            if !tails.contains(&tail) {
+                tails.push(tail);
+            }
+            drop(tails);
             self.ca_certificates
                 .write()
                 .unwrap_or_else(|p| p.into_inner())
@@ -173,14 +303,22 @@ impl Node {
             },
             _ => Status::Unknown,
         };
+        let tails = self.tails.read().unwrap_or_else(|p| p.into_inner());
         let response = |presigned: &Option<super::publish::PresignedValue>| {
             let presigned = presigned.as_ref()?;
             let der = base64::engine::general_purpose::STANDARD
                 .decode(&presigned.der)
                 .ok()?;
+            let (head, tail) = match tails.iter().find(|t| der.ends_with(t)) {
+                Some(tail) => (
+                    Bytes::copy_from_slice(&der[..der.len() - tail.len()]),
+                    tail.clone(),
+                ),
+                None => (Bytes::from(der), Bytes::new()),
+            };
             Some(SignedResponse {
-                head: Bytes::from(der),
-                tail: Bytes::new(),
+                head,
+                tail,
                 this_update: Timestamp::from_unix_seconds(presigned.this_update),
                 next_update: Timestamp::from_unix_seconds(presigned.next_update),
             })
@@ -192,6 +330,7 @@ impl Node {
         );
         if applied.is_some() {
             self.applied.fetch_add(1, Ordering::Relaxed);
+            self.held.fetch_add(1, Ordering::Relaxed);
         }
         applied.is_some()
     }
@@ -235,15 +374,58 @@ pub async fn follow(node: Arc<Node>, settings: NatsConfig, shutdown: Cancellatio
 
 async fn follow_once(node: &Node, settings: &NatsConfig) -> Result<(), String> {
     let client = super::publish::connect(settings).await?;
-    let js = jetstream::new(client);
-    let status = js
-        .get_key_value(&settings.status_bucket)
+    let js = jetstream::new(client.clone());
+    let bucket = &settings.status_bucket;
+    // The bucket's identity first: the engine answering without it, or with another one, is
+    // an engine that lost what it held, not an outage.
+    let stream = match js.get_stream(format!("KV_{bucket}")).await {
+        Ok(stream) => stream,
+        Err(error) => {
+            if stream_not_found(&error) {
+                node.incomplete(format!("the engine has no status bucket {bucket}"));
+            }
+            return Err(format!("bucket {bucket}: {error}"));
+        }
+    };
+    let info = stream
+        .get_info()
         .await
-        .map_err(|e| format!("bucket {}: {e}", settings.status_bucket))?;
+        .map_err(|e| format!("bucket {bucket}: {e}"))?;
+    let incarnation = format!("{:?}", info.created);
+    let applied = node.revision.load(Ordering::Relaxed);
+    let followed = node.view().incarnation.clone();
+    match followed {
+        None => node.start_reading(incarnation.clone(), "warming up: reading the bucket".into()),
+        Some(known) if known != incarnation => node.start_reading(
+            incarnation.clone(),
+            format!(
+                "the status bucket was re-created ({known} -> {incarnation}); reading it again"
+            ),
+        ),
+        Some(_) if info.state.last_sequence < applied => node.start_reading(
+            incarnation.clone(),
+            format!(
+                "the status bucket went back to revision {} (applied {applied}); reading it again",
+                info.state.last_sequence
+            ),
+        ),
+        Some(_) => {}
+    }
+    let status = js
+        .get_key_value(bucket)
+        .await
+        .map_err(|e| format!("bucket {bucket}: {e}"))?;
     let files = js
         .get_object_store(&settings.files_bucket)
         .await
         .map_err(|e| format!("bucket {}: {e}", settings.files_bucket))?;
+    // The server announces a stream deleted at once: the node stops vouching for "good" then,
+    // not at its next look. (Without the permission to read advisories, the look below still
+    // finds it within a second.)
+    let mut deleted = client
+        .subscribe(format!("$JS.EVENT.ADVISORY.STREAM.DELETED.KV_{bucket}"))
+        .await
+        .map_err(|e| format!("advisories: {e}"))?;
     node.connected.store(1, Ordering::Relaxed);
     // The files first: they say which CAs the node answers for.
     let mut file_watch = files.watch().await.map_err(|e| e.to_string())?;
@@ -254,36 +436,45 @@ async fn follow_once(node: &Node, settings: &NatsConfig) -> Result<(), String> {
     }
     // Then the status, from the last revision applied (everything, the first time).
     let from = node.revision.load(Ordering::Relaxed) + 1;
-    let pending = status.status().await.map_err(|e| e.to_string())?.values();
     let mut watch = status
         .watch_all_from_revision(from)
         .await
         .map_err(|e| e.to_string())?;
-    if pending == 0 {
-        node.ready.store(true, Ordering::Relaxed);
+    if info.state.messages == 0 {
+        node.view().caught_up = true;
     }
     tracing::info!(servers = ?settings.servers, from, "node: following the engine");
-    // A watch can stall without an error when the server it was bound to goes away (seen with
-    // three servers: the client reconnected, the watch delivered nothing more). Every two
-    // seconds the bucket's last revision is compared with the last one applied: behind, and
-    // no progress since the previous look, the watch is rebuilt from where it stopped.
-    let stream = js
-        .get_stream(format!("KV_{}", settings.status_bucket))
-        .await
-        .map_err(|e| e.to_string())?;
-    let mut probe = tokio::time::interval(Duration::from_secs(2));
+    // Every second the bucket is looked at: gone, re-created or gone backwards, the node
+    // is incomplete and reads it again; behind with no progress since the previous look, the
+    // watch stalled (seen with three servers: the client reconnected, the watch delivered
+    // nothing more) and is rebuilt from where it stopped.
+    let mut probe = tokio::time::interval(Duration::from_secs(1));
     probe.tick().await;
     let mut seen_at_probe = node.revision.load(Ordering::Relaxed);
     loop {
         tokio::select! {
+            Some(_) = deleted.next() => {
+                node.incomplete(format!("the status bucket {bucket} was deleted"));
+                return Err("the status bucket was deleted".into());
+            }
             _ = probe.tick() => {
                 let applied = node.revision.load(Ordering::Relaxed);
-                let last = stream
-                    .get_info()
-                    .await
-                    .map_err(|e| format!("bucket {}: {e}", settings.status_bucket))?
-                    .state
-                    .last_sequence;
+                let info = match js.get_stream(format!("KV_{bucket}")).await {
+                    Ok(stream) => stream.get_info().await.map_err(|e| format!("bucket {bucket}: {e}"))?,
+                    Err(error) => {
+                        if stream_not_found(&error) {
+                            node.incomplete(format!("the engine has no status bucket {bucket}"));
+                        }
+                        return Err(format!("bucket {bucket}: {error}"));
+                    }
+                };
+                if format!("{:?}", info.created) != incarnation {
+                    return Err("the status bucket was re-created".into());
+                }
+                let last = info.state.last_sequence;
+                if last < applied {
+                    return Err(format!("the status bucket went back to revision {last}"));
+                }
                 if last > applied && applied == seen_at_probe {
                     return Err(format!(
                         "the status watch stalled at revision {applied} (the bucket is at {last}); resuming"
@@ -296,20 +487,25 @@ async fn follow_once(node: &Node, settings: &NatsConfig) -> Result<(), String> {
                     return Err("the status watch ended".into());
                 };
                 let entry = entry.map_err(|e| e.to_string())?;
-                if matches!(entry.operation, jetstream::kv::Operation::Put)
-                    && !node.take_status(&entry.key, &entry.value)
-                {
-                    // An issuer not known yet: its certificate is in the files bucket.
-                    let mut listed = files.list().await.map_err(|e| e.to_string())?;
-                    while let Some(info) = listed.next().await {
-                        let info = info.map_err(|e| e.to_string())?;
-                        read_file(node, &files, &info.name).await?;
+                if matches!(entry.operation, jetstream::kv::Operation::Put) {
+                    if entry.key == super::publish::MANIFEST_KEY {
+                        node.take_manifest(&entry.value);
+                    } else if !node.take_status(&entry.key, &entry.value) {
+                        // An issuer not known yet: its certificate is in the files bucket.
+                        let mut listed = files.list().await.map_err(|e| e.to_string())?;
+                        while let Some(info) = listed.next().await {
+                            let info = info.map_err(|e| e.to_string())?;
+                            read_file(node, &files, &info.name).await?;
+                        }
+                        node.take_status(&entry.key, &entry.value);
                     }
-                    node.take_status(&entry.key, &entry.value);
                 }
                 node.revision.store(entry.revision, Ordering::Relaxed);
                 if entry.delta == 0 {
-                    node.ready.store(true, Ordering::Relaxed);
+                    node.view().caught_up = true;
+                }
+                if !node.is_complete() {
+                    node.settle();
                 }
             }
             info = file_watch.next() => {
@@ -323,6 +519,15 @@ async fn follow_once(node: &Node, settings: &NatsConfig) -> Result<(), String> {
             }
         }
     }
+}
+
+/// Whether the engine answered that the stream does not exist (not that it could not answer).
+fn stream_not_found(error: &jetstream::context::GetStreamError) -> bool {
+    matches!(
+        error.kind(),
+        jetstream::context::GetStreamErrorKind::JetStream(inner)
+            if inner.error_code() == jetstream::ErrorCode::STREAM_NOT_FOUND
+    )
 }
 
 async fn read_file(

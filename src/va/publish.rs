@@ -43,6 +43,10 @@ pub struct StatusValue {
     pub revoked_at: Option<u64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reason: Option<u8>,
+    /// Invalidity date (Unix seconds, RFC 5280 §5.3.2), when the revocation gave one: a
+    /// restore takes the revocation back exactly as it was published.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub invalidity_date: Option<u64>,
     /// Pre-signed responses by CertID hash (`sha1`, `sha256`); absent while being re-signed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sha1: Option<PresignedValue>,
@@ -57,6 +61,23 @@ pub struct PresignedValue {
     pub der: String,
     pub this_update: u64,
     pub next_update: u64,
+}
+
+/// The status bucket's key of the publisher's manifest (a status key is `<hex>.<hex>`: no
+/// certificate can take it).
+pub const MANIFEST_KEY: &str = "manifest";
+
+/// What the publisher announces once the status bucket holds every certificate the CA store
+/// knows: put after a full publication (a new, re-created or truncated bucket) and the outbox
+/// drained behind it. A responder node vouches for "good" only once it has read the manifest
+/// of the bucket it follows and holds at least `statuses` entries from it: a bucket rebuilt
+/// from nothing has no manifest until it is whole again.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EngineManifest {
+    /// Certificates whose status the full publication put.
+    pub statuses: u64,
+    /// When it was completed (Unix seconds).
+    pub completed_at: u64,
 }
 
 /// The status bucket's key of a certificate.
@@ -84,9 +105,23 @@ pub struct PublisherMetrics {
     pub waiting_since: AtomicU64,
     /// 1 while connected to the engine.
     pub connected: AtomicU64,
+    /// Full publications of every status (a new, re-created or truncated bucket, or `sceau
+    /// publish --all`), and how long the last one took.
+    pub full_publications: AtomicU64,
+    pub last_full_publication_ms: AtomicU64,
+    /// Set by `sceau publish --all`: the publisher publishes everything again.
+    pub full_requested: std::sync::atomic::AtomicBool,
+    pub wake: tokio::sync::Notify,
 }
 
 impl PublisherMetrics {
+    /// Asks for a full publication (`sceau publish --all`); the publisher starts it within a
+    /// second.
+    pub fn request_full(&self) {
+        self.full_requested.store(true, Ordering::Relaxed);
+        self.wake.notify_one();
+    }
+
     /// Seconds the oldest waiting entry has waited (0 when none waits).
     pub fn lag_seconds(&self, now: Timestamp) -> u64 {
         match self.waiting_since.load(Ordering::Relaxed) {
@@ -202,12 +237,34 @@ pub async fn run(
         metrics.connected.store(1, Ordering::Relaxed);
         tracing::info!(servers = ?settings.servers, "publisher: connected to the engine");
         backoff = Duration::from_millis(250);
-        // A new or emptied engine gets every file at once; the status follows the outbox.
+        // A new or emptied engine gets every file at once.
         if let Err(error) = publish_files(&va, &files, None).await {
             tracing::warn!(%error, "publisher: CRLs and CA certificates not published");
         }
-        match drain(&store, &va, (&status, &files), &metrics, &shutdown).await {
-            Ok(()) => return,
+        let outcome = async {
+            // The store rebuilds the engine: a bucket without the manifest, or with fewer
+            // entries than the store has certificates, gets every status again.
+            let manifest = match full_publication_needed(&va, &status, &metrics).await? {
+                Some(why) => Some(publish_everything(&store, &va, &status, &metrics, &why).await?),
+                None => None,
+            };
+            drain(
+                &store,
+                &va,
+                (&status, &files),
+                &metrics,
+                manifest,
+                &shutdown,
+            )
+            .await
+        };
+        let outcome = tokio::select! {
+            _ = shutdown.cancelled() => return,
+            outcome = outcome => outcome,
+        };
+        match outcome {
+            Ok(Drained::Shutdown) => return,
+            Ok(Drained::FullPublication) => {}
             Err(error) => {
                 metrics.connected.store(0, Ordering::Relaxed);
                 tracing::warn!(%error, "publisher: lost the engine; the outbox keeps what is not published");
@@ -216,15 +273,131 @@ pub async fn run(
     }
 }
 
-/// Publishes outbox entries as they come until shutdown (`Ok`) or an engine error.
+/// Why every status must be published again, if it must: asked for (`sceau publish --all`),
+/// no manifest (a new bucket, or one deleted and re-created), or fewer entries than the CA
+/// knows certificates (a truncated or purged bucket).
+async fn full_publication_needed(
+    va: &ValidationAuthority,
+    status: &jetstream::kv::Store,
+    metrics: &PublisherMetrics,
+) -> Result<Option<String>, String> {
+    if metrics.full_requested.swap(false, Ordering::Relaxed) {
+        return Ok(Some("asked for (sceau publish --all)".into()));
+    }
+    let manifest = status
+        .get(MANIFEST_KEY)
+        .await
+        .map_err(|e| format!("{MANIFEST_KEY}: {e}"))?;
+    if manifest.is_none() {
+        return Ok(Some(
+            "the status bucket has no manifest (new or re-created)".into(),
+        ));
+    }
+    let held = status
+        .status()
+        .await
+        .map_err(|e| format!("status bucket: {e}"))?
+        .info
+        .state
+        .messages;
+    // One entry per key (history 1): the certificates, and the manifest.
+    let expected = va.responder.entries() + 1;
+    if held < expected {
+        return Ok(Some(format!(
+            "the status bucket holds {held} entries, the CA {expected}"
+        )));
+    }
+    Ok(None)
+}
+
+/// Entries put at once during a full publication (acknowledgements awaited together).
+const IN_FLIGHT: usize = 256;
+
+/// Puts the status of every certificate the responder knows, as it is now; returns the
+/// manifest to put once the outbox is drained behind it (so that a change made meanwhile,
+/// which the outbox holds, is in the bucket before the manifest says it is whole).
+async fn publish_everything(
+    store: &Store,
+    va: &ValidationAuthority,
+    status: &jetstream::kv::Store,
+    metrics: &PublisherMetrics,
+    why: &str,
+) -> Result<EngineManifest, String> {
+    let started = Instant::now();
+    tracing::warn!(why, "publisher: publishing every status");
+    let keys = va.responder.keys();
+    let mut published = 0u64;
+    for chunk in keys.chunks(IN_FLIGHT) {
+        let mut puts = tokio::task::JoinSet::new();
+        for key in chunk {
+            let Some(value) = status_value_of(store, va, key)? else {
+                continue;
+            };
+            let bucket = status.clone();
+            let name = status_key(key);
+            puts.spawn(async move {
+                bucket
+                    .put(name.as_str(), value.into())
+                    .await
+                    .map_err(|e| format!("status {name}: {e}"))
+            });
+        }
+        while let Some(put) = puts.join_next().await {
+            put.map_err(|e| e.to_string())??;
+            published += 1;
+        }
+    }
+    let ms = started.elapsed().as_millis() as u64;
+    metrics.full_publications.fetch_add(1, Ordering::Relaxed);
+    metrics
+        .last_full_publication_ms
+        .store(ms, Ordering::Relaxed);
+    tracing::warn!(
+        statuses = published,
+        ms,
+        "publisher: every status published"
+    );
+    Ok(EngineManifest {
+        statuses: published,
+        completed_at: va.now().unix_seconds(),
+    })
+}
+
+/// How a drain ended without an engine error.
+enum Drained {
+    Shutdown,
+    /// A full publication is needed (asked for, or the bucket was found re-created).
+    FullPublication,
+}
+
+/// How often the publisher checks that the bucket is still whole (a bucket deleted and
+/// re-created under it, a purge).
+const CHECK_EVERY: Duration = Duration::from_secs(5);
+
+/// Publishes outbox entries as they come until shutdown, a full publication is needed, or an
+/// engine error. `manifest`, when a full publication preceded, is put once the outbox is
+/// empty.
 async fn drain(
     store: &Store,
     va: &ValidationAuthority,
     (status, files): (&jetstream::kv::Store, &jetstream::object_store::ObjectStore),
     metrics: &PublisherMetrics,
+    mut manifest: Option<EngineManifest>,
     shutdown: &CancellationToken,
-) -> Result<(), String> {
+) -> Result<Drained, String> {
+    let mut next_check = Instant::now() + CHECK_EVERY;
     loop {
+        if metrics.full_requested.load(Ordering::Relaxed) {
+            return Ok(Drained::FullPublication);
+        }
+        if manifest.is_none() && Instant::now() >= next_check {
+            next_check = Instant::now() + CHECK_EVERY;
+            if let Some(why) = full_publication_needed(va, status, metrics).await? {
+                tracing::warn!(why, "publisher: the status bucket is not whole");
+                metrics.full_requested.store(true, Ordering::Relaxed);
+                return Ok(Drained::FullPublication);
+            }
+        }
         // Registered before reading, so that an entry added meanwhile wakes the next wait.
         let added = store.outbox().added.notified();
         let reader = store.clone();
@@ -243,9 +416,21 @@ async fn drain(
         if batch.is_empty() {
             metrics.depth.store(0, Ordering::Relaxed);
             metrics.waiting_since.store(0, Ordering::Relaxed);
+            if let Some(whole) = manifest.take() {
+                let bytes = serde_json::to_vec(&whole).map_err(|e| e.to_string())?;
+                status
+                    .put(MANIFEST_KEY, bytes.into())
+                    .await
+                    .map_err(|e| format!("{MANIFEST_KEY}: {e}"))?;
+                tracing::info!(
+                    statuses = whole.statuses,
+                    "publisher: the status bucket is whole"
+                );
+            }
             tokio::select! {
-                _ = shutdown.cancelled() => return Ok(()),
+                _ = shutdown.cancelled() => return Ok(Drained::Shutdown),
                 _ = added => {}
+                _ = metrics.wake.notified() => {}
                 // A missed signal costs at most this.
                 _ = tokio::time::sleep(Duration::from_secs(1)) => {}
             }
@@ -261,7 +446,7 @@ async fn drain(
         let mut done = Vec::with_capacity(batch.len());
         let mut stalled = false;
         for (seq, name) in &batch {
-            match publish_one(va, status, files, name).await? {
+            match publish_one(store, va, status, files, name).await? {
                 Outcome::Published => done.push((*seq, None)),
                 Outcome::NotYet => {
                     stalled = true;
@@ -289,7 +474,7 @@ async fn drain(
         );
         if stalled {
             tokio::select! {
-                _ = shutdown.cancelled() => return Ok(()),
+                _ = shutdown.cancelled() => return Ok(Drained::Shutdown),
                 _ = tokio::time::sleep(Duration::from_millis(50)) => {}
             }
         }
@@ -298,6 +483,7 @@ async fn drain(
 
 /// Puts what `name` names, as it is now.
 async fn publish_one(
+    store: &Store,
     va: &ValidationAuthority,
     status: &jetstream::kv::Store,
     files: &jetstream::object_store::ObjectStore,
@@ -313,11 +499,9 @@ async fn publish_one(
         };
         // A certificate the responder does not know (an issuer it does not answer for) has
         // nothing to publish.
-        let Some(published) = va.responder.published(&key) else {
+        let Some(bytes) = status_value_of(store, va, &key)? else {
             return Ok(Outcome::Published);
         };
-        let value = status_value(&published);
-        let bytes = serde_json::to_vec(&value).map_err(|e| e.to_string())?;
         status
             .put(status_key(&key), bytes.into())
             .await
@@ -375,6 +559,29 @@ async fn publish_files(
     Ok(())
 }
 
+/// The bucket's value of a certificate as the responder holds it now (`None`: a certificate
+/// the responder does not answer for), with the invalidity date the store recorded.
+fn status_value_of(
+    store: &Store,
+    va: &ValidationAuthority,
+    key: &CertKey,
+) -> Result<Option<Vec<u8>>, String> {
+    let Some(published) = va.responder.published(key) else {
+        return Ok(None);
+    };
+    let mut value = status_value(&published);
+    if value.revoked_at.is_some() {
+        value.invalidity_date = store
+            .get::<crate::store::schema::Revocations>(key)
+            .map_err(|e| format!("revocation {}: {e}", key.serial))?
+            .and_then(|record| record.invalidity_date)
+            .map(Timestamp::unix_seconds);
+    }
+    serde_json::to_vec(&value)
+        .map(Some)
+        .map_err(|e| e.to_string())
+}
+
 fn status_value(published: &super::responder::PublishedStatus) -> StatusValue {
     let (status, revoked_at, reason) = match published.status {
         Status::Good => ("good", None, None),
@@ -394,6 +601,7 @@ fn status_value(published: &super::responder::PublishedStatus) -> StatusValue {
         status: status.into(),
         revoked_at,
         reason,
+        invalidity_date: None,
         sha1: presigned(&published.sha1),
         sha256: presigned(&published.sha256),
     }
@@ -433,11 +641,12 @@ pub async fn read_engine(settings: &NatsConfig) -> Result<crate::backup::EngineV
         let value = serde_json::from_slice::<StatusValue>(&bytes)
             .map_err(|e| format!("{}/{name}: {e}", settings.status_bucket))?;
         let revoked = match (value.status.as_str(), value.revoked_at) {
-            ("revoked", Some(at)) => Some((
-                Timestamp::from_unix_seconds(at),
-                crate::x509::revocation::RevocationReason::from_code(value.reason)
+            ("revoked", Some(at)) => Some(crate::backup::PublishedRevocation {
+                revoked_at: Timestamp::from_unix_seconds(at),
+                reason: crate::x509::revocation::RevocationReason::from_code(value.reason)
                     .unwrap_or(crate::x509::revocation::RevocationReason::Unspecified),
-            )),
+                invalidity_date: value.invalidity_date.map(Timestamp::from_unix_seconds),
+            }),
             _ => None,
         };
         view.statuses.push((key, revoked));

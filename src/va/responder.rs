@@ -161,6 +161,9 @@ pub struct Responder {
     store: Option<Store>,
     metrics: Arc<Metrics>,
     entries: AtomicU64,
+    /// Set on a responder node whose view of the engine is incomplete: it serves what it
+    /// can stand behind (a revocation is final), and nothing that says "good".
+    revoked_only: std::sync::atomic::AtomicBool,
 }
 
 impl core::fmt::Debug for Responder {
@@ -188,6 +191,7 @@ impl Responder {
             store,
             metrics,
             entries: AtomicU64::new(0),
+            revoked_only: std::sync::atomic::AtomicBool::new(false),
         };
         for issuer in issuers {
             responder.add_issuer(issuer)?;
@@ -343,6 +347,11 @@ impl Responder {
             return Lookup::Missing;
         };
         if let Some(entry) = issuer.read(&serial).get(&serial) {
+            if !matches!(entry.status, Status::Revoked { .. })
+                && self.revoked_only.load(Ordering::Relaxed)
+            {
+                return Lookup::Missing;
+            }
             return match &entry.responses[hash as usize] {
                 Some(response) if response.next_update > now => Lookup::Presigned(response.clone()),
                 _ => Lookup::Missing,
@@ -803,6 +812,26 @@ impl Responder {
             .map(|e| e.status)
     }
 
+    /// Every certificate this responder holds a status for (a full publication to the nodes).
+    pub fn keys(&self) -> Vec<CertKey> {
+        let mut keys = Vec::with_capacity(self.entries() as usize);
+        for issuer in self.issuers() {
+            for shard in &issuer.shards {
+                let shard = shard.read().unwrap_or_else(|p| p.into_inner());
+                for serial in shard.keys() {
+                    let magnitude = &serial.0[1..=serial.0[0] as usize];
+                    if let Ok(serial) = Serial::from_magnitude(magnitude) {
+                        keys.push(CertKey {
+                            issuer: issuer.identity.id,
+                            serial,
+                        });
+                    }
+                }
+            }
+        }
+        keys
+    }
+
     /// Certificates whose responses are missing, expired, or older than `max_age` seconds.
     pub fn due(&self, now: Timestamp, max_age: u64) -> Vec<SigningJob> {
         let mut jobs = Vec::new();
@@ -837,6 +866,12 @@ impl Responder {
             }
         }
         jobs
+    }
+
+    /// On a responder node: while `on`, only "revoked" answers are served, every other one gets
+    /// `tryLater` (a view that may miss a revocation must not say "good").
+    pub fn serve_revoked_only(&self, on: bool) {
+        self.revoked_only.store(on, Ordering::Relaxed);
     }
 
     /// Half of the responses' validity: the age at which they are re-signed.

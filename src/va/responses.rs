@@ -130,6 +130,16 @@ pub enum Status {
     Unknown,
 }
 
+/// The `certs [0] EXPLICIT SEQUENCE OF Certificate` that ends every response a responder
+/// signs: its certificate, alone.
+pub fn certs_tail(certificate_der: &[u8]) -> Bytes {
+    let sequence = header(0x30, certificate_der.len());
+    let mut tail = header(0xa0, sequence.len() + certificate_der.len());
+    tail.extend_from_slice(&sequence);
+    tail.extend_from_slice(certificate_der);
+    Bytes::from(tail)
+}
+
 /// A signed response: its head, and the `certs` tail of the responder that signed it (shared,
 /// static), so that responses of an old signer are served with its certificate until re-signed.
 #[derive(Clone, Debug)]
@@ -185,10 +195,7 @@ impl ResponseSigner {
             .to_der()
             .map_err(encoding)?;
         // certs [0] EXPLICIT SEQUENCE OF Certificate, with the one responder certificate.
-        let sequence = header(0x30, certificate_der.len());
-        let mut tail = header(0xa0, sequence.len() + certificate_der.len());
-        tail.extend_from_slice(&sequence);
-        tail.extend_from_slice(certificate_der);
+        let tail = certs_tail(certificate_der).to_vec();
         Ok(Self {
             key_hash: keys::key_identifier(key.public_key()),
             live_count: std::sync::atomic::AtomicU64::new(0),

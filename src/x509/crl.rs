@@ -240,9 +240,19 @@ pub fn signed_by(der: &[u8], signer: &spki::SubjectPublicKeyInfoOwned) -> bool {
     super::sigalg::verify(signer, &crl.signature_algorithm, &tbs, signature).is_ok()
 }
 
-/// The entries of a DER CRL: (serial, revocation date, reasonCode). For a restore, which takes
-/// back what was published (a full decode: not for the hot path).
-pub fn revoked_entries(der: &[u8]) -> Option<Vec<(super::Serial, Timestamp, Option<u8>)>> {
+/// One entry of a CRL as published (RFC 5280 §5.3.1-5.3.2).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PublishedEntry {
+    pub serial: super::Serial,
+    pub revoked_at: Timestamp,
+    /// The reasonCode extension (absent: unspecified).
+    pub reason: Option<u8>,
+    pub invalidity_date: Option<Timestamp>,
+}
+
+/// The entries of a DER CRL, every field a restore must take back as it was. A full decode:
+/// not for the hot path.
+pub fn revoked_entries(der: &[u8]) -> Option<Vec<PublishedEntry>> {
     use der::Decode;
     use x509_cert::ext::pkix::CrlReason;
     let crl =
@@ -250,15 +260,32 @@ pub fn revoked_entries(der: &[u8]) -> Option<Vec<(super::Serial, Timestamp, Opti
     let mut out = Vec::new();
     for entry in crl.tbs_cert_list.revoked_certificates.iter().flatten() {
         let serial = super::Serial::from_serial_number(&entry.serial_number).ok()?;
-        let at = Timestamp::from_x509_time(&entry.revocation_date);
-        let reason = entry
-            .crl_entry_extensions
-            .iter()
-            .flatten()
-            .find(|e| e.extn_id == const_oid::db::rfc5280::ID_CE_CRL_REASONS)
-            .and_then(|e| CrlReason::from_der(e.extn_value.as_bytes()).ok())
-            .map(|r| r as u8);
-        out.push((serial, at, reason));
+        let extension = |oid| {
+            entry
+                .crl_entry_extensions
+                .iter()
+                .flatten()
+                .find(move |e| e.extn_id == oid)
+        };
+        let reason = match extension(const_oid::db::rfc5280::ID_CE_CRL_REASONS) {
+            Some(e) => Some(CrlReason::from_der(e.extn_value.as_bytes()).ok()? as u8),
+            None => None,
+        };
+        // An entry whose extension cannot be read is not guessed at: the whole CRL is refused.
+        let invalidity_date = match extension(const_oid::db::rfc5280::ID_CE_INVALIDITY_DATE) {
+            Some(e) => Some(Timestamp::from_x509_time(
+                &x509_cert::time::Time::GeneralTime(
+                    der::asn1::GeneralizedTime::from_der(e.extn_value.as_bytes()).ok()?,
+                ),
+            )),
+            None => None,
+        };
+        out.push(PublishedEntry {
+            serial,
+            revoked_at: Timestamp::from_x509_time(&entry.revocation_date),
+            reason,
+            invalidity_date,
+        });
     }
     Some(out)
 }
@@ -351,15 +378,21 @@ mod tests {
         assert_eq!(entries.len(), 3);
         assert_eq!(entries[1].serial_number.as_bytes(), &[0x00, 0x80, 0x00]);
         assert_eq!(decoded.tbs_cert_list.to_der().unwrap(), tbs);
-        // What a restore takes back from a published CRL: serials, times, reasons.
+        // What a restore takes back from a published CRL: serials, times, reasons and
+        // invalidity dates, exactly.
         let entries = revoked_entries(crl.as_der()).unwrap();
         assert_eq!(entries.len(), 3);
-        assert_eq!(entries[0].1, t);
+        assert_eq!(entries[0].revoked_at, t);
         assert_eq!(
-            (entries[0].2, entries[1].2, entries[2].2),
+            (entries[0].reason, entries[1].reason, entries[2].reason),
             (Some(1), None, Some(4))
         );
-        assert_eq!(entries[1].0, crate::x509::Serial::from_hex("8000").unwrap());
+        assert_eq!(
+            entries[1].serial,
+            crate::x509::Serial::from_hex("8000").unwrap()
+        );
+        let invalidity: Vec<_> = entries.iter().map(|e| e.invalidity_date).collect();
+        assert_eq!(invalidity, [Some(t.minus_seconds(3600)), None, None]);
         assert_eq!(
             summarize(crl.as_der()).unwrap(),
             CrlSummary {
