@@ -35,7 +35,7 @@ use tokio::io::AsyncReadExt;
 use tokio_util::sync::CancellationToken;
 
 use super::crl::PublishedCrl;
-use super::publish::{StatusValue, parse_status_key};
+use super::publish::parse_status_key;
 use super::responder::{IssuerSetup, Responder};
 use super::responses::{IssuerIdentity, SignedResponse, Status};
 use super::{Metrics, Served, VaError};
@@ -44,6 +44,9 @@ use crate::store::IssuerId;
 use crate::x509::Timestamp;
 use crate::x509::revocation::RevocationReason;
 use crate::x509::time::Clock;
+
+/// Responder certificates whose copy responses share.
+const MAX_TAILS: usize = 16;
 
 /// A responder node's state: the responder and the files it serves.
 pub struct Node {
@@ -58,9 +61,9 @@ pub struct Node {
     view: std::sync::Mutex<View>,
     /// Status entries applied from the bucket followed.
     held: AtomicU64,
-    /// The `certs` tails of the CA certificates in the files bucket: a published response
-    /// ending with one (its responder's) keeps a shared copy, not its own (the responder
-    /// certificate is most of a response's size).
+    /// The `certs` tails of the responses (their responder's certificate): one copy shared by
+    /// every response that ends with it (the responder certificate is most of a response's
+    /// size).
     tails: RwLock<Vec<Bytes>>,
     /// 1 while connected to the engine.
     pub connected: AtomicU64,
@@ -248,12 +251,6 @@ impl Node {
                     tracing::warn!(%error, name, "node: cannot answer for this CA");
                 }
             }
-            let tail = super::responses::certs_tail(&der);
-            let mut tails = self.tails.write().unwrap_or_else(|p| p.into_inner());
-            if !tails.contains(&tail) {
-                tails.push(tail);
-            }
-            drop(tails);
             self.ca_certificates
                 .write()
                 .unwrap_or_else(|p| p.into_inner())
@@ -283,16 +280,37 @@ impl Node {
         }
     }
 
+    /// The one copy of a `certs` tail (a responder's certificate) every response it ends
+    /// shares. A few responders at a time (one per issuing CA, two across a renewal): past
+    /// [`MAX_TAILS`] a tail is kept with its response.
+    fn shared_tail(&self, tail: &[u8]) -> Bytes {
+        if let Some(known) = self
+            .tails
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+            .find(|t| t.as_ref() == tail)
+        {
+            return known.clone();
+        }
+        let mut tails = self.tails.write().unwrap_or_else(|p| p.into_inner());
+        let tail = Bytes::copy_from_slice(tail);
+        if tails.len() < MAX_TAILS {
+            tails.push(tail.clone());
+        }
+        tail
+    }
+
     /// Applies one entry of the status bucket; false when it names an issuer not (yet) known.
     fn take_status(&self, key: &str, value: &[u8]) -> bool {
         let Some(key) = parse_status_key(key) else {
             return true;
         };
-        let Ok(value) = serde_json::from_slice::<StatusValue>(value) else {
+        let Ok(value) = serde_json::from_slice::<StatusEntry<'_>>(value) else {
             tracing::warn!(key = %key.serial, "node: unreadable status entry; ignored");
             return true;
         };
-        let status = match value.status.as_str() {
+        let status = match value.status.as_ref() {
             "good" => Status::Good,
             "revoked" => match (value.revoked_at, RevocationReason::from_code(value.reason)) {
                 (Some(at), Some(reason)) => Status::Revoked {
@@ -303,37 +321,58 @@ impl Node {
             },
             _ => Status::Unknown,
         };
-        let tails = self.tails.read().unwrap_or_else(|p| p.into_inner());
-        let response = |presigned: &Option<super::publish::PresignedValue>| {
+        let mut der = Vec::with_capacity(2048);
+        let mut response = |presigned: &Option<PresignedEntry<'_>>| {
             let presigned = presigned.as_ref()?;
-            let der = base64::engine::general_purpose::STANDARD
-                .decode(&presigned.der)
+            der.clear();
+            base64::engine::general_purpose::STANDARD
+                .decode_vec(presigned.der.as_bytes(), &mut der)
                 .ok()?;
-            let (head, tail) = match tails.iter().find(|t| der.ends_with(t)) {
-                Some(tail) => (
-                    Bytes::copy_from_slice(&der[..der.len() - tail.len()]),
-                    tail.clone(),
-                ),
-                None => (Bytes::from(der), Bytes::new()),
+            // The head alone is kept (an allocation of its own size); the responder
+            // certificate that ends it is shared.
+            let (head, tail) = match super::responses::certs_offset(&der) {
+                Some(offset) => (&der[..offset], self.shared_tail(&der[offset..])),
+                None => (&der[..], Bytes::new()),
             };
             Some(SignedResponse {
-                head,
+                head: Bytes::copy_from_slice(head),
                 tail,
                 this_update: Timestamp::from_unix_seconds(presigned.this_update),
                 next_update: Timestamp::from_unix_seconds(presigned.next_update),
             })
         };
-        let applied = self.responder.apply_published(
-            &key,
-            status,
-            [response(&value.sha1), response(&value.sha256)],
-        );
+        let responses = [response(&value.sha1), response(&value.sha256)];
+        let applied = self.responder.apply_published(&key, status, responses);
         if applied.is_some() {
             self.applied.fetch_add(1, Ordering::Relaxed);
             self.held.fetch_add(1, Ordering::Relaxed);
         }
         applied.is_some()
     }
+}
+
+/// A status value ([`super::publish::StatusValue`]) as a node reads it: borrowed from the
+/// entry where JSON allows (no copy of the base64 text, about 2.6 KB an entry).
+#[derive(serde::Deserialize)]
+struct StatusEntry<'a> {
+    #[serde(borrow)]
+    status: std::borrow::Cow<'a, str>,
+    #[serde(default)]
+    revoked_at: Option<u64>,
+    #[serde(default)]
+    reason: Option<u8>,
+    #[serde(default, borrow)]
+    sha1: Option<PresignedEntry<'a>>,
+    #[serde(default, borrow)]
+    sha256: Option<PresignedEntry<'a>>,
+}
+
+#[derive(serde::Deserialize)]
+struct PresignedEntry<'a> {
+    #[serde(borrow)]
+    der: std::borrow::Cow<'a, str>,
+    this_update: u64,
+    next_update: u64,
 }
 
 /// The identity of the CA a certificate names (its subject and key), for CertIDs.
@@ -543,4 +582,46 @@ async fn read_file(
         .map_err(|e| format!("{name}: {e}"))?;
     node.take_file(name, der);
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::va::publish::{PresignedValue, StatusValue};
+
+    /// What the publisher writes, the node reads: the borrowed form agrees with the owned one,
+    /// fields added later (the invalidity date) are skipped, and an escaped string (which
+    /// cannot be borrowed) still reads.
+    #[test]
+    fn a_node_reads_what_the_publisher_writes() {
+        let value = StatusValue {
+            status: "revoked".into(),
+            revoked_at: Some(1_796_000_000),
+            reason: Some(1),
+            invalidity_date: Some(1_795_000_000),
+            sha1: Some(PresignedValue {
+                der: "MAMCAQA=".into(),
+                this_update: 1,
+                next_update: 2,
+            }),
+            sha256: None,
+        };
+        let json = serde_json::to_vec(&value).unwrap();
+        let entry: StatusEntry<'_> = serde_json::from_slice(&json).unwrap();
+        assert_eq!(entry.status, "revoked");
+        assert_eq!(
+            (entry.revoked_at, entry.reason),
+            (Some(1_796_000_000), Some(1))
+        );
+        let sha1 = entry.sha1.unwrap();
+        assert_eq!(
+            (sha1.der.as_ref(), sha1.this_update, sha1.next_update),
+            ("MAMCAQA=", 1, 2)
+        );
+        assert!(matches!(sha1.der, std::borrow::Cow::Borrowed(_)));
+        assert!(entry.sha256.is_none());
+        let escaped: StatusEntry<'_> =
+            serde_json::from_slice(br#"{"status":"go\u006fd"}"#).unwrap();
+        assert_eq!(escaped.status, "good");
+    }
 }

@@ -132,12 +132,32 @@ pub enum Status {
 
 /// The `certs [0] EXPLICIT SEQUENCE OF Certificate` that ends every response a responder
 /// signs: its certificate, alone.
-pub fn certs_tail(certificate_der: &[u8]) -> Bytes {
+fn certs_tail(certificate_der: &[u8]) -> Vec<u8> {
     let sequence = header(0x30, certificate_der.len());
     let mut tail = header(0xa0, sequence.len() + certificate_der.len());
     tail.extend_from_slice(&sequence);
     tail.extend_from_slice(certificate_der);
-    Bytes::from(tail)
+    tail
+}
+
+/// Where the `certs` of a DER OCSPResponse start (RFC 6960 §4.2.1: the last field of the
+/// BasicOCSPResponse), when it carries them: what a responder node shares between the
+/// responses one responder signed.
+pub fn certs_offset(der: &[u8]) -> Option<usize> {
+    use der::{Decode, Header, Reader, SliceReader};
+    let mut reader = SliceReader::new(der).ok()?;
+    Header::decode(&mut reader).ok()?; // OCSPResponse
+    reader.tlv_bytes().ok()?; // responseStatus
+    Header::decode(&mut reader).ok()?; // [0] EXPLICIT
+    Header::decode(&mut reader).ok()?; // ResponseBytes
+    reader.tlv_bytes().ok()?; // responseType
+    Header::decode(&mut reader).ok()?; // response OCTET STRING
+    Header::decode(&mut reader).ok()?; // BasicOCSPResponse
+    for _ in 0..3 {
+        reader.tlv_bytes().ok()?; // tbsResponseData, signatureAlgorithm, signature
+    }
+    let offset = u32::from(reader.position()) as usize;
+    (der.get(offset) == Some(&0xa0)).then_some(offset)
 }
 
 /// A signed response: its head, and the `certs` tail of the responder that signed it (shared,
@@ -195,7 +215,7 @@ impl ResponseSigner {
             .to_der()
             .map_err(encoding)?;
         // certs [0] EXPLICIT SEQUENCE OF Certificate, with the one responder certificate.
-        let tail = certs_tail(certificate_der).to_vec();
+        let tail = certs_tail(certificate_der);
         Ok(Self {
             key_hash: keys::key_identifier(key.public_key()),
             live_count: std::sync::atomic::AtomicU64::new(0),
@@ -383,4 +403,40 @@ fn crl_reason(code: u8) -> Result<CrlReason, der::Error> {
             .into());
         }
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The offset of the `certs` tail in a response laid out as a responder signs it, and
+    /// none in a response without certificates or in garbage.
+    #[test]
+    fn the_certs_tail_of_a_response_is_found() {
+        const BASIC_OID: [u8; 11] = [
+            0x06, 0x09, 0x2b, 0x06, 0x01, 0x05, 0x05, 0x07, 0x30, 0x01, 0x01,
+        ];
+        let wrap = |tag: u8, parts: &[&[u8]]| {
+            let body: Vec<u8> = parts.concat();
+            let mut out = header(tag, body.len());
+            out.extend_from_slice(&body);
+            out
+        };
+        let tail = certs_tail(&wrap(0x30, &[&[0x02, 0x01, 0x05]]));
+        let response = |with_tail: bool| {
+            let mut basic: Vec<&[u8]> = vec![&[0x30, 0x00], &[0x30, 0x00], &[0x03, 0x01, 0x00]];
+            if with_tail {
+                basic.push(&tail);
+            }
+            let basic = wrap(0x30, &basic);
+            let bytes = wrap(0x30, &[&BASIC_OID, &wrap(0x04, &[&basic])]);
+            wrap(0x30, &[&[0x0a, 0x01, 0x00], &wrap(0xa0, &[&bytes])])
+        };
+        let with = response(true);
+        let offset = certs_offset(&with).unwrap();
+        assert_eq!(&with[offset..], &tail[..]);
+        assert_eq!(certs_offset(&response(false)), None);
+        assert_eq!(certs_offset(&[0x30, 0x03, 0x0a, 0x01, 0x01]), None);
+        assert_eq!(certs_offset(b"garbage"), None);
+    }
 }
