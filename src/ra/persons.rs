@@ -118,6 +118,52 @@ mod tests {
         }
     }
 
+    /// An operator stored with a key of an older rule: re-keyed from its certificate at the
+    /// next opening, its index row moved, in one audited write; a second opening changes
+    /// nothing.
+    #[test]
+    fn stored_keys_of_an_older_rule_are_recomputed_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let pem = include_bytes!("../../tests/fixtures/cms/ec.pem");
+        let der = crate::x509::pem::decode_pem_or_der(pem, &["CERTIFICATE"]).unwrap();
+        let expected = operators::person_key(&certificate_subject(&der).unwrap());
+        let record = OperatorRecord {
+            id: "card-old".into(),
+            holder: "holder-old".into(),
+            person: "fr\u{1f}isabelle\u{1f}mille".into(),
+            certificate: der,
+            subject: "CN=CMS EC signer".into(),
+            issuer: crate::store::IssuerId([1; 20]),
+            role: Role::Aed,
+            scope: operators::Scope::default(),
+            designated_by: None,
+            designated_at: Timestamp::parse_rfc3339("2026-11-28T12:00:00Z").unwrap(),
+            withdrawn: None,
+        };
+        let stored = record.clone();
+        store
+            .commit(move |txn| -> Result<(), RaError> {
+                txn.put::<Operators>(&stored.id.clone(), &stored)?;
+                let row = PersonRecord {
+                    active: Some(stored.id.clone()),
+                    withdrawn: None,
+                };
+                txn.put::<OperatorPersons>(&stored.person, &row)?;
+                Ok(())
+            })
+            .unwrap();
+        let before = store.audit_head().seq;
+        assert_eq!(rekey(&store).unwrap(), vec!["card-old".to_owned()]);
+        let rekeyed = store.get::<Operators>(&record.id).unwrap().unwrap();
+        assert_eq!(rekeyed.person, expected);
+        let row = store.get::<OperatorPersons>(&expected).unwrap().unwrap();
+        assert_eq!(row.active.as_deref(), Some("card-old"));
+        assert_eq!(store.audit_head().seq, before + 1);
+        assert!(rekey(&store).unwrap().is_empty());
+        assert_eq!(store.audit_head().seq, before + 1);
+    }
+
     #[test]
     fn merged_rows_keep_an_active_role_and_the_strongest_withdrawal() {
         let active = |id: &str| id == "card-a";
