@@ -20,7 +20,9 @@
 //! `unicode-security` crate's data). It is computed from stored certificates as well, which
 //! may predate the repertoire, so it folds any character, not only allowed ones. A key too
 //! coarse makes namesakes one person, and the rules then fail closed; a key too fine would let
-//! a look-alike be a second person.
+//! a look-alike be a second person. So I, l, i and 1 fold together (UTS #39 holds I for l,
+//! case holds I for i), as do m and rn, and "Lise" and "Ilse" are one person: two such
+//! operators cannot both hold a role, nor approve each other's requests.
 use unicode_normalization::UnicodeNormalization;
 use unicode_normalization::char::is_combining_mark;
 
