@@ -166,7 +166,8 @@ struct Operator {
     /// The card the role is bound to (the operator's id).
     card: String,
     holder: String,
-    /// The authentication key: it also signs the requests (accepted beside the signature key).
+    /// The card's signature key and certificate: what signs the requests (the authentication
+    /// key is the TLS client's only).
     key: EcdsaKeyPair,
     certificate: Certificate,
     tls: Arc<rustls::ClientConfig>,
@@ -394,11 +395,17 @@ async fn operator(
             PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(holder.pkcs8.clone())),
         )
         .expect("client certificate");
+    let signature_pem = answer["signature"]["certificate"]
+        .as_str()
+        .expect("signature certificate");
+    let signature_der =
+        sceau::x509::pem::decode_pem_or_der(signature_pem.as_bytes(), &["CERTIFICATE"])
+            .expect("pem");
     Operator {
         card,
         holder: holder_id,
-        key: holder.key,
-        certificate: Certificate::from_der(&der).expect("certificate"),
+        key: signature_key.key,
+        certificate: Certificate::from_der(&signature_der).expect("certificate"),
 
         tls: Arc::new(tls),
     }

@@ -427,7 +427,7 @@ fn a_holder_manages_her_own_card_and_nothing_else() {
             &revoke_own,
         ),
         403,
-        "signer-not-client",
+        "signature-key-required",
     );
     assert_refused(
         &ra.post_as(&gina, &hugo, "/ra/v1/holder/card/revoke", &revoke_own),

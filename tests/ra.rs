@@ -816,14 +816,15 @@ fn one_person_cannot_hold_two_operator_credentials() {
     assert_eq!(ra.get(&aed, "/ra/v1/operators/me").0, 200);
 }
 
-/// The convention's operators sign with their card's signature certificate; the authentication
-/// certificate is accepted as a signer too. The role follows the card through its renewal: the
+/// The convention's operators sign with their card's signature certificate, and only with it
+/// (the authentication key is refused: issue 18). The role follows the card through its renewal: the
 /// renewed card's new certificates are the credential, the old ones are not.
 #[test]
 fn an_operator_signs_with_their_card_and_keeps_the_role_across_its_renewal() {
     let ra = Ra::start();
     let Team { ae, aed, oc, .. } = team(&ra);
-    // Signed with the authentication certificate (the TLS client's): accepted too.
+    // Signed with the authentication certificate (the TLS client's): refused, it proves
+    // presence only (issue 18); the signature certificate signs.
     let (_, json) = doc("submit", &{
         let auth = ra.pki.csr(
             "h-compat-auth",
@@ -842,6 +843,8 @@ fn an_operator_signs_with_their_card_and_keeps_the_role_across_its_renewal() {
         )
     });
     let answer = ra.post_signed(&oc, (&oc.cert, &oc.key), "/ra/v1/requests", &json);
+    assert_refused(&answer, 403, "signature-key-required");
+    let answer = ra.post(&oc, "/ra/v1/requests", &json);
     assert_eq!(answer.0, 201, "{answer:?}");
 
     // Nobody but the OC asks for the renewal of the OC's card (anyone else could give the
@@ -1504,4 +1507,332 @@ fn a_held_back_request_body_on_the_ra_listener_is_cut_with_408() {
         entries_before,
         "nothing was written"
     );
+}
+
+/// A card request for `holder` named `given SURNAME` (extra OUs `units`), signed by `op`:
+/// (request id, answer).
+fn submit_named(
+    ra: &Ra,
+    op: &Op,
+    holder: &str,
+    (given, surname): (&str, &str),
+    units: &[&str],
+) -> (String, (u16, serde_json::Value)) {
+    let extra: String = units.iter().map(|u| format!("/OU={u}")).collect();
+    let subject = format!("{extra}/GN={given}/SN={surname}/CN={given} {surname}");
+    let auth = ra
+        .pki
+        .csr(&format!("{holder}-auth"), common::KeyKind::P256, &subject);
+    let sign = ra
+        .pki
+        .csr(&format!("{holder}-sign"), common::KeyKind::P256, &subject);
+    let (id, json) = doc(
+        "submit",
+        &format!(
+            r#""holder":"{holder}","authentication_csr":{},"signature_csr":{}"#,
+            json_string(&std::fs::read_to_string(auth).unwrap()),
+            json_string(&std::fs::read_to_string(sign).unwrap())
+        ),
+    );
+    let answer = ra.post(op, "/ra/v1/requests", &json);
+    (id, answer)
+}
+
+/// Issue 18 problem 1, as the insider campaign tried it: a look-alike letter makes no second
+/// person. Letters outside the repertoire (U+01C0 for I or l, U+01CD for A) are refused by the
+/// CA and at submission, naming the attribute and the character; look-alikes inside it ("l"
+/// for "I", "AIice" for "Alice", accents) are the same person, so the two-person rule and the
+/// rank rules hold.
+#[test]
+fn look_alike_letters_make_no_second_person() {
+    let ra = Ra::start();
+    let Team { ae, aec, aed, oc } = team(&ra);
+    let all = scope(&[], BOTH);
+    let isabelle = ra.operator("isabelle", "Isabelle", "MILLE", &[]);
+    assert_eq!(designate(&ra, &aec, &isabelle, "AED", &all).0, 201);
+
+    // The CA refuses a card in a name with U+01C0 or U+01CD, naming the attribute.
+    for (name, given, surname, attribute) in [
+        ("click", "\u{1c0}sabelle", "MILLE", "GN"),
+        ("caron", "Isabelle", "MI\u{1cd}LE", "SN"),
+    ] {
+        let subject = format!("/GN={given}/SN={surname}/CN={given} {surname}");
+        let auth = ra.pki.csr(name, common::KeyKind::P256, &subject);
+        let sign = ra
+            .pki
+            .csr(&format!("{name}-sig"), common::KeyKind::P256, &subject);
+        let out = ra.pki.sceau(&[
+            "card",
+            "issue",
+            "--holder",
+            &format!("operator-{name}"),
+            "--card",
+            &format!("card-{name}"),
+            "--auth-csr",
+            auth.to_str().unwrap(),
+            "--sign-csr",
+            sign.to_str().unwrap(),
+            "--out-dir",
+            ra.pki.path(name).to_str().unwrap(),
+        ]);
+        let text = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{name}: issued");
+        assert!(
+            text.contains("subject-character")
+                && text.contains(&format!("{attribute} has the character U+01C")),
+            "{text}"
+        );
+    }
+
+    // A look-alike inside the repertoire ("l" for "I") is the same person: no second role.
+    let lookalike = ra.operator("lsabelle", "lsabelle", "MILLE", &[]);
+    assert_refused(
+        &designate(&ra, &aec, &lookalike, "AED", &all),
+        409,
+        "person-already-operator",
+    );
+    // Nor does the first approve what the look-alike's card would submit: she is not an
+    // operator; and what she submits is not approved by herself under another spelling.
+    let (request, answer) = submit(&ra, &isabelle, "h-isabelle", &[]);
+    assert_eq!(answer.0, 201, "{answer:?}");
+    assert_refused(
+        &decide(&ra, &isabelle, &request, "approve"),
+        403,
+        "own-submission",
+    );
+
+    // An OC asks for cards in the names of operators above it: refused whether the name is
+    // exact, a look-alike inside the repertoire, or one outside it.
+    for (holder, given, surname, status, rule) in [
+        ("h-ae-exact", "Alice", "AUBERT", 403, "role-not-allowed"),
+        ("h-ae-upper-i", "AIice", "AUBERT", 403, "role-not-allowed"),
+        ("h-ae-accent", "Alicé", "ĂUBERT", 403, "role-not-allowed"),
+        ("h-aec-caron", "Bruno", "ČARON", 403, "role-not-allowed"),
+        (
+            "h-ae-click",
+            "A\u{1c0}ice",
+            "AUBERT",
+            422,
+            "policy-violation",
+        ),
+        (
+            "h-aec-acaron",
+            "Bruno",
+            "C\u{1cd}RON",
+            422,
+            "policy-violation",
+        ),
+        (
+            "h-ae-cyrillic",
+            "\u{410}lice",
+            "AUBERT",
+            422,
+            "policy-violation",
+        ),
+    ] {
+        let (_, answer) = submit_named(&ra, &oc, holder, (given, surname), &[]);
+        assert_refused(&answer, status, rule);
+        if status == 422 {
+            let detail = answer.1["detail"].as_str().unwrap_or_default();
+            assert!(detail.contains("has the character U+"), "{answer:?}");
+        }
+    }
+    // Legitimate names of a staff list are accepted.
+    for (i, (given, surname)) in [
+        ("Jean-Baptiste", "D'ARTAGNAN"),
+        ("Noémie", "DE LA FONTAINE"),
+        ("Łukasz", "DVOŘÁK"),
+        ("Ødegaard", "ŒUVRAY"),
+        ("Ștefan", "SAINT-EXUPÉRY"),
+        ("Siobhán", "O'NEILL"),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let (_, answer) = submit_named(&ra, &oc, &format!("h-staff-{i}"), (given, surname), &[]);
+        assert_eq!(answer.0, 201, "{given} {surname}: {answer:?}");
+    }
+    let _ = (ae, aed);
+}
+
+/// Issue 18 problem 2: an operator's request signed with the card's authentication key (which
+/// proves presence only) is refused with a named problem, and changes nothing; the signature
+/// key (nonRepudiation) signs.
+#[test]
+fn requests_signed_with_the_authentication_key_are_refused() {
+    let ra = Ra::start();
+    let Team { aed, oc, .. } = team(&ra);
+    let (id, json) = submit_doc(&ra, "h-authkey", &[]);
+    let answer = ra.post_signed(&oc, (&oc.cert, &oc.key), "/ra/v1/requests", &json);
+    assert_refused(&answer, 403, "signature-key-required");
+    assert!(
+        answer.1["detail"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("authentication key"),
+        "{answer:?}"
+    );
+    assert_refused(
+        &ra.get(&aed, &format!("/ra/v1/requests/{id}")),
+        404,
+        "not-found",
+    );
+    // The same document signed with the signature key is carried out.
+    let answer = ra.post(&oc, "/ra/v1/requests", &json);
+    assert_eq!(answer.0, 201, "{answer:?}");
+    // An approval signed with the authentication key is refused too.
+    let (_, approval) = doc("approve", &format!(r#""request":"{id}""#));
+    assert_refused(
+        &ra.post_signed(
+            &aed,
+            (&aed.cert, &aed.key),
+            &format!("/ra/v1/requests/{id}/approve"),
+            &approval,
+        ),
+        403,
+        "signature-key-required",
+    );
+}
+
+/// The document of a batch approval of `items` (request id, digest).
+fn batch_doc(items: &[(String, String)]) -> (String, String) {
+    let listed: Vec<String> = items
+        .iter()
+        .map(|(id, digest)| format!(r#"{{"request":"{id}","submission_sha256":"{digest}"}}"#))
+        .collect();
+    doc(
+        "approve-batch",
+        &format!(r#""requests":[{}]"#, listed.join(",")),
+    )
+}
+
+/// Issue 18: an AED approves 40 reviewed requests with one signature; each request keeps the
+/// batch as its approval's evidence; a retry gets the first answer. A batch with one request
+/// out of scope, one whose digest differs, or signed with the authentication key is refused
+/// whole, naming the request, and approves nothing.
+#[test]
+fn a_batch_of_forty_is_approved_with_one_signature_or_refused_whole() {
+    let ra = Ra::start();
+    let Team { aec, aed, oc, .. } = team(&ra);
+    let mut items = Vec::new();
+    for i in 0..40 {
+        let (id, answer) = submit(&ra, &oc, &format!("h-batch-{i}"), &["DAP"]);
+        assert_eq!(answer.0, 201, "{answer:?}");
+        let digest = answer.1["submission_sha256"].as_str().unwrap().to_owned();
+        assert_eq!(digest.len(), 64);
+        items.push((id, digest));
+    }
+    // What the approver reviews shows the same digest.
+    let (status, seen) = ra.get(&aed, &format!("/ra/v1/requests/{}", items[0].0));
+    assert_eq!(status, 200);
+    assert_eq!(seen["submission_sha256"], items[0].1.as_str());
+
+    // An AED limited to unit DAP; one request of the batch is of unit DSJ.
+    let dap = ra.operator("aed-dap", "Denise", "LAMBERT", &["DAP"]);
+    assert_eq!(
+        designate(&ra, &aec, &dap, "AED", &scope(&["DAP"], BOTH)).0,
+        201
+    );
+    let (dsj, answer) = submit(&ra, &oc, "h-batch-dsj", &["DSJ"]);
+    assert_eq!(answer.0, 201, "{answer:?}");
+    let dsj_digest = answer.1["submission_sha256"].as_str().unwrap().to_owned();
+    let mut with_dsj = items[..5].to_vec();
+    with_dsj.push((dsj.clone(), dsj_digest));
+    let (_, json) = batch_doc(&with_dsj);
+    let answer = ra.post(&dap, "/ra/v1/approvals", &json);
+    assert_refused(&answer, 404, "not-found");
+    assert!(
+        answer.1["detail"]
+            .as_str()
+            .unwrap_or_default()
+            .contains(&dsj),
+        "{answer:?}"
+    );
+    // A digest that is not the submission's.
+    let mut altered = items[..3].to_vec();
+    altered[1].1 = "00".repeat(32);
+    let (_, json) = batch_doc(&altered);
+    let answer = ra.post(&aed, "/ra/v1/approvals", &json);
+    assert_refused(&answer, 409, "submission-digest-mismatch");
+    assert!(
+        answer.1["detail"]
+            .as_str()
+            .unwrap_or_default()
+            .contains(&altered[1].0),
+        "{answer:?}"
+    );
+    // Signed with the authentication key.
+    let (_, json) = batch_doc(&items);
+    assert_refused(
+        &ra.post_signed(&aed, (&aed.cert, &aed.key), "/ra/v1/approvals", &json),
+        403,
+        "signature-key-required",
+    );
+    // The submitter's own request in a batch (the OC is no approver; an AED submitting).
+    let (own, answer) = submit(&ra, &aed, "h-batch-own", &[]);
+    assert_eq!(answer.0, 201, "{answer:?}");
+    let own_digest = answer.1["submission_sha256"].as_str().unwrap().to_owned();
+    let mut with_own = items[..2].to_vec();
+    with_own.push((own, own_digest));
+    let (_, own_json) = batch_doc(&with_own);
+    assert_refused(
+        &ra.post(&aed, "/ra/v1/approvals", &own_json),
+        403,
+        "own-submission",
+    );
+    // Too many, or the same request twice.
+    let twice = vec![items[0].clone(), items[0].clone()];
+    assert_refused(
+        &ra.post(&aed, "/ra/v1/approvals", &batch_doc(&twice).1),
+        400,
+        "malformed-request",
+    );
+    // Nothing was approved by the refused batches.
+    for (id, _) in items
+        .iter()
+        .chain(std::iter::once(&(dsj.clone(), String::new())))
+    {
+        let (status, seen) = ra.get(&aed, &format!("/ra/v1/requests/{id}"));
+        assert_eq!(status, 200);
+        assert_eq!(seen["state"], "pending", "{seen}");
+    }
+
+    // The forty, with one signature.
+    let (batch, json) = batch_doc(&items);
+    let cms = ra.sign(&aed, &json);
+    let (status, answer) = ra.post_cms(&aed, "/ra/v1/approvals", &cms);
+    assert_eq!(status, 200, "{answer}");
+    assert_eq!(answer["approved"], 40, "{answer}");
+    let listed = answer["requests"].as_array().unwrap();
+    assert_eq!(listed.len(), 40);
+    for (entry, (id, _)) in listed.iter().zip(&items) {
+        assert_eq!(entry["request"], id.as_str());
+        assert_eq!(entry["state"], "issued", "{entry}");
+        let serial = entry["authentication"].as_str().unwrap();
+        let (status, _) = ra.get(&aed, &format!("/ra/v1/certificates/{serial}"));
+        assert_eq!(status, 200);
+        let (_, seen) = ra.get(&aed, &format!("/ra/v1/requests/{id}"));
+        assert_eq!(seen["state"], "issued");
+        assert_eq!(seen["approval"], batch.as_str(), "{seen}");
+    }
+    // The same bytes again: the first answer, nothing issued twice.
+    let (status, again) = ra.post_cms(&aed, "/ra/v1/approvals", &cms);
+    assert_eq!(status, 200, "{again}");
+    assert_eq!(again, answer);
+    let events: Vec<serde_json::Value> = ra
+        .pki
+        .sceau_ok(&["audit", "export"])
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let approved: Vec<_> = events
+        .iter()
+        .filter(|e| e["event"] == "card_request_approved" && e["approval"] == batch.as_str())
+        .collect();
+    assert_eq!(approved.len(), 40);
+    let issued = events
+        .iter()
+        .filter(|e| e["event"] == "card_request_issued")
+        .count();
+    assert_eq!(issued, 40);
 }

@@ -65,10 +65,7 @@ pub enum AuditEvent {
         orphan_keys: Vec<String>,
     },
     /// A CSR for the issuing CA was written, for a root kept elsewhere.
-    ExternalRootRequestCreated {
-        key_label: String,
-        subject: String,
-    },
+    ExternalRootRequestCreated { key_label: String, subject: String },
     /// Before the HSM signs: the exact TBS that will be signed (hex DER).
     IssuanceIntent {
         issuer: String,
@@ -139,10 +136,7 @@ pub enum AuditEvent {
         requested_by: String,
     },
     /// A scheduled revocation was cancelled before its time.
-    ScheduledRevocationCancelled {
-        id: String,
-        by: String,
-    },
+    ScheduledRevocationCancelled { id: String, by: String },
     /// A scheduled revocation's time came: what it revoked (nothing if already revoked).
     ScheduledRevocationExecuted {
         id: String,
@@ -175,6 +169,13 @@ pub enum AuditEvent {
         designated_by: Option<String>,
         request: Option<String>,
     },
+    /// The person keys of operators were recomputed from their certificates by a newer rule of
+    /// names (at the opening of the store); `shared` lists the groups of active operators the
+    /// new rule finds to be one person (look-alike names registered before it).
+    OperatorPersonsRekeyed {
+        operators: Vec<String>,
+        shared: Vec<Vec<String>>,
+    },
     /// An operator's rights were withdrawn, directly or because its designator's were.
     OperatorWithdrawn {
         operator: String,
@@ -195,6 +196,9 @@ pub enum AuditEvent {
     CardRequestApproved {
         request: String,
         operator: String,
+        /// The signed approval (a single approval or a batch) kept as evidence under this id.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        approval: Option<String>,
     },
     CardRequestRejected {
         request: String,
@@ -209,10 +213,7 @@ pub enum AuditEvent {
         signature: String,
     },
     /// The CA refused to issue an approved request (the request is closed).
-    CardRequestFailed {
-        request: String,
-        why: String,
-    },
+    CardRequestFailed { request: String, why: String },
     /// A registration-authority request was refused; nothing else changed.
     RequestRefused {
         operator: Option<String>,

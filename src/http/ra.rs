@@ -15,6 +15,7 @@
 //! | `POST /ra/v1/requests` | submit a card request (signed) |
 //! | `GET /ra/v1/requests/{id}` | a request, with its certificates once issued |
 //! | `POST /ra/v1/requests/{id}/approve`, `/reject` | decide (signed) |
+//! | `POST /ra/v1/approvals` | approve up to 100 reviewed requests with one signature |
 //! | `POST /ra/v1/cards/{card}/renew` | renewal request (signed) |
 //! | `POST /ra/v1/revocations` | revoke a certificate or a card, now or at a date (signed) |
 //! | `GET /ra/v1/revocations/scheduled` | scheduled revocations in scope |
@@ -368,6 +369,7 @@ fn resolve<'a>(method: &Method, path: &'a str) -> Result<Route<'a>, RouteError> 
         ["requests"] => (Method::POST, signed("submit", None)),
         ["requests", id, "approve"] => (Method::POST, signed("approve", Some(id))),
         ["requests", id, "reject"] => (Method::POST, signed("reject", Some(id))),
+        ["approvals"] => (Method::POST, signed("approve-batch", None)),
         ["cards", card, "renew"] => (Method::POST, signed("renew", Some(card))),
         ["cards", card] => (Method::GET, Route::Card(card)),
         ["cards", card, "deliver"] => (Method::POST, signed("deliver", Some(card))),
@@ -441,6 +443,7 @@ fn problem_for(error: &RaError) -> Problem {
                 | Refusal::OperatorExists
                 | Refusal::CardExists
                 | Refusal::NotPending
+                | Refusal::DigestMismatch
                 | Refusal::PersonIsOperator
                 | Refusal::RenewalNotAllowed
                 | Refusal::AlreadyDelivered => StatusCode::CONFLICT,
@@ -823,6 +826,7 @@ mod openapi {
             "withdraw",
             "submit",
             "approve",
+            "approve-batch",
             "reject",
             "renew",
             "revoke",

@@ -8,6 +8,7 @@
 
 mod file;
 mod lint;
+pub mod names;
 mod prepare;
 
 use core::fmt;

@@ -265,15 +265,6 @@ fn read_subject(csr: &VerifiedCsr) -> Result<DistinguishedName, Violation> {
     Ok(dn)
 }
 
-/// Whether `c` may appear in a holder's name: printable ASCII and the precomposed Latin letters
-/// of Latin-1 and Latin Extended-A/B. Invisible characters (zero-width spaces, soft hyphens),
-/// combining accents and letters of other scripts that look like Latin ones are refused: two
-/// names that read the same must be the same name, or the rules that compare persons (one
-/// operator role per person, nobody approves their own request) could be dodged.
-fn name_character(c: char) -> bool {
-    matches!(c, ' '..='~') || (matches!(c, '\u{c0}'..='\u{24f}') && c != '\u{d7}' && c != '\u{f7}')
-}
-
 /// The subject rules of RGS A4 VII.2 and EN 319 412-2 NAT-4.2.4, as the policy sets them.
 pub(super) fn check_subject(rules: &SubjectRules, dn: &DistinguishedName) -> Vec<Violation> {
     let mut out = Vec::new();
@@ -300,14 +291,10 @@ pub(super) fn check_subject(rules: &SubjectRules, dn: &DistinguishedName) -> Vec
                 format!("{attribute} is empty or has leading or trailing spaces"),
             );
         }
-        if let Some(c) = value.chars().find(|c| !name_character(*c)) {
-            refuse(
-                "subject-character",
-                format!(
-                    "{attribute} has the character U+{:04X}: names are written in the Latin alphabet (letters with their accents precomposed, digits, spaces and ordinary punctuation)",
-                    c as u32
-                ),
-            );
+        // One repertoire for every name of this PKI (`policy::names`): two names that read
+        // the same must be the same name, or the rules that compare persons could be dodged.
+        if let Some(refused) = super::names::check_value(*attribute, value) {
+            refuse("subject-character", refused.to_string());
         }
     }
     for required in &rules.required {

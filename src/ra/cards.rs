@@ -59,12 +59,17 @@ pub enum RequestState {
     Approved {
         by: String,
         at: Timestamp,
+        /// The id of the signed approval (single or batch), kept as evidence under that id.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        approval: Option<String>,
     },
     Issued {
         by: String,
         at: Timestamp,
         authentication: String,
         signature: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        approval: Option<String>,
     },
     Rejected {
         by: String,
@@ -158,6 +163,9 @@ impl RegistrationAuthority {
             ));
         }
         let (subject_der, subject) = csr_subject(&submission.authentication_csr)?;
+        // The name first: a letter outside the repertoire is named as such, whoever it
+        // looks like.
+        super::check_name_repertoire(&self.settings.authentication_policy, &subject)?;
         let policies = [
             self.settings.authentication_policy.clone(),
             self.settings.signature_policy.clone(),
@@ -186,7 +194,10 @@ impl RegistrationAuthority {
             (subject_der, subject),
             now,
         )?;
-        let summary = record.summary();
+        let mut summary = record.summary();
+        // What the approver's batch names this request by (`batch`).
+        summary["submission_sha256"] =
+            hex::encode(crate::x509::keys::sha256(&request.evidence)).into();
         let evidence = self.evidence(actor, request, now).answered(&summary);
         let actor_id = actor.record.id.clone();
         self.store.commit(move |txn| -> Result<(), RaError> {
@@ -321,10 +332,32 @@ impl RegistrationAuthority {
         now: Timestamp,
     ) -> Result<(serde_json::Value, Effects), RaError> {
         let _one_at_a_time = self.approving.lock(id);
+        let record = self.approvable(actor, id, now)?;
+        let evidence = self.evidence(actor, request, now);
+        let request_id = request.id.clone();
+        let operator = actor.record.id.clone();
+        let targets = vec![(
+            record.id.clone(),
+            record.submitted_by.clone(),
+            record.self_service,
+        )];
+        self.store.commit(move |txn| -> Result<(), RaError> {
+            claim(txn, &request_id, &evidence)?;
+            mark_approved(txn, &operator, &request_id, &targets, now)
+        })?;
+        self.issue_approved(actor, &request.id, &record, now, true)
+    }
+
+    /// The checks of an approval, as things are now: those of a decision, the submitter still
+    /// acts, the approver is above any operator the card belongs to, and a card to renew is still
+    /// renewable. A request already approved (its issuance to resume) passes too.
+    pub(super) fn approvable(
+        &self,
+        actor: &Operator,
+        id: &str,
+        now: Timestamp,
+    ) -> Result<CardRequestRecord, RaError> {
         let record = self.decidable(actor, id, true)?;
-        // What held at submission is checked again as things are now: the submitter still
-        // acts, the approver is above any operator the card belongs to, and a card to renew is
-        // still renewable.
         // A holder's own renewal has no operator behind it: their card's state is checked
         // (`card_renewable`) instead.
         let submitter_active = record.self_service
@@ -356,55 +389,27 @@ impl RegistrationAuthority {
                 .ok_or_else(|| RaError::refused(Refusal::NotFound, format!("no request {id}")))?;
             self.card_renewable(&card, now)?;
         }
-        let approved = RequestState::Approved {
-            by: actor.record.id.clone(),
-            at: now,
-        };
-        let evidence = self.evidence(actor, request, now);
-        let request_id = request.id.clone();
-        let operator = actor.record.id.clone();
-        let target = record.id.clone();
-        let submitter = record.submitted_by.clone();
-        let self_service = record.self_service;
-        self.store.commit(move |txn| -> Result<(), RaError> {
-            claim(txn, &request_id, &evidence)?;
-            // The approver and the submitter both still act, as the writer orders things.
-            super::check_still_active(txn, &operator)?;
-            if !self_service {
-                super::check_still_active(txn, &submitter)?;
-            }
-            let mut current = txn.get::<CardRequests>(&target)?.ok_or_else(|| {
-                RaError::refused(Refusal::NotFound, format!("no request {target}"))
-            })?;
-            match current.state {
-                RequestState::Pending => {
-                    txn.audit(AuditEvent::CardRequestApproved {
-                        request: target.clone(),
-                        operator,
-                    });
-                    current.state = approved;
-                    txn.put::<CardRequests>(&target, &current)?;
-                }
-                // Resuming an issuance the HSM could not do earlier.
-                RequestState::Approved { .. } => {}
-                ref other => {
-                    return Err(RaError::refused(
-                        Refusal::NotPending,
-                        format!("request {target} is {}", state_name(other)),
-                    ));
-                }
-            }
-            Ok(())
-        })?;
+        Ok(record)
+    }
 
-        // The request goes to "issued" in the same write as the card: a crash leaves either
-        // an approved request without a card (a later approval resumes it) or both.
+    /// Issues the card of `record`, approved by the signed approval `approval`. The request
+    /// goes to "issued" in the same write as the card: a crash leaves either an approved request
+    /// without a card (a later approval resumes it) or both. With `settle`, the answer is kept
+    /// with the approval's evidence in that write (a batch keeps its whole answer instead).
+    pub(super) fn issue_approved(
+        &self,
+        actor: &Operator,
+        approval: &str,
+        record: &CardRequestRecord,
+        now: Timestamp,
+        settle: bool,
+    ) -> Result<(serde_json::Value, Effects), RaError> {
         let card_request = record.card_request();
         let (by, target) = (actor.record.id.clone(), record.id.clone());
         // The answer is built in the batch that stores the card and kept with the evidence, so
         // that a retry of this approval gets the same answer (issue 12 problem 4).
         let answered = std::sync::Arc::new(std::sync::Mutex::new(None));
-        let (answer_slot, approval_id) = (answered.clone(), request.id.clone());
+        let (answer_slot, approval_id) = (answered.clone(), approval.to_owned());
         let along: crate::ca::AlongWrite = Box::new(move |txn, card, superseded| {
             let mut current = txn
                 .get::<CardRequests>(&target)?
@@ -422,6 +427,7 @@ impl RegistrationAuthority {
                 at: now,
                 authentication: card.authentication.serial.to_hex(),
                 signature: card.signature.serial.to_hex(),
+                approval: Some(approval_id.clone()),
             };
             txn.audit(AuditEvent::CardRequestIssued {
                 request: target.clone(),
@@ -431,8 +437,10 @@ impl RegistrationAuthority {
             });
             txn.put::<CardRequests>(&target, &current)?;
             let answer = issued_answer(txn, &target, card, superseded)?;
-            super::settle(txn, &approval_id, &answer)
-                .map_err(|e| CaError::Refused(e.to_string()))?;
+            if settle {
+                super::settle(txn, &approval_id, &answer)
+                    .map_err(|e| CaError::Refused(e.to_string()))?;
+            }
             *answer_slot.lock().unwrap_or_else(|p| p.into_inner()) = Some(answer);
             Ok(())
         });
@@ -603,7 +611,52 @@ pub(super) fn refuse_own(
     }
 }
 
-fn state_name(state: &RequestState) -> &'static str {
+/// Marks the requests `targets` (id, submitter, self-service) approved by `operator` with the
+/// signed approval `approval`, in the caller's commit: the approver and each submitter still
+/// act, as the writer orders things; a request already approved (an issuance to resume) stays.
+pub(super) fn mark_approved(
+    txn: &mut crate::store::Txn<'_>,
+    operator: &str,
+    approval: &str,
+    targets: &[(String, String, bool)],
+    now: Timestamp,
+) -> Result<(), RaError> {
+    super::check_still_active(txn, operator)?;
+    for (target, submitter, self_service) in targets {
+        if !self_service {
+            super::check_still_active(txn, submitter)?;
+        }
+        let mut current = txn
+            .get::<CardRequests>(target)?
+            .ok_or_else(|| RaError::refused(Refusal::NotFound, format!("no request {target}")))?;
+        match current.state {
+            RequestState::Pending => {
+                txn.audit(AuditEvent::CardRequestApproved {
+                    request: target.clone(),
+                    operator: operator.to_owned(),
+                    approval: Some(approval.to_owned()),
+                });
+                current.state = RequestState::Approved {
+                    by: operator.to_owned(),
+                    at: now,
+                    approval: Some(approval.to_owned()),
+                };
+                txn.put::<CardRequests>(target, &current)?;
+            }
+            // Resuming an issuance the HSM could not do earlier.
+            RequestState::Approved { .. } => {}
+            ref other => {
+                return Err(RaError::refused(
+                    Refusal::NotPending,
+                    format!("request {target} is {}", state_name(other)),
+                ));
+            }
+        }
+    }
+    Ok(())
+}
+
+pub(super) fn state_name(state: &RequestState) -> &'static str {
     match state {
         RequestState::Pending => "pending",
         RequestState::Approved { .. } => "approved",

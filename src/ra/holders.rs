@@ -39,6 +39,8 @@ pub struct Holder {
     /// The card's signature certificate, when valid and not revoked: the only signer of the
     /// holder's requests.
     pub signature_certificate: Option<Certificate>,
+    /// The card's authentication certificate (the TLS client's): never a signer.
+    pub authentication: Certificate,
 }
 
 impl Holder {
@@ -117,10 +119,13 @@ impl RegistrationAuthority {
             Some(stored) => self.check_signature_certificate(&stored.der, now).ok(),
             None => None,
         };
+        let authentication = Certificate::from_der(&stored.der)
+            .map_err(|e| RaError::Malformed(format!("holder certificate: {e}")))?;
         Ok(Holder {
             card,
             subject,
             signature_certificate,
+            authentication,
         })
     }
 
@@ -262,7 +267,7 @@ impl RegistrationAuthority {
         };
         let request = self.open_signed(
             cms_der,
-            &[signer],
+            (signer, &holder.authentication),
             "a holder's request is signed with their card's signature certificate",
             expected,
         )?;

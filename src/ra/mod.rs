@@ -3,7 +3,7 @@
 //! An operator is a person holding an agent card of this CA, registered with a role and a scope
 //! ([`operators`]): the card's authentication certificate is the TLS client credential, and every
 //! state-changing request is a JSON document signed with CMS by the same card's signature
-//! certificate (its authentication certificate is accepted too) ([`request`]). The workflow follows RGS *** separation of duties: an OC (or AED) submits a
+//! certificate, and by nothing else ([`request`]). The workflow follows RGS *** separation of duties: an OC (or AED) submits a
 //! card request after meeting the holder face to face; a *different* AED or above approves it,
 //! and only then does the CA issue both certificates; any operator whose scope covers a holder
 //! may revoke.
@@ -13,9 +13,11 @@
 //! `request_refused` audit event. The RA reaches the CA through [`CertificateAuthority`] and
 //! tells the validation authority what changed through [`StatusPublisher`]; it never signs.
 
+pub mod batch;
 pub mod cards;
 pub mod holders;
 pub mod operators;
+mod persons;
 pub mod refusals;
 pub mod request;
 mod revocations;
@@ -56,6 +58,8 @@ pub enum Refusal {
     OperatorCertificateRevoked,
     /// The CMS signer is not the TLS client.
     SignerNotClient,
+    /// The request is signed with the card's authentication key, not its signature key.
+    SignatureKeyRequired,
     BadSignature,
     /// The request's time is outside the window around the CA's clock.
     Stale,
@@ -73,6 +77,8 @@ pub enum Refusal {
     ScopeWidening,
     /// Approving or rejecting one's own submission.
     OwnSubmission,
+    /// A batch approval names a request by a digest that is not its signed submission's.
+    DigestMismatch,
     /// Acting on one's own certificate (the holder is the operator).
     OwnCertificate,
     /// Designating again an operator withdrawn by someone of a higher rank.
@@ -101,12 +107,13 @@ pub enum Refusal {
 
 impl Refusal {
     /// Every refusal (the API document lists each rule; a test compares them).
-    pub const ALL: [Refusal; 28] = [
+    pub const ALL: [Refusal; 30] = [
         Refusal::UnknownOperator,
         Refusal::OperatorWithdrawn,
         Refusal::OperatorCertificateExpired,
         Refusal::OperatorCertificateRevoked,
         Refusal::SignerNotClient,
+        Refusal::SignatureKeyRequired,
         Refusal::BadSignature,
         Refusal::Stale,
         Refusal::Replayed,
@@ -116,6 +123,7 @@ impl Refusal {
         Refusal::PolicyOutOfScope,
         Refusal::ScopeWidening,
         Refusal::OwnSubmission,
+        Refusal::DigestMismatch,
         Refusal::OwnCertificate,
         Refusal::WithdrawalStands,
         Refusal::NotAuthenticationCertificate,
@@ -140,6 +148,7 @@ impl Refusal {
             Refusal::OperatorCertificateExpired => "operator-certificate-expired",
             Refusal::OperatorCertificateRevoked => "operator-certificate-revoked",
             Refusal::SignerNotClient => "signer-not-client",
+            Refusal::SignatureKeyRequired => "signature-key-required",
             Refusal::BadSignature => "bad-signature",
             Refusal::Stale => "request-time-outside-window",
             Refusal::Replayed => "replayed-request",
@@ -149,6 +158,7 @@ impl Refusal {
             Refusal::PolicyOutOfScope => "policy-out-of-scope",
             Refusal::ScopeWidening => "scope-widening",
             Refusal::OwnSubmission => "own-submission",
+            Refusal::DigestMismatch => "submission-digest-mismatch",
             Refusal::OwnCertificate => "own-certificate",
             Refusal::WithdrawalStands => "withdrawal-stands",
             Refusal::NotAuthenticationCertificate => "not-an-authentication-certificate",
@@ -350,6 +360,10 @@ impl RegistrationAuthority {
         clock: Arc<dyn Clock>,
         settings: RaSettings,
     ) -> Result<Self, RaError> {
+        let rekeyed = persons::rekey(ca.store())?;
+        if !rekeyed.is_empty() {
+            tracing::info!(operators = ?rekeyed, "operators' person keys recomputed by the rule of names");
+        }
         Ok(Self {
             store: ca.store().clone(),
             operator_cas: std::sync::RwLock::new(Arc::new(operator_cas(state)?)),
@@ -589,15 +603,18 @@ impl RegistrationAuthority {
         target: Option<&str>,
         cms_der: Vec<u8>,
     ) -> Result<SignedRequest, RaError> {
-        // The convention has operators sign with their card's signature certificate; the
-        // authentication certificate (the TLS client's) is accepted too. Nothing else is.
-        let mut signers = Vec::with_capacity(2);
-        signers.extend(operator.signature_certificate.as_ref());
-        signers.push(&operator.certificate);
+        // Operators sign with their card's signature certificate (nonRepudiation): an act of
+        // the RA is attributable to a person. The authentication key only proves presence.
+        let Some(signer) = &operator.signature_certificate else {
+            return Err(RaError::refused(
+                Refusal::OperatorCertificateRevoked,
+                "the card's signature certificate cannot sign (revoked, or not valid now): requests are signed with it",
+            ));
+        };
         let request = self.open_signed(
             cms_der,
-            &signers,
-            "the request is signed by another certificate than the TLS client's card's",
+            (signer, &operator.certificate),
+            "the request is signed by another certificate than the TLS client's card's signature certificate",
             expected,
         )?;
         let named = match &request.action {
@@ -620,19 +637,28 @@ impl RegistrationAuthority {
         Ok(request)
     }
 
-    /// Verifies a CMS envelope signed by one of `signers` (`wrong_signer`: the refusal's
-    /// wording otherwise), answers a retry of bytes already carried out, then checks the id,
-    /// the time and that the action is `expected`.
+    /// Verifies a CMS envelope signed by `signer`, the card's signature certificate
+    /// (`wrong_signer`: the refusal's wording otherwise; one signed by the card's
+    /// `authentication` certificate is refused as such), answers a retry of bytes already
+    /// carried out, then checks the id, the time and that the action is `expected`.
     fn open_signed(
         &self,
         cms_der: Vec<u8>,
-        signers: &[&Certificate],
+        (signer, authentication): (&Certificate, &Certificate),
         wrong_signer: &str,
         expected: &str,
     ) -> Result<SignedRequest, RaError> {
-        let content = cms::verify_attached_by_one_of(&cms_der, signers)
+        let content = cms::verify_attached_by_one_of(&cms_der, &[signer])
             .map(|(content, _)| content)
             .map_err(|e| match e {
+                cms::CmsError::WrongSigner
+                    if cms::verify_attached_by_one_of(&cms_der, &[authentication]).is_ok() =>
+                {
+                    RaError::refused(
+                        Refusal::SignatureKeyRequired,
+                        "the request is signed with the card's authentication key, which proves presence only: sign it with the card's signature key (its certificate has keyUsage nonRepudiation)",
+                    )
+                }
                 cms::CmsError::WrongSigner => {
                     RaError::refused(Refusal::SignerNotClient, wrong_signer)
                 }
@@ -750,6 +776,9 @@ impl RegistrationAuthority {
                 .map(|v| (v, Effects::default()))
             }
             Action::Approve { request: id } => self.approve(operator, &request, &id, now),
+            Action::ApproveBatch { requests } => {
+                self.approve_batch(operator, &request, &requests, now)
+            }
             Action::Reject {
                 request: id,
                 reason,
@@ -973,6 +1002,7 @@ impl RegistrationAuthority {
             &format!("no card {card_id:?} of holder {holder:?}"),
         )?;
         let (_, subject) = self.check_operator_certificate(&self.store, &der, now)?;
+        check_name_repertoire(&self.settings.authentication_policy, &subject)?;
         let person = operators::person_key(&subject);
         if person == actor.record.person || card.holder == actor.record.holder {
             return Err(RaError::refused(
@@ -1241,6 +1271,10 @@ impl RegistrationAuthority {
         });
         unknown_outside_scope(in_scope, &format!("no request {id}"))?;
         let mut answer = record.summary();
+        // What a batch approval names the request by (`batch`).
+        if let Some(digest) = batch::submission_digest(&self.store, id)? {
+            answer["submission_sha256"] = serde_json::Value::String(digest);
+        }
         if let RequestState::Issued {
             authentication,
             signature,
@@ -1436,7 +1470,7 @@ fn retried(earlier: &EvidenceRecord, cms: &[u8]) -> Retry {
     }
     match &earlier.outcome {
         Some(outcome) => Retry::Answered(outcome.clone()),
-        None if earlier.action == "approve" => Retry::Resume,
+        None if earlier.action == "approve" || earlier.action == "approve-batch" => Retry::Resume,
         None => Retry::Other,
     }
 }
@@ -1671,6 +1705,29 @@ fn check_authentication_usage(certificate: &Certificate) -> Result<(), RaError> 
     }
 }
 
+/// An operator's name is written in the repertoire of names (`policy::names`), as a card
+/// issued now would be: a card issued before that rule, with a look-alike letter, carries no
+/// role (`policy-violation:subject-character`, naming the attribute and the character).
+pub(super) fn check_name_repertoire(
+    policy: &str,
+    subject: &DistinguishedName,
+) -> Result<(), RaError> {
+    let violations: Vec<crate::policy::Violation> = crate::policy::names::check_name(subject)
+        .into_iter()
+        .map(|refused| crate::policy::Violation {
+            rule: "subject-character",
+            message: refused.to_string(),
+        })
+        .collect();
+    if violations.is_empty() {
+        return Ok(());
+    }
+    Err(RaError::Ca(CaError::Rejected(crate::policy::Rejection {
+        policy: policy.to_owned(),
+        violations,
+    })))
+}
+
 fn subject_text(dn: &DistinguishedName) -> String {
     dn.attributes()
         .iter()
@@ -1690,6 +1747,7 @@ pub fn bootstrap(
     now: Timestamp,
 ) -> Result<OperatorRecord, RaError> {
     let cas = operator_cas(state)?;
+    persons::rekey(store)?;
     let no_card = || RaError::refused(Refusal::NotFound, format!("no card {card_id:?}"));
     let card: CardRecord = store
         .get::<Cards>(&card_id.to_owned())?
@@ -1731,6 +1789,7 @@ pub fn bootstrap(
     }
     check_authentication_usage(&certificate)?;
     let subject = certificate_subject(certificate_der)?;
+    check_name_repertoire("operator", &subject)?;
     if scope.organizations.is_empty() {
         scope.organizations = subject
             .values(crate::x509::name::Attribute::Organization)

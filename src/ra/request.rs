@@ -9,9 +9,10 @@
 //! {"id": "5c0f…", "time": "2026-11-28T14:00:00Z", "action": "approve", "request": "9d2e…"}
 //! ```
 //!
-//! The signer is the signature certificate of the operator's card (the card whose
-//! authentication certificate is the TLS client's), or that authentication certificate itself;
-//! the signed bytes are kept as evidence with the change they caused.
+//! The signer is the signature certificate (keyUsage nonRepudiation) of the operator's card
+//! (the card whose authentication certificate is the TLS client's), never the authentication
+//! certificate (`signature-key-required`); the signed bytes are kept as evidence with the
+//! change they caused.
 use serde::Deserialize;
 
 use super::RaError;
@@ -51,6 +52,10 @@ pub enum Action {
     },
     Approve {
         request: String,
+    },
+    /// Approve several reviewed requests with one signature (`super::batch`).
+    ApproveBatch {
+        requests: Vec<super::batch::BatchItem>,
     },
     Reject {
         request: String,
@@ -96,6 +101,7 @@ impl Action {
             Action::Withdraw { .. } => "withdraw",
             Action::Submit { .. } => "submit",
             Action::Approve { .. } => "approve",
+            Action::ApproveBatch { .. } => "approve-batch",
             Action::Reject { .. } => "reject",
             Action::Revoke { .. } => "revoke",
             Action::Renew { .. } => "renew",
