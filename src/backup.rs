@@ -640,31 +640,37 @@ fn crl_number_floors(
     let mut out = BTreeMap::new();
     for (name, id) in issuers {
         let stored = crl_number(store, *id)?.unwrap_or(0);
+        // Since the backup's last CRL, at most one CRL a second, never more than MAX_AHEAD
+        // ahead of the clock: above that, no number can have been used. Taken even when a
+        // CRL was found (the publish directory may have been brought back from the backup
+        // itself, the engine may lag): a jump costs nothing, a number used twice does.
+        let since = last_times.get(name).copied().unwrap_or(manifest.created_at);
+        let elapsed = now.unix_seconds().saturating_sub(since.unix_seconds());
+        let clock = stored
+            .saturating_add(elapsed)
+            .saturating_add(crate::va::crl::MAX_AHEAD_SECONDS)
+            .saturating_add(CLOCK_MARGIN_SECONDS);
         let floor = match seen.get(id) {
-            Some(found) => CrlNumberFloor {
-                number: (*found).max(stored),
+            Some(found) if *found >= clock => CrlNumberFloor {
+                number: *found,
                 source: "published",
                 detail: format!(
                     "highest number in a CRL this CA signed: {found}; in the backup: {stored}"
                 ),
             },
-            None => {
-                // Since `since`, at most one CRL a second, never more than MAX_AHEAD ahead.
-                let since = last_times.get(name).copied().unwrap_or(manifest.created_at);
-                let elapsed = now.unix_seconds().saturating_sub(since.unix_seconds());
-                let number = stored
-                    .saturating_add(elapsed)
-                    .saturating_add(crate::va::crl::MAX_AHEAD_SECONDS)
-                    .saturating_add(CLOCK_MARGIN_SECONDS);
-                CrlNumberFloor {
-                    number,
-                    source: "clock",
-                    detail: format!(
-                        "no CRL of {name} found in the publish directory or the engine: {stored} in the backup, plus one a second for the {elapsed} s since its last CRL, plus {} s",
-                        crate::va::crl::MAX_AHEAD_SECONDS + CLOCK_MARGIN_SECONDS
-                    ),
-                }
-            }
+            found => CrlNumberFloor {
+                number: clock,
+                source: "clock",
+                detail: format!(
+                    "{stored} in the backup, plus one a second for the {elapsed} s since its last CRL, plus {} s; {}",
+                    crate::va::crl::MAX_AHEAD_SECONDS + CLOCK_MARGIN_SECONDS,
+                    match found {
+                        Some(found) => format!("the highest published number found is {found}"),
+                        None =>
+                            format!("no CRL of {name} found in the publish directory or the engine"),
+                    }
+                ),
+            },
         };
         out.insert(name.clone(), (*id, floor));
     }
@@ -717,6 +723,20 @@ fn bring_up_to_date(
             revoked_at: bounded(r.revoked_at),
             ..r
         });
+        // A revocation the backup does not hold was made after it: an engine entry dated
+        // earlier was not written by this CA (the engine's values are not signed). Fail
+        // closed, naming it; restoring without [nats] is the way out.
+        if let Some(revocation) = &revoked
+            && revocation.revoked_at < manifest.created_at.minus_seconds(CLOCK_MARGIN_SECONDS)
+            && store.get::<Revocations>(key)?.is_none()
+        {
+            return Err(BackupError(format!(
+                "engine status {}: revoked at {} s, before the backup ({} s) that does not list it: not believed; nothing restored",
+                key.serial.to_hex(),
+                revocation.revoked_at.unix_seconds(),
+                manifest.created_at.unix_seconds()
+            )));
+        }
         match published.get_mut(key) {
             None => {
                 published.insert(key.clone(), (revoked, "engine"));
@@ -754,9 +774,13 @@ fn bring_up_to_date(
     if engine.is_none() {
         unverified.push("no engine ([nats] not configured): revocations and certificates published only to the responder nodes after the backup are not known".into());
     }
-    for (name, (_, floor)) in &floors {
-        if floor.source == "clock" {
-            unverified.push(format!("{name}: {}", floor.detail));
+    for (name, (id, _)) in &floors {
+        if !crls.iter().any(|der| {
+            crate::x509::crl::authority_key_identifier(der).is_some_and(|aki| aki == id.0)
+        }) {
+            unverified.push(format!(
+                "{name}: no CRL of it found in the publish directory or the engine; its numbers jump from the clock"
+            ));
         }
     }
     let restored = Restored {

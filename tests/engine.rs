@@ -22,7 +22,30 @@ fn read_status(url: &str, key: &str) -> Option<StatusValue> {
         let js = async_nats::jetstream::new(client);
         let bucket = js.get_key_value("sceau-status").await.ok()?;
         let bytes = bucket.get(key).await.ok()??;
-        serde_json::from_slice(&bytes).ok()
+        let mut value: StatusValue = serde_json::from_slice(&bytes).ok()?;
+        // Each response is published without the responder's certificate, which the files
+        // bucket holds once: put back, for OpenSSL.
+        let files = js.get_object_store("sceau-files").await.ok()?;
+        for presigned in [&mut value.sha1, &mut value.sha256].into_iter().flatten() {
+            let id = presigned
+                .tail
+                .take()
+                .expect("a response published with its tail's id");
+            let mut tail = Vec::new();
+            use tokio::io::AsyncReadExt;
+            files
+                .get(format!("tail/{id}"))
+                .await
+                .ok()?
+                .read_to_end(&mut tail)
+                .await
+                .ok()?;
+            let engine = base64::engine::general_purpose::STANDARD;
+            let mut der = engine.decode(&presigned.der).unwrap();
+            der.extend_from_slice(&tail);
+            presigned.der = engine.encode(der);
+        }
+        Some(value)
     })
 }
 
@@ -296,6 +319,7 @@ impl NodeProcess {
                 der: base64::engine::general_purpose::STANDARD.encode(&body),
                 this_update: 0,
                 next_update: 0,
+                tail: None,
             }),
             sha256: None,
         };

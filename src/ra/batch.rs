@@ -124,6 +124,10 @@ impl RegistrationAuthority {
                 // The HSM went away: the rest stays approved, and a retry of these bytes
                 // resumes it (the batch has no answer yet).
                 Err(RaError::Ca(error)) if error.is_unavailable() => {
+                    // What the batch issued before (and the certificates its renewals
+                    // superseded) is in force: OCSP and the nodes learn it now, not after a
+                    // restart. A retry answers those requests as done without doing it again.
+                    self.apply_effects_now(effects);
                     return Err(RaError::Ca(error));
                 }
                 // The CA refused this card (the request is closed as failed): the others go on.

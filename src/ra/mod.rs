@@ -594,6 +594,25 @@ impl RegistrationAuthority {
         }
     }
 
+    /// Applies the effects of what was carried out when the rest of a request failed (a batch
+    /// stopped by the HSM), from the blocking task that carried it out.
+    fn apply_effects_now(&self, effects: Effects) {
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            tracing::error!(
+                "ra: no runtime to apply a partial batch's effects on; the CA applies them at its next start"
+            );
+            return;
+        };
+        runtime.block_on(async {
+            if !effects.revoked.is_empty() {
+                self.publisher.revoked(effects.revoked).await;
+            }
+            if !effects.issued.is_empty() {
+                self.publisher.issued(effects.issued).await;
+            }
+        });
+    }
+
     /// Verifies the CMS envelope against the operator's certificate, then the id, the time and
     /// that the action is the one the URL names.
     fn open(
@@ -1656,7 +1675,10 @@ pub(super) fn check_rank(
 ) -> Result<(), RaError> {
     let person = operators::person_key(holder);
     let is_holder = |o: &OperatorRecord| o.person == person || Some(o.holder.as_str()) == holder_id;
-    if is_holder(actor) {
+    // One's own card: the same person, and not another holder (two namesakes whose names fold
+    // to one person key are one person for every refusal, never for a permission).
+    let own = holder_id.is_none_or(|id| id == actor.holder) && is_holder(actor);
+    if own {
         return Ok(());
     }
     match operators

@@ -45,8 +45,8 @@ use crate::x509::Timestamp;
 use crate::x509::revocation::RevocationReason;
 use crate::x509::time::Clock;
 
-/// Responder certificates whose copy responses share.
-const MAX_TAILS: usize = 16;
+/// Tails found in whole responses that the node shares.
+const MAX_TAILS: usize = 64;
 
 /// A responder node's state: the responder and the files it serves.
 pub struct Node {
@@ -64,7 +64,7 @@ pub struct Node {
     /// The `certs` tails of the responses (their responder's certificate): one copy shared by
     /// every response that ends with it (the responder certificate is most of a response's
     /// size).
-    tails: RwLock<Vec<Bytes>>,
+    tails: RwLock<HashMap<String, Bytes>>,
     /// 1 while connected to the engine.
     pub connected: AtomicU64,
     /// The last status bucket revision applied (where a reconnection resumes).
@@ -154,7 +154,7 @@ impl Node {
                 ..View::default()
             }),
             held: AtomicU64::new(0),
-            tails: RwLock::new(Vec::new()),
+            tails: RwLock::new(HashMap::new()),
             connected: AtomicU64::new(0),
             revision: AtomicU64::new(0),
             applied: AtomicU64::new(0),
@@ -255,6 +255,19 @@ impl Node {
                 .write()
                 .unwrap_or_else(|p| p.into_inner())
                 .insert(name.to_owned(), Bytes::from(der));
+        } else if let Some(id) = object.strip_prefix("tail/") {
+            // Content-addressed: what does not hash to its name is not taken.
+            if super::publish::tail_id(&der) == id {
+                self.tails
+                    .write()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .insert(id.to_owned(), Bytes::from(der));
+            } else {
+                tracing::warn!(
+                    object,
+                    "node: a tail that does not hash to its name; ignored"
+                );
+            }
         } else if let Some(name) = object.strip_prefix("crl/") {
             let Ok(summary) = crate::x509::crl::summarize(&der) else {
                 tracing::warn!(object, "node: not a CRL; ignored");
@@ -280,15 +293,25 @@ impl Node {
         }
     }
 
-    /// The one copy of a `certs` tail (a responder's certificate) every response it ends
-    /// shares. A few responders at a time (one per issuing CA, two across a renewal): past
-    /// [`MAX_TAILS`] a tail is kept with its response.
+    /// The `certs` tail `id` names, if the node read it (`tail/<id>` in the files bucket).
+    fn known_tail(&self, id: &str) -> Option<Bytes> {
+        self.tails
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(id)
+            .cloned()
+    }
+
+    /// The one copy of a `certs` tail found at the end of a whole response (as an older
+    /// publisher published them) that every response it ends shares. A few responders at a
+    /// time (one per issuing CA, two across a renewal): past [`MAX_TAILS`] a tail is kept
+    /// with its response.
     fn shared_tail(&self, tail: &[u8]) -> Bytes {
         if let Some(known) = self
             .tails
             .read()
             .unwrap_or_else(|p| p.into_inner())
-            .iter()
+            .values()
             .find(|t| t.as_ref() == tail)
         {
             return known.clone();
@@ -296,19 +319,22 @@ impl Node {
         let mut tails = self.tails.write().unwrap_or_else(|p| p.into_inner());
         let tail = Bytes::copy_from_slice(tail);
         if tails.len() < MAX_TAILS {
-            tails.push(tail.clone());
+            tails.insert(super::publish::tail_id(&tail), tail.clone());
         }
         tail
     }
 
-    /// Applies one entry of the status bucket; false when it names an issuer not (yet) known.
-    fn take_status(&self, key: &str, value: &[u8]) -> bool {
+    /// Applies one entry of the status bucket, unless it needs what the node does not know
+    /// yet (an issuer, a `certs` tail: in the files bucket). With `partial`, a response whose
+    /// tail cannot be had is left out (the entry's status still applies; a missing response
+    /// is answered `tryLater`).
+    fn take_status(&self, key: &str, value: &[u8], partial: bool) -> Taken {
         let Some(key) = parse_status_key(key) else {
-            return true;
+            return Taken::Applied;
         };
         let Ok(value) = serde_json::from_slice::<StatusEntry<'_>>(value) else {
             tracing::warn!(key = %key.serial, "node: unreadable status entry; ignored");
-            return true;
+            return Taken::Applied;
         };
         let status = match value.status.as_ref() {
             "good" => Status::Good,
@@ -317,38 +343,64 @@ impl Node {
                     at: Timestamp::from_unix_seconds(at),
                     reason,
                 },
-                _ => return true,
+                _ => return Taken::Applied,
             },
             _ => Status::Unknown,
         };
+        let mut responses = [None, None];
         let mut der = Vec::with_capacity(2048);
-        let mut response = |presigned: &Option<PresignedEntry<'_>>| {
-            let presigned = presigned.as_ref()?;
-            der.clear();
-            base64::engine::general_purpose::STANDARD
-                .decode_vec(presigned.der.as_bytes(), &mut der)
-                .ok()?;
-            // The head alone is kept (an allocation of its own size); the responder
-            // certificate that ends it is shared.
-            let (head, tail) = match super::responses::certs_offset(&der) {
-                Some(offset) => (&der[..offset], self.shared_tail(&der[offset..])),
-                None => (&der[..], Bytes::new()),
+        for (slot, presigned) in responses.iter_mut().zip([&value.sha1, &value.sha256]) {
+            let Some(presigned) = presigned else {
+                continue;
             };
-            Some(SignedResponse {
+            der.clear();
+            if base64::engine::general_purpose::STANDARD
+                .decode_vec(presigned.der.as_bytes(), &mut der)
+                .is_err()
+            {
+                continue;
+            }
+            // The head alone is kept (an allocation of its own size); the responder
+            // certificate that completes it is shared.
+            let (head, tail) = match &presigned.tail {
+                Some(id) => match self.known_tail(id) {
+                    Some(tail) => (&der[..], tail),
+                    None if partial => continue,
+                    None => return Taken::UnknownTail(id.to_string()),
+                },
+                // A whole response (an older publisher): its tail found in it.
+                None => match super::responses::certs_offset(&der) {
+                    Some(offset) => (&der[..offset], self.shared_tail(&der[offset..])),
+                    None => (&der[..], Bytes::new()),
+                },
+            };
+            *slot = Some(SignedResponse {
                 head: Bytes::copy_from_slice(head),
                 tail,
                 this_update: Timestamp::from_unix_seconds(presigned.this_update),
                 next_update: Timestamp::from_unix_seconds(presigned.next_update),
-            })
-        };
-        let responses = [response(&value.sha1), response(&value.sha256)];
-        let applied = self.responder.apply_published(&key, status, responses);
-        if applied.is_some() {
-            self.applied.fetch_add(1, Ordering::Relaxed);
-            self.held.fetch_add(1, Ordering::Relaxed);
+            });
         }
-        applied.is_some()
+        match self.responder.apply_published(&key, status, responses) {
+            Some(_) => {
+                self.applied.fetch_add(1, Ordering::Relaxed);
+                self.held.fetch_add(1, Ordering::Relaxed);
+                Taken::Applied
+            }
+            None => Taken::UnknownIssuer,
+        }
     }
+}
+
+/// What became of a status entry.
+#[derive(Debug, PartialEq, Eq)]
+enum Taken {
+    /// Applied (or ignored: not a status the node can read).
+    Applied,
+    /// For an issuer whose certificate the node has not read yet.
+    UnknownIssuer,
+    /// Its responses need this `certs` tail, not read yet.
+    UnknownTail(String),
 }
 
 /// A status value ([`super::publish::StatusValue`]) as a node reads it: borrowed from the
@@ -373,6 +425,8 @@ struct PresignedEntry<'a> {
     der: std::borrow::Cow<'a, str>,
     this_update: u64,
     next_update: u64,
+    #[serde(default, borrow)]
+    tail: Option<std::borrow::Cow<'a, str>>,
 }
 
 /// The identity of the CA a certificate names (its subject and key), for CertIDs.
@@ -479,8 +533,12 @@ async fn follow_once(node: &Node, settings: &NatsConfig) -> Result<(), String> {
         .watch_all_from_revision(from)
         .await
         .map_err(|e| e.to_string())?;
-    if info.state.messages == 0 {
+    // Nothing to read (an empty bucket, or resuming where it ends): caught up already, and
+    // complete again if the manifest of this bucket was read (a transient error made the node
+    // incomplete; the bucket is the same one).
+    if info.state.last_sequence < from {
         node.view().caught_up = true;
+        node.settle();
     }
     tracing::info!(servers = ?settings.servers, from, "node: following the engine");
     // Every second the bucket is looked at: gone, re-created or gone backwards, the node
@@ -497,6 +555,9 @@ async fn follow_once(node: &Node, settings: &NatsConfig) -> Result<(), String> {
                 return Err("the status bucket was deleted".into());
             }
             _ = probe.tick() => {
+                if !node.is_complete() {
+                    node.settle();
+                }
                 let applied = node.revision.load(Ordering::Relaxed);
                 let info = match js.get_stream(format!("KV_{bucket}")).await {
                     Ok(stream) => stream.get_info().await.map_err(|e| format!("bucket {bucket}: {e}"))?,
@@ -526,17 +587,34 @@ async fn follow_once(node: &Node, settings: &NatsConfig) -> Result<(), String> {
                     return Err("the status watch ended".into());
                 };
                 let entry = entry.map_err(|e| e.to_string())?;
-                if matches!(entry.operation, jetstream::kv::Operation::Put) {
+                if entry.key == super::publish::MANIFEST_KEY
+                    && !matches!(entry.operation, jetstream::kv::Operation::Put)
+                {
+                    // The publisher is publishing every status again.
+                    node.view().manifest = None;
+                    node.incomplete("the publisher is publishing every status again".into());
+                } else if matches!(entry.operation, jetstream::kv::Operation::Put) {
                     if entry.key == super::publish::MANIFEST_KEY {
                         node.take_manifest(&entry.value);
-                    } else if !node.take_status(&entry.key, &entry.value) {
-                        // An issuer not known yet: its certificate is in the files bucket.
-                        let mut listed = files.list().await.map_err(|e| e.to_string())?;
-                        while let Some(info) = listed.next().await {
-                            let info = info.map_err(|e| e.to_string())?;
-                            read_file(node, &files, &info.name).await?;
+                    } else {
+                        match node.take_status(&entry.key, &entry.value, false) {
+                            Taken::Applied => {}
+                            Taken::UnknownIssuer => {
+                                // Its certificate is in the files bucket.
+                                let mut listed = files.list().await.map_err(|e| e.to_string())?;
+                                while let Some(info) = listed.next().await {
+                                    let info = info.map_err(|e| e.to_string())?;
+                                    read_file(node, &files, &info.name).await?;
+                                }
+                                node.take_status(&entry.key, &entry.value, true);
+                            }
+                            Taken::UnknownTail(id) => {
+                                if let Err(error) = read_file(node, &files, &format!("tail/{id}")).await {
+                                    tracing::warn!(%error, "node: a response's tail cannot be read; its responses are left out");
+                                }
+                                node.take_status(&entry.key, &entry.value, true);
+                            }
                         }
-                        node.take_status(&entry.key, &entry.value);
                     }
                 }
                 node.revision.store(entry.revision, Ordering::Relaxed);
@@ -603,6 +681,7 @@ mod tests {
                 der: "MAMCAQA=".into(),
                 this_update: 1,
                 next_update: 2,
+                tail: Some("00ff".into()),
             }),
             sha256: None,
         };
@@ -619,6 +698,7 @@ mod tests {
             ("MAMCAQA=", 1, 2)
         );
         assert!(matches!(sha1.der, std::borrow::Cow::Borrowed(_)));
+        assert_eq!(sha1.tail.as_deref(), Some("00ff"));
         assert!(entry.sha256.is_none());
         let escaped: StatusEntry<'_> =
             serde_json::from_slice(br#"{"status":"go\u006fd"}"#).unwrap();

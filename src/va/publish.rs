@@ -8,17 +8,21 @@
 //! node never lets a late "good" overwrite "revoked".
 //!
 //! - status: key-value bucket (`[nats] status_bucket`), key `<issuer hex>.<serial hex>`, value
-//!   [`StatusValue`] as JSON: the status, the revocation time and reason, and the pre-signed
-//!   DER responses (SHA-1 and SHA-256 CertIDs) with their validity.
+//!   [`StatusValue`] as JSON: the status, the revocation time, reason and invalidity date, and
+//!   the pre-signed responses (SHA-1 and SHA-256 CertIDs) with their validity. Each response
+//!   is published without its `certs` field (the responder's certificate, more than half of
+//!   its size), which the files bucket holds once as `tail/<id>`: a node appends it.
 //! - files: object store (`[nats] files_bucket`), objects `crl/<name>` (the latest CRL or ARL,
-//!   DER) and `ca/<name>` (CA, link and responder certificates, DER), as the validation
-//!   listener serves them under `/crl/` and `/ca/`.
+//!   DER) and `ca/<name>` (CA and link certificates, DER), as the validation listener serves
+//!   them under `/crl/` and `/ca/`, and `tail/<id>` (the `certs` tail of a responder's
+//!   responses; `<id>`: the first 16 octets of its SHA-256, hex).
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use async_nats::jetstream;
 use base64::Engine as _;
+use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 use tokio_util::sync::CancellationToken;
 
@@ -57,10 +61,39 @@ pub struct StatusValue {
 /// One pre-signed OCSP response.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PresignedValue {
-    /// The OCSPResponse, DER, base64.
+    /// The OCSPResponse, DER, base64: whole, or, with `tail`, all of it but the `certs` tail.
     pub der: String,
     pub this_update: u64,
     pub next_update: u64,
+    /// The files bucket's `tail/<id>` that completes `der` (its outer lengths count it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tail: Option<String>,
+}
+
+/// The id of a `certs` tail: the first 16 octets of its SHA-256, hex.
+pub fn tail_id(tail: &[u8]) -> String {
+    hex::encode(&aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, tail).as_ref()[..16])
+}
+
+/// The `certs` tails this connection of the publisher has put in the files bucket: a status
+/// goes out only after the tail its responses need.
+#[derive(Default)]
+struct Tails(Vec<(Bytes, String)>);
+
+impl Tails {
+    /// The id of `tail`, and whether it still has to be put.
+    fn id(&mut self, tail: &Bytes) -> (String, bool) {
+        if let Some((_, id)) = self
+            .0
+            .iter()
+            .find(|(known, _)| known.as_ptr() == tail.as_ptr() || known == tail)
+        {
+            return (id.clone(), false);
+        }
+        let id = tail_id(tail);
+        self.0.push((tail.clone(), id.clone()));
+        (id, true)
+    }
 }
 
 /// The status bucket's key of the publisher's manifest (a status key is `<hex>.<hex>`: no
@@ -109,6 +142,9 @@ pub struct PublisherMetrics {
     /// publish --all`), and how long the last one took.
     pub full_publications: AtomicU64,
     pub last_full_publication_ms: AtomicU64,
+    /// The highest status bucket revision a put of this process got: a bucket whose last
+    /// revision is below it went back (restored from a snapshot) and is published again.
+    pub highest_revision: AtomicU64,
     /// Set by `sceau publish --all`: the publisher publishes everything again.
     pub full_requested: std::sync::atomic::AtomicBool,
     pub wake: tokio::sync::Notify,
@@ -242,19 +278,19 @@ pub async fn run(
             tracing::warn!(%error, "publisher: CRLs and CA certificates not published");
         }
         let outcome = async {
+            // The tails this connection put (the files bucket may be a new one).
+            let mut tails = Tails::default();
+            let buckets = (&status, &files);
             // The store rebuilds the engine: a bucket without the manifest, or with fewer
             // entries than the store has certificates, gets every status again.
             let manifest = match full_publication_needed(&va, &status, &metrics).await? {
-                Some(why) => Some(publish_everything(&store, &va, &status, &metrics, &why).await?),
+                Some(why) => Some(
+                    publish_everything(&store, &va, buckets, &mut tails, &metrics, &why).await?,
+                ),
                 None => None,
             };
             drain(
-                &store,
-                &va,
-                (&status, &files),
-                &metrics,
-                manifest,
-                &shutdown,
+                &store, &va, buckets, &mut tails, &metrics, manifest, &shutdown,
             )
             .await
         };
@@ -293,13 +329,20 @@ async fn full_publication_needed(
             "the status bucket has no manifest (new or re-created)".into(),
         ));
     }
-    let held = status
+    let state = status
         .status()
         .await
         .map_err(|e| format!("status bucket: {e}"))?
         .info
-        .state
-        .messages;
+        .state;
+    let highest = metrics.highest_revision.load(Ordering::Relaxed);
+    if state.last_sequence < highest {
+        return Ok(Some(format!(
+            "the status bucket went back to revision {} (this publisher put {highest})",
+            state.last_sequence
+        )));
+    }
+    let held = state.messages;
     // One entry per key (history 1): the certificates, and the manifest.
     let expected = va.responder.entries() + 1;
     if held < expected {
@@ -319,18 +362,26 @@ const IN_FLIGHT: usize = 256;
 async fn publish_everything(
     store: &Store,
     va: &ValidationAuthority,
-    status: &jetstream::kv::Store,
+    (status, files): (&jetstream::kv::Store, &jetstream::object_store::ObjectStore),
+    tails: &mut Tails,
     metrics: &PublisherMetrics,
     why: &str,
 ) -> Result<EngineManifest, String> {
     let started = Instant::now();
     tracing::warn!(why, "publisher: publishing every status");
+    // Nodes stop vouching for "good" until the new manifest: the old one no longer says the
+    // bucket is whole.
+    status
+        .delete(MANIFEST_KEY)
+        .await
+        .map_err(|e| format!("{MANIFEST_KEY}: {e}"))?;
+    metrics.highest_revision.store(0, Ordering::Relaxed);
     let keys = va.responder.keys();
     let mut published = 0u64;
     for chunk in keys.chunks(IN_FLIGHT) {
         let mut puts = tokio::task::JoinSet::new();
         for key in chunk {
-            let Some(value) = status_value_of(store, va, key)? else {
+            let Some(value) = status_value_of(store, va, files, tails, key).await? else {
                 continue;
             };
             let bucket = status.clone();
@@ -343,7 +394,10 @@ async fn publish_everything(
             });
         }
         while let Some(put) = puts.join_next().await {
-            put.map_err(|e| e.to_string())??;
+            let revision = put.map_err(|e| e.to_string())??;
+            metrics
+                .highest_revision
+                .fetch_max(revision, Ordering::Relaxed);
             published += 1;
         }
     }
@@ -381,6 +435,7 @@ async fn drain(
     store: &Store,
     va: &ValidationAuthority,
     (status, files): (&jetstream::kv::Store, &jetstream::object_store::ObjectStore),
+    tails: &mut Tails,
     metrics: &PublisherMetrics,
     mut manifest: Option<EngineManifest>,
     shutdown: &CancellationToken,
@@ -446,7 +501,7 @@ async fn drain(
         let mut done = Vec::with_capacity(batch.len());
         let mut stalled = false;
         for (seq, name) in &batch {
-            match publish_one(store, va, status, files, name).await? {
+            match publish_one(store, va, (status, files), tails, metrics, name).await? {
                 Outcome::Published => done.push((*seq, None)),
                 Outcome::NotYet => {
                     stalled = true;
@@ -485,8 +540,9 @@ async fn drain(
 async fn publish_one(
     store: &Store,
     va: &ValidationAuthority,
-    status: &jetstream::kv::Store,
-    files: &jetstream::object_store::ObjectStore,
+    (status, files): (&jetstream::kv::Store, &jetstream::object_store::ObjectStore),
+    tails: &mut Tails,
+    metrics: &PublisherMetrics,
     name: &str,
 ) -> Result<Outcome, String> {
     if let Some(rest) = name.strip_prefix("status.") {
@@ -499,13 +555,16 @@ async fn publish_one(
         };
         // A certificate the responder does not know (an issuer it does not answer for) has
         // nothing to publish.
-        let Some(bytes) = status_value_of(store, va, &key)? else {
+        let Some(bytes) = status_value_of(store, va, files, tails, &key).await? else {
             return Ok(Outcome::Published);
         };
-        status
+        let revision = status
             .put(status_key(&key), bytes.into())
             .await
             .map_err(|e| format!("status {}: {e}", status_key(&key)))?;
+        metrics
+            .highest_revision
+            .fetch_max(revision, Ordering::Relaxed);
         return Ok(Outcome::Published);
     }
     if let Some(rest) = name.strip_prefix("crl.") {
@@ -560,51 +619,78 @@ async fn publish_files(
 }
 
 /// The bucket's value of a certificate as the responder holds it now (`None`: a certificate
-/// the responder does not answer for), with the invalidity date the store recorded.
-fn status_value_of(
+/// the responder does not answer for), with the invalidity date the store recorded; the tails
+/// it refers to are put in the files bucket first.
+async fn status_value_of(
     store: &Store,
     va: &ValidationAuthority,
+    files: &jetstream::object_store::ObjectStore,
+    tails: &mut Tails,
     key: &CertKey,
 ) -> Result<Option<Vec<u8>>, String> {
     let Some(published) = va.responder.published(key) else {
         return Ok(None);
     };
-    let mut value = status_value(&published);
-    if value.revoked_at.is_some() {
-        value.invalidity_date = store
-            .get::<crate::store::schema::Revocations>(key)
-            .map_err(|e| format!("revocation {}: {e}", key.serial))?
-            .and_then(|record| record.invalidity_date)
-            .map(Timestamp::unix_seconds);
-    }
-    serde_json::to_vec(&value)
-        .map(Some)
-        .map_err(|e| e.to_string())
-}
-
-fn status_value(published: &super::responder::PublishedStatus) -> StatusValue {
-    let (status, revoked_at, reason) = match published.status {
-        Status::Good => ("good", None, None),
-        Status::Revoked { at, reason } => ("revoked", Some(at.unix_seconds()), reason.code()),
-        Status::Unknown => ("unknown", None, None),
+    // The store is the truth: a revocation committed that the responder's memory does not
+    // show yet (the outbox entry drained before the revocation was applied, or its re-signing
+    // failed) goes out as "revoked", without responses (a node answers tryLater for it), never
+    // as the "good" memory still holds.
+    let recorded = store
+        .get::<crate::store::schema::Revocations>(key)
+        .map_err(|e| format!("revocation {}: {e}", key.serial))?;
+    let mut published = published;
+    let (status, revoked_at, reason) = match (published.status, &recorded) {
+        (Status::Revoked { at, reason }, _) => ("revoked", Some(at.unix_seconds()), reason.code()),
+        (_, Some(record)) => {
+            published.sha1 = None;
+            published.sha256 = None;
+            (
+                "revoked",
+                Some(record.revoked_at.unix_seconds()),
+                record.reason.code(),
+            )
+        }
+        (Status::Good, None) => ("good", None, None),
+        (Status::Unknown, None) => ("unknown", None, None),
     };
-    let presigned = |response: &Option<(Vec<u8>, Timestamp, Timestamp)>| {
-        response
-            .as_ref()
-            .map(|(der, this_update, next_update)| PresignedValue {
-                der: base64::engine::general_purpose::STANDARD.encode(der),
-                this_update: this_update.unix_seconds(),
-                next_update: next_update.unix_seconds(),
-            })
+    let invalidity_date = recorded
+        .and_then(|record| record.invalidity_date)
+        .map(Timestamp::unix_seconds);
+    let mut presigned = async |response: Option<super::responses::SignedResponse>| {
+        let Some(response) = response else {
+            return Ok::<_, String>(None);
+        };
+        let tail = if response.tail.is_empty() {
+            None
+        } else {
+            let (id, new) = tails.id(&response.tail);
+            if new {
+                let object = format!("tail/{id}");
+                files
+                    .put(object.as_str(), &mut response.tail.as_ref())
+                    .await
+                    .map_err(|e| format!("{object}: {e}"))?;
+            }
+            Some(id)
+        };
+        Ok(Some(PresignedValue {
+            der: base64::engine::general_purpose::STANDARD.encode(&response.head),
+            this_update: response.this_update.unix_seconds(),
+            next_update: response.next_update.unix_seconds(),
+            tail,
+        }))
     };
-    StatusValue {
+    let value = StatusValue {
         status: status.into(),
         revoked_at,
         reason,
-        invalidity_date: None,
-        sha1: presigned(&published.sha1),
-        sha256: presigned(&published.sha256),
-    }
+        invalidity_date,
+        sha1: presigned(published.sha1).await?,
+        sha256: presigned(published.sha256).await?,
+    };
+    serde_json::to_vec(&value)
+        .map(Some)
+        .map_err(|e| e.to_string())
 }
 
 /// Everything the engine holds, for a restore (`sceau restore`): every published status and

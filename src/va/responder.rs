@@ -133,12 +133,12 @@ pub struct IssuerSetup {
 const ISSUER_SLOTS: usize = 32;
 
 /// A certificate's status as responder nodes receive it: the status, and each pre-signed
-/// response (DER, thisUpdate, nextUpdate) by CertID hash.
+/// response (head, the responder's `certs` tail, thisUpdate, nextUpdate) by CertID hash.
 #[derive(Clone, Debug)]
 pub struct PublishedStatus {
     pub status: Status,
-    pub sha1: Option<(Vec<u8>, Timestamp, Timestamp)>,
-    pub sha256: Option<(Vec<u8>, Timestamp, Timestamp)>,
+    pub sha1: Option<SignedResponse>,
+    pub sha256: Option<SignedResponse>,
 }
 
 /// A certificate whose responses must be signed.
@@ -285,6 +285,10 @@ impl Responder {
         let mut presigned = None;
         if parsed.cert_ids.len() == 1 {
             match self.lookup(&parsed.cert_ids[0], now) {
+                // An incomplete node cannot say it does not answer for an issuer either.
+                Lookup::NoIssuer if self.revoked_only.load(Ordering::Relaxed) => {
+                    return Reply::Error(OcspResponseStatus::TryLater);
+                }
                 Lookup::NoIssuer => return Reply::Error(OcspResponseStatus::Unauthorized),
                 Lookup::Presigned(response) if parsed.nonce.is_none() => {
                     return self.reply(response, true);
@@ -687,26 +691,18 @@ impl Responder {
     }
 
     /// What a responder node must know of a certificate, as this responder holds it now: its
-    /// status and its two pre-signed responses (whole DER; `None` while being re-signed).
-    /// `None` for an issuer or serial this responder does not know.
+    /// status and its two pre-signed responses (`None` while being re-signed). `None` for an
+    /// issuer or serial this responder does not know.
     pub fn published(&self, key: &CertKey) -> Option<PublishedStatus> {
         let index = self.issuer_index(key.issuer)?;
         let serial = SerialKey::new(key.serial.as_bytes())?;
         let issuer = self.issuer(index)?;
         let shard = issuer.read(&serial);
         let entry = shard.get(&serial)?;
-        let whole = |response: &Option<SignedResponse>| {
-            response.as_ref().map(|r| {
-                let mut der = Vec::with_capacity(r.head.len() + r.tail.len());
-                der.extend_from_slice(&r.head);
-                der.extend_from_slice(&r.tail);
-                (der, r.this_update, r.next_update)
-            })
-        };
         Some(PublishedStatus {
             status: entry.status,
-            sha1: whole(&entry.responses[CertIdHash::Sha1 as usize]),
-            sha256: whole(&entry.responses[CertIdHash::Sha256 as usize]),
+            sha1: entry.responses[CertIdHash::Sha1 as usize].clone(),
+            sha256: entry.responses[CertIdHash::Sha256 as usize].clone(),
         })
     }
 
