@@ -174,6 +174,18 @@ impl RegistrationAuthority {
                         "signature": signature,
                     })));
                 }
+                // Refused by the CA while this batch ran: answered so again.
+                RequestState::Failed {
+                    approval: Some(by),
+                    why,
+                    ..
+                } if by == batch => {
+                    return Ok(Checked::Done(serde_json::json!({
+                        "request": record.id,
+                        "state": "failed",
+                        "why": why,
+                    })));
+                }
                 // Approved by another approval: that one resumes it, not this batch.
                 RequestState::Approved { approval, .. } if approval.as_deref() != Some(batch) => {
                     return Err(RaError::refused(

@@ -80,6 +80,10 @@ pub enum RequestState {
     Failed {
         at: Timestamp,
         why: String,
+        /// The approval (single or batch) that was carried out: its retry answers this
+        /// request as failed, and goes on with the others.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        approval: Option<String>,
     },
 }
 
@@ -500,7 +504,15 @@ impl RegistrationAuthority {
                     request: target.clone(),
                     why: why.clone(),
                 });
-                current.state = RequestState::Failed { at: now, why };
+                let approval = match &current.state {
+                    RequestState::Approved { approval, .. } => approval.clone(),
+                    _ => None,
+                };
+                current.state = RequestState::Failed {
+                    at: now,
+                    why,
+                    approval,
+                };
                 txn.put::<CardRequests>(&target, &current)?;
             }
             Ok(())
