@@ -403,7 +403,7 @@ fn never_good_until_revoked(node: &NodeProcess, pki: &Pki, certificate: &Path, n
             _ => {}
         }
         assert!(
-            started.elapsed() < Duration::from_secs(30),
+            started.elapsed() < Duration::from_secs(60),
             "{name}: never said revoked"
         );
         std::thread::sleep(Duration::from_millis(50));
@@ -624,18 +624,12 @@ fn with_three_replicas_losing_a_server_loses_nothing() {
     revoke(&holders[0]);
     servers[0].kill();
     revoke(&holders[1]);
+    // An engine that lost a server is late, not lost: the node keeps what it had (good, or
+    // tryLater while it re-reads) until the revocation reaches it.
     for (i, holder) in holders[..2].iter().enumerate() {
-        let started = Instant::now();
-        while !node
-            .ocsp(&pki, holder, &format!("cluster-{i}"))
-            .contains(": revoked")
-        {
-            assert!(
-                started.elapsed() < Duration::from_secs(60),
-                "revocation {i} lost"
-            );
-            std::thread::sleep(Duration::from_millis(100));
-        }
+        eventually(&format!("revocation {i}"), Duration::from_secs(60), || {
+            node.answer(&pki, holder, &format!("cluster-{i}")) == "revoked"
+        });
     }
     // The first server back, the second killed: still nothing lost, on the third.
     servers[0].restart();
@@ -658,18 +652,12 @@ fn with_three_replicas_losing_a_server_loses_nothing() {
             |v| v.status == expected && v.sha1.is_some(),
         );
     }
-    let started = Instant::now();
-    while !node
-        .ocsp(&pki, &holders[2], "cluster-2")
-        .contains(": revoked")
-    {
-        assert!(
-            started.elapsed() < Duration::from_secs(60),
-            "revocation 2 lost"
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    assert!(node.ocsp(&pki, &holders[3], "cluster-3").contains(": good"));
+    eventually("revocation 2", Duration::from_secs(60), || {
+        node.answer(&pki, &holders[2], "cluster-2") == "revoked"
+    });
+    eventually("the unrevoked one good", Duration::from_secs(60), || {
+        node.answer(&pki, &holders[3], "cluster-3") == "good"
+    });
     drop(daemon);
 }
 
