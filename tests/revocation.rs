@@ -24,8 +24,8 @@ struct Card {
 
 /// The JSON body of `POST /admin/card` for card `id` of a new holder named after `n`.
 fn card_body(pki: &Pki, id: &str, n: usize) -> Vec<u8> {
-    let given = format!("Agent{n}");
-    let subject = format!("/GN={given}/SN=RACE/CN={given} RACE");
+    // Digits are for surnames only (a given name is letters: issue 18).
+    let subject = format!("/GN=Agent/SN=RACE{n}/CN=Agent RACE{n}");
     let auth = pki.csr(&format!("{id}-auth"), KeyKind::P256, &subject);
     let sign = pki.csr(&format!("{id}-sign"), KeyKind::P256, &subject);
     serde_json::to_vec(&serde_json::json!({
