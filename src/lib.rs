@@ -40,6 +40,7 @@ pub mod hsm;
 pub mod http;
 pub mod policy;
 pub mod ra;
+pub mod service;
 pub mod store;
 pub mod va;
 pub mod x509;

@@ -455,9 +455,9 @@ fn problem_for(error: &RaError) -> Problem {
             };
             (status, refusal.rule().to_owned())
         }
-        RaError::Ca(ca) => return super::admin::ca_problem(ca),
+        RaError::Ca(ca) => return Problem::from(ca),
         RaError::Store(_) => (StatusCode::INTERNAL_SERVER_ERROR, "store-error".into()),
-        RaError::Unavailable => return super::admin::hsm_unavailable_problem(),
+        RaError::Unavailable => return super::problem::hsm_unavailable(),
         // `RegistrationAuthority::handle` answers a retry with its recorded answer; nothing
         // else returns this.
         RaError::CarriedOut(_) => (StatusCode::CONFLICT, Refusal::Replayed.rule().to_owned()),
@@ -851,7 +851,7 @@ mod openapi {
 
     /// The problem types the RA listener answers with: every refusal, and the rules written in
     /// the code that maps errors to problems (the literal after each `StatusCode::…` in
-    /// `problem_for`'s module, `read_body_within`, `ca_problem` and `hsm_unavailable_problem`).
+    /// `problem_for`'s module, `read_body_within`, and the CA errors' and the token's problems).
     fn answered_rules() -> std::collections::BTreeSet<String> {
         let mut rules: std::collections::BTreeSet<String> = crate::ra::Refusal::ALL
             .iter()
@@ -866,15 +866,15 @@ mod openapi {
                 .map_or(source.len(), |e| start + e);
             &source[start..end]
         };
-        let admin = include_str!("admin.rs");
+        let problems = include_str!("problem.rs");
         let sources = [
             include_str!("ra.rs")
                 .split("#[cfg(test)]")
                 .next()
                 .unwrap_or_default(),
             function(include_str!("mod.rs"), "read_body_within"),
-            function(admin, "ca_problem"),
-            function(admin, "hsm_unavailable_problem"),
+            function(problems, "from(error: &CaError)"),
+            function(problems, "hsm_unavailable"),
         ];
         // The policy's rejections name their own type.
         if function(include_str!("../policy/mod.rs"), "problem_rule")
