@@ -40,7 +40,7 @@ pub struct HsmSettings {
     pub queue_capacity: usize,
 }
 
-/// The kinds of key sceau generates (PROFILES.md §1, "Key sizes in practice").
+/// The kinds of key sceau generates (docs/design.md#common-rules, CA and responder keys).
 #[derive(Copy, Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum KeySpec {
