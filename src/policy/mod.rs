@@ -80,7 +80,7 @@ pub struct SubjectRules {
 pub enum CommonNameRule {
     /// Any CN.
     Free,
-    /// CN = "<givenName> <SURNAME>" (RGS A4 VII.2.2: "Prénom NOM").
+    /// CN = `"<givenName> <SURNAME>"` (RGS A4 VII.2.2: "Prénom NOM").
     GivenNameThenSurname,
 }
 

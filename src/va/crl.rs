@@ -34,7 +34,7 @@ use crate::x509::{Timestamp, ext, keys, oid};
 /// When and how long CRLs are valid.
 #[derive(Clone, Debug)]
 pub struct CrlSettings {
-    /// nextUpdate - thisUpdate for CRLs (RGS *** [CHOICE]: 26 h).
+    /// nextUpdate - thisUpdate for CRLs (RGS ***; 26 h, a choice: docs/design.md#crl-and-arl).
     pub next_update_seconds: u64,
     /// Regenerate at least this often (6 h).
     pub interval_seconds: u64,
