@@ -2,7 +2,8 @@
 //!
 //! The root key (P-384 or RSA-4096), the issuing "AC Agents" key (P-384 or RSA-3072) and the
 //! delegated OCSP responder key are generated in the HSM, sensitive and non-extractable; their
-//! certificates follow PROFILES.md §2, §3 and §6. Each certificate goes through the same
+//! certificates follow docs/design.md#ca-certificates and
+//! docs/design.md#ocsp-responder-certificate. Each certificate goes through the same
 //! intent-then-sign cycle as holder certificates. The CA state is written last, in one batch
 //! with the ceremony's audit events, so a store is either initialised or not.
 use std::path::{Path, PathBuf};
@@ -158,7 +159,7 @@ fn init_with_root(
     let rsa_pss = config.keys.rsa_pss;
     let mut events = Vec::new();
 
-    // Root (PROFILES.md §2): self-signed.
+    // Root (docs/design.md#ca-certificates): self-signed.
     let root_key = generate(hsm, root_config, rsa_pss, &mut events)?;
     let root_subject = config
         .root
@@ -184,7 +185,7 @@ fn init_with_root(
         root_key.clone(),
     )?;
 
-    // Issuing CA "AC Agents" (PROFILES.md §3), signed by the root.
+    // Issuing CA "AC Agents" (docs/design.md#ca-certificates), signed by the root.
     let issuing_key = generate(hsm, issuing_config, rsa_pss, &mut events)?;
     let issuing_der = issue_ca_certificate(
         store,
@@ -494,7 +495,7 @@ struct CaTemplate<'a> {
 /// Builds a certificate's extensions from its subject key identifier.
 type ExtensionsFrom<'a> = Box<dyn Fn(&[u8; 20]) -> Result<Vec<Extension>, der::Error> + 'a>;
 
-/// A self-signed root (PROFILES.md §2).
+/// A self-signed root (docs/design.md#ca-certificates).
 fn root_template<'a>(
     config: &'a Config,
     subject_der: &'a [u8],
@@ -896,7 +897,7 @@ fn link_template<'a>(
     }
 }
 
-/// The extensions of a CA certificate (PROFILES.md §2-3): basicConstraints cA (with
+/// The extensions of a CA certificate (docs/design.md#ca-certificates): basicConstraints cA (with
 /// `path_len`), keyCertSign and cRLSign, the key identifiers, anyPolicy and, for a certificate
 /// signed by a root, that root's ARL and certificate URLs (`issuer_urls`).
 fn ca_extensions(
@@ -1087,8 +1088,9 @@ fn label_stamp(now: Timestamp) -> Result<String, CaError> {
         .map_err(|e| CaError::Encoding(e.to_string()))
 }
 
-/// The delegated OCSP responder (PROFILES.md §6): a new key, a short-lived certificate issued
-/// by `issuing`, with id-kp-OCSPSigning and id-pkix-ocsp-nocheck and no AIA OCSP.
+/// The delegated OCSP responder (docs/design.md#ocsp-responder-certificate): a new key, a
+/// short-lived certificate issued by `issuing`, with id-kp-OCSPSigning and
+/// id-pkix-ocsp-nocheck and no AIA OCSP.
 #[allow(clippy::too_many_arguments)]
 fn issue_responder(
     config: &Config,

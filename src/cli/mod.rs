@@ -46,18 +46,18 @@ pub enum Command {
     /// Run the daemon: OCSP, CRLs and CA certificates on the validation listener; health,
     /// metrics and administration on the admin listener. Prints a ready line; SIGTERM drains.
     Serve {
-        /// Validation listener address (overrides [listen] va).
+        /// Validation listener address (overrides `[listen] va`).
         #[arg(long, value_name = "ADDR")]
         listen_va: Option<SocketAddr>,
-        /// Registration authority listener address (overrides [listen] ra).
+        /// Registration authority listener address (overrides `[listen] ra`).
         #[arg(long, value_name = "ADDR")]
         listen_ra: Option<SocketAddr>,
-        /// Administration listener address (overrides [listen] admin).
+        /// Administration listener address (overrides `[listen] admin`).
         #[arg(long, value_name = "ADDR")]
         listen_admin: Option<SocketAddr>,
     },
     /// Run a responder node: OCSP, CRLs and CA certificates from the NATS JetStream buckets the
-    /// CA host publishes to. `--config` names the node's own file (listen, [nats]); no HSM, no
+    /// CA host publishes to. `--config` names the node's own file (listen, `[nats]`); no HSM, no
     /// store.
     Node,
     /// Revoke a certificate, or both certificates of a card. Goes through the running daemon,
