@@ -4,17 +4,10 @@
 mod common;
 
 use common::daemon::Daemon;
-use common::nats::NatsServer;
 use common::{Keys, Pki, serial_of};
 
 fn revoke(pki: &Pki, certificate: &std::path::Path) {
-    pki.sceau_ok(&[
-        "revoke",
-        "--serial",
-        &serial_of(certificate),
-        "--reason",
-        "key-compromise",
-    ]);
+    pki.revoke(certificate, "key-compromise");
 }
 
 fn subject(name: &str) -> String {
@@ -32,12 +25,7 @@ fn subject(name: &str) -> String {
 /// account for any more, is revoked).
 #[test]
 fn a_ca_restored_from_a_backup_loses_no_revocation_and_reuses_no_crl_number() {
-    let dir = tempfile::tempdir().unwrap();
-    let nats = NatsServer::start(&dir.path().join("nats"));
-    let pki = Pki::new(Keys::EC);
-    pki.enable_nats(&[nats.url()], 1);
-    pki.init();
-    let daemon = Daemon::start(&pki);
+    let (_dir, nats, pki, daemon) = common::nats::ca_with_engine();
 
     let kept = pki.issue_holder("kept", &subject("kept"));
     let early = pki.issue_holder("early", &subject("early"));
@@ -100,12 +88,7 @@ fn a_ca_restored_from_a_backup_loses_no_revocation_and_reuses_no_crl_number() {
     });
 
     // The machine is lost: the daemon dies, the data directory is gone.
-    let killed = std::process::Command::new("kill")
-        .args(["-9", &daemon.pid().to_string()])
-        .status()
-        .unwrap();
-    assert!(killed.success());
-    drop(daemon);
+    daemon.kill_9();
     std::fs::remove_dir_all(pki.data_dir()).unwrap();
 
     // A tampered backup is refused, naming the file.
@@ -297,42 +280,7 @@ fn crl_entries(
     daemon: &Daemon,
     name: &str,
 ) -> std::collections::BTreeMap<String, String> {
-    pki.served_crl(daemon, name);
-    let path = pki.path(&format!("served-{name}.crl"));
-    let (ok, text) = common::openssl(&[
-        "crl",
-        "-inform",
-        "DER",
-        "-in",
-        path.to_str().unwrap(),
-        "-noout",
-        "-text",
-    ]);
-    assert!(ok, "{text}");
-    let mut out = std::collections::BTreeMap::new();
-    let mut current: Option<(String, String)> = None;
-    for line in text.lines().map(str::trim) {
-        if let Some(serial) = line.strip_prefix("Serial Number: ") {
-            out.extend(current.take());
-            current = Some((serial.to_ascii_uppercase(), String::new()));
-        } else if line.starts_with("Signature Algorithm") {
-            out.extend(current.take());
-        } else if let Some((_, entry)) = current.as_mut() {
-            entry.push_str(line);
-            entry.push('\n');
-        }
-    }
-    out.extend(current.take());
-    out
-}
-
-fn kill_9(daemon: Daemon) {
-    let killed = std::process::Command::new("kill")
-        .args(["-9", &daemon.pid().to_string()])
-        .status()
-        .unwrap();
-    assert!(killed.success());
-    drop(daemon);
+    common::crl::entries(&pki.served_crl_text(daemon, name))
 }
 
 /// Issue 17, problems 5 and 7: revocations made after the backup come back exactly as they
@@ -342,12 +290,7 @@ fn kill_9(daemon: Daemon) {
 /// restore.
 #[test]
 fn a_restore_keeps_every_revocation_as_it_was_published() {
-    let dir = tempfile::tempdir().unwrap();
-    let nats = NatsServer::start(&dir.path().join("nats"));
-    let pki = Pki::new(Keys::EC);
-    pki.enable_nats(&[nats.url()], 1);
-    pki.init();
-    let daemon = Daemon::start(&pki);
+    let (_dir, nats, pki, daemon) = common::nats::ca_with_engine();
     let kept = pki.issue_holder("kept", &subject("kept"));
     let backup = pki.path("backup");
     pki.sceau_ok(&["backup", "--out", backup.to_str().unwrap()]);
@@ -358,22 +301,12 @@ fn a_restore_keeps_every_revocation_as_it_was_published() {
     let listed = pki.issue_holder("listed", &subject("listed"));
     let now = || sceau::x509::Timestamp::now();
     let rfc3339 = |t: sceau::x509::Timestamp| t.to_date_time().unwrap().to_string();
-    pki.sceau_ok(&[
-        "revoke",
-        "--serial",
-        &serial_of(&listed),
-        "--reason",
+    pki.revoke_with(
+        &listed,
         "key-compromise",
-        "--invalidity-date",
-        &rfc3339(now()),
-    ]);
-    pki.sceau_ok(&[
-        "revoke",
-        "--serial",
-        &serial_of(&kept),
-        "--reason",
-        "affiliation-changed",
-    ]);
+        &["--invalidity-date", &rfc3339(now())],
+    );
+    pki.revoke(&kept, "affiliation-changed");
     pki.sceau_ok(&["crl"]);
     let engine_only = pki.issue_holder("engine-only", &subject("engine-only"));
     daemon.wait_until("the engine has everything", |d| {
@@ -381,15 +314,8 @@ fn a_restore_keeps_every_revocation_as_it_was_published() {
     });
     std::thread::sleep(std::time::Duration::from_secs(3));
     let invalid_since = now().minus_seconds(1);
-    pki.sceau_ok(&[
-        "revoke",
-        "--serial",
-        &serial_of(&engine_only),
-        "--reason",
-        "superseded",
-        "--invalidity-date",
-        &rfc3339(invalid_since),
-    ]);
+    let since = rfc3339(invalid_since);
+    pki.revoke_with(&engine_only, "superseded", &["--invalidity-date", &since]);
     let mut published = std::collections::BTreeMap::new();
     for certificate in [&kept, &listed, &engine_only] {
         published.insert(
@@ -405,7 +331,7 @@ fn a_restore_keeps_every_revocation_as_it_was_published() {
         !before.contains_key(&serial_of(&engine_only)),
         "the CRL was made before the machine was lost: the test needs it not to list this one"
     );
-    kill_9(daemon);
+    daemon.kill_9();
     std::fs::remove_dir_all(pki.data_dir().join("store")).unwrap();
 
     // A start on the lost store refuses and creates nothing.
@@ -498,7 +424,7 @@ fn with_nothing_published_to_go_on_a_restore_reuses_no_crl_number() {
     let (_, crl_published) = pki.served_crl(&daemon, "ac-agents");
     let (_, arl_published) = pki.served_crl(&daemon, "racine");
     assert!(crl_published >= 4, "{crl_published}");
-    kill_9(daemon);
+    daemon.kill_9();
     std::fs::remove_dir_all(pki.data_dir().join("store")).unwrap();
     std::fs::remove_dir_all(pki.path("publish")).unwrap();
 

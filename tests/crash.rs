@@ -73,14 +73,9 @@ fn crash_at(point: &str) {
     let pki = Pki::new(Keys::EC);
     pki.init();
     let csr = pki.csr("crash", KeyKind::P256, "/GN=Jean/SN=DUPONT/CN=Jean DUPONT");
+    let csr_path = csr.to_str().unwrap();
     let out = pki.sceau_with_env(
-        &[
-            "issue",
-            "--policy",
-            "justice-auth",
-            "--csr",
-            csr.to_str().unwrap(),
-        ],
+        &["issue", "--policy", "justice-auth", "--csr", csr_path],
         &[("SCEAU_FAILPOINT", point)],
     );
     assert_eq!(
@@ -113,13 +108,7 @@ fn crash_at(point: &str) {
     let after = assert_every_intent_resolved(&pki);
     assert!(after.intent_revoked.contains(&serial));
     // The CSR's key is never certified now: whatever the HSM may have signed is revoked.
-    let again = pki.sceau(&[
-        "issue",
-        "--policy",
-        "justice-auth",
-        "--csr",
-        csr.to_str().unwrap(),
-    ]);
+    let again = pki.issue("justice-auth", &csr, &[]);
     assert!(String::from_utf8_lossy(&again.stderr).contains("key-already-certified"));
 }
 
@@ -240,10 +229,8 @@ fn audit_events(pki: &Pki, kind: &str) -> Vec<serde_json::Value> {
         .collect()
 }
 
-/// Issue 9, problem 4: a key ceremony killed after it signed its certificates and before it
-/// committed the CA state leaves no valid certificate the CA does not know, and every key it
-/// made is accounted for; the next ceremony succeeds.
-fn ceremony_crash(args: &[&str], kind: &str, new_keys: usize) {
+/// A new CA, whose ceremony `args` is killed (SIGABRT) before it commits the CA state.
+fn ceremony_killed(args: &[&str]) -> Pki {
     let pki = Pki::new(Keys::EC);
     pki.init();
     let out = pki.sceau_with_env(args, &[("SCEAU_FAILPOINT", "ceremony-before-commit")]);
@@ -253,6 +240,14 @@ fn ceremony_crash(args: &[&str], kind: &str, new_keys: usize) {
         "{args:?} should abort: {}",
         String::from_utf8_lossy(&out.stderr)
     );
+    pki
+}
+
+/// Issue 9, problem 4: a key ceremony killed after it signed its certificates and before it
+/// committed the CA state leaves no valid certificate the CA does not know, and every key it
+/// made is accounted for; the next ceremony succeeds.
+fn ceremony_crash(args: &[&str], kind: &str, new_keys: usize) {
+    let pki = ceremony_killed(args);
     let started = audit_events(&pki, "ceremony_started");
     let started = started
         .last()
@@ -315,13 +310,7 @@ fn a_crashed_issuing_ca_rollover_leaves_no_unknown_valid_certificate() {
 fn a_crashed_root_rollover_leaves_no_unknown_valid_certificate() {
     // A new root, then its two link certificates: three certificates for one new key; the
     // new root's own (self-signed) certificate and both links are revoked.
-    let pki = Pki::new(Keys::EC);
-    pki.init();
-    let out = pki.sceau_with_env(
-        &["ca", "rotate", "--root"],
-        &[("SCEAU_FAILPOINT", "ceremony-before-commit")],
-    );
-    assert_eq!(out.status.signal(), Some(6));
+    let pki = ceremony_killed(&["ca", "rotate", "--root"]);
     pki.sceau_ok(&["check"]);
     let abandoned = audit_events(&pki, "ceremony_abandoned");
     assert_eq!(abandoned.len(), 1);
@@ -358,13 +347,7 @@ fn a_crashed_init_can_be_run_again() {
     assert_eq!(abandoned[0]["revoked"].as_array().unwrap().len(), 3);
     // The CA works: it issues, and the first attempt's labels are reported by `check`.
     let csr = pki.csr("after", KeyKind::P256, "/GN=Lea/SN=APRES/CN=Lea APRES");
-    pki.sceau_ok(&[
-        "issue",
-        "--policy",
-        "justice-auth",
-        "--csr",
-        csr.to_str().unwrap(),
-    ]);
+    pki.issue_ok("justice-auth", &csr, &[]);
     assert!(pki.sceau_ok(&["check"]).contains("test-root"));
     assert_no_intent_left(&pki);
 }

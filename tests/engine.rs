@@ -2,22 +2,27 @@
 //! processes, a real daemon on SoftHSM2, OpenSSL checking the published responses.
 mod common;
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use base64::Engine as _;
-use common::daemon::Daemon;
+use common::daemon::{Daemon, ocsp_post};
 use common::nats::NatsServer;
 use common::{Pki, openssl};
 use sceau::va::publish::StatusValue;
 
-/// The status bucket's value for `key`, read with async-nats.
-fn read_status(url: &str, key: &str) -> Option<StatusValue> {
-    let runtime = tokio::runtime::Builder::new_current_thread()
+/// Runs `work` to its end on a runtime of its own.
+fn block_on<T>(work: impl std::future::Future<Output = T>) -> T {
+    tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
-        .unwrap();
-    runtime.block_on(async {
+        .unwrap()
+        .block_on(work)
+}
+
+/// The status bucket's value for `key`, read with async-nats.
+fn read_status(url: &str, key: &str) -> Option<StatusValue> {
+    block_on(async {
         let client = async_nats::connect(url).await.ok()?;
         let js = async_nats::jetstream::new(client);
         let bucket = js.get_key_value("sceau-status").await.ok()?;
@@ -75,16 +80,10 @@ fn wait_for(
 /// The status key of a certificate: the issuing CA's key identifier and the serial, hex.
 fn status_key(pki: &Pki, certificate: &Path) -> String {
     let serial = common::serial_of(certificate);
-    let issuer = pki.path("ac-agents.pem");
-    let (ok, text) = openssl(&[
-        "x509",
-        "-in",
-        issuer.to_str().unwrap(),
-        "-noout",
-        "-ext",
-        "subjectKeyIdentifier",
-    ]);
-    assert!(ok, "{text}");
+    let text = common::x509::x509(
+        &pki.path("ac-agents.pem"),
+        &["-ext", "subjectKeyIdentifier"],
+    );
     let ski: String = text
         .lines()
         .nth(1)
@@ -100,26 +99,32 @@ fn openssl_status(pki: &Pki, value: &StatusValue, certificate: &Path, name: &str
     let der = base64::engine::general_purpose::STANDARD
         .decode(&value.sha1.as_ref().expect("a SHA-1 response").der)
         .unwrap();
-    let path = pki.path(&format!("{name}.ocsp"));
-    std::fs::write(&path, der).unwrap();
-    let (ok, text) = openssl(&[
-        "ocsp",
-        "-respin",
-        path.to_str().unwrap(),
-        "-issuer",
-        pki.path("ac-agents.pem").to_str().unwrap(),
-        "-cert",
-        certificate.to_str().unwrap(),
-        "-CAfile",
-        pki.path("racine.pem").to_str().unwrap(),
-        "-VAfile",
-        pki.path("ocsp-ac-agents.pem").to_str().unwrap(),
-    ]);
+    let (ok, text) = read_response(pki, &der, certificate, name);
     assert!(ok, "{text}");
     text
 }
 
-fn issue(pki: &Pki, name: &str) -> std::path::PathBuf {
+/// A DER OCSP response kept as NAME.ocsp, read by `openssl ocsp -respin` against the CA files
+/// beside the PKI: (success, output).
+fn read_response(pki: &Pki, der: &[u8], certificate: &Path, name: &str) -> (bool, String) {
+    let path = pki.path(&format!("{name}.ocsp"));
+    std::fs::write(&path, der).unwrap();
+    common::read_ocsp_response(&path, certificate, &pki.path(""), &[])
+}
+
+/// Two certificates, the second's responses published (and so the first's, before it).
+fn issue_two(pki: &Pki, nats: &NatsServer, names: [&str; 2]) -> (PathBuf, PathBuf) {
+    let [first, second] = names.map(|name| issue(pki, name));
+    wait_for(
+        &nats.url(),
+        &status_key(pki, &second),
+        Duration::from_secs(10),
+        |v| v.sha1.is_some(),
+    );
+    (first, second)
+}
+
+fn issue(pki: &Pki, name: &str) -> PathBuf {
     pki.issue_holder(
         name,
         &format!(
@@ -142,9 +147,8 @@ fn issuance_and_revocation_are_published_with_their_responses() {
     });
     assert!(openssl_status(&pki, &good, &holder, "good").contains(": good"));
 
-    let serial = common::serial_of(&holder);
     let revoked_at = Instant::now();
-    pki.sceau_ok(&["revoke", "--serial", &serial, "--reason", "key-compromise"]);
+    pki.revoke(&holder, "key-compromise");
     let returned = revoked_at.elapsed();
     let (revoked, after_return) = wait_for(&nats.url(), &key, Duration::from_secs(10), |v| {
         v.status == "revoked" && v.sha1.is_some()
@@ -186,14 +190,7 @@ fn a_revocation_made_while_the_engine_is_down_reaches_it_after_a_crash() {
     });
 
     nats.kill();
-    let serial = common::serial_of(&holder);
-    pki.sceau_ok(&[
-        "revoke",
-        "--serial",
-        &serial,
-        "--reason",
-        "affiliation-changed",
-    ]);
+    pki.revoke(&holder, "affiliation-changed");
     // The revocation waits in the outbox.
     daemon.wait_until("the outbox holds the revocation", |d| {
         d.metric("sceau_outbox_depth", "") >= 1
@@ -219,12 +216,7 @@ fn a_revocation_made_while_the_engine_is_down_reaches_it_after_a_crash() {
 /// One nats-server and a CA daemon publishing to it, the CA certificates copied beside the
 /// PKI (the temporary directory holds the server's files).
 fn ca_with_engine() -> (tempfile::TempDir, NatsServer, Pki, Daemon) {
-    let dir = tempfile::tempdir().unwrap();
-    let nats = NatsServer::start(&dir.path().join("nats"));
-    let pki = Pki::new(common::Keys::EC);
-    pki.enable_nats(&[nats.url()], 1);
-    pki.init();
-    let daemon = Daemon::start(&pki);
+    let (dir, nats, pki, daemon) = common::nats::ca_with_engine();
     copy_certs(&pki);
     (dir, nats, pki, daemon)
 }
@@ -299,17 +291,16 @@ impl NodeProcess {
         (status, body)
     }
 
+    /// The response to a POSTed OCSP request for `certificate` (HTTP 200).
+    fn post(&self, pki: &Pki, certificate: &Path) -> Vec<u8> {
+        let (status, _, body) = ocsp_post(self.address, &pki.ocsp_request(certificate));
+        assert_eq!(status, 200);
+        body
+    }
+
     /// The certificate status a POSTed OCSP request gets, as OpenSSL reads the response.
     fn ocsp(&self, pki: &Pki, certificate: &Path, name: &str) -> String {
-        let request = pki.ocsp_request(certificate);
-        let (status, _, body) = common::daemon::http(
-            self.address,
-            "POST",
-            "/ocsp",
-            &[("Content-Type", "application/ocsp-request")],
-            &request,
-        );
-        assert_eq!(status, 200);
+        let body = self.post(pki, certificate);
         let value = StatusValue {
             status: String::new(),
             revoked_at: None,
@@ -329,30 +320,8 @@ impl NodeProcess {
     /// What the node answers for `certificate`, as OpenSSL reads it: `good`, `revoked`, or
     /// the response status of an unsigned answer (`trylater`).
     fn answer(&self, pki: &Pki, certificate: &Path, name: &str) -> String {
-        let request = pki.ocsp_request(certificate);
-        let (status, _, body) = common::daemon::http(
-            self.address,
-            "POST",
-            "/ocsp",
-            &[("Content-Type", "application/ocsp-request")],
-            &request,
-        );
-        assert_eq!(status, 200);
-        let path = pki.path(&format!("{name}.ocsp"));
-        std::fs::write(&path, &body).unwrap();
-        let (_, text) = openssl(&[
-            "ocsp",
-            "-respin",
-            path.to_str().unwrap(),
-            "-issuer",
-            pki.path("ac-agents.pem").to_str().unwrap(),
-            "-cert",
-            certificate.to_str().unwrap(),
-            "-CAfile",
-            pki.path("racine.pem").to_str().unwrap(),
-            "-VAfile",
-            pki.path("ocsp-ac-agents.pem").to_str().unwrap(),
-        ]);
+        let body = self.post(pki, certificate);
+        let (_, text) = read_response(pki, &body, certificate, name);
         for word in ["good", "revoked"] {
             if text.contains(&format!(": {word}")) {
                 return word.into();
@@ -372,11 +341,7 @@ impl NodeProcess {
 
 /// Deletes both buckets, as an engine rebuilt from nothing (or an operator's mistake) would.
 fn delete_buckets(url: &str) {
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    runtime.block_on(async {
+    block_on(async {
         let js = async_nats::jetstream::new(async_nats::connect(url).await.unwrap());
         js.delete_key_value("sceau-status").await.unwrap();
         js.delete_object_store("sceau-files").await.unwrap();
@@ -424,14 +389,7 @@ impl Drop for NodeProcess {
 #[test]
 fn responder_nodes_answer_from_the_engine_and_survive_the_ca_and_the_engine() {
     let (_dir, mut nats, pki, daemon) = ca_with_engine();
-    let first = issue(&pki, "premier");
-    let second = issue(&pki, "second");
-    wait_for(
-        &nats.url(),
-        &status_key(&pki, &second),
-        Duration::from_secs(10),
-        |v| v.sha1.is_some(),
-    );
+    let (first, second) = issue_two(&pki, &nats, ["premier", "second"]);
     let a = NodeProcess::start(&pki, "node-a", &[nats.url()]);
     let b = NodeProcess::start(&pki, "node-b", &[nats.url()]);
     assert!(a.ocsp(&pki, &first, "a-good").contains(": good"));
@@ -439,14 +397,7 @@ fn responder_nodes_answer_from_the_engine_and_survive_the_ca_and_the_engine() {
     // What node B serves passes the OCSP linter, and GET answers with the same cache headers
     // as the CA host's listener.
     let request = pki.ocsp_request(&first);
-    let (status, _, body) = common::daemon::http(
-        b.address,
-        "POST",
-        "/ocsp",
-        &[("Content-Type", "application/ocsp-request")],
-        &request,
-    );
-    assert_eq!(status, 200);
+    let body = b.post(&pki, &first);
     let served = pki.path("node-b-response.der");
     std::fs::write(&served, &body).unwrap();
     common::lint::ocsp_response(&served);
@@ -502,13 +453,7 @@ fn responder_nodes_answer_from_the_engine_and_survive_the_ca_and_the_engine() {
     assert_eq!(b.get("/crl/ac-agents.crl").0, 200);
 
     // A revocation: node B says so within milliseconds of the revoke returning.
-    pki.sceau_ok(&[
-        "revoke",
-        "--serial",
-        &common::serial_of(&first),
-        "--reason",
-        "key-compromise",
-    ]);
+    pki.revoke(&first, "key-compromise");
     let returned = Instant::now();
     while !b.ocsp(&pki, &first, "b-probe").contains(": revoked") {
         assert!(
@@ -532,13 +477,7 @@ fn responder_nodes_answer_from_the_engine_and_survive_the_ca_and_the_engine() {
     nats.kill();
     assert!(a.ocsp(&pki, &second, "a-engine-down").contains(": good"));
     let daemon = Daemon::start(&pki);
-    pki.sceau_ok(&[
-        "revoke",
-        "--serial",
-        &common::serial_of(&second),
-        "--reason",
-        "superseded",
-    ]);
+    pki.revoke(&second, "superseded");
     assert!(
         b.ocsp(&pki, &second, "b-before").contains(": good"),
         "the engine is down: B cannot know yet"
@@ -613,13 +552,7 @@ fn with_three_replicas_losing_a_server_loses_nothing() {
     }
     let node = NodeProcess::start(&pki, "node-cluster", &urls);
     let revoke = |holder: &Path| {
-        pki.sceau_ok(&[
-            "revoke",
-            "--serial",
-            &common::serial_of(holder),
-            "--reason",
-            "key-compromise",
-        ]);
+        pki.revoke(holder, "key-compromise");
     };
     revoke(&holders[0]);
     servers[0].kill();
@@ -669,14 +602,7 @@ fn with_three_replicas_losing_a_server_loses_nothing() {
 #[test]
 fn a_lost_engine_is_rebuilt_from_the_store_and_nodes_never_vouch_for_what_they_missed() {
     let (_dir, nats, pki, daemon) = ca_with_engine();
-    let first = issue(&pki, "perdu");
-    let second = issue(&pki, "garde");
-    wait_for(
-        &nats.url(),
-        &status_key(&pki, &second),
-        Duration::from_secs(10),
-        |v| v.sha1.is_some(),
-    );
+    let (first, second) = issue_two(&pki, &nats, ["perdu", "garde"]);
     let a = NodeProcess::start(&pki, "node-a", &[nats.url()]);
     assert_eq!(a.answer(&pki, &second, "a-before"), "good");
     assert_eq!(a.health()["view"]["complete"], true, "{}", a.health());
@@ -708,13 +634,7 @@ fn a_lost_engine_is_rebuilt_from_the_store_and_nodes_never_vouch_for_what_they_m
         read_status(&nats.url(), &status_key(&pki, &second)).is_some_and(|v| v.sha1.is_some())
     });
     eprintln!("status bucket rebuilt {rebuilt:?} after the CA started");
-    pki.sceau_ok(&[
-        "revoke",
-        "--serial",
-        &common::serial_of(&first),
-        "--reason",
-        "superseded",
-    ]);
+    pki.revoke(&first, "superseded");
     never_good_until_revoked(&a, &pki, &first, "a-first");
     never_good_until_revoked(&c, &pki, &first, "c-first");
     for node in [&a, &c] {
@@ -728,13 +648,7 @@ fn a_lost_engine_is_rebuilt_from_the_store_and_nodes_never_vouch_for_what_they_m
     // The buckets deleted under the running CA: found by its publisher, rebuilt; a
     // revocation made meanwhile reaches the nodes, never "good" before.
     delete_buckets(&nats.url());
-    pki.sceau_ok(&[
-        "revoke",
-        "--serial",
-        &common::serial_of(&second),
-        "--reason",
-        "key-compromise",
-    ]);
+    pki.revoke(&second, "key-compromise");
     never_good_until_revoked(&a, &pki, &second, "a-second");
     never_good_until_revoked(&c, &pki, &second, "c-second");
     eventually("nodes complete again", Duration::from_secs(20), || {

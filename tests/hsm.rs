@@ -5,6 +5,8 @@
 //! SoftHSM2 reads SOFTHSM2_CONF once per process, so each test runs its body in a child
 //! process (this test binary, re-run with `--exact NAME`) whose environment points at a token
 //! made for it.
+mod common;
+
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
@@ -27,52 +29,35 @@ fn isolated(test: &str) -> Option<PathBuf> {
     }
     let dir = tempfile::tempdir().unwrap();
     let conf = dir.path().join("softhsm2.conf");
-    std::fs::create_dir(dir.path().join("tokens")).unwrap();
-    std::fs::write(
-        &conf,
-        format!(
-            "directories.tokendir = {}/tokens\nobjectstore.backend = file\nlog.level = ERROR\n",
-            dir.path().display()
-        ),
-    )
-    .unwrap();
+    let made = common::softhsm_token(&conf, "pool-test", "so-1234", PIN);
+    assert!(made.status.success(), "{}", common::all_output(&made));
     std::fs::write(dir.path().join("pin"), PIN).unwrap();
-    let made = Command::new("softhsm2-util")
-        .env("SOFTHSM2_CONF", &conf)
-        .args([
-            "--init-token",
-            "--free",
-            "--label",
-            "pool-test",
-            "--so-pin",
-            "so-1234",
-            "--pin",
-            PIN,
-        ])
-        .output()
-        .unwrap();
-    assert!(
-        made.status.success(),
-        "{}",
-        String::from_utf8_lossy(&made.stderr)
-    );
     let child = Command::new(std::env::current_exe().unwrap())
         .args(["--exact", test, "--nocapture", "--test-threads", "1"])
         .env("SOFTHSM2_CONF", &conf)
         .env(DIR_VAR, dir.path())
         .output()
         .unwrap();
-    let output = format!(
-        "{}{}",
-        String::from_utf8_lossy(&child.stdout),
-        String::from_utf8_lossy(&child.stderr)
-    );
+    let output = common::all_output(&child);
     assert!(
         child.status.success() && output.contains("1 passed"),
         "child test {test} failed ({}):\n{output}",
         child.status
     );
     None
+}
+
+/// The module loaded again, as another part of the process would, and the test token's slot.
+fn other_module() -> (Pkcs11, cryptoki::slot::Slot) {
+    let other = Pkcs11::new(MODULE).unwrap();
+    let _ = other.initialize(CInitializeArgs::new(CInitializeFlags::OS_LOCKING_OK));
+    let slot = other
+        .get_slots_with_token()
+        .unwrap()
+        .into_iter()
+        .find(|s| other.get_token_info(*s).unwrap().label() == "pool-test")
+        .unwrap();
+    (other, slot)
 }
 
 fn settings(dir: &Path) -> HsmSettings {
@@ -101,14 +86,7 @@ fn the_pool_reconnects_after_the_token_is_logged_out_behind_its_back() {
     assert_eq!(hsm.status().reconnects, 0);
 
     // Another part of the process logs the token out: every session loses its login.
-    let other = Pkcs11::new(MODULE).unwrap();
-    let _ = other.initialize(CInitializeArgs::new(CInitializeFlags::OS_LOCKING_OK));
-    let slot = other
-        .get_slots_with_token()
-        .unwrap()
-        .into_iter()
-        .find(|s| other.get_token_info(*s).unwrap().label() == "pool-test")
-        .unwrap();
+    let (other, slot) = other_module();
     let session = other.open_rw_session(slot).unwrap();
     session.logout().unwrap();
 
@@ -174,31 +152,18 @@ fn a_key_that_could_leave_the_hsm_is_refused() {
     };
     let hsm = Hsm::open(settings(&dir)).unwrap();
     // Generated outside sceau as sensitive but extractable (it could be wrapped out).
-    let pkcs11 = Pkcs11::new(MODULE).unwrap();
-    let _ = pkcs11.initialize(CInitializeArgs::new(CInitializeFlags::OS_LOCKING_OK));
-    let slot = pkcs11.get_slots_with_token().unwrap()[0];
+    let (pkcs11, slot) = other_module();
     let session = pkcs11.open_rw_session(slot).unwrap();
     let _ = session.login(UserType::User, Some(&PIN.to_owned().into()));
     let label = b"exportable".to_vec();
     let curve = vec![0x06, 0x08, 0x2a, 0x86, 0x48, 0xce, 0x3d, 0x03, 0x01, 0x07];
+    let mut public = vec![Attribute::Token(true), Attribute::Verify(true)];
+    public.extend([Attribute::Label(label.clone()), Attribute::EcParams(curve)]);
+    let mut private = vec![Attribute::Token(true), Attribute::Private(true)];
+    private.extend([Attribute::Sensitive(true), Attribute::Extractable(true)]);
+    private.extend([Attribute::Sign(true), Attribute::Label(label)]);
     session
-        .generate_key_pair(
-            &Mechanism::EccKeyPairGen,
-            &[
-                Attribute::Token(true),
-                Attribute::Verify(true),
-                Attribute::Label(label.clone()),
-                Attribute::EcParams(curve),
-            ],
-            &[
-                Attribute::Token(true),
-                Attribute::Private(true),
-                Attribute::Sensitive(true),
-                Attribute::Extractable(true),
-                Attribute::Sign(true),
-                Attribute::Label(label),
-            ],
-        )
+        .generate_key_pair(&Mechanism::EccKeyPairGen, &public, &private)
         .unwrap();
     let refused = hsm
         .signing_key("exportable", SignatureScheme::EcdsaP256Sha256)
@@ -235,14 +200,7 @@ fn responder_keys_sign_through_session_copies_that_stay_sensitive_and_never_reac
 
     // Seen from another session of the process: one token object, and the pool's in-memory
     // copies, each as sensitive and non-extractable as the key itself.
-    let other = Pkcs11::new(MODULE).unwrap();
-    let _ = other.initialize(CInitializeArgs::new(CInitializeFlags::OS_LOCKING_OK));
-    let slot = other
-        .get_slots_with_token()
-        .unwrap()
-        .into_iter()
-        .find(|s| other.get_token_info(*s).unwrap().label() == "pool-test")
-        .unwrap();
+    let (other, slot) = other_module();
     let session = other.open_ro_session(slot).unwrap();
     let find = |token: bool| {
         session

@@ -8,7 +8,7 @@ mod common;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use common::daemon::{Daemon, http};
+use common::daemon::{Daemon, http, ocsp_post};
 use common::{KeyKind, Keys, Pki, serial_of};
 
 /// The directory of the one token in `tokens`.
@@ -40,29 +40,30 @@ fn move_keys(tokens: &Path, away: &Path, out: bool) {
 }
 
 fn issue(pki: &Pki, csr: &Path) -> std::process::Output {
-    pki.sceau(&[
-        "issue",
-        "--policy",
-        "justice-auth",
-        "--csr",
-        csr.to_str().unwrap(),
-    ])
+    pki.issue("justice-auth", csr, &[])
 }
 
-#[test]
-fn an_hsm_outage_gives_503s_keeps_ocsp_serving_and_heals_by_itself() {
+/// A daemon on a new CA, and a certificate it issued before any outage (NAME.pem).
+fn daemon_with_certificate(name: &str, subject: &str) -> (Pki, Daemon, PathBuf) {
     let pki = Pki::new(Keys::EC);
     pki.init();
     let daemon = Daemon::start(&pki);
-    let before = pki.csr("before", KeyKind::P256, "/GN=Anne/SN=ROUX/CN=Anne ROUX");
-    let certificate: PathBuf = pki.path("before.pem");
-    let out = issue(&pki, &before);
+    let csr = pki.csr(name, KeyKind::P256, subject);
+    let out = issue(&pki, &csr);
     assert!(
         out.status.success(),
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
+    let certificate = pki.path(&format!("{name}.pem"));
     std::fs::write(&certificate, &out.stdout).unwrap();
+    (pki, daemon, certificate)
+}
+
+#[test]
+fn an_hsm_outage_gives_503s_keeps_ocsp_serving_and_heals_by_itself() {
+    let (pki, daemon, certificate) =
+        daemon_with_certificate("before", "/GN=Anne/SN=ROUX/CN=Anne ROUX");
     let serial = serial_of(&certificate);
     assert!(pki.ocsp_status(&daemon, &certificate).contains(": good"));
     let request = pki.ocsp_request(&certificate);
@@ -95,13 +96,7 @@ fn an_hsm_outage_gives_503s_keeps_ocsp_serving_and_heals_by_itself() {
     let mut good = 0;
     let total = 200;
     for _ in 0..total {
-        let (status, _, body) = http(
-            daemon.va,
-            "POST",
-            "/ocsp",
-            &[("Content-Type", "application/ocsp-request")],
-            &request,
-        );
+        let (status, _, body) = ocsp_post(daemon.va, &request);
         if status == 200 && body.len() > 100 {
             good += 1;
         }
@@ -167,18 +162,8 @@ fn move_token(tokens: &Path, away: &Path, out: bool) {
 /// outage is published once the HSM is back.
 #[test]
 fn a_token_that_disappears_whole_is_recovered_and_the_crl_follows() {
-    let pki = Pki::new(Keys::EC);
-    pki.init();
-    let daemon = Daemon::start(&pki);
-    let csr = pki.csr("victim", KeyKind::P256, "/GN=Ella/SN=TOKEN/CN=Ella TOKEN");
-    let out = issue(&pki, &csr);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let certificate = pki.path("victim.pem");
-    std::fs::write(&certificate, &out.stdout).unwrap();
+    let (pki, daemon, certificate) =
+        daemon_with_certificate("victim", "/GN=Ella/SN=TOKEN/CN=Ella TOKEN");
     let serial = serial_of(&certificate);
     let request = pki.ocsp_request(&certificate);
     let bystander = pki.issue_holder("bystander", "/GN=Noe/SN=TEMOIN/CN=Noe TEMOIN");
@@ -195,10 +180,11 @@ fn a_token_that_disappears_whole_is_recovered_and_the_crl_follows() {
     // During the outage: a revocation is refused (503) before anything is committed, even as
     // the first call after the token went (the daemon asks the token, not its last known
     // state); issuance refused; OCSP answered from memory; the CRL not yet made.
+    let bystander_serial = serial_of(&bystander);
     let refused = pki.sceau(&[
         "revoke",
         "--serial",
-        &serial_of(&bystander),
+        &bystander_serial,
         "--reason",
         "superseded",
     ]);
@@ -211,13 +197,7 @@ fn a_token_that_disappears_whole_is_recovered_and_the_crl_follows() {
     let refused = issue(&pki, &during);
     assert!(!refused.status.success(), "issued without a token");
     for _ in 0..50 {
-        let (status, _, body) = http(
-            daemon.va,
-            "POST",
-            "/ocsp",
-            &[("Content-Type", "application/ocsp-request")],
-            &request,
-        );
+        let (status, _, body) = ocsp_post(daemon.va, &request);
         assert!(status == 200 && body.len() > 100, "OCSP during the outage");
     }
     std::thread::sleep(Duration::from_secs(4));

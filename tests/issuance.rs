@@ -4,7 +4,7 @@ mod common;
 
 use std::path::{Path, PathBuf};
 
-use common::{KeyKind, Keys, Pki, lint, openssl, serial_of, split_pem, verify_chain};
+use common::{KeyKind, Keys, Pki, lint, openssl, serial_of, split_pem, verify_chain, x509};
 
 /// Issues auth and sign certificates for RSA-3072, P-256 and P-384 holder keys; returns
 /// (policy, certificate file) pairs.
@@ -22,18 +22,11 @@ fn issue_for_every_key_kind(pki: &Pki) -> Vec<(&'static str, PathBuf)> {
         let subject = format!("/GN={gn}/SN={sn}/CN={gn} {sn}/serialNumber=OPAQUE{i}");
         for policy in ["justice-auth", "justice-sign"] {
             let csr = pki.csr(&format!("{holder}-{policy}"), kind, &subject);
-            let pem = pki.sceau_ok(&[
-                "issue",
-                "--policy",
+            let file = format!("{holder}-{policy}.crt");
+            issued.push((
                 policy,
-                "--csr",
-                csr.to_str().unwrap(),
-                "--holder",
-                &holder,
-            ]);
-            let file = pki.path(&format!("{holder}-{policy}.crt"));
-            std::fs::write(&file, pem).unwrap();
-            issued.push((policy, file));
+                pki.issue_into(&file, policy, &csr, &["--holder", &holder]),
+            ));
         }
     }
     issued
@@ -73,13 +66,7 @@ fn judge(pki: &Pki, exported: &Path, issued: &[(&str, PathBuf)], signatures: Sig
         lint::etsi_certificate(certificate);
         chain(&issuing, certificate);
         verify_chain(pki.dir.path(), &[&root, &issuing], certificate);
-        let (_, text) = openssl(&[
-            "x509",
-            "-in",
-            certificate.to_str().unwrap(),
-            "-noout",
-            "-text",
-        ]);
+        let text = x509::text(certificate);
         let oid = if *policy == "justice-auth" {
             "1.2.250.1.120.2.2.1.3"
         } else {
@@ -93,92 +80,54 @@ fn judge(pki: &Pki, exported: &Path, issued: &[(&str, PathBuf)], signatures: Sig
     }
 }
 
-#[test]
-fn p384_ceremony_and_issuance_pass_openssl_and_pkilint() {
-    let pki = Pki::new(Keys::EC);
+/// A CA made with `keys` (`sceau init`, then `sceau ca export`): each exported certificate of
+/// `shown` must show all its texts in `openssl x509 -text`; then certificates for every key kind,
+/// judged. Returns the PKI and the export's directory.
+fn ceremony(keys: Keys, shown: &[(&str, &[&str])], signatures: Signatures) -> (Pki, PathBuf) {
+    let pki = Pki::new(keys);
     pki.init();
     let exported = pki.export("export");
+    for (file, texts) in shown {
+        let text = x509::text(&exported.join(file));
+        assert!(texts.iter().all(|t| text.contains(t)), "{text}");
+    }
     let issued = issue_for_every_key_kind(&pki);
-    judge(&pki, &exported, &issued, Signatures::Pkilint);
-    // The OCSP responder certificate: delegated by the issuing CA, OCSPSigning, nocheck.
-    let (_, text) = openssl(&[
-        "x509",
-        "-in",
-        exported.join("ocsp-ac-agents.pem").to_str().unwrap(),
-        "-noout",
-        "-text",
-    ]);
-    assert!(
-        text.contains("OCSP Signing") && text.contains("OCSP No Check"),
-        "{text}"
+    judge(&pki, &exported, &issued, signatures);
+    (pki, exported)
+}
+
+#[test]
+fn p384_ceremony_and_issuance_pass_openssl_and_pkilint() {
+    let (_pki, exported) = ceremony(
+        Keys::EC,
+        &[
+            // The OCSP responder certificate: delegated by the issuing CA, OCSPSigning, nocheck.
+            ("ocsp-ac-agents.pem", &["OCSP Signing", "OCSP No Check"]),
+            // The issuing CA: pathlen 0, CRL distribution point of the root's ARL.
+            ("ac-agents.pem", &["CA:TRUE, pathlen:0", "racine.crl"]),
+        ],
+        Signatures::Pkilint,
     );
+    let text = x509::text(&exported.join("ocsp-ac-agents.pem"));
     assert!(
         !text.contains("OCSP - URI"),
         "a responder certificate carries no AIA OCSP: {text}"
-    );
-    // The issuing CA: pathlen 0, CRL distribution point of the root's ARL.
-    let (_, text) = openssl(&[
-        "x509",
-        "-in",
-        exported.join("ac-agents.pem").to_str().unwrap(),
-        "-noout",
-        "-text",
-    ]);
-    assert!(
-        text.contains("CA:TRUE, pathlen:0") && text.contains("racine.crl"),
-        "{text}"
     );
 }
 
 #[test]
 fn rsa_ceremony_passes_openssl_and_pkilint() {
-    let pki = Pki::new(Keys::RSA);
-    pki.init();
-    let exported = pki.export("export");
-    let (_, text) = openssl(&[
-        "x509",
-        "-in",
-        exported.join("racine.pem").to_str().unwrap(),
-        "-noout",
-        "-text",
-    ]);
-    assert!(
-        text.contains("sha256WithRSAEncryption") && text.contains("(4096 bit)"),
-        "{text}"
-    );
-    let issued = issue_for_every_key_kind(&pki);
-    judge(&pki, &exported, &issued, Signatures::Pkilint);
+    let shown: &[&str] = &["sha256WithRSAEncryption", "(4096 bit)"];
+    ceremony(Keys::RSA, &[("racine.pem", shown)], Signatures::Pkilint);
 }
 
 #[test]
 fn rsa_pss_ceremony_passes_openssl_and_pkilint() {
-    let pki = Pki::new(Keys::RSA_PSS);
-    pki.init();
-    let exported = pki.export("export");
-    let (_, text) = openssl(&[
-        "x509",
-        "-in",
-        exported.join("ac-agents.pem").to_str().unwrap(),
-        "-noout",
-        "-text",
-    ]);
-    assert!(
-        text.contains("rsassaPss") && text.contains("(3072 bit)"),
-        "{text}"
-    );
-    let (_, text) = openssl(&[
-        "x509",
-        "-in",
-        exported.join("racine.pem").to_str().unwrap(),
-        "-noout",
-        "-text",
-    ]);
-    assert!(
-        text.contains("rsassaPss") && text.contains("(4096 bit)"),
-        "{text}"
-    );
-    let issued = issue_for_every_key_kind(&pki);
-    judge(&pki, &exported, &issued, Signatures::OpensslOnly);
+    let shown: [(&str, &[&str]); 2] = [
+        ("ac-agents.pem", &["rsassaPss", "(3072 bit)"]),
+        ("racine.pem", &["rsassaPss", "(4096 bit)"]),
+    ];
+    ceremony(Keys::RSA_PSS, &shown, Signatures::OpensslOnly);
 }
 
 #[test]
@@ -231,10 +180,7 @@ fn policy_violations_are_refused_and_change_nothing() {
         ),
     ];
     for (fixture, policy, extra, expected) in cases {
-        let csr = fixtures.join(format!("{fixture}.csr"));
-        let mut args = vec!["issue", "--policy", policy, "--csr", csr.to_str().unwrap()];
-        args.extend_from_slice(extra);
-        let out = pki.sceau(&args);
+        let out = pki.issue(policy, &fixtures.join(format!("{fixture}.csr")), extra);
         let stderr = String::from_utf8_lossy(&out.stderr);
         assert!(
             !out.status.success(),
@@ -256,13 +202,7 @@ fn policy_violations_are_refused_and_change_nothing() {
         }
     }
     // A CSR file that does not exist names the option and the file.
-    let out = pki.sceau(&[
-        "issue",
-        "--policy",
-        "justice-auth",
-        "--csr",
-        "/nonexistent/x.csr",
-    ]);
+    let out = pki.issue("justice-auth", Path::new("/nonexistent/x.csr"), &[]);
     assert!(String::from_utf8_lossy(&out.stderr).contains("--csr /nonexistent/x.csr"));
     assert_eq!(
         pki.audit_entries(),
@@ -307,49 +247,16 @@ fn a_key_is_never_certified_twice_and_a_name_never_given_to_another_holder() {
     let pki = Pki::new(Keys::EC);
     pki.init();
     let csr = pki.csr("jean", KeyKind::P256, "/GN=Jean/SN=DUPONT/CN=Jean DUPONT");
-    let csr = csr.to_str().unwrap();
-    pki.sceau_ok(&[
-        "issue",
-        "--policy",
-        "justice-auth",
-        "--csr",
-        csr,
-        "--holder",
-        "agent-1",
-    ]);
+    pki.issue_ok("justice-auth", &csr, &["--holder", "agent-1"]);
     let before = pki.audit_entries();
-    let again = pki.sceau(&[
-        "issue",
-        "--policy",
-        "justice-sign",
-        "--csr",
-        csr,
-        "--holder",
-        "agent-1",
-    ]);
+    let again = pki.issue("justice-sign", &csr, &["--holder", "agent-1"]);
     assert!(String::from_utf8_lossy(&again.stderr).contains("key-already-certified"));
     let other = pki.csr("jean-2", KeyKind::P256, "/GN=Jean/SN=DUPONT/CN=Jean DUPONT");
-    let homonym = pki.sceau(&[
-        "issue",
-        "--policy",
-        "justice-auth",
-        "--csr",
-        other.to_str().unwrap(),
-        "--holder",
-        "agent-2",
-    ]);
+    let homonym = pki.issue("justice-auth", &other, &["--holder", "agent-2"]);
     assert!(String::from_utf8_lossy(&homonym.stderr).contains("subject-already-given"));
     assert_eq!(pki.audit_entries(), before);
     // The same holder gets a new certificate for a new key.
-    pki.sceau_ok(&[
-        "issue",
-        "--policy",
-        "justice-sign",
-        "--csr",
-        other.to_str().unwrap(),
-        "--holder",
-        "agent-1",
-    ]);
+    pki.issue_ok("justice-sign", &other, &["--holder", "agent-1"]);
 }
 
 #[test]
@@ -361,31 +268,19 @@ fn a_card_gets_both_certificates_or_neither() {
     let auth = pki.csr("card-auth", KeyKind::P256, subject);
     let sign = pki.csr("card-sign", KeyKind::P256, subject);
     let out_dir = pki.path("card");
-    let printed = pki.sceau_ok(&[
-        "card",
-        "issue",
-        "--holder",
-        "agent-7",
+    let extra = [
         "--card",
         "CARD-0001",
-        "--auth-csr",
-        auth.to_str().unwrap(),
-        "--sign-csr",
-        sign.to_str().unwrap(),
         "--out-dir",
         out_dir.to_str().unwrap(),
-    ]);
+    ];
+    let printed = pki.card_issue_ok("agent-7", (&auth, &sign), &extra);
     assert!(printed.contains("card CARD-0001 for agent-7"), "{printed}");
+    let (root, issuing) = (exported.join("racine.pem"), exported.join("ac-agents.pem"));
+    let trust: [&Path; 2] = [&root, &issuing];
     for file in ["auth.pem", "sign.pem"] {
         let path = out_dir.join(file);
-        verify_chain(
-            pki.dir.path(),
-            &[
-                &exported.join("racine.pem"),
-                &exported.join("ac-agents.pem"),
-            ],
-            &path,
-        );
+        verify_chain(pki.dir.path(), &trust, &path);
         let info = pki.serial_state(&serial_of(&path));
         assert_eq!(info["state"], "issued");
         assert_eq!(info["card"], "CARD-0001");
@@ -404,29 +299,11 @@ fn a_card_gets_both_certificates_or_neither() {
         KeyKind::P256,
         "/GN=Pierre/SN=CURIE/CN=Pierre CURIE/emailAddress=p@example.fr",
     );
-    let out = pki.sceau(&[
-        "card",
-        "issue",
-        "--holder",
-        "agent-8",
-        "--auth-csr",
-        good.to_str().unwrap(),
-        "--sign-csr",
-        bad.to_str().unwrap(),
-    ]);
+    let out = pki.card_issue("agent-8", (&good, &bad), &[]);
     assert!(!out.status.success() && out.stdout.is_empty());
     assert!(String::from_utf8_lossy(&out.stderr).contains("emailAddress"));
     // The same key twice: refused (two key pairs per card at RGS ***).
-    let out = pki.sceau(&[
-        "card",
-        "issue",
-        "--holder",
-        "agent-8",
-        "--auth-csr",
-        good.to_str().unwrap(),
-        "--sign-csr",
-        good.to_str().unwrap(),
-    ]);
+    let out = pki.card_issue("agent-8", (&good, &good), &[]);
     assert!(String::from_utf8_lossy(&out.stderr).contains("card-keys-identical"));
     assert_eq!(
         pki.audit_entries(),
@@ -439,16 +316,7 @@ fn a_card_gets_both_certificates_or_neither() {
         KeyKind::P256,
         "/GN=Pierre/SN=CURIE/CN=Pierre CURIE",
     );
-    let pems = pki.sceau_ok(&[
-        "card",
-        "issue",
-        "--holder",
-        "agent-8",
-        "--auth-csr",
-        good.to_str().unwrap(),
-        "--sign-csr",
-        sign2.to_str().unwrap(),
-    ]);
+    let pems = pki.card_issue_ok("agent-8", (&good, &sign2), &[]);
     assert_eq!(split_pem(pki.dir.path(), "card2", &pems).len(), 2);
 }
 
@@ -463,13 +331,7 @@ fn external_root_ceremony_completes_with_import() {
     );
     // Issuance waits for the certificate.
     let holder_csr = pki.csr("early", KeyKind::P256, "/GN=Jean/SN=DUPONT/CN=Jean DUPONT");
-    let out = pki.sceau(&[
-        "issue",
-        "--policy",
-        "justice-auth",
-        "--csr",
-        holder_csr.to_str().unwrap(),
-    ]);
+    let out = pki.issue("justice-auth", &holder_csr, &[]);
     assert!(String::from_utf8_lossy(&out.stderr).contains("import-cert"));
 
     // An offline root made by OpenSSL signs the issuing CA's CSR.
@@ -541,29 +403,10 @@ fn external_root_ceremony_completes_with_import() {
     ]);
 
     let exported = pki.export("export");
-    let holder = pki.sceau_ok(&[
-        "issue",
-        "--policy",
-        "justice-auth",
-        "--csr",
-        holder_csr.to_str().unwrap(),
-    ]);
-    std::fs::write(dir.join("holder.pem"), holder).unwrap();
-    verify_chain(
-        dir,
-        &[
-            &exported.join("racine.pem"),
-            &exported.join("ac-agents.pem"),
-        ],
-        &dir.join("holder.pem"),
-    );
-    verify_chain(
-        dir,
-        &[
-            &exported.join("racine.pem"),
-            &exported.join("ac-agents.pem"),
-        ],
-        &exported.join("ocsp-ac-agents.pem"),
-    );
-    lint::chain(&exported.join("ac-agents.pem"), &dir.join("holder.pem"));
+    let holder = pki.issue_into("holder.pem", "justice-auth", &holder_csr, &[]);
+    let (root, issuing) = (exported.join("racine.pem"), exported.join("ac-agents.pem"));
+    let trust: [&Path; 2] = [&root, &issuing];
+    verify_chain(dir, &trust, &holder);
+    verify_chain(dir, &trust, &exported.join("ocsp-ac-agents.pem"));
+    lint::chain(&exported.join("ac-agents.pem"), &holder);
 }

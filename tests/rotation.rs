@@ -2,31 +2,19 @@
 //! itself past two thirds of its certificate's life, with OCSP answering throughout.
 mod common;
 
+use std::net::SocketAddr;
 use std::path::Path;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 
-use common::daemon::{Daemon, http};
-use common::{KeyKind, Keys, Pki, lint, openssl};
+use common::daemon::{Daemon, http, ocsp_post};
+use common::{Keys, Pki, crl, lint, openssl, x509};
 
 /// The responder key hash (ResponderID byKey) and status of an OCSP answer, checked by OpenSSL
 /// against the exported responder certificate.
 fn answer(pki: &Pki, response: &Path, certificate: &Path) -> String {
     let certs = pki.export("export");
-    let (ok, text) = openssl(&[
-        "ocsp",
-        "-respin",
-        response.to_str().unwrap(),
-        "-resp_text",
-        "-issuer",
-        certs.join("ac-agents.pem").to_str().unwrap(),
-        "-cert",
-        certificate.to_str().unwrap(),
-        "-CAfile",
-        certs.join("racine.pem").to_str().unwrap(),
-        "-VAfile",
-        certs.join("ocsp-ac-agents.pem").to_str().unwrap(),
-    ]);
+    let (ok, text) = common::read_ocsp_response(response, certificate, &certs, &["-resp_text"]);
     assert!(ok && text.contains("Response verify OK"), "{text}");
     text
 }
@@ -39,31 +27,81 @@ fn responder_id(text: &str) -> String {
 }
 
 fn fetch(daemon: &Daemon, request: &[u8], to: &Path) {
-    let (status, _, body) = http(
-        daemon.va,
-        "POST",
-        "/ocsp",
-        &[("Content-Type", "application/ocsp-request")],
-        request,
-    );
+    let (status, _, body) = ocsp_post(daemon.va, request);
     assert_eq!(status, 200);
     std::fs::write(to, body).unwrap();
+}
+
+/// OCSP requests sent over and over from another thread, in turn, each answer checked by `good`
+/// (the request, the response): how many were sent, how many failed.
+struct Load {
+    stop: Arc<AtomicBool>,
+    sent: Arc<AtomicU64>,
+    failed: Arc<AtomicU64>,
+    requests: Arc<Mutex<Vec<Vec<u8>>>>,
+    thread: std::thread::JoinHandle<()>,
+}
+
+impl Load {
+    fn start(va: SocketAddr, first: Vec<u8>, good: fn(&[u8], &[u8]) -> bool) -> Load {
+        let requests = Arc::new(Mutex::new(vec![first]));
+        let stop = Arc::new(AtomicBool::new(false));
+        let (sent, failed) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
+        let thread = {
+            let (stop, sent, failed, requests) =
+                (stop.clone(), sent.clone(), failed.clone(), requests.clone());
+            std::thread::spawn(move || {
+                let mut i = 0;
+                while !stop.load(Ordering::Relaxed) {
+                    let request = {
+                        let all = requests.lock().unwrap();
+                        all[i % all.len()].clone()
+                    };
+                    i += 1;
+                    let (status, _, body) = ocsp_post(va, &request);
+                    sent.fetch_add(1, Ordering::Relaxed);
+                    if status != 200 || !good(&request, &body) {
+                        failed.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+            })
+        };
+        Load {
+            stop,
+            sent,
+            failed,
+            requests,
+            thread,
+        }
+    }
+
+    /// One more request to send in turn.
+    fn add(&self, request: Vec<u8>) {
+        self.requests.lock().unwrap().push(request);
+    }
+
+    /// Goes on for 300 ms more, then stops: (sent, failed).
+    fn finish(self) -> (u64, u64) {
+        std::thread::sleep(std::time::Duration::from_millis(300));
+        self.stop.store(true, Ordering::Relaxed);
+        self.thread.join().unwrap();
+        (
+            self.sent.load(Ordering::Relaxed),
+            self.failed.load(Ordering::Relaxed),
+        )
+    }
+}
+
+/// A successful OCSPResponse starts 30 82 .. 0a 01 00 (responseStatus 0).
+fn successful(response: &[u8]) -> bool {
+    response.get(4..7) == Some(&[0x0a, 0x01, 0x00])
 }
 
 #[test]
 fn the_ocsp_responder_is_renewed_without_a_gap_on_demand_and_when_due() {
     let pki = Pki::new(Keys::EC);
     pki.init();
-    let csr = pki.csr("holder", KeyKind::P256, "/GN=Lea/SN=PETIT/CN=Lea PETIT");
-    let pem = pki.sceau_ok(&[
-        "issue",
-        "--policy",
-        "justice-auth",
-        "--csr",
-        csr.to_str().unwrap(),
-    ]);
-    let certificate = pki.path("holder.pem");
-    std::fs::write(&certificate, pem).unwrap();
+    let certificate = pki.issue_holder("holder", "/GN=Lea/SN=PETIT/CN=Lea PETIT");
     let request = pki.ocsp_request(&certificate);
     let daemon = Daemon::start(&pki);
     let before = pki.path("before.der");
@@ -71,49 +109,18 @@ fn the_ocsp_responder_is_renewed_without_a_gap_on_demand_and_when_due() {
     let first = responder_id(&answer(&pki, &before, &certificate));
 
     // Requests all along the renewal: every one a valid answer.
-    let stop = Arc::new(AtomicBool::new(false));
-    let (sent, failed) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
-    let load = {
-        let (stop, sent, failed, request, va) = (
-            stop.clone(),
-            sent.clone(),
-            failed.clone(),
-            request.clone(),
-            daemon.va,
-        );
-        std::thread::spawn(move || {
-            while !stop.load(Ordering::Relaxed) {
-                let (status, _, body) = http(
-                    va,
-                    "POST",
-                    "/ocsp",
-                    &[("Content-Type", "application/ocsp-request")],
-                    &request,
-                );
-                sent.fetch_add(1, Ordering::Relaxed);
-                // A successful OCSPResponse starts 30 82 .. 0a 01 00 (responseStatus 0).
-                if status != 200 || body.len() < 100 || body.get(4..7) != Some(&[0x0a, 0x01, 0x00])
-                {
-                    failed.fetch_add(1, Ordering::Relaxed);
-                }
-            }
-        })
-    };
+    let load = Load::start(daemon.va, request.clone(), |_, body| {
+        body.len() >= 100 && successful(body)
+    });
     let renewed: serde_json::Value =
         serde_json::from_str(&pki.sceau_ok(&["ocsp", "renew-signer"])).unwrap();
-    std::thread::sleep(std::time::Duration::from_millis(300));
-    stop.store(true, Ordering::Relaxed);
-    load.join().unwrap();
+    let (sent, failed) = load.finish();
     assert!(
         renewed["responses_resigned"].as_u64().unwrap_or(0) >= 1,
         "{renewed}"
     );
-    assert!(sent.load(Ordering::Relaxed) > 10);
-    assert_eq!(
-        failed.load(Ordering::Relaxed),
-        0,
-        "failed answers during the renewal"
-    );
+    assert!(sent > 10);
+    assert_eq!(failed, 0, "failed answers during the renewal");
     let after = pki.path("after.der");
     fetch(&daemon, &request, &after);
     let text = answer(&pki, &after, &certificate);
@@ -136,13 +143,7 @@ fn the_ocsp_responder_is_renewed_without_a_gap_on_demand_and_when_due() {
     assert!(log.contains("to_sign=0"), "{log}");
 
     // 25 days later (past two thirds of 30): the daemon renews the responder by itself.
-    let later = {
-        let out = std::process::Command::new("date")
-            .args(["-u", "-d", "+25 days", "+%Y-%m-%dT%H:%M:%SZ"])
-            .output()
-            .unwrap();
-        String::from_utf8_lossy(&out.stdout).trim().to_owned()
-    };
+    let later = common::date("+25 days");
     let daemon = Daemon::start_with_env(&pki, &[("SCEAU_NOW", &later)]);
     daemon.wait_until("the automatic renewal", |_| {
         std::fs::read_to_string(pki.path("daemon.log"))
@@ -219,20 +220,8 @@ fn verify(
 
 /// GET a CRL from the daemon into `to` (DER), and check its signature against `signer`.
 fn fetch_signed_crl(daemon: &Daemon, name: &str, signer: &Path, to: &Path) {
-    let (status, _, body) = http(daemon.va, "GET", &format!("/crl/{name}.crl"), &[], &[]);
-    assert_eq!(status, 200, "/crl/{name}.crl");
-    std::fs::write(to, body).unwrap();
-    let (ok, text) = openssl(&[
-        "crl",
-        "-inform",
-        "DER",
-        "-in",
-        to.to_str().unwrap(),
-        "-noout",
-        "-CAfile",
-        signer.to_str().unwrap(),
-    ]);
-    assert!(ok && text.contains("verify OK"), "{name}: {text}");
+    crl::fetch(daemon, &format!("/crl/{name}.crl"), to);
+    crl::assert_signed_by(to, signer, name);
 }
 
 #[test]
@@ -246,43 +235,12 @@ fn the_issuing_ca_and_the_root_roll_over_while_ocsp_answers_for_both_keys() {
 
     // A load generator asks for certificates of every key, all along the rollovers: each
     // answer must be a successful OCSP response about the certificate asked for.
-    let requests = Arc::new(std::sync::Mutex::new(vec![old_request]));
-    let stop = Arc::new(AtomicBool::new(false));
-    let (sent, failed) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
-    let load = {
-        let (stop, sent, failed, requests, va) = (
-            stop.clone(),
-            sent.clone(),
-            failed.clone(),
-            requests.clone(),
-            daemon.va,
-        );
-        std::thread::spawn(move || {
-            let mut i = 0;
-            while !stop.load(Ordering::Relaxed) {
-                let request = {
-                    let all = requests.lock().unwrap();
-                    all[i % all.len()].clone()
-                };
-                i += 1;
-                let (status, _, body) = http(
-                    va,
-                    "POST",
-                    "/ocsp",
-                    &[("Content-Type", "application/ocsp-request")],
-                    &request,
-                );
-                sent.fetch_add(1, Ordering::Relaxed);
-                // responseStatus successful, and the CertID asked for (the request ends with
-                // its serial) in the answer.
-                let serial = &request[request.len() - 8..];
-                let about = body.windows(serial.len()).any(|w| w == serial);
-                if status != 200 || body.get(4..7) != Some(&[0x0a, 0x01, 0x00]) || !about {
-                    failed.fetch_add(1, Ordering::Relaxed);
-                }
-            }
-        })
-    };
+    let load = Load::start(daemon.va, old_request, |request, body| {
+        // responseStatus successful, and the CertID asked for (the request ends with its
+        // serial) in the answer.
+        let serial = &request[request.len() - 8..];
+        successful(body) && body.windows(serial.len()).any(|w| w == serial)
+    });
 
     // Issuing CA rollover, then a forced renewal of every OCSP signer, under load.
     let rotated: serde_json::Value =
@@ -290,7 +248,7 @@ fn the_issuing_ca_and_the_root_roll_over_while_ocsp_answers_for_both_keys() {
     assert_eq!(rotated["issuing"], "ac-agents-2", "{rotated}");
     let new_holder = pki.issue_holder("new-holder", "/GN=Paul/SN=MARTIN/CN=Paul MARTIN");
     let new_request = pki.ocsp_request_under(&certs.join("ac-agents-2.pem"), &new_holder);
-    requests.lock().unwrap().push(new_request);
+    load.add(new_request);
     let renewed: serde_json::Value =
         serde_json::from_str(&pki.sceau_ok(&["ocsp", "renew-signer"])).unwrap();
     assert_eq!(
@@ -298,13 +256,10 @@ fn the_issuing_ca_and_the_root_roll_over_while_ocsp_answers_for_both_keys() {
         Some(2),
         "{renewed}"
     );
-    std::thread::sleep(std::time::Duration::from_millis(300));
-    stop.store(true, Ordering::Relaxed);
-    load.join().unwrap();
-    assert!(sent.load(Ordering::Relaxed) > 50, "too few requests sent");
+    let (sent, failed) = load.finish();
+    assert!(sent > 50, "too few requests sent");
     assert_eq!(
-        failed.load(Ordering::Relaxed),
-        0,
+        failed, 0,
         "failed or wrong OCSP answers during the rollover"
     );
 
@@ -325,8 +280,7 @@ fn the_issuing_ca_and_the_root_roll_over_while_ocsp_answers_for_both_keys() {
     }
     // Garbage to the admin API: a problem document, and nothing rotated (the next rollover
     // below is still generation 3).
-    let token = std::fs::read_to_string(pki.data_dir().join("admin.token")).unwrap();
-    let bearer = format!("Bearer {}", token.trim());
+    let bearer = pki.admin_bearer();
     for body in [
         &b"\x00\xffnot json"[..],
         br#"{"common_name":"X","root":true}"#,
@@ -360,17 +314,8 @@ fn the_issuing_ca_and_the_root_roll_over_while_ocsp_answers_for_both_keys() {
         export.join("ac-agents-2.pem"),
     );
     let dir = pki.path("");
-    let (ok, subject) = openssl(&[
-        "x509",
-        "-in",
-        new_ca.to_str().unwrap(),
-        "-noout",
-        "-subject",
-    ]);
-    assert!(
-        ok && subject.ends_with("CN = AC AGENTS TEST 2\n"),
-        "{subject}"
-    );
+    let subject = x509::subject(&new_ca);
+    assert!(subject.ends_with("CN = AC AGENTS TEST 2"), "{subject}");
     assert!(verify(&dir, &[&root], &[&old_ca], &[], &old_holder).0);
     let (ok, text) = verify(&dir, &[&root], &[&new_ca], &[], &new_holder);
     assert!(ok, "{text}");
@@ -386,13 +331,7 @@ fn the_issuing_ca_and_the_root_roll_over_while_ocsp_answers_for_both_keys() {
 
     // Revocation reaches both, and each CA signs its own CRL.
     for holder in [&old_holder, &new_holder] {
-        pki.sceau_ok(&[
-            "revoke",
-            "--serial",
-            &common::serial_of(holder),
-            "--reason",
-            "keyCompromise",
-        ]);
+        pki.revoke(holder, "keyCompromise");
     }
     ask(&daemon, &root, &old_ca, &old_holder, "revoked");
     ask(&daemon, &root, &new_ca, &new_holder, "revoked");
@@ -410,16 +349,7 @@ fn the_issuing_ca_and_the_root_roll_over_while_ocsp_answers_for_both_keys() {
         let crl = pki.path(&format!("{name}.crl"));
         fetch_signed_crl(&daemon, name, ca, &crl);
         let crl_pem = pki.path(&format!("{name}-crl.pem"));
-        let (ok, text) = openssl(&[
-            "crl",
-            "-inform",
-            "DER",
-            "-in",
-            crl.to_str().unwrap(),
-            "-out",
-            crl_pem.to_str().unwrap(),
-        ]);
-        assert!(ok, "{text}");
+        crl::to_pem(&crl, &crl_pem);
         let (ok, text) = verify(
             &dir,
             &[&root],
@@ -455,24 +385,24 @@ fn the_issuing_ca_and_the_root_roll_over_while_ocsp_answers_for_both_keys() {
     );
     // Under the new root directly; under the old root through new-with-old; and a certificate
     // of the first CA under the new root through old-with-new.
-    let (ok, text) = verify(&dir, &[&new_root], &[&third_ca], &[], &third_holder);
-    assert!(ok, "{text}");
-    let (ok, text) = verify(
-        &dir,
-        &[&root],
-        &[&new_with_old, &third_ca],
-        &[],
-        &third_holder,
-    );
-    assert!(ok, "new-with-old: {text}");
-    let (ok, text) = verify(
-        &dir,
-        &[&new_root],
-        &[&old_with_new, &old_ca],
-        &[],
-        &old_holder,
-    );
-    assert!(ok, "old-with-new: {text}");
+    for (what, root, untrusted, holder) in [
+        ("", &new_root, vec![third_ca.as_path()], &third_holder),
+        (
+            "new-with-old: ",
+            &root,
+            vec![&new_with_old, &third_ca],
+            &third_holder,
+        ),
+        (
+            "old-with-new: ",
+            &new_root,
+            vec![&old_with_new, &old_ca],
+            &old_holder,
+        ),
+    ] {
+        let (ok, text) = verify(&dir, &[root], &untrusted, &[], holder);
+        assert!(ok, "{what}{text}");
+    }
     assert!(!verify(&dir, &[&root], &[&third_ca], &[], &third_holder).0);
     // A relying party that trusts both roots and has both links among its intermediates.
     for (holder, ca) in [(&third_holder, &third_ca), (&old_holder, &old_ca)] {

@@ -9,7 +9,7 @@ use std::process::Command;
 use std::time::Duration;
 
 use common::daemon::Daemon;
-use common::{Keys, Pki, openssl};
+use common::{Keys, Pki};
 
 #[test]
 fn the_unit_is_rated_2_or_lower_by_systemd_analyze() {
@@ -31,15 +31,7 @@ fn the_unit_is_rated_2_or_lower_by_systemd_analyze() {
 
 /// The years between a certificate's notBefore and notAfter.
 fn validity_years(certificate: &Path) -> i32 {
-    let (ok, text) = openssl(&[
-        "x509",
-        "-in",
-        certificate.to_str().unwrap(),
-        "-noout",
-        "-startdate",
-        "-enddate",
-    ]);
-    assert!(ok, "{text}");
+    let text = common::x509::x509(certificate, &["-startdate", "-enddate"]);
     let year = |prefix: &str| -> i32 {
         text.lines()
             .find_map(|l| l.strip_prefix(prefix))
@@ -89,28 +81,25 @@ fn readiness_reload_and_stop_follow_the_systemd_protocol() {
     assert!(ready.contains(&format!("va={}", daemon.va)), "{ready}");
     assert_eq!(validity_years(&issue(&pki, "first")), 3);
 
-    // A broken policy file: refused, the policies in force stay.
+    // The policy's maximum validity set to `years`, then SIGHUP: the daemon says it reloads.
     let auth = policies.join("justice-auth.toml");
     let good = std::fs::read_to_string(&auth).unwrap();
-    std::fs::write(
-        &auth,
-        good.replace("max_validity_years = 3", "max_validity_years = \"three\""),
-    )
-    .unwrap();
-    hangup(&daemon);
-    assert_eq!(receive(&socket), "RELOADING=1");
-    assert_eq!(receive(&socket), "READY=1");
+    let reload_with = |years: &str| {
+        let changed = good.replace(
+            "max_validity_years = 3",
+            &format!("max_validity_years = {years}"),
+        );
+        std::fs::write(&auth, changed).unwrap();
+        hangup(&daemon);
+        assert_eq!(receive(&socket), "RELOADING=1");
+        assert_eq!(receive(&socket), "READY=1");
+    };
+    // A broken policy file: refused, the policies in force stay.
+    reload_with("\"three\"");
     assert_eq!(validity_years(&issue(&pki, "second")), 3);
 
     // A valid change: in force for the next issuance.
-    std::fs::write(
-        &auth,
-        good.replace("max_validity_years = 3", "max_validity_years = 2"),
-    )
-    .unwrap();
-    hangup(&daemon);
-    assert_eq!(receive(&socket), "RELOADING=1");
-    assert_eq!(receive(&socket), "READY=1");
+    reload_with("2");
     assert_eq!(validity_years(&issue(&pki, "third")), 2);
 
     let log = std::fs::read_to_string(pki.path("daemon.log")).unwrap();

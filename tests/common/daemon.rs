@@ -100,6 +100,19 @@ impl Daemon {
         }
     }
 
+    /// SIGKILL, as when the machine is lost: nothing of the daemon runs its course.
+    pub fn kill_9(mut self) {
+        let child = self.child.as_ref().unwrap();
+        let killed = Command::new("kill")
+            .args(["-9", &child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(killed.success());
+        if let Some(mut child) = self.child.take() {
+            let _ = child.wait();
+        }
+    }
+
     /// A counter from /metrics (the sum of the samples of `name` whose labels contain `labels`).
     pub fn metric(&self, name: &str, labels: &str) -> u64 {
         let (_, _, body) = http(self.admin, "GET", "/metrics", &[], b"");
@@ -170,6 +183,27 @@ pub fn http(
         .map(|(n, v)| (n.trim().to_ascii_lowercase(), v.trim().to_owned()))
         .collect();
     (status, headers, response[split + 4..].to_vec())
+}
+
+/// POSTs the DER OCSP request `request` to `/ocsp` at `address`: (status, headers, body).
+pub fn ocsp_post(address: SocketAddr, request: &[u8]) -> (u16, Vec<(String, String)>, Vec<u8>) {
+    post(address, "/ocsp", "application/ocsp-request", request)
+}
+
+/// POSTs `body` of the media type `content_type` to `path` at `address`.
+pub fn post(
+    address: SocketAddr,
+    path: &str,
+    content_type: &str,
+    body: &[u8],
+) -> (u16, Vec<(String, String)>, Vec<u8>) {
+    http(
+        address,
+        "POST",
+        path,
+        &[("Content-Type", content_type)],
+        body,
+    )
 }
 
 /// The value of a header.

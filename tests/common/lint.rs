@@ -5,12 +5,17 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-fn bin(tool: &str) -> PathBuf {
-    let venv = std::env::var_os("SCEAU_PKILINT")
+/// The venv pkilint is installed in (its Python has `cryptography` too).
+pub fn venv() -> PathBuf {
+    std::env::var_os("SCEAU_PKILINT")
         .map(PathBuf::from)
         .unwrap_or_else(|| {
             PathBuf::from(std::env::var_os("HOME").unwrap_or_default()).join(".cache/sceau/pkilint")
-        });
+        })
+}
+
+fn bin(tool: &str) -> PathBuf {
+    let venv = venv();
     let path = venv.join("bin").join(tool);
     assert!(
         path.exists(),
@@ -26,11 +31,7 @@ fn run(tool: &str, args: &[&str], files: &[&Path]) {
         .args(files)
         .output()
         .unwrap();
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let text = super::all_output(&out);
     assert!(
         out.status.success(),
         "{tool} {args:?} {files:?} reported findings at WARNING or above:\n{text}"

@@ -4,15 +4,19 @@
 //! Nothing here mocks the HSM, the store or the network.
 #![allow(dead_code)]
 
+pub mod crl;
 pub mod daemon;
 pub mod lint;
 pub mod nats;
 pub mod ra;
+pub mod x509;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
 use tempfile::TempDir;
+
+pub use x509::serial_of;
 
 pub const SOFTHSM_MODULE: &str = "/usr/lib/softhsm/libsofthsm2.so";
 pub const ORG: &str = "/C=FR/O=MINISTERE DE LA JUSTICE TEST/OU=0002 123456789";
@@ -61,36 +65,14 @@ impl Pki {
             .tempdir()
             .unwrap();
         let root = dir.path();
-        std::fs::create_dir_all(root.join("tokens")).unwrap();
         let softhsm_conf = root.join("softhsm2.conf");
-        std::fs::write(
-            &softhsm_conf,
-            format!(
-                "directories.tokendir = {}\nobjectstore.backend = file\nlog.level = ERROR\nslots.removable = false\n",
-                root.join("tokens").display()
-            ),
-        )
-        .unwrap();
-        std::fs::write(root.join("pin"), "4242-test-pin\n").unwrap();
-        let status = Command::new("softhsm2-util")
-            .env("SOFTHSM2_CONF", &softhsm_conf)
-            .args([
-                "--init-token",
-                "--free",
-                "--label",
-                "sceau-test",
-                "--so-pin",
-                "so-secret-1",
-                "--pin",
-                "4242-test-pin",
-            ])
-            .output()
-            .expect("softhsm2-util (apt-get install softhsm2)");
+        let made = softhsm_token(&softhsm_conf, "sceau-test", "so-secret-1", "4242-test-pin");
         assert!(
-            status.status.success(),
+            made.status.success(),
             "softhsm2-util: {}",
-            String::from_utf8_lossy(&status.stderr)
+            all_output(&made)
         );
+        std::fs::write(root.join("pin"), "4242-test-pin\n").unwrap();
         let config = root.join("sceau.toml");
         std::fs::write(&config, config_text(root, keys)).unwrap();
         Pki { dir, config }
@@ -168,16 +150,10 @@ impl Pki {
     /// The same for a certificate of the issuing CA whose certificate is `issuer` (PEM).
     pub fn ocsp_request_under(&self, issuer: &Path, certificate: &Path) -> Vec<u8> {
         let path = self.path("request.der");
-        let (ok, text) = openssl(&[
-            "ocsp",
-            "-issuer",
-            issuer.to_str().unwrap(),
-            "-cert",
-            certificate.to_str().unwrap(),
-            "-no_nonce",
-            "-reqout",
-            path.to_str().unwrap(),
-        ]);
+        let mut args = vec!["ocsp", "-issuer", issuer.to_str().unwrap()];
+        args.extend(["-cert", certificate.to_str().unwrap(), "-no_nonce"]);
+        args.extend(["-reqout", path.to_str().unwrap()]);
+        let (ok, text) = openssl(&args);
         assert!(ok, "{text}");
         std::fs::read(path).unwrap()
     }
@@ -186,15 +162,32 @@ impl Pki {
     /// (through the daemon when one runs); returns the certificate's path (`name.pem`).
     pub fn issue_holder(&self, name: &str, subject: &str) -> PathBuf {
         let csr = self.csr(name, KeyKind::P256, subject);
-        let pem = self.sceau_ok(&[
-            "issue",
-            "--policy",
-            "justice-auth",
-            "--csr",
-            csr.to_str().unwrap(),
-        ]);
-        let path = self.path(&format!("{name}.pem"));
-        std::fs::write(&path, pem).unwrap();
+        self.issue_into(&format!("{name}.pem"), "justice-auth", &csr, &[])
+    }
+
+    /// `sceau issue --policy POLICY --csr CSR EXTRA...` (e.g. `--holder H`): what it did.
+    pub fn issue(&self, policy: &str, csr: &Path, extra: &[&str]) -> Output {
+        let mut args = vec!["issue", "--policy", policy, "--csr", csr.to_str().unwrap()];
+        args.extend_from_slice(extra);
+        self.sceau(&args)
+    }
+
+    /// The same, which must succeed: the certificate (PEM).
+    pub fn issue_ok(&self, policy: &str, csr: &Path, extra: &[&str]) -> String {
+        let out = self.issue(policy, csr, extra);
+        assert!(
+            out.status.success(),
+            "sceau issue --policy {policy} --csr {} {extra:?} failed:\n{}",
+            csr.display(),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap()
+    }
+
+    /// The same, the certificate written to the file `name` of the PKI's directory: its path.
+    pub fn issue_into(&self, name: &str, policy: &str, csr: &Path, extra: &[&str]) -> PathBuf {
+        let path = self.path(name);
+        std::fs::write(&path, self.issue_ok(policy, csr, extra)).unwrap();
         path
     }
 
@@ -202,18 +195,7 @@ impl Pki {
     /// holder `holder` by `sceau issue`; returns the certificate's path (`name.pem`).
     pub fn issue_to(&self, name: &str, policy: &str, holder: &str, subject: &str) -> PathBuf {
         let csr = self.csr(name, KeyKind::P256, subject);
-        let pem = self.sceau_ok(&[
-            "issue",
-            "--policy",
-            policy,
-            "--csr",
-            csr.to_str().unwrap(),
-            "--holder",
-            holder,
-        ]);
-        let path = self.path(&format!("{name}.pem"));
-        std::fs::write(&path, pem).unwrap();
-        path
+        self.issue_into(&format!("{name}.pem"), policy, &csr, &["--holder", holder])
     }
 
     /// A card for `holder` with the id `card`: two new P-256 keys (`name.key` for
@@ -230,21 +212,28 @@ impl Pki {
         let sign = self.csr(&format!("{name}-sig"), KeyKind::P256, subject);
         let out = self.path(&format!("{name}-card"));
         std::fs::create_dir_all(&out).unwrap();
-        self.sceau_ok(&[
-            "card",
-            "issue",
-            "--holder",
-            holder,
-            "--card",
-            card,
-            "--auth-csr",
-            auth.to_str().unwrap(),
-            "--sign-csr",
-            sign.to_str().unwrap(),
-            "--out-dir",
-            out.to_str().unwrap(),
-        ]);
+        let extra = ["--card", card, "--out-dir", out.to_str().unwrap()];
+        self.card_issue_ok(holder, (&auth, &sign), &extra);
         (out.join("auth.pem"), out.join("sign.pem"))
+    }
+
+    /// `sceau card issue --holder HOLDER --auth-csr AUTH --sign-csr SIGN EXTRA...`.
+    pub fn card_issue(&self, holder: &str, (auth, sign): (&Path, &Path), extra: &[&str]) -> Output {
+        let mut args = vec!["card", "issue", "--holder", holder, "--auth-csr"];
+        args.extend([auth.to_str().unwrap(), "--sign-csr", sign.to_str().unwrap()]);
+        args.extend_from_slice(extra);
+        self.sceau(&args)
+    }
+
+    /// The same, which must succeed: what it printed (the certificates unless `--out-dir`).
+    pub fn card_issue_ok(&self, holder: &str, csrs: (&Path, &Path), extra: &[&str]) -> String {
+        let out = self.card_issue(holder, csrs, extra);
+        assert!(
+            out.status.success(),
+            "sceau card issue --holder {holder} {extra:?} failed:\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap()
     }
 
     pub fn path(&self, name: &str) -> PathBuf {
@@ -292,33 +281,27 @@ impl Pki {
     /// The serials (upper-case hex, as `openssl crl -text` prints them) listed by the CRL
     /// `name` served by the daemon, and the CRL's number.
     pub fn served_crl(&self, daemon: &daemon::Daemon, name: &str) -> (Vec<String>, u64) {
-        let (status, _, body) =
-            daemon::http(daemon.va, "GET", &format!("/crl/{name}.crl"), &[], b"");
-        assert_eq!(status, 200, "GET /crl/{name}.crl");
+        crl::serials_and_number(&self.served_crl_text(daemon, name))
+    }
+
+    /// `openssl crl -text` of the CRL `name` served by the daemon (kept as served-NAME.crl).
+    pub fn served_crl_text(&self, daemon: &daemon::Daemon, name: &str) -> String {
         let path = self.path(&format!("served-{name}.crl"));
-        std::fs::write(&path, &body).unwrap();
-        let (ok, text) = openssl(&[
-            "crl",
-            "-inform",
-            "DER",
-            "-in",
-            path.to_str().unwrap(),
-            "-noout",
-            "-text",
-        ]);
-        assert!(ok, "{text}");
-        let serials = text
-            .lines()
-            .filter_map(|l| l.trim().strip_prefix("Serial Number: "))
-            .map(|s| s.trim().to_ascii_uppercase())
-            .collect();
-        let number = text
-            .lines()
-            .skip_while(|l| !l.contains("X509v3 CRL Number"))
-            .nth(1)
-            .and_then(|l| l.trim().parse().ok())
-            .unwrap_or(0);
-        (serials, number)
+        crl::fetch(daemon, &format!("/crl/{name}.crl"), &path);
+        crl::text(&path, None)
+    }
+
+    /// `sceau revoke` of `certificate` for `reason`, which must succeed: its output.
+    pub fn revoke(&self, certificate: &Path, reason: &str) -> String {
+        self.revoke_with(certificate, reason, &[])
+    }
+
+    /// The same with more options (`--invalidity-date DATE`).
+    pub fn revoke_with(&self, certificate: &Path, reason: &str, extra: &[&str]) -> String {
+        let serial = serial_of(certificate);
+        let mut args = vec!["revoke", "--serial", &serial, "--reason", reason];
+        args.extend_from_slice(extra);
+        self.sceau_ok(&args)
     }
 
     pub fn data_dir(&self) -> PathBuf {
@@ -353,6 +336,13 @@ impl Pki {
             String::from_utf8_lossy(&out.stderr)
         );
         String::from_utf8(out.stdout).unwrap()
+    }
+
+    /// Runs sceau, which must fail: its standard error.
+    pub fn sceau_fails(&self, args: &[&str]) -> String {
+        let out = self.sceau(args);
+        assert!(!out.status.success(), "sceau {args:?} succeeded");
+        String::from_utf8_lossy(&out.stderr).into_owned()
     }
 
     pub fn init(&self) {
@@ -470,21 +460,12 @@ impl KeyKind {
 pub fn make_csr(dir: &Path, name: &str, key: KeyKind, subject: &str) -> PathBuf {
     let csr = dir.join(format!("{name}.csr"));
     let key_path = dir.join(format!("{name}.key"));
-    let out = Command::new("openssl")
-        .arg("req")
-        .arg("-new")
-        .args(key.openssl_args())
-        .args(["-nodes", "-utf8", "-subj", &format!("{ORG}{subject}")])
-        .arg("-keyout")
-        .arg(&key_path)
-        .arg("-out")
-        .arg(&csr)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "openssl req: {}",
-        String::from_utf8_lossy(&out.stderr)
+    let mut req = Command::new("openssl");
+    req.args(["req", "-new"]).args(key.openssl_args());
+    req.args(["-nodes", "-utf8", "-subj", &format!("{ORG}{subject}")]);
+    run_ok(
+        req.arg("-keyout").arg(&key_path).arg("-out").arg(&csr),
+        "openssl req",
     );
     csr
 }
@@ -492,9 +473,85 @@ pub fn make_csr(dir: &Path, name: &str, key: KeyKind, subject: &str) -> PathBuf 
 /// Runs openssl; returns (success, stdout + stderr).
 pub fn openssl(args: &[&str]) -> (bool, String) {
     let out = Command::new("openssl").args(args).output().unwrap();
+    (out.status.success(), all_output(&out))
+}
+
+/// Runs `command`, which must succeed (else panics naming `what`, with its standard error):
+/// its standard output.
+pub fn run_ok(command: &mut Command, what: &str) -> String {
+    let out = command.output().unwrap();
+    assert!(
+        out.status.success(),
+        "{what}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
+/// What a process printed: its standard output, then its standard error.
+pub fn all_output(out: &Output) -> String {
     let mut text = String::from_utf8_lossy(&out.stdout).into_owned();
     text.push_str(&String::from_utf8_lossy(&out.stderr));
-    (out.status.success(), text)
+    text
+}
+
+/// `date -u -d WHEN` as RFC 3339 (`WHEN` as date(1) reads it: "now", "+25 days", a date...).
+pub fn date(when: &str) -> String {
+    let mut date = Command::new("date");
+    date.args(["-u", "-d", when, "+%Y-%m-%dT%H:%M:%SZ"]);
+    run_ok(&mut date, &format!("date -d {when:?}"))
+        .trim()
+        .to_owned()
+}
+
+/// A new SoftHSM2 token `label` (SO PIN `so_pin`, user PIN `pin`) in the folder `tokens` beside
+/// the configuration file `conf`, which this writes: what softhsm2-util did.
+pub fn softhsm_token(conf: &Path, label: &str, so_pin: &str, pin: &str) -> Output {
+    let tokens = conf.with_file_name("tokens");
+    std::fs::create_dir_all(&tokens).unwrap();
+    std::fs::write(
+        conf,
+        format!(
+            "directories.tokendir = {}\nobjectstore.backend = file\nlog.level = ERROR\nslots.removable = false\n",
+            tokens.display()
+        ),
+    )
+    .unwrap();
+    Command::new("softhsm2-util")
+        .env("SOFTHSM2_CONF", conf)
+        .args([
+            "--init-token",
+            "--free",
+            "--label",
+            label,
+            "--so-pin",
+            so_pin,
+        ])
+        .args(["--pin", pin])
+        .output()
+        .expect("softhsm2-util (apt-get install softhsm2)")
+}
+
+/// `openssl ocsp -respin RESPONSE` about `certificate` of the issuing CA, verified against the
+/// CA files in `certs` (ac-agents.pem, racine.pem, ocsp-ac-agents.pem) and `extra`: (success,
+/// output).
+pub fn read_ocsp_response(
+    response: &Path,
+    certificate: &Path,
+    certs: &Path,
+    extra: &[&str],
+) -> (bool, String) {
+    let file = |name: &str| certs.join(name).to_str().unwrap().to_owned();
+    let (issuer, root, responder) = (
+        file("ac-agents.pem"),
+        file("racine.pem"),
+        file("ocsp-ac-agents.pem"),
+    );
+    let mut args = vec!["ocsp", "-respin", response.to_str().unwrap()];
+    args.extend_from_slice(extra);
+    args.extend(["-issuer", &issuer, "-cert", certificate.to_str().unwrap()]);
+    args.extend(["-CAfile", &root, "-VAfile", &responder]);
+    openssl(&args)
 }
 
 /// `openssl verify -x509_strict` of `certificate` against the PEM files in `trust`.
@@ -532,17 +589,4 @@ pub fn split_pem(dir: &Path, name: &str, pem: &str) -> Vec<PathBuf> {
         files.push(path);
     }
     files
-}
-
-/// The serial of a PEM certificate, as `openssl x509 -serial` prints it.
-pub fn serial_of(certificate: &Path) -> String {
-    let (ok, text) = openssl(&[
-        "x509",
-        "-in",
-        certificate.to_str().unwrap(),
-        "-noout",
-        "-serial",
-    ]);
-    assert!(ok, "{text}");
-    text.trim().trim_start_matches("serial=").to_owned()
 }

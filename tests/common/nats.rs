@@ -102,3 +102,19 @@ impl Drop for NatsServer {
         self.kill();
     }
 }
+
+/// One nats-server (its files in the temporary directory) and a CA daemon publishing to it.
+pub fn ca_with_engine() -> (
+    tempfile::TempDir,
+    NatsServer,
+    super::Pki,
+    super::daemon::Daemon,
+) {
+    let dir = tempfile::tempdir().unwrap();
+    let nats = NatsServer::start(&dir.path().join("nats"));
+    let pki = super::Pki::new(super::Keys::EC);
+    pki.enable_nats(&[nats.url()], 1);
+    pki.init();
+    let daemon = super::daemon::Daemon::start(&pki);
+    (dir, nats, pki, daemon)
+}
