@@ -134,20 +134,8 @@ fn events_of(ra: &Ra, kind: &str) -> Vec<serde_json::Value> {
 fn a_revocation_at_a_date_runs_on_time_and_survives_a_crash() {
     let ra = Ra::start();
     let team = team(&ra);
-    let leaver = card_through_ra(
-        &ra,
-        (&team.oc, &team.aed),
-        "leaver",
-        ("agent-leaver", "card-leaver"),
-        ("Luc", "LEGRAND"),
-    );
-    let stayer = card_through_ra(
-        &ra,
-        (&team.oc, &team.aed),
-        "stayer",
-        ("agent-stayer", "card-stayer"),
-        ("Sara", "SIMON"),
-    );
+    let leaver = card_through_ra(&ra, (&team.oc, &team.aed), "leaver", ("Luc", "LEGRAND"));
+    let stayer = card_through_ra(&ra, (&team.oc, &team.aed), "stayer", ("Sara", "SIMON"));
     // An OC of another unit: no card of this team's scope is its business.
     let outsider = ra.operator("outsider", "Omar", "OUTIS", &["DAP"]);
     let dap = scope(&["DAP"], BOTH);
@@ -182,17 +170,9 @@ fn a_revocation_at_a_date_runs_on_time_and_survives_a_crash() {
     // Listed in scope only.
     let listed = ra.get(&team.aed, "/ra/v1/revocations/scheduled");
     assert_eq!(listed.0, 200);
-    assert_eq!(
-        listed.1["scheduled"].as_array().map(Vec::len),
-        Some(2),
-        "{listed:?}"
-    );
+    assert_eq!(list_len(&listed, "scheduled"), Some(2), "{listed:?}");
     let hidden = ra.get(&outsider, "/ra/v1/revocations/scheduled");
-    assert_eq!(
-        hidden.1["scheduled"].as_array().map(Vec::len),
-        Some(0),
-        "{hidden:?}"
-    );
+    assert_eq!(list_len(&hidden, "scheduled"), Some(0), "{hidden:?}");
 
     // Cancelled by an operator in scope only.
     let cancel = |op: &Op, id: &str| {
@@ -253,11 +233,7 @@ fn a_revocation_at_a_date_runs_on_time_and_survives_a_crash() {
             .contains(": good")
     );
     let listed = ra.get(&team.aed, "/ra/v1/revocations/scheduled");
-    assert_eq!(
-        listed.1["scheduled"].as_array().map(Vec::len),
-        Some(0),
-        "{listed:?}"
-    );
+    assert_eq!(list_len(&listed, "scheduled"), Some(0), "{listed:?}");
 
     // A time already past revokes now.
     let (_, now) = schedule(&team.oc, "card-stayer", &in_seconds(-60));
@@ -266,13 +242,7 @@ fn a_revocation_at_a_date_runs_on_time_and_survives_a_crash() {
 
     // Security staff, on the CA host: scheduled through the running daemon, which is then
     // killed; the time passes while it is down; it revokes before it says ready.
-    let third = card_through_ra(
-        &ra,
-        (&team.oc, &team.aed),
-        "third",
-        ("agent-third", "card-third"),
-        ("Theo", "TESSIER"),
-    );
+    let third = card_through_ra(&ra, (&team.oc, &team.aed), "third", ("Theo", "TESSIER"));
     let answer = ra
         .pki
         .sceau_ok(&["revoke", "--card", "card-third", "--at", &in_seconds(3)]);
@@ -286,12 +256,7 @@ fn a_revocation_at_a_date_runs_on_time_and_survives_a_crash() {
         .to_owned();
     assert_refused(&cancel(&team.aed, &staff_id), 403, "role-not-allowed");
     let Ra { pki, daemon } = ra;
-    let killed = std::process::Command::new("kill")
-        .args(["-9", &daemon.pid().to_string()])
-        .status()
-        .unwrap();
-    assert!(killed.success());
-    drop(daemon);
+    daemon.kill_9();
     std::thread::sleep(std::time::Duration::from_secs(4));
     let daemon = common::daemon::Daemon::start(&pki);
     // The first answer after the ready line already says revoked.
@@ -351,20 +316,8 @@ fn a_holder_manages_her_own_card_and_nothing_else() {
         aed: op_from_demo(&ra, "aed"),
         oc: op_from_demo(&ra, "oc"),
     };
-    let gina = card_through_ra(
-        &ra,
-        (&team.oc, &team.aed),
-        "gina",
-        ("agent-gina", "card-gina"),
-        ("Gina", "GAUTHIER"),
-    );
-    let hugo = card_through_ra(
-        &ra,
-        (&team.oc, &team.aed),
-        "hugo",
-        ("agent-hugo", "card-hugo"),
-        ("Hugo", "HAMON"),
-    );
+    let gina = card_through_ra(&ra, (&team.oc, &team.aed), "gina", ("Gina", "GAUTHIER"));
+    let hugo = card_through_ra(&ra, (&team.oc, &team.aed), "hugo", ("Hugo", "HAMON"));
     // Garbage on the new entry points: protocol answers, nothing changed.
     let garbage = ra.pki.path("garbage.bin");
     std::fs::write(&garbage, b"\x30\x82\xff\xff not a CMS").unwrap();

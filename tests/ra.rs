@@ -2,7 +2,7 @@
 //! whose keys OpenSSL made, requests signed by `openssl cms` and sent by `curl` over mutual TLS.
 mod common;
 
-use std::process::Command;
+use std::path::Path;
 
 use common::daemon::Daemon;
 use common::openssl;
@@ -53,57 +53,39 @@ fn the_authorization_matrix_holds_and_refusals_change_nothing() {
 
     let all = scope(&[], BOTH);
     let dap = scope(&["DAP"], BOTH);
-    // Designation follows the hierarchy, and scopes only narrow.
-    assert_refused(
-        &designate(&ra, &ae, &oc, "OC", &all),
-        403,
-        "role-not-allowed",
-    );
-    assert_eq!(designate(&ra, &ae, &aec, "AEC", &all).0, 201);
-    assert_refused(
-        &designate(&ra, &aec, &aec, "AEC", &all),
-        403,
-        "role-not-allowed",
-    );
-    assert_eq!(designate(&ra, &aec, &aed, "AED", &all).0, 201);
-    assert_eq!(designate(&ra, &aec, &aed2, "AED", &all).0, 201);
-    assert_eq!(designate(&ra, &aec, &aed_dap, "AED", &dap).0, 201);
-    assert_eq!(designate(&ra, &aed, &oc, "OC", &all).0, 201);
-    assert_refused(
-        &designate(&ra, &aed_dap, &oc_dap, "OC", &all),
-        403,
-        "scope-widening",
-    );
-    assert_eq!(designate(&ra, &aed_dap, &oc_dap, "OC", &dap).0, 201);
-    assert_eq!(
-        designate(
-            &ra,
+    // Designation follows the hierarchy, and scopes only narrow; the same operator twice is
+    // refused. Each: (designator, designee, role, scope, refusal if any).
+    let auth_only = scope(&[], r#""policies":["justice-auth"]"#);
+    let forbidden = Some((403, "role-not-allowed"));
+    for (by, whom, role, scope, refusal) in [
+        (&ae, &oc, "OC", &all, forbidden),
+        (&ae, &aec, "AEC", &all, None),
+        (&aec, &aec, "AEC", &all, forbidden),
+        (&aec, &aed, "AED", &all, None),
+        (&aec, &aed2, "AED", &all, None),
+        (&aec, &aed_dap, "AED", &dap, None),
+        (&aed, &oc, "OC", &all, None),
+        (&aed_dap, &oc_dap, "OC", &all, Some((403, "scope-widening"))),
+        (&aed_dap, &oc_dap, "OC", &dap, None),
+        (&aed, &oc_auth, "OC", &auth_only, None),
+        (&oc, &stranger, "OC", &all, forbidden),
+        (
             &aed,
-            &oc_auth,
+            &oc,
             "OC",
-            &scope(&[], r#""policies":["justice-auth"]"#)
-        )
-        .0,
-        201
-    );
-    assert_refused(
-        &designate(&ra, &oc, &stranger, "OC", &all),
-        403,
-        "role-not-allowed",
-    );
-    // The same operator twice.
-    assert_refused(
-        &designate(&ra, &aed, &oc, "OC", &all),
-        409,
-        "person-already-operator",
-    );
+            &all,
+            Some((409, "person-already-operator")),
+        ),
+    ] {
+        let answer = designate(&ra, by, whom, role, scope);
+        match refusal {
+            None => assert_eq!(answer.0, 201, "{role} {}: {answer:?}", whom.name),
+            Some((status, rule)) => assert_refused(&answer, status, rule),
+        }
+    }
     // An unregistered client certificate.
-    assert_refused(
-        &ra.get(&stranger, "/ra/v1/operators/me"),
-        403,
-        "unknown-operator",
-    );
-    let me = ra.get(&aed, "/ra/v1/operators/me");
+    assert_refused(&ra.me(&stranger), 403, "unknown-operator");
+    let me = ra.me(&aed);
     assert_eq!(me.0, 200);
     assert_eq!(me.1["role"], "AED");
 
@@ -130,24 +112,7 @@ fn the_authorization_matrix_holds_and_refusals_change_nothing() {
     // A policy violation is refused at submission, naming the rule.
     let bad = {
         // No givenName: RGS A4 VII.2 and EN 319 412-2 NAT-4.2.4-1 want GN and SN.
-        let auth = pki.csr(
-            "bad-auth",
-            common::KeyKind::P256,
-            "/SN=MARTIN/CN=Paul MARTIN",
-        );
-        let sign = pki.csr(
-            "bad-sign",
-            common::KeyKind::P256,
-            "/SN=MARTIN/CN=Paul MARTIN",
-        );
-        let (_, json) = doc(
-            "submit",
-            &format!(
-                r#""holder":"h-bad","authentication_csr":{},"signature_csr":{}"#,
-                json_string(&std::fs::read_to_string(auth).unwrap()),
-                json_string(&std::fs::read_to_string(sign).unwrap())
-            ),
-        );
+        let (_, json) = submit_doc_for(&ra, "h-bad", "/SN=MARTIN/CN=Paul MARTIN");
         ra.post(&oc, "/ra/v1/requests", &json)
     };
     assert_refused(&bad, 422, "policy-violation");
@@ -174,17 +139,9 @@ fn the_authorization_matrix_holds_and_refusals_change_nothing() {
         "action-mismatch",
     );
     // CMS signer different from the TLS client.
-    let (_, json) = doc("approve", &format!(r#""request":"{by_oc}""#));
-    assert_refused(
-        &ra.post_as(
-            &aed,
-            &aed2,
-            &format!("/ra/v1/requests/{by_oc}/approve"),
-            &json,
-        ),
-        403,
-        "signer-not-client",
-    );
+    let aed2_signs = (aed2.sign_cert.as_path(), aed2.sign_key.as_path());
+    let answer = decide_signed(&ra, &aed, aed2_signs, &by_oc, "approve");
+    assert_refused(&answer, 403, "signer-not-client");
     // Approval by a different AED issues both certificates.
     let (_, json) = doc("approve", &format!(r#""request":"{by_oc}""#));
     let path = format!("/ra/v1/requests/{by_oc}/approve");
@@ -224,11 +181,7 @@ fn the_authorization_matrix_holds_and_refusals_change_nothing() {
 
     // Expiring soon: the two new cards' certificates are within 3 years + a day, not 30 days.
     let soon = ra.get(&aed, "/ra/v1/certificates/expiring?days=30");
-    assert_eq!(
-        soon.1["certificates"].as_array().map(Vec::len),
-        Some(0),
-        "{soon:?}"
-    );
+    assert_eq!(list_len(&soon, "certificates"), Some(0), "{soon:?}");
     let later = ra.get(&aed, "/ra/v1/certificates/expiring?days=1100");
     assert!(
         later.1["certificates"]
@@ -267,32 +220,15 @@ fn the_authorization_matrix_holds_and_refusals_change_nothing() {
     assert_refused(&revoke_card(&ra, &ae, &card_one), 409, "already-revoked");
 
     // Withdrawal: only from above, and it cascades.
-    let (_, json) = doc("withdraw", &format!(r#""operator":"{}""#, aed.id));
-    assert_refused(
-        &ra.post(&oc, &format!("/ra/v1/operators/{}/withdraw", aed.id), &json),
-        404,
-        "not-found",
-    );
-    let (_, json) = doc(
-        "withdraw",
-        &format!(r#""operator":"{}","reason":"left""#, aed.id),
-    );
-    let withdrawn = ra.post(
-        &aec,
-        &format!("/ra/v1/operators/{}/withdraw", aed.id),
-        &json,
-    );
+    assert_refused(&withdraw(&ra, &oc, &aed.id, None), 404, "not-found");
+    let withdrawn = withdraw(&ra, &aec, &aed.id, Some("left"));
     assert_eq!(withdrawn.0, 200, "{withdrawn:?}");
     let ids = withdrawn.1["withdrawn"].as_array().unwrap();
     assert!(
         ids.iter().any(|i| i == &aed.id) && ids.iter().any(|i| i == &oc.id),
         "{withdrawn:?}"
     );
-    assert_refused(
-        &ra.get(&oc, "/ra/v1/operators/me"),
-        403,
-        "operator-withdrawn",
-    );
+    assert_refused(&ra.me(&oc), 403, "operator-withdrawn");
     assert_refused(
         &submit(&ra, &aed, "h-late", &[]).1,
         403,
@@ -302,11 +238,7 @@ fn the_authorization_matrix_holds_and_refusals_change_nothing() {
     // A revoked operator certificate: refused at once.
     let serial = common::serial_of(&aed2.cert);
     pki.sceau_ok(&["revoke", "--serial", &serial, "--reason", "key-compromise"]);
-    assert_refused(
-        &ra.get(&aed2, "/ra/v1/operators/me"),
-        403,
-        "operator-certificate-revoked",
-    );
+    assert_refused(&ra.me(&aed2), 403, "operator-certificate-revoked");
 
     // Garbage, the wrong media type, a stale time.
     let garbage = pki.path("garbage.bin");
@@ -322,22 +254,16 @@ fn the_authorization_matrix_holds_and_refusals_change_nothing() {
         400,
         "request-time-outside-window",
     );
-    let plain = Command::new("curl")
-        .args(["-s", "-o", "/dev/null", "-w", "%{http_code}", "--cacert"])
-        .arg(pki.path("ra-tls.pem"))
-        .arg("--cert")
-        .arg(&aec.cert)
-        .arg("--key")
-        .arg(&aec.key)
+    let plain = ra
+        .curl_command(Some(&aec), Path::new("/dev/null"))
         .args(["-H", "Content-Type: application/json", "--data", "{}"])
         .arg(ra.url("/ra/v1/requests"))
         .output()
         .unwrap();
     assert_eq!(String::from_utf8_lossy(&plain.stdout), "415");
     // Without a client certificate there is no TLS session at all.
-    let anonymous = Command::new("curl")
-        .args(["-s", "-o", "/dev/null", "-w", "%{http_code}", "--cacert"])
-        .arg(pki.path("ra-tls.pem"))
+    let anonymous = ra
+        .curl_command(None, Path::new("/dev/null"))
         .arg(ra.url("/ra/v1/operators/me"))
         .output()
         .unwrap();
@@ -350,33 +276,11 @@ fn the_authorization_matrix_holds_and_refusals_change_nothing() {
     // An expired operator certificate: the same daemon, its clock moved past the AEC's card.
     let Ra { pki, daemon } = ra;
     assert!(daemon_stop(daemon).success());
-    let (_, not_after) = openssl(&[
-        "x509",
-        "-noout",
-        "-enddate",
-        "-in",
-        aec.cert.to_str().unwrap(),
-    ]);
-    let after_expiry = {
-        let when = not_after.trim().trim_start_matches("notAfter=").to_owned();
-        let out = Command::new("date")
-            .args([
-                "-u",
-                "-d",
-                &format!("{when} + 1 day"),
-                "+%Y-%m-%dT%H:%M:%SZ",
-            ])
-            .output()
-            .unwrap();
-        String::from_utf8_lossy(&out.stdout).trim().to_owned()
-    };
+    let not_after = common::x509::not_after(&aec.cert);
+    let after_expiry = common::date(&format!("{not_after} + 1 day"));
     let daemon = Daemon::start_with_env(&pki, &[("SCEAU_NOW", &after_expiry)]);
     let later = Ra { pki, daemon };
-    assert_refused(
-        &later.get(&aec, "/ra/v1/operators/me"),
-        403,
-        "operator-certificate-expired",
-    );
+    assert_refused(&later.me(&aec), 403, "operator-certificate-expired");
     let Ra { pki, daemon } = later;
     assert!(daemon_stop(daemon).success());
 
@@ -384,10 +288,7 @@ fn the_authorization_matrix_holds_and_refusals_change_nothing() {
     // only in request_refused events, and the chain verifies.
     let events = audit_events(&pki);
     // Each refusal is written, or counted with the refusals of its kind by its client.
-    let refused = events
-        .iter()
-        .filter(|e| e["event"] == "request_refused")
-        .count()
+    let refused = count(&events, "request_refused")
         + events
             .iter()
             .filter(|e| e["event"] == "requests_refused_repeatedly")
@@ -405,10 +306,7 @@ fn the_authorization_matrix_holds_and_refusals_change_nothing() {
             assert_ne!(event["holder"], "h-late");
         }
     }
-    let designated = events
-        .iter()
-        .filter(|e| e["event"] == "operator_designated")
-        .count();
+    let designated = count(&events, "operator_designated");
     assert_eq!(designated, 8, "bootstrap + 7 designations");
     assert!(
         pki.sceau_ok(&["audit", "verify"])
@@ -424,8 +322,7 @@ fn daemon_stop(daemon: Daemon) -> std::process::ExitStatus {
 #[test]
 fn audit_verify_checks_checkpoints_and_names_a_changed_entry() {
     let ra = Ra::start();
-    let op = ra.operator("ae", "Alice", "AUBERT", &[]);
-    ra.pki.sceau_ok(&["ra", "bootstrap", "--card", &op.id]);
+    let [_ae] = chain(&ra);
     // A checkpoint through the daemon, signed by the audit key in the HSM.
     let answer = ra.pki.sceau_ok(&["audit", "checkpoint"]);
     assert!(answer.contains("\"checkpoint\""), "{answer}");
@@ -438,9 +335,8 @@ fn audit_verify_checks_checkpoints_and_names_a_changed_entry() {
     assert!(entries > 5);
 
     // Change one byte of entry 3 (in its JSON body): verification names entry 3.
-    let config = sceau::config::Config::load(&pki.config).unwrap();
     {
-        let store = sceau::store::Store::open(&config.store_dir()).unwrap();
+        let store = open_store(&pki);
         let mut stored = store
             .get::<sceau::store::schema::Audit>(&3)
             .unwrap()
@@ -451,9 +347,7 @@ fn audit_verify_checks_checkpoints_and_names_a_changed_entry() {
             .write_derived::<sceau::store::schema::Audit>(&[(3, Some(stored))])
             .unwrap();
     }
-    let out = pki.sceau(&["audit", "verify"]);
-    assert!(!out.status.success());
-    let text = String::from_utf8_lossy(&out.stderr);
+    let text = pki.sceau_fails(&["audit", "verify"]);
     assert!(text.contains("audit entry 3 is bad"), "{text}");
 
     // The daemon started on the changed log checks it at once and refuses, loudly, to vouch
@@ -477,10 +371,7 @@ fn audit_verify_checks_checkpoints_and_names_a_changed_entry() {
     let refused = pki.sceau(&["audit", "checkpoint"]);
     assert!(!refused.status.success());
     assert!(daemon.stop().success());
-    let (_, store_entries) = {
-        let store = sceau::store::Store::open(&config.store_dir()).unwrap();
-        ((), store.audit_head().seq)
-    };
+    let store_entries = open_store(&pki).audit_head().seq;
     assert_eq!(
         store_entries, entries_before,
         "nothing was signed over the broken chain"
@@ -489,9 +380,8 @@ fn audit_verify_checks_checkpoints_and_names_a_changed_entry() {
     // Rewriting the chain from there on (hashes recomputed) still fails: the checkpoint's
     // signature vouches for the original hash.
     {
-        let store = sceau::store::Store::open(&config.store_dir()).unwrap();
-        let rows: Vec<(u64, Vec<u8>)> =
-            store.audit_entries().unwrap().map(|r| r.unwrap()).collect();
+        let store = open_store(&pki);
+        let rows = audit_rows(&store);
         let mut previous = [0u8; 32];
         let mut rewritten = Vec::new();
         for (seq, stored) in rows {
@@ -510,16 +400,30 @@ fn audit_verify_checks_checkpoints_and_names_a_changed_entry() {
         store
             .write_derived::<sceau::store::schema::Audit>(&rewritten)
             .unwrap();
-        let mut head = head_seq.to_be_bytes().to_vec();
-        head.extend_from_slice(&previous);
-        store
-            .write_derived::<sceau::store::schema::Meta>(&[("audit-head".to_owned(), Some(head))])
-            .unwrap();
+        set_audit_head(&store, head_seq, &previous);
     }
-    let out = pki.sceau(&["audit", "verify"]);
-    assert!(!out.status.success());
-    let text = String::from_utf8_lossy(&out.stderr);
+    let text = pki.sceau_fails(&["audit", "verify"]);
     assert!(text.contains("vouches for a hash"), "{text}");
+}
+
+/// The store of a stopped daemon, opened as the CLI does.
+fn open_store(pki: &common::Pki) -> sceau::store::Store {
+    let config = sceau::config::Config::load(&pki.config).unwrap();
+    sceau::store::Store::open(&config.store_dir()).unwrap()
+}
+
+/// Every audit entry as stored: (sequence number, hash and body).
+fn audit_rows(store: &sceau::store::Store) -> Vec<(u64, Vec<u8>)> {
+    store.audit_entries().unwrap().map(|r| r.unwrap()).collect()
+}
+
+/// Writes the audit chain's head: its last sequence number and hash.
+fn set_audit_head(store: &sceau::store::Store, seq: u64, hash: &[u8]) {
+    let mut head = seq.to_be_bytes().to_vec();
+    head.extend_from_slice(hash);
+    store
+        .write_derived::<sceau::store::schema::Meta>(&[("audit-head".to_owned(), Some(head))])
+        .unwrap();
 }
 
 fn hex_lower(bytes: &[u8]) -> String {
@@ -533,29 +437,19 @@ fn hex_lower(bytes: &[u8]) -> String {
 fn operators_with_cards_of_a_new_issuing_ca_are_trusted_after_a_rollover() {
     let ra = Ra::start();
     let pki = &ra.pki;
-    let ae = ra.operator("ae", "Alice", "AUBERT", &[]);
-    pki.sceau_ok(&["ra", "bootstrap", "--card", &ae.id]);
+    let [ae] = chain(&ra);
     let rotated: serde_json::Value =
         serde_json::from_str(&pki.sceau_ok(&["ca", "rotate"])).unwrap();
     assert_eq!(rotated["issuing"], "ac-agents-2", "{rotated}");
     let aec = ra.operator("aec", "Bruno", "CARON", &[]);
-    let (ok, issuer) = openssl(&[
-        "x509",
-        "-in",
-        aec.cert.to_str().unwrap(),
-        "-noout",
-        "-issuer",
-    ]);
-    assert!(
-        ok && issuer.trim_end().ends_with("AC AGENTS TEST 2"),
-        "{issuer}"
-    );
+    let issuer = common::x509::issuer(&aec.cert);
+    assert!(issuer.ends_with("AC AGENTS TEST 2"), "{issuer}");
 
     assert_eq!(designate(&ra, &ae, &aec, "AEC", &scope(&[], BOTH)).0, 201);
-    let me = ra.get(&aec, "/ra/v1/operators/me");
+    let me = ra.me(&aec);
     assert_eq!(me.0, 200, "{me:?}");
     assert_eq!(me.1["role"], "AEC");
-    assert_eq!(ra.get(&ae, "/ra/v1/operators/me").0, 200);
+    assert_eq!(ra.me(&ae).0, 200);
     assert!(daemon_stop(ra.daemon).success());
 }
 
@@ -587,12 +481,7 @@ fn an_approval_killed_after_the_card_is_stored_leaves_the_request_issued() {
     assert_eq!(state["state"], "issued", "{state}");
     // The card is there and answered "good"; approving again is refused as not pending and
     // changes nothing (it used to mark the request failed).
-    let path = ra.pki.path("crash-auth.pem");
-    std::fs::write(
-        &path,
-        state["authentication"]["certificate"].as_str().unwrap(),
-    )
-    .unwrap();
+    let path = ra.save_certificate(&state, "authentication", "crash-auth.pem");
     assert!(ra.pki.ocsp_status(&ra.daemon, &path).contains(": good"));
     assert_refused(
         &decide(&ra, &aed, &request, "approve"),
@@ -611,43 +500,20 @@ fn an_approval_killed_after_the_card_is_stored_leaves_the_request_issued() {
 fn a_card_is_renewed_today() {
     let ra = Ra::start();
     let Team { aed, oc, .. } = team(&ra);
-    let (request, answer) = submit(&ra, &oc, "h-renew", &[]);
-    assert_eq!(answer.0, 201, "{answer:?}");
-    let (status, issued) = decide(&ra, &aed, &request, "approve");
-    assert_eq!(status, 200, "{issued}");
+    let issued = approved(&ra, (&oc, &aed), "h-renew", &[]);
     let card = issued["card"].as_str().unwrap().to_owned();
-    let old = ra.pki.path("renew-old-auth.pem");
-    std::fs::write(
-        &old,
-        issued["authentication"]["certificate"].as_str().unwrap(),
-    )
-    .unwrap();
+    let old = ra.save_certificate(&issued, "authentication", "renew-old-auth.pem");
 
     // New keys for the same holder (same subject), submitted by the OC, approved by the AED.
     let subject = "/GN=Agent/SN=HRENEW/CN=Agent HRENEW";
-    let auth = ra.pki.csr("renew-auth", common::KeyKind::P256, subject);
-    let sign = ra.pki.csr("renew-sign", common::KeyKind::P256, subject);
-    let (renewal, json) = doc(
-        "renew",
-        &format!(
-            r#""card":"{card}","authentication_csr":{},"signature_csr":{}"#,
-            json_string(&std::fs::read_to_string(auth).unwrap()),
-            json_string(&std::fs::read_to_string(sign).unwrap())
-        ),
-    );
-    let submitted = ra.post(&oc, &format!("/ra/v1/cards/{card}/renew"), &json);
+    let (renewal, submitted) = renew(&ra, &oc, &card, "renew", subject);
     assert_eq!(submitted.0, 201, "{submitted:?}");
     let (status, renewed) = decide(&ra, &aed, &renewal, "approve");
     assert_eq!(
         status, 200,
         "the renewal of a card in scope today: {renewed}"
     );
-    let new = ra.pki.path("renew-new-auth.pem");
-    std::fs::write(
-        &new,
-        renewed["authentication"]["certificate"].as_str().unwrap(),
-    )
-    .unwrap();
+    let new = ra.save_certificate(&renewed, "authentication", "renew-new-auth.pem");
     assert!(ra.pki.ocsp_status(&ra.daemon, &new).contains(": good"));
     assert!(ra.pki.ocsp_status(&ra.daemon, &old).contains(": revoked"));
 }
@@ -657,21 +523,10 @@ fn a_card_is_renewed_today() {
 #[test]
 fn a_withdrawn_operator_does_not_come_back_through_a_peer() {
     let ra = Ra::start();
-    let ae = ra.operator("ae", "Alice", "AUBERT", &[]);
-    let aec = ra.operator("aec", "Bruno", "CARON", &[]);
-    let aed = ra.operator("aed", "Chloe", "DURAND", &[]);
-    let peer = ra.operator("peer", "Denis", "FAURE", &[]);
-    ra.pki.sceau_ok(&["ra", "bootstrap", "--card", &ae.id]);
+    let [_, aec, aed] = chain(&ra);
     let all = scope(&[], BOTH);
-    assert_eq!(designate(&ra, &ae, &aec, "AEC", &all).0, 201);
-    assert_eq!(designate(&ra, &aec, &aed, "AED", &all).0, 201);
-    assert_eq!(designate(&ra, &aec, &peer, "AED", &all).0, 201);
-    let (_, json) = doc("withdraw", &format!(r#""operator":"{}""#, aed.id));
-    let withdrawn = ra.post(
-        &aec,
-        &format!("/ra/v1/operators/{}/withdraw", aed.id),
-        &json,
-    );
+    let peer = designated(&ra, &aec, "AED", &all, ("peer", "Denis", "FAURE", &[]));
+    let withdrawn = withdraw(&ra, &aec, &aed.id, None);
     assert_eq!(withdrawn.0, 200, "{withdrawn:?}");
 
     assert_refused(
@@ -679,14 +534,10 @@ fn a_withdrawn_operator_does_not_come_back_through_a_peer() {
         403,
         "withdrawal-stands",
     );
-    assert_refused(
-        &ra.get(&aed, "/ra/v1/operators/me"),
-        403,
-        "operator-withdrawn",
-    );
+    assert_refused(&ra.me(&aed), 403, "operator-withdrawn");
     // The withdrawer's rank may undo it.
     assert_eq!(designate(&ra, &aec, &aed, "AED", &all).0, 201);
-    assert_eq!(ra.get(&aed, "/ra/v1/operators/me").0, 200);
+    assert_eq!(ra.me(&aed).0, 200);
 }
 
 /// A loose certificate of `policy` (no card) for the holder `holder` named `given SURNAME`.
@@ -723,13 +574,8 @@ fn loose_certificate(
 #[test]
 fn one_person_cannot_hold_two_operator_credentials() {
     let ra = Ra::start();
-    let ae = ra.operator("ae", "Alice", "AUBERT", &[]);
-    let aec = ra.operator("aec", "Bruno", "CARON", &[]);
-    let aed = ra.operator("aed", "Chloe", "DURAND", &[]);
-    ra.pki.sceau_ok(&["ra", "bootstrap", "--card", &ae.id]);
+    let [_, aec, aed] = chain(&ra);
     let all = scope(&[], BOTH);
-    assert_eq!(designate(&ra, &ae, &aec, "AEC", &all).0, 201);
-    assert_eq!(designate(&ra, &aec, &aed, "AED", &all).0, 201);
 
     // A loose certificate is designated by nobody: the request shape names a card.
     let signature = loose_certificate(
@@ -765,16 +611,7 @@ fn one_person_cannot_hold_two_operator_credentials() {
         "DURAND",
         &[],
     );
-    assert_refused(
-        &designate(&ra, &aed, &second, "AED", &all),
-        403,
-        "own-certificate",
-    );
-    assert_refused(
-        &designate(&ra, &aec, &second, "AED", &all),
-        409,
-        "person-already-operator",
-    );
+    assert_one_person(&ra, (&aed, "AED"), (&aec, "AED"), &second);
     // A loose authentication certificate of hers, and her second card, are no credentials.
     let loose = loose_certificate(
         &ra,
@@ -784,36 +621,20 @@ fn one_person_cannot_hold_two_operator_credentials() {
         "Chloe",
         "DURAND",
     );
-    assert_refused(
-        &ra.get(&loose, "/ra/v1/operators/me"),
-        403,
-        "unknown-operator",
-    );
-    assert_refused(
-        &ra.get(&second, "/ra/v1/operators/me"),
-        403,
-        "unknown-operator",
-    );
+    assert_refused(&ra.me(&loose), 403, "unknown-operator");
+    assert_refused(&ra.me(&second), 403, "unknown-operator");
     // Her second card's signature key does not sign for her first card.
     let (request, answer) = submit(&ra, &aed, "h-self", &[]);
     assert_eq!(answer.0, 201, "{answer:?}");
-    let (_, json) = doc("approve", &format!(r#""request":"{request}""#));
-    assert_refused(
-        &ra.post_as(
-            &aed,
-            &second,
-            &format!("/ra/v1/requests/{request}/approve"),
-            &json,
-        ),
-        403,
-        "signer-not-client",
-    );
+    let second_signs = (second.sign_cert.as_path(), second.sign_key.as_path());
+    let answer = decide_signed(&ra, &aed, second_signs, &request, "approve");
+    assert_refused(&answer, 403, "signer-not-client");
     assert_refused(
         &decide(&ra, &aed, &request, "approve"),
         403,
         "own-submission",
     );
-    assert_eq!(ra.get(&aed, "/ra/v1/operators/me").0, 200);
+    assert_eq!(ra.me(&aed).0, 200);
 }
 
 /// The convention's operators sign with their card's signature certificate, and only with it
@@ -825,23 +646,7 @@ fn an_operator_signs_with_their_card_and_keeps_the_role_across_its_renewal() {
     let Team { ae, aed, oc, .. } = team(&ra);
     // Signed with the authentication certificate (the TLS client's): refused, it proves
     // presence only (issue 18); the signature certificate signs.
-    let (_, json) = doc("submit", &{
-        let auth = ra.pki.csr(
-            "h-compat-auth",
-            common::KeyKind::P256,
-            "/GN=Agent/SN=COMPAT/CN=Agent COMPAT",
-        );
-        let sign = ra.pki.csr(
-            "h-compat-sign",
-            common::KeyKind::P256,
-            "/GN=Agent/SN=COMPAT/CN=Agent COMPAT",
-        );
-        format!(
-            r#""holder":"h-compat","authentication_csr":{},"signature_csr":{}"#,
-            json_string(&std::fs::read_to_string(auth).unwrap()),
-            json_string(&std::fs::read_to_string(sign).unwrap())
-        )
-    });
+    let (_, json) = submit_doc_for(&ra, "h-compat", "/GN=Agent/SN=COMPAT/CN=Agent COMPAT");
     let answer = ra.post_signed(&oc, (&oc.cert, &oc.key), "/ra/v1/requests", &json);
     assert_refused(&answer, 403, "signature-key-required");
     let answer = ra.post(&oc, "/ra/v1/requests", &json);
@@ -864,34 +669,15 @@ fn an_operator_signs_with_their_card_and_keeps_the_role_across_its_renewal() {
     assert_eq!(status, 200, "{issued}");
     let (status, issued) = ra.get(&ae, &format!("/ra/v1/requests/{request}"));
     assert_eq!(status, 200, "{issued}");
-    let renewed = {
-        let write = |name: &str, which: &str| {
-            let path = ra.pki.path(name);
-            std::fs::write(&path, issued[which]["certificate"].as_str().unwrap()).unwrap();
-            path
-        };
-        Op {
-            name: "oc-renewed".into(),
-            key: ra.pki.path("oc-renewed-auth.key"),
-            cert: write("oc-renewed-auth.pem", "authentication"),
-            sign_key: ra.pki.path("oc-renewed-sign.key"),
-            sign_cert: write("oc-renewed-sign.pem", "signature"),
-            holder: oc.holder.clone(),
-            id: oc.id.clone(),
-        }
-    };
-    let me = ra.get(&renewed, "/ra/v1/operators/me");
+    let renewed = ra.card_from(&issued, "oc-renewed", &oc.holder, &oc.id);
+    let me = ra.me(&renewed);
     assert_eq!(me.0, 200, "{me:?}");
     assert_eq!(me.1["role"], "OC");
     assert_eq!(me.1["operator"], oc.id.as_str());
     let (_, answer) = submit(&ra, &renewed, "h-after-renewal", &[]);
     assert_eq!(answer.0, 201, "{answer:?}");
     // The superseded certificates are no credential any more.
-    assert_refused(
-        &ra.get(&oc, "/ra/v1/operators/me"),
-        403,
-        "operator-certificate-revoked",
-    );
+    assert_refused(&ra.me(&oc), 403, "operator-certificate-revoked");
 }
 
 /// Issue 10 problem 3: operators of unit DAP cannot renew (and so supersede) a card of unit DSJ,
@@ -899,25 +685,10 @@ fn an_operator_signs_with_their_card_and_keeps_the_role_across_its_renewal() {
 #[test]
 fn a_renewal_is_scoped_by_the_card_it_replaces() {
     let ra = Ra::start();
-    let ae = ra.operator("ae", "Alice", "AUBERT", &[]);
-    let aec = ra.operator("aec", "Bruno", "CARON", &[]);
-    let aed = ra.operator("aed", "Chloe", "DURAND", &[]);
-    let oc = ra.operator("oc", "Eric", "GARNIER", &[]);
-    let aed_dap = ra.operator("aeddap", "Fanny", "HUET", &["DAP"]);
-    let oc_dap = ra.operator("ocdap", "Gilles", "JOLY", &["DAP"]);
-    ra.pki.sceau_ok(&["ra", "bootstrap", "--card", &ae.id]);
-    let all = scope(&[], BOTH);
-    let dap = scope(&["DAP"], BOTH);
-    assert_eq!(designate(&ra, &ae, &aec, "AEC", &all).0, 201);
-    assert_eq!(designate(&ra, &aec, &aed, "AED", &all).0, 201);
-    assert_eq!(designate(&ra, &aed, &oc, "OC", &all).0, 201);
-    assert_eq!(designate(&ra, &aec, &aed_dap, "AED", &dap).0, 201);
-    assert_eq!(designate(&ra, &aed_dap, &oc_dap, "OC", &dap).0, 201);
+    let Team { aec, aed, oc, .. } = team(&ra);
+    let [_aed_dap, oc_dap] = dap_branch(&ra, &aec);
     // A card of unit DSJ.
-    let (request, answer) = submit(&ra, &oc, "h-dsj", &["DSJ"]);
-    assert_eq!(answer.0, 201, "{answer:?}");
-    let (status, issued) = decide(&ra, &aed, &request, "approve");
-    assert_eq!(status, 200, "{issued}");
+    let issued = approved(&ra, (&oc, &aed), "h-dsj", &["DSJ"]);
     let card = issued["card"].as_str().unwrap().to_owned();
 
     // The DAP operators renew it for a DAP subject of their choosing: "no such card", like a
@@ -954,12 +725,7 @@ fn a_renewal_is_scoped_by_the_card_it_replaces() {
     );
     assert_refused(&answer, 409, "renewal-not-allowed");
     // The card is untouched: its certificates are still good.
-    let old = ra.pki.path("dsj-auth.pem");
-    std::fs::write(
-        &old,
-        issued["authentication"]["certificate"].as_str().unwrap(),
-    )
-    .unwrap();
+    let old = ra.save_certificate(&issued, "authentication", "dsj-auth.pem");
     assert!(ra.pki.ocsp_status(&ra.daemon, &old).contains(": good"));
     // The legitimate renewal works.
     let (renewal, answer) = renew(
@@ -987,54 +753,27 @@ fn the_ae_cannot_be_locked_out_from_below_and_can_be_replaced() {
 
     // The OC's scope covers the AE's name, but not its rank.
     let serial = common::serial_of(&ae.cert);
-    let (_, json) = doc(
-        "revoke",
-        &format!(r#""serial":"{serial}","reason":"affiliation-changed""#),
-    );
-    assert_refused(
-        &ra.post(&oc, "/ra/v1/revocations", &json),
-        403,
-        "role-not-allowed",
-    );
+    let fields = format!(r#""serial":"{serial}","reason":"affiliation-changed""#);
+    assert_refused(&revoke_with(&ra, &oc, &fields).1, 403, "role-not-allowed");
     assert!(ra.pki.ocsp_status(&ra.daemon, &ae.cert).contains(": good"));
-    assert_eq!(ra.get(&ae, "/ra/v1/operators/me").0, 200);
+    assert_eq!(ra.me(&ae).0, 200);
 
     // Nobody withdraws themselves (the bootstrapped AE has no designator); an alter ego can
     // be designated.
-    let (_, json) = doc("withdraw", &format!(r#""operator":"{}""#, ae.id));
-    assert_refused(
-        &ra.post(&ae, &format!("/ra/v1/operators/{}/withdraw", ae.id), &json),
-        404,
-        "not-found",
-    );
+    assert_refused(&withdraw(&ra, &ae, &ae.id, None), 404, "not-found");
     assert_eq!(designate(&ra, &ae, &alter, "AE", &all).0, 201);
-    assert_eq!(ra.get(&alter, "/ra/v1/operators/me").1["role"], "AE");
+    assert_eq!(ra.me(&alter).1["role"], "AE");
 
     // While an AE can act, security staff cannot bootstrap another; once none can (their cards
     // revoked on the CA host), they can, and it is audited.
     let refused = ra.pki.sceau(&["ra", "bootstrap", "--card", &spare.id]);
     assert!(!refused.status.success());
     for card in [&ae.cert, &alter.cert] {
-        ra.pki.sceau_ok(&[
-            "revoke",
-            "--serial",
-            &common::serial_of(card),
-            "--reason",
-            "affiliation-changed",
-        ]);
+        ra.pki.revoke(card, "affiliation-changed");
     }
     ra.pki.sceau_ok(&["ra", "bootstrap", "--card", &spare.id]);
-    assert_eq!(ra.get(&spare, "/ra/v1/operators/me").1["role"], "AE");
-    assert!(
-        designate(
-            &ra,
-            &spare,
-            &ra.operator("aec2", "Zoe", "NOUVELLE", &[]),
-            "AEC",
-            &all
-        )
-        .0 == 201
-    );
+    assert_eq!(ra.me(&spare).1["role"], "AE");
+    designated(&ra, &spare, "AEC", &all, ("aec2", "Zoe", "NOUVELLE", &[]));
 }
 
 /// Issue 10 problem 7: a holder's card (no operator) calling the RA 300 times: the rate limit
@@ -1046,9 +785,7 @@ fn a_flood_from_a_non_operator_is_rate_limited_before_it_costs_anything() {
     let holder = ra.operator("holder", "Henri", "PORTEUR", &[]);
     let mut statuses = std::collections::BTreeMap::new();
     for _ in 0..300 {
-        *statuses
-            .entry(ra.get(&holder, "/ra/v1/operators/me").0)
-            .or_insert(0) += 1;
+        *statuses.entry(ra.me(&holder).0).or_insert(0) += 1;
     }
     assert!(
         statuses.get(&429).copied().unwrap_or(0) >= 280,
@@ -1064,10 +801,7 @@ fn a_flood_from_a_non_operator_is_rate_limited_before_it_costs_anything() {
     // The 403s that passed the limiter are one kind of refusal from one client: the first is
     // written, the others counted in one event when the daemon stopped.
     let events = audit_events(&pki);
-    let refused = events
-        .iter()
-        .filter(|e| e["event"] == "request_refused")
-        .count();
+    let refused = count(&events, "request_refused");
     let repeated: Vec<_> = events
         .iter()
         .filter(|e| e["event"] == "requests_refused_repeatedly")
@@ -1085,25 +819,11 @@ fn a_flood_from_a_non_operator_is_rate_limited_before_it_costs_anything() {
 fn an_operator_cannot_revoke_for_ca_compromise() {
     let ra = Ra::start();
     let Team { aed, oc, .. } = team(&ra);
-    let (request, _) = submit(&ra, &oc, "h-cac", &[]);
-    let (status, issued) = decide(&ra, &aed, &request, "approve");
-    assert_eq!(status, 200, "{issued}");
+    let issued = approved(&ra, (&oc, &aed), "h-cac", &[]);
     let card = issued["card"].as_str().unwrap();
-    let (_, json) = doc(
-        "revoke",
-        &format!(r#""card":"{card}","reason":"ca-compromise""#),
-    );
-    assert_refused(
-        &ra.post(&oc, "/ra/v1/revocations", &json),
-        400,
-        "malformed-request",
-    );
-    let path = ra.pki.path("cac-auth.pem");
-    std::fs::write(
-        &path,
-        issued["authentication"]["certificate"].as_str().unwrap(),
-    )
-    .unwrap();
+    let fields = format!(r#""card":"{card}","reason":"ca-compromise""#);
+    assert_refused(&revoke_with(&ra, &oc, &fields).1, 400, "malformed-request");
+    let path = ra.save_certificate(&issued, "authentication", "cac-auth.pem");
     assert!(ra.pki.ocsp_status(&ra.daemon, &path).contains(": good"));
 }
 
@@ -1114,7 +834,6 @@ fn an_operator_cannot_revoke_for_ca_compromise() {
 fn variants_of_a_subject_are_one_person_and_operator_cards_are_renewed_from_above_only() {
     let ra = Ra::start();
     let Team { ae, aed, oc, .. } = team(&ra);
-    let all = scope(&[], BOTH);
     // Chloe's second card with an extra unit and her names in capitals: still Chloe.
     let variant = ra.card_of(
         "aed-variant",
@@ -1124,29 +843,11 @@ fn variants_of_a_subject_are_one_person_and_operator_cards_are_renewed_from_abov
         "DURAND",
         &["DAP"],
     );
-    assert_refused(
-        &designate(&ra, &aed, &variant, "AED", &all),
-        403,
-        "own-certificate",
-    );
-    assert_refused(
-        &designate(&ra, &ae, &variant, "AEC", &all),
-        409,
-        "person-already-operator",
-    );
+    assert_one_person(&ra, (&aed, "AED"), (&ae, "AEC"), &variant);
     // The OC asks for a card in the AE's name with keys of its own, or for the renewal of the
     // AE's card: both refused, the AE is above the OC (and the AED who would approve).
     let alice = "/GN=Alice/SN=AUBERT/CN=Alice AUBERT";
-    let auth = ra.pki.csr("alice-auth", common::KeyKind::P256, alice);
-    let sign = ra.pki.csr("alice-sign", common::KeyKind::P256, alice);
-    let (_, json) = doc(
-        "submit",
-        &format!(
-            r#""holder":"operator-ae","authentication_csr":{},"signature_csr":{}"#,
-            json_string(&std::fs::read_to_string(auth).unwrap()),
-            json_string(&std::fs::read_to_string(sign).unwrap())
-        ),
-    );
+    let (_, json) = submit_doc_for(&ra, "operator-ae", alice);
     assert_refused(
         &ra.post(&oc, "/ra/v1/requests", &json),
         403,
@@ -1157,7 +858,7 @@ fn variants_of_a_subject_are_one_person_and_operator_cards_are_renewed_from_abov
     let (_, answer) = renew(&ra, &aed, &ae.id, "takeover2", alice);
     assert_refused(&answer, 403, "role-not-allowed");
     assert!(ra.pki.ocsp_status(&ra.daemon, &ae.cert).contains(": good"));
-    assert_eq!(ra.get(&ae, "/ra/v1/operators/me").0, 200);
+    assert_eq!(ra.me(&ae).0, 200);
 }
 
 /// Issue 10 problem 6: someone who can write the store swaps the audit key, or cuts the tail of
@@ -1166,8 +867,7 @@ fn variants_of_a_subject_are_one_person_and_operator_cards_are_renewed_from_abov
 #[test]
 fn the_audit_log_is_anchored_outside_the_store() {
     let ra = Ra::start();
-    let op = ra.operator("ae", "Alice", "AUBERT", &[]);
-    ra.pki.sceau_ok(&["ra", "bootstrap", "--card", &op.id]);
+    let [op] = chain(&ra);
     let answer: serde_json::Value =
         serde_json::from_str(&ra.pki.sceau_ok(&["audit", "checkpoint"])).unwrap();
     let expect = format!(
@@ -1193,14 +893,12 @@ fn the_audit_log_is_anchored_outside_the_store() {
     let Ra { pki, daemon } = ra;
     assert!(daemon.stop().success());
     pki.sceau_ok(&["audit", "verify", "--anchor", anchor, "--expect", &expect]);
-    let config = sceau::config::Config::load(&pki.config).unwrap();
 
     // The tail cut back to before the last checkpoint, the head rewritten: the chain left
     // verifies, but not the entry the journal recorded.
     {
-        let store = sceau::store::Store::open(&config.store_dir()).unwrap();
-        let rows: Vec<(u64, Vec<u8>)> =
-            store.audit_entries().unwrap().map(|r| r.unwrap()).collect();
+        let store = open_store(&pki);
+        let rows = audit_rows(&store);
         let keep = rows.len() - 2;
         let cut: Vec<(u64, Option<Vec<u8>>)> =
             rows[keep..].iter().map(|(seq, _)| (*seq, None)).collect();
@@ -1208,69 +906,43 @@ fn the_audit_log_is_anchored_outside_the_store() {
             .write_derived::<sceau::store::schema::Audit>(&cut)
             .unwrap();
         let (seq, last) = &rows[keep - 1];
-        let mut head = seq.to_be_bytes().to_vec();
-        head.extend_from_slice(&last[..32]);
-        store
-            .write_derived::<sceau::store::schema::Meta>(&[("audit-head".to_owned(), Some(head))])
-            .unwrap();
+        set_audit_head(&store, *seq, &last[..32]);
     }
     assert!(pki.sceau_ok(&["audit", "verify"]).contains("verified"));
-    let out = pki.sceau(&["audit", "verify", "--anchor", anchor, "--expect", &expect]);
-    assert!(!out.status.success());
-    let text = String::from_utf8_lossy(&out.stderr);
+    let text = pki.sceau_fails(&["audit", "verify", "--anchor", anchor, "--expect", &expect]);
     assert!(text.contains("were cut"), "{text}");
 
     // The key the store records, swapped for another: refused against the anchor.
+    // A forger's P-256 key (made by OpenSSL beside a CSR), its public key written by `openssl
+    // pkey -pubout` into `file` (in the form `form`).
+    pki.csr("forger", common::KeyKind::P256, "/CN=forger");
+    let forger = pki.path("forger.key");
+    let public_key = |file: &str, form: &[&str]| {
+        let out = pki.path(file);
+        let mut args = vec!["pkey", "-in", forger.to_str().unwrap(), "-pubout"];
+        args.extend_from_slice(form);
+        args.extend(["-out", out.to_str().unwrap()]);
+        let (ok, text) = openssl(&args);
+        assert!(ok, "{text}");
+        out
+    };
     {
-        let store = sceau::store::Store::open(&config.store_dir()).unwrap();
-        let (ok, text) = common::openssl(&[
-            "genpkey",
-            "-algorithm",
-            "EC",
-            "-pkeyopt",
-            "ec_paramgen_curve:P-256",
-            "-out",
-            pki.path("forger.key").to_str().unwrap(),
-        ]);
-        assert!(ok, "{text}");
-        let (ok, text) = common::openssl(&[
-            "pkey",
-            "-in",
-            pki.path("forger.key").to_str().unwrap(),
-            "-pubout",
-            "-outform",
-            "DER",
-            "-out",
-            pki.path("forger.spki").to_str().unwrap(),
-        ]);
-        assert!(ok, "{text}");
-        let spki = std::fs::read(pki.path("forger.spki")).unwrap();
+        let store = open_store(&pki);
+        let spki = std::fs::read(public_key("forger.spki", &["-outform", "DER"])).unwrap();
         store
             .write_derived::<sceau::store::schema::Meta>(&[("audit-key".to_owned(), Some(spki))])
             .unwrap();
     }
-    let out = pki.sceau(&["audit", "verify", "--anchor", anchor]);
-    assert!(!out.status.success());
-    let text = String::from_utf8_lossy(&out.stderr);
+    let text = pki.sceau_fails(&["audit", "verify", "--anchor", anchor]);
     assert!(text.contains("the store's key was replaced"), "{text}");
     // The anchor file swapped as well, for the forger's key: the HSM's key still tells.
-    let (ok, text) = common::openssl(&[
-        "pkey",
-        "-in",
-        pki.path("forger.key").to_str().unwrap(),
-        "-pubout",
-        "-out",
-        pki.path("forger-anchor.pem").to_str().unwrap(),
-    ]);
-    assert!(ok, "{text}");
-    let out = pki.sceau(&[
+    let forged_anchor = public_key("forger-anchor.pem", &[]);
+    let text = pki.sceau_fails(&[
         "audit",
         "verify",
         "--anchor",
-        pki.path("forger-anchor.pem").to_str().unwrap(),
+        forged_anchor.to_str().unwrap(),
     ]);
-    assert!(!out.status.success());
-    let text = String::from_utf8_lossy(&out.stderr);
     assert!(text.contains("in the HSM is not the anchor"), "{text}");
 }
 
@@ -1287,16 +959,7 @@ fn insiders_cannot_become_two_persons_nor_take_over_cards_from_below() {
     // Look-alike names are not issued (an invisible character in the surname).
     let (_, json) = {
         let subject = "/GN=Zoe/SN=DUR\u{200b}AND/CN=Zoe DUR\u{200b}AND";
-        let auth = ra.pki.csr("zw-auth", common::KeyKind::P256, subject);
-        let sign = ra.pki.csr("zw-sign", common::KeyKind::P256, subject);
-        doc(
-            "submit",
-            &format!(
-                r#""holder":"h-zw","authentication_csr":{},"signature_csr":{}"#,
-                json_string(&std::fs::read_to_string(auth).unwrap()),
-                json_string(&std::fs::read_to_string(sign).unwrap())
-            ),
-        )
+        submit_doc_for(&ra, "h-zw", subject)
     };
     let answer = ra.post(&oc, "/ra/v1/requests", &json);
     assert_refused(&answer, 422, "policy-violation");
@@ -1312,16 +975,7 @@ fn insiders_cannot_become_two_persons_nor_take_over_cards_from_below() {
     // it is asked for neither by the AED (its own card) nor from below it.
     let alias = |submitter: &Op| {
         let subject = "/GN=Claire/SN=DUVAL/CN=Claire DUVAL";
-        let auth = ra.pki.csr("alias-auth", common::KeyKind::P256, subject);
-        let sign = ra.pki.csr("alias-sign", common::KeyKind::P256, subject);
-        let (_, json) = doc(
-            "submit",
-            &format!(
-                r#""holder":"operator-aed","authentication_csr":{},"signature_csr":{}"#,
-                json_string(&std::fs::read_to_string(auth).unwrap()),
-                json_string(&std::fs::read_to_string(sign).unwrap())
-            ),
-        );
+        let (_, json) = submit_doc_for(&ra, "operator-aed", subject);
         ra.post(submitter, "/ra/v1/requests", &json)
     };
     assert_refused(&alias(&aed), 403, "own-certificate");
@@ -1329,13 +983,7 @@ fn insiders_cannot_become_two_persons_nor_take_over_cards_from_below() {
 
     // A renewal submitted while the card was an ordinary holder's, approved once the holder is
     // an AEC's equal: the approver is checked against the card as it is now.
-    let henri = card_through_ra(
-        &ra,
-        (&oc, &aed),
-        "henri",
-        ("agent-henri", "card-henri"),
-        ("Henri", "MARCHAND"),
-    );
+    let henri = card_through_ra(&ra, (&oc, &aed), "henri", ("Henri", "MARCHAND"));
     let (stale, answer) = renew(
         &ra,
         &oc,
@@ -1352,13 +1000,7 @@ fn insiders_cannot_become_two_persons_nor_take_over_cards_from_below() {
     );
 
     // A revoked card is replaced, never renewed back to life.
-    let lost = card_through_ra(
-        &ra,
-        (&oc, &aed),
-        "lost",
-        ("agent-lost", "card-lost"),
-        ("Louis", "PERDU"),
-    );
+    let lost = card_through_ra(&ra, (&oc, &aed), "lost", ("Louis", "PERDU"));
     assert_eq!(revoke_card(&ra, &aed, &lost.id).0, 200);
     assert_refused(
         &renew(
@@ -1374,19 +1016,7 @@ fn insiders_cannot_become_two_persons_nor_take_over_cards_from_below() {
     );
 
     // A new card in the AE's name, asked for from below: refused like its renewal.
-    let (_, json) = {
-        let subject = "/GN=Alice/SN=AUBERT/CN=Alice AUBERT";
-        let auth = ra.pki.csr("fake-ae-auth", common::KeyKind::P256, subject);
-        let sign = ra.pki.csr("fake-ae-sign", common::KeyKind::P256, subject);
-        doc(
-            "submit",
-            &format!(
-                r#""holder":"h-fake-ae","authentication_csr":{},"signature_csr":{}"#,
-                json_string(&std::fs::read_to_string(auth).unwrap()),
-                json_string(&std::fs::read_to_string(sign).unwrap())
-            ),
-        )
-    };
+    let (_, json) = submit_doc_for(&ra, "h-fake-ae", "/GN=Alice/SN=AUBERT/CN=Alice AUBERT");
     assert_refused(
         &ra.post(&oc, "/ra/v1/requests", &json),
         403,
@@ -1397,14 +1027,8 @@ fn insiders_cannot_become_two_persons_nor_take_over_cards_from_below() {
     let (pending, answer) = submit(&ra, &oc, "h-pending", &[]);
     assert_eq!(answer.0, 201, "{answer:?}");
     // Withdrawing asked by someone who did not designate: like an operator that does not exist.
-    let (_, json) = doc("withdraw", &format!(r#""operator":"{}""#, oc.id));
-    let hidden = ra.post(
-        &henri,
-        &format!("/ra/v1/operators/{}/withdraw", oc.id),
-        &json,
-    );
-    let (_, json) = doc("withdraw", r#""operator":"card-nobody""#);
-    let missing = ra.post(&henri, "/ra/v1/operators/card-nobody/withdraw", &json);
+    let hidden = withdraw(&ra, &henri, &oc.id, None);
+    let missing = withdraw(&ra, &henri, "card-nobody", None);
     assert_refused(&hidden, 404, "not-found");
     assert_refused(&missing, 404, "not-found");
     assert_eq!(
@@ -1413,12 +1037,7 @@ fn insiders_cannot_become_two_persons_nor_take_over_cards_from_below() {
             .as_str()
             .map(|d| d.replace("card-nobody", "X"))
     );
-    let (_, json) = doc("withdraw", &format!(r#""operator":"{}""#, oc.id));
-    assert_eq!(
-        ra.post(&aed, &format!("/ra/v1/operators/{}/withdraw", oc.id), &json)
-            .0,
-        200
-    );
+    assert_eq!(withdraw(&ra, &aed, &oc.id, None).0, 200);
     assert_refused(
         &decide(&ra, &ae, &pending, "approve"),
         403,
@@ -1430,8 +1049,7 @@ fn insiders_cannot_become_two_persons_nor_take_over_cards_from_below() {
     let Ra { pki, daemon } = ra;
     assert!(daemon.stop().success());
     {
-        let config = sceau::config::Config::load(&pki.config).unwrap();
-        let store = sceau::store::Store::open(&config.store_dir()).unwrap();
+        let store = open_store(&pki);
         let mut record = store
             .get::<sceau::store::schema::Operators>(&aec.id)
             .unwrap()
@@ -1448,12 +1066,8 @@ fn insiders_cannot_become_two_persons_nor_take_over_cards_from_below() {
     }
     let daemon = Daemon::start(&pki);
     let ra = Ra { pki, daemon };
-    assert_eq!(ra.get(&ae, "/ra/v1/operators/me").0, 200);
-    assert_refused(
-        &ra.get(&aed, "/ra/v1/operators/me"),
-        403,
-        "operator-withdrawn",
-    );
+    assert_eq!(ra.me(&ae).0, 200);
+    assert_refused(&ra.me(&aed), 403, "operator-withdrawn");
 }
 
 /// Issue 10 problem 9: a client of the RA listener that sends its headers and then trickles
@@ -1467,23 +1081,10 @@ fn a_held_back_request_body_on_the_ra_listener_is_cut_with_408() {
     let entries_before = audit_events_live(&ra);
     // curl uploads its standard input as it comes (chunked): a few bytes, then nothing.
     let out = ra.pki.path("held-back.json");
-    let mut child = Command::new("curl")
-        .args(["-s", "-o"])
-        .arg(&out)
-        .args(["-w", "%{http_code}", "--cacert"])
-        .arg(ra.pki.path("ra-tls.pem"))
-        .arg("--cert")
-        .arg(&aed.cert)
-        .arg("--key")
-        .arg(&aed.key)
-        .args([
-            "-H",
-            "Content-Type: application/cms",
-            "-X",
-            "POST",
-            "-T",
-            "-",
-        ])
+    let mut child = ra
+        .curl_command(Some(&aed), &out)
+        .args(["-H", "Content-Type: application/cms"])
+        .args(["-X", "POST", "-T", "-"])
         .arg(ra.url("/ra/v1/requests"))
         .stdin(std::process::Stdio::piped())
         .stdout(std::process::Stdio::piped())
@@ -1665,13 +1266,7 @@ fn requests_signed_with_the_authentication_key_are_refused() {
     let (id, json) = submit_doc(&ra, "h-authkey", &[]);
     let answer = ra.post_signed(&oc, (&oc.cert, &oc.key), "/ra/v1/requests", &json);
     assert_refused(&answer, 403, "signature-key-required");
-    assert!(
-        answer.1["detail"]
-            .as_str()
-            .unwrap_or_default()
-            .contains("authentication key"),
-        "{answer:?}"
-    );
+    assert!(detail(&answer).contains("authentication key"), "{answer:?}");
     assert_refused(
         &ra.get(&aed, &format!("/ra/v1/requests/{id}")),
         404,
@@ -1741,26 +1336,14 @@ fn a_batch_of_forty_is_approved_with_one_signature_or_refused_whole() {
     let (_, json) = batch_doc(&with_dsj);
     let answer = ra.post(&dap, "/ra/v1/approvals", &json);
     assert_refused(&answer, 404, "not-found");
-    assert!(
-        answer.1["detail"]
-            .as_str()
-            .unwrap_or_default()
-            .contains(&dsj),
-        "{answer:?}"
-    );
+    assert!(detail(&answer).contains(&dsj), "{answer:?}");
     // A digest that is not the submission's.
     let mut altered = items[..3].to_vec();
     altered[1].1 = "00".repeat(32);
     let (_, json) = batch_doc(&altered);
     let answer = ra.post(&aed, "/ra/v1/approvals", &json);
     assert_refused(&answer, 409, "submission-digest-mismatch");
-    assert!(
-        answer.1["detail"]
-            .as_str()
-            .unwrap_or_default()
-            .contains(&altered[1].0),
-        "{answer:?}"
-    );
+    assert!(detail(&answer).contains(&altered[1].0), "{answer:?}");
     // Signed with the authentication key.
     let (_, json) = batch_doc(&items);
     assert_refused(

@@ -47,17 +47,31 @@ impl Ra {
         format!("https://{}{path}", self.daemon.ra.unwrap())
     }
 
+    /// The card `card` of `holder` an RA answer carries (its certificates written beside the keys
+    /// that `csr_members` made for `name`), as an operator candidate.
+    pub fn card_from(
+        &self,
+        answer: &serde_json::Value,
+        name: &str,
+        holder: &str,
+        card: &str,
+    ) -> Op {
+        Op {
+            name: name.to_owned(),
+            key: self.pki.path(&format!("{name}-auth.key")),
+            cert: self.save_certificate(answer, "authentication", &format!("{name}-auth.pem")),
+            sign_key: self.pki.path(&format!("{name}-sign.key")),
+            sign_cert: self.save_certificate(answer, "signature", &format!("{name}-sign.pem")),
+            holder: holder.to_owned(),
+            id: card.to_owned(),
+        }
+    }
+
     /// A new card (holder `operator-NAME`, card `card-NAME`) for a person named `given
     /// SURNAME` with the extra OUs `units`: a candidate operator.
     pub fn operator(&self, name: &str, given: &str, surname: &str, units: &[&str]) -> Op {
-        self.card_of(
-            name,
-            &format!("operator-{name}"),
-            &format!("card-{name}"),
-            given,
-            surname,
-            units,
-        )
+        let (holder, card) = (format!("operator-{name}"), format!("card-{name}"));
+        self.card_of(name, &holder, &card, given, surname, units)
     }
 
     /// A new card `card` of `holder` for a person named `given SURNAME` (extra OUs `units`),
@@ -71,13 +85,8 @@ impl Ra {
         surname: &str,
         units: &[&str],
     ) -> Op {
-        let extra: String = units.iter().map(|u| format!("/OU={u}")).collect();
-        let (cert, sign_cert) = self.pki.issue_card(
-            name,
-            holder,
-            card,
-            &format!("{extra}/GN={given}/SN={surname}/CN={given} {surname}"),
-        );
+        let subject = person(units, given, surname);
+        let (cert, sign_cert) = self.pki.issue_card(name, holder, card, &subject);
         Op {
             name: name.to_owned(),
             key: self.pki.path(&format!("{name}.key")),
@@ -192,6 +201,38 @@ impl Ra {
         self.curl(op, "GET", path, None)
     }
 
+    /// `GET /ra/v1/operators/me` as `op`: who the RA takes the client for.
+    pub fn me(&self, op: &Op) -> (u16, serde_json::Value) {
+        self.get(op, "/ra/v1/operators/me")
+    }
+
+    /// The certificate `which` ("authentication", "signature") of an RA answer that carries a
+    /// card's certificates, written to the file `file` of the PKI's directory: its path.
+    pub fn save_certificate(&self, answer: &serde_json::Value, which: &str, file: &str) -> PathBuf {
+        let path = self.pki.path(file);
+        std::fs::write(&path, answer[which]["certificate"].as_str().unwrap()).unwrap();
+        path
+    }
+
+    /// `curl -s -o OUT -w %{http_code}` trusting the RA listener's certificate, with `op`'s
+    /// authentication key and certificate as its TLS client credential (if any).
+    pub fn curl_command(&self, op: Option<&Op>, out: &Path) -> Command {
+        let mut command = Command::new("curl");
+        command
+            .args(["-s", "-o"])
+            .arg(out)
+            .args(["-w", "%{http_code}"]);
+        command.arg("--cacert").arg(self.pki.path("ra-tls.pem"));
+        if let Some(op) = op {
+            command
+                .arg("--cert")
+                .arg(&op.cert)
+                .arg("--key")
+                .arg(&op.key);
+        }
+        command
+    }
+
     pub fn curl(
         &self,
         op: &Op,
@@ -200,16 +241,8 @@ impl Ra {
         body: Option<&Path>,
     ) -> (u16, serde_json::Value) {
         let out = self.pki.path(&format!("answer-{}.json", random_id()));
-        let mut command = Command::new("curl");
-        command
-            .args(["-s", "-o"])
-            .arg(&out)
-            .args(["-w", "%{http_code}", "-X", method, "--cacert"])
-            .arg(self.pki.path("ra-tls.pem"))
-            .arg("--cert")
-            .arg(&op.cert)
-            .arg("--key")
-            .arg(&op.key);
+        let mut command = self.curl_command(Some(op), &out);
+        command.args(["-X", method]);
         if let Some(body) = body {
             command
                 .args(["-H", "Content-Type: application/cms", "--data-binary"])
@@ -233,11 +266,7 @@ pub fn random_id() -> String {
 }
 
 pub fn now_rfc3339() -> String {
-    let out = Command::new("date")
-        .args(["-u", "+%Y-%m-%dT%H:%M:%SZ"])
-        .output()
-        .unwrap();
-    String::from_utf8_lossy(&out.stdout).trim().to_owned()
+    super::date("now")
 }
 
 /// A signed document: id, time, action and the other fields (a JSON object's members).
@@ -284,7 +313,6 @@ pub fn assert_refused(answer: &(u16, serde_json::Value), status: u16, rule: &str
     );
 }
 
-/// Designates `designee` by `designator`; returns the answer.
 /// The usual hierarchy, all in full scope: an AE (bootstrapped), an AEC, an AED and an OC.
 pub struct Team {
     pub ae: Op,
@@ -294,17 +322,58 @@ pub struct Team {
 }
 
 pub fn team(ra: &Ra) -> Team {
-    let ae = ra.operator("ae", "Alice", "AUBERT", &[]);
-    let aec = ra.operator("aec", "Bruno", "CARON", &[]);
-    let aed = ra.operator("aed", "Chloe", "DURAND", &[]);
-    let oc = ra.operator("oc", "Eric", "GARNIER", &[]);
-    ra.pki.sceau_ok(&["ra", "bootstrap", "--card", &ae.id]);
-    let all = scope(&[], BOTH);
-    assert_eq!(designate(ra, &ae, &aec, "AEC", &all).0, 201);
-    assert_eq!(designate(ra, &aec, &aed, "AED", &all).0, 201);
-    assert_eq!(designate(ra, &aed, &oc, "OC", &all).0, 201);
+    let [ae, aec, aed, oc] = chain(ra);
     Team { ae, aec, aed, oc }
 }
+
+/// The persons of the usual hierarchy, from the top: (files' name and role, given name,
+/// surname).
+pub const HIERARCHY: [(&str, &str, &str); 4] = [
+    ("AE", "Alice", "AUBERT"),
+    ("AEC", "Bruno", "CARON"),
+    ("AED", "Chloe", "DURAND"),
+    ("OC", "Eric", "GARNIER"),
+];
+
+/// The first `N` operators of the usual hierarchy (see `HIERARCHY`; files and cards named after
+/// their role in lower case): the AE bootstrapped on the CA host, each of the others designated
+/// in full scope by the one above it.
+pub fn chain<const N: usize>(ra: &Ra) -> [Op; N] {
+    let all = scope(&[], BOTH);
+    let mut made: Vec<Op> = Vec::new();
+    for (role, given, surname) in &HIERARCHY[..N] {
+        let name = role.to_lowercase();
+        match made.last() {
+            None => {
+                let ae = ra.operator(&name, given, surname, &[]);
+                ra.pki.sceau_ok(&["ra", "bootstrap", "--card", &ae.id]);
+                made.push(ae);
+            }
+            Some(above) => {
+                let person = (name.as_str(), *given, *surname, &[][..]);
+                made.push(designated(ra, above, role, &all, person));
+            }
+        }
+    }
+    made.try_into().unwrap_or_else(|_| unreachable!())
+}
+
+/// A new card for the person `(name, given, surname, units)` (see `Ra::operator`), designated
+/// `role` in `scope` by `designator`, which must succeed (201).
+pub fn designated(
+    ra: &Ra,
+    designator: &Op,
+    role: &str,
+    scope: &str,
+    (name, given, surname, units): (&str, &str, &str, &[&str]),
+) -> Op {
+    let designee = ra.operator(name, given, surname, units);
+    let answer = designate(ra, designator, &designee, role, scope);
+    assert_eq!(answer.0, 201, "{role} {name}: {answer:?}");
+    designee
+}
+
+/// Designates `designee` by `designator`; returns the answer.
 
 pub fn designate(
     ra: &Ra,
@@ -338,50 +407,144 @@ pub fn submit(
 /// The signed document of a card request for a new holder `holder` (named "Agent HOLDER", extra
 /// OUs `units`): (request id, JSON).
 pub fn submit_doc(ra: &Ra, holder: &str, units: &[&str]) -> (String, String) {
-    let extra: String = units.iter().map(|u| format!("/OU={u}")).collect();
-    let given = "Agent";
     let surname = holder.to_uppercase().replace('-', "");
-    let subject = format!("{extra}/GN={given}/SN={surname}/CN={given} {surname}");
-    let auth = ra
-        .pki
-        .csr(&format!("{holder}-auth"), super::KeyKind::P256, &subject);
-    let sign = ra
-        .pki
-        .csr(&format!("{holder}-sign"), super::KeyKind::P256, &subject);
-    doc(
-        "submit",
-        &format!(
-            r#""holder":"{holder}","authentication_csr":{},"signature_csr":{}"#,
-            json_string(&std::fs::read_to_string(auth).unwrap()),
-            json_string(&std::fs::read_to_string(sign).unwrap())
-        ),
+    submit_doc_for(ra, holder, &person(units, "Agent", &surname))
+}
+
+/// The subject of a person named `given SURNAME` with the extra OUs `units` (what follows the
+/// organisation's name).
+pub fn person(units: &[&str], given: &str, surname: &str) -> String {
+    let extra: String = units.iter().map(|u| format!("/OU={u}")).collect();
+    format!("{extra}/GN={given}/SN={surname}/CN={given} {surname}")
+}
+
+/// The signed document of a card request for `holder` whose certificates name `subject`,
+/// the keys in files named after the holder: (request id, JSON).
+pub fn submit_doc_for(ra: &Ra, holder: &str, subject: &str) -> (String, String) {
+    let csrs = csr_members(ra, holder, subject);
+    doc("submit", &format!(r#""holder":"{holder}",{csrs}"#))
+}
+
+/// Two new P-256 keys (NAME-auth.key, NAME-sign.key) and their CSRs for `subject`: the members
+/// `"authentication_csr":...,"signature_csr":...` of a signed document.
+pub fn csr_members(ra: &Ra, name: &str, subject: &str) -> String {
+    let csr = |which: &str| {
+        let path = ra
+            .pki
+            .csr(&format!("{name}-{which}"), super::KeyKind::P256, subject);
+        json_string(&std::fs::read_to_string(path).unwrap())
+    };
+    format!(
+        r#""authentication_csr":{},"signature_csr":{}"#,
+        csr("auth"),
+        csr("sign")
     )
 }
 
+/// Submits a card request for `holder` and has it approved: the approval's answer (the card and
+/// its certificates).
+pub fn approved(
+    ra: &Ra,
+    (submitter, approver): (&Op, &Op),
+    holder: &str,
+    units: &[&str],
+) -> serde_json::Value {
+    let (request, answer) = submit(ra, submitter, holder, units);
+    assert_eq!(answer.0, 201, "{answer:?}");
+    let (status, issued) = decide(ra, approver, &request, "approve");
+    assert_eq!(status, 200, "{issued}");
+    issued
+}
+
 pub fn decide(ra: &Ra, op: &Op, request: &str, action: &str) -> (u16, serde_json::Value) {
+    decide_signed(ra, op, (&op.sign_cert, &op.sign_key), request, action)
+}
+
+/// The decision `action` on `request`, sent by `client` and signed with the certificate and key
+/// `signer`.
+pub fn decide_signed(
+    ra: &Ra,
+    client: &Op,
+    signer: (&Path, &Path),
+    request: &str,
+    action: &str,
+) -> (u16, serde_json::Value) {
     let fields = if action == "reject" {
         format!(r#""request":"{request}","reason":"documents incomplete""#)
     } else {
         format!(r#""request":"{request}""#)
     };
     let (_, json) = doc(action, &fields);
-    ra.post(op, &format!("/ra/v1/requests/{request}/{action}"), &json)
+    let path = format!("/ra/v1/requests/{request}/{action}");
+    ra.post_signed(client, signer, &path, &json)
+}
+
+/// The withdrawal of the operator `id` by `by` (with `reason`, if any).
+pub fn withdraw(ra: &Ra, by: &Op, id: &str, reason: Option<&str>) -> (u16, serde_json::Value) {
+    let reason = reason.map(|r| format!(r#","reason":"{r}""#));
+    let fields = format!(r#""operator":"{id}"{}"#, reason.unwrap_or_default());
+    let (_, json) = doc("withdraw", &fields);
+    ra.post(by, &format!("/ra/v1/operators/{id}/withdraw"), &json)
 }
 
 pub fn revoke_card(ra: &Ra, op: &Op, card: &str) -> (u16, serde_json::Value) {
-    let (_, json) = doc(
-        "revoke",
-        &format!(r#""card":"{card}","reason":"affiliation-changed""#),
-    );
-    ra.post(op, "/ra/v1/revocations", &json)
+    let fields = format!(r#""card":"{card}","reason":"affiliation-changed""#);
+    revoke_with(ra, op, &fields).1
 }
 
-/// Every audit event of the store, as JSON (the daemon must be stopped).
+/// A revocation (or a scheduled one) of the members `fields`, signed by `op`: (its id, the
+/// answer).
+pub fn revoke_with(ra: &Ra, op: &Op, fields: &str) -> (String, (u16, serde_json::Value)) {
+    let (id, json) = doc("revoke", fields);
+    (id, ra.post(op, "/ra/v1/revocations", &json))
+}
+
+/// The `detail` of a problem answer ("" without one).
+pub fn detail(answer: &(u16, serde_json::Value)) -> &str {
+    answer.1["detail"].as_str().unwrap_or_default()
+}
+
+/// How many entries the list `key` of an answer has (`None` if it is no list).
+pub fn list_len(answer: &(u16, serde_json::Value), key: &str) -> Option<usize> {
+    answer.1[key].as_array().map(Vec::len)
+}
+
+/// `second`, another card of the person who holds the operator card `own` (role `own_role`):
+/// designating it is refused to that person (403 own-certificate) and to `other` (409
+/// person-already-operator), both in full scope.
+pub fn assert_one_person(
+    ra: &Ra,
+    (own, own_role): (&Op, &str),
+    (other, role): (&Op, &str),
+    second: &Op,
+) {
+    let all = scope(&[], BOTH);
+    let answer = designate(ra, own, second, own_role, &all);
+    assert_refused(&answer, 403, "own-certificate");
+    let answer = designate(ra, other, second, role, &all);
+    assert_refused(&answer, 409, "person-already-operator");
+}
+
+/// A branch limited to the unit DAP below `aec`: an AED (Fanny HUET) and an OC (Gilles JOLY)
+/// of the unit, in its scope.
+pub fn dap_branch(ra: &Ra, aec: &Op) -> [Op; 2] {
+    let dap = scope(&["DAP"], BOTH);
+    let aed = designated(ra, aec, "AED", &dap, ("aeddap", "Fanny", "HUET", &["DAP"]));
+    let oc = designated(ra, &aed, "OC", &dap, ("ocdap", "Gilles", "JOLY", &["DAP"]));
+    [aed, oc]
+}
+
+/// Every audit event of the store, as JSON (`sceau audit export`, beside the daemon or not).
 pub fn audit_events(pki: &Pki) -> Vec<serde_json::Value> {
     pki.sceau_ok(&["audit", "export"])
         .lines()
         .map(|l| serde_json::from_str(l).unwrap())
         .collect()
+}
+
+/// How many of `events` are of the kind `event`.
+pub fn count(events: &[serde_json::Value], event: &str) -> usize {
+    events.iter().filter(|e| e["event"] == event).count()
 }
 
 /// A renewal request for `card` with new keys for `subject`, signed by `op`.
@@ -392,64 +555,29 @@ pub fn renew(
     name: &str,
     subject: &str,
 ) -> (String, (u16, serde_json::Value)) {
-    let auth = ra
-        .pki
-        .csr(&format!("{name}-auth"), super::KeyKind::P256, subject);
-    let sign = ra
-        .pki
-        .csr(&format!("{name}-sign"), super::KeyKind::P256, subject);
-    let (id, json) = doc(
-        "renew",
-        &format!(
-            r#""card":"{card}","authentication_csr":{},"signature_csr":{}"#,
-            json_string(&std::fs::read_to_string(auth).unwrap()),
-            json_string(&std::fs::read_to_string(sign).unwrap())
-        ),
-    );
+    let csrs = csr_members(ra, name, subject);
+    let (id, json) = doc("renew", &format!(r#""card":"{card}",{csrs}"#));
     let answer = ra.post(op, &format!("/ra/v1/cards/{card}/renew"), &json);
     (id, answer)
 }
 
-/// The card of `holder` with the id `card` for `given SURNAME` (extra OUs `units`), asked for by
-/// `submitter` and approved by `approver`, as an operator candidate.
+/// The card `card-NAME` of the holder `agent-NAME` for `given SURNAME`, asked for by `submitter`
+/// and approved by `approver`, as an operator candidate.
 pub fn card_through_ra(
     ra: &Ra,
     (submitter, approver): (&Op, &Op),
     name: &str,
-    (holder, card): (&str, &str),
     (given, surname): (&str, &str),
 ) -> Op {
-    let subject = format!("/GN={given}/SN={surname}/CN={given} {surname}");
-    let auth = ra.pki.csr(name, super::KeyKind::P256, &subject);
-    let sign = ra
-        .pki
-        .csr(&format!("{name}-sig"), super::KeyKind::P256, &subject);
-    let (request, json) = doc(
-        "submit",
-        &format!(
-            r#""holder":"{holder}","card":"{card}","authentication_csr":{},"signature_csr":{}"#,
-            json_string(&std::fs::read_to_string(auth).unwrap()),
-            json_string(&std::fs::read_to_string(sign).unwrap())
-        ),
-    );
+    let (holder, card) = (format!("agent-{name}"), format!("card-{name}"));
+    let csrs = csr_members(ra, name, &person(&[], given, surname));
+    let fields = format!(r#""holder":"{holder}","card":"{card}",{csrs}"#);
+    let (request, json) = doc("submit", &fields);
     let answer = ra.post(submitter, "/ra/v1/requests", &json);
     assert_eq!(answer.0, 201, "{answer:?}");
     let (status, issued) = decide(ra, approver, &request, "approve");
     assert_eq!(status, 200, "{issued}");
-    let write = |file: String, which: &str| {
-        let path = ra.pki.path(&file);
-        std::fs::write(&path, issued[which]["certificate"].as_str().unwrap()).unwrap();
-        path
-    };
-    Op {
-        name: name.to_owned(),
-        key: ra.pki.path(&format!("{name}.key")),
-        cert: write(format!("{name}.pem"), "authentication"),
-        sign_key: ra.pki.path(&format!("{name}-sig.key")),
-        sign_cert: write(format!("{name}-sig.pem"), "signature"),
-        holder: holder.to_owned(),
-        id: card.to_owned(),
-    }
+    ra.card_from(&issued, name, &holder, &card)
 }
 
 /// The number of audit entries, read beside the running daemon.
