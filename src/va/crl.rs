@@ -330,7 +330,7 @@ impl CrlPublisher {
         // stepped back: HTTP caches and If-Modified-Since compare it (one-second resolution),
         // and a CRL must never look as old as the one it replaces.
         // Never more than MAX_AHEAD_SECONDS ahead of the clock, so that at most one number a
-        // second is used: what a restore with no CRL to go on relies on ([`crate::backup`]).
+        // second is used: what a restore with no CRL to go on relies on (the `backup` module).
         let now = match self.latest(&source.name) {
             Some(previous) if previous.this_update >= now.plus_seconds(MAX_AHEAD_SECONDS) => {
                 return Err(VaError::NotReady(format!(
