@@ -535,7 +535,7 @@ impl AdminService {
                     Problem::new(StatusCode::SERVICE_UNAVAILABLE, "resigning-failed", e.to_string())
                 })?;
             }
-            let issuer = crate::ca::Issuer::load(&self.hsm, issuing).map_err(|e| ca_problem(&e))?;
+            let issuer = crate::ca::Issuer::load(&self.hsm, issuing).map_err(|e| ca_problem(&e.into()))?;
             self.ca.switch_issuer(issuer);
             let (not_before, not_after) = readable_validity(issuing);
             Ok::<_, Problem>(serde_json::json!({
@@ -1062,7 +1062,7 @@ pub async fn renew_responders(
     let mut renewed = Vec::new();
     let mut resigned = 0;
     for issuing in state.responders_due(now, force) {
-        let issuer = crate::ca::Issuer::load(hsm, issuing).map_err(|e| ca_problem(&e))?;
+        let issuer = crate::ca::Issuer::load(hsm, issuing).map_err(|e| ca_problem(&e.into()))?;
         let (config, store_owned, hsm_owned, name) = (
             config.clone(),
             store.clone(),

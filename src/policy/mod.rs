@@ -23,10 +23,10 @@ use x509_cert::ext::pkix::KeyUsages;
 pub use lint::lint_tbs;
 pub use prepare::{IssuanceRequest, IssuerProfile, LintedTbs, prepare};
 
-use crate::config::{LoadError, SourceFile};
 /// The organizational unit rule, shared with the configuration of the CA's own names (which
 /// stands on a lower floor).
 pub use crate::config::is_siren_unit;
+use crate::config::{LoadError, SourceFile};
 use crate::x509::Timestamp;
 use crate::x509::ext::{Criticality, QcStatements};
 use crate::x509::keys::{Curve, PublicKeyKind};

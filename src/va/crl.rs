@@ -25,7 +25,7 @@ use x509_cert::ext::Extension;
 
 use super::VaError;
 use crate::audit::AuditEvent;
-use crate::ca::Issuer;
+use crate::issuer::Issuer;
 use crate::store::Store;
 use crate::store::schema::{Meta, Revocations, meta_keys};
 use crate::x509::crl::{CrlHeader, CrlWriter};
