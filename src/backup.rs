@@ -30,10 +30,12 @@ use serde::{Deserialize, Serialize};
 
 use crate::audit::AuditEvent;
 use crate::ca::CaState;
-use crate::store::schema::{
-    CardRequests, Cards, Certificates, Evidence, Handovers, Meta, Operators, Revocations,
-    ScheduledRevocations, Serials, meta_keys,
-};
+use crate::ca::schedule::ScheduledRevocations;
+use crate::ra::Evidence;
+use crate::ra::cards::CardRequests;
+use crate::ra::holders::Handovers;
+use crate::ra::operators::Operators;
+use crate::store::schema::{Cards, Certificates, Meta, Revocations, Serials, meta_keys};
 use crate::store::{CertKey, IssuerId, RevocationRecord, Store, StoreError};
 use crate::x509::Timestamp;
 use crate::x509::revocation::RevocationReason;

@@ -25,6 +25,7 @@ pub use records::{CardRecord, CertRecord, IntentRecord, RevocationRecord, base64
 pub use schema::{
     CertKey, Digest, ExpiryKey, HolderKey, IssuerId, KeyCodec, ResponseKey, Table, ValueCodec,
 };
+pub(crate) use schema::{json_value, table};
 
 pub use chain::{ChainEntry, ChainHead};
 
