@@ -1433,7 +1433,7 @@ fn insiders_cannot_become_two_persons_nor_take_over_cards_from_below() {
         let config = sceau::config::Config::load(&pki.config).unwrap();
         let store = sceau::store::Store::open(&config.store_dir()).unwrap();
         let mut record = store
-            .get::<sceau::store::schema::Operators>(&aec.id)
+            .get::<sceau::ra::operators::Operators>(&aec.id)
             .unwrap()
             .unwrap();
         record.withdrawn = Some(sceau::ra::operators::Withdrawal {
@@ -1443,7 +1443,7 @@ fn insiders_cannot_become_two_persons_nor_take_over_cards_from_below() {
             cascade_from: None,
         });
         store
-            .write_derived::<sceau::store::schema::Operators>(&[(aec.id.clone(), Some(record))])
+            .write_derived::<sceau::ra::operators::Operators>(&[(aec.id.clone(), Some(record))])
             .unwrap();
     }
     let daemon = Daemon::start(&pki);

@@ -20,12 +20,12 @@ use x509_cert::request::{CertReq, CertReqInfo};
 use x509_cert::time::Validity;
 
 use super::issue::{PendingCertificate, issue_all};
-use super::issuer::Issuer;
-use super::state::{CaState, KeyRef, PendingIssuing, RootCa, RootLink, StoredCa};
 use super::{CaError, load_state};
 use crate::audit::AuditEvent;
 use crate::config::{Config, KeyConfig, PublishedUrls};
 use crate::hsm::{Hsm, SigningKey};
+use crate::issuer::Issuer;
+use crate::issuer::state::{CaState, KeyRef, PendingIssuing, RootCa, RootLink, StoredCa};
 use crate::store::schema::{Meta, meta_keys};
 use crate::store::{CertKey, IssuerId, Store};
 use crate::x509::ext::{self, Criticality, PolicyEntry};
