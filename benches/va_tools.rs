@@ -1,4 +1,5 @@
-//! Tools for the validation benchmarks (benches/ocsp-load.sh, benches/crl-bench.sh).
+//! Tools for the validation benchmarks (benches/ocsp-load.sh, benches/crl-load.sh, and the other
+//! load scripts through `$TOOLS` of benches/lib.sh).
 //!
 //!     va_tools fill CONFIG N REVOKED_PERCENT OUT_DIR
 //!         issues N certificates through the real pipeline (P-256 holder keys), revokes a

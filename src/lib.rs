@@ -2,8 +2,11 @@
 //!
 //! # Design
 //!
-//! Each role of the PKI (RFC 3647) is one module with a narrow interface, and data flows one way:
-//! `ra` -> `policy` -> `ca` -> (`hsm`, `store`, `audit`); `va` reads what `ca` wrote.
+//! Each role of the PKI (RFC 3647) is one module with a narrow interface. A request goes
+//! `ra` -> `ca` -> `policy` (checks and the linted TBS), then `ca` -> (`hsm`, `store`, `audit`);
+//! `va` reads what `ca` wrote and signs OCSP responses and CRLs. docs/design.md#architecture has
+//! the picture, docs/design.md#floors which module may import which (and where the imports of
+//! today still reach up), docs/design.md#profiles what sceau signs.
 //!
 //! - [`x509`]: pure encoding and decoding (TBS certificates, names, serials, times, CSRs,
 //!   signature verification). No I/O, no keys.
@@ -43,6 +46,7 @@ pub mod http;
 pub mod issuer;
 pub mod policy;
 pub mod ra;
+pub mod service;
 pub mod store;
 pub mod va;
 pub mod x509;

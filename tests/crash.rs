@@ -1,5 +1,6 @@
-//! DESIGN.md invariant 1: nothing is signed that is not recorded first, and a crash between the
-//! recorded intent and the stored certificate leaves nothing valid that the CA does not know.
+//! Invariant 1 (docs/invariants.md): nothing is signed that is not recorded first, and a crash
+//! between the recorded intent and the stored certificate leaves nothing valid that the CA does
+//! not know.
 //!
 //! Fail points (the `test-hooks` feature) abort the process at the two dangerous moments; then
 //! `kill -9` lands at random moments of a batch. After each restart, every recorded serial is

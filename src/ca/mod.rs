@@ -1,8 +1,8 @@
 //! The certification authority: the key ceremony, and issuance.
 //!
 //! [`CertificateAuthority`] ties the policies, the HSM and the store together. It takes its
-//! clock as a parameter so that tests can pin the date. See [`issue`] for the order of the
-//! issuance cycle and why it is safe against crashes.
+//! clock as a parameter so that tests can pin the date. See the private `issue` module
+//! (src/ca/issue.rs) for the order of the issuance cycle and why it is safe against crashes.
 
 pub mod ceremony;
 pub mod ceremony_intent;

@@ -3,306 +3,26 @@
 //! `main` parses the arguments, sets up logging and calls [`run`]; any error is printed once,
 //! naming the file and the field involved, and the process exits with status 1.
 
+mod actions;
 mod admin_client;
+mod args;
 mod node;
 mod serve;
 
 use std::fmt;
 use std::io::Write;
-use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use clap::{Args, Parser, Subcommand};
+pub use args::*;
 
 use crate::audit;
-use crate::ca::{self, CardRequest, CertificateAuthority};
+use crate::ca::{self, CertificateAuthority};
 use crate::config::{self, Config};
 use crate::hsm::Hsm;
-use crate::policy::{IssuanceRequest, PolicySet};
+use crate::policy::PolicySet;
 use crate::store::Store;
-use crate::x509::Timestamp;
 use crate::x509::time::{Clock, FixedClock, SystemClock};
-
-/// sceau: a certificate authority for smart-card PKIs, with its keys in an HSM.
-#[derive(Debug, Parser)]
-#[command(name = "sceau", version, about, max_term_width = 100)]
-pub struct Cli {
-    /// Configuration file.
-    #[arg(short, long, global = true, env = "SCEAU_CONFIG", default_value = config::DEFAULT_PATH)]
-    pub config: PathBuf,
-    /// Log filter, in RUST_LOG syntax (e.g. "info", "sceau=debug").
-    #[arg(long, global = true, env = "SCEAU_LOG", default_value = "info")]
-    pub log: String,
-    /// Write logs as JSON lines.
-    #[arg(long, global = true)]
-    pub log_json: bool,
-    #[command(subcommand)]
-    pub command: Command,
-}
-
-#[derive(Debug, Subcommand)]
-pub enum Command {
-    /// Run the daemon: OCSP, CRLs and CA certificates on the validation listener; health,
-    /// metrics and administration on the admin listener. Prints a ready line; SIGTERM drains.
-    Serve {
-        /// Validation listener address (overrides [listen] va).
-        #[arg(long, value_name = "ADDR")]
-        listen_va: Option<SocketAddr>,
-        /// Registration authority listener address (overrides [listen] ra).
-        #[arg(long, value_name = "ADDR")]
-        listen_ra: Option<SocketAddr>,
-        /// Administration listener address (overrides [listen] admin).
-        #[arg(long, value_name = "ADDR")]
-        listen_admin: Option<SocketAddr>,
-    },
-    /// Run a responder node: OCSP, CRLs and CA certificates from the NATS JetStream buckets the
-    /// CA host publishes to. `--config` names the node's own file (listen, [nats]); no HSM, no
-    /// store.
-    Node,
-    /// Revoke a certificate, or both certificates of a card. Goes through the running daemon,
-    /// so OCSP answers "revoked" when this returns; with no daemon running, revokes in the store
-    /// (the daemon re-signs the responses when it starts).
-    Revoke {
-        /// Serial number, hexadecimal.
-        #[arg(
-            long,
-            value_name = "HEX",
-            required_unless_present = "card",
-            conflicts_with = "card"
-        )]
-        serial: Option<String>,
-        /// A card's identifier: revokes both of its certificates.
-        #[arg(long, value_name = "ID")]
-        card: Option<String>,
-        /// key-compromise (loss, theft), affiliation-changed (departure), superseded,
-        /// cessation-of-operation, privilege-withdrawn, ca-compromise, unspecified. Required
-        /// unless --at is given (a scheduled departure: affiliation-changed by default).
-        #[arg(long, required_unless_present = "at")]
-        reason: Option<String>,
-        /// When the key was (suspected) compromised, RFC 3339.
-        #[arg(long, value_name = "TIME", conflicts_with = "at")]
-        invalidity_date: Option<String>,
-        /// Revoke at this time (RFC 3339), not now: the planned departure of an agent. Until
-        /// then OCSP says good; a time already past revokes now.
-        #[arg(long, value_name = "TIME")]
-        at: Option<String>,
-    },
-    /// Back up the store (a consistent copy, taken while the daemon serves), the CA
-    /// certificates and the published CRLs into a new directory, with a manifest; then check
-    /// it. Goes through the running daemon when there is one.
-    Backup {
-        /// The directory to create.
-        #[arg(long, value_name = "DIR")]
-        out: PathBuf,
-    },
-    /// Rebuild an empty data directory from a backup: checks the backup and that the HSM holds
-    /// every CA key of it; never reuses a published CRL number; takes back the revocations
-    /// published to the responder nodes' engine after the backup (`[nats]`).
-    Restore {
-        /// The backup directory (`sceau backup --out`).
-        #[arg(long, value_name = "DIR")]
-        from: PathBuf,
-    },
-    /// Publish to the responder nodes' engine (`[nats]`) every status, CRL and CA certificate
-    /// the store holds, through the running daemon (which also does it by itself when it finds
-    /// the status bucket new, re-created or short of entries).
-    Publish {
-        /// Every status, not only what changed (the only mode: required, so that the
-        /// command says what it does).
-        #[arg(long, required = true)]
-        all: bool,
-    },
-    /// Scheduled revocations (`sceau revoke --at`).
-    #[command(subcommand)]
-    Scheduled(ScheduledCommand),
-    /// Generate and publish every CRL (and the root's ARL) now.
-    Crl,
-    /// Key ceremony: create the root, issuing CA and OCSP responder keys in the HSM and their
-    /// certificates. Runs once per store.
-    Init {
-        /// The root is kept elsewhere: write a CSR for the issuing CA instead, to be completed
-        /// with `sceau ca import-cert`.
-        #[arg(long)]
-        external_root: bool,
-    },
-    /// CA certificates.
-    #[command(subcommand)]
-    Ca(CaCommand),
-    /// Issue one certificate from a PKCS#10 request (offline, administrator use) and print it
-    /// as PEM.
-    Issue(IssueArgs),
-    /// Agent cards (an authentication and a signature certificate).
-    #[command(subcommand)]
-    Card(CardCommand),
-    /// Certificates in the store.
-    #[command(subcommand)]
-    Cert(CertCommand),
-    /// The delegated OCSP responder.
-    #[command(subcommand)]
-    Ocsp(OcspCommand),
-    /// The registration authority.
-    #[command(subcommand)]
-    Ra(RaCommand),
-    /// The audit log.
-    #[command(subcommand)]
-    Audit(AuditCommand),
-    /// Load the configuration and the policies, log in to the HSM and check every CA key
-    /// against its certificate, then exit.
-    Check,
-}
-
-#[derive(Debug, Subcommand)]
-pub enum ScheduledCommand {
-    /// Every scheduled revocation, soonest first, as JSON.
-    List,
-    /// Cancel a scheduled revocation before its time.
-    Cancel {
-        /// Its id (from `sceau revoke --at` or `sceau scheduled list`).
-        id: String,
-    },
-}
-
-#[derive(Debug, Subcommand)]
-pub enum CaCommand {
-    /// Write every CA certificate and the OCSP responder certificate into DIR as PEM.
-    Export {
-        #[arg(long, value_name = "DIR")]
-        out: PathBuf,
-    },
-    /// Complete `init --external-root` with the issuing CA certificate made by the root.
-    ImportCert {
-        /// PEM: the issuing CA certificate, optionally followed by the root certificate.
-        file: PathBuf,
-        /// The root certificate, when it is not in FILE.
-        #[arg(long, value_name = "FILE")]
-        root: Option<PathBuf>,
-    },
-    /// Show the CA certificates and keys.
-    Show,
-    /// Key rollover. Without --root: a new issuing CA key in the HSM, certified by the root,
-    /// with its own OCSP responder; new certificates are issued by it while the previous CA
-    /// keeps signing CRLs and OCSP responses for its own. With --root: a new root key and the
-    /// two link certificates (new-with-old, old-with-new); the next `ca rotate` certifies its
-    /// issuing CA with it. Through a running daemon, everything is in force when the command
-    /// returns, without a restart.
-    Rotate {
-        #[arg(long)]
-        root: bool,
-        /// The new CA's common name. Default: the configured one followed by the generation
-        /// (`AC AGENTS JUSTICE TEST 2`); every generation has a name of its own.
-        #[arg(long, value_name = "CN")]
-        common_name: Option<String>,
-    },
-}
-
-#[derive(Debug, Args)]
-pub struct IssueArgs {
-    /// Certification policy (a file name of the policies directory, without .toml).
-    #[arg(long)]
-    pub policy: String,
-    /// The certification request, PEM or DER. Repeat to issue several certificates: each is
-    /// printed as soon as it is stored.
-    #[arg(long, value_name = "FILE", required = true)]
-    pub csr: Vec<PathBuf>,
-    /// The holder's identifier (agent number); names are never reused across holders.
-    #[arg(long, value_name = "ID")]
-    pub holder: Option<String>,
-    /// End of validity (RFC 3339, e.g. 2029-06-30T23:59:59Z); by default the longest the policy
-    /// allows.
-    #[arg(long, value_name = "TIME")]
-    pub not_after: Option<String>,
-    /// Write the certificate to FILE instead of standard output (one CSR only).
-    #[arg(long, value_name = "FILE")]
-    pub out: Option<PathBuf>,
-}
-
-#[derive(Debug, Subcommand)]
-pub enum CardCommand {
-    /// Issue both certificates of a card, or neither.
-    Issue {
-        #[arg(long, value_name = "ID")]
-        holder: String,
-        /// The card's identifier (random when absent).
-        #[arg(long, value_name = "ID")]
-        card: Option<String>,
-        /// CSR for the authentication key.
-        #[arg(long, value_name = "FILE")]
-        auth_csr: PathBuf,
-        /// CSR for the signature key.
-        #[arg(long, value_name = "FILE")]
-        sign_csr: PathBuf,
-        #[arg(long, default_value = "justice-auth")]
-        auth_policy: String,
-        #[arg(long, default_value = "justice-sign")]
-        sign_policy: String,
-        /// Write auth.pem and sign.pem into DIR instead of printing both.
-        #[arg(long, value_name = "DIR")]
-        out_dir: Option<PathBuf>,
-    },
-}
-
-#[derive(Debug, Subcommand)]
-pub enum CertCommand {
-    /// Show what the store knows of a serial number, as JSON (state: issued, revoked,
-    /// intent or unknown).
-    Show {
-        /// Hexadecimal, as `openssl x509 -serial` prints it.
-        serial: String,
-    },
-}
-
-#[derive(Debug, Subcommand)]
-pub enum OcspCommand {
-    /// Renew the responder now: a new key in the HSM, a new certificate from the issuing CA, and
-    /// (through a running daemon) every response re-signed with it. The daemon also does it by
-    /// itself past two thirds of the certificate's life.
-    RenewSigner,
-}
-
-#[derive(Debug, Subcommand)]
-pub enum RaCommand {
-    /// Register an AE on the CA host: the first one, or a replacement when no AE can act any
-    /// more. The other operators are designated through the RA API.
-    Bootstrap {
-        /// The AE's card (`sceau card issue`): its authentication certificate is the credential.
-        #[arg(long, value_name = "ID")]
-        card: String,
-        /// Organisations (subject O) in its scope; by default the card's own O.
-        #[arg(long, value_name = "O")]
-        organization: Vec<String>,
-        /// Units (subject OU) in its scope; by default every unit.
-        #[arg(long, value_name = "OU")]
-        unit: Vec<String>,
-        /// Policies in its scope; by default every loaded policy.
-        #[arg(long, value_name = "NAME")]
-        policy: Vec<String>,
-    },
-}
-
-#[derive(Debug, Subcommand)]
-pub enum AuditCommand {
-    /// Check the whole hash chain and every signed checkpoint; name the first bad entry.
-    Verify {
-        /// The audit key's public key kept outside the store (`certs/audit-key.pem`, written
-        /// by `sceau init`): every checkpoint is checked against it, not against the key the
-        /// store records.
-        #[arg(long, value_name = "FILE")]
-        anchor: Option<PathBuf>,
-        /// An entry and its hash as the daemon's journal logged them at a checkpoint
-        /// (`SEQ:HASH`): the log must still hold it (a truncated or rewritten tail does not).
-        #[arg(long, value_name = "SEQ:HASH")]
-        expect: Vec<String>,
-    },
-    /// Sign a checkpoint of the chain with the audit key in the HSM now (the daemon also
-    /// does it every five minutes when the log grew).
-    Checkpoint,
-    /// Write the log as JSON lines.
-    Export {
-        #[arg(long, value_name = "FILE")]
-        out: Option<PathBuf>,
-    },
-}
 
 /// An error for the user: what was being done, and why it failed.
 #[derive(Debug)]
@@ -375,22 +95,24 @@ pub fn run(cli: Cli) -> Result<(), CliError> {
             reason,
             invalidity_date,
             at,
-        } => match at {
-            Some(at) => schedule_revocation(&config, serial, card, reason.as_deref(), &at),
-            None => revoke(
-                &config,
+        } => actions::revoke(
+            &config,
+            crate::service::wire::RevokeBody {
                 serial,
                 card,
-                reason.as_deref().unwrap_or_default(),
+                reason,
                 invalidity_date,
-            ),
-        },
-        Command::Backup { out } => backup(&config, &out),
+                at,
+            },
+        ),
+        Command::Backup { out } => actions::backup(&config, &out),
         Command::Restore { from } => restore(&config, &from),
-        Command::Publish { all: _ } => publish_all(&config),
+        Command::Publish { all: _ } => actions::publish_all(&config),
         Command::Scheduled(ScheduledCommand::List) => scheduled_list(&config),
-        Command::Scheduled(ScheduledCommand::Cancel { id }) => scheduled_cancel(&config, &id),
-        Command::Crl => crl(&config),
+        Command::Scheduled(ScheduledCommand::Cancel { id }) => {
+            actions::scheduled_cancel(&config, &id)
+        }
+        Command::Crl => actions::crl(&config),
         Command::Init { external_root } => init(&config, external_root),
         Command::Ca(CaCommand::Export { out }) => ca_export(&config, &out),
         Command::Ca(CaCommand::ImportCert { file, root }) => {
@@ -398,9 +120,9 @@ pub fn run(cli: Cli) -> Result<(), CliError> {
         }
         Command::Ca(CaCommand::Show) => ca_show(&config),
         Command::Ca(CaCommand::Rotate { root, common_name }) => {
-            ca_rotate(&config, root, common_name.as_deref())
+            actions::ca_rotate(&config, root, common_name.as_deref())
         }
-        Command::Issue(args) => issue(&config, &args),
+        Command::Issue(args) => actions::issue(&config, &args),
         Command::Card(CardCommand::Issue {
             holder,
             card,
@@ -410,34 +132,26 @@ pub fn run(cli: Cli) -> Result<(), CliError> {
             sign_policy,
             out_dir,
         }) => {
-            let request = CardRequest {
+            let body = actions::card_body(
                 holder,
                 card,
-                authentication: IssuanceRequest {
-                    policy: auth_policy,
-                    csr: read_input(&auth_csr, "--auth-csr")?,
-                    ..Default::default()
-                },
-                signature: IssuanceRequest {
-                    policy: sign_policy,
-                    csr: read_input(&sign_csr, "--sign-csr")?,
-                    ..Default::default()
-                },
-            };
-            card_issue(&config, &request, out_dir.as_deref())
+                (&auth_csr, &sign_csr),
+                (auth_policy, sign_policy),
+            )?;
+            actions::card_issue(&config, body, out_dir.as_deref())
         }
         Command::Cert(CertCommand::Show { serial }) => cert_show(&config, &serial),
-        Command::Ocsp(OcspCommand::RenewSigner) => ocsp_renew_signer(&config),
+        Command::Ocsp(OcspCommand::RenewSigner) => actions::ocsp_renew_signer(&config),
         Command::Ra(RaCommand::Bootstrap {
             card,
             organization,
             unit,
             policy,
-        }) => ra_bootstrap(&config, &card, organization, unit, policy),
+        }) => ra_bootstrap(&config, card, organization, unit, policy),
         Command::Audit(AuditCommand::Verify { anchor, expect }) => {
             audit_verify(&config, anchor.as_deref(), &expect)
         }
-        Command::Audit(AuditCommand::Checkpoint) => audit_checkpoint(&config),
+        Command::Audit(AuditCommand::Checkpoint) => actions::audit_checkpoint(&config),
         Command::Audit(AuditCommand::Export { out }) => audit_export(&config, out.as_deref()),
         Command::Check => check(&config),
     }
@@ -699,342 +413,6 @@ fn ca_show(config: &Config) -> Result<(), CliError> {
     Ok(())
 }
 
-/// A CSR file as PEM text (DER input is armoured), for the admin API.
-fn csr_text(bytes: &[u8]) -> String {
-    if bytes.trim_ascii_start().starts_with(b"-----BEGIN") {
-        String::from_utf8_lossy(bytes).into_owned()
-    } else {
-        crate::x509::pem::encode(crate::x509::pem::CERTIFICATE_REQUEST, bytes)
-    }
-}
-
-fn read_input(path: &Path, option: &str) -> Result<Vec<u8>, CliError> {
-    std::fs::read(path).context(|| format!("{option} {}", path.display()))
-}
-
-fn issue(config: &Config, args: &IssueArgs) -> Result<(), CliError> {
-    if args.out.is_some() && args.csr.len() > 1 {
-        return Err(CliError("--out takes a single --csr".into()));
-    }
-    let not_after = match &args.not_after {
-        Some(text) => Some(
-            Timestamp::parse_rfc3339(text)
-                .map_err(|e| CliError(format!("--not-after {text:?}: {e}")))?,
-        ),
-        None => None,
-    };
-    let mut stdout = std::io::stdout().lock();
-    // With the daemon running (it holds the store), issue through its admin API.
-    let mut offline = None;
-    for path in &args.csr {
-        if offline.is_none() {
-            let body = serde_json::json!({
-                "policy": args.policy,
-                "csr": csr_text(&read_input(path, "--csr")?),
-                "holder": args.holder,
-                "not_after": args.not_after,
-            });
-            let answer = admin_client::call(config, "/admin/issue", body)
-                .map_err(|e| CliError(format!("issuing from {}: {e}", path.display())))?;
-            match answer {
-                Some(body) => {
-                    let answer: serde_json::Value = serde_json::from_slice(&body)?;
-                    let pem = answer["certificate"].as_str().unwrap_or_default();
-                    match &args.out {
-                        Some(out) => ca::ceremony::write_file(out, pem.as_bytes())?,
-                        None => {
-                            stdout.write_all(pem.as_bytes())?;
-                            stdout.flush()?;
-                        }
-                    }
-                    continue;
-                }
-                None => offline = Some(open_ca(config)?),
-            }
-        }
-        let Some((ca, _hsm)) = &offline else {
-            continue;
-        };
-        let request = IssuanceRequest {
-            policy: args.policy.clone(),
-            csr: read_input(path, "--csr")?,
-            subject: None,
-            not_after,
-        };
-        let issued = ca
-            .issue(&request, args.holder.as_deref())
-            .context(|| format!("issuing from {}", path.display()))?;
-        tracing::info!(serial = %issued.serial, policy = %issued.policy, "certificate issued");
-        match &args.out {
-            Some(out) => ca::ceremony::write_file(out, issued.pem().as_bytes())?,
-            None => {
-                // Printed (and flushed) only once stored: a reader never holds a certificate
-                // the CA does not know.
-                stdout.write_all(issued.pem().as_bytes())?;
-                stdout.flush()?;
-            }
-        }
-    }
-    Ok(())
-}
-
-fn card_issue(
-    config: &Config,
-    request: &CardRequest,
-    out_dir: Option<&Path>,
-) -> Result<(), CliError> {
-    let body = serde_json::json!({
-        "holder": request.holder,
-        "card": request.card,
-        "authentication_csr": csr_text(&request.authentication.csr),
-        "signature_csr": csr_text(&request.signature.csr),
-        "authentication_policy": request.authentication.policy,
-        "signature_policy": request.signature.policy,
-    });
-    if let Some(body) = admin_client::call(config, "/admin/card", body)? {
-        let answer: serde_json::Value = serde_json::from_slice(&body)?;
-        let pem = |field: &str| {
-            answer[field]["certificate"]
-                .as_str()
-                .unwrap_or_default()
-                .to_owned()
-        };
-        let card = answer["card"].as_str().unwrap_or_default();
-        return write_card(
-            out_dir,
-            card,
-            &request.holder,
-            &pem("authentication"),
-            &pem("signature"),
-        );
-    }
-    let (ca, _hsm) = open_ca(config)?;
-    let card = ca.issue_card(request)?;
-    tracing::info!(
-        card = %card.card,
-        holder = %card.holder,
-        authentication = %card.authentication.serial,
-        signature = %card.signature.serial,
-        "card issued"
-    );
-    write_card(
-        out_dir,
-        &card.card,
-        &card.holder,
-        &card.authentication.pem(),
-        &card.signature.pem(),
-    )
-}
-
-fn write_card(
-    out_dir: Option<&Path>,
-    card: &str,
-    holder: &str,
-    authentication: &str,
-    signature: &str,
-) -> Result<(), CliError> {
-    match out_dir {
-        Some(dir) => {
-            ca::ceremony::write_file(&dir.join("auth.pem"), authentication.as_bytes())?;
-            ca::ceremony::write_file(&dir.join("sign.pem"), signature.as_bytes())?;
-            println!(
-                "card {card} for {holder}: {}/auth.pem, {}/sign.pem",
-                dir.display(),
-                dir.display()
-            );
-        }
-        None => {
-            let mut stdout = std::io::stdout();
-            stdout.write_all(authentication.as_bytes())?;
-            stdout.write_all(signature.as_bytes())?;
-        }
-    }
-    Ok(())
-}
-
-fn ra_bootstrap(
-    config: &Config,
-    card: &str,
-    organizations: Vec<String>,
-    units: Vec<String>,
-    policies: Vec<String>,
-) -> Result<(), CliError> {
-    let policies = if policies.is_empty() {
-        PolicySet::load_dir(&config.policies_dir)?
-            .names()
-            .map(str::to_owned)
-            .collect()
-    } else {
-        policies
-    };
-    let scope = crate::ra::operators::Scope {
-        organizations: organizations.into_iter().collect(),
-        units: units.into_iter().collect(),
-        policies: policies.into_iter().collect(),
-    };
-    let body = serde_json::json!({ "card": card, "scope": scope });
-    let answer = match admin_client::call(config, "/admin/ra/bootstrap", body)? {
-        Some(body) => serde_json::from_slice(&body)?,
-        None => {
-            let store = open_store(config)?;
-            let state = ca::load_state(&store)?
-                .ok_or_else(|| ca::CaError::NotInitialized(config.store_dir()))?;
-            let record = crate::ra::bootstrap(&store, &state, card, scope, clock().now())
-                .context(|| format!("--card {card}"))?;
-            serde_json::json!({ "operator": record.id, "role": record.role, "subject": record.subject, "scope": record.scope })
-        }
-    };
-    println!("{}", serde_json::to_string_pretty(&answer)?);
-    Ok(())
-}
-
-fn revoke(
-    config: &Config,
-    serial: Option<String>,
-    card: Option<String>,
-    reason: &str,
-    invalidity_date: Option<String>,
-) -> Result<(), CliError> {
-    use crate::ca::revoke::RevocationRequest;
-    // Checked here too, so that a typo is reported the same way online and offline.
-    let reason_value: crate::x509::revocation::RevocationReason = reason
-        .parse()
-        .map_err(|e: String| CliError(format!("--reason: {e}")))?;
-    let invalidity = match &invalidity_date {
-        Some(text) => Some(
-            Timestamp::parse_rfc3339(text)
-                .map_err(|e| CliError(format!("--invalidity-date {text:?}: {e}")))?,
-        ),
-        None => None,
-    };
-    let target = revocation_target(serial.as_deref(), card.as_deref())?;
-    let body = serde_json::json!({
-        "serial": serial,
-        "card": card,
-        "reason": reason,
-        "invalidity_date": invalidity_date,
-    });
-    if let Some(answer) = admin_client::call(config, "/admin/revoke", body)? {
-        println!("{}", String::from_utf8_lossy(&answer));
-        return Ok(());
-    }
-    let store = open_store(config)?;
-    let revoked = crate::ca::revoke::revoke(
-        &store,
-        RevocationRequest {
-            target,
-            reason: reason_value,
-            invalidity_date: invalidity,
-            requested_by: "cli".into(),
-        },
-        clock().now(),
-    )?;
-    println!(
-        "{}",
-        serde_json::json!({ "revoked": revoked, "ocsp": "the daemon is not running: its responses are re-signed when it starts" })
-    );
-    Ok(())
-}
-
-/// What `--serial` or `--card` names.
-fn revocation_target(
-    serial: Option<&str>,
-    card: Option<&str>,
-) -> Result<crate::ca::revoke::RevocationTarget, CliError> {
-    use crate::ca::revoke::RevocationTarget;
-    match (serial, card) {
-        (Some(serial), None) => Ok(RevocationTarget::Serial(
-            crate::x509::Serial::from_hex(serial).context(|| format!("--serial {serial:?}"))?,
-        )),
-        (None, Some(card)) => Ok(RevocationTarget::Card(card.to_owned())),
-        _ => Err(CliError("give --serial or --card".into())),
-    }
-}
-
-/// `sceau revoke --at`: through the running daemon (whose timer carries it out), or in the
-/// store when none runs (carried out when the daemon starts, or at its time).
-fn schedule_revocation(
-    config: &Config,
-    serial: Option<String>,
-    card: Option<String>,
-    reason: Option<&str>,
-    at: &str,
-) -> Result<(), CliError> {
-    use crate::ca::schedule::ScheduledRevocation;
-    let reason_text = reason.unwrap_or("affiliation-changed");
-    let reason_value: crate::x509::revocation::RevocationReason = reason_text
-        .parse()
-        .map_err(|e: String| CliError(format!("--reason: {e}")))?;
-    let time = Timestamp::parse_rfc3339(at).map_err(|e| CliError(format!("--at {at:?}: {e}")))?;
-    let now = clock().now();
-    // A time already past is an immediate revocation.
-    if time <= now {
-        return revoke(config, serial, card, reason_text, None);
-    }
-    let target = revocation_target(serial.as_deref(), card.as_deref())?;
-    let body = serde_json::json!({
-        "serial": serial,
-        "card": card,
-        "reason": reason_text,
-        "at": at,
-    });
-    if let Some(answer) = admin_client::call(config, "/admin/revoke", body)? {
-        println!("{}", String::from_utf8_lossy(&answer));
-        return Ok(());
-    }
-    let store = open_store(config)?;
-    let entry = ScheduledRevocation::new(
-        crate::ca::random_card_id()?,
-        &target,
-        time,
-        reason_value,
-        "cli".into(),
-        now,
-    );
-    let written = entry.clone();
-    store.commit(move |txn| crate::ca::schedule::schedule_in(txn, &written, now))?;
-    println!("{}", serde_json::json!({ "scheduled": entry }));
-    Ok(())
-}
-
-fn backup(config: &Config, out: &Path) -> Result<(), CliError> {
-    let out = std::path::absolute(out).context(|| format!("--out {}", out.display()))?;
-    let body = serde_json::json!({ "out": out });
-    if let Some(answer) = admin_client::call(config, "/admin/backup", body)? {
-        println!("{}", String::from_utf8_lossy(&answer));
-        return Ok(());
-    }
-    let store = open_store(config)?;
-    let manifest = crate::backup::create(
-        &store,
-        &config.certs_dir(),
-        &config.publish_dir,
-        &out,
-        clock().now(),
-    )
-    .map_err(|e| CliError(e.to_string()))?;
-    println!("{}", serde_json::to_string_pretty(&manifest)?);
-    Ok(())
-}
-
-fn publish_all(config: &Config) -> Result<(), CliError> {
-    if config.nats.is_none() {
-        return Err(CliError(format!(
-            "{}: [nats]: not configured; there is no engine to publish to",
-            config.path.display()
-        )));
-    }
-    match admin_client::call(config, "/admin/publish/all", serde_json::json!({}))? {
-        Some(answer) => {
-            println!("{}", String::from_utf8_lossy(&answer));
-            Ok(())
-        }
-        None => Err(CliError(
-            "the daemon is not running: its publisher makes the full publication (it also makes one when it starts and finds the status bucket new, re-created or short of entries)".into(),
-        )),
-    }
-}
-
 fn restore(config: &Config, from: &Path) -> Result<(), CliError> {
     // The engine first: if it cannot be read, nothing is touched.
     let engine = match &config.nats {
@@ -1102,35 +480,28 @@ fn scheduled_list(config: &Config) -> Result<(), CliError> {
     Ok(())
 }
 
-fn scheduled_cancel(config: &Config, id: &str) -> Result<(), CliError> {
-    let body = serde_json::json!({ "id": id });
-    if let Some(answer) = admin_client::call(config, "/admin/revoke/cancel", body)? {
-        println!("{}", String::from_utf8_lossy(&answer));
-        return Ok(());
-    }
-    let store = open_store(config)?;
-    let id = id.to_owned();
-    let cancelled = store.commit(move |txn| crate::ca::schedule::cancel_in(txn, &id, "cli"))?;
-    println!("{}", serde_json::json!({ "cancelled": cancelled }));
-    Ok(())
-}
-
-fn crl(config: &Config) -> Result<(), CliError> {
-    if let Some(answer) = admin_client::call(config, "/admin/crl", serde_json::json!({}))? {
-        println!("{}", String::from_utf8_lossy(&answer));
-        return Ok(());
-    }
-    let hsm = open_hsm(config)?;
-    let store = open_store(config)?;
-    let state =
-        ca::load_state(&store)?.ok_or_else(|| ca::CaError::NotInitialized(config.store_dir()))?;
-    let publisher = crate::va::crl_publisher(config, store, &hsm, &state)
-        .context(|| "preparing the CRLs".into())?;
-    let published = publisher
-        .publish_all(clock().now())
-        .context(|| "publishing the CRLs".into())?;
-    println!("{}", serde_json::to_string(&published)?);
-    Ok(())
+/// `sceau ra bootstrap`: the scope (every policy when none is named), then the action.
+fn ra_bootstrap(
+    config: &Config,
+    card: String,
+    organizations: Vec<String>,
+    units: Vec<String>,
+    policies: Vec<String>,
+) -> Result<(), CliError> {
+    let policies = if policies.is_empty() {
+        PolicySet::load_dir(&config.policies_dir)?
+            .names()
+            .map(str::to_owned)
+            .collect()
+    } else {
+        policies
+    };
+    let scope = crate::ra::operators::Scope {
+        organizations: organizations.into_iter().collect(),
+        units: units.into_iter().collect(),
+        policies: policies.into_iter().collect(),
+    };
+    actions::ra_bootstrap(config, crate::service::wire::BootstrapBody { card, scope })
 }
 
 fn cert_show(config: &Config, serial: &str) -> Result<(), CliError> {
@@ -1234,87 +605,6 @@ fn audit_verify(config: &Config, anchor: Option<&Path>, expect: &[String]) -> Re
         None => println!("no signed checkpoint yet"),
     }
     Ok(())
-}
-
-fn ocsp_renew_signer(config: &Config) -> Result<(), CliError> {
-    if let Some(answer) =
-        admin_client::call(config, "/admin/ocsp/renew-signer", serde_json::json!({}))?
-    {
-        println!("{}", String::from_utf8_lossy(&answer));
-        return Ok(());
-    }
-    let hsm = open_hsm(config)?;
-    let store = open_store(config)?;
-    let now = clock().now();
-    let state =
-        ca::load_state(&store)?.ok_or_else(|| ca::CaError::NotInitialized(config.store_dir()))?;
-    let mut renewed = Vec::new();
-    for issuing in state.responders_due(now, true) {
-        let stored = ca::ceremony::renew_responder(config, &store, &hsm, now, &issuing.name)?;
-        renewed.push(serde_json::json!({
-            "issuing": issuing.name,
-            "responder": stored.name,
-            "key_label": stored.key_label,
-        }));
-    }
-    println!(
-        "{}",
-        serde_json::json!({
-            "renewed": renewed,
-            "responses": "re-signed by the daemon when it starts; the previous responders' are served until then",
-        })
-    );
-    Ok(())
-}
-
-fn ca_rotate(config: &Config, root: bool, common_name: Option<&str>) -> Result<(), CliError> {
-    let path = if root {
-        "/admin/ca/rotate-root"
-    } else {
-        "/admin/ca/rotate"
-    };
-    let body = serde_json::json!({ "common_name": common_name });
-    if let Some(answer) = admin_client::call(config, path, body)? {
-        println!("{}", String::from_utf8_lossy(&answer));
-        return Ok(());
-    }
-    let hsm = open_hsm(config)?;
-    let store = open_store(config)?;
-    let now = clock().now();
-    let answer = if root {
-        let state = ca::ceremony::rotate_root(config, &store, &hsm, now, common_name)?;
-        serde_json::json!({ "root": state.root.map(|r| r.name) })
-    } else {
-        let rolled = ca::ceremony::rotate_issuing(config, &store, &hsm, now, common_name)?;
-        serde_json::json!({ "issuing": rolled.issuing.name, "key_label": rolled.issuing.key_label, "responder": rolled.responder.name })
-    };
-    println!("{answer}");
-    Ok(())
-}
-
-fn audit_checkpoint(config: &Config) -> Result<(), CliError> {
-    if let Some(answer) =
-        admin_client::call(config, "/admin/audit/checkpoint", serde_json::json!({}))?
-    {
-        println!("{}", String::from_utf8_lossy(&answer));
-        return Ok(());
-    }
-    let hsm = open_hsm(config)?;
-    let store = open_store(config)?;
-    let signed = audit::checkpoint::write_or_verify(&store, &hsm, &config.keys.audit)
-        .context(|| "signing an audit checkpoint".into())?;
-    println!("{}", checkpoint_answer(signed));
-    Ok(())
-}
-
-/// What `audit checkpoint` prints (and the admin API answers).
-pub fn checkpoint_answer(signed: Option<audit::ChainHead>) -> serde_json::Value {
-    match signed {
-        Some(head) => serde_json::json!({ "checkpoint": head.seq, "hash": hex::encode(head.hash) }),
-        None => {
-            serde_json::json!({ "checkpoint": null, "why": "the log is empty or already ends with a checkpoint" })
-        }
-    }
 }
 
 fn audit_export(config: &Config, out: Option<&Path>) -> Result<(), CliError> {

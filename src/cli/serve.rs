@@ -8,16 +8,15 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 use super::{CliError, Context, apply_module_env, clock};
-use crate::ca::revoke::RevokedCertificate;
 use crate::ca::{self, CertificateAuthority};
 use crate::config::Config;
 use crate::hsm::Hsm;
-use crate::http::admin::{AdminService, RolloverHook};
+use crate::http::admin::AdminService;
 use crate::http::ra::{RaMetrics, RaService};
 use crate::http::va::VaService;
 use crate::policy::PolicySet;
-use crate::ra::{BoxFuture, RaSettings, RegistrationAuthority, StatusPublisher};
-use crate::store::CertKey;
+use crate::ra::{RaSettings, RegistrationAuthority};
+use crate::service::{RolloverHook, Service};
 use crate::store::Store;
 use crate::va::ValidationAuthority;
 
@@ -186,26 +185,31 @@ async fn daemon(config: &Config, overrides: ListenOverrides) -> Result<(), CliEr
         None => None,
     };
     let expiring = Arc::new(crate::ca::expiry::ExpiringGauge::default());
+    let service = Service::daemon(
+        config.clone(),
+        store.clone(),
+        hsm.clone(),
+        ca.clone(),
+        va.clone(),
+        audit_watch.clone(),
+        publisher.clone(),
+        ra.as_ref().map(|parts| parts.on_rollover.clone()),
+    );
     let admin_service = Arc::new(AdminService {
-        config: config.clone(),
+        service: service.clone(),
         va: va.clone(),
-        ca: ca.clone(),
-        store: store.clone(),
-        hsm: hsm.clone(),
-        audit_key_label: config.keys.audit.clone(),
         ra_metrics: ra_metrics.clone(),
         token,
         health,
         audit_watch: audit_watch.clone(),
         publisher: publisher.clone(),
-        on_rollover: ra.as_ref().map(|parts| parts.on_rollover.clone()),
         expiring: expiring.clone(),
     });
 
     let shutdown = CancellationToken::new();
     let mut background = va.spawn_background(initial, shutdown.clone());
     background.spawn(watch_hsm(hsm.clone(), ca.clone(), shutdown.clone()));
-    background.spawn(revoke_when_due(ca.clone(), va.clone(), shutdown.clone()));
+    background.spawn(revoke_when_due(service.clone(), shutdown.clone()));
     if let Some(settings) = &config.backup {
         background.spawn(scheduled_backups(
             config.clone(),
@@ -221,13 +225,7 @@ async fn daemon(config: &Config, overrides: ListenOverrides) -> Result<(), CliEr
         expiring,
         shutdown.clone(),
     ));
-    background.spawn(renew_responder_when_due(
-        config.clone(),
-        store.clone(),
-        hsm.clone(),
-        va.clone(),
-        shutdown.clone(),
-    ));
+    background.spawn(renew_responder_when_due(service.clone(), shutdown.clone()));
     if let (Some(settings), Some(metrics)) = (&config.nats, &publisher) {
         background.spawn(crate::va::publish::run(
             store.clone(),
@@ -343,7 +341,7 @@ async fn registration_authority(
     let ra = RegistrationAuthority::new(
         ca.clone(),
         state,
-        Arc::new(VaPublisher(va.clone())),
+        Arc::new(crate::service::Effects::of(va.clone())),
         clock,
         RaSettings {
             time_window_seconds: ra_config.time_window_seconds,
@@ -417,31 +415,6 @@ fn operator_ca_certificates(state: &ca::CaState) -> Vec<Vec<u8>> {
 
 /// The RA tells the VA what changed: OCSP answers for new certificates, and says "revoked"
 /// before a revocation request returns.
-struct VaPublisher(Arc<ValidationAuthority>);
-
-impl StatusPublisher for VaPublisher {
-    fn issued(&self, keys: Vec<CertKey>) -> BoxFuture<'_> {
-        Box::pin(async move {
-            if let Err(error) = self.0.after_issuance(&keys).await {
-                tracing::error!(%error, "certificates stored, but their OCSP responses could not be signed yet");
-            }
-        })
-    }
-
-    fn available(&self) -> bool {
-        // Called on a blocking thread, before the commit: a real call to the token.
-        self.0.signer_available() && self.0.responder.signer_ready()
-    }
-
-    fn revoked(&self, revoked: Vec<RevokedCertificate>) -> BoxFuture<'_> {
-        Box::pin(async move {
-            if let Err(error) = self.0.after_revocation(&revoked).await {
-                tracing::error!(%error, "revocation stored, but its OCSP responses could not be signed yet");
-            }
-        })
-    }
-}
-
 /// While the token is unavailable, tries it every five seconds, so that the daemon recovers (and
 /// health says so) when the token is back, even if no request needs it. A token that answers
 /// without the current issuing CA's key is marked unavailable again: the next try resets the
@@ -520,11 +493,7 @@ async fn count_expiring(
 /// Carries out scheduled revocations when their time comes (looked at five times a second, so
 /// within a second of it), then makes OCSP say so and the CRL follow, as an immediate
 /// revocation does.
-async fn revoke_when_due(
-    ca: CertificateAuthority,
-    va: Arc<ValidationAuthority>,
-    shutdown: CancellationToken,
-) {
+async fn revoke_when_due(service: Service, shutdown: CancellationToken) {
     let mut tick = tokio::time::interval(std::time::Duration::from_millis(200));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -532,23 +501,10 @@ async fn revoke_when_due(
             _ = shutdown.cancelled() => return,
             _ = tick.tick() => {}
         }
-        let due = ca.clone();
-        let revoked = match tokio::task::spawn_blocking(move || due.revoke_due()).await {
-            Ok(Ok(revoked)) => revoked,
-            Ok(Err(error)) => {
-                tracing::error!(%error, "scheduled revocations could not run; retrying");
-                continue;
-            }
-            Err(_) => return,
-        };
-        if revoked.is_empty() {
-            continue;
-        }
-        for r in &revoked {
-            tracing::info!(serial = %r.key.serial, reason = %r.reason, "certificate revoked at its scheduled time");
-        }
-        if let Err(error) = va.after_revocation(&revoked).await {
-            tracing::error!(%error, "scheduled revocation stored, but its OCSP responses could not be signed yet");
+        match service.revoke_due().await {
+            Ok(_) => {}
+            Err(crate::service::ServiceError::ShuttingDown) => return,
+            Err(error) => tracing::error!(%error, "scheduled revocations could not run; retrying"),
         }
     }
 }
@@ -582,13 +538,7 @@ async fn watch_hsm(hsm: Hsm, ca: CertificateAuthority, shutdown: CancellationTok
 
 /// Renews the delegated OCSP responders once two thirds of their certificates' life have
 /// passed (RFC 9919: short-lived, renewed regularly); checked at start and every hour.
-async fn renew_responder_when_due(
-    config: Config,
-    store: Store,
-    hsm: Hsm,
-    va: Arc<ValidationAuthority>,
-    shutdown: CancellationToken,
-) {
+async fn renew_responder_when_due(service: Service, shutdown: CancellationToken) {
     let mut wait = std::time::Duration::from_secs(5);
     loop {
         tokio::select! {
@@ -596,18 +546,17 @@ async fn renew_responder_when_due(
             _ = tokio::time::sleep(wait) => {}
         }
         wait = std::time::Duration::from_secs(3600);
-        let due = ca::load_state(&store)
-            .ok()
-            .flatten()
-            .is_some_and(|state| !state.responders_due(va.now(), false).is_empty());
-        if !due || !hsm.status().available {
+        let token_up = service
+            .token_status()
+            .is_some_and(|status| status.available);
+        if !token_up || !service.responders_due() {
             continue;
         }
         tracing::info!("an OCSP responder certificate is past two thirds of its life: renewing it");
-        match crate::http::admin::renew_responders(&config, &store, &hsm, &va, false).await {
-            Ok(renewed) => tracing::info!(%renewed, "OCSP responder renewed"),
-            Err(problem) => {
-                tracing::error!(detail = %problem.detail, "OCSP responder renewal failed; retrying in a minute");
+        match service.renew_responders(false).await {
+            Ok(renewed) => tracing::info!(renewed = ?renewed.renewed, "OCSP responder renewed"),
+            Err(error) => {
+                tracing::error!(%error, "OCSP responder renewal failed; retrying in a minute");
                 wait = std::time::Duration::from_secs(60);
             }
         }

@@ -147,8 +147,8 @@ pub struct RaConfig {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct OcspConfig {
-    /// nextUpdate - thisUpdate; responses are re-signed after half of it (RFC 9919; PROFILES.md
-    /// §8.2: at most 24 h).
+    /// nextUpdate - thisUpdate; responses are re-signed after half of it (RFC 9919;
+    /// docs/design.md#ocsp-responses: at most 24 h).
     pub validity_hours: u32,
     /// Live signatures at once (nonce requests, several CertIDs, unknown serials). Past it a
     /// nonce request gets the pre-signed response (RFC 9654) and the rest `tryLater`.
@@ -227,7 +227,7 @@ pub struct ResponderConfig {
     pub validity_days: u32,
 }
 
-/// URLs written inside certificates. They must be public names (PROFILES.md, CONFORMANCE.md):
+/// URLs written inside certificates. They must be public names (docs/design.md#conformance):
 /// they are what relying parties fetch, not where this process listens.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PublishedUrls {

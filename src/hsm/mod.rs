@@ -1,6 +1,6 @@
 //! The HSM: a PKCS#11 module reached through cryptoki.
 //!
-//! A pool of sessions, each owned by its own thread ([`pool`]), takes jobs from a bounded queue,
+//! A pool of sessions, each owned by its own thread (`pool`), takes jobs from a bounded queue,
 //! so that the async side never blocks on PKCS#11 and a burst cannot queue without limit. Keys
 //! are generated sensitive and non-extractable, found by label, and handed out as
 //! [`SigningKey`] capabilities that can sign but never reveal the key. A session or device error
@@ -40,7 +40,7 @@ pub struct HsmSettings {
     pub queue_capacity: usize,
 }
 
-/// The kinds of key sceau generates (PROFILES.md §1, "Key sizes in practice").
+/// The kinds of key sceau generates (docs/design.md#common-rules, CA and responder keys).
 #[derive(Copy, Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum KeySpec {

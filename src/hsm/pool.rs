@@ -54,7 +54,7 @@ pub(super) struct Pool {
 }
 
 /// What `/healthz` and the metrics report about the HSM.
-#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize)]
 pub struct HsmStatus {
     pub available: bool,
     /// The last connection or device error, while unavailable.

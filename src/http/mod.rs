@@ -6,6 +6,7 @@
 //! a client gets 10 s to send its headers (slow-loris): hyper's timer on the admin and RA
 //! listeners, a per-connection [`watchdog`] on the validation listener's hot path.
 pub mod admin;
+pub mod metrics;
 pub mod problem;
 pub mod ra;
 pub mod va;

@@ -49,6 +49,7 @@ use rustls::{CertificateError, DigitallySignedStruct, DistinguishedName, RootCer
 use super::problem::Problem;
 use super::{Body, read_body_within};
 use crate::ra::holders::Holder;
+use crate::ra::request::ActionKind;
 use crate::ra::{Operator, RaError, Refusal, RegistrationAuthority};
 
 /// Where holders' own routes start.
@@ -209,7 +210,7 @@ impl RaService {
         };
         match self.ra.handle_holder(holder, action, body.to_vec()).await {
             Ok(value) => json(
-                if action == "renew" {
+                if action.creates() {
                     StatusCode::CREATED
                 } else {
                     StatusCode::OK
@@ -308,8 +309,7 @@ impl RaService {
             Ok(value) => {
                 // A revocation recorded for its time is accepted, not carried out yet.
                 let scheduled = value.get("scheduled").is_some();
-                let created = matches!(action, "submit" | "renew" | "designate");
-                let status = match (created, scheduled) {
+                let status = match (action.creates(), scheduled) {
                     (true, _) => StatusCode::CREATED,
                     (false, true) => StatusCode::ACCEPTED,
                     (false, false) => StatusCode::OK,
@@ -339,10 +339,10 @@ enum Route<'a> {
     /// `GET /ra/v1/holder/card`: a holder's own card.
     HolderCard,
     /// A holder's signed request on their own card.
-    HolderSigned(&'static str),
+    HolderSigned(ActionKind),
     /// A signed request: the action it must sign, and the object the URL names.
     Signed {
-        action: &'static str,
+        action: ActionKind,
         target: Option<&'a str>,
     },
 }
@@ -358,28 +358,28 @@ enum RouteError {
 fn resolve<'a>(method: &Method, path: &'a str) -> Result<Route<'a>, RouteError> {
     let rest = path.strip_prefix("/ra/v1/").ok_or(RouteError::NotFound)?;
     let segments: Vec<&str> = rest.split('/').collect();
-    let signed = |action: &'static str, target: Option<&'a str>| Route::Signed { action, target };
+    let signed = |action: ActionKind, target: Option<&'a str>| Route::Signed { action, target };
     let known = match segments.as_slice() {
         ["operators", "me"] => (Method::GET, Route::Me),
         ["requests", id] => (Method::GET, Route::Request(id)),
         ["certificates", "expiring"] => (Method::GET, Route::Expiring),
         ["certificates", serial] => (Method::GET, Route::Certificate(serial)),
-        ["operators"] => (Method::POST, signed("designate", None)),
-        ["operators", id, "withdraw"] => (Method::POST, signed("withdraw", Some(id))),
-        ["requests"] => (Method::POST, signed("submit", None)),
-        ["requests", id, "approve"] => (Method::POST, signed("approve", Some(id))),
-        ["requests", id, "reject"] => (Method::POST, signed("reject", Some(id))),
-        ["approvals"] => (Method::POST, signed("approve-batch", None)),
-        ["cards", card, "renew"] => (Method::POST, signed("renew", Some(card))),
+        ["operators"] => (Method::POST, signed(ActionKind::Designate, None)),
+        ["operators", id, "withdraw"] => (Method::POST, signed(ActionKind::Withdraw, Some(id))),
+        ["requests"] => (Method::POST, signed(ActionKind::Submit, None)),
+        ["requests", id, "approve"] => (Method::POST, signed(ActionKind::Approve, Some(id))),
+        ["requests", id, "reject"] => (Method::POST, signed(ActionKind::Reject, Some(id))),
+        ["approvals"] => (Method::POST, signed(ActionKind::ApproveBatch, None)),
+        ["cards", card, "renew"] => (Method::POST, signed(ActionKind::Renew, Some(card))),
         ["cards", card] => (Method::GET, Route::Card(card)),
-        ["cards", card, "deliver"] => (Method::POST, signed("deliver", Some(card))),
+        ["cards", card, "deliver"] => (Method::POST, signed(ActionKind::Deliver, Some(card))),
         ["holder", "card"] => (Method::GET, Route::HolderCard),
-        ["holder", "card", "renew"] => (Method::POST, Route::HolderSigned("renew")),
-        ["holder", "card", "revoke"] => (Method::POST, Route::HolderSigned("revoke")),
-        ["revocations"] => (Method::POST, signed("revoke", None)),
+        ["holder", "card", "renew"] => (Method::POST, Route::HolderSigned(ActionKind::Renew)),
+        ["holder", "card", "revoke"] => (Method::POST, Route::HolderSigned(ActionKind::Revoke)),
+        ["revocations"] => (Method::POST, signed(ActionKind::Revoke, None)),
         ["revocations", "scheduled"] => (Method::GET, Route::Scheduled),
         ["revocations", "scheduled", id, "cancel"] => {
-            (Method::POST, signed("cancel-revocation", Some(id)))
+            (Method::POST, signed(ActionKind::CancelRevocation, Some(id)))
         }
         _ => return Err(RouteError::NotFound),
     };
@@ -455,9 +455,9 @@ fn problem_for(error: &RaError) -> Problem {
             };
             (status, refusal.rule().to_owned())
         }
-        RaError::Ca(ca) => return super::admin::ca_problem(ca),
+        RaError::Ca(ca) => return Problem::from(ca),
         RaError::Store(_) => (StatusCode::INTERNAL_SERVER_ERROR, "store-error".into()),
-        RaError::Unavailable => return super::admin::hsm_unavailable_problem(),
+        RaError::Unavailable => return super::problem::hsm_unavailable(),
         // `RegistrationAuthority::handle` answers a retry with its recorded answer; nothing
         // else returns this.
         RaError::CarriedOut(_) => (StatusCode::CONFLICT, Refusal::Replayed.rule().to_owned()),
@@ -771,8 +771,8 @@ mod openapi {
                     let parsed =
                         crate::ra::request::parse(example.as_bytes(), Vec::new(), now, 300)
                             .unwrap_or_else(|e| panic!("{template}: {e}: {example}"));
-                    assert_eq!(parsed.action.name(), *action, "{template}");
-                    if *action == "renew" {
+                    assert_eq!(parsed.action.kind(), *action, "{template}");
+                    if *action == ActionKind::Renew {
                         "holder-renew"
                     } else {
                         "holder-revoke"
@@ -791,7 +791,7 @@ mod openapi {
                     let parsed =
                         crate::ra::request::parse(example.as_bytes(), Vec::new(), now, 300)
                             .unwrap_or_else(|e| panic!("{template}: {e}: {example}"));
-                    assert_eq!(parsed.action.name(), *action, "{template}");
+                    assert_eq!(parsed.action.kind(), *action, "{template}");
                     let mut extended: serde_json::Value = serde_json::from_str(example).unwrap();
                     extended["undocumented"] = serde_json::Value::Bool(true);
                     assert!(
@@ -804,7 +804,7 @@ mod openapi {
                         .is_err(),
                         "{template}: a field the document does not name is refused"
                     );
-                    action
+                    action.name()
                 }
             };
             assert!(kinds.insert(kind), "{kind} documented twice");
@@ -851,7 +851,7 @@ mod openapi {
 
     /// The problem types the RA listener answers with: every refusal, and the rules written in
     /// the code that maps errors to problems (the literal after each `StatusCode::…` in
-    /// `problem_for`'s module, `read_body_within`, `ca_problem` and `hsm_unavailable_problem`).
+    /// `problem_for`'s module, `read_body_within`, and the CA errors' and the token's problems).
     fn answered_rules() -> std::collections::BTreeSet<String> {
         let mut rules: std::collections::BTreeSet<String> = crate::ra::Refusal::ALL
             .iter()
@@ -866,15 +866,15 @@ mod openapi {
                 .map_or(source.len(), |e| start + e);
             &source[start..end]
         };
-        let admin = include_str!("admin.rs");
+        let problems = include_str!("problem.rs");
         let sources = [
             include_str!("ra.rs")
                 .split("#[cfg(test)]")
                 .next()
                 .unwrap_or_default(),
             function(include_str!("mod.rs"), "read_body_within"),
-            function(admin, "ca_problem"),
-            function(admin, "hsm_unavailable_problem"),
+            function(problems, "from(error: &CaError)"),
+            function(problems, "hsm_unavailable"),
         ];
         // The policy's rejections name their own type.
         if function(include_str!("../policy/mod.rs"), "problem_rule")

@@ -96,7 +96,7 @@ fn version_is_v3(c: &Context<'_>) -> LintResult {
         .ok_or_else(|| format!("version is {:?}, not v3", c.tbs.version()))
 }
 
-/// RFC 5280 §4.1.2.2: positive, at most 20 octets. PROFILES.md §9.1.
+/// RFC 5280 §4.1.2.2: positive, at most 20 octets (docs/design.md#pitfalls, 1).
 fn serial_number(c: &Context<'_>) -> LintResult {
     let bytes = c.tbs.serial_number().as_bytes();
     let magnitude: Vec<u8> = bytes.iter().copied().skip_while(|b| *b == 0).collect();
@@ -123,7 +123,7 @@ fn signature_algorithm(c: &Context<'_>) -> LintResult {
         .ok_or_else(|| "signature algorithm differs from the issuing CA's".into())
 }
 
-/// PROFILES.md §1: the issuer is the CA certificate's subject, byte for byte.
+/// docs/design.md#common-rules: the issuer is the CA certificate's subject, byte for byte.
 fn issuer_bytes(c: &Context<'_>) -> LintResult {
     let issuer = c.tbs.issuer().to_der().map_err(|e| e.to_string())?;
     (issuer == c.issuer.subject_der)
@@ -173,7 +173,7 @@ fn time_encoding(c: &Context<'_>) -> LintResult {
 }
 
 /// RGS A4 VII.2, EN 319 412-2 NAT-4.2.4: the policy's subject rules, on the encoded name;
-/// C and serialNumber as PrintableString, the rest as UTF8String (PROFILES.md §1).
+/// C and serialNumber as PrintableString, the rest as UTF8String (docs/design.md#common-rules).
 fn subject(c: &Context<'_>) -> LintResult {
     for atv in c.tbs.subject().iter() {
         let printable = atv.oid == oid::AT_COUNTRY_NAME || atv.oid == oid::AT_SERIAL_NUMBER;
@@ -317,7 +317,7 @@ fn extended_key_usage(c: &Context<'_>) -> LintResult {
 }
 
 /// RFC 5280 §4.2.1.1–2: SKI = method 1 of the subject key; AKI = keyIdentifier of the issuer's
-/// SKI only (PROFILES.md §9.3).
+/// SKI only (docs/design.md#pitfalls, 3).
 fn key_identifiers(c: &Context<'_>) -> LintResult {
     let (_, ski) = c
         .tbs

@@ -1,9 +1,9 @@
 //! Certification policies, as data.
 //!
 //! Each `policies/*.toml` file is parsed once, at start-up, into a validated [`Policy`]; an error
-//! names the file, the line and the key (DESIGN.md invariant 7). Issuance then applies a policy
-//! as a pure function: [`prepare`] turns a request into a [`LintedTbs`] — the DER of the
-//! TBSCertificate, already checked by independent lints against the same policy — or into a
+//! names the file, the line and the key (invariant 7, docs/invariants.md). Issuance then applies
+//! a policy as a pure function: [`prepare`] turns a request into a [`LintedTbs`] — the DER of
+//! the TBSCertificate, already checked by independent lints against the same policy — or into a
 //! [`Rejection`] listing every rule the request breaks. Nothing here signs or stores.
 
 mod file;
@@ -83,7 +83,7 @@ pub struct SubjectRules {
 pub enum CommonNameRule {
     /// Any CN.
     Free,
-    /// CN = "<givenName> <SURNAME>" (RGS A4 VII.2.2: "Prénom NOM").
+    /// CN = `"<givenName> <SURNAME>"` (RGS A4 VII.2.2: "Prénom NOM").
     GivenNameThenSurname,
 }
 
@@ -300,7 +300,7 @@ impl Policy {
                             return Err(err(
                                 section.purposes.span(),
                                 "extended_key_usage.purposes",
-                                "emailProtection brings the CA/B Forum S/MIME requirements into play (PROFILES.md §4)".into(),
+                                "emailProtection brings the CA/B Forum S/MIME requirements into play (docs/design.md#authentication-certificate)".into(),
                             ));
                         }
                         other => ObjectIdentifier::new(other).map_err(|_| {

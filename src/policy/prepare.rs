@@ -404,8 +404,8 @@ fn build_tbs(
     })
 }
 
-/// The extensions of a holder certificate, in the order of the reference samples
-/// (PROFILES.md §4–5).
+/// The extensions of a holder certificate, in the order docs/design.md#holder-certificates
+/// lists them.
 pub(super) fn end_entity_extensions(
     policy: &Policy,
     issuer: &IssuerProfile,

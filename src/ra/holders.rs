@@ -242,9 +242,10 @@ impl RegistrationAuthority {
     pub async fn handle_holder(
         self: &Arc<Self>,
         holder: &Holder,
-        expected: &'static str,
+        expected: super::request::ActionKind,
         cms: Vec<u8>,
     ) -> Result<serde_json::Value, RaError> {
+        let expected = expected.name();
         let holder = holder.clone();
         self.run_signed(holder.client(), expected, cms, move |ra, cms| {
             let request = match ra.open_holder(&holder, expected, cms) {

@@ -507,10 +507,11 @@ impl RegistrationAuthority {
     pub async fn handle(
         self: &Arc<Self>,
         operator: &Operator,
-        expected: &'static str,
+        expected: request::ActionKind,
         target: Option<String>,
         cms: Vec<u8>,
     ) -> Result<serde_json::Value, RaError> {
+        let expected = expected.name();
         let actor = operator.clone();
         self.run_signed(operator.record.id.clone(), expected, cms, move |ra, cms| {
             let request = match ra.open(&actor, expected, target.as_deref(), cms) {

@@ -30,7 +30,7 @@ struct Window {
 /// and detail.
 type Key = (String, String, String, String);
 
-/// The open windows, by [`Key`].
+/// The open windows, by `Key`.
 #[derive(Debug, Default)]
 pub struct RefusalLog {
     windows: Mutex<HashMap<Key, Window>>,

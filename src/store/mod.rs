@@ -4,8 +4,8 @@
 //! a caller hands it a transaction (a closure that reads and stages writes through a [`Txn`]),
 //! the writer runs the transactions waiting in its queue one after the other, chains their audit
 //! events, and writes them all in a single synced write batch (group commit). Each
-//! transaction's writes and audit events therefore land together or not at all (DESIGN.md
-//! invariant 2), later transactions in a group see the writes of earlier ones, and one fsync
+//! transaction's writes and audit events therefore land together or not at all (invariant 2,
+//! docs/invariants.md), later transactions in a group see the writes of earlier ones, and one fsync
 //! serves many transactions. A transaction that returns an error stages nothing.
 
 mod chain;

@@ -61,7 +61,8 @@ table!(
     Serials, "serials", Serial, IssuerId
 );
 table!(
-    /// Issuance intents recorded before signing and not yet resolved (DESIGN.md invariant 1).
+    /// Issuance intents recorded before signing and not yet resolved (invariant 1,
+    /// docs/invariants.md).
     Intents, "intents", CertKey, IntentRecord
 );
 table!(

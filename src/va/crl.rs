@@ -1,15 +1,15 @@
-//! CRL and ARL publication (RFC 5280 §5; PROFILES.md §7).
+//! CRL and ARL publication (RFC 5280 §5; docs/design.md#crl-and-arl).
 //!
 //! A CRL is generated from the revocation table in one pass ([`crate::x509::crl::CrlWriter`]),
 //! signed once by the CA key in the HSM, and published atomically into the publish directory,
 //! where any web server or CDN can serve it, and into memory, where the daemon serves it.
 //!
 //! CRL numbers go up by exactly one (RGS A4 III.2) and are persisted before publication
-//! (DESIGN.md invariant 4): the signed CRL is first written to `<name>.crl.pending-<n>` and
-//! synced, then number `n` is committed with its audit event, then the file is renamed into
-//! place. A crash before the commit leaves a pending file that is deleted at the next start
-//! (`n` was never used); a crash after it leaves one that is renamed into place (`n` was
-//! published). Either way no number is skipped or reused.
+//! (invariant 4, docs/invariants.md): the signed CRL is first written to
+//! `<name>.crl.pending-<n>` and synced, then number `n` is committed with its audit event, then
+//! the file is renamed into place. A crash before the commit leaves a pending file that is
+//! deleted at the next start (`n` was never used); a crash after it leaves one that is renamed
+//! into place (`n` was published). Either way no number is skipped or reused.
 use std::collections::HashMap;
 
 /// How far a CRL's thisUpdate may run ahead of the clock (two CRLs of a CA in one second take
@@ -34,7 +34,7 @@ use crate::x509::{Timestamp, ext, keys, oid};
 /// When and how long CRLs are valid.
 #[derive(Clone, Debug)]
 pub struct CrlSettings {
-    /// nextUpdate - thisUpdate for CRLs (RGS *** [CHOICE]: 26 h).
+    /// nextUpdate - thisUpdate for CRLs (RGS ***; 26 h, a choice: docs/design.md#crl-and-arl).
     pub next_update_seconds: u64,
     /// Regenerate at least this often (6 h).
     pub interval_seconds: u64,

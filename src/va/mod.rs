@@ -455,6 +455,10 @@ impl ValidationAuthority {
         self.clock.now()
     }
 
+    pub fn clock(&self) -> Arc<dyn Clock> {
+        self.clock.clone()
+    }
+
     /// Makes revocations visible: OCSP stops answering "good" at once (the old responses are
     /// dropped before anything else), new responses are signed before this returns, and a new
     /// CRL follows within the coalescing delay.

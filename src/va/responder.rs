@@ -68,6 +68,11 @@ impl SerialKey {
     }
 }
 
+/// Boxed in its shard's map: a map slot then costs 32 octets instead of the entry's 176, which
+/// matters because a map is between 44 % and 87 % full (1,000,000 entries in 64 maps of 32,768
+/// slots: 400 octets an entry unboxed, 260 boxed).
+type Shard = HashMap<SerialKey, Box<Entry>>;
+
 #[derive(Clone, Debug)]
 struct Entry {
     status: Status,
@@ -85,7 +90,7 @@ struct IssuerResponses {
     /// Earlier responders whose certificates are still valid: responses they signed are read
     /// back at start-up and served (with their certificate) until re-signed.
     previous: Vec<Arc<ResponseSigner>>,
-    shards: Vec<RwLock<HashMap<SerialKey, Entry>>>,
+    shards: Vec<RwLock<Shard>>,
 }
 
 impl IssuerResponses {
@@ -105,13 +110,13 @@ impl IssuerResponses {
             .clone()
     }
 
-    fn read(&self, key: &SerialKey) -> std::sync::RwLockReadGuard<'_, HashMap<SerialKey, Entry>> {
+    fn read(&self, key: &SerialKey) -> std::sync::RwLockReadGuard<'_, Shard> {
         self.shards[key.shard()]
             .read()
             .unwrap_or_else(|p| p.into_inner())
     }
 
-    fn write(&self, key: &SerialKey) -> std::sync::RwLockWriteGuard<'_, HashMap<SerialKey, Entry>> {
+    fn write(&self, key: &SerialKey) -> std::sync::RwLockWriteGuard<'_, Shard> {
         self.shards[key.shard()]
             .write()
             .unwrap_or_else(|p| p.into_inner())
@@ -488,10 +493,10 @@ impl Responder {
             None => {
                 shard.insert(
                     serial,
-                    Entry {
+                    Box::new(Entry {
                         status,
                         responses: [None, None],
-                    },
+                    }),
                 );
                 self.entries.fetch_add(1, Ordering::Relaxed);
                 status
@@ -634,7 +639,7 @@ impl Responder {
             }
             Some(_) => false,
             None => {
-                shard.insert(key, Entry { status, responses });
+                shard.insert(key, Box::new(Entry { status, responses }));
                 self.entries.fetch_add(1, Ordering::Relaxed);
                 true
             }
@@ -747,10 +752,10 @@ impl Responder {
                 let mut shard = issuer.write(&serial);
                 let entry = shard.entry(serial).or_insert_with(|| {
                     loaded += 1;
-                    Entry {
+                    Box::new(Entry {
                         status,
                         responses: [None, None],
-                    }
+                    })
                 });
                 if entry.status == status {
                     entry.responses[hash as usize] = Some(response);

@@ -1,4 +1,5 @@
-//! Building and signing OCSP responses (RFC 6960 §4.2, RFC 9919 profile; PROFILES.md §8).
+//! Building and signing OCSP responses (RFC 6960 §4.2, RFC 9919 profile;
+//! docs/design.md#ocsp-responses).
 //!
 //! Every response: ResponderID byKey (SHA-1 of the responder's public key, 20 octets, also for
 //! SHA-256 CertIDs), producedAt, one SingleResponse per CertID with thisUpdate, nextUpdate and

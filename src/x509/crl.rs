@@ -65,7 +65,7 @@ impl CrlWriter {
     }
 
     /// Appends one revokedCertificates entry (RFC 5280 §5.1.2.6, §5.3): serial, revocation date,
-    /// then reasonCode (omitted for unspecified, PROFILES.md §7.1) and invalidityDate.
+    /// then reasonCode (omitted for unspecified, docs/design.md#crl-and-arl) and invalidityDate.
     pub fn push(
         &mut self,
         serial: &[u8],

@@ -1,5 +1,5 @@
 //! Certificate extensions, built from x509-cert's extension types (and our own for
-//! qcStatements and id-pkix-ocsp-nocheck), in the exact shapes PROFILES.md gives.
+//! qcStatements and id-pkix-ocsp-nocheck), in the exact shapes docs/design.md#profiles gives.
 use const_oid::{AssociatedOid, ObjectIdentifier};
 use der::asn1::{Any, Ia5String, Null, OctetString, PrintableString};
 use der::{Encode, Sequence};
@@ -262,7 +262,7 @@ mod tests {
 
     #[test]
     fn key_usage_bit_strings_are_minimal() {
-        // PROFILES.md §9.6: 03 02 07 80 (digitalSignature), 03 02 06 40 (nonRepudiation).
+        // docs/design.md#pitfalls, 6: 03 02 07 80 (digitalSignature), 03 02 06 40 (nonRepudiation).
         let ds = key_usage(KeyUsages::DigitalSignature.into(), Criticality::Critical).unwrap();
         assert_eq!(ds.extn_value.as_bytes(), &[0x03, 0x02, 0x07, 0x80]);
         let nr = key_usage(KeyUsages::NonRepudiation.into(), Criticality::Critical).unwrap();

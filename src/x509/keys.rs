@@ -9,7 +9,7 @@ use spki::{AlgorithmIdentifierOwned, SubjectPublicKeyInfoOwned};
 
 use super::oid;
 
-/// The elliptic curves sceau accepts (RGS B1 RègleECp-2; PROFILES.md §1).
+/// The elliptic curves sceau accepts (RGS B1 RègleECp-2; docs/design.md#common-rules).
 #[derive(Copy, Clone, Debug, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 pub enum Curve {
     #[serde(rename = "P-256")]

@@ -1,7 +1,8 @@
 //! Distinguished names: reading them strictly and writing them canonically.
 //!
-//! Reading ([`read_name`]) refuses what PROFILES.md §1 forbids in a holder name: multi-valued
-//! RDNs, string types other than UTF8String and PrintableString, and bytes that are not UTF-8.
+//! Reading ([`read_name`]) refuses what docs/design.md#common-rules forbids in a holder name:
+//! multi-valued RDNs, string types other than UTF8String and PrintableString, and bytes that are
+//! not UTF-8.
 //! Writing ([`DistinguishedName::to_der`]) encodes every attribute as UTF8String except
 //! countryName and serialNumber, which X.520 makes PrintableString.
 use core::fmt;

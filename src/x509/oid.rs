@@ -1,4 +1,5 @@
-//! Object identifiers used by the profiles (PROFILES.md), named after their ASN.1 modules.
+//! Object identifiers used by the profiles (docs/design.md#profiles), named after their ASN.1
+//! modules.
 use const_oid::ObjectIdentifier as Oid;
 
 // X.520 attribute types (RFC 5280 appendix A.1).
@@ -31,7 +32,7 @@ pub const EXT_OCSP_NOCHECK: Oid = Oid::new_unwrap("1.3.6.1.5.5.7.48.1.5");
 pub const EXT_CRL_NUMBER: Oid = Oid::new_unwrap("2.5.29.20");
 pub const EXT_CRL_REASON: Oid = Oid::new_unwrap("2.5.29.21");
 pub const EXT_INVALIDITY_DATE: Oid = Oid::new_unwrap("2.5.29.24");
-/// ExpiredCertsOnCRL is 2.5.29.60 (2.5.29.27 is deltaCRLIndicator; PROFILES.md §7.1 warns).
+/// ExpiredCertsOnCRL is 2.5.29.60 (2.5.29.27 is deltaCRLIndicator; docs/design.md#crl-and-arl).
 pub const EXT_EXPIRED_CERTS_ON_CRL: Oid = Oid::new_unwrap("2.5.29.60");
 
 // Access methods (RFC 5280 §4.2.2.1).

@@ -1,8 +1,8 @@
 //! Revocation reasons (RFC 5280 §5.3.1 CRLReason) as sceau accepts them.
 //!
-//! PROFILES.md §7.1: omit reasonCode rather than use unspecified (0); no certificateHold (6),
-//! since revocation is final at RGS *** (EN 319 411-1 REV-6.3.9-04); removeFromCRL (8) only in
-//! delta CRLs, which sceau does not publish.
+//! docs/design.md#crl-and-arl: omit reasonCode rather than use unspecified (0); no
+//! certificateHold (6), since revocation is final at RGS *** (EN 319 411-1 REV-6.3.9-04);
+//! removeFromCRL (8) only in delta CRLs, which sceau does not publish.
 use core::fmt;
 use core::str::FromStr;
 

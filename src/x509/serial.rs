@@ -2,8 +2,9 @@
 //!
 //! RFC 5280 §4.1.2.2: "The serial number MUST be a positive integer assigned by the CA to each
 //! certificate. It MUST be unique for each certificate issued by a given CA ... CAs MUST NOT
-//! use serialNumber values longer than 20 octets." PROFILES.md §1 chooses 159 random bits with
-//! the top bit clear (as `openssl ca -rand_serial` does): at most 20 DER octets, never a pad.
+//! use serialNumber values longer than 20 octets." sceau chooses 159 random bits with the top
+//! bit clear (as `openssl ca -rand_serial` does): at most 20 DER octets, never a pad
+//! (docs/design.md#common-rules).
 use core::fmt;
 
 use aws_lc_rs::rand::{SecureRandom, SystemRandom};

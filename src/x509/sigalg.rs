@@ -14,7 +14,7 @@ use spki::{AlgorithmIdentifierOwned, SubjectPublicKeyInfoOwned};
 use super::keys::{self, Curve, PublicKeyKind};
 use super::oid;
 
-/// The schemes the CA's own keys sign with (RGS B1: SHA-2 only; PROFILES.md §1).
+/// The schemes the CA's own keys sign with (RGS B1: SHA-2 only; docs/design.md#common-rules).
 #[derive(Copy, Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum SignatureScheme {

@@ -1,7 +1,8 @@
 //! Building a TBSCertificate, and attaching the signature to it.
 //!
 //! [`TbsCertificateV3`] is the RFC 5280 §4.1 production with the issuer held as raw bytes, so that
-//! the issuer field is a byte-for-byte copy of the CA certificate's subject (PROFILES.md §1).
+//! the issuer field is a byte-for-byte copy of the CA certificate's subject
+//! (docs/design.md#common-rules).
 //! [`assemble_certificate`] wraps TBS bytes, unchanged, with the algorithm and signature: the
 //! signed bytes are the bytes that were linted and recorded.
 use der::asn1::{AnyRef, BitStringRef};
