@@ -1,4 +1,4 @@
-//! The store's own column families, their key encodings and value types, and the [`table!`]
+//! The store's own column families, their key encodings and value types, and the `table!`
 //! macro with which the domain modules declare theirs beside their records (`ra::operators`,
 //! `ra::cards`, `ra::holders`, `ra`, `ca::schedule`). [`ALL_TABLES`] names them all.
 //!
