@@ -8,7 +8,7 @@
 //! [`Effects`].
 //!
 //! What follows a commit never depends on the caller staying connected: an action that commits
-//! runs in a task of its own ([`Service::to_the_end`]), so a client that hangs up loses only the
+//! runs in a task of its own (`Service::to_the_end`), so a client that hangs up loses only the
 //! answer.
 
 mod error;
