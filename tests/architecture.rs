@@ -324,18 +324,18 @@ fn references(text: &str, module_path: &[String]) -> Vec<Reference> {
             continue;
         }
         let (word, after) = identifier(&chars, i).expect("an identifier");
-        if word == "mod" {
-            if let Some((name, after_name)) = identifier(&chars, after) {
-                let mut j = after_name;
-                while chars.get(j).is_some_and(|c| c.is_whitespace()) {
-                    j += 1;
-                }
-                if chars.get(j) == Some(&'{') {
-                    inline.push((depth + 1, name));
-                }
-                i = after_name;
-                continue;
+        if word == "mod"
+            && let Some((name, after_name)) = identifier(&chars, after)
+        {
+            let mut j = after_name;
+            while chars.get(j).is_some_and(|c| c.is_whitespace()) {
+                j += 1;
             }
+            if chars.get(j) == Some(&'{') {
+                inline.push((depth + 1, name));
+            }
+            i = after_name;
+            continue;
         }
         let start = i;
         let rest = match word.as_str() {
