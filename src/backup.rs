@@ -30,10 +30,12 @@ use serde::{Deserialize, Serialize};
 
 use crate::audit::AuditEvent;
 use crate::ca::CaState;
-use crate::store::schema::{
-    CardRequests, Cards, Certificates, Evidence, Handovers, Meta, Operators, Revocations,
-    ScheduledRevocations, Serials, meta_keys,
-};
+use crate::ca::schedule::ScheduledRevocations;
+use crate::ra::Evidence;
+use crate::ra::cards::CardRequests;
+use crate::ra::holders::Handovers;
+use crate::ra::operators::Operators;
+use crate::store::schema::{Cards, Certificates, Meta, Revocations, Serials, meta_keys};
 use crate::store::{CertKey, IssuerId, RevocationRecord, Store, StoreError};
 use crate::x509::Timestamp;
 use crate::x509::revocation::RevocationReason;
@@ -419,22 +421,9 @@ pub fn prune(dir: &Path, keep: usize) -> Result<Vec<PathBuf>, BackupError> {
 /// behind the lost one's.
 pub const CLOCK_MARGIN_SECONDS: u64 = 3600;
 
-/// A revocation as the outside world saw it.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
-pub struct PublishedRevocation {
-    pub revoked_at: Timestamp,
-    pub reason: RevocationReason,
-    pub invalidity_date: Option<Timestamp>,
-}
-
-/// What the engine of the responder nodes holds, read at restore time.
-#[derive(Debug, Default)]
-pub struct EngineView {
-    /// Every status published: (certificate, its revocation if revoked).
-    pub statuses: Vec<(CertKey, Option<PublishedRevocation>)>,
-    /// The CRLs published there (DER).
-    pub crls: Vec<Vec<u8>>,
-}
+/// What the engine holds, as the validation authority reads it back
+/// ([`crate::va::publish::read_engine`]).
+pub use crate::va::publish::{EngineView, PublishedRevocation};
 
 /// A revocation the restore wrote back.
 #[derive(Debug, Serialize)]

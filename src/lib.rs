@@ -14,6 +14,8 @@
 //!   into a linted TBS certificate, or into the list of rules it breaks.
 //! - [`hsm`]: the PKCS#11 module, a pool of sessions on dedicated threads, key generation and
 //!   signing. Keys never leave it.
+//! - [`issuer`]: the issuer state (the CA certificates and their keys, a CA that can sign,
+//!   revoked entries), shared by `ca`, which writes it, and `va`, which signs with it.
 //! - [`ca`]: the key ceremony and issuance: record the intent, sign, store.
 //! - [`store`]: RocksDB, the only module that touches it. Every state change is one atomic write
 //!   batch that carries its audit event.
@@ -41,6 +43,7 @@ pub mod durable;
 pub mod failpoint;
 pub mod hsm;
 pub mod http;
+pub mod issuer;
 pub mod policy;
 pub mod ra;
 pub mod service;

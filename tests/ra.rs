@@ -1051,7 +1051,7 @@ fn insiders_cannot_become_two_persons_nor_take_over_cards_from_below() {
     {
         let store = open_store(&pki);
         let mut record = store
-            .get::<sceau::store::schema::Operators>(&aec.id)
+            .get::<sceau::ra::operators::Operators>(&aec.id)
             .unwrap()
             .unwrap();
         record.withdrawn = Some(sceau::ra::operators::Withdrawal {
@@ -1061,7 +1061,7 @@ fn insiders_cannot_become_two_persons_nor_take_over_cards_from_below() {
             cascade_from: None,
         });
         store
-            .write_derived::<sceau::store::schema::Operators>(&[(aec.id.clone(), Some(record))])
+            .write_derived::<sceau::ra::operators::Operators>(&[(aec.id.clone(), Some(record))])
             .unwrap();
     }
     let daemon = Daemon::start(&pki);

@@ -15,6 +15,7 @@ pub mod checkpoint;
 
 use serde::{Deserialize, Serialize};
 
+use crate::store::ChainEntry;
 use crate::x509::Timestamp;
 use crate::x509::keys::sha256;
 
@@ -254,31 +255,13 @@ pub struct AuditRecord {
     pub event: AuditEvent,
 }
 
-/// The end of the chain: the last sequence number and its hash.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct ChainHead {
-    pub seq: u64,
-    pub hash: [u8; 32],
-}
+/// The end of the chain, kept by the store (which links the entries, see [`ChainEntry`]).
+pub use crate::store::ChainHead;
 
-impl ChainHead {
-    /// The head of an empty log.
-    pub const GENESIS: ChainHead = ChainHead {
-        seq: 0,
-        hash: [0; 32],
-    };
-
-    pub fn to_bytes(self) -> [u8; 40] {
-        let mut out = [0u8; 40];
-        out[..8].copy_from_slice(&self.seq.to_be_bytes());
-        out[8..].copy_from_slice(&self.hash);
-        out
-    }
-
-    pub fn from_bytes(bytes: &[u8]) -> Option<Self> {
-        let seq = u64::from_be_bytes(bytes.get(..8)?.try_into().ok()?);
-        let hash = bytes.get(8..40)?.try_into().ok()?;
-        (bytes.len() == 40).then_some(ChainHead { seq, hash })
+/// An event is linked into the store's chain by [`append`], in the write of its transaction.
+impl ChainEntry for AuditEvent {
+    fn link(self, head: ChainHead, time: Timestamp) -> Result<(Vec<u8>, ChainHead), String> {
+        append(head, time, self).map_err(|e| e.to_string())
     }
 }
 
@@ -575,5 +558,75 @@ mod tests {
         let (mut entries, head) = log(5);
         entries.pop();
         assert_eq!(verify_chain(entries, head, None).unwrap_err().seq, 5);
+    }
+
+    /// The store's writes and the chain it links, together (the store's hook, [`ChainEntry`]).
+    mod in_the_store {
+        use super::super::*;
+        use crate::store::schema::{Certificates, Serials};
+        use crate::store::{CertKey, IssuerId, Store, StoreError};
+        use crate::x509::Serial;
+
+        #[derive(Debug, thiserror::Error)]
+        enum TestError {
+            #[error("store: {0}")]
+            Store(#[from] StoreError),
+            #[error("refused")]
+            Refused,
+        }
+
+        fn event(serial: &str) -> AuditEvent {
+            AuditEvent::IntentRevoked {
+                issuer: "test".into(),
+                serial: serial.into(),
+                why: "test".into(),
+            }
+        }
+
+        #[test]
+        fn a_transaction_and_its_audit_event_land_together_or_not_at_all() {
+            let dir = tempfile::tempdir().unwrap();
+            let store = Store::open(dir.path()).unwrap();
+            let serial = Serial::from_hex("01").unwrap();
+            let issuer = IssuerId([7; 20]);
+            let s = serial.clone();
+            store
+                .commit(move |txn| -> Result<(), TestError> {
+                    txn.put::<Serials>(&s, &issuer)?;
+                    txn.audit(event("01"));
+                    Ok(())
+                })
+                .unwrap();
+            assert_eq!(store.get::<Serials>(&serial).unwrap(), Some(issuer));
+            assert_eq!(store.audit_head().seq, 1);
+
+            // A refused transaction stages nothing, not even its audit event.
+            let other = Serial::from_hex("02").unwrap();
+            let o = other.clone();
+            let refused = store.commit(move |txn| -> Result<(), TestError> {
+                txn.put::<Serials>(&o, &issuer)?;
+                txn.audit(event("02"));
+                Err(TestError::Refused)
+            });
+            assert!(matches!(refused, Err(TestError::Refused)));
+            assert_eq!(store.get::<Serials>(&other).unwrap(), None);
+            assert_eq!(store.audit_head().seq, 1);
+            drop(store);
+
+            // Reopened: the chain head and the data persisted and verify.
+            let store = Store::open(dir.path()).unwrap();
+            assert_eq!(store.audit_head().seq, 1);
+            let entries: Vec<_> = store.audit_entries().unwrap().map(|e| e.unwrap()).collect();
+            assert_eq!(
+                verify_chain(entries, store.audit_head(), None).map(|v| v.entries),
+                Ok(1)
+            );
+            assert!(
+                store
+                    .get::<Certificates>(&CertKey { issuer, serial })
+                    .unwrap()
+                    .is_none()
+            );
+        }
     }
 }

@@ -6,6 +6,7 @@
 //! docs/design.md#ocsp-responder-certificate. Each certificate goes through the same
 //! intent-then-sign cycle as holder certificates. The CA state is written last, in one batch
 //! with the ceremony's audit events, so a store is either initialised or not.
+use super::ceremony_intent::CeremonyKind;
 use std::path::{Path, PathBuf};
 
 use der::asn1::{AnyRef, BitString, SetOfVec};
@@ -19,12 +20,12 @@ use x509_cert::request::{CertReq, CertReqInfo};
 use x509_cert::time::Validity;
 
 use super::issue::{PendingCertificate, issue_all};
-use super::issuer::Issuer;
-use super::state::{CaState, KeyRef, PendingIssuing, RootCa, RootLink, StoredCa};
 use super::{CaError, load_state};
 use crate::audit::AuditEvent;
 use crate::config::{Config, KeyConfig, PublishedUrls};
 use crate::hsm::{Hsm, SigningKey};
+use crate::issuer::Issuer;
+use crate::issuer::state::{CaState, KeyRef, PendingIssuing, RootCa, RootLink, StoredCa};
 use crate::store::schema::{Meta, meta_keys};
 use crate::store::{CertKey, IssuerId, Store};
 use crate::x509::ext::{self, Criticality, PolicyEntry};
@@ -76,7 +77,7 @@ pub fn init(
     if external_root {
         return super::ceremony_intent::run(
             store,
-            "init",
+            CeremonyKind::Init,
             vec![issuing_config.label.clone()],
             now,
             || init_awaiting_root(config, store, hsm, now, &issuing_config),
@@ -95,7 +96,7 @@ pub fn init(
         issuing_config.label.clone(),
         ocsp_config.label.clone(),
     ];
-    super::ceremony_intent::run(store, "init", labels, now, || {
+    super::ceremony_intent::run(store, CeremonyKind::Init, labels, now, || {
         init_with_root(
             config,
             store,
@@ -282,7 +283,7 @@ pub fn import_issuing_certificate(
     };
     super::ceremony_intent::run(
         store,
-        "import",
+        CeremonyKind::Import,
         vec![ocsp_config.label.clone()],
         now,
         || {
@@ -564,7 +565,7 @@ pub fn renew_responder(
     let key = fresh_key(hsm, store, &config.keys.ocsp, now)?;
     super::ceremony_intent::run(
         store,
-        "renew-responder",
+        CeremonyKind::RenewResponder,
         vec![key.label.clone()],
         now,
         || {
@@ -648,7 +649,7 @@ pub fn rotate_issuing(
         plan.issuing_key.label.clone(),
         plan.responder_key.label.clone(),
     ];
-    super::ceremony_intent::run(store, "rotate-issuing", labels, now, || {
+    super::ceremony_intent::run(store, CeremonyKind::RotateIssuing, labels, now, || {
         plan.carry_out(config, store, hsm, now, &state)
     })
 }
@@ -766,7 +767,7 @@ pub fn rotate_root(
     let old = Issuer::load(hsm, &old)?;
     let key_config = fresh_key(hsm, store, &config.keys.root, now)?;
     let labels = vec![key_config.label.clone()];
-    super::ceremony_intent::run(store, "rotate-root", labels, now, || {
+    super::ceremony_intent::run(store, CeremonyKind::RotateRoot, labels, now, || {
         let plan = RootPlan {
             old: &old,
             name,

@@ -17,11 +17,41 @@ use crate::store::{CertKey, Reader, Store, StoreError, Txn};
 use crate::x509::Timestamp;
 use crate::x509::revocation::RevocationReason;
 
+/// The key ceremonies (stored by name: `init`, `import`, `rotate-issuing`, `rotate-root`,
+/// `renew-responder`).
+#[derive(Copy, Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum CeremonyKind {
+    Init,
+    /// The issuing CA's certificate from an external root (`sceau ca import-cert`).
+    Import,
+    RotateIssuing,
+    RotateRoot,
+    RenewResponder,
+}
+
+impl CeremonyKind {
+    pub fn name(self) -> &'static str {
+        match self {
+            CeremonyKind::Init => "init",
+            CeremonyKind::Import => "import",
+            CeremonyKind::RotateIssuing => "rotate-issuing",
+            CeremonyKind::RotateRoot => "rotate-root",
+            CeremonyKind::RenewResponder => "renew-responder",
+        }
+    }
+}
+
+impl core::fmt::Display for CeremonyKind {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
 /// What a ceremony under way has announced and done so far.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CeremonyIntent {
-    /// `init`, `rotate-issuing`, `rotate-root`, `renew-responder`.
-    pub kind: String,
+    pub kind: CeremonyKind,
     pub started_at: Timestamp,
     /// The labels of the keys it generates, announced before the first one is made.
     pub key_labels: Vec<String>,
@@ -33,7 +63,7 @@ pub struct CeremonyIntent {
 /// What resolving an interrupted ceremony did.
 #[derive(Clone, Debug, Serialize)]
 pub struct Resolution {
-    pub kind: String,
+    pub kind: CeremonyKind,
     /// Certificates of the ceremony unknown to the CA state, now revoked.
     pub revoked: Vec<CertKey>,
     /// Labels of keys the ceremony announced that no CA or responder of the state uses.
@@ -64,12 +94,12 @@ pub fn unfinished(store: &Store) -> Result<Option<CeremonyIntent>, CaError> {
 /// Refused while another ceremony is under way or unfinished.
 pub fn begin(
     store: &Store,
-    kind: &str,
+    kind: CeremonyKind,
     key_labels: Vec<String>,
     now: Timestamp,
 ) -> Result<(), CaError> {
     let intent = CeremonyIntent {
-        kind: kind.to_owned(),
+        kind,
         started_at: now,
         key_labels,
         certificates: Vec::new(),
@@ -82,7 +112,7 @@ pub fn begin(
             )));
         }
         txn.audit(AuditEvent::CeremonyStarted {
-            kind: intent.kind.clone(),
+            kind: intent.kind.to_string(),
             key_labels: intent.key_labels.clone(),
         });
         write(txn, &intent)
@@ -187,7 +217,7 @@ pub fn resolve(store: &Store, now: Timestamp) -> Result<Option<Resolution>, CaEr
         let bytes = serde_json::to_vec(&orphans).map_err(|e| CaError::Encoding(e.to_string()))?;
         txn.put::<Meta>(&meta_keys::ORPHAN_KEYS.to_owned(), &bytes)?;
         txn.audit(AuditEvent::CeremonyAbandoned {
-            kind: intent.kind.clone(),
+            kind: intent.kind.to_string(),
             started_at: intent.started_at,
             revoked: revoked.iter().map(|k| k.serial.to_hex()).collect(),
             orphan_keys: orphan_keys.clone(),
@@ -225,7 +255,7 @@ pub fn orphan_key_labels(reader: &impl Reader) -> Result<Vec<String>, CaError> {
 /// resolution failed) is resolved before the next begins.
 pub fn run<T>(
     store: &Store,
-    kind: &str,
+    kind: CeremonyKind,
     key_labels: Vec<String>,
     now: Timestamp,
     body: impl FnOnce() -> Result<T, CaError>,

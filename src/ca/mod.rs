@@ -8,19 +8,19 @@ pub mod ceremony;
 pub mod ceremony_intent;
 pub mod expiry;
 mod issue;
-pub mod issuer;
 pub mod revoke;
 pub mod schedule;
-pub mod state;
+/// What the ceremony leaves in the store, declared one floor below (`issuer::state`), shared
+/// with the validation authority.
+pub use crate::issuer::state;
 
 use std::path::PathBuf;
 use std::sync::Arc;
 
 use aws_lc_rs::rand::{SecureRandom, SystemRandom};
 
+pub use crate::issuer::{CaState, Issuer, IssuerError};
 pub use issue::{AlongWrite, recover_intents};
-pub use issuer::Issuer;
-pub use state::CaState;
 
 use crate::config::PublishedUrls;
 use crate::hsm::{Hsm, HsmError};
@@ -72,6 +72,18 @@ pub enum CaError {
     Encoding(String),
     #[error("writing {0}")]
     Io(String),
+}
+
+impl From<IssuerError> for CaError {
+    /// The variant of the same name: same text, same HTTP problem.
+    fn from(error: IssuerError) -> Self {
+        match error {
+            IssuerError::KeyMismatch { name, label } => CaError::KeyMismatch { name, label },
+            IssuerError::Hsm(e) => CaError::Hsm(e),
+            IssuerError::Corrupt(detail) => CaError::Corrupt(detail),
+            IssuerError::Encoding(detail) => CaError::Encoding(detail),
+        }
+    }
 }
 
 impl CaError {

@@ -26,14 +26,9 @@ pub struct RevocationRequest {
     pub requested_by: String,
 }
 
-/// A certificate that was revoked by a request.
-#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-pub struct RevokedCertificate {
-    #[serde(flatten)]
-    pub key: CertKey,
-    pub revoked_at: Timestamp,
-    pub reason: RevocationReason,
-}
+/// A certificate that was revoked by a request (declared with the issuer state, which the
+/// validation authority reads).
+pub use crate::issuer::RevokedCertificate;
 
 /// Revokes durably; returns what was revoked (the validation authority then re-signs it).
 pub fn revoke(

@@ -13,7 +13,7 @@ use serde::{Deserialize, Serialize};
 use super::CaError;
 use super::revoke::{RevocationRequest, RevocationTarget, RevokedCertificate, revoke_in, targets};
 use crate::audit::AuditEvent;
-use crate::store::schema::{Certificates, Revocations, ScheduledRevocations};
+use crate::store::schema::{Certificates, Revocations};
 use crate::store::{Store, Txn};
 use crate::x509::revocation::RevocationReason;
 use crate::x509::{Serial, Timestamp};
@@ -37,6 +37,12 @@ pub struct ScheduledRevocation {
     pub requested_by_role: Option<String>,
     pub scheduled_at: Timestamp,
 }
+
+crate::store::table!(
+    /// Revocations waiting for their time, by id.
+    ScheduledRevocations, "scheduled_revocations", String, ScheduledRevocation
+);
+crate::store::json_value!(ScheduledRevocation);
 
 impl ScheduledRevocation {
     pub fn target(&self) -> Result<RevocationTarget, CaError> {
@@ -256,4 +262,15 @@ fn superseded_card(txn: &Txn<'_>, target: &RevocationTarget) -> Result<Option<St
 /// The time of the soonest scheduled revocation.
 pub fn next_due(store: &Store) -> Result<Option<Timestamp>, CaError> {
     Ok(list(store)?.first().map(|entry| entry.at))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_schedule_table_is_opened_by_the_store() {
+        use crate::store::Table;
+        assert!(crate::store::schema::ALL_TABLES.contains(&ScheduledRevocations::NAME));
+    }
 }

@@ -19,6 +19,14 @@ pub use source::{LoadError, SourceFile};
 use crate::hsm::{HsmSettings, KeySpec, PinSource};
 use crate::x509::name::{Attribute, DistinguishedName};
 
+/// "0002 " followed by a SIREN (9 digits) or a SIRET (14 digits): ISO 6523 ICD 0002
+/// (RGS A4 VII.1). The rule of the policies' organizational units too (`policy` re-exports it).
+pub fn is_siren_unit(value: &str) -> bool {
+    value.strip_prefix("0002 ").is_some_and(|id| {
+        (id.len() == 9 || id.len() == 14) && id.chars().all(|c| c.is_ascii_digit())
+    })
+}
+
 /// Where `sceau` looks for its configuration when neither `-c` nor `SCEAU_CONFIG` is given.
 pub const DEFAULT_PATH: &str = "/etc/sceau/sceau.toml";
 
@@ -866,7 +874,7 @@ fn subject(
             ));
         }
     }
-    if !crate::policy::is_siren_unit(raw.organizational_unit.get_ref()) {
+    if !is_siren_unit(raw.organizational_unit.get_ref()) {
         return Err(file.error(
             raw.organizational_unit.span(),
             &format!("{table}.OU"),

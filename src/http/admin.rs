@@ -176,7 +176,13 @@ impl AdminService {
                 StatusCode::OK,
                 &service.publish_crls().await.map_err(problem)?,
             ),
-            Route::CaState => json(StatusCode::OK, &service.ca_state().await.map_err(problem)?),
+            Route::CaState => match service.ca_state().await {
+                Ok(state) => json(StatusCode::OK, &state),
+                Err(ServiceError::NotInitialized) => {
+                    Problem::new(StatusCode::NOT_FOUND, "not-initialized", "no CA").response()
+                }
+                Err(error) => return Err(problem(error)),
+            },
             Route::RenewSigner => json(
                 StatusCode::OK,
                 &service.renew_responders(true).await.map_err(problem)?,

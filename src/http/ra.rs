@@ -49,6 +49,7 @@ use rustls::{CertificateError, DigitallySignedStruct, DistinguishedName, RootCer
 use super::problem::Problem;
 use super::{Body, read_body_within};
 use crate::ra::holders::Holder;
+use crate::ra::request::ActionKind;
 use crate::ra::{Operator, RaError, Refusal, RegistrationAuthority};
 
 /// Where holders' own routes start.
@@ -209,7 +210,7 @@ impl RaService {
         };
         match self.ra.handle_holder(holder, action, body.to_vec()).await {
             Ok(value) => json(
-                if action == "renew" {
+                if action.creates() {
                     StatusCode::CREATED
                 } else {
                     StatusCode::OK
@@ -308,8 +309,7 @@ impl RaService {
             Ok(value) => {
                 // A revocation recorded for its time is accepted, not carried out yet.
                 let scheduled = value.get("scheduled").is_some();
-                let created = matches!(action, "submit" | "renew" | "designate");
-                let status = match (created, scheduled) {
+                let status = match (action.creates(), scheduled) {
                     (true, _) => StatusCode::CREATED,
                     (false, true) => StatusCode::ACCEPTED,
                     (false, false) => StatusCode::OK,
@@ -339,10 +339,10 @@ enum Route<'a> {
     /// `GET /ra/v1/holder/card`: a holder's own card.
     HolderCard,
     /// A holder's signed request on their own card.
-    HolderSigned(&'static str),
+    HolderSigned(ActionKind),
     /// A signed request: the action it must sign, and the object the URL names.
     Signed {
-        action: &'static str,
+        action: ActionKind,
         target: Option<&'a str>,
     },
 }
@@ -358,28 +358,28 @@ enum RouteError {
 fn resolve<'a>(method: &Method, path: &'a str) -> Result<Route<'a>, RouteError> {
     let rest = path.strip_prefix("/ra/v1/").ok_or(RouteError::NotFound)?;
     let segments: Vec<&str> = rest.split('/').collect();
-    let signed = |action: &'static str, target: Option<&'a str>| Route::Signed { action, target };
+    let signed = |action: ActionKind, target: Option<&'a str>| Route::Signed { action, target };
     let known = match segments.as_slice() {
         ["operators", "me"] => (Method::GET, Route::Me),
         ["requests", id] => (Method::GET, Route::Request(id)),
         ["certificates", "expiring"] => (Method::GET, Route::Expiring),
         ["certificates", serial] => (Method::GET, Route::Certificate(serial)),
-        ["operators"] => (Method::POST, signed("designate", None)),
-        ["operators", id, "withdraw"] => (Method::POST, signed("withdraw", Some(id))),
-        ["requests"] => (Method::POST, signed("submit", None)),
-        ["requests", id, "approve"] => (Method::POST, signed("approve", Some(id))),
-        ["requests", id, "reject"] => (Method::POST, signed("reject", Some(id))),
-        ["approvals"] => (Method::POST, signed("approve-batch", None)),
-        ["cards", card, "renew"] => (Method::POST, signed("renew", Some(card))),
+        ["operators"] => (Method::POST, signed(ActionKind::Designate, None)),
+        ["operators", id, "withdraw"] => (Method::POST, signed(ActionKind::Withdraw, Some(id))),
+        ["requests"] => (Method::POST, signed(ActionKind::Submit, None)),
+        ["requests", id, "approve"] => (Method::POST, signed(ActionKind::Approve, Some(id))),
+        ["requests", id, "reject"] => (Method::POST, signed(ActionKind::Reject, Some(id))),
+        ["approvals"] => (Method::POST, signed(ActionKind::ApproveBatch, None)),
+        ["cards", card, "renew"] => (Method::POST, signed(ActionKind::Renew, Some(card))),
         ["cards", card] => (Method::GET, Route::Card(card)),
-        ["cards", card, "deliver"] => (Method::POST, signed("deliver", Some(card))),
+        ["cards", card, "deliver"] => (Method::POST, signed(ActionKind::Deliver, Some(card))),
         ["holder", "card"] => (Method::GET, Route::HolderCard),
-        ["holder", "card", "renew"] => (Method::POST, Route::HolderSigned("renew")),
-        ["holder", "card", "revoke"] => (Method::POST, Route::HolderSigned("revoke")),
-        ["revocations"] => (Method::POST, signed("revoke", None)),
+        ["holder", "card", "renew"] => (Method::POST, Route::HolderSigned(ActionKind::Renew)),
+        ["holder", "card", "revoke"] => (Method::POST, Route::HolderSigned(ActionKind::Revoke)),
+        ["revocations"] => (Method::POST, signed(ActionKind::Revoke, None)),
         ["revocations", "scheduled"] => (Method::GET, Route::Scheduled),
         ["revocations", "scheduled", id, "cancel"] => {
-            (Method::POST, signed("cancel-revocation", Some(id)))
+            (Method::POST, signed(ActionKind::CancelRevocation, Some(id)))
         }
         _ => return Err(RouteError::NotFound),
     };
@@ -771,8 +771,8 @@ mod openapi {
                     let parsed =
                         crate::ra::request::parse(example.as_bytes(), Vec::new(), now, 300)
                             .unwrap_or_else(|e| panic!("{template}: {e}: {example}"));
-                    assert_eq!(parsed.action.name(), *action, "{template}");
-                    if *action == "renew" {
+                    assert_eq!(parsed.action.kind(), *action, "{template}");
+                    if *action == ActionKind::Renew {
                         "holder-renew"
                     } else {
                         "holder-revoke"
@@ -791,7 +791,7 @@ mod openapi {
                     let parsed =
                         crate::ra::request::parse(example.as_bytes(), Vec::new(), now, 300)
                             .unwrap_or_else(|e| panic!("{template}: {e}: {example}"));
-                    assert_eq!(parsed.action.name(), *action, "{template}");
+                    assert_eq!(parsed.action.kind(), *action, "{template}");
                     let mut extended: serde_json::Value = serde_json::from_str(example).unwrap();
                     extended["undocumented"] = serde_json::Value::Bool(true);
                     assert!(
@@ -804,7 +804,7 @@ mod openapi {
                         .is_err(),
                         "{template}: a field the document does not name is refused"
                     );
-                    action
+                    action.name()
                 }
             };
             assert!(kinds.insert(kind), "{kind} documented twice");

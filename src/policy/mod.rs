@@ -23,6 +23,9 @@ use x509_cert::ext::pkix::KeyUsages;
 pub use lint::lint_tbs;
 pub use prepare::{IssuanceRequest, IssuerProfile, LintedTbs, prepare};
 
+/// The organizational unit rule, shared with the configuration of the CA's own names (which
+/// stands on a lower floor).
+pub use crate::config::is_siren_unit;
 use crate::config::{LoadError, SourceFile};
 use crate::x509::Timestamp;
 use crate::x509::ext::{Criticality, QcStatements};
@@ -616,14 +619,6 @@ fn key_rule(
             format!("{other:?}: \"rsa\" or \"ec\""),
         )),
     }
-}
-
-/// "0002 " followed by a SIREN (9 digits) or a SIRET (14 digits): ISO 6523 ICD 0002
-/// (RGS A4 VII.1).
-pub fn is_siren_unit(value: &str) -> bool {
-    value.strip_prefix("0002 ").is_some_and(|id| {
-        (id.len() == 9 || id.len() == 14) && id.chars().all(|c| c.is_ascii_digit())
-    })
 }
 
 /// One broken rule: a stable identifier and a sentence that says what was wrong.

@@ -17,10 +17,9 @@
 //! the first answer; if the HSM went away midway, it resumes the cards not issued yet.
 use serde::Deserialize;
 
-use super::cards::{CardRequestRecord, RequestState, mark_approved};
+use super::cards::{CardRequestRecord, CardRequests, RequestState, mark_approved};
 use super::request::SignedRequest;
-use super::{Effects, Operator, RaError, Refusal, RegistrationAuthority, claim};
-use crate::store::schema::{CardRequests, Evidence};
+use super::{Effects, Evidence, Operator, RaError, Refusal, RegistrationAuthority, claim};
 use crate::x509::Timestamp;
 
 /// The most requests one batch approves.

@@ -21,7 +21,7 @@ use crate::audit::AuditEvent;
 use crate::ca::{CaError, CardRequest};
 use crate::policy::IssuanceRequest;
 use crate::store::base64_bytes;
-use crate::store::schema::{CardRequests, Cards};
+use crate::store::schema::Cards;
 use crate::x509::Timestamp;
 use crate::x509::csr::ParsedCsr;
 use crate::x509::name::{DistinguishedName, parse_distinguished_name, same_values};
@@ -50,6 +50,12 @@ pub struct CardRequestRecord {
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub self_service: bool,
 }
+
+crate::store::table!(
+    /// Card requests, by request id.
+    CardRequests, "card_requests", String, CardRequestRecord
+);
+crate::store::json_value!(CardRequestRecord);
 
 /// The states of a card request.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -306,7 +312,7 @@ impl RegistrationAuthority {
         // problem 1).
         let submitter = self
             .store
-            .get::<crate::store::schema::Operators>(&record.submitted_by)?;
+            .get::<super::operators::Operators>(&record.submitted_by)?;
         if record.submitted_by == actor.record.id
             || submitter.as_ref().is_some_and(|submitter| {
                 submitter.person == actor.record.person || submitter.holder == actor.record.holder
@@ -367,7 +373,7 @@ impl RegistrationAuthority {
         let submitter_active = record.self_service
             || self
                 .store
-                .get::<crate::store::schema::Operators>(&record.submitted_by)?
+                .get::<super::operators::Operators>(&record.submitted_by)?
                 .is_some_and(|submitter| submitter.is_active());
         if !submitter_active {
             return Err(RaError::refused(

@@ -17,6 +17,7 @@ use der::Decode;
 use serde::{Deserialize, Serialize};
 use x509_cert::Certificate;
 
+use super::cards::CardRequests;
 use super::cards::{CardRequestRecord, RequestState, Submission};
 use super::request::{Action, SignedRequest};
 use super::{
@@ -25,7 +26,7 @@ use super::{
 };
 use crate::audit::AuditEvent;
 use crate::ca::revoke::{RevocationRequest, RevocationTarget};
-use crate::store::schema::{CardRequests, Cards, Certificates, Handovers, Revocations};
+use crate::store::schema::{Cards, Certificates, Revocations};
 use crate::store::{CardRecord, CertKey, Reader, base64_bytes};
 use crate::x509::name::DistinguishedName;
 use crate::x509::revocation::RevocationReason;
@@ -64,6 +65,12 @@ pub struct HandoverRecord {
     /// What the holder signed.
     pub receipt_content: serde_json::Value,
 }
+
+crate::store::table!(
+    /// Card handovers, by card id: the receipt its holder signed (the "PV de remise").
+    Handovers, "handovers", String, HandoverRecord
+);
+crate::store::json_value!(HandoverRecord);
 
 /// What a holder signs at the handover.
 #[derive(Debug, Deserialize)]
@@ -235,9 +242,10 @@ impl RegistrationAuthority {
     pub async fn handle_holder(
         self: &Arc<Self>,
         holder: &Holder,
-        expected: &'static str,
+        expected: super::request::ActionKind,
         cms: Vec<u8>,
     ) -> Result<serde_json::Value, RaError> {
+        let expected = expected.name();
         let holder = holder.clone();
         self.run_signed(holder.client(), expected, cms, move |ra, cms| {
             let request = match ra.open_holder(&holder, expected, cms) {

@@ -34,9 +34,7 @@ use crate::audit::AuditEvent;
 use crate::ca::revoke::RevokedCertificate;
 use crate::ca::{CaError, CaState, CertificateAuthority};
 use crate::store::CardRecord;
-use crate::store::schema::{
-    Cards, Certificates, Evidence, ExpiryIndex, OperatorPersons, Operators, Revocations,
-};
+use crate::store::schema::{Cards, Certificates, ExpiryIndex, Revocations};
 use crate::store::{
     CertKey, ExpiryKey, IssuerId, KeyCodec, Reader, Store, StoreError, Txn, base64_bytes,
 };
@@ -44,7 +42,10 @@ use crate::x509::name::{DistinguishedName, parse_distinguished_name};
 use crate::x509::time::Clock;
 use crate::x509::{Serial, Timestamp, cms, keys, pem};
 use cards::RequestState;
-use operators::{OperatorRecord, Role, Scope, Withdrawal, designated_through, operator_id};
+use operators::{
+    OperatorPersons, OperatorRecord, Operators, Role, Scope, Withdrawal, designated_through,
+    operator_id,
+};
 use request::{Action, SignedRequest};
 
 /// Why a request was refused: each is a rule, named in the problem document.
@@ -279,6 +280,13 @@ pub struct EvidenceRecord {
     pub outcome: Option<serde_json::Value>,
 }
 
+crate::store::table!(
+    /// Signed RA requests that were carried out, by request id: the evidence, and the
+    /// replay guard (an id is used once).
+    Evidence, "evidence", String, EvidenceRecord
+);
+crate::store::json_value!(EvidenceRecord);
+
 impl EvidenceRecord {
     /// With the answer the request gets, recorded in the same batch.
     fn answered(mut self, answer: &serde_json::Value) -> Self {
@@ -499,10 +507,11 @@ impl RegistrationAuthority {
     pub async fn handle(
         self: &Arc<Self>,
         operator: &Operator,
-        expected: &'static str,
+        expected: request::ActionKind,
         target: Option<String>,
         cms: Vec<u8>,
     ) -> Result<serde_json::Value, RaError> {
+        let expected = expected.name();
         let actor = operator.clone();
         self.run_signed(operator.record.id.clone(), expected, cms, move |ra, cms| {
             let request = match ra.open(&actor, expected, target.as_deref(), cms) {
@@ -1278,7 +1287,7 @@ impl RegistrationAuthority {
     ) -> Result<serde_json::Value, RaError> {
         let record = self
             .store
-            .get::<crate::store::schema::CardRequests>(&id.to_owned())?
+            .get::<cards::CardRequests>(&id.to_owned())?
             .ok_or_else(|| RaError::refused(Refusal::NotFound, format!("no request {id}")))?;
         let subject = parse_distinguished_name(&record.subject_der)
             .map_err(|e| RaError::Malformed(e.to_string()))?;

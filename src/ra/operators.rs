@@ -170,6 +170,18 @@ pub struct PersonRecord {
     pub withdrawn: Option<Withdrawal>,
 }
 
+crate::store::table!(
+    /// Registration-authority operators, by operator id (the id of the card the role is
+    /// bound to).
+    Operators, "operators", String, OperatorRecord
+);
+crate::store::table!(
+    /// Person ([`person_key`]) -> their active operator role and their latest withdrawal: one
+    /// active role per person, checked inside the commit that designates.
+    OperatorPersons, "operator_persons", String, PersonRecord
+);
+crate::store::json_value!(OperatorRecord, PersonRecord);
+
 /// When and by whom an operator's rights were withdrawn.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Withdrawal {
@@ -222,6 +234,24 @@ pub fn designated_through(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_ra_tables_are_opened_by_the_store() {
+        use crate::store::Table;
+        use crate::store::schema::ALL_TABLES;
+        for name in [
+            Operators::NAME,
+            OperatorPersons::NAME,
+            super::super::cards::CardRequests::NAME,
+            super::super::Evidence::NAME,
+            super::super::holders::Handovers::NAME,
+        ] {
+            assert!(
+                ALL_TABLES.contains(&name),
+                "{name} is not in store::schema::ALL_TABLES"
+            );
+        }
+    }
 
     fn scope(organizations: &[&str], units: &[&str], policies: &[&str]) -> Scope {
         let set = |v: &[&str]| v.iter().map(|s| s.to_string()).collect();

@@ -10,10 +10,10 @@
 use std::collections::BTreeMap;
 
 use super::operators::{self, OperatorRecord, PersonRecord, Role};
+use super::operators::{OperatorPersons, Operators};
 use super::{RaError, certificate_subject};
 use crate::audit::AuditEvent;
 use crate::store::Store;
-use crate::store::schema::{OperatorPersons, Operators};
 
 /// Re-keys the operators whose stored person key differs from the current rule's. Returns the
 /// ids of the operators re-keyed.

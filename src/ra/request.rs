@@ -93,21 +93,66 @@ pub enum Action {
     },
 }
 
+/// The kinds of signed request: what a URL of the RA asks to be signed.
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub enum ActionKind {
+    Designate,
+    Withdraw,
+    Submit,
+    Approve,
+    ApproveBatch,
+    Reject,
+    Revoke,
+    Renew,
+    CancelRevocation,
+    Deliver,
+}
+
+impl ActionKind {
+    /// The action's name, as in the JSON.
+    pub fn name(self) -> &'static str {
+        match self {
+            ActionKind::Designate => "designate",
+            ActionKind::Withdraw => "withdraw",
+            ActionKind::Submit => "submit",
+            ActionKind::Approve => "approve",
+            ActionKind::ApproveBatch => "approve-batch",
+            ActionKind::Reject => "reject",
+            ActionKind::Revoke => "revoke",
+            ActionKind::Renew => "renew",
+            ActionKind::CancelRevocation => "cancel-revocation",
+            ActionKind::Deliver => "deliver",
+        }
+    }
+
+    /// Whether carrying it out creates something (a request, a card, an operator): HTTP 201.
+    pub fn creates(self) -> bool {
+        matches!(
+            self,
+            ActionKind::Submit | ActionKind::Renew | ActionKind::Designate
+        )
+    }
+}
+
 impl Action {
+    pub fn kind(&self) -> ActionKind {
+        match self {
+            Action::Designate { .. } => ActionKind::Designate,
+            Action::Withdraw { .. } => ActionKind::Withdraw,
+            Action::Submit { .. } => ActionKind::Submit,
+            Action::Approve { .. } => ActionKind::Approve,
+            Action::ApproveBatch { .. } => ActionKind::ApproveBatch,
+            Action::Reject { .. } => ActionKind::Reject,
+            Action::Revoke { .. } => ActionKind::Revoke,
+            Action::Renew { .. } => ActionKind::Renew,
+            Action::CancelRevocation { .. } => ActionKind::CancelRevocation,
+            Action::Deliver { .. } => ActionKind::Deliver,
+        }
+    }
+
     /// The action's name, as in the JSON.
     pub fn name(&self) -> &'static str {
-        match self {
-            Action::Designate { .. } => "designate",
-            Action::Withdraw { .. } => "withdraw",
-            Action::Submit { .. } => "submit",
-            Action::Approve { .. } => "approve",
-            Action::ApproveBatch { .. } => "approve-batch",
-            Action::Reject { .. } => "reject",
-            Action::Revoke { .. } => "revoke",
-            Action::Renew { .. } => "renew",
-            Action::CancelRevocation { .. } => "cancel-revocation",
-            Action::Deliver { .. } => "deliver",
-        }
+        self.kind().name()
     }
 }
 

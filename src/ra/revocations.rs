@@ -4,6 +4,7 @@
 //! Who may revoke a card may schedule and cancel its revocation: the holder and the policy in
 //! the operator's scope, and the operator above any operator the card belongs to. These are
 //! checked inside the commit, as the writer orders things.
+use super::operators::Operators;
 use super::operators::{OperatorRecord, Role};
 use super::request::SignedRequest;
 use super::{
@@ -13,9 +14,9 @@ use super::{
 };
 use crate::ca::CaError;
 use crate::ca::revoke::{RevocationRequest, RevocationTarget, RevokedCertificate};
-use crate::ca::schedule::{self, ScheduledRevocation};
+use crate::ca::schedule::{self, ScheduledRevocation, ScheduledRevocations};
 use crate::store::Reader;
-use crate::store::schema::{Certificates, Operators, ScheduledRevocations};
+use crate::store::schema::Certificates;
 use crate::x509::revocation::RevocationReason;
 use crate::x509::{Serial, Timestamp};
 

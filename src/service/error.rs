@@ -73,3 +73,9 @@ impl From<crate::store::StoreError> for ServiceError {
         ServiceError::Ca(CaError::from(error))
     }
 }
+
+impl From<crate::issuer::IssuerError> for ServiceError {
+    fn from(error: crate::issuer::IssuerError) -> Self {
+        ServiceError::Ca(CaError::from(error))
+    }
+}

@@ -2,13 +2,13 @@
 //! cancel, bootstrap the RA, rotate a key, renew the responders, back up, checkpoint, publish),
 //! each of which commits *and* makes the commit true everywhere it must be (OCSP, CRL, the
 //! outbox to responder nodes). Every entry point calls it and none re-implements it: the admin
-//! API ([`crate::http::admin`]) parses, authorises, calls and maps the answer; the CLI calls it
+//! API (`http::admin`) parses, authorises, calls and maps the answer; the CLI calls it
 //! offline (no daemon: no OCSP, the daemon re-signs at its start) with the same request types it
 //! sends to the daemon online; the daemon's timers call it; the RA's effects go through
 //! [`Effects`].
 //!
 //! What follows a commit never depends on the caller staying connected: an action that commits
-//! runs in a task of its own ([`Service::to_the_end`]), so a client that hangs up loses only the
+//! runs in a task of its own (`Service::to_the_end`), so a client that hangs up loses only the
 //! answer.
 
 mod error;

@@ -8,6 +8,7 @@
 //! docs/invariants.md), later transactions in a group see the writes of earlier ones, and one fsync
 //! serves many transactions. A transaction that returns an error stages nothing.
 
+mod chain;
 mod records;
 pub mod schema;
 
@@ -24,9 +25,12 @@ pub use records::{CardRecord, CertRecord, IntentRecord, RevocationRecord, base64
 pub use schema::{
     CertKey, Digest, ExpiryKey, HolderKey, IssuerId, KeyCodec, ResponseKey, Table, ValueCodec,
 };
+pub(crate) use schema::{json_value, table};
 
-use crate::audit::{self, AuditEvent, ChainHead};
+pub use chain::{ChainEntry, ChainHead};
+
 use crate::x509::Timestamp;
+use chain::Link;
 use schema::{Audit, Meta, Outbox, meta_keys};
 
 /// One decoded row of a scan.
@@ -538,7 +542,7 @@ pub struct Txn<'g> {
     group: &'g Overlay,
     staged: Vec<Staged>,
     own: Overlay,
-    events: Vec<AuditEvent>,
+    events: Vec<Link>,
     changed: Vec<String>,
 }
 
@@ -612,9 +616,10 @@ impl Txn<'_> {
         self.staged.push((table, key, value));
     }
 
-    /// Records an audit event in the same write as this transaction's changes.
-    pub fn audit(&mut self, event: AuditEvent) {
-        self.events.push(event);
+    /// Records an audit event in the same write as this transaction's changes: the writer
+    /// links it at the end of the chain ([`ChainEntry`]).
+    pub fn audit(&mut self, event: impl ChainEntry) {
+        self.events.push(chain::link_later(event));
     }
 
     /// Records, in this transaction's batch, that `name` changed and responder nodes must
@@ -675,7 +680,7 @@ impl Writer {
                 let mut txn_head = head;
                 let mut audit_failed = None;
                 for event in events {
-                    match audit::append(txn_head, now, event) {
+                    match event(txn_head, now) {
                         Ok((stored, next)) => {
                             entries.push((next.seq, stored));
                             txn_head = next;
@@ -689,7 +694,7 @@ impl Writer {
                 if let Some(e) = audit_failed {
                     failure = Some(StoreError::Corrupt {
                         table: Audit::NAME,
-                        detail: e.to_string(),
+                        detail: e,
                     });
                     continue;
                 }
@@ -773,7 +778,9 @@ fn apply(
 
 #[cfg(test)]
 mod tests {
-    use super::schema::{Certificates, Serials};
+    // That a transaction's writes and its audit events land together is tested with the
+    // events themselves, in `audit` (a floor above).
+    use super::schema::Serials;
     use super::*;
     use crate::x509::Serial;
 
@@ -781,62 +788,6 @@ mod tests {
     enum TestError {
         #[error("store: {0}")]
         Store(#[from] StoreError),
-        #[error("refused")]
-        Refused,
-    }
-
-    fn event(serial: &str) -> AuditEvent {
-        AuditEvent::IntentRevoked {
-            issuer: "test".into(),
-            serial: serial.into(),
-            why: "test".into(),
-        }
-    }
-
-    #[test]
-    fn a_transaction_and_its_audit_event_land_together_or_not_at_all() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(dir.path()).unwrap();
-        let serial = Serial::from_hex("01").unwrap();
-        let issuer = IssuerId([7; 20]);
-        let s = serial.clone();
-        store
-            .commit(move |txn| -> Result<(), TestError> {
-                txn.put::<Serials>(&s, &issuer)?;
-                txn.audit(event("01"));
-                Ok(())
-            })
-            .unwrap();
-        assert_eq!(store.get::<Serials>(&serial).unwrap(), Some(issuer));
-        assert_eq!(store.audit_head().seq, 1);
-
-        // A refused transaction stages nothing, not even its audit event.
-        let other = Serial::from_hex("02").unwrap();
-        let o = other.clone();
-        let refused = store.commit(move |txn| -> Result<(), TestError> {
-            txn.put::<Serials>(&o, &issuer)?;
-            txn.audit(event("02"));
-            Err(TestError::Refused)
-        });
-        assert!(matches!(refused, Err(TestError::Refused)));
-        assert_eq!(store.get::<Serials>(&other).unwrap(), None);
-        assert_eq!(store.audit_head().seq, 1);
-        drop(store);
-
-        // Reopened: the chain head and the data persisted and verify.
-        let store = Store::open(dir.path()).unwrap();
-        assert_eq!(store.audit_head().seq, 1);
-        let entries: Vec<_> = store.audit_entries().unwrap().map(|e| e.unwrap()).collect();
-        assert_eq!(
-            audit::verify_chain(entries, store.audit_head(), None).map(|v| v.entries),
-            Ok(1)
-        );
-        assert!(
-            store
-                .get::<Certificates>(&CertKey { issuer, serial })
-                .unwrap()
-                .is_none()
-        );
     }
 
     #[test]

@@ -1,4 +1,6 @@
-//! Every column family, its key encoding and its value type, in one place.
+//! The store's own column families, their key encodings and value types, and the `table!`
+//! macro with which the domain modules declare theirs beside their records (`ra::operators`,
+//! `ra::cards`, `ra::holders`, `ra`, `ca::schedule`). [`ALL_TABLES`] names them all.
 //!
 //! Keys are typed ([`IssuerId`], [`CertKey`], [`Serial`]), never bare byte slices, and sort so
 //! that the scans the CA needs are range scans: a CA's certificates and revocations are
@@ -8,11 +10,6 @@ use core::fmt;
 use serde::{Deserialize, Serialize};
 
 use super::records::{CardRecord, CertRecord, IntentRecord, RevocationRecord};
-use crate::ca::schedule::ScheduledRevocation;
-use crate::ra::EvidenceRecord;
-use crate::ra::cards::CardRequestRecord;
-use crate::ra::holders::HandoverRecord;
-use crate::ra::operators::{OperatorRecord, PersonRecord};
 use crate::x509::{Serial, Timestamp};
 
 /// A table: a column family with a typed key and value.
@@ -34,18 +31,22 @@ pub trait ValueCodec: Sized {
     fn decode_value(bytes: &[u8]) -> Result<Self, String>;
 }
 
+/// Declares a table: `table!(/// doc, Name, "column family", Key, Value)`. A domain module
+/// declares its tables beside its records with `crate::store::table!`; the column family's name
+/// must also be in [`ALL_TABLES`] (each module tests it).
 macro_rules! table {
     ($(#[$doc:meta])* $name:ident, $cf:literal, $key:ty, $value:ty) => {
         $(#[$doc])*
         #[derive(Debug)]
         pub enum $name {}
-        impl Table for $name {
+        impl $crate::store::Table for $name {
             const NAME: &'static str = $cf;
             type Key = $key;
             type Value = $value;
         }
     };
 }
+pub(crate) use table;
 
 table!(
     /// Singletons: the CA state, the audit chain head, counters.
@@ -101,43 +102,15 @@ table!(
 );
 
 table!(
-    /// Registration-authority operators, by operator id (the id of the card the role is
-    /// bound to).
-    Operators, "operators", String, OperatorRecord
-);
-table!(
-    /// Person (`ra::operators::person_key`) -> their active operator role and their latest
-    /// withdrawal: one active role per person, checked inside the commit that designates.
-    OperatorPersons, "operator_persons", String, PersonRecord
-);
-table!(
-    /// Card requests, by request id.
-    CardRequests, "card_requests", String, CardRequestRecord
-);
-table!(
-    /// Signed RA requests that were carried out, by request id: the evidence, and the
-    /// replay guard (an id is used once).
-    Evidence, "evidence", String, EvidenceRecord
-);
-
-table!(
-    /// Card handovers, by card id: the receipt its holder signed (the "PV de remise").
-    Handovers, "handovers", String, HandoverRecord
-);
-
-table!(
-    /// Revocations waiting for their time, by id (`ca::schedule`).
-    ScheduledRevocations, "scheduled_revocations", String, ScheduledRevocation
-);
-
-table!(
     /// What responder nodes must learn, in the order it changed: sequence number -> the name of
     /// what changed (`status.<issuer>.<serial>`, or `files` for CRLs and CA certificates),
     /// written in the same batch as the change and deleted once the engine has it.
     Outbox, "outbox", u64, String
 );
 
-/// Every column family the store opens.
+/// Every column family the store opens (and creates in a new store, in this order): its own
+/// tables and, by name, the domain tables declared beside their records. These names are the
+/// layout of [`SCHEMA_VERSION`]: existing stores and backups open with them, so none changes.
 pub const ALL_TABLES: &[&str] = &[
     Meta::NAME,
     Certificates::NAME,
@@ -151,13 +124,16 @@ pub const ALL_TABLES: &[&str] = &[
     Cards::NAME,
     Audit::NAME,
     OcspResponses::NAME,
-    Operators::NAME,
-    OperatorPersons::NAME,
-    CardRequests::NAME,
-    Evidence::NAME,
+    // `ra::operators::Operators`, `ra::operators::OperatorPersons`, `ra::cards::CardRequests`,
+    // `ra::Evidence`.
+    "operators",
+    "operator_persons",
+    "card_requests",
+    "evidence",
     Outbox::NAME,
-    ScheduledRevocations::NAME,
-    Handovers::NAME,
+    // `ca::schedule::ScheduledRevocations`, `ra::holders::Handovers`.
+    "scheduled_revocations",
+    "handovers",
 ];
 
 /// Keys of the `meta` table.
@@ -441,10 +417,11 @@ impl ValueCodec for CertKey {
     }
 }
 
-/// JSON values: readable with `ldb`, and tolerant of added optional fields.
+/// JSON values: readable with `ldb`, and tolerant of added optional fields. Domain modules
+/// give their records this encoding with `crate::store::json_value!`.
 macro_rules! json_value {
     ($($t:ty),*) => {$(
-        impl ValueCodec for $t {
+        impl $crate::store::ValueCodec for $t {
             fn encode_value(&self) -> Result<Vec<u8>, String> {
                 serde_json::to_vec(self).map_err(|e| e.to_string())
             }
@@ -454,21 +431,43 @@ macro_rules! json_value {
         }
     )*};
 }
-json_value!(
-    CertRecord,
-    IntentRecord,
-    CardRecord,
-    OperatorRecord,
-    PersonRecord,
-    CardRequestRecord,
-    EvidenceRecord,
-    ScheduledRevocation,
-    HandoverRecord
-);
+pub(crate) use json_value;
+
+json_value!(CertRecord, IntentRecord, CardRecord);
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_column_families_of_schema_1_are_frozen() {
+        // Existing stores and backups open with exactly these names, created in this order.
+        assert_eq!(
+            ALL_TABLES,
+            [
+                "meta",
+                "certificates",
+                "serials",
+                "intents",
+                "revocations",
+                "holder_index",
+                "expiry_index",
+                "subject_owners",
+                "certified_keys",
+                "cards",
+                "audit",
+                "ocsp_responses",
+                "operators",
+                "operator_persons",
+                "card_requests",
+                "evidence",
+                "outbox",
+                "scheduled_revocations",
+                "handovers",
+            ]
+        );
+        assert_eq!(SCHEMA_VERSION, 1);
+    }
 
     #[test]
     fn keys_round_trip_and_sort_by_issuer_then_serial() {

@@ -25,7 +25,7 @@ use x509_cert::ext::Extension;
 
 use super::VaError;
 use crate::audit::AuditEvent;
-use crate::ca::Issuer;
+use crate::issuer::Issuer;
 use crate::store::Store;
 use crate::store::schema::{Meta, Revocations, meta_keys};
 use crate::x509::crl::{CrlHeader, CrlWriter};
@@ -330,7 +330,7 @@ impl CrlPublisher {
         // stepped back: HTTP caches and If-Modified-Since compare it (one-second resolution),
         // and a CRL must never look as old as the one it replaces.
         // Never more than MAX_AHEAD_SECONDS ahead of the clock, so that at most one number a
-        // second is used: what a restore with no CRL to go on relies on ([`crate::backup`]).
+        // second is used: what a restore with no CRL to go on relies on (the `backup` module).
         let now = match self.latest(&source.name) {
             Some(previous) if previous.this_update >= now.plus_seconds(MAX_AHEAD_SECONDS) => {
                 return Err(VaError::NotReady(format!(

@@ -16,10 +16,10 @@ use std::sync::{Arc, RwLock};
 
 use bytes::Bytes;
 
-use crate::ca::revoke::RevokedCertificate;
-use crate::ca::{CaState, Issuer};
 use crate::config::Config;
 use crate::hsm::{Hsm, HsmError};
+use crate::issuer::state::StoredCa;
+use crate::issuer::{CaState, Issuer, RevokedCertificate};
 use crate::store::{CertKey, Store, StoreError};
 use crate::x509::Timestamp;
 use crate::x509::time::Clock;
@@ -192,11 +192,7 @@ pub fn crl_publisher(
 }
 
 /// The CRL (or ARL) of a CA whose key is in the HSM.
-fn crl_source(
-    hsm: &Hsm,
-    stored: &crate::ca::state::StoredCa,
-    kind: CrlKind,
-) -> Result<CrlSource, VaError> {
+fn crl_source(hsm: &Hsm, stored: &StoredCa, kind: CrlKind) -> Result<CrlSource, VaError> {
     let issuer = Issuer::load(hsm, stored).map_err(|e| VaError::NotReady(e.to_string()))?;
     Ok(CrlSource {
         name: issuer.name.clone(),
@@ -233,7 +229,7 @@ pub fn ca_certificates(state: &CaState) -> HashMap<String, Bytes> {
 /// The delegated responder of a stored responder certificate and its HSM key.
 fn response_signer(
     hsm: &Hsm,
-    stored: &crate::ca::state::StoredCa,
+    stored: &StoredCa,
     validity_seconds: u64,
 ) -> Result<ResponseSigner, VaError> {
     let responder = Issuer::load(hsm, stored).map_err(|e| VaError::NotReady(e.to_string()))?;
@@ -493,7 +489,7 @@ impl ValidationAuthority {
         &self,
         hsm: &Hsm,
         issuer: crate::store::IssuerId,
-        responder: &crate::ca::state::StoredCa,
+        responder: &StoredCa,
     ) -> Result<usize, VaError> {
         let signer = response_signer(hsm, responder, self.responder.validity_seconds())?;
         self.responder.renew_signer(issuer, signer)?;

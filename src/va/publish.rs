@@ -693,9 +693,26 @@ async fn status_value_of(
         .map_err(|e| e.to_string())
 }
 
+/// A revocation as the outside world saw it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+pub struct PublishedRevocation {
+    pub revoked_at: Timestamp,
+    pub reason: crate::x509::revocation::RevocationReason,
+    pub invalidity_date: Option<Timestamp>,
+}
+
+/// What the engine of the responder nodes holds, read at restore time.
+#[derive(Debug, Default)]
+pub struct EngineView {
+    /// Every status published: (certificate, its revocation if revoked).
+    pub statuses: Vec<(CertKey, Option<PublishedRevocation>)>,
+    /// The CRLs published there (DER).
+    pub crls: Vec<Vec<u8>>,
+}
+
 /// Everything the engine holds, for a restore (`sceau restore`): every published status and
 /// every published CRL. Reads only: the buckets must exist.
-pub async fn read_engine(settings: &NatsConfig) -> Result<crate::backup::EngineView, String> {
+pub async fn read_engine(settings: &NatsConfig) -> Result<EngineView, String> {
     use futures_util::TryStreamExt;
     use tokio::io::AsyncReadExt;
     let client = connect(settings).await?;
@@ -704,7 +721,7 @@ pub async fn read_engine(settings: &NatsConfig) -> Result<crate::backup::EngineV
         .get_key_value(&settings.status_bucket)
         .await
         .map_err(|e| format!("bucket {}: {e}", settings.status_bucket))?;
-    let mut view = crate::backup::EngineView::default();
+    let mut view = EngineView::default();
     let keys: Vec<String> = status
         .keys()
         .await
@@ -727,7 +744,7 @@ pub async fn read_engine(settings: &NatsConfig) -> Result<crate::backup::EngineV
         let value = serde_json::from_slice::<StatusValue>(&bytes)
             .map_err(|e| format!("{}/{name}: {e}", settings.status_bucket))?;
         let revoked = match (value.status.as_str(), value.revoked_at) {
-            ("revoked", Some(at)) => Some(crate::backup::PublishedRevocation {
+            ("revoked", Some(at)) => Some(PublishedRevocation {
                 revoked_at: Timestamp::from_unix_seconds(at),
                 reason: crate::x509::revocation::RevocationReason::from_code(value.reason)
                     .unwrap_or(crate::x509::revocation::RevocationReason::Unspecified),

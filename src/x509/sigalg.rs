@@ -1,7 +1,8 @@
 //! Signature algorithms: the identifiers the CA writes, and verification of signatures made by
 //! others (CSRs, RA requests) or by the HSM (checked before anything leaves the CA).
 //!
-//! Verification uses aws-lc-rs. The CA never signs in software: signing is in [`crate::hsm`].
+//! Verification uses aws-lc-rs. The CA never signs in software: signing is in the `hsm` module
+//! (a floor above this one).
 use core::fmt;
 
 use aws_lc_rs::signature::{self as awslc, VerificationAlgorithm};

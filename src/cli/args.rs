@@ -1,0 +1,287 @@
+//! The command line: what `sceau` accepts (clap declarations only; [`super::run`] carries
+//! each command out).
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+/// sceau: a certificate authority for smart-card PKIs, with its keys in an HSM.
+#[derive(Debug, Parser)]
+#[command(name = "sceau", version, about, max_term_width = 100)]
+pub struct Cli {
+    /// Configuration file.
+    #[arg(short, long, global = true, env = "SCEAU_CONFIG", default_value = crate::config::DEFAULT_PATH)]
+    pub config: PathBuf,
+    /// Log filter, in RUST_LOG syntax (e.g. "info", "sceau=debug").
+    #[arg(long, global = true, env = "SCEAU_LOG", default_value = "info")]
+    pub log: String,
+    /// Write logs as JSON lines.
+    #[arg(long, global = true)]
+    pub log_json: bool,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the daemon: OCSP, CRLs and CA certificates on the validation listener; health,
+    /// metrics and administration on the admin listener. Prints a ready line; SIGTERM drains.
+    Serve {
+        /// Validation listener address (overrides `[listen] va`).
+        #[arg(long, value_name = "ADDR")]
+        listen_va: Option<SocketAddr>,
+        /// Registration authority listener address (overrides `[listen] ra`).
+        #[arg(long, value_name = "ADDR")]
+        listen_ra: Option<SocketAddr>,
+        /// Administration listener address (overrides `[listen] admin`).
+        #[arg(long, value_name = "ADDR")]
+        listen_admin: Option<SocketAddr>,
+    },
+    /// Run a responder node: OCSP, CRLs and CA certificates from the NATS JetStream buckets the
+    /// CA host publishes to. `--config` names the node's own file (listen, `[nats]`); no HSM, no
+    /// store.
+    Node,
+    /// Revoke a certificate, or both certificates of a card. Goes through the running daemon,
+    /// so OCSP answers "revoked" when this returns; with no daemon running, revokes in the store
+    /// (the daemon re-signs the responses when it starts).
+    Revoke {
+        /// Serial number, hexadecimal.
+        #[arg(
+            long,
+            value_name = "HEX",
+            required_unless_present = "card",
+            conflicts_with = "card"
+        )]
+        serial: Option<String>,
+        /// A card's identifier: revokes both of its certificates.
+        #[arg(long, value_name = "ID")]
+        card: Option<String>,
+        /// key-compromise (loss, theft), affiliation-changed (departure), superseded,
+        /// cessation-of-operation, privilege-withdrawn, ca-compromise, unspecified. Required
+        /// unless --at is given (a scheduled departure: affiliation-changed by default).
+        #[arg(long, required_unless_present = "at")]
+        reason: Option<String>,
+        /// When the key was (suspected) compromised, RFC 3339.
+        #[arg(long, value_name = "TIME", conflicts_with = "at")]
+        invalidity_date: Option<String>,
+        /// Revoke at this time (RFC 3339), not now: the planned departure of an agent. Until
+        /// then OCSP says good; a time already past revokes now.
+        #[arg(long, value_name = "TIME")]
+        at: Option<String>,
+    },
+    /// Back up the store (a consistent copy, taken while the daemon serves), the CA
+    /// certificates and the published CRLs into a new directory, with a manifest; then check
+    /// it. Goes through the running daemon when there is one.
+    Backup {
+        /// The directory to create.
+        #[arg(long, value_name = "DIR")]
+        out: PathBuf,
+    },
+    /// Rebuild an empty data directory from a backup: checks the backup and that the HSM holds
+    /// every CA key of it; never reuses a published CRL number; takes back the revocations
+    /// published to the responder nodes' engine after the backup (`[nats]`).
+    Restore {
+        /// The backup directory (`sceau backup --out`).
+        #[arg(long, value_name = "DIR")]
+        from: PathBuf,
+    },
+    /// Publish to the responder nodes' engine (`[nats]`) every status, CRL and CA certificate
+    /// the store holds, through the running daemon (which also does it by itself when it finds
+    /// the status bucket new, re-created or short of entries).
+    Publish {
+        /// Every status, not only what changed (the only mode: required, so that the
+        /// command says what it does).
+        #[arg(long, required = true)]
+        all: bool,
+    },
+    /// Scheduled revocations (`sceau revoke --at`).
+    #[command(subcommand)]
+    Scheduled(ScheduledCommand),
+    /// Generate and publish every CRL (and the root's ARL) now.
+    Crl,
+    /// Key ceremony: create the root, issuing CA and OCSP responder keys in the HSM and their
+    /// certificates. Runs once per store.
+    Init {
+        /// The root is kept elsewhere: write a CSR for the issuing CA instead, to be completed
+        /// with `sceau ca import-cert`.
+        #[arg(long)]
+        external_root: bool,
+    },
+    /// CA certificates.
+    #[command(subcommand)]
+    Ca(CaCommand),
+    /// Issue one certificate from a PKCS#10 request (offline, administrator use) and print it
+    /// as PEM.
+    Issue(IssueArgs),
+    /// Agent cards (an authentication and a signature certificate).
+    #[command(subcommand)]
+    Card(CardCommand),
+    /// Certificates in the store.
+    #[command(subcommand)]
+    Cert(CertCommand),
+    /// The delegated OCSP responder.
+    #[command(subcommand)]
+    Ocsp(OcspCommand),
+    /// The registration authority.
+    #[command(subcommand)]
+    Ra(RaCommand),
+    /// The audit log.
+    #[command(subcommand)]
+    Audit(AuditCommand),
+    /// Load the configuration and the policies, log in to the HSM and check every CA key
+    /// against its certificate, then exit.
+    Check,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ScheduledCommand {
+    /// Every scheduled revocation, soonest first, as JSON.
+    List,
+    /// Cancel a scheduled revocation before its time.
+    Cancel {
+        /// Its id (from `sceau revoke --at` or `sceau scheduled list`).
+        id: String,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum CaCommand {
+    /// Write every CA certificate and the OCSP responder certificate into DIR as PEM.
+    Export {
+        #[arg(long, value_name = "DIR")]
+        out: PathBuf,
+    },
+    /// Complete `init --external-root` with the issuing CA certificate made by the root.
+    ImportCert {
+        /// PEM: the issuing CA certificate, optionally followed by the root certificate.
+        file: PathBuf,
+        /// The root certificate, when it is not in FILE.
+        #[arg(long, value_name = "FILE")]
+        root: Option<PathBuf>,
+    },
+    /// Show the CA certificates and keys.
+    Show,
+    /// Key rollover. Without --root: a new issuing CA key in the HSM, certified by the root,
+    /// with its own OCSP responder; new certificates are issued by it while the previous CA
+    /// keeps signing CRLs and OCSP responses for its own. With --root: a new root key and the
+    /// two link certificates (new-with-old, old-with-new); the next `ca rotate` certifies its
+    /// issuing CA with it. Through a running daemon, everything is in force when the command
+    /// returns, without a restart.
+    Rotate {
+        #[arg(long)]
+        root: bool,
+        /// The new CA's common name. Default: the configured one followed by the generation
+        /// (`AC AGENTS JUSTICE TEST 2`); every generation has a name of its own.
+        #[arg(long, value_name = "CN")]
+        common_name: Option<String>,
+    },
+}
+
+#[derive(Debug, Args)]
+pub struct IssueArgs {
+    /// Certification policy (a file name of the policies directory, without .toml).
+    #[arg(long)]
+    pub policy: String,
+    /// The certification request, PEM or DER. Repeat to issue several certificates: each is
+    /// printed as soon as it is stored.
+    #[arg(long, value_name = "FILE", required = true)]
+    pub csr: Vec<PathBuf>,
+    /// The holder's identifier (agent number); names are never reused across holders.
+    #[arg(long, value_name = "ID")]
+    pub holder: Option<String>,
+    /// End of validity (RFC 3339, e.g. 2029-06-30T23:59:59Z); by default the longest the policy
+    /// allows.
+    #[arg(long, value_name = "TIME")]
+    pub not_after: Option<String>,
+    /// Write the certificate to FILE instead of standard output (one CSR only).
+    #[arg(long, value_name = "FILE")]
+    pub out: Option<PathBuf>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum CardCommand {
+    /// Issue both certificates of a card, or neither.
+    Issue {
+        #[arg(long, value_name = "ID")]
+        holder: String,
+        /// The card's identifier (random when absent).
+        #[arg(long, value_name = "ID")]
+        card: Option<String>,
+        /// CSR for the authentication key.
+        #[arg(long, value_name = "FILE")]
+        auth_csr: PathBuf,
+        /// CSR for the signature key.
+        #[arg(long, value_name = "FILE")]
+        sign_csr: PathBuf,
+        #[arg(long, default_value = "justice-auth")]
+        auth_policy: String,
+        #[arg(long, default_value = "justice-sign")]
+        sign_policy: String,
+        /// Write auth.pem and sign.pem into DIR instead of printing both.
+        #[arg(long, value_name = "DIR")]
+        out_dir: Option<PathBuf>,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum CertCommand {
+    /// Show what the store knows of a serial number, as JSON (state: issued, revoked,
+    /// intent or unknown).
+    Show {
+        /// Hexadecimal, as `openssl x509 -serial` prints it.
+        serial: String,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum OcspCommand {
+    /// Renew the responder now: a new key in the HSM, a new certificate from the issuing CA, and
+    /// (through a running daemon) every response re-signed with it. The daemon also does it by
+    /// itself past two thirds of the certificate's life.
+    RenewSigner,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum RaCommand {
+    /// Register an AE on the CA host: the first one, or a replacement when no AE can act any
+    /// more. The other operators are designated through the RA API.
+    Bootstrap {
+        /// The AE's card (`sceau card issue`): its authentication certificate is the credential.
+        #[arg(long, value_name = "ID")]
+        card: String,
+        /// Organisations (subject O) in its scope; by default the card's own O.
+        #[arg(long, value_name = "O")]
+        organization: Vec<String>,
+        /// Units (subject OU) in its scope; by default every unit.
+        #[arg(long, value_name = "OU")]
+        unit: Vec<String>,
+        /// Policies in its scope; by default every loaded policy.
+        #[arg(long, value_name = "NAME")]
+        policy: Vec<String>,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum AuditCommand {
+    /// Check the whole hash chain and every signed checkpoint; name the first bad entry.
+    Verify {
+        /// The audit key's public key kept outside the store (`certs/audit-key.pem`, written
+        /// by `sceau init`): every checkpoint is checked against it, not against the key the
+        /// store records.
+        #[arg(long, value_name = "FILE")]
+        anchor: Option<PathBuf>,
+        /// An entry and its hash as the daemon's journal logged them at a checkpoint
+        /// (`SEQ:HASH`): the log must still hold it (a truncated or rewritten tail does not).
+        #[arg(long, value_name = "SEQ:HASH")]
+        expect: Vec<String>,
+    },
+    /// Sign a checkpoint of the chain with the audit key in the HSM now (the daemon also
+    /// does it every five minutes when the log grew).
+    Checkpoint,
+    /// Write the log as JSON lines.
+    Export {
+        #[arg(long, value_name = "FILE")]
+        out: Option<PathBuf>,
+    },
+}
