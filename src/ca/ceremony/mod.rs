@@ -23,7 +23,7 @@ use super::issue::{PendingCertificate, issue_all};
 use super::{CaError, load_state};
 
 mod certificates;
-mod keys;
+mod labels;
 mod rollover;
 
 pub use certificates::verify_certificate_signature;
@@ -31,7 +31,7 @@ use certificates::{
     CaTemplate, ca_extensions, ca_tbs, certification_request, check_ca_certificate,
     generation_name, issue_ca_certificate, issue_responder, issuing_template, root_template,
 };
-use keys::{free_label, fresh_key, fresh_label, generate, label_stamp, label_taken};
+use labels::{free_label, fresh_key, fresh_label, generate, label_stamp, label_taken};
 pub use rollover::{IssuingRollover, rotate_issuing, rotate_root};
 use crate::audit::AuditEvent;
 use crate::config::{Config, KeyConfig, PublishedUrls};

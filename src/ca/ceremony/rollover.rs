@@ -87,7 +87,7 @@ pub fn rotate_issuing(
         plan.issuing_key.label.clone(),
         plan.responder_key.label.clone(),
     ];
-    super::ceremony_intent::run(store, CeremonyKind::RotateIssuing, labels, now, || {
+    crate::ca::ceremony_intent::run(store, CeremonyKind::RotateIssuing, labels, now, || {
         plan.carry_out(config, store, hsm, now, &state)
     })
 }
@@ -205,7 +205,7 @@ pub fn rotate_root(
     let old = Issuer::load(hsm, &old)?;
     let key_config = fresh_key(hsm, store, &config.keys.root, now)?;
     let labels = vec![key_config.label.clone()];
-    super::ceremony_intent::run(store, CeremonyKind::RotateRoot, labels, now, || {
+    crate::ca::ceremony_intent::run(store, CeremonyKind::RotateRoot, labels, now, || {
         let plan = RootPlan {
             old: &old,
             name,

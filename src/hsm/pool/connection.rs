@@ -249,7 +249,7 @@ impl Connection {
     }
 }
 
-pub(super) fn read_pin(source: &PinSource) -> Result<super::Pin, HsmError> {
+pub(super) fn read_pin(source: &PinSource) -> Result<crate::hsm::Pin, HsmError> {
     Ok(source.read()?)
 }
 

@@ -16,7 +16,7 @@ use rustls::pki_types::{CertificateDer, PrivateKeyDer, UnixTime};
 use rustls::server::danger::{ClientCertVerified, ClientCertVerifier};
 use rustls::{CertificateError, DigitallySignedStruct, DistinguishedName, RootCertStore};
 
-use super::problem::Problem;
+use crate::http::problem::Problem;
 use super::{Body, read_body_within};
 use crate::ra::holders::Holder;
 use crate::ra::request::ActionKind;

@@ -80,7 +80,7 @@ pub(super) fn free_label(
 /// given to a new key, so that an orphan and a key in use never share one.
 pub(super) fn label_taken(hsm: &Hsm, store: &Store, label: &str) -> Result<bool, CaError> {
     Ok(hsm.has_key(label)?
-        || super::ceremony_intent::orphan_key_labels(store)?
+        || crate::ca::ceremony_intent::orphan_key_labels(store)?
             .iter()
             .any(|orphan| orphan == label))
 }
