@@ -356,6 +356,50 @@ async fn full_publication_needed(
 /// Entries put at once during a full publication (acknowledgements awaited together).
 const IN_FLIGHT: usize = 256;
 
+/// Status puts sent and not yet acknowledged, at most one per certificate (two puts of one key
+/// in flight could land in either order).
+#[derive(Default)]
+struct InFlight {
+    puts: tokio::task::JoinSet<Result<u64, String>>,
+    keys: std::collections::HashSet<CertKey>,
+}
+
+impl InFlight {
+    fn len(&self) -> usize {
+        self.puts.len()
+    }
+
+    fn holds(&self, key: &CertKey) -> bool {
+        self.keys.contains(key)
+    }
+
+    fn put(&mut self, bucket: &jetstream::kv::Store, key: &CertKey, value: Vec<u8>) {
+        let bucket = bucket.clone();
+        let name = status_key(key);
+        self.keys.insert(key.clone());
+        self.puts.spawn(async move {
+            bucket
+                .put(name.as_str(), value.into())
+                .await
+                .map_err(|e| format!("status {name}: {e}"))
+        });
+    }
+
+    /// Waits for every put in flight; returns how many were acknowledged.
+    async fn settle(&mut self, metrics: &PublisherMetrics) -> Result<u64, String> {
+        let mut acknowledged = 0;
+        while let Some(put) = self.puts.join_next().await {
+            let revision = put.map_err(|e| e.to_string())??;
+            metrics
+                .highest_revision
+                .fetch_max(revision, Ordering::Relaxed);
+            acknowledged += 1;
+        }
+        self.keys.clear();
+        Ok(acknowledged)
+    }
+}
+
 /// Puts the status of every certificate the responder knows, as it is now; returns the
 /// manifest to put once the outbox is drained behind it (so that a change made meanwhile,
 /// which the outbox holds, is in the bucket before the manifest says it is whole).
@@ -378,29 +422,16 @@ async fn publish_everything(
     metrics.highest_revision.store(0, Ordering::Relaxed);
     let keys = va.responder.keys();
     let mut published = 0u64;
-    for chunk in keys.chunks(IN_FLIGHT) {
-        let mut puts = tokio::task::JoinSet::new();
-        for key in chunk {
-            let Some(value) = status_value_of(store, va, files, tails, key).await? else {
-                continue;
-            };
-            let bucket = status.clone();
-            let name = status_key(key);
-            puts.spawn(async move {
-                bucket
-                    .put(name.as_str(), value.into())
-                    .await
-                    .map_err(|e| format!("status {name}: {e}"))
-            });
+    let mut in_flight = InFlight::default();
+    for key in &keys {
+        if in_flight.len() == IN_FLIGHT {
+            published += in_flight.settle(metrics).await?;
         }
-        while let Some(put) = puts.join_next().await {
-            let revision = put.map_err(|e| e.to_string())??;
-            metrics
-                .highest_revision
-                .fetch_max(revision, Ordering::Relaxed);
-            published += 1;
+        if let Some(value) = status_value_of(store, va, files, tails, key).await? {
+            in_flight.put(status, key, value);
         }
     }
+    published += in_flight.settle(metrics).await?;
     let ms = started.elapsed().as_millis() as u64;
     metrics.full_publications.fetch_add(1, Ordering::Relaxed);
     metrics
@@ -441,6 +472,11 @@ async fn drain(
     shutdown: &CancellationToken,
 ) -> Result<Drained, String> {
     let mut next_check = Instant::now() + CHECK_EVERY;
+    // The outbox is a queue in RocksDB: each drained entry leaves a tombstone until compaction,
+    // and a scan from the start would step over all of them (a million-entry drain would slow
+    // to a crawl). Entries are appended in sequence order, so the scan starts where the last
+    // one stopped.
+    let mut resume_at = 0u64;
     loop {
         if metrics.full_requested.load(Ordering::Relaxed) {
             return Ok(Drained::FullPublication);
@@ -458,7 +494,11 @@ async fn drain(
         let reader = store.clone();
         let batch = tokio::task::spawn_blocking(move || -> Result<_, String> {
             let mut rows = Vec::new();
-            for row in reader.scan::<Outbox>(&[], &[]).map_err(|e| e.to_string())? {
+            let from = resume_at.to_be_bytes();
+            for row in reader
+                .scan::<Outbox>(&from, &[])
+                .map_err(|e| e.to_string())?
+            {
                 rows.push(row.map_err(|e| e.to_string())?);
                 if rows.len() == BATCH {
                     break;
@@ -500,8 +540,33 @@ async fn drain(
         let started = Instant::now();
         let mut done = Vec::with_capacity(batch.len());
         let mut stalled = false;
+        // Statuses go out together (one acknowledgement awaited per batch, not per entry);
+        // a file entry, or a second entry for a certificate already in flight, waits for
+        // those before it, so the engine sees every key's changes in the outbox's order.
+        let mut in_flight = InFlight::default();
         for (seq, name) in &batch {
-            match publish_one(store, va, (status, files), tails, metrics, name).await? {
+            if let Some(rest) = name.strip_prefix("status.") {
+                let Some(key) = parse_status_key(rest) else {
+                    tracing::warn!(
+                        name,
+                        "publisher: an outbox entry names no certificate; dropped"
+                    );
+                    done.push((*seq, None));
+                    continue;
+                };
+                if in_flight.holds(&key) {
+                    in_flight.settle(metrics).await?;
+                }
+                // A certificate the responder does not know (an issuer it does not answer
+                // for) has nothing to publish.
+                if let Some(value) = status_value_of(store, va, files, tails, &key).await? {
+                    in_flight.put(status, &key, value);
+                }
+                done.push((*seq, None));
+                continue;
+            }
+            in_flight.settle(metrics).await?;
+            match publish_file_entry(va, files, name).await? {
                 Outcome::Published => done.push((*seq, None)),
                 Outcome::NotYet => {
                     stalled = true;
@@ -509,6 +574,13 @@ async fn drain(
                 }
             }
         }
+        resume_at = match (stalled, batch.get(done.len())) {
+            // The entry that is not ready yet is read again.
+            (true, Some((seq, _))) => *seq,
+            _ => batch.last().map_or(resume_at, |(seq, _)| seq + 1),
+        };
+        // Deleted from the outbox only once every put before it was acknowledged.
+        in_flight.settle(metrics).await?;
         if !done.is_empty() {
             metrics
                 .published
@@ -536,37 +608,12 @@ async fn drain(
     }
 }
 
-/// Puts what `name` names, as it is now.
-async fn publish_one(
-    store: &Store,
+/// Puts the file an outbox entry names (`crl.<name>.<number>`, `ca`), as it is now.
+async fn publish_file_entry(
     va: &ValidationAuthority,
-    (status, files): (&jetstream::kv::Store, &jetstream::object_store::ObjectStore),
-    tails: &mut Tails,
-    metrics: &PublisherMetrics,
+    files: &jetstream::object_store::ObjectStore,
     name: &str,
 ) -> Result<Outcome, String> {
-    if let Some(rest) = name.strip_prefix("status.") {
-        let Some(key) = parse_status_key(rest) else {
-            tracing::warn!(
-                name,
-                "publisher: an outbox entry names no certificate; dropped"
-            );
-            return Ok(Outcome::Published);
-        };
-        // A certificate the responder does not know (an issuer it does not answer for) has
-        // nothing to publish.
-        let Some(bytes) = status_value_of(store, va, files, tails, &key).await? else {
-            return Ok(Outcome::Published);
-        };
-        let revision = status
-            .put(status_key(&key), bytes.into())
-            .await
-            .map_err(|e| format!("status {}: {e}", status_key(&key)))?;
-        metrics
-            .highest_revision
-            .fetch_max(revision, Ordering::Relaxed);
-        return Ok(Outcome::Published);
-    }
     if let Some(rest) = name.strip_prefix("crl.") {
         let Some((crl, number)) = rest
             .rsplit_once('.')
@@ -577,6 +624,12 @@ async fn publish_one(
         return match va.crls.latest(crl) {
             Some(latest) if latest.number >= number => {
                 publish_files(va, files, Some(crl)).await?;
+                Ok(Outcome::Published)
+            }
+            // A CA this daemon no longer publishes for (its configuration changed): waiting
+            // would stall every entry behind it.
+            _ if !va.crls.publishes(crl) => {
+                tracing::warn!(name, "publisher: a CRL of no CA published here; dropped");
                 Ok(Outcome::Published)
             }
             // Committed, not yet renamed into place (or not yet read back after a restart).
