@@ -647,17 +647,28 @@ fn stream_not_found(error: &jetstream::context::GetStreamError) -> bool {
     )
 }
 
+/// How long reading one file may take. An object replaced while it is read has its chunks
+/// purged, and the read would wait for them forever, the node applying no status meanwhile: it
+/// gives up instead (the caller reconnects and reads again).
+const FILE_READ_TIMEOUT: Duration = Duration::from_secs(10);
+
 async fn read_file(
     node: &Node,
     files: &jetstream::object_store::ObjectStore,
     name: &str,
 ) -> Result<(), String> {
-    let mut object = files.get(name).await.map_err(|e| format!("{name}: {e}"))?;
-    let mut der = Vec::new();
-    object
-        .read_to_end(&mut der)
+    let read = async {
+        let mut object = files.get(name).await.map_err(|e| format!("{name}: {e}"))?;
+        let mut der = Vec::new();
+        object
+            .read_to_end(&mut der)
+            .await
+            .map_err(|e| format!("{name}: {e}"))?;
+        Ok::<_, String>(der)
+    };
+    let der = tokio::time::timeout(FILE_READ_TIMEOUT, read)
         .await
-        .map_err(|e| format!("{name}: {e}"))?;
+        .map_err(|_| format!("{name}: not read within {FILE_READ_TIMEOUT:?}"))??;
     node.take_file(name, der);
     Ok(())
 }

@@ -329,11 +329,13 @@ async fn full_publication_needed(
             "the status bucket has no manifest (new or re-created)".into(),
         ));
     }
+    // Asked of the server now: `Store::status` answers with what was read when the bucket was
+    // opened, older than every put since (each check would find the bucket "gone back").
     let state = status
-        .status()
+        .stream
+        .get_info()
         .await
         .map_err(|e| format!("status bucket: {e}"))?
-        .info
         .state;
     let highest = metrics.highest_revision.load(Ordering::Relaxed);
     if state.last_sequence < highest {
@@ -653,22 +655,42 @@ async fn publish_files(
         if only.is_some_and(|name| name != crl.name) {
             continue;
         }
-        let object = format!("crl/{}", crl.name);
-        files
-            .put(object.as_str(), &mut crl.der.as_ref())
-            .await
-            .map_err(|e| format!("{object}: {e}"))?;
+        put_file(files, &format!("crl/{}", crl.name), &crl.der).await?;
     }
     if only.is_none_or(str::is_empty) {
         for (name, der) in va.all_ca_certificates().iter() {
-            let object = format!("ca/{name}");
-            files
-                .put(object.as_str(), &mut der.as_ref())
-                .await
-                .map_err(|e| format!("{object}: {e}"))?;
+            put_file(files, &format!("ca/{name}"), der).await?;
         }
     }
     Ok(())
+}
+
+/// Puts `bytes` as the object `name` unless the files bucket holds them already. Replacing an
+/// object purges its chunks: a node reading it at that moment would wait for chunks that are
+/// gone, and every connection of the publisher would otherwise rewrite every file.
+async fn put_file(
+    files: &jetstream::object_store::ObjectStore,
+    name: &str,
+    bytes: &[u8],
+) -> Result<(), String> {
+    use base64::Engine as _;
+    let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, bytes);
+    // As the object store writes it.
+    let digest = format!(
+        "SHA-256={}",
+        base64::engine::general_purpose::URL_SAFE.encode(digest.as_ref())
+    );
+    if let Ok(held) = files.info(name).await
+        && held.size == bytes.len()
+        && held.digest.as_deref() == Some(digest.as_str())
+    {
+        return Ok(());
+    }
+    files
+        .put(name, &mut &bytes[..])
+        .await
+        .map(drop)
+        .map_err(|e| format!("{name}: {e}"))
 }
 
 /// The bucket's value of a certificate as the responder holds it now (`None`: a certificate
@@ -718,11 +740,7 @@ async fn status_value_of(
         } else {
             let (id, new) = tails.id(&response.tail);
             if new {
-                let object = format!("tail/{id}");
-                files
-                    .put(object.as_str(), &mut response.tail.as_ref())
-                    .await
-                    .map_err(|e| format!("{object}: {e}"))?;
+                put_file(files, &format!("tail/{id}"), &response.tail).await?;
             }
             Some(id)
         };
