@@ -237,6 +237,16 @@ fn a_revocation_made_while_the_engine_is_down_reaches_it_after_a_crash() {
 /// undone: the publisher sees the bucket went back below what it put, and publishes again.
 #[test]
 fn an_engine_put_back_from_an_older_copy_gets_the_revocations_made_since() {
+    put_back_an_older_copy(false);
+}
+
+/// The same, the CA down while the engine is put back: what it put is remembered in its store.
+#[test]
+fn an_engine_put_back_while_the_ca_was_down_gets_the_revocations_made_since() {
+    put_back_an_older_copy(true);
+}
+
+fn put_back_an_older_copy(restart_the_ca: bool) {
     let (dir, mut nats, pki, daemon) = ca_with_engine();
     let holder = issue(&pki, "restaure");
     let key = status_key(&pki, &holder);
@@ -260,6 +270,13 @@ fn an_engine_put_back_from_an_older_copy_gets_the_revocations_made_since() {
         v.status == "revoked"
     });
 
+    daemon.wait_until("the outbox drained", |d| {
+        d.metric("sceau_outbox_depth", "") == 0
+    });
+    let mut daemon = Some(daemon);
+    if restart_the_ca {
+        daemon = None; // SIGKILL
+    }
     nats.kill();
     std::fs::remove_dir_all(nats.store()).unwrap();
     copy_tree(&copy, nats.store());
@@ -269,6 +286,7 @@ fn an_engine_put_back_from_an_older_copy_gets_the_revocations_made_since() {
         Some("good".to_owned()),
         "the copy predates the revocation"
     );
+    let _daemon = daemon.unwrap_or_else(|| Daemon::start(&pki));
     let (revoked, _) = wait_for(&nats.url(), &key, Duration::from_secs(15), |v| {
         v.status == "revoked" && v.sha1.is_some()
     });

@@ -29,7 +29,7 @@ use tokio_util::sync::CancellationToken;
 use super::ValidationAuthority;
 use super::responses::Status;
 use crate::config::NatsConfig;
-use crate::store::schema::Outbox;
+use crate::store::schema::{Meta, Outbox};
 use crate::store::{CertKey, IssuerId, Store};
 use crate::x509::{Serial, Timestamp};
 
@@ -246,6 +246,14 @@ pub async fn run(
     metrics: Arc<PublisherMetrics>,
     shutdown: CancellationToken,
 ) {
+    match recorded_highest_revision(&store, &settings.status_bucket).await {
+        Ok(revision) => {
+            metrics
+                .highest_revision
+                .fetch_max(revision, Ordering::Relaxed);
+        }
+        Err(error) => tracing::warn!(%error, "publisher: the highest revision put is not known"),
+    }
     let mut backoff = Duration::from_millis(250);
     loop {
         let connected = async {
@@ -402,6 +410,45 @@ impl InFlight {
     }
 }
 
+/// The store's key of the highest revision this CA's puts got in `bucket`: kept across
+/// restarts, so that a bucket put back from an older copy while the CA was down is found out
+/// too (its last revision below it).
+fn highest_revision_key(bucket: &str) -> String {
+    format!("publisher.highest_revision.{bucket}")
+}
+
+/// The highest revision recorded for `bucket` (0: none).
+async fn recorded_highest_revision(store: &Store, bucket: &str) -> Result<u64, String> {
+    let reader = store.clone();
+    let key = highest_revision_key(bucket);
+    let bytes = tokio::task::spawn_blocking(move || reader.get::<Meta>(&key))
+        .await
+        .map_err(|e| e.to_string())?
+        .map_err(|e| e.to_string())?;
+    Ok(bytes
+        .and_then(|b| <[u8; 8]>::try_from(b.as_slice()).ok())
+        .map_or(0, u64::from_be_bytes))
+}
+
+/// Records the publisher's highest revision in `bucket`, before the outbox entries it covers
+/// are deleted (a crash between the two publishes those entries again: harmless).
+async fn record_highest_revision(
+    store: &Store,
+    bucket: &str,
+    metrics: &PublisherMetrics,
+) -> Result<(), String> {
+    let value = metrics.highest_revision.load(Ordering::Relaxed);
+    let row = (
+        highest_revision_key(bucket),
+        Some(value.to_be_bytes().to_vec()),
+    );
+    let writer = store.clone();
+    tokio::task::spawn_blocking(move || writer.write_derived::<Meta>(&[row]))
+        .await
+        .map_err(|e| e.to_string())?
+        .map_err(|e| e.to_string())
+}
+
 /// Puts the status of every certificate the responder knows, as it is now; returns the
 /// manifest to put once the outbox is drained behind it (so that a change made meanwhile,
 /// which the outbox holds, is in the bucket before the manifest says it is whole).
@@ -434,6 +481,9 @@ async fn publish_everything(
         }
     }
     published += in_flight.settle(metrics).await?;
+    // From now on the bucket is measured against this publication's revisions (a re-created
+    // bucket counts from 1 again).
+    record_highest_revision(store, &status.name, metrics).await?;
     let ms = started.elapsed().as_millis() as u64;
     metrics.full_publications.fetch_add(1, Ordering::Relaxed);
     metrics
@@ -584,6 +634,7 @@ async fn drain(
         // Deleted from the outbox only once every put before it was acknowledged.
         in_flight.settle(metrics).await?;
         if !done.is_empty() {
+            record_highest_revision(store, &status.name, metrics).await?;
             metrics
                 .published
                 .fetch_add(done.len() as u64, Ordering::Relaxed);
