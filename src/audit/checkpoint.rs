@@ -90,13 +90,13 @@ fn sign_or_check(
     // A checkpoint vouches for the whole chain: it is signed only over a chain that verifies,
     // with the HSM's key (not only the one the store records), up to the head it signs. Entries
     // are streamed (a read error ends the stream, and the head then does not match).
-    super::verify_chain(
-        store.audit_entries()?.map_while(Result::ok),
-        head,
-        Some(key.public_key()),
-    )
-    .map_err(|broken| CheckpointError::Broken(broken.to_string()))?;
-    if signed_already {
+    // The head signed is the one verified: log and head read as of one instant (commits may
+    // have landed since `head` was read).
+    let head = store.read_audit_log(|head, entries| {
+        super::verify_chain(entries, head, Some(key.public_key())).map(|_| head)
+    })?;
+    let head = head.map_err(|broken| CheckpointError::Broken(broken.to_string()))?;
+    if signed_already || last_is_checkpoint(store, head)? {
         return Ok(None);
     }
     let signature = key.sign(&checkpoint_message(head.seq, &head.hash))?;

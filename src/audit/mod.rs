@@ -583,6 +583,43 @@ mod tests {
             }
         }
 
+        /// The chain is read as one consistent view while commits go on: a commit landing
+        /// between reading the head and reading the log is not a broken chain (it was reported
+        /// as one at start-up, the CRL publication committing beside the first checkpoint).
+        #[test]
+        fn the_chain_read_while_commits_land_is_never_broken() {
+            let dir = tempfile::tempdir().unwrap();
+            let store = Store::open(dir.path()).unwrap();
+            let done = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+            let writer = {
+                let (store, done) = (store.clone(), done.clone());
+                std::thread::spawn(move || {
+                    let mut n = 0u32;
+                    while !done.load(std::sync::atomic::Ordering::Relaxed) {
+                        n += 1;
+                        store
+                            .commit(move |txn| -> Result<(), TestError> {
+                                txn.audit(event(&format!("{n:X}")));
+                                Ok(())
+                            })
+                            .unwrap();
+                    }
+                    n
+                })
+            };
+            let mut checked = 0;
+            while checked < 300 {
+                let verified = store
+                    .read_audit_log(|head, entries| verify_chain(entries, head, None))
+                    .unwrap();
+                assert!(verified.is_ok(), "{verified:?}");
+                checked += 1;
+            }
+            done.store(true, std::sync::atomic::Ordering::Relaxed);
+            let commits = writer.join().unwrap();
+            assert!(commits > 0);
+        }
+
         #[test]
         fn a_transaction_and_its_audit_event_land_together_or_not_at_all() {
             let dir = tempfile::tempdir().unwrap();

@@ -489,6 +489,34 @@ impl Store {
         *self.inner.head.lock().unwrap_or_else(|p| p.into_inner())
     }
 
+    /// The audit log and its recorded head as of one instant, for `read` (a commit landing
+    /// meanwhile is in neither). Reading the head, then the log, would find entries the head
+    /// does not cover yet: a chain that looks broken.
+    pub fn read_audit_log<R>(
+        &self,
+        read: impl FnOnce(ChainHead, &mut dyn Iterator<Item = (u64, Vec<u8>)>) -> R,
+    ) -> Result<R, StoreError> {
+        let db = &self.inner.db;
+        let snapshot = db.snapshot();
+        let head = match snapshot
+            .get_cf(cf(db, Meta::NAME)?, meta_keys::AUDIT_HEAD)
+            .map_err(db_error)?
+        {
+            Some(bytes) => ChainHead::from_bytes(&bytes).ok_or(StoreError::Corrupt {
+                table: Meta::NAME,
+                detail: "audit head".into(),
+            })?,
+            None => ChainHead::GENESIS,
+        };
+        // A read error or an undecodable key ends the entries: the head then does not match,
+        // and the reader says the chain is broken there.
+        let mut entries = snapshot
+            .iterator_cf(cf(db, Audit::NAME)?, IteratorMode::Start)
+            .map_while(Result::ok)
+            .map_while(|(key, value)| Some((u64::decode_key(&key)?, value.into_vec())));
+        Ok(read(head, &mut entries))
+    }
+
     /// Every audit entry, in order, as stored.
     pub fn audit_entries(
         &self,
