@@ -588,15 +588,16 @@ mod tests {
         /// as one at start-up, the CRL publication committing beside the first checkpoint).
         #[test]
         fn the_chain_read_while_commits_land_is_never_broken() {
+            use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
             let dir = tempfile::tempdir().unwrap();
             let store = Store::open(dir.path()).unwrap();
-            let done = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+            let done = std::sync::Arc::new(AtomicBool::new(false));
+            let commits = std::sync::Arc::new(AtomicU32::new(0));
             let writer = {
-                let (store, done) = (store.clone(), done.clone());
+                let (store, done, commits) = (store.clone(), done.clone(), commits.clone());
                 std::thread::spawn(move || {
-                    let mut n = 0u32;
-                    while !done.load(std::sync::atomic::Ordering::Relaxed) {
-                        n += 1;
+                    while !done.load(Ordering::Relaxed) {
+                        let n = commits.fetch_add(1, Ordering::Relaxed);
                         store
                             .commit(move |txn| -> Result<(), TestError> {
                                 txn.audit(event(&format!("{n:X}")));
@@ -604,20 +605,19 @@ mod tests {
                             })
                             .unwrap();
                     }
-                    n
                 })
             };
+            // Reads interleaved with at least 200 commits.
             let mut checked = 0;
-            while checked < 300 {
+            while checked < 300 || commits.load(Ordering::Relaxed) < 200 {
                 let verified = store
                     .read_audit_log(|head, entries| verify_chain(entries, head, None))
                     .unwrap();
                 assert!(verified.is_ok(), "{verified:?}");
                 checked += 1;
             }
-            done.store(true, std::sync::atomic::Ordering::Relaxed);
-            let commits = writer.join().unwrap();
-            assert!(commits > 0);
+            done.store(true, Ordering::Relaxed);
+            writer.join().unwrap();
         }
 
         #[test]
