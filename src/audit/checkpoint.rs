@@ -59,12 +59,19 @@ pub fn write_or_verify(
     sign_or_check(store, hsm, label, true)
 }
 
+/// One checkpoint at a time in this process (the timer and `POST /checkpoint`): two that read
+/// the same head would both sign it, and the second, vouching for an entry not after the
+/// first checkpoint, would break the chain for good. The store is this process's alone
+/// (RocksDB's lock), so a process-wide lock is enough.
+static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
 fn sign_or_check(
     store: &Store,
     hsm: &Hsm,
     label: &str,
     verify_anyway: bool,
 ) -> Result<Option<ChainHead>, CheckpointError> {
+    let _one_at_a_time = ONE_AT_A_TIME.lock().unwrap_or_else(|p| p.into_inner());
     let head = store.audit_head();
     if head.seq == 0 {
         return Ok(None);

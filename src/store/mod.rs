@@ -778,16 +778,20 @@ impl Writer {
                 Some(error) => Err(error),
                 None if batch.is_empty() => Ok(()),
                 None => {
-                    if head != start_head {
-                        let _ = apply(
+                    // Entries written without the head that covers them would read as a
+                    // broken chain: both or neither.
+                    let head_staged = if head != start_head {
+                        apply(
                             &self.db,
                             &mut batch,
                             Meta::NAME,
                             meta_keys::AUDIT_HEAD.as_bytes(),
                             Some(&head.to_bytes()),
-                        );
-                    }
-                    self.db.write_opt(batch, &sync).map_err(db_error)
+                        )
+                    } else {
+                        Ok(())
+                    };
+                    head_staged.and_then(|()| self.db.write_opt(batch, &sync).map_err(db_error))
                 }
             };
             drop(in_order);

@@ -252,7 +252,12 @@ pub async fn run(
                 .highest_revision
                 .fetch_max(revision, Ordering::Relaxed);
         }
-        Err(error) => tracing::warn!(%error, "publisher: the highest revision put is not known"),
+        // Not knowing it, a bucket put back while the CA was down would go unnoticed: every
+        // status is published again instead.
+        Err(error) => {
+            tracing::warn!(%error, "publisher: the highest revision put is not known; publishing every status");
+            metrics.full_requested.store(true, Ordering::Relaxed);
+        }
     }
     let mut backoff = Duration::from_millis(250);
     loop {
@@ -395,17 +400,32 @@ impl InFlight {
         });
     }
 
-    /// Waits for every put in flight; returns how many were acknowledged.
+    /// Waits for every put in flight; returns how many were acknowledged. This publisher is
+    /// the bucket's only writer: a put acknowledged at or below a revision it already got means
+    /// the bucket went back (put back from an older copy while connected), even if enough puts
+    /// since brought its last revision above the highest again. Everything is published again.
     async fn settle(&mut self, metrics: &PublisherMetrics) -> Result<u64, String> {
+        let floor = metrics.highest_revision.load(Ordering::Relaxed);
         let mut acknowledged = 0;
+        let mut went_back = None;
         while let Some(put) = self.puts.join_next().await {
             let revision = put.map_err(|e| e.to_string())??;
-            metrics
-                .highest_revision
-                .fetch_max(revision, Ordering::Relaxed);
+            if revision <= floor {
+                went_back = Some(revision);
+            } else {
+                metrics
+                    .highest_revision
+                    .fetch_max(revision, Ordering::Relaxed);
+            }
             acknowledged += 1;
         }
         self.keys.clear();
+        if let Some(revision) = went_back {
+            metrics.full_requested.store(true, Ordering::Relaxed);
+            return Err(format!(
+                "the status bucket went back: a put got revision {revision}, this publisher had got {floor}"
+            ));
+        }
         Ok(acknowledged)
     }
 }
@@ -425,9 +445,12 @@ async fn recorded_highest_revision(store: &Store, bucket: &str) -> Result<u64, S
         .await
         .map_err(|e| e.to_string())?
         .map_err(|e| e.to_string())?;
-    Ok(bytes
-        .and_then(|b| <[u8; 8]>::try_from(b.as_slice()).ok())
-        .map_or(0, u64::from_be_bytes))
+    match bytes {
+        None => Ok(0),
+        Some(bytes) => <[u8; 8]>::try_from(bytes.as_slice())
+            .map(u64::from_be_bytes)
+            .map_err(|_| format!("{}: not 8 octets", highest_revision_key(bucket))),
+    }
 }
 
 /// Records the publisher's highest revision in `bucket`, before the outbox entries it covers
@@ -716,32 +739,44 @@ async fn publish_files(
     Ok(())
 }
 
-/// Puts `bytes` as the object `name` unless the files bucket holds them already. Replacing an
-/// object purges its chunks: a node reading it at that moment would wait for chunks that are
-/// gone, and every connection of the publisher would otherwise rewrite every file.
+/// Puts `bytes` as the object `name` (a CRL, a CA certificate: few, and put again on every
+/// connection, so that one the engine lost or damaged is repaired).
 async fn put_file(
     files: &jetstream::object_store::ObjectStore,
     name: &str,
     bytes: &[u8],
 ) -> Result<(), String> {
-    use base64::Engine as _;
-    let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, bytes);
-    // As the object store writes it.
-    let digest = format!(
-        "SHA-256={}",
-        base64::engine::general_purpose::URL_SAFE.encode(digest.as_ref())
-    );
-    if let Ok(held) = files.info(name).await
-        && held.size == bytes.len()
-        && held.digest.as_deref() == Some(digest.as_str())
-    {
-        return Ok(());
-    }
     files
         .put(name, &mut &bytes[..])
         .await
         .map(drop)
         .map_err(|e| format!("{name}: {e}"))
+}
+
+/// Puts a response tail (`tail/<id>`, named after its content) unless the files bucket holds
+/// it already: replacing an object purges its chunks, and a node reading it at that moment
+/// would wait for chunks that are gone; a full publication would otherwise rewrite it.
+async fn put_tail(
+    files: &jetstream::object_store::ObjectStore,
+    id: &str,
+    tail: &[u8],
+) -> Result<(), String> {
+    use base64::Engine as _;
+    let name = format!("tail/{id}");
+    let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, tail);
+    // As the object store writes it.
+    let digest = format!(
+        "SHA-256={}",
+        base64::engine::general_purpose::URL_SAFE.encode(digest.as_ref())
+    );
+    if let Ok(held) = files.info(&name).await
+        && !held.deleted
+        && held.size == tail.len()
+        && held.digest.as_deref() == Some(digest.as_str())
+    {
+        return Ok(());
+    }
+    put_file(files, &name, tail).await
 }
 
 /// The bucket's value of a certificate as the responder holds it now (`None`: a certificate
@@ -791,7 +826,7 @@ async fn status_value_of(
         } else {
             let (id, new) = tails.id(&response.tail);
             if new {
-                put_file(files, &format!("tail/{id}"), &response.tail).await?;
+                put_tail(files, &id, &response.tail).await?;
             }
             Some(id)
         };
