@@ -28,7 +28,6 @@ use std::path::{Path, PathBuf};
 use aws_lc_rs::digest;
 use serde::{Deserialize, Serialize};
 
-use crate::audit::AuditEvent;
 use crate::ca::CaState;
 use crate::ca::schedule::ScheduledRevocations;
 use crate::ra::Evidence;
@@ -36,9 +35,8 @@ use crate::ra::cards::CardRequests;
 use crate::ra::holders::Handovers;
 use crate::ra::operators::Operators;
 use crate::store::schema::{Cards, Certificates, Meta, Revocations, Serials, meta_keys};
-use crate::store::{CertKey, IssuerId, RevocationRecord, Store, StoreError};
+use crate::store::{IssuerId, Store, StoreError};
 use crate::x509::Timestamp;
-use crate::x509::revocation::RevocationReason;
 
 mod restore;
 pub use restore::{CrlNumberFloor, Reapplied, Restored, restore};

@@ -1,20 +1,15 @@
 //! Restoring a backup into an empty data directory, then taking back what the outside world saw after it (see the module above).
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use aws_lc_rs::digest;
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 
 use crate::audit::AuditEvent;
 use crate::ca::CaState;
-use crate::ca::schedule::ScheduledRevocations;
-use crate::ra::Evidence;
-use crate::ra::cards::CardRequests;
-use crate::ra::holders::Handovers;
-use crate::ra::operators::Operators;
-use crate::store::schema::{Cards, Certificates, Meta, Revocations, Serials, meta_keys};
-use crate::store::{CertKey, IssuerId, RevocationRecord, Store, StoreError};
+use crate::store::schema::{Certificates, Meta, Revocations, Serials, meta_keys};
+use crate::store::{CertKey, IssuerId, RevocationRecord, Store};
 use crate::x509::Timestamp;
 use crate::x509::revocation::RevocationReason;
 

@@ -14,24 +14,22 @@
 //! (a read-write gate) and never lets a session of the finalised module be closed on the new
 //! one (its handle could name a new session): those are forgotten, not closed.
 use std::collections::HashMap;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, Sender, TrySendError};
 use cryptoki::context::Function;
-use cryptoki::context::{CInitializeArgs, CInitializeFlags, Pkcs11};
 use cryptoki::error::{Error as CkError, RvError};
 use cryptoki::mechanism::rsa::{PkcsMgfType, PkcsPssParams};
 use cryptoki::mechanism::{Mechanism, MechanismType};
 use cryptoki::object::{Attribute, AttributeType, KeyType, ObjectClass, ObjectHandle};
-use cryptoki::session::{Session, SessionState, UserType};
-use cryptoki::slot::Slot;
+use cryptoki::session::{Session, SessionState};
 use der::Decode;
 use der::asn1::OctetString;
 use spki::SubjectPublicKeyInfoOwned;
 
-use super::{HsmError, HsmSettings, KeySpec, PinSource};
+use super::{HsmError, HsmSettings, KeySpec};
 use crate::x509::keys;
 use crate::x509::sigalg::{self, SignatureScheme};
 

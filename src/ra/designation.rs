@@ -1,33 +1,25 @@
 //! Designating and withdrawing operators: who may act, on whom, as which person (one person is one operator whatever the letters of their name), and the first AE's registration on the CA host.
 
-use std::future::Future;
-use std::pin::Pin;
-use std::sync::Arc;
-
 use der::Decode;
-use serde::{Deserialize, Serialize};
 use x509_cert::Certificate;
 
-use crate::audit::AuditEvent;
-use crate::ca::revoke::RevokedCertificate;
-use crate::ca::{CaError, CaState, CertificateAuthority};
-use crate::store::CardRecord;
-use crate::store::schema::{Cards, Certificates, ExpiryIndex, Revocations};
-use crate::store::{
-    CertKey, ExpiryKey, IssuerId, KeyCodec, Reader, Store, StoreError, Txn, base64_bytes,
-};
-use crate::x509::name::{DistinguishedName, parse_distinguished_name};
-use crate::x509::time::Clock;
-use crate::x509::{Serial, Timestamp, cms, keys, pem};
-use super::cards::RequestState;
 use super::operators::{
     OperatorPersons, OperatorRecord, Operators, Role, Scope, Withdrawal, designated_through,
-    operator_id,
 };
-use super::request::{Action, SignedRequest};
+use super::request::SignedRequest;
+use crate::audit::AuditEvent;
+use crate::ca::CaState;
+use crate::store::CardRecord;
+use crate::store::schema::{Cards, Certificates, Revocations};
+use crate::store::{CertKey, IssuerId, Reader, Store, Txn};
+use crate::x509::name::{DistinguishedName, parse_distinguished_name};
+use crate::x509::{Serial, Timestamp};
 
 use super::*;
-use super::{Operator, OperatorCa, RaError, Refusal, RegistrationAuthority, persons, subject_text, check_scope, check_holder_scope, certificate_subject, operator_cas, claim};
+use super::{
+    Operator, RaError, Refusal, RegistrationAuthority, certificate_subject, check_holder_scope,
+    claim, operator_cas, persons, subject_text,
+};
 
 impl RegistrationAuthority {
     pub(super) fn designate(

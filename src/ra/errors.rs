@@ -1,32 +1,7 @@
 //! Why the registration authority refuses a request, and what else can go wrong.
 
-use std::future::Future;
-use std::pin::Pin;
-use std::sync::Arc;
-
-use der::Decode;
-use serde::{Deserialize, Serialize};
-use x509_cert::Certificate;
-
-use crate::audit::AuditEvent;
-use crate::ca::revoke::RevokedCertificate;
-use crate::ca::{CaError, CaState, CertificateAuthority};
-use crate::store::CardRecord;
-use crate::store::schema::{Cards, Certificates, ExpiryIndex, Revocations};
-use crate::store::{
-    CertKey, ExpiryKey, IssuerId, KeyCodec, Reader, Store, StoreError, Txn, base64_bytes,
-};
-use crate::x509::name::{DistinguishedName, parse_distinguished_name};
-use crate::x509::time::Clock;
-use crate::x509::{Serial, Timestamp, cms, keys, pem};
-use super::cards::RequestState;
-use super::operators::{
-    OperatorPersons, OperatorRecord, Operators, Role, Scope, Withdrawal, designated_through,
-    operator_id,
-};
-use super::request::{Action, SignedRequest};
-
-
+use crate::ca::CaError;
+use crate::store::StoreError;
 
 /// Why a request was refused: each is a rule, named in the problem document.
 #[derive(Copy, Clone, Debug, PartialEq, Eq)]

@@ -34,26 +34,18 @@ use der::Decode;
 use serde::{Deserialize, Serialize};
 use x509_cert::Certificate;
 
-use crate::audit::AuditEvent;
 use crate::ca::revoke::RevokedCertificate;
 use crate::ca::{CaError, CaState, CertificateAuthority};
 use crate::store::CardRecord;
-use crate::store::schema::{Cards, Certificates, ExpiryIndex, Revocations};
-use crate::store::{
-    CertKey, ExpiryKey, IssuerId, KeyCodec, Reader, Store, StoreError, Txn, base64_bytes,
-};
+use crate::store::schema::{Cards, Certificates, Revocations};
+use crate::store::{CertKey, IssuerId, Reader, Store, Txn, base64_bytes};
 use crate::x509::name::{DistinguishedName, parse_distinguished_name};
 use crate::x509::time::Clock;
-use crate::x509::{Serial, Timestamp, cms, keys, pem};
-use cards::RequestState;
-use operators::{
-    OperatorPersons, OperatorRecord, Operators, Role, Scope, Withdrawal, designated_through,
-    operator_id,
-};
-use request::{Action, SignedRequest};
+use crate::x509::{Serial, Timestamp, keys};
+use operators::{OperatorRecord, Operators, Role, Scope, operator_id};
 
-pub use designation::bootstrap;
 use designation::active_operators;
+pub use designation::bootstrap;
 pub use errors::{RaError, Refusal};
 use signed::{claim, settle};
 
@@ -368,7 +360,6 @@ impl RegistrationAuthority {
     // --- operators -----------------------------------------------------------------------------
 
     // --- queries -------------------------------------------------------------------------------
-
 }
 
 /// The issuing CAs of the state: operators carry agent cards.

@@ -1,33 +1,14 @@
 //! What an operator may read: a request's state, the cards that expire, a certificate.
 
-use std::future::Future;
-use std::pin::Pin;
-use std::sync::Arc;
-
-use der::Decode;
-use serde::{Deserialize, Serialize};
-use x509_cert::Certificate;
-
-use crate::audit::AuditEvent;
-use crate::ca::revoke::RevokedCertificate;
-use crate::ca::{CaError, CaState, CertificateAuthority};
-use crate::store::CardRecord;
-use crate::store::schema::{Cards, Certificates, ExpiryIndex, Revocations};
-use crate::store::{
-    CertKey, ExpiryKey, IssuerId, KeyCodec, Reader, Store, StoreError, Txn, base64_bytes,
-};
-use crate::x509::name::{DistinguishedName, parse_distinguished_name};
-use crate::x509::time::Clock;
-use crate::x509::{Serial, Timestamp, cms, keys, pem};
 use super::cards::RequestState;
-use super::operators::{
-    OperatorPersons, OperatorRecord, Operators, Role, Scope, Withdrawal, designated_through,
-    operator_id,
-};
-use super::request::{Action, SignedRequest};
+use super::request::SignedRequest;
+use crate::store::schema::{Certificates, ExpiryIndex, Revocations};
+use crate::store::{CertKey, ExpiryKey, IssuerId, KeyCodec, Reader};
+use crate::x509::name::parse_distinguished_name;
+use crate::x509::{Serial, Timestamp, pem};
 
 use super::*;
-use super::{Operator, RaError, Refusal, RegistrationAuthority, EvidenceRecord};
+use super::{EvidenceRecord, Operator, RaError, Refusal, RegistrationAuthority};
 
 impl RegistrationAuthority {
     pub(super) fn evidence(

@@ -1,33 +1,21 @@
 //! Signed requests: opened, checked against the operator and the rules, carried out once (a retry gets its first answer, a replay is refused), with their evidence and audit event in the same commit.
 
-use std::future::Future;
-use std::pin::Pin;
 use std::sync::Arc;
 
-use der::Decode;
-use serde::{Deserialize, Serialize};
 use x509_cert::Certificate;
 
+use super::operators::OperatorRecord;
+use super::request::{Action, SignedRequest};
 use crate::audit::AuditEvent;
 use crate::ca::revoke::RevokedCertificate;
-use crate::ca::{CaError, CaState, CertificateAuthority};
 use crate::store::CardRecord;
-use crate::store::schema::{Cards, Certificates, ExpiryIndex, Revocations};
-use crate::store::{
-    CertKey, ExpiryKey, IssuerId, KeyCodec, Reader, Store, StoreError, Txn, base64_bytes,
-};
-use crate::x509::name::{DistinguishedName, parse_distinguished_name};
-use crate::x509::time::Clock;
-use crate::x509::{Serial, Timestamp, cms, keys, pem};
-use super::cards::RequestState;
-use super::operators::{
-    OperatorPersons, OperatorRecord, Operators, Role, Scope, Withdrawal, designated_through,
-    operator_id,
-};
-use super::request::{Action, SignedRequest};
+use crate::store::schema::{Cards, Certificates};
+use crate::store::{StoreError, Txn};
+use crate::x509::name::DistinguishedName;
+use crate::x509::{Timestamp, cms};
 
 use super::*;
-use super::{Effects, EvidenceRecord, Operator, RaError, Refusal, RegistrationAuthority, Evidence};
+use super::{Effects, Evidence, EvidenceRecord, Operator, RaError, Refusal, RegistrationAuthority};
 
 impl RegistrationAuthority {
     /// Checks a signed request from `operator` and carries it out. `expected` is the action
@@ -422,7 +410,13 @@ impl RegistrationAuthority {
     }
 
     /// Records a refusal: one audit event, nothing else.
-    pub(super) fn record_refusal(&self, client: &str, action: &str, request: Option<String>, error: &RaError) {
+    pub(super) fn record_refusal(
+        &self,
+        client: &str,
+        action: &str,
+        request: Option<String>,
+        error: &RaError,
+    ) {
         let Some(event) = refusal_event(Some(client), action, request, error) else {
             return;
         };
@@ -552,7 +546,11 @@ pub(super) fn retried(earlier: &EvidenceRecord, cms: &[u8]) -> Retry {
 }
 
 /// Records `outcome` as the answer to request `id`, in the batch that carries it out.
-pub(super) fn settle(txn: &mut Txn<'_>, id: &str, outcome: &serde_json::Value) -> Result<(), RaError> {
+pub(super) fn settle(
+    txn: &mut Txn<'_>,
+    id: &str,
+    outcome: &serde_json::Value,
+) -> Result<(), RaError> {
     let key = id.to_owned();
     if let Some(mut evidence) = txn.get::<Evidence>(&key)? {
         evidence.outcome = Some(outcome.clone());

@@ -1,8 +1,5 @@
 //! The CA certificates: their templates, extensions and signing requests, issued and checked.
 
-use crate::ca::ceremony_intent::CeremonyKind;
-use std::path::{Path, PathBuf};
-
 use der::asn1::{AnyRef, BitString, SetOfVec};
 use der::{Decode, Encode};
 use spki::{AlgorithmIdentifierOwned, SubjectPublicKeyInfoOwned};
@@ -13,31 +10,30 @@ use x509_cert::ext::pkix::{BasicConstraints, KeyUsage, KeyUsages};
 use x509_cert::request::{CertReq, CertReqInfo};
 use x509_cert::time::Validity;
 
-use crate::ca::issue::{PendingCertificate, issue_all};
-use crate::ca::{CaError, load_state};
+use super::*;
 use crate::audit::AuditEvent;
+use crate::ca::CaError;
+use crate::ca::issue::{PendingCertificate, issue_all};
 use crate::config::{Config, KeyConfig, PublishedUrls};
 use crate::hsm::{Hsm, SigningKey};
 use crate::issuer::Issuer;
-use crate::issuer::state::{CaState, KeyRef, PendingIssuing, RootCa, RootLink, StoredCa};
-use crate::store::schema::{Meta, meta_keys};
+use crate::issuer::state::StoredCa;
 use crate::store::{CertKey, IssuerId, Store};
 use crate::x509::ext::{self, Criticality, PolicyEntry};
 use crate::x509::name::{Attribute, DistinguishedName};
 use crate::x509::tbs::{TbsCertificateV3, raw_parts};
-use crate::x509::{Serial, Timestamp, keys, oid, pem, sigalg};
-use super::*;
+use crate::x509::{Serial, Timestamp, keys, oid, sigalg};
 
 /// The fields of a CA or responder certificate; the extensions are built from its SKI.
 pub(super) struct CaTemplate<'a> {
-    issuer_id: IssuerId,
-    issuer_subject: &'a [u8],
+    pub(super) issuer_id: IssuerId,
+    pub(super) issuer_subject: &'a [u8],
     /// DER of the subject Name.
-    subject: Vec<u8>,
-    public_key: &'a SubjectPublicKeyInfoOwned,
-    not_after: Timestamp,
-    policy: &'static str,
-    extensions: ExtensionsFrom<'a>,
+    pub(super) subject: Vec<u8>,
+    pub(super) public_key: &'a SubjectPublicKeyInfoOwned,
+    pub(super) not_after: Timestamp,
+    pub(super) policy: &'static str,
+    pub(super) extensions: ExtensionsFrom<'a>,
 }
 
 /// A self-signed root (docs/design.md#ca-certificates).
@@ -291,7 +287,10 @@ pub(super) fn certification_request(
 }
 
 /// A CA certificate: cA TRUE, keyCertSign and cRLSign; the issuing CA also pathLen 0.
-pub(super) fn check_ca_certificate(certificate: &Certificate, issuing: bool) -> Result<(), CaError> {
+pub(super) fn check_ca_certificate(
+    certificate: &Certificate,
+    issuing: bool,
+) -> Result<(), CaError> {
     let tbs = certificate.tbs_certificate();
     let bc = tbs
         .get_extension::<BasicConstraints>()

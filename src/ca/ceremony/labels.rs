@@ -1,32 +1,11 @@
 //! Keys of the ceremonies: generated in the HSM under a label no key has used.
 
-use crate::ca::ceremony_intent::CeremonyKind;
-use std::path::{Path, PathBuf};
-
-use der::asn1::{AnyRef, BitString, SetOfVec};
-use der::{Decode, Encode};
-use spki::{AlgorithmIdentifierOwned, SubjectPublicKeyInfoOwned};
-use x509_cert::Certificate;
-use x509_cert::certificate::Version;
-use x509_cert::ext::Extension;
-use x509_cert::ext::pkix::{BasicConstraints, KeyUsage, KeyUsages};
-use x509_cert::request::{CertReq, CertReqInfo};
-use x509_cert::time::Validity;
-
-use crate::ca::issue::{PendingCertificate, issue_all};
-use crate::ca::{CaError, load_state};
 use crate::audit::AuditEvent;
-use crate::config::{Config, KeyConfig, PublishedUrls};
+use crate::ca::CaError;
+use crate::config::KeyConfig;
 use crate::hsm::{Hsm, SigningKey};
-use crate::issuer::Issuer;
-use crate::issuer::state::{CaState, KeyRef, PendingIssuing, RootCa, RootLink, StoredCa};
-use crate::store::schema::{Meta, meta_keys};
-use crate::store::{CertKey, IssuerId, Store};
-use crate::x509::ext::{self, Criticality, PolicyEntry};
-use crate::x509::name::{Attribute, DistinguishedName};
-use crate::x509::tbs::{TbsCertificateV3, raw_parts};
-use crate::x509::{Serial, Timestamp, keys, oid, pem, sigalg};
-use super::*;
+use crate::store::Store;
+use crate::x509::{Timestamp, keys};
 
 pub(super) fn generate(
     hsm: &Hsm,
@@ -85,7 +64,12 @@ pub(super) fn label_taken(hsm: &Hsm, store: &Store, label: &str) -> Result<bool,
             .any(|orphan| orphan == label))
 }
 
-pub(super) fn fresh_label(hsm: &Hsm, store: &Store, base: &str, now: Timestamp) -> Result<String, CaError> {
+pub(super) fn fresh_label(
+    hsm: &Hsm,
+    store: &Store,
+    base: &str,
+    now: Timestamp,
+) -> Result<String, CaError> {
     let stamped = format!("{base}-{}", label_stamp(now)?);
     for n in 1..=100u32 {
         let label = if n == 1 {

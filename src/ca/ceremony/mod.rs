@@ -9,41 +9,32 @@
 use super::ceremony_intent::CeremonyKind;
 use std::path::{Path, PathBuf};
 
-use der::asn1::{AnyRef, BitString, SetOfVec};
 use der::{Decode, Encode};
-use spki::{AlgorithmIdentifierOwned, SubjectPublicKeyInfoOwned};
 use x509_cert::Certificate;
-use x509_cert::certificate::Version;
 use x509_cert::ext::Extension;
-use x509_cert::ext::pkix::{BasicConstraints, KeyUsage, KeyUsages};
-use x509_cert::request::{CertReq, CertReqInfo};
-use x509_cert::time::Validity;
 
-use super::issue::{PendingCertificate, issue_all};
 use super::{CaError, load_state};
 
 mod certificates;
 mod labels;
 mod rollover;
 
+use crate::audit::AuditEvent;
+use crate::config::{Config, KeyConfig};
+use crate::hsm::Hsm;
+use crate::issuer::Issuer;
+use crate::issuer::state::{CaState, KeyRef, PendingIssuing, RootCa, StoredCa};
+use crate::store::Store;
+use crate::store::schema::{Meta, meta_keys};
+use crate::x509::name::{Attribute, DistinguishedName};
+use crate::x509::{Serial, Timestamp, keys, pem};
 pub use certificates::verify_certificate_signature;
 use certificates::{
-    CaTemplate, ca_extensions, ca_tbs, certification_request, check_ca_certificate,
-    generation_name, issue_ca_certificate, issue_responder, issuing_template, root_template,
+    CaTemplate, ca_extensions, certification_request, check_ca_certificate, generation_name,
+    issue_ca_certificate, issue_responder, issuing_template, root_template,
 };
-use labels::{free_label, fresh_key, fresh_label, generate, label_stamp, label_taken};
+use labels::{free_label, fresh_key, generate};
 pub use rollover::{IssuingRollover, rotate_issuing, rotate_root};
-use crate::audit::AuditEvent;
-use crate::config::{Config, KeyConfig, PublishedUrls};
-use crate::hsm::{Hsm, SigningKey};
-use crate::issuer::Issuer;
-use crate::issuer::state::{CaState, KeyRef, PendingIssuing, RootCa, RootLink, StoredCa};
-use crate::store::schema::{Meta, meta_keys};
-use crate::store::{CertKey, IssuerId, Store};
-use crate::x509::ext::{self, Criticality, PolicyEntry};
-use crate::x509::name::{Attribute, DistinguishedName};
-use crate::x509::tbs::{TbsCertificateV3, raw_parts};
-use crate::x509::{Serial, Timestamp, keys, oid, pem, sigalg};
 
 /// Policy names recorded for the CA's own certificates.
 pub const ROOT_POLICY: &str = "ca-root";

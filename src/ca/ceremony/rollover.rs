@@ -1,32 +1,20 @@
 //! Rollovers: a new issuing CA beside the old one, a new root with its link certificates.
 
 use crate::ca::ceremony_intent::CeremonyKind;
-use std::path::{Path, PathBuf};
 
-use der::asn1::{AnyRef, BitString, SetOfVec};
-use der::{Decode, Encode};
-use spki::{AlgorithmIdentifierOwned, SubjectPublicKeyInfoOwned};
+use der::Decode;
 use x509_cert::Certificate;
-use x509_cert::certificate::Version;
-use x509_cert::ext::Extension;
-use x509_cert::ext::pkix::{BasicConstraints, KeyUsage, KeyUsages};
-use x509_cert::request::{CertReq, CertReqInfo};
-use x509_cert::time::Validity;
 
-use crate::ca::issue::{PendingCertificate, issue_all};
-use crate::ca::{CaError, load_state};
-use crate::audit::AuditEvent;
-use crate::config::{Config, KeyConfig, PublishedUrls};
-use crate::hsm::{Hsm, SigningKey};
-use crate::issuer::Issuer;
-use crate::issuer::state::{CaState, KeyRef, PendingIssuing, RootCa, RootLink, StoredCa};
-use crate::store::schema::{Meta, meta_keys};
-use crate::store::{CertKey, IssuerId, Store};
-use crate::x509::ext::{self, Criticality, PolicyEntry};
-use crate::x509::name::{Attribute, DistinguishedName};
-use crate::x509::tbs::{TbsCertificateV3, raw_parts};
-use crate::x509::{Serial, Timestamp, keys, oid, pem, sigalg};
 use super::*;
+use crate::audit::AuditEvent;
+use crate::ca::CaError;
+use crate::config::{Config, KeyConfig, PublishedUrls};
+use crate::hsm::Hsm;
+use crate::issuer::Issuer;
+use crate::issuer::state::{CaState, KeyRef, RootCa, RootLink, StoredCa};
+use crate::store::Store;
+use crate::x509::Timestamp;
+use crate::x509::name::DistinguishedName;
 
 /// What `sceau ca rotate` made.
 #[derive(Debug)]

@@ -1,26 +1,15 @@
 //! The connection to the token: the PKCS#11 module loaded and initialised, the token found, logged in once, and reconnected after a fault (the module finalised first, sessions of an older generation dropped).
 
-use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, RwLock};
+use std::sync::{Mutex, MutexGuard, RwLock};
 use std::time::{Duration, Instant};
 
-use crossbeam_channel::{Receiver, Sender, TrySendError};
-use cryptoki::context::Function;
 use cryptoki::context::{CInitializeArgs, CInitializeFlags, Pkcs11};
 use cryptoki::error::{Error as CkError, RvError};
-use cryptoki::mechanism::rsa::{PkcsMgfType, PkcsPssParams};
-use cryptoki::mechanism::{Mechanism, MechanismType};
-use cryptoki::object::{Attribute, AttributeType, KeyType, ObjectClass, ObjectHandle};
-use cryptoki::session::{Session, SessionState, UserType};
+use cryptoki::session::{Session, UserType};
 use cryptoki::slot::Slot;
-use der::Decode;
-use der::asn1::OctetString;
-use spki::SubjectPublicKeyInfoOwned;
 
-use crate::hsm::{HsmError, HsmSettings, KeySpec, PinSource};
-use crate::x509::keys;
-use crate::x509::sigalg::{self, SignatureScheme};
+use crate::hsm::{HsmError, HsmSettings, PinSource};
 
 use super::*;
 

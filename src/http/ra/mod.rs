@@ -32,19 +32,13 @@
 //! RFC 9457 problem document whose `type` names the rule.
 use std::convert::Infallible;
 use std::num::NonZeroU32;
-use std::path::Path;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
 use hyper::body::Incoming;
 use hyper::header::{self, HeaderValue};
 use hyper::{Method, Request, Response, StatusCode};
-use rustls::client::danger::HandshakeSignatureValid;
-use rustls::pki_types::pem::PemObject;
-use rustls::pki_types::{CertificateDer, PrivateKeyDer, UnixTime};
-use rustls::server::danger::{ClientCertVerified, ClientCertVerifier};
-use rustls::{CertificateError, DigitallySignedStruct, DistinguishedName, RootCertStore};
 
 use super::problem::Problem;
 use super::{Body, read_body_within};
@@ -546,7 +540,7 @@ fn not_found() -> Response<Body> {
 mod openapi {
     use super::*;
 
-    const OPENAPI: &str = include_str!("../../docs/ra-openapi.yaml");
+    const OPENAPI: &str = include_str!("../../../docs/ra-openapi.yaml");
 
     /// (method, path template, x-signed-example) of every documented operation.
     fn operations() -> Vec<(Method, String, Option<String>)> {
@@ -707,18 +701,22 @@ mod openapi {
                 .map_or(source.len(), |e| start + e);
             &source[start..end]
         };
-        let problems = include_str!("problem.rs");
+        let problems = include_str!("../problem.rs");
         let sources = [
-            include_str!("ra.rs")
+            include_str!("mod.rs")
                 .split("#[cfg(test)]")
                 .next()
                 .unwrap_or_default(),
-            function(include_str!("mod.rs"), "read_body_within"),
+            include_str!("tls.rs")
+                .split("#[cfg(test)]")
+                .next()
+                .unwrap_or_default(),
+            function(include_str!("../mod.rs"), "read_body_within"),
             function(problems, "from(error: &CaError)"),
             function(problems, "hsm_unavailable"),
         ];
         // The policy's rejections name their own type.
-        if function(include_str!("../policy/mod.rs"), "problem_rule")
+        if function(include_str!("../../policy/mod.rs"), "problem_rule")
             .contains("\"policy-violation:")
         {
             rules.insert("policy-violation".to_owned());

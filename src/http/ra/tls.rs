@@ -1,30 +1,14 @@
 //! The RA listener's TLS: the operators' CAs as client-certificate trust, an expired card still admitted to the handshake (so that the refusal is a problem document naming the rule).
 
-use std::convert::Infallible;
-use std::num::NonZeroU32;
 use std::path::Path;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
-use hyper::body::Incoming;
-use hyper::header::{self, HeaderValue};
-use hyper::{Method, Request, Response, StatusCode};
 use rustls::client::danger::HandshakeSignatureValid;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, UnixTime};
 use rustls::server::danger::{ClientCertVerified, ClientCertVerifier};
 use rustls::{CertificateError, DigitallySignedStruct, DistinguishedName, RootCertStore};
-
-use crate::http::problem::Problem;
-use super::{Body, read_body_within};
-use crate::ra::holders::Holder;
-use crate::ra::request::ActionKind;
-use crate::ra::{Operator, RaError, Refusal, RegistrationAuthority};
-
-use crate::x509::cms::MAX_CMS_LEN;
-
-use super::*;
 
 /// The TLS configuration of the RA listener: its certificate and key (files), and client
 /// certificates checked against `operator_cas` (DER). The returned [`OperatorTrust`] changes

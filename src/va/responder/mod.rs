@@ -18,10 +18,8 @@ use tokio::sync::Semaphore;
 
 use super::responses::{CertIdHash, IssuerIdentity, ResponseSigner, SignedResponse, Status, Use};
 use super::{Metrics, VaError};
-use crate::store::schema::{ExpiryIndex, OcspResponses, Revocations};
-use crate::store::{CertKey, IssuerId, ResponseKey, Store};
+use crate::store::{CertKey, IssuerId, Store};
 use crate::x509::ocsp::{CertIdRef, OcspResponseStatus, parse_request};
-use crate::x509::revocation::RevocationReason;
 use crate::x509::{Serial, Timestamp};
 
 mod signing;

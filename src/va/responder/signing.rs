@@ -1,20 +1,18 @@
 //! Keeping the responses signed: statuses set, signing jobs run and their responses installed and persisted, read back at start, re-signed before half their validity.
 
-use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, OnceLock, RwLock};
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
 
 use bytes::Bytes;
 use tokio::sync::Semaphore;
 
-use crate::va::responses::{CertIdHash, IssuerIdentity, ResponseSigner, SignedResponse, Status, Use};
-use crate::va::{Metrics, VaError};
+use super::*;
 use crate::store::schema::{ExpiryIndex, OcspResponses, Revocations};
-use crate::store::{CertKey, IssuerId, ResponseKey, Store};
-use crate::x509::ocsp::{CertIdRef, OcspResponseStatus, parse_request};
+use crate::store::{CertKey, ResponseKey};
+use crate::va::VaError;
+use crate::va::responses::{CertIdHash, ResponseSigner, SignedResponse, Status, Use};
 use crate::x509::revocation::RevocationReason;
 use crate::x509::{Serial, Timestamp};
-use super::*;
 
 impl Responder {
     /// Sets a certificate's status and returns the status in force afterwards. A changed status
@@ -195,7 +193,10 @@ impl Responder {
         }
     }
 
-    pub(super) async fn persist(&self, mut rows: Vec<(ResponseKey, Option<Vec<u8>>)>) -> Result<(), VaError> {
+    pub(super) async fn persist(
+        &self,
+        mut rows: Vec<(ResponseKey, Option<Vec<u8>>)>,
+    ) -> Result<(), VaError> {
         // A row signed before a revocation that landed while the batch waited is not written:
         // only the status in force goes to disk (the revocation table settles any row that
         // slips through at the next start).
@@ -387,7 +388,11 @@ pub(super) fn collect(
 /// A persisted response: version (1) || status (0 good, 1 revoked) || revoked_at (8) ||
 /// reason code (1, 0xff none) || this_update (8) || next_update (8) || responder key hash (20)
 /// || head.
-pub(super) fn encode_row(response: &SignedResponse, status: Status, responder: [u8; 20]) -> Vec<u8> {
+pub(super) fn encode_row(
+    response: &SignedResponse,
+    status: Status,
+    responder: [u8; 20],
+) -> Vec<u8> {
     let mut out = Vec::with_capacity(47 + response.head.len());
     out.push(1);
     let (code, at, reason) = match status {
