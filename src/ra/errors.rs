@@ -149,7 +149,7 @@ pub enum RaError {
     #[error("the HSM token is unavailable; nothing was changed, retry later")]
     Unavailable,
     /// The same signed bytes were carried out before: this is their answer, and nothing was
-    /// changed now. Not a refusal: [`RegistrationAuthority::handle`] answers it as a success.
+    /// changed now. Not a refusal: [`super::RegistrationAuthority::handle`] answers it as a success.
     #[error("request carried out before")]
     CarriedOut(Box<serde_json::Value>),
 }
