@@ -498,16 +498,11 @@ impl Store {
     ) -> Result<R, StoreError> {
         let db = &self.inner.db;
         let snapshot = db.snapshot();
-        let head = match snapshot
-            .get_cf(cf(db, Meta::NAME)?, meta_keys::AUDIT_HEAD)
-            .map_err(db_error)?
-        {
-            Some(bytes) => ChainHead::from_bytes(&bytes).ok_or(StoreError::Corrupt {
-                table: Meta::NAME,
-                detail: "audit head".into(),
-            })?,
-            None => ChainHead::GENESIS,
-        };
+        let head = decode_head(
+            snapshot
+                .get_cf(cf(db, Meta::NAME)?, meta_keys::AUDIT_HEAD)
+                .map_err(db_error)?,
+        )?;
         // A read error or an undecodable key ends the entries: the head then does not match,
         // and the reader says the chain is broken there.
         let mut entries = snapshot
@@ -549,10 +544,15 @@ impl Reader for Txn<'_> {
 
 /// The audit chain's head as the database records it.
 fn recorded_head(db: &DB) -> Result<ChainHead, StoreError> {
-    match db
-        .get_cf(cf(db, Meta::NAME)?, meta_keys::AUDIT_HEAD)
-        .map_err(db_error)?
-    {
+    decode_head(
+        db.get_cf(cf(db, Meta::NAME)?, meta_keys::AUDIT_HEAD)
+            .map_err(db_error)?,
+    )
+}
+
+/// The audit head from its stored bytes (none: the chain's start).
+fn decode_head(bytes: Option<Vec<u8>>) -> Result<ChainHead, StoreError> {
+    match bytes {
         Some(bytes) => ChainHead::from_bytes(&bytes).ok_or(StoreError::Corrupt {
             table: Meta::NAME,
             detail: "audit head".into(),
