@@ -22,7 +22,8 @@ fn block_on<T>(work: impl std::future::Future<Output = T>) -> T {
 
 /// The status bucket's value for `key`, read with async-nats.
 fn read_status(url: &str, key: &str) -> Option<StatusValue> {
-    block_on(async {
+    // Bounded: an object read while the publisher replaces it would wait for purged chunks.
+    let read = async {
         let client = async_nats::connect(url).await.ok()?;
         let js = async_nats::jetstream::new(client);
         let bucket = js.get_key_value("sceau-status").await.ok()?;
@@ -51,7 +52,10 @@ fn read_status(url: &str, key: &str) -> Option<StatusValue> {
             presigned.der = engine.encode(der);
         }
         Some(value)
-    })
+    };
+    block_on(async { tokio::time::timeout(Duration::from_secs(5), read).await })
+        .ok()
+        .flatten()
 }
 
 /// Waits until the bucket's value for `key` satisfies `done`; returns it and how long it took.
@@ -176,6 +180,17 @@ fn issuance_and_revocation_are_published_with_their_responses() {
     let metrics = daemon.metric("sceau_published_total", "");
     assert!(metrics >= 2, "{metrics}");
     assert_eq!(daemon.metric("sceau_engine_connected", ""), 1);
+
+    // The publisher checks every 5 s that the bucket is still whole: what it just put must
+    // not make it believe the bucket went back (and publish everything again, the nodes
+    // meanwhile without a manifest), as its bucket information read at connection did.
+    let full = daemon.metric("sceau_publisher_full_publications_total", "");
+    std::thread::sleep(Duration::from_secs(11));
+    assert_eq!(
+        daemon.metric("sceau_publisher_full_publications_total", ""),
+        full,
+        "a whole bucket was published again"
+    );
 }
 
 /// Issue 11, item 2: with the engine down, a revocation waits in the outbox; the CA killed
@@ -211,6 +226,87 @@ fn a_revocation_made_while_the_engine_is_down_reaches_it_after_a_crash() {
     daemon.wait_until("the outbox drained", |d| {
         d.metric("sceau_outbox_depth", "") == 0
     });
+}
+
+/// An engine put back from an older copy of its files (a disaster drill gone wrong, a volume
+/// snapshot restored) still holds the manifest and every key, with a revocation made since
+/// undone: the publisher sees the bucket went back below what it put, and publishes again.
+#[test]
+fn an_engine_put_back_from_an_older_copy_gets_the_revocations_made_since() {
+    put_back_an_older_copy(false);
+}
+
+/// The same, the CA down while the engine is put back: what it put is remembered in its store.
+#[test]
+fn an_engine_put_back_while_the_ca_was_down_gets_the_revocations_made_since() {
+    put_back_an_older_copy(true);
+}
+
+fn put_back_an_older_copy(restart_the_ca: bool) {
+    let (dir, mut nats, pki, daemon) = ca_with_engine();
+    let holder = issue(&pki, "restaure");
+    let key = status_key(&pki, &holder);
+    wait_for(&nats.url(), &key, Duration::from_secs(10), |v| {
+        v.status == "good" && v.sha1.is_some()
+    });
+    daemon.wait_until("the outbox drained", |d| {
+        d.metric("sceau_outbox_depth", "") == 0
+    });
+    // The older copy, taken with the server stopped.
+    nats.kill();
+    let copy = dir.path().join("copy");
+    copy_tree(nats.store(), &copy);
+    nats.restart();
+    daemon.wait_until("the publisher reconnected", |d| {
+        d.metric("sceau_engine_connected", "") == 1
+    });
+    let serial = common::serial_of(&holder);
+    pki.sceau_ok(&["revoke", "--serial", &serial, "--reason", "superseded"]);
+    wait_for(&nats.url(), &key, Duration::from_secs(10), |v| {
+        v.status == "revoked"
+    });
+
+    daemon.wait_until("the outbox drained", |d| {
+        d.metric("sceau_outbox_depth", "") == 0
+    });
+    let mut daemon = Some(daemon);
+    if restart_the_ca {
+        daemon = None; // SIGKILL
+    }
+    nats.kill();
+    std::fs::remove_dir_all(nats.store()).unwrap();
+    copy_tree(&copy, nats.store());
+    nats.restart();
+    assert_eq!(
+        read_status(&nats.url(), &key).map(|v| v.status),
+        Some("good".to_owned()),
+        "the copy predates the revocation"
+    );
+    // Puts made at once take the bucket's last revision back above what the publisher had got
+    // before the copy was put back: the acknowledgements still tell it went back.
+    for n in 0..4 {
+        issue(&pki, &format!("rafale{n}"));
+    }
+    let _daemon = daemon.unwrap_or_else(|| Daemon::start(&pki));
+    let (revoked, _) = wait_for(&nats.url(), &key, Duration::from_secs(15), |v| {
+        v.status == "revoked" && v.sha1.is_some()
+    });
+    assert_eq!(revoked.reason, Some(4));
+}
+
+fn copy_tree(from: &Path, to: &Path) {
+    let status = std::process::Command::new("cp")
+        .arg("-a")
+        .arg(from)
+        .arg(to)
+        .status()
+        .unwrap();
+    assert!(
+        status.success(),
+        "cp -a {} {}",
+        from.display(),
+        to.display()
+    );
 }
 
 /// One nats-server and a CA daemon publishing to it, the CA certificates copied beside the

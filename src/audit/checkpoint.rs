@@ -59,12 +59,19 @@ pub fn write_or_verify(
     sign_or_check(store, hsm, label, true)
 }
 
+/// One checkpoint at a time in this process (the timer and `POST /checkpoint`): two that read
+/// the same head would both sign it, and the second, vouching for an entry not after the
+/// first checkpoint, would break the chain for good. The store is this process's alone
+/// (RocksDB's lock), so a process-wide lock is enough.
+static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
 fn sign_or_check(
     store: &Store,
     hsm: &Hsm,
     label: &str,
     verify_anyway: bool,
 ) -> Result<Option<ChainHead>, CheckpointError> {
+    let _one_at_a_time = ONE_AT_A_TIME.lock().unwrap_or_else(|p| p.into_inner());
     let head = store.audit_head();
     if head.seq == 0 {
         return Ok(None);
@@ -90,13 +97,13 @@ fn sign_or_check(
     // A checkpoint vouches for the whole chain: it is signed only over a chain that verifies,
     // with the HSM's key (not only the one the store records), up to the head it signs. Entries
     // are streamed (a read error ends the stream, and the head then does not match).
-    super::verify_chain(
-        store.audit_entries()?.map_while(Result::ok),
-        head,
-        Some(key.public_key()),
-    )
-    .map_err(|broken| CheckpointError::Broken(broken.to_string()))?;
-    if signed_already {
+    // The head signed is the one verified: log and head read as of one instant (commits may
+    // have landed since `head` was read).
+    let head = store.read_audit_log(|head, entries| {
+        super::verify_chain(entries, head, Some(key.public_key())).map(|_| head)
+    })?;
+    let head = head.map_err(|broken| CheckpointError::Broken(broken.to_string()))?;
+    if signed_already || last_is_checkpoint(store, head)? {
         return Ok(None);
     }
     let signature = key.sign(&checkpoint_message(head.seq, &head.hash))?;

@@ -583,6 +583,43 @@ mod tests {
             }
         }
 
+        /// The chain is read as one consistent view while commits go on: a commit landing
+        /// between reading the head and reading the log is not a broken chain (it was reported
+        /// as one at start-up, the CRL publication committing beside the first checkpoint).
+        #[test]
+        fn the_chain_read_while_commits_land_is_never_broken() {
+            use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+            let dir = tempfile::tempdir().unwrap();
+            let store = Store::open(dir.path()).unwrap();
+            let done = std::sync::Arc::new(AtomicBool::new(false));
+            let commits = std::sync::Arc::new(AtomicU32::new(0));
+            let writer = {
+                let (store, done, commits) = (store.clone(), done.clone(), commits.clone());
+                std::thread::spawn(move || {
+                    while !done.load(Ordering::Relaxed) {
+                        let n = commits.fetch_add(1, Ordering::Relaxed);
+                        store
+                            .commit(move |txn| -> Result<(), TestError> {
+                                txn.audit(event(&format!("{n:X}")));
+                                Ok(())
+                            })
+                            .unwrap();
+                    }
+                })
+            };
+            // Reads interleaved with at least 200 commits.
+            let mut checked = 0;
+            while checked < 300 || commits.load(Ordering::Relaxed) < 200 {
+                let verified = store
+                    .read_audit_log(|head, entries| verify_chain(entries, head, None))
+                    .unwrap();
+                assert!(verified.is_ok(), "{verified:?}");
+                checked += 1;
+            }
+            done.store(true, Ordering::Relaxed);
+            writer.join().unwrap();
+        }
+
         #[test]
         fn a_transaction_and_its_audit_event_land_together_or_not_at_all() {
             let dir = tempfile::tempdir().unwrap();

@@ -413,12 +413,6 @@ fn operator_ca_certificates(state: &ca::CaState) -> Vec<Vec<u8>> {
         .collect()
 }
 
-/// The RA tells the VA what changed: OCSP answers for new certificates, and says "revoked"
-/// before a revocation request returns.
-/// While the token is unavailable, tries it every five seconds, so that the daemon recovers (and
-/// health says so) when the token is back, even if no request needs it. A token that answers
-/// without the current issuing CA's key is marked unavailable again: the next try resets the
-/// PKCS#11 module, which may have kept a stale view of a token that went away.
 /// `[backup]`: a checked backup every `every_hours` (the first one an interval after start),
 /// into `dir/<UTC time>`, keeping the `keep` newest.
 async fn scheduled_backups(
@@ -509,6 +503,10 @@ async fn revoke_when_due(service: Service, shutdown: CancellationToken) {
     }
 }
 
+/// While the token is unavailable, tries it every five seconds, so that the daemon recovers (and
+/// health says so) when the token is back, even if no request needs it. A token that answers
+/// without the current issuing CA's key is marked unavailable again: the next try resets the
+/// PKCS#11 module, which may have kept a stale view of a token that went away.
 async fn watch_hsm(hsm: Hsm, ca: CertificateAuthority, shutdown: CancellationToken) {
     loop {
         tokio::select! {

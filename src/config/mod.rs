@@ -16,6 +16,9 @@ use serde_spanned::Spanned;
 
 pub use source::{LoadError, SourceFile};
 
+mod raw;
+use raw::*;
+
 use crate::hsm::{HsmSettings, KeySpec, PinSource};
 use crate::x509::name::{Attribute, DistinguishedName};
 
@@ -65,24 +68,6 @@ pub struct BackupConfig {
     pub dir: PathBuf,
     pub every_hours: u64,
     pub keep: usize,
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawBackup {
-    dir: Spanned<String>,
-    #[serde(default = "default_backup_hours")]
-    every_hours: Spanned<u64>,
-    #[serde(default = "default_backup_keep")]
-    keep: Spanned<usize>,
-}
-
-fn default_backup_hours() -> Spanned<u64> {
-    Spanned::new(0..0, 24)
-}
-
-fn default_backup_keep() -> Spanned<usize> {
-    Spanned::new(0..0, 7)
 }
 
 /// NATS JetStream, where the CA host publishes what responder nodes serve (`[nats]`).
@@ -293,171 +278,6 @@ pub struct ListenConfig {
     pub ra: SocketAddr,
     /// Administration: health, metrics, local commands.
     pub admin: SocketAddr,
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawConfig {
-    data_dir: Spanned<String>,
-    publish_dir: Spanned<String>,
-    policies_dir: Spanned<String>,
-    hsm: RawHsm,
-    keys: RawKeys,
-    root: RawCa,
-    issuing: RawCa,
-    ocsp_responder: RawResponder,
-    urls: RawUrls,
-    listen: RawListen,
-    #[serde(default = "spanned_default")]
-    ocsp: Spanned<OcspConfig>,
-    #[serde(default = "spanned_default")]
-    crl: Spanned<CrlConfig>,
-    #[serde(default)]
-    ra: Option<RawRa>,
-    #[serde(default)]
-    nats: Option<Spanned<NatsConfig>>,
-    #[serde(default)]
-    backup: Option<RawBackup>,
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawRa {
-    tls_certificate: Spanned<String>,
-    tls_private_key: Spanned<String>,
-    #[serde(default = "default_window")]
-    time_window_seconds: Spanned<u64>,
-    #[serde(default = "default_rate")]
-    requests_per_minute: Spanned<u32>,
-    #[serde(default = "default_burst")]
-    burst: Spanned<u32>,
-    #[serde(default = "default_auth_policy")]
-    authentication_policy: Spanned<String>,
-    #[serde(default = "default_sign_policy")]
-    signature_policy: Spanned<String>,
-}
-
-fn default_window() -> Spanned<u64> {
-    Spanned::new(0..0, 300)
-}
-
-fn default_rate() -> Spanned<u32> {
-    Spanned::new(0..0, 120)
-}
-
-fn default_burst() -> Spanned<u32> {
-    Spanned::new(0..0, 30)
-}
-
-fn default_auth_policy() -> Spanned<String> {
-    Spanned::new(0..0, "justice-auth".into())
-}
-
-fn default_sign_policy() -> Spanned<String> {
-    Spanned::new(0..0, "justice-sign".into())
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawHsm {
-    module: Spanned<String>,
-    token_label: Spanned<String>,
-    pin_file: Option<Spanned<String>>,
-    pin_env: Option<Spanned<String>>,
-    pin_credential: Option<Spanned<String>>,
-    #[serde(default = "default_sessions")]
-    sessions: Spanned<usize>,
-    #[serde(default = "default_queue")]
-    queue: Spanned<usize>,
-    #[serde(default)]
-    module_env: BTreeMap<String, Spanned<String>>,
-}
-
-/// A table left out of the file: its defaults, pointing at the start of the file.
-fn spanned_default<T: Default>() -> Spanned<T> {
-    Spanned::new(0..0, T::default())
-}
-
-fn default_sessions() -> Spanned<usize> {
-    Spanned::new(0..0, 2)
-}
-
-fn default_queue() -> Spanned<usize> {
-    Spanned::new(0..0, 1024)
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawKeys {
-    root: RawKey,
-    issuing: RawKey,
-    ocsp: RawKey,
-    #[serde(default)]
-    audit: Option<RawKey>,
-    #[serde(default)]
-    rsa_pss: bool,
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawKey {
-    label: Spanned<String>,
-    algorithm: Spanned<KeySpec>,
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawCa {
-    name: Spanned<String>,
-    subject: RawSubject,
-    validity_years: Spanned<u16>,
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawResponder {
-    subject: RawSubject,
-    #[serde(default = "default_responder_days")]
-    validity_days: Spanned<u32>,
-}
-
-fn default_responder_days() -> Spanned<u32> {
-    Spanned::new(0..0, 30)
-}
-
-/// A CA subject (RGS A4 VII.1): C, O, OU "0002 <SIREN>", optional organizationIdentifier, CN.
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawSubject {
-    #[serde(rename = "C")]
-    country: Spanned<String>,
-    #[serde(rename = "O")]
-    organization: Spanned<String>,
-    #[serde(rename = "OU")]
-    organizational_unit: Spanned<String>,
-    #[serde(rename = "organizationIdentifier", default)]
-    organization_identifier: Option<Spanned<String>>,
-    #[serde(rename = "CN")]
-    common_name: Spanned<String>,
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawUrls {
-    crl: Spanned<String>,
-    arl: Spanned<String>,
-    ocsp: Spanned<String>,
-    ca_issuers: Spanned<String>,
-    root_ca_issuers: Spanned<String>,
-    cps: Spanned<String>,
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawListen {
-    va: Spanned<String>,
-    ra: Spanned<String>,
-    admin: Spanned<String>,
 }
 
 impl Config {

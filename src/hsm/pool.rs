@@ -14,26 +14,27 @@
 //! (a read-write gate) and never lets a session of the finalised module be closed on the new
 //! one (its handle could name a new session): those are forgotten, not closed.
 use std::collections::HashMap;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, Sender, TrySendError};
 use cryptoki::context::Function;
-use cryptoki::context::{CInitializeArgs, CInitializeFlags, Pkcs11};
 use cryptoki::error::{Error as CkError, RvError};
 use cryptoki::mechanism::rsa::{PkcsMgfType, PkcsPssParams};
 use cryptoki::mechanism::{Mechanism, MechanismType};
 use cryptoki::object::{Attribute, AttributeType, KeyType, ObjectClass, ObjectHandle};
-use cryptoki::session::{Session, SessionState, UserType};
-use cryptoki::slot::Slot;
+use cryptoki::session::{Session, SessionState};
 use der::Decode;
 use der::asn1::OctetString;
 use spki::SubjectPublicKeyInfoOwned;
 
-use super::{HsmError, HsmSettings, KeySpec, PinSource};
+use super::{HsmError, HsmSettings, KeySpec};
 use crate::x509::keys;
 use crate::x509::sigalg::{self, SignatureScheme};
+
+mod connection;
+use connection::{Connection, classify, is_connection_fault};
 
 /// After a failed connection attempt, wait this long before trying again.
 const RECONNECT_BACKOFF: Duration = Duration::from_millis(500);
@@ -194,278 +195,6 @@ impl Drop for Pool {
                 let _ = worker.join();
             }
         }
-    }
-}
-
-/// The module, slot and login, shared by the session threads.
-struct Connection {
-    settings: HsmSettings,
-    state: Mutex<ConnectionState>,
-    /// Held by the one thread that reconnects.
-    reconnecting: Mutex<()>,
-    /// Held (shared) by every PKCS#11 call on a worker session, and (exclusively) while the
-    /// module is finalised and initialised again.
-    gate: RwLock<()>,
-    /// Sessions of a generation below this one belong to a finalised module (written under
-    /// the exclusive gate, read under the shared one).
-    module_generation: AtomicU64,
-    sessions: AtomicU64,
-    reconnects: AtomicU64,
-    errors: AtomicU64,
-}
-
-struct ConnectionState {
-    /// Bumped on every successful connection; sessions from an older generation are dropped.
-    generation: u64,
-    live: Option<Live>,
-    /// When and why the last attempt failed, and how long to wait before the next one.
-    last_failure: Option<(Instant, String, Duration)>,
-    /// The module of the last connection, kept after a fault so that the next connection
-    /// finalises it first.
-    module: Option<Pkcs11>,
-}
-
-struct Live {
-    context: Pkcs11,
-    slot: Slot,
-    /// Kept open so that the token stays logged in while worker sessions come and go.
-    _login_session: Session,
-}
-
-impl Connection {
-    fn new(settings: HsmSettings) -> Self {
-        Self {
-            settings,
-            state: Mutex::new(ConnectionState {
-                generation: 0,
-                live: None,
-                last_failure: None,
-                module: None,
-            }),
-            reconnecting: Mutex::new(()),
-            gate: RwLock::new(()),
-            module_generation: AtomicU64::new(0),
-            sessions: AtomicU64::new(0),
-            reconnects: AtomicU64::new(0),
-            errors: AtomicU64::new(0),
-        }
-    }
-
-    fn lock(&self) -> MutexGuard<'_, ConnectionState> {
-        // A panic while holding this lock leaves plain data behind: keep going with it.
-        self.state
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
-    }
-
-    /// Opens a new session on the current connection, connecting first if needed.
-    fn open_session(&self) -> Result<(u64, Session), HsmError> {
-        if self.lock().live.is_none() {
-            self.reconnect()?;
-        }
-        let mut state = self.lock();
-        let generation = state.generation;
-        let live = state
-            .live
-            .as_ref()
-            .ok_or_else(|| HsmError::Unavailable("not connected".into()))?;
-        match live.context.open_rw_session(live.slot) {
-            Ok(session) => Ok((generation, session)),
-            Err(error) => {
-                let typed = classify(&error);
-                if is_connection_fault(&error) {
-                    self.mark_broken(&mut state, generation, &typed, Duration::ZERO);
-                }
-                Err(typed)
-            }
-        }
-    }
-
-    /// Connects again: finalises the module of the failed connection (after the calls in
-    /// flight), initialises it, logs in. One thread at a time, without holding the state lock
-    /// while waiting (a hung call must not block `status`).
-    fn reconnect(&self) -> Result<(), HsmError> {
-        let _one_at_a_time = self.reconnecting.lock().unwrap_or_else(|p| p.into_inner());
-        let (previous, next_generation) = {
-            let mut state = self.lock();
-            if state.live.is_some() {
-                // Another thread reconnected while this one waited.
-                return Ok(());
-            }
-            if let Some((at, reason, wait)) = &state.last_failure
-                && at.elapsed() < *wait
-            {
-                return Err(if reason.contains("refused the PIN") {
-                    HsmError::PinIncorrect {
-                        retry_after_secs: wait.saturating_sub(at.elapsed()).as_secs() + 1,
-                    }
-                } else {
-                    HsmError::Unavailable(reason.clone())
-                });
-            }
-            (state.module.take(), state.generation + 1)
-        };
-        if let Some(previous) = previous {
-            self.finalize(previous, next_generation);
-        }
-        let connected = self.connect();
-        let mut state = self.lock();
-        match connected {
-            Ok(live) => {
-                state.module = Some(live.context.clone());
-                state.generation += 1;
-                if state.generation > 1 {
-                    self.reconnects.fetch_add(1, Ordering::Relaxed);
-                    tracing::info!(generation = state.generation, "HSM connection restored");
-                }
-                state.live = Some(live);
-                state.last_failure = None;
-                Ok(())
-            }
-            Err((error, initialised)) => {
-                // A module initialised by a failed attempt is finalised by the next one.
-                state.module = initialised;
-                let wait = if matches!(error, HsmError::PinIncorrect { .. }) {
-                    WRONG_PIN_BACKOFF
-                } else {
-                    RECONNECT_BACKOFF
-                };
-                state.last_failure = Some((Instant::now(), error.to_string(), wait));
-                Err(error)
-            }
-        }
-    }
-
-    /// The shared side of the gate (no module reset while it is held), and whether sessions
-    /// of `generation` belong to a module finalised since.
-    fn enter(&self, generation: u64) -> (std::sync::RwLockReadGuard<'_, ()>, bool) {
-        let shared = self.gate.read().unwrap_or_else(|p| p.into_inner());
-        let finalised = generation < self.module_generation.load(Ordering::Relaxed);
-        (shared, finalised)
-    }
-
-    /// Finalises a module whose connection failed: waits for the calls in flight on its
-    /// sessions, and marks them as belonging to a finalised module (sessions of a generation
-    /// below `next_generation`).
-    fn finalize(&self, module: Pkcs11, next_generation: u64) {
-        let _exclusive = self.gate.write().unwrap_or_else(|p| p.into_inner());
-        self.module_generation
-            .store(next_generation, Ordering::Relaxed);
-        match module.finalize() {
-            Ok(()) => tracing::info!("PKCS#11 module finalised; initialising it again"),
-            Err(error) => tracing::debug!(%error, "finalising the PKCS#11 module"),
-        }
-    }
-
-    /// Loads the module, finds the token by label, and logs in. On failure, returns the
-    /// module if it was initialised, for the next attempt to finalise.
-    fn connect(&self) -> Result<Live, (HsmError, Option<Pkcs11>)> {
-        let settings = &self.settings;
-        let context = Pkcs11::new(&settings.module).map_err(|e| {
-            (
-                HsmError::Module {
-                    path: settings.module.clone(),
-                    reason: e.to_string(),
-                },
-                None,
-            )
-        })?;
-        // Without OS locking SoftHSM2 turns its own locks off and concurrent sessions fail.
-        match context.initialize(CInitializeArgs::new(CInitializeFlags::OS_LOCKING_OK)) {
-            Ok(()) | Err(CkError::Pkcs11(RvError::CryptokiAlreadyInitialized, _)) => {}
-            Err(e) => return Err((classify(&e), None)),
-        }
-        self.log_in(&context)
-            .map(|login_session| Live {
-                context: context.clone(),
-                slot: login_session.0,
-                _login_session: login_session.1,
-            })
-            .map_err(|error| (error, Some(context)))
-    }
-
-    /// Finds the token and opens the session that keeps it logged in.
-    fn log_in(&self, context: &Pkcs11) -> Result<(Slot, Session), HsmError> {
-        let settings = &self.settings;
-        let slot = find_token(context, &settings.token_label)?;
-        let login_session = context.open_rw_session(slot).map_err(|e| classify(&e))?;
-        let pin = read_pin(&settings.pin)?;
-        match login_session.login(UserType::User, Some(&pin.to_auth_pin())) {
-            Ok(()) | Err(CkError::Pkcs11(RvError::UserAlreadyLoggedIn, _)) => {}
-            Err(CkError::Pkcs11(RvError::PinIncorrect, _)) => {
-                return Err(HsmError::PinIncorrect {
-                    retry_after_secs: WRONG_PIN_BACKOFF.as_secs(),
-                });
-            }
-            Err(CkError::Pkcs11(RvError::PinLocked, _)) => return Err(HsmError::PinLocked),
-            Err(e) => return Err(classify(&e)),
-        }
-        tracing::debug!(token = %settings.token_label, "logged in to the HSM token");
-        Ok((slot, login_session))
-    }
-
-    /// Drops the connection if it is still the one that failed; the next job reconnects (after
-    /// `wait`), resetting the module.
-    fn mark_broken(
-        &self,
-        state: &mut ConnectionState,
-        generation: u64,
-        error: &HsmError,
-        wait: Duration,
-    ) {
-        self.errors.fetch_add(1, Ordering::Relaxed);
-        if state.generation == generation && state.live.is_some() {
-            tracing::warn!(%error, "HSM connection lost; reconnecting on the next request");
-            state.live = None;
-            state.last_failure = Some((Instant::now(), error.to_string(), wait));
-        }
-    }
-}
-
-fn read_pin(source: &PinSource) -> Result<super::Pin, HsmError> {
-    Ok(source.read()?)
-}
-
-fn find_token(context: &Pkcs11, label: &str) -> Result<Slot, HsmError> {
-    let slots = context.get_slots_with_token().map_err(|e| classify(&e))?;
-    for slot in slots {
-        let info = context.get_token_info(slot).map_err(|e| classify(&e))?;
-        if info.label().trim_end() == label {
-            return Ok(slot);
-        }
-    }
-    Err(HsmError::TokenNotFound {
-        label: label.to_owned(),
-    })
-}
-
-/// Errors after which the session, or the whole connection, cannot be trusted any more.
-fn is_connection_fault(error: &CkError) -> bool {
-    matches!(
-        error,
-        CkError::Pkcs11(
-            RvError::SessionHandleInvalid
-                | RvError::SessionClosed
-                | RvError::DeviceError
-                | RvError::DeviceRemoved
-                | RvError::DeviceMemory
-                | RvError::TokenNotPresent
-                | RvError::TokenNotRecognized
-                | RvError::CryptokiNotInitialized
-                | RvError::UserNotLoggedIn
-                | RvError::GeneralError
-                | RvError::SlotIdInvalid,
-            _
-        ) | CkError::LibraryLoading(_)
-            | CkError::NullFunctionPointer
-    )
-}
-
-fn classify(error: &CkError) -> HsmError {
-    if is_connection_fault(error) {
-        HsmError::Unavailable(error.to_string())
-    } else {
-        HsmError::Pkcs11(error.to_string())
     }
 }
 

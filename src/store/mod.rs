@@ -93,6 +93,10 @@ pub const CA_CHANGE: &str = "ca";
 #[derive(Debug, Default)]
 pub struct OutboxCounter {
     next: std::sync::atomic::AtomicU64,
+    /// Held from taking a sequence number until the write that holds it is done, so that
+    /// entries become visible in sequence order (the publisher reads on from the last entry
+    /// it saw and would never see one written late below it).
+    order: Mutex<()>,
     /// Raised after each write that added outbox entries (the publisher waits on it).
     pub added: tokio::sync::Notify,
 }
@@ -104,6 +108,7 @@ impl OutboxCounter {
         let last = iter.key().and_then(u64::decode_key).unwrap_or(0);
         Ok(Self {
             next: std::sync::atomic::AtomicU64::new(last + 1),
+            order: Mutex::new(()),
             added: tokio::sync::Notify::new(),
         })
     }
@@ -454,6 +459,12 @@ impl Store {
             }
         }
         let outbox = cf(db, Outbox::NAME)?;
+        let _in_order = self
+            .inner
+            .outbox
+            .order
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
         for name in changed {
             batch.put_cf(
                 outbox,
@@ -476,6 +487,29 @@ impl Store {
     /// The last audit entry written.
     pub fn audit_head(&self) -> ChainHead {
         *self.inner.head.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The audit log and its recorded head as of one instant, for `read` (a commit landing
+    /// meanwhile is in neither). Reading the head, then the log, would find entries the head
+    /// does not cover yet: a chain that looks broken.
+    pub fn read_audit_log<R>(
+        &self,
+        read: impl FnOnce(ChainHead, &mut dyn Iterator<Item = (u64, Vec<u8>)>) -> R,
+    ) -> Result<R, StoreError> {
+        let db = &self.inner.db;
+        let snapshot = db.snapshot();
+        let head = decode_head(
+            snapshot
+                .get_cf(cf(db, Meta::NAME)?, meta_keys::AUDIT_HEAD)
+                .map_err(db_error)?,
+        )?;
+        // A read error or an undecodable key ends the entries: the head then does not match,
+        // and the reader says the chain is broken there.
+        let mut entries = snapshot
+            .iterator_cf(cf(db, Audit::NAME)?, IteratorMode::Start)
+            .map_while(Result::ok)
+            .map_while(|(key, value)| Some((u64::decode_key(&key)?, value.into_vec())));
+        Ok(read(head, &mut entries))
     }
 
     /// Every audit entry, in order, as stored.
@@ -510,10 +544,15 @@ impl Reader for Txn<'_> {
 
 /// The audit chain's head as the database records it.
 fn recorded_head(db: &DB) -> Result<ChainHead, StoreError> {
-    match db
-        .get_cf(cf(db, Meta::NAME)?, meta_keys::AUDIT_HEAD)
-        .map_err(db_error)?
-    {
+    decode_head(
+        db.get_cf(cf(db, Meta::NAME)?, meta_keys::AUDIT_HEAD)
+            .map_err(db_error)?,
+    )
+}
+
+/// The audit head from its stored bytes (none: the chain's start).
+fn decode_head(bytes: Option<Vec<u8>>) -> Result<ChainHead, StoreError> {
+    match bytes {
         Some(bytes) => ChainHead::from_bytes(&bytes).ok_or(StoreError::Corrupt {
             table: Meta::NAME,
             detail: "audit head".into(),
@@ -655,6 +694,8 @@ impl Writer {
             let mut completions = Vec::with_capacity(jobs.len());
             let mut failure: Option<StoreError> = None;
             let mut outbox_added = false;
+            // Taken at the first outbox entry of the group, released after its write.
+            let mut in_order = None;
             for job in jobs {
                 let mut txn = Txn {
                     db: &self.db,
@@ -716,6 +757,9 @@ impl Writer {
                     }
                 }
                 for name in changed {
+                    in_order.get_or_insert_with(|| {
+                        self.outbox.order.lock().unwrap_or_else(|p| p.into_inner())
+                    });
                     let seq = self.outbox.take();
                     if let Err(e) = apply(
                         &self.db,
@@ -734,18 +778,23 @@ impl Writer {
                 Some(error) => Err(error),
                 None if batch.is_empty() => Ok(()),
                 None => {
-                    if head != start_head {
-                        let _ = apply(
+                    // Entries written without the head that covers them would read as a
+                    // broken chain: both or neither.
+                    let head_staged = if head != start_head {
+                        apply(
                             &self.db,
                             &mut batch,
                             Meta::NAME,
                             meta_keys::AUDIT_HEAD.as_bytes(),
                             Some(&head.to_bytes()),
-                        );
-                    }
-                    self.db.write_opt(batch, &sync).map_err(db_error)
+                        )
+                    } else {
+                        Ok(())
+                    };
+                    head_staged.and_then(|()| self.db.write_opt(batch, &sync).map_err(db_error))
                 }
             };
+            drop(in_order);
             if result.is_ok() {
                 *self.head.lock().unwrap_or_else(|p| p.into_inner()) = head;
                 if outbox_added {
@@ -815,5 +864,64 @@ mod tests {
             .filter(|won| *won)
             .count();
         assert_eq!(winners, 1, "exactly one transaction may reserve the serial");
+    }
+
+    /// The publisher reads the outbox on from the last entry it saw: an entry must never
+    /// appear below one already visible (commits and derived writes take sequence numbers on
+    /// different threads).
+    #[test]
+    fn outbox_entries_become_visible_in_sequence_order() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        const EACH: usize = 2000;
+        let writers: Vec<_> = (0..4)
+            .map(|w| {
+                let store = store.clone();
+                std::thread::spawn(move || {
+                    for i in 0..EACH {
+                        let name = format!("w{w}.{i}");
+                        if w % 2 == 0 {
+                            store
+                                .commit(move |txn| -> Result<(), TestError> {
+                                    txn.changed(name);
+                                    Ok(())
+                                })
+                                .unwrap();
+                        } else {
+                            store.write_derived_marked::<Meta>(&[], &[name]).unwrap();
+                        }
+                    }
+                })
+            })
+            .collect();
+        // A reader that resumes after the last sequence seen, as the publisher does.
+        let mut seen = std::collections::BTreeSet::new();
+        let mut resume_at = 0u64;
+        let mut skipped_below = Vec::new();
+        loop {
+            let done = writers.iter().all(|w| w.is_finished());
+            for row in store.scan::<Outbox>(&resume_at.to_be_bytes(), &[]).unwrap() {
+                let (seq, _) = row.unwrap();
+                seen.insert(seq);
+                resume_at = seq + 1;
+            }
+            if done {
+                break;
+            }
+        }
+        for writer in writers {
+            writer.join().unwrap();
+        }
+        for row in store.scan::<Outbox>(&[], &[]).unwrap() {
+            let (seq, _) = row.unwrap();
+            if !seen.contains(&seq) {
+                skipped_below.push(seq);
+            }
+        }
+        assert_eq!(seen.len(), 4 * EACH);
+        assert!(
+            skipped_below.is_empty(),
+            "entries written below the reader: {skipped_below:?}"
+        );
     }
 }

@@ -136,6 +136,15 @@ impl CrlPublisher {
         Ok(())
     }
 
+    /// Whether `name` is the CRL of a CA this publisher publishes for.
+    pub fn publishes(&self, name: &str) -> bool {
+        self.sources
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+            .any(|s| s.name == name)
+    }
+
     fn sources(&self) -> Vec<CrlSource> {
         self.sources
             .read()

@@ -525,7 +525,7 @@ async fn follow_once(node: &Node, settings: &NatsConfig) -> Result<(), String> {
     let mut listed = files.list().await.map_err(|e| e.to_string())?;
     while let Some(info) = listed.next().await {
         let info = info.map_err(|e| e.to_string())?;
-        read_file(node, &files, &info.name).await?;
+        read_file_or_warn(node, &files, &info.name).await;
     }
     // Then the status, from the last revision applied (everything, the first time).
     let from = node.revision.load(Ordering::Relaxed) + 1;
@@ -604,7 +604,7 @@ async fn follow_once(node: &Node, settings: &NatsConfig) -> Result<(), String> {
                                 let mut listed = files.list().await.map_err(|e| e.to_string())?;
                                 while let Some(info) = listed.next().await {
                                     let info = info.map_err(|e| e.to_string())?;
-                                    read_file(node, &files, &info.name).await?;
+                                    read_file_or_warn(node, &files, &info.name).await;
                                 }
                                 node.take_status(&entry.key, &entry.value, true);
                             }
@@ -631,7 +631,7 @@ async fn follow_once(node: &Node, settings: &NatsConfig) -> Result<(), String> {
                 };
                 let info = info.map_err(|e| e.to_string())?;
                 if !info.deleted {
-                    read_file(node, &files, &info.name).await?;
+                    read_file_or_warn(node, &files, &info.name).await;
                 }
             }
         }
@@ -647,19 +647,40 @@ fn stream_not_found(error: &jetstream::context::GetStreamError) -> bool {
     )
 }
 
+/// How long reading a file may wait for its next chunk. An object replaced while it is read
+/// has its chunks purged, and the read would wait for them forever, the node applying no
+/// status meanwhile; a large CRL over a slow link still reads, chunk after chunk.
+const FILE_CHUNK_TIMEOUT: Duration = Duration::from_secs(10);
+
 async fn read_file(
     node: &Node,
     files: &jetstream::object_store::ObjectStore,
     name: &str,
 ) -> Result<(), String> {
-    let mut object = files.get(name).await.map_err(|e| format!("{name}: {e}"))?;
-    let mut der = Vec::new();
-    object
-        .read_to_end(&mut der)
+    let mut object = tokio::time::timeout(FILE_CHUNK_TIMEOUT, files.get(name))
         .await
+        .map_err(|_| format!("{name}: no answer within {FILE_CHUNK_TIMEOUT:?}"))?
         .map_err(|e| format!("{name}: {e}"))?;
+    let mut der = Vec::new();
+    loop {
+        let read = tokio::time::timeout(FILE_CHUNK_TIMEOUT, object.read_buf(&mut der))
+            .await
+            .map_err(|_| format!("{name}: no chunk within {FILE_CHUNK_TIMEOUT:?}"))?
+            .map_err(|e| format!("{name}: {e}"))?;
+        if read == 0 {
+            break;
+        }
+    }
     node.take_file(name, der);
     Ok(())
+}
+
+/// Reads a file; one that cannot be read is said and skipped (read again when it changes),
+/// so that it does not keep the node from applying every status after it.
+async fn read_file_or_warn(node: &Node, files: &jetstream::object_store::ObjectStore, name: &str) {
+    if let Err(error) = read_file(node, files, name).await {
+        tracing::warn!(%error, "node: a file cannot be read; skipped");
+    }
 }
 
 #[cfg(test)]

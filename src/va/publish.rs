@@ -29,7 +29,7 @@ use tokio_util::sync::CancellationToken;
 use super::ValidationAuthority;
 use super::responses::Status;
 use crate::config::NatsConfig;
-use crate::store::schema::Outbox;
+use crate::store::schema::{Meta, Outbox};
 use crate::store::{CertKey, IssuerId, Store};
 use crate::x509::{Serial, Timestamp};
 
@@ -246,6 +246,19 @@ pub async fn run(
     metrics: Arc<PublisherMetrics>,
     shutdown: CancellationToken,
 ) {
+    match recorded_highest_revision(&store, &settings.status_bucket).await {
+        Ok(revision) => {
+            metrics
+                .highest_revision
+                .fetch_max(revision, Ordering::Relaxed);
+        }
+        // Not knowing it, a bucket put back while the CA was down would go unnoticed: every
+        // status is published again instead.
+        Err(error) => {
+            tracing::warn!(%error, "publisher: the highest revision put is not known; publishing every status");
+            metrics.full_requested.store(true, Ordering::Relaxed);
+        }
+    }
     let mut backoff = Duration::from_millis(250);
     loop {
         let connected = async {
@@ -329,11 +342,13 @@ async fn full_publication_needed(
             "the status bucket has no manifest (new or re-created)".into(),
         ));
     }
+    // Asked of the server now: `Store::status` answers with what was read when the bucket was
+    // opened, older than every put since (each check would find the bucket "gone back").
     let state = status
-        .status()
+        .stream
+        .get_info()
         .await
         .map_err(|e| format!("status bucket: {e}"))?
-        .info
         .state;
     let highest = metrics.highest_revision.load(Ordering::Relaxed);
     if state.last_sequence < highest {
@@ -355,6 +370,107 @@ async fn full_publication_needed(
 
 /// Entries put at once during a full publication (acknowledgements awaited together).
 const IN_FLIGHT: usize = 256;
+
+/// Status puts sent and not yet acknowledged, at most one per certificate (two puts of one key
+/// in flight could land in either order).
+#[derive(Default)]
+struct InFlight {
+    puts: tokio::task::JoinSet<Result<u64, String>>,
+    keys: std::collections::HashSet<CertKey>,
+}
+
+impl InFlight {
+    fn len(&self) -> usize {
+        self.puts.len()
+    }
+
+    fn holds(&self, key: &CertKey) -> bool {
+        self.keys.contains(key)
+    }
+
+    fn put(&mut self, bucket: &jetstream::kv::Store, key: &CertKey, value: Vec<u8>) {
+        let bucket = bucket.clone();
+        let name = status_key(key);
+        self.keys.insert(key.clone());
+        self.puts.spawn(async move {
+            bucket
+                .put(name.as_str(), value.into())
+                .await
+                .map_err(|e| format!("status {name}: {e}"))
+        });
+    }
+
+    /// Waits for every put in flight; returns how many were acknowledged. This publisher is
+    /// the bucket's only writer: a put acknowledged at or below a revision it already got means
+    /// the bucket went back (put back from an older copy while connected), even if enough puts
+    /// since brought its last revision above the highest again. Everything is published again.
+    async fn settle(&mut self, metrics: &PublisherMetrics) -> Result<u64, String> {
+        let floor = metrics.highest_revision.load(Ordering::Relaxed);
+        let mut acknowledged = 0;
+        let mut went_back = None;
+        while let Some(put) = self.puts.join_next().await {
+            let revision = put.map_err(|e| e.to_string())??;
+            if revision <= floor {
+                went_back = Some(revision);
+            } else {
+                metrics
+                    .highest_revision
+                    .fetch_max(revision, Ordering::Relaxed);
+            }
+            acknowledged += 1;
+        }
+        self.keys.clear();
+        if let Some(revision) = went_back {
+            metrics.full_requested.store(true, Ordering::Relaxed);
+            return Err(format!(
+                "the status bucket went back: a put got revision {revision}, this publisher had got {floor}"
+            ));
+        }
+        Ok(acknowledged)
+    }
+}
+
+/// The store's key of the highest revision this CA's puts got in `bucket`: kept across
+/// restarts, so that a bucket put back from an older copy while the CA was down is found out
+/// too (its last revision below it).
+fn highest_revision_key(bucket: &str) -> String {
+    format!("publisher.highest_revision.{bucket}")
+}
+
+/// The highest revision recorded for `bucket` (0: none).
+async fn recorded_highest_revision(store: &Store, bucket: &str) -> Result<u64, String> {
+    let reader = store.clone();
+    let key = highest_revision_key(bucket);
+    let bytes = tokio::task::spawn_blocking(move || reader.get::<Meta>(&key))
+        .await
+        .map_err(|e| e.to_string())?
+        .map_err(|e| e.to_string())?;
+    match bytes {
+        None => Ok(0),
+        Some(bytes) => <[u8; 8]>::try_from(bytes.as_slice())
+            .map(u64::from_be_bytes)
+            .map_err(|_| format!("{}: not 8 octets", highest_revision_key(bucket))),
+    }
+}
+
+/// Records the publisher's highest revision in `bucket`, before the outbox entries it covers
+/// are deleted (a crash between the two publishes those entries again: harmless).
+async fn record_highest_revision(
+    store: &Store,
+    bucket: &str,
+    metrics: &PublisherMetrics,
+) -> Result<(), String> {
+    let value = metrics.highest_revision.load(Ordering::Relaxed);
+    let row = (
+        highest_revision_key(bucket),
+        Some(value.to_be_bytes().to_vec()),
+    );
+    let writer = store.clone();
+    tokio::task::spawn_blocking(move || writer.write_derived::<Meta>(&[row]))
+        .await
+        .map_err(|e| e.to_string())?
+        .map_err(|e| e.to_string())
+}
 
 /// Puts the status of every certificate the responder knows, as it is now; returns the
 /// manifest to put once the outbox is drained behind it (so that a change made meanwhile,
@@ -378,29 +494,19 @@ async fn publish_everything(
     metrics.highest_revision.store(0, Ordering::Relaxed);
     let keys = va.responder.keys();
     let mut published = 0u64;
-    for chunk in keys.chunks(IN_FLIGHT) {
-        let mut puts = tokio::task::JoinSet::new();
-        for key in chunk {
-            let Some(value) = status_value_of(store, va, files, tails, key).await? else {
-                continue;
-            };
-            let bucket = status.clone();
-            let name = status_key(key);
-            puts.spawn(async move {
-                bucket
-                    .put(name.as_str(), value.into())
-                    .await
-                    .map_err(|e| format!("status {name}: {e}"))
-            });
+    let mut in_flight = InFlight::default();
+    for key in &keys {
+        if in_flight.len() == IN_FLIGHT {
+            published += in_flight.settle(metrics).await?;
         }
-        while let Some(put) = puts.join_next().await {
-            let revision = put.map_err(|e| e.to_string())??;
-            metrics
-                .highest_revision
-                .fetch_max(revision, Ordering::Relaxed);
-            published += 1;
+        if let Some(value) = status_value_of(store, va, files, tails, key).await? {
+            in_flight.put(status, key, value);
         }
     }
+    published += in_flight.settle(metrics).await?;
+    // From now on the bucket is measured against this publication's revisions (a re-created
+    // bucket counts from 1 again).
+    record_highest_revision(store, &status.name, metrics).await?;
     let ms = started.elapsed().as_millis() as u64;
     metrics.full_publications.fetch_add(1, Ordering::Relaxed);
     metrics
@@ -441,6 +547,11 @@ async fn drain(
     shutdown: &CancellationToken,
 ) -> Result<Drained, String> {
     let mut next_check = Instant::now() + CHECK_EVERY;
+    // The outbox is a queue in RocksDB: each drained entry leaves a tombstone until compaction,
+    // and a scan from the start would step over all of them (a million-entry drain would slow
+    // to a crawl). Entries are appended in sequence order, so the scan starts where the last
+    // one stopped.
+    let mut resume_at = 0u64;
     loop {
         if metrics.full_requested.load(Ordering::Relaxed) {
             return Ok(Drained::FullPublication);
@@ -458,7 +569,11 @@ async fn drain(
         let reader = store.clone();
         let batch = tokio::task::spawn_blocking(move || -> Result<_, String> {
             let mut rows = Vec::new();
-            for row in reader.scan::<Outbox>(&[], &[]).map_err(|e| e.to_string())? {
+            let from = resume_at.to_be_bytes();
+            for row in reader
+                .scan::<Outbox>(&from, &[])
+                .map_err(|e| e.to_string())?
+            {
                 rows.push(row.map_err(|e| e.to_string())?);
                 if rows.len() == BATCH {
                     break;
@@ -500,8 +615,33 @@ async fn drain(
         let started = Instant::now();
         let mut done = Vec::with_capacity(batch.len());
         let mut stalled = false;
+        // Statuses go out together (one acknowledgement awaited per batch, not per entry);
+        // a file entry, or a second entry for a certificate already in flight, waits for
+        // those before it, so the engine sees every key's changes in the outbox's order.
+        let mut in_flight = InFlight::default();
         for (seq, name) in &batch {
-            match publish_one(store, va, (status, files), tails, metrics, name).await? {
+            if let Some(rest) = name.strip_prefix("status.") {
+                let Some(key) = parse_status_key(rest) else {
+                    tracing::warn!(
+                        name,
+                        "publisher: an outbox entry names no certificate; dropped"
+                    );
+                    done.push((*seq, None));
+                    continue;
+                };
+                if in_flight.holds(&key) {
+                    in_flight.settle(metrics).await?;
+                }
+                // A certificate the responder does not know (an issuer it does not answer
+                // for) has nothing to publish.
+                if let Some(value) = status_value_of(store, va, files, tails, &key).await? {
+                    in_flight.put(status, &key, value);
+                }
+                done.push((*seq, None));
+                continue;
+            }
+            in_flight.settle(metrics).await?;
+            match publish_file_entry(va, files, name).await? {
                 Outcome::Published => done.push((*seq, None)),
                 Outcome::NotYet => {
                     stalled = true;
@@ -509,7 +649,15 @@ async fn drain(
                 }
             }
         }
+        resume_at = match (stalled, batch.get(done.len())) {
+            // The entry that is not ready yet is read again.
+            (true, Some((seq, _))) => *seq,
+            _ => batch.last().map_or(resume_at, |(seq, _)| seq + 1),
+        };
+        // Deleted from the outbox only once every put before it was acknowledged.
+        in_flight.settle(metrics).await?;
         if !done.is_empty() {
+            record_highest_revision(store, &status.name, metrics).await?;
             metrics
                 .published
                 .fetch_add(done.len() as u64, Ordering::Relaxed);
@@ -536,37 +684,12 @@ async fn drain(
     }
 }
 
-/// Puts what `name` names, as it is now.
-async fn publish_one(
-    store: &Store,
+/// Puts the file an outbox entry names (`crl.<name>.<number>`, `ca`), as it is now.
+async fn publish_file_entry(
     va: &ValidationAuthority,
-    (status, files): (&jetstream::kv::Store, &jetstream::object_store::ObjectStore),
-    tails: &mut Tails,
-    metrics: &PublisherMetrics,
+    files: &jetstream::object_store::ObjectStore,
     name: &str,
 ) -> Result<Outcome, String> {
-    if let Some(rest) = name.strip_prefix("status.") {
-        let Some(key) = parse_status_key(rest) else {
-            tracing::warn!(
-                name,
-                "publisher: an outbox entry names no certificate; dropped"
-            );
-            return Ok(Outcome::Published);
-        };
-        // A certificate the responder does not know (an issuer it does not answer for) has
-        // nothing to publish.
-        let Some(bytes) = status_value_of(store, va, files, tails, &key).await? else {
-            return Ok(Outcome::Published);
-        };
-        let revision = status
-            .put(status_key(&key), bytes.into())
-            .await
-            .map_err(|e| format!("status {}: {e}", status_key(&key)))?;
-        metrics
-            .highest_revision
-            .fetch_max(revision, Ordering::Relaxed);
-        return Ok(Outcome::Published);
-    }
     if let Some(rest) = name.strip_prefix("crl.") {
         let Some((crl, number)) = rest
             .rsplit_once('.')
@@ -577,6 +700,12 @@ async fn publish_one(
         return match va.crls.latest(crl) {
             Some(latest) if latest.number >= number => {
                 publish_files(va, files, Some(crl)).await?;
+                Ok(Outcome::Published)
+            }
+            // A CA this daemon no longer publishes for (its configuration changed): waiting
+            // would stall every entry behind it.
+            _ if !va.crls.publishes(crl) => {
+                tracing::warn!(name, "publisher: a CRL of no CA published here; dropped");
                 Ok(Outcome::Published)
             }
             // Committed, not yet renamed into place (or not yet read back after a restart).
@@ -600,22 +729,54 @@ async fn publish_files(
         if only.is_some_and(|name| name != crl.name) {
             continue;
         }
-        let object = format!("crl/{}", crl.name);
-        files
-            .put(object.as_str(), &mut crl.der.as_ref())
-            .await
-            .map_err(|e| format!("{object}: {e}"))?;
+        put_file(files, &format!("crl/{}", crl.name), &crl.der).await?;
     }
     if only.is_none_or(str::is_empty) {
         for (name, der) in va.all_ca_certificates().iter() {
-            let object = format!("ca/{name}");
-            files
-                .put(object.as_str(), &mut der.as_ref())
-                .await
-                .map_err(|e| format!("{object}: {e}"))?;
+            put_file(files, &format!("ca/{name}"), der).await?;
         }
     }
     Ok(())
+}
+
+/// Puts `bytes` as the object `name` (a CRL, a CA certificate: few, and put again on every
+/// connection, so that one the engine lost or damaged is repaired).
+async fn put_file(
+    files: &jetstream::object_store::ObjectStore,
+    name: &str,
+    bytes: &[u8],
+) -> Result<(), String> {
+    files
+        .put(name, &mut &bytes[..])
+        .await
+        .map(drop)
+        .map_err(|e| format!("{name}: {e}"))
+}
+
+/// Puts a response tail (`tail/<id>`, named after its content) unless the files bucket holds
+/// it already: replacing an object purges its chunks, and a node reading it at that moment
+/// would wait for chunks that are gone; a full publication would otherwise rewrite it.
+async fn put_tail(
+    files: &jetstream::object_store::ObjectStore,
+    id: &str,
+    tail: &[u8],
+) -> Result<(), String> {
+    use base64::Engine as _;
+    let name = format!("tail/{id}");
+    let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, tail);
+    // As the object store writes it.
+    let digest = format!(
+        "SHA-256={}",
+        base64::engine::general_purpose::URL_SAFE.encode(digest.as_ref())
+    );
+    if let Ok(held) = files.info(&name).await
+        && !held.deleted
+        && held.size == tail.len()
+        && held.digest.as_deref() == Some(digest.as_str())
+    {
+        return Ok(());
+    }
+    put_file(files, &name, tail).await
 }
 
 /// The bucket's value of a certificate as the responder holds it now (`None`: a certificate
@@ -665,11 +826,7 @@ async fn status_value_of(
         } else {
             let (id, new) = tails.id(&response.tail);
             if new {
-                let object = format!("tail/{id}");
-                files
-                    .put(object.as_str(), &mut response.tail.as_ref())
-                    .await
-                    .map_err(|e| format!("{object}: {e}"))?;
+                put_tail(files, &id, &response.tail).await?;
             }
             Some(id)
         };

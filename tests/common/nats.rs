@@ -66,6 +66,11 @@ impl NatsServer {
         server
     }
 
+    /// Where its JetStream files live.
+    pub fn store(&self) -> &Path {
+        &self.store
+    }
+
     pub fn url(&self) -> String {
         format!("nats://127.0.0.1:{}", self.port)
     }

@@ -32,19 +32,13 @@
 //! RFC 9457 problem document whose `type` names the rule.
 use std::convert::Infallible;
 use std::num::NonZeroU32;
-use std::path::Path;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
 use hyper::body::Incoming;
 use hyper::header::{self, HeaderValue};
 use hyper::{Method, Request, Response, StatusCode};
-use rustls::client::danger::HandshakeSignatureValid;
-use rustls::pki_types::pem::PemObject;
-use rustls::pki_types::{CertificateDer, PrivateKeyDer, UnixTime};
-use rustls::server::danger::{ClientCertVerified, ClientCertVerifier};
-use rustls::{CertificateError, DigitallySignedStruct, DistinguishedName, RootCertStore};
 
 use super::problem::Problem;
 use super::{Body, read_body_within};
@@ -55,6 +49,9 @@ use crate::ra::{Operator, RaError, Refusal, RegistrationAuthority};
 /// Where holders' own routes start.
 const HOLDER_PREFIX: &str = "/ra/v1/holder/";
 use crate::x509::cms::MAX_CMS_LEN;
+
+mod tls;
+pub use tls::{OperatorTrust, tls_config};
 
 /// What the RA listener serves.
 pub struct RaService {
@@ -536,168 +533,6 @@ fn not_found() -> Response<Body> {
     Problem::new(StatusCode::NOT_FOUND, "not-found", "no such resource").response()
 }
 
-/// The TLS configuration of the RA listener: its certificate and key (files), and client
-/// certificates checked against `operator_cas` (DER). The returned [`OperatorTrust`] changes
-/// those CAs while the listener runs (a CA rollover).
-pub fn tls_config(
-    certificate: &Path,
-    private_key: &Path,
-    operator_cas: &[Vec<u8>],
-) -> Result<(Arc<rustls::ServerConfig>, Arc<OperatorTrust>), String> {
-    let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(certificate)
-        .map_err(|e| format!("{}: {e}", certificate.display()))?
-        .collect::<Result<_, _>>()
-        .map_err(|e| format!("{}: {e}", certificate.display()))?;
-    if chain.is_empty() {
-        return Err(format!("{}: no certificate", certificate.display()));
-    }
-    let key = PrivateKeyDer::from_pem_file(private_key)
-        .map_err(|e| format!("{}: {e}", private_key.display()))?;
-    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
-    let trust = Arc::new(OperatorTrust {
-        verifier: std::sync::RwLock::new(client_verifier(&provider, operator_cas)?),
-        provider: provider.clone(),
-    });
-    let mut config = rustls::ServerConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .map_err(|e| e.to_string())?
-        .with_client_cert_verifier(Arc::new(OperatorVerifier {
-            trust: trust.clone(),
-        }))
-        .with_single_cert(chain, key)
-        .map_err(|e| format!("{}: {e}", private_key.display()))?;
-    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
-    Ok((Arc::new(config), trust))
-}
-
-/// The CAs operators' client certificates chain to.
-pub struct OperatorTrust {
-    verifier: std::sync::RwLock<Arc<dyn ClientCertVerifier>>,
-    provider: Arc<rustls::crypto::CryptoProvider>,
-}
-
-impl core::fmt::Debug for OperatorTrust {
-    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
-        f.debug_struct("OperatorTrust").finish()
-    }
-}
-
-impl OperatorTrust {
-    /// Trusts `operator_cas` (DER) from the next handshake on.
-    pub fn reload(&self, operator_cas: &[Vec<u8>]) -> Result<(), String> {
-        let verifier = client_verifier(&self.provider, operator_cas)?;
-        *self.verifier.write().unwrap_or_else(|p| p.into_inner()) = verifier;
-        Ok(())
-    }
-
-    fn current(&self) -> Arc<dyn ClientCertVerifier> {
-        self.verifier
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone()
-    }
-}
-
-fn client_verifier(
-    provider: &Arc<rustls::crypto::CryptoProvider>,
-    operator_cas: &[Vec<u8>],
-) -> Result<Arc<dyn ClientCertVerifier>, String> {
-    let mut roots = RootCertStore::empty();
-    for ca in operator_cas {
-        roots
-            .add(CertificateDer::from(ca.clone()))
-            .map_err(|e| format!("operator CA: {e}"))?;
-    }
-    rustls::server::WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider.clone())
-        .build()
-        .map_err(|e| format!("client verifier: {e}"))
-}
-
-/// WebPKI client verification, except that an expired (or not yet valid) certificate whose
-/// chain is otherwise valid is let through to be refused by the RA with a problem document.
-#[derive(Debug)]
-struct OperatorVerifier {
-    trust: Arc<OperatorTrust>,
-}
-
-impl ClientCertVerifier for OperatorVerifier {
-    fn offer_client_auth(&self) -> bool {
-        true
-    }
-
-    fn client_auth_mandatory(&self) -> bool {
-        true
-    }
-
-    fn root_hint_subjects(&self) -> &[DistinguishedName] {
-        // No hints: the CAs can change while the listener runs, and a client sends its one
-        // operator certificate anyway.
-        &[]
-    }
-
-    fn verify_client_cert(
-        &self,
-        end_entity: &CertificateDer<'_>,
-        intermediates: &[CertificateDer<'_>],
-        now: UnixTime,
-    ) -> Result<ClientCertVerified, rustls::Error> {
-        let inner = self.trust.current();
-        match inner.verify_client_cert(end_entity, intermediates, now) {
-            Err(rustls::Error::InvalidCertificate(
-                CertificateError::Expired
-                | CertificateError::ExpiredContext { .. }
-                | CertificateError::NotValidYet
-                | CertificateError::NotValidYetContext { .. },
-            )) => {
-                // Check everything else at a moment the certificate was valid.
-                let last_valid = <x509_cert::Certificate as der::Decode>::from_der(end_entity)
-                    .map(|c| {
-                        crate::x509::Timestamp::from_x509_time(
-                            &c.tbs_certificate().validity().not_after,
-                        )
-                        .unix_seconds()
-                        .saturating_sub(1)
-                    })
-                    .map_err(|_| {
-                        rustls::Error::InvalidCertificate(CertificateError::BadEncoding)
-                    })?;
-                inner.verify_client_cert(
-                    end_entity,
-                    intermediates,
-                    UnixTime::since_unix_epoch(Duration::from_secs(last_valid)),
-                )
-            }
-            other => other,
-        }
-    }
-
-    fn verify_tls12_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        self.trust
-            .current()
-            .verify_tls12_signature(message, cert, dss)
-    }
-
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        self.trust
-            .current()
-            .verify_tls13_signature(message, cert, dss)
-    }
-
-    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
-        self.trust.current().supported_verify_schemes()
-    }
-}
-
 /// docs/ra-openapi.yaml against the code: every documented path and method is a route and every
 /// route is documented; every documented signed body is accepted by the action its route
 /// names; every problem type the RA listener can answer is documented, and nothing else is.
@@ -705,7 +540,7 @@ impl ClientCertVerifier for OperatorVerifier {
 mod openapi {
     use super::*;
 
-    const OPENAPI: &str = include_str!("../../docs/ra-openapi.yaml");
+    const OPENAPI: &str = include_str!("../../../docs/ra-openapi.yaml");
 
     /// (method, path template, x-signed-example) of every documented operation.
     fn operations() -> Vec<(Method, String, Option<String>)> {
@@ -866,18 +701,22 @@ mod openapi {
                 .map_or(source.len(), |e| start + e);
             &source[start..end]
         };
-        let problems = include_str!("problem.rs");
+        let problems = include_str!("../problem.rs");
         let sources = [
-            include_str!("ra.rs")
+            include_str!("mod.rs")
                 .split("#[cfg(test)]")
                 .next()
                 .unwrap_or_default(),
-            function(include_str!("mod.rs"), "read_body_within"),
+            include_str!("tls.rs")
+                .split("#[cfg(test)]")
+                .next()
+                .unwrap_or_default(),
+            function(include_str!("../mod.rs"), "read_body_within"),
             function(problems, "from(error: &CaError)"),
             function(problems, "hsm_unavailable"),
         ];
         // The policy's rejections name their own type.
-        if function(include_str!("../policy/mod.rs"), "problem_rule")
+        if function(include_str!("../../policy/mod.rs"), "problem_rule")
             .contains("\"policy-violation:")
         {
             rules.insert("policy-violation".to_owned());
