@@ -83,6 +83,10 @@ pub struct NatsConfig {
     /// The object store of CRLs and CA certificates.
     #[serde(default = "default_files_bucket")]
     pub files_bucket: String,
+    /// The object store of status snapshots for new nodes (its own: only the publisher's
+    /// snapshot task writes it, and a node that does not know snapshots never reads it).
+    #[serde(default = "default_snapshot_bucket")]
+    pub snapshot_bucket: String,
     /// Copies of each bucket in the cluster (1 to 5).
     #[serde(default = "default_replicas")]
     pub replicas: usize,
@@ -95,6 +99,10 @@ pub struct NatsConfig {
     /// Health says "degraded" when what changed has waited longer than this to be published.
     #[serde(default = "default_lag_alert")]
     pub lag_alert_seconds: u64,
+}
+
+fn default_snapshot_bucket() -> String {
+    "sceau-snapshots".into()
 }
 
 fn default_status_bucket() -> String {

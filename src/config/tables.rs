@@ -300,7 +300,14 @@ pub(super) fn nats(
                 .chars()
                 .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
     };
-    if !bucket_name(&nats.status_bucket) || !bucket_name(&nats.files_bucket) {
+    if ![
+        &nats.status_bucket,
+        &nats.files_bucket,
+        &nats.snapshot_bucket,
+    ]
+    .iter()
+    .all(|name| bucket_name(name))
+    {
         return Err(file.error(
             spanned.span(),
             "nats.status_bucket",
