@@ -10,7 +10,8 @@
 # nats-server: real responses, each signed on its own. Then, REPS times each:
 #   - the CA host restarted: from the process start to its ready line, and its RSS then;
 #   - a new node: from the process start to `/readyz` 200 (it has read the publisher's
-#     manifest and holds every entry), and its RSS then; RSS per entry is the node's RSS minus
+#     manifest and holds every entry: from the publisher's snapshot, then what changed after
+#     it from the bucket), and its RSS then; RSS per entry is the node's RSS minus
 #     that of a node with no entry, over N.
 # Each run uses a new CA in $WORK (default ~/.cache/sceau-bench/warmup); REUSE=1 keeps the
 # previous run's CA, engine and data and only measures.
@@ -83,6 +84,12 @@ if [ "${REUSE:-0}" != 1 ]; then
     sleep 0.1
   done
   echo "  full publication: $(metric "$PORT_ADMIN" sceau_publisher_last_full_publication_ms) ms"
+  # New nodes warm up from the publisher's snapshot, written a few seconds after.
+  for _ in $(seq 1 12000); do
+    [ "$(metric "$PORT_ADMIN" sceau_publisher_snapshots_total)" -ge 1 ] 2>/dev/null && break
+    sleep 0.1
+  done
+  echo "  snapshot: $(metric "$PORT_ADMIN" sceau_publisher_last_snapshot_ms) ms"
   kill "$SERVE_PID"; wait "$SERVE_PID" 2>/dev/null || true
 fi
 
@@ -100,8 +107,9 @@ for rep in $(seq 1 "$REPS"); do
   quiet
   node "$PORT_NODE" "$PORT_NATS"; node_ms+=("$NODE_MS"); node_kib+=("$NODE_KIB")
   held=$(metric "$PORT_NODE" sceau_ocsp_certificates)
+  from_snapshot=$(curl -s "http://127.0.0.1:$PORT_NODE/healthz" | sed -n 's/.*"from_snapshot":\([0-9]*\).*/\1/p')
   kill "$NODE_PID"; wait "$NODE_PID" 2>/dev/null || true
-  echo "run $rep: CA host ready in ${SERVE_MS} ms (RSS $((SERVE_KIB / 1024)) MiB); node ready in ${NODE_MS} ms holding ${held} (RSS $((NODE_KIB / 1024)) MiB)"
+  echo "run $rep: CA host ready in ${SERVE_MS} ms (RSS $((SERVE_KIB / 1024)) MiB); node ready in ${NODE_MS} ms holding ${held}, ${from_snapshot:-0} from the snapshot (RSS $((NODE_KIB / 1024)) MiB)"
 done
 m_ca=$(median "${ca_ms[@]}"); m_node=$(median "${node_ms[@]}")
 m_ca_kib=$(median "${ca_kib[@]}"); m_node_kib=$(median "${node_kib[@]}")

@@ -6,14 +6,17 @@ use std::path::Path;
 use aws_lc_rs::digest;
 use serde::Serialize;
 
+use super::{
+    AuditHead, BackupError, CLOCK_MARGIN_SECONDS, Manifest, ca_keys, ca_names, check, crl_number,
+    io,
+};
 use crate::audit::AuditEvent;
 use crate::ca::CaState;
 use crate::store::schema::{Certificates, Meta, Revocations, Serials, meta_keys};
 use crate::store::{CertKey, IssuerId, RevocationRecord, Store};
+use crate::va::publish::{EngineView, PublishedRevocation};
 use crate::x509::Timestamp;
 use crate::x509::revocation::RevocationReason;
-
-use super::*;
 
 /// A revocation the restore wrote back.
 #[derive(Debug, Serialize)]

@@ -1,9 +1,12 @@
 //! The configuration file as TOML gives it: every value with its place in the file, so that an error can name the line (checked and turned into [`super::Config`] there).
 
+use std::collections::BTreeMap;
+
 use serde::Deserialize;
 use serde_spanned::Spanned;
 
-use super::*;
+use super::{CrlConfig, NatsConfig, OcspConfig};
+use crate::hsm::KeySpec;
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]

@@ -108,6 +108,18 @@ pub fn render(admin: &AdminService) -> String {
             "how long the last full publication took",
             &[("", get(&publisher.last_full_publication_ms))],
         );
+        metric(
+            "sceau_publisher_snapshots_total",
+            "counter",
+            "status snapshots written for new responder nodes",
+            &[("", get(&publisher.snapshots))],
+        );
+        metric(
+            "sceau_publisher_last_snapshot_ms",
+            "gauge",
+            "how long writing the last status snapshot took",
+            &[("", get(&publisher.last_snapshot_ms))],
+        );
     }
     metric(
         "sceau_audit_chain_broken",

@@ -15,10 +15,10 @@ use crate::store::{CertKey, IssuerId, Reader, Store, Txn};
 use crate::x509::name::{DistinguishedName, parse_distinguished_name};
 use crate::x509::{Serial, Timestamp};
 
-use super::*;
 use super::{
     Operator, RaError, Refusal, RegistrationAuthority, certificate_subject, check_holder_scope,
-    claim, operator_cas, persons, subject_text,
+    check_name_repertoire, check_still_active, claim, operator_cas, operators, persons,
+    subject_text, unknown_outside_scope,
 };
 
 impl RegistrationAuthority {

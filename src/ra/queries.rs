@@ -7,8 +7,10 @@ use crate::store::{CertKey, ExpiryKey, IssuerId, KeyCodec, Reader};
 use crate::x509::name::parse_distinguished_name;
 use crate::x509::{Serial, Timestamp, pem};
 
-use super::*;
-use super::{EvidenceRecord, Operator, RaError, Refusal, RegistrationAuthority};
+use super::{
+    EvidenceRecord, Operator, RaError, Refusal, RegistrationAuthority, batch, cards,
+    certificate_subject, check_holder_scope, check_scope, subject_text, unknown_outside_scope,
+};
 
 impl RegistrationAuthority {
     pub(super) fn evidence(

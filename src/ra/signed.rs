@@ -14,8 +14,11 @@ use crate::store::{StoreError, Txn};
 use crate::x509::name::DistinguishedName;
 use crate::x509::{Timestamp, cms};
 
-use super::*;
-use super::{Effects, Evidence, EvidenceRecord, Operator, RaError, Refusal, RegistrationAuthority};
+use super::{
+    Effects, Evidence, EvidenceRecord, Operator, RaError, Refusal, RegistrationAuthority,
+    active_operators, cards, certificate_subject, check_scope, operators, request, revocations,
+    unknown_outside_scope,
+};
 
 impl RegistrationAuthority {
     /// Checks a signed request from `operator` and carries it out. `expected` is the action

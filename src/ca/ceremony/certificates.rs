@@ -10,7 +10,10 @@ use x509_cert::ext::pkix::{BasicConstraints, KeyUsage, KeyUsages};
 use x509_cert::request::{CertReq, CertReqInfo};
 use x509_cert::time::Validity;
 
-use super::*;
+use super::{
+    ExtensionsFrom, ISSUING_POLICY, RESPONDER_POLICY, ROOT_POLICY, generate, stored_event,
+    years_later,
+};
 use crate::audit::AuditEvent;
 use crate::ca::CaError;
 use crate::ca::issue::{PendingCertificate, issue_all};

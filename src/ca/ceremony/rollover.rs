@@ -1,13 +1,16 @@
 //! Rollovers: a new issuing CA beside the old one, a new root with its link certificates.
 
-use crate::ca::ceremony_intent::CeremonyKind;
-
 use der::Decode;
 use x509_cert::Certificate;
 
-use super::*;
+use super::{
+    CaTemplate, ROOT_POLICY, ca_extensions, check_new_subject, export, fresh_key, generate,
+    generation_name, issue_ca_certificate, issue_responder, issuing_template, root_template,
+    stored_event, update_state,
+};
 use crate::audit::AuditEvent;
 use crate::ca::CaError;
+use crate::ca::ceremony_intent::CeremonyKind;
 use crate::config::{Config, KeyConfig, PublishedUrls};
 use crate::hsm::Hsm;
 use crate::issuer::Issuer;

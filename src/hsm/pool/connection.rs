@@ -9,9 +9,8 @@ use cryptoki::error::{Error as CkError, RvError};
 use cryptoki::session::{Session, UserType};
 use cryptoki::slot::Slot;
 
+use super::{RECONNECT_BACKOFF, WRONG_PIN_BACKOFF};
 use crate::hsm::{HsmError, HsmSettings, PinSource};
-
-use super::*;
 
 /// The module, slot and login, shared by the session threads.
 pub(super) struct Connection {

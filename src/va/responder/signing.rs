@@ -6,7 +6,7 @@ use std::sync::atomic::Ordering;
 use bytes::Bytes;
 use tokio::sync::Semaphore;
 
-use super::*;
+use super::{Entry, Responder, SerialKey, SigningJob};
 use crate::store::schema::{ExpiryIndex, OcspResponses, Revocations};
 use crate::store::{CertKey, ResponseKey};
 use crate::va::VaError;

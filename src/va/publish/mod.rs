@@ -16,22 +16,28 @@
 //!   DER) and `ca/<name>` (CA and link certificates, DER), as the validation listener serves
 //!   them under `/crl/` and `/ca/`, and `tail/<id>` (the `certs` tail of a responder's
 //!   responses; `<id>`: the first 16 octets of its SHA-256, hex).
+mod engine_view;
+mod files;
+mod snapshot;
+mod status;
+
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use async_nats::jetstream;
-use base64::Engine as _;
-use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 use tokio_util::sync::CancellationToken;
 
 use super::ValidationAuthority;
-use super::responses::Status;
 use crate::config::NatsConfig;
 use crate::store::schema::{Meta, Outbox};
 use crate::store::{CertKey, IssuerId, Store};
 use crate::x509::{Serial, Timestamp};
+pub use engine_view::{EngineView, PublishedRevocation, read_engine};
+use files::{Outcome, publish_file_entry, publish_files};
+pub use snapshot::SnapshotRef;
+use status::{IN_FLIGHT, InFlight, Tails, status_value_of};
 
 /// Outbox entries read and published in one round.
 const BATCH: usize = 256;
@@ -75,27 +81,6 @@ pub fn tail_id(tail: &[u8]) -> String {
     hex::encode(&aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, tail).as_ref()[..16])
 }
 
-/// The `certs` tails this connection of the publisher has put in the files bucket: a status
-/// goes out only after the tail its responses need.
-#[derive(Default)]
-struct Tails(Vec<(Bytes, String)>);
-
-impl Tails {
-    /// The id of `tail`, and whether it still has to be put.
-    fn id(&mut self, tail: &Bytes) -> (String, bool) {
-        if let Some((_, id)) = self
-            .0
-            .iter()
-            .find(|(known, _)| known.as_ptr() == tail.as_ptr() || known == tail)
-        {
-            return (id.clone(), false);
-        }
-        let id = tail_id(tail);
-        self.0.push((tail.clone(), id.clone()));
-        (id, true)
-    }
-}
-
 /// The status bucket's key of the publisher's manifest (a status key is `<hex>.<hex>`: no
 /// certificate can take it).
 pub const MANIFEST_KEY: &str = "manifest";
@@ -111,6 +96,10 @@ pub struct EngineManifest {
     pub statuses: u64,
     /// When it was completed (Unix seconds).
     pub completed_at: u64,
+    /// The latest snapshot of every status, for new nodes (written a few seconds after the
+    /// full publication, then again as the bucket moves on).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub snapshot: Option<SnapshotRef>,
 }
 
 /// The status bucket's key of a certificate.
@@ -118,12 +107,25 @@ pub fn status_key(key: &CertKey) -> String {
     format!("{}.{}", key.issuer.to_hex(), key.serial.to_hex())
 }
 
-/// The certificate a status bucket key names.
+/// The certificate a status bucket key names. (Decoded on the stack: a node warming up parses
+/// a million of them.)
 pub fn parse_status_key(text: &str) -> Option<CertKey> {
     let (issuer, serial) = text.split_once('.')?;
+    let mut id = [0u8; 20];
+    hex::decode_to_slice(issuer, &mut id).ok()?;
+    let mut magnitude = [0u8; 64];
+    let serial = match magnitude.get_mut(..serial.len() / 2) {
+        Some(octets) if serial.len() % 2 == 0 => {
+            hex::decode_to_slice(serial, octets).ok()?;
+            Serial::from_magnitude(octets)
+                .ok()
+                .filter(|s| !s.as_bytes().is_empty())?
+        }
+        _ => Serial::from_hex(serial).ok()?,
+    };
     Some(CertKey {
-        issuer: IssuerId::from_hex(issuer)?,
-        serial: Serial::from_hex(serial).ok()?,
+        issuer: IssuerId(id),
+        serial,
     })
 }
 
@@ -142,6 +144,9 @@ pub struct PublisherMetrics {
     /// publish --all`), and how long the last one took.
     pub full_publications: AtomicU64,
     pub last_full_publication_ms: AtomicU64,
+    /// Status snapshots written for new nodes, and how long the last one took.
+    pub snapshots: AtomicU64,
+    pub last_snapshot_ms: AtomicU64,
     /// The highest status bucket revision a put of this process got: a bucket whose last
     /// revision is below it went back (restored from a snapshot) and is published again.
     pub highest_revision: AtomicU64,
@@ -230,14 +235,6 @@ pub async fn buckets(
     Ok((status, files))
 }
 
-/// What publishing one outbox entry came to.
-enum Outcome {
-    Published,
-    /// What the entry names is not there yet (a CRL committed but not yet in place): try again
-    /// shortly, keeping the order.
-    NotYet,
-}
-
 /// Runs until `shutdown`: drains the outbox into the engine, reconnecting with backoff.
 pub async fn run(
     store: Store,
@@ -265,9 +262,14 @@ pub async fn run(
             let client = connect(&settings).await?;
             let js = jetstream::new(client);
             let (status, files) = buckets(&js, &settings).await?;
-            Ok::<_, String>((status, files))
+            Ok::<_, String>(snapshot::Engine {
+                js,
+                status,
+                files,
+                settings: settings.clone(),
+            })
         };
-        let (status, files) = tokio::select! {
+        let engine = tokio::select! {
             _ = shutdown.cancelled() => return,
             connected = connected => match connected {
                 Ok(buckets) => buckets,
@@ -286,24 +288,25 @@ pub async fn run(
         metrics.connected.store(1, Ordering::Relaxed);
         tracing::info!(servers = ?settings.servers, "publisher: connected to the engine");
         backoff = Duration::from_millis(250);
+        let (status, files) = (&engine.status, &engine.files);
         // A new or emptied engine gets every file at once.
-        if let Err(error) = publish_files(&va, &files, None).await {
+        if let Err(error) = publish_files(&va, files, None).await {
             tracing::warn!(%error, "publisher: CRLs and CA certificates not published");
         }
         let outcome = async {
             // The tails this connection put (the files bucket may be a new one).
             let mut tails = Tails::default();
-            let buckets = (&status, &files);
+            let buckets = (status, files);
             // The store rebuilds the engine: a bucket without the manifest, or with fewer
             // entries than the store has certificates, gets every status again.
-            let manifest = match full_publication_needed(&va, &status, &metrics).await? {
+            let manifest = match full_publication_needed(&va, status, &metrics).await? {
                 Some(why) => Some(
                     publish_everything(&store, &va, buckets, &mut tails, &metrics, &why).await?,
                 ),
                 None => None,
             };
             drain(
-                &store, &va, buckets, &mut tails, &metrics, manifest, &shutdown,
+                &store, &va, &engine, &mut tails, &metrics, manifest, &shutdown,
             )
             .await
         };
@@ -366,68 +369,6 @@ async fn full_publication_needed(
         )));
     }
     Ok(None)
-}
-
-/// Entries put at once during a full publication (acknowledgements awaited together).
-const IN_FLIGHT: usize = 256;
-
-/// Status puts sent and not yet acknowledged, at most one per certificate (two puts of one key
-/// in flight could land in either order).
-#[derive(Default)]
-struct InFlight {
-    puts: tokio::task::JoinSet<Result<u64, String>>,
-    keys: std::collections::HashSet<CertKey>,
-}
-
-impl InFlight {
-    fn len(&self) -> usize {
-        self.puts.len()
-    }
-
-    fn holds(&self, key: &CertKey) -> bool {
-        self.keys.contains(key)
-    }
-
-    fn put(&mut self, bucket: &jetstream::kv::Store, key: &CertKey, value: Vec<u8>) {
-        let bucket = bucket.clone();
-        let name = status_key(key);
-        self.keys.insert(key.clone());
-        self.puts.spawn(async move {
-            bucket
-                .put(name.as_str(), value.into())
-                .await
-                .map_err(|e| format!("status {name}: {e}"))
-        });
-    }
-
-    /// Waits for every put in flight; returns how many were acknowledged. This publisher is
-    /// the bucket's only writer: a put acknowledged at or below a revision it already got means
-    /// the bucket went back (put back from an older copy while connected), even if enough puts
-    /// since brought its last revision above the highest again. Everything is published again.
-    async fn settle(&mut self, metrics: &PublisherMetrics) -> Result<u64, String> {
-        let floor = metrics.highest_revision.load(Ordering::Relaxed);
-        let mut acknowledged = 0;
-        let mut went_back = None;
-        while let Some(put) = self.puts.join_next().await {
-            let revision = put.map_err(|e| e.to_string())??;
-            if revision <= floor {
-                went_back = Some(revision);
-            } else {
-                metrics
-                    .highest_revision
-                    .fetch_max(revision, Ordering::Relaxed);
-            }
-            acknowledged += 1;
-        }
-        self.keys.clear();
-        if let Some(revision) = went_back {
-            metrics.full_requested.store(true, Ordering::Relaxed);
-            return Err(format!(
-                "the status bucket went back: a put got revision {revision}, this publisher had got {floor}"
-            ));
-        }
-        Ok(acknowledged)
-    }
 }
 
 /// The store's key of the highest revision this CA's puts got in `bucket`: kept across
@@ -520,6 +461,7 @@ async fn publish_everything(
     Ok(EngineManifest {
         statuses: published,
         completed_at: va.now().unix_seconds(),
+        snapshot: None,
     })
 }
 
@@ -539,19 +481,23 @@ const CHECK_EVERY: Duration = Duration::from_secs(5);
 /// empty.
 async fn drain(
     store: &Store,
-    va: &ValidationAuthority,
-    (status, files): (&jetstream::kv::Store, &jetstream::object_store::ObjectStore),
+    va: &Arc<ValidationAuthority>,
+    engine: &snapshot::Engine,
     tails: &mut Tails,
-    metrics: &PublisherMetrics,
+    metrics: &Arc<PublisherMetrics>,
     mut manifest: Option<EngineManifest>,
     shutdown: &CancellationToken,
 ) -> Result<Drained, String> {
+    let (status, files) = (&engine.status, &engine.files);
     let mut next_check = Instant::now() + CHECK_EVERY;
     // The outbox is a queue in RocksDB: each drained entry leaves a tombstone until compaction,
     // and a scan from the start would step over all of them (a million-entry drain would slow
     // to a crawl). Entries are appended in sequence order, so the scan starts where the last
     // one stopped.
     let mut resume_at = 0u64;
+    // The snapshot being written beside the drain (a million statuses take seconds: changes do
+    // not wait for it). Dropped with the drain, which aborts it.
+    let mut snapshot = tokio::task::JoinSet::new();
     loop {
         if metrics.full_requested.load(Ordering::Relaxed) {
             return Ok(Drained::FullPublication);
@@ -562,6 +508,33 @@ async fn drain(
                 tracing::warn!(why, "publisher: the status bucket is not whole");
                 metrics.full_requested.store(true, Ordering::Relaxed);
                 return Ok(Drained::FullPublication);
+            }
+            match snapshot.try_join_next() {
+                Some(Ok(Err(error))) => {
+                    tracing::warn!(%error, "publisher: no status snapshot written");
+                }
+                Some(Err(error)) => {
+                    tracing::warn!(%error, "publisher: the status snapshot task failed");
+                }
+                _ => {}
+            }
+            if snapshot.is_empty() {
+                let work = snapshot::write_snapshot_if_due(
+                    store.clone(),
+                    va.clone(),
+                    engine.clone(),
+                    metrics.clone(),
+                );
+                snapshot.spawn(async move {
+                    tokio::time::timeout(snapshot::SNAPSHOT_TIMEOUT, work)
+                        .await
+                        .unwrap_or_else(|_| {
+                            Err(format!(
+                                "not written within {:?}",
+                                snapshot::SNAPSHOT_TIMEOUT
+                            ))
+                        })
+                });
             }
         }
         // Registered before reading, so that an entry added meanwhile wakes the next wait.
@@ -684,259 +657,36 @@ async fn drain(
     }
 }
 
-/// Puts the file an outbox entry names (`crl.<name>.<number>`, `ca`), as it is now.
-async fn publish_file_entry(
-    va: &ValidationAuthority,
-    files: &jetstream::object_store::ObjectStore,
-    name: &str,
-) -> Result<Outcome, String> {
-    if let Some(rest) = name.strip_prefix("crl.") {
-        let Some((crl, number)) = rest
-            .rsplit_once('.')
-            .and_then(|(crl, n)| Some((crl, n.parse::<u64>().ok()?)))
-        else {
-            return Ok(Outcome::Published);
-        };
-        return match va.crls.latest(crl) {
-            Some(latest) if latest.number >= number => {
-                publish_files(va, files, Some(crl)).await?;
-                Ok(Outcome::Published)
-            }
-            // A CA this daemon no longer publishes for (its configuration changed): waiting
-            // would stall every entry behind it.
-            _ if !va.crls.publishes(crl) => {
-                tracing::warn!(name, "publisher: a CRL of no CA published here; dropped");
-                Ok(Outcome::Published)
-            }
-            // Committed, not yet renamed into place (or not yet read back after a restart).
-            _ => Ok(Outcome::NotYet),
-        };
-    }
-    if name == crate::store::CA_CHANGE {
-        publish_files(va, files, Some("")).await?;
-    }
-    Ok(Outcome::Published)
-}
+#[cfg(test)]
+mod tests {
+    use super::*;
 
-/// Puts the latest CRL named `only` (`Some("")`: the CA certificates only; `None`: every CRL
-/// and every CA certificate).
-async fn publish_files(
-    va: &ValidationAuthority,
-    files: &jetstream::object_store::ObjectStore,
-    only: Option<&str>,
-) -> Result<(), String> {
-    for crl in va.crls.all_latest() {
-        if only.is_some_and(|name| name != crl.name) {
-            continue;
+    /// A key read back names the same certificate, whatever the serial's length or top bit;
+    /// what is not a key names nothing, and an odd number of digits still reads (as
+    /// `Serial::from_hex` reads it).
+    #[test]
+    fn status_keys_read_back() {
+        let issuer = IssuerId([0xab; 20]);
+        for magnitude in [vec![1u8], vec![0x80], vec![0x7f; 20], vec![0xff; 19]] {
+            let key = CertKey {
+                issuer,
+                serial: Serial::from_magnitude(&magnitude).unwrap(),
+            };
+            assert_eq!(parse_status_key(&status_key(&key)), Some(key));
         }
-        put_file(files, &format!("crl/{}", crl.name), &crl.der).await?;
-    }
-    if only.is_none_or(str::is_empty) {
-        for (name, der) in va.all_ca_certificates().iter() {
-            put_file(files, &format!("ca/{name}"), der).await?;
+        let odd = format!("{}.abc", issuer.to_hex());
+        assert_eq!(
+            parse_status_key(&odd).map(|k| k.serial),
+            Some(Serial::from_magnitude(&[0x0a, 0xbc]).unwrap())
+        );
+        for bad in [
+            "manifest",
+            "ab.01",
+            &format!("{}.00", issuer.to_hex()),
+            &format!("{}.0g", issuer.to_hex()),
+            &format!("{}.{}", issuer.to_hex(), "01".repeat(40)),
+        ] {
+            assert_eq!(parse_status_key(bad), None, "{bad}");
         }
     }
-    Ok(())
-}
-
-/// Puts `bytes` as the object `name` (a CRL, a CA certificate: few, and put again on every
-/// connection, so that one the engine lost or damaged is repaired).
-async fn put_file(
-    files: &jetstream::object_store::ObjectStore,
-    name: &str,
-    bytes: &[u8],
-) -> Result<(), String> {
-    files
-        .put(name, &mut &bytes[..])
-        .await
-        .map(drop)
-        .map_err(|e| format!("{name}: {e}"))
-}
-
-/// Puts a response tail (`tail/<id>`, named after its content) unless the files bucket holds
-/// it already: replacing an object purges its chunks, and a node reading it at that moment
-/// would wait for chunks that are gone; a full publication would otherwise rewrite it.
-async fn put_tail(
-    files: &jetstream::object_store::ObjectStore,
-    id: &str,
-    tail: &[u8],
-) -> Result<(), String> {
-    use base64::Engine as _;
-    let name = format!("tail/{id}");
-    let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, tail);
-    // As the object store writes it.
-    let digest = format!(
-        "SHA-256={}",
-        base64::engine::general_purpose::URL_SAFE.encode(digest.as_ref())
-    );
-    if let Ok(held) = files.info(&name).await
-        && !held.deleted
-        && held.size == tail.len()
-        && held.digest.as_deref() == Some(digest.as_str())
-    {
-        return Ok(());
-    }
-    put_file(files, &name, tail).await
-}
-
-/// The bucket's value of a certificate as the responder holds it now (`None`: a certificate
-/// the responder does not answer for), with the invalidity date the store recorded; the tails
-/// it refers to are put in the files bucket first.
-async fn status_value_of(
-    store: &Store,
-    va: &ValidationAuthority,
-    files: &jetstream::object_store::ObjectStore,
-    tails: &mut Tails,
-    key: &CertKey,
-) -> Result<Option<Vec<u8>>, String> {
-    let Some(published) = va.responder.published(key) else {
-        return Ok(None);
-    };
-    // The store is the truth: a revocation committed that the responder's memory does not
-    // show yet (the outbox entry drained before the revocation was applied, or its re-signing
-    // failed) goes out as "revoked", without responses (a node answers tryLater for it), never
-    // as the "good" memory still holds.
-    let recorded = store
-        .get::<crate::store::schema::Revocations>(key)
-        .map_err(|e| format!("revocation {}: {e}", key.serial))?;
-    let mut published = published;
-    let (status, revoked_at, reason) = match (published.status, &recorded) {
-        (Status::Revoked { at, reason }, _) => ("revoked", Some(at.unix_seconds()), reason.code()),
-        (_, Some(record)) => {
-            published.sha1 = None;
-            published.sha256 = None;
-            (
-                "revoked",
-                Some(record.revoked_at.unix_seconds()),
-                record.reason.code(),
-            )
-        }
-        (Status::Good, None) => ("good", None, None),
-        (Status::Unknown, None) => ("unknown", None, None),
-    };
-    let invalidity_date = recorded
-        .and_then(|record| record.invalidity_date)
-        .map(Timestamp::unix_seconds);
-    let mut presigned = async |response: Option<super::responses::SignedResponse>| {
-        let Some(response) = response else {
-            return Ok::<_, String>(None);
-        };
-        let tail = if response.tail.is_empty() {
-            None
-        } else {
-            let (id, new) = tails.id(&response.tail);
-            if new {
-                put_tail(files, &id, &response.tail).await?;
-            }
-            Some(id)
-        };
-        Ok(Some(PresignedValue {
-            der: base64::engine::general_purpose::STANDARD.encode(&response.head),
-            this_update: response.this_update.unix_seconds(),
-            next_update: response.next_update.unix_seconds(),
-            tail,
-        }))
-    };
-    let value = StatusValue {
-        status: status.into(),
-        revoked_at,
-        reason,
-        invalidity_date,
-        sha1: presigned(published.sha1).await?,
-        sha256: presigned(published.sha256).await?,
-    };
-    serde_json::to_vec(&value)
-        .map(Some)
-        .map_err(|e| e.to_string())
-}
-
-/// A revocation as the outside world saw it.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
-pub struct PublishedRevocation {
-    pub revoked_at: Timestamp,
-    pub reason: crate::x509::revocation::RevocationReason,
-    pub invalidity_date: Option<Timestamp>,
-}
-
-/// What the engine of the responder nodes holds, read at restore time.
-#[derive(Debug, Default)]
-pub struct EngineView {
-    /// Every status published: (certificate, its revocation if revoked).
-    pub statuses: Vec<(CertKey, Option<PublishedRevocation>)>,
-    /// The CRLs published there (DER).
-    pub crls: Vec<Vec<u8>>,
-}
-
-/// Everything the engine holds, for a restore (`sceau restore`): every published status and
-/// every published CRL. Reads only: the buckets must exist.
-pub async fn read_engine(settings: &NatsConfig) -> Result<EngineView, String> {
-    use futures_util::TryStreamExt;
-    use tokio::io::AsyncReadExt;
-    let client = connect(settings).await?;
-    let js = jetstream::new(client);
-    let status = js
-        .get_key_value(&settings.status_bucket)
-        .await
-        .map_err(|e| format!("bucket {}: {e}", settings.status_bucket))?;
-    let mut view = EngineView::default();
-    let keys: Vec<String> = status
-        .keys()
-        .await
-        .map_err(|e| format!("bucket {}: {e}", settings.status_bucket))?
-        .try_collect()
-        .await
-        .map_err(|e| format!("bucket {}: {e}", settings.status_bucket))?;
-    for name in keys {
-        let Some(key) = parse_status_key(&name) else {
-            continue;
-        };
-        let Some(bytes) = status
-            .get(&name)
-            .await
-            .map_err(|e| format!("{}: {e}", settings.status_bucket))?
-        else {
-            continue;
-        };
-        // Fail closed: a status not understood could be a revocation.
-        let value = serde_json::from_slice::<StatusValue>(&bytes)
-            .map_err(|e| format!("{}/{name}: {e}", settings.status_bucket))?;
-        let revoked = match (value.status.as_str(), value.revoked_at) {
-            ("revoked", Some(at)) => Some(PublishedRevocation {
-                revoked_at: Timestamp::from_unix_seconds(at),
-                reason: crate::x509::revocation::RevocationReason::from_code(value.reason)
-                    .unwrap_or(crate::x509::revocation::RevocationReason::Unspecified),
-                invalidity_date: value.invalidity_date.map(Timestamp::from_unix_seconds),
-            }),
-            _ => None,
-        };
-        view.statuses.push((key, revoked));
-    }
-    {
-        // Its CRL numbers must not be reused: no guessing when it cannot be read.
-        let files = js
-            .get_object_store(&settings.files_bucket)
-            .await
-            .map_err(|e| format!("bucket {}: {e}", settings.files_bucket))?;
-        let names: Vec<String> = files
-            .list()
-            .await
-            .map_err(|e| format!("bucket {}: {e}", settings.files_bucket))?
-            .map_ok(|info| info.name)
-            .try_collect()
-            .await
-            .map_err(|e| format!("bucket {}: {e}", settings.files_bucket))?;
-        for name in names.into_iter().filter(|n| n.starts_with("crl/")) {
-            let mut object = files
-                .get(&name)
-                .await
-                .map_err(|e| format!("{}/{name}: {e}", settings.files_bucket))?;
-            let mut der = Vec::new();
-            object
-                .read_to_end(&mut der)
-                .await
-                .map_err(|e| format!("{}/{name}: {e}", settings.files_bucket))?;
-            view.crls.push(der);
-        }
-    }
-    Ok(view)
 }

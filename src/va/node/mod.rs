@@ -9,7 +9,9 @@
 //! never replaces "revoked" ([`Responder::apply_published`]).
 //!
 //! Warm-up: the CA certificates and CRLs first (the issuers the node answers for), then every
-//! status from the bucket. The node is *complete* (`/readyz` 200) once it has read the
+//! status: from the publisher's latest snapshot when the manifest names one taken from this
+//! bucket ([`super::snapshot`]), then from the bucket past the snapshot's revision (from its
+//! start when there is no usable snapshot). The node is *complete* (`/readyz` 200) once it has read the
 //! publisher's manifest of the bucket it follows ([`super::publish::EngineManifest`]: the
 //! bucket holds every certificate the CA store knows), caught up with the bucket, and holds at
 //! least as many entries from it as the manifest announces. Then it follows both buckets.
@@ -25,25 +27,24 @@
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
-use std::time::Duration;
 
-use async_nats::jetstream;
 use base64::Engine as _;
 use bytes::Bytes;
-use futures_util::StreamExt;
-use tokio::io::AsyncReadExt;
-use tokio_util::sync::CancellationToken;
+
+mod follow;
+mod snapshot;
 
 use super::crl::PublishedCrl;
 use super::publish::parse_status_key;
 use super::responder::{IssuerSetup, Responder};
 use super::responses::{IssuerIdentity, SignedResponse, Status};
+use super::snapshot::{PresignedRef, StatusRecord, StatusWord};
 use super::{Metrics, Served, VaError};
-use crate::config::NatsConfig;
 use crate::store::IssuerId;
 use crate::x509::Timestamp;
 use crate::x509::revocation::RevocationReason;
 use crate::x509::time::Clock;
+pub use follow::follow;
 
 /// Tails found in whole responses that the node shares.
 const MAX_TAILS: usize = 64;
@@ -59,8 +60,11 @@ pub struct Node {
     complete: AtomicBool,
     /// What the node follows and how far it is.
     view: std::sync::Mutex<View>,
-    /// Status entries applied from the bucket followed.
+    /// Status entries applied from the bucket followed (or from its snapshot).
     held: AtomicU64,
+    /// Statuses read from a snapshot at the last warm-up (0: the bucket was read from its
+    /// start).
+    snapshot_entries: AtomicU64,
     /// The `certs` tails of the responses (their responder's certificate): one copy shared by
     /// every response that ends with it (the responder certificate is most of a response's
     /// size).
@@ -136,6 +140,8 @@ pub struct ViewHealth {
     pub why: String,
     pub held: u64,
     pub announced: Option<u64>,
+    /// Statuses read from a snapshot at the last warm-up (0: read from the bucket).
+    pub from_snapshot: u64,
 }
 
 impl Node {
@@ -154,6 +160,7 @@ impl Node {
                 ..View::default()
             }),
             held: AtomicU64::new(0),
+            snapshot_entries: AtomicU64::new(0),
             tails: RwLock::new(HashMap::new()),
             connected: AtomicU64::new(0),
             revision: AtomicU64::new(0),
@@ -174,6 +181,7 @@ impl Node {
             why: view.why.clone(),
             held: self.held.load(Ordering::Relaxed),
             announced: view.manifest.as_ref().map(|m| m.statuses),
+            from_snapshot: self.snapshot_entries.load(Ordering::Relaxed),
         }
     }
 
@@ -200,6 +208,7 @@ impl Node {
             view.caught_up = false;
         }
         self.held.store(0, Ordering::Relaxed);
+        self.snapshot_entries.store(0, Ordering::Relaxed);
         self.revision.store(0, Ordering::Relaxed);
         self.incomplete(why);
     }
@@ -324,54 +333,91 @@ impl Node {
         tail
     }
 
-    /// Applies one entry of the status bucket, unless it needs what the node does not know
-    /// yet (an issuer, a `certs` tail: in the files bucket). With `partial`, a response whose
-    /// tail cannot be had is left out (the entry's status still applies; a missing response
-    /// is answered `tryLater`).
+    /// Applies one entry of the status bucket (JSON: [`super::publish::StatusValue`]); see
+    /// [`Node::apply_record`].
     fn take_status(&self, key: &str, value: &[u8], partial: bool) -> Taken {
-        let Some(key) = parse_status_key(key) else {
-            return Taken::Applied;
-        };
         let Ok(value) = serde_json::from_slice::<StatusEntry<'_>>(value) else {
-            tracing::warn!(key = %key.serial, "node: unreadable status entry; ignored");
+            tracing::warn!(key, "node: unreadable status entry; ignored");
             return Taken::Applied;
         };
-        let status = match value.status.as_ref() {
-            "good" => Status::Good,
-            "revoked" => match (value.revoked_at, RevocationReason::from_code(value.reason)) {
-                (Some(at), Some(reason)) => Status::Revoked {
-                    at: Timestamp::from_unix_seconds(at),
-                    reason,
-                },
-                _ => return Taken::Applied,
-            },
-            _ => Status::Unknown,
+        let presigned = [&value.sha1, &value.sha256];
+        let mut ders = [Vec::new(), Vec::new()];
+        for (der, presigned) in ders.iter_mut().zip(presigned) {
+            if let Some(presigned) = presigned
+                && base64::engine::general_purpose::STANDARD
+                    .decode_vec(presigned.der.as_bytes(), der)
+                    .is_err()
+            {
+                der.clear();
+            }
+        }
+        let mut responses = [None, None];
+        for ((slot, der), presigned) in responses.iter_mut().zip(&ders).zip(presigned) {
+            if let Some(presigned) = presigned
+                && !der.is_empty()
+            {
+                *slot = Some(PresignedRef {
+                    der,
+                    this_update: presigned.this_update,
+                    next_update: presigned.next_update,
+                    tail: presigned.tail.as_deref(),
+                });
+            }
+        }
+        let record = StatusRecord {
+            key,
+            status: StatusWord::from_word(&value.status),
+            revoked_at: value.revoked_at,
+            reason: value.reason,
+            // Not served by the responder (the CA host's CRLs carry it).
+            invalidity_date: None,
+            responses,
+        };
+        self.apply_record(&record, partial)
+    }
+
+    /// Applies one certificate's status (a bucket entry, a snapshot record), unless it needs
+    /// what the node does not know yet (an issuer, a `certs` tail: in the files bucket). With
+    /// `partial`, a response whose tail cannot be had is left out (the status still applies; a
+    /// missing response is answered `tryLater`).
+    fn apply_record(&self, record: &StatusRecord<'_>, partial: bool) -> Taken {
+        let Some(key) = parse_status_key(record.key) else {
+            return Taken::Applied;
+        };
+        let status = match record.status {
+            StatusWord::Good => Status::Good,
+            StatusWord::Revoked => {
+                match (
+                    record.revoked_at,
+                    RevocationReason::from_code(record.reason),
+                ) {
+                    (Some(at), Some(reason)) => Status::Revoked {
+                        at: Timestamp::from_unix_seconds(at),
+                        reason,
+                    },
+                    _ => return Taken::Applied,
+                }
+            }
+            StatusWord::Unknown => Status::Unknown,
         };
         let mut responses = [None, None];
-        let mut der = Vec::with_capacity(2048);
-        for (slot, presigned) in responses.iter_mut().zip([&value.sha1, &value.sha256]) {
+        for (slot, presigned) in responses.iter_mut().zip(&record.responses) {
             let Some(presigned) = presigned else {
                 continue;
             };
-            der.clear();
-            if base64::engine::general_purpose::STANDARD
-                .decode_vec(presigned.der.as_bytes(), &mut der)
-                .is_err()
-            {
-                continue;
-            }
+            let der = presigned.der;
             // The head alone is kept (an allocation of its own size); the responder
             // certificate that completes it is shared.
-            let (head, tail) = match &presigned.tail {
+            let (head, tail) = match presigned.tail {
                 Some(id) => match self.known_tail(id) {
-                    Some(tail) => (&der[..], tail),
+                    Some(tail) => (der, tail),
                     None if partial => continue,
                     None => return Taken::UnknownTail(id.to_string()),
                 },
                 // A whole response (an older publisher): its tail found in it.
-                None => match super::responses::certs_offset(&der) {
+                None => match super::responses::certs_offset(der) {
                     Some(offset) => (&der[..offset], self.shared_tail(&der[offset..])),
-                    None => (&der[..], Bytes::new()),
+                    None => (der, Bytes::new()),
                 },
             };
             *slot = Some(SignedResponse {
@@ -442,245 +488,6 @@ fn issuer_identity(name: &str, der: &[u8]) -> Option<IssuerIdentity> {
         spki.subject_public_key.raw_bytes(),
         Timestamp::from_x509_time(&tbs.validity().not_before),
     ))
-}
-
-/// Follows the engine until `shutdown`: warm-up, then every change; reconnects with backoff
-/// and resumes from the last revision applied.
-pub async fn follow(node: Arc<Node>, settings: NatsConfig, shutdown: CancellationToken) {
-    let mut backoff = Duration::from_millis(250);
-    loop {
-        let outcome = tokio::select! {
-            _ = shutdown.cancelled() => return,
-            outcome = follow_once(&node, &settings) => outcome,
-        };
-        node.connected.store(0, Ordering::Relaxed);
-        if let Err(error) = outcome {
-            tracing::warn!(%error, retry_in_ms = backoff.as_millis() as u64, "node: the engine is unreachable; serving what it has");
-        }
-        tokio::select! {
-            _ = shutdown.cancelled() => return,
-            _ = tokio::time::sleep(backoff) => {}
-        }
-        backoff = (backoff * 2).min(Duration::from_millis(500));
-    }
-}
-
-async fn follow_once(node: &Node, settings: &NatsConfig) -> Result<(), String> {
-    let client = super::publish::connect(settings).await?;
-    let js = jetstream::new(client.clone());
-    let bucket = &settings.status_bucket;
-    // The bucket's identity first: the engine answering without it, or with another one, is
-    // an engine that lost what it held, not an outage.
-    let stream = match js.get_stream(format!("KV_{bucket}")).await {
-        Ok(stream) => stream,
-        Err(error) => {
-            if stream_not_found(&error) {
-                node.incomplete(format!("the engine has no status bucket {bucket}"));
-            }
-            return Err(format!("bucket {bucket}: {error}"));
-        }
-    };
-    let info = stream
-        .get_info()
-        .await
-        .map_err(|e| format!("bucket {bucket}: {e}"))?;
-    let incarnation = format!("{:?}", info.created);
-    let applied = node.revision.load(Ordering::Relaxed);
-    let followed = node.view().incarnation.clone();
-    match followed {
-        None => node.start_reading(incarnation.clone(), "warming up: reading the bucket".into()),
-        Some(known) if known != incarnation => node.start_reading(
-            incarnation.clone(),
-            format!(
-                "the status bucket was re-created ({known} -> {incarnation}); reading it again"
-            ),
-        ),
-        Some(_) if info.state.last_sequence < applied => node.start_reading(
-            incarnation.clone(),
-            format!(
-                "the status bucket went back to revision {} (applied {applied}); reading it again",
-                info.state.last_sequence
-            ),
-        ),
-        Some(_) => {}
-    }
-    let status = js
-        .get_key_value(bucket)
-        .await
-        .map_err(|e| format!("bucket {bucket}: {e}"))?;
-    let files = js
-        .get_object_store(&settings.files_bucket)
-        .await
-        .map_err(|e| format!("bucket {}: {e}", settings.files_bucket))?;
-    // The server announces a stream deleted at once: the node stops vouching for "good" then,
-    // not at its next look. (Without the permission to read advisories, the look below still
-    // finds it within a second.)
-    let mut deleted = client
-        .subscribe(format!("$JS.EVENT.ADVISORY.STREAM.DELETED.KV_{bucket}"))
-        .await
-        .map_err(|e| format!("advisories: {e}"))?;
-    node.connected.store(1, Ordering::Relaxed);
-    // The files first: they say which CAs the node answers for.
-    let mut file_watch = files.watch().await.map_err(|e| e.to_string())?;
-    let mut listed = files.list().await.map_err(|e| e.to_string())?;
-    while let Some(info) = listed.next().await {
-        let info = info.map_err(|e| e.to_string())?;
-        read_file_or_warn(node, &files, &info.name).await;
-    }
-    // Then the status, from the last revision applied (everything, the first time).
-    let from = node.revision.load(Ordering::Relaxed) + 1;
-    let mut watch = status
-        .watch_all_from_revision(from)
-        .await
-        .map_err(|e| e.to_string())?;
-    // Nothing to read (an empty bucket, or resuming where it ends): caught up already, and
-    // complete again if the manifest of this bucket was read (a transient error made the node
-    // incomplete; the bucket is the same one).
-    if info.state.last_sequence < from {
-        node.view().caught_up = true;
-        node.settle();
-    }
-    tracing::info!(servers = ?settings.servers, from, "node: following the engine");
-    // Every second the bucket is looked at: gone, re-created or gone backwards, the node
-    // is incomplete and reads it again; behind with no progress since the previous look, the
-    // watch stalled (seen with three servers: the client reconnected, the watch delivered
-    // nothing more) and is rebuilt from where it stopped.
-    let mut probe = tokio::time::interval(Duration::from_secs(1));
-    probe.tick().await;
-    let mut seen_at_probe = node.revision.load(Ordering::Relaxed);
-    loop {
-        tokio::select! {
-            Some(_) = deleted.next() => {
-                node.incomplete(format!("the status bucket {bucket} was deleted"));
-                return Err("the status bucket was deleted".into());
-            }
-            _ = probe.tick() => {
-                if !node.is_complete() {
-                    node.settle();
-                }
-                let applied = node.revision.load(Ordering::Relaxed);
-                let info = match js.get_stream(format!("KV_{bucket}")).await {
-                    Ok(stream) => stream.get_info().await.map_err(|e| format!("bucket {bucket}: {e}"))?,
-                    Err(error) => {
-                        if stream_not_found(&error) {
-                            node.incomplete(format!("the engine has no status bucket {bucket}"));
-                        }
-                        return Err(format!("bucket {bucket}: {error}"));
-                    }
-                };
-                if format!("{:?}", info.created) != incarnation {
-                    return Err("the status bucket was re-created".into());
-                }
-                let last = info.state.last_sequence;
-                if last < applied {
-                    return Err(format!("the status bucket went back to revision {last}"));
-                }
-                if last > applied && applied == seen_at_probe {
-                    return Err(format!(
-                        "the status watch stalled at revision {applied} (the bucket is at {last}); resuming"
-                    ));
-                }
-                seen_at_probe = applied;
-            }
-            entry = watch.next() => {
-                let Some(entry) = entry else {
-                    return Err("the status watch ended".into());
-                };
-                let entry = entry.map_err(|e| e.to_string())?;
-                if entry.key == super::publish::MANIFEST_KEY
-                    && !matches!(entry.operation, jetstream::kv::Operation::Put)
-                {
-                    // The publisher is publishing every status again.
-                    node.view().manifest = None;
-                    node.incomplete("the publisher is publishing every status again".into());
-                } else if matches!(entry.operation, jetstream::kv::Operation::Put) {
-                    if entry.key == super::publish::MANIFEST_KEY {
-                        node.take_manifest(&entry.value);
-                    } else {
-                        match node.take_status(&entry.key, &entry.value, false) {
-                            Taken::Applied => {}
-                            Taken::UnknownIssuer => {
-                                // Its certificate is in the files bucket.
-                                let mut listed = files.list().await.map_err(|e| e.to_string())?;
-                                while let Some(info) = listed.next().await {
-                                    let info = info.map_err(|e| e.to_string())?;
-                                    read_file_or_warn(node, &files, &info.name).await;
-                                }
-                                node.take_status(&entry.key, &entry.value, true);
-                            }
-                            Taken::UnknownTail(id) => {
-                                if let Err(error) = read_file(node, &files, &format!("tail/{id}")).await {
-                                    tracing::warn!(%error, "node: a response's tail cannot be read; its responses are left out");
-                                }
-                                node.take_status(&entry.key, &entry.value, true);
-                            }
-                        }
-                    }
-                }
-                node.revision.store(entry.revision, Ordering::Relaxed);
-                if entry.delta == 0 {
-                    node.view().caught_up = true;
-                }
-                if !node.is_complete() {
-                    node.settle();
-                }
-            }
-            info = file_watch.next() => {
-                let Some(info) = info else {
-                    return Err("the files watch ended".into());
-                };
-                let info = info.map_err(|e| e.to_string())?;
-                if !info.deleted {
-                    read_file_or_warn(node, &files, &info.name).await;
-                }
-            }
-        }
-    }
-}
-
-/// Whether the engine answered that the stream does not exist (not that it could not answer).
-fn stream_not_found(error: &jetstream::context::GetStreamError) -> bool {
-    matches!(
-        error.kind(),
-        jetstream::context::GetStreamErrorKind::JetStream(inner)
-            if inner.error_code() == jetstream::ErrorCode::STREAM_NOT_FOUND
-    )
-}
-
-/// How long reading a file may wait for its next chunk. An object replaced while it is read
-/// has its chunks purged, and the read would wait for them forever, the node applying no
-/// status meanwhile; a large CRL over a slow link still reads, chunk after chunk.
-const FILE_CHUNK_TIMEOUT: Duration = Duration::from_secs(10);
-
-async fn read_file(
-    node: &Node,
-    files: &jetstream::object_store::ObjectStore,
-    name: &str,
-) -> Result<(), String> {
-    let mut object = tokio::time::timeout(FILE_CHUNK_TIMEOUT, files.get(name))
-        .await
-        .map_err(|_| format!("{name}: no answer within {FILE_CHUNK_TIMEOUT:?}"))?
-        .map_err(|e| format!("{name}: {e}"))?;
-    let mut der = Vec::new();
-    loop {
-        let read = tokio::time::timeout(FILE_CHUNK_TIMEOUT, object.read_buf(&mut der))
-            .await
-            .map_err(|_| format!("{name}: no chunk within {FILE_CHUNK_TIMEOUT:?}"))?
-            .map_err(|e| format!("{name}: {e}"))?;
-        if read == 0 {
-            break;
-        }
-    }
-    node.take_file(name, der);
-    Ok(())
-}
-
-/// Reads a file; one that cannot be read is said and skipped (read again when it changes),
-/// so that it does not keep the node from applying every status after it.
-async fn read_file_or_warn(node: &Node, files: &jetstream::object_store::ObjectStore, name: &str) {
-    if let Err(error) = read_file(node, files, name).await {
-        tracing::warn!(%error, "node: a file cannot be read; skipped");
-    }
 }
 
 #[cfg(test)]
