@@ -374,7 +374,6 @@ pub fn designated(
 }
 
 /// Designates `designee` by `designator`; returns the answer.
-
 pub fn designate(
     ra: &Ra,
     designator: &Op,
