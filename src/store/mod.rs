@@ -293,20 +293,10 @@ impl Store {
     /// Reads one value.
     pub fn get<T: Table>(&self, key: &T::Key) -> Result<Option<T::Value>, StoreError> {
         let db = &self.inner.db;
-        match db
+        let bytes = db
             .get_pinned_cf(cf(db, T::NAME)?, key.encode_key())
-            .map_err(db_error)?
-        {
-            Some(bytes) => {
-                T::Value::decode_value(&bytes)
-                    .map(Some)
-                    .map_err(|detail| StoreError::Corrupt {
-                        table: T::NAME,
-                        detail,
-                    })
-            }
-            None => Ok(None),
-        }
+            .map_err(db_error)?;
+        decode_row::<T>(bytes.as_deref())
     }
 
     /// Scans a table from the first key at or after `from`, in key order, while keys start
@@ -543,6 +533,18 @@ fn decode_head(bytes: Option<Vec<u8>>) -> Result<ChainHead, StoreError> {
         }),
         None => Ok(ChainHead::GENESIS),
     }
+}
+
+/// A row's value as stored (none: no row), decoded.
+fn decode_row<T: Table>(bytes: Option<&[u8]>) -> Result<Option<T::Value>, StoreError> {
+    bytes
+        .map(|bytes| {
+            T::Value::decode_value(bytes).map_err(|detail| StoreError::Corrupt {
+                table: T::NAME,
+                detail,
+            })
+        })
+        .transpose()
 }
 
 fn cf<'a>(db: &'a DB, name: &'static str) -> Result<&'a rocksdb::ColumnFamily, StoreError> {

@@ -9,7 +9,7 @@ use rocksdb::{DB, IteratorMode, WriteBatch, WriteOptions};
 
 use super::chain::{self, ChainEntry, ChainHead, Link};
 use super::schema::{Audit, KeyCodec, Meta, Outbox, Table, ValueCodec, meta_keys};
-use super::{OutboxCounter, Reader, StoreError, TxnJob, cf, db_error};
+use super::{OutboxCounter, Reader, StoreError, TxnJob, cf, db_error, decode_row};
 use crate::x509::Timestamp;
 
 /// A staged write: table, key, and the value (or `None` for a delete).
@@ -52,17 +52,7 @@ impl Txn<'_> {
                 .get_cf(cf(self.db, T::NAME)?, &lookup.1)
                 .map_err(db_error)?,
         };
-        match raw {
-            Some(bytes) => {
-                T::Value::decode_value(&bytes)
-                    .map(Some)
-                    .map_err(|detail| StoreError::Corrupt {
-                        table: T::NAME,
-                        detail,
-                    })
-            }
-            None => Ok(None),
-        }
+        decode_row::<T>(raw.as_deref())
     }
 
     pub fn contains<T: Table>(&self, key: &T::Key) -> Result<bool, StoreError> {
