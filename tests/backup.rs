@@ -290,14 +290,25 @@ fn crl_entries(
 /// restore.
 #[test]
 fn a_restore_keeps_every_revocation_as_it_was_published() {
-    let (_dir, nats, pki, daemon) = common::nats::ca_with_engine();
+    let dir = tempfile::tempdir().unwrap();
+    let nats = common::nats::NatsServer::start(&dir.path().join("nats"));
+    let pki = Pki::new(Keys::EC);
+    pki.enable_nats(&[nats.url()], 1);
+    // The CRL a revocation triggers waits 15 s (2 s by default), so that the CRL read below
+    // is the one made before the last revocation, however slow the machine.
+    let mut config = std::fs::read_to_string(&pki.config).unwrap();
+    assert!(!config.contains("[crl]"), "{config}");
+    config.push_str("\n[crl]\ncoalesce_seconds = 15\n");
+    std::fs::write(&pki.config, config).unwrap();
+    pki.init();
+    let daemon = Daemon::start(&pki);
     let kept = pki.issue_holder("kept", &subject("kept"));
     let backup = pki.path("backup");
     pki.sceau_ok(&["backup", "--out", backup.to_str().unwrap()]);
 
     // After the backup: a revocation of a certificate in it; one of a certificate issued
     // after it, with an invalidity date, listed by a CRL; one only the engine knew of (the
-    // machine is lost before the CRL that would list it: CRLs wait 2 s to coalesce).
+    // machine is lost before the CRL that would list it: CRLs wait 15 s to coalesce here).
     let listed = pki.issue_holder("listed", &subject("listed"));
     let now = || sceau::x509::Timestamp::now();
     let rfc3339 = |t: sceau::x509::Timestamp| t.to_date_time().unwrap().to_string();

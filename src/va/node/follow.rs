@@ -105,16 +105,7 @@ async fn follow_once(node: &Arc<Node>, settings: &NatsConfig) -> Result<(), Stri
             }
             None => Err(format!("no bucket {}", settings.snapshot_bucket)),
         };
-        match warmed {
-            Ok(revision) => node.revision.store(revision, Ordering::Relaxed),
-            Err(why) => {
-                tracing::info!(
-                    why,
-                    "node: no snapshot read; reading the bucket from its start"
-                );
-                node.held.store(0, Ordering::Relaxed);
-            }
-        }
+        start_after(node, warmed);
     }
     let from = node.revision.load(Ordering::Relaxed) + 1;
     let mut watch = status
@@ -289,6 +280,21 @@ async fn read_every_file(
         }
     }
     Ok(())
+}
+
+/// Where following the bucket starts after a warm-up: past the snapshot's revision, or, with
+/// no snapshot read, from the bucket's start.
+fn start_after(node: &Node, warmed: Result<u64, String>) {
+    match warmed {
+        Ok(revision) => node.revision.store(revision, Ordering::Relaxed),
+        Err(why) => {
+            tracing::info!(
+                why,
+                "node: no snapshot read; reading the bucket from its start"
+            );
+            node.held.store(0, Ordering::Relaxed);
+        }
+    }
 }
 
 /// Applies the snapshot the manifest names, if it was taken from this very bucket (same

@@ -509,33 +509,7 @@ async fn drain(
                 metrics.full_requested.store(true, Ordering::Relaxed);
                 return Ok(Drained::FullPublication);
             }
-            match snapshot.try_join_next() {
-                Some(Ok(Err(error))) => {
-                    tracing::warn!(%error, "publisher: no status snapshot written");
-                }
-                Some(Err(error)) => {
-                    tracing::warn!(%error, "publisher: the status snapshot task failed");
-                }
-                _ => {}
-            }
-            if snapshot.is_empty() {
-                let work = snapshot::write_snapshot_if_due(
-                    store.clone(),
-                    va.clone(),
-                    engine.clone(),
-                    metrics.clone(),
-                );
-                snapshot.spawn(async move {
-                    tokio::time::timeout(snapshot::SNAPSHOT_TIMEOUT, work)
-                        .await
-                        .unwrap_or_else(|_| {
-                            Err(format!(
-                                "not written within {:?}",
-                                snapshot::SNAPSHOT_TIMEOUT
-                            ))
-                        })
-                });
-            }
+            snapshot::keep_one_going(&mut snapshot, store, va, engine, metrics);
         }
         // Registered before reading, so that an entry added meanwhile wakes the next wait.
         let added = store.outbox().added.notified();

@@ -111,6 +111,35 @@ async fn snapshot_bucket(engine: &Engine) -> Result<jetstream::object_store::Obj
     }
 }
 
+/// Reports how the last snapshot task ended, and starts the next (which writes a snapshot if
+/// one is due) unless one is running: one at a time, each given [`SNAPSHOT_TIMEOUT`].
+pub(super) fn keep_one_going(
+    running: &mut tokio::task::JoinSet<Result<Option<SnapshotRef>, String>>,
+    store: &Store,
+    va: &Arc<ValidationAuthority>,
+    engine: &Engine,
+    metrics: &Arc<PublisherMetrics>,
+) {
+    match running.try_join_next() {
+        Some(Ok(Err(error))) => {
+            tracing::warn!(%error, "publisher: no status snapshot written");
+        }
+        Some(Err(error)) => {
+            tracing::warn!(%error, "publisher: the status snapshot task failed");
+        }
+        _ => {}
+    }
+    if !running.is_empty() {
+        return;
+    }
+    let work = write_snapshot_if_due(store.clone(), va.clone(), engine.clone(), metrics.clone());
+    running.spawn(async move {
+        tokio::time::timeout(SNAPSHOT_TIMEOUT, work)
+            .await
+            .unwrap_or_else(|_| Err(format!("not written within {SNAPSHOT_TIMEOUT:?}")))
+    });
+}
+
 /// Writes a snapshot of every status if one is due, and names it in the manifest. Does
 /// nothing while the bucket has no manifest (not whole). The manifest is replaced only if it
 /// is still the one read at the start (a full publication that began meanwhile deleted it:
@@ -122,7 +151,7 @@ pub(super) async fn write_snapshot_if_due(
     engine: Engine,
     metrics: Arc<PublisherMetrics>,
 ) -> Result<Option<SnapshotRef>, String> {
-    let (status, files) = (&engine.status, &engine.files);
+    let status = &engine.status;
     let Some(entry) = status
         .entry(MANIFEST_KEY)
         .await
@@ -157,54 +186,7 @@ pub(super) async fn write_snapshot_if_due(
     )
     .await?;
     let object = format!("{PREFIX}{revision}");
-    let (mut reader, writer) = tokio::io::duplex(2 * OBJECT_CHUNK);
-    let produce = async {
-        let mut writer = writer;
-        let mut tails = Tails::default();
-        let mut buffer = Vec::with_capacity(2 * WRITE_CHUNK);
-        buffer.extend_from_slice(MAGIC);
-        let mut entries = 0u64;
-        for key in va.responder.keys() {
-            let tails_by = (files, TailsBy::Checking);
-            let Some(current) = current_status(&store, &va, tails_by, &mut tails, &key).await?
-            else {
-                continue;
-            };
-            let name = status_key(&key);
-            encode(&current.record(&name), &mut buffer).map_err(|e| format!("{name}: {e}"))?;
-            entries += 1;
-            if buffer.len() >= WRITE_CHUNK {
-                writer
-                    .write_all(&buffer)
-                    .await
-                    .map_err(|e| format!("{object}: {e}"))?;
-                buffer.clear();
-            }
-        }
-        writer
-            .write_all(&buffer)
-            .await
-            .map_err(|e| format!("{object}: {e}"))?;
-        writer
-            .shutdown()
-            .await
-            .map_err(|e| format!("{object}: {e}"))?;
-        Ok::<_, String>(entries)
-    };
-    // An error while producing drops the put before it writes the object's metadata: no
-    // object, only chunks, which the next snapshot purges.
-    let put = async {
-        let metadata = jetstream::object_store::ObjectMetadata {
-            name: object.clone(),
-            chunk_size: Some(OBJECT_CHUNK),
-            ..Default::default()
-        };
-        snapshots
-            .put(metadata, &mut reader)
-            .await
-            .map_err(|e| format!("{object}: {e}"))
-    };
-    let (entries, written) = tokio::try_join!(produce, put)?;
+    let (entries, written) = write_object(&store, &va, &engine, &snapshots, &object).await?;
     let taken = SnapshotRef {
         object: object.clone(),
         revision,
@@ -252,6 +234,65 @@ pub(super) async fn write_snapshot_if_due(
     prune(&snapshots, &kept).await;
     purge_stale_chunks(&engine, &snapshots, &kept).await?;
     Ok(Some(taken))
+}
+
+/// Writes every status the responder holds into the object `object`; returns how many, and
+/// the object as the store recorded it.
+async fn write_object(
+    store: &Store,
+    va: &ValidationAuthority,
+    engine: &Engine,
+    snapshots: &jetstream::object_store::ObjectStore,
+    object: &str,
+) -> Result<(u64, jetstream::object_store::ObjectInfo), String> {
+    let files = &engine.files;
+    let (mut reader, writer) = tokio::io::duplex(2 * OBJECT_CHUNK);
+    let produce = async {
+        let mut writer = writer;
+        let mut tails = Tails::default();
+        let mut buffer = Vec::with_capacity(2 * WRITE_CHUNK);
+        buffer.extend_from_slice(MAGIC);
+        let mut entries = 0u64;
+        for key in va.responder.keys() {
+            let tails_by = (files, TailsBy::Checking);
+            let Some(current) = current_status(store, va, tails_by, &mut tails, &key).await? else {
+                continue;
+            };
+            let name = status_key(&key);
+            encode(&current.record(&name), &mut buffer).map_err(|e| format!("{name}: {e}"))?;
+            entries += 1;
+            if buffer.len() >= WRITE_CHUNK {
+                writer
+                    .write_all(&buffer)
+                    .await
+                    .map_err(|e| format!("{object}: {e}"))?;
+                buffer.clear();
+            }
+        }
+        writer
+            .write_all(&buffer)
+            .await
+            .map_err(|e| format!("{object}: {e}"))?;
+        writer
+            .shutdown()
+            .await
+            .map_err(|e| format!("{object}: {e}"))?;
+        Ok::<_, String>(entries)
+    };
+    // An error while producing drops the put before it writes the object's metadata: no
+    // object, only chunks, which the next snapshot purges.
+    let put = async {
+        let metadata = jetstream::object_store::ObjectMetadata {
+            name: object.to_owned(),
+            chunk_size: Some(OBJECT_CHUNK),
+            ..Default::default()
+        };
+        snapshots
+            .put(metadata, &mut reader)
+            .await
+            .map_err(|e| format!("{object}: {e}"))
+    };
+    tokio::try_join!(produce, put)
 }
 
 /// Purges the chunks of the snapshot bucket that belong to no object in `kept` (an object's
