@@ -206,10 +206,12 @@ fn a_revocation_made_while_the_engine_is_down_reaches_it_after_a_crash() {
 
     nats.kill();
     pki.revoke(&holder, "affiliation-changed");
+    // The revocation waits in the outbox, and the gauge says so, whether the publisher lost
+    // the engine before or after reading it.
+    daemon.wait_until("the outbox holds the revocation", |d| {
+        d.metric("sceau_outbox_depth", "") >= 1
+    });
     drop(daemon); // SIGKILL: nothing flushed, nothing said goodbye
-    // The revocation waits in the outbox, read from the store itself. (The depth gauge is set
-    // only when the publisher reads a batch: one that lost the engine before reading this one
-    // shows 0.)
     {
         let store = sceau::store::Store::open(&pki.data_dir().join("store")).unwrap();
         let waiting: Vec<String> = store

@@ -132,8 +132,11 @@ pub fn parse_status_key(text: &str) -> Option<CertKey> {
 /// The publisher's counters, for `/metrics` and `/healthz`.
 #[derive(Debug, Default)]
 pub struct PublisherMetrics {
-    /// Outbox entries waiting (as last counted).
+    /// Outbox entries waiting (as last counted: by the drain, or from the store while the
+    /// engine is unreachable), up to one batch.
     pub depth: AtomicU64,
+    /// Every outbox entry below this sequence number was published and deleted.
+    pub deleted_below: AtomicU64,
     /// Outbox entries published since start.
     pub published: AtomicU64,
     /// Since when (Unix seconds) entries have been waiting; 0 when the outbox is empty.
@@ -276,6 +279,11 @@ pub async fn run(
                 Err(error) => {
                     tracing::warn!(%error, retry_in_ms = backoff.as_millis() as u64, "publisher: the engine is unreachable");
                     metrics.connected.store(0, Ordering::Relaxed);
+                    // The drain that counts them is not running: what waits is counted here.
+                    match count_waiting(&store, metrics.deleted_below.load(Ordering::Relaxed)).await {
+                        Ok(waiting) => metrics.depth.store(waiting, Ordering::Relaxed),
+                        Err(error) => tracing::warn!(%error, "publisher: the outbox cannot be read"),
+                    }
                     tokio::select! {
                         _ = shutdown.cancelled() => return,
                         _ = tokio::time::sleep(backoff) => {}
@@ -323,6 +331,28 @@ pub async fn run(
             }
         }
     }
+}
+
+/// Outbox entries from `from` on, up to one batch (the entries below it were deleted: a scan
+/// from there does not step over their tombstones).
+async fn count_waiting(store: &Store, from: u64) -> Result<u64, String> {
+    let reader = store.clone();
+    tokio::task::spawn_blocking(move || -> Result<u64, String> {
+        let mut waiting = 0;
+        for row in reader
+            .scan::<Outbox>(&from.to_be_bytes(), &[])
+            .map_err(|e| e.to_string())?
+        {
+            row.map_err(|e| e.to_string())?;
+            waiting += 1;
+            if waiting == BATCH as u64 {
+                break;
+            }
+        }
+        Ok(waiting)
+    })
+    .await
+    .map_err(|e| e.to_string())?
 }
 
 /// Why every status must be published again, if it must: asked for (`sceau publish --all`),
@@ -613,6 +643,7 @@ async fn drain(
                 .await
                 .map_err(|e| e.to_string())?
                 .map_err(|e| e.to_string())?;
+            metrics.deleted_below.store(resume_at, Ordering::Relaxed);
             metrics
                 .waiting_since
                 .store(va.now().unix_seconds().max(1), Ordering::Relaxed);
