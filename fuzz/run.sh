@@ -9,8 +9,8 @@
 # fuzz/artifacts/TARGET: turn it into a regression test next to the decoder it broke.
 #
 # Needs the nightly toolchain (rustup) and cargo-fuzz (installed from crates.io if missing).
-# RocksDB is linked from the project's own build (tests/run.sh builds it) instead of being
-# compiled a second time with the fuzzing flags: the targets never open a store.
+# The targets in daemon/ link RocksDB from the project's own build (tests/run.sh builds it) instead of
+# compiling it a second time with the fuzzing flags: the targets never open a store.
 set -euo pipefail
 cd "$(dirname "$0")"
 
@@ -31,12 +31,26 @@ if [ -n "$rocksdb" ]; then
 fi
 export CARGO_TARGET_DIR=${SCEAU_FUZZ_TARGET_DIR:-$HOME/.cache/sceau-fuzz-target}
 
+# Two fuzz packages: this folder's targets need only the pure formats (src/x509, sceau-x509);
+# daemon/'s need the daemon's own code (and link RocksDB). Each target runs in its package.
+packages=(. daemon)
+declare -A package_of
+for package in "${packages[@]}"; do
+  while read -r target; do package_of[$target]=$package; done < <(cd "$package" && cargo +nightly fuzz list)
+done
 if [ $# -gt 0 ]; then
   targets=("$@")
 else
-  mapfile -t targets < <(cargo +nightly fuzz list)
+  mapfile -t targets < <(printf '%s\n' "${!package_of[@]}" | sort)
 fi
-cargo +nightly fuzz build --release 2>&1 | tail -3
+needed=()
+for target in "${targets[@]}"; do
+  [ -n "${package_of[$target]:-}" ] || { echo "fuzz/run.sh: no fuzz target $target" >&2; exit 1; }
+  case " ${needed[*]} " in *" ${package_of[$target]} "*) ;; *) needed+=("${package_of[$target]}") ;; esac
+done
+for package in "${needed[@]}"; do
+  (cd "$package" && cargo +nightly fuzz build --release 2>&1 | tail -3)
+done
 
 scratch=$(mktemp -d)
 trap 'rm -rf "$scratch"' EXIT
@@ -45,17 +59,17 @@ for target in "${targets[@]}"; do
   cp -r "corpus/$target/." "$scratch/$target/"
   echo "== $target: ${seconds}s"
   status=0
-  cargo +nightly fuzz run --release "$target" "$scratch/$target" -- \
-    -max_total_time="$seconds" -rss_limit_mb=2048 -max_len=65536 -print_final_stats=1 \
+  (cd "${package_of[$target]}" && cargo +nightly fuzz run --release "$target" "$scratch/$target" -- \
+    -max_total_time="$seconds" -rss_limit_mb=2048 -max_len=65536 -print_final_stats=1) \
     >"$scratch/$target.log" 2>&1 || status=$?
   grep -E '^stat::(number_of_executed_units|peak_rss_mb)|^#[0-9]+ +DONE' "$scratch/$target.log" || true
   if [ "$status" -ne 0 ]; then
     tail -40 "$scratch/$target.log" >&2
-    echo "fuzz/run.sh: $target failed; its input is in fuzz/artifacts/$target" >&2
+    echo "fuzz/run.sh: $target failed; its input is in fuzz/${package_of[$target]#./}/artifacts/$target" >&2
     exit 1
   fi
   if $keep; then
-    cargo +nightly fuzz cmin --release "$target" "$scratch/$target" >/dev/null 2>&1 || true
+    (cd "${package_of[$target]}" && cargo +nightly fuzz cmin --release "$target" "$scratch/$target") >/dev/null 2>&1 || true
     rm -rf "corpus/$target" && cp -r "$scratch/$target" "corpus/$target"
   fi
 done

@@ -9,7 +9,8 @@
 //! today still reach up), docs/design.md#profiles what sceau signs.
 //!
 //! - [`x509`]: pure encoding and decoding (TBS certificates, names, serials, times, CSRs,
-//!   signature verification). No I/O, no keys.
+//!   signature verification). No I/O, no keys. A crate of its own (`sceau-x509`, in
+//!   `src/x509`), so that it builds, tests and fuzzes without RocksDB, PKCS#11 or tokio.
 //! - [`policy`]: certification policies loaded from `policies/*.toml`. Turns an issuance request
 //!   into a linted TBS certificate, or into the list of rules it breaks.
 //! - [`hsm`]: the PKCS#11 module, a pool of sessions on dedicated threads, key generation and
@@ -49,4 +50,4 @@ pub mod ra;
 pub mod service;
 pub mod store;
 pub mod va;
-pub mod x509;
+pub use sceau_x509 as x509;

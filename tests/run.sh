@@ -55,16 +55,17 @@ export SCEAU_NATS_SERVER="$SCEAU_NATS_VENV/bin/nats-server"
 sceau_target_dir
 
 say "format"
-cargo fmt --check
+cargo fmt --all --check
 
 say "lints"
-cargo clippy --release --all-targets --features test-hooks -- -D warnings
+cargo clippy --release --workspace --all-targets --features test-hooks -- -D warnings
 
 say "API documentation (warnings denied)"
-RUSTDOCFLAGS="-D warnings" cargo doc --no-deps --release
+RUSTDOCFLAGS="-D warnings" cargo doc --workspace --no-deps --release
 
 say "tests"
-cargo test --release --features test-hooks
+# The workspace: the daemon and its pure formats crate (src/x509, sceau-x509).
+cargo test --release --workspace --features test-hooks
 
 say "benchmarks compile"
 cargo bench --no-run

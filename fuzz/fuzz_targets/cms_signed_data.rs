@@ -5,7 +5,7 @@ use std::sync::OnceLock;
 
 use der::Decode;
 use libfuzzer_sys::fuzz_target;
-use sceau::x509::{cms, pem};
+use sceau_x509::{cms, pem};
 use x509_cert::Certificate;
 
 fn signer() -> &'static Certificate {

@@ -2,7 +2,7 @@
 //! read without decoding the entries).
 #![no_main]
 use libfuzzer_sys::fuzz_target;
-use sceau::x509::crl::summarize;
+use sceau_x509::crl::summarize;
 
 fuzz_target!(|data: &[u8]| {
     if let Ok(summary) = summarize(data) {

@@ -1,7 +1,7 @@
 //! PKCS#10 requests as the CA and the RA receive them (PEM or DER), parsed then verified.
 #![no_main]
 use libfuzzer_sys::fuzz_target;
-use sceau::x509::csr::ParsedCsr;
+use sceau_x509::csr::ParsedCsr;
 
 fuzz_target!(|data: &[u8]| {
     if let Ok(csr) = ParsedCsr::parse(data) {

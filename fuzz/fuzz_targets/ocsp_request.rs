@@ -2,7 +2,7 @@
 //! extensions, CertID hash parameters, number of CertIDs).
 #![no_main]
 use libfuzzer_sys::fuzz_target;
-use sceau::x509::ocsp::{MAX_CERT_IDS, parse_request};
+use sceau_x509::ocsp::{MAX_CERT_IDS, parse_request};
 
 fuzz_target!(|data: &[u8]| {
     if let Ok(request) = parse_request(data) {

@@ -3,7 +3,6 @@
 use std::convert::Infallible;
 use std::sync::Arc;
 
-use base64::Engine;
 use bytes::Bytes;
 use hyper::body::Incoming;
 use hyper::header::{self, HeaderValue};
@@ -13,10 +12,9 @@ use super::problem::Problem;
 use super::{Body, http_date, read_body};
 use crate::va::Served;
 use crate::va::responder::Reply;
+pub use crate::x509::ocsp::MAX_REQUEST;
 use crate::x509::ocsp::OcspResponseStatus;
-
-/// Largest OCSP request read (POST body or decoded GET path).
-pub const MAX_REQUEST: usize = 64 * 1024;
+use crate::x509::ocsp_get::decode_get_path;
 
 /// What the validation listener serves.
 pub struct VaService {
@@ -140,7 +138,7 @@ impl VaService {
         // RFC 6960 appendix A.1: GET {url}/{url-encoding of base-64 encoding of the DER}.
         // Everything after /ocsp/ is the request (some clients leave '/' unencoded).
         let encoded = &request.uri().path()["/ocsp/".len()..];
-        let Some(der) = decode_get_path(encoded) else {
+        let Some(der) = decode_get_path(encoded, MAX_REQUEST) else {
             return self.error(OcspResponseStatus::MalformedRequest);
         };
         let if_none_match = request.headers().get(header::IF_NONE_MATCH).cloned();
@@ -455,66 +453,9 @@ fn method_not_allowed() -> Response<Body> {
     response
 }
 
-/// Percent-decoding, then base64 (standard alphabet; padding optional; the URL-safe alphabet
-/// is accepted too, as some clients send it).
-pub fn decode_get_path(encoded: &str) -> Option<Vec<u8>> {
-    if encoded.is_empty() || encoded.len() > MAX_REQUEST * 4 / 3 + 16 {
-        return None;
-    }
-    // Percent-escapes decoded between runs copied whole; the padding dropped.
-    let mut text = Vec::with_capacity(encoded.len());
-    let mut rest = encoded.as_bytes();
-    while let Some(at) = rest.iter().position(|b| *b == b'%') {
-        text.extend_from_slice(&rest[..at]);
-        let escape = rest.get(at + 1..at + 3)?;
-        text.push(hex_digit(escape[0])? << 4 | hex_digit(escape[1])?);
-        rest = &rest[at + 3..];
-    }
-    text.extend_from_slice(rest);
-    while text.last() == Some(&b'=') {
-        text.pop();
-    }
-    // Built at compile time: padding is optional in what clients send.
-    const NO_PAD: base64::engine::GeneralPurposeConfig =
-        base64::engine::GeneralPurposeConfig::new()
-            .with_decode_padding_mode(base64::engine::DecodePaddingMode::RequireNone);
-    const STANDARD: base64::engine::GeneralPurpose =
-        base64::engine::GeneralPurpose::new(&base64::alphabet::STANDARD, NO_PAD);
-    const URL_SAFE: base64::engine::GeneralPurpose =
-        base64::engine::GeneralPurpose::new(&base64::alphabet::URL_SAFE, NO_PAD);
-    STANDARD
-        .decode(&text)
-        .or_else(|_| URL_SAFE.decode(&text))
-        .ok()
-}
-
-fn hex_digit(c: u8) -> Option<u8> {
-    match c {
-        b'0'..=b'9' => Some(c - b'0'),
-        b'a'..=b'f' => Some(c - b'a' + 10),
-        b'A'..=b'F' => Some(c - b'A' + 10),
-        _ => None,
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn get_paths_decode_with_or_without_percent_encoding() {
-        let der = b"\x30\x03\x0a\x01\x00\xfb\xff";
-        let b64 = base64::engine::general_purpose::STANDARD.encode(der); // "MAMKAQD7/w=="
-        assert_eq!(decode_get_path(&b64), Some(der.to_vec()));
-        let encoded = b64
-            .replace('/', "%2F")
-            .replace('+', "%2B")
-            .replace('=', "%3D");
-        assert_eq!(decode_get_path(&encoded), Some(der.to_vec()));
-        assert_eq!(decode_get_path("%zz"), None);
-        assert_eq!(decode_get_path(""), None);
-        assert_eq!(decode_get_path("!!!"), None);
-    }
 
     #[test]
     fn entity_tags_compare_weakly_and_lists_are_read_whole() {

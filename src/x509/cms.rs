@@ -206,8 +206,7 @@ mod tests {
     // tests/fixtures/cms/make.sh says how each fixture was made.
     fn certificate(pem: &str) -> Certificate {
         let der =
-            crate::x509::pem::decode_pem_or_der(pem.as_bytes(), &[crate::x509::pem::CERTIFICATE])
-                .unwrap();
+            crate::pem::decode_pem_or_der(pem.as_bytes(), &[crate::pem::CERTIFICATE]).unwrap();
         Certificate::from_der(&der).unwrap()
     }
     const EC: &str = include_str!("../../tests/fixtures/cms/ec.pem");

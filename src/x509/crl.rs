@@ -387,10 +387,7 @@ mod tests {
             (entries[0].reason, entries[1].reason, entries[2].reason),
             (Some(1), None, Some(4))
         );
-        assert_eq!(
-            entries[1].serial,
-            crate::x509::Serial::from_hex("8000").unwrap()
-        );
+        assert_eq!(entries[1].serial, crate::Serial::from_hex("8000").unwrap());
         let invalidity: Vec<_> = entries.iter().map(|e| e.invalidity_date).collect();
         assert_eq!(invalidity, [Some(t.minus_seconds(3600)), None, None]);
         assert_eq!(

@@ -12,6 +12,7 @@ pub mod ext;
 pub mod keys;
 pub mod name;
 pub mod ocsp;
+pub mod ocsp_get;
 pub mod oid;
 pub mod pem;
 pub mod revocation;

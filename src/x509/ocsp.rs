@@ -260,6 +260,9 @@ pub enum RequestError {
     HashParameters,
 }
 
+/// Largest OCSP request read (a POST body, or what a GET path decodes to).
+pub const MAX_REQUEST: usize = 64 * 1024;
+
 /// Most CertIDs answered in one request (RFC 9919 clients send one).
 pub const MAX_CERT_IDS: usize = 16;
 
