@@ -27,7 +27,8 @@ fn main() -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
             eprintln!("sceau: {error}");
-            ExitCode::FAILURE
+            // By kind (sysexits.h): 78 a configuration to fix, 69 something to wait for, ...
+            error.exit_code()
         }
     }
 }

@@ -73,15 +73,16 @@ fn an_hsm_outage_gives_503s_keeps_ocsp_serving_and_heals_by_itself() {
     move_keys(&pki.path("tokens"), &away, true);
     let during = pki.csr("during", KeyKind::P256, "/GN=Marc/SN=BLANC/CN=Marc BLANC");
     let refused = issue(&pki, &during);
-    assert!(!refused.status.success());
     let text = String::from_utf8_lossy(&refused.stderr).into_owned();
     assert!(text.contains("503"), "issuance during the outage: {text}");
+    // Unavailable, worth retrying: 69 (EX_UNAVAILABLE), not a refusal.
+    assert_eq!(refused.status.code(), Some(69), "{text}");
     // Now the pool knows: the next issuance is refused before anything is recorded.
     let refused = issue(&pki, &during);
     assert!(String::from_utf8_lossy(&refused.stderr).contains("503"));
     let revoke = pki.sceau(&["revoke", "--serial", &serial, "--reason", "superseded"]);
-    assert!(!revoke.status.success());
     let text = String::from_utf8_lossy(&revoke.stderr).into_owned();
+    assert_eq!(revoke.status.code(), Some(69), "{text}");
     assert!(
         text.contains("503") && text.contains("nothing was changed"),
         "{text}"

@@ -267,6 +267,11 @@ fn the_crl_converges_after_a_kill_and_after_an_offline_revocation() {
         "--reason",
         "affiliationChanged",
     ]);
+    // A wrong argument is a usage error (64, EX_USAGE), naming the option; nothing changes.
+    let wrong = pki.sceau(&["revoke", "--serial", "zz", "--reason", "superseded"]);
+    let text = String::from_utf8_lossy(&wrong.stderr).into_owned();
+    assert_eq!(wrong.status.code(), Some(64), "{text}");
+    assert!(text.contains("--serial"), "{text}");
 
     let daemon = Daemon::start(&pki);
     daemon.wait_until("readiness", |d| {

@@ -242,6 +242,8 @@ fn ocsp_and_crls_answer_openssl_pkilint_and_cryptography() {
         .pki
         .sceau(&["revoke", "--serial", &serial, "--reason", "superseded"]);
     assert!(String::from_utf8_lossy(&again.stderr).contains("already revoked"));
+    // A refusal (77, EX_NOPERM): not a usage error, not worth retrying.
+    assert_eq!(again.status.code(), Some(77));
 
     // A new CRL follows within seconds: number +1, the entry, lint, signature, -crl_check.
     let crl = f.pki.path("ac-agents.crl");

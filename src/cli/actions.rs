@@ -6,22 +6,14 @@
 use std::io::Write;
 use std::path::Path;
 
-use super::{CliError, Context, IssueArgs, admin_client, clock, open_ca, open_hsm, open_store};
+use super::{
+    CliError, Context, Failure, IssueArgs, admin_client, clock, open_ca, open_hsm, open_store,
+};
 use crate::config::Config;
 use crate::service::wire::{
     BackupBody, BootstrapBody, CancelBody, CardBody, IssueBody, RevokeBody, Rollover, RotateBody,
 };
 use crate::service::{Service, ServiceError};
-
-impl From<ServiceError> for CliError {
-    fn from(error: ServiceError) -> Self {
-        match error {
-            // The CLI's options carry the request's field names.
-            ServiceError::Invalid { field, detail } => CliError(format!("--{field}: {detail}")),
-            other => CliError(other.to_string()),
-        }
-    }
-}
 
 /// Sends `body` to the daemon's admin API at `path`: its answer, or `None` when no daemon runs.
 fn online<B: serde::Serialize>(
@@ -79,11 +71,11 @@ fn csr_text(path: &Path, option: &str) -> Result<String, CliError> {
 
 pub(super) fn issue(config: &Config, args: &IssueArgs) -> Result<(), CliError> {
     if args.out.is_some() && args.csr.len() > 1 {
-        return Err(CliError("--out takes a single --csr".into()));
+        return Err(CliError::usage("--out takes a single --csr"));
     }
     if let Some(text) = &args.not_after {
         crate::x509::Timestamp::parse_rfc3339(text)
-            .map_err(|e| CliError(format!("--not-after {text:?}: {e}")))?;
+            .map_err(|e| CliError::usage(format!("--not-after {text:?}: {e}")))?;
     }
     let mut stdout = std::io::stdout().lock();
     let mut service = None;
@@ -96,7 +88,7 @@ pub(super) fn issue(config: &Config, args: &IssueArgs) -> Result<(), CliError> {
         };
         let pem = match &service {
             None => match online(config, "/admin/issue", &body)
-                .map_err(|e| CliError(format!("issuing from {}: {e}", path.display())))?
+                .context(|| format!("issuing from {}", path.display()))?
             {
                 Some(answer) => {
                     let answer: crate::service::wire::Issued = serde_json::from_slice(&answer)?;
@@ -235,18 +227,21 @@ pub(super) fn backup(config: &Config, out: &Path) -> Result<(), CliError> {
 
 pub(super) fn publish_all(config: &Config) -> Result<(), CliError> {
     if config.nats.is_none() {
-        return Err(CliError(format!(
-            "{}: [nats]: not configured; there is no engine to publish to",
-            config.path.display()
-        )));
+        return Err(CliError::new(
+            Failure::Config,
+            format!(
+                "{}: [nats]: not configured; there is no engine to publish to",
+                config.path.display()
+            ),
+        ));
     }
     match online(config, "/admin/publish/all", &serde_json::json!({}))? {
         Some(answer) => {
             print_answer(&answer);
             Ok(())
         }
-        None => Err(CliError(
-            "the daemon is not running: its publisher makes the full publication (it also makes one when it starts and finds the status bucket new, re-created or short of entries)".into(),
+        None => Err(CliError::unavailable(
+            "the daemon is not running: its publisher makes the full publication (it also makes one when it starts and finds the status bucket new, re-created or short of entries)",
         )),
     }
 }

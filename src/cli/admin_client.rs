@@ -8,8 +8,8 @@ use http_body_util::{BodyExt, Full};
 use hyper::{Request, StatusCode};
 use tokio::net::TcpStream;
 
-use super::CliError;
 use super::serve::{ADMIN_ADDRESS_FILE, ADMIN_TOKEN_FILE};
+use super::{CliError, Failure};
 use crate::config::Config;
 
 /// Why a call to the daemon did not happen.
@@ -35,7 +35,7 @@ fn post(
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
-        .map_err(|e| AdminCallError::Failed(CliError(e.to_string())))?;
+        .map_err(|e| AdminCallError::Failed(CliError::internal(e.to_string())))?;
     runtime.block_on(async move {
         let stream = match TcpStream::connect(address).await {
             Ok(stream) => stream,
@@ -43,13 +43,13 @@ fn post(
                 return Err(AdminCallError::NotRunning);
             }
             Err(e) => {
-                return Err(AdminCallError::Failed(CliError(format!(
+                return Err(AdminCallError::Failed(CliError::unavailable(format!(
                     "connecting to the daemon at {address}: {e}"
                 ))));
             }
         };
         let failed = |e: hyper::Error| {
-            AdminCallError::Failed(CliError(format!("talking to the daemon at {address}: {e}")))
+            AdminCallError::Failed(CliError::unavailable(format!("talking to the daemon at {address}: {e}")))
         };
         let (mut sender, connection) =
             hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
@@ -60,14 +60,14 @@ fn post(
         // a process that took the admin address while sceau was stopped gets nothing.
         let mut challenge = [0u8; 32];
         aws_lc_rs::rand::SecureRandom::fill(&aws_lc_rs::rand::SystemRandom::new(), &mut challenge)
-            .map_err(|_| AdminCallError::Failed(CliError("the random generator failed".into())))?;
+            .map_err(|_| AdminCallError::Failed(CliError::internal("the random generator failed")))?;
         let ask = Request::post("/admin/identity")
             .header(hyper::header::HOST, address.to_string())
             .header(hyper::header::CONTENT_TYPE, "application/json")
             .body(Full::new(Bytes::from(
                 serde_json::json!({ "challenge": hex::encode(challenge) }).to_string(),
             )))
-            .map_err(|e| AdminCallError::Failed(CliError(e.to_string())))?;
+            .map_err(|e| AdminCallError::Failed(CliError::internal(e.to_string())))?;
         let answer = sender.send_request(ask).await.map_err(failed)?;
         let proof = answer
             .into_body()
@@ -82,7 +82,7 @@ fn post(
         let proven =
             proof.is_some_and(|p| crate::http::admin::constant_time_eq(&p, &expected));
         if !proven {
-            return Err(AdminCallError::Failed(CliError(format!(
+            return Err(AdminCallError::Failed(CliError::refused(format!(
                 "the process listening on {address} is not the sceau daemon of {} (it cannot prove it knows this store's admin token); nothing was sent to it",
                 data_dir.display()
             ))));
@@ -92,7 +92,7 @@ fn post(
             .header(hyper::header::CONTENT_TYPE, "application/json")
             .header(hyper::header::AUTHORIZATION, format!("Bearer {token}"))
             .body(Full::new(Bytes::from(body.to_string())))
-            .map_err(|e| AdminCallError::Failed(CliError(e.to_string())))?;
+            .map_err(|e| AdminCallError::Failed(CliError::internal(e.to_string())))?;
         let response = sender.send_request(request).await.map_err(failed)?;
         let status = response.status();
         let body = response
@@ -111,10 +111,13 @@ fn read_token(data_dir: &Path) -> Result<String, CliError> {
         Ok(token) => Ok(token.trim().to_owned()),
         // No token: the daemon never ran here; the call will find nobody listening.
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(String::new()),
-        Err(e) => Err(CliError(format!(
-            "reading {}: {e} (run as the user the daemon runs as)",
-            path.display()
-        ))),
+        Err(e) => Err(CliError::new(
+            Failure::Io,
+            format!(
+                "reading {}: {e} (run as the user the daemon runs as)",
+                path.display()
+            ),
+        )),
     }
 }
 
@@ -127,12 +130,23 @@ pub fn call(
 ) -> Result<Option<Bytes>, CliError> {
     match post(config, path, body) {
         Ok((status, body)) if status.is_success() => Ok(Some(body)),
-        Ok((status, body)) => Err(CliError(format!(
-            "the daemon refused ({status}): {}",
-            problem_detail(&body)
-        ))),
+        Ok((status, body)) => Err(CliError::new(
+            failure_of(status),
+            format!("the daemon refused ({status}): {}", problem_detail(&body)),
+        )),
         Err(AdminCallError::Failed(error)) => Err(error),
         Err(AdminCallError::NotRunning) => Ok(None),
+    }
+}
+
+/// The kind of failure a refusal of the daemon stands for: a request it could not accept as
+/// written (400, 404, 422), a refusal (403, 409), a daemon that cannot act now (503), a fault.
+fn failure_of(status: StatusCode) -> Failure {
+    match status.as_u16() {
+        400 | 404 | 413 | 415 | 422 => Failure::Usage,
+        401 | 403 | 409 => Failure::Refused,
+        429 | 503 => Failure::Unavailable,
+        _ => Failure::Internal,
     }
 }
 

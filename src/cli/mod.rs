@@ -1,73 +1,32 @@
 //! The `sceau` command.
 //!
 //! `main` parses the arguments, sets up logging and calls [`run`]; any error is printed once,
-//! naming the file and the field involved, and the process exits with status 1.
+//! naming the file and the field involved, and the process exits with the status of its kind
+//! ([`Failure`]: 64 usage, 65 data, 69 unavailable, 70 internal, 74 I/O, 77 refused, 78
+//! configuration).
 
 mod actions;
 mod admin_client;
 mod args;
+mod error;
 mod node;
 mod serve;
 
-use std::fmt;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 pub use args::*;
+pub(crate) use error::{Classify, Context, ContextAs};
+pub use error::{CliError, Failure};
 
 use crate::audit;
 use crate::ca::{self, CertificateAuthority};
-use crate::config::{self, Config};
+use crate::config::Config;
 use crate::hsm::Hsm;
 use crate::policy::PolicySet;
 use crate::store::Store;
 use crate::x509::time::{Clock, FixedClock, SystemClock};
-
-/// An error for the user: what was being done, and why it failed.
-#[derive(Debug)]
-pub struct CliError(String);
-
-impl fmt::Display for CliError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
-    }
-}
-
-impl std::error::Error for CliError {}
-
-/// Errors from the library become messages; each already says what failed.
-macro_rules! cli_error_from {
-    ($($t:ty),*) => {$(
-        impl From<$t> for CliError {
-            fn from(error: $t) -> Self {
-                CliError(error.to_string())
-            }
-        }
-    )*};
-}
-cli_error_from!(
-    config::LoadError,
-    ca::CaError,
-    crate::hsm::HsmError,
-    crate::store::StoreError,
-    audit::ChainBreak,
-    crate::x509::serial::SerialError,
-    std::io::Error,
-    serde_json::Error,
-    der::Error
-);
-
-/// Adds what was being done to an error.
-pub(crate) trait Context<T> {
-    fn context(self, what: impl FnOnce() -> String) -> Result<T, CliError>;
-}
-
-impl<T, E: fmt::Display> Context<T> for Result<T, E> {
-    fn context(self, what: impl FnOnce() -> String) -> Result<T, CliError> {
-        self.map_err(|e| CliError(format!("{}: {e}", what())))
-    }
-}
 
 /// Runs a parsed command line.
 pub fn run(cli: Cli) -> Result<(), CliError> {
@@ -170,15 +129,18 @@ pub fn apply_module_env(config: &Config) -> Result<(), CliError> {
     }
     const MARK: &str = "SCEAU_MODULE_ENV_APPLIED";
     if std::env::var_os(MARK).is_some() {
-        return Err(CliError(format!(
-            "{}: hsm.module_env: could not set {}",
-            config.path.display(),
-            missing
-                .iter()
-                .map(|(n, _)| n.as_str())
-                .collect::<Vec<_>>()
-                .join(", ")
-        )));
+        return Err(CliError::new(
+            Failure::Config,
+            format!(
+                "{}: hsm.module_env: could not set {}",
+                config.path.display(),
+                missing
+                    .iter()
+                    .map(|(n, _)| n.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+        ));
     }
     use std::os::unix::process::CommandExt;
     let exe = std::env::current_exe().context(|| "locating the sceau executable".into())?;
@@ -187,7 +149,7 @@ pub fn apply_module_env(config: &Config) -> Result<(), CliError> {
         .envs(config.module_env.iter())
         .env(MARK, "1")
         .exec();
-    Err(CliError(format!(
+    Err(CliError::internal(format!(
         "re-executing sceau with hsm.module_env: {error}"
     )))
 }
@@ -231,10 +193,10 @@ fn open_store_for_reading(config: &Config) -> Result<(ScratchDir, Store), CliErr
             })?;
             Ok((scratch, store))
         }
-        Err(e) => Err(CliError(format!(
-            "opening the store {}: {e}",
-            config.store_dir().display()
-        ))),
+        Err(e) => Err(CliError::new(
+            e.failure(),
+            format!("opening the store {}: {e}", config.store_dir().display()),
+        )),
     }
 }
 
@@ -314,7 +276,7 @@ fn ca_export(config: &Config, out: &Path) -> Result<(), CliError> {
             match admin_client::call(config, "/admin/ca/state", serde_json::json!({}))? {
                 Some(body) => serde_json::from_slice(&body)?,
                 None => {
-                    return Err(CliError(format!(
+                    return Err(CliError::unavailable(format!(
                         "the store {} is locked, and no daemon answers",
                         config.store_dir().display()
                     )));
@@ -322,10 +284,13 @@ fn ca_export(config: &Config, out: &Path) -> Result<(), CliError> {
             }
         }
         Err(error) => {
-            return Err(CliError(format!(
-                "opening the store {}: {error}",
-                config.store_dir().display()
-            )));
+            return Err(CliError::new(
+                error.failure(),
+                format!(
+                    "opening the store {}: {error}",
+                    config.store_dir().display()
+                ),
+            ));
         }
     };
     for file in ca::ceremony::export(&state, out)? {
@@ -424,7 +389,7 @@ fn restore(config: &Config, from: &Path) -> Result<(), CliError> {
                 runtime
                     .block_on(crate::va::publish::read_engine(settings))
                     .map_err(|e| {
-                        CliError(format!(
+                        CliError::unavailable(format!(
                             "{}: [nats]: {e} (a restore takes back what the engine published; start it, or restore with a configuration without [nats] knowing that revocations made after the backup are lost)",
                             config.path.display()
                         ))
@@ -453,7 +418,7 @@ fn restore(config: &Config, from: &Path) -> Result<(), CliError> {
         check_keys,
         clock().now(),
     )
-    .map_err(|e| CliError(e.to_string()))?;
+    .map_err(|e| CliError::refused(e.to_string()))?;
     // The CA certificates, where `sceau init` writes them (kept if present).
     let certs = config.certs_dir();
     std::fs::create_dir_all(&certs).context(|| format!("creating {}", certs.display()))?;
@@ -538,11 +503,13 @@ fn audit_verify(config: &Config, anchor: Option<&Path>, expect: &[String]) -> Re
             let text = std::fs::read_to_string(path)
                 .context(|| format!("reading the audit anchor {}", path.display()))?;
             let der = crate::x509::pem::decode_pem_or_der(text.as_bytes(), &["PUBLIC KEY"])
-                .context(|| format!("{}: not a PEM public key", path.display()))?;
+                .context_as(Failure::Data, || {
+                    format!("{}: not a PEM public key", path.display())
+                })?;
             let anchor = <spki::SubjectPublicKeyInfoOwned as der::Decode>::from_der(&der)
                 .context(|| format!("{}: not a public key", path.display()))?;
             if recorded.as_ref() != Some(&anchor) {
-                return Err(CliError(format!(
+                return Err(CliError::data(format!(
                     "the audit key recorded in the store is not the anchor {}: the store's key was replaced",
                     path.display()
                 )));
@@ -551,7 +518,7 @@ fn audit_verify(config: &Config, anchor: Option<&Path>, expect: &[String]) -> Re
             if let Some(in_hsm) = audit_key_in_hsm(config)
                 && in_hsm != anchor
             {
-                return Err(CliError(format!(
+                return Err(CliError::data(format!(
                     "the audit key {:?} in the HSM is not the anchor {}",
                     config.keys.audit,
                     path.display()
@@ -565,21 +532,21 @@ fn audit_verify(config: &Config, anchor: Option<&Path>, expect: &[String]) -> Re
         let (seq, hash) = expected
             .split_once(':')
             .and_then(|(s, h)| Some((s.parse::<u64>().ok()?, h.to_ascii_lowercase())))
-            .ok_or_else(|| CliError(format!("--expect {expected:?}: SEQ:HASH")))?;
+            .ok_or_else(|| CliError::usage(format!("--expect {expected:?}: SEQ:HASH")))?;
         let stored = store.get::<crate::store::schema::Audit>(&seq)?;
         let found = stored
             .as_deref()
             .and_then(|s| audit::decode(s).ok())
             .map(|(h, _)| hex::encode(h));
         if found.is_none() && seq > head.seq {
-            return Err(CliError(format!(
+            return Err(CliError::data(format!(
                 "audit entries {}..={seq} were cut: the journal recorded entry {seq} (hash {hash}) but the log ends at entry {}",
                 head.seq + 1,
                 head.seq
             )));
         }
         if found.as_deref() != Some(hash.as_str()) {
-            return Err(CliError(format!(
+            return Err(CliError::data(format!(
                 "audit entry {seq} is {} (the journal recorded hash {hash}): the log was cut or rewritten from there",
                 if found.is_some() {
                     "different"
@@ -617,7 +584,7 @@ fn audit_export(config: &Config, out: Option<&Path>) -> Result<(), CliError> {
     };
     for entry in store.audit_entries()? {
         let (_, stored) = entry?;
-        let (hash, record) = audit::decode(&stored).map_err(CliError)?;
+        let (hash, record) = audit::decode(&stored).map_err(CliError::data)?;
         let mut line = serde_json::to_value(&record)?;
         if let Some(object) = line.as_object_mut() {
             object.insert("hash".into(), serde_json::Value::String(hex::encode(hash)));

@@ -16,7 +16,7 @@ use serde::Deserialize;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
-use super::{CliError, Context, clock};
+use super::{CliError, Context, Failure, clock};
 use crate::config::NatsConfig;
 use crate::http::va::VaService;
 use crate::va::Served;
@@ -38,13 +38,17 @@ fn default_max_age() -> u64 {
 
 fn load(path: &Path) -> Result<NodeConfig, CliError> {
     let text = std::fs::read_to_string(path).context(|| format!("reading {}", path.display()))?;
-    let config: NodeConfig = toml::from_str(&text)
-        .map_err(|e| CliError(format!("{}: {}", path.display(), e.message())))?;
+    let config: NodeConfig = toml::from_str(&text).map_err(|e| {
+        CliError::new(
+            Failure::Config,
+            format!("{}: {}", path.display(), e.message()),
+        )
+    })?;
     if config.nats.servers.is_empty() {
-        return Err(CliError(format!(
-            "{}: nats.servers: name at least one server",
-            path.display()
-        )));
+        return Err(CliError::new(
+            Failure::Config,
+            format!("{}: nats.servers: name at least one server", path.display()),
+        ));
     }
     Ok(config)
 }
@@ -61,7 +65,7 @@ pub fn node(path: &Path) -> Result<(), CliError> {
 }
 
 async fn run(config: NodeConfig) -> Result<(), CliError> {
-    let node = Arc::new(Node::new(clock(), 64).map_err(|e| CliError(e.to_string()))?);
+    let node = Arc::new(Node::new(clock(), 64).map_err(|e| CliError::internal(e.to_string()))?);
     let listener = TcpListener::bind(config.listen)
         .await
         .context(|| format!("binding {}", config.listen))?;
