@@ -259,6 +259,13 @@ pub(super) fn crl_number_floors(
     Ok(out)
 }
 
+/// What was published of each certificate (`None`: "good"), and where it was read.
+type Published = BTreeMap<CertKey, (Option<PublishedRevocation>, &'static str)>;
+/// A revocation to apply again, and where it was read.
+type Reapply = (CertKey, PublishedRevocation, &'static str);
+/// A certificate the backup does not hold, and its revocation if one was published.
+type Unaccounted = (CertKey, Option<PublishedRevocation>);
+
 /// What happened after the backup, as far as the outside world saw it: CRL numbers and
 /// revocations. One write, with its audit event.
 pub(super) fn bring_up_to_date(
@@ -272,86 +279,8 @@ pub(super) fn bring_up_to_date(
     let issuers = ca_names(state)?;
     let (crls, ignored) = signed_crls(state, publish_dir, engine)?;
     let floors = crl_number_floors(store, &issuers, &crls, manifest, now)?;
-    // Times are never in the future (a CRL or an engine entry saying otherwise is clamped).
-    let bounded = |at: Timestamp| at.min(now);
-    // What was published of each certificate: a revocation in a signed CRL first (signed,
-    // with every field), then the engine's statuses.
-    let mut published: BTreeMap<CertKey, (Option<PublishedRevocation>, &'static str)> =
-        BTreeMap::new();
-    for der in &crls {
-        let Some(issuer) = crate::x509::crl::authority_key_identifier(der) else {
-            continue;
-        };
-        // Signed by this CA yet unreadable: no guessing what it revoked.
-        let entries = crate::x509::crl::revoked_entries(der).ok_or_else(|| {
-            BackupError("a CRL signed by this CA could not be read: nothing restored".into())
-        })?;
-        for entry in entries {
-            let key = CertKey {
-                issuer: IssuerId(issuer),
-                serial: entry.serial,
-            };
-            let revocation = PublishedRevocation {
-                revoked_at: bounded(entry.revoked_at),
-                reason: RevocationReason::from_code(entry.reason)
-                    .unwrap_or(RevocationReason::Unspecified),
-                invalidity_date: entry.invalidity_date,
-            };
-            published.entry(key).or_insert((Some(revocation), "crl"));
-        }
-    }
-    for (key, revoked) in engine.map(|e| e.statuses.as_slice()).unwrap_or_default() {
-        let revoked = revoked.map(|r| PublishedRevocation {
-            revoked_at: bounded(r.revoked_at),
-            ..r
-        });
-        // A revocation the backup does not hold was made after it: an engine entry dated
-        // earlier was not written by this CA (the engine's values are not signed). Fail
-        // closed, naming it; restoring without [nats] is the way out.
-        if let Some(revocation) = &revoked
-            && revocation.revoked_at < manifest.created_at.minus_seconds(CLOCK_MARGIN_SECONDS)
-            && store.get::<Revocations>(key)?.is_none()
-        {
-            return Err(BackupError(format!(
-                "engine status {}: revoked at {} s, before the backup ({} s) that does not list it: not believed; nothing restored",
-                key.serial.to_hex(),
-                revocation.revoked_at.unix_seconds(),
-                manifest.created_at.unix_seconds()
-            )));
-        }
-        match published.get_mut(key) {
-            None => {
-                published.insert(key.clone(), (revoked, "engine"));
-            }
-            // A CRL's entry keeps its time; the engine may know an invalidity date it lacks
-            // only if the CRL was made before the revocation was recorded: never the case,
-            // since a CRL lists what the store holds.
-            Some((Some(_), _)) => {}
-            Some(slot @ (None, _)) => *slot = (revoked, "engine"),
-        }
-    }
-    // Only what this CA's issuing CAs signed (a stray key in the bucket is not ours to revoke).
-    let issuing: Vec<IssuerId> = ca_names(&CaState {
-        root: None,
-        previous_roots: Vec::new(),
-        ..state.clone()
-    })?
-    .into_iter()
-    .map(|(_, id)| id)
-    .collect();
-    let mut reapply: Vec<(CertKey, PublishedRevocation, &'static str)> = Vec::new();
-    let mut unaccounted: Vec<(CertKey, Option<PublishedRevocation>)> = Vec::new();
-    for (key, (revoked, source)) in &published {
-        if !issuing.contains(&key.issuer) || store.get::<Revocations>(key)?.is_some() {
-            continue;
-        }
-        let known = store.get::<Certificates>(key)?.is_some();
-        match (known, revoked) {
-            (true, Some(revocation)) => reapply.push((key.clone(), *revocation, source)),
-            (true, None) => {}
-            (false, revoked) => unaccounted.push((key.clone(), *revoked)),
-        }
-    }
+    let published = published_revocations(store, manifest, &crls, engine, now)?;
+    let (reapply, unaccounted) = not_in_the_backup(store, state, &published)?;
     let mut unverified = Vec::new();
     if engine.is_none() {
         unverified.push("no engine ([nats] not configured): revocations and certificates published only to the responder nodes after the backup are not known".into());
@@ -420,6 +349,118 @@ pub(super) fn bring_up_to_date(
         unaccounted_revoked: restored.unaccounted_revoked.clone(),
     };
     let raised: Vec<(IssuerId, u64)> = floors.values().map(|(id, f)| (*id, f.number)).collect();
+    commit_what_was_published(store, event, raised, (reapply, unaccounted), now)?;
+    Ok(restored)
+}
+
+/// What was published of each certificate revoked after the backup, and where it was read: a
+/// revocation in a signed CRL first (signed, with every field), then the engine's statuses.
+fn published_revocations(
+    store: &Store,
+    manifest: &Manifest,
+    crls: &[Vec<u8>],
+    engine: Option<&EngineView>,
+    now: Timestamp,
+) -> Result<Published, BackupError> {
+    // Times are never in the future (a CRL or an engine entry saying otherwise is clamped).
+    let bounded = |at: Timestamp| at.min(now);
+    let mut published = Published::new();
+    for der in crls {
+        let Some(issuer) = crate::x509::crl::authority_key_identifier(der) else {
+            continue;
+        };
+        // Signed by this CA yet unreadable: no guessing what it revoked.
+        let entries = crate::x509::crl::revoked_entries(der).ok_or_else(|| {
+            BackupError("a CRL signed by this CA could not be read: nothing restored".into())
+        })?;
+        for entry in entries {
+            let key = CertKey {
+                issuer: IssuerId(issuer),
+                serial: entry.serial,
+            };
+            let revocation = PublishedRevocation {
+                revoked_at: bounded(entry.revoked_at),
+                reason: RevocationReason::from_code(entry.reason)
+                    .unwrap_or(RevocationReason::Unspecified),
+                invalidity_date: entry.invalidity_date,
+            };
+            published.entry(key).or_insert((Some(revocation), "crl"));
+        }
+    }
+    for (key, revoked) in engine.map(|e| e.statuses.as_slice()).unwrap_or_default() {
+        let revoked = revoked.map(|r| PublishedRevocation {
+            revoked_at: bounded(r.revoked_at),
+            ..r
+        });
+        // A revocation the backup does not hold was made after it: an engine entry dated
+        // earlier was not written by this CA (the engine's values are not signed). Fail
+        // closed, naming it; restoring without [nats] is the way out.
+        if let Some(revocation) = &revoked
+            && revocation.revoked_at < manifest.created_at.minus_seconds(CLOCK_MARGIN_SECONDS)
+            && store.get::<Revocations>(key)?.is_none()
+        {
+            return Err(BackupError(format!(
+                "engine status {}: revoked at {} s, before the backup ({} s) that does not list it: not believed; nothing restored",
+                key.serial.to_hex(),
+                revocation.revoked_at.unix_seconds(),
+                manifest.created_at.unix_seconds()
+            )));
+        }
+        match published.get_mut(key) {
+            None => {
+                published.insert(key.clone(), (revoked, "engine"));
+            }
+            // A CRL's entry keeps its time; the engine may know an invalidity date it lacks
+            // only if the CRL was made before the revocation was recorded: never the case,
+            // since a CRL lists what the store holds.
+            Some((Some(_), _)) => {}
+            Some(slot @ (None, _)) => *slot = (revoked, "engine"),
+        }
+    }
+    Ok(published)
+}
+
+/// Of what was published, what the restored store lacks: revocations of certificates it holds
+/// (to apply again), and certificates it never heard of (issued after the backup).
+fn not_in_the_backup(
+    store: &Store,
+    state: &CaState,
+    published: &Published,
+) -> Result<(Vec<Reapply>, Vec<Unaccounted>), BackupError> {
+    // Only what this CA's issuing CAs signed (a stray key in the bucket is not ours to revoke).
+    let issuing: Vec<IssuerId> = ca_names(&CaState {
+        root: None,
+        previous_roots: Vec::new(),
+        ..state.clone()
+    })?
+    .into_iter()
+    .map(|(_, id)| id)
+    .collect();
+    let mut reapply: Vec<Reapply> = Vec::new();
+    let mut unaccounted: Vec<Unaccounted> = Vec::new();
+    for (key, (revoked, source)) in published {
+        if !issuing.contains(&key.issuer) || store.get::<Revocations>(key)?.is_some() {
+            continue;
+        }
+        let known = store.get::<Certificates>(key)?.is_some();
+        match (known, revoked) {
+            (true, Some(revocation)) => reapply.push((key.clone(), *revocation, source)),
+            (true, None) => {}
+            (false, revoked) => unaccounted.push((key.clone(), *revoked)),
+        }
+    }
+    Ok((reapply, unaccounted))
+}
+
+/// The restore's one write: the CRL number floors, the revocations published after the backup,
+/// the certificates issued after it (revoked), and the audit event.
+fn commit_what_was_published(
+    store: &Store,
+    event: AuditEvent,
+    raised: Vec<(IssuerId, u64)>,
+    (reapply, unaccounted): (Vec<Reapply>, Vec<Unaccounted>),
+    now: Timestamp,
+) -> Result<(), BackupError> {
     store.commit(move |txn| -> Result<(), BackupError> {
         txn.audit(event);
         for (id, number) in raised {
@@ -469,8 +510,7 @@ pub(super) fn bring_up_to_date(
             )?;
         }
         Ok(())
-    })?;
-    Ok(restored)
+    })
 }
 
 /// Writes one revocation as the restore takes it back, with its audit event.

@@ -1,24 +1,20 @@
 //! `GET /metrics` of the administration listener: the Prometheus text exposition of the
-//! daemon's counters (OCSP, CRLs, the HSM, the audit chain, the engine publisher, the RA).
+//! daemon's counters (OCSP, CRLs, the HSM, the audit chain, the engine publisher, the RA), one
+//! function per family.
 
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use super::admin::AdminService;
+use super::ra::RaMetrics;
+use crate::va::Metrics as VaMetrics;
+use crate::va::publish::PublisherMetrics;
 
 /// The exposition text.
 pub fn render(admin: &AdminService) -> String {
+    let mut out = Exposition::default();
     let m = &admin.va.metrics;
-    let get = |c: &std::sync::atomic::AtomicU64| c.load(Ordering::Relaxed);
-    let hsm = admin.service.token_status().unwrap_or_default();
-    let mut out = String::new();
-    let mut metric = |name: &str, kind: &str, help: &str, samples: &[(&str, u64)]| {
-        out.push_str(&format!("# HELP {name} {help}\n# TYPE {name} {kind}\n"));
-        for (labels, value) in samples {
-            out.push_str(&format!("{name}{labels} {value}\n"));
-        }
-    };
     let expiring = admin.expiring.get();
-    metric(
+    out.metric(
         "sceau_certificates_expiring",
         "gauge",
         "Unrevoked certificates whose notAfter falls within the next N days (counted every minute)",
@@ -28,7 +24,48 @@ pub fn render(admin: &AdminService) -> String {
             ("{within_days=\"90\"}", expiring[2]),
         ],
     );
-    metric(
+    ocsp(&mut out, m, admin.va.responder.entries());
+    if let Some(publisher) = &admin.publisher {
+        engine_publisher(&mut out, publisher, admin.va.now());
+    }
+    audit_chain(&mut out, admin);
+    hsm_and_crls(&mut out, admin);
+    out.metric(
+        "sceau_certificates_issued_total",
+        "counter",
+        "certificates issued through the daemon (their OCSP responses signed)",
+        &[("", get(&m.issued))],
+    );
+    if let Some(ra) = &admin.ra_metrics {
+        registration_authority(&mut out, ra);
+    }
+    ocsp_latency(&mut out, m);
+    out.text
+}
+
+/// The text being written.
+#[derive(Default)]
+struct Exposition {
+    text: String,
+}
+
+impl Exposition {
+    /// One metric family: its help, its type and its samples (`labels`, value).
+    fn metric(&mut self, name: &str, kind: &str, help: &str, samples: &[(&str, u64)]) {
+        self.text
+            .push_str(&format!("# HELP {name} {help}\n# TYPE {name} {kind}\n"));
+        for (labels, value) in samples {
+            self.text.push_str(&format!("{name}{labels} {value}\n"));
+        }
+    }
+}
+
+fn get(counter: &AtomicU64) -> u64 {
+    counter.load(Ordering::Relaxed)
+}
+
+fn ocsp(out: &mut Exposition, m: &VaMetrics, entries: u64) {
+    out.metric(
         "sceau_ocsp_requests_total",
         "counter",
         "OCSP requests by method",
@@ -37,7 +74,7 @@ pub fn render(admin: &AdminService) -> String {
             ("{method=\"post\"}", m.ocsp_post.get()),
         ],
     );
-    metric(
+    out.metric(
         "sceau_ocsp_responses_total",
         "counter",
         "OCSP answers by kind",
@@ -50,7 +87,7 @@ pub fn render(admin: &AdminService) -> String {
             ("{kind=\"try_later\"}", m.ocsp_try_later.get()),
         ],
     );
-    metric(
+    out.metric(
         "sceau_ocsp_signatures_total",
         "counter",
         "OCSP responses signed",
@@ -59,110 +96,139 @@ pub fn render(admin: &AdminService) -> String {
             ("{kind=\"live\"}", get(&m.live_signed)),
         ],
     );
-    metric(
-        "sceau_ocsp_live_refused_total",
-        "counter",
-        "live signatures refused past the bound",
-        &[("", get(&m.live_refused))],
-    );
-    metric(
-        "sceau_ocsp_certificates",
-        "gauge",
-        "certificates with responses in memory",
-        &[("", admin.va.responder.entries())],
-    );
-    if let Some(publisher) = &admin.publisher {
-        metric(
+    for (name, kind, help, value) in [
+        (
+            "sceau_ocsp_live_refused_total",
+            "counter",
+            "live signatures refused past the bound",
+            get(&m.live_refused),
+        ),
+        (
+            "sceau_ocsp_certificates",
+            "gauge",
+            "certificates with responses in memory",
+            entries,
+        ),
+    ] {
+        out.metric(name, kind, help, &[("", value)]);
+    }
+}
+
+fn engine_publisher(
+    out: &mut Exposition,
+    publisher: &PublisherMetrics,
+    now: crate::x509::Timestamp,
+) {
+    for (name, kind, help, value) in [
+        (
             "sceau_outbox_depth",
             "gauge",
             "changes waiting to be published to responder nodes (up to one batch)",
-            &[("", get(&publisher.depth))],
-        );
-        metric(
+            get(&publisher.depth),
+        ),
+        (
             "sceau_publication_lag_seconds",
             "gauge",
             "how long the oldest waiting change has waited",
-            &[("", publisher.lag_seconds(admin.va.now()))],
-        );
-        metric(
+            publisher.lag_seconds(now),
+        ),
+        (
             "sceau_published_total",
             "counter",
             "changes published to the engine",
-            &[("", get(&publisher.published))],
-        );
-        metric(
+            get(&publisher.published),
+        ),
+        (
             "sceau_engine_connected",
             "gauge",
             "1 while the publisher is connected to the engine",
-            &[("", get(&publisher.connected))],
-        );
-        metric(
+            get(&publisher.connected),
+        ),
+        (
             "sceau_publisher_full_publications_total",
             "counter",
             "full publications of every status (new, re-created or short bucket; sceau publish --all)",
-            &[("", get(&publisher.full_publications))],
-        );
-        metric(
+            get(&publisher.full_publications),
+        ),
+        (
             "sceau_publisher_last_full_publication_ms",
             "gauge",
             "how long the last full publication took",
-            &[("", get(&publisher.last_full_publication_ms))],
-        );
-        metric(
+            get(&publisher.last_full_publication_ms),
+        ),
+        (
             "sceau_publisher_snapshots_total",
             "counter",
             "status snapshots written for new responder nodes",
-            &[("", get(&publisher.snapshots))],
-        );
-        metric(
+            get(&publisher.snapshots),
+        ),
+        (
             "sceau_publisher_last_snapshot_ms",
             "gauge",
             "how long writing the last status snapshot took",
-            &[("", get(&publisher.last_snapshot_ms))],
-        );
+            get(&publisher.last_snapshot_ms),
+        ),
+    ] {
+        out.metric(name, kind, help, &[("", value)]);
     }
-    metric(
-        "sceau_audit_chain_broken",
-        "gauge",
-        "1 when the last check found the audit chain broken (no checkpoint vouches for it)",
-        &[("", u64::from(admin.audit_watch.broken().is_some()))],
-    );
-    metric(
-        "sceau_audit_last_checkpoint",
-        "gauge",
-        "the audit entry the last checkpoint signed by this process vouches for",
-        &[("", admin.audit_watch.last_signed().map_or(0, |h| h.seq))],
-    );
-    metric(
-        "sceau_revocations_total",
-        "counter",
-        "revocations processed",
-        &[("", get(&m.revocations))],
-    );
-    metric(
-        "sceau_hsm_available",
-        "gauge",
-        "1 when the HSM answers",
-        &[("", u64::from(hsm.available))],
-    );
-    metric(
-        "sceau_hsm_queue_depth",
-        "gauge",
-        "signing jobs waiting for a session",
-        &[("", hsm.queue_depth as u64)],
-    );
-    metric(
-        "sceau_hsm_errors_total",
-        "counter",
-        "HSM session or device errors",
-        &[("", hsm.errors)],
-    );
-    metric(
-        "sceau_hsm_reconnects_total",
-        "counter",
-        "HSM reconnections",
-        &[("", hsm.reconnects)],
-    );
+}
+
+fn audit_chain(out: &mut Exposition, admin: &AdminService) {
+    let m = &admin.va.metrics;
+    for (name, kind, help, value) in [
+        (
+            "sceau_audit_chain_broken",
+            "gauge",
+            "1 when the last check found the audit chain broken (no checkpoint vouches for it)",
+            u64::from(admin.audit_watch.broken().is_some()),
+        ),
+        (
+            "sceau_audit_last_checkpoint",
+            "gauge",
+            "the audit entry the last checkpoint signed by this process vouches for",
+            admin.audit_watch.last_signed().map_or(0, |h| h.seq),
+        ),
+        (
+            "sceau_revocations_total",
+            "counter",
+            "revocations processed",
+            get(&m.revocations),
+        ),
+    ] {
+        out.metric(name, kind, help, &[("", value)]);
+    }
+}
+
+fn hsm_and_crls(out: &mut Exposition, admin: &AdminService) {
+    let hsm = admin.service.token_status().unwrap_or_default();
+    for (name, kind, help, value) in [
+        (
+            "sceau_hsm_available",
+            "gauge",
+            "1 when the HSM answers",
+            u64::from(hsm.available),
+        ),
+        (
+            "sceau_hsm_queue_depth",
+            "gauge",
+            "signing jobs waiting for a session",
+            hsm.queue_depth as u64,
+        ),
+        (
+            "sceau_hsm_errors_total",
+            "counter",
+            "HSM session or device errors",
+            hsm.errors,
+        ),
+        (
+            "sceau_hsm_reconnects_total",
+            "counter",
+            "HSM reconnections",
+            hsm.reconnects,
+        ),
+    ] {
+        out.metric(name, kind, help, &[("", value)]);
+    }
     let now = admin.va.now().unix_seconds();
     let crls = admin.va.crls.all_latest();
     let numbers: Vec<(String, u64)> = crls
@@ -178,63 +244,65 @@ pub fn render(admin: &AdminService) -> String {
             )
         })
         .collect();
-    metric(
+    out.metric(
         "sceau_crl_number",
         "gauge",
         "number of the last CRL published",
         &as_refs(&numbers),
     );
-    metric(
+    out.metric(
         "sceau_crl_age_seconds",
         "gauge",
         "age of the last CRL published",
         &as_refs(&ages),
     );
-    metric(
-        "sceau_certificates_issued_total",
-        "counter",
-        "certificates issued through the daemon (their OCSP responses signed)",
-        &[("", get(&m.issued))],
-    );
-    if let Some(ra) = &admin.ra_metrics {
-        metric(
+}
+
+fn registration_authority(out: &mut Exposition, ra: &RaMetrics) {
+    for (name, kind, help, value) in [
+        (
             "sceau_ra_requests_total",
             "counter",
             "requests on the registration authority listener",
-            &[("", get(&ra.requests))],
-        );
-        metric(
+            get(&ra.requests),
+        ),
+        (
             "sceau_ra_refused_total",
             "counter",
             "RA requests answered with an error status",
-            &[("", get(&ra.refused))],
-        );
-        metric(
+            get(&ra.refused),
+        ),
+        (
             "sceau_ra_rate_limited_total",
             "counter",
             "RA requests refused by an operator's rate limit (429)",
-            &[("", get(&ra.rate_limited))],
-        );
+            get(&ra.rate_limited),
+        ),
+    ] {
+        out.metric(name, kind, help, &[("", value)]);
     }
+}
+
+fn ocsp_latency(out: &mut Exposition, m: &VaMetrics) {
     let (buckets, sum_us) = m.latency.snapshot();
-    out.push_str("# HELP sceau_ocsp_request_duration_seconds OCSP request durations\n");
-    out.push_str("# TYPE sceau_ocsp_request_duration_seconds histogram\n");
+    out.text
+        .push_str("# HELP sceau_ocsp_request_duration_seconds OCSP request durations\n");
+    out.text
+        .push_str("# TYPE sceau_ocsp_request_duration_seconds histogram\n");
     for (bound, count) in crate::va::LATENCY_BUCKETS_US.iter().zip(&buckets) {
-        out.push_str(&format!(
+        out.text.push_str(&format!(
             "sceau_ocsp_request_duration_seconds_bucket{{le=\"{}\"}} {count}\n",
             *bound as f64 / 1e6
         ));
     }
     let total = buckets.last().copied().unwrap_or(0);
-    out.push_str(&format!(
+    out.text.push_str(&format!(
         "sceau_ocsp_request_duration_seconds_bucket{{le=\"+Inf\"}} {total}\n\
          sceau_ocsp_request_duration_seconds_sum {}\n\
          sceau_ocsp_request_duration_seconds_count {total}\n",
         sum_us as f64 / 1e6
     ));
-    out
 }
-
 fn as_refs(samples: &[(String, u64)]) -> Vec<(&str, u64)> {
     samples
         .iter()

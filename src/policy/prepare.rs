@@ -105,66 +105,16 @@ pub fn prepare(
         .latest_not_after(now)
         .map_err(|e| Rejection::single(&policy.name, "validity", e.to_string()))?;
     let not_after = request.not_after.unwrap_or(longest);
-    if not_after > longest {
-        refuse(
-            "validity-too-long",
-            format!(
-                "notAfter {not_after} is more than {} years after notBefore {not_before} (RGS A2 VI.3.2)",
-                policy.max_validity_years
-            ),
-        );
-    }
-    if not_after <= not_before {
-        refuse(
-            "validity-empty",
-            format!("notAfter {not_after} is not after notBefore {not_before}"),
-        );
-    }
-    if not_after > issuer.not_after {
-        refuse(
-            "validity-beyond-issuer",
-            format!(
-                "notAfter {not_after} is after the issuing CA's notAfter {} (RGS A2 VI.3.2)",
-                issuer.not_after
-            ),
-        );
-    }
+    check_validity(
+        policy,
+        issuer,
+        (not_before, not_after),
+        longest,
+        &mut refuse,
+    );
 
     // Holder key (RGS B1), before proof of possession so that a weak key is named as such.
-    let key_ok = match keys::describe(csr.public_key()) {
-        Ok(kind) => {
-            if !policy
-                .keys
-                .iter()
-                .any(|rule| rule.accepts(&kind, not_after))
-            {
-                let allowed: Vec<String> = policy.keys.iter().map(ToString::to_string).collect();
-                refuse(
-                    "key-not-allowed",
-                    format!(
-                        "a {kind} key ending {not_after} is not allowed; the policy accepts: {}",
-                        allowed.join(", ")
-                    ),
-                );
-            }
-            if let PublicKeyKind::Rsa { exponent, .. } = kind {
-                // RGS B1 2.2.1.1: public exponent above 2^16, and odd.
-                if exponent <= 65536 || exponent % 2 == 0 {
-                    refuse(
-                        "key-rsa-exponent",
-                        format!(
-                            "RSA public exponent {exponent} must be odd and above 2^16 (RGS B1)"
-                        ),
-                    );
-                }
-            }
-            true
-        }
-        Err(e) => {
-            refuse("key-not-allowed", e.to_string());
-            false
-        }
-    };
+    let key_ok = check_holder_key(policy, csr.public_key(), not_after, &mut refuse);
 
     // Proof of possession.
     let verified: Option<VerifiedCsr> = if key_ok {
@@ -235,6 +185,85 @@ pub fn prepare(
         subject_der: built.subject_der,
         public_key_der: built.public_key_der,
     })
+}
+
+/// The validity rules (RGS A2 VI.3.2): at most the policy's years, not empty, never past the
+/// issuing CA.
+fn check_validity(
+    policy: &Policy,
+    issuer: &IssuerProfile,
+    (not_before, not_after): (Timestamp, Timestamp),
+    longest: Timestamp,
+    refuse: &mut impl FnMut(&'static str, String),
+) {
+    if not_after > longest {
+        refuse(
+            "validity-too-long",
+            format!(
+                "notAfter {not_after} is more than {} years after notBefore {not_before} (RGS A2 VI.3.2)",
+                policy.max_validity_years
+            ),
+        );
+    }
+    if not_after <= not_before {
+        refuse(
+            "validity-empty",
+            format!("notAfter {not_after} is not after notBefore {not_before}"),
+        );
+    }
+    if not_after > issuer.not_after {
+        refuse(
+            "validity-beyond-issuer",
+            format!(
+                "notAfter {not_after} is after the issuing CA's notAfter {} (RGS A2 VI.3.2)",
+                issuer.not_after
+            ),
+        );
+    }
+}
+
+/// The holder's key (RGS B1): one the policy accepts for this validity, an RSA exponent odd
+/// and above 2^16. Whether the key could be read at all.
+fn check_holder_key(
+    policy: &Policy,
+    public_key: &spki::SubjectPublicKeyInfoOwned,
+    not_after: Timestamp,
+    refuse: &mut impl FnMut(&'static str, String),
+) -> bool {
+    match keys::describe(public_key) {
+        Ok(kind) => {
+            if !policy
+                .keys
+                .iter()
+                .any(|rule| rule.accepts(&kind, not_after))
+            {
+                let allowed: Vec<String> = policy.keys.iter().map(ToString::to_string).collect();
+                refuse(
+                    "key-not-allowed",
+                    format!(
+                        "a {kind} key ending {not_after} is not allowed; the policy accepts: {}",
+                        allowed.join(", ")
+                    ),
+                );
+            }
+            if let PublicKeyKind::Rsa { exponent, .. } = kind {
+                // RGS B1 2.2.1.1: public exponent above 2^16, and odd.
+                if exponent <= 65536 || exponent % 2 == 0 {
+                    refuse(
+                        "key-rsa-exponent",
+                        format!(
+                            "RSA public exponent {exponent} must be odd and above 2^16 (RGS B1)"
+                        ),
+                    );
+                }
+            }
+            true
+        }
+        Err(e) => {
+            refuse("key-not-allowed", e.to_string());
+            false
+        }
+    }
 }
 
 fn read_subject(csr: &VerifiedCsr) -> Result<DistinguishedName, Violation> {

@@ -42,19 +42,7 @@ async fn follow_once(node: &Arc<Node>, settings: &NatsConfig) -> Result<(), Stri
     let bucket = &settings.status_bucket;
     // The bucket's identity first: the engine answering without it, or with another one, is
     // an engine that lost what it held, not an outage.
-    let stream = match js.get_stream(format!("KV_{bucket}")).await {
-        Ok(stream) => stream,
-        Err(error) => {
-            if stream_not_found(&error) {
-                node.incomplete(format!("the engine has no status bucket {bucket}"));
-            }
-            return Err(format!("bucket {bucket}: {error}"));
-        }
-    };
-    let info = stream
-        .get_info()
-        .await
-        .map_err(|e| format!("bucket {bucket}: {e}"))?;
+    let info = bucket_info(node, &js, bucket).await?;
     let incarnation = format!("{:?}", info.created);
     let applied = node.revision.load(Ordering::Relaxed);
     let followed = node.view().incarnation.clone();
@@ -137,29 +125,7 @@ async fn follow_once(node: &Arc<Node>, settings: &NatsConfig) -> Result<(), Stri
                 if !node.is_complete() {
                     node.settle();
                 }
-                let applied = node.revision.load(Ordering::Relaxed);
-                let info = match js.get_stream(format!("KV_{bucket}")).await {
-                    Ok(stream) => stream.get_info().await.map_err(|e| format!("bucket {bucket}: {e}"))?,
-                    Err(error) => {
-                        if stream_not_found(&error) {
-                            node.incomplete(format!("the engine has no status bucket {bucket}"));
-                        }
-                        return Err(format!("bucket {bucket}: {error}"));
-                    }
-                };
-                if format!("{:?}", info.created) != incarnation {
-                    return Err("the status bucket was re-created".into());
-                }
-                let last = info.state.last_sequence;
-                if last < applied {
-                    return Err(format!("the status bucket went back to revision {last}"));
-                }
-                if last > applied && applied == seen_at_probe {
-                    return Err(format!(
-                        "the status watch stalled at revision {applied} (the bucket is at {last}); resuming"
-                    ));
-                }
-                seen_at_probe = applied;
+                seen_at_probe = look_at_bucket(node, &js, bucket, &incarnation, seen_at_probe).await?;
             }
             entry = watch.next() => {
                 let Some(entry) = entry else {
@@ -187,6 +153,55 @@ async fn follow_once(node: &Arc<Node>, settings: &NatsConfig) -> Result<(), Stri
             }
         }
     }
+}
+
+/// The status bucket's stream as the engine describes it now; a bucket the engine says it does
+/// not have makes the node incomplete at once.
+async fn bucket_info(
+    node: &Node,
+    js: &jetstream::Context,
+    bucket: &str,
+) -> Result<jetstream::stream::Info, String> {
+    let stream = match js.get_stream(format!("KV_{bucket}")).await {
+        Ok(stream) => stream,
+        Err(error) => {
+            if stream_not_found(&error) {
+                node.incomplete(format!("the engine has no status bucket {bucket}"));
+            }
+            return Err(format!("bucket {bucket}: {error}"));
+        }
+    };
+    stream
+        .get_info()
+        .await
+        .map_err(|e| format!("bucket {bucket}: {e}"))
+}
+
+/// The look taken every second: the bucket re-created or gone backwards (read it again), or
+/// ahead with no progress since the previous look (the watch stalled: resume it). Returns the
+/// revision applied now, for the next look.
+async fn look_at_bucket(
+    node: &Node,
+    js: &jetstream::Context,
+    bucket: &str,
+    incarnation: &str,
+    seen_at_previous_look: u64,
+) -> Result<u64, String> {
+    let applied = node.revision.load(Ordering::Relaxed);
+    let info = bucket_info(node, js, bucket).await?;
+    if format!("{:?}", info.created) != incarnation {
+        return Err("the status bucket was re-created".into());
+    }
+    let last = info.state.last_sequence;
+    if last < applied {
+        return Err(format!("the status bucket went back to revision {last}"));
+    }
+    if last > applied && applied == seen_at_previous_look {
+        return Err(format!(
+            "the status watch stalled at revision {applied} (the bucket is at {last}); resuming"
+        ));
+    }
+    Ok(applied)
 }
 
 /// Whether the engine answered that the stream does not exist (not that it could not answer).

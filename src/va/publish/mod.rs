@@ -336,23 +336,7 @@ pub async fn run(
 /// Outbox entries from `from` on, up to one batch (the entries below it were deleted: a scan
 /// from there does not step over their tombstones).
 async fn count_waiting(store: &Store, from: u64) -> Result<u64, String> {
-    let reader = store.clone();
-    tokio::task::spawn_blocking(move || -> Result<u64, String> {
-        let mut waiting = 0;
-        for row in reader
-            .scan::<Outbox>(&from.to_be_bytes(), &[])
-            .map_err(|e| e.to_string())?
-        {
-            row.map_err(|e| e.to_string())?;
-            waiting += 1;
-            if waiting == BATCH as u64 {
-                break;
-            }
-        }
-        Ok(waiting)
-    })
-    .await
-    .map_err(|e| e.to_string())?
+    Ok(read_outbox(store, from).await?.len() as u64)
 }
 
 /// Why every status must be published again, if it must: asked for (`sceau publish --all`),
@@ -518,7 +502,7 @@ async fn drain(
     mut manifest: Option<EngineManifest>,
     shutdown: &CancellationToken,
 ) -> Result<Drained, String> {
-    let (status, files) = (&engine.status, &engine.files);
+    let status = &engine.status;
     let mut next_check = Instant::now() + CHECK_EVERY;
     // The outbox is a queue in RocksDB: each drained entry leaves a tombstone until compaction,
     // and a scan from the start would step over all of them (a million-entry drain would slow
@@ -543,23 +527,7 @@ async fn drain(
         }
         // Registered before reading, so that an entry added meanwhile wakes the next wait.
         let added = store.outbox().added.notified();
-        let reader = store.clone();
-        let batch = tokio::task::spawn_blocking(move || -> Result<_, String> {
-            let mut rows = Vec::new();
-            let from = resume_at.to_be_bytes();
-            for row in reader
-                .scan::<Outbox>(&from, &[])
-                .map_err(|e| e.to_string())?
-            {
-                rows.push(row.map_err(|e| e.to_string())?);
-                if rows.len() == BATCH {
-                    break;
-                }
-            }
-            Ok(rows)
-        })
-        .await
-        .map_err(|e| e.to_string())??;
+        let batch = read_outbox(store, resume_at).await?;
         if batch.is_empty() {
             metrics.depth.store(0, Ordering::Relaxed);
             metrics.waiting_since.store(0, Ordering::Relaxed);
@@ -590,49 +558,12 @@ async fn drain(
                 .store(va.now().unix_seconds().max(1), Ordering::Relaxed);
         }
         let started = Instant::now();
-        let mut done = Vec::with_capacity(batch.len());
-        let mut stalled = false;
-        // Statuses go out together (one acknowledgement awaited per batch, not per entry);
-        // a file entry, or a second entry for a certificate already in flight, waits for
-        // those before it, so the engine sees every key's changes in the outbox's order.
-        let mut in_flight = InFlight::default();
-        for (seq, name) in &batch {
-            if let Some(rest) = name.strip_prefix("status.") {
-                let Some(key) = parse_status_key(rest) else {
-                    tracing::warn!(
-                        name,
-                        "publisher: an outbox entry names no certificate; dropped"
-                    );
-                    done.push((*seq, None));
-                    continue;
-                };
-                if in_flight.holds(&key) {
-                    in_flight.settle(metrics).await?;
-                }
-                // A certificate the responder does not know (an issuer it does not answer
-                // for) has nothing to publish.
-                if let Some(value) = status_value_of(store, va, files, tails, &key).await? {
-                    in_flight.put(status, &key, value);
-                }
-                done.push((*seq, None));
-                continue;
-            }
-            in_flight.settle(metrics).await?;
-            match publish_file_entry(va, files, name).await? {
-                Outcome::Published => done.push((*seq, None)),
-                Outcome::NotYet => {
-                    stalled = true;
-                    break;
-                }
-            }
-        }
+        let (done, stalled) = publish_batch(store, va, engine, tails, metrics, &batch).await?;
         resume_at = match (stalled, batch.get(done.len())) {
             // The entry that is not ready yet is read again.
             (true, Some((seq, _))) => *seq,
             _ => batch.last().map_or(resume_at, |(seq, _)| seq + 1),
         };
-        // Deleted from the outbox only once every put before it was acknowledged.
-        in_flight.settle(metrics).await?;
         if !done.is_empty() {
             record_highest_revision(store, &status.name, metrics).await?;
             metrics
@@ -660,6 +591,79 @@ async fn drain(
             }
         }
     }
+}
+
+/// Up to [`BATCH`] outbox entries, from sequence `from` on.
+async fn read_outbox(store: &Store, from: u64) -> Result<Vec<(u64, String)>, String> {
+    let reader = store.clone();
+    tokio::task::spawn_blocking(move || -> Result<_, String> {
+        let mut rows = Vec::new();
+        for row in reader
+            .scan::<Outbox>(&from.to_be_bytes(), &[])
+            .map_err(|e| e.to_string())?
+        {
+            rows.push(row.map_err(|e| e.to_string())?);
+            if rows.len() == BATCH {
+                break;
+            }
+        }
+        Ok(rows)
+    })
+    .await
+    .map_err(|e| e.to_string())?
+}
+
+/// Publishes a batch of outbox entries in order; returns what was published (to delete from
+/// the outbox once every put is acknowledged) and whether it stopped at a file entry that is
+/// not ready yet.
+async fn publish_batch(
+    store: &Store,
+    va: &Arc<ValidationAuthority>,
+    engine: &snapshot::Engine,
+    tails: &mut Tails,
+    metrics: &Arc<PublisherMetrics>,
+    batch: &[(u64, String)],
+) -> Result<(Vec<(u64, Option<String>)>, bool), String> {
+    let (status, files) = (&engine.status, &engine.files);
+    let mut done = Vec::with_capacity(batch.len());
+    let mut stalled = false;
+    // Statuses go out together (one acknowledgement awaited per batch, not per entry);
+    // a file entry, or a second entry for a certificate already in flight, waits for
+    // those before it, so the engine sees every key's changes in the outbox's order.
+    let mut in_flight = InFlight::default();
+    for (seq, name) in batch {
+        if let Some(rest) = name.strip_prefix("status.") {
+            let Some(key) = parse_status_key(rest) else {
+                tracing::warn!(
+                    name,
+                    "publisher: an outbox entry names no certificate; dropped"
+                );
+                done.push((*seq, None));
+                continue;
+            };
+            if in_flight.holds(&key) {
+                in_flight.settle(metrics).await?;
+            }
+            // A certificate the responder does not know (an issuer it does not answer
+            // for) has nothing to publish.
+            if let Some(value) = status_value_of(store, va, files, tails, &key).await? {
+                in_flight.put(status, &key, value);
+            }
+            done.push((*seq, None));
+            continue;
+        }
+        in_flight.settle(metrics).await?;
+        match publish_file_entry(va, files, name).await? {
+            Outcome::Published => done.push((*seq, None)),
+            Outcome::NotYet => {
+                stalled = true;
+                break;
+            }
+        }
+    }
+    // Deleted from the outbox only once every put before it was acknowledged.
+    in_flight.settle(metrics).await?;
+    Ok((done, stalled))
 }
 
 #[cfg(test)]
