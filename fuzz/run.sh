@@ -32,11 +32,15 @@ fi
 export CARGO_TARGET_DIR=${SCEAU_FUZZ_TARGET_DIR:-$HOME/.cache/sceau-fuzz-target}
 
 # Two fuzz packages: this folder's targets need only the pure formats (src/x509, sceau-x509);
-# daemon/'s need the daemon's own code (and link RocksDB). Each target runs in its package.
+# daemon/'s need the daemon's own code (and link RocksDB). Each target runs in its package
+# (--fuzz-dir: cargo-fuzz run from a package's own folder finds the one above it).
 packages=(. daemon)
 declare -A package_of
 for package in "${packages[@]}"; do
-  while read -r target; do package_of[$target]=$package; done < <(cd "$package" && cargo +nightly fuzz list)
+  while read -r target; do package_of[$target]=$package; done < <(cargo +nightly fuzz list --fuzz-dir "$package")
+done
+for package in "${packages[@]}"; do
+  printf '%s\n' "${package_of[@]}" | grep -qx "$package" || { echo "fuzz/run.sh: no target found in $package" >&2; exit 1; }
 done
 if [ $# -gt 0 ]; then
   targets=("$@")
@@ -49,7 +53,7 @@ for target in "${targets[@]}"; do
   case " ${needed[*]} " in *" ${package_of[$target]} "*) ;; *) needed+=("${package_of[$target]}") ;; esac
 done
 for package in "${needed[@]}"; do
-  (cd "$package" && cargo +nightly fuzz build --release 2>&1 | tail -3)
+  cargo +nightly fuzz build --fuzz-dir "$package" --release 2>&1 | tail -3
 done
 
 scratch=$(mktemp -d)
@@ -59,8 +63,8 @@ for target in "${targets[@]}"; do
   cp -r "corpus/$target/." "$scratch/$target/"
   echo "== $target: ${seconds}s"
   status=0
-  (cd "${package_of[$target]}" && cargo +nightly fuzz run --release "$target" "$scratch/$target" -- \
-    -max_total_time="$seconds" -rss_limit_mb=2048 -max_len=65536 -print_final_stats=1) \
+  cargo +nightly fuzz run --fuzz-dir "${package_of[$target]}" --release "$target" "$scratch/$target" -- \
+    -max_total_time="$seconds" -rss_limit_mb=2048 -max_len=65536 -print_final_stats=1 \
     >"$scratch/$target.log" 2>&1 || status=$?
   grep -E '^stat::(number_of_executed_units|peak_rss_mb)|^#[0-9]+ +DONE' "$scratch/$target.log" || true
   if [ "$status" -ne 0 ]; then
@@ -69,7 +73,7 @@ for target in "${targets[@]}"; do
     exit 1
   fi
   if $keep; then
-    (cd "${package_of[$target]}" && cargo +nightly fuzz cmin --release "$target" "$scratch/$target") >/dev/null 2>&1 || true
+    cargo +nightly fuzz cmin --fuzz-dir "${package_of[$target]}" --release "$target" "$scratch/$target" >/dev/null 2>&1 || true
     rm -rf "corpus/$target" && cp -r "$scratch/$target" "corpus/$target"
   fi
 done
