@@ -23,15 +23,8 @@ WORK=${WORK:-$HOME/.cache/sceau-bench/backup-$N}
 
 bench_install softhsm2-util=softhsm2 /usr/bin/time=time
 bench_build
-mkdir -p "$WORK"
-if [ ! -f "$WORK/filled" ]; then
-  echo "setting up a CA and $N certificates in $WORK (once)"
-  bench_ca "$WORK"
-  "$TOOLS" fill "$CONFIG" "$N" 10 "$WORK/fill" > /dev/null
-  touch "$WORK/filled"
-else
-  bench_reuse_ca "$WORK"
-fi
+fill() { "$TOOLS" fill "$CONFIG" "$N" 10 "$WORK/fill" > /dev/null; }
+bench_filled "$WORK" "$N certificates" fill
 
 # seconds COMMAND...: wall time of one run, in seconds (3 decimals).
 seconds() {

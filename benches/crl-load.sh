@@ -24,15 +24,8 @@ WORK=${WORK:-$HOME/.cache/sceau-bench/crl-$M}
 
 bench_install softhsm2-util=softhsm2 /usr/bin/time=time
 bench_build
-mkdir -p "$WORK"
-if [ ! -f "$WORK/filled" ]; then
-  echo "setting up a CA and $M revocations in $WORK (once)"
-  bench_ca "$WORK"
-  "$TOOLS" synthetic-revocations "$CONFIG" "$M" "$WORK/index.txt"
-  touch "$WORK/filled"
-else
-  bench_reuse_ca "$WORK"
-fi
+fill() { "$TOOLS" synthetic-revocations "$CONFIG" "$M" "$WORK/index.txt"; }
+bench_filled "$WORK" "$M revocations" fill
 certs=$WORK/data/certs
 
 # The OpenSSL CA: same subject, its own P-384 key in software, the same index.

@@ -256,14 +256,7 @@ fn raw_sign_rate(key_label: &str, scheme: SignatureScheme, duration: Duration) -
                 }
             });
         }
-        let start = Instant::now();
-        let cpu = cpu_seconds();
-        let (busy, _) = machine_jiffies();
-        std::thread::sleep(duration);
-        stop.store(true, Ordering::Relaxed);
-        let elapsed = start.elapsed();
-        report_others(machine_jiffies().0 - busy, cpu_seconds() - cpu, elapsed);
-        elapsed
+        run_for(duration, &stop).0
     });
     let errors = errors.load(Ordering::Relaxed);
     if errors > 0 {
@@ -272,6 +265,20 @@ fn raw_sign_rate(key_label: &str, scheme: SignatureScheme, duration: Duration) -
         );
     }
     count.load(Ordering::Relaxed) as f64 / elapsed.as_secs_f64()
+}
+
+/// Lets the workers run for `duration`, then stops them: the time they ran and this process's
+/// CPU seconds meanwhile (what other processes took is reported).
+fn run_for(duration: Duration, stop: &AtomicBool) -> (Duration, f64) {
+    let start = Instant::now();
+    let cpu = cpu_seconds();
+    let (busy, _) = machine_jiffies();
+    std::thread::sleep(duration);
+    stop.store(true, Ordering::Relaxed);
+    let elapsed = start.elapsed();
+    let ours = cpu_seconds() - cpu;
+    report_others(machine_jiffies().0 - busy, ours, elapsed);
+    (elapsed, ours)
 }
 
 fn find_key(pkcs11: &Pkcs11, slot: cryptoki::slot::Slot, label: &str) -> bool {
@@ -314,15 +321,8 @@ fn issuance_rate(ca: &CertificateAuthority, clients: usize, duration: Duration) 
                 panic!("ran out of CSRs: raise per_thread");
             });
         }
-        let start = Instant::now();
-        let cpu = cpu_seconds();
-        let (busy, _) = machine_jiffies();
-        std::thread::sleep(duration);
-        stop.store(true, Ordering::Relaxed);
-        let elapsed = start.elapsed();
-        let ours = cpu_seconds() - cpu;
+        let (elapsed, ours) = run_for(duration, &stop);
         cpu_percent = 100.0 * ours / elapsed.as_secs_f64();
-        report_others(machine_jiffies().0 - busy, ours, elapsed);
         elapsed
     });
     (

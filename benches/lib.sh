@@ -47,6 +47,22 @@ bench_reuse_ca() {
   CONFIG=$1/sceau.toml
 }
 
+# bench_filled DIR WHAT FILL : the CA of DIR, made by bench_ca and filled by the function FILL
+# (which reads $CONFIG) the first time only; later runs reuse it (DIR/filled marks it: delete
+# DIR to start over).
+bench_filled() {
+  local dir=$1 what=$2 fill=$3
+  mkdir -p "$dir"
+  if [ -f "$dir/filled" ]; then
+    bench_reuse_ca "$dir"
+    return
+  fi
+  echo "setting up a CA and $what in $dir (once)"
+  bench_ca "$dir"
+  "$fill"
+  touch "$dir/filled"
+}
+
 # idle_pct: the share of idle CPU over two seconds. quiet: wait (at most a minute) until the
 # machine is at least 85 % idle, so that one run does not measure another's leftovers.
 idle_pct() {

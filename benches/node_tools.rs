@@ -6,22 +6,23 @@
 //!         after each revocation returns, asks the node at NODE_ADDR (POST /ocsp, keep-alive)
 //!         until it answers "revoked": the time from the revocation returning to the node
 //!         answering it. Prints p50, p90, p99 and the maximum.
+#[path = "support.rs"]
+#[allow(dead_code)] // open_ca is for the tools that issue
+mod support;
+
 use std::path::Path;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use der::Decode;
-use http_body_util::{BodyExt, Full};
+use http_body_util::Full;
 use sceau::config::Config;
 use sceau::store::IssuerId;
 use sceau::va::responses::{CertIdHash, IssuerIdentity};
 use sceau::x509::{Serial, Timestamp};
 
 fn main() {
-    let args: Vec<String> = std::env::args()
-        .skip(1)
-        .filter(|a| a != "--bench")
-        .collect();
+    let args = support::arguments();
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
     match args.as_slice() {
         ["revocation-latency", config, node, index, n] => {
@@ -71,14 +72,7 @@ impl Connection {
         let request = request.body(Full::new(Bytes::from(body))).expect("request");
         self.sender.ready().await.expect("connection ready");
         let response = self.sender.send_request(request).await.expect("send");
-        let status = response.status().as_u16();
-        let body = response
-            .into_body()
-            .collect()
-            .await
-            .expect("body")
-            .to_bytes();
-        (status, body)
+        support::read_response(response).await
     }
 }
 

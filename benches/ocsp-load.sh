@@ -28,16 +28,8 @@ PORT_OPENSSL=${PORT_OPENSSL:-18884}; PORT_CFSSL=${PORT_CFSSL:-18885}
 
 bench_install wrk=wrk cfssl=golang-cfssl softhsm2-util=softhsm2
 bench_build
-mkdir -p "$WORK"
-if [ ! -f "$WORK/filled" ]; then
-  echo "setting up a CA and $N certificates in $WORK (once)"
-  rm -rf "$WORK/data-out"
-  bench_ca "$WORK"
-  "$TOOLS" fill "$CONFIG" "$N" "$REVOKED" "$WORK/data-out"
-  touch "$WORK/filled"
-else
-  bench_reuse_ca "$WORK"
-fi
+fill() { rm -rf "$WORK/data-out"; "$TOOLS" fill "$CONFIG" "$N" "$REVOKED" "$WORK/data-out"; }
+bench_filled "$WORK" "$N certificates" fill
 D=$WORK/data-out
 
 # --- helpers -------------------------------------------------------------------------------

@@ -14,6 +14,8 @@
 //! SoftHSM2 reads SOFTHSM2_CONF when loaded: run with it set (the script does).
 #[path = "holders.rs"]
 mod holders;
+#[path = "support.rs"]
+mod support;
 
 use std::path::Path;
 use std::sync::Arc;
@@ -30,14 +32,12 @@ use cms::signed_data::{
 };
 use der::asn1::{ObjectIdentifier, OctetString, SetOfVec};
 use der::{Any, Decode, Encode};
-use http_body_util::{BodyExt, Full};
+use http_body_util::Full;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer, ServerName};
-use sceau::ca::{CardRequest, CertificateAuthority};
+use sceau::ca::CardRequest;
 use sceau::config::Config;
 use sceau::hsm::Hsm;
-use sceau::policy::{IssuanceRequest, PolicySet};
-use sceau::store::Store;
-use sceau::x509::time::SystemClock;
+use sceau::policy::IssuanceRequest;
 use spki::AlgorithmIdentifierOwned;
 use x509_cert::Certificate;
 
@@ -50,10 +50,7 @@ const CONTENT_TYPE: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.2.840.113
 const MESSAGE_DIGEST: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.2.840.113549.1.9.4");
 
 fn main() {
-    let args: Vec<String> = std::env::args()
-        .skip(1)
-        .filter(|a| a != "--bench")
-        .collect();
+    let args = support::arguments();
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
     match args.as_slice() {
         ["direct", config, n] => direct(Path::new(config), n.parse().expect("N")),
@@ -112,16 +109,7 @@ fn surname(i: usize) -> String {
 fn direct(config_path: &Path, n: usize) {
     let config = Config::load(config_path).expect("config");
     let hsm = Hsm::open(config.hsm.clone()).expect("hsm");
-    let store = Store::open(&config.store_dir()).expect("store");
-    let policies = Arc::new(PolicySet::load_dir(&config.policies_dir).expect("policies"));
-    let ca = CertificateAuthority::open(
-        store,
-        &hsm,
-        policies,
-        config.urls.clone(),
-        Arc::new(SystemClock),
-    )
-    .expect("ca");
+    let ca = support::open_ca(&config, &hsm);
     let requests: Vec<CardRequest> = (0..n)
         .map(|i| {
             let name = surname(i);
@@ -286,13 +274,7 @@ impl Connection {
             .body(Full::new(Bytes::from(body.unwrap_or_default())))
             .expect("request");
         let response = self.sender.send_request(request).await.expect("send");
-        let status = response.status().as_u16();
-        let bytes = response
-            .into_body()
-            .collect()
-            .await
-            .expect("body")
-            .to_bytes();
+        let (status, bytes) = support::read_response(response).await;
         (
             status,
             serde_json::from_slice(&bytes).unwrap_or(serde_json::Value::Null),
@@ -339,15 +321,9 @@ async fn admin(config: &Config, path: &str, body: serde_json::Value) -> serde_js
         )))
         .expect("request");
     let response = sender.send_request(request).await.expect("admin send");
-    let status = response.status();
-    let bytes = response
-        .into_body()
-        .collect()
-        .await
-        .expect("body")
-        .to_bytes();
+    let (status, bytes) = support::read_response(response).await;
     assert!(
-        status.is_success(),
+        (200..300).contains(&status),
         "{path}: {status} {}",
         String::from_utf8_lossy(&bytes)
     );

@@ -61,13 +61,7 @@ fn every_route_is_documented_and_every_documented_route_exists() {
             Route::Card(_) => "card",
             Route::HolderCard => "holder-card",
             Route::HolderSigned(action) => {
-                let example = example
-                    .as_deref()
-                    .unwrap_or_else(|| panic!("{method} {template}: no x-signed-example"));
-                let now = crate::x509::Timestamp::parse_rfc3339("2026-11-28T14:00:00Z").unwrap();
-                let parsed = crate::ra::request::parse(example.as_bytes(), Vec::new(), now, 300)
-                    .unwrap_or_else(|e| panic!("{template}: {e}: {example}"));
-                assert_eq!(parsed.action.kind(), *action, "{template}");
+                signed_example(method, template, example.as_deref(), *action);
                 if *action == ActionKind::Renew {
                     "holder-renew"
                 } else {
@@ -79,20 +73,14 @@ fn every_route_is_documented_and_every_documented_route_exists() {
                 if template.contains('{') {
                     assert!(target.is_some_and(|t| t.starts_with("p-")), "{template}");
                 }
-                let example = example
-                    .as_deref()
-                    .unwrap_or_else(|| panic!("{method} {template}: no x-signed-example"));
-                let now = crate::x509::Timestamp::parse_rfc3339("2026-11-28T14:00:00Z").unwrap();
-                let parsed = crate::ra::request::parse(example.as_bytes(), Vec::new(), now, 300)
-                    .unwrap_or_else(|e| panic!("{template}: {e}: {example}"));
-                assert_eq!(parsed.action.kind(), *action, "{template}");
+                let example = signed_example(method, template, example.as_deref(), *action);
                 let mut extended: serde_json::Value = serde_json::from_str(example).unwrap();
                 extended["undocumented"] = serde_json::Value::Bool(true);
                 assert!(
                     crate::ra::request::parse(
                         extended.to_string().as_bytes(),
                         Vec::new(),
-                        now,
+                        example_time(),
                         300
                     )
                     .is_err(),
@@ -222,4 +210,24 @@ fn the_documented_problem_types_are_the_answered_ones() {
         undocumented.is_empty() && unanswered.is_empty(),
         "answered but not documented: {undocumented:?}; documented but never answered: {unanswered:?}"
     );
+}
+
+/// The documented signed body of an operation: present, accepted by the request parser, and
+/// asking for the action its route names.
+fn signed_example<'a>(
+    method: &Method,
+    template: &str,
+    example: Option<&'a str>,
+    action: ActionKind,
+) -> &'a str {
+    let example = example.unwrap_or_else(|| panic!("{method} {template}: no x-signed-example"));
+    let parsed = crate::ra::request::parse(example.as_bytes(), Vec::new(), example_time(), 300)
+        .unwrap_or_else(|e| panic!("{template}: {e}: {example}"));
+    assert_eq!(parsed.action.kind(), action, "{template}");
+    example
+}
+
+/// When the documented examples were signed (their time is checked against a window).
+fn example_time() -> crate::x509::Timestamp {
+    crate::x509::Timestamp::parse_rfc3339("2026-11-28T14:00:00Z").unwrap()
 }
