@@ -395,6 +395,28 @@ mod tests {
         assert_eq!(err.line, Some(line), "{err}");
     }
 
+    /// Each bucket name is checked, and a bad one is named by its own key.
+    #[test]
+    fn a_bad_bucket_name_names_its_key() {
+        for key in ["status_bucket", "files_bucket", "snapshot_bucket"] {
+            let text = format!(
+                "{EXAMPLE}\n[nats]\nservers = [\"nats://127.0.0.1:4222\"]\n{key} = \"a.b\"\n"
+            );
+            let file = SourceFile::from_text(Path::new("c.toml"), &text);
+            let err = Config::from_source(&file).unwrap_err();
+            assert_eq!(
+                err.key.as_deref(),
+                Some(format!("nats.{key}").as_str()),
+                "{err}"
+            );
+            assert!(err.message.contains("\"a.b\""), "{err}");
+        }
+        let text = format!("{EXAMPLE}\n[nats]\nservers = [\"nats://127.0.0.1:4222\"]\n");
+        let config =
+            Config::from_source(&SourceFile::from_text(Path::new("c.toml"), &text)).unwrap();
+        assert!(config.nats.is_some());
+    }
+
     #[test]
     fn the_pin_can_never_be_in_the_file() {
         let text = EXAMPLE.replace("pin_file = ", "pin = ");

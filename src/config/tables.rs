@@ -300,19 +300,18 @@ pub(super) fn nats(
                 .chars()
                 .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
     };
-    if ![
-        &nats.status_bucket,
-        &nats.files_bucket,
-        &nats.snapshot_bucket,
-    ]
-    .iter()
-    .all(|name| bucket_name(name))
-    {
-        return Err(file.error(
-            spanned.span(),
-            "nats.status_bucket",
-            "bucket names are letters, digits, - and _",
-        ));
+    for (key, name) in [
+        ("nats.status_bucket", &nats.status_bucket),
+        ("nats.files_bucket", &nats.files_bucket),
+        ("nats.snapshot_bucket", &nats.snapshot_bucket),
+    ] {
+        if !bucket_name(name) {
+            return Err(file.error(
+                spanned.span(),
+                key,
+                format!("{name:?}: bucket names are letters, digits, - and _"),
+            ));
+        }
     }
     Ok(nats.clone())
 }
