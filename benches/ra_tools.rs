@@ -139,7 +139,7 @@ fn direct(config_path: &Path, n: usize) {
                     let Some(request) = requests.get(i) else {
                         return;
                     };
-                    ca.issue_card(request).expect("card");
+                    ca.issue_card(request, None).expect("card");
                 }
             });
         }

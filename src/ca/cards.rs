@@ -65,14 +65,9 @@ impl CardPlan {
 }
 
 impl CertificateAuthority {
-    /// Issues both certificates of a card, or neither.
-    pub fn issue_card(&self, request: &CardRequest) -> Result<IssuedCard, CaError> {
-        self.issue_card_with(request, None)
-    }
-
-    /// Issues both certificates of a card, or neither, with `along` written in the same batch
-    /// as the card (the RA's request record).
-    pub fn issue_card_with(
+    /// Issues both certificates of a card, or neither; `along` (the RA's request record), when
+    /// given, is written in the same batch as the card.
+    pub fn issue_card(
         &self,
         request: &CardRequest,
         along: Option<AlongWrite>,
@@ -87,13 +82,9 @@ impl CertificateAuthority {
 
     /// Renews a card: two new certificates for new keys of the same holder, at most once and
     /// within the card's lifetime; the card's previous certificates are revoked as superseded
-    /// in the same write (RGS A2 IV.6: a renewal needs new keys).
-    pub fn renew_card(&self, request: &CardRequest) -> Result<RenewedCard, CaError> {
-        self.renew_card_with(request, None)
-    }
-
-    /// Renews a card, with `along` written in the same batch as the new certificates.
-    pub fn renew_card_with(
+    /// in the same write (RGS A2 IV.6: a renewal needs new keys). `along`, when given, is
+    /// written in the same batch as the new certificates.
+    pub fn renew_card(
         &self,
         request: &CardRequest,
         along: Option<AlongWrite>,

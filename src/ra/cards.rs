@@ -455,10 +455,10 @@ impl RegistrationAuthority {
             Ok(())
         });
         let issued = if record.renewal {
-            self.ca.renew_card_with(&card_request, Some(along))
+            self.ca.renew_card(&card_request, Some(along))
         } else {
             self.ca
-                .issue_card_with(&card_request, Some(along))
+                .issue_card(&card_request, Some(along))
                 .map(|card| crate::ca::RenewedCard {
                     card,
                     superseded: Vec::new(),

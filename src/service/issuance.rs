@@ -76,7 +76,7 @@ impl Service {
                         ..Default::default()
                     },
                 };
-                Ok(ca.issue_card(&request)?)
+                Ok(ca.issue_card(&request, None)?)
             })
             .await?;
             for certificate in [&card.authentication, &card.signature] {
