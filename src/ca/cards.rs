@@ -128,24 +128,14 @@ impl CertificateAuthority {
             },
             None => CardPlan::New,
         };
-        let pending =
-            self.card_certificates(&self.issuer(), request, &card_id, &plan, self.clock.now())?;
+        // Serials drawn as issuance would; nothing is recorded under them.
+        let serials = (0..2).map(|_| Serial::random()).collect::<Result<_, _>>()?;
+        let now = self.clock.now();
+        let pending = self.card_pending(&self.issuer(), request, &card_id, &plan, now, serials)?;
         issue::precheck(&self.store, &pending)
     }
 
-    /// The two linted certificates of a card, under fresh serials.
-    fn card_certificates(
-        &self,
-        issuer: &Issuer,
-        request: &CardRequest,
-        card_id: &str,
-        plan: &CardPlan,
-        now: Timestamp,
-    ) -> Result<Vec<PendingCertificate>, CaError> {
-        let serials = (0..2).map(|_| Serial::random()).collect::<Result<_, _>>()?;
-        self.card_pending(issuer, request, card_id, plan, now, serials)
-    }
-
+    /// The two linted certificates of a card, under `serials`.
     fn card_pending(
         &self,
         issuer: &Issuer,

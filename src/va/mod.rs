@@ -317,18 +317,27 @@ pub trait Served: Send + Sync {
     fn is_ready(&self) -> bool;
 }
 
+/// The accessors of [`Served`] that read a `responder`, `metrics` and `clock` field: both
+/// providers hold them under those names.
+macro_rules! served_fields {
+    () => {
+        fn responder(&self) -> &$crate::va::responder::Responder {
+            &self.responder
+        }
+
+        fn metrics(&self) -> &$crate::va::Metrics {
+            &self.metrics
+        }
+
+        fn now(&self) -> $crate::x509::Timestamp {
+            self.clock.now()
+        }
+    };
+}
+pub(crate) use served_fields;
+
 impl Served for ValidationAuthority {
-    fn responder(&self) -> &Responder {
-        &self.responder
-    }
-
-    fn metrics(&self) -> &Metrics {
-        &self.metrics
-    }
-
-    fn now(&self) -> Timestamp {
-        self.clock.now()
-    }
+    served_fields!();
 
     fn crl(&self, name: &str) -> Option<crl::PublishedCrl> {
         self.crls.latest(name)

@@ -86,17 +86,7 @@ impl core::fmt::Debug for Node {
 }
 
 impl Served for Node {
-    fn responder(&self) -> &Responder {
-        &self.responder
-    }
-
-    fn metrics(&self) -> &Metrics {
-        &self.metrics
-    }
-
-    fn now(&self) -> Timestamp {
-        self.clock.now()
-    }
+    super::served_fields!();
 
     fn crl(&self, name: &str) -> Option<PublishedCrl> {
         self.crls
