@@ -64,6 +64,7 @@ fn settings(dir: &Path) -> HsmSettings {
     HsmSettings {
         module: MODULE.into(),
         token_label: "pool-test".into(),
+        module_parameters: None,
         pin: PinSource::File(dir.join("pin")),
         sessions: 2,
         queue_capacity: 64,

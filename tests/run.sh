@@ -29,7 +29,7 @@ say() { printf '\n== %s\n' "$*"; }
 say "system packages"
 # shellcheck source=hsm/deps.sh
 . hsm/deps.sh
-sceau_packages libclang-dev softhsm2 openssl python3-venv curl wrk systemd
+sceau_packages libclang-dev softhsm2 libnss3 libnss3-tools openssl python3-venv curl wrk systemd
 sceau_rust
 
 say "pkilint (independent linter)"

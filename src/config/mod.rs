@@ -395,6 +395,27 @@ mod tests {
         assert_eq!(err.line, Some(line), "{err}");
     }
 
+    /// The parameters a module reads in `C_Initialize` are passed as written, and an empty
+    /// string is refused (a module would read "no configuration" where one was meant).
+    #[test]
+    fn module_parameters_are_kept_and_an_empty_string_is_refused() {
+        let with = |value: &str| {
+            let text = EXAMPLE.replacen(
+                "token_label = \"sceau-dev\"",
+                &format!("token_label = \"sceau-dev\"\nmodule_parameters = \"{value}\""),
+                1,
+            );
+            Config::from_source(&SourceFile::from_text(Path::new("c.toml"), &text))
+        };
+        let config = with("configdir='sql:/x' flags=").unwrap();
+        assert_eq!(
+            config.hsm.module_parameters.as_deref(),
+            Some("configdir='sql:/x' flags=")
+        );
+        let err = with("").unwrap_err();
+        assert_eq!(err.key.as_deref(), Some("hsm.module_parameters"), "{err}");
+    }
+
     /// Each bucket name is checked, and a bad one is named by its own key.
     #[test]
     fn a_bad_bucket_name_names_its_key() {

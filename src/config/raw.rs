@@ -84,6 +84,7 @@ pub(super) struct RawHsm {
     pub(super) queue: Spanned<usize>,
     #[serde(default)]
     pub(super) module_env: BTreeMap<String, Spanned<String>>,
+    pub(super) module_parameters: Option<Spanned<String>>,
 }
 
 /// A table left out of the file: its defaults, pointing at the start of the file.

@@ -89,9 +89,21 @@ pub(super) fn hsm(
         };
         module_env.insert(name.clone(), resolved);
     }
+    if let Some(parameters) = &hsm.module_parameters
+        && (parameters.get_ref().is_empty()
+            || parameters.get_ref().contains('\0')
+            || parameters.get_ref().len() > 4096)
+    {
+        return Err(file.error(
+            parameters.span(),
+            "hsm.module_parameters",
+            "1 to 4096 characters, no NUL",
+        ));
+    }
     let hsm_settings = HsmSettings {
         module: paths.resolve(&hsm.module, "hsm.module")?,
         token_label: hsm.token_label.get_ref().clone(),
+        module_parameters: hsm.module_parameters.as_ref().map(|p| p.get_ref().clone()),
         pin,
         sessions: *hsm.sessions.get_ref(),
         queue_capacity: *hsm.queue.get_ref(),

@@ -33,6 +33,9 @@ pub struct HsmSettings {
     /// Path of the PKCS#11 module (e.g. `/usr/lib/softhsm/libsofthsm2.so`).
     pub module: PathBuf,
     pub token_label: String,
+    /// What the module's `C_Initialize` reads in `pReserved`, for modules that take a
+    /// configuration there (NSS softokn: `configdir='sql:/path' ...`); `None` for the others.
+    pub module_parameters: Option<String>,
     pub pin: PinSource,
     /// Number of sessions, each on its own thread.
     pub sessions: usize,

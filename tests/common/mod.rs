@@ -19,6 +19,8 @@ use tempfile::TempDir;
 pub use x509::serial_of;
 
 pub const SOFTHSM_MODULE: &str = "/usr/lib/softhsm/libsofthsm2.so";
+/// NSS's software token (Debian: libnss3).
+pub const NSS_MODULE: &str = "/usr/lib/x86_64-linux-gnu/libsoftokn3.so";
 pub const ORG: &str = "/C=FR/O=MINISTERE DE LA JUSTICE TEST/OU=0002 123456789";
 
 /// The CA key algorithms of a test PKI.
@@ -74,7 +76,40 @@ impl Pki {
         );
         std::fs::write(root.join("pin"), "4242-test-pin\n").unwrap();
         let config = root.join("sceau.toml");
-        std::fs::write(&config, config_text(root, keys)).unwrap();
+        let hsm = format!(
+            "module = \"{SOFTHSM_MODULE}\"\ntoken_label = \"sceau-test\"\nmodule_env = {{ SOFTHSM2_CONF = \"{}\" }}\n",
+            softhsm_conf.display()
+        );
+        std::fs::write(&config, config_text(root, keys, &hsm)).unwrap();
+        Pki { dir, config }
+    }
+
+    /// The same on NSS's software token (softokn, Debian's libnss3): a key database made by
+    /// `certutil -N` with the PIN, named to the module through `hsm.module_parameters`.
+    pub fn on_nss(keys: Keys) -> Self {
+        let dir = tempfile::Builder::new()
+            .prefix("sceau-nss-")
+            .tempdir()
+            .unwrap();
+        let root = dir.path();
+        let database = root.join("nssdb");
+        std::fs::create_dir_all(&database).unwrap();
+        std::fs::write(root.join("pin"), "4242-test-pin\n").unwrap();
+        let made = Command::new("certutil")
+            .arg("-N")
+            .arg("-d")
+            .arg(format!("sql:{}", database.display()))
+            .arg("-f")
+            .arg(root.join("pin"))
+            .output()
+            .expect("certutil (apt-get install libnss3-tools)");
+        assert!(made.status.success(), "certutil -N: {}", all_output(&made));
+        let config = root.join("sceau.toml");
+        let hsm = format!(
+            "module = \"{NSS_MODULE}\"\ntoken_label = \"sceau-nss\"\nmodule_parameters = \"configdir='sql:{}' certPrefix='' keyPrefix='' secmod='secmod.db' flags= dbTokenDescription='sceau-nss'\"\n",
+            database.display()
+        );
+        std::fs::write(&config, config_text(root, keys, &hsm)).unwrap();
         Pki { dir, config }
     }
 
@@ -376,7 +411,9 @@ impl Pki {
     }
 }
 
-fn config_text(root: &Path, keys: Keys) -> String {
+/// The configuration of a test PKI in `root`, with `hsm` (module, token and how to reach them)
+/// in its `[hsm]` table.
+fn config_text(root: &Path, keys: Keys, hsm: &str) -> String {
     let policies = Path::new(env!("CARGO_MANIFEST_DIR")).join("policies");
     format!(
         r#"data_dir = "{data}"
@@ -384,11 +421,8 @@ publish_dir = "{publish}"
 policies_dir = "{policies}"
 
 [hsm]
-module = "{module}"
-token_label = "sceau-test"
-pin_file = "{pin}"
+{hsm}pin_file = "{pin}"
 sessions = 2
-module_env = {{ SOFTHSM2_CONF = "{softhsm}" }}
 
 [keys]
 root = {{ label = "test-root", algorithm = "{root_alg}" }}
@@ -426,9 +460,7 @@ admin = "127.0.0.1:0"
         data = root.join("data").display(),
         publish = root.join("publish").display(),
         policies = policies.display(),
-        module = SOFTHSM_MODULE,
         pin = root.join("pin").display(),
-        softhsm = root.join("softhsm2.conf").display(),
         root_alg = keys.root,
         issuing_alg = keys.issuing,
         ocsp_alg = keys.ocsp,

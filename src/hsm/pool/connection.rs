@@ -1,5 +1,7 @@
 //! The connection to the token: the PKCS#11 module loaded and initialised, the token found, logged in once, and reconnected after a fault (the module finalised first, sessions of an older generation dropped).
 
+use std::ffi::{CString, c_void};
+use std::ptr::NonNull;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Mutex, MutexGuard, RwLock};
 use std::time::{Duration, Instant};
@@ -186,7 +188,19 @@ impl Connection {
             )
         })?;
         // Without OS locking SoftHSM2 turns its own locks off and concurrent sessions fail.
-        match context.initialize(CInitializeArgs::new(CInitializeFlags::OS_LOCKING_OK)) {
+        let parameters = match &settings.module_parameters {
+            Some(text) => Some(CString::new(text.as_str()).map_err(|_| {
+                (
+                    HsmError::Module {
+                        path: settings.module.clone(),
+                        reason: "hsm.module_parameters holds a NUL".into(),
+                    },
+                    None,
+                )
+            })?),
+            None => None,
+        };
+        match context.initialize(initialize_args(parameters.as_ref())) {
             Ok(()) | Err(CkError::Pkcs11(RvError::CryptokiAlreadyInitialized, _)) => {}
             Err(e) => return Err((classify(&e), None)),
         }
@@ -281,5 +295,22 @@ pub(super) fn classify(error: &CkError) -> HsmError {
         HsmError::Unavailable(error.to_string())
     } else {
         HsmError::Pkcs11(error.to_string())
+    }
+}
+
+/// `C_Initialize`'s arguments: OS locking, and the module's own parameters in `pReserved` when
+/// it takes some (NSS softokn reads its database directory there, and refuses NULL).
+///
+/// The one `unsafe` of the crate, reviewed: `new_with_reserved` hands the pointer to the module
+/// as is. It points at `parameters`, a NUL-terminated string the caller keeps alive across the
+/// `initialize` call that consumes these arguments; modules read `pReserved` during
+/// `C_Initialize` only (NSS copies it), and never write through it.
+#[allow(unsafe_code)]
+fn initialize_args(parameters: Option<&CString>) -> CInitializeArgs {
+    let flags = CInitializeFlags::OS_LOCKING_OK;
+    match parameters.and_then(|p| NonNull::new(p.as_ptr() as *mut c_void)) {
+        // SAFETY: see above; the pointer is valid, NUL-terminated and outlives the call.
+        Some(reserved) => unsafe { CInitializeArgs::new_with_reserved(flags, reserved) },
+        None => CInitializeArgs::new(flags),
     }
 }
