@@ -7,7 +7,7 @@ use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
-use common::daemon::{Daemon, http, ocsp_post};
+use common::daemon::{Daemon, http, ocsp_ask, ocsp_post};
 use common::{Keys, Pki, crl, lint, openssl, x509};
 
 /// The responder key hash (ResponderID byKey) and status of an OCSP answer, checked by OpenSSL
@@ -161,29 +161,6 @@ fn the_ocsp_responder_is_renewed_without_a_gap_on_demand_and_when_due() {
     );
 }
 
-/// `openssl ocsp` against the daemon, with a nonce, as a relying application asks: the
-/// response must verify (responder certified by `issuer`, chain to `root`) and say `status`.
-fn ask(daemon: &Daemon, root: &Path, issuer: &Path, certificate: &Path, status: &str) -> String {
-    let (ok, text) = openssl(&[
-        "ocsp",
-        "-issuer",
-        issuer.to_str().unwrap(),
-        "-cert",
-        certificate.to_str().unwrap(),
-        "-CAfile",
-        root.to_str().unwrap(),
-        "-url",
-        &daemon.url("/ocsp"),
-        "-resp_text",
-    ]);
-    assert!(
-        ok && text.contains("Response verify OK") && text.contains(&format!(": {status}")),
-        "{}: {text}",
-        certificate.display()
-    );
-    text
-}
-
 /// `openssl verify -x509_strict` with separate trusted and untrusted certificates.
 fn verify(
     dir: &Path,
@@ -325,16 +302,16 @@ fn the_issuing_ca_and_the_root_roll_over_while_ocsp_answers_for_both_keys() {
     );
 
     // OCSP for both issuers, each answered by a responder of its own CA.
-    let old_answer = ask(&daemon, &root, &old_ca, &old_holder, "good");
-    let new_answer = ask(&daemon, &root, &new_ca, &new_holder, "good");
+    let old_answer = ocsp_ask(&daemon, &root, &old_ca, &old_holder, "good");
+    let new_answer = ocsp_ask(&daemon, &root, &new_ca, &new_holder, "good");
     assert_ne!(responder_id(&old_answer), responder_id(&new_answer));
 
     // Revocation reaches both, and each CA signs its own CRL.
     for holder in [&old_holder, &new_holder] {
         pki.revoke(holder, "keyCompromise");
     }
-    ask(&daemon, &root, &old_ca, &old_holder, "revoked");
-    ask(&daemon, &root, &new_ca, &new_holder, "revoked");
+    ocsp_ask(&daemon, &root, &old_ca, &old_holder, "revoked");
+    ocsp_ask(&daemon, &root, &new_ca, &new_holder, "revoked");
     let new_response = pki.path("new-response.der");
     fetch(
         &daemon,
@@ -416,7 +393,7 @@ fn the_issuing_ca_and_the_root_roll_over_while_ocsp_answers_for_both_keys() {
     lint::chain(&root, &new_with_old);
     lint::chain(&new_root, &old_with_new);
     lint::chain(&new_root, &third_ca);
-    ask(&daemon, &new_root, &third_ca, &third_holder, "good");
+    ocsp_ask(&daemon, &new_root, &third_ca, &third_holder, "good");
     // Both roots sign their ARL.
     for (name, signer) in [("racine", &root), ("racine-2", &new_root)] {
         let arl = pki.path(&format!("{name}.arl"));
@@ -430,9 +407,9 @@ fn the_issuing_ca_and_the_root_roll_over_while_ocsp_answers_for_both_keys() {
     // A restart keeps all of it: the current CA issues, every issuer is answered for.
     assert!(daemon.stop().success());
     let daemon = Daemon::start(&pki);
-    ask(&daemon, &root, &old_ca, &old_holder, "revoked");
-    ask(&daemon, &root, &new_ca, &new_holder, "revoked");
-    ask(&daemon, &new_root, &third_ca, &third_holder, "good");
+    ocsp_ask(&daemon, &root, &old_ca, &old_holder, "revoked");
+    ocsp_ask(&daemon, &root, &new_ca, &new_holder, "revoked");
+    ocsp_ask(&daemon, &new_root, &third_ca, &third_holder, "good");
     let fourth = pki.issue_holder("fourth-holder", "/GN=Marc/SN=BLANC/CN=Marc BLANC");
     assert!(verify(&dir, &[&new_root], &[&third_ca], &[], &fourth).0);
     assert!(daemon.stop().success());

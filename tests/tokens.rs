@@ -1,12 +1,12 @@
 //! sceau on a PKCS#11 token other than SoftHSM2 (issue 20): NSS's software token (softokn,
 //! from Debian's libnss3), which takes its database in `C_Initialize`'s `pReserved`
-//! (`hsm.module_parameters`). The CA's life, end to end, judged by OpenSSL: the key ceremony,
-//! `sceau check`, an issuance through the daemon, an OCSP answer signed live for a nonce by the
-//! responder key in the token, a revocation, the revoked answer, and a CRL.
+//! (`hsm.module_parameters`). The CA's life, end to end, judged by OpenSSL and pkilint: the
+//! key ceremony, `sceau check`, an issuance through the daemon, an OCSP answer signed live for
+//! a nonce by the responder key in the token, a revocation, the revoked answer, and a CRL.
 mod common;
 
-use common::daemon::Daemon;
-use common::{Keys, Pki, openssl, serial_of, verify_chain};
+use common::daemon::{Daemon, ocsp_ask};
+use common::{Keys, Pki, lint, serial_of, verify_chain};
 
 #[test]
 fn the_ca_lives_on_nss_softokn() {
@@ -22,47 +22,55 @@ fn the_ca_lives_on_nss_softokn() {
     let certs = pki.data_dir().join("certs");
     let root = certs.join("racine.pem");
     let issuing = certs.join("ac-agents.pem");
+    lint::pkix_certificate(&root);
+    lint::pkix_certificate(&issuing);
+    lint::chain(&root, &issuing);
 
     let daemon = Daemon::start(&pki);
     let holder = pki.issue_holder("jeanne", "/GN=Jeanne/SN=DUPONT/CN=Jeanne DUPONT");
     verify_chain(pki.dir.path(), &[&root, &issuing], &holder);
+    lint::pkix_certificate(&holder);
+    lint::etsi_certificate(&holder);
+    lint::chain(&issuing, &holder);
 
     // A nonce: the answer is signed now, by the responder key in the NSS token.
-    let chain = pki.path("chain.pem");
-    let text = [&root, &issuing]
-        .iter()
-        .map(|p| std::fs::read_to_string(p).unwrap())
-        .collect::<String>();
-    std::fs::write(&chain, text).unwrap();
-    let url = daemon.url("/ocsp");
-    let ask = |expected: &str| {
-        let (ok, out) = openssl(&[
-            "ocsp",
-            "-issuer",
-            issuing.to_str().unwrap(),
-            "-cert",
-            holder.to_str().unwrap(),
-            "-url",
-            &url,
-            "-CAfile",
-            chain.to_str().unwrap(),
-            "-resp_text",
-        ]);
-        assert!(ok, "{out}");
-        assert!(out.contains("Response verify OK"), "{out}");
-        assert!(out.contains("OCSP Nonce"), "the nonce is echoed: {out}");
-        assert!(
-            out.contains(&format!("{}: {expected}", holder.display())),
-            "{expected}: {out}"
-        );
-    };
-    ask("good");
+    let answer = ocsp_ask(&daemon, &root, &issuing, &holder, "good");
+    assert!(
+        answer.contains("OCSP Nonce"),
+        "the nonce is echoed: {answer}"
+    );
     pki.revoke(&holder, "key-compromise");
-    ask("revoked");
+    ocsp_ask(&daemon, &root, &issuing, &holder, "revoked");
 
-    // The CRL, signed by the issuing CA's key in the token, lists it.
+    // The CRL, signed by the issuing CA's key in the token, lists it and lints.
     let serial = serial_of(&holder);
     daemon.wait_until("a CRL listing the revocation", |d| {
         pki.served_crl(d, "ac-agents").0.contains(&serial)
     });
+    lint::crl(&pki.path("served-ac-agents.crl"));
+}
+
+/// Parameters naming a database that is not there: the module refuses to start, `sceau init`
+/// says which token of which file, and nothing is created.
+#[test]
+fn nss_parameters_naming_no_database_are_refused_and_change_nothing() {
+    let pki = Pki::on_nss(Keys::EC);
+    let config = std::fs::read_to_string(&pki.config).unwrap();
+    let database = pki.path("nssdb");
+    let elsewhere = pki.path("no-such-nssdb");
+    let moved = config.replace(
+        &format!("sql:{}", database.display()),
+        &format!("sql:{}", elsewhere.display()),
+    );
+    assert_ne!(moved, config);
+    std::fs::write(&pki.config, moved).unwrap();
+    let refused = pki.sceau(&["init"]);
+    assert!(!refused.status.success());
+    let text = String::from_utf8_lossy(&refused.stderr).into_owned();
+    assert!(
+        text.contains("[hsm] token \"sceau-nss\"") && text.contains("Initialize"),
+        "{text}"
+    );
+    assert!(!pki.data_dir().join("store").exists(), "{text}");
+    assert!(!elsewhere.exists());
 }

@@ -2,6 +2,7 @@
 //! SIGTERM (killed on drop if a test panicked), talked to over real HTTP.
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
+use std::path::Path;
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
@@ -212,4 +213,33 @@ pub fn header<'a>(headers: &'a [(String, String)], name: &str) -> Option<&'a str
         .iter()
         .find(|(n, _)| n == name)
         .map(|(_, v)| v.as_str())
+}
+
+/// `openssl ocsp` against the daemon, with a nonce, as a relying application asks: the
+/// response must verify (responder certified by `issuer`, chain to `root`) and say `status`.
+pub fn ocsp_ask(
+    daemon: &Daemon,
+    root: &Path,
+    issuer: &Path,
+    certificate: &Path,
+    status: &str,
+) -> String {
+    let (ok, text) = super::openssl(&[
+        "ocsp",
+        "-issuer",
+        issuer.to_str().unwrap(),
+        "-cert",
+        certificate.to_str().unwrap(),
+        "-CAfile",
+        root.to_str().unwrap(),
+        "-url",
+        &daemon.url("/ocsp"),
+        "-resp_text",
+    ]);
+    assert!(
+        ok && text.contains("Response verify OK") && text.contains(&format!(": {status}")),
+        "{}: {text}",
+        certificate.display()
+    );
+    text
 }
