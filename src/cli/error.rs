@@ -129,6 +129,10 @@ impl Classify for HsmError {
         match self {
             HsmError::Module { .. }
             | HsmError::TokenNotFound { .. }
+            | HsmError::TokenAmbiguous { .. }
+            | HsmError::TokenSerialMismatch { .. }
+            | HsmError::DuplicateKey { .. }
+            | HsmError::KeyAttributes { .. }
             | HsmError::Pin(_)
             | HsmError::PinIncorrect { .. }
             | HsmError::PinLocked

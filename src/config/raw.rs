@@ -75,6 +75,7 @@ pub(super) fn default_sign_policy() -> Spanned<String> {
 pub(super) struct RawHsm {
     pub(super) module: Spanned<String>,
     pub(super) token_label: Spanned<String>,
+    pub(super) token_serial: Option<Spanned<String>>,
     pub(super) pin_file: Option<Spanned<String>>,
     pub(super) pin_env: Option<Spanned<String>>,
     pub(super) pin_credential: Option<Spanned<String>>,

@@ -78,6 +78,9 @@ pub(super) fn hsm(
         ));
     }
     non_empty(file, &hsm.token_label, "hsm.token_label")?;
+    if let Some(serial) = &hsm.token_serial {
+        non_empty(file, serial, "hsm.token_serial")?;
+    }
     let mut module_env = BTreeMap::new();
     for (name, value) in &hsm.module_env {
         let resolved = if value.get_ref().starts_with("./") || value.get_ref().starts_with("../") {
@@ -103,6 +106,7 @@ pub(super) fn hsm(
     let hsm_settings = HsmSettings {
         module: paths.resolve(&hsm.module, "hsm.module")?,
         token_label: hsm.token_label.get_ref().clone(),
+        token_serial: hsm.token_serial.as_ref().map(|s| s.get_ref().clone()),
         module_parameters: hsm.module_parameters.as_ref().map(|p| p.get_ref().clone()),
         pin,
         sessions: *hsm.sessions.get_ref(),

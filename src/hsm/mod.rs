@@ -33,6 +33,10 @@ pub struct HsmSettings {
     /// Path of the PKCS#11 module (e.g. `/usr/lib/softhsm/libsofthsm2.so`).
     pub module: PathBuf,
     pub token_label: String,
+    /// The token's serial number (CK_TOKEN_INFO.serialNumber, blanks trimmed), when the label
+    /// alone could name more than one token: with it, a token of the right label but another
+    /// serial is not used. Slot ids are never configured: modules renumber them.
+    pub token_serial: Option<String>,
     /// What the module's `C_Initialize` reads in `pReserved`, for modules that take a
     /// configuration there (NSS softokn: `configdir='sql:/path' ...`); `None` for the others.
     pub module_parameters: Option<String>,
@@ -153,7 +157,7 @@ impl Hsm {
         scheme: SignatureScheme,
     ) -> Result<SigningKey, HsmError> {
         let owned = label.to_owned();
-        let public_key = self
+        let (public_key, id) = self
             .pool
             .run_blocking(move |worker| worker.check_signing_key(&owned))?;
         let kind = crate::x509::keys::describe(&public_key)
@@ -183,6 +187,7 @@ impl Hsm {
                 label: label.to_owned(),
                 scheme,
                 public_key,
+                id,
                 session_copy: false,
             }),
         })
@@ -205,6 +210,8 @@ struct SigningKeyInner {
     label: String,
     scheme: SignatureScheme,
     public_key: SubjectPublicKeyInfoOwned,
+    /// CKA_ID of the key pair, checked at load and at every look-up of the key.
+    id: Vec<u8>,
     session_copy: bool,
 }
 
@@ -244,6 +251,7 @@ impl SigningKey {
                 label: self.inner.label.clone(),
                 scheme: self.inner.scheme,
                 public_key: self.inner.public_key.clone(),
+                id: self.inner.id.clone(),
                 session_copy: true,
             }),
         }
@@ -321,6 +329,7 @@ impl SigningKey {
         pool::SignJob {
             label: self.inner.label.clone(),
             scheme,
+            id: self.inner.id.clone(),
             data,
             session_copy: self.inner.session_copy,
         }
@@ -346,6 +355,16 @@ pub enum HsmError {
     Module { path: PathBuf, reason: String },
     #[error("no token labelled {label:?} (is SOFTHSM2_CONF or the module path right?)")]
     TokenNotFound { label: String },
+    #[error(
+        "more than one token is labelled {label:?} (serial numbers {serials}): set [hsm] token_serial to the one to use"
+    )]
+    TokenAmbiguous { label: String, serials: String },
+    #[error("the token labelled {label:?} has serial number {found:?}, not {expected:?}")]
+    TokenSerialMismatch {
+        label: String,
+        expected: String,
+        found: String,
+    },
     #[error("reading the PIN: {0}")]
     Pin(#[from] PinError),
     #[error(
@@ -360,6 +379,10 @@ pub enum HsmError {
     KeyExists { label: String },
     #[error("key {label:?} can leave the HSM (extractable or not sensitive): refused")]
     KeyExportable { label: String },
+    #[error("key {label:?} is refused: {problem}")]
+    KeyAttributes { label: String, problem: String },
+    #[error("the label {label:?} names {objects} on the token: remove or relabel all but one")]
+    DuplicateKey { label: String, objects: String },
     #[error("key {label:?} is {key}, which cannot sign with {scheme}")]
     KeyMismatch {
         label: String,
@@ -387,6 +410,8 @@ impl HsmError {
                 | HsmError::Busy
                 | HsmError::Module { .. }
                 | HsmError::TokenNotFound { .. }
+                | HsmError::TokenAmbiguous { .. }
+                | HsmError::TokenSerialMismatch { .. }
                 | HsmError::PinIncorrect { .. }
                 | HsmError::PinLocked
                 | HsmError::Pin(_)

@@ -23,17 +23,17 @@ use cryptoki::context::Function;
 use cryptoki::error::{Error as CkError, RvError};
 use cryptoki::mechanism::rsa::{PkcsMgfType, PkcsPssParams};
 use cryptoki::mechanism::{Mechanism, MechanismType};
-use cryptoki::object::{Attribute, AttributeType, KeyType, ObjectClass, ObjectHandle};
+use cryptoki::object::{Attribute, AttributeType, ObjectClass, ObjectHandle};
 use cryptoki::session::{Session, SessionState};
-use der::Decode;
-use der::asn1::OctetString;
 use spki::SubjectPublicKeyInfoOwned;
 
 use super::{HsmError, HsmSettings, KeySpec};
 use crate::x509::keys;
 use crate::x509::sigalg::{self, SignatureScheme};
 
+mod attributes;
 mod connection;
+use attributes::{PRIVATE_KEY_ATTRIBUTES, PUBLIC_KEY_ATTRIBUTES, PrivateKeyFacts, public_key_from};
 use connection::{Connection, classify, is_connection_fault};
 
 /// After a failed connection attempt, wait this long before trying again.
@@ -67,10 +67,27 @@ pub struct HsmStatus {
 }
 
 impl Pool {
+    /// Connects (a wrong module, token or PIN is reported now, not at the first signature),
+    /// then starts as many session threads as asked and the token allows.
     pub(super) fn start(settings: HsmSettings) -> Result<Self, HsmError> {
-        let sessions = settings.sessions.max(1);
+        let requested = settings.sessions;
         let (jobs, queue) = crossbeam_channel::bounded::<Job>(settings.queue_capacity.max(1));
         let connection = Arc::new(Connection::new(settings));
+        connection.reconnect()?;
+        let token_limit = connection
+            .lock()
+            .live
+            .as_ref()
+            .and_then(|live| live.max_sessions);
+        let sessions = sessions_allowed(requested, token_limit);
+        if sessions < requested {
+            tracing::warn!(
+                requested,
+                sessions,
+                token_limit,
+                "the token allows fewer sessions than [hsm] sessions asks (one more is kept for the login): using fewer"
+            );
+        }
         let mut workers = Vec::with_capacity(sessions);
         for index in 0..sessions {
             let queue: Receiver<Job> = queue.clone();
@@ -180,6 +197,19 @@ impl Pool {
             reconnects: self.connection.reconnects.load(Ordering::Relaxed),
             errors: self.connection.errors.load(Ordering::Relaxed),
         }
+    }
+}
+
+/// Worker sessions for `requested`, within the token's `ulMaxSessionCount` (`limit`), which
+/// must also leave room for the session that keeps the token logged in. At least one.
+fn sessions_allowed(requested: usize, limit: Option<u64>) -> usize {
+    let requested = requested.max(1);
+    match limit {
+        Some(limit) => {
+            let room = usize::try_from(limit.saturating_sub(1)).unwrap_or(usize::MAX);
+            requested.min(room).max(1)
+        }
+        None => requested,
     }
 }
 
@@ -333,60 +363,52 @@ impl Worker {
         })
     }
 
-    /// Checks that the private key `label` exists, is sensitive and non-extractable, and returns
-    /// its public key.
+    /// Checks that exactly one private key and one public key carry `label` on the token, that
+    /// they are a pair (the same `CKA_ID`), and that the private key never could leave the
+    /// token and may sign ([`PrivateKeyFacts::refusal`]); returns the public key and the id.
     pub(super) fn check_signing_key(
         &mut self,
         label: &str,
-    ) -> Result<SubjectPublicKeyInfoOwned, HsmError> {
+    ) -> Result<(SubjectPublicKeyInfoOwned, Vec<u8>), HsmError> {
         let (private, public) = self.with_retry(|session, _| {
-            let private = find_objects(session, label, ObjectClass::PRIVATE_KEY)?;
-            let public = find_objects(session, label, ObjectClass::PUBLIC_KEY)?;
-            let flags = match private.first() {
-                Some(handle) => Some(session.get_attributes(
-                    *handle,
-                    &[
-                        AttributeType::Sensitive,
-                        AttributeType::Extractable,
-                        AttributeType::Sign,
-                    ],
-                )?),
-                None => None,
-            };
-            let public_attributes = match public.first() {
-                Some(handle) => Some(read_public_attributes(session, *handle)?),
-                None => None,
-            };
-            Ok((flags, public_attributes))
+            let mut private = Vec::new();
+            for handle in find_objects(session, label, ObjectClass::PRIVATE_KEY)? {
+                private.push(session.get_attributes(handle, PRIVATE_KEY_ATTRIBUTES)?);
+            }
+            let mut public = Vec::new();
+            for handle in find_objects(session, label, ObjectClass::PUBLIC_KEY)? {
+                public.push(session.get_attributes(handle, PUBLIC_KEY_ATTRIBUTES)?);
+            }
+            Ok((private, public))
         })?;
-        let flags = private.ok_or_else(|| HsmError::KeyNotFound {
+        let mut private: Vec<PrivateKeyFacts> =
+            private.into_iter().map(PrivateKeyFacts::read).collect();
+        let public = public
+            .into_iter()
+            .map(public_key_from)
+            .collect::<Result<Vec<_>, _>>()?;
+        refuse_duplicates(label, "private keys", private.iter().map(|k| &k.id))?;
+        refuse_duplicates(label, "public keys", public.iter().map(|(id, _)| id))?;
+        let facts = private.pop().ok_or_else(|| HsmError::KeyNotFound {
             label: label.to_owned(),
         })?;
-        let mut sensitive = false;
-        let mut extractable = true;
-        let mut can_sign = false;
-        for attribute in flags {
-            match attribute {
-                Attribute::Sensitive(v) => sensitive = v,
-                Attribute::Extractable(v) => extractable = v,
-                Attribute::Sign(v) => can_sign = v,
-                _ => {}
-            }
+        if let Some(refusal) = facts.refusal(label) {
+            return Err(refusal);
         }
-        if !sensitive || extractable {
-            return Err(HsmError::KeyExportable {
-                label: label.to_owned(),
-            });
-        }
-        if !can_sign {
-            return Err(HsmError::Pkcs11(format!(
-                "key {label:?} does not allow signing"
-            )));
-        }
-        let public = public.ok_or_else(|| {
+        let (public_id, spki) = public.into_iter().next().ok_or_else(|| {
             HsmError::PublicKey(format!("no public key object labelled {label:?}"))
         })?;
-        spki_from_attributes(public)
+        if public_id != facts.id {
+            return Err(HsmError::KeyAttributes {
+                label: label.to_owned(),
+                problem: format!(
+                    "the public key has CKA_ID {} and the private key {}: not a pair",
+                    hex::encode(&public_id),
+                    hex::encode(&facts.id)
+                ),
+            });
+        }
+        Ok((spki, facts.id))
     }
 
     pub(super) fn generate_key_pair(
@@ -407,7 +429,8 @@ impl Worker {
             Attribute::Label(label.as_bytes().to_vec()),
             Attribute::Id(id.clone()),
         ];
-        // Invariant 5: the private key is sensitive and never extractable.
+        // Invariant 5: the private key is sensitive and never extractable. Every security
+        // attribute is stated, none left to the token's defaults, and all are read back below.
         let private_template = vec![
             Attribute::Token(true),
             Attribute::Private(true),
@@ -437,29 +460,61 @@ impl Worker {
         // Retried after a device fault (on a new connection): the first attempt may have made
         // the key before failing, so each attempt checks the label again rather than make a
         // second key under it.
-        let public = self.with_retry(|session, handles| {
+        let generated = self.with_retry(|session, handles| {
             if !find_objects(session, label, ObjectClass::PRIVATE_KEY)?.is_empty() {
                 return Ok(None);
             }
-            let (public, _private) =
+            let (public, private) =
                 session.generate_key_pair(&mechanism, &public_template, &private_template)?;
             handles.clear();
-            read_public_attributes(session, public).map(Some)
+            let facts = session.get_attributes(private, PRIVATE_KEY_ATTRIBUTES)?;
+            let public_attributes = session.get_attributes(public, PUBLIC_KEY_ATTRIBUTES)?;
+            Ok(Some((public, private, facts, public_attributes)))
         })?;
-        let Some(public) = public else {
+        let Some((public, private, facts, public_attributes)) = generated else {
             return Err(HsmError::KeyExists {
                 label: label.to_owned(),
             });
         };
+        // A token that did not set what the template asked: the pair is destroyed, never used.
+        if let Some(refusal) = PrivateKeyFacts::read(facts).refusal(label) {
+            let destroyed = self.with_retry(|session, _| {
+                session.destroy_object(private)?;
+                session.destroy_object(public)
+            });
+            tracing::error!(label, %refusal, destroyed = destroyed.is_ok(), "the token did not generate the key as asked");
+            return Err(refusal);
+        }
         tracing::info!(label, %spec, "generated a key pair in the HSM");
-        spki_from_attributes(public)
+        public_key_from(public_attributes).map(|(_, spki)| spki)
     }
+}
+
+/// Refuses a label that names more than one object of a kind, naming their ids: which key
+/// signs must never depend on the order a token lists its objects in.
+fn refuse_duplicates<'a>(
+    label: &str,
+    what: &str,
+    ids: impl Iterator<Item = &'a Vec<u8>>,
+) -> Result<(), HsmError> {
+    let ids: Vec<String> = ids
+        .map(|id| format!("CKA_ID {}", hex::encode(id)))
+        .collect();
+    if ids.len() > 1 {
+        return Err(HsmError::DuplicateKey {
+            label: label.to_owned(),
+            objects: format!("{} {what}: {}", ids.len(), ids.join(", ")),
+        });
+    }
+    Ok(())
 }
 
 /// A signature job, prepared on the caller's thread (hashing for ECDSA happens there).
 pub(super) struct SignJob {
     pub(super) label: String,
     pub(super) scheme: SignatureScheme,
+    /// The key's CKA_ID, as checked at load.
+    pub(super) id: Vec<u8>,
     pub(super) data: Vec<u8>,
     /// Sign with this session's in-memory copy of the key (see [`SigningKey::session_copy`]).
     ///
@@ -486,6 +541,7 @@ impl SignJob {
             }),
         };
         let label = self.label;
+        let id = self.id;
         let data = self.data;
         let session_copy = self.session_copy;
         let raw = worker.with_retry(|session, handles| {
@@ -494,11 +550,20 @@ impl SignJob {
             let key = match handles.get(&cache_key) {
                 Some(handle) => *handle,
                 None => {
+                    // By label, then by CKA_ID (read, not searched: some tokens cannot search
+                    // by id): exactly the key that was checked at load, or none.
                     let found = find_objects(session, &label, ObjectClass::PRIVATE_KEY)?;
-                    let Some(handle) = found.first().copied() else {
-                        // Reported as KeyNotFound below.
+                    let [handle] = found[..] else {
+                        // Reported as unavailable below.
                         return Ok(None);
                     };
+                    let same_key = session
+                        .get_attributes(handle, &[AttributeType::Id])?
+                        .iter()
+                        .any(|a| matches!(a, Attribute::Id(found) if *found == id));
+                    if !same_key {
+                        return Ok(None);
+                    }
                     let handle = if session_copy {
                         // C_CopyObject keeps CKA_SENSITIVE and CKA_EXTRACTABLE as they are (it
                         // cannot weaken them); a token that refuses copies (CKA_COPYABLE false)
@@ -519,8 +584,10 @@ impl SignJob {
             // The key was there when it was loaded (every signing key is checked first): a
             // token whose objects vanish is not usable. Reported as unavailable, so that the
             // callers answer 503, health says degraded, and the next job reconnects.
-            let error =
-                HsmError::Unavailable(format!("the key {label:?} is no longer on the token"));
+            let error = HsmError::Unavailable(format!(
+                "the key {label:?} (CKA_ID {}) is no longer on the token, or no longer alone under its label",
+                hex::encode(&id)
+            ));
             worker.connection_lost(&error, MISSING_KEY_BACKOFF);
             return Err(error);
         };
@@ -533,6 +600,9 @@ impl SignJob {
     }
 }
 
+/// The token objects of `class` labelled `label`. Token objects only: the responders' session
+/// copies carry the same label, and session objects are visible to every session of the
+/// process.
 fn find_objects(
     session: &Session,
     label: &str,
@@ -540,6 +610,7 @@ fn find_objects(
 ) -> Result<Vec<ObjectHandle>, CkError> {
     let found = session.find_objects(&[
         Attribute::Class(class),
+        Attribute::Token(true),
         Attribute::Label(label.as_bytes().to_vec()),
     ])?;
     if found.is_empty() && class == ObjectClass::PRIVATE_KEY {
@@ -561,55 +632,21 @@ fn ensure_logged_in(session: &Session) -> Result<(), CkError> {
     }
 }
 
-fn read_public_attributes(
-    session: &Session,
-    handle: ObjectHandle,
-) -> Result<Vec<Attribute>, CkError> {
-    session.get_attributes(
-        handle,
-        &[
-            AttributeType::KeyType,
-            AttributeType::EcParams,
-            AttributeType::EcPoint,
-            AttributeType::Modulus,
-            AttributeType::PublicExponent,
-        ],
-    )
-}
+#[cfg(test)]
+mod tests {
+    use super::sessions_allowed;
 
-/// Builds the SubjectPublicKeyInfo from the public key object's attributes.
-fn spki_from_attributes(attributes: Vec<Attribute>) -> Result<SubjectPublicKeyInfoOwned, HsmError> {
-    let mut key_type = None;
-    let (mut params, mut point, mut modulus, mut exponent) = (None, None, None, None);
-    for attribute in attributes {
-        match attribute {
-            Attribute::KeyType(t) => key_type = Some(t),
-            Attribute::EcParams(v) => params = Some(v),
-            Attribute::EcPoint(v) => point = Some(v),
-            Attribute::Modulus(v) => modulus = Some(v),
-            Attribute::PublicExponent(v) => exponent = Some(v),
-            _ => {}
-        }
-    }
-    let bad = |what: &str| HsmError::PublicKey(what.to_owned());
-    match key_type {
-        Some(KeyType::EC) => {
-            let params = params.ok_or_else(|| bad("EC key without CKA_EC_PARAMS"))?;
-            let curve_oid = const_oid::ObjectIdentifier::from_der(&params)
-                .map_err(|_| bad("CKA_EC_PARAMS is not a named curve"))?;
-            let curve = keys::Curve::from_oid(curve_oid).ok_or_else(|| bad("unsupported curve"))?;
-            let wrapped = point.ok_or_else(|| bad("EC key without CKA_EC_POINT"))?;
-            // CKA_EC_POINT is DER: an OCTET STRING around the uncompressed point.
-            let point = OctetString::from_der(&wrapped)
-                .map(|o| o.as_bytes().to_vec())
-                .unwrap_or(wrapped);
-            keys::ec_spki(curve, &point).map_err(|e| bad(&e.to_string()))
-        }
-        Some(KeyType::RSA) => {
-            let modulus = modulus.ok_or_else(|| bad("RSA key without CKA_MODULUS"))?;
-            let exponent = exponent.ok_or_else(|| bad("RSA key without CKA_PUBLIC_EXPONENT"))?;
-            keys::rsa_spki(&modulus, &exponent).map_err(|e| bad(&e.to_string()))
-        }
-        _ => Err(bad("unsupported key type")),
+    #[test]
+    fn the_pool_never_asks_more_sessions_than_the_token_allows() {
+        // A YubiHSM 2 allows 16 sessions: one keeps the login, 15 are left for workers.
+        assert_eq!(sessions_allowed(64, Some(16)), 15);
+        assert_eq!(sessions_allowed(4, Some(16)), 4);
+        // A token that allows one session still gets a worker (the module refuses the second
+        // session with a clear error rather than sceau refusing to start).
+        assert_eq!(sessions_allowed(4, Some(1)), 1);
+        assert_eq!(sessions_allowed(4, Some(0)), 1);
+        // No stated limit (CK_UNAVAILABLE_INFORMATION or CK_EFFECTIVELY_INFINITE).
+        assert_eq!(sessions_allowed(8, None), 8);
+        assert_eq!(sessions_allowed(0, None), 1);
     }
 }

@@ -60,55 +60,172 @@ pub struct Pki {
     pub config: PathBuf,
 }
 
-impl Pki {
-    pub fn new(keys: Keys) -> Self {
-        let dir = tempfile::Builder::new()
-            .prefix("sceau-test-")
-            .tempdir()
-            .unwrap();
-        let root = dir.path();
-        let softhsm_conf = root.join("softhsm2.conf");
-        let made = softhsm_token(&softhsm_conf, "sceau-test", "so-secret-1", "4242-test-pin");
-        assert!(
-            made.status.success(),
-            "softhsm2-util: {}",
-            all_output(&made)
-        );
-        std::fs::write(root.join("pin"), "4242-test-pin\n").unwrap();
-        let config = root.join("sceau.toml");
-        let hsm = format!(
-            "module = \"{SOFTHSM_MODULE}\"\ntoken_label = \"sceau-test\"\nmodule_env = {{ SOFTHSM2_CONF = \"{}\" }}\n",
-            softhsm_conf.display()
-        );
-        std::fs::write(&config, config_text(root, keys, &hsm)).unwrap();
-        Pki { dir, config }
+/// The PKCS#11 tokens the suite runs on. `Pki::new` makes the one `SCEAU_TEST_TOKEN` names
+/// (`softhsm2`, the default, `nss` or `kryoptic`): tests/run.sh runs the HSM-facing test files
+/// once per token.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Token {
+    SoftHsm2,
+    /// NSS's software token (softokn, Debian's libnss3).
+    Nss,
+    /// kryoptic, a PKCS#11 software token in Rust, built by tests/run.sh.
+    Kryoptic,
+}
+
+impl Token {
+    pub const ALL: [Token; 3] = [Token::SoftHsm2, Token::Nss, Token::Kryoptic];
+
+    /// The token `SCEAU_TEST_TOKEN` names (SoftHSM2 when unset).
+    pub fn from_env() -> Token {
+        match std::env::var("SCEAU_TEST_TOKEN").as_deref() {
+            Err(_) | Ok("") | Ok("softhsm2") => Token::SoftHsm2,
+            Ok("nss") => Token::Nss,
+            Ok("kryoptic") => Token::Kryoptic,
+            Ok(other) => panic!("SCEAU_TEST_TOKEN={other}: expected softhsm2, nss or kryoptic"),
+        }
     }
 
-    /// The same on NSS's software token (softokn, Debian's libnss3): a key database made by
-    /// `certutil -N` with the PIN, named to the module through `hsm.module_parameters`.
-    pub fn on_nss(keys: Keys) -> Self {
+    pub fn name(self) -> &'static str {
+        match self {
+            Token::SoftHsm2 => "softhsm2",
+            Token::Nss => "nss",
+            Token::Kryoptic => "kryoptic",
+        }
+    }
+
+    /// The label the test token carries.
+    pub fn label(self) -> &'static str {
+        match self {
+            Token::SoftHsm2 => "sceau-test",
+            Token::Nss => "sceau-nss",
+            Token::Kryoptic => "sceau-kryoptic",
+        }
+    }
+
+    /// Makes a token with the user PIN of `root/pin` in the folder `root`, and returns the
+    /// lines of the `[hsm]` table that reach it.
+    fn make(self, root: &Path) -> String {
+        std::fs::write(root.join("pin"), "4242-test-pin\n").unwrap();
+        match self {
+            Token::SoftHsm2 => {
+                let softhsm_conf = root.join("softhsm2.conf");
+                let made =
+                    softhsm_token(&softhsm_conf, self.label(), "so-secret-1", "4242-test-pin");
+                assert!(
+                    made.status.success(),
+                    "softhsm2-util: {}",
+                    all_output(&made)
+                );
+                format!(
+                    "module = \"{SOFTHSM_MODULE}\"\ntoken_label = \"{}\"\nmodule_env = {{ SOFTHSM2_CONF = \"{}\" }}\n",
+                    self.label(),
+                    softhsm_conf.display()
+                )
+            }
+            // A key database made by `certutil -N` with the PIN, named to the module through
+            // `hsm.module_parameters`.
+            Token::Nss => {
+                let database = root.join("nssdb");
+                std::fs::create_dir_all(&database).unwrap();
+                let mut certutil = Command::new("certutil");
+                certutil
+                    .arg("-N")
+                    .arg("-d")
+                    .arg(format!("sql:{}", database.display()))
+                    .arg("-f")
+                    .arg(root.join("pin"));
+                run_ok(&mut certutil, "certutil -N (apt-get install libnss3-tools)");
+                format!(
+                    "module = \"{NSS_MODULE}\"\ntoken_label = \"{}\"\nmodule_parameters = \"configdir='sql:{}' certPrefix='' keyPrefix='' secmod='secmod.db' flags= dbTokenDescription='{}'\"\n",
+                    self.label(),
+                    database.display(),
+                    self.label()
+                )
+            }
+            // A SQLite token declared in a kryoptic configuration file, initialised by OpenSC's
+            // pkcs11-tool (an independent PKCS#11 client); sceau names the file to the module
+            // in `C_Initialize` (`kryoptic_conf=PATH`).
+            Token::Kryoptic => {
+                let conf = root.join("kryoptic.conf");
+                std::fs::write(
+                    &conf,
+                    format!(
+                        "[[slots]]\nslot = 1\ndbtype = \"sqlite\"\ndbargs = \"{}\"\n",
+                        root.join("kryoptic.sqlite").display()
+                    ),
+                )
+                .unwrap();
+                let module = kryoptic_module();
+                let tool = |args: &[&str]| {
+                    let mut command = Command::new("pkcs11-tool");
+                    command
+                        .env("KRYOPTIC_CONF", &conf)
+                        .arg("--module")
+                        .arg(&module)
+                        .args(args);
+                    run_ok(&mut command, "pkcs11-tool (apt-get install opensc)");
+                };
+                tool(&[
+                    "--init-token",
+                    "--label",
+                    self.label(),
+                    "--so-pin",
+                    "so-secret-1",
+                ]);
+                tool(&[
+                    "--token-label",
+                    self.label(),
+                    "--login",
+                    "--login-type",
+                    "so",
+                    "--so-pin",
+                    "so-secret-1",
+                    "--init-pin",
+                    "--pin",
+                    "4242-test-pin",
+                ]);
+                format!(
+                    "module = \"{}\"\ntoken_label = \"{}\"\nmodule_parameters = \"kryoptic_conf={}\"\n",
+                    module.display(),
+                    self.label(),
+                    conf.display()
+                )
+            }
+        }
+    }
+}
+
+/// kryoptic's PKCS#11 library, as tests/run.sh builds it (SCEAU_KRYOPTIC_MODULE).
+pub fn kryoptic_module() -> PathBuf {
+    let path = std::env::var_os("SCEAU_KRYOPTIC_MODULE")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            let home = std::env::var_os("HOME").unwrap_or_default();
+            Path::new(&home).join(".cache/sceau/kryoptic/libkryoptic_pkcs11.so")
+        });
+    assert!(
+        path.is_file(),
+        "kryoptic's module {} is missing: tests/run.sh builds it (or set SCEAU_KRYOPTIC_MODULE)",
+        path.display()
+    );
+    path
+}
+
+impl Pki {
+    /// A PKI on the token `SCEAU_TEST_TOKEN` names.
+    pub fn new(keys: Keys) -> Self {
+        Self::on(Token::from_env(), keys)
+    }
+
+    /// A PKI on a new token of the kind `token`, in a temporary directory.
+    pub fn on(token: Token, keys: Keys) -> Self {
         let dir = tempfile::Builder::new()
-            .prefix("sceau-nss-")
+            .prefix(&format!("sceau-{}-", token.name()))
             .tempdir()
             .unwrap();
         let root = dir.path();
-        let database = root.join("nssdb");
-        std::fs::create_dir_all(&database).unwrap();
-        std::fs::write(root.join("pin"), "4242-test-pin\n").unwrap();
-        let made = Command::new("certutil")
-            .arg("-N")
-            .arg("-d")
-            .arg(format!("sql:{}", database.display()))
-            .arg("-f")
-            .arg(root.join("pin"))
-            .output()
-            .expect("certutil (apt-get install libnss3-tools)");
-        assert!(made.status.success(), "certutil -N: {}", all_output(&made));
+        let hsm = token.make(root);
         let config = root.join("sceau.toml");
-        let hsm = format!(
-            "module = \"{NSS_MODULE}\"\ntoken_label = \"sceau-nss\"\nmodule_parameters = \"configdir='sql:{}' certPrefix='' keyPrefix='' secmod='secmod.db' flags= dbTokenDescription='sceau-nss'\"\n",
-            database.display()
-        );
         std::fs::write(&config, config_text(root, keys, &hsm)).unwrap();
         Pki { dir, config }
     }
@@ -511,7 +628,7 @@ pub fn openssl(args: &[&str]) -> (bool, String) {
 /// Runs `command`, which must succeed (else panics naming `what`, with its standard error):
 /// its standard output.
 pub fn run_ok(command: &mut Command, what: &str) -> String {
-    let out = command.output().unwrap();
+    let out = command.output().unwrap_or_else(|e| panic!("{what}: {e}"));
     assert!(
         out.status.success(),
         "{what}: {}",

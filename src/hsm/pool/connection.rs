@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use cryptoki::context::{CInitializeArgs, CInitializeFlags, Pkcs11};
 use cryptoki::error::{Error as CkError, RvError};
 use cryptoki::session::{Session, UserType};
-use cryptoki::slot::Slot;
+use cryptoki::slot::{Limit, Slot};
 
 use super::{RECONNECT_BACKOFF, WRONG_PIN_BACKOFF};
 use crate::hsm::{HsmError, HsmSettings, PinSource};
@@ -47,6 +47,8 @@ pub(super) struct Live {
     pub(super) slot: Slot,
     /// Kept open so that the token stays logged in while worker sessions come and go.
     pub(super) _login_session: Session,
+    /// The most sessions the token allows, when it says (`ulMaxSessionCount`).
+    pub(super) max_sessions: Option<u64>,
 }
 
 impl Connection {
@@ -201,22 +203,45 @@ impl Connection {
             None => None,
         };
         match context.initialize(initialize_args(parameters.as_ref())) {
+            // Already initialised in this process (a module shared with another library): its
+            // state is usable as is.
             Ok(()) | Err(CkError::Pkcs11(RvError::CryptokiAlreadyInitialized, _)) => {}
-            Err(e) => return Err((classify(&e), None)),
+            Err(e) if is_connection_fault(&e) => return Err((classify(&e), None)),
+            // Anything else is the module refusing its settings (NSS softokn naming a database
+            // that is not there answers CKR_ARGUMENTS_BAD or CKR_DEVICE_ERROR): a configuration
+            // error, which a restart does not cure.
+            Err(e) => {
+                return Err((
+                    HsmError::Module {
+                        path: settings.module.clone(),
+                        reason: format!("C_Initialize: {e}"),
+                    },
+                    None,
+                ));
+            }
         }
         self.log_in(&context)
-            .map(|login_session| Live {
+            .map(|(slot, login_session, max_sessions)| Live {
                 context: context.clone(),
-                slot: login_session.0,
-                _login_session: login_session.1,
+                slot,
+                _login_session: login_session,
+                max_sessions,
             })
             .map_err(|error| (error, Some(context)))
     }
 
-    /// Finds the token and opens the session that keeps it logged in.
-    pub(super) fn log_in(&self, context: &Pkcs11) -> Result<(Slot, Session), HsmError> {
+    /// Finds the token and opens the session that keeps it logged in (the login of a token
+    /// is shared by all its sessions: one login, never one per session).
+    pub(super) fn log_in(
+        &self,
+        context: &Pkcs11,
+    ) -> Result<(Slot, Session, Option<u64>), HsmError> {
         let settings = &self.settings;
-        let slot = find_token(context, &settings.token_label)?;
+        let (slot, max_sessions) = find_token(
+            context,
+            &settings.token_label,
+            settings.token_serial.as_deref(),
+        )?;
         let login_session = context.open_rw_session(slot).map_err(|e| classify(&e))?;
         let pin = read_pin(&settings.pin)?;
         match login_session.login(UserType::User, Some(&pin.to_auth_pin())) {
@@ -230,7 +255,7 @@ impl Connection {
             Err(e) => return Err(classify(&e)),
         }
         tracing::debug!(token = %settings.token_label, "logged in to the HSM token");
-        Ok((slot, login_session))
+        Ok((slot, login_session, max_sessions))
     }
 
     /// Drops the connection if it is still the one that failed; the next job reconnects (after
@@ -255,17 +280,57 @@ pub(super) fn read_pin(source: &PinSource) -> Result<crate::hsm::Pin, HsmError> 
     Ok(source.read()?)
 }
 
-pub(super) fn find_token(context: &Pkcs11, label: &str) -> Result<Slot, HsmError> {
+/// The slot holding the token labelled `label` (and numbered `serial`, when given), and the
+/// most sessions it allows (`ulMaxSessionCount`, when it states one). Found anew at every
+/// connection: slot ids change when a module is initialised again or a token re-inserted.
+/// Two tokens answering to the description are refused, naming their serial numbers: which
+/// one signs must never depend on slot order.
+pub(super) fn find_token(
+    context: &Pkcs11,
+    label: &str,
+    serial: Option<&str>,
+) -> Result<(Slot, Option<u64>), HsmError> {
     let slots = context.get_slots_with_token().map_err(|e| classify(&e))?;
+    let mut labelled = Vec::new();
     for slot in slots {
         let info = context.get_token_info(slot).map_err(|e| classify(&e))?;
         if info.label().trim_end() == label {
-            return Ok(slot);
+            let max_sessions = match info.max_session_count() {
+                Limit::Max(n) => Some(n),
+                Limit::Unavailable | Limit::Infinite => None,
+            };
+            labelled.push((
+                slot,
+                info.serial_number().trim_end().to_owned(),
+                max_sessions,
+            ));
         }
     }
-    Err(HsmError::TokenNotFound {
-        label: label.to_owned(),
-    })
+    let candidates: Vec<_> = match serial {
+        Some(wanted) => labelled.iter().filter(|(_, s, _)| s == wanted).collect(),
+        None => labelled.iter().collect(),
+    };
+    match candidates.as_slice() {
+        [(slot, _, max_sessions)] => Ok((*slot, *max_sessions)),
+        [] => match (serial, labelled.first()) {
+            (Some(expected), Some((_, found, _))) => Err(HsmError::TokenSerialMismatch {
+                label: label.to_owned(),
+                expected: expected.to_owned(),
+                found: found.clone(),
+            }),
+            _ => Err(HsmError::TokenNotFound {
+                label: label.to_owned(),
+            }),
+        },
+        several => Err(HsmError::TokenAmbiguous {
+            label: label.to_owned(),
+            serials: several
+                .iter()
+                .map(|(_, s, _)| format!("{s:?}"))
+                .collect::<Vec<_>>()
+                .join(", "),
+        }),
+    }
 }
 
 /// Errors after which the session, or the whole connection, cannot be trusted any more.
