@@ -16,7 +16,7 @@ use std::sync::{Arc, Mutex, OnceLock, RwLock};
 use bytes::Bytes;
 use tokio::sync::Semaphore;
 
-use super::responses::{CertIdHash, IssuerIdentity, ResponseSigner, SignedResponse, Status, Use};
+use super::responses::{CertIdHash, IssuerIdentity, ResponseSigner, SignedResponse, Status};
 use super::{Metrics, VaError};
 use crate::store::{CertKey, IssuerId, Store};
 use crate::x509::ocsp::{CertIdRef, OcspResponseStatus, parse_request};
@@ -418,14 +418,7 @@ impl Responder {
         let Some(signer) = issuer.signer() else {
             return Err(VaError::NotReady("no responder key on this node".into()));
         };
-        // A response for one request (its nonce, or several CertIDs) is used once; an "unknown"
-        // kept in the cache below is served again, so it is checked like a pre-signed one.
-        let usage = if cacheable.is_some() {
-            Use::Kept
-        } else {
-            Use::Once
-        };
-        let head = signer.sign(singles, now, nonce, usage).await?;
+        let head = signer.sign(singles, now, nonce).await?;
         // A status that changed while the HSM signed (a revocation) makes this answer outdated.
         let changed = cert_ids
             .iter()

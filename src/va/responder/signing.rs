@@ -10,7 +10,7 @@ use super::{Entry, Responder, SerialKey, SigningJob};
 use crate::store::schema::{ExpiryIndex, OcspResponses, Revocations};
 use crate::store::{CertKey, ResponseKey};
 use crate::va::VaError;
-use crate::va::responses::{CertIdHash, ResponseSigner, SignedResponse, Status, Use};
+use crate::va::responses::{CertIdHash, ResponseSigner, SignedResponse, Status};
 use crate::x509::revocation::RevocationReason;
 use crate::x509::{Serial, Timestamp};
 
@@ -137,7 +137,7 @@ impl Responder {
                 identity.archive_cutoff,
             )
             .map_err(|e| VaError::Encoding(e.to_string()))?;
-            let head = signer.sign(vec![single], now, None, Use::Kept).await?;
+            let head = signer.sign(vec![single], now, None).await?;
             let response = SignedResponse {
                 head,
                 tail: signer.certs_tail().clone(),
