@@ -1,24 +1,31 @@
-//! Issuance throughput next to SoftHSM2's raw signing rate, measured in the same run.
+//! Issuance throughput, and live OCSP signatures, next to the token's raw signing rate,
+//! measured in the same run, on each PKCS#11 token the suite runs on.
 //!
 //!     cargo bench --bench issuance            # RUN_SECS (3) per measurement, REPS (3)
+//!     TOKENS=softhsm2,nss,kryoptic cargo bench --bench issuance
 //!
-//! For each issuing-CA key (P-384, RSA-3072) the bench makes a SoftHSM2 token in a temporary
-//! directory, runs the key ceremony, then measures with two threads:
+//! For each token (TOKENS, default softhsm2; kryoptic needs hsm/kryoptic.sh first) and each
+//! issuing-CA key (P-384, RSA-3072; CASES picks some) the bench makes the token in a temporary
+//! directory (tests/common/tokens.rs, shared with the tests), runs the key ceremony in a
+//! process of its own, then measures with two threads:
 //! - raw: C_Sign through cryptoki, one session per thread, on the CA key itself, with the
 //!   mechanism sceau uses (P-384: SHA-384 in software + CKM_ECDSA; RSA-3072:
 //!   CKM_SHA256_RSA_PKCS) over 1,200 bytes, the size of a TBS certificate;
 //! - issuance: `CertificateAuthority::issue` end to end (CSR proof of possession, policy and
 //!   lints, durable intent, HSM signature and its verification, certificate stored with its
-//!   indexes and audit event), for fresh P-256 holder CSRs (a key is never certified twice).
+//!   indexes and audit event), for fresh P-256 holder CSRs (a key is never certified twice);
+//! - live OCSP: the token-dependent part of an answer to a request with a nonce (the
+//!   responder's P-256 key signs 250 bytes through its session copy, and the signature is
+//!   verified), from 8 callers, next to raw C_Sign with that key.
 //!
-//! It prints the median of REPS runs and the ratio issuance / raw, for CLIENTS concurrent
+//! It prints the median of REPS runs and the ratio to raw, for CLIENTS concurrent issuance
 //! callers (default "2,16"; the HSM pool always has two sessions), with the process CPU use.
-//! SoftHSM2 and the CA share the same cores here: every CPU cycle the CA spends (verifying
-//! each HSM signature, CSR proofs, fsync) is one SoftHSM2 cannot use to sign.
-//!
-//! SoftHSM2 reads SOFTHSM2_CONF once per process: the bench re-executes itself with it set.
+//! The token and the CA share the same cores here: every CPU cycle the CA spends (verifying
+//! each HSM signature, CSR proofs, fsync) is one a software token cannot use to sign.
 #[path = "holders.rs"]
 mod holders;
+#[path = "../tests/common/tokens.rs"]
+mod tokens;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -26,133 +33,173 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use cryptoki::context::{CInitializeArgs, CInitializeFlags, Pkcs11};
+use cryptoki::context::Pkcs11;
 use cryptoki::mechanism::Mechanism;
 use cryptoki::object::{Attribute, ObjectClass};
 use cryptoki::session::UserType;
 use sceau::ca::{CertificateAuthority, ceremony};
 use sceau::config::Config;
-use sceau::hsm::Hsm;
+use sceau::hsm::{Hsm, HsmSettings};
 use sceau::policy::{IssuanceRequest, PolicySet};
 use sceau::store::Store;
 use sceau::x509::Timestamp;
 use sceau::x509::sigalg::{HashAlgorithm, SignatureScheme};
 use sceau::x509::time::SystemClock;
+use tokens::Token;
 
-const MODULE: &str = "/usr/lib/softhsm/libsofthsm2.so";
-const PIN: &str = "bench-pin-1234";
 const THREADS: usize = 2;
+const LIVE_CALLERS: usize = 8;
 
 fn main() {
-    let dir = match std::env::var_os("SCEAU_BENCH_DIR") {
-        Some(dir) => PathBuf::from(dir),
-        None => return reexec_with_token_dir(),
+    match std::env::var_os("SCEAU_BENCH_DIR") {
+        Some(dir) => run_case(&PathBuf::from(dir)),
+        None => run_all(),
+    }
+}
+
+fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+/// Each (token, CA key) in a process of its own: SoftHSM2 reads SOFTHSM2_CONF once per process,
+/// and NSS softokn refuses a second database in a process.
+fn run_all() {
+    let tokens = std::env::var("TOKENS").unwrap_or_else(|_| "softhsm2".into());
+    let only = std::env::var("CASES").unwrap_or_default();
+    println!(
+        "issuance bench: HSM pool of {THREADS} sessions, raw C_Sign with {THREADS} threads; {} s per run, median of {}",
+        env_or("RUN_SECS", 3u64),
+        env_or("REPS", 3usize)
+    );
+    println!(
+        "{:<9} {:<9} {:>13} {:>8} {:>15} {:>7} {:>16}",
+        "token", "CA key", "raw C_Sign/s", "callers", "certificates/s", "ratio", "CPU (of 200%)"
+    );
+    let root = std::env::temp_dir().join(format!("sceau-bench-{}", std::process::id()));
+    let mut failed = false;
+    for token in tokens.split(',') {
+        for issuing in ["p384", "rsa3072"] {
+            if !only.is_empty() && !only.split(',').any(|c| c == issuing) {
+                continue;
+            }
+            let dir = root.join(format!("{token}-{issuing}"));
+            std::fs::create_dir_all(&dir).unwrap();
+            let status = Command::new(std::env::current_exe().unwrap())
+                .args(std::env::args_os().skip(1))
+                .env("SCEAU_BENCH_DIR", &dir)
+                .env("SCEAU_TEST_TOKEN", token)
+                .env("SCEAU_BENCH_CASE", issuing)
+                .env("SOFTHSM2_CONF", dir.join("softhsm2.conf"))
+                .status()
+                .unwrap();
+            failed |= !status.success();
+        }
+    }
+    let _ = std::fs::remove_dir_all(&root);
+    if failed {
+        std::process::exit(1);
+    }
+}
+
+fn run_case(dir: &Path) {
+    let token = Token::from_env();
+    let issuing = std::env::var("SCEAU_BENCH_CASE").unwrap_or_else(|_| "p384".into());
+    let label = if issuing == "p384" {
+        "P-384"
+    } else {
+        "RSA-3072"
     };
-    let secs: u64 = std::env::var("RUN_SECS")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(3);
-    let reps: usize = std::env::var("REPS")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(3);
+    let secs = Duration::from_secs(env_or("RUN_SECS", 3u64));
+    let reps = env_or("REPS", 3usize);
     let clients: Vec<usize> = std::env::var("CLIENTS")
         .unwrap_or_else(|_| "2,16".into())
         .split(',')
         .filter_map(|c| c.parse().ok())
         .collect();
-    let only = std::env::var("CASES").unwrap_or_default();
-    println!(
-        "issuance bench: HSM pool of {THREADS} sessions, raw C_Sign with {THREADS} threads; {secs} s per run, median of {reps}"
-    );
-    println!(
-        "{:<9} {:>13} {:>8} {:>15} {:>7} {:>16}",
-        "CA key", "raw C_Sign/s", "callers", "certificates/s", "ratio", "CPU (of 200%)"
-    );
-    for (issuing, label) in [("p384", "P-384"), ("rsa3072", "RSA-3072")] {
-        if !only.is_empty() && !only.split(',').any(|c| c == issuing) {
-            continue;
-        }
-        let case = dir.join(issuing);
-        let (ca, hsm) = set_up(&case, issuing);
-        let key_label = ca.issuer().key.label().to_owned();
-        let scheme = ca.issuer().key.scheme();
-        let mut raw = Vec::new();
-        let mut issued: Vec<Vec<(f64, f64)>> = vec![Vec::new(); clients.len()];
-        for _ in 0..reps {
+    let (ca, hsm, config) = set_up(dir, token, &issuing);
+    let issuing_key = ca.issuer().key.clone();
+    let ocsp_scheme = config.keys.ocsp.algorithm.scheme(config.keys.rsa_pss);
+    let responder = hsm
+        .signing_key(&config.keys.ocsp.label, ocsp_scheme)
+        .unwrap()
+        .session_copy();
+    let mut raw = Vec::new();
+    let mut issued: Vec<Vec<(f64, f64)>> = vec![Vec::new(); clients.len()];
+    let (mut raw_ocsp, mut live) = (Vec::new(), Vec::new());
+    for _ in 0..reps {
+        quiet_gate();
+        raw.push(raw_sign_rate(
+            &config.hsm,
+            issuing_key.label(),
+            issuing_key.scheme(),
+            secs,
+        ));
+        for (i, n) in clients.iter().enumerate() {
             quiet_gate();
-            raw.push(raw_sign_rate(&key_label, scheme, Duration::from_secs(secs)));
-            for (i, n) in clients.iter().enumerate() {
-                quiet_gate();
-                issued[i].push(issuance_rate(&ca, *n, Duration::from_secs(secs)));
-            }
+            issued[i].push(issuance_rate(&ca, *n, secs));
         }
-        let raw = median(&mut raw);
-        for (n, runs) in clients.iter().zip(issued.iter_mut()) {
-            runs.sort_by(|a, b| a.0.total_cmp(&b.0));
-            let (rate, cpu) = runs[runs.len() / 2];
-            println!(
-                "{label:<9} {raw:>13.0} {n:>8} {rate:>15.0} {:>6.0}% {:>15.0}%",
-                100.0 * rate / raw,
-                cpu
-            );
-        }
-        drop(ca);
-        drop(hsm);
+        quiet_gate();
+        raw_ocsp.push(raw_sign_rate(
+            &config.hsm,
+            responder.label(),
+            ocsp_scheme,
+            secs,
+        ));
+        quiet_gate();
+        live.push(live_signature_rate(&responder, secs));
     }
-    let _ = std::fs::remove_dir_all(&dir);
-}
-
-/// SoftHSM2 reads SOFTHSM2_CONF when the module is loaded: run again with it set.
-fn reexec_with_token_dir() {
-    let dir = std::env::temp_dir().join(format!("sceau-bench-{}", std::process::id()));
-    std::fs::create_dir_all(dir.join("tokens")).unwrap();
-    let conf = dir.join("softhsm2.conf");
-    std::fs::write(
-        &conf,
-        format!(
-            "directories.tokendir = {}/tokens\nobjectstore.backend = file\nlog.level = ERROR\n",
-            dir.display()
-        ),
-    )
-    .unwrap();
-    let status = Command::new(std::env::current_exe().unwrap())
-        .args(std::env::args_os().skip(1))
-        .env("SOFTHSM2_CONF", &conf)
-        .env("SCEAU_BENCH_DIR", &dir)
-        .status()
-        .unwrap();
-    let _ = std::fs::remove_dir_all(&dir);
-    std::process::exit(status.code().unwrap_or(1));
-}
-
-/// A token, a configuration and a key ceremony; returns the opened CA.
-fn set_up(dir: &Path, issuing: &str) -> (CertificateAuthority, Hsm) {
-    std::fs::create_dir_all(dir).unwrap();
-    let label = format!("bench-{issuing}");
-    let out = Command::new("softhsm2-util")
-        .args([
-            "--init-token",
-            "--free",
-            "--label",
-            &label,
-            "--so-pin",
-            "so-1234",
-            "--pin",
-            PIN,
-        ])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+    let raw = median(&mut raw);
+    let name = token.name();
+    for (n, runs) in clients.iter().zip(issued.iter_mut()) {
+        runs.sort_by(|a, b| a.0.total_cmp(&b.0));
+        let (rate, cpu) = runs[runs.len() / 2];
+        println!(
+            "{name:<9} {label:<9} {raw:>13.0} {n:>8} {rate:>15.0} {:>6.0}% {:>15.0}%",
+            100.0 * rate / raw,
+            cpu
+        );
+    }
+    let (raw_ocsp, live) = (median(&mut raw_ocsp), median(&mut live));
+    println!(
+        "{name:<9} {:<9} {raw_ocsp:>13.0} {LIVE_CALLERS:>8} {live:>15.0} {:>6.0}%   (live OCSP signatures/s, signed and verified)",
+        "OCSP P-256",
+        100.0 * live / raw_ocsp
     );
-    std::fs::write(dir.join("pin"), PIN).unwrap();
+}
+
+/// A token of the kind `token`, a configuration and a key ceremony; returns the opened CA.
+fn set_up(dir: &Path, token: Token, issuing: &str) -> (CertificateAuthority, Hsm, Config) {
+    let hsm_lines = token.make(dir);
     let example =
         std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("config/sceau.toml"))
             .unwrap();
-    let text = example
+    let mut text = String::new();
+    let mut in_hsm = false;
+    for line in example.lines() {
+        if line.starts_with('[') {
+            in_hsm = line == "[hsm]";
+        }
+        let module_line = [
+            "module ",
+            "module_env ",
+            "module_parameters ",
+            "token_label ",
+        ]
+        .iter()
+        .any(|key| line.starts_with(key));
+        if in_hsm && module_line {
+            if line.starts_with("module ") {
+                text.push_str(&hsm_lines);
+            }
+            continue;
+        }
+        text.push_str(line);
+        text.push('\n');
+    }
+    let text = text
         .replace(
             "data_dir = \"../var/data\"",
             &format!("data_dir = \"{}/data\"", dir.display()),
@@ -166,16 +213,8 @@ fn set_up(dir: &Path, issuing: &str) -> (CertificateAuthority, Hsm) {
             &format!("policies_dir = \"{}/policies\"", env!("CARGO_MANIFEST_DIR")),
         )
         .replace(
-            "token_label = \"sceau-dev\"",
-            &format!("token_label = \"{label}\""),
-        )
-        .replace(
             "pin_file = \"../var/pin\"",
             &format!("pin_file = \"{}/pin\"", dir.display()),
-        )
-        .replace(
-            "module_env = { SOFTHSM2_CONF = \"../var/softhsm2.conf\" }",
-            "",
         )
         .replace(
             "algorithm = \"p384\" }\nocsp",
@@ -200,48 +239,49 @@ fn set_up(dir: &Path, issuing: &str) -> (CertificateAuthority, Hsm) {
         Arc::new(SystemClock),
     )
     .unwrap();
-    (ca, hsm)
+    (ca, hsm, config)
 }
 
-/// C_Sign on the CA key, THREADS sessions, for `duration`: signatures per second.
-fn raw_sign_rate(key_label: &str, scheme: SignatureScheme, duration: Duration) -> f64 {
-    let pkcs11 = Pkcs11::new(MODULE).unwrap();
-    let _ = pkcs11.initialize(CInitializeArgs::new(CInitializeFlags::OS_LOCKING_OK));
+/// C_Sign on the key `key_label`, THREADS sessions, for `duration`: signatures per second.
+fn raw_sign_rate(
+    settings: &HsmSettings,
+    key_label: &str,
+    scheme: SignatureScheme,
+    duration: Duration,
+) -> f64 {
+    let pkcs11 = Pkcs11::new(&settings.module).unwrap();
+    sceau::hsm::initialize_module(&pkcs11, settings.module_parameters.as_deref()).unwrap();
     let tbs = vec![0x5au8; 1200];
     // Mechanism holds raw pointers (not Sync): each thread makes its own.
     let mechanism = || match scheme {
-        SignatureScheme::EcdsaP384Sha384 => Mechanism::Ecdsa,
+        SignatureScheme::EcdsaP256Sha256 | SignatureScheme::EcdsaP384Sha384 => Mechanism::Ecdsa,
         SignatureScheme::RsaPkcs1Sha256 => Mechanism::Sha256RsaPkcs,
         other => panic!("no raw reference for {other}"),
     };
     let data = match scheme {
+        SignatureScheme::EcdsaP256Sha256 => HashAlgorithm::Sha256.digest(&tbs),
         SignatureScheme::EcdsaP384Sha384 => HashAlgorithm::Sha384.digest(&tbs),
         _ => tbs,
     };
+    let slot = pkcs11
+        .get_slots_with_token()
+        .unwrap()
+        .into_iter()
+        .find(|s| pkcs11.get_token_info(*s).unwrap().label() == settings.token_label)
+        .unwrap();
     let count = AtomicU64::new(0);
     let errors = AtomicU64::new(0);
     let stop = AtomicBool::new(false);
     let elapsed = std::thread::scope(|scope| {
         for _ in 0..THREADS {
             scope.spawn(|| {
-                let slot = pkcs11
-                    .get_slots_with_token()
-                    .unwrap()
-                    .into_iter()
-                    .find(|s| {
-                        pkcs11
-                            .get_token_info(*s)
-                            .unwrap()
-                            .label()
-                            .starts_with("bench-")
-                            && find_key(&pkcs11, *s, key_label)
-                    });
-                let session = pkcs11.open_rw_session(slot.unwrap()).unwrap();
+                let session = pkcs11.open_rw_session(slot).unwrap();
                 // Already logged in through the CA's own login session (login is per token).
-                let _ = session.login(UserType::User, Some(&PIN.to_owned().into()));
+                let _ = session.login(UserType::User, Some(&tokens::PIN.to_owned().into()));
                 let key = session
                     .find_objects(&[
                         Attribute::Class(ObjectClass::PRIVATE_KEY),
+                        Attribute::Token(true),
                         Attribute::Label(key_label.as_bytes().to_vec()),
                     ])
                     .unwrap()[0];
@@ -260,10 +300,29 @@ fn raw_sign_rate(key_label: &str, scheme: SignatureScheme, duration: Duration) -
     });
     let errors = errors.load(Ordering::Relaxed);
     if errors > 0 {
-        eprintln!(
-            "  raw: {errors} C_Sign calls failed (CKR_GENERAL_ERROR from SoftHSM2), not counted"
-        );
+        eprintln!("  raw: {errors} C_Sign calls failed, not counted");
     }
+    count.load(Ordering::Relaxed) as f64 / elapsed.as_secs_f64()
+}
+
+/// The responder key signing and checking 250 bytes (a ResponseData with a nonce) from
+/// LIVE_CALLERS threads through sceau's pool, for `duration`: signatures per second.
+fn live_signature_rate(key: &sceau::hsm::SigningKey, duration: Duration) -> f64 {
+    let data = vec![0x3cu8; 250];
+    let count = AtomicU64::new(0);
+    let stop = AtomicBool::new(false);
+    let elapsed = std::thread::scope(|scope| {
+        for _ in 0..LIVE_CALLERS {
+            scope.spawn(|| {
+                while !stop.load(Ordering::Relaxed) {
+                    let signature = key.sign(&data).unwrap();
+                    key.verify(&data, &signature).unwrap();
+                    count.fetch_add(1, Ordering::Relaxed);
+                }
+            });
+        }
+        run_for(duration, &stop).0
+    });
     count.load(Ordering::Relaxed) as f64 / elapsed.as_secs_f64()
 }
 
@@ -279,17 +338,6 @@ fn run_for(duration: Duration, stop: &AtomicBool) -> (Duration, f64) {
     let ours = cpu_seconds() - cpu;
     report_others(machine_jiffies().0 - busy, ours, elapsed);
     (elapsed, ours)
-}
-
-fn find_key(pkcs11: &Pkcs11, slot: cryptoki::slot::Slot, label: &str) -> bool {
-    let session = pkcs11.open_ro_session(slot).unwrap();
-    !session
-        .find_objects(&[
-            Attribute::Class(ObjectClass::PUBLIC_KEY),
-            Attribute::Label(label.as_bytes().to_vec()),
-        ])
-        .unwrap()
-        .is_empty()
 }
 
 /// `issue` from `clients` threads for `duration`: (certificates per second, process CPU %).

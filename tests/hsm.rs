@@ -29,7 +29,7 @@ fn isolated(test: &str) -> Option<PathBuf> {
     }
     let dir = tempfile::tempdir().unwrap();
     let conf = dir.path().join("softhsm2.conf");
-    let made = common::softhsm_token(&conf, "pool-test", "so-1234", PIN);
+    let made = common::tokens::softhsm_token(&conf, "pool-test", "so-1234", PIN);
     assert!(made.status.success(), "{}", common::all_output(&made));
     std::fs::write(dir.path().join("pin"), PIN).unwrap();
     let child = Command::new(std::env::current_exe().unwrap())

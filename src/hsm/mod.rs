@@ -347,6 +347,17 @@ impl SigningKey {
     }
 }
 
+/// Initialises a PKCS#11 module loaded with cryptoki as sceau's pool does: `C_Initialize` with
+/// OS locking and `parameters` (`[hsm] module_parameters`) in `pReserved`; a module this
+/// process already initialised is fine. For tools that call the module directly beside
+/// sceau (benches/issuance.rs's raw C_Sign reference).
+pub fn initialize_module(
+    context: &cryptoki::context::Pkcs11,
+    parameters: Option<&str>,
+) -> Result<(), HsmError> {
+    pool::initialize(context, parameters)
+}
+
 /// What went wrong with the HSM. Never contains the PIN.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]

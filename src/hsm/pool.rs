@@ -34,6 +34,7 @@ use crate::x509::sigalg::{self, SignatureScheme};
 mod attributes;
 mod connection;
 use attributes::{PRIVATE_KEY_ATTRIBUTES, PUBLIC_KEY_ATTRIBUTES, PrivateKeyFacts, public_key_from};
+pub(super) use connection::initialize;
 use connection::{Connection, classify, is_connection_fault};
 
 /// After a failed connection attempt, wait this long before trying again.

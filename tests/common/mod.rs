@@ -9,6 +9,7 @@ pub mod daemon;
 pub mod lint;
 pub mod nats;
 pub mod ra;
+pub mod tokens;
 pub mod x509;
 
 use std::path::{Path, PathBuf};
@@ -16,11 +17,9 @@ use std::process::{Command, Output};
 
 use tempfile::TempDir;
 
+pub use tokens::{SOFTHSM_MODULE, Token, kryoptic_module};
 pub use x509::serial_of;
 
-pub const SOFTHSM_MODULE: &str = "/usr/lib/softhsm/libsofthsm2.so";
-/// NSS's software token (Debian: libnss3).
-pub const NSS_MODULE: &str = "/usr/lib/x86_64-linux-gnu/libsoftokn3.so";
 pub const ORG: &str = "/C=FR/O=MINISTERE DE LA JUSTICE TEST/OU=0002 123456789";
 
 /// The CA key algorithms of a test PKI.
@@ -60,158 +59,99 @@ pub struct Pki {
     pub config: PathBuf,
 }
 
-/// The PKCS#11 tokens the suite runs on. `Pki::new` makes the one `SCEAU_TEST_TOKEN` names
-/// (`softhsm2`, the default, `nss` or `kryoptic`): tests/run.sh runs the HSM-facing test files
-/// once per token.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Token {
-    SoftHsm2,
-    /// NSS's software token (softokn, Debian's libnss3).
-    Nss,
-    /// kryoptic, a PKCS#11 software token in Rust, built by tests/run.sh.
-    Kryoptic,
-}
-
-impl Token {
-    pub const ALL: [Token; 3] = [Token::SoftHsm2, Token::Nss, Token::Kryoptic];
-
-    /// The token `SCEAU_TEST_TOKEN` names (SoftHSM2 when unset).
-    pub fn from_env() -> Token {
-        match std::env::var("SCEAU_TEST_TOKEN").as_deref() {
-            Err(_) | Ok("") | Ok("softhsm2") => Token::SoftHsm2,
-            Ok("nss") => Token::Nss,
-            Ok("kryoptic") => Token::Kryoptic,
-            Ok(other) => panic!("SCEAU_TEST_TOKEN={other}: expected softhsm2, nss or kryoptic"),
-        }
-    }
-
-    pub fn name(self) -> &'static str {
-        match self {
-            Token::SoftHsm2 => "softhsm2",
-            Token::Nss => "nss",
-            Token::Kryoptic => "kryoptic",
-        }
-    }
-
-    /// The label the test token carries.
-    pub fn label(self) -> &'static str {
-        match self {
-            Token::SoftHsm2 => "sceau-test",
-            Token::Nss => "sceau-nss",
-            Token::Kryoptic => "sceau-kryoptic",
-        }
-    }
-
-    /// Makes a token with the user PIN of `root/pin` in the folder `root`, and returns the
-    /// lines of the `[hsm]` table that reach it.
-    fn make(self, root: &Path) -> String {
-        std::fs::write(root.join("pin"), "4242-test-pin\n").unwrap();
-        match self {
-            Token::SoftHsm2 => {
-                let softhsm_conf = root.join("softhsm2.conf");
-                let made =
-                    softhsm_token(&softhsm_conf, self.label(), "so-secret-1", "4242-test-pin");
-                assert!(
-                    made.status.success(),
-                    "softhsm2-util: {}",
-                    all_output(&made)
-                );
-                format!(
-                    "module = \"{SOFTHSM_MODULE}\"\ntoken_label = \"{}\"\nmodule_env = {{ SOFTHSM2_CONF = \"{}\" }}\n",
-                    self.label(),
-                    softhsm_conf.display()
-                )
-            }
-            // A key database made by `certutil -N` with the PIN, named to the module through
-            // `hsm.module_parameters`.
-            Token::Nss => {
-                let database = root.join("nssdb");
-                std::fs::create_dir_all(&database).unwrap();
-                let mut certutil = Command::new("certutil");
-                certutil
-                    .arg("-N")
-                    .arg("-d")
-                    .arg(format!("sql:{}", database.display()))
-                    .arg("-f")
-                    .arg(root.join("pin"));
-                run_ok(&mut certutil, "certutil -N (apt-get install libnss3-tools)");
-                format!(
-                    "module = \"{NSS_MODULE}\"\ntoken_label = \"{}\"\nmodule_parameters = \"configdir='sql:{}' certPrefix='' keyPrefix='' secmod='secmod.db' flags= dbTokenDescription='{}'\"\n",
-                    self.label(),
-                    database.display(),
-                    self.label()
-                )
-            }
-            // A SQLite token declared in a kryoptic configuration file, initialised by OpenSC's
-            // pkcs11-tool (an independent PKCS#11 client); sceau names the file to the module
-            // in `C_Initialize` (`kryoptic_conf=PATH`).
-            Token::Kryoptic => {
-                let conf = root.join("kryoptic.conf");
-                std::fs::write(
-                    &conf,
-                    format!(
-                        "[[slots]]\nslot = 1\ndbtype = \"sqlite\"\ndbargs = \"{}\"\n",
-                        root.join("kryoptic.sqlite").display()
-                    ),
-                )
-                .unwrap();
-                let module = kryoptic_module();
-                let tool = |args: &[&str]| {
-                    let mut command = Command::new("pkcs11-tool");
-                    command
-                        .env("KRYOPTIC_CONF", &conf)
-                        .arg("--module")
-                        .arg(&module)
-                        .args(args);
-                    run_ok(&mut command, "pkcs11-tool (apt-get install opensc)");
-                };
-                tool(&[
-                    "--init-token",
-                    "--label",
-                    self.label(),
-                    "--so-pin",
-                    "so-secret-1",
-                ]);
-                tool(&[
-                    "--token-label",
-                    self.label(),
-                    "--login",
-                    "--login-type",
-                    "so",
-                    "--so-pin",
-                    "so-secret-1",
-                    "--init-pin",
-                    "--pin",
-                    "4242-test-pin",
-                ]);
-                format!(
-                    "module = \"{}\"\ntoken_label = \"{}\"\nmodule_parameters = \"kryoptic_conf={}\"\n",
-                    module.display(),
-                    self.label(),
-                    conf.display()
-                )
-            }
-        }
-    }
-}
-
-/// kryoptic's PKCS#11 library, as tests/run.sh builds it (SCEAU_KRYOPTIC_MODULE).
-pub fn kryoptic_module() -> PathBuf {
-    let path = std::env::var_os("SCEAU_KRYOPTIC_MODULE")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            let home = std::env::var_os("HOME").unwrap_or_default();
-            Path::new(&home).join(".cache/sceau/kryoptic/libkryoptic_pkcs11.so")
-        });
+/// sceau's fault-injecting PKCS#11 module (hsm/fault-module), built beside the sceau binary
+/// (`cargo build --release -p sceau-fault-module`; tests/run.sh builds it).
+pub fn fault_module() -> PathBuf {
+    let sceau = Path::new(env!("CARGO_BIN_EXE_sceau"));
+    let path = sceau.with_file_name("libsceau_fault_module.so");
     assert!(
         path.is_file(),
-        "kryoptic's module {} is missing: tests/run.sh builds it (or set SCEAU_KRYOPTIC_MODULE)",
+        "{} is missing: cargo build --release -p sceau-fault-module",
         path.display()
     );
     path
 }
 
 impl Pki {
+    /// Puts the fault module between sceau and the token: `[hsm] module` becomes the fault
+    /// module, which loads the real one (`SCEAU_FAULT_REAL`) and reads what to inject from the
+    /// returned control file (`none` to start with). The token's own parameters
+    /// (`module_parameters`, `SOFTHSM2_CONF`) go through unchanged.
+    pub fn wrap_in_fault_module(&self) -> PathBuf {
+        let control = self.path("fault-control");
+        std::fs::write(&control, "none\n").unwrap();
+        let config = std::fs::read_to_string(&self.config).unwrap();
+        let mut real = None;
+        let mut had_env = false;
+        let mut lines = Vec::new();
+        for line in config.lines() {
+            if let Some(module) = line.strip_prefix("module = ") {
+                real = Some(module.to_owned());
+                lines.push(format!("module = \"{}\"", fault_module().display()));
+            } else if let Some(rest) = line.strip_prefix("module_env = { ") {
+                had_env = true;
+                lines.push(format!(
+                    "module_env = {{ SCEAU_FAULT_REAL = {}, SCEAU_FAULT_CONTROL = \"{}\", {rest}",
+                    real.clone().expect("module before module_env"),
+                    control.display()
+                ));
+            } else {
+                lines.push(line.to_owned());
+            }
+        }
+        if !had_env {
+            let at = lines
+                .iter()
+                .position(|l| l.starts_with("module = "))
+                .unwrap();
+            lines.insert(
+                at + 1,
+                format!(
+                    "module_env = {{ SCEAU_FAULT_REAL = {}, SCEAU_FAULT_CONTROL = \"{}\" }}",
+                    real.expect("a module line"),
+                    control.display()
+                ),
+            );
+        }
+        std::fs::write(&self.config, lines.join("\n") + "\n").unwrap();
+        control
+    }
+
+    /// Generates a P-256 key pair labelled `label` on this PKI's token with OpenSC's
+    /// pkcs11-tool, as another program sharing the token would (SoftHSM2 and kryoptic, whose
+    /// configuration pkcs11-tool can be given).
+    pub fn foreign_key(&self, token: Token, label: &str) {
+        let mut tool = Command::new("pkcs11-tool");
+        match token {
+            Token::SoftHsm2 => {
+                tool.env("SOFTHSM2_CONF", self.path("softhsm2.conf"))
+                    .arg("--module")
+                    .arg(SOFTHSM_MODULE);
+            }
+            Token::Kryoptic => {
+                tool.env("KRYOPTIC_CONF", self.path("kryoptic.conf"))
+                    .arg("--module")
+                    .arg(kryoptic_module());
+            }
+            Token::Nss => panic!("pkcs11-tool cannot give NSS softokn its parameters"),
+        }
+        tool.args([
+            "--token-label",
+            token.label(),
+            "--login",
+            "--pin",
+            tokens::PIN,
+        ])
+        .args([
+            "--keypairgen",
+            "--key-type",
+            "EC:prime256v1",
+            "--label",
+            label,
+        ]);
+        run_ok(&mut tool, "pkcs11-tool --keypairgen");
+    }
+
     /// A PKI on the token `SCEAU_TEST_TOKEN` names.
     pub fn new(keys: Keys) -> Self {
         Self::on(Token::from_env(), keys)
@@ -651,34 +591,6 @@ pub fn date(when: &str) -> String {
     run_ok(&mut date, &format!("date -d {when:?}"))
         .trim()
         .to_owned()
-}
-
-/// A new SoftHSM2 token `label` (SO PIN `so_pin`, user PIN `pin`) in the folder `tokens` beside
-/// the configuration file `conf`, which this writes: what softhsm2-util did.
-pub fn softhsm_token(conf: &Path, label: &str, so_pin: &str, pin: &str) -> Output {
-    let tokens = conf.with_file_name("tokens");
-    std::fs::create_dir_all(&tokens).unwrap();
-    std::fs::write(
-        conf,
-        format!(
-            "directories.tokendir = {}\nobjectstore.backend = file\nlog.level = ERROR\nslots.removable = false\n",
-            tokens.display()
-        ),
-    )
-    .unwrap();
-    Command::new("softhsm2-util")
-        .env("SOFTHSM2_CONF", conf)
-        .args([
-            "--init-token",
-            "--free",
-            "--label",
-            label,
-            "--so-pin",
-            so_pin,
-        ])
-        .args(["--pin", pin])
-        .output()
-        .expect("softhsm2-util (apt-get install softhsm2)")
 }
 
 /// `openssl ocsp -respin RESPONSE` about `certificate` of the issuing CA, verified against the

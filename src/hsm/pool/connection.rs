@@ -363,6 +363,20 @@ pub(super) fn classify(error: &CkError) -> HsmError {
     }
 }
 
+/// Initialises `context` as sceau does (OS locking, `parameters` in `pReserved`): for a tool
+/// that calls the module directly beside sceau's pool (the benchmarks' raw C_Sign reference).
+/// A module this process already initialised is fine.
+pub(crate) fn initialize(context: &Pkcs11, parameters: Option<&str>) -> Result<(), HsmError> {
+    let parameters = parameters
+        .map(CString::new)
+        .transpose()
+        .map_err(|_| HsmError::Pkcs11("module parameters hold a NUL".into()))?;
+    match context.initialize(initialize_args(parameters.as_ref())) {
+        Ok(()) | Err(CkError::Pkcs11(RvError::CryptokiAlreadyInitialized, _)) => Ok(()),
+        Err(e) => Err(classify(&e)),
+    }
+}
+
 /// `C_Initialize`'s arguments: OS locking, and the module's own parameters in `pReserved` when
 /// it takes some (NSS softokn reads its database directory there, and refuses NULL).
 ///

@@ -1,0 +1,158 @@
+//! Faults at the PKCS#11 module boundary (issue 20, item 3), on each of the three tokens: the
+//! project's fault module (hsm/fault-module) sits between the daemon and the real module and
+//! makes it answer `CKR_DEVICE_ERROR`, `CKR_SESSION_HANDLE_INVALID`, `CKR_TOKEN_NOT_PRESENT`,
+//! `CKR_CRYPTOKI_NOT_INITIALIZED`, vanish and come back under new slot ids, or sign with
+//! another key. Each fault: issuance refused with 503 (exit 69), nothing recorded, OCSP
+//! answering from its pre-signed responses; once the fault ends, issuance works again without
+//! a restart. A signature made with another key never leaves: the CA checks every signature.
+mod common;
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use common::daemon::{Daemon, ocsp_post};
+use common::{KeyKind, Keys, Pki, Token};
+
+const FAULTS: [&str; 5] = [
+    "device_error",
+    "session_handle_invalid",
+    "token_not_present",
+    "not_initialized",
+    "vanish",
+];
+
+fn issued_total(daemon: &Daemon) -> u64 {
+    daemon.metric("sceau_certificates_issued_total", "")
+}
+
+/// Issues a certificate for `csr`, retrying for up to `within`: how long signing took to come
+/// back.
+fn issue_again(pki: &Pki, csr: &Path, within: Duration) -> Duration {
+    let started = Instant::now();
+    loop {
+        let out = pki.issue("justice-auth", csr, &[]);
+        if out.status.success() {
+            return started.elapsed();
+        }
+        assert!(
+            started.elapsed() < within,
+            "issuance did not come back within {within:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+fn faults_are_refused_cleanly_and_healed_without_a_restart(token: Token) {
+    let pki = Pki::on(token, Keys::EC);
+    let control = pki.wrap_in_fault_module();
+    pki.init();
+    let daemon = Daemon::start(&pki);
+    let before = pki.issue_holder("avant", "/GN=Anne/SN=AVANT/CN=Anne AVANT");
+    let request = pki.ocsp_request(&before);
+
+    for (round, fault) in FAULTS.iter().enumerate() {
+        std::fs::write(&control, format!("{fault}\n")).unwrap();
+        let csr = pki.csr(
+            &format!("pendant-{round}"),
+            KeyKind::P256,
+            &format!("/GN=Marc/SN=PENDANT{round}/CN=Marc PENDANT{round}"),
+        );
+        let issued = issued_total(&daemon);
+        let refused = pki.issue("justice-auth", &csr, &[]);
+        let text = String::from_utf8_lossy(&refused.stderr).into_owned();
+        assert_eq!(
+            refused.status.code(),
+            Some(69),
+            "{token:?} {fault}: issuance answered {:?}: {text}",
+            refused.status
+        );
+        assert!(text.contains("503"), "{token:?} {fault}: {text}");
+        assert!(
+            refused.stdout.is_empty(),
+            "{token:?} {fault}: a certificate came out"
+        );
+        assert_eq!(issued_total(&daemon), issued, "{token:?} {fault}: recorded");
+        // OCSP keeps answering from what was signed before the fault.
+        for _ in 0..20 {
+            let (status, _, body) = ocsp_post(daemon.va, &request);
+            assert!(
+                status == 200 && body.len() > 100,
+                "{token:?} {fault}: OCSP {status}"
+            );
+        }
+
+        std::fs::write(&control, "none\n").unwrap();
+        let back = issue_again(&pki, &csr, Duration::from_secs(15));
+        eprintln!("{token:?}: signing back {back:?} after {fault} ended");
+        assert_eq!(issued_total(&daemon), issued + 1);
+    }
+    assert!(
+        std::fs::read_to_string(pki.path("fault-control.injected"))
+            .unwrap()
+            .trim()
+            .parse::<u64>()
+            .unwrap()
+            >= 4,
+        "the faults were injected"
+    );
+    assert!(pki.ocsp_status(&daemon, &before).contains(": good"));
+    assert!(daemon.metric("sceau_hsm_errors_total", "") >= FAULTS.len() as u64);
+    assert!(daemon.stop().success());
+    assert!(pki.sceau_ok(&["audit", "verify"]).contains("verified"));
+}
+
+#[test]
+fn faults_on_softhsm2_are_refused_cleanly_and_healed_without_a_restart() {
+    faults_are_refused_cleanly_and_healed_without_a_restart(Token::SoftHsm2);
+}
+
+#[test]
+fn faults_on_nss_are_refused_cleanly_and_healed_without_a_restart() {
+    faults_are_refused_cleanly_and_healed_without_a_restart(Token::Nss);
+}
+
+#[test]
+fn faults_on_kryoptic_are_refused_cleanly_and_healed_without_a_restart() {
+    faults_are_refused_cleanly_and_healed_without_a_restart(Token::Kryoptic);
+}
+
+/// The token signs with another key (the decoy a program sharing the token made): the
+/// signature does not verify against the CA's certificate, the issuance is refused and nothing
+/// is recorded as issued; with the fault gone, the same request is issued.
+fn a_signature_by_another_key_never_leaves(token: Token) {
+    let pki = Pki::on(token, Keys::EC);
+    let control = pki.wrap_in_fault_module();
+    pki.init();
+    pki.foreign_key(token, "sceau-fault-decoy");
+    let daemon = Daemon::start(&pki);
+    let csr = pki.csr(
+        "victime",
+        KeyKind::P256,
+        "/GN=Ines/SN=VICTIME/CN=Ines VICTIME",
+    );
+    std::fs::write(&control, "wrong_key\n").unwrap();
+    let refused = pki.issue("justice-auth", &csr, &[]);
+    let text = String::from_utf8_lossy(&refused.stderr).into_owned();
+    assert!(!refused.status.success(), "{token:?}: {text}");
+    assert!(
+        refused.stdout.is_empty(),
+        "{token:?}: a certificate came out"
+    );
+    assert!(text.contains("does not verify"), "{token:?}: {text}");
+    assert_eq!(issued_total(&daemon), 0);
+    std::fs::write(&control, "none\n").unwrap();
+    issue_again(&pki, &csr, Duration::from_secs(15));
+    assert_eq!(issued_total(&daemon), 1);
+    assert!(daemon.stop().success());
+}
+
+#[test]
+fn a_signature_by_another_key_never_leaves_softhsm2() {
+    a_signature_by_another_key_never_leaves(Token::SoftHsm2);
+}
+
+#[test]
+fn a_signature_by_another_key_never_leaves_kryoptic() {
+    a_signature_by_another_key_never_leaves(Token::Kryoptic);
+}
