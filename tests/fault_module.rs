@@ -11,13 +11,15 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use common::daemon::{Daemon, ocsp_post};
-use common::{KeyKind, Keys, Pki, Token};
+use common::{KeyKind, Keys, Pki, Token, set_fault};
 
-const FAULTS: [&str; 5] = [
+const FAULTS: [&str; 7] = [
     "device_error",
     "session_handle_invalid",
+    "device_removed",
     "token_not_present",
     "not_initialized",
+    "general_error",
     "vanish",
 ];
 
@@ -52,7 +54,7 @@ fn faults_are_refused_cleanly_and_healed_without_a_restart(token: Token) {
     let request = pki.ocsp_request(&before);
 
     for (round, fault) in FAULTS.iter().enumerate() {
-        std::fs::write(&control, format!("{fault}\n")).unwrap();
+        set_fault(&control, fault);
         let csr = pki.csr(
             &format!("pendant-{round}"),
             KeyKind::P256,
@@ -82,7 +84,7 @@ fn faults_are_refused_cleanly_and_healed_without_a_restart(token: Token) {
             );
         }
 
-        std::fs::write(&control, "none\n").unwrap();
+        set_fault(&control, "none");
         let back = issue_again(&pki, &csr, Duration::from_secs(15));
         eprintln!("{token:?}: signing back {back:?} after {fault} ended");
         assert_eq!(issued_total(&daemon), issued + 1);
@@ -93,7 +95,7 @@ fn faults_are_refused_cleanly_and_healed_without_a_restart(token: Token) {
             .trim()
             .parse::<u64>()
             .unwrap()
-            >= 4,
+            >= FAULTS.len() as u64,
         "the faults were injected"
     );
     assert!(pki.ocsp_status(&daemon, &before).contains(": good"));
@@ -131,7 +133,7 @@ fn a_signature_by_another_key_never_leaves(token: Token) {
         KeyKind::P256,
         "/GN=Ines/SN=VICTIME/CN=Ines VICTIME",
     );
-    std::fs::write(&control, "wrong_key\n").unwrap();
+    set_fault(&control, "wrong_key");
     let refused = pki.issue("justice-auth", &csr, &[]);
     let text = String::from_utf8_lossy(&refused.stderr).into_owned();
     assert!(!refused.status.success(), "{token:?}: {text}");
@@ -139,9 +141,14 @@ fn a_signature_by_another_key_never_leaves(token: Token) {
         refused.stdout.is_empty(),
         "{token:?}: a certificate came out"
     );
-    assert!(text.contains("does not verify"), "{token:?}: {text}");
+    // Refused either by the check of this signature, or as unavailable: a signature that did
+    // not verify (this one, or one the daemon made meanwhile) drops the connection.
+    assert!(
+        text.contains("does not verify") || text.contains("503"),
+        "{token:?}: {text}"
+    );
     assert_eq!(issued_total(&daemon), 0);
-    std::fs::write(&control, "none\n").unwrap();
+    set_fault(&control, "none");
     issue_again(&pki, &csr, Duration::from_secs(15));
     assert_eq!(issued_total(&daemon), 1);
     assert!(daemon.stop().success());

@@ -394,3 +394,49 @@ fn two_tokens_with_one_label_are_refused_unless_the_serial_names_one() {
         "{refused}"
     );
 }
+
+/// A public key object replaced under a key's label and id (a program sharing the token can
+/// write public objects): the key is refused at load, since a challenge signed by the private
+/// key does not verify with it. Without that, the audit key's public key, adopted as read,
+/// would be the attacker's.
+#[test]
+fn a_public_key_object_swapped_under_the_label_is_refused_at_load() {
+    let Some(dir) = isolated("a_public_key_object_swapped_under_the_label_is_refused_at_load")
+    else {
+        return;
+    };
+    let hsm = Hsm::open(settings(&dir)).unwrap();
+    hsm.generate_key("audit", KeySpec::P256).unwrap();
+    hsm.signing_key("audit", SignatureScheme::EcdsaP256Sha256)
+        .unwrap();
+    // Another pair made elsewhere; its public object takes the place of sceau's.
+    lookalike_pair("elsewhere", b"elsewhere");
+    let (pkcs11, slot) = other_module();
+    let session = pkcs11.open_rw_session(slot).unwrap();
+    let _ = session.login(UserType::User, Some(&PIN.to_owned().into()));
+    let public = |label: &str| {
+        session
+            .find_objects(&[
+                Attribute::Class(cryptoki::object::ObjectClass::PUBLIC_KEY),
+                Attribute::Label(label.as_bytes().to_vec()),
+            ])
+            .unwrap()[0]
+    };
+    session.destroy_object(public("audit")).unwrap();
+    let swapped = public("elsewhere");
+    session
+        .update_attributes(
+            swapped,
+            &[
+                Attribute::Label(b"audit".to_vec()),
+                Attribute::Id(sceau_id("audit")),
+            ],
+        )
+        .unwrap();
+    let refused = hsm
+        .signing_key("audit", SignatureScheme::EcdsaP256Sha256)
+        .unwrap_err();
+    let text = refused.to_string();
+    assert!(matches!(refused, HsmError::KeyAttributes { .. }), "{text}");
+    assert!(text.contains("not a pair"), "{text}");
+}

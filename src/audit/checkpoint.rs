@@ -106,7 +106,9 @@ fn sign_or_check(
     if signed_already || last_is_checkpoint(store, head)? {
         return Ok(None);
     }
-    let signature = key.sign(&checkpoint_message(head.seq, &head.hash))?;
+    let message = checkpoint_message(head.seq, &head.hash);
+    let signature = key.sign(&message)?;
+    key.verify(&message, &signature)?;
     let spki_der = key
         .public_key()
         .to_der()

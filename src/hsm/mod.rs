@@ -181,7 +181,7 @@ impl Hsm {
                 scheme,
             });
         }
-        Ok(SigningKey {
+        let key = SigningKey {
             inner: Arc::new(SigningKeyInner {
                 pool: self.pool.clone(),
                 label: label.to_owned(),
@@ -190,7 +190,20 @@ impl Hsm {
                 id,
                 session_copy: false,
             }),
-        })
+        };
+        // The public key object is only a claim (a program sharing the token may replace it, and
+        // the audit key's is adopted as read): a fresh challenge signed by the private key and
+        // checked with that public key proves they are a pair.
+        let mut challenge = [0u8; 32];
+        aws_lc_rs::rand::SecureRandom::fill(&aws_lc_rs::rand::SystemRandom::new(), &mut challenge)
+            .map_err(|_| HsmError::Pkcs11("no randomness for the key's challenge".into()))?;
+        let signature = key.sign(&challenge)?;
+        key.verify(&challenge, &signature)
+            .map_err(|_| HsmError::KeyAttributes {
+                label: label.to_owned(),
+                problem: "a challenge signed by the private key does not verify with the public key object of its label: they are not a pair".into(),
+            })?;
+        Ok(key)
     }
 
     /// Health and queue depth, for `/healthz` and metrics.
@@ -336,14 +349,22 @@ impl SigningKey {
     }
 
     /// Checks a signature this key made (the CA checks every HSM signature before using it).
+    /// A signature that does not verify means the token signed with something else than the key
+    /// checked at load: the connection is dropped, so that the next call resets the module and
+    /// looks every key up again (no cached handle survives).
     pub fn verify(&self, message: &[u8], signature: &[u8]) -> Result<(), HsmError> {
         let algorithm = self
             .inner
             .scheme
             .algorithm_identifier()
             .map_err(|e| HsmError::PublicKey(e.to_string()))?;
-        sigalg::verify(&self.inner.public_key, &algorithm, message, signature)
-            .map_err(|e| HsmError::BadSignature(e.to_string()))
+        sigalg::verify(&self.inner.public_key, &algorithm, message, signature).map_err(|e| {
+            self.inner.pool.mark_unavailable(&format!(
+                "a signature by the key {:?} did not verify",
+                self.inner.label
+            ));
+            HsmError::BadSignature(e.to_string())
+        })
     }
 }
 

@@ -355,6 +355,7 @@ impl Worker {
             let found = session.find_objects(&[
                 Attribute::Class(ObjectClass::PRIVATE_KEY),
                 Attribute::Token(true),
+                Attribute::Private(true),
                 Attribute::Label(label.as_bytes().to_vec()),
             ])?;
             if found.is_empty() {
@@ -478,10 +479,23 @@ impl Worker {
             });
         };
         // A token that did not set what the template asked: the pair is destroyed, never used.
-        if let Some(refusal) = PrivateKeyFacts::read(facts).refusal(label) {
+        let facts = PrivateKeyFacts::read(facts);
+        if let Some(refusal) = facts.refusal(label) {
+            // Found again by label and id at each try: after a reconnection the handles of the
+            // generation could name other objects.
+            let _ = (public, private);
             let destroyed = self.with_retry(|session, _| {
-                session.destroy_object(private)?;
-                session.destroy_object(public)
+                for class in [ObjectClass::PRIVATE_KEY, ObjectClass::PUBLIC_KEY] {
+                    for handle in session.find_objects(&[
+                        Attribute::Class(class),
+                        Attribute::Token(true),
+                        Attribute::Label(label.as_bytes().to_vec()),
+                        Attribute::Id(facts.id.clone()),
+                    ])? {
+                        session.destroy_object(handle)?;
+                    }
+                }
+                Ok(())
             });
             tracing::error!(label, %refusal, destroyed = destroyed.is_ok(), "the token did not generate the key as asked");
             return Err(refusal);
@@ -546,8 +560,8 @@ impl SignJob {
         let data = self.data;
         let session_copy = self.session_copy;
         let raw = worker.with_retry(|session, handles| {
-            // Cached per (label, token object or session copy).
-            let cache_key = (label.clone(), !session_copy);
+            // Cached per (label and id, token object or session copy).
+            let cache_key = (format!("{label}\u{0}{}", hex::encode(&id)), !session_copy);
             let key = match handles.get(&cache_key) {
                 Some(handle) => *handle,
                 None => {
@@ -569,9 +583,11 @@ impl SignJob {
                         // C_CopyObject keeps CKA_SENSITIVE and CKA_EXTRACTABLE as they are (it
                         // cannot weaken them); a token that refuses copies (CKA_COPYABLE false)
                         // signs with the token object.
-                        session
-                            .copy_object(handle, &[Attribute::Token(false)])
-                            .unwrap_or(handle)
+                        match session.copy_object(handle, &[Attribute::Token(false)]) {
+                            Ok(copy) => copy,
+                            Err(error) if is_connection_fault(&error) => return Err(error),
+                            Err(_) => handle,
+                        }
                     } else {
                         handle
                     };
@@ -609,11 +625,16 @@ fn find_objects(
     label: &str,
     class: ObjectClass,
 ) -> Result<Vec<ObjectHandle>, CkError> {
-    let found = session.find_objects(&[
+    let mut template = vec![
         Attribute::Class(class),
         Attribute::Token(true),
         Attribute::Label(label.as_bytes().to_vec()),
-    ])?;
+    ];
+    if class == ObjectClass::PRIVATE_KEY {
+        // A private-key object anyone could make without the PIN is not one of sceau's.
+        template.push(Attribute::Private(true));
+    }
+    let found = session.find_objects(&template)?;
     if found.is_empty() && class == ObjectClass::PRIVATE_KEY {
         ensure_logged_in(session)?;
     }

@@ -72,6 +72,14 @@ pub fn fault_module() -> PathBuf {
     path
 }
 
+/// Tells the fault module what to inject (`line`, e.g. `device_error 0.2`): the control file
+/// is replaced by a rename, never seen half-written.
+pub fn set_fault(control: &Path, line: &str) {
+    let next = control.with_extension("next");
+    std::fs::write(&next, format!("{line}\n")).unwrap();
+    std::fs::rename(&next, control).unwrap();
+}
+
 impl Pki {
     /// Puts the fault module between sceau and the token: `[hsm] module` becomes the fault
     /// module, which loads the real one (`SCEAU_FAULT_REAL`) and reads what to inject from the
@@ -79,7 +87,7 @@ impl Pki {
     /// (`module_parameters`, `SOFTHSM2_CONF`) go through unchanged.
     pub fn wrap_in_fault_module(&self) -> PathBuf {
         let control = self.path("fault-control");
-        std::fs::write(&control, "none\n").unwrap();
+        set_fault(&control, "none");
         let config = std::fs::read_to_string(&self.config).unwrap();
         let mut real = None;
         let mut had_env = false;

@@ -14,9 +14,11 @@
 //! | `device_error`, `session_handle_invalid`, `device_removed`, `token_not_present`, `not_initialized`, `general_error` | `C_Sign` signs, then answers that error instead of the signature |
 //! | `delay` (or `hang`, `slow`) | `C_Sign` waits MS milliseconds first |
 //! | `wrong_key` | `C_SignInit` signs with the private key labelled `sceau-fault-decoy` instead |
-//! | `vanish` | the token is gone: no slot lists it and every call about it answers `CKR_TOKEN_NOT_PRESENT`; when the mode changes again, it comes back under new slot ids |
+//! | `vanish` | the token is gone: no slot lists it, calls about its slot answer `CKR_TOKEN_NOT_PRESENT` and calls on its sessions (login, search, attributes, copy, destroy, generation, signing) `CKR_DEVICE_REMOVED`; when the mode changes again, it comes back under new slot ids |
 //!
-//! Each injected fault adds one to the count in the file `SCEAU_FAULT_CONTROL.injected`.
+//! Each injected fault (a signature refused, delayed or made with the decoy) adds one to the
+//! count in the file `SCEAU_FAULT_CONTROL.injected`. The tests replace the control file by a
+//! rename, so that a call never reads it half-written.
 //!
 //! This is an FFI boundary by nature: every function here is called by C conventions with raw
 //! pointers from the consumer, and forwards them to the real module unchanged. The `unsafe`
@@ -113,7 +115,8 @@ static INJECTED: AtomicU64 = AtomicU64::new(0);
 static RANDOM: AtomicU64 = AtomicU64::new(0x9e37_79b9_7f4a_7c15);
 
 const DECOY_LABEL: &[u8] = b"sceau-fault-decoy";
-const SLOT_STEP: CK_SLOT_ID = 16;
+/// Large enough that an id of an earlier appearance never names a slot of the current one.
+const SLOT_STEP: CK_SLOT_ID = 1 << 32;
 
 fn wrapper() -> Option<&'static Wrapper> {
     let address = WRAPPER.get_or_init(load).as_ref().ok()?;
@@ -154,7 +157,13 @@ fn load() -> Result<usize, String> {
     ours.C_CloseAllSessions = Some(close_all_sessions);
     ours.C_GetSessionInfo = Some(get_session_info);
     ours.C_Login = Some(login);
+    ours.C_Logout = Some(logout);
     ours.C_FindObjectsInit = Some(find_objects_init);
+    ours.C_FindObjects = Some(find_objects);
+    ours.C_GetAttributeValue = Some(get_attribute_value);
+    ours.C_CopyObject = Some(copy_object);
+    ours.C_DestroyObject = Some(destroy_object);
+    ours.C_GenerateKeyPair = Some(generate_key_pair);
     ours.C_SignInit = Some(sign_init);
     ours.C_Sign = Some(sign);
     let wrapper = Box::leak(Box::new(Wrapper {
@@ -275,7 +284,7 @@ unsafe extern "C" fn get_slot_list(
         // SAFETY: the module wrote `*count` ids into `slots`.
         let written = unsafe { std::slice::from_raw_parts_mut(slots, *count as usize) };
         for slot in written {
-            *slot += offset;
+            *slot = slot.wrapping_add(offset);
         }
     }
     rv
@@ -330,37 +339,70 @@ unsafe extern "C" fn get_session_info(
     let rv = unsafe { function(session, info) };
     if rv == CKR_OK && !info.is_null() {
         // SAFETY: the module filled `*info`.
-        unsafe { (*info).slotID += SLOT_OFFSET.load(Ordering::SeqCst) };
+        unsafe {
+            (*info).slotID = (*info)
+                .slotID
+                .wrapping_add(SLOT_OFFSET.load(Ordering::SeqCst))
+        };
     }
     rv
 }
 
-unsafe extern "C" fn login(
-    session: CK_SESSION_HANDLE,
-    user: CK_USER_TYPE,
-    pin: CK_UTF8CHAR_PTR,
-    pin_len: CK_ULONG,
-) -> CK_RV {
-    let function = real!(C_Login);
-    if vanished() {
-        return CKR_DEVICE_REMOVED;
-    }
-    // SAFETY: the consumer's arguments, forwarded.
-    unsafe { function(session, user, pin, pin_len) }
+/// Forwards a call on a session, refused while the token is gone (its sessions, login and
+/// handles are gone with it, whatever the real module still holds).
+macro_rules! session_call {
+    ($name:ident, $real:ident, ($($arg:ident: $ty:ty),*)) => {
+        unsafe extern "C" fn $name(session: CK_SESSION_HANDLE, $($arg: $ty),*) -> CK_RV {
+            let function = real!($real);
+            if vanished() {
+                return CKR_DEVICE_REMOVED;
+            }
+            // SAFETY: the consumer's arguments, forwarded.
+            unsafe { function(session, $($arg),*) }
+        }
+    };
 }
 
-unsafe extern "C" fn find_objects_init(
-    session: CK_SESSION_HANDLE,
-    template: CK_ATTRIBUTE_PTR,
-    count: CK_ULONG,
-) -> CK_RV {
-    let function = real!(C_FindObjectsInit);
-    if vanished() {
-        return CKR_DEVICE_REMOVED;
-    }
-    // SAFETY: the consumer's arguments, forwarded.
-    unsafe { function(session, template, count) }
-}
+session_call!(
+    login,
+    C_Login,
+    (user: CK_USER_TYPE, pin: CK_UTF8CHAR_PTR, pin_len: CK_ULONG)
+);
+session_call!(logout, C_Logout, ());
+session_call!(
+    find_objects_init,
+    C_FindObjectsInit,
+    (template: CK_ATTRIBUTE_PTR, count: CK_ULONG)
+);
+session_call!(
+    find_objects,
+    C_FindObjects,
+    (objects: CK_OBJECT_HANDLE_PTR, max: CK_ULONG, found: CK_ULONG_PTR)
+);
+session_call!(
+    get_attribute_value,
+    C_GetAttributeValue,
+    (object: CK_OBJECT_HANDLE, template: CK_ATTRIBUTE_PTR, count: CK_ULONG)
+);
+session_call!(
+    copy_object,
+    C_CopyObject,
+    (object: CK_OBJECT_HANDLE, template: CK_ATTRIBUTE_PTR, count: CK_ULONG, copy: CK_OBJECT_HANDLE_PTR)
+);
+session_call!(destroy_object, C_DestroyObject, (object: CK_OBJECT_HANDLE));
+session_call!(
+    generate_key_pair,
+    C_GenerateKeyPair,
+    (
+        mechanism: CK_MECHANISM_PTR,
+        public_template: CK_ATTRIBUTE_PTR,
+        public_count: CK_ULONG,
+        private_template: CK_ATTRIBUTE_PTR,
+        private_count: CK_ULONG,
+        public_key: CK_OBJECT_HANDLE_PTR,
+        private_key: CK_OBJECT_HANDLE_PTR
+    )
+);
 
 unsafe extern "C" fn sign_init(
     session: CK_SESSION_HANDLE,
@@ -371,13 +413,16 @@ unsafe extern "C" fn sign_init(
     let control = current();
     match control.mode {
         Mode::Vanish => return CKR_DEVICE_REMOVED,
-        Mode::WrongKey if draw(&control) => {
-            if let Some(decoy) = find_decoy(session) {
+        Mode::WrongKey if draw(&control) => match find_decoy(session) {
+            Some(decoy) => {
                 injected();
                 // SAFETY: the consumer's arguments, with another key of the same token.
                 return unsafe { function(session, mechanism, decoy) };
             }
-        }
+            None => eprintln!(
+                "sceau-fault-module: wrong_key, but no private key labelled sceau-fault-decoy: not injected"
+            ),
+        },
         _ => {}
     }
     // SAFETY: the consumer's arguments, forwarded.
@@ -441,8 +486,16 @@ unsafe extern "C" fn sign(
     // SAFETY: the consumer's arguments, forwarded. Always called, so that the token's
     // operation ends whatever is answered.
     let rv = unsafe { function(session, data, data_len, signature, signature_len) };
+    // Only a signature that was made is turned into a fault: an answer such as
+    // CKR_BUFFER_TOO_SMALL leaves the operation active, and must reach the caller as it is.
+    if rv != CKR_OK {
+        return rv;
+    }
     match control.mode {
-        Mode::Vanish => CKR_DEVICE_REMOVED,
+        Mode::Vanish => {
+            injected();
+            CKR_DEVICE_REMOVED
+        }
         Mode::Error(error) if draw(&control) => {
             injected();
             error

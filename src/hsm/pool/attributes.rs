@@ -37,7 +37,8 @@ pub(super) const PUBLIC_KEY_ATTRIBUTES: &[AttributeType] = &[
     AttributeType::PublicExponent,
 ];
 
-/// A private key's security attributes as the token reports them.
+/// A private key's security attributes as the token reports them. `CKA_LOCAL` (generated on
+/// the token) is not among them: NSS softokn reports it false for keys it generated itself.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub(super) struct PrivateKeyFacts {
     pub(super) id: Vec<u8>,
@@ -89,6 +90,8 @@ impl PrivateKeyFacts {
             "CKA_PRIVATE is false: the key is usable without logging in"
         } else if !self.token {
             "CKA_TOKEN is false: the key is a session object"
+        } else if self.id.is_empty() {
+            "it has no CKA_ID, which pairs it with its public key and identifies it at each use"
         } else if !self.sign {
             "CKA_SIGN is false: the key may not sign"
         } else if self.always_authenticate {
@@ -230,6 +233,7 @@ mod tests {
                 Attribute::AlwaysAuthenticate(true),
                 "CKA_ALWAYS_AUTHENTICATE",
             ),
+            (Attribute::Id(Vec::new()), "no CKA_ID"),
         ] {
             let refusal = with(changed).map(|e| e.to_string()).unwrap_or_default();
             assert!(refusal.contains(named), "{named}: {refusal}");

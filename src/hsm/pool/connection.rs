@@ -208,8 +208,8 @@ impl Connection {
             Ok(()) | Err(CkError::Pkcs11(RvError::CryptokiAlreadyInitialized, _)) => {}
             Err(e) if is_connection_fault(&e) => return Err((classify(&e), None)),
             // Anything else is the module refusing its settings (NSS softokn naming a database
-            // that is not there answers CKR_ARGUMENTS_BAD or CKR_DEVICE_ERROR): a configuration
-            // error, which a restart does not cure.
+            // that is not there answers CKR_ARGUMENTS_BAD): a configuration error, which a
+            // restart does not cure.
             Err(e) => {
                 return Err((
                     HsmError::Module {
@@ -293,11 +293,26 @@ pub(super) fn find_token(
     let slots = context.get_slots_with_token().map_err(|e| classify(&e))?;
     let mut labelled = Vec::new();
     for slot in slots {
-        let info = context.get_token_info(slot).map_err(|e| classify(&e))?;
+        // A slot whose token cannot be read now (a reader being unplugged) is not this one.
+        let info = match context.get_token_info(slot) {
+            Ok(info) => info,
+            Err(error) => {
+                tracing::debug!(%error, ?slot, "skipping a slot whose token cannot be read");
+                continue;
+            }
+        };
         if info.label().trim_end() == label {
-            let max_sessions = match info.max_session_count() {
+            // Every session sceau opens is read-write: the smaller of the two limits.
+            let limit = |limit: Limit| match limit {
                 Limit::Max(n) => Some(n),
                 Limit::Unavailable | Limit::Infinite => None,
+            };
+            let max_sessions = match (
+                limit(info.max_session_count()),
+                limit(info.max_rw_session_count()),
+            ) {
+                (Some(a), Some(b)) => Some(a.min(b)),
+                (a, b) => a.or(b),
             };
             labelled.push((
                 slot,
