@@ -1,16 +1,18 @@
 //! Faults at the PKCS#11 module boundary (issue 20, item 3), on each of the three tokens: the
 //! project's fault module (hsm/fault-module) sits between the daemon and the real module and
-//! makes it answer `CKR_DEVICE_ERROR`, `CKR_SESSION_HANDLE_INVALID`, `CKR_TOKEN_NOT_PRESENT`,
-//! `CKR_CRYPTOKI_NOT_INITIALIZED`, vanish and come back under new slot ids, or sign with
-//! another key. Each fault: issuance refused with 503 (exit 69), nothing recorded, OCSP
-//! answering from its pre-signed responses; once the fault ends, issuance works again without
-//! a restart. A signature made with another key never leaves: the CA checks every signature.
+//! makes it answer `CKR_DEVICE_ERROR`, `CKR_SESSION_HANDLE_INVALID`, `CKR_DEVICE_REMOVED`,
+//! `CKR_TOKEN_NOT_PRESENT`, `CKR_CRYPTOKI_NOT_INITIALIZED`, `CKR_GENERAL_ERROR`, vanish and come
+//! back under new slot ids, or sign with another key. Each fault: issuance refused with 503
+//! (exit 69), nothing recorded, OCSP answering from its pre-signed responses (requests without a
+//! nonce); once the fault ends, issuance and live OCSP (a nonce echoed) work again without a
+//! restart. A signature made with another key never leaves: the CA checks every signature.
+//! Delays and hangs run in the campaign (tests/fault_campaign.rs).
 mod common;
 
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use common::daemon::{Daemon, ocsp_post};
+use common::daemon::{Daemon, ocsp_ask, ocsp_post};
 use common::{KeyKind, Keys, Pki, Token, set_fault};
 
 const FAULTS: [&str; 7] = [
@@ -51,6 +53,8 @@ fn faults_are_refused_cleanly_and_healed_without_a_restart(token: Token) {
     pki.init();
     let daemon = Daemon::start(&pki);
     let before = pki.issue_holder("avant", "/GN=Anne/SN=AVANT/CN=Anne AVANT");
+    let certs = pki.data_dir().join("certs");
+    let (root, issuing) = (certs.join("racine.pem"), certs.join("ac-agents.pem"));
     let request = pki.ocsp_request(&before);
 
     for (round, fault) in FAULTS.iter().enumerate() {
@@ -88,6 +92,10 @@ fn faults_are_refused_cleanly_and_healed_without_a_restart(token: Token) {
         let back = issue_again(&pki, &csr, Duration::from_secs(15));
         eprintln!("{token:?}: signing back {back:?} after {fault} ended");
         assert_eq!(issued_total(&daemon), issued + 1);
+        // Live OCSP is back too: openssl's request carries a nonce, the answer echoes it and
+        // verifies against the responder certificate the root vouches for.
+        let live = ocsp_ask(&daemon, &root, &issuing, &before, "good");
+        assert!(live.contains("OCSP Nonce"), "{token:?} {fault}: {live}");
     }
     assert!(
         std::fs::read_to_string(pki.path("fault-control.injected"))

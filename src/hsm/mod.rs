@@ -385,7 +385,9 @@ pub fn initialize_module(
 pub enum HsmError {
     #[error("cannot load the PKCS#11 module {}: {reason}", path.display())]
     Module { path: PathBuf, reason: String },
-    #[error("no token labelled {label:?} (is SOFTHSM2_CONF or the module path right?)")]
+    #[error(
+        "no token labelled {label:?} (are the module, its module_parameters or SOFTHSM2_CONF right? is the token there?)"
+    )]
     TokenNotFound { label: String },
     #[error(
         "more than one token is labelled {label:?} (serial numbers {serials}): set [hsm] token_serial to the one to use"
