@@ -471,9 +471,9 @@ impl Worker {
             handles.clear();
             let facts = session.get_attributes(private, PRIVATE_KEY_ATTRIBUTES)?;
             let public_attributes = session.get_attributes(public, PUBLIC_KEY_ATTRIBUTES)?;
-            Ok(Some((public, private, facts, public_attributes)))
+            Ok(Some((facts, public_attributes)))
         })?;
-        let Some((public, private, facts, public_attributes)) = generated else {
+        let Some((facts, public_attributes)) = generated else {
             return Err(HsmError::KeyExists {
                 label: label.to_owned(),
             });
@@ -483,7 +483,6 @@ impl Worker {
         if let Some(refusal) = facts.refusal(label) {
             // Found again by label and id at each try: after a reconnection the handles of the
             // generation could name other objects.
-            let _ = (public, private);
             let destroyed = self.with_retry(|session, _| {
                 for class in [ObjectClass::PRIVATE_KEY, ObjectClass::PUBLIC_KEY] {
                     for handle in session.find_objects(&[

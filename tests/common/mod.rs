@@ -17,7 +17,7 @@ use std::process::{Command, Output};
 
 use tempfile::TempDir;
 
-pub use tokens::{SOFTHSM_MODULE, Token, kryoptic_module};
+pub use tokens::{SOFTHSM_MODULE, Token, kryoptic_module, run_ok};
 pub use x509::serial_of;
 
 pub const ORG: &str = "/C=FR/O=MINISTERE DE LA JUSTICE TEST/OU=0002 123456789";
@@ -571,18 +571,6 @@ pub fn make_csr(dir: &Path, name: &str, key: KeyKind, subject: &str) -> PathBuf 
 pub fn openssl(args: &[&str]) -> (bool, String) {
     let out = Command::new("openssl").args(args).output().unwrap();
     (out.status.success(), all_output(&out))
-}
-
-/// Runs `command`, which must succeed (else panics naming `what`, with its standard error):
-/// its standard output.
-pub fn run_ok(command: &mut Command, what: &str) -> String {
-    let out = command.output().unwrap_or_else(|e| panic!("{what}: {e}"));
-    assert!(
-        out.status.success(),
-        "{what}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).unwrap()
 }
 
 /// What a process printed: its standard output, then its standard error.

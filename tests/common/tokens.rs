@@ -84,7 +84,7 @@ impl Token {
                     .arg(format!("sql:{}", database.display()))
                     .arg("-f")
                     .arg(root.join("pin"));
-                run(&mut certutil, "certutil -N (apt-get install libnss3-tools)");
+                run_ok(&mut certutil, "certutil -N (apt-get install libnss3-tools)");
                 format!(
                     "module = \"{NSS_MODULE}\"\ntoken_label = \"{}\"\nmodule_parameters = \"configdir='sql:{}' certPrefix='' keyPrefix='' secmod='secmod.db' flags= dbTokenDescription='{}'\"\n",
                     self.label(),
@@ -113,7 +113,7 @@ impl Token {
                         .arg("--module")
                         .arg(&module)
                         .args(args);
-                    run(&mut command, "pkcs11-tool (apt-get install opensc)");
+                    run_ok(&mut command, "pkcs11-tool (apt-get install opensc)");
                 };
                 tool(&[
                     "--init-token",
@@ -189,12 +189,13 @@ pub fn softhsm_token(conf: &Path, label: &str, so_pin: &str, pin: &str) -> Outpu
         .expect("softhsm2-util (apt-get install softhsm2)")
 }
 
-/// Runs `command`, which must succeed (`what` names it in the panic).
-fn run(command: &mut Command, what: &str) {
+/// Runs `command`, which must succeed (`what` names it in the panic): its standard output.
+pub fn run_ok(command: &mut Command, what: &str) -> String {
     let out = command.output().unwrap_or_else(|e| panic!("{what}: {e}"));
     assert!(
         out.status.success(),
         "{what}: {}",
         String::from_utf8_lossy(&out.stderr)
     );
+    String::from_utf8(out.stdout).unwrap()
 }

@@ -103,11 +103,11 @@ impl Control {
 /// The real module's functions, and ours.
 struct Wrapper {
     real: CK_FUNCTION_LIST,
-    ours: &'static mut CK_FUNCTION_LIST,
+    ours: CK_FUNCTION_LIST,
     control: Option<PathBuf>,
 }
 
-static WRAPPER: OnceLock<Result<usize, String>> = OnceLock::new();
+static WRAPPER: OnceLock<Result<Wrapper, String>> = OnceLock::new();
 /// Added to every slot id the consumer sees; grows each time a vanished token comes back.
 static SLOT_OFFSET: AtomicU64 = AtomicU64::new(0);
 static VANISHED: AtomicBool = AtomicBool::new(false);
@@ -119,14 +119,12 @@ const DECOY_LABEL: &[u8] = b"sceau-fault-decoy";
 const SLOT_STEP: CK_SLOT_ID = 1 << 32;
 
 fn wrapper() -> Option<&'static Wrapper> {
-    let address = WRAPPER.get_or_init(load).as_ref().ok()?;
-    // SAFETY: the address is that of a Wrapper leaked by `load`, never freed or moved.
-    Some(unsafe { &*(*address as *const Wrapper) })
+    WRAPPER.get_or_init(load).as_ref().ok()
 }
 
 /// Loads the real module and builds our function list: the real one with the intercepted
 /// entries replaced.
-fn load() -> Result<usize, String> {
+fn load() -> Result<Wrapper, String> {
     let path =
         std::env::var_os("SCEAU_FAULT_REAL").ok_or("SCEAU_FAULT_REAL names no module to wrap")?;
     // SAFETY: loading a PKCS#11 module runs its initialisers, as any consumer does.
@@ -166,12 +164,11 @@ fn load() -> Result<usize, String> {
     ours.C_GenerateKeyPair = Some(generate_key_pair);
     ours.C_SignInit = Some(sign_init);
     ours.C_Sign = Some(sign);
-    let wrapper = Box::leak(Box::new(Wrapper {
+    Ok(Wrapper {
         real,
-        ours: Box::leak(Box::new(ours)),
+        ours,
         control: std::env::var_os("SCEAU_FAULT_CONTROL").map(PathBuf::from),
-    }));
-    Ok(wrapper as *const Wrapper as usize)
+    })
 }
 
 /// The fault in force now. Reading the file at every call keeps the module stateless for the
@@ -248,12 +245,10 @@ pub unsafe extern "C" fn C_GetFunctionList(list: CK_FUNCTION_LIST_PTR_PTR) -> CK
         return CKR_ARGUMENTS_BAD;
     }
     match WRAPPER.get_or_init(load) {
-        Ok(_) => {
-            let Some(wrapper) = wrapper() else {
-                return CKR_GENERAL_ERROR;
-            };
-            // SAFETY: `list` is non-NULL and valid for a write; our list lives forever.
-            unsafe { *list = wrapper.ours as *const CK_FUNCTION_LIST as CK_FUNCTION_LIST_PTR };
+        Ok(wrapper) => {
+            // SAFETY: `list` is non-NULL and valid for a write; our list lives in a static and
+            // consumers only read through the pointer PKCS#11 makes mutable.
+            unsafe { *list = &wrapper.ours as *const CK_FUNCTION_LIST as CK_FUNCTION_LIST_PTR };
             CKR_OK
         }
         Err(error) => {
