@@ -416,6 +416,23 @@ mod tests {
         assert_eq!(err.key.as_deref(), Some("hsm.module_parameters"), "{err}");
     }
 
+    /// A token serial, when given, names one token: an empty one is refused by its key.
+    #[test]
+    fn an_empty_token_serial_is_refused_and_a_serial_is_kept() {
+        let with = |value: &str| {
+            let text = EXAMPLE.replacen(
+                "token_label = \"sceau-dev\"",
+                &format!("token_label = \"sceau-dev\"\ntoken_serial = \"{value}\""),
+                1,
+            );
+            Config::from_source(&SourceFile::from_text(Path::new("c.toml"), &text))
+        };
+        let config = with("0123abcd").unwrap();
+        assert_eq!(config.hsm.token_serial.as_deref(), Some("0123abcd"));
+        let err = with("").unwrap_err();
+        assert_eq!(err.key.as_deref(), Some("hsm.token_serial"), "{err}");
+    }
+
     /// Each bucket name is checked, and a bad one is named by its own key.
     #[test]
     fn a_bad_bucket_name_names_its_key() {
