@@ -72,16 +72,10 @@ fn nonce_request(pki: &Pki, certificate: &std::path::Path) -> (Vec<u8>, std::ops
     let issuer = pki.data_dir().join("certs").join("ac-agents.pem");
     let make = |name: &str| {
         let path = pki.path(name);
-        let (ok, text) = openssl(&[
-            "ocsp",
-            "-issuer",
-            issuer.to_str().unwrap(),
-            "-cert",
-            certificate.to_str().unwrap(),
-            "-nonce",
-            "-reqout",
-            path.to_str().unwrap(),
-        ]);
+        let (issuer, certificate) = (issuer.to_str().unwrap(), certificate.to_str().unwrap());
+        let mut args = vec!["ocsp", "-nonce", "-reqout", path.to_str().unwrap()];
+        args.extend(["-issuer", issuer, "-cert", certificate]);
+        let (ok, text) = openssl(&args);
         assert!(ok, "{text}");
         std::fs::read(path).unwrap()
     };

@@ -112,20 +112,23 @@ fn faults_are_refused_cleanly_and_healed_without_a_restart(token: Token) {
     assert!(pki.sceau_ok(&["audit", "verify"]).contains("verified"));
 }
 
-#[test]
-fn faults_on_softhsm2_are_refused_cleanly_and_healed_without_a_restart() {
-    faults_are_refused_cleanly_and_healed_without_a_restart(Token::SoftHsm2);
+/// One test per token for a check that takes the token, each named for it.
+macro_rules! on_tokens {
+    ($check:ident: $($test:ident => $token:ident),+ $(,)?) => {
+        $(
+            #[test]
+            fn $test() {
+                $check(Token::$token);
+            }
+        )+
+    };
 }
 
-#[test]
-fn faults_on_nss_are_refused_cleanly_and_healed_without_a_restart() {
-    faults_are_refused_cleanly_and_healed_without_a_restart(Token::Nss);
-}
-
-#[test]
-fn faults_on_kryoptic_are_refused_cleanly_and_healed_without_a_restart() {
-    faults_are_refused_cleanly_and_healed_without_a_restart(Token::Kryoptic);
-}
+on_tokens!(faults_are_refused_cleanly_and_healed_without_a_restart:
+    faults_on_softhsm2_are_refused_cleanly_and_healed_without_a_restart => SoftHsm2,
+    faults_on_nss_are_refused_cleanly_and_healed_without_a_restart => Nss,
+    faults_on_kryoptic_are_refused_cleanly_and_healed_without_a_restart => Kryoptic,
+);
 
 /// The token signs with another key (the decoy a program sharing the token made): the
 /// signature does not verify against the CA's certificate, the issuance is refused and nothing
@@ -162,12 +165,7 @@ fn a_signature_by_another_key_never_leaves(token: Token) {
     assert!(daemon.stop().success());
 }
 
-#[test]
-fn a_signature_by_another_key_never_leaves_softhsm2() {
-    a_signature_by_another_key_never_leaves(Token::SoftHsm2);
-}
-
-#[test]
-fn a_signature_by_another_key_never_leaves_kryoptic() {
-    a_signature_by_another_key_never_leaves(Token::Kryoptic);
-}
+on_tokens!(a_signature_by_another_key_never_leaves:
+    a_signature_by_another_key_never_leaves_softhsm2 => SoftHsm2,
+    a_signature_by_another_key_never_leaves_kryoptic => Kryoptic,
+);

@@ -171,29 +171,11 @@ pub struct ChainWatch {
 }
 
 impl ChainWatch {
-    /// Signs a checkpoint ([`write()`]) and records the outcome: the signed head goes to the
-    /// journal (target `sceau::audit`, a copy outside the store that `sceau audit verify
-    /// --expect SEQ:HASH` checks), a broken chain to the error log, the health and the metrics.
-    pub fn checkpoint(
-        &self,
-        store: &Store,
-        hsm: &Hsm,
-        label: &str,
-    ) -> Result<Option<ChainHead>, CheckpointError> {
-        self.record(write(store, hsm, label))
-    }
-
-    /// [`write_or_verify`], recorded like [`ChainWatch::checkpoint`].
-    pub fn checkpoint_or_verify(
-        &self,
-        store: &Store,
-        hsm: &Hsm,
-        label: &str,
-    ) -> Result<Option<ChainHead>, CheckpointError> {
-        self.record(write_or_verify(store, hsm, label))
-    }
-
-    fn record(
+    /// Records the outcome of a checkpoint ([`write()`] or [`write_or_verify`]): the signed
+    /// head goes to the journal (target `sceau::audit`, a copy outside the store that `sceau
+    /// audit verify --expect SEQ:HASH` checks), a broken chain to the error log, the health
+    /// and the metrics.
+    pub fn record(
         &self,
         outcome: Result<Option<ChainHead>, CheckpointError>,
     ) -> Result<Option<ChainHead>, CheckpointError> {

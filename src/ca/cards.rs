@@ -174,20 +174,14 @@ impl CertificateAuthority {
         let (Some(first), Some(second)) = (serials.next(), serials.next()) else {
             return Err(CaError::Encoding("two serials expected".into()));
         };
-        let auth = crate::policy::prepare(
-            &auth_policy,
-            &profile,
-            &cap(&request.authentication, &auth_policy)?,
-            first,
-            now,
-        )?;
-        let sign = crate::policy::prepare(
-            &sign_policy,
-            &profile,
-            &cap(&request.signature, &sign_policy)?,
-            second,
-            now,
-        )?;
+        let prepare = |request: &IssuanceRequest, policy: &crate::policy::Policy, serial| {
+            let capped = cap(request, policy)?;
+            Ok::<_, CaError>(crate::policy::prepare(
+                policy, &profile, &capped, serial, now,
+            )?)
+        };
+        let auth = prepare(&request.authentication, &auth_policy, first)?;
+        let sign = prepare(&request.signature, &sign_policy, second)?;
         check_card_pair(&auth_policy.name, &auth, &sign, card_expires_at)?;
         let holder = Some(request.holder.clone());
         let card = Some(card_id.to_owned());

@@ -311,12 +311,7 @@ pub(super) fn store_issued(
         match card {
             None => {}
             Some(CardWrite::New(card, along)) => {
-                if txn.contains::<Cards>(&card.card)? {
-                    return Err(CaError::Refused(format!(
-                        "card {} already exists",
-                        card.card
-                    )));
-                }
+                super::refuse_existing::<Cards>(txn, &card.card, || format!("card {}", card.card))?;
                 txn.audit(AuditEvent::CardIssued {
                     card: card.card.clone(),
                     holder: card.holder.clone(),

@@ -95,6 +95,19 @@ impl CaError {
     }
 }
 
+/// Refuses to write the row `key` of `T` in `txn` when it exists: `what` says what it is
+/// ("card c-1", "a scheduled revocation s-1").
+fn refuse_existing<T: crate::store::Table>(
+    txn: &crate::store::Txn<'_>,
+    key: &T::Key,
+    what: impl FnOnce() -> String,
+) -> Result<(), CaError> {
+    if txn.contains::<T>(key)? {
+        return Err(CaError::Refused(format!("{} already exists", what())));
+    }
+    Ok(())
+}
+
 /// Reads the CA state, if the ceremony has run.
 pub fn load_state(store: &Store) -> Result<Option<CaState>, CaError> {
     match store.get::<Meta>(&meta_keys::CA_STATE.to_owned())? {

@@ -118,12 +118,9 @@ pub fn schedule_in(
     if live == 0 {
         return Err(CaError::AlreadyRevoked(entry.id.clone()));
     }
-    if txn.contains::<ScheduledRevocations>(&entry.id)? {
-        return Err(CaError::Refused(format!(
-            "a scheduled revocation {} exists",
-            entry.id
-        )));
-    }
+    super::refuse_existing::<ScheduledRevocations>(txn, &entry.id, || {
+        format!("a scheduled revocation {}", entry.id)
+    })?;
     txn.audit(AuditEvent::RevocationScheduled {
         id: entry.id.clone(),
         card: entry.card.clone(),

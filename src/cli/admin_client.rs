@@ -51,6 +51,10 @@ fn post(
         let failed = |e: hyper::Error| {
             AdminCallError::Failed(CliError::unavailable(format!("talking to the daemon at {address}: {e}")))
         };
+        let body_of = async |response: hyper::Response<hyper::body::Incoming>| {
+            let collected = response.into_body().collect().await.map_err(failed)?;
+            Ok(collected.to_bytes())
+        };
         let (mut sender, connection) =
             hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
                 .await
@@ -69,12 +73,7 @@ fn post(
             )))
             .map_err(|e| AdminCallError::Failed(CliError::internal(e.to_string())))?;
         let answer = sender.send_request(ask).await.map_err(failed)?;
-        let proof = answer
-            .into_body()
-            .collect()
-            .await
-            .map_err(failed)?
-            .to_bytes();
+        let proof = body_of(answer).await?;
         let proof = serde_json::from_slice::<serde_json::Value>(&proof)
             .ok()
             .and_then(|v| v.get("proof").and_then(|p| p.as_str()).map(str::to_owned));
@@ -95,13 +94,7 @@ fn post(
             .map_err(|e| AdminCallError::Failed(CliError::internal(e.to_string())))?;
         let response = sender.send_request(request).await.map_err(failed)?;
         let status = response.status();
-        let body = response
-            .into_body()
-            .collect()
-            .await
-            .map_err(failed)?
-            .to_bytes();
-        Ok((status, body))
+        Ok((status, body_of(response).await?))
     })
 }
 

@@ -147,7 +147,7 @@ impl AdminService {
             }
             Route::Identity => self.identity(request).await?,
             Route::Revoke => {
-                let body: RevokeBody = small_json_body(request).await?;
+                let body: RevokeBody = json_body(request, SMALL_BODY_LIMIT).await?;
                 use crate::service::revocation::Revocation;
                 match Revocation::parse(body, "admin-api", service.now()).map_err(problem)? {
                     Revocation::Now(request) => json(
@@ -161,12 +161,12 @@ impl AdminService {
                 }
             }
             Route::CancelScheduled => {
-                let body: CancelBody = small_json_body(request).await?;
+                let body: CancelBody = json_body(request, SMALL_BODY_LIMIT).await?;
                 let cancelled = service.cancel_scheduled(body.id, "cli").await;
                 json(StatusCode::OK, &cancelled.map_err(problem)?)
             }
             Route::Backup => {
-                let body: BackupBody = small_json_body(request).await?;
+                let body: BackupBody = json_body(request, SMALL_BODY_LIMIT).await?;
                 json(
                     StatusCode::CREATED,
                     &service.backup(body).await.map_err(problem)?,
@@ -194,7 +194,7 @@ impl AdminService {
                 &service.publish_all().map_err(problem)?,
             ),
             Route::Rotate(rollover) => {
-                let body: RotateBody = small_json_body(request).await?;
+                let body: RotateBody = json_body(request, SMALL_BODY_LIMIT).await?;
                 let rotated = service.rotate(rollover, body.common_name).await;
                 json(StatusCode::OK, &rotated.map_err(problem)?)
             }
@@ -203,18 +203,18 @@ impl AdminService {
                 &service.checkpoint().await.map_err(problem)?,
             ),
             Route::Issue => {
-                let body: IssueBody = command_body(request).await?;
+                let body: IssueBody = json_body(request, COMMAND_BODY_LIMIT).await?;
                 json(StatusCode::OK, &service.issue(body).await.map_err(problem)?)
             }
             Route::Card => {
-                let body: CardBody = command_body(request).await?;
+                let body: CardBody = json_body(request, COMMAND_BODY_LIMIT).await?;
                 json(
                     StatusCode::OK,
                     &service.issue_card(body).await.map_err(problem)?,
                 )
             }
             Route::Bootstrap => {
-                let body: BootstrapBody = command_body(request).await?;
+                let body: BootstrapBody = json_body(request, COMMAND_BODY_LIMIT).await?;
                 json(
                     StatusCode::OK,
                     &service.bootstrap(body).await.map_err(problem)?,
@@ -233,7 +233,7 @@ impl AdminService {
         struct Challenge {
             challenge: String,
         }
-        let body: Challenge = small_json_body(request).await?;
+        let body: Challenge = json_body(request, SMALL_BODY_LIMIT).await?;
         match hex::decode(&body.challenge) {
             Ok(challenge) if (16..=64).contains(&challenge.len()) => Ok(json(
                 StatusCode::OK,
@@ -270,15 +270,6 @@ fn problem(error: ServiceError) -> Problem {
     Problem::from(&error)
 }
 
-/// The body of `issue`, `card` and `bootstrap` (CSRs: up to 256 KiB).
-async fn command_body<T: serde::de::DeserializeOwned>(
-    request: Request<Incoming>,
-) -> Result<T, Problem> {
-    let body = read_body_within(request.into_body(), 256 * 1024).await?;
-    serde_json::from_slice(&body)
-        .map_err(|e| Problem::new(StatusCode::BAD_REQUEST, "malformed-json", e.to_string()))
-}
-
 /// Whether two secrets are equal, compared in constant time (for their common length).
 pub fn constant_time_eq(a: &str, b: &str) -> bool {
     a.len() == b.len()
@@ -298,11 +289,18 @@ pub fn identity_proof(token: &str, challenge: &[u8]) -> String {
     hex::encode(context.sign().as_ref())
 }
 
-/// A JSON request body of at most 16 KiB.
-async fn small_json_body<T: serde::de::DeserializeOwned>(
+/// The body of a command that carries CSRs (`issue`, `card`, `bootstrap`).
+const COMMAND_BODY_LIMIT: usize = 256 * 1024;
+
+/// The body of every other command.
+const SMALL_BODY_LIMIT: usize = 16 * 1024;
+
+/// A JSON request body of at most `limit` octets.
+async fn json_body<T: serde::de::DeserializeOwned>(
     request: Request<Incoming>,
+    limit: usize,
 ) -> Result<T, Problem> {
-    let body = read_body_within(request.into_body(), 16 * 1024).await?;
+    let body = read_body_within(request.into_body(), limit).await?;
     serde_json::from_slice(&body)
         .map_err(|e| Problem::new(StatusCode::BAD_REQUEST, "malformed-json", e.to_string()))
 }

@@ -165,25 +165,22 @@ impl StoredCa {
         ))
     }
 
+    /// An extension of the certificate, decoded (`None` if absent or not decodable).
+    fn extension<T: der::DecodeOwned + const_oid::AssociatedOid>(&self) -> Option<T> {
+        let certificate = self.parsed()?;
+        let (_, value) = certificate.tbs_certificate().get_extension::<T>().ok()??;
+        Some(value)
+    }
+
     /// The subjectKeyIdentifier of the certificate (what the AKIs of its children copy).
     pub fn subject_key_identifier(&self) -> Option<[u8; 20]> {
-        use x509_cert::ext::pkix::SubjectKeyIdentifier;
-        let certificate = self.parsed()?;
-        let (_, ski) = certificate
-            .tbs_certificate()
-            .get_extension::<SubjectKeyIdentifier>()
-            .ok()??;
+        let ski = self.extension::<x509_cert::ext::pkix::SubjectKeyIdentifier>()?;
         ski.0.as_bytes().try_into().ok()
     }
 
     /// The authorityKeyIdentifier of the certificate: which CA key signed it.
     pub fn authority_key_identifier(&self) -> Option<[u8; 20]> {
-        use x509_cert::ext::pkix::AuthorityKeyIdentifier;
-        let certificate = self.parsed()?;
-        let (_, aki) = certificate
-            .tbs_certificate()
-            .get_extension::<AuthorityKeyIdentifier>()
-            .ok()??;
+        let aki = self.extension::<x509_cert::ext::pkix::AuthorityKeyIdentifier>()?;
         aki.key_identifier?.as_bytes().try_into().ok()
     }
 }

@@ -287,20 +287,30 @@ mod tests {
     #[test]
     fn the_shipped_policies_load() {
         let set = PolicySet::load_dir(&policies_dir()).unwrap();
-        let auth = set.get("justice-auth").unwrap();
-        assert_eq!(
-            auth.oid,
-            ObjectIdentifier::new_unwrap("1.2.250.1.120.2.2.1.3")
+        // The two certificates of an agent's card: the policy OID and the one key usage.
+        for (name, oid, usage) in [
+            (
+                "justice-auth",
+                "1.2.250.1.120.2.2.1.3",
+                KeyUsages::DigitalSignature,
+            ),
+            (
+                "justice-sign",
+                "1.2.250.1.120.2.3.1.3",
+                KeyUsages::NonRepudiation,
+            ),
+        ] {
+            let policy = set.get(name).unwrap();
+            assert_eq!(policy.oid.to_string(), oid, "{name}");
+            assert_eq!(policy.key_usage, FlagSet::from(usage), "{name}");
+        }
+        assert!(set.get("justice-auth").unwrap().qc_statements.is_none());
+        assert!(
+            set.get("justice-sign")
+                .unwrap()
+                .extended_key_usage
+                .is_none()
         );
-        assert_eq!(auth.key_usage, FlagSet::from(KeyUsages::DigitalSignature));
-        assert!(auth.qc_statements.is_none());
-        let sign = set.get("justice-sign").unwrap();
-        assert_eq!(
-            sign.oid,
-            ObjectIdentifier::new_unwrap("1.2.250.1.120.2.3.1.3")
-        );
-        assert_eq!(sign.key_usage, FlagSet::from(KeyUsages::NonRepudiation));
-        assert!(sign.extended_key_usage.is_none());
     }
 
     #[test]

@@ -169,18 +169,19 @@ fn look_alikes_of_a_name_are_one_person() {
         assert_eq!(variant, isabelle);
     }
     let alice = person("Alice", "AUBERT");
-    for variant in [
-        person("Alice", "\u{1cd}UBERT"),
-        person("Alice", "ĂUBERT"),
-        person("\u{410}lice", "AUBERT"),
-        person("\u{391}lice", "AUBERT"),
-        person("A\u{1c0}ice", "AUBERT"),
-        person("Alicé", "AUBËRT"),
-        person("Alice", "AU BERT"),
-        person("Alice", "A\u{200b}UBERT"),
-        person(" alice ", "a'ubert"),
-    ] {
-        assert_eq!(variant, alice);
+    let variants = [
+        ("Alice", "\u{1cd}UBERT"),
+        ("Alice", "ĂUBERT"),
+        ("\u{410}lice", "AUBERT"),
+        ("\u{391}lice", "AUBERT"),
+        ("A\u{1c0}ice", "AUBERT"),
+        ("Alicé", "AUBËRT"),
+        ("Alice", "AU BERT"),
+        ("Alice", "A\u{200b}UBERT"),
+        (" alice ", "a'ubert"),
+    ];
+    for (given, family) in variants {
+        assert_eq!(person(given, family), alice, "{given} {family}");
     }
     assert_eq!(person("Noémie", "X"), person("Noemie", "X"));
     assert_eq!(person("Chloé", "DURAND"), person("Chl\u{43e}e", "DURAND"));

@@ -34,14 +34,11 @@ impl Service {
         let hsm = self.hsm()?.clone();
         Self::blocking(move || {
             let label = &service.config.keys.audit;
+            let outcome = crate::audit::checkpoint::write_or_verify(&service.store, &hsm, label);
             let signed = match &service.daemon {
                 // The daemon's watch also remembers the chain as this checkpoint found it.
-                Some(daemon) => {
-                    daemon
-                        .audit_watch
-                        .checkpoint_or_verify(&service.store, &hsm, label)
-                }
-                None => crate::audit::checkpoint::write_or_verify(&service.store, &hsm, label),
+                Some(daemon) => daemon.audit_watch.record(outcome),
+                None => outcome,
             }
             .map_err(|e| ServiceError::Checkpoint(e.to_string()))?;
             Ok(Checkpointed::from_head(signed))

@@ -105,28 +105,23 @@ pub fn verify_attached_by_one_of(
             let mut content_type = None;
             let mut message_digest = None;
             for attribute in attributes.iter() {
-                let single = || {
+                // The attribute's one value; `name` says which attribute in an error.
+                let single = |name: &'static str| {
                     let mut values = attribute.values.iter();
                     match (values.next(), values.next()) {
-                        (Some(value), None) => Some(value),
-                        _ => None,
+                        (Some(value), None) => Ok(value),
+                        _ => Err(CmsError::Attribute(name, "one value expected".into())),
                     }
                 };
                 if attribute.oid == oid::CMS_CONTENT_TYPE {
-                    let value = single().ok_or(CmsError::Attribute(
-                        "content-type",
-                        "one value expected".into(),
-                    ))?;
+                    let value = single("content-type")?;
                     content_type = Some(
                         value
                             .decode_as::<const_oid::ObjectIdentifier>()
                             .map_err(|e| CmsError::Attribute("content-type", e.to_string()))?,
                     );
                 } else if attribute.oid == oid::CMS_MESSAGE_DIGEST {
-                    let value = single().ok_or(CmsError::Attribute(
-                        "message-digest",
-                        "one value expected".into(),
-                    ))?;
+                    let value = single("message-digest")?;
                     message_digest = Some(
                         value
                             .decode_as::<OctetString>()

@@ -305,20 +305,16 @@ mod tests {
 
     #[test]
     fn ecdsa_identifier_has_no_parameters_and_rsa_has_null() {
-        let ec = SignatureScheme::EcdsaP384Sha384
-            .algorithm_identifier()
-            .unwrap();
-        assert_eq!(
-            ec.to_der().unwrap(),
-            hex::decode("300a06082a8648ce3d040303").unwrap()
-        );
-        let rsa = SignatureScheme::RsaPkcs1Sha256
-            .algorithm_identifier()
-            .unwrap();
-        assert_eq!(
-            rsa.to_der().unwrap(),
-            hex::decode("300d06092a864886f70d01010b0500").unwrap()
-        );
+        for (scheme, expected) in [
+            (SignatureScheme::EcdsaP384Sha384, "300a06082a8648ce3d040303"),
+            (
+                SignatureScheme::RsaPkcs1Sha256,
+                "300d06092a864886f70d01010b0500",
+            ),
+        ] {
+            let der = scheme.algorithm_identifier().unwrap().to_der().unwrap();
+            assert_eq!(hex::encode(der), expected, "{scheme:?}");
+        }
     }
 
     #[test]

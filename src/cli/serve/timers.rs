@@ -237,11 +237,12 @@ async fn checkpoints(
         let (store, hsm, label, watch) = (store.clone(), hsm.clone(), label.clone(), watch.clone());
         let first = std::mem::replace(&mut at_start, false);
         let checked = tokio::task::spawn_blocking(move || {
-            if first {
-                watch.checkpoint_or_verify(&store, &hsm, &label)
+            use crate::audit::checkpoint::{write, write_or_verify};
+            watch.record(if first {
+                write_or_verify(&store, &hsm, &label)
             } else {
-                watch.checkpoint(&store, &hsm, &label)
-            }
+                write(&store, &hsm, &label)
+            })
         });
         match checked.await {
             // A start-up check that could not run (the HSM away) runs again in a minute.

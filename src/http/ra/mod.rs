@@ -125,7 +125,7 @@ impl RaService {
         if path.starts_with(HOLDER_PREFIX) {
             let (client, response) = match self.ra.authenticate_holder(&peer) {
                 Ok(holder) => {
-                    let response = self.route_holder(&holder, &parts, body).await;
+                    let response = self.route_holder(&parts, body, &holder).await;
                     (holder.client(), response)
                 }
                 Err(error) => {
@@ -184,12 +184,11 @@ impl RaService {
     /// A holder's request on their own card.
     async fn route_holder(
         &self,
-        holder: &Holder,
         request: &hyper::http::request::Parts,
         body: Option<bytes::Bytes>,
+        holder: &Holder,
     ) -> Response<Body> {
-        let path = request.uri.path();
-        let method = &request.method;
+        let (method, path) = (&request.method, request.uri.path());
         let action = match resolve(method, path) {
             Err(RouteError::MethodNotAllowed) => return method_not_allowed(method, path),
             Ok(Route::HolderCard) => {
