@@ -62,7 +62,17 @@ fn newest_backup(config: &Config) -> Option<std::path::PathBuf> {
     backups.pop()
 }
 
-async fn daemon(config: &Config, overrides: ListenOverrides) -> Result<(), CliError> {
+/// What the daemon opens before it listens.
+struct Opened {
+    hsm: Hsm,
+    store: Store,
+    clock: Arc<dyn crate::x509::time::Clock>,
+    ca: CertificateAuthority,
+    state: crate::ca::CaState,
+}
+
+/// Opens the HSM, the store and the CA: its keys checked, intents a crash left revoked.
+fn open_ca(config: &Config) -> Result<Opened, CliError> {
     let policies = Arc::new(PolicySet::load_dir(&config.policies_dir)?);
     let hsm = Hsm::open(config.hsm.clone()).context(|| {
         format!(
@@ -80,7 +90,6 @@ async fn daemon(config: &Config, overrides: ListenOverrides) -> Result<(), CliEr
         ))
     })?;
     let clock = clock();
-    // Opening the CA checks its keys and revokes intents left by a crash.
     let ca = CertificateAuthority::open(
         store.clone(),
         &hsm,
@@ -90,6 +99,23 @@ async fn daemon(config: &Config, overrides: ListenOverrides) -> Result<(), CliEr
     )?;
     let state =
         ca::load_state(&store)?.ok_or_else(|| ca::CaError::NotInitialized(config.store_dir()))?;
+    Ok(Opened {
+        hsm,
+        store,
+        clock,
+        ca,
+        state,
+    })
+}
+
+async fn daemon(config: &Config, overrides: ListenOverrides) -> Result<(), CliError> {
+    let Opened {
+        hsm,
+        store,
+        clock,
+        ca,
+        state,
+    } = open_ca(config)?;
     let (va, initial) =
         ValidationAuthority::open(config, store.clone(), &hsm, &state, clock.clone())
             .context(|| "starting the validation authority".into())?;
