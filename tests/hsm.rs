@@ -440,3 +440,53 @@ fn a_public_key_object_swapped_under_the_label_is_refused_at_load() {
     assert!(matches!(refused, HsmError::KeyAttributes { .. }), "{text}");
     assert!(text.contains("not a pair"), "{text}");
 }
+
+/// A key whose token asks a login before each signature (`CKA_ALWAYS_AUTHENTICATE`, as a
+/// token's policy may set for signature keys): the token refuses a signature without it, and
+/// sceau logs in for each one (`C_SignInit`, `C_Login` as `CKU_CONTEXT_SPECIFIC`, `C_Sign`).
+#[test]
+fn a_key_that_needs_a_login_per_signature_signs_with_one() {
+    let Some(dir) = isolated("a_key_that_needs_a_login_per_signature_signs_with_one") else {
+        return;
+    };
+    let hsm = Hsm::open(settings(&dir)).unwrap();
+    let (pkcs11, slot) = other_module();
+    let session = pkcs11.open_rw_session(slot).unwrap();
+    let _ = session.login(UserType::User, Some(&PIN.to_owned().into()));
+    let (label, id) = (b"per-signature".to_vec(), vec![0x42]);
+    let curve = vec![0x06, 0x08, 0x2a, 0x86, 0x48, 0xce, 0x3d, 0x03, 0x01, 0x07];
+    let mut public = vec![Attribute::Token(true), Attribute::Verify(true)];
+    public.extend([Attribute::Label(label.clone()), Attribute::EcParams(curve)]);
+    public.push(Attribute::Id(id.clone()));
+    let mut private = vec![Attribute::Token(true), Attribute::Private(true)];
+    private.extend([Attribute::Sensitive(true), Attribute::Extractable(false)]);
+    private.extend([
+        Attribute::Sign(true),
+        Attribute::Label(label),
+        Attribute::Id(id),
+    ]);
+    private.push(Attribute::AlwaysAuthenticate(true));
+    let (_, key) = session
+        .generate_key_pair(&Mechanism::EccKeyPairGen, &public, &private)
+        .unwrap();
+    // The token enforces it: logged in as the user, a signature without the second login fails.
+    let refused = session
+        .sign(&Mechanism::Ecdsa, key, &[7u8; 32])
+        .unwrap_err();
+    assert!(
+        matches!(
+            refused,
+            cryptoki::error::Error::Pkcs11(cryptoki::error::RvError::UserNotLoggedIn, _)
+        ),
+        "{refused}"
+    );
+
+    let signer = hsm
+        .signing_key("per-signature", SignatureScheme::EcdsaP256Sha256)
+        .unwrap();
+    for i in 0..4u8 {
+        let message = [i; 40];
+        let signature = signer.sign(&message).unwrap();
+        signer.verify(&message, &signature).unwrap();
+    }
+}

@@ -92,3 +92,32 @@ fn nss_parameters_naming_no_database_are_refused_and_change_nothing() {
     assert!(!pki.data_dir().join("store").exists(), "{text}");
     assert!(!elsewhere.exists());
 }
+
+/// A key the token asks a login for before each signature (`CKA_ALWAYS_AUTHENTICATE`, which
+/// a token's policy may set on signature keys): made by the token's own tool under the audit
+/// key's label, adopted by `sceau init`, it signs every checkpoint after a context-specific
+/// login, and the chain verifies against the anchor `init` wrote.
+fn a_key_that_asks_a_login_per_signature_signs_checkpoints(token: Token) {
+    let pki = Pki::on(token, Keys::EC);
+    pki.foreign_key_with(token, "sceau-audit", &["--always-auth", "--id", "a0d1"]);
+    let listed = pki.private_keys_listed(token);
+    assert!(listed.contains("always authenticate"), "{listed}");
+    pki.init();
+    // An issuance moves the chain's head: the next checkpoint has something to sign.
+    pki.issue_holder("jeanne", "/GN=Jeanne/SN=DUPONT/CN=Jeanne DUPONT");
+    let signed = pki.sceau_ok(&["audit", "checkpoint"]);
+    assert!(signed.contains("checkpoint"), "{signed}");
+    let anchor = pki.data_dir().join("certs").join("audit-key.pem");
+    let verified = pki.sceau_ok(&["audit", "verify", "--anchor", anchor.to_str().unwrap()]);
+    assert!(verified.contains("verified"), "{verified}");
+}
+
+#[test]
+fn a_key_that_asks_a_login_per_signature_signs_on_softhsm2() {
+    a_key_that_asks_a_login_per_signature_signs_checkpoints(Token::SoftHsm2);
+}
+
+#[test]
+fn a_key_that_asks_a_login_per_signature_signs_on_kryoptic() {
+    a_key_that_asks_a_login_per_signature_signs_checkpoints(Token::Kryoptic);
+}

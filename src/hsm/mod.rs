@@ -157,7 +157,7 @@ impl Hsm {
         scheme: SignatureScheme,
     ) -> Result<SigningKey, HsmError> {
         let owned = label.to_owned();
-        let (public_key, id) = self
+        let (public_key, id, login_per_signature) = self
             .pool
             .run_blocking(move |worker| worker.check_signing_key(&owned))?;
         let kind = crate::x509::keys::describe(&public_key)
@@ -189,6 +189,7 @@ impl Hsm {
                 public_key,
                 id,
                 session_copy: false,
+                login_per_signature,
             }),
         };
         // The public key object is only a claim (a program sharing the token may replace it, and
@@ -226,6 +227,8 @@ struct SigningKeyInner {
     /// CKA_ID of the key pair, checked at load and at every look-up of the key.
     id: Vec<u8>,
     session_copy: bool,
+    /// The key has `CKA_ALWAYS_AUTHENTICATE`: a context-specific login before each signature.
+    login_per_signature: bool,
 }
 
 impl fmt::Debug for SigningKey {
@@ -266,6 +269,7 @@ impl SigningKey {
                 public_key: self.inner.public_key.clone(),
                 id: self.inner.id.clone(),
                 session_copy: true,
+                login_per_signature: self.inner.login_per_signature,
             }),
         }
     }
@@ -345,6 +349,7 @@ impl SigningKey {
             id: self.inner.id.clone(),
             data,
             session_copy: self.inner.session_copy,
+            login_per_signature: self.inner.login_per_signature,
         }
     }
 

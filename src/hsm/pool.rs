@@ -24,7 +24,7 @@ use cryptoki::error::{Error as CkError, RvError};
 use cryptoki::mechanism::rsa::{PkcsMgfType, PkcsPssParams};
 use cryptoki::mechanism::{Mechanism, MechanismType};
 use cryptoki::object::{Attribute, AttributeType, ObjectClass, ObjectHandle};
-use cryptoki::session::{Session, SessionState};
+use cryptoki::session::{Session, SessionState, UserType};
 use spki::SubjectPublicKeyInfoOwned;
 
 use super::{HsmError, HsmSettings, KeySpec};
@@ -33,6 +33,7 @@ use crate::x509::sigalg::{self, SignatureScheme};
 
 mod attributes;
 mod connection;
+mod single_sign;
 use attributes::{PRIVATE_KEY_ATTRIBUTES, PUBLIC_KEY_ATTRIBUTES, PrivateKeyFacts, public_key_from};
 pub(super) use connection::initialize;
 use connection::{Connection, classify, is_connection_fault};
@@ -367,11 +368,12 @@ impl Worker {
 
     /// Checks that exactly one private key and one public key carry `label` on the token, that
     /// they are a pair (the same `CKA_ID`), and that the private key never could leave the
-    /// token and may sign ([`PrivateKeyFacts::refusal`]); returns the public key and the id.
+    /// token and may sign ([`PrivateKeyFacts::refusal`]); returns the public key, the id, and
+    /// whether the key asks a login before each signature.
     pub(super) fn check_signing_key(
         &mut self,
         label: &str,
-    ) -> Result<(SubjectPublicKeyInfoOwned, Vec<u8>), HsmError> {
+    ) -> Result<(SubjectPublicKeyInfoOwned, Vec<u8>, bool), HsmError> {
         let (private, public) = self.with_retry(|session, _| {
             let mut private = Vec::new();
             for handle in find_objects(session, label, ObjectClass::PRIVATE_KEY)? {
@@ -410,7 +412,12 @@ impl Worker {
                 ),
             });
         }
-        Ok((spki, facts.id))
+        if facts.always_authenticate {
+            // Checked now, not at the first signature: a module without a usable C_Sign is
+            // refused at load.
+            self.connection.single_sign()?;
+        }
+        Ok((spki, facts.id, facts.always_authenticate))
     }
 
     pub(super) fn generate_key_pair(
@@ -534,6 +541,8 @@ pub(super) struct SignJob {
     ///
     /// [`SigningKey::session_copy`]: super::SigningKey::session_copy
     pub(super) session_copy: bool,
+    /// A context-specific login before each signature (`CKA_ALWAYS_AUTHENTICATE`).
+    pub(super) login_per_signature: bool,
 }
 
 impl SignJob {
@@ -558,6 +567,14 @@ impl SignJob {
         let id = self.id;
         let data = self.data;
         let session_copy = self.session_copy;
+        // For a key that asks a login before each signature: the PIN, read as for the token's
+        // login, and the module's own C_Sign.
+        let per_signature = if self.login_per_signature {
+            let pin = connection::read_pin(&worker.connection.settings.pin)?;
+            Some((pin, worker.connection.single_sign()?))
+        } else {
+            None
+        };
         let raw = worker.with_retry(|session, handles| {
             // Cached per (label and id, token object or session copy).
             let cache_key = (format!("{label}\u{0}{}", hex::encode(&id)), !session_copy);
@@ -594,8 +611,21 @@ impl SignJob {
                     handle
                 }
             };
-            session.sign(&mechanism, key, &data).map(Some)
-        })?;
+            match &per_signature {
+                None => session.sign(&mechanism, key, &data).map(Some),
+                Some((pin, single_sign)) => {
+                    session.sign_init(&mechanism, key)?;
+                    session.login(UserType::ContextSpecific, Some(&pin.to_auth_pin()))?;
+                    single_sign.sign(session, &data).map(Some)
+                }
+            }
+        });
+        if raw.is_err() && per_signature.is_some() {
+            // A signing operation may still be active on the session (the login failed): a
+            // new session, rather than a C_SignInit answered CKR_OPERATION_ACTIVE.
+            worker.discard_session();
+        }
+        let raw = raw?;
         let Some(raw) = raw else {
             // The key was there when it was loaded (every signing key is checked first): a
             // token whose objects vanish is not usable. Reported as unavailable, so that the

@@ -129,6 +129,32 @@ impl Pki {
     /// pkcs11-tool, as another program sharing the token would (SoftHSM2 and kryoptic, whose
     /// configuration pkcs11-tool can be given).
     pub fn foreign_key(&self, token: Token, label: &str) {
+        self.foreign_key_with(token, label, &[]);
+    }
+
+    /// [`Pki::foreign_key`], with more of pkcs11-tool's arguments (`--always-auth`, `--id`).
+    pub fn foreign_key_with(&self, token: Token, label: &str, more: &[&str]) {
+        let mut tool = self.pkcs11_tool(token);
+        tool.args([
+            "--keypairgen",
+            "--key-type",
+            "EC:prime256v1",
+            "--label",
+            label,
+        ])
+        .args(more);
+        run_ok(&mut tool, "pkcs11-tool --keypairgen");
+    }
+
+    /// The private keys on the token, as pkcs11-tool lists them (with their "Access" flags).
+    pub fn private_keys_listed(&self, token: Token) -> String {
+        let mut tool = self.pkcs11_tool(token);
+        tool.args(["--list-objects", "--type", "privkey"]);
+        run_ok(&mut tool, "pkcs11-tool --list-objects")
+    }
+
+    /// OpenSC's pkcs11-tool on this PKI's token, logged in.
+    fn pkcs11_tool(&self, token: Token) -> Command {
         let mut tool = Command::new("pkcs11-tool");
         match token {
             Token::SoftHsm2 => {
@@ -149,15 +175,8 @@ impl Pki {
             "--login",
             "--pin",
             tokens::PIN,
-        ])
-        .args([
-            "--keypairgen",
-            "--key-type",
-            "EC:prime256v1",
-            "--label",
-            label,
         ]);
-        run_ok(&mut tool, "pkcs11-tool --keypairgen");
+        tool
     }
 
     /// A PKI on the token `SCEAU_TEST_TOKEN` names.

@@ -50,7 +50,8 @@ pub(super) struct PrivateKeyFacts {
     extractable: Option<bool>,
     never_extractable: bool,
     sign: bool,
-    always_authenticate: bool,
+    /// `CKA_ALWAYS_AUTHENTICATE`: a context-specific login before each signature.
+    pub(super) always_authenticate: bool,
 }
 
 impl PrivateKeyFacts {
@@ -94,8 +95,6 @@ impl PrivateKeyFacts {
             "it has no CKA_ID, which pairs it with its public key and identifies it at each use"
         } else if !self.sign {
             "CKA_SIGN is false: the key may not sign"
-        } else if self.always_authenticate {
-            "CKA_ALWAYS_AUTHENTICATE is true: the key needs a login before each signature, which sceau does not do"
         } else {
             return None;
         };
@@ -229,15 +228,14 @@ mod tests {
             (Attribute::Private(false), "CKA_PRIVATE"),
             (Attribute::Token(false), "CKA_TOKEN"),
             (Attribute::Sign(false), "CKA_SIGN"),
-            (
-                Attribute::AlwaysAuthenticate(true),
-                "CKA_ALWAYS_AUTHENTICATE",
-            ),
             (Attribute::Id(Vec::new()), "no CKA_ID"),
         ] {
             let refusal = with(changed).map(|e| e.to_string()).unwrap_or_default();
             assert!(refusal.contains(named), "{named}: {refusal}");
         }
+        // A key that asks a login per signature is usable (sceau logs in for each one).
+        let per_signature = with(Attribute::AlwaysAuthenticate(true));
+        assert!(per_signature.is_none(), "{per_signature:?}");
         // A token that leaves CKA_EXTRACTABLE out of its answer: counted as extractable.
         let mut partial = good_key();
         partial.retain(|a| a.attribute_type() != AttributeType::Extractable);

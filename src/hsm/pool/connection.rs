@@ -3,7 +3,7 @@
 use std::ffi::{CString, c_void};
 use std::ptr::NonNull;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Mutex, MutexGuard, RwLock};
+use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 use std::time::{Duration, Instant};
 
 use cryptoki::context::{CInitializeArgs, CInitializeFlags, Pkcs11};
@@ -11,6 +11,7 @@ use cryptoki::error::{Error as CkError, RvError};
 use cryptoki::session::{Session, UserType};
 use cryptoki::slot::{Limit, Slot};
 
+use super::single_sign::SingleSign;
 use super::{RECONNECT_BACKOFF, WRONG_PIN_BACKOFF};
 use crate::hsm::{HsmError, HsmSettings, PinSource};
 
@@ -29,6 +30,9 @@ pub(super) struct Connection {
     pub(super) sessions: AtomicU64,
     pub(super) reconnects: AtomicU64,
     pub(super) errors: AtomicU64,
+    /// The module's own `C_Sign`, looked up when a key that asks a login per signature is
+    /// first loaded, and kept (with the module loaded) for the pool's life.
+    single_sign: std::sync::OnceLock<Result<Arc<SingleSign>, String>>,
 }
 
 pub(super) struct ConnectionState {
@@ -67,7 +71,19 @@ impl Connection {
             sessions: AtomicU64::new(0),
             reconnects: AtomicU64::new(0),
             errors: AtomicU64::new(0),
+            single_sign: std::sync::OnceLock::new(),
         }
+    }
+
+    /// The module's `C_Sign`, for keys that ask a login before each signature.
+    pub(super) fn single_sign(&self) -> Result<Arc<SingleSign>, HsmError> {
+        self.single_sign
+            .get_or_init(|| SingleSign::load(&self.settings.module).map(Arc::new))
+            .clone()
+            .map_err(|reason| HsmError::Module {
+                path: self.settings.module.clone(),
+                reason: format!("C_Sign for a key that asks a login per signature: {reason}"),
+            })
     }
 
     pub(super) fn lock(&self) -> MutexGuard<'_, ConnectionState> {
