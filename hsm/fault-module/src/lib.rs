@@ -14,7 +14,7 @@
 //! | `device_error`, `session_handle_invalid`, `device_removed`, `token_not_present`, `not_initialized`, `general_error` | `C_Sign` signs, then answers that error instead of the signature |
 //! | `delay` (or `hang`, `slow`) | `C_Sign` waits MS milliseconds first |
 //! | `wrong_key` | `C_SignInit` signs with the private key labelled `sceau-fault-decoy` instead |
-//! | `vanish` | the token is gone: no slot lists it, calls about its slot answer `CKR_TOKEN_NOT_PRESENT` and calls on its sessions (login, search, attributes, copy, destroy, generation, signing) `CKR_DEVICE_REMOVED`; when the mode changes again, it comes back under new slot ids |
+//! | `vanish` | the token is gone: no slot lists it, calls about its slot answer `CKR_TOKEN_NOT_PRESENT` and calls on its sessions (login, search, attributes, copy, destroy, generation, signing) `CKR_DEVICE_REMOVED`; when the mode changes again, it comes back under new slot ids and object handles (one of before names nothing; translated in the calls sceau makes with handles: search, attributes, copy, destroy, generation, `C_SignInit`) |
 //!
 //! Each injected fault (a signature refused, delayed or made with the decoy) adds one to the
 //! count in the file `SCEAU_FAULT_CONTROL.injected`. The tests replace the control file by a
@@ -110,6 +110,10 @@ struct Wrapper {
 static WRAPPER: OnceLock<Result<Wrapper, String>> = OnceLock::new();
 /// Added to every slot id the consumer sees; grows each time a vanished token comes back.
 static SLOT_OFFSET: AtomicU64 = AtomicU64::new(0);
+/// Added to every object handle the consumer sees; grows with the slot ids. A handle of an
+/// earlier appearance names nothing (`CKR_OBJECT_HANDLE_INVALID`), as after a real HSM's
+/// failover, and never another object.
+static HANDLE_OFFSET: AtomicU64 = AtomicU64::new(0);
 static VANISHED: AtomicBool = AtomicBool::new(false);
 static INJECTED: AtomicU64 = AtomicU64::new(0);
 static RANDOM: AtomicU64 = AtomicU64::new(0x9e37_79b9_7f4a_7c15);
@@ -117,6 +121,9 @@ static RANDOM: AtomicU64 = AtomicU64::new(0x9e37_79b9_7f4a_7c15);
 const DECOY_LABEL: &[u8] = b"sceau-fault-decoy";
 /// Large enough that an id of an earlier appearance never names a slot of the current one.
 const SLOT_STEP: CK_SLOT_ID = 1 << 32;
+/// The real modules' object handles are below this (SoftHSM2, NSS softokn and kryoptic number
+/// them in 32 bits); each appearance of the token gets a span of its own.
+const HANDLE_SPAN: CK_OBJECT_HANDLE = 1 << 32;
 
 fn wrapper() -> Option<&'static Wrapper> {
     WRAPPER.get_or_init(load).as_ref().ok()
@@ -189,8 +196,10 @@ fn current() -> Control {
     };
     let vanished = control.mode == Mode::Vanish;
     if VANISHED.swap(vanished, Ordering::SeqCst) && !vanished {
-        // Back from a disappearance: the token comes back under other slot ids.
+        // Back from a disappearance: the token comes back under other slot ids and object
+        // handles.
         SLOT_OFFSET.fetch_add(SLOT_STEP, Ordering::SeqCst);
+        HANDLE_OFFSET.fetch_add(HANDLE_SPAN, Ordering::SeqCst);
     }
     control
 }
@@ -226,6 +235,18 @@ fn vanished() -> bool {
 /// appearance of the token.
 fn real_slot(slot: CK_SLOT_ID) -> Option<CK_SLOT_ID> {
     slot.checked_sub(SLOT_OFFSET.load(Ordering::SeqCst))
+}
+
+/// The handle the consumer sees for the real module's `handle`.
+fn seen(handle: CK_OBJECT_HANDLE) -> CK_OBJECT_HANDLE {
+    handle.wrapping_add(HANDLE_OFFSET.load(Ordering::SeqCst))
+}
+
+/// The real module's handle for one the consumer gave, or None for a handle of an earlier
+/// appearance of the token.
+fn real_handle(handle: CK_OBJECT_HANDLE) -> Option<CK_OBJECT_HANDLE> {
+    let real = handle.checked_sub(HANDLE_OFFSET.load(Ordering::SeqCst))?;
+    (real < HANDLE_SPAN).then_some(real)
 }
 
 macro_rules! real {
@@ -369,35 +390,116 @@ session_call!(
     C_FindObjectsInit,
     (template: CK_ATTRIBUTE_PTR, count: CK_ULONG)
 );
-session_call!(
-    find_objects,
-    C_FindObjects,
-    (objects: CK_OBJECT_HANDLE_PTR, max: CK_ULONG, found: CK_ULONG_PTR)
-);
-session_call!(
+
+/// Renumbers the `count` handles the module wrote at `handles` as the consumer sees them.
+///
+/// # Safety
+/// `handles` is NULL or valid for `count` handles.
+unsafe fn renumber(handles: CK_OBJECT_HANDLE_PTR, count: usize) {
+    if handles.is_null() {
+        return;
+    }
+    // SAFETY: the caller's promise.
+    for handle in unsafe { std::slice::from_raw_parts_mut(handles, count) } {
+        *handle = seen(*handle);
+    }
+}
+
+/// Forwards a call on a session about one object: refused while the token is gone, the
+/// handle translated (one of an earlier appearance names nothing), and handles the module
+/// writes at the pointers `$out` renumbered.
+macro_rules! object_call {
+    ($name:ident, $real:ident, ($($arg:ident: $ty:ty),*) -> [$($out:ident),*]) => {
+        unsafe extern "C" fn $name(
+            session: CK_SESSION_HANDLE,
+            object: CK_OBJECT_HANDLE,
+            $($arg: $ty),*
+        ) -> CK_RV {
+            let function = real!($real);
+            if vanished() {
+                return CKR_DEVICE_REMOVED;
+            }
+            let Some(object) = real_handle(object) else {
+                return CKR_OBJECT_HANDLE_INVALID;
+            };
+            // SAFETY: the consumer's arguments, forwarded.
+            let rv = unsafe { function(session, object, $($arg),*) };
+            if rv == CKR_OK {
+                // SAFETY: on success the module wrote one handle at each output pointer.
+                $(unsafe { renumber($out, 1) };)*
+            }
+            rv
+        }
+    };
+}
+
+object_call!(
     get_attribute_value,
     C_GetAttributeValue,
-    (object: CK_OBJECT_HANDLE, template: CK_ATTRIBUTE_PTR, count: CK_ULONG)
+    (template: CK_ATTRIBUTE_PTR, count: CK_ULONG) -> []
 );
-session_call!(
+object_call!(
     copy_object,
     C_CopyObject,
-    (object: CK_OBJECT_HANDLE, template: CK_ATTRIBUTE_PTR, count: CK_ULONG, copy: CK_OBJECT_HANDLE_PTR)
+    (template: CK_ATTRIBUTE_PTR, count: CK_ULONG, copy: CK_OBJECT_HANDLE_PTR) -> [copy]
 );
-session_call!(destroy_object, C_DestroyObject, (object: CK_OBJECT_HANDLE));
-session_call!(
-    generate_key_pair,
-    C_GenerateKeyPair,
-    (
-        mechanism: CK_MECHANISM_PTR,
-        public_template: CK_ATTRIBUTE_PTR,
-        public_count: CK_ULONG,
-        private_template: CK_ATTRIBUTE_PTR,
-        private_count: CK_ULONG,
-        public_key: CK_OBJECT_HANDLE_PTR,
-        private_key: CK_OBJECT_HANDLE_PTR
-    )
-);
+object_call!(destroy_object, C_DestroyObject, () -> []);
+
+unsafe extern "C" fn find_objects(
+    session: CK_SESSION_HANDLE,
+    objects: CK_OBJECT_HANDLE_PTR,
+    max: CK_ULONG,
+    found: CK_ULONG_PTR,
+) -> CK_RV {
+    let function = real!(C_FindObjects);
+    if vanished() {
+        return CKR_DEVICE_REMOVED;
+    }
+    // SAFETY: the consumer's arguments, forwarded.
+    let rv = unsafe { function(session, objects, max, found) };
+    if rv == CKR_OK && !found.is_null() {
+        // SAFETY: the module wrote `*found` (at most `max`) handles at `objects`.
+        unsafe { renumber(objects, (*found).min(max) as usize) };
+    }
+    rv
+}
+
+unsafe extern "C" fn generate_key_pair(
+    session: CK_SESSION_HANDLE,
+    mechanism: CK_MECHANISM_PTR,
+    public_template: CK_ATTRIBUTE_PTR,
+    public_count: CK_ULONG,
+    private_template: CK_ATTRIBUTE_PTR,
+    private_count: CK_ULONG,
+    public_key: CK_OBJECT_HANDLE_PTR,
+    private_key: CK_OBJECT_HANDLE_PTR,
+) -> CK_RV {
+    let function = real!(C_GenerateKeyPair);
+    if vanished() {
+        return CKR_DEVICE_REMOVED;
+    }
+    // SAFETY: the consumer's arguments, forwarded.
+    let rv = unsafe {
+        function(
+            session,
+            mechanism,
+            public_template,
+            public_count,
+            private_template,
+            private_count,
+            public_key,
+            private_key,
+        )
+    };
+    if rv == CKR_OK {
+        // SAFETY: on success the module wrote one handle at each.
+        unsafe {
+            renumber(public_key, 1);
+            renumber(private_key, 1);
+        }
+    }
+    rv
+}
 
 unsafe extern "C" fn sign_init(
     session: CK_SESSION_HANDLE,
@@ -420,7 +522,10 @@ unsafe extern "C" fn sign_init(
         },
         _ => {}
     }
-    // SAFETY: the consumer's arguments, forwarded.
+    let Some(key) = real_handle(key) else {
+        return CKR_OBJECT_HANDLE_INVALID;
+    };
+    // SAFETY: the consumer's arguments, forwarded (the key's handle translated).
     unsafe { function(session, mechanism, key) }
 }
 
@@ -515,5 +620,18 @@ mod tests {
         assert!(Control::parse("explode").is_err());
         assert!(Control::parse("device_error 2").is_err());
         assert!(Control::parse("delay 1 soon").is_err());
+    }
+
+    #[test]
+    fn a_handle_of_an_earlier_appearance_names_nothing() {
+        let before = seen(7);
+        assert_eq!(real_handle(before), Some(7));
+        // The token comes back: what the consumer held names nothing, the same object has a
+        // new number, and no number of the new span reaches beyond it.
+        HANDLE_OFFSET.fetch_add(HANDLE_SPAN, Ordering::SeqCst);
+        assert_eq!(real_handle(before), None);
+        assert_ne!(seen(7), before);
+        assert_eq!(real_handle(seen(7)), Some(7));
+        assert_eq!(real_handle(seen(0) + HANDLE_SPAN), None);
     }
 }
