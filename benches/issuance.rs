@@ -168,6 +168,142 @@ fn run_case(dir: &Path) {
         "OCSP P-256",
         100.0 * live / raw_ocsp
     );
+    // The same over HTTP: `sceau serve` answering requests with a nonce (each answer signed
+    // live by the responder key in the token, and verified), loaded by wrk.
+    let holder = ca
+        .issue(
+            &IssuanceRequest {
+                policy: "justice-auth".into(),
+                csr: holder_csr(),
+                ..Default::default()
+            },
+            None,
+        )
+        .unwrap();
+    let holder_path = dir.join("holder.pem");
+    std::fs::write(&holder_path, holder.pem()).unwrap();
+    // The daemon opens the store and the token itself.
+    drop((ca, responder, hsm));
+    match nonce_answer_rates(dir, &config, &holder_path, secs, reps) {
+        Ok(rate) => println!(
+            "{name:<9} {:<9} {raw_ocsp:>13.0} {LIVE_CALLERS:>8} {rate:>15.0} {:>6.0}%   (OCSP answers/s over HTTP to requests with a nonce, sceau serve, wrk)",
+            "OCSP P-256",
+            100.0 * rate / raw_ocsp
+        ),
+        Err(skipped) => println!("{name:<9} OCSP over HTTP: not measured ({skipped})"),
+    }
+}
+
+/// `sceau serve` on this case's configuration, loaded by wrk (2 threads, LIVE_CALLERS
+/// connections) with one OCSP request carrying a nonce: the median of `reps` runs, in answers
+/// per second. The answer is checked first by `openssl ocsp` (signature, status, nonce), and a
+/// run with any non-2xx answer or socket error fails.
+fn nonce_answer_rates(
+    dir: &Path,
+    config: &Config,
+    holder: &Path,
+    secs: Duration,
+    reps: usize,
+) -> Result<f64, String> {
+    if Command::new("wrk").arg("--version").output().is_err() {
+        return Err("wrk is not installed".into());
+    }
+    let free_port = || {
+        std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .map(|a| a.port())
+            .unwrap()
+    };
+    let (va, admin) = (free_port(), free_port());
+    let mut daemon = Command::new(env!("CARGO_BIN_EXE_sceau"))
+        .arg("-c")
+        .arg(dir.join("sceau.toml"))
+        .args(["--log", "warn", "serve", "--listen-va"])
+        .arg(format!("127.0.0.1:{va}"))
+        .arg("--listen-admin")
+        .arg(format!("127.0.0.1:{admin}"))
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::fs::File::create(dir.join("serve.log")).unwrap())
+        .spawn()
+        .unwrap();
+    let measured = (|| {
+        let mut ready = String::new();
+        std::io::BufRead::read_line(
+            &mut std::io::BufReader::new(daemon.stdout.take().unwrap()),
+            &mut ready,
+        )
+        .map_err(|e| e.to_string())?;
+        if !ready.starts_with("sceau ready") {
+            return Err(format!(
+                "the daemon did not start: see {}",
+                dir.join("serve.log").display()
+            ));
+        }
+        let certs = config.certs_dir();
+        let (issuer, root) = (certs.join("ac-agents.pem"), certs.join("racine.pem"));
+        let url = format!("http://127.0.0.1:{va}/ocsp");
+        let request = dir.join("nonce-request.der");
+        let openssl = |args: &[&str]| {
+            let mut all = vec!["ocsp", "-issuer", issuer.to_str().unwrap()];
+            all.extend(["-cert", holder.to_str().unwrap(), "-nonce"]);
+            all.extend(args);
+            let out = Command::new("openssl").args(&all).output().unwrap();
+            String::from_utf8_lossy(&out.stdout).into_owned()
+                + &String::from_utf8_lossy(&out.stderr)
+        };
+        openssl(&["-reqout", request.to_str().unwrap()]);
+        let checked = openssl(&[
+            "-CAfile",
+            root.to_str().unwrap(),
+            "-url",
+            &url,
+            "-resp_text",
+        ]);
+        if !(checked.contains("Response verify OK")
+            && checked.contains(": good")
+            && checked.contains("OCSP Nonce"))
+        {
+            return Err(format!("the answer does not check: {checked}"));
+        }
+        let script = dir.join("nonce.lua");
+        std::fs::write(
+            &script,
+            format!(
+                "wrk.method = \"POST\"\nwrk.headers[\"Content-Type\"] = \"application/ocsp-request\"\nlocal f = io.open(\"{}\", \"rb\")\nwrk.body = f:read(\"*all\")\nf:close()\n",
+                request.display()
+            ),
+        )
+        .map_err(|e| e.to_string())?;
+        let mut rates = Vec::new();
+        for _ in 0..reps {
+            quiet_gate();
+            let out = Command::new("wrk")
+                .args([
+                    "-t2",
+                    &format!("-c{LIVE_CALLERS}"),
+                    &format!("-d{}s", secs.as_secs()),
+                ])
+                .arg("-s")
+                .arg(&script)
+                .arg(&url)
+                .output()
+                .map_err(|e| e.to_string())?;
+            let text = String::from_utf8_lossy(&out.stdout).into_owned();
+            if text.contains("Non-2xx") || text.contains("Socket errors") {
+                return Err(format!("wrk saw errors: {text}"));
+            }
+            let rate = text
+                .lines()
+                .find_map(|l| l.strip_prefix("Requests/sec:"))
+                .and_then(|v| v.trim().parse::<f64>().ok())
+                .ok_or_else(|| format!("no rate in wrk's output: {text}"))?;
+            rates.push(rate);
+        }
+        Ok(median(&mut rates))
+    })();
+    let _ = Command::new("kill").arg(daemon.id().to_string()).status();
+    let _ = daemon.wait();
+    measured
 }
 
 /// A token of the kind `token`, a configuration and a key ceremony; returns the opened CA.
@@ -177,10 +313,15 @@ fn set_up(dir: &Path, token: Token, issuing: &str) -> (CertificateAuthority, Hsm
         std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("config/sceau.toml"))
             .unwrap();
     let mut text = String::new();
-    let mut in_hsm = false;
+    let (mut in_hsm, mut in_ra) = (false, false);
     for line in example.lines() {
         if line.starts_with('[') {
             in_hsm = line == "[hsm]";
+            // No registration authority: its TLS files are the development CA's.
+            in_ra = line == "[ra]" || line.starts_with("[ra.");
+        }
+        if in_ra {
+            continue;
         }
         let module_line = [
             "module ",

@@ -60,6 +60,46 @@ fn other_module() -> (Pkcs11, cryptoki::slot::Slot) {
     (other, slot)
 }
 
+/// A read-write session of another program on the test token, logged in as the user.
+fn user_session() -> cryptoki::session::Session {
+    let (pkcs11, slot) = other_module();
+    let session = pkcs11.open_rw_session(slot).unwrap();
+    let _ = session.login(UserType::User, Some(&PIN.to_owned().into()));
+    session
+}
+
+/// A P-256 key pair generated on the token by another program (the `session` given), with
+/// `private` added to the private key's template (the public key gets its `CKA_ID`, if any);
+/// returns the private key's handle.
+fn p256_key_made_outside(
+    session: &cryptoki::session::Session,
+    label: &str,
+    private: &[Attribute],
+) -> cryptoki::object::ObjectHandle {
+    let label = label.as_bytes().to_vec();
+    let curve = vec![0x06, 0x08, 0x2a, 0x86, 0x48, 0xce, 0x3d, 0x03, 0x01, 0x07];
+    let mut public_template = vec![Attribute::Token(true), Attribute::Verify(true)];
+    public_template.extend([Attribute::Label(label.clone()), Attribute::EcParams(curve)]);
+    public_template.extend(
+        private
+            .iter()
+            .filter(|a| matches!(a, Attribute::Id(_)))
+            .cloned(),
+    );
+    let mut private_template = vec![Attribute::Token(true), Attribute::Private(true)];
+    private_template.extend([Attribute::Sensitive(true), Attribute::Sign(true)]);
+    private_template.push(Attribute::Label(label));
+    private_template.extend(private.iter().cloned());
+    session
+        .generate_key_pair(
+            &Mechanism::EccKeyPairGen,
+            &public_template,
+            &private_template,
+        )
+        .unwrap()
+        .1
+}
+
 fn settings(dir: &Path) -> HsmSettings {
     HsmSettings {
         module: MODULE.into(),
@@ -154,19 +194,8 @@ fn a_key_that_could_leave_the_hsm_is_refused() {
     };
     let hsm = Hsm::open(settings(&dir)).unwrap();
     // Generated outside sceau as sensitive but extractable (it could be wrapped out).
-    let (pkcs11, slot) = other_module();
-    let session = pkcs11.open_rw_session(slot).unwrap();
-    let _ = session.login(UserType::User, Some(&PIN.to_owned().into()));
-    let label = b"exportable".to_vec();
-    let curve = vec![0x06, 0x08, 0x2a, 0x86, 0x48, 0xce, 0x3d, 0x03, 0x01, 0x07];
-    let mut public = vec![Attribute::Token(true), Attribute::Verify(true)];
-    public.extend([Attribute::Label(label.clone()), Attribute::EcParams(curve)]);
-    let mut private = vec![Attribute::Token(true), Attribute::Private(true)];
-    private.extend([Attribute::Sensitive(true), Attribute::Extractable(true)]);
-    private.extend([Attribute::Sign(true), Attribute::Label(label)]);
-    session
-        .generate_key_pair(&Mechanism::EccKeyPairGen, &public, &private)
-        .unwrap();
+    let session = user_session();
+    p256_key_made_outside(&session, "exportable", &[Attribute::Extractable(true)]);
     let refused = hsm
         .signing_key("exportable", SignatureScheme::EcdsaP256Sha256)
         .unwrap_err();
@@ -449,26 +478,14 @@ fn a_key_that_needs_a_login_per_signature_signs_with_one() {
     let Some(dir) = isolated("a_key_that_needs_a_login_per_signature_signs_with_one") else {
         return;
     };
+    let session = user_session();
     let hsm = Hsm::open(settings(&dir)).unwrap();
-    let (pkcs11, slot) = other_module();
-    let session = pkcs11.open_rw_session(slot).unwrap();
-    let _ = session.login(UserType::User, Some(&PIN.to_owned().into()));
-    let (label, id) = (b"per-signature".to_vec(), vec![0x42]);
-    let curve = vec![0x06, 0x08, 0x2a, 0x86, 0x48, 0xce, 0x3d, 0x03, 0x01, 0x07];
-    let mut public = vec![Attribute::Token(true), Attribute::Verify(true)];
-    public.extend([Attribute::Label(label.clone()), Attribute::EcParams(curve)]);
-    public.push(Attribute::Id(id.clone()));
-    let mut private = vec![Attribute::Token(true), Attribute::Private(true)];
-    private.extend([Attribute::Sensitive(true), Attribute::Extractable(false)]);
-    private.extend([
-        Attribute::Sign(true),
-        Attribute::Label(label),
-        Attribute::Id(id),
-    ]);
-    private.push(Attribute::AlwaysAuthenticate(true));
-    let (_, key) = session
-        .generate_key_pair(&Mechanism::EccKeyPairGen, &public, &private)
-        .unwrap();
+    let per_signature = [
+        Attribute::Extractable(false),
+        Attribute::Id(vec![0x42]),
+        Attribute::AlwaysAuthenticate(true),
+    ];
+    let key = p256_key_made_outside(&session, "per-signature", &per_signature);
     // The token enforces it: logged in as the user, a signature without the second login fails.
     let refused = session
         .sign(&Mechanism::Ecdsa, key, &[7u8; 32])

@@ -21,22 +21,22 @@ use std::time::{Duration, Instant};
 use crossbeam_channel::{Receiver, Sender, TrySendError};
 use cryptoki::context::Function;
 use cryptoki::error::{Error as CkError, RvError};
-use cryptoki::mechanism::rsa::{PkcsMgfType, PkcsPssParams};
-use cryptoki::mechanism::{Mechanism, MechanismType};
-use cryptoki::object::{Attribute, AttributeType, ObjectClass, ObjectHandle};
-use cryptoki::session::{Session, SessionState, UserType};
+use cryptoki::mechanism::Mechanism;
+use cryptoki::object::{Attribute, ObjectClass, ObjectHandle};
+use cryptoki::session::{Session, SessionState};
 use spki::SubjectPublicKeyInfoOwned;
 
 use super::{HsmError, HsmSettings, KeySpec};
 use crate::x509::keys;
-use crate::x509::sigalg::{self, SignatureScheme};
 
 mod attributes;
 mod connection;
+mod sign;
 mod single_sign;
 use attributes::{PRIVATE_KEY_ATTRIBUTES, PUBLIC_KEY_ATTRIBUTES, PrivateKeyFacts, public_key_from};
 pub(super) use connection::initialize;
 use connection::{Connection, classify, is_connection_fault};
+pub(super) use sign::SignJob;
 
 /// After a failed connection attempt, wait this long before trying again.
 const RECONNECT_BACKOFF: Duration = Duration::from_millis(500);
@@ -75,7 +75,17 @@ impl Pool {
         let requested = settings.sessions;
         let (jobs, queue) = crossbeam_channel::bounded::<Job>(settings.queue_capacity.max(1));
         let connection = Arc::new(Connection::new(settings));
-        connection.reconnect()?;
+        if let Err(error) = connection.reconnect() {
+            // Nothing will retry: a module the attempt initialised is finalised now, not left
+            // initialised in the process (a later `Hsm::open` starts from a clean module).
+            let initialised = connection.lock().module.take();
+            if let Some(module) = initialised
+                && let Err(finalising) = module.finalize()
+            {
+                tracing::debug!(%finalising, "finalising the PKCS#11 module");
+            }
+            return Err(error);
+        }
         let token_limit = connection
             .lock()
             .live
@@ -528,122 +538,6 @@ fn refuse_duplicates<'a>(
         });
     }
     Ok(())
-}
-
-/// A signature job, prepared on the caller's thread (hashing for ECDSA happens there).
-pub(super) struct SignJob {
-    pub(super) label: String,
-    pub(super) scheme: SignatureScheme,
-    /// The key's CKA_ID, as checked at load.
-    pub(super) id: Vec<u8>,
-    pub(super) data: Vec<u8>,
-    /// Sign with this session's in-memory copy of the key (see [`SigningKey::session_copy`]).
-    ///
-    /// [`SigningKey::session_copy`]: super::SigningKey::session_copy
-    pub(super) session_copy: bool,
-    /// A context-specific login before each signature (`CKA_ALWAYS_AUTHENTICATE`).
-    pub(super) login_per_signature: bool,
-}
-
-impl SignJob {
-    pub(super) fn run(self, worker: &mut Worker) -> Result<Vec<u8>, HsmError> {
-        crate::failpoint::stall("hsm-sign");
-        let mechanism = match self.scheme {
-            SignatureScheme::EcdsaP256Sha256 | SignatureScheme::EcdsaP384Sha384 => Mechanism::Ecdsa,
-            SignatureScheme::RsaPkcs1Sha256 => Mechanism::Sha256RsaPkcs,
-            SignatureScheme::RsaPkcs1Sha384 => Mechanism::Sha384RsaPkcs,
-            SignatureScheme::RsaPssSha256 => Mechanism::Sha256RsaPkcsPss(PkcsPssParams {
-                hash_alg: MechanismType::SHA256,
-                mgf: PkcsMgfType::MGF1_SHA256,
-                s_len: 32u64.into(),
-            }),
-            SignatureScheme::RsaPssSha384 => Mechanism::Sha384RsaPkcsPss(PkcsPssParams {
-                hash_alg: MechanismType::SHA384,
-                mgf: PkcsMgfType::MGF1_SHA384,
-                s_len: 48u64.into(),
-            }),
-        };
-        let label = self.label;
-        let id = self.id;
-        let data = self.data;
-        let session_copy = self.session_copy;
-        // For a key that asks a login before each signature: the PIN, read as for the token's
-        // login, and the module's own C_Sign.
-        let per_signature = if self.login_per_signature {
-            let pin = connection::read_pin(&worker.connection.settings.pin)?;
-            Some((pin, worker.connection.single_sign()?))
-        } else {
-            None
-        };
-        let raw = worker.with_retry(|session, handles| {
-            // Cached per (label and id, token object or session copy).
-            let cache_key = (format!("{label}\u{0}{}", hex::encode(&id)), !session_copy);
-            let key = match handles.get(&cache_key) {
-                Some(handle) => *handle,
-                None => {
-                    // By label, then by CKA_ID (read, not searched: some tokens cannot search
-                    // by id): exactly the key that was checked at load, or none.
-                    let found = find_objects(session, &label, ObjectClass::PRIVATE_KEY)?;
-                    let [handle] = found[..] else {
-                        // Reported as unavailable below.
-                        return Ok(None);
-                    };
-                    let same_key = session
-                        .get_attributes(handle, &[AttributeType::Id])?
-                        .iter()
-                        .any(|a| matches!(a, Attribute::Id(found) if *found == id));
-                    if !same_key {
-                        return Ok(None);
-                    }
-                    let handle = if session_copy {
-                        // C_CopyObject keeps CKA_SENSITIVE and CKA_EXTRACTABLE as they are (it
-                        // cannot weaken them); a token that refuses copies (CKA_COPYABLE false)
-                        // signs with the token object.
-                        match session.copy_object(handle, &[Attribute::Token(false)]) {
-                            Ok(copy) => copy,
-                            Err(error) if is_connection_fault(&error) => return Err(error),
-                            Err(_) => handle,
-                        }
-                    } else {
-                        handle
-                    };
-                    handles.insert(cache_key, handle);
-                    handle
-                }
-            };
-            match &per_signature {
-                None => session.sign(&mechanism, key, &data).map(Some),
-                Some((pin, single_sign)) => {
-                    session.sign_init(&mechanism, key)?;
-                    session.login(UserType::ContextSpecific, Some(&pin.to_auth_pin()))?;
-                    single_sign.sign(session, &data).map(Some)
-                }
-            }
-        });
-        if raw.is_err() && per_signature.is_some() {
-            // A signing operation may still be active on the session (the login failed): a
-            // new session, rather than a C_SignInit answered CKR_OPERATION_ACTIVE.
-            worker.discard_session();
-        }
-        let raw = raw?;
-        let Some(raw) = raw else {
-            // The key was there when it was loaded (every signing key is checked first): a
-            // token whose objects vanish is not usable. Reported as unavailable, so that the
-            // callers answer 503, health says degraded, and the next job reconnects.
-            let error = HsmError::Unavailable(format!(
-                "the key {label:?} (CKA_ID {}) is no longer on the token, or no longer alone under its label",
-                hex::encode(&id)
-            ));
-            worker.connection_lost(&error, MISSING_KEY_BACKOFF);
-            return Err(error);
-        };
-        if self.scheme.is_ecdsa() {
-            sigalg::ecdsa_raw_to_der(&raw)
-                .map_err(|e| HsmError::Pkcs11(format!("ECDSA signature: {e}")))
-        } else {
-            Ok(raw)
-        }
-    }
 }
 
 /// The token objects of `class` labelled `label`. Token objects only: the responders' session
