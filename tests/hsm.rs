@@ -506,4 +506,18 @@ fn a_key_that_needs_a_login_per_signature_signs_with_one() {
         let signature = signer.sign(&message).unwrap();
         signer.verify(&message, &signature).unwrap();
     }
+    // The PIN the per-signature login reads is refused: a typed error, and no further login
+    // until the back-off has passed (each refusal may count towards locking a token).
+    std::fs::write(dir.join("pin"), "0000-not-the-pin").unwrap();
+    for _ in 0..3 {
+        let refused = signer.sign(&[9u8; 40]).unwrap_err();
+        assert!(
+            matches!(refused, HsmError::PinIncorrect { .. }),
+            "{refused}"
+        );
+    }
+    assert!(
+        !hsm.status().available,
+        "health says the token is not usable"
+    );
 }

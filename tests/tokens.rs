@@ -105,11 +105,16 @@ fn a_key_that_asks_a_login_per_signature_signs_checkpoints(token: Token) {
     pki.init();
     // An issuance moves the chain's head: the next checkpoint has something to sign.
     pki.issue_holder("jeanne", "/GN=Jeanne/SN=DUPONT/CN=Jeanne DUPONT");
-    let signed = pki.sceau_ok(&["audit", "checkpoint"]);
-    assert!(signed.contains("checkpoint"), "{signed}");
+    let signed: serde_json::Value =
+        serde_json::from_str(&pki.sceau_ok(&["audit", "checkpoint"])).unwrap();
+    assert!(
+        signed["checkpoint"].is_u64(),
+        "a checkpoint was signed: {signed}"
+    );
     let anchor = pki.data_dir().join("certs").join("audit-key.pem");
     let verified = pki.sceau_ok(&["audit", "verify", "--anchor", anchor.to_str().unwrap()]);
-    assert!(verified.contains("verified"), "{verified}");
+    // The first checkpoint (signed by `init`) and this one, both by the per-signature key.
+    assert!(verified.contains(", 2 signed checkpoints,"), "{verified}");
 }
 
 #[test]

@@ -423,9 +423,25 @@ impl Worker {
             });
         }
         if facts.always_authenticate {
-            // Checked now, not at the first signature: a module without a usable C_Sign is
-            // refused at load.
-            self.connection.single_sign()?;
+            // Checked now, not at the first signature: the module's own C_Sign must exist and
+            // belong to the module instance whose sessions sceau opens.
+            let single_sign = self.connection.single_sign()?;
+            let slot = self
+                .connection
+                .lock()
+                .live
+                .as_ref()
+                .map(|live| live.slot.id());
+            let checked = self.with_retry(|session, _| {
+                Ok(match slot {
+                    Some(slot) => single_sign.check(session, slot),
+                    None => Err("not connected".to_owned()),
+                })
+            })?;
+            checked.map_err(|reason| HsmError::Module {
+                path: self.connection.settings.module.clone(),
+                reason,
+            })?;
         }
         Ok((spki, facts.id, facts.always_authenticate))
     }

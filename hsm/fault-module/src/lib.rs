@@ -508,8 +508,14 @@ unsafe extern "C" fn sign_init(
 ) -> CK_RV {
     let function = real!(C_SignInit);
     let control = current();
+    if control.mode == Mode::Vanish {
+        return CKR_DEVICE_REMOVED;
+    }
+    // A handle of an earlier appearance names nothing, decoy or not.
+    let Some(key) = real_handle(key) else {
+        return CKR_OBJECT_HANDLE_INVALID;
+    };
     match control.mode {
-        Mode::Vanish => return CKR_DEVICE_REMOVED,
         Mode::WrongKey if draw(&control) => match find_decoy(session) {
             Some(decoy) => {
                 injected();
@@ -522,9 +528,6 @@ unsafe extern "C" fn sign_init(
         },
         _ => {}
     }
-    let Some(key) = real_handle(key) else {
-        return CKR_OBJECT_HANDLE_INVALID;
-    };
     // SAFETY: the consumer's arguments, forwarded (the key's handle translated).
     unsafe { function(session, mechanism, key) }
 }

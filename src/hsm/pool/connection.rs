@@ -33,6 +33,9 @@ pub(super) struct Connection {
     /// The module's own `C_Sign`, looked up when a key that asks a login per signature is
     /// first loaded, and kept (with the module loaded) for the pool's life.
     single_sign: std::sync::OnceLock<Result<Arc<SingleSign>, String>>,
+    /// Held across `C_SignInit`, the context-specific login and `C_Sign` of a key that asks a
+    /// login per signature.
+    pub(super) context_logins: Mutex<()>,
 }
 
 pub(super) struct ConnectionState {
@@ -72,6 +75,7 @@ impl Connection {
             reconnects: AtomicU64::new(0),
             errors: AtomicU64::new(0),
             single_sign: std::sync::OnceLock::new(),
+            context_logins: Mutex::new(()),
         }
     }
 
@@ -218,10 +222,13 @@ impl Connection {
             })?),
             None => None,
         };
-        match context.initialize(initialize_args(parameters.as_ref())) {
+        // Whether this attempt initialised the module: only then may a failure finalise it
+        // (another library of the process may be using a module it initialised).
+        let initialised_here = match context.initialize(initialize_args(parameters.as_ref())) {
+            Ok(()) => true,
             // Already initialised in this process (a module shared with another library): its
             // state is usable as is.
-            Ok(()) | Err(CkError::Pkcs11(RvError::CryptokiAlreadyInitialized, _)) => {}
+            Err(CkError::Pkcs11(RvError::CryptokiAlreadyInitialized, _)) => false,
             Err(e) if is_connection_fault(&e) => return Err((classify(&e), None)),
             // Anything else is the module refusing its settings (NSS softokn naming a database
             // that is not there answers CKR_ARGUMENTS_BAD): a configuration error, which a
@@ -235,7 +242,7 @@ impl Connection {
                     None,
                 ));
             }
-        }
+        };
         self.log_in(&context)
             .map(|(slot, login_session, max_sessions)| Live {
                 context: context.clone(),
@@ -243,7 +250,7 @@ impl Connection {
                 _login_session: login_session,
                 max_sessions,
             })
-            .map_err(|error| (error, Some(context)))
+            .map_err(|error| (error, initialised_here.then_some(context)))
     }
 
     /// Finds the token and opens the session that keeps it logged in (the login of a token

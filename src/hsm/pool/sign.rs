@@ -6,7 +6,13 @@ use cryptoki::mechanism::{Mechanism, MechanismType};
 use cryptoki::object::{Attribute, AttributeType, ObjectClass};
 use cryptoki::session::UserType;
 
-use super::{MISSING_KEY_BACKOFF, Worker, connection, find_objects, is_connection_fault};
+use std::cell::Cell;
+
+use cryptoki::error::{Error as CkError, RvError};
+
+use super::{
+    MISSING_KEY_BACKOFF, WRONG_PIN_BACKOFF, Worker, connection, find_objects, is_connection_fault,
+};
 use crate::hsm::HsmError;
 use crate::x509::sigalg::{self, SignatureScheme};
 
@@ -55,6 +61,10 @@ impl SignJob {
         } else {
             None
         };
+        // The context-specific login's refusal of the PIN, if it was one (what it means for
+        // the token differs from any other failure: see below).
+        let pin_refused: Cell<Option<RvError>> = Cell::new(None);
+        let connection = worker.connection.clone();
         let raw = worker.with_retry(|session, handles| {
             // Cached per (label and id, token object or session copy).
             let cache_key = (format!("{label}\u{0}{}", hex::encode(&id)), !session_copy);
@@ -94,12 +104,43 @@ impl SignJob {
             match &per_signature {
                 None => session.sign(&mechanism, key, &data).map(Some),
                 Some((pin, single_sign)) => {
+                    // One at a time: on tokens where this login authenticates the whole device
+                    // (smart-card HSMs), two interleaved logins spend each other's.
+                    let _one_at_a_time = connection
+                        .context_logins
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner());
                     session.sign_init(&mechanism, key)?;
-                    session.login(UserType::ContextSpecific, Some(&pin.to_auth_pin()))?;
+                    if let Err(error) =
+                        session.login(UserType::ContextSpecific, Some(&pin.to_auth_pin()))
+                    {
+                        if let CkError::Pkcs11(
+                            rv @ (RvError::PinIncorrect | RvError::PinLocked | RvError::PinExpired),
+                            _,
+                        ) = error
+                        {
+                            pin_refused.set(Some(rv));
+                        }
+                        return Err(error);
+                    }
                     single_sign.sign(session, &data).map(Some)
                 }
             }
         });
+        if let Some(refusal) = pin_refused.get() {
+            // Each refused login may count towards locking the token, and a nonce request
+            // reaches this path: no more logins until the back-off has passed (the next job
+            // reconnects, and the token's own login says whether the PIN is good).
+            let error = if refusal == RvError::PinLocked {
+                HsmError::PinLocked
+            } else {
+                HsmError::PinIncorrect {
+                    retry_after_secs: WRONG_PIN_BACKOFF.as_secs(),
+                }
+            };
+            worker.connection_lost(&error, WRONG_PIN_BACKOFF);
+            return Err(error);
+        }
         if raw.is_err() && per_signature.is_some() {
             // A signing operation may still be active on the session (the login failed): a
             // new session, rather than a C_SignInit answered CKR_OPERATION_ACTIVE.
