@@ -17,6 +17,7 @@ use super::{CaError, load_state};
 
 mod certificates;
 mod labels;
+pub mod quorum;
 mod rollover;
 
 use crate::audit::AuditEvent;

@@ -1,0 +1,261 @@
+//! The M-of-N check of a key ceremony (issue 21), against approvals made as an officer makes
+//! them: `openssl cms -sign -binary -nodetach` over the proposal's canonical bytes, with the
+//! signature key of their card (here P-256 keys and certificates made by OpenSSL). Each way of
+//! cheating the issue lists is tried and refused; M valid approvals of M persons pass.
+mod common;
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use common::openssl;
+use sceau::ca::ceremony::quorum::{
+    self, Context, Officer, OfficerSet, Operation, Proposal, QuorumError,
+};
+use sceau::x509::Timestamp;
+
+/// A card's signature key and certificate for `subject` (`/GN=../SN=../CN=..`), valid from
+/// yesterday for `days`: (key, certificate PEM, certificate DER).
+fn card(dir: &Path, name: &str, subject: &str, days: &str) -> (PathBuf, PathBuf, Vec<u8>) {
+    let (key, pem, der) = (
+        dir.join(format!("{name}.key")),
+        dir.join(format!("{name}.pem")),
+        dir.join(format!("{name}.der")),
+    );
+    let (key_path, pem_path) = (key.to_str().unwrap(), pem.to_str().unwrap());
+    let mut args = words("req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes");
+    args.extend(["-addext", "keyUsage=critical,nonRepudiation", "-days", days]);
+    args.extend(["-keyout", key_path, "-out", pem_path, "-subj", subject]);
+    let (ok, text) = openssl(&args);
+    assert!(ok, "{text}");
+    let mut args = words("x509 -outform DER -in");
+    args.extend([pem_path, "-out", der.to_str().unwrap()]);
+    let (ok, text) = openssl(&args);
+    assert!(ok, "{text}");
+    (key, pem, std::fs::read(der).unwrap())
+}
+
+/// An approval: `bytes` signed with a card's key, as an attached CMS SignedData (DER).
+fn approve(dir: &Path, (key, pem): (&Path, &Path), bytes: &[u8]) -> Vec<u8> {
+    let input = dir.join("to-sign");
+    let output = dir.join("approval.der");
+    std::fs::write(&input, bytes).unwrap();
+    let mut args = words("cms -sign -binary -nodetach -outform DER -md sha256");
+    args.extend([
+        "-signer",
+        pem.to_str().unwrap(),
+        "-inkey",
+        key.to_str().unwrap(),
+    ]);
+    args.extend([
+        "-in",
+        input.to_str().unwrap(),
+        "-out",
+        output.to_str().unwrap(),
+    ]);
+    let (ok, text) = openssl(&args);
+    assert!(ok, "{text}");
+    std::fs::read(output).unwrap()
+}
+
+/// The words of a command line without spaces inside its arguments.
+fn words(line: &str) -> Vec<&str> {
+    line.split(' ').collect()
+}
+
+const HEAD: &str = "41:9f2c";
+
+/// A proposal made at `at`, valid for an hour.
+fn proposal(id: &str, at: u64) -> Proposal {
+    let mut parameters = BTreeMap::new();
+    parameters.insert("algorithm".to_owned(), "p384".to_owned());
+    parameters.insert("label".to_owned(), "ac-agents-2".to_owned());
+    Proposal {
+        id: id.to_owned(),
+        operation: Operation::RotateIssuing,
+        parameters,
+        audit_head: HEAD.to_owned(),
+        proposed_at: Timestamp::from_unix_seconds(at),
+        expires_at: Timestamp::from_unix_seconds(at + 3600),
+    }
+}
+
+#[test]
+fn a_ceremony_runs_only_with_a_quorum_of_distinct_active_officers_approving_those_bytes() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let alice = card(d, "alice", "/GN=Alice/SN=AUBERT/CN=Alice AUBERT", "365");
+    let bruno = card(d, "bruno", "/GN=Bruno/SN=BLANC/CN=Bruno BLANC", "365");
+    let chloe = card(d, "chloe", "/GN=Chloé/SN=DURAND/CN=Chloé DURAND", "365");
+    // Alice's second card, under a look-alike spelling of her name: the same person.
+    let alice2 = card(d, "alice2", "/GN=ALICE/SN=Aubert/CN=ALICE Aubert", "365");
+    // Someone who is not an officer (an RA operator's card, say).
+    let outsider = card(
+        d,
+        "outsider",
+        "/GN=Olivier/SN=OPERATEUR/CN=Olivier OPERATEUR",
+        "365",
+    );
+    let officer = |c: &(PathBuf, PathBuf, Vec<u8>)| Officer::from_certificate(&c.2).unwrap();
+    let mut withdrawn = officer(&chloe);
+    withdrawn.active = false;
+
+    // The set itself: two persons at least, each once, a quorum the active officers reach.
+    assert!(matches!(
+        OfficerSet::new(2, vec![officer(&alice), officer(&alice2), officer(&bruno)]),
+        Err(QuorumError::SamePerson(_))
+    ));
+    assert!(matches!(
+        OfficerSet::new(1, vec![officer(&alice), officer(&bruno)]),
+        Err(QuorumError::Quorum { .. })
+    ));
+    assert!(matches!(
+        OfficerSet::new(3, vec![officer(&alice), officer(&bruno), withdrawn.clone()]),
+        Err(QuorumError::Quorum { .. })
+    ));
+    let set = OfficerSet::new(2, vec![officer(&alice), officer(&bruno), officer(&chloe)]).unwrap();
+
+    let at = Timestamp::now().unix_seconds();
+    let p = proposal("p-1", at);
+    let bytes = p.canonical_bytes();
+    assert_eq!(Proposal::from_canonical_bytes(&bytes).unwrap(), p);
+    let mut spaced = b" ".to_vec();
+    spaced.extend_from_slice(&bytes);
+    assert!(
+        Proposal::from_canonical_bytes(&spaced).is_err(),
+        "only canonical bytes are read"
+    );
+
+    let by = |c: &(PathBuf, PathBuf, Vec<u8>), what: &[u8]| approve(d, (&c.0, &c.1), what);
+    let (a, b, c) = (by(&alice, &bytes), by(&bruno, &bytes), by(&chloe, &bytes));
+    let now = Timestamp::from_unix_seconds(at + 100);
+    let none = |_: &str| false;
+    let not_revoked = |_: &[u8]| false;
+    let context = Context {
+        now,
+        audit_head: HEAD,
+        carried_out: &none,
+        revoked: &not_revoked,
+    };
+    let run =
+        |approvals: &[Vec<u8>], context: &Context<'_>| quorum::check(&p, approvals, &set, context);
+
+    // M valid approvals of M persons: passes, naming who approved.
+    let approved = run(&[a.clone(), b.clone()], &context).unwrap();
+    assert_eq!(approved.len(), 2);
+    assert_ne!(approved[0].person, approved[1].person);
+    assert!(run(&[c.clone(), a.clone(), b.clone()], &context).is_ok());
+
+    // M-1 approvals.
+    assert_eq!(
+        run(std::slice::from_ref(&a), &context).unwrap_err(),
+        QuorumError::TooFew { have: 1, need: 2 }
+    );
+    // One person twice: the same approval again, or their second card.
+    assert!(matches!(
+        run(&[a.clone(), a.clone()], &context),
+        Err(QuorumError::SamePerson(_))
+    ));
+    let set_with_second_card = OfficerSet {
+        quorum: 2,
+        officers: vec![officer(&alice), officer(&bruno), officer(&alice2)],
+    };
+    assert!(matches!(
+        quorum::check(
+            &p,
+            &[a.clone(), by(&alice2, &bytes)],
+            &set_with_second_card,
+            &context
+        ),
+        Err(QuorumError::SamePerson(_))
+    ));
+    // Someone who is not an officer.
+    assert_eq!(
+        run(&[a.clone(), by(&outsider, &bytes)], &context).unwrap_err(),
+        QuorumError::NotAnOfficer { index: 1 }
+    );
+    // A withdrawn officer counts no more.
+    let with_withdrawn = OfficerSet {
+        quorum: 2,
+        officers: vec![officer(&alice), officer(&bruno), withdrawn],
+    };
+    assert_eq!(
+        quorum::check(&p, &[a.clone(), c.clone()], &with_withdrawn, &context).unwrap_err(),
+        QuorumError::NotAnOfficer { index: 1 }
+    );
+    // A revoked officer's card.
+    let bruno_der = bruno.2.clone();
+    let bruno_revoked = move |der: &[u8]| der == bruno_der.as_slice();
+    let revoked_context = Context {
+        revoked: &bruno_revoked,
+        ..context
+    };
+    assert_eq!(
+        run(&[a.clone(), b.clone()], &revoked_context).unwrap_err(),
+        QuorumError::NotAnOfficer { index: 1 }
+    );
+    // An approval of another proposal, or replayed from an earlier ceremony.
+    let other = proposal("p-0", at).canonical_bytes();
+    assert_eq!(
+        run(&[a.clone(), by(&bruno, &other)], &context).unwrap_err(),
+        QuorumError::OtherProposal { index: 1 }
+    );
+    // A byte changed in an approval.
+    let mut tampered = b.clone();
+    let last = tampered.len() - 1;
+    tampered[last] ^= 1;
+    assert!(matches!(
+        run(&[a.clone(), tampered], &context),
+        Err(QuorumError::Approval { index: 1, .. })
+    ));
+    // After expiry; after the audit head moved; once carried out.
+    let late = Context {
+        now: Timestamp::from_unix_seconds(at + 3600),
+        ..context
+    };
+    assert!(matches!(
+        run(&[a.clone(), b.clone()], &late),
+        Err(QuorumError::Expired(_))
+    ));
+    let moved = Context {
+        audit_head: "42:77aa",
+        ..context
+    };
+    assert!(matches!(
+        run(&[a.clone(), b.clone()], &moved),
+        Err(QuorumError::HeadMoved { .. })
+    ));
+    let done = |id: &str| id == "p-1";
+    let replayed = Context {
+        carried_out: &done,
+        ..context
+    };
+    assert!(matches!(
+        run(&[a.clone(), b.clone()], &replayed),
+        Err(QuorumError::AlreadyCarriedOut(_))
+    ));
+    // An officer whose card has expired.
+    let expired_card = card(d, "expired", "/GN=Eve/SN=EXPIREE/CN=Eve EXPIREE", "1");
+    let with_expired = OfficerSet {
+        quorum: 2,
+        officers: vec![officer(&alice), officer(&expired_card)],
+    };
+    let in_two_days = Context {
+        now: Timestamp::from_unix_seconds(at + 2 * 86_400),
+        ..context
+    };
+    let fresh = Proposal {
+        expires_at: Timestamp::from_unix_seconds(u64::MAX / 2),
+        ..proposal("p-2", at)
+    };
+    let fresh_bytes = fresh.canonical_bytes();
+    assert_eq!(
+        quorum::check(
+            &fresh,
+            &[by(&alice, &fresh_bytes), by(&expired_card, &fresh_bytes)],
+            &with_expired,
+            &in_two_days,
+        )
+        .unwrap_err(),
+        QuorumError::NotAnOfficer { index: 1 }
+    );
+}
