@@ -9,28 +9,50 @@ use std::path::{Path, PathBuf};
 
 use common::openssl;
 use sceau::ca::ceremony::quorum::{
-    self, Context, Officer, OfficerSet, Operation, Proposal, QuorumError,
+    self, Context, Officer, OfficerSet, Operation, PROPOSAL_KIND, Proposal, QuorumError,
 };
 use sceau::x509::Timestamp;
 
-/// A card's signature key and certificate for `subject` (`/GN=../SN=../CN=..`), valid from
-/// yesterday for `days`: (key, certificate PEM, certificate DER).
+/// A card's signature key and certificate for `subject` (`/GN=../SN=../CN=..`), valid from now
+/// for `days`: (key, certificate PEM, certificate DER).
 fn card(dir: &Path, name: &str, subject: &str, days: &str) -> (PathBuf, PathBuf, Vec<u8>) {
+    card_with_key(dir, name, subject, days, None)
+}
+
+/// [`card`], with the key of another card when `key_of` names one.
+fn card_with_key(
+    dir: &Path,
+    name: &str,
+    subject: &str,
+    days: &str,
+    key_of: Option<&Path>,
+) -> (PathBuf, PathBuf, Vec<u8>) {
     let (key, pem, der) = (
         dir.join(format!("{name}.key")),
         dir.join(format!("{name}.pem")),
         dir.join(format!("{name}.der")),
     );
     let (key_path, pem_path) = (key.to_str().unwrap(), pem.to_str().unwrap());
-    let mut args = words("req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes");
-    args.extend(["-addext", "keyUsage=critical,nonRepudiation", "-days", days]);
-    args.extend(["-keyout", key_path, "-out", pem_path, "-subj", subject]);
+    let mut args = match key_of {
+        None => words("req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -keyout"),
+        Some(_) => words("req -x509 -key"),
+    };
+    let key_path = key_of.map_or(key_path, |k| k.to_str().unwrap());
+    args.extend([
+        key_path,
+        "-addext",
+        "keyUsage=critical,nonRepudiation",
+        "-days",
+        days,
+    ]);
+    args.extend(["-out", pem_path, "-subj", subject]);
     let (ok, text) = openssl(&args);
     assert!(ok, "{text}");
     let mut args = words("x509 -outform DER -in");
     args.extend([pem_path, "-out", der.to_str().unwrap()]);
     let (ok, text) = openssl(&args);
     assert!(ok, "{text}");
+    let key = key_of.map_or(key, Path::to_path_buf);
     (key, pem, std::fs::read(der).unwrap())
 }
 
@@ -63,6 +85,7 @@ fn words(line: &str) -> Vec<&str> {
 }
 
 const HEAD: &str = "41:9f2c";
+const CA: &str = "ca-7d1e";
 
 /// A proposal made at `at`, valid for an hour.
 fn proposal(id: &str, at: u64) -> Proposal {
@@ -70,6 +93,8 @@ fn proposal(id: &str, at: u64) -> Proposal {
     parameters.insert("algorithm".to_owned(), "p384".to_owned());
     parameters.insert("label".to_owned(), "ac-agents-2".to_owned());
     Proposal {
+        kind: PROPOSAL_KIND.to_owned(),
+        ca: CA.to_owned(),
         id: id.to_owned(),
         operation: Operation::RotateIssuing,
         parameters,
@@ -132,6 +157,7 @@ fn a_ceremony_runs_only_with_a_quorum_of_distinct_active_officers_approving_thos
     let not_revoked = |_: &[u8]| false;
     let context = Context {
         now,
+        ca: CA,
         audit_head: HEAD,
         carried_out: &none,
         revoked: &not_revoked,
@@ -203,50 +229,51 @@ fn a_ceremony_runs_only_with_a_quorum_of_distinct_active_officers_approving_thos
     let mut tampered = b.clone();
     let last = tampered.len() - 1;
     tampered[last] ^= 1;
-    assert!(matches!(
-        run(&[a.clone(), tampered], &context),
-        Err(QuorumError::Approval { index: 1, .. })
-    ));
+    match run(&[a.clone(), tampered], &context) {
+        Err(QuorumError::Approval { index: 1, reason }) => {
+            assert!(reason.starts_with("signature"), "{reason}")
+        }
+        other => panic!("{other:?}"),
+    }
     // After expiry; after the audit head moved; once carried out.
-    let late = Context {
-        now: Timestamp::from_unix_seconds(at + 3600),
+    let refused_in = |changed: Context<'_>| run(&[a.clone(), b.clone()], &changed).unwrap_err();
+    let now = Timestamp::from_unix_seconds(at + 3600);
+    let late = refused_in(Context { now, ..context });
+    assert!(matches!(late, QuorumError::Expired(_)), "{late}");
+    let audit_head = "42:77aa";
+    let moved = refused_in(Context {
+        audit_head,
         ..context
-    };
-    assert!(matches!(
-        run(&[a.clone(), b.clone()], &late),
-        Err(QuorumError::Expired(_))
-    ));
-    let moved = Context {
-        audit_head: "42:77aa",
+    });
+    assert!(matches!(moved, QuorumError::HeadMoved { .. }), "{moved}");
+    let carried_out = |id: &str| id == "p-1";
+    let carried_out = &carried_out;
+    let replayed = refused_in(Context {
+        carried_out,
         ..context
-    };
-    assert!(matches!(
-        run(&[a.clone(), b.clone()], &moved),
-        Err(QuorumError::HeadMoved { .. })
-    ));
-    let done = |id: &str| id == "p-1";
-    let replayed = Context {
-        carried_out: &done,
+    });
+    assert!(
+        matches!(replayed, QuorumError::AlreadyCarriedOut(_)),
+        "{replayed}"
+    );
+    // A proposal for another CA (approvals gathered on a rehearsal instance).
+    let elsewhere = refused_in(Context {
+        ca: "ca-rehearsal",
         ..context
-    };
-    assert!(matches!(
-        run(&[a.clone(), b.clone()], &replayed),
-        Err(QuorumError::AlreadyCarriedOut(_))
-    ));
-    // An officer whose card has expired.
+    });
+    assert!(
+        matches!(elsewhere, QuorumError::OtherCa { .. }),
+        "{elsewhere}"
+    );
+    // An officer whose card has expired: the card lives a day, the ceremony is two days on.
     let expired_card = card(d, "expired", "/GN=Eve/SN=EXPIREE/CN=Eve EXPIREE", "1");
-    let with_expired = OfficerSet {
-        quorum: 2,
-        officers: vec![officer(&alice), officer(&expired_card)],
-    };
+    let with_expired = OfficerSet::new(2, vec![officer(&alice), officer(&expired_card)]).unwrap();
+    let later = at + 2 * 86_400;
     let in_two_days = Context {
-        now: Timestamp::from_unix_seconds(at + 2 * 86_400),
+        now: Timestamp::from_unix_seconds(later + 100),
         ..context
     };
-    let fresh = Proposal {
-        expires_at: Timestamp::from_unix_seconds(u64::MAX / 2),
-        ..proposal("p-2", at)
-    };
+    let fresh = proposal("p-2", later);
     let fresh_bytes = fresh.canonical_bytes();
     assert_eq!(
         quorum::check(
@@ -258,4 +285,82 @@ fn a_ceremony_runs_only_with_a_quorum_of_distinct_active_officers_approving_thos
         .unwrap_err(),
         QuorumError::NotAnOfficer { index: 1 }
     );
+
+    // Approvals kept for later: a proposal meant to wait more than a day, or made ahead of
+    // this host's clock.
+    for (proposed_at, expires_at) in [(at, at + 3 * 86_400), (at + 3600, at + 7200)] {
+        let odd = Proposal {
+            proposed_at: Timestamp::from_unix_seconds(proposed_at),
+            expires_at: Timestamp::from_unix_seconds(expires_at),
+            ..proposal("p-3", at)
+        };
+        let odd_bytes = odd.canonical_bytes();
+        let approvals = [by(&alice, &odd_bytes), by(&bruno, &odd_bytes)];
+        assert!(matches!(
+            quorum::check(&odd, &approvals, &set, &context),
+            Err(QuorumError::Times(_))
+        ));
+    }
+    // A set loaded from somewhere with a quorum of one (or none) is not trusted.
+    let loose = OfficerSet {
+        quorum: 1,
+        officers: vec![officer(&alice), officer(&bruno)],
+    };
+    assert!(matches!(
+        quorum::check(&p, std::slice::from_ref(&a), &loose, &context),
+        Err(QuorumError::Quorum { .. })
+    ));
+    // Bytes that are not a ceremony proposal, or carry a field more.
+    let mut not_a_proposal: serde_json::Value = serde_json::from_slice(&bytes).unwrap();
+    not_a_proposal["kind"] = "sceau-ra-request".into();
+    let text = serde_json::to_vec(&not_a_proposal).unwrap();
+    assert!(Proposal::from_canonical_bytes(&text).is_err());
+    let mut extra: serde_json::Value = serde_json::from_slice(&bytes).unwrap();
+    extra["note"] = "also destroy the root".into();
+    assert!(Proposal::from_canonical_bytes(&serde_json::to_vec(&extra).unwrap()).is_err());
+}
+
+/// Who counts as one person among officers: the same names with and without a country, the
+/// same key under two certificates, and a card naming nobody in particular.
+#[test]
+fn an_officer_set_counts_each_person_and_each_key_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let officer = |c: &(PathBuf, PathBuf, Vec<u8>)| Officer::from_certificate(&c.2).unwrap();
+    let bruno = card(d, "bruno", "/GN=Bruno/SN=BLANC/CN=Bruno BLANC", "365");
+    let bruno_fr = card(
+        d,
+        "bruno-fr",
+        "/C=FR/GN=Bruno/SN=BLANC/CN=Bruno BLANC",
+        "365",
+    );
+    let alice = card(d, "alice", "/GN=Alice/SN=AUBERT/CN=Alice AUBERT", "365");
+    assert!(matches!(
+        OfficerSet::new(
+            2,
+            vec![officer(&bruno), officer(&bruno_fr), officer(&alice)]
+        ),
+        Err(QuorumError::SamePerson(_))
+    ));
+    // Another name on Alice's key.
+    let borrowed = card_with_key(
+        d,
+        "borrowed",
+        "/GN=Denis/SN=DUPUIS/CN=Denis DUPUIS",
+        "365",
+        Some(&alice.0),
+    );
+    assert!(matches!(
+        OfficerSet::new(
+            2,
+            vec![officer(&alice), officer(&borrowed), officer(&bruno)]
+        ),
+        Err(QuorumError::SharedKey(_))
+    ));
+    // A common name only: it could be anyone's second card.
+    let anonymous = card(d, "anonymous", "/CN=Officer 3", "365");
+    assert!(matches!(
+        Officer::from_certificate(&anonymous.2),
+        Err(QuorumError::Malformed(_))
+    ));
 }

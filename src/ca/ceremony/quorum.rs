@@ -11,9 +11,15 @@
 //!
 //! What is refused, with nothing changed: fewer than M approvals, an approval of another
 //! proposal (other bytes), a signature that does not verify, a signer who is not an active
-//! officer, one person twice, a proposal past its expiry or already carried out, and a
-//! proposal made over another audit head than the current one (something happened since the
-//! officers read it).
+//! officer, one person twice, a proposal past its expiry, made in the future, meant to live
+//! more than a day, made for another CA, or already carried out, and a proposal made over
+//! another audit head than the current one (something happened since the officers read it).
+//!
+//! A person is the folded first given name and surname of the certificate's subject (the
+//! RA's [`crate::policy::names::person_key`] without the country, which one card may carry and
+//! another not): namesakes count as one person, which fails closed. Both names are required,
+//! and two officers may not share a key. [`check`] trusts no stored field for this: it reads
+//! every person again from the certificates.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -39,9 +45,25 @@ pub enum Operation {
     ChangePolicies,
 }
 
+/// The first field of every proposal: the bytes an officer signs for a ceremony can never be
+/// read as anything else (an RA request, signed by the same cards, has no such field).
+pub const PROPOSAL_KIND: &str = "sceau-ceremony-proposal/v1";
+
+/// The longest a proposal may wait for its approvals: approvals are not kept for later.
+pub const MAX_LIFETIME_SECONDS: u64 = 24 * 3600;
+
+/// How far ahead of this host's clock a proposal's time may be (another host proposed it).
+const CLOCK_SKEW_SECONDS: u64 = 300;
+
 /// What will happen, as the officers read and sign it.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct Proposal {
+    /// [`PROPOSAL_KIND`].
+    pub kind: String,
+    /// The CA this ceremony is for (an id drawn when its store was made): approvals gathered
+    /// on a rehearsal instance do not run on the real one.
+    pub ca: String,
     /// Unique per proposal (a replayed approval names an earlier one).
     pub id: String,
     pub operation: Operation,
@@ -66,6 +88,12 @@ impl Proposal {
     pub fn from_canonical_bytes(bytes: &[u8]) -> Result<Self, QuorumError> {
         let proposal: Proposal = serde_json::from_slice(bytes)
             .map_err(|e| QuorumError::Malformed(format!("the proposal: {e}")))?;
+        if proposal.kind != PROPOSAL_KIND {
+            return Err(QuorumError::Malformed(format!(
+                "not a ceremony proposal (kind {:?})",
+                proposal.kind
+            )));
+        }
         if proposal.canonical_bytes() != bytes {
             return Err(QuorumError::Malformed(
                 "the proposal is not in canonical form (compact JSON, fields in order)".into(),
@@ -89,18 +117,39 @@ pub struct Officer {
 impl Officer {
     /// An officer known by `certificate_der`; the person is read from its subject.
     pub fn from_certificate(certificate_der: &[u8]) -> Result<Self, QuorumError> {
-        let certificate = Certificate::from_der(certificate_der)
-            .map_err(|e| QuorumError::Malformed(format!("an officer's certificate: {e}")))?;
-        let subject = der::Encode::to_der(certificate.tbs_certificate().subject())
-            .map_err(|e| QuorumError::Malformed(e.to_string()))?;
-        let name = crate::x509::name::parse_distinguished_name(&subject)
-            .map_err(|e| QuorumError::Malformed(format!("an officer's subject: {e}")))?;
+        let (person, _) = read_certificate(certificate_der)?;
         Ok(Self {
-            person: crate::policy::names::person_key(&name),
+            person,
             certificate: certificate_der.to_vec(),
             active: true,
         })
     }
+}
+
+/// The person a certificate names and its public key (DER), read from the certificate itself.
+fn read_certificate(certificate_der: &[u8]) -> Result<(String, Vec<u8>), QuorumError> {
+    let malformed = |e: &dyn std::fmt::Display| {
+        QuorumError::Malformed(format!("an officer's certificate: {e}"))
+    };
+    let certificate = Certificate::from_der(certificate_der).map_err(|e| malformed(&e))?;
+    let tbs = certificate.tbs_certificate();
+    let subject = der::Encode::to_der(tbs.subject()).map_err(|e| malformed(&e))?;
+    let name = crate::x509::name::parse_distinguished_name(&subject).map_err(|e| malformed(&e))?;
+    let key = crate::policy::names::person_key(&name);
+    // The country left out (see the module's comment): the first given name and the surname.
+    let person = key
+        .split('\u{1f}')
+        .skip(1)
+        .collect::<Vec<_>>()
+        .join("\u{1f}");
+    if person.split('\u{1f}').any(str::is_empty) {
+        return Err(QuorumError::Malformed(
+            "an officer's certificate names no given name or no surname: it cannot be told apart from another person's".into(),
+        ));
+    }
+    let public_key =
+        der::Encode::to_der(tbs.subject_public_key_info()).map_err(|e| malformed(&e))?;
+    Ok((person, public_key))
 }
 
 /// The officers and how many of them must approve a ceremony.
@@ -117,17 +166,34 @@ impl OfficerSet {
     /// A set with `quorum` of `officers`: at least two persons, each once, and a quorum the
     /// active officers can reach.
     pub fn new(quorum: usize, officers: Vec<Officer>) -> Result<Self, QuorumError> {
-        let mut persons = BTreeSet::new();
-        for officer in &officers {
-            if !persons.insert(officer.person.as_str()) {
-                return Err(QuorumError::SamePerson(officer.person.clone()));
+        let set = Self { quorum, officers };
+        set.validate()?;
+        Ok(set)
+    }
+
+    /// The set's rules, read from the certificates (never from stored fields): every officer a
+    /// distinct person with a key of their own, and a quorum of at least two that the active
+    /// officers can reach. Returns each officer's person.
+    fn validate(&self) -> Result<Vec<String>, QuorumError> {
+        let (mut persons, mut keys, mut read) = (BTreeSet::new(), BTreeSet::new(), Vec::new());
+        for officer in &self.officers {
+            let (person, key) = read_certificate(&officer.certificate)?;
+            if !persons.insert(person.clone()) {
+                return Err(QuorumError::SamePerson(person));
             }
+            if !keys.insert(key) {
+                return Err(QuorumError::SharedKey(person));
+            }
+            read.push(person);
         }
-        let active = officers.iter().filter(|o| o.active).count();
-        if quorum < LEAST_QUORUM || quorum > active {
-            return Err(QuorumError::Quorum { quorum, active });
+        let active = self.officers.iter().filter(|o| o.active).count();
+        if self.quorum < LEAST_QUORUM || self.quorum > active {
+            return Err(QuorumError::Quorum {
+                quorum: self.quorum,
+                active,
+            });
         }
-        Ok(Self { quorum, officers })
+        Ok(read)
     }
 }
 
@@ -151,8 +217,14 @@ pub enum QuorumError {
     NotAnOfficer { index: usize },
     #[error("approval {index} approves other bytes than this proposal")]
     OtherProposal { index: usize },
-    #[error("{0} approves twice: one person counts once")]
+    #[error("{0} approves twice, or holds two officer cards: one person counts once")]
     SamePerson(String),
+    #[error("{0}'s key is another officer's too")]
+    SharedKey(String),
+    #[error("the proposal is for the CA {proposed}, this is {current}")]
+    OtherCa { proposed: String, current: String },
+    #[error("the proposal's times are out of bounds: {0}")]
+    Times(String),
     #[error("{have} approvals of distinct officers, {need} needed")]
     TooFew { have: usize, need: usize },
     #[error("the proposal expired at {0}")]
@@ -170,6 +242,8 @@ pub enum QuorumError {
 /// Where a ceremony stands when its approvals are checked.
 pub struct Context<'a> {
     pub now: Timestamp,
+    /// This CA's id ([`Proposal::ca`]).
+    pub ca: &'a str,
     /// The audit chain's head now, `SEQ:HASH`.
     pub audit_head: &'a str,
     /// Whether the proposal with this id was carried out already.
@@ -197,32 +271,62 @@ pub fn check(
 ) -> Result<Vec<ApprovedBy>, QuorumError> {
     let (now, current_head) = (context.now, context.audit_head);
     let carried_out = context.carried_out;
+    if proposal.kind != PROPOSAL_KIND {
+        return Err(QuorumError::Malformed("not a ceremony proposal".into()));
+    }
+    if proposal.ca != context.ca {
+        return Err(QuorumError::OtherCa {
+            proposed: proposal.ca.clone(),
+            current: context.ca.to_owned(),
+        });
+    }
     if carried_out(&proposal.id) {
         return Err(QuorumError::AlreadyCarriedOut(proposal.id.clone()));
+    }
+    let (proposed, expires) = (
+        proposal.proposed_at.unix_seconds(),
+        proposal.expires_at.unix_seconds(),
+    );
+    if proposed > now.unix_seconds() + CLOCK_SKEW_SECONDS {
+        return Err(QuorumError::Times(format!(
+            "made at {}, after this host's {now}",
+            proposal.proposed_at
+        )));
+    }
+    if expires <= proposed || expires - proposed > MAX_LIFETIME_SECONDS {
+        return Err(QuorumError::Times(format!(
+            "it would wait for approvals from {} to {} (at most {MAX_LIFETIME_SECONDS} s)",
+            proposal.proposed_at, proposal.expires_at
+        )));
     }
     if now >= proposal.expires_at {
         return Err(QuorumError::Expired(proposal.expires_at));
     }
+    // The set is checked again here, from the certificates: a stored set is not trusted.
+    let persons = officers.validate()?;
     if proposal.audit_head != current_head {
         return Err(QuorumError::HeadMoved {
             proposed: proposal.audit_head.clone(),
             current: current_head.to_owned(),
         });
     }
-    let mut active: Vec<(&Officer, Certificate)> = Vec::new();
-    for officer in officers.officers.iter().filter(|o| o.active) {
+    let mut active: Vec<(&Officer, &str, Certificate)> = Vec::new();
+    for (officer, person) in officers.officers.iter().zip(&persons) {
+        if !officer.active {
+            continue;
+        }
         let certificate = Certificate::from_der(&officer.certificate)
             .map_err(|e| QuorumError::Malformed(format!("an officer's certificate: {e}")))?;
         let validity = certificate.tbs_certificate().validity();
         let valid = Timestamp::from_x509_time(&validity.not_before) <= now
             && now <= Timestamp::from_x509_time(&validity.not_after);
         if valid && !(context.revoked)(&officer.certificate) {
-            active.push((officer, certificate));
+            active.push((officer, person, certificate));
         }
     }
-    let candidates: Vec<&Certificate> = active.iter().map(|(_, c)| c).collect();
+    let candidates: Vec<&Certificate> = active.iter().map(|(_, _, c)| c).collect();
     let expected = proposal.canonical_bytes();
-    let mut persons = BTreeSet::new();
+    let mut approvers = BTreeSet::new();
     let mut approved = Vec::new();
     for (index, approval) in approvals.iter().enumerate() {
         let (content, signer) = match cms::verify_attached_by_one_of(approval, &candidates) {
@@ -238,12 +342,12 @@ pub fn check(
         if content != expected {
             return Err(QuorumError::OtherProposal { index });
         }
-        let (officer, _) = active[signer];
-        if !persons.insert(officer.person.clone()) {
-            return Err(QuorumError::SamePerson(officer.person.clone()));
+        let (officer, person, _) = active[signer];
+        if !approvers.insert(person.to_owned()) {
+            return Err(QuorumError::SamePerson(person.to_owned()));
         }
         approved.push(ApprovedBy {
-            person: officer.person.clone(),
+            person: person.to_owned(),
             certificate_sha256: hex::encode(crate::x509::keys::sha256(&officer.certificate)),
         });
     }
