@@ -310,6 +310,16 @@ fn a_ceremony_runs_only_with_a_quorum_of_distinct_active_officers_approving_thos
         quorum::check(&p, std::slice::from_ref(&a), &loose, &context),
         Err(QuorumError::Quorum { .. })
     ));
+    // Garbage: bytes that are no JSON, an approval that is no CMS, a certificate that is none.
+    assert!(Proposal::from_canonical_bytes(b"\xff\x00 not json").is_err());
+    assert!(matches!(
+        run(&[a.clone(), vec![0x30, 0x03, 1, 2, 3]], &context),
+        Err(QuorumError::Approval { index: 1, .. })
+    ));
+    assert!(matches!(
+        Officer::from_certificate(b"-----BEGIN CERTIFICATE-----"),
+        Err(QuorumError::Malformed(_))
+    ));
     // Bytes that are not a ceremony proposal, or carry a field more.
     let mut not_a_proposal: serde_json::Value = serde_json::from_slice(&bytes).unwrap();
     not_a_proposal["kind"] = "sceau-ra-request".into();

@@ -395,18 +395,21 @@ mod tests {
         assert_eq!(err.line, Some(line), "{err}");
     }
 
+    /// The example configuration with `line` added to its `[hsm]` table.
+    fn with_hsm_line(line: &str) -> Result<Config, LoadError> {
+        let text = EXAMPLE.replacen(
+            "token_label = \"sceau-dev\"",
+            &format!("token_label = \"sceau-dev\"\n{line}"),
+            1,
+        );
+        Config::from_source(&SourceFile::from_text(Path::new("c.toml"), &text))
+    }
+
     /// The parameters a module reads in `C_Initialize` are passed as written, and an empty
     /// string is refused (a module would read "no configuration" where one was meant).
     #[test]
     fn module_parameters_are_kept_and_an_empty_string_is_refused() {
-        let with = |value: &str| {
-            let text = EXAMPLE.replacen(
-                "token_label = \"sceau-dev\"",
-                &format!("token_label = \"sceau-dev\"\nmodule_parameters = \"{value}\""),
-                1,
-            );
-            Config::from_source(&SourceFile::from_text(Path::new("c.toml"), &text))
-        };
+        let with = |value: &str| with_hsm_line(&format!("module_parameters = \"{value}\""));
         let config = with("configdir='sql:/x' flags=").unwrap();
         assert_eq!(
             config.hsm.module_parameters.as_deref(),
@@ -419,14 +422,7 @@ mod tests {
     /// A token serial, when given, names one token: an empty one is refused by its key.
     #[test]
     fn an_empty_token_serial_is_refused_and_a_serial_is_kept() {
-        let with = |value: &str| {
-            let text = EXAMPLE.replacen(
-                "token_label = \"sceau-dev\"",
-                &format!("token_label = \"sceau-dev\"\ntoken_serial = \"{value}\""),
-                1,
-            );
-            Config::from_source(&SourceFile::from_text(Path::new("c.toml"), &text))
-        };
+        let with = |value: &str| with_hsm_line(&format!("token_serial = \"{value}\""));
         let config = with("0123abcd").unwrap();
         assert_eq!(config.hsm.token_serial.as_deref(), Some("0123abcd"));
         let err = with("").unwrap_err();

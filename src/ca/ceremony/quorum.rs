@@ -103,11 +103,10 @@ impl Proposal {
     }
 }
 
-/// A security officer: a person, and the certificate of their card's signature key.
+/// A security officer: the certificate of their card's signature key (the person is read from
+/// it at each check, never stored beside it).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Officer {
-    /// [`crate::policy::names::person_key`] of the certificate's subject.
-    pub person: String,
     /// The signature certificate, DER.
     pub certificate: Vec<u8>,
     /// Withdrawn officers stay listed (their past approvals remain readable) but count no more.
@@ -115,11 +114,11 @@ pub struct Officer {
 }
 
 impl Officer {
-    /// An officer known by `certificate_der`; the person is read from its subject.
+    /// An officer known by `certificate_der`; refused when its subject lacks a given name or a
+    /// surname (it could not be told apart from another person's card).
     pub fn from_certificate(certificate_der: &[u8]) -> Result<Self, QuorumError> {
-        let (person, _) = read_certificate(certificate_der)?;
+        read_certificate(certificate_der)?;
         Ok(Self {
-            person,
             certificate: certificate_der.to_vec(),
             active: true,
         })

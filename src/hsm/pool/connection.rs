@@ -33,9 +33,6 @@ pub(super) struct Connection {
     /// The module's own `C_Sign`, looked up when a key that asks a login per signature is
     /// first loaded, and kept (with the module loaded) for the pool's life.
     single_sign: std::sync::OnceLock<Result<Arc<SingleSign>, String>>,
-    /// Held across `C_SignInit`, the context-specific login and `C_Sign` of a key that asks a
-    /// login per signature.
-    pub(super) context_logins: Mutex<()>,
 }
 
 pub(super) struct ConnectionState {
@@ -75,7 +72,6 @@ impl Connection {
             reconnects: AtomicU64::new(0),
             errors: AtomicU64::new(0),
             single_sign: std::sync::OnceLock::new(),
-            context_logins: Mutex::new(()),
         }
     }
 

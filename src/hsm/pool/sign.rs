@@ -64,7 +64,6 @@ impl SignJob {
         // The context-specific login's refusal of the PIN, if it was one (what it means for
         // the token differs from any other failure: see below).
         let pin_refused: Cell<Option<RvError>> = Cell::new(None);
-        let connection = worker.connection.clone();
         let raw = worker.with_retry(|session, handles| {
             // Cached per (label and id, token object or session copy).
             let cache_key = (format!("{label}\u{0}{}", hex::encode(&id)), !session_copy);
@@ -104,12 +103,7 @@ impl SignJob {
             match &per_signature {
                 None => session.sign(&mechanism, key, &data).map(Some),
                 Some((pin, single_sign)) => {
-                    // One at a time: on tokens where this login authenticates the whole device
-                    // (smart-card HSMs), two interleaved logins spend each other's.
-                    let _one_at_a_time = connection
-                        .context_logins
-                        .lock()
-                        .unwrap_or_else(|p| p.into_inner());
+                    let _one_at_a_time = single_sign.one_at_a_time();
                     session.sign_init(&mechanism, key)?;
                     if let Err(error) =
                         session.login(UserType::ContextSpecific, Some(&pin.to_auth_pin()))

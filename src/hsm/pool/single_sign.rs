@@ -61,6 +61,8 @@ pub(super) struct SingleSign {
     _library: libloading::Library,
     sign: SignFn,
     session_info: SessionInfoFn,
+    /// Held across `C_SignInit`, the context-specific login and `C_Sign`.
+    one_at_a_time: std::sync::Mutex<()>,
 }
 
 impl SingleSign {
@@ -77,7 +79,17 @@ impl SingleSign {
             _library: library,
             sign: sign.ok_or("the module has no C_Sign")?,
             session_info: session_info.ok_or("the module has no C_GetSessionInfo")?,
+            one_at_a_time: std::sync::Mutex::new(()),
         })
+    }
+
+    /// One per-signature login at a time on this module: on tokens where that login
+    /// authenticates the whole device (smart-card HSMs), two interleaved logins spend each
+    /// other's. Held from `C_SignInit` to `C_Sign`.
+    pub(super) fn one_at_a_time(&self) -> std::sync::MutexGuard<'_, ()> {
+        self.one_at_a_time
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
     /// Whether this table knows `session` (which `cryptoki` opened) on `slot`: a module that
