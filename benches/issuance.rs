@@ -370,6 +370,7 @@ fn set_up(dir: &Path, token: Token, issuing: &str) -> (CertificateAuthority, Hsm
     );
     let hsm = Hsm::open(config.hsm.clone()).unwrap();
     let store = Store::open(&config.store_dir()).unwrap();
+    ceremony::control::declare_single_person(&store, Timestamp::now()).unwrap();
     ceremony::init(&config, &store, &hsm, Timestamp::now(), false).unwrap();
     let policies = Arc::new(PolicySet::load_dir(&config.policies_dir).unwrap());
     let ca = CertificateAuthority::open(

@@ -38,7 +38,7 @@ bench_ca() {
       -e "s#^policies_dir = .*#policies_dir = \"$bench_root/policies\"#" -e 's#^token_label = .*#token_label = "sceau-bench"#' \
       -e "s#^pin_file = .*#pin_file = \"$dir/pin\"#" -e "s#^module_env = .*#module_env = { SOFTHSM2_CONF = \"$SOFTHSM2_CONF\" }#" \
       -e '/^\[ra\]/,$d' "$bench_root/config/sceau.toml" > "$CONFIG"
-  "$SCEAU" -c "$CONFIG" --log warn init >/dev/null
+  "$SCEAU" -c "$CONFIG" --log warn init --without-dual-control >/dev/null
 }
 
 # bench_reuse_ca DIR : the CA bench_ca made earlier in DIR.

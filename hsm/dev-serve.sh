@@ -62,8 +62,8 @@ if [ "$token" != softhsm2 ]; then
 fi
 
 if ! "$sceau" -c "$config" --log warn ca show >/dev/null 2>&1; then
-  say "key ceremony (sceau init)"
-  "$sceau" -c "$config" init
+  say "key ceremony by one person (sceau init --without-dual-control: development only; a real CA is made by its officers, docs/ceremonies.md)"
+  "$sceau" -c "$config" init --without-dual-control
 fi
 
 if [ ! -s "$demo/auth.pem" ]; then

@@ -335,10 +335,13 @@ fn a_crashed_responder_renewal_leaves_no_unknown_valid_certificate() {
 #[test]
 fn a_crashed_init_can_be_run_again() {
     let pki = Pki::new(Keys::EC);
-    let out = pki.sceau_with_env(&["init"], &[("SCEAU_FAILPOINT", "ceremony-before-commit")]);
+    let out = pki.sceau_with_env(
+        &["init", "--without-dual-control"],
+        &[("SCEAU_FAILPOINT", "ceremony-before-commit")],
+    );
     assert_eq!(out.status.signal(), Some(6));
     // Before this fix, the configured labels were taken and `init` could never succeed.
-    let again = pki.sceau_ok(&["init"]);
+    let again = pki.sceau_ok(&["init", "--without-dual-control"]);
     assert!(again.contains("CA initialised"), "{again}");
     let abandoned = audit_events(&pki, "ceremony_abandoned");
     assert_eq!(abandoned.len(), 1, "{abandoned:?}");

@@ -134,7 +134,7 @@ fn rsa_pss_ceremony_passes_openssl_and_pkilint() {
 fn init_refuses_to_run_twice_and_export_writes_every_ca_certificate() {
     let pki = Pki::new(Keys::EC);
     pki.init();
-    let second = pki.sceau(&["init"]);
+    let second = pki.sceau(&["init", "--without-dual-control"]);
     assert!(!second.status.success());
     let message = String::from_utf8_lossy(&second.stderr);
     assert!(message.contains("already holds a CA"), "{message}");
@@ -323,7 +323,7 @@ fn a_card_gets_both_certificates_or_neither() {
 #[test]
 fn external_root_ceremony_completes_with_import() {
     let pki = Pki::new(Keys::EC);
-    let printed = pki.sceau_ok(&["init", "--external-root"]);
+    let printed = pki.sceau_ok(&["init", "--without-dual-control", "--external-root"]);
     let csr = pki.data_dir().join("certs/ac-agents.csr");
     assert!(
         printed.contains("ac-agents.csr") && csr.exists(),

@@ -81,7 +81,7 @@ fn nss_parameters_naming_no_database_are_refused_and_change_nothing() {
     );
     assert_ne!(moved, config);
     std::fs::write(&pki.config, moved).unwrap();
-    let refused = pki.sceau(&["init"]);
+    let refused = pki.sceau(&["init", "--without-dual-control"]);
     let text = String::from_utf8_lossy(&refused.stderr).into_owned();
     // A configuration error (78, EX_CONFIG), which a restart does not cure: not an outage.
     assert_eq!(refused.status.code(), Some(78), "{text}");

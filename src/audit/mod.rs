@@ -57,6 +57,23 @@ pub enum AuditEvent {
         kind: String,
         key_labels: Vec<String>,
     },
+    /// M security officers approved a key ceremony's proposal (`sceau ceremony run`): it is
+    /// claimed, and runs next.
+    CeremonyApproved {
+        id: String,
+        operation: String,
+        proposal_sha256: String,
+        approved_by: Vec<String>,
+    },
+    /// An approved key ceremony ended: what it made or changed, or why it failed.
+    CeremonyFinished {
+        id: String,
+        succeeded: bool,
+        details: std::collections::BTreeMap<String, String>,
+    },
+    /// The CA was made without dual control (`sceau init --without-dual-control`): one person
+    /// runs its key operations. For development and tests only.
+    SinglePersonControl,
     /// An interrupted key ceremony was resolved: its certificates unknown to the CA state were
     /// revoked, its keys unused by the CA state are orphans.
     CeremonyAbandoned {

@@ -16,7 +16,7 @@ use crate::service::wire::{
 use crate::service::{Service, ServiceError};
 
 /// Sends `body` to the daemon's admin API at `path`: its answer, or `None` when no daemon runs.
-fn online<B: serde::Serialize>(
+pub(super) fn online<B: serde::Serialize>(
     config: &Config,
     path: &str,
     body: &B,
@@ -25,7 +25,7 @@ fn online<B: serde::Serialize>(
 }
 
 /// The service on the store, without a daemon; with the token when the action signs.
-fn offline(config: &Config, token: Token) -> Result<Service, CliError> {
+pub(super) fn offline(config: &Config, token: Token) -> Result<Service, CliError> {
     Ok(match token {
         Token::None => Service::offline(config.clone(), open_store(config)?, clock()),
         Token::Open => {
@@ -40,14 +40,14 @@ fn offline(config: &Config, token: Token) -> Result<Service, CliError> {
 }
 
 /// What an offline action needs of the token.
-enum Token {
+pub(super) enum Token {
     None,
     Open,
     WithIssuingCa,
 }
 
 /// Runs an action of the service to its end on this thread.
-fn run<T>(action: impl Future<Output = Result<T, ServiceError>>) -> Result<T, CliError> {
+pub(super) fn run<T>(action: impl Future<Output = Result<T, ServiceError>>) -> Result<T, CliError> {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;

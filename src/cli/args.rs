@@ -100,14 +100,23 @@ pub enum Command {
     Scheduled(ScheduledCommand),
     /// Generate and publish every CRL (and the root's ARL) now.
     Crl,
-    /// Key ceremony: create the root, issuing CA and OCSP responder keys in the HSM and their
-    /// certificates. Runs once per store.
+    /// Key ceremony for development and tests only: create the root, issuing CA and OCSP
+    /// responder keys in the HSM and their certificates, run by one person. Runs once per
+    /// store. A real CA is made by its security officers: `sceau ceremony propose init`.
     Init {
         /// The root is kept elsewhere: write a CSR for the issuing CA instead, to be completed
         /// with `sceau ca import-cert`.
         #[arg(long)]
         external_root: bool,
+        /// Required: this CA's key operations will be run by one person, with no security
+        /// officers (development, tests).
+        #[arg(long)]
+        without_dual_control: bool,
     },
+    /// Key ceremonies under dual control (docs/ceremonies.md): propose one, run it with the
+    /// security officers' approvals, verify its transcript.
+    #[command(subcommand)]
+    Ceremony(CeremonyCommand),
     /// CA certificates.
     #[command(subcommand)]
     Ca(CaCommand),
@@ -259,6 +268,56 @@ pub enum RaCommand {
         /// Policies in its scope; by default every loaded policy.
         #[arg(long, value_name = "NAME")]
         policy: Vec<String>,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum CeremonyCommand {
+    /// Write what exactly will happen, for the officers to approve: each signs the file's
+    /// bytes with their card (`openssl cms -sign -binary -nodetach -outform DER`).
+    Propose {
+        /// init, rotate-issuing, rotate-root, renew-responders, backup or change-officers.
+        operation: String,
+        /// init, change-officers: a security officer's signature certificate (PEM or DER);
+        /// once per officer.
+        #[arg(long = "officer", value_name = "CERT")]
+        officers: Vec<PathBuf>,
+        /// init, change-officers: how many officers approve each ceremony (at least 2).
+        #[arg(long, value_name = "M")]
+        quorum: Option<usize>,
+        /// rotate-issuing, rotate-root: the new CA's common name.
+        #[arg(long, value_name = "CN")]
+        common_name: Option<String>,
+        /// backup: the directory to create.
+        #[arg(long, value_name = "DIR")]
+        backup_to: Option<PathBuf>,
+        /// How long the proposal waits for its approvals: 90s, 30m, 8h (at most 24h).
+        #[arg(long, value_name = "DURATION", default_value = "8h")]
+        valid_for: String,
+        /// Where to write the proposal.
+        #[arg(long, value_name = "FILE")]
+        out: PathBuf,
+    },
+    /// Run a proposal with M approvals: checked, claimed (never run twice), carried out;
+    /// its transcript and report are written to `data_dir/ceremonies`.
+    Run {
+        /// The proposal file, as the officers signed it.
+        proposal: PathBuf,
+        /// An officer's approval (CMS SignedData, DER or PEM); once per officer.
+        #[arg(long = "approval", value_name = "FILE", required = true)]
+        approvals: Vec<PathBuf>,
+    },
+    /// Check transcripts offline: the audit key's signature, the approvals, the quorum, the
+    /// persons. Needs no daemon, store or HSM.
+    Verify {
+        #[arg(required = true, value_name = "TRANSCRIPT")]
+        transcripts: Vec<PathBuf>,
+        /// The audit key's public key (`certs/audit-key.pem`), kept outside the CA host.
+        #[arg(long, value_name = "FILE")]
+        anchor: PathBuf,
+        /// Write the readable report (HTML) of the one transcript given.
+        #[arg(long, value_name = "FILE")]
+        report: Option<PathBuf>,
     },
 }
 

@@ -8,6 +8,7 @@
 mod actions;
 mod admin_client;
 mod args;
+mod ceremony;
 mod error;
 mod node;
 mod serve;
@@ -72,7 +73,11 @@ pub fn run(cli: Cli) -> Result<(), CliError> {
             actions::scheduled_cancel(&config, &id)
         }
         Command::Crl => actions::crl(&config),
-        Command::Init { external_root } => init(&config, external_root),
+        Command::Init {
+            external_root,
+            without_dual_control,
+        } => init(&config, external_root, without_dual_control),
+        Command::Ceremony(command) => ceremony::ceremony(&config, command),
         Command::Ca(CaCommand::Export { out }) => ca_export(&config, &out),
         Command::Ca(CaCommand::ImportCert { file, root }) => {
             ca_import(&config, &file, root.as_deref())
@@ -227,11 +232,17 @@ pub(crate) fn clock() -> Arc<dyn Clock> {
     }
 }
 
-fn init(config: &Config, external_root: bool) -> Result<(), CliError> {
+fn init(config: &Config, external_root: bool, without_dual_control: bool) -> Result<(), CliError> {
+    if !without_dual_control {
+        return Err(CliError::usage(
+            "a CA's key ceremonies are run by its security officers: `sceau ceremony propose init --officer CERT ... --quorum M` (docs/ceremonies.md); for development and tests only, `sceau init --without-dual-control`",
+        ));
+    }
     // Load the policies first: a ceremony with unusable policies would be wasted.
     PolicySet::load_dir(&config.policies_dir)?;
     let hsm = open_hsm(config)?;
     let store = open_store(config)?;
+    ca::ceremony::control::declare_single_person(&store, clock().now())?;
     match ca::ceremony::init(config, &store, &hsm, clock().now(), external_root)? {
         ca::ceremony::InitOutcome::Ready { state, files } => {
             println!("CA initialised in {}", config.store_dir().display());
@@ -490,6 +501,18 @@ fn audit_key_in_hsm(config: &Config) -> Option<spki::SubjectPublicKeyInfoOwned> 
     Some(key.public_key().clone())
 }
 
+/// The audit key's public key kept outside the store (`--anchor FILE`, PEM).
+fn read_anchor(path: &Path) -> Result<spki::SubjectPublicKeyInfoOwned, CliError> {
+    let text = std::fs::read_to_string(path)
+        .context(|| format!("reading the audit anchor {}", path.display()))?;
+    let der = crate::x509::pem::decode_pem_or_der(text.as_bytes(), &["PUBLIC KEY"])
+        .context_as(Failure::Data, || {
+            format!("{}: not a PEM public key", path.display())
+        })?;
+    <spki::SubjectPublicKeyInfoOwned as der::Decode>::from_der(&der)
+        .context(|| format!("{}: not a public key", path.display()))
+}
+
 fn audit_verify(config: &Config, anchor: Option<&Path>, expect: &[String]) -> Result<(), CliError> {
     let (_scratch, store) = open_store_for_reading(config)?;
     let entries = store
@@ -500,14 +523,7 @@ fn audit_verify(config: &Config, anchor: Option<&Path>, expect: &[String]) -> Re
     let recorded = audit::checkpoint::recorded_key(&store)?;
     let key = match anchor {
         Some(path) => {
-            let text = std::fs::read_to_string(path)
-                .context(|| format!("reading the audit anchor {}", path.display()))?;
-            let der = crate::x509::pem::decode_pem_or_der(text.as_bytes(), &["PUBLIC KEY"])
-                .context_as(Failure::Data, || {
-                    format!("{}: not a PEM public key", path.display())
-                })?;
-            let anchor = <spki::SubjectPublicKeyInfoOwned as der::Decode>::from_der(&der)
-                .context(|| format!("{}: not a public key", path.display()))?;
+            let anchor = read_anchor(path)?;
             if recorded.as_ref() != Some(&anchor) {
                 return Err(CliError::data(format!(
                     "the audit key recorded in the store is not the anchor {}: the store's key was replaced",

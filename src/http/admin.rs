@@ -14,7 +14,8 @@ use serde::Deserialize;
 use super::problem::Problem;
 use super::{Body, read_body_within};
 use crate::service::wire::{
-    BackupBody, BootstrapBody, CancelBody, CardBody, IssueBody, RevokeBody, Rollover, RotateBody,
+    BackupBody, BootstrapBody, CancelBody, CardBody, IssueBody, ProposeBody, RevokeBody, Rollover,
+    RotateBody, RunBody,
 };
 use crate::service::{Service, ServiceError};
 use crate::va::ValidationAuthority;
@@ -60,6 +61,8 @@ enum Route {
     Issue,
     Card,
     Bootstrap,
+    Propose,
+    CarryOut,
 }
 
 impl Route {
@@ -85,6 +88,8 @@ impl Route {
             "/admin/issue" => (Route::Issue, Method::POST),
             "/admin/card" => (Route::Card, Method::POST),
             "/admin/ra/bootstrap" => (Route::Bootstrap, Method::POST),
+            "/admin/ceremony/propose" => (Route::Propose, Method::POST),
+            "/admin/ceremony/run" => (Route::CarryOut, Method::POST),
             _ => return None,
         };
         Some((route, method.clone(), method == Method::POST))
@@ -211,6 +216,23 @@ impl AdminService {
                 json(
                     StatusCode::OK,
                     &service.issue_card(body).await.map_err(problem)?,
+                )
+            }
+            Route::Propose => {
+                let body: ProposeBody = json_body(request, COMMAND_BODY_LIMIT).await?;
+                let proposal = service.propose(body).map_err(problem)?;
+                let mut response = Response::new(Body::one(bytes::Bytes::from(proposal)));
+                response.headers_mut().insert(
+                    header::CONTENT_TYPE,
+                    HeaderValue::from_static("application/json"),
+                );
+                response
+            }
+            Route::CarryOut => {
+                let body: RunBody = json_body(request, COMMAND_BODY_LIMIT).await?;
+                json(
+                    StatusCode::OK,
+                    &service.carry_out(body).await.map_err(problem)?,
                 )
             }
             Route::Bootstrap => {

@@ -202,6 +202,22 @@ pub fn person_key(subject: &DistinguishedName) -> String {
     crate::policy::names::person_key(subject)
 }
 
+/// The persons holding an active RA operator role, as a security officer's person is read
+/// (first given name and surname, without the country: [`crate::ca::ceremony::quorum`]).
+pub fn operator_persons_without_country(
+    store: &crate::store::Store,
+) -> Result<std::collections::BTreeSet<String>, crate::store::StoreError> {
+    let mut persons = std::collections::BTreeSet::new();
+    for row in store.scan::<OperatorPersons>(&[], &[])? {
+        let (key, record) = row?;
+        if record.active.is_none() || key.starts_with("holder\u{1f}") {
+            continue;
+        }
+        persons.insert(crate::ca::ceremony::quorum::without_country(&key));
+    }
+    Ok(persons)
+}
+
 /// The key of a holder id in the person index: one active role per holder as well.
 pub fn holder_key(holder: &str) -> String {
     format!("holder\u{1f}{holder}")

@@ -10,7 +10,21 @@ impl Service {
     /// `sceau ca rotate [--root]`: the key ceremony, then everything it changed put in force.
     /// For an issuing CA, in this order: OCSP answers for it and its CRL is published, then new
     /// certificates are issued by it (their CRL URL already resolves).
+    /// On a CA with security officers, only as a ceremony (`sceau ceremony propose`).
     pub async fn rotate(
+        &self,
+        rollover: Rollover,
+        common_name: Option<String>,
+    ) -> Result<Rotated, ServiceError> {
+        self.outside_ceremony(match rollover {
+            Rollover::Issuing => "an issuing CA rollover",
+            Rollover::Root => "a root rollover",
+        })?;
+        self.rotate_approved(rollover, common_name).await
+    }
+
+    /// [`Service::rotate`], authorised: by a single-person CA's operator or by a ceremony.
+    pub(super) async fn rotate_approved(
         &self,
         rollover: Rollover,
         common_name: Option<String>,
@@ -83,7 +97,22 @@ impl Service {
     /// Renews the delegated OCSP responders (key, certificate, state) of the issuing CAs in
     /// service, every one when `force`, else those past two thirds of their life, and (with the
     /// daemon) re-signs their responses.
+    ///
+    /// The renewal at two thirds of a certificate's life (`force` false, the daemon's timer) is
+    /// pre-authorised by the CA's officers; renewing every responder now (`sceau ocsp
+    /// renew-signer`) is a ceremony on a CA with officers.
     pub async fn renew_responders(&self, force: bool) -> Result<Renewed, ServiceError> {
+        if force {
+            self.outside_ceremony("renewing the OCSP responders now")?;
+        }
+        self.renew_responders_approved(force).await
+    }
+
+    /// [`Service::renew_responders`], authorised.
+    pub(super) async fn renew_responders_approved(
+        &self,
+        force: bool,
+    ) -> Result<Renewed, ServiceError> {
         if !self.hsm()?.status().available {
             return Err(ServiceError::HsmUnavailable);
         }

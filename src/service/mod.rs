@@ -11,6 +11,7 @@
 //! runs in a task of its own (`Service::to_the_end`), so a client that hangs up loses only the
 //! answer.
 
+pub mod ceremonies;
 mod error;
 mod issuance;
 mod keys;

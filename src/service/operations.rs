@@ -6,7 +6,17 @@ use super::{Service, ServiceError};
 
 impl Service {
     /// A checked backup into `out` (an absolute path that must not exist).
+    /// On a CA with security officers, only as a ceremony.
     pub async fn backup(&self, body: BackupBody) -> Result<crate::backup::Manifest, ServiceError> {
+        self.outside_ceremony("a backup")?;
+        self.backup_approved(body).await
+    }
+
+    /// [`Service::backup`], authorised.
+    pub(super) async fn backup_approved(
+        &self,
+        body: BackupBody,
+    ) -> Result<crate::backup::Manifest, ServiceError> {
         if !body.out.is_absolute() {
             return Err(ServiceError::Invalid {
                 field: "out",

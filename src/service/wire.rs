@@ -207,3 +207,35 @@ pub struct FullPublication {
     pub full_publication: String,
     pub statuses: u64,
 }
+
+/// `sceau ceremony propose` / `POST /admin/ceremony/propose`.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ProposeBody {
+    pub operation: String,
+    /// The operation's own parameters (`common-name`, `out`, `quorum`, `officer.N`).
+    #[serde(default)]
+    pub parameters: std::collections::BTreeMap<String, String>,
+    /// How long the proposal waits for its approvals (at most 24 h).
+    pub valid_for_seconds: u64,
+}
+
+/// `sceau ceremony run` / `POST /admin/ceremony/run`: the proposal's bytes and the approvals,
+/// base64.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RunBody {
+    pub proposal: String,
+    pub approvals: Vec<String>,
+}
+
+/// What a ceremony run answers: the transcript file's bytes (JSON) and where it was written.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct CarriedOut {
+    pub id: String,
+    pub operation: String,
+    pub succeeded: bool,
+    pub transcript: std::path::PathBuf,
+    pub report: std::path::PathBuf,
+    pub details: std::collections::BTreeMap<String, String>,
+}

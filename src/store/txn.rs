@@ -31,6 +31,8 @@ pub struct Txn<'g> {
     own: Overlay,
     events: Vec<Link>,
     changed: Vec<String>,
+    /// The chain's head before this transaction's own events.
+    head_before: ChainHead,
 }
 
 impl core::fmt::Debug for Txn<'_> {
@@ -99,6 +101,12 @@ impl Txn<'_> {
         self.events.push(chain::link_later(event));
     }
 
+    /// The audit chain's head before this transaction's events: what its first event will
+    /// chain from (transactions of a group run one after another on the writer thread).
+    pub fn audit_head(&self) -> ChainHead {
+        self.head_before
+    }
+
     /// Records, in this transaction's batch, that `name` changed and responder nodes must
     /// learn it (an outbox entry).
     pub fn changed(&mut self, name: String) {
@@ -144,6 +152,7 @@ impl Writer {
                     own: HashMap::new(),
                     events: Vec::new(),
                     changed: Vec::new(),
+                    head_before: head,
                 };
                 let (keep, completion) = job(&mut txn);
                 completions.push(completion);

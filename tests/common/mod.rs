@@ -8,6 +8,7 @@ pub mod crl;
 pub mod daemon;
 pub mod lint;
 pub mod nats;
+pub mod officers;
 pub mod ra;
 pub mod tokens;
 pub mod x509;
@@ -465,7 +466,7 @@ impl Pki {
     }
 
     pub fn init(&self) {
-        self.sceau_ok(&["init"]);
+        self.sceau_ok(&["init", "--without-dual-control"]);
     }
 
     /// `sceau ca export` into DIR/name; returns the directory.

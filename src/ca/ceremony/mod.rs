@@ -16,9 +16,11 @@ use x509_cert::ext::Extension;
 use super::{CaError, load_state};
 
 mod certificates;
+pub mod control;
 mod labels;
 pub mod quorum;
 mod rollover;
+pub mod transcript;
 
 use crate::audit::AuditEvent;
 use crate::config::{Config, KeyConfig};
@@ -407,6 +409,7 @@ fn import_with(
     store.commit(move |txn| -> Result<(), CaError> {
         let bytes = serde_json::to_vec(&saved).map_err(|e| CaError::Encoding(e.to_string()))?;
         txn.put::<Meta>(&meta_keys::CA_STATE.to_owned(), &bytes)?;
+        control::mark_key_change(txn)?;
         txn.changed(crate::store::CA_CHANGE.to_owned());
         for event in events {
             txn.audit(event);
@@ -577,6 +580,7 @@ fn update_state(
         change(&mut state);
         let bytes = serde_json::to_vec(&state).map_err(|e| CaError::Encoding(e.to_string()))?;
         txn.put::<Meta>(&key, &bytes)?;
+        control::mark_key_change(txn)?;
         txn.changed(crate::store::CA_CHANGE.to_owned());
         for event in events {
             txn.audit(event);
@@ -607,6 +611,8 @@ fn save_state(store: &Store, state: CaState, events: Vec<AuditEvent>) -> Result<
         }
         let bytes = serde_json::to_vec(&state).map_err(|e| CaError::Encoding(e.to_string()))?;
         txn.put::<Meta>(&key, &bytes)?;
+        control::require_declared(txn)?;
+        control::mark_key_change(txn)?;
         txn.changed(crate::store::CA_CHANGE.to_owned());
         for event in events {
             txn.audit(event);

@@ -45,6 +45,41 @@ pub enum Operation {
     ChangePolicies,
 }
 
+impl Operation {
+    /// Every operation, in the order the docs list them.
+    pub const ALL: [Operation; 9] = [
+        Operation::Init,
+        Operation::RotateIssuing,
+        Operation::RotateRoot,
+        Operation::RenewResponders,
+        Operation::Backup,
+        Operation::Restore,
+        Operation::DestroyKey,
+        Operation::ChangeOfficers,
+        Operation::ChangePolicies,
+    ];
+
+    /// The name proposals and the command line use (`rotate-issuing`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Operation::Init => "init",
+            Operation::RotateIssuing => "rotate-issuing",
+            Operation::RotateRoot => "rotate-root",
+            Operation::RenewResponders => "renew-responders",
+            Operation::Backup => "backup",
+            Operation::Restore => "restore",
+            Operation::DestroyKey => "destroy-key",
+            Operation::ChangeOfficers => "change-officers",
+            Operation::ChangePolicies => "change-policies",
+        }
+    }
+
+    /// The operation named `name` ([`Operation::as_str`]).
+    pub fn parse(name: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|o| o.as_str() == name)
+    }
+}
+
 /// The first field of every proposal: the bytes an officer signs for a ceremony can never be
 /// read as anything else (an RA request, signed by the same cards, has no such field).
 pub const PROPOSAL_KIND: &str = "sceau-ceremony-proposal/v1";
@@ -125,6 +160,21 @@ impl Officer {
     }
 }
 
+/// A person key ([`crate::policy::names::person_key`]) without its country (see the module's
+/// comment): the first given name and the surname.
+pub fn without_country(person_key: &str) -> String {
+    person_key
+        .split('\u{1f}')
+        .skip(1)
+        .collect::<Vec<_>>()
+        .join("\u{1f}")
+}
+
+/// The person an officer's certificate names.
+pub fn person_of(certificate_der: &[u8]) -> Result<String, QuorumError> {
+    Ok(read_certificate(certificate_der)?.0)
+}
+
 /// The person a certificate names and its public key (DER), read from the certificate itself.
 fn read_certificate(certificate_der: &[u8]) -> Result<(String, Vec<u8>), QuorumError> {
     let malformed = |e: &dyn std::fmt::Display| {
@@ -134,13 +184,7 @@ fn read_certificate(certificate_der: &[u8]) -> Result<(String, Vec<u8>), QuorumE
     let tbs = certificate.tbs_certificate();
     let subject = der::Encode::to_der(tbs.subject()).map_err(|e| malformed(&e))?;
     let name = crate::x509::name::parse_distinguished_name(&subject).map_err(|e| malformed(&e))?;
-    let key = crate::policy::names::person_key(&name);
-    // The country left out (see the module's comment): the first given name and the surname.
-    let person = key
-        .split('\u{1f}')
-        .skip(1)
-        .collect::<Vec<_>>()
-        .join("\u{1f}");
+    let person = without_country(&crate::policy::names::person_key(&name));
     if person.split('\u{1f}').any(str::is_empty) {
         return Err(QuorumError::Malformed(
             "an officer's certificate names no given name or no surname: it cannot be told apart from another person's".into(),

@@ -1,0 +1,346 @@
+//! What the store keeps of dual control: who authorises key operations on this CA (the
+//! security officers and their quorum, or, for development, one person), the CA's identity
+//! that proposals name, the position in the audit chain of the last key change that proposals
+//! follow, and one record per ceremony carried out.
+//!
+//! The quorum check itself is [`super::quorum::check`]; [`claim`] runs it inside a store
+//! transaction (the writer thread runs one at a time), so that two runs of one proposal, or
+//! two proposals made over the same key state, cannot both pass.
+
+use serde::{Deserialize, Serialize};
+
+use super::quorum::{self, ApprovedBy, Context, OfficerSet, Proposal, QuorumError};
+use crate::audit::AuditEvent;
+use crate::ca::CaError;
+use crate::store::schema::Meta;
+use crate::store::{Store, Txn};
+use crate::x509::Timestamp;
+
+/// Who authorises the key operations of this CA.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "mode", rename_all = "kebab-case")]
+pub enum DualControl {
+    /// Development and tests only (`sceau init --without-dual-control`): whoever runs `sceau`
+    /// with the PIN runs every key operation alone. `sceau check` says so.
+    SinglePerson { declared_at: Timestamp },
+    /// M of N security officers approve each key operation ([`super::quorum`]).
+    Officers(OfficerSet),
+}
+
+const DUAL_CONTROL: &str = "dual-control";
+const CA_ID: &str = "ca-id";
+/// `SEQ:HASH` of the audit chain just before the last key change.
+const KEY_HEAD: &str = "key-head";
+const RECORD_PREFIX: &str = "ceremony-record/";
+
+/// The audit position a store with no key change yet starts from.
+pub fn genesis_head() -> String {
+    format!("0:{}", hex::encode([0u8; 32]))
+}
+
+fn read_json<T: serde::de::DeserializeOwned>(
+    store: &Store,
+    key: &str,
+) -> Result<Option<T>, CaError> {
+    store
+        .get::<Meta>(&key.to_owned())?
+        .map(|bytes| {
+            serde_json::from_slice(&bytes).map_err(|e| CaError::Corrupt(format!("{key}: {e}")))
+        })
+        .transpose()
+}
+
+fn txn_json<T: serde::de::DeserializeOwned>(
+    txn: &Txn<'_>,
+    key: &str,
+) -> Result<Option<T>, CaError> {
+    txn.get::<Meta>(&key.to_owned())?
+        .map(|bytes| {
+            serde_json::from_slice(&bytes).map_err(|e| CaError::Corrupt(format!("{key}: {e}")))
+        })
+        .transpose()
+}
+
+fn put_json<T: Serialize>(txn: &mut Txn<'_>, key: &str, value: &T) -> Result<(), CaError> {
+    let bytes = serde_json::to_vec(value).map_err(|e| CaError::Encoding(e.to_string()))?;
+    txn.put::<Meta>(&key.to_owned(), &bytes)?;
+    Ok(())
+}
+
+/// How this CA's key operations are authorised; `None` before `init`.
+pub fn dual_control(store: &Store) -> Result<Option<DualControl>, CaError> {
+    read_json(store, DUAL_CONTROL)
+}
+
+/// The CA's id, drawn the first time it is asked (a proposal for `init` names it).
+pub fn ca_id(store: &Store) -> Result<String, CaError> {
+    if let Some(id) = store.get::<Meta>(&CA_ID.to_owned())? {
+        return String::from_utf8(id).map_err(|e| CaError::Corrupt(format!("{CA_ID}: {e}")));
+    }
+    let mut drawn = [0u8; 16];
+    aws_lc_rs::rand::SecureRandom::fill(&aws_lc_rs::rand::SystemRandom::new(), &mut drawn)
+        .map_err(|_| CaError::Encoding("no random numbers".into()))?;
+    let drawn = hex::encode(drawn);
+    store.commit(move |txn| -> Result<String, CaError> {
+        // Two first calls at once: the first one's id stays.
+        if let Some(id) = txn.get::<Meta>(&CA_ID.to_owned())? {
+            return String::from_utf8(id).map_err(|e| CaError::Corrupt(format!("{CA_ID}: {e}")));
+        }
+        txn.put::<Meta>(&CA_ID.to_owned(), &drawn.clone().into_bytes())?;
+        Ok(drawn)
+    })
+}
+
+/// The audit position that a proposal made now follows ([`Proposal::audit_head`]).
+pub fn key_head(store: &Store) -> Result<String, CaError> {
+    Ok(match store.get::<Meta>(&KEY_HEAD.to_owned())? {
+        Some(bytes) => {
+            String::from_utf8(bytes).map_err(|e| CaError::Corrupt(format!("{KEY_HEAD}: {e}")))?
+        }
+        None => genesis_head(),
+    })
+}
+
+/// Records, in `txn`, that the CA's keys change here: every proposal made before is out of
+/// date. Called by every transaction that writes the CA state or the officer set (and each
+/// of them appends audit events, so the position moves every time).
+pub fn mark_key_change(txn: &mut Txn<'_>) -> Result<(), CaError> {
+    let head = txn.audit_head();
+    txn.put::<Meta>(
+        &KEY_HEAD.to_owned(),
+        &format!("{}:{}", head.seq, hex::encode(head.hash)).into_bytes(),
+    )?;
+    Ok(())
+}
+
+/// `sceau init --without-dual-control`: one person runs this CA's key operations. Declared
+/// once, before the keys are made (a second call on such a store changes nothing); refused
+/// where officers are declared.
+pub fn declare_single_person(store: &Store, now: Timestamp) -> Result<(), CaError> {
+    store.commit(move |txn| -> Result<(), CaError> {
+        match txn_json::<DualControl>(txn, DUAL_CONTROL)? {
+            Some(DualControl::SinglePerson { .. }) => Ok(()),
+            Some(DualControl::Officers(_)) => Err(CaError::Refused(
+                "this CA's security officers are declared: its key operations are ceremonies (sceau ceremony propose)".into(),
+            )),
+            None => {
+                put_json(txn, DUAL_CONTROL, &DualControl::SinglePerson { declared_at: now })?;
+                txn.audit(AuditEvent::SinglePersonControl);
+                mark_key_change(txn)
+            }
+        }
+    })
+}
+
+/// Refuses, in the transaction that stores a new CA, a store where nobody declared who
+/// authorises its key operations.
+pub fn require_declared(txn: &Txn<'_>) -> Result<(), CaError> {
+    match txn_json::<DualControl>(txn, DUAL_CONTROL)? {
+        Some(_) => Ok(()),
+        None => Err(CaError::Refused(
+            "no dual control declared: make the CA with `sceau ceremony propose init` (or, for development only, `sceau init --without-dual-control`)".into(),
+        )),
+    }
+}
+
+/// Refuses a key operation run outside a ceremony on a CA whose officers are declared
+/// (`sceau ca rotate`, `ocsp renew-signer`, `backup`, `restore` alone).
+pub fn require_single_person(store: &Store, what: &str) -> Result<(), CaError> {
+    match dual_control(store)? {
+        Some(DualControl::SinglePerson { .. }) => Ok(()),
+        Some(DualControl::Officers(set)) => Err(CaError::Refused(format!(
+            "{what} is a key ceremony on this CA: {} of its security officers approve it (sceau ceremony propose)",
+            set.quorum
+        ))),
+        None => Err(CaError::Refused(format!(
+            "{what}: this CA declares no dual control; nothing was changed"
+        ))),
+    }
+}
+
+/// A ceremony as the store keeps it: what was approved, by whom, under which officer set, and
+/// what was done.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CeremonyRecord {
+    /// The proposal's canonical bytes.
+    #[serde(with = "crate::store::base64_bytes")]
+    pub proposal: Vec<u8>,
+    /// The approvals, CMS SignedData (DER), as given.
+    pub approvals: Vec<Approval>,
+    pub approved_by: Vec<ApprovedBy>,
+    /// The officer set the approvals were checked against.
+    pub officers: OfficerSet,
+    /// The audit entry the claim chained from (`SEQ:HASH`); its own event is the next one.
+    pub claimed_after: String,
+    pub claimed_at: Timestamp,
+    /// What was done, once done (or why it failed).
+    pub outcome: Option<Outcome>,
+}
+
+/// One approval's bytes.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Approval(#[serde(with = "crate::store::base64_bytes")] pub Vec<u8>);
+
+/// What a ceremony did.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Outcome {
+    pub succeeded: bool,
+    /// What was made or changed (key labels, public key hashes, certificate fingerprints,
+    /// files), or the error.
+    pub details: std::collections::BTreeMap<String, String>,
+    pub finished_at: Timestamp,
+}
+
+/// The ceremony `id`, if it was claimed.
+pub fn record(store: &Store, id: &str) -> Result<Option<CeremonyRecord>, CaError> {
+    read_json(store, &format!("{RECORD_PREFIX}{id}"))
+}
+
+/// Every ceremony claimed on this CA, oldest claim first.
+pub fn records(store: &Store) -> Result<Vec<CeremonyRecord>, CaError> {
+    let mut all = Vec::new();
+    for row in store.scan::<Meta>(RECORD_PREFIX.as_bytes(), RECORD_PREFIX.as_bytes())? {
+        let (key, bytes) = row?;
+        let record: CeremonyRecord =
+            serde_json::from_slice(&bytes).map_err(|e| CaError::Corrupt(format!("{key}: {e}")))?;
+        all.push(record);
+    }
+    all.sort_by_key(|r| (r.claimed_at, r.claimed_after.clone()));
+    Ok(all)
+}
+
+/// Checks the approvals of `proposal` and, in the same transaction, claims it: recorded as
+/// carried out (never run twice, even if the operation then fails), the key position moved
+/// (every other pending proposal is out of date), an audit event naming the approvers.
+///
+/// `declares` is the officer set an `init` proposal declares: on a store without officers
+/// every one of them must approve (each shows their card works before the CA depends on
+/// them), and the set is in force from this transaction on, so an init that fails later is
+/// proposed again to the same officers. `revoked` says whether an officer's certificate is
+/// revoked.
+pub fn claim(
+    store: &Store,
+    proposal_bytes: Vec<u8>,
+    approvals: Vec<Vec<u8>>,
+    declares: Option<OfficerSet>,
+    now: Timestamp,
+    revoked: impl Fn(&[u8]) -> bool + Send + 'static,
+) -> Result<CeremonyRecord, CaError> {
+    let proposal = Proposal::from_canonical_bytes(&proposal_bytes).map_err(refused)?;
+    store.commit(move |txn| -> Result<CeremonyRecord, CaError> {
+        let in_force = txn_json::<DualControl>(txn, DUAL_CONTROL)?;
+        let (officers, declare) = match (declares, in_force) {
+            (Some(declared), None) => {
+                let everyone = OfficerSet {
+                    quorum: declared.officers.iter().filter(|o| o.active).count(),
+                    officers: declared.officers.clone(),
+                };
+                (everyone, Some(declared))
+            }
+            (Some(declared), Some(DualControl::Officers(set))) if declared == set => (set, None),
+            (Some(_), Some(_)) => {
+                return Err(CaError::Refused(
+                    "this CA's dual control is already declared otherwise: init names the officers in force".into(),
+                ));
+            }
+            (None, Some(DualControl::Officers(set))) => (set, None),
+            (None, Some(DualControl::SinglePerson { .. })) => {
+                return Err(CaError::Refused(
+                    "this CA was made without dual control (development): it has no officers to approve ceremonies".into(),
+                ));
+            }
+            (None, None) => {
+                return Err(CaError::Refused(
+                    "this CA has no security officers yet: the first ceremony is init".into(),
+                ));
+            }
+        };
+        let ca = match txn.get::<Meta>(&CA_ID.to_owned())? {
+            Some(id) => String::from_utf8(id).map_err(|e| CaError::Corrupt(e.to_string()))?,
+            None => return Err(CaError::Refused("this store has no CA id: make the proposal with `sceau ceremony propose`".into())),
+        };
+        let head = match txn.get::<Meta>(&KEY_HEAD.to_owned())? {
+            Some(bytes) => String::from_utf8(bytes).map_err(|e| CaError::Corrupt(e.to_string()))?,
+            None => genesis_head(),
+        };
+        let record_key = format!("{RECORD_PREFIX}{}", proposal.id);
+        let carried_out = txn.contains::<Meta>(&record_key)?;
+        let approved_by = quorum::check(
+            &proposal,
+            &approvals,
+            &officers,
+            &Context {
+                now,
+                ca: &ca,
+                audit_head: &head,
+                carried_out: &|_| carried_out,
+                revoked: &revoked,
+            },
+        )
+        .map_err(refused)?;
+        let before = txn.audit_head();
+        let record = CeremonyRecord {
+            proposal: proposal_bytes,
+            approvals: approvals.into_iter().map(Approval).collect(),
+            approved_by: approved_by.clone(),
+            officers,
+            claimed_after: format!("{}:{}", before.seq, hex::encode(before.hash)),
+            claimed_at: now,
+            outcome: None,
+        };
+        put_json(txn, &record_key, &record)?;
+        if let Some(declared) = &declare {
+            put_json(txn, DUAL_CONTROL, &DualControl::Officers(declared.clone()))?;
+        }
+        mark_key_change(txn)?;
+        txn.audit(AuditEvent::CeremonyApproved {
+            id: proposal.id.clone(),
+            operation: proposal.operation.as_str().to_owned(),
+            proposal_sha256: hex::encode(crate::x509::keys::sha256(&record.proposal)),
+            approved_by: approved_by.into_iter().map(|a| a.person).collect(),
+        });
+        Ok(record)
+    })
+}
+
+/// Records what a claimed ceremony did, with its audit event: the record, and the audit
+/// sequence number of that event.
+pub fn finish(store: &Store, id: &str, outcome: Outcome) -> Result<(CeremonyRecord, u64), CaError> {
+    let key = format!("{RECORD_PREFIX}{id}");
+    let id = id.to_owned();
+    store.commit(move |txn| -> Result<(CeremonyRecord, u64), CaError> {
+        let mut record: CeremonyRecord = txn_json(txn, &key)?
+            .ok_or_else(|| CaError::Corrupt(format!("the record of ceremony {id} vanished")))?;
+        if record.outcome.is_some() {
+            return Err(CaError::Refused(format!(
+                "ceremony {id} is already finished"
+            )));
+        }
+        txn.audit(AuditEvent::CeremonyFinished {
+            id: id.clone(),
+            succeeded: outcome.succeeded,
+            details: outcome.details.clone(),
+        });
+        record.outcome = Some(outcome);
+        put_json(txn, &key, &record)?;
+        Ok((record, txn.audit_head().seq + 1))
+    })
+}
+
+/// Changes the officer set in force, in the transaction of a ceremony that was approved.
+pub fn replace_officers(txn: &mut Txn<'_>, set: &OfficerSet) -> Result<(), CaError> {
+    match txn_json::<DualControl>(txn, DUAL_CONTROL)? {
+        Some(DualControl::Officers(_)) => {}
+        _ => {
+            return Err(CaError::Refused(
+                "this CA has no officer set to change".into(),
+            ));
+        }
+    }
+    put_json(txn, DUAL_CONTROL, &DualControl::Officers(set.clone()))?;
+    mark_key_change(txn)
+}
+
+fn refused(error: QuorumError) -> CaError {
+    CaError::Refused(format!("ceremony refused, nothing changed: {error}"))
+}

@@ -1,0 +1,162 @@
+//! `sceau ceremony propose | run | verify`: key ceremonies under dual control. Propose and run
+//! are actions of the service layer (through the running daemon when there is one, else on the
+//! store); verify reads only its files.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use base64::Engine;
+
+use super::actions::{Token, offline, online, run};
+use super::{CeremonyCommand, CliError, Context, ContextAs, Failure};
+use crate::config::Config;
+use crate::service::wire::{CarriedOut, ProposeBody, RunBody};
+
+pub(super) fn ceremony(config: &Config, command: CeremonyCommand) -> Result<(), CliError> {
+    match command {
+        CeremonyCommand::Propose {
+            operation,
+            officers,
+            quorum,
+            common_name,
+            backup_to,
+            valid_for,
+            out,
+        } => {
+            let mut parameters = BTreeMap::new();
+            for (index, path) in officers.iter().enumerate() {
+                let bytes =
+                    std::fs::read(path).context(|| format!("--officer {}", path.display()))?;
+                let der = crate::x509::pem::decode_pem_or_der(&bytes, &["CERTIFICATE"])
+                    .context_as(Failure::Data, || {
+                        format!("--officer {}: not a certificate", path.display())
+                    })?;
+                parameters.insert(
+                    format!("officer.{}", index + 1),
+                    base64::engine::general_purpose::STANDARD.encode(der),
+                );
+            }
+            if let Some(quorum) = quorum {
+                parameters.insert("quorum".into(), quorum.to_string());
+            }
+            if let Some(name) = common_name {
+                parameters.insert("common-name".into(), name);
+            }
+            if let Some(dir) = backup_to {
+                let dir = std::path::absolute(&dir)
+                    .context(|| format!("--backup-to {}", dir.display()))?;
+                parameters.insert("out".into(), dir.display().to_string());
+            }
+            let body = ProposeBody {
+                operation,
+                parameters,
+                valid_for_seconds: seconds(&valid_for)?,
+            };
+            let bytes = match online(config, "/admin/ceremony/propose", &body)? {
+                Some(answer) => answer.to_vec(),
+                None => offline(config, Token::None)?.propose(body)?,
+            };
+            crate::ca::ceremony::write_file(&out, &bytes)?;
+            println!("proposal written to {}", out.display());
+            println!("{}", String::from_utf8_lossy(&bytes));
+            println!(
+                "each officer approves it with their card's signature key, e.g.:\n  openssl cms -sign -binary -nodetach -outform DER -md sha256 -in {} -signer SIGN-CERT.pem -inkey SIGN-KEY -out approval-NAME.der",
+                out.display()
+            );
+            Ok(())
+        }
+        CeremonyCommand::Run {
+            proposal,
+            approvals,
+        } => {
+            let engine = base64::engine::general_purpose::STANDARD;
+            let proposal_bytes =
+                std::fs::read(&proposal).context(|| format!("reading {}", proposal.display()))?;
+            let mut encoded = Vec::new();
+            for path in &approvals {
+                let bytes =
+                    std::fs::read(path).context(|| format!("--approval {}", path.display()))?;
+                let der = crate::x509::pem::decode_pem_or_der(&bytes, &["CMS", "PKCS7"])
+                    .context_as(Failure::Data, || {
+                        format!("--approval {}: neither DER nor a CMS PEM", path.display())
+                    })?;
+                encoded.push(engine.encode(der));
+            }
+            let body = RunBody {
+                proposal: engine.encode(&proposal_bytes),
+                approvals: encoded,
+            };
+            let done: CarriedOut = match online(config, "/admin/ceremony/run", &body)? {
+                Some(answer) => serde_json::from_slice(&answer)?,
+                None => run(offline(config, Token::Open)?.carry_out(body))
+                    .context(|| format!("ceremony {}", proposal.display()))?,
+            };
+            println!("{}", serde_json::to_string_pretty(&done)?);
+            Ok(())
+        }
+        CeremonyCommand::Verify {
+            transcripts,
+            anchor,
+            report,
+        } => verify(&transcripts, &anchor, report.as_deref()),
+    }
+}
+
+/// `90s`, `30m`, `8h`.
+fn seconds(duration: &str) -> Result<u64, CliError> {
+    let bad = || {
+        CliError::usage(format!(
+            "--valid-for {duration:?}: a number then s, m or h (90s, 30m, 8h)"
+        ))
+    };
+    let (number, unit) = duration.split_at(duration.len().saturating_sub(1));
+    let number: u64 = number.parse().map_err(|_| bad())?;
+    let factor = match unit {
+        "s" => 1,
+        "m" => 60,
+        "h" => 3600,
+        _ => return Err(bad()),
+    };
+    number.checked_mul(factor).ok_or_else(bad)
+}
+
+fn verify(
+    transcripts: &[std::path::PathBuf],
+    anchor: &Path,
+    report: Option<&Path>,
+) -> Result<(), CliError> {
+    if report.is_some() && transcripts.len() != 1 {
+        return Err(CliError::usage("--report takes a single transcript"));
+    }
+    let anchor = super::read_anchor(anchor)?;
+    for path in transcripts {
+        let bytes = std::fs::read(path).context(|| format!("reading {}", path.display()))?;
+        let body = crate::ca::ceremony::transcript::verify(&bytes, &anchor)
+            .context_as(Failure::Data, || format!("{}", path.display()))?;
+        println!(
+            "{}: ceremony {} ({}) approved by {} of {} officers: {}; {}",
+            path.display(),
+            body.id,
+            body.operation,
+            body.approved_by.len(),
+            body.officers.officers.iter().filter(|o| o.active).count(),
+            body.approved_by
+                .iter()
+                .map(|a| a.person.replace('\u{1f}', " "))
+                .collect::<Vec<_>>()
+                .join(", "),
+            if body.outcome.succeeded {
+                "done"
+            } else {
+                "FAILED"
+            }
+        );
+        if let Some(out) = report {
+            crate::ca::ceremony::write_file(
+                out,
+                crate::ca::ceremony::transcript::report(&body).as_bytes(),
+            )?;
+        }
+    }
+    Ok(())
+}

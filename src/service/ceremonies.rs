@@ -1,0 +1,498 @@
+//! Key ceremonies under dual control: a proposal, M approvals, then the operation, run only from
+//! what the proposal says, and a transcript signed by the audit key.
+//!
+//! `sceau ceremony propose` makes the proposal ([`Service::propose`]); the officers sign its
+//! bytes; `sceau ceremony run` ([`Service::carry_out`]) claims it (the quorum checked and the
+//! proposal marked carried out in one store transaction: [`control::claim`]), runs the
+//! operation through the same service functions the single-person commands use, records the
+//! outcome and writes the transcript. A CA whose officers are declared refuses those commands
+//! run alone ([`control::require_single_person`]).
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+use der::Decode;
+use serde::Serialize;
+
+use super::wire::{BackupBody, CarriedOut, ProposeBody, Rollover, RunBody};
+use super::{Service, ServiceError};
+use crate::ca::CaError;
+use crate::ca::ceremony::control::{self, CeremonyRecord, Outcome};
+use crate::ca::ceremony::quorum::{MAX_LIFETIME_SECONDS, Officer, OfficerSet, Operation, Proposal};
+use crate::ca::ceremony::transcript::{self, TranscriptBody};
+use crate::store::CertKey;
+use crate::store::schema::Revocations;
+
+/// The operation as the proposal's parameters state it.
+enum Plan {
+    Init(OfficerSet),
+    Rotate(Rollover, Option<String>),
+    RenewResponders,
+    Backup(PathBuf),
+    ChangeOfficers(OfficerSet),
+}
+
+/// The key specifications in the configuration, written into every proposal that makes keys: a
+/// configuration changed between the proposal and its run is refused.
+fn key_specs(config: &crate::config::Config) -> String {
+    let keys = &config.keys;
+    format!(
+        "root {} {:?}; issuing {} {:?}; ocsp {} {:?}; rsa-pss {}",
+        keys.root.algorithm,
+        keys.root.label,
+        keys.issuing.algorithm,
+        keys.issuing.label,
+        keys.ocsp.algorithm,
+        keys.ocsp.label,
+        keys.rsa_pss
+    )
+}
+
+fn invalid(field: &'static str, detail: impl Into<String>) -> ServiceError {
+    ServiceError::Invalid {
+        field,
+        detail: detail.into(),
+    }
+}
+
+/// The officer set named by `quorum` and `officer.N` (base64 DER certificates).
+fn officer_set(parameters: &BTreeMap<String, String>) -> Result<OfficerSet, ServiceError> {
+    use base64::Engine;
+    let quorum = parameters
+        .get("quorum")
+        .and_then(|q| q.parse::<usize>().ok())
+        .ok_or_else(|| {
+            invalid(
+                "parameters.quorum",
+                "the number of approvals a ceremony needs",
+            )
+        })?;
+    let mut officers = Vec::new();
+    for (name, value) in parameters.range("officer.".to_owned()..) {
+        if !name.starts_with("officer.") {
+            break;
+        }
+        let der = base64::engine::general_purpose::STANDARD
+            .decode(value)
+            .map_err(|e| invalid("parameters.officer", format!("{name}: {e}")))?;
+        officers.push(
+            Officer::from_certificate(&der)
+                .map_err(|e| invalid("parameters.officer", format!("{name}: {e}")))?,
+        );
+    }
+    OfficerSet::new(quorum, officers).map_err(|e| invalid("parameters", e.to_string()))
+}
+
+/// Reads the plan from an operation and its parameters: unknown parameters are refused, so a
+/// proposal says nothing that is not carried out.
+fn plan(
+    operation: Operation,
+    parameters: &BTreeMap<String, String>,
+    config: &crate::config::Config,
+) -> Result<Plan, ServiceError> {
+    let allowed: &[&str] = match operation {
+        Operation::Init | Operation::ChangeOfficers => &["quorum", "officer.", "keys"],
+        Operation::RotateIssuing | Operation::RotateRoot => &["common-name", "keys"],
+        Operation::RenewResponders => &["keys"],
+        Operation::Backup => &["out"],
+        Operation::Restore | Operation::DestroyKey | Operation::ChangePolicies => {
+            return Err(invalid(
+                "operation",
+                format!(
+                    "{} is not yet a ceremony sceau runs (docs/ceremonies.md says what is planned)",
+                    operation.as_str()
+                ),
+            ));
+        }
+    };
+    for name in parameters.keys() {
+        let known = allowed
+            .iter()
+            .any(|a| name == a || (a.ends_with('.') && name.starts_with(a)));
+        if !known {
+            return Err(invalid(
+                "parameters",
+                format!("{name:?} is not a parameter of {}", operation.as_str()),
+            ));
+        }
+    }
+    if allowed.contains(&"keys") {
+        let current = key_specs(config);
+        match parameters.get("keys") {
+            Some(proposed) if *proposed == current => {}
+            Some(proposed) => {
+                return Err(invalid(
+                    "parameters.keys",
+                    format!(
+                        "the proposal makes keys {proposed:?}, the configuration now says {current:?}"
+                    ),
+                ));
+            }
+            None => return Err(invalid("parameters.keys", "missing")),
+        }
+    }
+    Ok(match operation {
+        Operation::Init => Plan::Init(officer_set(parameters)?),
+        Operation::ChangeOfficers => Plan::ChangeOfficers(officer_set(parameters)?),
+        Operation::RotateIssuing => {
+            Plan::Rotate(Rollover::Issuing, parameters.get("common-name").cloned())
+        }
+        Operation::RotateRoot => {
+            Plan::Rotate(Rollover::Root, parameters.get("common-name").cloned())
+        }
+        Operation::RenewResponders => Plan::RenewResponders,
+        Operation::Backup => {
+            let out = PathBuf::from(
+                parameters
+                    .get("out")
+                    .ok_or_else(|| invalid("parameters.out", "the backup directory to create"))?,
+            );
+            if !out.is_absolute() {
+                return Err(invalid("parameters.out", "give an absolute path"));
+            }
+            Plan::Backup(out)
+        }
+        Operation::Restore | Operation::DestroyKey | Operation::ChangePolicies => {
+            unreachable!("refused above")
+        }
+    })
+}
+
+/// Whether `certificate` (DER) is revoked in this CA's store (an officer's card issued by this
+/// CA; a card of another CA is checked against that CA by whoever declared it).
+fn revoked_here(store: &crate::store::Store, certificate: &[u8]) -> bool {
+    use x509_cert::ext::pkix::AuthorityKeyIdentifier;
+    let Ok(parsed) = x509_cert::Certificate::from_der(certificate) else {
+        return true;
+    };
+    let tbs = parsed.tbs_certificate();
+    let issuer = tbs
+        .extensions()
+        .into_iter()
+        .flatten()
+        .find(|e| e.extn_id == const_oid::db::rfc5280::ID_CE_AUTHORITY_KEY_IDENTIFIER)
+        .and_then(|e| AuthorityKeyIdentifier::from_der(e.extn_value.as_bytes()).ok())
+        .and_then(|aki| <[u8; 20]>::try_from(aki.key_identifier?.as_bytes()).ok());
+    let (Some(issuer), Ok(serial)) = (
+        issuer,
+        crate::x509::Serial::from_serial_number(tbs.serial_number()),
+    ) else {
+        return false;
+    };
+    // A store that cannot be read counts as revoked: fail closed.
+    store
+        .get::<Revocations>(&CertKey {
+            issuer: crate::store::IssuerId(issuer),
+            serial,
+        })
+        .map_or(true, |row| row.is_some())
+}
+
+/// Refuses an officer set with an RA operator in it (one person never holds both roles).
+fn no_ra_operator(store: &crate::store::Store, set: &OfficerSet) -> Result<(), ServiceError> {
+    let operators = crate::ra::operators::operator_persons_without_country(store)?;
+    for officer in &set.officers {
+        let person = crate::ca::ceremony::quorum::person_of(&officer.certificate)
+            .map_err(|e| invalid("parameters.officer", e.to_string()))?;
+        if operators.contains(&person) {
+            return Err(invalid(
+                "parameters.officer",
+                format!(
+                    "{} is an RA operator: a security officer may not be one",
+                    person.replace('\u{1f}', " ")
+                ),
+            ));
+        }
+    }
+    Ok(())
+}
+
+impl Service {
+    /// `sceau ceremony propose`: the proposal's canonical bytes, for the officers to sign.
+    pub fn propose(&self, body: ProposeBody) -> Result<Vec<u8>, ServiceError> {
+        let operation = Operation::parse(&body.operation).ok_or_else(|| {
+            invalid(
+                "operation",
+                format!(
+                    "{:?}: one of {}",
+                    body.operation,
+                    Operation::ALL.map(Operation::as_str).join(", ")
+                ),
+            )
+        })?;
+        if body.valid_for_seconds == 0 || body.valid_for_seconds > MAX_LIFETIME_SECONDS {
+            return Err(invalid(
+                "valid_for_seconds",
+                format!("1 to {MAX_LIFETIME_SECONDS} (approvals are not kept for later)"),
+            ));
+        }
+        let mut parameters = body.parameters;
+        if matches!(
+            operation,
+            Operation::Init
+                | Operation::RotateIssuing
+                | Operation::RotateRoot
+                | Operation::RenewResponders
+                | Operation::ChangeOfficers
+        ) {
+            parameters.insert("keys".into(), key_specs(&self.config));
+        }
+        let plan = plan(operation, &parameters, &self.config)?;
+        let initialised = crate::ca::load_state(&self.store)?.is_some();
+        match (&plan, initialised) {
+            (Plan::Init(_), true) => {
+                return Err(ServiceError::Ca(CaError::AlreadyInitialized(
+                    self.state()?.created_at,
+                )));
+            }
+            (Plan::Init(set) | Plan::ChangeOfficers(set), _) => no_ra_operator(&self.store, set)?,
+            (_, false) => return Err(ServiceError::NotInitialized),
+            _ => {}
+        }
+        let now = self.now();
+        let mut id = [0u8; 12];
+        aws_lc_rs::rand::SecureRandom::fill(&aws_lc_rs::rand::SystemRandom::new(), &mut id)
+            .map_err(|_| ServiceError::Ca(CaError::Encoding("no random numbers".into())))?;
+        let proposal = Proposal {
+            kind: crate::ca::ceremony::quorum::PROPOSAL_KIND.to_owned(),
+            ca: control::ca_id(&self.store)?,
+            id: hex::encode(id),
+            operation,
+            parameters,
+            audit_head: control::key_head(&self.store)?,
+            proposed_at: now,
+            expires_at: now.plus_seconds(body.valid_for_seconds),
+        };
+        Ok(proposal.canonical_bytes())
+    }
+
+    /// `sceau ceremony run`: checks the approvals and claims the proposal, runs the operation
+    /// it states, records the outcome and writes the transcript (signed by the audit key) and
+    /// its readable report into `data_dir/ceremonies`.
+    pub async fn carry_out(&self, body: RunBody) -> Result<CarriedOut, ServiceError> {
+        use base64::Engine;
+        let engine = base64::engine::general_purpose::STANDARD;
+        let proposal_bytes = engine
+            .decode(&body.proposal)
+            .map_err(|e| invalid("proposal", e.to_string()))?;
+        let approvals = body
+            .approvals
+            .iter()
+            .map(|a| engine.decode(a))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| invalid("approvals", e.to_string()))?;
+        let proposal = Proposal::from_canonical_bytes(&proposal_bytes)
+            .map_err(|e| invalid("proposal", e.to_string()))?;
+        let plan = plan(proposal.operation, &proposal.parameters, &self.config)?;
+        if let Plan::Init(_) = plan
+            && self.va().is_some()
+        {
+            return Err(invalid(
+                "operation",
+                "init runs with no daemon: stop it first",
+            ));
+        }
+        if !self.hsm()?.status().available {
+            return Err(ServiceError::HsmUnavailable);
+        }
+        let service = self.clone();
+        Self::to_the_end(async move {
+            let declares = match &plan {
+                Plan::Init(set) => Some(set.clone()),
+                _ => None,
+            };
+            if let Plan::Init(set) | Plan::ChangeOfficers(set) = &plan {
+                no_ra_operator(&service.store, set)?;
+            }
+            let (store, now) = (service.store.clone(), service.now());
+            let revocations = store.clone();
+            let claimed = Self::blocking(move || {
+                Ok(control::claim(
+                    &store,
+                    proposal_bytes,
+                    approvals,
+                    declares,
+                    now,
+                    move |c| revoked_here(&revocations, c),
+                )?)
+            })
+            .await?;
+            let result = service.run_plan(plan).await;
+            service.finish(claimed, result).await
+        })
+        .await
+    }
+
+    /// Runs what an approved proposal states, through the same functions as the
+    /// single-person commands.
+    async fn run_plan(&self, plan: Plan) -> Result<BTreeMap<String, String>, ServiceError> {
+        let answer = match plan {
+            Plan::Init(_) => {
+                let (config, store, hsm, now) = (
+                    self.config.clone(),
+                    self.store.clone(),
+                    self.hsm()?.clone(),
+                    self.now(),
+                );
+                Self::blocking(move || {
+                    crate::policy::PolicySet::load_dir(&config.policies_dir)
+                        .map_err(|e| invalid("policies", e.to_string()))?;
+                    match crate::ca::ceremony::init(&config, &store, &hsm, now, false)? {
+                        crate::ca::ceremony::InitOutcome::Ready { files, .. } => {
+                            Ok(serde_json::json!({ "files": files }))
+                        }
+                        crate::ca::ceremony::InitOutcome::AwaitingRoot { csr } => {
+                            Ok(serde_json::json!({ "csr": csr }))
+                        }
+                    }
+                })
+                .await?
+            }
+            Plan::Rotate(rollover, common_name) => {
+                json(self.rotate_approved(rollover, common_name).await?)?
+            }
+            Plan::RenewResponders => json(self.renew_responders_approved(true).await?)?,
+            Plan::Backup(out) => json(self.backup_approved(BackupBody { out }).await?)?,
+            Plan::ChangeOfficers(set) => {
+                let (store, summary) = (
+                    self.store.clone(),
+                    format!("{} of {}", set.quorum, set.officers.len()),
+                );
+                self.store
+                    .commit_async(move |txn| -> Result<(), CaError> {
+                        let _ = &store;
+                        control::replace_officers(txn, &set)
+                    })
+                    .await?;
+                serde_json::json!({ "officers": summary })
+            }
+        };
+        let mut details = BTreeMap::new();
+        flatten("", &answer, &mut details);
+        // What is in force now: every CA certificate's fingerprint.
+        if let Some(state) = crate::ca::load_state(&self.store)? {
+            let certificates = state
+                .roots()
+                .map(|r| (r.name.clone(), r.certificate.clone()))
+                .chain(state.issuing.iter().chain(&state.ocsp_responders).map(|c| {
+                    (
+                        format!("{} ({})", c.name, c.key_label),
+                        c.certificate.clone(),
+                    )
+                }));
+            for (name, der) in certificates {
+                details.insert(
+                    format!("in force: {name}"),
+                    hex::encode(crate::x509::keys::sha256(&der)),
+                );
+            }
+        }
+        Ok(details)
+    }
+
+    /// Records the outcome, signs the transcript with the audit key, writes it and its report.
+    async fn finish(
+        &self,
+        claimed: CeremonyRecord,
+        result: Result<BTreeMap<String, String>, ServiceError>,
+    ) -> Result<CarriedOut, ServiceError> {
+        let proposal = Proposal::from_canonical_bytes(&claimed.proposal)
+            .map_err(|e| invalid("proposal", e.to_string()))?;
+        let outcome = Outcome {
+            succeeded: result.is_ok(),
+            details: match &result {
+                Ok(details) => details.clone(),
+                Err(error) => BTreeMap::from([("error".to_owned(), error.to_string())]),
+            },
+            finished_at: self.now(),
+        };
+        let service = self.clone();
+        let id = proposal.id.clone();
+        let written = Self::blocking(move || {
+            let (record, finished_seq) = control::finish(&service.store, &id, outcome)?;
+            let body = TranscriptBody::of(&record, finished_seq)
+                .map_err(|e| ServiceError::Ca(CaError::Corrupt(e.to_string())))?;
+            let file = service.seal(&body)?;
+            let dir = service.config.data_dir.join("ceremonies");
+            std::fs::create_dir_all(&dir)
+                .map_err(|e| CaError::Io(format!("{}: {e}", dir.display())))?;
+            let transcript_path = dir.join(format!("{id}.json"));
+            let report_path = dir.join(format!("{id}.html"));
+            crate::ca::ceremony::write_file(&transcript_path, &file)?;
+            crate::ca::ceremony::write_file(&report_path, transcript::report(&body).as_bytes())?;
+            Ok((body, transcript_path, report_path))
+        })
+        .await?;
+        // The operation's own error, once the ceremony is on record.
+        result?;
+        let (body, transcript, report) = written;
+        Ok(CarriedOut {
+            id: body.id,
+            operation: body.operation,
+            succeeded: body.outcome.succeeded,
+            transcript,
+            report,
+            details: body.outcome.details,
+        })
+    }
+
+    /// The transcript's bytes, signed by the audit key (a checkpoint first: it creates the key
+    /// when none is recorded yet and vouches for the chain the transcript points into).
+    fn seal(&self, body: &TranscriptBody) -> Result<Vec<u8>, ServiceError> {
+        let hsm = self.hsm()?;
+        let label = &self.config.keys.audit;
+        let outcome = crate::audit::checkpoint::write_or_verify(&self.store, hsm, label);
+        if let Some(daemon) = &self.daemon {
+            daemon
+                .audit_watch
+                .record(outcome)
+                .map_err(|e| ServiceError::Checkpoint(e.to_string()))?;
+        } else {
+            outcome.map_err(|e| ServiceError::Checkpoint(e.to_string()))?;
+        }
+        let key = hsm
+            .signing_key(label, crate::hsm::KeySpec::P256.scheme(false))
+            .map_err(|e| ServiceError::Checkpoint(e.to_string()))?;
+        transcript::seal(body, |bytes| key.sign(bytes).map_err(|e| e.to_string()))
+            .map_err(ServiceError::Checkpoint)
+    }
+
+    /// Refuses a key operation run alone where officers are declared.
+    pub(super) fn outside_ceremony(&self, what: &str) -> Result<(), ServiceError> {
+        Ok(control::require_single_person(&self.store, what)?)
+    }
+}
+
+fn json(answer: impl Serialize) -> Result<serde_json::Value, ServiceError> {
+    serde_json::to_value(answer).map_err(|e| ServiceError::Ca(CaError::Encoding(e.to_string())))
+}
+
+/// `details` gets every leaf of `value`, named by its path (`renewed.0.key_label`).
+fn flatten(prefix: &str, value: &serde_json::Value, details: &mut BTreeMap<String, String>) {
+    let name = |key: &str| {
+        if prefix.is_empty() {
+            key.to_owned()
+        } else {
+            format!("{prefix}.{key}")
+        }
+    };
+    match value {
+        serde_json::Value::Object(map) => {
+            for (key, inner) in map {
+                flatten(&name(key), inner, details);
+            }
+        }
+        serde_json::Value::Array(items) => {
+            for (index, inner) in items.iter().enumerate() {
+                flatten(&name(&index.to_string()), inner, details);
+            }
+        }
+        serde_json::Value::String(text) => {
+            details.insert(prefix.to_owned(), text.clone());
+        }
+        serde_json::Value::Null => {}
+        other => {
+            details.insert(prefix.to_owned(), other.to_string());
+        }
+    }
+}

@@ -1,0 +1,363 @@
+//! Key ceremonies under dual control, end to end (issue 21): a CA made by its security officers
+//! (`sceau ceremony propose init`, every officer approving with `openssl cms`), then rollovers,
+//! a responder renewal, a backup and a change of officers, each run only with a quorum of
+//! approvals. Every way of cheating is tried against the real binary, a SoftHSM2 token and the
+//! store, and must leave the token's keys, the CA and the audit log as they were. The
+//! transcripts are then checked offline with `sceau ceremony verify`.
+mod common;
+
+use std::path::{Path, PathBuf};
+
+use common::daemon::Daemon;
+use common::officers::{approve, card, card_with_key};
+use common::tokens::Token;
+use common::{Keys, Pki, all_output};
+
+/// An officer: their card's key and certificate (PEM).
+struct Officer {
+    key: PathBuf,
+    pem: PathBuf,
+}
+
+fn officer(pki: &Pki, name: &str, subject: &str) -> Officer {
+    let (key, pem, _) = card(pki.path("").as_path(), name, subject, "365");
+    Officer { key, pem }
+}
+
+/// `sceau ceremony propose OPERATION ARGS --out FILE`: the proposal file.
+fn propose(pki: &Pki, name: &str, operation: &str, args: &[&str]) -> PathBuf {
+    let out = pki.path(&format!("{name}.proposal.json"));
+    let mut all = vec!["ceremony", "propose", operation];
+    all.extend_from_slice(args);
+    all.extend(["--out", out.to_str().unwrap()]);
+    pki.sceau_ok(&all);
+    out
+}
+
+/// Each officer's approval of `proposal`, written to a file of its own.
+fn approvals(pki: &Pki, proposal: &Path, officers: &[&Officer]) -> Vec<PathBuf> {
+    let bytes = std::fs::read(proposal).unwrap();
+    officers
+        .iter()
+        .enumerate()
+        .map(|(i, officer)| {
+            let der = approve(pki.path("").as_path(), (&officer.key, &officer.pem), &bytes);
+            let path = proposal.with_extension(format!("approval-{i}.der"));
+            std::fs::write(&path, der).unwrap();
+            path
+        })
+        .collect()
+}
+
+fn run_args<'a>(proposal: &'a Path, approvals: &'a [PathBuf]) -> Vec<&'a str> {
+    let mut args = vec!["ceremony", "run", proposal.to_str().unwrap()];
+    for approval in approvals {
+        args.extend(["--approval", approval.to_str().unwrap()]);
+    }
+    args
+}
+
+/// What a refused ceremony must leave unchanged: the token's private keys, the CA as `ca show`
+/// prints it, and the audit log's length.
+fn everything(pki: &Pki) -> (String, String, u64) {
+    let keys = pki.private_keys_listed(Token::from_env());
+    let ca = String::from_utf8_lossy(&pki.sceau(&["ca", "show"]).stdout).into_owned();
+    let audit = if pki.path("data/store").exists() {
+        pki.audit_entries()
+    } else {
+        0
+    };
+    (keys, ca, audit)
+}
+
+/// Runs a ceremony that must be refused with `expected` in its error, changing nothing.
+fn refused(pki: &Pki, proposal: &Path, approvals: &[PathBuf], expected: &str) {
+    let before = everything(pki);
+    let out = pki.sceau(&run_args(proposal, approvals));
+    let text = all_output(&out);
+    assert!(!out.status.success(), "the ceremony ran: {text}");
+    assert!(text.contains(expected), "expected {expected:?} in: {text}");
+    assert_eq!(
+        everything(pki),
+        before,
+        "a refused ceremony changed something"
+    );
+}
+
+fn carried_out(pki: &Pki, proposal: &Path, approvals: &[PathBuf]) -> serde_json::Value {
+    let out = pki.sceau_ok(&run_args(proposal, approvals));
+    let done: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(done["succeeded"], true, "{out}");
+    done
+}
+
+#[test]
+fn every_key_operation_runs_only_with_a_quorum_of_security_officers() {
+    let pki = Pki::new(Keys::EC);
+    let alice = officer(&pki, "alice", "/GN=Alice/SN=Durand/CN=Alice Durand");
+    let bruno = officer(&pki, "bruno", "/GN=Bruno/SN=Petit/CN=Bruno Petit");
+    let chloe = officer(&pki, "chloe", "/GN=Chloe/SN=Moreau/CN=Chloe Moreau");
+    // Alice's second card, her name in capitals: one person still.
+    let (key, pem, _) = card(
+        pki.path("").as_path(),
+        "alice-2",
+        "/GN=ALICE/SN=DURAND/CN=A DURAND",
+        "365",
+    );
+    let alice_again = Officer { key, pem };
+
+    // One person alone makes no CA.
+    let alone = pki.sceau_fails(&["init"]);
+    assert!(alone.contains("ceremony propose init"), "{alone}");
+
+    // init: the three officers, two of whom approve each later ceremony; every officer
+    // approves init itself.
+    let officer_args = [
+        "--officer",
+        alice.pem.to_str().unwrap(),
+        "--officer",
+        bruno.pem.to_str().unwrap(),
+        "--officer",
+        chloe.pem.to_str().unwrap(),
+        "--quorum",
+        "2",
+    ];
+    let init = propose(&pki, "init", "init", &officer_args);
+    let two_of_three = approvals(&pki, &init, &[&alice, &bruno]);
+    refused(&pki, &init, &two_of_three, "3 needed");
+    let all_three = approvals(&pki, &init, &[&alice, &bruno, &chloe]);
+    let done = carried_out(&pki, &init, &all_three);
+    assert_eq!(done["operation"], "init");
+    let init_transcript = PathBuf::from(done["transcript"].as_str().unwrap());
+    assert!(pki.sceau_ok(&["ca", "show"]).contains("ac-agents"));
+    // A holder of the first issuing CA, asked about over OCSP during the root rollover below.
+    let holder = pki.issue_holder("holder", "/GN=Hugo/SN=LEROY/CN=Hugo LEROY");
+    // Replayed: carried out already (the officers are in force now; their quorum is met).
+    refused(&pki, &init, &all_three, "already");
+
+    // Alone, nothing runs on this CA any more.
+    for command in [
+        vec!["ca", "rotate"],
+        vec!["ca", "rotate", "--root"],
+        vec!["ocsp", "renew-signer"],
+        vec!["backup", "--out", pki.path("lone-backup").to_str().unwrap()],
+    ] {
+        let before = everything(&pki);
+        let text = pki.sceau_fails(&command);
+        assert!(
+            text.contains("security officers approve"),
+            "{command:?}: {text}"
+        );
+        assert_eq!(everything(&pki), before);
+    }
+
+    // An issuing rollover: each way of cheating is refused, then two officers run it.
+    let rotate = propose(
+        &pki,
+        "rotate",
+        "rotate-issuing",
+        &["--common-name", "AC Agents 2"],
+    );
+    let one = approvals(&pki, &rotate, &[&alice]);
+    refused(
+        &pki,
+        &rotate,
+        &one,
+        "1 approvals of distinct officers, 2 needed",
+    );
+    let same_person = approvals(&pki, &rotate, &[&alice, &alice]);
+    refused(&pki, &rotate, &same_person, "counts once");
+    // Her second card is no officer's card (only the declared one is).
+    let second_card = approvals(&pki, &rotate, &[&alice, &alice_again]);
+    refused(
+        &pki,
+        &rotate,
+        &second_card,
+        "not signed by an active security officer",
+    );
+    // A stranger's card, with a borrowed officer's key: not the declared certificate.
+    let (key, pem, _) = card_with_key(
+        pki.path("").as_path(),
+        "mallory",
+        "/GN=Mallory/SN=Noir/CN=Mallory Noir",
+        "365",
+        Some(&bruno.key),
+    );
+    let mallory = Officer { key, pem };
+    let stranger = approvals(&pki, &rotate, &[&alice, &mallory]);
+    refused(
+        &pki,
+        &rotate,
+        &stranger,
+        "not signed by an active security officer",
+    );
+    // An approval of other bytes (the init proposal's) next to a good one.
+    let mut mixed = approvals(&pki, &rotate, &[&alice]);
+    mixed.push(all_three[1].clone());
+    refused(&pki, &rotate, &mixed, "approves other bytes");
+    // A proposal edited after approval (another common name): the approvals sign other bytes.
+    let edited = pki.path("edited.proposal.json");
+    let text = std::fs::read_to_string(&rotate).unwrap();
+    std::fs::write(&edited, text.replace("AC Agents 2", "AC Agents X")).unwrap();
+    let approved_original = approvals(&pki, &rotate, &[&alice, &bruno]);
+    refused(&pki, &edited, &approved_original, "approves other bytes");
+    let done = carried_out(&pki, &rotate, &approved_original);
+    assert_eq!(done["operation"], "rotate-issuing");
+    let rotate_transcript = PathBuf::from(done["transcript"].as_str().unwrap());
+    assert!(pki.sceau_ok(&["ca", "show"]).contains("AC Agents 2"));
+    refused(&pki, &rotate, &approved_original, "already carried out");
+
+    // Two proposals made over the same key state: the first run moves the key head, the
+    // second must be proposed again.
+    let renew = propose(&pki, "renew", "renew-responders", &[]);
+    let backup_dir = pki.path("backup-1");
+    let backup = propose(
+        &pki,
+        "backup",
+        "backup",
+        &["--backup-to", backup_dir.to_str().unwrap()],
+    );
+    let renew_approvals = approvals(&pki, &renew, &[&bruno, &chloe]);
+    let done = carried_out(&pki, &renew, &renew_approvals);
+    let renew_transcript = PathBuf::from(done["transcript"].as_str().unwrap());
+    let backup_approvals = approvals(&pki, &backup, &[&alice, &chloe]);
+    refused(&pki, &backup, &backup_approvals, "propose again");
+    let backup = propose(
+        &pki,
+        "backup-again",
+        "backup",
+        &["--backup-to", backup_dir.to_str().unwrap()],
+    );
+    let backup_approvals = approvals(&pki, &backup, &[&alice, &chloe]);
+    let done = carried_out(&pki, &backup, &backup_approvals);
+    assert!(backup_dir.join("manifest.json").exists(), "{done}");
+
+    // A proposal past its expiry.
+    let soon = propose(&pki, "soon", "renew-responders", &["--valid-for", "60s"]);
+    let soon_approvals = approvals(&pki, &soon, &[&alice, &bruno]);
+    let later = common::date("+2 minutes");
+    let before = everything(&pki);
+    let out = pki.sceau_with_env(&run_args(&soon, &soon_approvals), &[("SCEAU_NOW", &later)]);
+    assert!(
+        !out.status.success() && all_output(&out).contains("expired"),
+        "{}",
+        all_output(&out)
+    );
+    assert_eq!(everything(&pki), before);
+
+    // Chloé withdrawn: Alice and Bruno remain, both needed. Her approval counts no more.
+    let change = propose(
+        &pki,
+        "change",
+        "change-officers",
+        &[
+            "--officer",
+            alice.pem.to_str().unwrap(),
+            "--officer",
+            bruno.pem.to_str().unwrap(),
+            "--quorum",
+            "2",
+        ],
+    );
+    let change_approvals = approvals(&pki, &change, &[&alice, &chloe]);
+    let done = carried_out(&pki, &change, &change_approvals);
+    let change_transcript = PathBuf::from(done["transcript"].as_str().unwrap());
+
+    // Through the running daemon: a root rollover, OCSP answering before and after.
+    let daemon = Daemon::start(&pki);
+    let status = pki.ocsp_status(&daemon, &holder);
+    assert!(
+        status.contains(": good") && status.contains("Response verify OK"),
+        "{status}"
+    );
+    let root = propose(&pki, "root", "rotate-root", &["--common-name", "Racine 2"]);
+    let withdrawn = approvals(&pki, &root, &[&alice, &chloe]);
+    refused(
+        &pki,
+        &root,
+        &withdrawn,
+        "not signed by an active security officer",
+    );
+    let root_approvals = approvals(&pki, &root, &[&alice, &bruno]);
+    let done = carried_out(&pki, &root, &root_approvals);
+    let root_transcript = PathBuf::from(done["transcript"].as_str().unwrap());
+    let status = pki.ocsp_status(&daemon, &holder);
+    assert!(
+        status.contains(": good") && status.contains("Response verify OK"),
+        "{status}"
+    );
+    daemon.stop();
+
+    // Every transcript verifies offline against the audit key written at init.
+    let anchor = pki.data_dir().join("certs/audit-key.pem");
+    let transcripts = [
+        &init_transcript,
+        &rotate_transcript,
+        &renew_transcript,
+        &change_transcript,
+        &root_transcript,
+    ];
+    let mut verify = vec!["ceremony", "verify", "--anchor", anchor.to_str().unwrap()];
+    verify.extend(transcripts.iter().map(|t| t.to_str().unwrap()));
+    let out = pki.sceau_ok(&verify);
+    assert_eq!(out.lines().count(), transcripts.len(), "{out}");
+    assert!(out.contains("approved by 3 of 3 officers"), "{out}");
+
+    // ... and one changed is refused: a byte of the body, an approval removed, the quorum
+    // lowered (both re-encoded as the file holds them).
+    let tampered = |name: &str, change: &dyn Fn(&mut serde_json::Value)| {
+        let mut file: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(&rotate_transcript).unwrap()).unwrap();
+        use base64::Engine;
+        let engine = base64::engine::general_purpose::STANDARD;
+        let mut body: serde_json::Value =
+            serde_json::from_slice(&engine.decode(file["body"].as_str().unwrap()).unwrap())
+                .unwrap();
+        change(&mut body);
+        file["body"] = engine.encode(serde_json::to_vec(&body).unwrap()).into();
+        let path = pki.path(name);
+        std::fs::write(&path, serde_json::to_vec(&file).unwrap()).unwrap();
+        path
+    };
+    let cases = [
+        tampered("one-byte.json", &|body| {
+            body["claimed_at"] = (body["claimed_at"].as_u64().unwrap() + 1).into();
+        }),
+        tampered("fewer.json", &|body| {
+            body["approvals"].as_array_mut().unwrap().pop();
+        }),
+        tampered("lowered.json", &|body| {
+            body["officers"]["quorum"] = 1.into()
+        }),
+    ];
+    for case in cases {
+        let out = pki.sceau(&[
+            "ceremony",
+            "verify",
+            "--anchor",
+            anchor.to_str().unwrap(),
+            case.to_str().unwrap(),
+        ]);
+        assert!(!out.status.success(), "{} verified", case.display());
+        assert!(
+            all_output(&out).contains("signature does not verify"),
+            "{}",
+            all_output(&out)
+        );
+    }
+    let out = pki.sceau_ok(&[
+        "ceremony",
+        "verify",
+        "--anchor",
+        anchor.to_str().unwrap(),
+        rotate_transcript.to_str().unwrap(),
+        "--report",
+        pki.path("report.html").to_str().unwrap(),
+    ]);
+    assert!(out.contains("done"), "{out}");
+    let report = std::fs::read_to_string(pki.path("report.html")).unwrap();
+    assert!(
+        report.contains("Alice Durand") && report.contains("Bruno Petit"),
+        "{report}"
+    );
+}
