@@ -58,16 +58,17 @@ fn run_args<'a>(proposal: &'a Path, approvals: &'a [PathBuf]) -> Vec<&'a str> {
 }
 
 /// What a refused ceremony must leave unchanged: the token's private keys, the CA as `ca show`
-/// prints it, and the audit log's length.
-fn everything(pki: &Pki) -> (String, String, u64) {
+/// prints it, the officers, key position and ceremonies `ceremony status` prints, and the
+/// audit log's length.
+fn everything(pki: &Pki) -> (String, String, String, u64) {
     let keys = pki.private_keys_listed(Token::from_env());
     let ca = String::from_utf8_lossy(&pki.sceau(&["ca", "show"]).stdout).into_owned();
-    let audit = if pki.path("data/store").exists() {
-        pki.audit_entries()
+    let (control, audit) = if pki.path("data/store").exists() {
+        (pki.sceau_ok(&["ceremony", "status"]), pki.audit_entries())
     } else {
-        0
+        (String::new(), 0)
     };
-    (keys, ca, audit)
+    (keys, ca, control, audit)
 }
 
 /// Runs a ceremony that must be refused with `expected` in its error, changing nothing.
@@ -94,6 +95,7 @@ fn carried_out(pki: &Pki, proposal: &Path, approvals: &[PathBuf]) -> serde_json:
 #[test]
 fn every_key_operation_runs_only_with_a_quorum_of_security_officers() {
     let pki = Pki::new(Keys::EC);
+    pki.enable_ra(100_000);
     let alice = officer(&pki, "alice", "/GN=Alice/SN=Durand/CN=Alice Durand");
     let bruno = officer(&pki, "bruno", "/GN=Bruno/SN=Petit/CN=Bruno Petit");
     let chloe = officer(&pki, "chloe", "/GN=Chloe/SN=Moreau/CN=Chloe Moreau");
@@ -132,8 +134,53 @@ fn every_key_operation_runs_only_with_a_quorum_of_security_officers() {
     assert!(pki.sceau_ok(&["ca", "show"]).contains("ac-agents"));
     // A holder of the first issuing CA, asked about over OCSP during the root rollover below.
     let holder = pki.issue_holder("holder", "/GN=Hugo/SN=LEROY/CN=Hugo LEROY");
-    // Replayed: carried out already (the officers are in force now; their quorum is met).
-    refused(&pki, &init, &all_three, "already");
+    // Replayed: refused (the officers are in force now; their quorum is met).
+    refused(&pki, &init, &all_three, "already holds a CA");
+    let status = pki.sceau_ok(&["ceremony", "status"]);
+    assert!(
+        status.contains("\"quorum\": 2") && status.contains("CN=Chloe Moreau"),
+        "{status}"
+    );
+
+    // One person never holds both roles: an officer is not made an RA operator, and an RA
+    // operator is not made an officer.
+    let (_, _) = pki.issue_card(
+        "bruno-card",
+        "officer-bruno",
+        "card-bruno",
+        "/GN=Bruno/SN=PETIT/CN=Bruno PETIT",
+    );
+    let text = pki.sceau_fails(&["ra", "bootstrap", "--card", "card-bruno"]);
+    assert!(text.contains("security officer"), "{text}");
+    let (_, diane_sign) = pki.issue_card(
+        "diane",
+        "operator-diane",
+        "card-diane",
+        "/GN=Diane/SN=ROUX/CN=Diane ROUX",
+    );
+    pki.sceau_ok(&["ra", "bootstrap", "--card", "card-diane"]);
+    let out = pki.sceau(&[
+        "ceremony",
+        "propose",
+        "change-officers",
+        "--officer",
+        alice.pem.to_str().unwrap(),
+        "--officer",
+        diane_sign.to_str().unwrap(),
+        "--quorum",
+        "2",
+        "--out",
+        pki.path("diane.proposal.json").to_str().unwrap(),
+    ]);
+    assert!(
+        !out.status.success() && all_output(&out).contains("is an RA operator"),
+        "{}",
+        all_output(&out)
+    );
+    let diane = Officer {
+        key: pki.path("diane-sig.key"),
+        pem: diane_sign,
+    };
 
     // Alone, nothing runs on this CA any more.
     for command in [
@@ -191,6 +238,14 @@ fn every_key_operation_runs_only_with_a_quorum_of_security_officers() {
         &stranger,
         "not signed by an active security officer",
     );
+    // The RA operator's signature card.
+    let operator = approvals(&pki, &rotate, &[&alice, &diane]);
+    refused(
+        &pki,
+        &rotate,
+        &operator,
+        "not signed by an active security officer",
+    );
     // An approval of other bytes (the init proposal's) next to a good one.
     let mut mixed = approvals(&pki, &rotate, &[&alice]);
     mixed.push(all_three[1].clone());
@@ -201,6 +256,22 @@ fn every_key_operation_runs_only_with_a_quorum_of_security_officers() {
     std::fs::write(&edited, text.replace("AC Agents 2", "AC Agents X")).unwrap();
     let approved_original = approvals(&pki, &rotate, &[&alice, &bruno]);
     refused(&pki, &edited, &approved_original, "approves other bytes");
+    // The configuration changed after the officers approved: what the rollover would read
+    // (names, URLs, token) is not what they saw.
+    let config = pki.path("sceau.toml");
+    let approved_config = std::fs::read_to_string(&config).unwrap();
+    std::fs::write(
+        &config,
+        format!("{approved_config}\n# edited after the approvals\n"),
+    )
+    .unwrap();
+    refused(
+        &pki,
+        &rotate,
+        &approved_original,
+        "the configuration changed",
+    );
+    std::fs::write(&config, approved_config).unwrap();
     let done = carried_out(&pki, &rotate, &approved_original);
     assert_eq!(done["operation"], "rotate-issuing");
     let rotate_transcript = PathBuf::from(done["transcript"].as_str().unwrap());
@@ -359,5 +430,76 @@ fn every_key_operation_runs_only_with_a_quorum_of_security_officers() {
     assert!(
         report.contains("Alice Durand") && report.contains("Bruno Petit"),
         "{report}"
+    );
+
+    // A restore onto an empty data directory: the backup's officers approve it, as a ceremony
+    // claimed in the store restored. Alone, it is refused and nothing is restored.
+    std::fs::rename(pki.data_dir().join("store"), pki.path("store-lost")).unwrap();
+    let alone = pki.sceau_fails(&["restore", "--from", backup_dir.to_str().unwrap()]);
+    assert!(alone.contains("security officers approve"), "{alone}");
+    assert!(!pki.data_dir().join("store").exists());
+    let restore = propose(
+        &pki,
+        "restore",
+        "restore",
+        &["--backup", backup_dir.to_str().unwrap()],
+    );
+    let restore_args = |approvals: &[PathBuf]| {
+        let mut args = vec![
+            "restore".to_owned(),
+            "--from".to_owned(),
+            backup_dir.to_str().unwrap().to_owned(),
+            "--proposal".to_owned(),
+            restore.to_str().unwrap().to_owned(),
+        ];
+        for approval in approvals {
+            args.extend([
+                "--approval".to_owned(),
+                approval.to_str().unwrap().to_owned(),
+            ]);
+        }
+        args
+    };
+    let one = approvals(&pki, &restore, &[&chloe]);
+    let out = pki.sceau(
+        &restore_args(&one)
+            .iter()
+            .map(String::as_str)
+            .collect::<Vec<_>>(),
+    );
+    assert!(!out.status.success(), "{}", all_output(&out));
+    assert!(
+        all_output(&out).contains("2 needed"),
+        "{}",
+        all_output(&out)
+    );
+    assert!(!pki.data_dir().join("store").exists());
+    let two = approvals(&pki, &restore, &[&chloe, &bruno]);
+    let out = pki.sceau_ok(
+        &restore_args(&two)
+            .iter()
+            .map(String::as_str)
+            .collect::<Vec<_>>(),
+    );
+    assert!(out.contains("\"operation\": \"restore\""), "{out}");
+    assert!(pki.sceau_ok(&["ca", "show"]).contains("AC Agents 2"));
+    let restore_transcript = std::fs::read_dir(pki.data_dir().join("ceremonies"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| {
+            p.extension().is_some_and(|e| e == "json")
+                && pki
+                    .sceau_ok(&[
+                        "ceremony",
+                        "verify",
+                        "--anchor",
+                        anchor.to_str().unwrap(),
+                        p.to_str().unwrap(),
+                    ])
+                    .contains("(restore)")
+        });
+    assert!(
+        restore_transcript.is_some(),
+        "no verified restore transcript"
     );
 }

@@ -8,9 +8,11 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 
 use common::officers::{approve, card, card_with_key};
+use sceau::ca::ceremony::control::Outcome;
 use sceau::ca::ceremony::quorum::{
     self, Context, Officer, OfficerSet, Operation, PROPOSAL_KIND, Proposal, QuorumError,
 };
+use sceau::ca::ceremony::transcript::{self, TranscriptBody, TranscriptError};
 use sceau::x509::Timestamp;
 
 const HEAD: &str = "41:9f2c";
@@ -257,6 +259,88 @@ fn a_ceremony_runs_only_with_a_quorum_of_distinct_active_officers_approving_thos
     let mut extra: serde_json::Value = serde_json::from_slice(&bytes).unwrap();
     extra["note"] = "also destroy the root".into();
     assert!(Proposal::from_canonical_bytes(&serde_json::to_vec(&extra).unwrap()).is_err());
+
+    // A transcript of this ceremony, sealed by a P-256 key as the audit key seals it: it
+    // verifies; re-sealed (as only the audit key could) with an approval removed, or with the
+    // quorum lowered to what is left, it is refused on the approvals themselves.
+    let transcript = |approvals: &[&Vec<u8>], officers: &OfficerSet| TranscriptBody {
+        ca: CA.to_owned(),
+        id: p.id.clone(),
+        operation: p.operation.as_str().to_owned(),
+        proposal: bytes.clone(),
+        approvals: approvals.iter().map(|a| base64_encode(a)).collect(),
+        officers: officers.clone(),
+        approved_by: approved.clone(),
+        claimed_at: Timestamp::from_unix_seconds(at + 100),
+        audit_approved: 10,
+        audit_finished: 12,
+        outcome: Outcome {
+            succeeded: true,
+            details: BTreeMap::new(),
+            finished_at: Timestamp::from_unix_seconds(at + 100),
+        },
+    };
+    let (seal, anchor) = software_audit_key();
+    let whole = transcript::seal(&transcript(&[&a, &b], &set), &seal).unwrap();
+    assert_eq!(
+        transcript::verify(&whole, &anchor)
+            .unwrap()
+            .approved_by
+            .len(),
+        2
+    );
+    let fewer = transcript::seal(&transcript(&[&a], &set), &seal).unwrap();
+    assert!(matches!(
+        transcript::verify(&fewer, &anchor),
+        Err(TranscriptError::Quorum(QuorumError::TooFew {
+            have: 1,
+            need: 2
+        }))
+    ));
+    let lowered = OfficerSet {
+        quorum: 1,
+        officers: set.officers.clone(),
+    };
+    let lowered = transcript::seal(&transcript(&[&a], &lowered), &seal).unwrap();
+    assert!(matches!(
+        transcript::verify(&lowered, &anchor),
+        Err(TranscriptError::Quorum(QuorumError::Quorum { .. }))
+    ));
+    // Another key's seal, and a byte changed under the right one.
+    let (other, _) = software_audit_key();
+    let foreign = transcript::seal(&transcript(&[&a, &b], &set), &other).unwrap();
+    assert!(matches!(
+        transcript::verify(&foreign, &anchor),
+        Err(TranscriptError::Signature)
+    ));
+    let mut file: serde_json::Value = serde_json::from_slice(&whole).unwrap();
+    let body = file["body"].as_str().unwrap().replace('A', "B");
+    file["body"] = body.into();
+    assert!(transcript::verify(&serde_json::to_vec(&file).unwrap(), &anchor).is_err());
+}
+
+fn base64_encode(bytes: &[u8]) -> String {
+    use base64::Engine;
+    base64::engine::general_purpose::STANDARD.encode(bytes)
+}
+
+/// A P-256 key in software standing for the HSM's audit key: how it signs, and its public key.
+fn software_audit_key() -> (
+    impl Fn(&[u8]) -> Result<Vec<u8>, String>,
+    spki::SubjectPublicKeyInfoOwned,
+) {
+    use aws_lc_rs::signature::{ECDSA_P256_SHA256_ASN1_SIGNING, EcdsaKeyPair, KeyPair};
+    let key = EcdsaKeyPair::generate(&ECDSA_P256_SHA256_ASN1_SIGNING).unwrap();
+    let spki =
+        sceau::x509::keys::ec_spki(sceau::x509::keys::Curve::P256, key.public_key().as_ref())
+            .unwrap();
+    let sign = move |message: &[u8]| {
+        let rng = aws_lc_rs::rand::SystemRandom::new();
+        key.sign(&rng, message)
+            .map(|s| s.as_ref().to_vec())
+            .map_err(|e| e.to_string())
+    };
+    (sign, spki)
 }
 
 /// Who counts as one person among officers: the same names with and without a country, the

@@ -71,6 +71,12 @@ pub enum AuditEvent {
         succeeded: bool,
         details: std::collections::BTreeMap<String, String>,
     },
+    /// The security officers in force from now on, and how many approve a ceremony (their
+    /// signature certificates' SHA-256).
+    OfficersDeclared {
+        quorum: usize,
+        certificates: Vec<String>,
+    },
     /// The CA was made without dual control (`sceau init --without-dual-control`): one person
     /// runs its key operations. For development and tests only.
     SinglePersonControl,

@@ -39,7 +39,7 @@ use crate::store::{IssuerId, Store, StoreError};
 use crate::x509::Timestamp;
 
 mod restore;
-pub use restore::{CrlNumberFloor, Reapplied, Restored, restore};
+pub use restore::{CrlNumberFloor, Reapplied, Restored, manifest_sha256, propose_restore, restore};
 
 /// The manifest's file name.
 pub const MANIFEST: &str = "manifest.json";

@@ -84,6 +84,41 @@ pub(super) fn holds_nothing(store_dir: &Path) -> Result<bool, BackupError> {
     Ok(empty)
 }
 
+/// SHA-256 of a backup's manifest (hex): what a restore proposal names, so that its approvals
+/// restore that backup and no other.
+pub fn manifest_sha256(from: &Path) -> Result<String, BackupError> {
+    let path = from.join(super::MANIFEST);
+    let bytes = std::fs::read(&path).map_err(|e| io(&path, e))?;
+    Ok(hex::encode(crate::x509::keys::sha256(&bytes)))
+}
+
+/// `sceau ceremony propose restore --backup DIR`: a proposal to restore the backup `from`, for
+/// the officers its store declares, over its key head.
+pub fn propose_restore(
+    from: &Path,
+    now: Timestamp,
+    valid_for_seconds: u64,
+) -> Result<Vec<u8>, BackupError> {
+    check(from)?;
+    let store = Store::open_read_only(&from.join("store"))?;
+    let refused = |e: crate::ca::CaError| BackupError(e.to_string());
+    let ca = crate::ca::ceremony::control::existing_ca_id(&store)
+        .map_err(refused)?
+        .ok_or_else(|| BackupError("the backup's CA has no id: it predates dual control".into()))?;
+    let head = crate::ca::ceremony::control::key_head(&store).map_err(refused)?;
+    let parameters = BTreeMap::from([("manifest".to_owned(), manifest_sha256(from)?)]);
+    let proposal = crate::ca::ceremony::control::new_proposal(
+        ca,
+        head,
+        crate::ca::ceremony::quorum::Operation::Restore,
+        parameters,
+        now,
+        valid_for_seconds,
+    )
+    .map_err(refused)?;
+    Ok(proposal.canonical_bytes())
+}
+
 /// Rebuilds `store_dir` from the backup `from`: checks the backup, copies its store beside,
 /// checks that `hsm_check` accepts its CA state (the HSM holds every CA key), raises the CRL
 /// numbers above every one that may have been published, takes back the published
@@ -96,6 +131,7 @@ pub fn restore(
     publish_dir: &Path,
     engine: Option<&EngineView>,
     hsm_check: impl FnOnce(&CaState) -> Result<(), String>,
+    authorize: impl FnOnce(&Store) -> Result<(), String>,
     now: Timestamp,
 ) -> Result<Restored, BackupError> {
     let manifest = check(from)?;
@@ -116,6 +152,9 @@ pub fn restore(
             .map_err(|e| BackupError(format!("CA state: {e}")))?
             .ok_or_else(|| BackupError("the backup holds no CA".into()))?;
         hsm_check(&state).map_err(BackupError)?;
+        // Who may restore this CA is what its backup says: its officers (a ceremony claimed
+        // in the copy, so it is on record in the store restored) or its single person.
+        authorize(&store).map_err(BackupError)?;
         let restored = bring_up_to_date(&store, &state, &manifest, publish_dir, engine, now)?;
         drop(store);
         Ok::<_, BackupError>(restored)

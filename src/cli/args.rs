@@ -85,6 +85,13 @@ pub enum Command {
         /// The backup directory (`sceau backup --out`).
         #[arg(long, value_name = "DIR")]
         from: PathBuf,
+        /// A CA with security officers: the restore's proposal (`sceau ceremony propose
+        /// restore --backup DIR`), run with M approvals.
+        #[arg(long, value_name = "FILE", requires = "approvals")]
+        proposal: Option<PathBuf>,
+        /// An officer's approval of the proposal; once per officer.
+        #[arg(long = "approval", value_name = "FILE", requires = "proposal")]
+        approvals: Vec<PathBuf>,
     },
     /// Publish to the responder nodes' engine (`[nats]`) every status, CRL and CA certificate
     /// the store holds, through the running daemon (which also does it by itself when it finds
@@ -276,7 +283,8 @@ pub enum CeremonyCommand {
     /// Write what exactly will happen, for the officers to approve: each signs the file's
     /// bytes with their card (`openssl cms -sign -binary -nodetach -outform DER`).
     Propose {
-        /// init, rotate-issuing, rotate-root, renew-responders, backup or change-officers.
+        /// init, rotate-issuing, rotate-root, renew-responders, backup, restore or
+        /// change-officers.
         operation: String,
         /// init, change-officers: a security officer's signature certificate (PEM or DER);
         /// once per officer.
@@ -291,6 +299,10 @@ pub enum CeremonyCommand {
         /// backup: the directory to create.
         #[arg(long, value_name = "DIR")]
         backup_to: Option<PathBuf>,
+        /// restore: the backup to restore (proposed from the backup itself, on the host
+        /// restored to).
+        #[arg(long, value_name = "DIR")]
+        backup: Option<PathBuf>,
         /// How long the proposal waits for its approvals: 90s, 30m, 8h (at most 24h).
         #[arg(long, value_name = "DURATION", default_value = "8h")]
         valid_for: String,
@@ -307,6 +319,9 @@ pub enum CeremonyCommand {
         #[arg(long = "approval", value_name = "FILE", required = true)]
         approvals: Vec<PathBuf>,
     },
+    /// Who authorises this CA's key operations (the officers and the quorum, or one person),
+    /// the key position proposals follow, and every ceremony claimed, as JSON.
+    Status,
     /// Check transcripts offline: the audit key's signature, the approvals, the quorum, the
     /// persons. Needs no daemon, store or HSM.
     Verify {

@@ -20,9 +20,20 @@ pub(super) fn ceremony(config: &Config, command: CeremonyCommand) -> Result<(), 
             quorum,
             common_name,
             backup_to,
+            backup,
             valid_for,
             out,
         } => {
+            if operation == "restore" {
+                let from = backup.ok_or_else(|| CliError::usage("restore: --backup DIR"))?;
+                let bytes = crate::backup::propose_restore(
+                    &from,
+                    super::clock().now(),
+                    seconds(&valid_for)?,
+                )
+                .map_err(|e| CliError::refused(format!("{}: {e}", from.display())))?;
+                return written(&out, &bytes);
+            }
             let mut parameters = BTreeMap::new();
             for (index, path) in officers.iter().enumerate() {
                 let bytes =
@@ -56,14 +67,7 @@ pub(super) fn ceremony(config: &Config, command: CeremonyCommand) -> Result<(), 
                 Some(answer) => answer.to_vec(),
                 None => offline(config, Token::None)?.propose(body)?,
             };
-            crate::ca::ceremony::write_file(&out, &bytes)?;
-            println!("proposal written to {}", out.display());
-            println!("{}", String::from_utf8_lossy(&bytes));
-            println!(
-                "each officer approves it with their card's signature key, e.g.:\n  openssl cms -sign -binary -nodetach -outform DER -md sha256 -in {} -signer SIGN-CERT.pem -inkey SIGN-KEY -out approval-NAME.der",
-                out.display()
-            );
-            Ok(())
+            written(&out, &bytes)
         }
         CeremonyCommand::Run {
             proposal,
@@ -94,12 +98,85 @@ pub(super) fn ceremony(config: &Config, command: CeremonyCommand) -> Result<(), 
             println!("{}", serde_json::to_string_pretty(&done)?);
             Ok(())
         }
+        CeremonyCommand::Status => status(config),
         CeremonyCommand::Verify {
             transcripts,
             anchor,
             report,
         } => verify(&transcripts, &anchor, report.as_deref()),
     }
+}
+
+fn status(config: &Config) -> Result<(), CliError> {
+    use crate::ca::ceremony::control::{self, DualControl};
+    let (_scratch, store) = super::open_store_for_reading(config)?;
+    let subject = |der: &[u8]| {
+        <x509_cert::Certificate as der::Decode>::from_der(der)
+            .map(|c| c.tbs_certificate().subject().to_string())
+            .unwrap_or_else(|e| format!("unreadable certificate: {e}"))
+    };
+    let control = match control::dual_control(&store)? {
+        None => serde_json::json!({ "mode": "none declared" }),
+        Some(DualControl::SinglePerson { declared_at }) => serde_json::json!({
+            "mode": "single person (development)",
+            "declared_at": declared_at.to_string(),
+        }),
+        Some(DualControl::Officers(set)) => serde_json::json!({
+            "mode": "security officers",
+            "quorum": set.quorum,
+            "officers": set.officers.iter().filter(|o| o.active).map(|o| serde_json::json!({
+                "subject": subject(&o.certificate),
+                "certificate_sha256": hex::encode(crate::x509::keys::sha256(&o.certificate)),
+            })).collect::<Vec<_>>(),
+        }),
+    };
+    let ceremonies: Vec<_> = control::records(&store)?
+        .iter()
+        .map(|record| {
+            let proposal =
+                crate::ca::ceremony::quorum::Proposal::from_canonical_bytes(&record.proposal).ok();
+            serde_json::json!({
+                "id": proposal.as_ref().map(|p| p.id.clone()),
+                "operation": proposal.as_ref().map(|p| p.operation.as_str()),
+                "claimed_at": record.claimed_at.to_string(),
+                "approved_by": record.approved_by.iter().map(|a| a.certificate_sha256.clone()).collect::<Vec<_>>(),
+                "succeeded": record.outcome.as_ref().map(|o| o.succeeded),
+            })
+        })
+        .collect();
+    let status = serde_json::json!({
+        "dual_control": control,
+        "key_head": control::key_head(&store)?,
+        "ceremonies": ceremonies,
+    });
+    println!("{}", serde_json::to_string_pretty(&status)?);
+    Ok(())
+}
+
+/// Writes the proposal and says how an officer approves it.
+fn written(out: &Path, bytes: &[u8]) -> Result<(), CliError> {
+    crate::ca::ceremony::write_file(out, bytes)?;
+    println!("proposal written to {}", out.display());
+    println!("{}", String::from_utf8_lossy(bytes));
+    println!(
+        "each officer approves it with their card's signature key, e.g.:\n  openssl cms -sign -binary -nodetach -outform DER -md sha256 -in {} -signer SIGN-CERT.pem -inkey SIGN-KEY -out approval-NAME.der",
+        out.display()
+    );
+    Ok(())
+}
+
+/// The approvals' files, DER (or CMS PEM), base64 for the service.
+pub(super) fn read_approvals(approvals: &[std::path::PathBuf]) -> Result<Vec<Vec<u8>>, CliError> {
+    let mut all = Vec::new();
+    for path in approvals {
+        let bytes = std::fs::read(path).context(|| format!("--approval {}", path.display()))?;
+        let der = crate::x509::pem::decode_pem_or_der(&bytes, &["CMS", "PKCS7"])
+            .context_as(Failure::Data, || {
+                format!("--approval {}: neither DER nor a CMS PEM", path.display())
+            })?;
+        all.push(der);
+    }
+    Ok(all)
 }
 
 /// `90s`, `30m`, `8h`.
@@ -109,14 +186,11 @@ fn seconds(duration: &str) -> Result<u64, CliError> {
             "--valid-for {duration:?}: a number then s, m or h (90s, 30m, 8h)"
         ))
     };
-    let (number, unit) = duration.split_at(duration.len().saturating_sub(1));
+    let (number, factor) = [("s", 1), ("m", 60), ("h", 3600)]
+        .into_iter()
+        .find_map(|(unit, factor)| duration.strip_suffix(unit).map(|n| (n, factor)))
+        .ok_or_else(bad)?;
     let number: u64 = number.parse().map_err(|_| bad())?;
-    let factor = match unit {
-        "s" => 1,
-        "m" => 60,
-        "h" => 3600,
-        _ => return Err(bad()),
-    };
     number.checked_mul(factor).ok_or_else(bad)
 }
 

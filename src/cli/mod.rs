@@ -66,7 +66,11 @@ pub fn run(cli: Cli) -> Result<(), CliError> {
             },
         ),
         Command::Backup { out } => actions::backup(&config, &out),
-        Command::Restore { from } => restore(&config, &from),
+        Command::Restore {
+            from,
+            proposal,
+            approvals,
+        } => restore(&config, &from, proposal.as_deref(), &approvals),
         Command::Publish { all: _ } => actions::publish_all(&config),
         Command::Scheduled(ScheduledCommand::List) => scheduled_list(&config),
         Command::Scheduled(ScheduledCommand::Cancel { id }) => {
@@ -389,7 +393,49 @@ fn ca_show(config: &Config) -> Result<(), CliError> {
     Ok(())
 }
 
-fn restore(config: &Config, from: &Path) -> Result<(), CliError> {
+fn restore(
+    config: &Config,
+    from: &Path,
+    proposal: Option<&Path>,
+    approvals: &[PathBuf],
+) -> Result<(), CliError> {
+    // A CA with officers is restored by a ceremony, claimed in the copy being restored.
+    let ceremony = match proposal {
+        Some(path) => Some((
+            std::fs::read(path).context(|| format!("--proposal {}", path.display()))?,
+            ceremony::read_approvals(approvals)?,
+        )),
+        None => None,
+    };
+    let now = clock().now();
+    let mut claimed = None;
+    let authorize = |store: &Store| -> Result<(), String> {
+        let Some((bytes, approvals)) = ceremony else {
+            return ca::ceremony::control::require_single_person(store, "a restore")
+                .map_err(|e| e.to_string());
+        };
+        let proposal = ca::ceremony::quorum::Proposal::from_canonical_bytes(&bytes)
+            .map_err(|e| format!("--proposal: {e}"))?;
+        let manifest = crate::backup::manifest_sha256(from).map_err(|e| e.to_string())?;
+        let expected = std::collections::BTreeMap::from([("manifest".to_owned(), manifest)]);
+        if proposal.operation != ca::ceremony::quorum::Operation::Restore
+            || proposal.parameters != expected
+        {
+            return Err(format!(
+                "--proposal: it is not the restore of the backup {} (operation {}, parameters {:?})",
+                from.display(),
+                proposal.operation.as_str(),
+                proposal.parameters
+            ));
+        }
+        let revocations = store.clone();
+        ca::ceremony::control::claim(store, bytes, approvals, None, now, move |c| {
+            ca::ceremony::control::revoked_in(&revocations, c)
+        })
+        .map_err(|e| e.to_string())?;
+        claimed = Some(proposal.id);
+        Ok(())
+    };
     // The engine first: if it cannot be read, nothing is touched.
     let engine = match &config.nats {
         Some(settings) => {
@@ -427,7 +473,8 @@ fn restore(config: &Config, from: &Path) -> Result<(), CliError> {
         &config.publish_dir,
         engine.as_ref(),
         check_keys,
-        clock().now(),
+        authorize,
+        now,
     )
     .map_err(|e| CliError::refused(e.to_string()))?;
     // The CA certificates, where `sceau init` writes them (kept if present).
@@ -443,6 +490,21 @@ fn restore(config: &Config, from: &Path) -> Result<(), CliError> {
         }
     }
     println!("{}", serde_json::to_string_pretty(&restored)?);
+    if let Some(id) = claimed {
+        // On record in the store restored: its transcript, signed by the audit key.
+        let service =
+            crate::service::Service::offline(config.clone(), open_store(config)?, clock())
+                .with_token(hsm, None);
+        let details = std::collections::BTreeMap::from([
+            ("backup".to_owned(), from.display().to_string()),
+            (
+                "manifest".to_owned(),
+                crate::backup::manifest_sha256(from).map_err(|e| CliError::data(e.to_string()))?,
+            ),
+        ]);
+        let done = actions::run(service.conclude(id, Ok(details)))?;
+        println!("{}", serde_json::to_string_pretty(&done)?);
+    }
     Ok(())
 }
 

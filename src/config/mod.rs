@@ -38,6 +38,10 @@ pub const DEFAULT_PATH: &str = "/etc/sceau/sceau.toml";
 #[derive(Debug, Clone)]
 pub struct Config {
     pub path: PathBuf,
+    /// SHA-256 of the file as it was read: a ceremony's proposal names it, so that the
+    /// configuration its operation reads (token, names, URLs, validity) is the one the officers
+    /// approved.
+    pub source_sha256: [u8; 32],
     /// RocksDB store and the certificates written by `sceau init`.
     pub data_dir: PathBuf,
     /// Where CRLs are written for a web server or CDN.
@@ -307,6 +311,7 @@ impl Config {
         let (ocsp, crl) = tables::ocsp_and_crl(file, &raw)?;
         Ok(Config {
             path: file.path().to_path_buf(),
+            source_sha256: crate::x509::keys::sha256(file.text().as_bytes()),
             data_dir: paths.resolve(&raw.data_dir, "data_dir")?,
             publish_dir: paths.resolve(&raw.publish_dir, "publish_dir")?,
             policies_dir: paths.resolve(&raw.policies_dir, "policies_dir")?,

@@ -13,6 +13,11 @@ pub struct SourceFile {
 }
 
 impl SourceFile {
+    /// The file's text, as read.
+    pub fn text(&self) -> &str {
+        &self.text
+    }
+
     pub fn read(path: &Path) -> Result<Self, LoadError> {
         let text = std::fs::read_to_string(path).map_err(|e| LoadError {
             file: path.to_path_buf(),

@@ -335,6 +335,16 @@ pub(super) fn claim_person(
     record: &OperatorRecord,
     by: Option<Role>,
 ) -> Result<(), RaError> {
+    let person = crate::ca::ceremony::quorum::without_country(&record.person);
+    if crate::ca::ceremony::control::officer_persons(txn)?.contains(&person) {
+        return Err(RaError::refused(
+            Refusal::PersonIsOfficer,
+            format!(
+                "{} is a security officer of this CA: an officer is never also an RA operator",
+                record.subject
+            ),
+        ));
+    }
     for key in person_index_keys(record) {
         let mut person = txn.get::<OperatorPersons>(&key)?.unwrap_or_default();
         if let Some(other) = &person.active

@@ -44,6 +44,8 @@ pub enum Refusal {
     NotAuthenticationCertificate,
     /// The person already holds an active operator role (one role per person).
     PersonIsOperator,
+    /// The person is one of the CA's security officers (never also an RA operator).
+    PersonIsOfficer,
     /// The designee's certificate does not chain to an operator CA.
     UntrustedCertificate,
     OperatorExists,
@@ -63,7 +65,7 @@ pub enum Refusal {
 
 impl Refusal {
     /// Every refusal (the API document lists each rule; a test compares them).
-    pub const ALL: [Refusal; 30] = [
+    pub const ALL: [Refusal; 31] = [
         Refusal::UnknownOperator,
         Refusal::OperatorWithdrawn,
         Refusal::OperatorCertificateExpired,
@@ -84,6 +86,7 @@ impl Refusal {
         Refusal::WithdrawalStands,
         Refusal::NotAuthenticationCertificate,
         Refusal::PersonIsOperator,
+        Refusal::PersonIsOfficer,
         Refusal::UntrustedCertificate,
         Refusal::OperatorExists,
         Refusal::CardExists,
@@ -119,6 +122,7 @@ impl Refusal {
             Refusal::WithdrawalStands => "withdrawal-stands",
             Refusal::NotAuthenticationCertificate => "not-an-authentication-certificate",
             Refusal::PersonIsOperator => "person-already-operator",
+            Refusal::PersonIsOfficer => "person-is-security-officer",
             Refusal::UntrustedCertificate => "untrusted-certificate",
             Refusal::OperatorExists => "operator-exists",
             Refusal::CardExists => "card-exists",

@@ -11,17 +11,14 @@
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 
-use der::Decode;
 use serde::Serialize;
 
 use super::wire::{BackupBody, CarriedOut, ProposeBody, Rollover, RunBody};
 use super::{Service, ServiceError};
 use crate::ca::CaError;
-use crate::ca::ceremony::control::{self, CeremonyRecord, Outcome};
-use crate::ca::ceremony::quorum::{MAX_LIFETIME_SECONDS, Officer, OfficerSet, Operation, Proposal};
+use crate::ca::ceremony::control::{self, Outcome};
+use crate::ca::ceremony::quorum::{Officer, OfficerSet, Operation, Proposal};
 use crate::ca::ceremony::transcript::{self, TranscriptBody};
-use crate::store::CertKey;
-use crate::store::schema::Revocations;
 
 /// The operation as the proposal's parameters state it.
 enum Plan {
@@ -30,6 +27,8 @@ enum Plan {
     RenewResponders,
     Backup(PathBuf),
     ChangeOfficers(OfficerSet),
+    /// Run by `sceau restore --proposal` on the host restored to, not by [`Service::carry_out`].
+    Restore,
 }
 
 /// The key specifications in the configuration, written into every proposal that makes keys: a
@@ -46,6 +45,36 @@ fn key_specs(config: &crate::config::Config) -> String {
         keys.ocsp.label,
         keys.rsa_pss
     )
+}
+
+/// The configuration file and the policy files as they are now, by digest: written into
+/// every proposal and compared at its run, so that what the operation reads besides its
+/// parameters (token, names, validity, URLs, policies) is what the officers approved.
+fn configuration(config: &crate::config::Config) -> Result<String, ServiceError> {
+    let mut names = Vec::new();
+    let dir = &config.policies_dir;
+    let entries = std::fs::read_dir(dir)
+        .map_err(|e| ServiceError::Ca(CaError::Io(format!("{}: {e}", dir.display()))))?;
+    for entry in entries {
+        let entry =
+            entry.map_err(|e| ServiceError::Ca(CaError::Io(format!("{}: {e}", dir.display()))))?;
+        names.push(entry.path());
+    }
+    names.sort();
+    let mut policies = Vec::new();
+    for path in names.iter().filter(|p| p.is_file()) {
+        let bytes = std::fs::read(path)
+            .map_err(|e| ServiceError::Ca(CaError::Io(format!("{}: {e}", path.display()))))?;
+        policies.extend_from_slice(path.file_name().unwrap_or_default().as_encoded_bytes());
+        policies.push(0);
+        policies.extend_from_slice(&crate::x509::keys::sha256(&bytes));
+    }
+    Ok(format!(
+        "{} sha256 {}; policies sha256 {}",
+        config.path.display(),
+        hex::encode(config.source_sha256),
+        hex::encode(crate::x509::keys::sha256(&policies))
+    ))
 }
 
 fn invalid(field: &'static str, detail: impl Into<String>) -> ServiceError {
@@ -91,11 +120,16 @@ fn plan(
     config: &crate::config::Config,
 ) -> Result<Plan, ServiceError> {
     let allowed: &[&str] = match operation {
-        Operation::Init | Operation::ChangeOfficers => &["quorum", "officer.", "keys"],
-        Operation::RotateIssuing | Operation::RotateRoot => &["common-name", "keys"],
-        Operation::RenewResponders => &["keys"],
-        Operation::Backup => &["out"],
-        Operation::Restore | Operation::DestroyKey | Operation::ChangePolicies => {
+        Operation::Init | Operation::ChangeOfficers => {
+            &["quorum", "officer.", "keys", "configuration"]
+        }
+        Operation::RotateIssuing | Operation::RotateRoot => {
+            &["common-name", "keys", "configuration"]
+        }
+        Operation::RenewResponders => &["keys", "configuration"],
+        Operation::Backup => &["out", "configuration"],
+        Operation::Restore => &["manifest"],
+        Operation::DestroyKey | Operation::ChangePolicies => {
             return Err(invalid(
                 "operation",
                 format!(
@@ -116,19 +150,24 @@ fn plan(
             ));
         }
     }
-    if allowed.contains(&"keys") {
-        let current = key_specs(config);
-        match parameters.get("keys") {
+    for (name, current) in [
+        ("keys", key_specs(config)),
+        ("configuration", configuration(config)?),
+    ] {
+        if !allowed.contains(&name) {
+            continue;
+        }
+        match parameters.get(name) {
             Some(proposed) if *proposed == current => {}
             Some(proposed) => {
                 return Err(invalid(
-                    "parameters.keys",
+                    "parameters",
                     format!(
-                        "the proposal makes keys {proposed:?}, the configuration now says {current:?}"
+                        "the proposal was made with {name} {proposed:?}, this CA now has {current:?}: the configuration changed, propose again"
                     ),
                 ));
             }
-            None => return Err(invalid("parameters.keys", "missing")),
+            None => return Err(invalid("parameters", format!("{name}: missing"))),
         }
     }
     Ok(match operation {
@@ -152,40 +191,9 @@ fn plan(
             }
             Plan::Backup(out)
         }
-        Operation::Restore | Operation::DestroyKey | Operation::ChangePolicies => {
-            unreachable!("refused above")
-        }
+        Operation::Restore => Plan::Restore,
+        Operation::DestroyKey | Operation::ChangePolicies => unreachable!("refused above"),
     })
-}
-
-/// Whether `certificate` (DER) is revoked in this CA's store (an officer's card issued by this
-/// CA; a card of another CA is checked against that CA by whoever declared it).
-fn revoked_here(store: &crate::store::Store, certificate: &[u8]) -> bool {
-    use x509_cert::ext::pkix::AuthorityKeyIdentifier;
-    let Ok(parsed) = x509_cert::Certificate::from_der(certificate) else {
-        return true;
-    };
-    let tbs = parsed.tbs_certificate();
-    let issuer = tbs
-        .extensions()
-        .into_iter()
-        .flatten()
-        .find(|e| e.extn_id == const_oid::db::rfc5280::ID_CE_AUTHORITY_KEY_IDENTIFIER)
-        .and_then(|e| AuthorityKeyIdentifier::from_der(e.extn_value.as_bytes()).ok())
-        .and_then(|aki| <[u8; 20]>::try_from(aki.key_identifier?.as_bytes()).ok());
-    let (Some(issuer), Ok(serial)) = (
-        issuer,
-        crate::x509::Serial::from_serial_number(tbs.serial_number()),
-    ) else {
-        return false;
-    };
-    // A store that cannot be read counts as revoked: fail closed.
-    store
-        .get::<Revocations>(&CertKey {
-            issuer: crate::store::IssuerId(issuer),
-            serial,
-        })
-        .map_or(true, |row| row.is_some())
 }
 
 /// Refuses an officer set with an RA operator in it (one person never holds both roles).
@@ -220,23 +228,17 @@ impl Service {
                 ),
             )
         })?;
-        if body.valid_for_seconds == 0 || body.valid_for_seconds > MAX_LIFETIME_SECONDS {
+        if operation == Operation::Restore {
             return Err(invalid(
-                "valid_for_seconds",
-                format!("1 to {MAX_LIFETIME_SECONDS} (approvals are not kept for later)"),
+                "operation",
+                "a restore is proposed from the backup: sceau ceremony propose restore --backup DIR",
             ));
         }
         let mut parameters = body.parameters;
-        if matches!(
-            operation,
-            Operation::Init
-                | Operation::RotateIssuing
-                | Operation::RotateRoot
-                | Operation::RenewResponders
-                | Operation::ChangeOfficers
-        ) {
+        if operation != Operation::Backup {
             parameters.insert("keys".into(), key_specs(&self.config));
         }
+        parameters.insert("configuration".into(), configuration(&self.config)?);
         let plan = plan(operation, &parameters, &self.config)?;
         let initialised = crate::ca::load_state(&self.store)?.is_some();
         match (&plan, initialised) {
@@ -249,20 +251,14 @@ impl Service {
             (_, false) => return Err(ServiceError::NotInitialized),
             _ => {}
         }
-        let now = self.now();
-        let mut id = [0u8; 12];
-        aws_lc_rs::rand::SecureRandom::fill(&aws_lc_rs::rand::SystemRandom::new(), &mut id)
-            .map_err(|_| ServiceError::Ca(CaError::Encoding("no random numbers".into())))?;
-        let proposal = Proposal {
-            kind: crate::ca::ceremony::quorum::PROPOSAL_KIND.to_owned(),
-            ca: control::ca_id(&self.store)?,
-            id: hex::encode(id),
+        let proposal = control::new_proposal(
+            control::ca_id(&self.store)?,
+            control::key_head(&self.store)?,
             operation,
             parameters,
-            audit_head: control::key_head(&self.store)?,
-            proposed_at: now,
-            expires_at: now.plus_seconds(body.valid_for_seconds),
-        };
+            self.now(),
+            body.valid_for_seconds,
+        )?;
         Ok(proposal.canonical_bytes())
     }
 
@@ -284,6 +280,12 @@ impl Service {
         let proposal = Proposal::from_canonical_bytes(&proposal_bytes)
             .map_err(|e| invalid("proposal", e.to_string()))?;
         let plan = plan(proposal.operation, &proposal.parameters, &self.config)?;
+        if let Plan::Restore = plan {
+            return Err(invalid(
+                "operation",
+                "a restore runs on the host restored to: sceau restore --from DIR --proposal FILE --approval FILE ...",
+            ));
+        }
         if let Plan::Init(_) = plan
             && self.va().is_some()
         {
@@ -313,12 +315,15 @@ impl Service {
                     approvals,
                     declares,
                     now,
-                    move |c| revoked_here(&revocations, c),
+                    move |c| control::revoked_in(&revocations, c),
                 )?)
             })
             .await?;
+            let id = Proposal::from_canonical_bytes(&claimed.proposal)
+                .map_err(|e| invalid("proposal", e.to_string()))?
+                .id;
             let result = service.run_plan(plan).await;
-            service.finish(claimed, result).await
+            service.conclude(id, result).await
         })
         .await
     }
@@ -353,6 +358,7 @@ impl Service {
             }
             Plan::RenewResponders => json(self.renew_responders_approved(true).await?)?,
             Plan::Backup(out) => json(self.backup_approved(BackupBody { out }).await?)?,
+            Plan::Restore => return Err(invalid("operation", "a restore runs with sceau restore")),
             Plan::ChangeOfficers(set) => {
                 let (store, summary) = (
                     self.store.clone(),
@@ -390,14 +396,14 @@ impl Service {
         Ok(details)
     }
 
-    /// Records the outcome, signs the transcript with the audit key, writes it and its report.
-    async fn finish(
+    /// Records the outcome of the claimed ceremony `id`, signs the transcript with the audit
+    /// key, writes it and its report into `data_dir/ceremonies`; then returns the operation's
+    /// own error, if it failed.
+    pub async fn conclude(
         &self,
-        claimed: CeremonyRecord,
+        id: String,
         result: Result<BTreeMap<String, String>, ServiceError>,
     ) -> Result<CarriedOut, ServiceError> {
-        let proposal = Proposal::from_canonical_bytes(&claimed.proposal)
-            .map_err(|e| invalid("proposal", e.to_string()))?;
         let outcome = Outcome {
             succeeded: result.is_ok(),
             details: match &result {
@@ -407,7 +413,6 @@ impl Service {
             finished_at: self.now(),
         };
         let service = self.clone();
-        let id = proposal.id.clone();
         let written = Self::blocking(move || {
             let (record, finished_seq) = control::finish(&service.store, &id, outcome)?;
             let body = TranscriptBody::of(&record, finished_seq)

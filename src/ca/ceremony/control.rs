@@ -35,7 +35,7 @@ const RECORD_PREFIX: &str = "ceremony-record/";
 
 /// The audit position a store with no key change yet starts from.
 pub fn genesis_head() -> String {
-    format!("0:{}", hex::encode([0u8; 32]))
+    format!("0@0:{}", hex::encode([0u8; 32]))
 }
 
 fn read_json<T: serde::de::DeserializeOwned>(
@@ -91,6 +91,45 @@ pub fn ca_id(store: &Store) -> Result<String, CaError> {
     })
 }
 
+/// The CA's id if one was drawn (read-only: a backup's store).
+pub fn existing_ca_id(store: &Store) -> Result<Option<String>, CaError> {
+    store
+        .get::<Meta>(&CA_ID.to_owned())?
+        .map(|id| String::from_utf8(id).map_err(|e| CaError::Corrupt(format!("{CA_ID}: {e}"))))
+        .transpose()
+}
+
+/// A new proposal of `operation` for the CA `ca` whose keys last changed at `head`, made
+/// `now` and waiting at most `valid_for_seconds` for its approvals.
+pub fn new_proposal(
+    ca: String,
+    head: String,
+    operation: super::quorum::Operation,
+    parameters: std::collections::BTreeMap<String, String>,
+    now: Timestamp,
+    valid_for_seconds: u64,
+) -> Result<Proposal, CaError> {
+    if valid_for_seconds == 0 || valid_for_seconds > quorum::MAX_LIFETIME_SECONDS {
+        return Err(CaError::Refused(format!(
+            "a proposal waits 1 to {} s for its approvals (they are not kept for later)",
+            quorum::MAX_LIFETIME_SECONDS
+        )));
+    }
+    let mut id = [0u8; 12];
+    aws_lc_rs::rand::SecureRandom::fill(&aws_lc_rs::rand::SystemRandom::new(), &mut id)
+        .map_err(|_| CaError::Encoding("no random numbers".into()))?;
+    Ok(Proposal {
+        kind: quorum::PROPOSAL_KIND.to_owned(),
+        ca,
+        id: hex::encode(id),
+        operation,
+        parameters,
+        audit_head: head,
+        proposed_at: now,
+        expires_at: now.plus_seconds(valid_for_seconds),
+    })
+}
+
 /// The audit position that a proposal made now follows ([`Proposal::audit_head`]).
 pub fn key_head(store: &Store) -> Result<String, CaError> {
     Ok(match store.get::<Meta>(&KEY_HEAD.to_owned())? {
@@ -102,15 +141,37 @@ pub fn key_head(store: &Store) -> Result<String, CaError> {
 }
 
 /// Records, in `txn`, that the CA's keys change here: every proposal made before is out of
-/// date. Called by every transaction that writes the CA state or the officer set (and each
-/// of them appends audit events, so the position moves every time).
+/// date. Called by every transaction that writes the CA state or the officer set. The
+/// position is `N@SEQ:HASH`: the N-th key change, made after audit entry SEQ (whose hash is
+/// HASH). N makes it move even when no audit entry came between two changes.
 pub fn mark_key_change(txn: &mut Txn<'_>) -> Result<(), CaError> {
+    let previous = match txn.get::<Meta>(&KEY_HEAD.to_owned())? {
+        Some(bytes) => {
+            String::from_utf8(bytes).map_err(|e| CaError::Corrupt(format!("{KEY_HEAD}: {e}")))?
+        }
+        None => genesis_head(),
+    };
+    let count: u64 = previous
+        .split_once('@')
+        .and_then(|(n, _)| n.parse().ok())
+        .unwrap_or(0);
     let head = txn.audit_head();
     txn.put::<Meta>(
         &KEY_HEAD.to_owned(),
-        &format!("{}:{}", head.seq, hex::encode(head.hash)).into_bytes(),
+        &format!("{}@{}:{}", count + 1, head.seq, hex::encode(head.hash)).into_bytes(),
     )?;
     Ok(())
+}
+
+/// The persons of the active security officers, read in `txn` (none on a single-person CA).
+pub fn officer_persons(txn: &Txn<'_>) -> Result<std::collections::BTreeSet<String>, CaError> {
+    let mut persons = std::collections::BTreeSet::new();
+    if let Some(DualControl::Officers(set)) = txn_json::<DualControl>(txn, DUAL_CONTROL)? {
+        for officer in set.officers.iter().filter(|o| o.active) {
+            persons.insert(quorum::person_of(&officer.certificate).map_err(refused)?);
+        }
+    }
+    Ok(persons)
 }
 
 /// `sceau init --without-dual-control`: one person runs this CA's key operations. Declared
@@ -123,6 +184,11 @@ pub fn declare_single_person(store: &Store, now: Timestamp) -> Result<(), CaErro
             Some(DualControl::Officers(_)) => Err(CaError::Refused(
                 "this CA's security officers are declared: its key operations are ceremonies (sceau ceremony propose)".into(),
             )),
+            None if txn.contains::<Meta>(&crate::store::schema::meta_keys::CA_STATE.to_owned())? => {
+                Err(CaError::Refused(
+                    "this store holds a CA made before dual control was declared: nothing was changed".into(),
+                ))
+            }
             None => {
                 put_json(txn, DUAL_CONTROL, &DualControl::SinglePerson { declared_at: now })?;
                 txn.audit(AuditEvent::SinglePersonControl);
@@ -229,6 +295,13 @@ pub fn claim(
     let proposal = Proposal::from_canonical_bytes(&proposal_bytes).map_err(refused)?;
     store.commit(move |txn| -> Result<CeremonyRecord, CaError> {
         let in_force = txn_json::<DualControl>(txn, DUAL_CONTROL)?;
+        if declares.is_some()
+            && txn.contains::<Meta>(&crate::store::schema::meta_keys::CA_STATE.to_owned())?
+        {
+            return Err(CaError::Refused(
+                "this store already holds a CA: init runs once".into(),
+            ));
+        }
         let (officers, declare) = match (declares, in_force) {
             (Some(declared), None) => {
                 let everyone = OfficerSet {
@@ -291,6 +364,7 @@ pub fn claim(
         put_json(txn, &record_key, &record)?;
         if let Some(declared) = &declare {
             put_json(txn, DUAL_CONTROL, &DualControl::Officers(declared.clone()))?;
+            txn.audit(officers_event(declared));
         }
         mark_key_change(txn)?;
         txn.audit(AuditEvent::CeremonyApproved {
@@ -338,7 +412,54 @@ pub fn replace_officers(txn: &mut Txn<'_>, set: &OfficerSet) -> Result<(), CaErr
         }
     }
     put_json(txn, DUAL_CONTROL, &DualControl::Officers(set.clone()))?;
+    txn.audit(officers_event(set));
     mark_key_change(txn)
+}
+
+/// The audit event that says who the officers are now: the chain, checked against the audit
+/// key's anchor, records every officer set a CA ever had.
+fn officers_event(set: &OfficerSet) -> AuditEvent {
+    AuditEvent::OfficersDeclared {
+        quorum: set.quorum,
+        certificates: set
+            .officers
+            .iter()
+            .filter(|o| o.active)
+            .map(|o| hex::encode(crate::x509::keys::sha256(&o.certificate)))
+            .collect(),
+    }
+}
+
+/// Whether `certificate` (DER) is revoked in this CA's store (an officer's card issued by this
+/// CA; a card of another CA is checked against that CA by whoever declared it).
+pub fn revoked_in(store: &Store, certificate: &[u8]) -> bool {
+    use x509_cert::ext::pkix::AuthorityKeyIdentifier;
+    let Ok(parsed) = <x509_cert::Certificate as der::Decode>::from_der(certificate) else {
+        return true;
+    };
+    let tbs = parsed.tbs_certificate();
+    let issuer = tbs
+        .extensions()
+        .into_iter()
+        .flatten()
+        .find(|e| e.extn_id == const_oid::db::rfc5280::ID_CE_AUTHORITY_KEY_IDENTIFIER)
+        .and_then(|e| {
+            <AuthorityKeyIdentifier as der::Decode>::from_der(e.extn_value.as_bytes()).ok()
+        })
+        .and_then(|aki| <[u8; 20]>::try_from(aki.key_identifier?.as_bytes()).ok());
+    let (Some(issuer), Ok(serial)) = (
+        issuer,
+        crate::x509::Serial::from_serial_number(tbs.serial_number()),
+    ) else {
+        return false;
+    };
+    // A store that cannot be read counts as revoked: fail closed.
+    store
+        .get::<crate::store::schema::Revocations>(&crate::store::CertKey {
+            issuer: crate::store::IssuerId(issuer),
+            serial,
+        })
+        .map_or(true, |row| row.is_some())
 }
 
 fn refused(error: QuorumError) -> CaError {

@@ -190,6 +190,22 @@ fn read_certificate(certificate_der: &[u8]) -> Result<(String, Vec<u8>), QuorumE
             "an officer's certificate names no given name or no surname: it cannot be told apart from another person's".into(),
         ));
     }
+    // The card's signature key (nonRepudiation), never its authentication key: an approval
+    // is a signature the officer answers for.
+    use x509_cert::ext::pkix::{KeyUsage, KeyUsages};
+    let non_repudiation = tbs
+        .extensions()
+        .into_iter()
+        .flatten()
+        .find(|e| e.extn_id == const_oid::db::rfc5280::ID_CE_KEY_USAGE)
+        .and_then(|e| KeyUsage::from_der(e.extn_value.as_bytes()).ok())
+        .is_some_and(|usage| usage.0.contains(KeyUsages::NonRepudiation));
+    if !non_repudiation {
+        return Err(QuorumError::Malformed(format!(
+            "{}'s certificate is not a signature certificate (keyUsage nonRepudiation)",
+            person.replace('\u{1f}', " ")
+        )));
+    }
     let public_key =
         der::Encode::to_der(tbs.subject_public_key_info()).map_err(|e| malformed(&e))?;
     Ok((person, public_key))

@@ -22,6 +22,16 @@ use crate::x509::sigalg::SignatureScheme;
 /// The first field of every transcript.
 pub const TRANSCRIPT_KIND: &str = "sceau-ceremony-transcript/v1";
 
+/// What the audit key signs: this prefix, then the body. The same key signs audit checkpoints
+/// (a sequence number and a hash): the prefix keeps either from being read as the other.
+fn signed_message(body: &[u8]) -> Vec<u8> {
+    let mut message = Vec::with_capacity(TRANSCRIPT_KIND.len() + 1 + body.len());
+    message.extend_from_slice(TRANSCRIPT_KIND.as_bytes());
+    message.push(0);
+    message.extend_from_slice(body);
+    message
+}
+
 /// The file: the body's bytes and the audit key's signature over them.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -30,7 +40,8 @@ pub struct Transcript {
     /// [`TranscriptBody`] as JSON; the signature covers exactly these bytes.
     #[serde(with = "base64_bytes")]
     pub body: Vec<u8>,
-    /// ECDSA P-256 with SHA-256 (DER), by the audit key.
+    /// ECDSA P-256 with SHA-256 (DER), by the audit key, over [`TRANSCRIPT_KIND`], a zero
+    /// octet, then the body.
     #[serde(with = "base64_bytes")]
     pub signature: Vec<u8>,
 }
@@ -116,7 +127,7 @@ pub fn seal(
     sign: impl FnOnce(&[u8]) -> Result<Vec<u8>, String>,
 ) -> Result<Vec<u8>, String> {
     let body = serde_json::to_vec(body).map_err(|e| e.to_string())?;
-    let signature = sign(&body)?;
+    let signature = sign(&signed_message(&body))?;
     let transcript = Transcript {
         kind: TRANSCRIPT_KIND.to_owned(),
         body,
@@ -142,8 +153,13 @@ pub fn verify(
     let algorithm = SignatureScheme::EcdsaP256Sha256
         .algorithm_identifier()
         .map_err(|e| TranscriptError::Malformed(e.to_string()))?;
-    crate::x509::sigalg::verify(anchor, &algorithm, &transcript.body, &transcript.signature)
-        .map_err(|_| TranscriptError::Signature)?;
+    crate::x509::sigalg::verify(
+        anchor,
+        &algorithm,
+        &signed_message(&transcript.body),
+        &transcript.signature,
+    )
+    .map_err(|_| TranscriptError::Signature)?;
     let body: TranscriptBody = serde_json::from_slice(&transcript.body)
         .map_err(|e| TranscriptError::Malformed(e.to_string()))?;
     let proposal = Proposal::from_canonical_bytes(&body.proposal)?;
