@@ -27,6 +27,12 @@ bench_build() {
 # bench_ca DIR : a SoftHSM2 token, a configuration (DIR/sceau.toml, from config/sceau.toml) and
 # `sceau init`, all in DIR. Sets CONFIG and exports SOFTHSM2_CONF.
 bench_ca() {
+  bench_token "$1"
+  "$SCEAU" -c "$CONFIG" --log warn init --without-dual-control >/dev/null
+}
+
+# bench_token DIR : bench_ca without the CA (an empty data directory).
+bench_token() {
   local dir=$1
   export SOFTHSM2_CONF=$dir/softhsm2.conf
   CONFIG=$dir/sceau.toml
@@ -38,7 +44,6 @@ bench_ca() {
       -e "s#^policies_dir = .*#policies_dir = \"$bench_root/policies\"#" -e 's#^token_label = .*#token_label = "sceau-bench"#' \
       -e "s#^pin_file = .*#pin_file = \"$dir/pin\"#" -e "s#^module_env = .*#module_env = { SOFTHSM2_CONF = \"$SOFTHSM2_CONF\" }#" \
       -e '/^\[ra\]/,$d' "$bench_root/config/sceau.toml" > "$CONFIG"
-  "$SCEAU" -c "$CONFIG" --log warn init --without-dual-control >/dev/null
 }
 
 # bench_reuse_ca DIR : the CA bench_ca made earlier in DIR.

@@ -503,3 +503,34 @@ fn every_key_operation_runs_only_with_a_quorum_of_security_officers() {
         "no verified restore transcript"
     );
 }
+
+/// docs/ceremony-example.md, run as written on a new token and an empty data directory.
+#[test]
+fn the_ceremony_walk_through_runs_as_written() {
+    let pki = Pki::new(Keys::EC);
+    let script = common::shell_blocks("docs/ceremony-example.md");
+    assert!(
+        script.contains("ceremony propose init"),
+        "no shell blocks found"
+    );
+    let out = std::process::Command::new("bash")
+        .arg("-c")
+        .arg(&script)
+        .current_dir(pki.path(""))
+        .env("SCEAU_BIN", env!("CARGO_BIN_EXE_sceau"))
+        .env("SCEAU_CONFIG", pki.path("sceau.toml"))
+        .env("CERTS", pki.data_dir().join("certs"))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "docs/ceremony-example.md failed:\n{}",
+        all_output(&out)
+    );
+    let verified = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        verified.contains("(init) approved by 3 of 3")
+            && verified.contains("(rotate-issuing) approved by 2 of 3"),
+        "{verified}"
+    );
+}

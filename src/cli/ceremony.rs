@@ -99,11 +99,19 @@ pub(super) fn ceremony(config: &Config, command: CeremonyCommand) -> Result<(), 
             Ok(())
         }
         CeremonyCommand::Status => status(config),
+        command @ CeremonyCommand::Verify { .. } => verify_offline(command),
+    }
+}
+
+/// `sceau ceremony verify`: needs no configuration.
+pub(super) fn verify_offline(command: CeremonyCommand) -> Result<(), CliError> {
+    match command {
         CeremonyCommand::Verify {
             transcripts,
             anchor,
             report,
         } => verify(&transcripts, &anchor, report.as_deref()),
+        _ => Err(CliError::internal("not a verification")),
     }
 }
 

@@ -34,6 +34,10 @@ pub fn run(cli: Cli) -> Result<(), CliError> {
     if let Command::Node = cli.command {
         return node::node(&cli.config);
     }
+    // An auditor's command: no configuration, store or HSM.
+    if let Command::Ceremony(command @ CeremonyCommand::Verify { .. }) = cli.command {
+        return ceremony::verify_offline(command);
+    }
     let config = Config::load(&cli.config)?;
     match cli.command {
         Command::Serve {

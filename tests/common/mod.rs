@@ -588,6 +588,26 @@ pub fn make_csr(dir: &Path, name: &str, key: KeyKind, subject: &str) -> PathBuf 
 }
 
 /// Runs openssl; returns (success, stdout + stderr).
+/// The shell blocks (```sh) of a page of the repository (`docs/...`), in order: what its
+/// reader runs.
+pub fn shell_blocks(doc: &str) -> String {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join(doc);
+    let text = std::fs::read_to_string(&path).unwrap();
+    let (mut script, mut inside) = (String::new(), false);
+    for line in text.lines() {
+        match (inside, line.trim_start()) {
+            (false, "```sh") => inside = true,
+            (true, "```") => inside = false,
+            (true, _) => {
+                script.push_str(line);
+                script.push('\n');
+            }
+            _ => {}
+        }
+    }
+    script
+}
+
 pub fn openssl(args: &[&str]) -> (bool, String) {
     let out = Command::new("openssl").args(args).output().unwrap();
     (out.status.success(), all_output(&out))

@@ -156,23 +156,7 @@ impl Ra {
     /// Runs the ```sh blocks of the pages `docs`, in order, as one bash script in the PKI's
     /// directory, against this daemon: (the script, its output).
     pub fn run_docs(&self, docs: &[&str]) -> (String, std::process::Output) {
-        let mut script = String::new();
-        for doc in docs {
-            let path = Path::new(env!("CARGO_MANIFEST_DIR")).join(doc);
-            let text = std::fs::read_to_string(&path).unwrap();
-            let mut inside = false;
-            for line in text.lines() {
-                match (inside, line.trim_start()) {
-                    (false, "```sh") => inside = true,
-                    (true, "```") => inside = false,
-                    (true, _) => {
-                        script.push_str(line);
-                        script.push('\n');
-                    }
-                    _ => {}
-                }
-            }
-        }
+        let script: String = docs.iter().map(|doc| super::shell_blocks(doc)).collect();
         let out = Command::new("bash")
             .arg("-c")
             .arg(&script)
