@@ -303,7 +303,103 @@ fn every_key_operation_runs_only_with_a_quorum_of_security_officers() {
     let done = carried_out(&pki, &backup, &backup_approvals);
     assert!(backup_dir.join("manifest.json").exists(), "{done}");
 
-    // A proposal past its expiry.
+    // kill -9 in the middle of a ceremony (its keys made, its certificates signed, not yet
+    // committed): the claim stays without an outcome. The next proposal settles the interrupted
+    // key ceremony (its keys become orphans); the next run concludes the claim as failed, with
+    // its transcript; an orphan key is destroyed by a ceremony, and nothing else is.
+    let crash = propose(
+        &pki,
+        "crash",
+        "rotate-issuing",
+        &["--common-name", "AC Agents 3"],
+    );
+    let crash_approvals = approvals(&pki, &crash, &[&alice, &bruno]);
+    let out = pki.sceau_with_env(
+        &run_args(&crash, &crash_approvals),
+        &[("SCEAU_FAILPOINT", "ceremony-before-commit")],
+    );
+    assert!(!out.status.success(), "{}", all_output(&out));
+    propose(&pki, "settle", "renew-responders", &[]);
+    let status: serde_json::Value =
+        serde_json::from_str(&pki.sceau_ok(&["ceremony", "status"])).unwrap();
+    let orphans: Vec<String> = status["orphan_keys"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|o| o.as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(orphans.len(), 2, "{status}");
+    let in_service = pki.sceau_ok(&["ca", "show"]);
+    let out = pki.sceau(&[
+        "ceremony",
+        "propose",
+        "destroy-key",
+        "--key-label",
+        "test-ocsp",
+        "--out",
+        pki.path("in-service.proposal.json").to_str().unwrap(),
+    ]);
+    assert!(
+        !out.status.success() && all_output(&out).contains("never destroyed"),
+        "{}",
+        all_output(&out)
+    );
+    let out = pki.sceau(&[
+        "ceremony",
+        "propose",
+        "destroy-key",
+        "--key-label",
+        "somebody-elses-key",
+        "--out",
+        pki.path("unknown.proposal.json").to_str().unwrap(),
+    ]);
+    assert!(
+        !out.status.success() && all_output(&out).contains("not an orphan"),
+        "{}",
+        all_output(&out)
+    );
+    let destroy = propose(
+        &pki,
+        "destroy",
+        "destroy-key",
+        &["--key-label", &orphans[0]],
+    );
+    let destroy_approvals = approvals(&pki, &destroy, &[&bruno, &chloe]);
+    assert!(
+        pki.private_keys_listed(Token::from_env())
+            .contains(&orphans[0])
+    );
+    let done = carried_out(&pki, &destroy, &destroy_approvals);
+    assert_eq!(done["details"]["objects"], "2", "{done}");
+    assert!(
+        !pki.private_keys_listed(Token::from_env())
+            .contains(&orphans[0])
+    );
+    assert!(
+        pki.private_keys_listed(Token::from_env())
+            .contains(&orphans[1])
+    );
+    assert_eq!(pki.sceau_ok(&["ca", "show"]), in_service);
+    let status = pki.sceau_ok(&["ceremony", "status"]);
+    assert_eq!(
+        status.matches("\"succeeded\": false").count(),
+        1,
+        "the interrupted claim is not concluded: {status}"
+    );
+    let crashed = std::fs::read_to_string(&crash).unwrap();
+    let crash_id = crashed
+        .split("\"id\":\"")
+        .nth(1)
+        .unwrap()
+        .split('"')
+        .next()
+        .unwrap();
+    let crash_transcript = pki.data_dir().join(format!("ceremonies/{crash_id}.json"));
+    assert!(
+        crash_transcript.exists(),
+        "no transcript for the interrupted ceremony"
+    );
+
     let soon = propose(&pki, "soon", "renew-responders", &["--valid-for", "60s"]);
     let soon_approvals = approvals(&pki, &soon, &[&alice, &bruno]);
     let later = common::date("+2 minutes");
@@ -362,6 +458,7 @@ fn every_key_operation_runs_only_with_a_quorum_of_security_officers() {
     // Every transcript verifies offline against the audit key written at init.
     let anchor = pki.data_dir().join("certs/audit-key.pem");
     let transcripts = [
+        &crash_transcript,
         &init_transcript,
         &rotate_transcript,
         &renew_transcript,
@@ -373,6 +470,15 @@ fn every_key_operation_runs_only_with_a_quorum_of_security_officers() {
     let out = pki.sceau_ok(&verify);
     assert_eq!(out.lines().count(), transcripts.len(), "{out}");
     assert!(out.contains("approved by 3 of 3 officers"), "{out}");
+    let crash_line = out
+        .lines()
+        .find(|l| l.starts_with(crash_transcript.to_str().unwrap()))
+        .unwrap();
+    assert!(
+        crash_line.contains("(rotate-issuing) approved by 2 of 3 officers")
+            && crash_line.ends_with("FAILED"),
+        "{out}"
+    );
 
     // ... and one changed is refused: a byte of the body, an approval removed, the quorum
     // lowered (both re-encoded as the file holds them).

@@ -77,6 +77,9 @@ pub enum AuditEvent {
         quorum: usize,
         certificates: Vec<String>,
     },
+    /// A key was destroyed in the HSM by a ceremony (`destroy-key`): its private and public
+    /// objects (`objects` of them).
+    KeyDestroyed { label: String, objects: usize },
     /// The CA was made without dual control (`sceau init --without-dual-control`): one person
     /// runs its key operations. For development and tests only.
     SinglePersonControl,

@@ -93,9 +93,11 @@ pub fn manifest_sha256(from: &Path) -> Result<String, BackupError> {
 }
 
 /// `sceau ceremony propose restore --backup DIR`: a proposal to restore the backup `from`, for
-/// the officers its store declares, over its key head.
+/// the officers its store declares, over its key head, with the configuration of the host
+/// restored to (`configuration`: which engine's revocations are taken back, where CRLs go).
 pub fn propose_restore(
     from: &Path,
+    configuration: &str,
     now: Timestamp,
     valid_for_seconds: u64,
 ) -> Result<Vec<u8>, BackupError> {
@@ -106,7 +108,10 @@ pub fn propose_restore(
         .map_err(refused)?
         .ok_or_else(|| BackupError("the backup's CA has no id: it predates dual control".into()))?;
     let head = crate::ca::ceremony::control::key_head(&store).map_err(refused)?;
-    let parameters = BTreeMap::from([("manifest".to_owned(), manifest_sha256(from)?)]);
+    let parameters = BTreeMap::from([
+        ("manifest".to_owned(), manifest_sha256(from)?),
+        ("configuration".to_owned(), configuration.to_owned()),
+    ]);
     let proposal = crate::ca::ceremony::control::new_proposal(
         ca,
         head,

@@ -168,13 +168,7 @@ pub fn resolve(store: &Store, now: Timestamp) -> Result<Option<Resolution>, CaEr
             .collect();
         let known_labels: Vec<&str> = state
             .iter()
-            .flat_map(|s| {
-                s.roots()
-                    .filter_map(|r| r.key.as_ref().map(|k| k.label.as_str()))
-                    .chain(s.issuing.iter().map(|c| c.key_label.as_str()))
-                    .chain(s.ocsp_responders.iter().map(|c| c.key_label.as_str()))
-                    .chain(s.pending_issuing.iter().map(|p| p.key_label.as_str()))
-            })
+            .flat_map(crate::issuer::state::CaState::key_labels)
             .collect();
         let mut revoked = Vec::new();
         for key in &intent.certificates {
@@ -240,6 +234,42 @@ pub fn resolve(store: &Store, now: Timestamp) -> Result<Option<Resolution>, CaEr
     Ok(resolution)
 }
 
+/// One key ceremony at a time in a process ([`run`]).
+static RUNNING: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+/// Resolves an interrupted ceremony now, unless one is under way in this process (its record
+/// is then its own, not an interrupted one's): before a ceremony is proposed, so that the keys
+/// it left are known.
+pub fn resolve_when_idle(store: &Store, now: Timestamp) -> Result<Option<Resolution>, CaError> {
+    match RUNNING.try_lock() {
+        Ok(_idle) => resolve(store, now),
+        Err(std::sync::TryLockError::Poisoned(poisoned)) => {
+            let _idle = poisoned.into_inner();
+            resolve(store, now)
+        }
+        Err(std::sync::TryLockError::WouldBlock) => Ok(None),
+    }
+}
+
+/// Destroys nothing itself: records, once the HSM destroyed the key `label` (a ceremony's
+/// `destroy-key`), that it is no longer an orphan, with its audit event. Refused (nothing
+/// written) when `label` is not an orphan.
+pub fn forget_orphan(store: &Store, label: &str, objects: usize) -> Result<(), CaError> {
+    let label = label.to_owned();
+    store.commit(move |txn| -> Result<(), CaError> {
+        let mut orphans = orphan_key_labels(txn)?;
+        let before = orphans.len();
+        orphans.retain(|l| *l != label);
+        if orphans.len() == before {
+            return Err(CaError::Refused(format!("{label:?} is not an orphan key")));
+        }
+        let bytes = serde_json::to_vec(&orphans).map_err(|e| CaError::Encoding(e.to_string()))?;
+        txn.put::<Meta>(&meta_keys::ORPHAN_KEYS.to_owned(), &bytes)?;
+        txn.audit(AuditEvent::KeyDestroyed { label, objects });
+        Ok(())
+    })
+}
+
 /// Keys left in the token by interrupted ceremonies (reported by `sceau check`).
 pub fn orphan_key_labels(reader: &impl Reader) -> Result<Vec<String>, CaError> {
     match reader.get::<Meta>(&meta_keys::ORPHAN_KEYS.to_owned())? {
@@ -260,7 +290,6 @@ pub fn run<T>(
     now: Timestamp,
     body: impl FnOnce() -> Result<T, CaError>,
 ) -> Result<T, CaError> {
-    static RUNNING: std::sync::Mutex<()> = std::sync::Mutex::new(());
     let _only_one = match RUNNING.try_lock() {
         Ok(guard) => guard,
         Err(std::sync::TryLockError::Poisoned(poisoned)) => poisoned.into_inner(),

@@ -283,8 +283,8 @@ pub enum CeremonyCommand {
     /// Write what exactly will happen, for the officers to approve: each signs the file's
     /// bytes with their card (`openssl cms -sign -binary -nodetach -outform DER`).
     Propose {
-        /// init, rotate-issuing, rotate-root, renew-responders, backup, restore or
-        /// change-officers.
+        /// init, rotate-issuing, rotate-root, renew-responders, backup, restore,
+        /// change-officers or destroy-key.
         operation: String,
         /// init, change-officers: a security officer's signature certificate (PEM or DER);
         /// once per officer.
@@ -299,6 +299,10 @@ pub enum CeremonyCommand {
         /// backup: the directory to create.
         #[arg(long, value_name = "DIR")]
         backup_to: Option<PathBuf>,
+        /// destroy-key: the label of the key to destroy (an orphan key left by an interrupted
+        /// ceremony; `sceau ceremony status` lists them).
+        #[arg(long, value_name = "LABEL")]
+        key_label: Option<String>,
         /// restore: the backup to restore (proposed from the backup itself, on the host
         /// restored to).
         #[arg(long, value_name = "DIR")]

@@ -21,13 +21,16 @@ pub(super) fn ceremony(config: &Config, command: CeremonyCommand) -> Result<(), 
             common_name,
             backup_to,
             backup,
+            key_label,
             valid_for,
             out,
         } => {
             if operation == "restore" {
                 let from = backup.ok_or_else(|| CliError::usage("restore: --backup DIR"))?;
+                let configuration = crate::service::ceremonies::configuration(config)?;
                 let bytes = crate::backup::propose_restore(
                     &from,
+                    &configuration,
                     super::clock().now(),
                     seconds(&valid_for)?,
                 )
@@ -50,6 +53,9 @@ pub(super) fn ceremony(config: &Config, command: CeremonyCommand) -> Result<(), 
             if let Some(quorum) = quorum {
                 parameters.insert("quorum".into(), quorum.to_string());
             }
+            if let Some(label) = key_label {
+                parameters.insert("key-label".into(), label);
+            }
             if let Some(name) = common_name {
                 parameters.insert("common-name".into(), name);
             }
@@ -65,7 +71,7 @@ pub(super) fn ceremony(config: &Config, command: CeremonyCommand) -> Result<(), 
             };
             let bytes = match online(config, "/admin/ceremony/propose", &body)? {
                 Some(answer) => answer.to_vec(),
-                None => offline(config, Token::None)?.propose(body)?,
+                None => run(offline(config, Token::None)?.propose(body))?,
             };
             written(&out, &bytes)
         }
@@ -153,6 +159,7 @@ fn status(config: &Config) -> Result<(), CliError> {
         })
         .collect();
     let status = serde_json::json!({
+        "orphan_keys": crate::ca::ceremony_intent::orphan_key_labels(&store)?,
         "dual_control": control,
         "key_head": control::key_head(&store)?,
         "ceremonies": ceremonies,
@@ -207,14 +214,51 @@ fn verify(
     anchor: &Path,
     report: Option<&Path>,
 ) -> Result<(), CliError> {
+    use crate::ca::ceremony::quorum::{OfficerSet, Operation, Proposal};
     if report.is_some() && transcripts.len() != 1 {
         return Err(CliError::usage("--report takes a single transcript"));
     }
     let anchor = super::read_anchor(anchor)?;
+    let mut verified = Vec::new();
     for path in transcripts {
         let bytes = std::fs::read(path).context(|| format!("reading {}", path.display()))?;
         let body = crate::ca::ceremony::transcript::verify(&bytes, &anchor)
             .context_as(Failure::Data, || format!("{}", path.display()))?;
+        verified.push((path, body));
+    }
+    // The transcripts of one CA, in the order of its audit chain: each ceremony was approved
+    // by the officers the ones before it declared (init, change-officers), not by a set the
+    // transcript states on its own word.
+    verified.sort_by_key(|(_, body)| (body.ca.clone(), body.audit_approved));
+    let mut declared: Option<(String, OfficerSet)> = None;
+    for (path, body) in &verified {
+        let proposal = Proposal::from_canonical_bytes(&body.proposal)
+            .context_as(Failure::Data, || format!("{}", path.display()))?;
+        if let Some((ca, set)) = &declared
+            && *ca == body.ca
+            && proposal.operation != Operation::Init
+            && body.officers != *set
+        {
+            return Err(CliError::data(format!(
+                "{}: approved against an officer set that the earlier ceremonies given did not declare",
+                path.display()
+            )));
+        }
+        if body.outcome.succeeded
+            && matches!(
+                proposal.operation,
+                Operation::Init | Operation::ChangeOfficers
+            )
+        {
+            let set = OfficerSet::from_parameters(&proposal.parameters)
+                .context_as(Failure::Data, || format!("{}", path.display()))?;
+            declared = Some((body.ca.clone(), set));
+        }
+    }
+    for (path, body) in transcripts
+        .iter()
+        .filter_map(|t| verified.iter().find(|(p, _)| *p == t))
+    {
         println!(
             "{}: ceremony {} ({}) approved by {} of {} officers: {}; {}",
             path.display(),
@@ -236,7 +280,7 @@ fn verify(
         if let Some(out) = report {
             crate::ca::ceremony::write_file(
                 out,
-                crate::ca::ceremony::transcript::report(&body).as_bytes(),
+                crate::ca::ceremony::transcript::report(body).as_bytes(),
             )?;
         }
     }

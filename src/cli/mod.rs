@@ -421,7 +421,12 @@ fn restore(
         let proposal = ca::ceremony::quorum::Proposal::from_canonical_bytes(&bytes)
             .map_err(|e| format!("--proposal: {e}"))?;
         let manifest = crate::backup::manifest_sha256(from).map_err(|e| e.to_string())?;
-        let expected = std::collections::BTreeMap::from([("manifest".to_owned(), manifest)]);
+        let configuration =
+            crate::service::ceremonies::configuration(config).map_err(|e| e.to_string())?;
+        let expected = std::collections::BTreeMap::from([
+            ("manifest".to_owned(), manifest),
+            ("configuration".to_owned(), configuration),
+        ]);
         if proposal.operation != ca::ceremony::quorum::Operation::Restore
             || proposal.parameters != expected
         {

@@ -142,6 +142,14 @@ impl Hsm {
         self.pool.mark_unavailable(reason);
     }
 
+    /// Destroys the key pair `label` on the token (its private and public objects): how many
+    /// objects were destroyed.
+    pub fn destroy_key(&self, label: &str) -> Result<usize, HsmError> {
+        let label = label.to_owned();
+        self.pool
+            .run_blocking(move |worker| worker.destroy_key_pair(&label))
+    }
+
     /// Whether a private key with this label exists.
     pub fn has_key(&self, label: &str) -> Result<bool, HsmError> {
         let label = label.to_owned();

@@ -358,6 +358,33 @@ impl Worker {
         }
     }
 
+    /// Destroys the key pair labelled `label` (its private and public token objects); how
+    /// many objects there were. Refused, nothing destroyed, when the label names more than one
+    /// private key: which one the ceremony meant is not known.
+    pub(super) fn destroy_key_pair(&mut self, label: &str) -> Result<usize, HsmError> {
+        let privates = self.with_retry(|session, _| {
+            ensure_logged_in(session)?;
+            Ok(find_objects(session, label, ObjectClass::PRIVATE_KEY)?.len())
+        })?;
+        if privates > 1 {
+            return Err(HsmError::DuplicateKey {
+                label: label.to_owned(),
+                objects: format!("{privates} private keys: nothing was destroyed"),
+            });
+        }
+        self.with_retry(|session, _| {
+            ensure_logged_in(session)?;
+            let mut destroyed = 0;
+            for class in [ObjectClass::PRIVATE_KEY, ObjectClass::PUBLIC_KEY] {
+                for handle in find_objects(session, label, class)? {
+                    session.destroy_object(handle)?;
+                    destroyed += 1;
+                }
+            }
+            Ok(destroyed)
+        })
+    }
+
     /// Whether the token holds a private key labelled `label`. Token objects only: the
     /// in-memory session copies of the responder keys carry the same label and outlive the
     /// token's files.

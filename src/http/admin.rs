@@ -220,7 +220,7 @@ impl AdminService {
             }
             Route::Propose => {
                 let body: ProposeBody = json_body(request, COMMAND_BODY_LIMIT).await?;
-                let proposal = service.propose(body).map_err(problem)?;
+                let proposal = service.propose(body).await.map_err(problem)?;
                 let mut response = Response::new(Body::one(bytes::Bytes::from(proposal)));
                 response.headers_mut().insert(
                     header::CONTENT_TYPE,

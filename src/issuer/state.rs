@@ -92,6 +92,17 @@ pub struct PendingIssuing {
 }
 
 impl CaState {
+    /// The labels of every key the CA state names (roots, current and earlier, issuing CAs,
+    /// responders, a pending issuing CA): keys a ceremony never destroys.
+    pub fn key_labels(&self) -> Vec<&str> {
+        self.roots()
+            .filter_map(|r| r.key.as_ref().map(|k| k.label.as_str()))
+            .chain(self.issuing.iter().map(|c| c.key_label.as_str()))
+            .chain(self.ocsp_responders.iter().map(|c| c.key_label.as_str()))
+            .chain(self.pending_issuing.iter().map(|p| p.key_label.as_str()))
+            .collect()
+    }
+
     pub fn is_ready(&self) -> bool {
         !self.issuing.is_empty()
     }

@@ -17,7 +17,7 @@ use super::wire::{BackupBody, CarriedOut, ProposeBody, Rollover, RunBody};
 use super::{Service, ServiceError};
 use crate::ca::CaError;
 use crate::ca::ceremony::control::{self, Outcome};
-use crate::ca::ceremony::quorum::{Officer, OfficerSet, Operation, Proposal};
+use crate::ca::ceremony::quorum::{OfficerSet, Operation, Proposal};
 use crate::ca::ceremony::transcript::{self, TranscriptBody};
 
 /// The operation as the proposal's parameters state it.
@@ -27,6 +27,8 @@ enum Plan {
     RenewResponders,
     Backup(PathBuf),
     ChangeOfficers(OfficerSet),
+    /// A key left in the token by an interrupted ceremony (an orphan), destroyed.
+    DestroyKey(String),
     /// Run by `sceau restore --proposal` on the host restored to, not by [`Service::carry_out`].
     Restore,
 }
@@ -50,7 +52,7 @@ fn key_specs(config: &crate::config::Config) -> String {
 /// The configuration file and the policy files as they are now, by digest: written into
 /// every proposal and compared at its run, so that what the operation reads besides its
 /// parameters (token, names, validity, URLs, policies) is what the officers approved.
-fn configuration(config: &crate::config::Config) -> Result<String, ServiceError> {
+pub fn configuration(config: &crate::config::Config) -> Result<String, ServiceError> {
     let mut names = Vec::new();
     let dir = &config.policies_dir;
     let entries = std::fs::read_dir(dir)
@@ -84,32 +86,9 @@ fn invalid(field: &'static str, detail: impl Into<String>) -> ServiceError {
     }
 }
 
-/// The officer set named by `quorum` and `officer.N` (base64 DER certificates).
+/// The officer set a proposal's parameters name.
 fn officer_set(parameters: &BTreeMap<String, String>) -> Result<OfficerSet, ServiceError> {
-    use base64::Engine;
-    let quorum = parameters
-        .get("quorum")
-        .and_then(|q| q.parse::<usize>().ok())
-        .ok_or_else(|| {
-            invalid(
-                "parameters.quorum",
-                "the number of approvals a ceremony needs",
-            )
-        })?;
-    let mut officers = Vec::new();
-    for (name, value) in parameters.range("officer.".to_owned()..) {
-        if !name.starts_with("officer.") {
-            break;
-        }
-        let der = base64::engine::general_purpose::STANDARD
-            .decode(value)
-            .map_err(|e| invalid("parameters.officer", format!("{name}: {e}")))?;
-        officers.push(
-            Officer::from_certificate(&der)
-                .map_err(|e| invalid("parameters.officer", format!("{name}: {e}")))?,
-        );
-    }
-    OfficerSet::new(quorum, officers).map_err(|e| invalid("parameters", e.to_string()))
+    OfficerSet::from_parameters(parameters).map_err(|e| invalid("parameters", e.to_string()))
 }
 
 /// Reads the plan from an operation and its parameters: unknown parameters are refused, so a
@@ -128,8 +107,9 @@ fn plan(
         }
         Operation::RenewResponders => &["keys", "configuration"],
         Operation::Backup => &["out", "configuration"],
-        Operation::Restore => &["manifest"],
-        Operation::DestroyKey | Operation::ChangePolicies => {
+        Operation::Restore => &["manifest", "configuration"],
+        Operation::DestroyKey => &["key-label", "configuration"],
+        Operation::ChangePolicies => {
             return Err(invalid(
                 "operation",
                 format!(
@@ -192,7 +172,13 @@ fn plan(
             Plan::Backup(out)
         }
         Operation::Restore => Plan::Restore,
-        Operation::DestroyKey | Operation::ChangePolicies => unreachable!("refused above"),
+        Operation::DestroyKey => Plan::DestroyKey(
+            parameters
+                .get("key-label")
+                .cloned()
+                .ok_or_else(|| invalid("parameters.key-label", "the key to destroy"))?,
+        ),
+        Operation::ChangePolicies => unreachable!("refused above"),
     })
 }
 
@@ -217,7 +203,12 @@ fn no_ra_operator(store: &crate::store::Store, set: &OfficerSet) -> Result<(), S
 
 impl Service {
     /// `sceau ceremony propose`: the proposal's canonical bytes, for the officers to sign.
-    pub fn propose(&self, body: ProposeBody) -> Result<Vec<u8>, ServiceError> {
+    pub async fn propose(&self, body: ProposeBody) -> Result<Vec<u8>, ServiceError> {
+        let service = self.clone();
+        Self::blocking(move || service.propose_now(body)).await
+    }
+
+    fn propose_now(&self, body: ProposeBody) -> Result<Vec<u8>, ServiceError> {
         let operation = Operation::parse(&body.operation).ok_or_else(|| {
             invalid(
                 "operation",
@@ -234,8 +225,13 @@ impl Service {
                 "a restore is proposed from the backup: sceau ceremony propose restore --backup DIR",
             ));
         }
+        // Offline, an interrupted ceremony is settled first: the keys it left are then known
+        // orphans. (The daemon settled any at its start, and one in its record now is running.)
+        if self.va().is_none() {
+            crate::ca::ceremony_intent::resolve_when_idle(&self.store, self.now())?;
+        }
         let mut parameters = body.parameters;
-        if operation != Operation::Backup {
+        if !matches!(operation, Operation::Backup | Operation::DestroyKey) {
             parameters.insert("keys".into(), key_specs(&self.config));
         }
         parameters.insert("configuration".into(), configuration(&self.config)?);
@@ -249,6 +245,7 @@ impl Service {
             }
             (Plan::Init(set) | Plan::ChangeOfficers(set), _) => no_ra_operator(&self.store, set)?,
             (_, false) => return Err(ServiceError::NotInitialized),
+            (Plan::DestroyKey(label), true) => self.destroyable(label)?,
             _ => {}
         }
         let proposal = control::new_proposal(
@@ -297,8 +294,13 @@ impl Service {
         if !self.hsm()?.status().available {
             return Err(ServiceError::HsmUnavailable);
         }
+        // In flight from before its claim: a concurrent run's conclusion of interrupted claims
+        // never takes this one for one of them.
+        let in_flight = InFlight::enter(&proposal.id);
+        self.conclude_interrupted().await?;
         let service = self.clone();
         Self::to_the_end(async move {
+            let _in_flight = in_flight;
             let declares = match &plan {
                 Plan::Init(set) => Some(set.clone()),
                 _ => None,
@@ -359,6 +361,16 @@ impl Service {
             Plan::RenewResponders => json(self.renew_responders_approved(true).await?)?,
             Plan::Backup(out) => json(self.backup_approved(BackupBody { out }).await?)?,
             Plan::Restore => return Err(invalid("operation", "a restore runs with sceau restore")),
+            Plan::DestroyKey(label) => {
+                self.destroyable(&label)?;
+                let (store, hsm) = (self.store.clone(), self.hsm()?.clone());
+                Self::blocking(move || {
+                    let objects = hsm.destroy_key(&label).map_err(CaError::from)?;
+                    crate::ca::ceremony_intent::forget_orphan(&store, &label, objects)?;
+                    Ok(serde_json::json!({ "destroyed": label, "objects": objects }))
+                })
+                .await?
+            }
             Plan::ChangeOfficers(set) => {
                 let (store, summary) = (
                     self.store.clone(),
@@ -462,6 +474,75 @@ impl Service {
             .map_err(ServiceError::Checkpoint)
     }
 
+    /// Refuses to destroy any key but an orphan: one left in the token by an interrupted
+    /// ceremony and used by nothing (`sceau ceremony status` lists them). The keys of retired
+    /// CAs and responders are not destroyed yet: their CRLs and responses still name them.
+    fn destroyable(&self, label: &str) -> Result<(), ServiceError> {
+        // Never a key the CA names or the configuration points at, whatever the orphan list
+        // (a value in the store) says.
+        let keys = &self.config.keys;
+        let state = crate::ca::load_state(&self.store)?;
+        let in_use = state
+            .iter()
+            .flat_map(|s| s.key_labels())
+            .any(|l| l == label)
+            || [
+                &keys.root.label,
+                &keys.issuing.label,
+                &keys.ocsp.label,
+                &keys.audit,
+            ]
+            .iter()
+            .any(|l| l.as_str() == label);
+        if in_use {
+            return Err(invalid(
+                "parameters.key-label",
+                format!("{label:?} is a key this CA uses or names: it is never destroyed"),
+            ));
+        }
+        let orphans = crate::ca::ceremony_intent::orphan_key_labels(&self.store)?;
+        if orphans.iter().any(|o| o == label) {
+            return Ok(());
+        }
+        Err(invalid(
+            "parameters.key-label",
+            format!(
+                "{label:?} is not an orphan key of this CA (orphans: {orphans:?}); only keys left by interrupted ceremonies are destroyed"
+            ),
+        ))
+    }
+
+    /// Concludes, as failed, every claimed ceremony that has no outcome and does not run in
+    /// this process: the process that claimed it stopped (a crash, kill -9) before the
+    /// outcome. Its transcript is written then, so every claim ends in one.
+    async fn conclude_interrupted(&self) -> Result<(), ServiceError> {
+        let unfinished: Vec<String> = control::records(&self.store)?
+            .into_iter()
+            .filter(|r| r.outcome.is_none())
+            .filter_map(|r| {
+                Proposal::from_canonical_bytes(&r.proposal)
+                    .ok()
+                    .map(|p| p.id)
+            })
+            .filter(|id| !InFlight::running(id))
+            .collect();
+        for id in unfinished {
+            let interrupted = Err(ServiceError::Ca(CaError::Refused(
+                "interrupted: the process stopped before the outcome was recorded (its keys, if any, are orphans: see sceau ceremony status)".into(),
+            )));
+            match self.conclude(id.clone(), interrupted).await {
+                Err(ServiceError::Ca(CaError::Refused(text)))
+                    if text.starts_with("interrupted") =>
+                {
+                    tracing::warn!(ceremony = %id, "concluded an interrupted ceremony as failed");
+                }
+                Err(other) => return Err(other),
+                Ok(_) => {}
+            }
+        }
+        Ok(())
+    }
+
     /// Refuses a key operation run alone where officers are declared.
     pub(super) fn outside_ceremony(&self, what: &str) -> Result<(), ServiceError> {
         Ok(control::require_single_person(&self.store, what)?)
@@ -470,6 +551,40 @@ impl Service {
 
 fn json(answer: impl Serialize) -> Result<serde_json::Value, ServiceError> {
     serde_json::to_value(answer).map_err(|e| ServiceError::Ca(CaError::Encoding(e.to_string())))
+}
+
+/// The ceremonies running in this process, by id: a claim without an outcome that is not
+/// here was interrupted. (The store is one process's alone: the daemon or the CLI.)
+struct InFlight(String);
+
+static IN_FLIGHT: std::sync::Mutex<Vec<String>> = std::sync::Mutex::new(Vec::new());
+
+impl InFlight {
+    fn enter(id: &str) -> Self {
+        IN_FLIGHT
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(id.to_owned());
+        InFlight(id.to_owned())
+    }
+
+    fn running(id: &str) -> bool {
+        IN_FLIGHT
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+            .any(|i| i == id)
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        let mut running = IN_FLIGHT.lock().unwrap_or_else(|p| p.into_inner());
+        // One entry: two runs of one proposal each hold their own.
+        if let Some(position) = running.iter().position(|i| *i == self.0) {
+            running.swap_remove(position);
+        }
+    }
 }
 
 /// `details` gets every leaf of `value`, named by its path (`renewed.0.key_label`).

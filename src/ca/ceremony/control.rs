@@ -158,7 +158,13 @@ pub fn mark_key_change(txn: &mut Txn<'_>) -> Result<(), CaError> {
     let head = txn.audit_head();
     txn.put::<Meta>(
         &KEY_HEAD.to_owned(),
-        &format!("{}@{}:{}", count + 1, head.seq, hex::encode(head.hash)).into_bytes(),
+        &format!(
+            "{}@{}:{}",
+            count.saturating_add(1),
+            head.seq,
+            hex::encode(head.hash)
+        )
+        .into_bytes(),
     )?;
     Ok(())
 }
@@ -364,7 +370,6 @@ pub fn claim(
         put_json(txn, &record_key, &record)?;
         if let Some(declared) = &declare {
             put_json(txn, DUAL_CONTROL, &DualControl::Officers(declared.clone()))?;
-            txn.audit(officers_event(declared));
         }
         mark_key_change(txn)?;
         txn.audit(AuditEvent::CeremonyApproved {
@@ -373,6 +378,10 @@ pub fn claim(
             proposal_sha256: hex::encode(crate::x509::keys::sha256(&record.proposal)),
             approved_by: approved_by.into_iter().map(|a| a.person).collect(),
         });
+        // After the claim's own event, which is always the entry right after `claimed_after`.
+        if let Some(declared) = &declare {
+            txn.audit(officers_event(declared));
+        }
         Ok(record)
     })
 }
@@ -390,6 +399,28 @@ pub fn finish(store: &Store, id: &str, outcome: Outcome) -> Result<(CeremonyReco
                 "ceremony {id} is already finished"
             )));
         }
+        // The claim is in the audit chain, right after the position it recorded: a record
+        // written into the store by other means is never concluded (nor sealed).
+        let claimed_seq = record
+            .claimed_after
+            .split_once(':')
+            .and_then(|(seq, _)| seq.parse::<u64>().ok())
+            .and_then(|seq| seq.checked_add(1))
+            .ok_or_else(|| CaError::Corrupt(format!("ceremony {id}: claimed_after")))?;
+        let entry = txn
+            .get::<crate::store::schema::Audit>(&claimed_seq)?
+            .ok_or_else(|| CaError::Corrupt(format!("ceremony {id}: no audit entry {claimed_seq}")))?;
+        let claimed_in_chain = matches!(
+            crate::audit::decode(&entry).map(|(_, r)| r.event),
+            Ok(AuditEvent::CeremonyApproved { id: ref logged, ref proposal_sha256, .. })
+                if *logged == id
+                    && *proposal_sha256 == hex::encode(crate::x509::keys::sha256(&record.proposal))
+        );
+        if !claimed_in_chain {
+            return Err(CaError::Corrupt(format!(
+                "ceremony {id}: its claim is not audit entry {claimed_seq}; the record was not written by a claim"
+            )));
+        }
         txn.audit(AuditEvent::CeremonyFinished {
             id: id.clone(),
             succeeded: outcome.succeeded,
@@ -397,7 +428,7 @@ pub fn finish(store: &Store, id: &str, outcome: Outcome) -> Result<(CeremonyReco
         });
         record.outcome = Some(outcome);
         put_json(txn, &key, &record)?;
-        Ok((record, txn.audit_head().seq + 1))
+        Ok((record, txn.audit_head().seq.saturating_add(1)))
     })
 }
 

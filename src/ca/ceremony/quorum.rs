@@ -230,6 +230,29 @@ impl OfficerSet {
         Ok(set)
     }
 
+    /// The set a proposal's parameters name (`init`, `change-officers`): `quorum` and
+    /// `officer.N`, each a base64 DER certificate.
+    pub fn from_parameters(parameters: &BTreeMap<String, String>) -> Result<Self, QuorumError> {
+        use base64::Engine;
+        let quorum = parameters
+            .get("quorum")
+            .and_then(|q| q.parse::<usize>().ok())
+            .ok_or_else(|| {
+                QuorumError::Malformed("quorum: the number of approvals a ceremony needs".into())
+            })?;
+        let mut officers = Vec::new();
+        for (name, value) in parameters.range("officer.".to_owned()..) {
+            if !name.starts_with("officer.") {
+                break;
+            }
+            let der = base64::engine::general_purpose::STANDARD
+                .decode(value)
+                .map_err(|e| QuorumError::Malformed(format!("{name}: {e}")))?;
+            officers.push(Officer::from_certificate(&der)?);
+        }
+        Self::new(quorum, officers)
+    }
+
     /// The set's rules, read from the certificates (never from stored fields): every officer a
     /// distinct person with a key of their own, and a quorum of at least two that the active
     /// officers can reach. Returns each officer's person.

@@ -98,8 +98,8 @@ impl TranscriptBody {
             .claimed_after
             .split_once(':')
             .and_then(|(seq, _)| seq.parse::<u64>().ok())
-            .ok_or_else(|| TranscriptError::Malformed("claimed_after".into()))?
-            + 1;
+            .and_then(|seq| seq.checked_add(1))
+            .ok_or_else(|| TranscriptError::Malformed("claimed_after".into()))?;
         use base64::Engine;
         Ok(Self {
             ca: proposal.ca,
