@@ -34,6 +34,21 @@ fn propose(pki: &Pki, name: &str, operation: &str, args: &[&str]) -> PathBuf {
     out
 }
 
+/// `sceau ceremony propose OPERATION ARGS`, which must be refused with `expected` in its error.
+fn proposal_refused(pki: &Pki, operation: &str, args: &[&str], expected: &str) {
+    let out_file = pki.path("refused.proposal.json");
+    let mut all = vec!["ceremony", "propose", operation];
+    all.extend_from_slice(args);
+    all.extend(["--out", out_file.to_str().unwrap()]);
+    let out = pki.sceau(&all);
+    let text = all_output(&out);
+    assert!(
+        !out.status.success() && text.contains(expected),
+        "{operation} {args:?}: {text}"
+    );
+    assert!(!out_file.exists(), "a refused proposal was written");
+}
+
 /// Each officer's approval of `proposal`, written to a file of its own.
 fn approvals(pki: &Pki, proposal: &Path, officers: &[&Officer]) -> Vec<PathBuf> {
     let bytes = std::fs::read(proposal).unwrap();
@@ -159,23 +174,18 @@ fn every_key_operation_runs_only_with_a_quorum_of_security_officers() {
         "/GN=Diane/SN=ROUX/CN=Diane ROUX",
     );
     pki.sceau_ok(&["ra", "bootstrap", "--card", "card-diane"]);
-    let out = pki.sceau(&[
-        "ceremony",
-        "propose",
+    proposal_refused(
+        &pki,
         "change-officers",
-        "--officer",
-        alice.pem.to_str().unwrap(),
-        "--officer",
-        diane_sign.to_str().unwrap(),
-        "--quorum",
-        "2",
-        "--out",
-        pki.path("diane.proposal.json").to_str().unwrap(),
-    ]);
-    assert!(
-        !out.status.success() && all_output(&out).contains("is an RA operator"),
-        "{}",
-        all_output(&out)
+        &[
+            "--officer",
+            alice.pem.to_str().unwrap(),
+            "--officer",
+            diane_sign.to_str().unwrap(),
+            "--quorum",
+            "2",
+        ],
+        "is an RA operator",
     );
     let diane = Officer {
         key: pki.path("diane-sig.key"),
@@ -330,33 +340,17 @@ fn every_key_operation_runs_only_with_a_quorum_of_security_officers() {
         .collect();
     assert_eq!(orphans.len(), 2, "{status}");
     let in_service = pki.sceau_ok(&["ca", "show"]);
-    let out = pki.sceau(&[
-        "ceremony",
-        "propose",
+    proposal_refused(
+        &pki,
         "destroy-key",
-        "--key-label",
-        "test-ocsp",
-        "--out",
-        pki.path("in-service.proposal.json").to_str().unwrap(),
-    ]);
-    assert!(
-        !out.status.success() && all_output(&out).contains("never destroyed"),
-        "{}",
-        all_output(&out)
+        &["--key-label", "test-ocsp"],
+        "never destroyed",
     );
-    let out = pki.sceau(&[
-        "ceremony",
-        "propose",
+    proposal_refused(
+        &pki,
         "destroy-key",
-        "--key-label",
-        "somebody-elses-key",
-        "--out",
-        pki.path("unknown.proposal.json").to_str().unwrap(),
-    ]);
-    assert!(
-        !out.status.success() && all_output(&out).contains("not an orphan"),
-        "{}",
-        all_output(&out)
+        &["--key-label", "somebody-elses-key"],
+        "not an orphan",
     );
     let destroy = propose(
         &pki,
