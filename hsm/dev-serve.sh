@@ -9,9 +9,11 @@
 # 2. Creates the development SoftHSM2 token under var/ (hsm/dev-token.sh; PIN in var/pin).
 # 3. Builds sceau (release; target directory ~/.cache/sceau-target, the first build takes
 #    about 20 minutes because of the bundled RocksDB).
-# 4. The first time only: runs the key ceremony (`sceau init`: root, AC Agents and OCSP
-#    responder keys in the token, certificates in var/data/certs) and issues a demo card
-#    (two OpenSSL-made P-256 requests; the certificates go to var/demo).
+# 4. The first time only: runs the key ceremony under dual control (root, AC Agents and OCSP
+#    responder keys in the token, certificates in var/data/certs), approved by two development
+#    security officers whose keys live in the same token (var/officers; later key operations
+#    are ceremonies they approve: docs/ceremonies.md), and issues a demo card (two
+#    OpenSSL-made P-256 requests; the certificates go to var/demo).
 # 5. Runs `sceau serve` with config/sceau.toml in the foreground: OCSP, CRLs and CA
 #    certificates on http://127.0.0.1:8080, administration on 127.0.0.1:9180. Ctrl-C stops it.
 #
@@ -42,7 +44,7 @@ cd "$root"
 say() { printf '\n== %s\n' "$*"; }
 
 say "system packages"
-sceau_packages libclang-dev softhsm2 openssl curl
+sceau_packages libclang-dev softhsm2 openssl curl opensc
 sceau_rust
 
 say "development token ($token)"
@@ -61,9 +63,54 @@ if [ "$token" != softhsm2 ]; then
   demo=var/demo-$token
 fi
 
+# dev_officers: two development security officers whose keys live in the development token
+# (made by pkcs11-tool; certificates for those keys made by OpenSSL, in var/officers), and the
+# CA made by a ceremony both approve with `sceau ceremony approve` through the token's module.
+# A real CA's officers approve with their own cards (docs/ceremonies.md).
+dev_officers() {
+  local module=/usr/lib/softhsm/libsofthsm2.so officers=var/officers pin
+  pin=$(cat var/pin)
+  export SOFTHSM2_CONF=$root/var/softhsm2.conf
+  mkdir -p "$officers"
+  [ -s "$officers/issuer.key" ] || openssl genpkey -algorithm EC \
+    -pkeyopt ec_paramgen_curve:P-256 -out "$officers/issuer.key" 2>/dev/null
+  printf 'keyUsage=critical,nonRepudiation\n' > "$officers/officer.ext"
+  local n given label args=()
+  for officer in 1:Alex 2:Sacha; do
+    IFS=: read -r n given <<<"$officer"
+    label=dev-officer-$n
+    if [ ! -s "$officers/$label.pem" ]; then
+      pkcs11-tool --module "$module" --token-label sceau-dev --login --pin "$pin" \
+        --keypairgen --key-type EC:prime256v1 --label "$label" --id "d$n" >/dev/null
+      pkcs11-tool --module "$module" --token-label sceau-dev --login --pin "$pin" \
+        --read-object --type pubkey --label "$label" -o "$officers/$label.der" >/dev/null
+      openssl pkey -pubin -inform DER -in "$officers/$label.der" -out "$officers/$label-public.pem"
+      openssl x509 -new -subj "/GN=$given/SN=DEVELOPPEMENT/CN=$given DEVELOPPEMENT" \
+        -key "$officers/issuer.key" -force_pubkey "$officers/$label-public.pem" -days 1095 \
+        -extfile "$officers/officer.ext" -out "$officers/$label.pem"
+    fi
+    args+=(--officer "$officers/$label.pem")
+  done
+  "$sceau" -c "$config" --log warn ceremony propose init "${args[@]}" --quorum 2 \
+    --out "$officers/init.json" >/dev/null
+  local approvals=()
+  for n in 1 2; do
+    "$sceau" --log warn ceremony approve "$officers/init.json" --module "$module" \
+      --token sceau-dev --key-label "dev-officer-$n" --certificate "$officers/dev-officer-$n.pem" \
+      --pin-file var/pin --out "$officers/init-$n.der"
+    approvals+=(--approval "$officers/init-$n.der")
+  done
+  "$sceau" -c "$config" --log warn ceremony run "$officers/init.json" "${approvals[@]}"
+}
+
 if ! "$sceau" -c "$config" --log warn ca show >/dev/null 2>&1; then
-  say "key ceremony by one person (sceau init --without-dual-control: development only; a real CA is made by its officers, docs/ceremonies.md)"
-  "$sceau" -c "$config" init --without-dual-control
+  if [ "$token" = softhsm2 ]; then
+    say "key ceremony under dual control: two DEVELOPMENT officers, their keys in the development token (var/officers; docs/ceremonies.md)"
+    dev_officers
+  else
+    say "key ceremony by one person (sceau init --without-dual-control: development only; a real CA is made by its officers, docs/ceremonies.md)"
+    "$sceau" -c "$config" init --without-dual-control
+  fi
 fi
 
 if [ ! -s "$demo/auth.pem" ]; then

@@ -634,3 +634,100 @@ fn the_ceremony_walk_through_runs_as_written() {
         "{verified}"
     );
 }
+
+/// An officer approves with a card through its PKCS#11 module (`sceau ceremony approve`), here
+/// a key that pkcs11-tool made on a SoftHSM2 token, beside an officer approving with openssl:
+/// both approvals count, and the card tool refuses another certificate's key and bytes that are
+/// not a proposal.
+#[test]
+fn an_officer_approves_with_a_card_through_pkcs11() {
+    let pki = Pki::on(Token::SoftHsm2, Keys::EC);
+    pki.foreign_key_with(Token::SoftHsm2, "officer-sign", &["--id", "0a"]);
+    let public = pki.public_key_pem(Token::SoftHsm2, "officer-sign", "officer-public");
+    let extensions = pki.path("officer.ext");
+    std::fs::write(&extensions, "keyUsage=critical,nonRepudiation\n").unwrap();
+    let (issuer_key, card_pem) = (pki.path("card-ca.key"), pki.path("bruno-card.pem"));
+    let (ok, text) = common::openssl(&[
+        "genpkey",
+        "-algorithm",
+        "EC",
+        "-pkeyopt",
+        "ec_paramgen_curve:P-256",
+        "-out",
+        issuer_key.to_str().unwrap(),
+    ]);
+    assert!(ok, "{text}");
+    let (ok, text) = common::openssl(&[
+        "x509",
+        "-new",
+        "-subj",
+        "/GN=Bruno/SN=PETIT/CN=Bruno PETIT",
+        "-key",
+        issuer_key.to_str().unwrap(),
+        "-force_pubkey",
+        public.to_str().unwrap(),
+        "-days",
+        "365",
+        "-extfile",
+        extensions.to_str().unwrap(),
+        "-out",
+        card_pem.to_str().unwrap(),
+    ]);
+    assert!(ok, "{text}");
+    let alice = officer(&pki, "alice", "/GN=Alice/SN=DURAND/CN=Alice DURAND");
+    let init = propose(
+        &pki,
+        "init",
+        "init",
+        &[
+            "--officer",
+            alice.pem.to_str().unwrap(),
+            "--officer",
+            card_pem.to_str().unwrap(),
+            "--quorum",
+            "2",
+        ],
+    );
+    let card = |certificate: &Path, bytes: &Path, out: &str| {
+        pki.sceau_with_env(
+            &[
+                "ceremony",
+                "approve",
+                bytes.to_str().unwrap(),
+                "--module",
+                common::tokens::SOFTHSM_MODULE,
+                "--token",
+                Token::SoftHsm2.label(),
+                "--key-label",
+                "officer-sign",
+                "--certificate",
+                certificate.to_str().unwrap(),
+                "--pin-file",
+                pki.path("pin").to_str().unwrap(),
+                "--out",
+                pki.path(out).to_str().unwrap(),
+            ],
+            &[("SOFTHSM2_CONF", pki.path("softhsm2.conf").to_str().unwrap())],
+        )
+    };
+    // Another certificate than the card key's, and bytes that are not a proposal: refused.
+    let out = card(&alice.pem, &init, "wrong.der");
+    assert!(
+        !out.status.success() && all_output(&out).contains("is not the key of"),
+        "{}",
+        all_output(&out)
+    );
+    let out = card(&card_pem, &pki.path("officer.ext"), "not-a-proposal.der");
+    assert!(
+        !out.status.success() && !pki.path("not-a-proposal.der").exists(),
+        "{}",
+        all_output(&out)
+    );
+    let out = card(&card_pem, &init, "bruno.der");
+    assert!(out.status.success(), "{}", all_output(&out));
+    assert!(all_output(&out).contains("(init)"), "{}", all_output(&out));
+    let mut both = approvals(&pki, &init, &[&alice]);
+    both.push(pki.path("bruno.der"));
+    let done = carried_out(&pki, &init, &both);
+    assert_eq!(done["operation"], "init");
+}

@@ -323,6 +323,33 @@ pub enum CeremonyCommand {
         #[arg(long = "approval", value_name = "FILE", required = true)]
         approvals: Vec<PathBuf>,
     },
+    /// An officer's approval, signed by their card through its PKCS#11 module: an attached
+    /// CMS SignedData over the proposal's bytes (what `openssl cms -sign -binary -nodetach`
+    /// makes). Needs no configuration: it runs on the officer's own workstation.
+    Approve {
+        /// The proposal file, as `sceau ceremony propose` wrote it (read before signing).
+        proposal: PathBuf,
+        /// The card's PKCS#11 module (e.g. OpenSC's `opensc-pkcs11.so`).
+        #[arg(long, value_name = "PATH")]
+        module: PathBuf,
+        /// The card's token label.
+        #[arg(long, value_name = "LABEL")]
+        token: String,
+        /// The label of the card's signature key.
+        #[arg(long, value_name = "LABEL")]
+        key_label: String,
+        /// The card's signature certificate (PEM or DER): the approval names it, and the key
+        /// on the card must be its key.
+        #[arg(long, value_name = "FILE")]
+        certificate: PathBuf,
+        /// A file holding the card's PIN; without it, the environment variable
+        /// `SCEAU_CARD_PIN`.
+        #[arg(long, value_name = "FILE")]
+        pin_file: Option<PathBuf>,
+        /// Where to write the approval (DER).
+        #[arg(long, value_name = "FILE")]
+        out: PathBuf,
+    },
     /// Who authorises this CA's key operations (the officers and the quorum, or one person),
     /// the key position proposals follow, and every ceremony claimed, as JSON.
     Status,

@@ -105,20 +105,132 @@ pub(super) fn ceremony(config: &Config, command: CeremonyCommand) -> Result<(), 
             Ok(())
         }
         CeremonyCommand::Status => status(config),
-        command @ CeremonyCommand::Verify { .. } => verify_offline(command),
+        command @ (CeremonyCommand::Verify { .. } | CeremonyCommand::Approve { .. }) => {
+            without_configuration(command)
+        }
     }
 }
 
-/// `sceau ceremony verify`: needs no configuration.
-pub(super) fn verify_offline(command: CeremonyCommand) -> Result<(), CliError> {
+/// `sceau ceremony verify` (an auditor's) and `approve` (an officer's): no configuration.
+pub(super) fn without_configuration(command: CeremonyCommand) -> Result<(), CliError> {
     match command {
         CeremonyCommand::Verify {
             transcripts,
             anchor,
             report,
         } => verify(&transcripts, &anchor, report.as_deref()),
-        _ => Err(CliError::internal("not a verification")),
+        CeremonyCommand::Approve {
+            proposal,
+            module,
+            token,
+            key_label,
+            certificate,
+            pin_file,
+            out,
+        } => approve(
+            Card {
+                module,
+                token,
+                key_label,
+                certificate,
+                pin_file,
+            },
+            &proposal,
+            &out,
+        ),
+        _ => Err(CliError::internal("a command that needs the configuration")),
     }
+}
+
+/// An officer's card as `sceau ceremony approve` reaches it.
+struct Card {
+    module: std::path::PathBuf,
+    token: String,
+    key_label: String,
+    certificate: std::path::PathBuf,
+    pin_file: Option<std::path::PathBuf>,
+}
+
+/// Signs the proposal's exact bytes with the card, after checking that they are a proposal
+/// and that the card's key is the certificate's; prints what was approved.
+fn approve(card: Card, proposal_path: &Path, out: &Path) -> Result<(), CliError> {
+    use crate::hsm::{Hsm, HsmSettings, PinSource};
+    use crate::x509::keys::{Curve, PublicKeyKind, describe};
+    use crate::x509::sigalg::SignatureScheme;
+    let bytes =
+        std::fs::read(proposal_path).context(|| format!("reading {}", proposal_path.display()))?;
+    // Only a ceremony's proposal is signed here: the same card signs RA requests.
+    let proposal = crate::ca::ceremony::quorum::Proposal::from_canonical_bytes(&bytes)
+        .context_as(Failure::Data, || format!("{}", proposal_path.display()))?;
+    let pem = std::fs::read(&card.certificate)
+        .context(|| format!("--certificate {}", card.certificate.display()))?;
+    let der = crate::x509::pem::decode_pem_or_der(&pem, &["CERTIFICATE"]).context_as(
+        Failure::Data,
+        || {
+            format!(
+                "--certificate {}: not a certificate",
+                card.certificate.display()
+            )
+        },
+    )?;
+    let certificate = <x509_cert::Certificate as der::Decode>::from_der(&der)
+        .context(|| format!("--certificate {}", card.certificate.display()))?;
+    let spki = certificate.tbs_certificate().subject_public_key_info();
+    let scheme = match describe(spki) {
+        Ok(PublicKeyKind::Ec(Curve::P256)) => SignatureScheme::EcdsaP256Sha256,
+        Ok(PublicKeyKind::Ec(Curve::P384)) => SignatureScheme::EcdsaP384Sha384,
+        Ok(PublicKeyKind::Rsa { .. }) => SignatureScheme::RsaPkcs1Sha256,
+        _ => {
+            return Err(CliError::data(format!(
+                "--certificate {}: a P-256, P-384 or RSA key is needed",
+                card.certificate.display()
+            )));
+        }
+    };
+    let hsm = Hsm::open(HsmSettings {
+        module: card.module.clone(),
+        token_label: card.token.clone(),
+        token_serial: None,
+        module_parameters: None,
+        pin: match card.pin_file {
+            Some(path) => PinSource::File(path),
+            None => PinSource::Env("SCEAU_CARD_PIN".into()),
+        },
+        sessions: 1,
+        queue_capacity: 1,
+    })
+    .context(|| {
+        format!(
+            "--module {} --token {:?}",
+            card.module.display(),
+            card.token
+        )
+    })?;
+    let key = hsm
+        .signing_key(&card.key_label, scheme)
+        .context(|| format!("--key-label {:?}", card.key_label))?;
+    if key.public_key() != spki {
+        return Err(CliError::data(format!(
+            "the key {:?} on the card is not the key of --certificate {}",
+            card.key_label,
+            card.certificate.display()
+        )));
+    }
+    let approval = crate::x509::cms::sign_attached(&bytes, &certificate, scheme, |attributes| {
+        key.sign(attributes)
+    })
+    .context_as(Failure::Unavailable, || "signing with the card".into())?;
+    crate::ca::ceremony::write_file(out, &approval)?;
+    println!(
+        "approved: ceremony {} ({}) of CA {}, proposed at {}, valid until {}; approval written to {}",
+        proposal.id,
+        proposal.operation.as_str(),
+        proposal.ca,
+        proposal.proposed_at,
+        proposal.expires_at,
+        out.display()
+    );
+    Ok(())
 }
 
 fn status(config: &Config) -> Result<(), CliError> {

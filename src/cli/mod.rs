@@ -35,8 +35,11 @@ pub fn run(cli: Cli) -> Result<(), CliError> {
         return node::node(&cli.config);
     }
     // An auditor's command: no configuration, store or HSM.
-    if let Command::Ceremony(command @ CeremonyCommand::Verify { .. }) = cli.command {
-        return ceremony::verify_offline(command);
+    if let Command::Ceremony(
+        command @ (CeremonyCommand::Verify { .. } | CeremonyCommand::Approve { .. }),
+    ) = cli.command
+    {
+        return ceremony::without_configuration(command);
     }
     let config = Config::load(&cli.config)?;
     match cli.command {
@@ -708,7 +711,7 @@ fn check(config: &Config) -> Result<(), CliError> {
         let described: Vec<String> = orphans
             .iter()
             .map(|label| match hsm.has_key(label) {
-                Ok(true) => format!("{label} (in the token: destroy it in a ceremony)"),
+                Ok(true) => format!("{label} (in the token: the ceremony destroy-key destroys it)"),
                 Ok(false) => format!("{label} (never made, or already destroyed)"),
                 Err(error) => format!("{label} ({error})"),
             })
@@ -717,6 +720,20 @@ fn check(config: &Config) -> Result<(), CliError> {
             "orphan keys of interrupted ceremonies (used by no CA): {}",
             described.join(", ")
         );
+    }
+    use ca::ceremony::control::DualControl;
+    match ca::ceremony::control::dual_control(ca.store())? {
+        Some(DualControl::Officers(set)) => println!(
+            "key ceremonies: approved by {} of {} security officers",
+            set.quorum,
+            set.officers.iter().filter(|o| o.active).count()
+        ),
+        Some(DualControl::SinglePerson { declared_at }) => println!(
+            "key ceremonies: WITHOUT DUAL CONTROL since {declared_at} (development and tests only: one person runs every key operation)"
+        ),
+        None => {
+            println!("key ceremonies: no dual control declared (a store made before it existed)")
+        }
     }
     Ok(())
 }

@@ -45,6 +45,8 @@ pub enum CmsError {
     Attribute(&'static str, String),
     #[error("signature: {0}")]
     Signature(#[from] SignatureError),
+    #[error("signing: {0}")]
+    Signing(String),
 }
 
 /// Verifies `der`, a SignedData with attached content signed by `signer`; returns the content.
@@ -192,6 +194,85 @@ fn signature_algorithm(
         | (oid::RSASSA_PSS, _) => named.clone(),
         (other, _) => return Err(SignatureError::Unsupported(other).into()),
     })
+}
+
+/// An attached CMS SignedData of `content` by the holder of `certificate`, as `openssl cms
+/// -sign -binary -nodetach` writes it: one signer named by issuer and serial number, the
+/// signed attributes content-type and message-digest, and `certificate` included. `sign`
+/// signs the DER of the signed attributes with the certificate's key under `scheme` (a card
+/// through PKCS#11, for an officer's approval) and returns the signature as X.509 carries it.
+pub fn sign_attached<E: std::fmt::Display>(
+    content: &[u8],
+    certificate: &Certificate,
+    scheme: sigalg::SignatureScheme,
+    sign: impl FnOnce(&[u8]) -> Result<Vec<u8>, E>,
+) -> Result<Vec<u8>, CmsError> {
+    use cms::cert::{CertificateChoices, IssuerAndSerialNumber};
+    use cms::content_info::CmsVersion;
+    use cms::signed_data::{CertificateSet, EncapsulatedContentInfo, SignerInfo, SignerInfos};
+    use der::asn1::{Any, SetOfVec};
+    let malformed = |e: der::Error| CmsError::Malformed(e.to_string());
+    let hash = scheme.hash();
+    let digest_algorithm = AlgorithmIdentifierOwned {
+        oid: hash.oid(),
+        parameters: None,
+    };
+    let attribute = |oid, value: Any| -> Result<x509_cert::attr::Attribute, CmsError> {
+        Ok(x509_cert::attr::Attribute {
+            oid,
+            values: SetOfVec::try_from(vec![value]).map_err(malformed)?,
+        })
+    };
+    let attributes = SetOfVec::try_from(vec![
+        attribute(
+            oid::CMS_CONTENT_TYPE,
+            Any::encode_from(&oid::CMS_DATA).map_err(malformed)?,
+        )?,
+        attribute(
+            oid::CMS_MESSAGE_DIGEST,
+            Any::encode_from(&OctetString::new(hash.digest(content)).map_err(malformed)?)
+                .map_err(malformed)?,
+        )?,
+    ])
+    .map_err(malformed)?;
+    let signature = sign(&attributes.to_der().map_err(malformed)?)
+        .map_err(|e| CmsError::Signing(e.to_string()))?;
+    let tbs = certificate.tbs_certificate();
+    let signer = SignerInfo {
+        version: CmsVersion::V1,
+        sid: SignerIdentifier::IssuerAndSerialNumber(IssuerAndSerialNumber {
+            issuer: tbs.issuer().clone(),
+            serial_number: tbs.serial_number().clone(),
+        }),
+        digest_alg: digest_algorithm.clone(),
+        signed_attrs: Some(attributes),
+        signature_algorithm: scheme.algorithm_identifier().map_err(malformed)?,
+        signature: OctetString::new(signature).map_err(malformed)?,
+        unsigned_attrs: None,
+    };
+    let signed = SignedData {
+        version: CmsVersion::V1,
+        digest_algorithms: SetOfVec::try_from(vec![digest_algorithm]).map_err(malformed)?,
+        encap_content_info: EncapsulatedContentInfo {
+            econtent_type: oid::CMS_DATA,
+            econtent: Some(
+                Any::encode_from(&OctetString::new(content).map_err(malformed)?)
+                    .map_err(malformed)?,
+            ),
+        },
+        certificates: Some(
+            CertificateSet::try_from(vec![CertificateChoices::Certificate(certificate.clone())])
+                .map_err(malformed)?,
+        ),
+        crls: None,
+        signer_infos: SignerInfos::try_from(vec![signer]).map_err(malformed)?,
+    };
+    ContentInfo {
+        content_type: oid::CMS_SIGNED_DATA,
+        content: Any::encode_from(&signed).map_err(malformed)?,
+    }
+    .to_der()
+    .map_err(malformed)
 }
 
 #[cfg(test)]

@@ -147,6 +147,29 @@ impl Pki {
         run_ok(&mut tool, "pkcs11-tool --keypairgen");
     }
 
+    /// The public key labelled `label` on the token, as PEM in `name`.pem (read by pkcs11-tool,
+    /// converted by OpenSSL).
+    pub fn public_key_pem(&self, token: Token, label: &str, name: &str) -> PathBuf {
+        let der = self.path(&format!("{name}.der"));
+        let mut tool = self.pkcs11_tool(token);
+        tool.args(["--read-object", "--type", "pubkey", "--label", label, "-o"])
+            .arg(&der);
+        run_ok(&mut tool, "pkcs11-tool --read-object");
+        let pem = self.path(&format!("{name}.pem"));
+        let (ok, text) = openssl(&[
+            "pkey",
+            "-pubin",
+            "-inform",
+            "DER",
+            "-in",
+            der.to_str().unwrap(),
+            "-out",
+            pem.to_str().unwrap(),
+        ]);
+        assert!(ok, "{text}");
+        pem
+    }
+
     /// The private keys on the token, as pkcs11-tool lists them (with their "Access" flags).
     pub fn private_keys_listed(&self, token: Token) -> String {
         let mut tool = self.pkcs11_tool(token);
