@@ -5,7 +5,7 @@
 #     hsm/dev-serve.sh
 #
 # 1. Installs what is missing: Debian packages (softhsm2, libclang-dev for the RocksDB
-#    bindings, openssl, curl, a C compiler) and a Rust toolchain (rustup) if cargo is absent.
+#    bindings, openssl, curl, opensc's pkcs11-tool, a C compiler) and a Rust toolchain (rustup) if cargo is absent.
 # 2. Creates the development SoftHSM2 token under var/ (hsm/dev-token.sh; PIN in var/pin).
 # 3. Builds sceau (release; target directory ~/.cache/sceau-target, the first build takes
 #    about 20 minutes because of the bundled RocksDB).
@@ -75,15 +75,19 @@ dev_officers() {
   [ -s "$officers/issuer.key" ] || openssl genpkey -algorithm EC \
     -pkeyopt ec_paramgen_curve:P-256 -out "$officers/issuer.key" 2>/dev/null
   printf 'keyUsage=critical,nonRepudiation\n' > "$officers/officer.ext"
-  local n given label args=()
+  local officer n given label args=()
   for officer in 1:Alex 2:Sacha; do
     IFS=: read -r n given <<<"$officer"
     label=dev-officer-$n
+    # The key first, made once (a second one under the same label would be refused as
+    # ambiguous), then its certificate, each step skipped when done by an earlier run.
+    local tool=(pkcs11-tool --module "$module" --token-label sceau-dev --login --pin "$pin")
+    if ! "${tool[@]}" --read-object --type pubkey --label "$label" \
+      -o "$officers/$label.der" >/dev/null 2>&1; then
+      "${tool[@]}" --keypairgen --key-type EC:prime256v1 --label "$label" --id "d$n" >/dev/null
+      "${tool[@]}" --read-object --type pubkey --label "$label" -o "$officers/$label.der" >/dev/null
+    fi
     if [ ! -s "$officers/$label.pem" ]; then
-      pkcs11-tool --module "$module" --token-label sceau-dev --login --pin "$pin" \
-        --keypairgen --key-type EC:prime256v1 --label "$label" --id "d$n" >/dev/null
-      pkcs11-tool --module "$module" --token-label sceau-dev --login --pin "$pin" \
-        --read-object --type pubkey --label "$label" -o "$officers/$label.der" >/dev/null
       openssl pkey -pubin -inform DER -in "$officers/$label.der" -out "$officers/$label-public.pem"
       openssl x509 -new -subj "/GN=$given/SN=DEVELOPPEMENT/CN=$given DEVELOPPEMENT" \
         -key "$officers/issuer.key" -force_pubkey "$officers/$label-public.pem" -days 1095 \

@@ -725,7 +725,14 @@ fn an_officer_approves_with_a_card_through_pkcs11() {
     );
     let out = card(&card_pem, &init, "bruno.der");
     assert!(out.status.success(), "{}", all_output(&out));
-    assert!(all_output(&out).contains("(init)"), "{}", all_output(&out));
+    // What it approves, shown before the card is opened: the operation and the officers.
+    let shown = all_output(&out);
+    assert!(
+        shown.contains(": init of CA")
+            && shown.contains("Bruno PETIT")
+            && shown.contains("Alice DURAND"),
+        "{shown}"
+    );
     let mut both = approvals(&pki, &init, &[&alice]);
     both.push(pki.path("bruno.der"));
     let done = carried_out(&pki, &init, &both);

@@ -1,6 +1,7 @@
-//! `sceau ceremony propose | run | verify`: key ceremonies under dual control. Propose and run
-//! are actions of the service layer (through the running daemon when there is one, else on the
-//! store); verify reads only its files.
+//! `sceau ceremony propose | run | status | approve | verify`: key ceremonies under dual
+//! control. Propose and run are actions of the service layer (through the running daemon when
+//! there is one, else on the store); status reads the store; approve is an officer's (their
+//! card, no configuration) and verify an auditor's (only its files).
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -187,6 +188,32 @@ fn approve(card: Card, proposal_path: &Path, out: &Path) -> Result<(), CliError>
             )));
         }
     };
+    // What is signed, shown before the card is opened (escaped: the file is the proposer's).
+    println!(
+        "approving ceremony {:?}: {} of CA {:?}, key position {:?}, proposed at {}, valid until {}",
+        proposal.id,
+        proposal.operation.as_str(),
+        proposal.ca,
+        proposal.audit_head,
+        proposal.proposed_at,
+        proposal.expires_at
+    );
+    for (name, value) in &proposal.parameters {
+        let shown = if name.starts_with("officer.") {
+            use base64::Engine;
+            base64::engine::general_purpose::STANDARD
+                .decode(value)
+                .ok()
+                .and_then(|der| <x509_cert::Certificate as der::Decode>::from_der(&der).ok())
+                .map_or_else(
+                    || "an unreadable certificate".to_owned(),
+                    |c| format!("officer {}", c.tbs_certificate().subject()),
+                )
+        } else {
+            format!("{value:?}")
+        };
+        println!("  {name}: {}", shown.escape_debug());
+    }
     let hsm = Hsm::open(HsmSettings {
         module: card.module.clone(),
         token_label: card.token.clone(),
@@ -221,15 +248,7 @@ fn approve(card: Card, proposal_path: &Path, out: &Path) -> Result<(), CliError>
     })
     .context_as(Failure::Unavailable, || "signing with the card".into())?;
     crate::ca::ceremony::write_file(out, &approval)?;
-    println!(
-        "approved: ceremony {} ({}) of CA {}, proposed at {}, valid until {}; approval written to {}",
-        proposal.id,
-        proposal.operation.as_str(),
-        proposal.ca,
-        proposal.proposed_at,
-        proposal.expires_at,
-        out.display()
-    );
+    println!("approved: written to {}", out.display());
     Ok(())
 }
 

@@ -34,7 +34,8 @@ pub fn run(cli: Cli) -> Result<(), CliError> {
     if let Command::Node = cli.command {
         return node::node(&cli.config);
     }
-    // An auditor's command: no configuration, store or HSM.
+    // An auditor's command (verify) and an officer's (approve, with their card): no
+    // configuration, no store, not the CA's HSM.
     if let Command::Ceremony(
         command @ (CeremonyCommand::Verify { .. } | CeremonyCommand::Approve { .. }),
     ) = cli.command
