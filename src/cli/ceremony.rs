@@ -207,12 +207,18 @@ fn approve(card: Card, proposal_path: &Path, out: &Path) -> Result<(), CliError>
                 .and_then(|der| <x509_cert::Certificate as der::Decode>::from_der(&der).ok())
                 .map_or_else(
                     || "an unreadable certificate".to_owned(),
-                    |c| format!("officer {}", c.tbs_certificate().subject()),
+                    |c| {
+                        format!(
+                            "officer {}",
+                            c.tbs_certificate().subject().to_string().escape_debug()
+                        )
+                    },
                 )
         } else {
-            format!("{value:?}")
+            format!("\"{}\"", value.escape_debug())
         };
-        println!("  {name}: {}", shown.escape_debug());
+        // Escaped: control characters in the proposer's file never reach the terminal.
+        println!("  {}: {shown}", name.escape_debug());
     }
     let hsm = Hsm::open(HsmSettings {
         module: card.module.clone(),
