@@ -11,11 +11,18 @@
 #    about 20 minutes because of the bundled RocksDB).
 # 4. The first time only: runs the key ceremony under dual control (root, AC Agents and OCSP
 #    responder keys in the token, certificates in var/data/certs), approved by two development
-#    security officers whose keys live in the same token (var/officers; later key operations
-#    are ceremonies they approve: docs/ceremonies.md), and issues a demo card (two
-#    OpenSSL-made P-256 requests; the certificates go to var/demo).
-# 5. Runs `sceau serve` with config/sceau.toml in the foreground: OCSP, CRLs and CA
-#    certificates on http://127.0.0.1:8080, administration on 127.0.0.1:9180. Ctrl-C stops it.
+#    security officers whose keys live in a SoftHSM2 token of their own, `sceau-officers`
+#    (var/officers; later key operations are ceremonies they approve: docs/ceremonies.md);
+#    issues a demo card (two OpenSSL-made P-256 requests; the certificates go to var/demo);
+#    then the split-pin ceremony: the CA token's PIN replaced by a random one that no file
+#    holds, split between the two officers (their shares in var/officers/shares; var/pin,
+#    the former PIN, opens the CA's token no more: the NSS and kryoptic development tokens
+#    still use it).
+# 5. Runs `sceau serve` with var/sceau-dev.toml (config/sceau.toml with `pin_split = true`
+#    instead of its pin_file): the daemon starts sealed, and both development officers unseal
+#    it with `sceau unseal`, each share signed through the officers' token. Then OCSP, CRLs and
+#    CA certificates on http://127.0.0.1:8080, administration on 127.0.0.1:9180. Ctrl-C stops
+#    it. A real CA's officers keep their shares and cards apart, and unseal it in person.
 #
 # With --with-node, it also installs nats-server 2.15.1 (in a venv at ~/.cache/sceau/nats),
 # starts it with JetStream on 127.0.0.1:4222 (files in var/nats), runs the CA with a [nats]
@@ -63,15 +70,39 @@ if [ "$token" != softhsm2 ]; then
   demo=var/demo-$token
 fi
 
-# dev_officers: two development security officers whose keys live in the development token
-# (made by pkcs11-tool; certificates for those keys made by OpenSSL, in var/officers), and the
-# CA made by a ceremony both approve with `sceau ceremony approve` through the token's module.
-# A real CA's officers approve with their own cards (docs/ceremonies.md).
-dev_officers() {
-  local module=/usr/lib/softhsm/libsofthsm2.so officers=var/officers pin
-  pin=$(cat var/pin)
-  export SOFTHSM2_CONF=$root/var/softhsm2.conf
+# dev_officers: two development security officers whose keys live in a SoftHSM2 token of their
+# own, sceau-officers (PIN in var/officers/pin; keys made by pkcs11-tool; certificates for
+# those keys made by OpenSSL, in var/officers), and the CA made by a ceremony both approve with
+# `sceau ceremony approve` through that token's module. Never the CA's token: its PIN is split
+# between them, and they must be able to sign to unseal it. A real CA's officers approve with
+# their own cards (docs/ceremonies.md).
+module=/usr/lib/softhsm/libsofthsm2.so
+officers=var/officers
+officer_card() {
   mkdir -p "$officers"
+  export SOFTHSM2_CONF=$root/var/softhsm2.conf
+  [ -s "$officers/pin" ] || od -An -N8 -tx1 /dev/urandom | tr -d ' \n' > "$officers/pin"
+  if ! softhsm2-util --show-slots 2>/dev/null | grep -q 'Label: *sceau-officers *$'; then
+    softhsm2-util --init-token --free --label sceau-officers --so-pin "$(cat var/so-pin)" \
+      --pin "$(cat "$officers/pin")" >/dev/null
+  fi
+}
+
+# approve_all FILE: both officers approve the proposal FILE through their token; prints the
+# --approval arguments.
+approve_all() {
+  local proposal=$1 n
+  for n in 1 2; do
+    "$sceau" --log warn ceremony approve "$proposal" --module "$module" \
+      --token sceau-officers --key-label "dev-officer-$n" \
+      --certificate "$officers/dev-officer-$n.pem" --pin-file "$officers/pin" \
+      --out "$proposal.$n.der" >&2
+    printf -- '--approval %s ' "$proposal.$n.der"
+  done
+}
+
+dev_officers() {
+  officer_card
   [ -s "$officers/issuer.key" ] || openssl genpkey -algorithm EC \
     -pkeyopt ec_paramgen_curve:P-256 -out "$officers/issuer.key" 2>/dev/null
   printf 'keyUsage=critical,nonRepudiation\n' > "$officers/officer.ext"
@@ -81,7 +112,8 @@ dev_officers() {
     label=dev-officer-$n
     # The key first, made once (a second one under the same label would be refused as
     # ambiguous), then its certificate, each step skipped when done by an earlier run.
-    local tool=(pkcs11-tool --module "$module" --token-label sceau-dev --login --pin "$pin")
+    local tool=(pkcs11-tool --module "$module" --token-label sceau-officers --login
+      --pin "$(cat "$officers/pin")")
     if ! "${tool[@]}" --read-object --type pubkey --label "$label" \
       -o "$officers/$label.der" >/dev/null 2>&1; then
       "${tool[@]}" --keypairgen --key-type EC:prime256v1 --label "$label" --id "d$n" >/dev/null
@@ -97,19 +129,23 @@ dev_officers() {
   done
   "$sceau" -c "$config" --log warn ceremony propose init "${args[@]}" --quorum 2 \
     --out "$officers/init.json" >/dev/null
-  local approvals=()
-  for n in 1 2; do
-    "$sceau" --log warn ceremony approve "$officers/init.json" --module "$module" \
-      --token sceau-dev --key-label "dev-officer-$n" --certificate "$officers/dev-officer-$n.pem" \
-      --pin-file var/pin --out "$officers/init-$n.der"
-    approvals+=(--approval "$officers/init-$n.der")
-  done
-  "$sceau" -c "$config" --log warn ceremony run "$officers/init.json" "${approvals[@]}"
+  # shellcheck disable=SC2046 # the --approval arguments, one word each
+  "$sceau" -c "$config" --log warn ceremony run "$officers/init.json" $(approve_all "$officers/init.json")
 }
 
-if ! "$sceau" -c "$config" --log warn ca show >/dev/null 2>&1; then
+# split_pin: the split-pin ceremony (offline, with var/pin): a new random PIN on the CA token,
+# one share per officer in var/officers/shares; var/pin no longer opens that token.
+split_pin() {
+  "$sceau" -c "$config" --log warn ceremony propose split-pin \
+    --shares-out "$root/$officers/shares" --out "$officers/split-pin.json" >/dev/null
+  # shellcheck disable=SC2046
+  "$sceau" -c "$config" --log warn ceremony run "$officers/split-pin.json" \
+    $(approve_all "$officers/split-pin.json")
+}
+
+if [ ! -d "$data/store" ]; then
   if [ "$token" = softhsm2 ]; then
-    say "key ceremony under dual control: two DEVELOPMENT officers, their keys in the development token (var/officers; docs/ceremonies.md)"
+    say "key ceremony under dual control: two DEVELOPMENT officers, their keys in the token sceau-officers (var/officers; docs/ceremonies.md)"
     dev_officers
   else
     say "key ceremony by one person (sceau init --without-dual-control: development only; a real CA is made by its officers, docs/ceremonies.md)"
@@ -130,6 +166,43 @@ if [ ! -s "$demo/auth.pem" ]; then
     --auth-csr "$demo/auth.csr" --sign-csr "$demo/sign.csr" --out-dir "$demo"
 fi
 
+if [ "$token" = softhsm2 ]; then
+  if [ ! -d "$officers/shares" ]; then
+    say "split-pin: the CA token's PIN replaced by a random one, split between the two officers"
+    split_pin
+  fi
+  # The configuration served: config/sceau.toml with the PIN split instead of read from a file.
+  sed 's/^pin_file = .*/pin_split = true/' config/sceau.toml > var/sceau-dev.toml
+  config=var/sceau-dev.toml
+fi
+
+# unseal_dev_daemon: once the daemon says it is sealed (var/serve.out), each development
+# officer presents their share, signed through the officers' token.
+unseal_dev_daemon() {
+  local officer n given share
+  for _ in $(seq 1 600); do
+    grep -q '^sceau sealed:' var/serve.out 2>/dev/null && break
+    sleep 0.1
+  done
+  for officer in 1:Alex 2:Sacha; do
+    IFS=: read -r n given <<<"$officer"
+    share=$(grep -l "\"name\": \"$given DEVELOPPEMENT\"" "$officers"/shares/*.json)
+    "$sceau" -c "$config" --log warn unseal --share "$share" \
+      --module "$module" --token sceau-officers --key-label "dev-officer-$n" \
+      --certificate "$officers/dev-officer-$n.pem" --pin-file "$officers/pin"
+  done
+}
+
+# serve_unsealed [ARGS]: sceau serve in the background, unsealed by the two development officers
+# when its PIN is split; its PID in $served.
+serve_unsealed() {
+  "$sceau" -c "$config" serve "$@" > >(tee var/serve.out) &
+  served=$!
+  if [ "$token" = softhsm2 ]; then
+    unseal_dev_daemon
+  fi
+}
+
 say "serving"
 certs=$data/certs
 cat <<TXT
@@ -141,7 +214,11 @@ Try, from another shell in $root:
 Ctrl-C stops the daemon.
 TXT
 if ! $with_node; then
-  exec "$sceau" -c "$config" serve
+  rm -f var/serve.out
+  serve_unsealed
+  trap 'kill $served 2>/dev/null' INT TERM
+  wait "$served"
+  exit
 fi
 
 say "nats-server with JetStream, the CA publishing to it, and a responder node"
@@ -157,7 +234,9 @@ children=$!
 trap 'kill $children 2>/dev/null' EXIT
 # The same relative paths resolve alike from config/ and var/ (siblings).
 { cat "$config"; printf '\n[nats]\nservers = ["nats://127.0.0.1:4222"]\n'; } > var/sceau-with-node.toml
-"$sceau" -c var/sceau-with-node.toml serve &
-children="$children $!"
+config=var/sceau-with-node.toml
+rm -f var/serve.out
+serve_unsealed
+children="$children $served"
 echo "A responder node on http://127.0.0.1:8081 (same requests as above, port 8081)."
 "$sceau" -c config/node.toml node

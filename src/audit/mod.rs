@@ -80,6 +80,17 @@ pub enum AuditEvent {
     /// A key was destroyed in the HSM by a ceremony (`destroy-key`): its private and public
     /// objects (`objects` of them).
     KeyDestroyed { label: String, objects: usize },
+    /// The token's PIN was replaced by a random one and split among the officers (`split-pin`):
+    /// any `quorum` of the holders' shares make it (the persons, in share order).
+    PinSplit {
+        split: String,
+        quorum: usize,
+        holders: Vec<String>,
+    },
+    /// The daemon was unsealed by these officers' shares after a start (`sceau unseal`).
+    Unsealed { split: String, persons: Vec<String> },
+    /// A share presented to the sealed daemon was refused (nothing taken), and why.
+    UnsealRefused { reason: String },
     /// The CA was made without dual control (`sceau init --without-dual-control`): one person
     /// runs its key operations. For development and tests only.
     SinglePersonControl,

@@ -120,6 +120,10 @@ pub enum Command {
         #[arg(long)]
         without_dual_control: bool,
     },
+    /// Present a security officer's share of the PIN to the sealed daemon (docs/ceremonies.md,
+    /// "The PIN"): signed by the officer's card through its PKCS#11 module (--module ...), or
+    /// written to sign with openssl (--request-out) and presented signed (--signed).
+    Unseal(UnsealArgs),
     /// Key ceremonies under dual control (docs/ceremonies.md): propose one, run it with the
     /// security officers' approvals, verify its transcript.
     #[command(subcommand)]
@@ -284,7 +288,7 @@ pub enum CeremonyCommand {
     /// bytes with their card (`openssl cms -sign -binary -nodetach -outform DER`).
     Propose {
         /// init, rotate-issuing, rotate-root, renew-responders, backup, restore,
-        /// change-officers or destroy-key.
+        /// change-officers, destroy-key or split-pin.
         operation: String,
         /// init, change-officers: a security officer's signature certificate (PEM or DER);
         /// once per officer.
@@ -307,6 +311,9 @@ pub enum CeremonyCommand {
         /// restored to).
         #[arg(long, value_name = "DIR")]
         backup: Option<PathBuf>,
+        /// split-pin: the directory to create for the officers' share files (one each).
+        #[arg(long, value_name = "DIR")]
+        shares_out: Option<PathBuf>,
         /// How long the proposal waits for its approvals: 90s, 30m, 8h (at most 24h).
         #[arg(long, value_name = "DURATION", default_value = "8h")]
         valid_for: String,
@@ -365,6 +372,36 @@ pub enum CeremonyCommand {
         #[arg(long, value_name = "FILE")]
         report: Option<PathBuf>,
     },
+}
+
+/// `sceau unseal`.
+#[derive(Debug, clap::Args)]
+pub struct UnsealArgs {
+    /// The officer's share file, as the split-pin ceremony wrote it.
+    #[arg(long, value_name = "FILE")]
+    pub share: Option<PathBuf>,
+    /// The card's PKCS#11 module (e.g. OpenSC's `opensc-pkcs11.so`).
+    #[arg(long, value_name = "PATH", requires_all = ["share", "token", "key_label", "certificate"])]
+    pub module: Option<PathBuf>,
+    /// The card's token label.
+    #[arg(long, value_name = "LABEL")]
+    pub token: Option<String>,
+    /// The label of the card's signature key.
+    #[arg(long, value_name = "LABEL")]
+    pub key_label: Option<String>,
+    /// The card's signature certificate (PEM or DER).
+    #[arg(long, value_name = "FILE")]
+    pub certificate: Option<PathBuf>,
+    /// A file holding the card's PIN; without it, the environment variable `SCEAU_CARD_PIN`.
+    #[arg(long, value_name = "FILE")]
+    pub pin_file: Option<PathBuf>,
+    /// Write the bytes to sign (the share, bound to this start of the daemon) instead of
+    /// signing with a card: `openssl cms -sign -binary -nodetach -outform DER` signs them.
+    #[arg(long, value_name = "FILE", requires = "share", conflicts_with_all = ["module", "signed"])]
+    pub request_out: Option<PathBuf>,
+    /// Present a share signed beforehand (CMS SignedData, DER or PEM).
+    #[arg(long, value_name = "FILE", conflicts_with_all = ["module", "share"])]
+    pub signed: Option<PathBuf>,
 }
 
 #[derive(Debug, Subcommand)]

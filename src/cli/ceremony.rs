@@ -9,6 +9,7 @@ use std::path::Path;
 use base64::Engine;
 
 use super::actions::{Token, offline, online, run};
+use super::card::Card;
 use super::{CeremonyCommand, CliError, Context, ContextAs, Failure};
 use crate::config::Config;
 use crate::service::wire::{CarriedOut, ProposeBody, RunBody};
@@ -22,6 +23,7 @@ pub(super) fn ceremony(config: &Config, command: CeremonyCommand) -> Result<(), 
             common_name,
             backup_to,
             backup,
+            shares_out,
             key_label,
             valid_for,
             out,
@@ -64,6 +66,11 @@ pub(super) fn ceremony(config: &Config, command: CeremonyCommand) -> Result<(), 
                 let dir = std::path::absolute(&dir)
                     .context(|| format!("--backup-to {}", dir.display()))?;
                 parameters.insert("out".into(), dir.display().to_string());
+            }
+            if let Some(dir) = shares_out {
+                let dir = std::path::absolute(&dir)
+                    .context(|| format!("--shares-out {}", dir.display()))?;
+                parameters.insert("shares-out".into(), dir.display().to_string());
             }
             let body = ProposeBody {
                 operation,
@@ -143,51 +150,15 @@ pub(super) fn without_configuration(command: CeremonyCommand) -> Result<(), CliE
     }
 }
 
-/// An officer's card as `sceau ceremony approve` reaches it.
-struct Card {
-    module: std::path::PathBuf,
-    token: String,
-    key_label: String,
-    certificate: std::path::PathBuf,
-    pin_file: Option<std::path::PathBuf>,
-}
-
 /// Signs the proposal's exact bytes with the card, after checking that they are a proposal
 /// and that the card's key is the certificate's; prints what was approved.
 fn approve(card: Card, proposal_path: &Path, out: &Path) -> Result<(), CliError> {
-    use crate::hsm::{Hsm, HsmSettings, PinSource};
-    use crate::x509::keys::{Curve, PublicKeyKind, describe};
-    use crate::x509::sigalg::SignatureScheme;
     let bytes =
         std::fs::read(proposal_path).context(|| format!("reading {}", proposal_path.display()))?;
     // Only a ceremony's proposal is signed here: the same card signs RA requests.
     let proposal = crate::ca::ceremony::quorum::Proposal::from_canonical_bytes(&bytes)
         .context_as(Failure::Data, || format!("{}", proposal_path.display()))?;
-    let pem = std::fs::read(&card.certificate)
-        .context(|| format!("--certificate {}", card.certificate.display()))?;
-    let der = crate::x509::pem::decode_pem_or_der(&pem, &["CERTIFICATE"]).context_as(
-        Failure::Data,
-        || {
-            format!(
-                "--certificate {}: not a certificate",
-                card.certificate.display()
-            )
-        },
-    )?;
-    let certificate = <x509_cert::Certificate as der::Decode>::from_der(&der)
-        .context(|| format!("--certificate {}", card.certificate.display()))?;
-    let spki = certificate.tbs_certificate().subject_public_key_info();
-    let scheme = match describe(spki) {
-        Ok(PublicKeyKind::Ec(Curve::P256)) => SignatureScheme::EcdsaP256Sha256,
-        Ok(PublicKeyKind::Ec(Curve::P384)) => SignatureScheme::EcdsaP384Sha384,
-        Ok(PublicKeyKind::Rsa { .. }) => SignatureScheme::RsaPkcs1Sha256,
-        _ => {
-            return Err(CliError::data(format!(
-                "--certificate {}: a P-256, P-384 or RSA key is needed",
-                card.certificate.display()
-            )));
-        }
-    };
+    let (certificate, scheme) = card.certificate()?;
     // What is signed, shown before the card is opened (escaped: the file is the proposer's).
     println!(
         "approving ceremony {:?}: {} of CA {:?}, key position {:?}, proposed at {}, valid until {}",
@@ -220,39 +191,7 @@ fn approve(card: Card, proposal_path: &Path, out: &Path) -> Result<(), CliError>
         // Escaped: control characters in the proposer's file never reach the terminal.
         println!("  {}: {shown}", name.escape_debug());
     }
-    let hsm = Hsm::open(HsmSettings {
-        module: card.module.clone(),
-        token_label: card.token.clone(),
-        token_serial: None,
-        module_parameters: None,
-        pin: match card.pin_file {
-            Some(path) => PinSource::File(path),
-            None => PinSource::Env("SCEAU_CARD_PIN".into()),
-        },
-        sessions: 1,
-        queue_capacity: 1,
-    })
-    .context(|| {
-        format!(
-            "--module {} --token {:?}",
-            card.module.display(),
-            card.token
-        )
-    })?;
-    let key = hsm
-        .signing_key(&card.key_label, scheme)
-        .context(|| format!("--key-label {:?}", card.key_label))?;
-    if key.public_key() != spki {
-        return Err(CliError::data(format!(
-            "the key {:?} on the card is not the key of --certificate {}",
-            card.key_label,
-            card.certificate.display()
-        )));
-    }
-    let approval = crate::x509::cms::sign_attached(&bytes, &certificate, scheme, |attributes| {
-        key.sign(attributes)
-    })
-    .context_as(Failure::Unavailable, || "signing with the card".into())?;
+    let approval = card.sign(&bytes, &certificate, scheme)?;
     crate::ca::ceremony::write_file(out, &approval)?;
     println!("approved: written to {}", out.display());
     Ok(())

@@ -8,10 +8,12 @@
 mod actions;
 mod admin_client;
 mod args;
+mod card;
 mod ceremony;
 mod error;
 mod node;
 mod serve;
+mod unseal;
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -90,6 +92,7 @@ pub fn run(cli: Cli) -> Result<(), CliError> {
             without_dual_control,
         } => init(&config, external_root, without_dual_control),
         Command::Ceremony(command) => ceremony::ceremony(&config, command),
+        Command::Unseal(args) => unseal::unseal(&config, args),
         Command::Ca(CaCommand::Export { out }) => ca_export(&config, &out),
         Command::Ca(CaCommand::ImportCert { file, root }) => {
             ca_import(&config, &file, root.as_deref())

@@ -79,6 +79,8 @@ pub(super) struct RawHsm {
     pub(super) pin_file: Option<Spanned<String>>,
     pub(super) pin_env: Option<Spanned<String>>,
     pub(super) pin_credential: Option<Spanned<String>>,
+    /// `pin_split = true`: the PIN is split among the security officers (`sceau unseal`).
+    pub(super) pin_split: Option<Spanned<bool>>,
     #[serde(default = "default_sessions")]
     pub(super) sessions: Spanned<usize>,
     #[serde(default = "default_queue")]

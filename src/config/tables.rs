@@ -23,7 +23,26 @@ pub(super) fn hsm(
     hsm: &RawHsm,
 ) -> Result<(HsmSettings, BTreeMap<String, String>), LoadError> {
     let file = paths.file;
+    let split = match &hsm.pin_split {
+        Some(flag) if !*flag.get_ref() => {
+            return Err(file.error(
+                flag.span(),
+                "hsm.pin_split",
+                "write pin_split = true, or leave it out",
+            ));
+        }
+        flag => flag.is_some(),
+    };
     let pin = match (&hsm.pin_file, &hsm.pin_env, &hsm.pin_credential) {
+        (None, None, None) if split => {
+            PinSource::Split(std::sync::Arc::new(crate::hsm::PinSlot::default()))
+        }
+        _ if split => {
+            return Err(file.file_error(
+                Some("hsm"),
+                "pin_split = true: the PIN is in no file and no variable; remove pin_file, pin_env and pin_credential",
+            ));
+        }
         (Some(path), None, None) => PinSource::File(paths.resolve(path, "hsm.pin_file")?),
         (None, Some(name), None) => {
             if name.get_ref().is_empty() || name.get_ref().contains('=') {
@@ -53,7 +72,7 @@ pub(super) fn hsm(
         (None, None, None) => {
             return Err(file.file_error(
                 Some("hsm"),
-                "the PIN source is missing: set pin_file, pin_env or pin_credential (never the PIN itself)",
+                "the PIN source is missing: set pin_file, pin_env or pin_credential (never the PIN itself), or pin_split = true once the officers hold it",
             ));
         }
         _ => {

@@ -21,7 +21,7 @@ use std::sync::Arc;
 
 use spki::SubjectPublicKeyInfoOwned;
 
-pub use pin::{Pin, PinError, PinSource};
+pub use pin::{Pin, PinError, PinSlot, PinSource};
 pub use pool::HsmStatus;
 
 use crate::x509::keys::Curve;
@@ -148,6 +148,19 @@ impl Hsm {
         let label = label.to_owned();
         self.pool
             .run_blocking(move |worker| worker.destroy_key_pair(&label))
+    }
+
+    /// The shortest and longest PIN the token accepts.
+    pub fn pin_length_range(&self) -> Result<(usize, usize), HsmError> {
+        self.pool.run_blocking(|worker| worker.pin_length_range())
+    }
+
+    /// Sets the token's user PIN to `new`, from the PIN of the configured source (C_SetPIN on
+    /// a logged-in session). Sessions already open stay logged in; a reconnection logs in
+    /// with what the source then gives, so the caller puts `new` there.
+    pub fn change_pin(&self, new: Pin) -> Result<(), HsmError> {
+        self.pool
+            .run_blocking(move |worker| worker.change_pin(&new))
     }
 
     /// Whether a private key with this label exists.

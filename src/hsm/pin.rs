@@ -1,7 +1,9 @@
 //! The token PIN: read from a file or an environment variable, never from the configuration,
-//! never printed. Wiped from memory when dropped.
+//! never printed. Wiped from memory when dropped. Or split among the security officers
+//! ([`PinSource::Split`]): then the daemon holds it in memory only, once they have unsealed it.
 use core::fmt;
 use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
 
 use zeroize::Zeroizing;
 
@@ -16,7 +18,58 @@ pub enum PinSource {
     /// A systemd credential (`LoadCredential=NAME:…`): the file `$CREDENTIALS_DIRECTORY/NAME`,
     /// readable by the service alone.
     Credential(String),
+    /// Split M-of-N among the security officers (`pin_split = true`, docs/ceremonies.md#the-pin):
+    /// nothing to read until they unseal the daemon, which then holds the PIN in this slot.
+    Split(Arc<PinSlot>),
 }
+
+/// Where an unsealed PIN lives: in this process's memory only, shared by every clone of the
+/// configuration (the HSM's reconnections read it again).
+#[derive(Default)]
+pub struct PinSlot(Mutex<Option<Zeroizing<String>>>);
+
+impl PinSlot {
+    /// Puts the PIN the officers' shares made in force.
+    pub fn fill(&self, pin: Pin) {
+        *self.0.lock().unwrap_or_else(|p| p.into_inner()) = Some(pin.0);
+    }
+
+    /// Forgets the PIN (the token refused it).
+    pub fn empty(&self) {
+        *self.0.lock().unwrap_or_else(|p| p.into_inner()) = None;
+    }
+
+    pub fn is_filled(&self) -> bool {
+        self.0.lock().unwrap_or_else(|p| p.into_inner()).is_some()
+    }
+
+    fn pin(&self) -> Option<Pin> {
+        self.0
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .as_ref()
+            .map(|pin| Pin(Zeroizing::new(pin.as_str().to_owned())))
+    }
+}
+
+impl fmt::Debug for PinSlot {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(if self.is_filled() {
+            "PinSlot(unsealed)"
+        } else {
+            "PinSlot(sealed)"
+        })
+    }
+}
+
+/// Two slots are the same slot (one configuration's), never compared by content.
+impl PartialEq for PinSlot {
+    fn eq(&self, other: &Self) -> bool {
+        std::ptr::eq(self, other)
+    }
+}
+
+impl Eq for PinSlot {}
 
 impl PinSource {
     /// Reads the PIN now. A trailing newline is removed; an empty PIN is refused.
@@ -40,6 +93,7 @@ impl PinSource {
                     reason: e.kind().to_string(),
                 })?)
             }
+            PinSource::Split(slot) => return slot.pin().ok_or(PinError::Sealed),
         };
         let pin = raw.trim_end_matches(['\r', '\n']);
         if pin.is_empty() {
@@ -57,6 +111,7 @@ impl fmt::Display for PinSource {
             PinSource::File(path) => write!(f, "file {}", path.display()),
             PinSource::Env(name) => write!(f, "environment variable {name}"),
             PinSource::Credential(name) => write!(f, "systemd credential {name}"),
+            PinSource::Split(_) => f.write_str("the security officers' shares (pin_split)"),
         }
     }
 }
@@ -65,6 +120,29 @@ impl fmt::Display for PinSource {
 pub struct Pin(Zeroizing<String>);
 
 impl Pin {
+    /// A new PIN of `length` characters drawn from the system's random generator: hexadecimal
+    /// digits, which every token's PIN rules accept (16 characters or more: 64 bits or more).
+    pub fn random(length: usize) -> Result<Self, PinError> {
+        use aws_lc_rs::rand::SecureRandom;
+        let mut bytes = Zeroizing::new(vec![0u8; length.div_ceil(2)]);
+        aws_lc_rs::rand::SystemRandom::new()
+            .fill(&mut bytes)
+            .map_err(|_| PinError::Random)?;
+        let mut text = Zeroizing::new(hex::encode(&*bytes));
+        text.truncate(length);
+        Ok(Pin(text))
+    }
+
+    /// A PIN the officers' shares made (see `ca::ceremony::pin_split`).
+    pub fn from_secret(secret: Zeroizing<String>) -> Self {
+        Pin(secret)
+    }
+
+    /// The PIN's bytes, to split or to check against a digest.
+    pub fn expose(&self) -> &[u8] {
+        self.0.as_bytes()
+    }
+
     pub(crate) fn to_auth_pin(&self) -> cryptoki::types::AuthPin {
         cryptoki::types::AuthPin::new(self.0.as_str().into())
     }
@@ -90,6 +168,12 @@ pub enum PinError {
     Credential { name: String },
     #[error("the PIN from {origin} is empty")]
     Empty { origin: String },
+    #[error(
+        "the PIN is split among the security officers and the daemon is sealed: `sceau unseal` (docs/ceremonies.md#the-pin)"
+    )]
+    Sealed,
+    #[error("the system random number generator failed")]
+    Random,
 }
 
 #[cfg(test)]

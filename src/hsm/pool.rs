@@ -358,6 +358,38 @@ impl Worker {
         }
     }
 
+    /// The lengths of PIN the token accepts (its token information: ulMinPinLen, ulMaxPinLen).
+    pub(super) fn pin_length_range(&mut self) -> Result<(usize, usize), HsmError> {
+        self.session()?;
+        let state = self.connection.lock();
+        let Some(live) = &state.live else {
+            return Err(HsmError::Unavailable("no session".into()));
+        };
+        let info = live
+            .context
+            .get_token_info(live.slot)
+            .map_err(|e| classify(&e))?;
+        Ok((info.min_pin_length(), info.max_pin_length()))
+    }
+
+    /// Changes the token's user PIN from the configured one to `new` (C_SetPIN), once: a
+    /// PIN change is never retried, since a retry after a change that took effect would be
+    /// refused and hide it.
+    pub(super) fn change_pin(&mut self, new: &crate::hsm::Pin) -> Result<(), HsmError> {
+        let old = connection::read_pin(&self.connection.settings.pin)?;
+        self.session()?;
+        let Some((generation, session)) = &self.session else {
+            return Err(HsmError::Unavailable("no session".into()));
+        };
+        let (_shared, finalised) = self.connection.enter(*generation);
+        if finalised {
+            return Err(HsmError::Unavailable("the module was reset".into()));
+        }
+        session
+            .set_pin(&old.to_auth_pin(), &new.to_auth_pin())
+            .map_err(|e| classify(&e))
+    }
+
     /// Destroys the key pair labelled `label` (its private and public token objects); how
     /// many objects there were. Refused, nothing destroyed, when the label names more than one
     /// private key: which one the ceremony meant is not known.

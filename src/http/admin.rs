@@ -44,7 +44,7 @@ impl core::fmt::Debug for AdminService {
 
 /// The routes of the administration listener.
 #[derive(Copy, Clone, Debug, PartialEq, Eq)]
-enum Route {
+pub(super) enum Route {
     Health,
     Ready,
     Metrics,
@@ -63,11 +63,14 @@ enum Route {
     Bootstrap,
     Propose,
     CarryOut,
+    /// `sceau unseal` (served by [`super::sealed::SealedAdmin`] while the daemon is sealed).
+    UnsealChallenge,
+    Unseal,
 }
 
 impl Route {
     /// The route at `path`, its method, and whether it needs the admin token.
-    fn find(path: &str) -> Option<(Route, Method, bool)> {
+    pub(super) fn find(path: &str) -> Option<(Route, Method, bool)> {
         let (route, method) = match path {
             "/healthz" => (Route::Health, Method::GET),
             "/readyz" => (Route::Ready, Method::GET),
@@ -90,6 +93,8 @@ impl Route {
             "/admin/ra/bootstrap" => (Route::Bootstrap, Method::POST),
             "/admin/ceremony/propose" => (Route::Propose, Method::POST),
             "/admin/ceremony/run" => (Route::CarryOut, Method::POST),
+            "/admin/unseal/challenge" => (Route::UnsealChallenge, Method::POST),
+            "/admin/unseal" => (Route::Unseal, Method::POST),
             _ => return None,
         };
         Some((route, method.clone(), method == Method::POST))
@@ -114,7 +119,7 @@ impl AdminService {
             )
             .response());
         }
-        if needs_token && let Err(problem) = self.authorize(&request) {
+        if needs_token && let Err(problem) = authorize(&self.token, &request) {
             return Ok(problem.response());
         }
         Ok(match self.serve(route, request).await {
@@ -150,7 +155,14 @@ impl AdminService {
                 );
                 response
             }
-            Route::Identity => self.identity(request).await?,
+            Route::Identity => identity(&self.token, request).await?,
+            Route::UnsealChallenge | Route::Unseal => {
+                return Err(Problem::new(
+                    StatusCode::CONFLICT,
+                    "not-sealed",
+                    "the daemon is not sealed: the officers' shares made its PIN already",
+                ));
+            }
             Route::Revoke => {
                 let body: RevokeBody = json_body(request, SMALL_BODY_LIMIT).await?;
                 use crate::service::revocation::Revocation;
@@ -244,46 +256,50 @@ impl AdminService {
             }
         })
     }
+}
 
-    /// `POST /admin/identity {"challenge": hex}`: the daemon answers with an HMAC of the
-    /// client's challenge under the admin token ([`identity_proof`]), so that the CLI sends its
-    /// token only to the daemon of its own data directory, never to whatever process listens
-    /// on the admin address.
-    async fn identity(&self, request: Request<Incoming>) -> Result<Response<Body>, Problem> {
-        #[derive(Deserialize)]
-        #[serde(deny_unknown_fields)]
-        struct Challenge {
-            challenge: String,
-        }
-        let body: Challenge = json_body(request, SMALL_BODY_LIMIT).await?;
-        match hex::decode(&body.challenge) {
-            Ok(challenge) if (16..=64).contains(&challenge.len()) => Ok(json(
-                StatusCode::OK,
-                &serde_json::json!({ "proof": identity_proof(&self.token, &challenge) }),
-            )),
-            _ => Err(Problem::new(
-                StatusCode::BAD_REQUEST,
-                "challenge",
-                "the challenge is 16 to 64 octets, hexadecimal",
-            )),
-        }
+/// `POST /admin/identity {"challenge": hex}`: the daemon answers with an HMAC of the
+/// client's challenge under the admin token ([`identity_proof`]), so that the CLI sends its
+/// token only to the daemon of its own data directory, never to whatever process listens
+/// on the admin address.
+pub(super) async fn identity(
+    token: &str,
+    request: Request<Incoming>,
+) -> Result<Response<Body>, Problem> {
+    #[derive(Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct Challenge {
+        challenge: String,
     }
+    let body: Challenge = json_body(request, SMALL_BODY_LIMIT).await?;
+    match hex::decode(&body.challenge) {
+        Ok(challenge) if (16..=64).contains(&challenge.len()) => Ok(json(
+            StatusCode::OK,
+            &serde_json::json!({ "proof": identity_proof(token, &challenge) }),
+        )),
+        _ => Err(Problem::new(
+            StatusCode::BAD_REQUEST,
+            "challenge",
+            "the challenge is 16 to 64 octets, hexadecimal",
+        )),
+    }
+}
 
-    fn authorize(&self, request: &Request<Incoming>) -> Result<(), Problem> {
-        let presented = request
-            .headers()
-            .get(header::AUTHORIZATION)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Bearer "));
-        if presented.is_some_and(|p| constant_time_eq(p, &self.token)) {
-            Ok(())
-        } else {
-            Err(Problem::new(
-                StatusCode::UNAUTHORIZED,
-                "admin-token",
-                "administration commands need the bearer token from <data_dir>/admin.token",
-            ))
-        }
+/// Whether the request carries the admin bearer token.
+pub(super) fn authorize(token: &str, request: &Request<Incoming>) -> Result<(), Problem> {
+    let presented = request
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "));
+    if presented.is_some_and(|p| constant_time_eq(p, token)) {
+        Ok(())
+    } else {
+        Err(Problem::new(
+            StatusCode::UNAUTHORIZED,
+            "admin-token",
+            "administration commands need the bearer token from <data_dir>/admin.token",
+        ))
     }
 }
 
@@ -315,10 +331,10 @@ pub fn identity_proof(token: &str, challenge: &[u8]) -> String {
 const COMMAND_BODY_LIMIT: usize = 256 * 1024;
 
 /// The body of every other command.
-const SMALL_BODY_LIMIT: usize = 16 * 1024;
+pub(super) const SMALL_BODY_LIMIT: usize = 16 * 1024;
 
 /// A JSON request body of at most `limit` octets.
-async fn json_body<T: serde::de::DeserializeOwned>(
+pub(super) async fn json_body<T: serde::de::DeserializeOwned>(
     request: Request<Incoming>,
     limit: usize,
 ) -> Result<T, Problem> {
@@ -327,7 +343,7 @@ async fn json_body<T: serde::de::DeserializeOwned>(
         .map_err(|e| Problem::new(StatusCode::BAD_REQUEST, "malformed-json", e.to_string()))
 }
 
-fn json<T: serde::Serialize>(status: StatusCode, value: &T) -> Response<Body> {
+pub(super) fn json<T: serde::Serialize>(status: StatusCode, value: &T) -> Response<Body> {
     let mut response = Response::new(Body::one(serde_json::to_vec(value).unwrap_or_default()));
     *response.status_mut() = status;
     response.headers_mut().insert(

@@ -9,6 +9,7 @@ pub mod admin;
 pub mod metrics;
 pub mod problem;
 pub mod ra;
+pub mod sealed;
 pub mod va;
 pub mod watchdog;
 

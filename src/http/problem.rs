@@ -112,6 +112,23 @@ impl From<&ServiceError> for Problem {
                 detail,
             ),
             ServiceError::NoEngine => Problem::new(StatusCode::CONFLICT, "no-engine", detail),
+            ServiceError::Unseal(refusal) => {
+                use crate::ca::ceremony::pin_split::UnsealError;
+                let (status, rule) = match refusal {
+                    UnsealError::NotAnOfficer | UnsealError::NotTheHolder { .. } => {
+                        (StatusCode::FORBIDDEN, "not-the-holder")
+                    }
+                    UnsealError::StaleNonce
+                    | UnsealError::SamePerson(_)
+                    | UnsealError::Unsealed
+                    | UnsealError::UnknownSplit(_) => (StatusCode::CONFLICT, "unseal-conflict"),
+                    UnsealError::Officers(_) | UnsealError::WrongPin(_) => {
+                        (StatusCode::INTERNAL_SERVER_ERROR, "unseal-failed")
+                    }
+                    _ => (StatusCode::BAD_REQUEST, "unseal-refused"),
+                };
+                Problem::new(status, rule, detail)
+            }
         }
     }
 }

@@ -31,6 +31,9 @@ enum Plan {
     DestroyKey(String),
     /// Run by `sceau restore --proposal` on the host restored to, not by [`Service::carry_out`].
     Restore,
+    /// A new random PIN on the token, split among the officers into share files in this
+    /// directory (`service::unseal`).
+    SplitPin(PathBuf),
 }
 
 /// The key specifications in the configuration, written into every proposal that makes keys: a
@@ -109,6 +112,7 @@ fn plan(
         Operation::Backup => &["out", "configuration"],
         Operation::Restore => &["manifest", "configuration"],
         Operation::DestroyKey => &["key-label", "configuration"],
+        Operation::SplitPin => &["shares-out", "configuration"],
         Operation::ChangePolicies => {
             return Err(invalid(
                 "operation",
@@ -178,6 +182,18 @@ fn plan(
                 .cloned()
                 .ok_or_else(|| invalid("parameters.key-label", "the key to destroy"))?,
         ),
+        Operation::SplitPin => {
+            let out = PathBuf::from(parameters.get("shares-out").ok_or_else(|| {
+                invalid(
+                    "parameters.shares-out",
+                    "the directory to create for the share files",
+                )
+            })?);
+            if !out.is_absolute() {
+                return Err(invalid("parameters.shares-out", "give an absolute path"));
+            }
+            Plan::SplitPin(out)
+        }
         Operation::ChangePolicies => unreachable!("refused above"),
     })
 }
@@ -231,7 +247,10 @@ impl Service {
             crate::ca::ceremony_intent::resolve_when_idle(&self.store, self.now())?;
         }
         let mut parameters = body.parameters;
-        if !matches!(operation, Operation::Backup | Operation::DestroyKey) {
+        if !matches!(
+            operation,
+            Operation::Backup | Operation::DestroyKey | Operation::SplitPin
+        ) {
             parameters.insert("keys".into(), key_specs(&self.config));
         }
         parameters.insert("configuration".into(), configuration(&self.config)?);
@@ -371,6 +390,7 @@ impl Service {
                 })
                 .await?
             }
+            Plan::SplitPin(out) => self.split_pin(out).await?,
             Plan::ChangeOfficers(set) => {
                 let (store, summary) = (
                     self.store.clone(),

@@ -32,6 +32,8 @@ pub enum ServiceError {
     RolloverIncomplete(String),
     /// `[nats]` is not configured.
     NoEngine,
+    /// A share presented to the sealed daemon was refused: nothing was taken.
+    Unseal(crate::ca::ceremony::pin_split::UnsealError),
 }
 
 impl core::fmt::Display for ServiceError {
@@ -56,6 +58,7 @@ impl core::fmt::Display for ServiceError {
             ServiceError::NoEngine => {
                 f.write_str("[nats] is not configured: there is no engine to publish to")
             }
+            ServiceError::Unseal(error) => write!(f, "share refused, nothing taken: {error}"),
         }
     }
 }

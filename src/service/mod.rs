@@ -17,6 +17,7 @@ mod issuance;
 mod keys;
 mod operations;
 pub mod revocation;
+pub mod unseal;
 pub mod wire;
 
 use std::sync::Arc;

@@ -75,6 +75,24 @@ pub struct PublishedCrl {
     pub der: Bytes,
 }
 
+/// The CRL or ARL of `name` in the publish directory `dir`, if one is there and reads.
+pub fn read_published(dir: &std::path::Path, name: &str) -> Option<PublishedCrl> {
+    let path = dir.join(format!("{name}.crl"));
+    let der = std::fs::read(&path).ok()?;
+    let summary = crate::x509::crl::summarize(&der).ok()?;
+    Some(PublishedCrl {
+        name: name.to_owned(),
+        number: summary.number.unwrap_or(0),
+        this_update: summary.this_update,
+        next_update: summary
+            .next_update
+            .unwrap_or(Timestamp::from_unix_seconds(0)),
+        entries: summary.entries,
+        path,
+        der: Bytes::from(der),
+    })
+}
+
 /// Generates and publishes the CRLs of its sources.
 pub struct CrlPublisher {
     store: Store,
@@ -208,25 +226,7 @@ impl CrlPublisher {
 
     /// Serves the CRLs already in the publish directory until new ones are made.
     fn load_published(&self, source: &CrlSource) {
-        {
-            let path = self.file(&source.name);
-            let Ok(der) = std::fs::read(&path) else {
-                return;
-            };
-            let Ok(summary) = crate::x509::crl::summarize(&der) else {
-                return;
-            };
-            let published = PublishedCrl {
-                name: source.name.clone(),
-                number: summary.number.unwrap_or(0),
-                this_update: summary.this_update,
-                next_update: summary
-                    .next_update
-                    .unwrap_or(Timestamp::from_unix_seconds(0)),
-                entries: summary.entries,
-                path,
-                der: Bytes::from(der),
-            };
+        if let Some(published) = read_published(&self.dir, &source.name) {
             self.latest
                 .write()
                 .unwrap_or_else(|p| p.into_inner())

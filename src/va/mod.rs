@@ -9,6 +9,7 @@ pub mod node;
 pub mod publish;
 pub mod responder;
 pub mod responses;
+pub mod sealed;
 pub mod snapshot;
 
 use std::collections::HashMap;

@@ -133,7 +133,7 @@ pub enum Status {
 
 /// The `certs [0] EXPLICIT SEQUENCE OF Certificate` that ends every response a responder
 /// signs: its certificate, alone.
-fn certs_tail(certificate_der: &[u8]) -> Vec<u8> {
+pub fn certs_tail(certificate_der: &[u8]) -> Vec<u8> {
     let sequence = header(0x30, certificate_der.len());
     let mut tail = header(0xa0, sequence.len() + certificate_der.len());
     tail.extend_from_slice(&sequence);

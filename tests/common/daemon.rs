@@ -10,6 +10,10 @@ use super::Pki;
 
 pub struct Daemon {
     child: Option<Child>,
+    /// The daemon's standard output, line by line, after its first line.
+    lines: std::sync::Mutex<std::sync::mpsc::Receiver<String>>,
+    /// Its first line: `sceau ready: ...`, or `sceau sealed: ...` when its PIN is split.
+    pub first_line: String,
     pub va: SocketAddr,
     /// The RA listener, when the configuration has an `[ra]` table.
     pub ra: Option<SocketAddr>,
@@ -46,10 +50,21 @@ impl Daemon {
         let mut child = command.spawn().unwrap();
         let stdout = child.stdout.take().unwrap();
         let (tx, rx) = std::sync::mpsc::channel();
+        // Every line, for as long as the daemon writes: a sealed daemon writes its ready line
+        // once unsealed.
         std::thread::spawn(move || {
-            let mut line = String::new();
-            let _ = BufReader::new(stdout).read_line(&mut line);
-            let _ = tx.send(line);
+            let mut reader = BufReader::new(stdout);
+            loop {
+                let mut line = String::new();
+                match reader.read_line(&mut line) {
+                    Ok(0) | Err(_) => break,
+                    Ok(_) => {
+                        if tx.send(line).is_err() {
+                            break;
+                        }
+                    }
+                }
+            }
         });
         let line = rx.recv_timeout(Duration::from_secs(60)).unwrap_or_default();
         let field = |name: &str| -> SocketAddr {
@@ -70,7 +85,23 @@ impl Daemon {
             ra,
             admin: field("admin="),
             child: Some(child),
+            lines: std::sync::Mutex::new(rx),
+            first_line: line.clone(),
         }
+    }
+
+    /// Waits (at most `seconds`) for a line of standard output starting with `prefix`.
+    pub fn wait_line(&self, prefix: &str, seconds: u64) -> String {
+        let deadline = Instant::now() + Duration::from_secs(seconds);
+        while let Some(left) = deadline.checked_duration_since(Instant::now()) {
+            let received = self.lines.lock().unwrap().recv_timeout(left);
+            match received {
+                Ok(line) if line.starts_with(prefix) => return line,
+                Ok(_) => {}
+                Err(_) => break,
+            }
+        }
+        panic!("no line starting with {prefix:?} within {seconds} s")
     }
 
     pub fn pid(&self) -> u32 {

@@ -38,7 +38,7 @@ pub fn genesis_head() -> String {
     format!("0@0:{}", hex::encode([0u8; 32]))
 }
 
-fn read_json<T: serde::de::DeserializeOwned>(
+pub(super) fn read_json<T: serde::de::DeserializeOwned>(
     store: &Store,
     key: &str,
 ) -> Result<Option<T>, CaError> {
@@ -50,7 +50,7 @@ fn read_json<T: serde::de::DeserializeOwned>(
         .transpose()
 }
 
-fn txn_json<T: serde::de::DeserializeOwned>(
+pub(super) fn txn_json<T: serde::de::DeserializeOwned>(
     txn: &Txn<'_>,
     key: &str,
 ) -> Result<Option<T>, CaError> {
@@ -61,7 +61,11 @@ fn txn_json<T: serde::de::DeserializeOwned>(
         .transpose()
 }
 
-fn put_json<T: Serialize>(txn: &mut Txn<'_>, key: &str, value: &T) -> Result<(), CaError> {
+pub(super) fn put_json<T: Serialize>(
+    txn: &mut Txn<'_>,
+    key: &str,
+    value: &T,
+) -> Result<(), CaError> {
     let bytes = serde_json::to_vec(value).map_err(|e| CaError::Encoding(e.to_string()))?;
     txn.put::<Meta>(&key.to_owned(), &bytes)?;
     Ok(())
@@ -115,19 +119,24 @@ pub fn new_proposal(
             quorum::MAX_LIFETIME_SECONDS
         )));
     }
-    let mut id = [0u8; 12];
-    aws_lc_rs::rand::SecureRandom::fill(&aws_lc_rs::rand::SystemRandom::new(), &mut id)
-        .map_err(|_| CaError::Encoding("no random numbers".into()))?;
     Ok(Proposal {
         kind: quorum::PROPOSAL_KIND.to_owned(),
         ca,
-        id: hex::encode(id),
+        id: new_id()?,
         operation,
         parameters,
         audit_head: head,
         proposed_at: now,
         expires_at: now.plus_seconds(valid_for_seconds),
     })
+}
+
+/// A fresh random id (96 bits, hexadecimal): of a proposal, of a split of the PIN.
+pub fn new_id() -> Result<String, CaError> {
+    let mut id = [0u8; 12];
+    aws_lc_rs::rand::SecureRandom::fill(&aws_lc_rs::rand::SystemRandom::new(), &mut id)
+        .map_err(|_| CaError::Encoding("no random numbers".into()))?;
+    Ok(hex::encode(id))
 }
 
 /// The audit position that a proposal made now follows ([`Proposal::audit_head`]).

@@ -18,6 +18,7 @@ use super::{CaError, load_state};
 mod certificates;
 pub mod control;
 mod labels;
+pub mod pin_split;
 pub mod quorum;
 mod rollover;
 pub mod transcript;

@@ -43,11 +43,12 @@ pub enum Operation {
     DestroyKey,
     ChangeOfficers,
     ChangePolicies,
+    SplitPin,
 }
 
 impl Operation {
     /// Every operation, in the order the docs list them.
-    pub const ALL: [Operation; 9] = [
+    pub const ALL: [Operation; 10] = [
         Operation::Init,
         Operation::RotateIssuing,
         Operation::RotateRoot,
@@ -57,6 +58,7 @@ impl Operation {
         Operation::DestroyKey,
         Operation::ChangeOfficers,
         Operation::ChangePolicies,
+        Operation::SplitPin,
     ];
 
     /// The name proposals and the command line use (`rotate-issuing`).
@@ -71,6 +73,7 @@ impl Operation {
             Operation::DestroyKey => "destroy-key",
             Operation::ChangeOfficers => "change-officers",
             Operation::ChangePolicies => "change-policies",
+            Operation::SplitPin => "split-pin",
         }
     }
 
@@ -253,10 +256,35 @@ impl OfficerSet {
         Self::new(quorum, officers)
     }
 
+    /// The officers who may sign now, with their persons (from [`OfficerSet::validate`]):
+    /// active, their certificate valid at `now` and not revoked.
+    pub(super) fn usable<'a>(
+        &'a self,
+        persons: &'a [String],
+        now: Timestamp,
+        revoked: &dyn Fn(&[u8]) -> bool,
+    ) -> Result<Vec<(&'a Officer, &'a str, Certificate)>, QuorumError> {
+        let mut usable = Vec::new();
+        for (officer, person) in self.officers.iter().zip(persons) {
+            if !officer.active {
+                continue;
+            }
+            let certificate = Certificate::from_der(&officer.certificate)
+                .map_err(|e| QuorumError::Malformed(format!("an officer's certificate: {e}")))?;
+            let validity = certificate.tbs_certificate().validity();
+            let valid = Timestamp::from_x509_time(&validity.not_before) <= now
+                && now <= Timestamp::from_x509_time(&validity.not_after);
+            if valid && !revoked(&officer.certificate) {
+                usable.push((officer, person.as_str(), certificate));
+            }
+        }
+        Ok(usable)
+    }
+
     /// The set's rules, read from the certificates (never from stored fields): every officer a
     /// distinct person with a key of their own, and a quorum of at least two that the active
     /// officers can reach. Returns each officer's person.
-    fn validate(&self) -> Result<Vec<String>, QuorumError> {
+    pub(super) fn validate(&self) -> Result<Vec<String>, QuorumError> {
         let (mut persons, mut keys, mut read) = (BTreeSet::new(), BTreeSet::new(), Vec::new());
         for officer in &self.officers {
             let (person, key) = read_certificate(&officer.certificate)?;
@@ -392,20 +420,7 @@ pub fn check(
             current: current_head.to_owned(),
         });
     }
-    let mut active: Vec<(&Officer, &str, Certificate)> = Vec::new();
-    for (officer, person) in officers.officers.iter().zip(&persons) {
-        if !officer.active {
-            continue;
-        }
-        let certificate = Certificate::from_der(&officer.certificate)
-            .map_err(|e| QuorumError::Malformed(format!("an officer's certificate: {e}")))?;
-        let validity = certificate.tbs_certificate().validity();
-        let valid = Timestamp::from_x509_time(&validity.not_before) <= now
-            && now <= Timestamp::from_x509_time(&validity.not_after);
-        if valid && !(context.revoked)(&officer.certificate) {
-            active.push((officer, person, certificate));
-        }
-    }
+    let active = officers.usable(&persons, now, context.revoked)?;
     let candidates: Vec<&Certificate> = active.iter().map(|(_, _, c)| c).collect();
     let expected = proposal.canonical_bytes();
     let mut approvers = BTreeSet::new();

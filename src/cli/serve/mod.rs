@@ -71,8 +71,25 @@ struct Opened {
     state: crate::ca::CaState,
 }
 
-/// Opens the HSM, the store and the CA: its keys checked, intents a crash left revoked.
-fn open_ca(config: &Config) -> Result<Opened, CliError> {
+/// Opens the store of an initialised CA (named in the error: `sceau init`, or the newest
+/// backup to restore).
+fn open_store(config: &Config) -> Result<Store, CliError> {
+    Store::open_existing(&config.store_dir()).map_err(|e| {
+        CliError::new(Failure::Config, format!(
+            "{e}: `sceau init` creates a CA; `sceau restore --from DIR` brings one back from a backup{}",
+            newest_backup(config)
+                .map(|b| format!(" (the newest in [backup] dir: {})", b.display()))
+                .unwrap_or_default()
+        ))
+    })
+}
+
+/// Opens the HSM and the CA: its keys checked, intents a crash left revoked.
+fn open_ca(
+    config: &Config,
+    store: Store,
+    clock: Arc<dyn crate::x509::time::Clock>,
+) -> Result<Opened, CliError> {
     let policies = Arc::new(PolicySet::load_dir(&config.policies_dir)?);
     let hsm = Hsm::open(config.hsm.clone()).context(|| {
         format!(
@@ -81,15 +98,6 @@ fn open_ca(config: &Config) -> Result<Opened, CliError> {
             config.hsm.token_label
         )
     })?;
-    let store = Store::open_existing(&config.store_dir()).map_err(|e| {
-        CliError::new(Failure::Config, format!(
-            "{e}: `sceau init` creates a CA; `sceau restore --from DIR` brings one back from a backup{}",
-            newest_backup(config)
-                .map(|b| format!(" (the newest in [backup] dir: {})", b.display()))
-                .unwrap_or_default()
-        ))
-    })?;
-    let clock = clock();
     let ca = CertificateAuthority::open(
         store.clone(),
         &hsm,
@@ -108,19 +116,23 @@ fn open_ca(config: &Config) -> Result<Opened, CliError> {
     })
 }
 
-async fn daemon(config: &Config, overrides: ListenOverrides) -> Result<(), CliError> {
-    let Opened {
-        hsm,
-        store,
-        clock,
-        ca,
-        state,
-    } = open_ca(config)?;
-    let (va, initial) =
-        ValidationAuthority::open(config, store.clone(), &hsm, &state, clock.clone())
-            .context(|| "starting the validation authority".into())?;
-    let va = Arc::new(va);
+/// What the validation listener serves: the CA's validation authority, or, while the daemon is
+/// sealed, the responses signed before. Switched once, when the officers unseal it.
+type VaSwitch = Arc<std::sync::RwLock<Arc<VaService>>>;
 
+/// What the administration listener serves: the unseal intake, then the admin API.
+#[derive(Clone)]
+enum AdminPhase {
+    Sealed(Arc<crate::http::sealed::SealedAdmin>),
+    Open(Arc<AdminService>),
+}
+
+async fn daemon(config: &Config, overrides: ListenOverrides) -> Result<(), CliError> {
+    let mut signals = Signals::new()?;
+    let store = open_store(config)?;
+    let clock = clock();
+    let sealed =
+        crate::service::unseal::Sealed::new(config, store.clone(), clock.clone())?.map(Arc::new);
     let (va_listener, admin_listener) = bind_local_listeners(config, &overrides).await?;
     let va_bound = va_listener.local_addr()?;
     let admin_bound = admin_listener.local_addr()?;
@@ -129,6 +141,98 @@ async fn daemon(config: &Config, overrides: ListenOverrides) -> Result<(), CliEr
         &config.data_dir.join(ADMIN_ADDRESS_FILE),
         admin_bound.to_string().as_bytes(),
     )?;
+    let shutdown = CancellationToken::new();
+    let mut listeners = tokio::task::JoinSet::new();
+    let admin_phase = Arc::new(std::sync::RwLock::new(None::<AdminPhase>));
+    // Sealed: serve the responses signed before and take the officers' shares until the PIN is
+    // whole; then the CA opens with it, and the listeners switch over without closing.
+    let (opened, va_listening) = match &sealed {
+        Some(sealed) => {
+            let state = ca::load_state(&store)?
+                .ok_or_else(|| ca::CaError::NotInitialized(config.store_dir()))?;
+            let sealed_va =
+                crate::va::sealed::SealedVa::open(config, store.clone(), &state, clock.clone())
+                    .context(|| "serving the pre-signed responses while sealed".into())?;
+            let sealed_health: HealthReport =
+                Arc::new(|| (false, serde_json::json!({"status": "sealed"})));
+            let switch: VaSwitch = Arc::new(std::sync::RwLock::new(Arc::new(VaService {
+                va: Arc::new(sealed_va),
+                cache_max_age: config.ocsp.cache_max_age_seconds,
+                cache_control: crate::http::va::cache_control_header(
+                    config.ocsp.cache_max_age_seconds,
+                ),
+                health: sealed_health,
+                metrics_text: None,
+            })));
+            let serving = switch.clone();
+            listeners.spawn(crate::http::serve_validation(
+                va_listener,
+                hyper::service::service_fn(move |request| {
+                    let current = serving.read().unwrap_or_else(|p| p.into_inner()).clone();
+                    current.handle(request)
+                }),
+                shutdown.clone(),
+            ));
+            *admin_phase.write().unwrap_or_else(|p| p.into_inner()) = Some(AdminPhase::Sealed(
+                Arc::new(crate::http::sealed::SealedAdmin {
+                    sealed: sealed.clone(),
+                    token: token.clone(),
+                }),
+            ));
+            spawn_admin(&mut listeners, admin_listener, &admin_phase, &shutdown);
+            tracing::info!(va = %va_bound, admin = %admin_bound, "sealed: waiting for the officers' shares (sceau unseal)");
+            say(&format!("sceau sealed: va={va_bound} admin={admin_bound}"));
+            sd_notify(&format!(
+                "READY=1\nSTATUS=sealed: OCSP from pre-signed responses, waiting for sceau unseal (va={va_bound})"
+            ));
+            let opened = loop {
+                tokio::select! {
+                    () = sealed.unsealed() => {}
+                    signal = signals.next() => {
+                        if let Signal::Stop = signal {
+                            shutdown.cancel();
+                            while listeners.join_next().await.is_some() {}
+                            return Ok(());
+                        }
+                        continue;
+                    }
+                }
+                let (config_copy, store_copy, clock_copy) =
+                    (config.clone(), store.clone(), clock.clone());
+                let attempt = tokio::task::spawn_blocking(move || {
+                    open_ca(&config_copy, store_copy, clock_copy)
+                })
+                .await
+                .map_err(|_| CliError::internal("opening the CA stopped"))?;
+                match attempt {
+                    Ok(opened) => break opened,
+                    Err(error) => {
+                        tracing::error!(%error, "the CA does not open with the PIN the shares made: sealed again, under a new nonce");
+                        sealed.reseal()?;
+                        // A token counts wrong PINs: never two attempts in a row.
+                        tokio::time::sleep(std::time::Duration::from_secs(5)).await;
+                    }
+                }
+            };
+            sealed.record()?;
+            (opened, VaListener::Switch(switch))
+        }
+        None => (
+            open_ca(config, store.clone(), clock.clone())?,
+            VaListener::Idle(va_listener, admin_listener),
+        ),
+    };
+    let Opened {
+        hsm,
+        store,
+        clock,
+        ca,
+        state,
+    } = opened;
+    let (va, initial) =
+        ValidationAuthority::open(config, store.clone(), &hsm, &state, clock.clone())
+            .context(|| "starting the validation authority".into())?;
+    let va = Arc::new(va);
 
     let audit_watch = Arc::new(crate::audit::checkpoint::ChainWatch::default());
     let publisher = config
@@ -186,7 +290,6 @@ async fn daemon(config: &Config, overrides: ListenOverrides) -> Result<(), CliEr
         expiring: expiring.clone(),
     });
 
-    let shutdown = CancellationToken::new();
     let mut background = va.spawn_background(initial, shutdown.clone());
     spawn_timers(
         &mut background,
@@ -195,17 +298,20 @@ async fn daemon(config: &Config, overrides: ListenOverrides) -> Result<(), CliEr
         (&service, &publisher, audit_watch, expiring),
         &shutdown,
     );
-    let mut listeners = tokio::task::JoinSet::new();
-    listeners.spawn(crate::http::serve_validation(
-        va_listener,
-        hyper::service::service_fn(move |request| va_service.clone().handle(request)),
-        shutdown.clone(),
-    ));
-    listeners.spawn(crate::http::serve(
-        admin_listener,
-        hyper::service::service_fn(move |request| admin_service.clone().handle(request)),
-        shutdown.clone(),
-    ));
+    *admin_phase.write().unwrap_or_else(|p| p.into_inner()) = Some(AdminPhase::Open(admin_service));
+    match va_listening {
+        VaListener::Switch(switch) => {
+            *switch.write().unwrap_or_else(|p| p.into_inner()) = va_service;
+        }
+        VaListener::Idle(va_listener, admin_listener) => {
+            listeners.spawn(crate::http::serve_validation(
+                va_listener,
+                hyper::service::service_fn(move |request| va_service.clone().handle(request)),
+                shutdown.clone(),
+            ));
+            spawn_admin(&mut listeners, admin_listener, &admin_phase, &shutdown);
+        }
+    }
     let (ra_bound, ra_upkeep) = match ra {
         Some(parts) => {
             let (bound, service) =
@@ -217,13 +323,15 @@ async fn daemon(config: &Config, overrides: ListenOverrides) -> Result<(), CliEr
     let ra_text = ra_bound.map_or_else(|| "off".to_owned(), |a| a.to_string());
     tracing::info!(va = %va_bound, ra = %ra_text, admin = %admin_bound, "sceau is serving");
     // The ready line, on standard output, for supervisors and tests.
-    println!("sceau ready: va={va_bound} ra={ra_text} admin={admin_bound}");
+    say(&format!(
+        "sceau ready: va={va_bound} ra={ra_text} admin={admin_bound}"
+    ));
     // systemd (Type=notify): the listeners are bound and the responses in memory.
     sd_notify(&format!(
         "READY=1\nSTATUS=serving: va={va_bound} ra={ra_text} admin={admin_bound}"
     ));
 
-    until_stopped(config, &ca).await?;
+    until_stopped(config, &ca, &mut signals).await?;
     sd_notify("STOPPING=1");
     tracing::info!("shutting down: draining in-flight requests");
     shutdown.cancel();
@@ -237,6 +345,42 @@ async fn daemon(config: &Config, overrides: ListenOverrides) -> Result<(), CliEr
     drop(ca);
     tracing::info!("stopped");
     Ok(())
+}
+
+/// The validation and admin listeners: already serving (sealed first), or bound and waiting
+/// for the CA to open.
+enum VaListener {
+    Switch(VaSwitch),
+    Idle(TcpListener, TcpListener),
+}
+
+/// Serves the administration listener with whichever phase is in force.
+fn spawn_admin(
+    listeners: &mut tokio::task::JoinSet<()>,
+    admin_listener: TcpListener,
+    phase: &Arc<std::sync::RwLock<Option<AdminPhase>>>,
+    shutdown: &CancellationToken,
+) {
+    let phase = phase.clone();
+    listeners.spawn(crate::http::serve(
+        admin_listener,
+        hyper::service::service_fn(move |request| {
+            let current = phase.read().unwrap_or_else(|p| p.into_inner()).clone();
+            async move {
+                match current {
+                    Some(AdminPhase::Open(admin)) => admin.handle(request).await,
+                    Some(AdminPhase::Sealed(sealed)) => sealed.handle(request).await,
+                    None => Ok(crate::http::problem::Problem::new(
+                        hyper::StatusCode::SERVICE_UNAVAILABLE,
+                        "starting",
+                        "the daemon is starting",
+                    )
+                    .response()),
+                }
+            }
+        }),
+        shutdown.clone(),
+    ));
 }
 
 /// The validation and admin listeners (the admin one on a loopback address only: it speaks
@@ -318,8 +462,11 @@ fn health_report(
 
 /// Serves until SIGTERM or SIGINT; SIGHUP reloads the certification policies (a set that
 /// does not load is refused, the one in force stays).
-async fn until_stopped(config: &Config, ca: &CertificateAuthority) -> Result<(), CliError> {
-    let mut signals = Signals::new()?;
+async fn until_stopped(
+    config: &Config,
+    ca: &CertificateAuthority,
+    signals: &mut Signals,
+) -> Result<(), CliError> {
     while let Signal::Reload = signals.next().await {
         sd_notify("RELOADING=1");
         match PolicySet::load_dir(&config.policies_dir) {
@@ -370,6 +517,12 @@ impl Signals {
             _ = self.hup.recv() => Signal::Reload,
         }
     }
+}
+
+/// A line on standard output for supervisors and tests; a closed pipe is not a reason to stop.
+fn say(line: &str) {
+    use std::io::Write;
+    let _ = writeln!(std::io::stdout().lock(), "{line}");
 }
 
 /// systemd's readiness protocol (sd_notify(3)): one datagram to `$NOTIFY_SOCKET`, when set.

@@ -466,7 +466,7 @@ struct PresignedEntry<'a> {
 }
 
 /// The identity of the CA a certificate names (its subject and key), for CertIDs.
-fn issuer_identity(name: &str, der: &[u8]) -> Option<IssuerIdentity> {
+pub(crate) fn issuer_identity(name: &str, der: &[u8]) -> Option<IssuerIdentity> {
     use der::{Decode, Encode};
     let certificate = x509_cert::Certificate::from_der(der).ok()?;
     let tbs = certificate.tbs_certificate();

@@ -8,7 +8,7 @@ use tokio::sync::Semaphore;
 
 use super::{Entry, Responder, SerialKey, SigningJob};
 use crate::store::schema::{ExpiryIndex, OcspResponses, Revocations};
-use crate::store::{CertKey, ResponseKey};
+use crate::store::{CertKey, ResponseKey, Store};
 use crate::va::VaError;
 use crate::va::responses::{CertIdHash, ResponseSigner, SignedResponse, Status};
 use crate::x509::revocation::RevocationReason;
@@ -234,15 +234,53 @@ impl Responder {
         let Some(store) = self.store.as_ref() else {
             return Ok(Vec::new());
         };
+        self.load_signed(store, now, &[])?;
+        self.jobs_at_start(store, now)
+    }
+
+    /// A sealed daemon's responder (no key to sign with): reads back the persisted responses
+    /// signed by any of `responders` (responder key hash, `certs` tail), then takes the store's
+    /// revocations and certificates as at every start, and signs nothing: a certificate whose
+    /// response says otherwise than the store (revoked offline since) or has none is answered
+    /// `tryLater` until the daemon is unsealed.
+    pub fn load_presigned(
+        &self,
+        now: Timestamp,
+        responders: &[([u8; 20], Bytes)],
+    ) -> Result<u64, VaError> {
+        let Some(store) = self.store.as_ref() else {
+            return Ok(0);
+        };
+        let loaded = self.load_signed(store, now, responders)?;
+        let unsigned = self.jobs_at_start(store, now)?;
+        if !unsigned.is_empty() {
+            tracing::warn!(
+                certificates = unsigned.len(),
+                "sealed: certificates without a valid pre-signed response are answered tryLater until unsealed"
+            );
+        }
+        Ok(loaded)
+    }
+
+    /// Reads back the persisted responses of each issuer signed by its responders (and by
+    /// `known`), unexpired; returns how many certificates have one.
+    fn load_signed(
+        &self,
+        store: &Store,
+        now: Timestamp,
+        known: &[([u8; 20], Bytes)],
+    ) -> Result<u64, VaError> {
         let mut loaded = 0u64;
         for issuer in self.issuers() {
             // Responses by the issuer's current responder, or by an earlier one still valid
             // (served with its certificate until re-signed: a renewal leaves no gap, even
             // across a restart).
-            let signers: Vec<Arc<ResponseSigner>> = issuer
+            let signers: Vec<([u8; 20], Bytes)> = issuer
                 .signer()
                 .into_iter()
                 .chain(issuer.previous.iter().cloned())
+                .map(|s| (s.key_hash(), s.certs_tail().clone()))
+                .chain(known.iter().cloned())
                 .collect();
             let prefix = ResponseKey::issuer_prefix(issuer.identity.id);
             for row in store.scan::<OcspResponses>(&prefix, &prefix)? {
@@ -255,13 +293,13 @@ impl Responder {
                     2 => CertIdHash::Sha256,
                     _ => continue,
                 };
-                let Some(signer) = signers.iter().find(|s| s.key_hash() == responder) else {
+                let Some((_, tail)) = signers.iter().find(|(hash, _)| *hash == responder) else {
                     continue;
                 };
                 if response.next_update <= now {
                     continue;
                 }
-                response.tail = signer.certs_tail().clone();
+                response.tail = tail.clone();
                 let Some(serial) = SerialKey::new(key.certificate.serial.as_bytes()) else {
                     continue;
                 };
@@ -279,6 +317,12 @@ impl Responder {
             }
         }
         self.entries.store(loaded, Ordering::Relaxed);
+        Ok(loaded)
+    }
+
+    /// After the responses are read back: the certificates whose responses must be signed.
+    fn jobs_at_start(&self, store: &Store, now: Timestamp) -> Result<Vec<SigningJob>, VaError> {
+        let loaded = self.entries.load(Ordering::Relaxed);
         // The store is the truth: revocations made while the responder was down (offline CLI),
         // and certificates issued meanwhile.
         let mut jobs = Vec::new();
