@@ -501,6 +501,105 @@ fn a_daemon_whose_pin_is_split_signs_only_once_a_quorum_of_officers_unseals_it()
         unsealed[0]
     );
     assert!(events("unseal_refused").len() >= 5, "{log}");
+
+    // Splitting again, through the unsealed daemon: the former shares are worthless after.
+    let daemon = Daemon::start(&pki);
+    assert!(
+        daemon.first_line.starts_with("sceau sealed:"),
+        "{}",
+        daemon.first_line
+    );
+    for (name, share, officer) in [("b", &bruno_share, &bruno), ("c", &chloe_share, &chloe)] {
+        let out = present(
+            &pki,
+            &presentation(&pki, share, officer, &format!("{name}-3")),
+        );
+        assert!(out.status.success(), "{}", all_output(&out));
+    }
+    daemon.wait_line("sceau ready:", 60);
+    let outside = pki.path("shares-outside");
+    let proposal = pki.path("resplit-outside.json");
+    pki.sceau_ok(&[
+        "ceremony",
+        "propose",
+        "split-pin",
+        "--shares-out",
+        outside.to_str().unwrap(),
+        "--out",
+        proposal.to_str().unwrap(),
+    ]);
+    let bytes = std::fs::read(&proposal).unwrap();
+    let mut run = vec!["ceremony", "run", proposal.to_str().unwrap()];
+    let approvals: Vec<PathBuf> = [&alice, &chloe]
+        .iter()
+        .enumerate()
+        .map(|(i, o)| {
+            let path = pki.path(&format!("resplit-outside.{i}.der"));
+            std::fs::write(
+                &path,
+                approve(pki.path("").as_path(), (&o.key, &o.pem), &bytes),
+            )
+            .unwrap();
+            path
+        })
+        .collect();
+    for path in &approvals {
+        run.extend(["--approval", path.to_str().unwrap()]);
+    }
+    let out = pki.sceau(&run);
+    assert!(
+        !out.status.success() && all_output(&out).contains("under its data directory"),
+        "{}",
+        all_output(&out)
+    );
+    assert!(!outside.exists());
+    let resplit = pki.data_dir().join("shares-2");
+    let answer = ceremony(
+        &pki,
+        "resplit",
+        "split-pin",
+        &["--shares-out", resplit.to_str().unwrap()],
+        &[&alice, &chloe],
+    );
+    assert!(answer.contains("\"succeeded\": true"), "{answer}");
+    // The daemon holds the new PIN: it still signs.
+    pki.sceau_ok(&[
+        "revoke",
+        "--serial",
+        &serial(&kept),
+        "--reason",
+        "superseded",
+    ]);
+    assert!(pki.ocsp_status(&daemon, &kept).contains(": revoked"));
+    daemon.stop();
+    let daemon = Daemon::start(&pki);
+    assert!(
+        daemon.first_line.starts_with("sceau sealed:"),
+        "{}",
+        daemon.first_line
+    );
+    refused(
+        &pki,
+        &presentation(&pki, &alice_share, &alice, "alice-old"),
+        "no split",
+    );
+    for (name, officer) in [("Alice Durand", &alice), ("Bruno Petit", &bruno)] {
+        let share = share_of(&resplit, name);
+        let out = present(
+            &pki,
+            &presentation(&pki, &share, officer, &format!("{name}-new")),
+        );
+        assert!(out.status.success(), "{}", all_output(&out));
+    }
+    daemon.wait_line("sceau ready:", 60);
+    daemon.stop();
+    let new_pin = pin_from(&[
+        &share_of(&resplit, "Chloe Moreau"),
+        &share_of(&resplit, "Denise Roux"),
+    ]);
+    assert_ne!(new_pin, pin);
+    let found = files_holding(pki.path("").as_path(), new_pin.as_bytes());
+    assert!(found.is_empty(), "the new PIN is written in {found:?}");
 }
 
 /// Denise's card: a P-256 key made on the `denise-card` token by pkcs11-tool, and a signature

@@ -392,17 +392,23 @@ impl Service {
             }
             Plan::SplitPin(out) => self.split_pin(out).await?,
             Plan::ChangeOfficers(set) => {
-                let (store, summary) = (
-                    self.store.clone(),
-                    format!("{} of {}", set.quorum, set.officers.len()),
-                );
+                let summary = format!("{} of {}", set.quorum, set.officers.len());
+                let reach = super::unseal::split_reach(&self.store, &set)?;
                 self.store
                     .commit_async(move |txn| -> Result<(), CaError> {
-                        let _ = &store;
                         control::replace_officers(txn, &set)
                     })
                     .await?;
-                serde_json::json!({ "officers": summary })
+                match reach {
+                    Some((holders, quorum)) if holders < quorum => {
+                        let warning = format!(
+                            "{holders} officers in force hold a share of the PIN, {quorum} are needed to unseal: run split-pin through this daemon before it stops"
+                        );
+                        tracing::warn!("{warning}");
+                        serde_json::json!({ "officers": summary, "pin split": warning })
+                    }
+                    _ => serde_json::json!({ "officers": summary }),
+                }
             }
         };
         let mut details = BTreeMap::new();

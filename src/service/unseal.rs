@@ -44,6 +44,29 @@ fn officers(store: &Store) -> Result<OfficerSet, ServiceError> {
     }
 }
 
+/// How many officers of `set` hold a share of the PIN's current split, and its quorum: `None`
+/// when the PIN is not split.
+pub(super) fn split_reach(
+    store: &Store,
+    set: &OfficerSet,
+) -> Result<Option<(usize, usize)>, ServiceError> {
+    let Some(split) = pin_split::split_state(store)?.and_then(|s| s.current) else {
+        return Ok(None);
+    };
+    let persons: std::collections::BTreeSet<String> = set
+        .officers
+        .iter()
+        .filter(|o| o.active)
+        .filter_map(|o| crate::ca::ceremony::quorum::person_of(&o.certificate).ok())
+        .collect();
+    let holders = split
+        .holders
+        .iter()
+        .filter(|h| persons.contains(&h.person))
+        .count();
+    Ok(Some((holders, split.quorum)))
+}
+
 /// Writes each share file into `out` (created, mode 0700; each file 0600, synced).
 fn write_shares(out: &Path, files: &[pin_split::ShareFile]) -> Result<Vec<PathBuf>, ServiceError> {
     use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
