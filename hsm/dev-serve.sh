@@ -180,6 +180,7 @@ fi
 # officer presents their share, signed through the officers' token.
 unseal_dev_daemon() {
   local officer n given share
+  export SOFTHSM2_CONF=$root/var/softhsm2.conf
   for _ in $(seq 1 600); do
     grep -q '^sceau sealed:' var/serve.out 2>/dev/null && break
     sleep 0.1
