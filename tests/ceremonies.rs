@@ -343,14 +343,14 @@ fn every_key_operation_runs_only_with_a_quorum_of_security_officers() {
     proposal_refused(
         &pki,
         "destroy-key",
-        &["--key-label", "test-ocsp"],
+        &["--key-label", "test-root"],
         "never destroyed",
     );
     proposal_refused(
         &pki,
         "destroy-key",
         &["--key-label", "somebody-elses-key"],
-        "not an orphan",
+        "nor an orphan",
     );
     let destroy = propose(
         &pki,

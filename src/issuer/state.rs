@@ -25,6 +25,17 @@ pub struct CaState {
     /// `ca import-cert`.
     pub pending_issuing: Option<PendingIssuing>,
     pub created_at: Timestamp,
+    /// Retired keys destroyed in the HSM by a ceremony (`destroy-key`): their certificates
+    /// stay above, their status unchanged; nothing loads their keys any more.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub destroyed_keys: Vec<DestroyedKey>,
+}
+
+/// A retired key destroyed in the HSM.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DestroyedKey {
+    pub label: String,
+    pub destroyed_at: Timestamp,
 }
 
 /// A CA (or OCSP responder) certificate and the HSM key it belongs to.
@@ -107,6 +118,19 @@ impl CaState {
         !self.issuing.is_empty()
     }
 
+    /// Whether the key `label` was destroyed as retired.
+    pub fn key_destroyed(&self, label: &str) -> bool {
+        self.destroyed_keys.iter().any(|k| k.label == label)
+    }
+
+    /// The issuing CAs whose keys are still in the HSM (oldest first): what signs CRLs and
+    /// certifies responders.
+    pub fn issuing_in_hsm(&self) -> impl Iterator<Item = &StoredCa> {
+        self.issuing
+            .iter()
+            .filter(|c| !self.key_destroyed(&c.key_label))
+    }
+
     /// Every root generation, oldest first (the current one last).
     pub fn roots(&self) -> impl Iterator<Item = &RootCa> {
         self.previous_roots.iter().chain(self.root.iter())
@@ -125,8 +149,7 @@ impl CaState {
     /// The issuing CAs still in service whose responder must be renewed: all of them when
     /// `force`, else those whose responder is past two thirds of its life (or has none).
     pub fn responders_due(&self, now: Timestamp, force: bool) -> Vec<&StoredCa> {
-        self.issuing
-            .iter()
+        self.issuing_in_hsm()
             .filter(|ca| ca.validity().is_some_and(|(_, end)| end > now))
             .filter(|ca| {
                 if force {

@@ -20,6 +20,15 @@ use crate::ca::ceremony::control::{self, Outcome};
 use crate::ca::ceremony::quorum::{OfficerSet, Operation, Proposal};
 use crate::ca::ceremony::transcript::{self, TranscriptBody};
 
+/// What `destroy-key` may destroy.
+#[derive(Clone, Copy, Debug)]
+enum Destroyable {
+    /// A key left by an interrupted ceremony, which nothing uses.
+    Orphan,
+    /// A key the CA state names, retired ([`crate::ca::ceremony::retired`]).
+    Retired,
+}
+
 /// The operation as the proposal's parameters state it.
 enum Plan {
     Init(OfficerSet),
@@ -264,7 +273,9 @@ impl Service {
             }
             (Plan::Init(set) | Plan::ChangeOfficers(set), _) => no_ra_operator(&self.store, set)?,
             (_, false) => return Err(ServiceError::NotInitialized),
-            (Plan::DestroyKey(label), true) => self.destroyable(label)?,
+            (Plan::DestroyKey(label), true) => {
+                self.destroyable(label)?;
+            }
             _ => {}
         }
         let proposal = control::new_proposal(
@@ -381,14 +392,36 @@ impl Service {
             Plan::Backup(out) => json(self.backup_approved(BackupBody { out }).await?)?,
             Plan::Restore => return Err(invalid("operation", "a restore runs with sceau restore")),
             Plan::DestroyKey(label) => {
-                self.destroyable(&label)?;
-                let (store, hsm) = (self.store.clone(), self.hsm()?.clone());
-                Self::blocking(move || {
-                    let objects = hsm.destroy_key(&label).map_err(CaError::from)?;
-                    crate::ca::ceremony_intent::forget_orphan(&store, &label, objects)?;
-                    Ok(serde_json::json!({ "destroyed": label, "objects": objects }))
+                let kind = self.destroyable(&label)?;
+                let (store, hsm, now) = (self.store.clone(), self.hsm()?.clone(), self.now());
+                let destroyed = Self::blocking(move || match kind {
+                    Destroyable::Orphan => {
+                        let objects = hsm.destroy_key(&label).map_err(CaError::from)?;
+                        crate::ca::ceremony_intent::forget_orphan(&store, &label, objects)?;
+                        Ok(serde_json::json!({ "destroyed": label, "objects": objects, "was": "orphan" }))
+                    }
+                    Destroyable::Retired => {
+                        let (retired, objects) =
+                            crate::ca::ceremony::destroy_retired(&store, &hsm, &label, now)?;
+                        let was = match retired {
+                            crate::ca::ceremony::Retired::Responder => "retired OCSP responder",
+                            crate::ca::ceremony::Retired::Issuing => "retired issuing CA",
+                        };
+                        Ok(serde_json::json!({ "destroyed": label, "objects": objects, "was": was }))
+                    }
                 })
-                .await?
+                .await?;
+                // The running daemon stops publishing what the destroyed key signed.
+                if let (Some(va), Some(state)) = (self.va(), crate::ca::load_state(&self.store)?) {
+                    for retired in state
+                        .issuing
+                        .iter()
+                        .filter(|c| state.key_destroyed(&c.key_label))
+                    {
+                        va.crls.retire(&retired.name);
+                    }
+                }
+                destroyed
             }
             Plan::SplitPin(out) => self.split_pin(out).await?,
             Plan::ChangeOfficers(set) => {
@@ -503,16 +536,18 @@ impl Service {
     /// Refuses to destroy any key but an orphan: one left in the token by an interrupted
     /// ceremony and used by nothing (`sceau ceremony status` lists them). The keys of retired
     /// CAs and responders are not destroyed yet: their CRLs and responses still name them.
-    fn destroyable(&self, label: &str) -> Result<(), ServiceError> {
-        // Never a key the CA names or the configuration points at, whatever the orphan list
-        // (a value in the store) says.
-        let keys = &self.config.keys;
+    fn destroyable(&self, label: &str) -> Result<Destroyable, ServiceError> {
+        let orphans = crate::ca::ceremony_intent::orphan_key_labels(&self.store)?;
         let state = crate::ca::load_state(&self.store)?;
-        let in_use = state
+        let named = state
             .iter()
             .flat_map(|s| s.key_labels())
-            .any(|l| l == label)
-            || [
+            .any(|l| l == label);
+        if !named {
+            // Never a key the configuration points at, whatever the orphan list (a value in
+            // the store) says.
+            let keys = &self.config.keys;
+            let configured = [
                 &keys.root.label,
                 &keys.issuing.label,
                 &keys.ocsp.label,
@@ -520,22 +555,27 @@ impl Service {
             ]
             .iter()
             .any(|l| l.as_str() == label);
-        if in_use {
+            if configured {
+                return Err(invalid(
+                    "parameters.key-label",
+                    format!("{label:?} is a key the configuration names: it is never destroyed"),
+                ));
+            }
+            if orphans.iter().any(|o| o == label) {
+                return Ok(Destroyable::Orphan);
+            }
             return Err(invalid(
                 "parameters.key-label",
-                format!("{label:?} is a key this CA uses or names: it is never destroyed"),
+                format!(
+                    "{label:?} is neither a retired key of this CA nor an orphan (orphans: {orphans:?})"
+                ),
             ));
         }
-        let orphans = crate::ca::ceremony_intent::orphan_key_labels(&self.store)?;
-        if orphans.iter().any(|o| o == label) {
-            return Ok(());
-        }
-        Err(invalid(
-            "parameters.key-label",
-            format!(
-                "{label:?} is not an orphan key of this CA (orphans: {orphans:?}); only keys left by interrupted ceremonies are destroyed"
-            ),
-        ))
+        // A key the CA state names: only a retired one.
+        let state = state.ok_or(ServiceError::NotInitialized)?;
+        crate::ca::ceremony::retired(&self.store, &state, label, self.now())
+            .map_err(|e| invalid("parameters.key-label", e.to_string()))?;
+        Ok(Destroyable::Retired)
     }
 
     /// Concludes, as failed, every claimed ceremony that has no outcome and does not run in

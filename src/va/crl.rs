@@ -154,6 +154,15 @@ impl CrlPublisher {
         Ok(())
     }
 
+    /// Stops publishing the CRL of a CA whose key was destroyed (every certificate it issued
+    /// expired); the last one published stays served.
+    pub fn retire(&self, name: &str) {
+        self.sources
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .retain(|s| s.name != name);
+    }
+
     /// Whether `name` is the CRL of a CA this publisher publishes for.
     pub fn publishes(&self, name: &str) -> bool {
         self.sources

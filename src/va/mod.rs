@@ -175,7 +175,8 @@ pub fn crl_publisher(
     state: &CaState,
 ) -> Result<CrlPublisher, VaError> {
     let mut sources = Vec::new();
-    for stored in &state.issuing {
+    // A retired issuing CA whose key was destroyed owes no more CRLs (all it issued expired).
+    for stored in state.issuing_in_hsm() {
         sources.push(crl_source(hsm, stored, CrlKind::Crl)?);
     }
     // Every root generation whose key is here signs its ARL.
@@ -262,6 +263,9 @@ pub fn issuer_setup(
     let signer = response_signer(hsm, current, validity)?;
     let mut previous = Vec::new();
     for stored in earlier {
+        if state.key_destroyed(&stored.key_label) {
+            continue;
+        }
         match Issuer::load(hsm, stored) {
             Ok(old) if old.not_after > now => previous.push(ResponseSigner::new(
                 old.key.clone(),
@@ -374,7 +378,7 @@ impl ValidationAuthority {
         let validity = u64::from(config.ocsp.validity_hours) * 3600;
         let now = clock.now();
         let mut issuers = Vec::new();
-        for stored in &state.issuing {
+        for stored in state.issuing_in_hsm() {
             let issuer = Issuer::load(hsm, stored).map_err(|e| VaError::NotReady(e.to_string()))?;
             issuers.push(issuer_setup(hsm, state, &issuer, validity, now)?);
         }
@@ -425,7 +429,7 @@ impl ValidationAuthority {
     pub async fn after_rollover(&self, hsm: &Hsm, state: &CaState) -> Result<(), VaError> {
         let now = self.now();
         let validity = self.responder.validity_seconds();
-        for stored in &state.issuing {
+        for stored in state.issuing_in_hsm() {
             let issuer = Issuer::load(hsm, stored).map_err(|e| VaError::NotReady(e.to_string()))?;
             if self.responder.signer_of(issuer.id).is_none() {
                 self.responder
@@ -440,6 +444,13 @@ impl ValidationAuthority {
                 self.crls
                     .add_source(crl_source(hsm, &stored, CrlKind::Arl)?)?;
             }
+        }
+        for retired in state
+            .issuing
+            .iter()
+            .filter(|c| state.key_destroyed(&c.key_label))
+        {
+            self.crls.retire(&retired.name);
         }
         *self
             .ca_certificates

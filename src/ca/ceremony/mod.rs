@@ -20,6 +20,7 @@ pub mod control;
 mod labels;
 pub mod pin_split;
 pub mod quorum;
+mod retire;
 mod rollover;
 pub mod transcript;
 
@@ -38,6 +39,7 @@ use certificates::{
     issue_ca_certificate, issue_responder, issuing_template, root_template,
 };
 use labels::{free_label, fresh_key, generate};
+pub use retire::{Retired, destroy_retired, retired};
 pub use rollover::{IssuingRollover, rotate_issuing, rotate_root};
 
 /// Policy names recorded for the CA's own certificates.
@@ -144,6 +146,7 @@ fn init_awaiting_root(
         ocsp_responders: Vec::new(),
         pending_issuing: Some(pending),
         created_at: now,
+        destroyed_keys: Vec::new(),
     };
     save_state(store, state, events)?;
     let path = config
@@ -246,6 +249,7 @@ fn init_with_root(
         ocsp_responders: vec![responder],
         pending_issuing: None,
         created_at: now,
+        destroyed_keys: Vec::new(),
     };
     crate::failpoint::hit("ceremony-before-commit");
     events.push(AuditEvent::CaInitialized {

@@ -1,0 +1,268 @@
+//! Retired keys destroyed as a ceremony (issue 21, item 4): a delegated responder's key once
+//! another is in force, a superseded issuing CA's key once every certificate it issued has
+//! expired; keys in force, roots and a CA still owing CRLs refused. Their certificates stay,
+//! their status unchanged, the destruction is recorded, and the daemon starts and serves
+//! without them. SoftHSM2, the real binary, OpenSSL as the officers' tool.
+mod common;
+
+use std::path::{Path, PathBuf};
+
+use common::daemon::Daemon;
+use common::officers::{approve, card};
+use common::tokens::Token;
+use common::{Keys, Pki, all_output};
+
+struct Officer {
+    key: PathBuf,
+    pem: PathBuf,
+}
+
+/// Proposes `operation` with `args`, both officers approve, runs it with `env`: the output of
+/// the run (which may fail).
+fn ceremony(
+    pki: &Pki,
+    officers: &[&Officer],
+    name: &str,
+    operation: &str,
+    args: &[&str],
+    env: &[(&str, &str)],
+) -> std::process::Output {
+    let proposal = pki.path(&format!("{name}.json"));
+    let mut all = vec!["ceremony", "propose", operation];
+    all.extend_from_slice(args);
+    all.extend(["--out", proposal.to_str().unwrap()]);
+    let out = pki.sceau_with_env(&all, env);
+    if !out.status.success() {
+        return out;
+    }
+    let bytes = std::fs::read(&proposal).unwrap();
+    let mut run = vec![
+        "ceremony".to_owned(),
+        "run".to_owned(),
+        proposal.display().to_string(),
+    ];
+    for (i, officer) in officers.iter().enumerate() {
+        let path = pki.path(&format!("{name}.{i}.der"));
+        let der = approve(pki.path("").as_path(), (&officer.key, &officer.pem), &bytes);
+        std::fs::write(&path, der).unwrap();
+        run.extend(["--approval".to_owned(), path.display().to_string()]);
+    }
+    let run: Vec<&str> = run.iter().map(String::as_str).collect();
+    pki.sceau_with_env(&run, env)
+}
+
+fn succeeded(out: &std::process::Output) -> serde_json::Value {
+    assert!(out.status.success(), "{}", all_output(out));
+    let done: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(done["succeeded"], true, "{done}");
+    done
+}
+
+fn refused(out: &std::process::Output, expected: &str) {
+    let text = all_output(out);
+    assert!(
+        !out.status.success() && text.contains(expected),
+        "expected {expected:?}: {text}"
+    );
+}
+
+/// The key labels `ca show` gives for `role` (`OCSP signer`, `issuing CA`), oldest first.
+fn keys_of(pki: &Pki, role: &str) -> Vec<String> {
+    let shown = pki.sceau_ok(&["ca", "show"]);
+    let mut keys = Vec::new();
+    let mut in_role = false;
+    for line in shown.lines() {
+        if !line.starts_with(' ') {
+            in_role = line.starts_with(role);
+        } else if in_role && let Some(key) = line.trim().strip_prefix("key") {
+            keys.push(key.trim().to_owned());
+        }
+    }
+    keys
+}
+
+/// Whether the token holds a private key labelled exactly `label`.
+fn holds(pki: &Pki, label: &str) -> bool {
+    pki.private_keys_listed(Token::SoftHsm2)
+        .lines()
+        .filter_map(|l| l.trim().strip_prefix("label:"))
+        .any(|l| l.trim() == label)
+}
+
+fn serial(certificate: &Path) -> String {
+    let (ok, text) = common::openssl(&[
+        "x509",
+        "-noout",
+        "-serial",
+        "-in",
+        certificate.to_str().unwrap(),
+    ]);
+    assert!(ok, "{text}");
+    text.trim().trim_start_matches("serial=").to_owned()
+}
+
+#[test]
+fn retired_keys_are_destroyed_by_a_ceremony_and_keys_in_force_never() {
+    let pki = Pki::on(Token::SoftHsm2, Keys::EC);
+    let officer = |name: &str, subject: &str| {
+        let (key, pem, _) = card(pki.path("").as_path(), name, subject, "3650");
+        Officer { key, pem }
+    };
+    let alice = officer("alice", "/GN=Alice/SN=Durand/CN=Alice Durand");
+    let bruno = officer("bruno", "/GN=Bruno/SN=Petit/CN=Bruno Petit");
+    let both = [&alice, &bruno];
+    let (a, b) = (alice.pem.to_str().unwrap(), bruno.pem.to_str().unwrap());
+    succeeded(&ceremony(
+        &pki,
+        &both,
+        "init",
+        "init",
+        &["--officer", a, "--officer", b, "--quorum", "2"],
+        &[],
+    ));
+    let agent = pki.issue_holder("agent", "/GN=Agent/SN=ANCIEN/CN=Agent ANCIEN");
+
+    // A responder renewed: the former responder's key is retired, the new one in force.
+    succeeded(&ceremony(
+        &pki,
+        &both,
+        "renew",
+        "renew-responders",
+        &[],
+        &[],
+    ));
+    let responders = keys_of(&pki, "OCSP signer");
+    assert_eq!(responders.len(), 2, "{responders:?}");
+    let (former, current) = (responders[0].clone(), responders[1].clone());
+    refused(
+        &ceremony(
+            &pki,
+            &both,
+            "destroy-current",
+            "destroy-key",
+            &["--key-label", &current],
+            &[],
+        ),
+        "in force",
+    );
+    refused(
+        &ceremony(
+            &pki,
+            &both,
+            "destroy-root",
+            "destroy-key",
+            &["--key-label", "test-root"],
+            &[],
+        ),
+        "never destroyed",
+    );
+    assert!(holds(&pki, &former));
+    let done = succeeded(&ceremony(
+        &pki,
+        &both,
+        "destroy-former",
+        "destroy-key",
+        &["--key-label", &former],
+        &[],
+    ));
+    assert_eq!(done["details"]["objects"], "2", "{done}");
+    assert_eq!(done["details"]["was"], "retired OCSP responder", "{done}");
+    assert!(!holds(&pki, &former));
+    assert!(holds(&pki, &current));
+    assert!(
+        keys_of(&pki, "OCSP signer")[0].contains("destroyed"),
+        "the certificate stays, its key marked destroyed"
+    );
+
+    // The issuing CA superseded: its key is retired only once what it issued has expired.
+    succeeded(&ceremony(
+        &pki,
+        &both,
+        "rotate",
+        "rotate-issuing",
+        &["--common-name", "AC Agents 2"],
+        &[],
+    ));
+    let issuing = keys_of(&pki, "issuing CA");
+    assert_eq!(issuing.len(), 2, "{issuing:?}");
+    let old_ca = issuing[0].clone();
+    refused(
+        &ceremony(
+            &pki,
+            &both,
+            "destroy-old-ca",
+            "destroy-key",
+            &["--key-label", &old_ca],
+            &[],
+        ),
+        "valid until",
+    );
+    refused(
+        &ceremony(
+            &pki,
+            &both,
+            "destroy-new-ca",
+            "destroy-key",
+            &["--key-label", &issuing[1]],
+            &[],
+        ),
+        "in force",
+    );
+    // Past the agent certificate's end (3 years): the old CA owes no more CRLs.
+    let later = [("SCEAU_NOW", "2030-06-01T00:00:00Z")];
+    let done = succeeded(&ceremony(
+        &pki,
+        &both,
+        "destroy-old-ca-later",
+        "destroy-key",
+        &["--key-label", &old_ca],
+        &later,
+    ));
+    assert_eq!(done["details"]["was"], "retired issuing CA", "{done}");
+    assert!(!holds(&pki, &old_ca));
+    assert!(holds(&pki, &issuing[1]));
+    // Its responder in force is retired with it.
+    let done = succeeded(&ceremony(
+        &pki,
+        &both,
+        "destroy-old-responder",
+        "destroy-key",
+        &["--key-label", &current],
+        &later,
+    ));
+    assert_eq!(done["details"]["was"], "retired OCSP responder", "{done}");
+
+    // Status unchanged, every destruction recorded, and the daemon serves without those keys.
+    let shown = pki.serial_state(&serial(&agent));
+    assert!(
+        shown["state"] == "issued" && shown["revoked_at"].is_null(),
+        "{shown}"
+    );
+    let log = pki.sceau_ok(&["audit", "export"]);
+    let destroyed = log
+        .lines()
+        .filter(|l| l.contains("\"event\":\"key_destroyed\""))
+        .count();
+    assert_eq!(destroyed, 3, "{log}");
+    let daemon = Daemon::start(&pki);
+    daemon.wait_until("ready", |d| {
+        common::daemon::http(d.va, "GET", "/readyz", &[], b"").0 == 200
+    });
+    let (status, _, body) = common::daemon::http(daemon.admin, "GET", "/healthz", &[], b"");
+    assert_eq!(status, 200, "{}", String::from_utf8_lossy(&body));
+    let fresh = pki.issue_holder("fresh", "/GN=Agent/SN=NOUVEAU/CN=Agent NOUVEAU");
+    let certs = pki.data_dir().join("certs");
+    let issuer = std::fs::read_dir(&certs)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| {
+            p.file_name()
+                .and_then(|n| n.to_str())
+                .is_some_and(|n| n.starts_with("ac-agents") && n != "ac-agents.pem")
+        })
+        .expect("the new issuing CA's certificate");
+    let request = pki.ocsp_request_under(&issuer, &fresh);
+    let (status, _, _) = common::daemon::ocsp_post(daemon.va, &request);
+    assert_eq!(status, 200);
+    daemon.stop();
+}
