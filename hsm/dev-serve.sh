@@ -153,7 +153,9 @@ if [ ! -d "$data/store" ]; then
   fi
 fi
 
-if [ ! -s "$demo/auth.pem" ]; then
+# The demo card is issued offline with var/pin: before the split only (after it, issue cards
+# through the unsealed daemon, e.g. with `sceau card issue` while it runs).
+if [ ! -s "$demo/auth.pem" ] && { [ "$token" != softhsm2 ] || [ ! -d "$officers/shares" ]; }; then
   say "a demo card (sceau card issue)"
   mkdir -p "$demo"
   org="/C=FR/O=MINISTERE DE LA JUSTICE TEST/OU=0002 123456789"

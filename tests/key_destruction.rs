@@ -157,6 +157,11 @@ fn retired_keys_are_destroyed_by_a_ceremony_and_keys_in_force_never() {
         "never destroyed",
     );
     assert!(holds(&pki, &former));
+    // Through the running daemon: it answers as before, signed by the responder in force.
+    let daemon = Daemon::start(&pki);
+    daemon.wait_until("ready", |d| {
+        common::daemon::http(d.va, "GET", "/readyz", &[], b"").0 == 200
+    });
     let done = succeeded(&ceremony(
         &pki,
         &both,
@@ -169,6 +174,11 @@ fn retired_keys_are_destroyed_by_a_ceremony_and_keys_in_force_never() {
     assert_eq!(done["details"]["was"], "retired OCSP responder", "{done}");
     assert!(!holds(&pki, &former));
     assert!(holds(&pki, &current));
+    pki.revoke(&agent, "superseded");
+    assert!(pki.ocsp_status(&daemon, &agent).contains(": revoked"));
+    let (status, _, body) = common::daemon::http(daemon.admin, "GET", "/healthz", &[], b"");
+    assert_eq!(status, 200, "{}", String::from_utf8_lossy(&body));
+    daemon.stop();
     assert!(
         keys_of(&pki, "OCSP signer")[0].contains("destroyed"),
         "the certificate stays, its key marked destroyed"
@@ -233,11 +243,9 @@ fn retired_keys_are_destroyed_by_a_ceremony_and_keys_in_force_never() {
     assert_eq!(done["details"]["was"], "retired OCSP responder", "{done}");
 
     // Status unchanged, every destruction recorded, and the daemon serves without those keys.
+    // The old CA's certificate kept its status (revoked above, before the destruction).
     let shown = pki.serial_state(&serial(&agent));
-    assert!(
-        shown["state"] == "issued" && shown["revoked_at"].is_null(),
-        "{shown}"
-    );
+    assert_eq!(shown["state"], "revoked", "{shown}");
     let log = pki.sceau_ok(&["audit", "export"]);
     let destroyed = log
         .lines()
@@ -261,8 +269,22 @@ fn retired_keys_are_destroyed_by_a_ceremony_and_keys_in_force_never() {
                 .is_some_and(|n| n.starts_with("ac-agents") && n != "ac-agents.pem")
         })
         .expect("the new issuing CA's certificate");
-    let request = pki.ocsp_request_under(&issuer, &fresh);
-    let (status, _, _) = common::daemon::ocsp_post(daemon.va, &request);
-    assert_eq!(status, 200);
+    let url = daemon.url("/ocsp");
+    let (_, answer) = common::openssl(&[
+        "ocsp",
+        "-issuer",
+        issuer.to_str().unwrap(),
+        "-cert",
+        fresh.to_str().unwrap(),
+        "-url",
+        &url,
+        "-no_nonce",
+        "-CAfile",
+        certs.join("racine.pem").to_str().unwrap(),
+    ]);
+    assert!(
+        answer.contains("Response verify OK") && answer.contains(": good"),
+        "{answer}"
+    );
     daemon.stop();
 }

@@ -72,6 +72,10 @@ cargo clippy --release --workspace --all-targets --features test-hooks -- -D war
 say "API documentation (warnings denied)"
 RUSTDOCFLAGS="-D warnings" cargo doc --workspace --no-deps --release
 
+say "the fault-injecting PKCS#11 module (tests/fault_module.rs and others load it)"
+# A cdylib beside the sceau binary: `cargo test` builds the test harnesses, not this file.
+cargo build --release -p sceau-fault-module
+
 say "tests"
 # The workspace: the daemon and its pure formats crate (src/x509, sceau-x509).
 cargo test --release --workspace --features test-hooks

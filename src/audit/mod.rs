@@ -89,6 +89,9 @@ pub enum AuditEvent {
     },
     /// The daemon was unsealed by these officers' shares after a start (`sceau unseal`).
     Unsealed { split: String, persons: Vec<String> },
+    /// The policy files in force changed by a ceremony (`change-policies`): their digest
+    /// ([`crate::policy::files_digest`]) and names.
+    PoliciesChanged { sha256: String, files: Vec<String> },
     /// A share presented to the sealed daemon was refused (nothing taken), and why.
     UnsealRefused { reason: String },
     /// The CA was made without dual control (`sceau init --without-dual-control`): one person

@@ -288,7 +288,7 @@ pub enum CeremonyCommand {
     /// bytes with their card (`openssl cms -sign -binary -nodetach -outform DER`).
     Propose {
         /// init, rotate-issuing, rotate-root, renew-responders, backup, restore,
-        /// change-officers, destroy-key or split-pin.
+        /// change-officers, destroy-key, split-pin or change-policies.
         operation: String,
         /// init, change-officers: a security officer's signature certificate (PEM or DER);
         /// once per officer.
@@ -314,6 +314,10 @@ pub enum CeremonyCommand {
         /// split-pin: the directory to create for the officers' share files (one each).
         #[arg(long, value_name = "DIR")]
         shares_out: Option<PathBuf>,
+        /// change-policies: the directory holding the policy files to put in force (all of
+        /// them: the policy directory will hold exactly these).
+        #[arg(long, value_name = "DIR")]
+        policies_from: Option<PathBuf>,
         /// How long the proposal waits for its approvals: 90s, 30m, 8h (at most 24h).
         #[arg(long, value_name = "DURATION", default_value = "8h")]
         valid_for: String,

@@ -24,6 +24,7 @@ pub(super) fn ceremony(config: &Config, command: CeremonyCommand) -> Result<(), 
             backup_to,
             backup,
             shares_out,
+            policies_from,
             key_label,
             valid_for,
             out,
@@ -66,6 +67,11 @@ pub(super) fn ceremony(config: &Config, command: CeremonyCommand) -> Result<(), 
                 let dir = std::path::absolute(&dir)
                     .context(|| format!("--backup-to {}", dir.display()))?;
                 parameters.insert("out".into(), dir.display().to_string());
+            }
+            if let Some(dir) = policies_from {
+                let dir = std::path::absolute(&dir)
+                    .context(|| format!("--policies-from {}", dir.display()))?;
+                parameters.insert("policies-from".into(), dir.display().to_string());
             }
             if let Some(dir) = shares_out {
                 let dir = std::path::absolute(&dir)

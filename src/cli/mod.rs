@@ -233,9 +233,10 @@ impl Drop for ScratchDir {
 }
 
 fn open_ca(config: &Config) -> Result<(CertificateAuthority, Hsm), CliError> {
+    let store = open_store(config)?;
+    ca::ceremony::control::check_policies(&store, &config.policies_dir)?;
     let policies = Arc::new(PolicySet::load_dir(&config.policies_dir)?);
     let hsm = open_hsm(config)?;
-    let store = open_store(config)?;
     let ca = CertificateAuthority::open(store, &hsm, policies, config.urls.clone(), clock())?;
     Ok((ca, hsm))
 }

@@ -433,6 +433,10 @@ pub enum HsmError {
     PinIncorrect { retry_after_secs: u64 },
     #[error("the token's user PIN is locked")]
     PinLocked,
+    /// C_SetPIN refused by the token itself (the new PIN's length or characters, or the old
+    /// PIN wrong): the PIN is unchanged.
+    #[error("the token refused the PIN change: {0}")]
+    PinRefused(String),
     #[error("no private key labelled {label:?} on the token")]
     KeyNotFound { label: String },
     #[error("a key labelled {label:?} already exists on the token")]

@@ -387,7 +387,13 @@ impl Worker {
         }
         session
             .set_pin(&old.to_auth_pin(), &new.to_auth_pin())
-            .map_err(|e| classify(&e))
+            .map_err(|e| match e {
+                CkError::Pkcs11(
+                    code @ (RvError::PinInvalid | RvError::PinLenRange | RvError::PinIncorrect),
+                    _,
+                ) => HsmError::PinRefused(format!("{code}")),
+                other => classify(&other),
+            })
     }
 
     /// Destroys the key pair labelled `label` (its private and public token objects); how

@@ -36,6 +36,10 @@ pub struct CaState {
 pub struct DestroyedKey {
     pub label: String,
     pub destroyed_at: Timestamp,
+    /// Whether the HSM's destruction is done and on record (`key_destroyed` in the audit log):
+    /// false between the mark and the HSM call's outcome.
+    #[serde(default)]
+    pub recorded: bool,
 }
 
 /// A CA (or OCSP responder) certificate and the HSM key it belongs to.

@@ -146,6 +146,23 @@ pub struct PolicySet {
     policies: BTreeMap<String, Policy>,
 }
 
+/// A digest of every file of the policy directory `dir` (its name, then the SHA-256 of its
+/// bytes, in name order): what the officers approve when they change the policies in force.
+pub fn files_digest(dir: &Path) -> Result<[u8; 32], std::io::Error> {
+    let mut paths: Vec<_> = std::fs::read_dir(dir)?
+        .map(|entry| entry.map(|e| e.path()))
+        .collect::<Result<_, _>>()?;
+    paths.sort();
+    let mut listing = Vec::new();
+    for path in paths.iter().filter(|p| p.is_file()) {
+        let bytes = std::fs::read(path)?;
+        listing.extend_from_slice(path.file_name().unwrap_or_default().as_encoded_bytes());
+        listing.push(0);
+        listing.extend_from_slice(&crate::x509::keys::sha256(&bytes));
+    }
+    Ok(crate::x509::keys::sha256(&listing))
+}
+
 impl PolicySet {
     /// Loads every `*.toml` file of `dir`. A file's `name` must equal its file name.
     pub fn load_dir(dir: &Path) -> Result<Self, LoadError> {

@@ -43,6 +43,8 @@ enum Plan {
     /// A new random PIN on the token, split among the officers into share files in this
     /// directory (`service::unseal`).
     SplitPin(PathBuf),
+    /// The policy files of this directory (with this digest) put in force.
+    ChangePolicies(PathBuf, String),
 }
 
 /// The key specifications in the configuration, written into every proposal that makes keys: a
@@ -65,30 +67,19 @@ fn key_specs(config: &crate::config::Config) -> String {
 /// every proposal and compared at its run, so that what the operation reads besides its
 /// parameters (token, names, validity, URLs, policies) is what the officers approved.
 pub fn configuration(config: &crate::config::Config) -> Result<String, ServiceError> {
-    let mut names = Vec::new();
-    let dir = &config.policies_dir;
-    let entries = std::fs::read_dir(dir)
-        .map_err(|e| ServiceError::Ca(CaError::Io(format!("{}: {e}", dir.display()))))?;
-    for entry in entries {
-        let entry =
-            entry.map_err(|e| ServiceError::Ca(CaError::Io(format!("{}: {e}", dir.display()))))?;
-        names.push(entry.path());
-    }
-    names.sort();
-    let mut policies = Vec::new();
-    for path in names.iter().filter(|p| p.is_file()) {
-        let bytes = std::fs::read(path)
-            .map_err(|e| ServiceError::Ca(CaError::Io(format!("{}: {e}", path.display()))))?;
-        policies.extend_from_slice(path.file_name().unwrap_or_default().as_encoded_bytes());
-        policies.push(0);
-        policies.extend_from_slice(&crate::x509::keys::sha256(&bytes));
-    }
     Ok(format!(
         "{} sha256 {}; policies sha256 {}",
         config.path.display(),
         hex::encode(config.source_sha256),
-        hex::encode(crate::x509::keys::sha256(&policies))
+        policies_digest(&config.policies_dir)?
     ))
+}
+
+/// [`crate::policy::files_digest`] of `dir`, hexadecimal.
+pub(super) fn policies_digest(dir: &std::path::Path) -> Result<String, ServiceError> {
+    crate::policy::files_digest(dir)
+        .map(hex::encode)
+        .map_err(|e| ServiceError::Ca(CaError::Io(format!("{}: {e}", dir.display()))))
 }
 
 fn invalid(field: &'static str, detail: impl Into<String>) -> ServiceError {
@@ -122,15 +113,7 @@ fn plan(
         Operation::Restore => &["manifest", "configuration"],
         Operation::DestroyKey => &["key-label", "configuration"],
         Operation::SplitPin => &["shares-out", "configuration"],
-        Operation::ChangePolicies => {
-            return Err(invalid(
-                "operation",
-                format!(
-                    "{} is not yet a ceremony sceau runs (docs/ceremonies.md says what is planned)",
-                    operation.as_str()
-                ),
-            ));
-        }
+        Operation::ChangePolicies => &["policies-from", "policies", "configuration"],
     };
     for name in parameters.keys() {
         let known = allowed
@@ -203,7 +186,33 @@ fn plan(
             }
             Plan::SplitPin(out)
         }
-        Operation::ChangePolicies => unreachable!("refused above"),
+        Operation::ChangePolicies => {
+            let from = PathBuf::from(parameters.get("policies-from").ok_or_else(|| {
+                invalid(
+                    "parameters.policies-from",
+                    "the directory of the policy files to put in force",
+                )
+            })?);
+            if !from.is_absolute() {
+                return Err(invalid("parameters.policies-from", "give an absolute path"));
+            }
+            let found = policies_digest(&from)?;
+            match parameters.get("policies") {
+                Some(proposed) if *proposed == found => {}
+                _ => {
+                    return Err(invalid(
+                        "parameters.policies",
+                        format!(
+                            "the files in {} are not those the proposal names (now sha256 {found}): propose again",
+                            from.display()
+                        ),
+                    ));
+                }
+            }
+            crate::policy::PolicySet::load_dir(&from)
+                .map_err(|e| invalid("parameters.policies-from", e.to_string()))?;
+            Plan::ChangePolicies(from, found)
+        }
     })
 }
 
@@ -258,11 +267,20 @@ impl Service {
         let mut parameters = body.parameters;
         if !matches!(
             operation,
-            Operation::Backup | Operation::DestroyKey | Operation::SplitPin
+            Operation::Backup
+                | Operation::DestroyKey
+                | Operation::SplitPin
+                | Operation::ChangePolicies
         ) {
             parameters.insert("keys".into(), key_specs(&self.config));
         }
         parameters.insert("configuration".into(), configuration(&self.config)?);
+        if operation == Operation::ChangePolicies
+            && let Some(from) = parameters.get("policies-from")
+        {
+            let digest = policies_digest(std::path::Path::new(from))?;
+            parameters.insert("policies".into(), digest);
+        }
         let plan = plan(operation, &parameters, &self.config)?;
         let initialised = crate::ca::load_state(&self.store)?.is_some();
         match (&plan, initialised) {
@@ -374,6 +392,11 @@ impl Service {
                 Self::blocking(move || {
                     crate::policy::PolicySet::load_dir(&config.policies_dir)
                         .map_err(|e| invalid("policies", e.to_string()))?;
+                    // The policies the officers approved with the CA (the proposal named them).
+                    let approved = policies_digest(&config.policies_dir)?;
+                    store.commit(move |txn| -> Result<(), CaError> {
+                        control::approve_policies(txn, &approved)
+                    })?;
                     match crate::ca::ceremony::init(&config, &store, &hsm, now, false)? {
                         crate::ca::ceremony::InitOutcome::Ready { files, .. } => {
                             Ok(serde_json::json!({ "files": files }))
@@ -411,7 +434,8 @@ impl Service {
                     }
                 })
                 .await?;
-                // The running daemon stops publishing what the destroyed key signed.
+                // The running daemon stops signing for a CA whose key is destroyed: no more
+                // CRLs, no more OCSP responses (its responder's key goes with it).
                 if let (Some(va), Some(state)) = (self.va(), crate::ca::load_state(&self.store)?) {
                     for retired in state
                         .issuing
@@ -419,28 +443,29 @@ impl Service {
                         .filter(|c| state.key_destroyed(&c.key_label))
                     {
                         va.crls.retire(&retired.name);
+                        if let Ok(id) = crate::ca::ceremony::issuer_id(&retired.certificate) {
+                            va.responder.retire_signer(id);
+                        }
                     }
                 }
                 destroyed
             }
             Plan::SplitPin(out) => self.split_pin(out).await?,
+            Plan::ChangePolicies(from, digest) => self.change_policies(from, digest).await?,
             Plan::ChangeOfficers(set) => {
                 let summary = format!("{} of {}", set.quorum, set.officers.len());
-                let reach = super::unseal::split_reach(&self.store, &set)?;
+                let misfit = super::unseal::split_misfit(&self.store, &set)?;
                 self.store
                     .commit_async(move |txn| -> Result<(), CaError> {
                         control::replace_officers(txn, &set)
                     })
                     .await?;
-                match reach {
-                    Some((holders, quorum)) if holders < quorum => {
-                        let warning = format!(
-                            "{holders} officers in force hold a share of the PIN, {quorum} are needed to unseal: run split-pin through this daemon before it stops"
-                        );
+                match misfit {
+                    Some(warning) => {
                         tracing::warn!("{warning}");
                         serde_json::json!({ "officers": summary, "pin split": warning })
                     }
-                    _ => serde_json::json!({ "officers": summary }),
+                    None => serde_json::json!({ "officers": summary }),
                 }
             }
         };

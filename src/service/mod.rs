@@ -16,6 +16,7 @@ mod error;
 mod issuance;
 mod keys;
 mod operations;
+mod policies;
 pub mod revocation;
 pub mod unseal;
 pub mod wire;

@@ -44,12 +44,13 @@ fn officers(store: &Store) -> Result<OfficerSet, ServiceError> {
     }
 }
 
-/// How many officers of `set` hold a share of the PIN's current split, and its quorum: `None`
-/// when the PIN is not split.
-pub(super) fn split_reach(
+/// Why the PIN's current split no longer fits the officer set `set` (a holder withdrawn, the
+/// quorum changed, fewer holders in office than it needs): `None` when it fits, or when the
+/// PIN is not split.
+pub(super) fn split_misfit(
     store: &Store,
     set: &OfficerSet,
-) -> Result<Option<(usize, usize)>, ServiceError> {
+) -> Result<Option<String>, ServiceError> {
     let Some(split) = pin_split::split_state(store)?.and_then(|s| s.current) else {
         return Ok(None);
     };
@@ -59,12 +60,37 @@ pub(super) fn split_reach(
         .filter(|o| o.active)
         .filter_map(|o| crate::ca::ceremony::quorum::person_of(&o.certificate).ok())
         .collect();
-    let holders = split
+    let in_office = split
         .holders
         .iter()
         .filter(|h| persons.contains(&h.person))
         .count();
-    Ok(Some((holders, split.quorum)))
+    let withdrawn = split.holders.len() - in_office;
+    let mut why = Vec::new();
+    if withdrawn > 0 {
+        why.push(format!(
+            "{withdrawn} holder(s) of a share are no longer officers (with {} other shares, theirs still make the PIN)",
+            split.quorum.saturating_sub(1)
+        ));
+    }
+    if set.quorum != split.quorum {
+        why.push(format!(
+            "the quorum is now {}, the PIN's split needs {}",
+            set.quorum, split.quorum
+        ));
+    }
+    if in_office < split.quorum {
+        why.push(format!(
+            "{in_office} officers in office hold a share, {} are needed to unseal",
+            split.quorum
+        ));
+    }
+    Ok((!why.is_empty()).then(|| {
+        format!(
+            "{}: run split-pin through this daemon before it stops",
+            why.join("; ")
+        )
+    }))
 }
 
 /// Writes each share file into `out` (created, mode 0700; each file 0600, synced).
@@ -130,7 +156,10 @@ impl Service {
         };
         // The daemon may see a filesystem of its own (systemd's PrivateTmp): its shares go
         // where its operators find them, under its data directory.
-        if slot.is_some() && !out.starts_with(&self.config.data_dir) {
+        let climbs = out
+            .components()
+            .any(|c| matches!(c, std::path::Component::ParentDir));
+        if slot.is_some() && (climbs || !out.starts_with(&self.config.data_dir)) {
             return Err(invalid(
                 "parameters.shares-out",
                 format!(
@@ -175,7 +204,8 @@ impl Service {
                 String::from_utf8_lossy(pin.expose()).into_owned(),
             ));
             if let Err(error) = hsm.change_pin(pin) {
-                if matches!(error, crate::hsm::HsmError::Unavailable(_)) {
+                // Only the token's own refusal of a PIN says nothing changed on it.
+                if !matches!(error, crate::hsm::HsmError::PinRefused(_)) {
                     return Err(ServiceError::Ca(CaError::Io(format!(
                         "C_SetPIN: {error}: the token may hold the former PIN or the new one; both splits can unseal it (the new shares are in {})",
                         out.display()
@@ -231,6 +261,8 @@ pub struct Sealed {
     /// The split that made the PIN and the officers whose shares did, for the audit event
     /// once the CA is open.
     unsealed_by: Mutex<Option<(String, Vec<String>)>>,
+    /// Splits whose PIN the token refused since this start.
+    set_aside: Mutex<std::collections::BTreeSet<String>>,
     done: tokio::sync::Notify,
 }
 
@@ -275,6 +307,7 @@ impl Sealed {
             slot: slot.clone(),
             unsealing: Mutex::new(unsealing),
             unsealed_by: Mutex::new(None),
+            set_aside: Mutex::new(std::collections::BTreeSet::new()),
             done: tokio::sync::Notify::new(),
         }))
     }
@@ -349,14 +382,26 @@ impl Sealed {
         }
     }
 
-    /// The token refused the PIN, or the CA could not open with it: forgets it and every share,
-    /// and asks again under a new nonce and key.
-    pub fn reseal(&self) -> Result<(), ServiceError> {
+    /// Forgets the PIN and every share, and asks again under a new nonce and key; when the
+    /// token refused the PIN (`wrong_pin`), the split that made it is set aside for the life of
+    /// this process, so that its shares never spend another of the token's attempts.
+    pub fn reseal(&self, wrong_pin: bool) -> Result<(), ServiceError> {
         let mut unsealing = self.lock();
         self.slot.empty();
-        let splits = pin_split::split_state(&self.store)?.ok_or_else(|| {
-            ServiceError::Ca(CaError::Corrupt("the split of the PIN vanished".into()))
-        })?;
+        let made_by = self
+            .unsealed_by
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take();
+        let mut set_aside = self.set_aside.lock().unwrap_or_else(|p| p.into_inner());
+        if let (true, Some((split, _))) = (wrong_pin, made_by) {
+            set_aside.insert(split);
+        }
+        let mut splits = pin_split::split_state(&self.store)?.unwrap_or_default();
+        let keep =
+            |record: Option<pin_split::SplitRecord>| record.filter(|r| !set_aside.contains(&r.id));
+        splits.current = keep(splits.current);
+        splits.pending = keep(splits.pending);
         *unsealing = Unsealing::new(control::ca_id(&self.store)?, splits)?;
         Ok(())
     }

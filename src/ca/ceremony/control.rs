@@ -32,6 +32,8 @@ const CA_ID: &str = "ca-id";
 /// `SEQ:HASH` of the audit chain just before the last key change.
 const KEY_HEAD: &str = "key-head";
 const RECORD_PREFIX: &str = "ceremony-record/";
+/// The digest of the policy files the officers approved last (init, change-policies).
+const APPROVED_POLICIES: &str = "approved-policies";
 
 /// The audit position a store with no key change yet starts from.
 pub fn genesis_head() -> String {
@@ -454,6 +456,34 @@ pub fn replace_officers(txn: &mut Txn<'_>, set: &OfficerSet) -> Result<(), CaErr
     put_json(txn, DUAL_CONTROL, &DualControl::Officers(set.clone()))?;
     txn.audit(officers_event(set));
     mark_key_change(txn)
+}
+
+/// Records `digest` (hex, [`crate::policy::files_digest`]) as the policy files the officers
+/// approved, in the transaction of the ceremony that approved them.
+pub fn approve_policies(txn: &mut Txn<'_>, digest: &str) -> Result<(), CaError> {
+    put_json(txn, APPROVED_POLICIES, &digest)
+}
+
+/// Refuses the policy files of `dir` on a CA under dual control when they are not those its
+/// officers approved last: a change of the policies in force is a ceremony (`change-policies`).
+/// A CA run by one person, or made before approvals of policies were recorded, is not checked.
+pub fn check_policies(store: &Store, dir: &std::path::Path) -> Result<(), CaError> {
+    let Some(DualControl::Officers(_)) = dual_control(store)? else {
+        return Ok(());
+    };
+    let Some(approved) = read_json::<String>(store, APPROVED_POLICIES)? else {
+        return Ok(());
+    };
+    let found = crate::policy::files_digest(dir)
+        .map(hex::encode)
+        .map_err(|e| CaError::Io(format!("{}: {e}", dir.display())))?;
+    if found != approved {
+        return Err(CaError::Refused(format!(
+            "the policy files in {} (sha256 {found}) are not those the security officers approved (sha256 {approved}): put those back, or change them by the ceremony change-policies",
+            dir.display()
+        )));
+    }
+    Ok(())
 }
 
 /// The audit event that says who the officers are now: the chain, checked against the audit

@@ -58,7 +58,12 @@ pub(super) fn free_label(
 /// (it may have made the key, or may make it in a token that reappears): such a label is never
 /// given to a new key, so that an orphan and a key in use never share one.
 pub(super) fn label_taken(hsm: &Hsm, store: &Store, label: &str) -> Result<bool, CaError> {
-    Ok(hsm.has_key(label)?
+    // A label the CA state names (a key destroyed as retired among them) is never given again:
+    // the state finds keys by label.
+    let named =
+        crate::ca::load_state(store)?.is_some_and(|state| state.key_labels().contains(&label));
+    Ok(named
+        || hsm.has_key(label)?
         || crate::ca::ceremony_intent::orphan_key_labels(store)?
             .iter()
             .any(|orphan| orphan == label))

@@ -39,7 +39,7 @@ use certificates::{
     issue_ca_certificate, issue_responder, issuing_template, root_template,
 };
 use labels::{free_label, fresh_key, generate};
-pub use retire::{Retired, destroy_retired, retired};
+pub use retire::{Retired, destroy_retired, issuer_id, retired};
 pub use rollover::{IssuingRollover, rotate_issuing, rotate_root};
 
 /// Policy names recorded for the CA's own certificates.

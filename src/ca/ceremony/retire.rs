@@ -13,7 +13,7 @@ use crate::ca::CaError;
 use crate::hsm::Hsm;
 use crate::issuer::CaState;
 use crate::issuer::state::DestroyedKey;
-use crate::store::schema::ExpiryIndex;
+use crate::store::schema::{ExpiryIndex, Revocations};
 use crate::store::{IssuerId, Store};
 use crate::x509::Timestamp;
 
@@ -54,7 +54,15 @@ pub fn retired(
         for row in store.scan::<ExpiryIndex>(&from, &[])? {
             let (key, ()) = row?;
             if key.certificate.issuer == issuer && key.not_after > now {
-                last = Some(key.not_after);
+                last = last.max(Some(key.not_after));
+            }
+        }
+        // Certificates a crashed issuance signed and never committed are only in the
+        // revocation table: their CRL entry is owed until they expire too.
+        for row in store.scan::<Revocations>(&issuer.0, &issuer.0)? {
+            let (_, record) = row?;
+            if record.not_after > now {
+                last = last.max(Some(record.not_after));
             }
         }
         if let Some(until) = last {
@@ -68,11 +76,15 @@ pub fn retired(
         let Some(issuer) = responder.authority_key_identifier() else {
             return refuse("a responder certificate without an authority key identifier".into());
         };
-        let issuer_retired = state
-            .issuing
-            .iter()
-            .find(|c| c.subject_key_identifier() == Some(issuer))
-            .is_none_or(|c| state.key_destroyed(&c.key_label));
+        // Its CA, known by the key identifier its certificates carry (the subjectKeyIdentifier,
+        // or the key's hash when the CA certificate has none, as `Issuer` reads it).
+        let Some(ca) = state.issuing.iter().find(|c| {
+            c.subject_key_identifier() == Some(issuer)
+                || issuer_id(&c.certificate).is_ok_and(|id| id.0 == issuer)
+        }) else {
+            return refuse("its issuing CA is not in this CA's state".into());
+        };
+        let issuer_retired = state.key_destroyed(&ca.key_label);
         let current = state
             .responders_of(&issuer)
             .last()
@@ -85,8 +97,9 @@ pub fn retired(
     refuse("not a key of this CA's state".into())
 }
 
-/// The issuer id of the CA whose certificate is `der` (its key identifier).
-fn issuer_id(der: &[u8]) -> Result<IssuerId, CaError> {
+/// The issuer id of the CA whose certificate is `der` (the hash of its key, as `Issuer` and the
+/// store key certificates by).
+pub fn issuer_id(der: &[u8]) -> Result<IssuerId, CaError> {
     let certificate = <x509_cert::Certificate as der::Decode>::from_der(der)
         .map_err(|e| CaError::Corrupt(format!("a CA certificate: {e}")))?;
     Ok(IssuerId(crate::x509::keys::key_identifier(
@@ -106,29 +119,49 @@ pub fn destroy_retired(
     let state = super::super::load_state(store)?
         .ok_or_else(|| CaError::NotInitialized(store.path().to_path_buf()))?;
     let kind = retired(store, &state, label, now)?;
-    if state.key_destroyed(label) {
-        // Marked by a run that stopped before the HSM call: finish it, or say it is done.
-        if !hsm.has_key(label)? {
+    let mark = state
+        .destroyed_keys
+        .iter()
+        .find(|k| k.label == label)
+        .cloned();
+    let state = match mark {
+        Some(DestroyedKey { recorded: true, .. }) => {
             return Err(CaError::Refused(format!("{label:?} was destroyed already")));
         }
-    } else {
-        let marked = label.to_owned();
-        update_state(store, &state, Vec::new(), move |state| {
-            state.destroyed_keys.push(DestroyedKey {
-                label: marked,
-                destroyed_at: now,
-            });
-        })?;
-    }
+        // Marked by a run that stopped before the HSM call or before its record: finish it.
+        Some(_) => state,
+        None => {
+            let marked = label.to_owned();
+            update_state(store, &state, Vec::new(), move |state| {
+                state.destroyed_keys.push(DestroyedKey {
+                    label: marked,
+                    destroyed_at: now,
+                    recorded: false,
+                });
+            })?
+        }
+    };
     crate::failpoint::hit("destroy-retired-before-hsm");
-    let objects = hsm.destroy_key(label)?;
-    let event_label = label.to_owned();
-    store.commit(move |txn| -> Result<(), CaError> {
-        txn.audit(AuditEvent::KeyDestroyed {
-            label: event_label,
+    let objects = if hsm.has_key(label)? {
+        hsm.destroy_key(label)?
+    } else {
+        0
+    };
+    let recorded = label.to_owned();
+    update_state(
+        store,
+        &state,
+        vec![AuditEvent::KeyDestroyed {
+            label: label.to_owned(),
             objects,
-        });
-        Ok(())
-    })?;
+        }],
+        move |state| {
+            for key in &mut state.destroyed_keys {
+                if key.label == recorded {
+                    key.recorded = true;
+                }
+            }
+        },
+    )?;
     Ok((kind, objects))
 }

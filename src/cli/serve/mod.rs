@@ -90,6 +90,7 @@ fn open_ca(
     store: Store,
     clock: Arc<dyn crate::x509::time::Clock>,
 ) -> Result<Opened, CliError> {
+    crate::ca::ceremony::control::check_policies(&store, &config.policies_dir)?;
     let policies = Arc::new(PolicySet::load_dir(&config.policies_dir)?);
     let hsm = Hsm::open(config.hsm.clone()).context(|| {
         format!(
@@ -114,6 +115,15 @@ fn open_ca(
         ca,
         state,
     })
+}
+
+/// How an attempt to open the CA with the PIN the officers' shares made ended.
+enum Opening {
+    Opened(Box<Opened>),
+    /// The token refused the PIN.
+    WrongPin(String),
+    /// Something else (the token away, the policies not approved...): the PIN is kept.
+    Failed(String),
 }
 
 /// What the validation listener serves: the CA's validation authority, or, while the daemon is
@@ -200,17 +210,41 @@ async fn daemon(config: &Config, overrides: ListenOverrides) -> Result<(), CliEr
                 let (config_copy, store_copy, clock_copy) =
                     (config.clone(), store.clone(), clock.clone());
                 let attempt = tokio::task::spawn_blocking(move || {
-                    open_ca(&config_copy, store_copy, clock_copy)
+                    // The PIN first, alone: a refusal spends one of the token's attempts, and
+                    // must not be repeated with the same shares.
+                    match Hsm::open(config_copy.hsm.clone()) {
+                        Err(
+                            error @ (crate::hsm::HsmError::PinIncorrect { .. }
+                            | crate::hsm::HsmError::PinLocked),
+                        ) => return Opening::WrongPin(error.to_string()),
+                        Err(error) => return Opening::Failed(error.to_string()),
+                        Ok(probe) => drop(probe),
+                    }
+                    match open_ca(&config_copy, store_copy, clock_copy) {
+                        Ok(opened) => Opening::Opened(Box::new(opened)),
+                        Err(error) => Opening::Failed(error.to_string()),
+                    }
                 })
                 .await
                 .map_err(|_| CliError::internal("opening the CA stopped"))?;
                 match attempt {
-                    Ok(opened) => break opened,
-                    Err(error) => {
-                        tracing::error!(%error, "the CA does not open with the PIN the shares made: sealed again, under a new nonce");
-                        sealed.reseal()?;
-                        // A token counts wrong PINs: never two attempts in a row.
-                        tokio::time::sleep(std::time::Duration::from_secs(5)).await;
+                    Opening::Opened(opened) => break *opened,
+                    Opening::WrongPin(error) => {
+                        tracing::error!(%error, "the token refuses the PIN the shares made: that split is set aside, sealed again under a new nonce");
+                        sealed.reseal(true)?;
+                    }
+                    Opening::Failed(error) => {
+                        tracing::error!(%error, "the CA does not open: retrying in 5 s with the PIN held");
+                    }
+                }
+                tokio::select! {
+                    () = tokio::time::sleep(std::time::Duration::from_secs(5)) => {}
+                    signal = signals.next() => {
+                        if let Signal::Stop = signal {
+                            shutdown.cancel();
+                            while listeners.join_next().await.is_some() {}
+                            return Ok(());
+                        }
                     }
                 }
             };
@@ -469,7 +503,12 @@ async fn until_stopped(
 ) -> Result<(), CliError> {
     while let Signal::Reload = signals.next().await {
         sd_notify("RELOADING=1");
-        match PolicySet::load_dir(&config.policies_dir) {
+        let approved =
+            crate::ca::ceremony::control::check_policies(ca.store(), &config.policies_dir);
+        match approved
+            .map_err(|e| e.to_string())
+            .and_then(|()| PolicySet::load_dir(&config.policies_dir).map_err(|e| e.to_string()))
+        {
             Ok(policies) => {
                 let names: Vec<String> = policies.names().map(str::to_owned).collect();
                 ca.reload_policies(policies);

@@ -266,6 +266,14 @@ impl Responder {
         Ok(())
     }
 
+    /// Stops signing for an issuing CA whose key (and its responder's) was destroyed as
+    /// retired: what was signed before stays served until it expires, nothing is signed again.
+    pub fn retire_signer(&self, issuer: IssuerId) {
+        if let Some(issuer) = self.issuer_index(issuer).and_then(|i| self.issuer(i)) {
+            *issuer.signer.write().unwrap_or_else(|p| p.into_inner()) = None;
+        }
+    }
+
     /// How long responses are valid.
     pub fn validity_seconds(&self) -> u64 {
         self.validity_seconds
