@@ -644,36 +644,12 @@ fn an_officer_approves_with_a_card_through_pkcs11() {
     let pki = Pki::on(Token::SoftHsm2, Keys::EC);
     pki.foreign_key_with(Token::SoftHsm2, "officer-sign", &["--id", "0a"]);
     let public = pki.public_key_pem(Token::SoftHsm2, "officer-sign", "officer-public");
-    let extensions = pki.path("officer.ext");
-    std::fs::write(&extensions, "keyUsage=critical,nonRepudiation\n").unwrap();
-    let (issuer_key, card_pem) = (pki.path("card-ca.key"), pki.path("bruno-card.pem"));
-    let (ok, text) = common::openssl(&[
-        "genpkey",
-        "-algorithm",
-        "EC",
-        "-pkeyopt",
-        "ec_paramgen_curve:P-256",
-        "-out",
-        issuer_key.to_str().unwrap(),
-    ]);
-    assert!(ok, "{text}");
-    let (ok, text) = common::openssl(&[
-        "x509",
-        "-new",
-        "-subj",
+    let card_pem = common::officers::certificate_for_key(
+        pki.path("").as_path(),
+        &public,
         "/GN=Bruno/SN=PETIT/CN=Bruno PETIT",
-        "-key",
-        issuer_key.to_str().unwrap(),
-        "-force_pubkey",
-        public.to_str().unwrap(),
-        "-days",
-        "365",
-        "-extfile",
-        extensions.to_str().unwrap(),
-        "-out",
-        card_pem.to_str().unwrap(),
-    ]);
-    assert!(ok, "{text}");
+        "bruno-card",
+    );
     let alice = officer(&pki, "alice", "/GN=Alice/SN=DURAND/CN=Alice DURAND");
     let init = propose(
         &pki,
@@ -717,7 +693,7 @@ fn an_officer_approves_with_a_card_through_pkcs11() {
         "{}",
         all_output(&out)
     );
-    let out = card(&card_pem, &pki.path("officer.ext"), "not-a-proposal.der");
+    let out = card(&card_pem, &pki.path("bruno-card.ext"), "not-a-proposal.der");
     assert!(
         !out.status.success() && !pki.path("not-a-proposal.der").exists(),
         "{}",

@@ -5,20 +5,12 @@
 //! without them. SoftHSM2, the real binary, OpenSSL as the officers' tool.
 mod common;
 
-use std::path::{Path, PathBuf};
-
 use common::daemon::Daemon;
-use common::officers::{approve, card};
+use common::officers::{self, Officer};
 use common::tokens::Token;
 use common::{Keys, Pki, all_output};
 
-struct Officer {
-    key: PathBuf,
-    pem: PathBuf,
-}
-
-/// Proposes `operation` with `args`, both officers approve, runs it with `env`: the output of
-/// the run (which may fail).
+/// A ceremony approved by `officers` (openssl), run with `env`: the run's output.
 fn ceremony(
     pki: &Pki,
     officers: &[&Officer],
@@ -27,28 +19,7 @@ fn ceremony(
     args: &[&str],
     env: &[(&str, &str)],
 ) -> std::process::Output {
-    let proposal = pki.path(&format!("{name}.json"));
-    let mut all = vec!["ceremony", "propose", operation];
-    all.extend_from_slice(args);
-    all.extend(["--out", proposal.to_str().unwrap()]);
-    let out = pki.sceau_with_env(&all, env);
-    if !out.status.success() {
-        return out;
-    }
-    let bytes = std::fs::read(&proposal).unwrap();
-    let mut run = vec![
-        "ceremony".to_owned(),
-        "run".to_owned(),
-        proposal.display().to_string(),
-    ];
-    for (i, officer) in officers.iter().enumerate() {
-        let path = pki.path(&format!("{name}.{i}.der"));
-        let der = approve(pki.path("").as_path(), (&officer.key, &officer.pem), &bytes);
-        std::fs::write(&path, der).unwrap();
-        run.extend(["--approval".to_owned(), path.display().to_string()]);
-    }
-    let run: Vec<&str> = run.iter().map(String::as_str).collect();
-    pki.sceau_with_env(&run, env)
+    officers::ceremony(pki, name, operation, args, officers, env)
 }
 
 fn succeeded(out: &std::process::Output) -> serde_json::Value {
@@ -89,25 +60,11 @@ fn holds(pki: &Pki, label: &str) -> bool {
         .any(|l| l.trim() == label)
 }
 
-fn serial(certificate: &Path) -> String {
-    let (ok, text) = common::openssl(&[
-        "x509",
-        "-noout",
-        "-serial",
-        "-in",
-        certificate.to_str().unwrap(),
-    ]);
-    assert!(ok, "{text}");
-    text.trim().trim_start_matches("serial=").to_owned()
-}
-
 #[test]
 fn retired_keys_are_destroyed_by_a_ceremony_and_keys_in_force_never() {
     let pki = Pki::on(Token::SoftHsm2, Keys::EC);
-    let officer = |name: &str, subject: &str| {
-        let (key, pem, _) = card(pki.path("").as_path(), name, subject, "3650");
-        Officer { key, pem }
-    };
+    let officer =
+        |name: &str, subject: &str| Officer::new(pki.path("").as_path(), name, subject, "3650");
     let alice = officer("alice", "/GN=Alice/SN=Durand/CN=Alice Durand");
     let bruno = officer("bruno", "/GN=Bruno/SN=Petit/CN=Bruno Petit");
     let both = [&alice, &bruno];
@@ -244,7 +201,7 @@ fn retired_keys_are_destroyed_by_a_ceremony_and_keys_in_force_never() {
 
     // Status unchanged, every destruction recorded, and the daemon serves without those keys.
     // The old CA's certificate kept its status (revoked above, before the destruction).
-    let shown = pki.serial_state(&serial(&agent));
+    let shown = pki.serial_state(&common::serial_of(&agent));
     assert_eq!(shown["state"], "revoked", "{shown}");
     let log = pki.sceau_ok(&["audit", "export"]);
     let destroyed = log

@@ -4,42 +4,23 @@
 //! by M officers puts a new set in force, and makes proposals made before it void.
 mod common;
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use common::daemon::Daemon;
-use common::officers::{approve, card};
+use common::officers::{self, Officer};
 use common::tokens::Token;
 use common::{Keys, Pki, all_output};
 
-struct Officer {
-    key: PathBuf,
-    pem: PathBuf,
+/// A proposal written to `name.json`, which must be accepted: `name`.
+fn propose<'a>(pki: &Pki, name: &'a str, operation: &str, args: &[&str]) -> &'a str {
+    let out = officers::propose(pki, name, operation, args, &[]);
+    assert!(out.status.success(), "{}", all_output(&out));
+    name
 }
 
-fn propose(pki: &Pki, name: &str, operation: &str, args: &[&str]) -> PathBuf {
-    let proposal = pki.path(&format!("{name}.json"));
-    let mut all = vec!["ceremony", "propose", operation];
-    all.extend_from_slice(args);
-    all.extend(["--out", proposal.to_str().unwrap()]);
-    pki.sceau_ok(&all);
-    proposal
-}
-
-fn run(pki: &Pki, proposal: &Path, officers: &[&Officer]) -> std::process::Output {
-    let bytes = std::fs::read(proposal).unwrap();
-    let mut args = vec![
-        "ceremony".to_owned(),
-        "run".to_owned(),
-        proposal.display().to_string(),
-    ];
-    for (i, officer) in officers.iter().enumerate() {
-        let path = proposal.with_extension(format!("{i}.der"));
-        let der = approve(pki.path("").as_path(), (&officer.key, &officer.pem), &bytes);
-        std::fs::write(&path, der).unwrap();
-        args.extend(["--approval".to_owned(), path.display().to_string()]);
-    }
-    let args: Vec<&str> = args.iter().map(String::as_str).collect();
-    pki.sceau(&args)
+/// `name.json` run with the approvals of `officers`.
+fn run(pki: &Pki, name: &str, officers: &[&Officer]) -> std::process::Output {
+    officers::run(pki, name, officers, &[], &[])
 }
 
 fn copy_dir(from: &Path, to: &Path) {
@@ -59,10 +40,8 @@ fn append(path: &Path, text: &str) {
 fn the_policies_in_force_change_only_by_a_ceremony() {
     let pki = Pki::on(Token::SoftHsm2, Keys::EC);
     let policies = pki.private_policies();
-    let officer = |name: &str, subject: &str| {
-        let (key, pem, _) = card(pki.path("").as_path(), name, subject, "365");
-        Officer { key, pem }
-    };
+    let officer =
+        |name: &str, subject: &str| Officer::new(pki.path("").as_path(), name, subject, "365");
     let alice = officer("alice", "/GN=Alice/SN=Durand/CN=Alice Durand");
     let bruno = officer("bruno", "/GN=Bruno/SN=Petit/CN=Bruno Petit");
     let both = [&alice, &bruno];
@@ -79,7 +58,7 @@ fn the_policies_in_force_change_only_by_a_ceremony() {
             "2",
         ],
     );
-    let out = run(&pki, &init, &both);
+    let out = run(&pki, init, &both);
     assert!(out.status.success(), "{}", all_output(&out));
     pki.issue_holder("first", "/GN=Agent/SN=PREMIER/CN=Agent PREMIER");
 
@@ -133,10 +112,13 @@ fn the_policies_in_force_change_only_by_a_ceremony() {
         &["--policies-from", next.to_str().unwrap()],
     );
     // The directory edited after the officers read the proposal: refused.
-    let moved = pki.path("change-moved.json");
-    std::fs::copy(&change, &moved).unwrap();
+    std::fs::copy(
+        pki.path(&format!("{change}.json")),
+        pki.path("change-moved.json"),
+    )
+    .unwrap();
     append(&next.join("justice-sign.toml"), "\n# slipped in\n");
-    let out = run(&pki, &moved, &both);
+    let out = run(&pki, "change-moved", &both);
     assert!(
         !out.status.success() && all_output(&out).contains("not those the proposal names"),
         "{}",
@@ -147,7 +129,7 @@ fn the_policies_in_force_change_only_by_a_ceremony() {
         std::fs::read(policies.join("justice-sign.toml")).unwrap(),
     )
     .unwrap();
-    let out = run(&pki, &change, &both);
+    let out = run(&pki, change, &both);
     assert!(out.status.success(), "{}", all_output(&out));
     assert_eq!(
         std::fs::read(&auth).unwrap(),
@@ -161,7 +143,7 @@ fn the_policies_in_force_change_only_by_a_ceremony() {
     );
     pki.issue_ok("justice-auth", &third, &[]);
     // The proposal made before is void: the policies it named are no longer in force.
-    let out = run(&pki, &stale, &both);
+    let out = run(&pki, stale, &both);
     assert!(
         !out.status.success() && all_output(&out).contains("configuration changed"),
         "{}",

@@ -9,21 +9,15 @@ mod common;
 use std::path::{Path, PathBuf};
 
 use common::daemon::Daemon;
-use common::officers::{approve, card};
+use common::officers::{self, Officer, approve};
 use common::tokens::{self, Token};
 use common::{Keys, Pki, all_output};
 
-struct Officer {
-    key: PathBuf,
-    pem: PathBuf,
-}
-
 fn officer(pki: &Pki, name: &str, subject: &str) -> Officer {
-    let (key, pem, _) = card(pki.path("").as_path(), name, subject, "365");
-    Officer { key, pem }
+    Officer::new(pki.path("").as_path(), name, subject, "365")
 }
 
-/// Proposes `operation`, has `officers` approve it with openssl, runs it: its answer.
+/// [`officers::ceremony`] that must succeed: its answer (JSON).
 fn ceremony(
     pki: &Pki,
     name: &str,
@@ -31,63 +25,38 @@ fn ceremony(
     args: &[&str],
     officers: &[&Officer],
 ) -> String {
-    ceremony_with(pki, name, operation, args, officers, None)
+    let out = officers::ceremony(pki, name, operation, args, officers, &[]);
+    assert!(out.status.success(), "{name}: {}", all_output(&out));
+    String::from_utf8(out.stdout).unwrap()
 }
 
-/// [`ceremony`], with the approval of Denise's card (its certificate) too, through its
-/// PKCS#11 module (`sceau ceremony approve`).
-fn ceremony_with(
-    pki: &Pki,
-    name: &str,
-    operation: &str,
-    args: &[&str],
-    officers: &[&Officer],
-    card: Option<&Path>,
-) -> String {
-    let proposal = pki.path(&format!("{name}.proposal.json"));
-    let mut all = vec!["ceremony", "propose", operation];
-    all.extend_from_slice(args);
-    all.extend(["--out", proposal.to_str().unwrap()]);
-    pki.sceau_ok(&all);
-    let bytes = std::fs::read(&proposal).unwrap();
-    let mut run = vec![
-        "ceremony".to_owned(),
-        "run".to_owned(),
-        proposal.display().to_string(),
-    ];
-    for (i, officer) in officers.iter().enumerate() {
-        let der = approve(pki.path("").as_path(), (&officer.key, &officer.pem), &bytes);
-        let path = pki.path(&format!("{name}.approval-{i}.der"));
-        std::fs::write(&path, der).unwrap();
-        run.extend(["--approval".to_owned(), path.display().to_string()]);
-    }
-    if let Some(certificate) = card {
-        let approval = pki.path(&format!("{name}.approval-card.der"));
-        let out = pki.sceau_with_env(
-            &[
-                "ceremony",
-                "approve",
-                proposal.to_str().unwrap(),
-                "--module",
-                tokens::SOFTHSM_MODULE,
-                "--token",
-                "denise-card",
-                "--key-label",
-                "officer-sign",
-                "--certificate",
-                certificate.to_str().unwrap(),
-                "--pin-file",
-                pki.path("card-pin").to_str().unwrap(),
-                "--out",
-                approval.to_str().unwrap(),
-            ],
-            &[("SOFTHSM2_CONF", pki.path("softhsm2.conf").to_str().unwrap())],
-        );
-        assert!(out.status.success(), "{}", all_output(&out));
-        run.extend(["--approval".to_owned(), approval.display().to_string()]);
-    }
-    let run: Vec<&str> = run.iter().map(String::as_str).collect();
-    pki.sceau_ok(&run)
+/// Denise's approval of the proposal `name.json`, signed by her card through its PKCS#11
+/// module (`sceau ceremony approve`).
+fn card_approval(pki: &Pki, name: &str, certificate: &Path) -> PathBuf {
+    let proposal = pki.path(&format!("{name}.json"));
+    let approval = pki.path(&format!("{name}.card.der"));
+    let out = pki.sceau_with_env(
+        &[
+            "ceremony",
+            "approve",
+            proposal.to_str().unwrap(),
+            "--module",
+            tokens::SOFTHSM_MODULE,
+            "--token",
+            "denise-card",
+            "--key-label",
+            "officer-sign",
+            "--certificate",
+            certificate.to_str().unwrap(),
+            "--pin-file",
+            pki.path("card-pin").to_str().unwrap(),
+            "--out",
+            approval.to_str().unwrap(),
+        ],
+        &[("SOFTHSM2_CONF", pki.path("softhsm2.conf").to_str().unwrap())],
+    );
+    assert!(out.status.success(), "{}", all_output(&out));
+    approval
 }
 
 /// `sceau unseal --share SHARE --request-out`, signed by `signer` with openssl: the signed
@@ -220,25 +189,30 @@ fn a_daemon_whose_pin_is_split_signs_only_once_a_quorum_of_officers_unseals_it()
         chloe.pem.to_str().unwrap(),
         denise_pem.to_str().unwrap(),
     );
-    ceremony_with(
+    let init_args = [
+        "--officer",
+        a,
+        "--officer",
+        b,
+        "--officer",
+        c,
+        "--officer",
+        d,
+        "--quorum",
+        "2",
+    ];
+    // Denise approves with her card the very proposal the others approve with openssl.
+    let out = officers::propose(&pki, "init", "init", &init_args, &[]);
+    assert!(out.status.success(), "{}", all_output(&out));
+    let denise_approval = card_approval(&pki, "init", &denise_pem);
+    let out = officers::run(
         &pki,
         "init",
-        "init",
-        &[
-            "--officer",
-            a,
-            "--officer",
-            b,
-            "--officer",
-            c,
-            "--officer",
-            d,
-            "--quorum",
-            "2",
-        ],
         &[&alice, &bruno, &chloe],
-        Some(&denise_pem),
+        &[denise_approval],
+        &[],
     );
+    assert!(out.status.success(), "{}", all_output(&out));
     // Responses signed by a daemon with the whole PIN, before the split.
     let kept = pki.issue_holder("kept", "/GN=Karim/SN=GILLES/CN=Karim GILLES");
     let spared = pki.issue_holder("spared", "/GN=Sarah/SN=LEROY/CN=Sarah LEROY");
@@ -290,7 +264,7 @@ fn a_daemon_whose_pin_is_split_signs_only_once_a_quorum_of_officers_unseals_it()
     pki.sceau_ok(&[
         "revoke",
         "--serial",
-        &serial(&lost),
+        &common::serial_of(&lost),
         "--reason",
         "keyCompromise",
     ]);
@@ -314,7 +288,7 @@ fn a_daemon_whose_pin_is_split_signs_only_once_a_quorum_of_officers_unseals_it()
     let out = pki.sceau(&[
         "revoke",
         "--serial",
-        &serial(&spared),
+        &common::serial_of(&spared),
         "--reason",
         "keyCompromise",
     ]);
@@ -444,7 +418,7 @@ fn a_daemon_whose_pin_is_split_signs_only_once_a_quorum_of_officers_unseals_it()
     pki.sceau_ok(&[
         "revoke",
         "--serial",
-        &serial(&spared),
+        &common::serial_of(&spared),
         "--reason",
         "keyCompromise",
     ]);
@@ -518,35 +492,14 @@ fn a_daemon_whose_pin_is_split_signs_only_once_a_quorum_of_officers_unseals_it()
     }
     daemon.wait_line("sceau ready:", 60);
     let outside = pki.path("shares-outside");
-    let proposal = pki.path("resplit-outside.json");
-    pki.sceau_ok(&[
-        "ceremony",
-        "propose",
+    let out = officers::ceremony(
+        &pki,
+        "resplit-outside",
         "split-pin",
-        "--shares-out",
-        outside.to_str().unwrap(),
-        "--out",
-        proposal.to_str().unwrap(),
-    ]);
-    let bytes = std::fs::read(&proposal).unwrap();
-    let mut run = vec!["ceremony", "run", proposal.to_str().unwrap()];
-    let approvals: Vec<PathBuf> = [&alice, &chloe]
-        .iter()
-        .enumerate()
-        .map(|(i, o)| {
-            let path = pki.path(&format!("resplit-outside.{i}.der"));
-            std::fs::write(
-                &path,
-                approve(pki.path("").as_path(), (&o.key, &o.pem), &bytes),
-            )
-            .unwrap();
-            path
-        })
-        .collect();
-    for path in &approvals {
-        run.extend(["--approval", path.to_str().unwrap()]);
-    }
-    let out = pki.sceau(&run);
+        &["--shares-out", outside.to_str().unwrap()],
+        &[&alice, &chloe],
+        &[],
+    );
     assert!(
         !out.status.success() && all_output(&out).contains("under its data directory"),
         "{}",
@@ -566,7 +519,7 @@ fn a_daemon_whose_pin_is_split_signs_only_once_a_quorum_of_officers_unseals_it()
     pki.sceau_ok(&[
         "revoke",
         "--serial",
-        &serial(&kept),
+        &common::serial_of(&kept),
         "--reason",
         "superseded",
     ]);
@@ -656,47 +609,10 @@ fn card_on_softhsm(pki: &Pki, card_pin: &str) -> PathBuf {
         public_pem.to_str().unwrap(),
     ]);
     assert!(ok, "{text}");
-    let extensions = pki.path("denise.ext");
-    std::fs::write(&extensions, "keyUsage=critical,nonRepudiation\n").unwrap();
-    let (issuer_key, card_pem) = (pki.path("card-ca.key"), pki.path("denise-card.pem"));
-    let (ok, text) = common::openssl(&[
-        "genpkey",
-        "-algorithm",
-        "EC",
-        "-pkeyopt",
-        "ec_paramgen_curve:P-256",
-        "-out",
-        issuer_key.to_str().unwrap(),
-    ]);
-    assert!(ok, "{text}");
-    let (ok, text) = common::openssl(&[
-        "x509",
-        "-new",
-        "-subj",
+    officers::certificate_for_key(
+        pki.path("").as_path(),
+        &public_pem,
         "/GN=Denise/SN=Roux/CN=Denise Roux",
-        "-key",
-        issuer_key.to_str().unwrap(),
-        "-force_pubkey",
-        public_pem.to_str().unwrap(),
-        "-days",
-        "365",
-        "-extfile",
-        extensions.to_str().unwrap(),
-        "-out",
-        card_pem.to_str().unwrap(),
-    ]);
-    assert!(ok, "{text}");
-    card_pem
-}
-
-fn serial(certificate: &Path) -> String {
-    let (ok, text) = common::openssl(&[
-        "x509",
-        "-noout",
-        "-serial",
-        "-in",
-        certificate.to_str().unwrap(),
-    ]);
-    assert!(ok, "{text}");
-    text.trim().trim_start_matches("serial=").to_owned()
+        "denise-card",
+    )
 }

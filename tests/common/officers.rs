@@ -74,3 +74,115 @@ pub fn approve(dir: &Path, (key, pem): (&Path, &Path), bytes: &[u8]) -> Vec<u8> 
 pub fn words(line: &str) -> Vec<&str> {
     line.split(' ').collect()
 }
+
+/// An officer whose card OpenSSL simulates: the signature key and its certificate (PEM).
+pub struct Officer {
+    pub key: PathBuf,
+    pub pem: PathBuf,
+}
+
+impl Officer {
+    /// A new card for `subject`, valid `days` from now, in `dir` (`name.key`, `name.pem`).
+    pub fn new(dir: &Path, name: &str, subject: &str, days: &str) -> Self {
+        let (key, pem, _) = card(dir, name, subject, days);
+        Officer { key, pem }
+    }
+}
+
+/// `sceau ceremony propose OPERATION ARGS` with `env`, written to `name.json` in the PKI's
+/// directory: the command's output.
+pub fn propose(
+    pki: &super::Pki,
+    name: &str,
+    operation: &str,
+    args: &[&str],
+    env: &[(&str, &str)],
+) -> std::process::Output {
+    let proposal = pki.path(&format!("{name}.json"));
+    let mut all = vec!["ceremony", "propose", operation];
+    all.extend_from_slice(args);
+    all.extend(["--out", proposal.to_str().unwrap()]);
+    pki.sceau_with_env(&all, env)
+}
+
+/// `sceau ceremony run name.json` with `env`: each of `officers` approving its bytes with
+/// openssl, and `approvals` given besides (a card's): the command's output.
+pub fn run(
+    pki: &super::Pki,
+    name: &str,
+    officers: &[&Officer],
+    approvals: &[PathBuf],
+    env: &[(&str, &str)],
+) -> std::process::Output {
+    let proposal = pki.path(&format!("{name}.json"));
+    let bytes = std::fs::read(&proposal).unwrap();
+    let mut run = vec![
+        "ceremony".to_owned(),
+        "run".to_owned(),
+        proposal.display().to_string(),
+    ];
+    for (i, officer) in officers.iter().enumerate() {
+        let path = pki.path(&format!("{name}.{i}.der"));
+        std::fs::write(
+            &path,
+            approve(pki.path("").as_path(), (&officer.key, &officer.pem), &bytes),
+        )
+        .unwrap();
+        run.push("--approval".to_owned());
+        run.push(path.display().to_string());
+    }
+    for path in approvals {
+        run.push("--approval".to_owned());
+        run.push(path.display().to_string());
+    }
+    let run: Vec<&str> = run.iter().map(String::as_str).collect();
+    pki.sceau_with_env(&run, env)
+}
+
+/// A ceremony end to end: [`propose`], then [`run`] with the approvals of `officers`: the
+/// run's output, or the proposal's when it was refused.
+pub fn ceremony(
+    pki: &super::Pki,
+    name: &str,
+    operation: &str,
+    args: &[&str],
+    officers: &[&Officer],
+    env: &[(&str, &str)],
+) -> std::process::Output {
+    let out = propose(pki, name, operation, args, env);
+    if !out.status.success() {
+        return out;
+    }
+    run(pki, name, officers, &[], env)
+}
+
+/// A signature certificate (keyUsage nonRepudiation) for `subject` over the public key
+/// `public_pem` (a card's key, made elsewhere), issued by a card CA key of its own: its path
+/// (`name.pem` in `dir`).
+pub fn certificate_for_key(dir: &Path, public_pem: &Path, subject: &str, name: &str) -> PathBuf {
+    let extensions = dir.join(format!("{name}.ext"));
+    std::fs::write(&extensions, "keyUsage=critical,nonRepudiation\n").unwrap();
+    let (issuer_key, certificate) = (
+        dir.join(format!("{name}-issuer.key")),
+        dir.join(format!("{name}.pem")),
+    );
+    let mut args = words("genpkey -algorithm EC -pkeyopt ec_paramgen_curve:P-256 -out");
+    args.push(issuer_key.to_str().unwrap());
+    let (ok, text) = openssl(&args);
+    assert!(ok, "{text}");
+    let mut args = words("x509 -new -days 365 -subj");
+    args.extend([
+        subject,
+        "-key",
+        issuer_key.to_str().unwrap(),
+        "-force_pubkey",
+        public_pem.to_str().unwrap(),
+        "-extfile",
+        extensions.to_str().unwrap(),
+        "-out",
+        certificate.to_str().unwrap(),
+    ]);
+    let (ok, text) = openssl(&args);
+    assert!(ok, "{text}");
+    certificate
+}
