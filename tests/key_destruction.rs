@@ -188,7 +188,28 @@ fn retired_keys_are_destroyed_by_a_ceremony_and_keys_in_force_never() {
     assert_eq!(done["details"]["was"], "retired issuing CA", "{done}");
     assert!(!holds(&pki, &old_ca));
     assert!(holds(&pki, &issuing[1]));
-    // Its responder in force is retired with it.
+    // Its responder in force is retired with it. A destruction killed between its mark and the
+    // HSM call leaves the key unused (the state says destroyed), and the next one finishes it.
+    let killed = [later[0], ("SCEAU_FAILPOINT", "destroy-retired-before-hsm")];
+    let out = ceremony(
+        &pki,
+        &both,
+        "destroy-old-responder-killed",
+        "destroy-key",
+        &["--key-label", &current],
+        &killed,
+    );
+    assert!(
+        !out.status.success() && all_output(&out).contains("destroy-retired-before-hsm"),
+        "{}",
+        all_output(&out)
+    );
+    assert!(holds(&pki, &current));
+    assert!(
+        keys_of(&pki, "OCSP signer")[1].contains("destroyed"),
+        "{:?}",
+        keys_of(&pki, "OCSP signer")
+    );
     let done = succeeded(&ceremony(
         &pki,
         &both,

@@ -224,6 +224,24 @@ fn a_daemon_whose_pin_is_split_signs_only_once_a_quorum_of_officers_unseals_it()
     assert!(pki.ocsp_status(&daemon, &kept).contains(": good"));
     daemon.stop();
 
+    // A split killed between its record and C_SetPIN: the token keeps its PIN (the next split
+    // opens it with the configured source), and the shares it wrote are worth nothing.
+    let aborted = pki.path("shares-aborted");
+    let out = officers::ceremony(
+        &pki,
+        "split-aborted",
+        "split-pin",
+        &["--shares-out", aborted.to_str().unwrap()],
+        &[&bruno, &chloe],
+        &[("SCEAU_FAILPOINT", "split-pin-before-set-pin")],
+    );
+    assert!(
+        !out.status.success() && all_output(&out).contains("split-pin-before-set-pin"),
+        "{}",
+        all_output(&out)
+    );
+    assert_eq!(std::fs::read_dir(&aborted).unwrap().count(), 4);
+
     // The split, offline, with the PIN's configured source: four share files, one each.
     let shares = pki.path("shares");
     let answer = ceremony(
@@ -384,6 +402,16 @@ fn a_daemon_whose_pin_is_split_signs_only_once_a_quorum_of_officers_unseals_it()
         daemon.first_line
     );
     refused(&pki, &alice_signed, "another start");
+    refused(
+        &pki,
+        &presentation(
+            &pki,
+            &share_of(&aborted, "Alice Durand"),
+            &alice,
+            "alice-aborted",
+        ),
+        "no split",
+    );
     let out = present(&pki, &presentation(&pki, &alice_share, &alice, "alice-2"));
     assert!(out.status.success(), "{}", all_output(&out));
     // Denise presents hers through her card's PKCS#11 module.
