@@ -30,30 +30,45 @@ fn ceremony(
     String::from_utf8(out.stdout).unwrap()
 }
 
+/// `sceau COMMAND... --module ... --certificate CERT --pin-file ... MORE...`: a command signing
+/// with Denise's card, the key `officer-sign` on the SoftHSM2 token `denise-card`.
+fn with_denise_card(
+    pki: &Pki,
+    command: &[&str],
+    certificate: &Path,
+    more: &[&str],
+) -> std::process::Output {
+    let pin_file = pki.path("card-pin");
+    let mut args = command.to_vec();
+    args.extend([
+        "--module",
+        tokens::SOFTHSM_MODULE,
+        "--token",
+        "denise-card",
+        "--key-label",
+        "officer-sign",
+        "--certificate",
+        certificate.to_str().unwrap(),
+        "--pin-file",
+        pin_file.to_str().unwrap(),
+    ]);
+    args.extend_from_slice(more);
+    pki.sceau_with_env(
+        &args,
+        &[("SOFTHSM2_CONF", pki.path("softhsm2.conf").to_str().unwrap())],
+    )
+}
+
 /// Denise's approval of the proposal `name.json`, signed by her card through its PKCS#11
 /// module (`sceau ceremony approve`).
 fn card_approval(pki: &Pki, name: &str, certificate: &Path) -> PathBuf {
     let proposal = pki.path(&format!("{name}.json"));
     let approval = pki.path(&format!("{name}.card.der"));
-    let out = pki.sceau_with_env(
-        &[
-            "ceremony",
-            "approve",
-            proposal.to_str().unwrap(),
-            "--module",
-            tokens::SOFTHSM_MODULE,
-            "--token",
-            "denise-card",
-            "--key-label",
-            "officer-sign",
-            "--certificate",
-            certificate.to_str().unwrap(),
-            "--pin-file",
-            pki.path("card-pin").to_str().unwrap(),
-            "--out",
-            approval.to_str().unwrap(),
-        ],
-        &[("SOFTHSM2_CONF", pki.path("softhsm2.conf").to_str().unwrap())],
+    let out = with_denise_card(
+        pki,
+        &["ceremony", "approve", proposal.to_str().unwrap()],
+        certificate,
+        &["--out", approval.to_str().unwrap()],
     );
     assert!(out.status.success(), "{}", all_output(&out));
     approval
@@ -415,23 +430,11 @@ fn a_daemon_whose_pin_is_split_signs_only_once_a_quorum_of_officers_unseals_it()
     let out = present(&pki, &presentation(&pki, &alice_share, &alice, "alice-2"));
     assert!(out.status.success(), "{}", all_output(&out));
     // Denise presents hers through her card's PKCS#11 module.
-    let out = pki.sceau_with_env(
-        &[
-            "unseal",
-            "--share",
-            denise_share.to_str().unwrap(),
-            "--module",
-            tokens::SOFTHSM_MODULE,
-            "--token",
-            "denise-card",
-            "--key-label",
-            "officer-sign",
-            "--certificate",
-            denise_pem.to_str().unwrap(),
-            "--pin-file",
-            pki.path("card-pin").to_str().unwrap(),
-        ],
-        &[("SOFTHSM2_CONF", pki.path("softhsm2.conf").to_str().unwrap())],
+    let out = with_denise_card(
+        &pki,
+        &["unseal", "--share", denise_share.to_str().unwrap()],
+        &denise_pem,
+        &[],
     );
     assert!(
         out.status.success() && all_output(&out).contains("unsealed"),

@@ -138,6 +138,11 @@ impl Pin {
         Pin(secret)
     }
 
+    /// A second copy of this PIN (also wiped when dropped): one for the token, one to keep.
+    pub fn duplicate(&self) -> Self {
+        Pin(Zeroizing::new(self.0.as_str().to_owned()))
+    }
+
     /// The PIN's bytes, to split or to check against a digest.
     pub fn expose(&self) -> &[u8] {
         self.0.as_bytes()

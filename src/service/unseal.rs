@@ -200,9 +200,7 @@ impl Service {
                 pin_split::put_split_state(txn, &state)
             })?;
             crate::failpoint::hit("split-pin-before-set-pin");
-            let kept = Pin::from_secret(zeroize::Zeroizing::new(
-                String::from_utf8_lossy(pin.expose()).into_owned(),
-            ));
+            let kept = pin.duplicate();
             if let Err(error) = hsm.change_pin(pin) {
                 // Only the token's own refusal of a PIN says nothing changed on it.
                 if !matches!(error, crate::hsm::HsmError::PinRefused(_)) {

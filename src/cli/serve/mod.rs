@@ -90,8 +90,6 @@ fn open_ca(
     store: Store,
     clock: Arc<dyn crate::x509::time::Clock>,
 ) -> Result<Opened, CliError> {
-    crate::ca::ceremony::control::check_policies(&store, &config.policies_dir)?;
-    let policies = Arc::new(PolicySet::load_dir(&config.policies_dir)?);
     let hsm = Hsm::open(config.hsm.clone()).context(|| {
         format!(
             "{}: [hsm] token {:?}",
@@ -99,6 +97,18 @@ fn open_ca(
             config.hsm.token_label
         )
     })?;
+    open_ca_on(config, hsm, store, clock)
+}
+
+/// [`open_ca`] on a token already open (the sealed daemon opened it to try the PIN).
+fn open_ca_on(
+    config: &Config,
+    hsm: Hsm,
+    store: Store,
+    clock: Arc<dyn crate::x509::time::Clock>,
+) -> Result<Opened, CliError> {
+    crate::ca::ceremony::control::check_policies(&store, &config.policies_dir)?;
+    let policies = Arc::new(PolicySet::load_dir(&config.policies_dir)?);
     let ca = CertificateAuthority::open(
         store.clone(),
         &hsm,
@@ -212,15 +222,15 @@ async fn daemon(config: &Config, overrides: ListenOverrides) -> Result<(), CliEr
                 let attempt = tokio::task::spawn_blocking(move || {
                     // The PIN first, alone: a refusal spends one of the token's attempts, and
                     // must not be repeated with the same shares.
-                    match Hsm::open(config_copy.hsm.clone()) {
+                    let hsm = match Hsm::open(config_copy.hsm.clone()) {
                         Err(
                             error @ (crate::hsm::HsmError::PinIncorrect { .. }
                             | crate::hsm::HsmError::PinLocked),
                         ) => return Opening::WrongPin(error.to_string()),
                         Err(error) => return Opening::Failed(error.to_string()),
-                        Ok(probe) => drop(probe),
-                    }
-                    match open_ca(&config_copy, store_copy, clock_copy) {
+                        Ok(hsm) => hsm,
+                    };
+                    match open_ca_on(&config_copy, hsm, store_copy, clock_copy) {
                         Ok(opened) => Opening::Opened(Box::new(opened)),
                         Err(error) => Opening::Failed(error.to_string()),
                     }
