@@ -101,6 +101,30 @@ fn the_policies_in_force_change_only_by_a_ceremony() {
         &["--common-name", "AC Agents 2"],
     );
 
+    // Garbage for a new set: no such directory, a file that is not a policy. Refused at the
+    // proposal, naming what is wrong; nothing written.
+    let broken = pki.path("policies-broken");
+    copy_dir(&policies, &broken);
+    std::fs::write(broken.join("justice-auth.toml"), "not = [a policy").unwrap();
+    for (dir, expected) in [
+        (pki.path("no-such-policies"), "no-such-policies"),
+        (broken.clone(), "justice-auth.toml"),
+    ] {
+        let out = officers::propose(
+            &pki,
+            "garbage",
+            "change-policies",
+            &["--policies-from", dir.to_str().unwrap()],
+            &[],
+        );
+        assert!(
+            !out.status.success() && all_output(&out).contains(expected),
+            "{}",
+            all_output(&out)
+        );
+        assert!(!pki.path("garbage.json").exists());
+    }
+
     // The change, as a ceremony: a new set in a directory of its own.
     let next = pki.path("policies-next");
     copy_dir(&policies, &next);

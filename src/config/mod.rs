@@ -456,6 +456,34 @@ mod tests {
         assert!(config.nats.is_some());
     }
 
+    /// `pin_split`: true alone; false, a string, or beside a PIN source refused, naming it.
+    #[test]
+    fn a_split_pin_has_no_other_source() {
+        let load =
+            |text: &str| Config::from_source(&SourceFile::from_text(Path::new("c.toml"), text));
+        let split = EXAMPLE.replace("pin_file = \"../var/pin\"", "pin_split = true");
+        assert_ne!(split, EXAMPLE);
+        let config = load(&split).unwrap();
+        assert!(matches!(config.hsm.pin, PinSource::Split(_)));
+        for (text, expected) in [
+            (
+                EXAMPLE.replace("pin_file = \"../var/pin\"", "pin_split = false"),
+                "pin_split",
+            ),
+            (
+                EXAMPLE.replace("pin_file = \"../var/pin\"", "pin_split = \"yes\""),
+                "pin_split",
+            ),
+            (
+                EXAMPLE.replace("pin_file = ", "pin_split = true\npin_file = "),
+                "remove pin_file",
+            ),
+        ] {
+            let err = load(&text).unwrap_err();
+            assert!(err.to_string().contains(expected), "{err}");
+        }
+    }
+
     #[test]
     fn the_pin_can_never_be_in_the_file() {
         let text = EXAMPLE.replace("pin_file = ", "pin = ");
