@@ -143,9 +143,9 @@ pub enum Command {
     /// The delegated OCSP responder.
     #[command(subcommand)]
     Ocsp(OcspCommand),
-    /// The registration authority.
-    #[command(subcommand)]
-    Ra(RaCommand),
+    /// The registration authority: its operators' client (reaching the RA over mutual TLS and
+    /// signing with their card), and the bootstrap of the first AE on the CA host.
+    Ra(RaArgs),
     /// The audit log.
     #[command(subcommand)]
     Audit(AuditCommand),
@@ -262,8 +262,18 @@ pub enum OcspCommand {
     RenewSigner,
 }
 
+#[derive(Debug, clap::Args)]
+pub struct RaArgs {
+    #[command(flatten)]
+    pub client: super::ra_client::ClientOptions,
+    #[command(subcommand)]
+    pub command: RaCommand,
+}
+
 #[derive(Debug, Subcommand)]
 pub enum RaCommand {
+    #[command(flatten)]
+    Client(super::ra_client::ClientCommand),
     /// Register an AE on the CA host: the first one, or a replacement when no AE can act any
     /// more. The other operators are designated through the RA API.
     Bootstrap {

@@ -9,6 +9,17 @@ use crate::hsm::{Hsm, HsmSettings, PinSource};
 use crate::x509::keys::{Curve, PublicKeyKind, describe};
 use crate::x509::sigalg::SignatureScheme;
 
+/// The scheme a card's key signs with, from its certificate: ECDSA on P-256 or P-384,
+/// RSA PKCS#1 v1.5 with SHA-256; none for another key.
+pub(super) fn scheme_for(certificate: &x509_cert::Certificate) -> Option<SignatureScheme> {
+    match describe(certificate.tbs_certificate().subject_public_key_info()) {
+        Ok(PublicKeyKind::Ec(Curve::P256)) => Some(SignatureScheme::EcdsaP256Sha256),
+        Ok(PublicKeyKind::Ec(Curve::P384)) => Some(SignatureScheme::EcdsaP384Sha384),
+        Ok(PublicKeyKind::Rsa { .. }) => Some(SignatureScheme::RsaPkcs1Sha256),
+        _ => None,
+    }
+}
+
 /// An officer's card as the command line names it.
 pub(super) struct Card {
     pub(super) module: PathBuf,
@@ -36,18 +47,12 @@ impl Card {
         )?;
         let certificate = <x509_cert::Certificate as der::Decode>::from_der(&der)
             .context(|| format!("--certificate {}", self.certificate.display()))?;
-        let spki = certificate.tbs_certificate().subject_public_key_info();
-        let scheme = match describe(spki) {
-            Ok(PublicKeyKind::Ec(Curve::P256)) => SignatureScheme::EcdsaP256Sha256,
-            Ok(PublicKeyKind::Ec(Curve::P384)) => SignatureScheme::EcdsaP384Sha384,
-            Ok(PublicKeyKind::Rsa { .. }) => SignatureScheme::RsaPkcs1Sha256,
-            _ => {
-                return Err(CliError::data(format!(
-                    "--certificate {}: a P-256, P-384 or RSA key is needed",
-                    self.certificate.display()
-                )));
-            }
-        };
+        let scheme = scheme_for(&certificate).ok_or_else(|| {
+            CliError::data(format!(
+                "--certificate {}: a P-256, P-384 or RSA key is needed",
+                self.certificate.display()
+            ))
+        })?;
         Ok((certificate, scheme))
     }
 

@@ -12,6 +12,7 @@ mod card;
 mod ceremony;
 mod error;
 mod node;
+mod ra_client;
 mod restore;
 mod serve;
 mod unseal;
@@ -44,6 +45,14 @@ pub fn run(cli: Cli) -> Result<(), CliError> {
     ) = cli.command
     {
         return ceremony::without_configuration(command);
+    }
+    // An RA operator's commands run on their workstation, with their card.
+    if let Command::Ra(RaArgs {
+        client,
+        command: RaCommand::Client(command),
+    }) = cli.command
+    {
+        return ra_client::run(&client, command);
     }
     let config = Config::load(&cli.config)?;
     match cli.command {
@@ -122,12 +131,22 @@ pub fn run(cli: Cli) -> Result<(), CliError> {
         }
         Command::Cert(CertCommand::Show { serial }) => cert_show(&config, &serial),
         Command::Ocsp(OcspCommand::RenewSigner) => actions::ocsp_renew_signer(&config),
-        Command::Ra(RaCommand::Bootstrap {
-            card,
-            organization,
-            unit,
-            policy,
+        Command::Ra(RaArgs {
+            command:
+                RaCommand::Bootstrap {
+                    card,
+                    organization,
+                    unit,
+                    policy,
+                },
+            ..
         }) => ra_bootstrap(&config, card, organization, unit, policy),
+        Command::Ra(RaArgs {
+            command: RaCommand::Client(_),
+            ..
+        }) => Err(CliError::internal(
+            "the RA client runs without configuration",
+        )),
         Command::Audit(AuditCommand::Verify { anchor, expect }) => {
             audit_verify(&config, anchor.as_deref(), &expect)
         }

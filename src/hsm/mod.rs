@@ -170,6 +170,22 @@ impl Hsm {
             .run_blocking(move |worker| worker.has_private_key(&label))
     }
 
+    /// The certificates stored on the token (DER), in the order it lists them.
+    pub fn certificates(&self) -> Result<Vec<Vec<u8>>, HsmError> {
+        self.pool.run_blocking(|worker| worker.certificates())
+    }
+
+    /// The labels of the token's public keys that are `public_key` (how a card's key is found
+    /// from its certificate).
+    pub fn labels_of_key(
+        &self,
+        public_key: &SubjectPublicKeyInfoOwned,
+    ) -> Result<Vec<String>, HsmError> {
+        let wanted = public_key.clone();
+        self.pool
+            .run_blocking(move |worker| worker.labels_of_key(&wanted))
+    }
+
     /// A signing capability for the key `label`, after checking that the private key exists,
     /// cannot be extracted, and suits `scheme`.
     pub fn signing_key(

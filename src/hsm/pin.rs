@@ -21,6 +21,9 @@ pub enum PinSource {
     /// Split M-of-N among the security officers (`pin_split = true`, docs/ceremonies.md#the-pin):
     /// nothing to read until they unseal the daemon, which then holds the PIN in this slot.
     Split(Arc<PinSlot>),
+    /// Typed by the card's holder at a prompt (`sceau ra`, `sceau ceremony approve`), held in
+    /// this process's memory for the session.
+    Typed(Arc<PinSlot>),
 }
 
 /// Where an unsealed PIN lives: in this process's memory only, shared by every clone of the
@@ -94,6 +97,11 @@ impl PinSource {
                 })?)
             }
             PinSource::Split(slot) => return slot.pin().ok_or(PinError::Sealed),
+            PinSource::Typed(slot) => {
+                return slot.pin().ok_or_else(|| PinError::Empty {
+                    origin: self.to_string(),
+                });
+            }
         };
         let pin = raw.trim_end_matches(['\r', '\n']);
         if pin.is_empty() {
@@ -112,6 +120,7 @@ impl fmt::Display for PinSource {
             PinSource::Env(name) => write!(f, "environment variable {name}"),
             PinSource::Credential(name) => write!(f, "systemd credential {name}"),
             PinSource::Split(_) => f.write_str("the security officers' shares (pin_split)"),
+            PinSource::Typed(_) => f.write_str("the PIN typed at the prompt"),
         }
     }
 }

@@ -22,7 +22,7 @@ use crossbeam_channel::{Receiver, Sender, TrySendError};
 use cryptoki::context::Function;
 use cryptoki::error::{Error as CkError, RvError};
 use cryptoki::mechanism::Mechanism;
-use cryptoki::object::{Attribute, ObjectClass, ObjectHandle};
+use cryptoki::object::{Attribute, AttributeType, ObjectClass, ObjectHandle};
 use cryptoki::session::{Session, SessionState};
 use spki::SubjectPublicKeyInfoOwned;
 
@@ -509,6 +509,63 @@ impl Worker {
             })?;
         }
         Ok((spki, facts.id, facts.always_authenticate))
+    }
+
+    /// The certificates stored on the token (`CKO_CERTIFICATE`, their `CKA_VALUE`), as a card
+    /// keeps its holder's.
+    pub(super) fn certificates(&mut self) -> Result<Vec<Vec<u8>>, HsmError> {
+        self.with_retry(|session, _| {
+            let mut found = Vec::new();
+            let template = [
+                Attribute::Class(ObjectClass::CERTIFICATE),
+                Attribute::Token(true),
+            ];
+            for handle in session.find_objects(&template)? {
+                for attribute in session.get_attributes(handle, &[AttributeType::Value])? {
+                    if let Attribute::Value(der) = attribute {
+                        found.push(der);
+                    }
+                }
+            }
+            Ok(found)
+        })
+    }
+
+    /// The labels of the token's public-key objects whose key is `wanted`: how a card's key is
+    /// found from its certificate.
+    pub(super) fn labels_of_key(
+        &mut self,
+        wanted: &SubjectPublicKeyInfoOwned,
+    ) -> Result<Vec<String>, HsmError> {
+        let objects = self.with_retry(|session, _| {
+            let mut objects = Vec::new();
+            let template = [
+                Attribute::Class(ObjectClass::PUBLIC_KEY),
+                Attribute::Token(true),
+            ];
+            for handle in session.find_objects(&template)? {
+                let key = session.get_attributes(handle, PUBLIC_KEY_ATTRIBUTES)?;
+                let label = session.get_attributes(handle, &[AttributeType::Label])?;
+                objects.push((key, label));
+            }
+            Ok(objects)
+        })?;
+        let mut labels = Vec::new();
+        for (key, label) in objects {
+            // A key of a kind sceau cannot read is not the one sought.
+            let Ok((_, spki)) = public_key_from(key) else {
+                continue;
+            };
+            if spki != *wanted {
+                continue;
+            }
+            for attribute in label {
+                if let Attribute::Label(bytes) = attribute {
+                    labels.push(String::from_utf8_lossy(&bytes).into_owned());
+                }
+            }
+        }
+        Ok(labels)
     }
 
     pub(super) fn generate_key_pair(

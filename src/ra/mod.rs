@@ -23,6 +23,7 @@ mod persons;
 mod queries;
 pub mod refusals;
 pub mod request;
+mod review;
 mod revocations;
 mod signed;
 

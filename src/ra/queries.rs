@@ -4,12 +4,11 @@ use super::cards::RequestState;
 use super::request::SignedRequest;
 use crate::store::schema::{Certificates, ExpiryIndex, Revocations};
 use crate::store::{CertKey, ExpiryKey, IssuerId, KeyCodec, Reader};
-use crate::x509::name::parse_distinguished_name;
 use crate::x509::{Serial, Timestamp, pem};
 
 use super::{
-    EvidenceRecord, Operator, RaError, Refusal, RegistrationAuthority, batch, cards,
-    certificate_subject, check_holder_scope, check_scope, subject_text, unknown_outside_scope,
+    EvidenceRecord, Operator, RaError, Refusal, RegistrationAuthority, cards, certificate_subject,
+    check_scope, subject_text, unknown_outside_scope,
 };
 
 impl RegistrationAuthority {
@@ -38,20 +37,14 @@ impl RegistrationAuthority {
             .store
             .get::<cards::CardRequests>(&id.to_owned())?
             .ok_or_else(|| RaError::refused(Refusal::NotFound, format!("no request {id}")))?;
-        let subject = parse_distinguished_name(&record.subject_der)
-            .map_err(|e| RaError::Malformed(e.to_string()))?;
         // The scope of a request is its holder and its policies, as for a decision on it.
-        let in_scope = check_holder_scope(&operator.record.scope, &subject).and_then(|()| {
-            [&record.authentication_policy, &record.signature_policy]
-                .into_iter()
-                .try_for_each(|policy| check_scope(&operator.record.scope, &subject, policy))
-        });
-        unknown_outside_scope(in_scope, &format!("no request {id}"))?;
-        let mut answer = record.summary();
-        // What a batch approval names the request by (`batch`).
-        if let Some(digest) = batch::submission_digest(&self.store, id)? {
-            answer["submission_sha256"] = serde_json::Value::String(digest);
+        if !self.in_scope(operator, &record)? {
+            return Err(RaError::refused(
+                Refusal::NotFound,
+                format!("no request {id}"),
+            ));
         }
+        let mut answer = self.review(&record)?;
         if let RequestState::Issued {
             authentication,
             signature,

@@ -156,7 +156,14 @@ impl Ra {
     /// Runs the ```sh blocks of the pages `docs`, in order, as one bash script in the PKI's
     /// directory, against this daemon: (the script, its output).
     pub fn run_docs(&self, docs: &[&str]) -> (String, std::process::Output) {
-        let script: String = docs.iter().map(|doc| super::shell_blocks(doc)).collect();
+        self.run_docs_then(docs, "")
+    }
+
+    /// [`Ra::run_docs`], then `more` in the same shell (with the pages' functions and
+    /// variables).
+    pub fn run_docs_then(&self, docs: &[&str], more: &str) -> (String, std::process::Output) {
+        let mut script: String = docs.iter().map(|doc| super::shell_blocks(doc)).collect();
+        script.push_str(more);
         let out = Command::new("bash")
             .arg("-c")
             .arg(&script)

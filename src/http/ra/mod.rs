@@ -282,6 +282,15 @@ impl RaService {
                     Err(error) => self.refuse_read(operator, &error).await,
                 };
             }
+            Ok(Route::Queue) => {
+                // Reads every request: off the runtime.
+                let (ra, reader) = (self.ra.clone(), operator.clone());
+                return match tokio::task::spawn_blocking(move || ra.queue(&reader)).await {
+                    Ok(Ok(value)) => json(StatusCode::OK, &value),
+                    Ok(Err(error)) => self.refuse_read(operator, &error).await,
+                    Err(_) => shutting_down(),
+                };
+            }
             Ok(Route::Scheduled) => {
                 let (ra, reader) = (self.ra.clone(), operator.clone());
                 return match tokio::task::spawn_blocking(move || ra.scheduled(&reader)).await {
@@ -324,6 +333,8 @@ enum Route<'a> {
     Me,
     /// `GET /ra/v1/requests/{id}`
     Request(&'a str),
+    /// `GET /ra/v1/requests`: the pending requests in the operator's scope.
+    Queue,
     /// `GET /ra/v1/certificates/expiring`
     Expiring,
     /// `GET /ra/v1/certificates/{serial}`
@@ -362,6 +373,8 @@ fn resolve<'a>(method: &Method, path: &'a str) -> Result<Route<'a>, RouteError> 
         ["certificates", serial] => (Method::GET, Route::Certificate(serial)),
         ["operators"] => (Method::POST, signed(ActionKind::Designate, None)),
         ["operators", id, "withdraw"] => (Method::POST, signed(ActionKind::Withdraw, Some(id))),
+        // One path, two methods: the queue is read, a submission is signed.
+        ["requests"] if *method == Method::GET => (Method::GET, Route::Queue),
         ["requests"] => (Method::POST, signed(ActionKind::Submit, None)),
         ["requests", id, "approve"] => (Method::POST, signed(ActionKind::Approve, Some(id))),
         ["requests", id, "reject"] => (Method::POST, signed(ActionKind::Reject, Some(id))),
