@@ -10,7 +10,17 @@
 //!         OC) and approve (as the AED) N card requests in all, CMS-signed like
 //!         `openssl cms -sign -nodetach`. Every approval must answer 200 with both certificates.
 //!
-//! Both print one line `cards/s: X` (and details on standard error).
+//!     ra_tools bulk CONFIG RA_ADDR RA_TLS_PEM BULK SINGLE
+//!         against a running daemon whose store holds the cards `direct` issued (holders
+//!         direct-0, direct-1...): makes the operators as `load` does, then revokes the
+//!         certificates of the holders direct-0..BULK in one bulk revocation (proposed by the
+//!         OC, the list read and approved by the AED), then those of the next SINGLE holders
+//!         one `POST /ra/v1/revocations` (one serial) each by the OC, as without bulk
+//!         revocation. Counts the CRLs the bulk caused with `$SCEAU audit export`. Prints
+//!         `bulk seconds: S`, `bulk certificates/s: X`, `bulk crls: N`, `single
+//!         certificates/s: Y` and one revoked serial.
+//!
+//! `direct` and `load` print one line `cards/s: X` (and details on standard error).
 //! SoftHSM2 reads SOFTHSM2_CONF when loaded: run with it set (the script does).
 #[path = "holders.rs"]
 mod holders;
@@ -66,6 +76,20 @@ fn main() {
                 Path::new(tls),
                 n.parse().expect("N"),
                 clients.parse().expect("CLIENTS"),
+            ));
+        }
+        ["bulk", config, address, tls, bulk_cards, single_cards] => {
+            let runtime = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(2)
+                .enable_all()
+                .build()
+                .expect("runtime");
+            runtime.block_on(revocations(
+                Path::new(config),
+                address,
+                Path::new(tls),
+                bulk_cards.parse().expect("BULK"),
+                single_cards.parse().expect("SINGLE"),
             ));
         }
         // `cargo bench` runs every bench target without arguments: nothing to do here.
@@ -404,8 +428,13 @@ async fn designate(address: &str, by: &Operator, who: &Operator, role: &str) {
     assert_eq!(status, 201, "designate {role}: {answer}");
 }
 
-async fn load(config_path: &Path, address: &str, ra_tls: &Path, n: usize, clients: usize) {
-    let config = Config::load(config_path).expect("config");
+/// The hierarchy AE > AEC > AED > OC, in full scope, made through the admin API and the RA:
+/// (the AED, the OC), and the letters that make this run's names unique.
+async fn team(
+    config: &Config,
+    address: &str,
+    ra_tls: &Path,
+) -> (Arc<Operator>, Arc<Operator>, String) {
     let ra_ca: Vec<CertificateDer<'static>> = {
         use rustls::pki_types::pem::PemObject;
         CertificateDer::pem_file_iter(ra_tls)
@@ -424,12 +453,12 @@ async fn load(config_path: &Path, address: &str, ra_tls: &Path, n: usize, client
             }
         })
         .collect();
-    let ae = operator(&config, &ra_ca, "Anne", &format!("AE{letters}")).await;
-    let aec = operator(&config, &ra_ca, "Basile", &format!("AEC{letters}")).await;
-    let aed = Arc::new(operator(&config, &ra_ca, "Claire", &format!("AED{letters}")).await);
-    let oc = Arc::new(operator(&config, &ra_ca, "Damien", &format!("OC{letters}")).await);
+    let ae = operator(config, &ra_ca, "Anne", &format!("AE{letters}")).await;
+    let aec = operator(config, &ra_ca, "Basile", &format!("AEC{letters}")).await;
+    let aed = Arc::new(operator(config, &ra_ca, "Claire", &format!("AED{letters}")).await);
+    let oc = Arc::new(operator(config, &ra_ca, "Damien", &format!("OC{letters}")).await);
     admin(
-        &config,
+        config,
         "/admin/ra/bootstrap",
         serde_json::json!({
             "card": ae.card,
@@ -440,7 +469,12 @@ async fn load(config_path: &Path, address: &str, ra_tls: &Path, n: usize, client
     designate(address, &ae, &aec, "AEC").await;
     designate(address, &aec, &aed, "AED").await;
     designate(address, &aed, &oc, "OC").await;
+    (aed, oc, letters)
+}
 
+async fn load(config_path: &Path, address: &str, ra_tls: &Path, n: usize, clients: usize) {
+    let config = Config::load(config_path).expect("config");
+    let (aed, oc, letters) = team(&config, address, ra_tls).await;
     eprintln!("making {n} holders' key pairs and requests");
     let cards: Arc<Vec<(String, String, String)>> = Arc::new(
         (0..n)
@@ -508,4 +542,142 @@ async fn load(config_path: &Path, address: &str, ra_tls: &Path, n: usize, client
         at(0.99).as_secs_f64() * 1000.0
     );
     println!("cards/s: {:.1}", n as f64 / seconds);
+}
+
+/// The CRLs published so far (`$SCEAU -c CONFIG audit export`, beside the daemon).
+fn crls_published(config_path: &Path) -> usize {
+    let sceau = std::env::var("SCEAU").expect("SCEAU: the sceau binary");
+    let out = std::process::Command::new(sceau)
+        .arg("-c")
+        .arg(config_path)
+        .args(["audit", "export"])
+        .output()
+        .expect("sceau audit export");
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter(|l| l.contains("\"event\":\"crl_published\""))
+        .count()
+}
+
+/// Revokes the certificates of the cards of holders direct-0..`bulk_cards` in one bulk
+/// revocation (proposal, review, approval), then those of the next `single_cards` one request
+/// each.
+async fn revocations(
+    config_path: &Path,
+    address: &str,
+    ra_tls: &Path,
+    bulk_cards: usize,
+    single_cards: usize,
+) {
+    let config = Config::load(config_path).expect("config");
+    let (aed, oc, _) = team(&config, address, ra_tls).await;
+    let mut as_oc = Connection::open(address, oc.tls.clone()).await;
+    let mut as_aed = Connection::open(address, aed.tls.clone()).await;
+    let holders = |cards: std::ops::Range<usize>| -> Vec<String> {
+        cards.map(|i| format!("direct-{i}")).collect()
+    };
+    let expected = 2 * bulk_cards;
+    let crls_before = crls_published(config_path);
+    // Proposed by the OC, read and approved by the AED.
+    let start = Instant::now();
+    let body = envelope(
+        "propose-bulk-revocation",
+        serde_json::json!({
+            "query": { "holders": holders(0..bulk_cards) },
+            "reason": "affiliation-changed",
+        }),
+    );
+    let (status, proposal) = as_oc
+        .call("POST", "/ra/v1/bulk-revocations", Some(oc.sign(&body)))
+        .await;
+    assert_eq!(status, 201, "proposal: {proposal}");
+    let proposed = start.elapsed();
+    let id = proposal["bulk"].as_str().expect("bulk").to_owned();
+    let (status, list) = as_aed
+        .call("GET", &format!("/ra/v1/bulk-revocations/{id}"), None)
+        .await;
+    assert_eq!(status, 200, "list: {list}");
+    assert_eq!(
+        list["certificates"].as_array().expect("list").len(),
+        expected
+    );
+    let reviewed = start.elapsed();
+    let body = envelope(
+        "approve-bulk-revocation",
+        serde_json::json!({ "bulk": id, "certificates_sha256": list["certificates_sha256"] }),
+    );
+    let began = Instant::now();
+    let (status, done) = as_aed
+        .call(
+            "POST",
+            &format!("/ra/v1/bulk-revocations/{id}/approve"),
+            Some(aed.sign(&body)),
+        )
+        .await;
+    let approval = began.elapsed();
+    let total = start.elapsed();
+    assert_eq!(status, 200, "approval: {done}");
+    assert_eq!(done["revoked"].as_u64(), Some(expected as u64), "{done}");
+    eprintln!(
+        "bulk: {expected} certificates; proposal {:.2} s, list read {:.2} s, approval {:.2} s (OCSP signed before the answer), in all {:.2} s",
+        proposed.as_secs_f64(),
+        (reviewed - proposed).as_secs_f64(),
+        approval.as_secs_f64(),
+        total.as_secs_f64()
+    );
+    // The CRL publisher runs after the answer: give it time, then count.
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    println!("bulk seconds: {:.2}", total.as_secs_f64());
+    println!(
+        "bulk certificates/s: {:.1}",
+        expected as f64 / total.as_secs_f64()
+    );
+    println!("bulk crls: {}", crls_published(config_path) - crls_before);
+    println!(
+        "revoked serial: {}",
+        list["certificates"][0]["serial"].as_str().expect("serial")
+    );
+
+    // One by one: the serials (a dry run lists them), then one request each (on a new
+    // connection: the RA closed the idle one meanwhile).
+    let mut as_oc = Connection::open(address, oc.tls.clone()).await;
+    let body = envelope(
+        "propose-bulk-revocation",
+        serde_json::json!({
+            "query": { "holders": holders(bulk_cards..bulk_cards + single_cards) },
+            "reason": "affiliation-changed",
+            "dry_run": true,
+        }),
+    );
+    let (status, dry) = as_oc
+        .call("POST", "/ra/v1/bulk-revocations", Some(oc.sign(&body)))
+        .await;
+    assert_eq!(status, 200, "dry run: {dry}");
+    let serials: Vec<String> = dry["certificates"]
+        .as_array()
+        .expect("list")
+        .iter()
+        .map(|c| c["serial"].as_str().expect("serial").to_owned())
+        .collect();
+    assert_eq!(serials.len(), 2 * single_cards);
+    let start = Instant::now();
+    for serial in &serials {
+        let body = envelope(
+            "revoke",
+            serde_json::json!({ "serial": serial, "reason": "affiliation-changed" }),
+        );
+        let (status, answer) = as_oc
+            .call("POST", "/ra/v1/revocations", Some(oc.sign(&body)))
+            .await;
+        assert_eq!(status, 200, "revoke {serial}: {answer}");
+    }
+    let seconds = start.elapsed().as_secs_f64();
+    eprintln!(
+        "single: {} certificates revoked one request each in {seconds:.2} s",
+        serials.len()
+    );
+    println!(
+        "single certificates/s: {:.1}",
+        serials.len() as f64 / seconds
+    );
 }

@@ -80,6 +80,15 @@ fn the_walk_through_runs_as_written_with_cards_and_refuses_what_it_must() {
     );
     assert!(!read("withdrawn.txt").is_empty());
 
+    // The closing unit: the dry run and the approved bulk revocation, the proposer's own
+    // approval refused, OCSP revoked when the approval returned.
+    assert!(read("ocsp-bulk.txt").contains(": revoked"));
+    assert!(
+        read("own-bulk.txt").contains("own-submission"),
+        "{}",
+        read("own-bulk.txt")
+    );
+
     // No private key was ever written to a file: the keys were made on the cards.
     let keys = files_containing(&demo, b"PRIVATE KEY");
     assert!(keys.is_empty(), "key files on disk: {keys:?}");
@@ -96,6 +105,24 @@ fn the_walk_through_runs_as_written_with_cards_and_refuses_what_it_must() {
         && e["card"] == "card-emma"
         && e["operator"] == "card-oc"));
     assert_eq!(count(&events, "revocation_scheduled"), 1);
+    let bulk_revoked = events
+        .iter()
+        .filter(|e| {
+            e["event"] == "certificate_revoked"
+                && e["requested_by"]
+                    .as_str()
+                    .is_some_and(|by| by.starts_with("operator:card-aec bulk:"))
+        })
+        .count();
+    assert_eq!(bulk_revoked, 4);
+    assert!(
+        events
+            .iter()
+            .any(|e| e["event"] == "bulk_revocation_approved"
+                && e["operator"] == "card-aec"
+                && e["proposed_by"] == "card-aed"
+                && e["revoked"] == 4)
+    );
     assert!(
         events
             .iter()
@@ -191,6 +218,30 @@ fn the_queue_holds_only_the_scope_and_the_review_names_the_submitter() {
     assert_eq!(status, 200);
     assert_eq!(listed(&team.aed), vec![elsewhere]);
     assert!(listed(&aed_dap).is_empty());
+    // A holder id is the submitter's word: a request naming the holder id of a card outside
+    // the reader's scope says so, without showing that card.
+    let issued = approved(&ra, (&team.oc, &team.aed), "h-dsj-card", &["DSJ"]);
+    let foreign_card = issued["card"].as_str().unwrap().to_owned();
+    let (_, json) = submit_doc_for(&ra, "h-dsj-card", &person(&["DAP"], "Agent", "HDAPOTHER"));
+    let (status, answer) = ra.post(&oc_dap, "/ra/v1/requests", &json);
+    assert_eq!(status, 201, "{answer}");
+    let request = answer["request"].as_str().unwrap();
+    let (_, view) = ra.get(&aed_dap, &format!("/ra/v1/requests/{request}"));
+    assert_eq!(
+        view["previous_card"],
+        serde_json::json!({"outside_scope": true})
+    );
+    assert!(!view.to_string().contains(&foreign_card), "{view}");
+    // The full-scope AED sees that card, and the change of name.
+    let (_, view) = ra.get(&team.aed, &format!("/ra/v1/requests/{request}"));
+    assert_eq!(view["previous_card"]["card"], foreign_card.as_str());
+    assert!(
+        view["changes"][0]
+            .as_str()
+            .unwrap()
+            .starts_with("subject: "),
+        "{view}"
+    );
     // A read of the queue is a GET; anything else on it is not.
     let (status, _) = ra.curl(&team.aed, "PUT", "/ra/v1/requests", None);
     assert_eq!(status, 405);

@@ -11,7 +11,9 @@
 //! Checkpoints ([`checkpoint`]) are entries of their own that carry an HSM signature over the
 //! sequence number and hash of an earlier entry: rewriting the log (all hashes recomputed)
 //! then needs the HSM key, not only write access to the database.
+pub mod bundle;
 pub mod checkpoint;
+pub mod report;
 
 use serde::{Deserialize, Serialize};
 
@@ -234,6 +236,24 @@ pub enum AuditEvent {
         subject: String,
         renewal: bool,
     },
+    /// A bulk revocation was proposed: the query, and the list it froze (its count and digest).
+    BulkRevocationProposed {
+        bulk: String,
+        operator: String,
+        query: serde_json::Value,
+        reason: String,
+        count: usize,
+        certificates_sha256: String,
+    },
+    /// A bulk revocation was approved by another person and carried out (each certificate has
+    /// its own `certificate_revoked` in the same write).
+    BulkRevocationApproved {
+        bulk: String,
+        operator: String,
+        proposed_by: String,
+        revoked: usize,
+        approval: String,
+    },
     CardRequestApproved {
         request: String,
         operator: String,
@@ -388,7 +408,45 @@ pub fn verify_chain<I>(
 where
     I: IntoIterator<Item = (u64, Vec<u8>)>,
 {
-    let mut head = ChainHead::GENESIS;
+    let verified = verify_chain_from(ChainHead::GENESIS, entries, audit_key)?;
+    if verified.head != recorded_head {
+        return Err(ChainBreak {
+            seq: verified.head.seq + 1,
+            why: format!(
+                "the recorded head is entry {} but the log ends at entry {}",
+                recorded_head.seq, verified.head.seq
+            ),
+        });
+    }
+    Ok(Verified {
+        entries: verified.head.seq,
+        checkpoints: verified.checkpoints,
+        last_checkpoint: verified.last_checkpoint,
+    })
+}
+
+/// What [`verify_chain_from`] checked: the head it reached, the checkpoints it verified.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct VerifiedPart {
+    pub head: ChainHead,
+    pub checkpoints: u64,
+    /// The last checkpoint: its own entry and the entry it vouches for.
+    pub last_checkpoint: Option<(u64, u64)>,
+}
+
+/// Checks a part of a log that follows `start` (an entry and its hash, taken as given: the
+/// genesis, or an entry a signed checkpoint vouches for), as [`verify_chain`] checks a whole
+/// one: the entries follow each other and chain, and every checkpoint vouches for an entry of
+/// the part (or `start` itself) and is signed by `audit_key`.
+pub fn verify_chain_from<I>(
+    start: ChainHead,
+    entries: I,
+    audit_key: Option<&spki::SubjectPublicKeyInfoOwned>,
+) -> Result<VerifiedPart, ChainBreak>
+where
+    I: IntoIterator<Item = (u64, Vec<u8>)>,
+{
+    let mut head = start;
     // Every entry's hash, to check what checkpoints vouch for (32 octets an entry).
     let mut hashes: Vec<[u8; 32]> = Vec::new();
     let mut checkpoints = 0;
@@ -421,14 +479,17 @@ where
             ..
         } = &record.event
         {
-            let vouched = seq
-                .checked_sub(1)
-                .and_then(|i| hashes.get(i as usize))
-                .ok_or_else(|| {
-                    bad(format!(
-                        "it vouches for entry {seq}, which is not before it"
-                    ))
-                })?;
+            let vouched = if *seq == start.seq && start.seq > 0 {
+                Some(&start.hash)
+            } else {
+                seq.checked_sub(start.seq + 1)
+                    .and_then(|i| hashes.get(i as usize))
+            }
+            .ok_or_else(|| {
+                bad(format!(
+                    "it vouches for entry {seq}, which is not before it"
+                ))
+            })?;
             // Checkpoints follow one another: each vouches for an entry after the previous
             // checkpoint (a stale head signed again, or a checkpoint moved, does not pass).
             if let Some((previous, _)) = last_checkpoint
@@ -464,17 +525,8 @@ where
             hash: computed,
         };
     }
-    if head != recorded_head {
-        return Err(ChainBreak {
-            seq: head.seq + 1,
-            why: format!(
-                "the recorded head is entry {} but the log ends at entry {}",
-                recorded_head.seq, head.seq
-            ),
-        });
-    }
-    Ok(Verified {
-        entries: head.seq,
+    Ok(VerifiedPart {
+        head,
         checkpoints,
         last_checkpoint,
     })

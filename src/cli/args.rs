@@ -424,9 +424,16 @@ pub enum AuditCommand {
     Verify {
         /// The audit key's public key kept outside the store (`certs/audit-key.pem`, written
         /// by `sceau init`): every checkpoint is checked against it, not against the key the
-        /// store records.
+        /// store records. Needed with --bundle.
         #[arg(long, value_name = "FILE")]
         anchor: Option<PathBuf>,
+        /// Check an auditor's bundle (`sceau audit export --bundle`) instead of the store:
+        /// offline, with no configuration, store or HSM.
+        #[arg(long, value_name = "FILE", requires = "anchor")]
+        bundle: Option<PathBuf>,
+        /// With --bundle: write the RA's activity over the period, per unit, as HTML.
+        #[arg(long, value_name = "FILE", requires = "bundle")]
+        report: Option<PathBuf>,
         /// An entry and its hash as the daemon's journal logged them at a checkpoint
         /// (`SEQ:HASH`): the log must still hold it (a truncated or rewritten tail does not).
         #[arg(long, value_name = "SEQ:HASH")]
@@ -435,9 +442,20 @@ pub enum AuditCommand {
     /// Sign a checkpoint of the chain with the audit key in the HSM now (the daemon also
     /// does it every five minutes when the log grew).
     Checkpoint,
-    /// Write the log as JSON lines.
+    /// Write the log as JSON lines; or, with --bundle, an auditor's bundle of a period.
     Export {
-        #[arg(long, value_name = "FILE")]
+        #[arg(long, value_name = "FILE", conflicts_with = "bundle")]
         out: Option<PathBuf>,
+        /// The auditor's bundle: the entries of the period between two signed checkpoints,
+        /// checkable offline (`sceau audit verify --bundle FILE --anchor audit-key.pem`). A
+        /// checkpoint is signed first when none follows the period's end yet.
+        #[arg(long, value_name = "FILE", requires_all = ["from", "to"])]
+        bundle: Option<PathBuf>,
+        /// The period's start (RFC 3339).
+        #[arg(long, value_name = "TIME")]
+        from: Option<String>,
+        /// The period's end (RFC 3339); a time to come is now.
+        #[arg(long, value_name = "TIME")]
+        to: Option<String>,
     },
 }

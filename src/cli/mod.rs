@@ -8,6 +8,7 @@
 mod actions;
 mod admin_client;
 mod args;
+mod audit_bundle;
 mod card;
 mod ceremony;
 mod error;
@@ -45,6 +46,16 @@ pub fn run(cli: Cli) -> Result<(), CliError> {
     ) = cli.command
     {
         return ceremony::without_configuration(command);
+    }
+    // An auditor's check of a bundle: no configuration, no store, no HSM.
+    if let Command::Audit(AuditCommand::Verify {
+        bundle: Some(bundle),
+        anchor: Some(anchor),
+        report,
+        ..
+    }) = &cli.command
+    {
+        return audit_bundle::verify(bundle, anchor, report.as_deref());
     }
     // An RA operator's commands run on their workstation, with their card.
     if let Command::Ra(RaArgs {
@@ -147,11 +158,17 @@ pub fn run(cli: Cli) -> Result<(), CliError> {
         }) => Err(CliError::internal(
             "the RA client runs without configuration",
         )),
-        Command::Audit(AuditCommand::Verify { anchor, expect }) => {
+        Command::Audit(AuditCommand::Verify { anchor, expect, .. }) => {
             audit_verify(&config, anchor.as_deref(), &expect)
         }
         Command::Audit(AuditCommand::Checkpoint) => actions::audit_checkpoint(&config),
-        Command::Audit(AuditCommand::Export { out }) => audit_export(&config, out.as_deref()),
+        Command::Audit(AuditCommand::Export {
+            bundle: Some(bundle),
+            from,
+            to,
+            ..
+        }) => audit_bundle::export(&config, &bundle, (from.as_deref(), to.as_deref())),
+        Command::Audit(AuditCommand::Export { out, .. }) => audit_export(&config, out.as_deref()),
         Command::Check => check(&config),
     }
 }

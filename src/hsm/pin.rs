@@ -98,9 +98,12 @@ impl PinSource {
             }
             PinSource::Split(slot) => return slot.pin().ok_or(PinError::Sealed),
             PinSource::Typed(slot) => {
-                return slot.pin().ok_or_else(|| PinError::Empty {
-                    origin: self.to_string(),
-                });
+                return match slot.pin() {
+                    Some(pin) if !pin.expose().is_empty() => Ok(pin),
+                    _ => Err(PinError::Empty {
+                        origin: self.to_string(),
+                    }),
+                };
             }
         };
         let pin = raw.trim_end_matches(['\r', '\n']);

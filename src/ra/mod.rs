@@ -14,6 +14,7 @@
 //! tells the validation authority what changed through [`StatusPublisher`]; it never signs.
 
 pub mod batch;
+pub mod bulk;
 pub mod cards;
 mod designation;
 mod errors;

@@ -261,6 +261,7 @@ mod tests {
             super::super::cards::CardRequests::NAME,
             super::super::Evidence::NAME,
             super::super::holders::Handovers::NAME,
+            super::super::bulk::BulkRevocations::NAME,
         ] {
             assert!(
                 ALL_TABLES.contains(&name),

@@ -44,7 +44,7 @@ impl RegistrationAuthority {
                 format!("no request {id}"),
             ));
         }
-        let mut answer = self.review(&record)?;
+        let mut answer = self.review(operator, &record)?;
         if let RequestState::Issued {
             authentication,
             signature,

@@ -85,6 +85,19 @@ pub enum Action {
     CancelRevocation {
         scheduled: String,
     },
+    /// Propose to revoke every certificate a query selects in the proposer's scope (with
+    /// `dry_run`, only list them): `super::bulk`.
+    ProposeBulkRevocation {
+        query: super::bulk::BulkQuery,
+        reason: String,
+        #[serde(default)]
+        dry_run: bool,
+    },
+    /// Approve a proposed bulk revocation, naming the digest of the list reviewed.
+    ApproveBulkRevocation {
+        bulk: String,
+        certificates_sha256: String,
+    },
     /// New keys for the same holder on the same card, once, within the card's lifetime.
     Renew {
         card: String,
@@ -106,6 +119,8 @@ pub enum ActionKind {
     Renew,
     CancelRevocation,
     Deliver,
+    ProposeBulkRevocation,
+    ApproveBulkRevocation,
 }
 
 impl ActionKind {
@@ -122,6 +137,8 @@ impl ActionKind {
             ActionKind::Renew => "renew",
             ActionKind::CancelRevocation => "cancel-revocation",
             ActionKind::Deliver => "deliver",
+            ActionKind::ProposeBulkRevocation => "propose-bulk-revocation",
+            ActionKind::ApproveBulkRevocation => "approve-bulk-revocation",
         }
     }
 
@@ -129,7 +146,10 @@ impl ActionKind {
     pub fn creates(self) -> bool {
         matches!(
             self,
-            ActionKind::Submit | ActionKind::Renew | ActionKind::Designate
+            ActionKind::Submit
+                | ActionKind::Renew
+                | ActionKind::Designate
+                | ActionKind::ProposeBulkRevocation
         )
     }
 }
@@ -147,6 +167,8 @@ impl Action {
             Action::Renew { .. } => ActionKind::Renew,
             Action::CancelRevocation { .. } => ActionKind::CancelRevocation,
             Action::Deliver { .. } => ActionKind::Deliver,
+            Action::ProposeBulkRevocation { .. } => ActionKind::ProposeBulkRevocation,
+            Action::ApproveBulkRevocation { .. } => ActionKind::ApproveBulkRevocation,
         }
     }
 

@@ -24,17 +24,25 @@ impl RegistrationAuthority {
         let mut pending = Vec::new();
         for row in self.store.scan::<CardRequests>(&[], &[])? {
             let (_, record) = row?;
-            if record.state == RequestState::Pending && self.in_scope(operator, &record)? {
+            // A record that cannot be read is left out, not the whole queue.
+            if record.state == RequestState::Pending
+                && self.in_scope(operator, &record).unwrap_or(false)
+            {
                 pending.push(record);
             }
         }
         pending.sort_by(|a, b| (a.submitted_at, &a.id).cmp(&(b.submitted_at, &b.id)));
         let total = pending.len();
-        let requests = pending
+        // Light: the previous card and the digest are in each request's own review.
+        let requests: Vec<serde_json::Value> = pending
             .iter()
             .take(QUEUE_LIMIT)
-            .map(|record| self.review(record))
-            .collect::<Result<Vec<_>, _>>()?;
+            .map(|record| {
+                let mut line = record.summary();
+                line["self_service"] = serde_json::Value::Bool(record.self_service);
+                line
+            })
+            .collect();
         Ok(serde_json::json!({ "pending": total, "requests": requests }))
     }
 
@@ -53,9 +61,14 @@ impl RegistrationAuthority {
                 .all(|policy| check_scope(&operator.record.scope, &subject, policy).is_ok()))
     }
 
-    /// A request as a person must see it before approving it.
-    pub(super) fn review(&self, record: &CardRequestRecord) -> Result<serde_json::Value, RaError> {
+    /// A request as a person must see it before approving it (`operator` reads it).
+    pub(super) fn review(
+        &self,
+        operator: &Operator,
+        record: &CardRequestRecord,
+    ) -> Result<serde_json::Value, RaError> {
         let mut view = record.summary();
+        view["self_service"] = serde_json::Value::Bool(record.self_service);
         view["policies"] = serde_json::json!({
             "authentication": record.authentication_policy,
             "signature": record.signature_policy,
@@ -65,41 +78,57 @@ impl RegistrationAuthority {
             "signature": csr_key_type(&record.signature_csr),
         });
         view["key_types"] = keys.clone();
-        if let Some(submitter) = self.store.get::<Operators>(&record.submitted_by)? {
+        // A holder's own renewal was submitted with their card, not by an operator met face to
+        // face (and whether that holder is an operator is not the reader's to learn).
+        if !record.self_service
+            && let Some(submitter) = self.store.get::<Operators>(&record.submitted_by)?
+        {
             view["submitter"] = serde_json::json!({
                 "operator": submitter.id,
                 "subject": submitter.subject,
                 "role": submitter.role,
+                "active": submitter.is_active(),
             });
         }
         // What a batch approval names the request by.
         if let Some(digest) = batch::submission_digest(&self.store, &record.id)? {
             view["submission_sha256"] = serde_json::Value::String(digest);
         }
-        if let Some(previous) = self.previous_card(record)? {
-            let mut changes = Vec::new();
-            if previous.subject != record.subject {
-                changes.push(format!(
-                    "subject: {} -> {}",
-                    previous.subject, record.subject
-                ));
+        match self.previous_card(record)? {
+            // The holder id is the submitter's word: a card of that id outside the reader's
+            // scope is not shown.
+            Some(previous)
+                if check_scope(&operator.record.scope, &previous.holder, &previous.policy)
+                    .is_err() =>
+            {
+                view["previous_card"] = serde_json::json!({ "outside_scope": true });
             }
-            for (usage, before) in [
-                ("authentication", &previous.authentication_key),
-                ("signature", &previous.signature_key),
-            ] {
-                let now = keys[usage].as_str().unwrap_or("unreadable");
-                if before != now {
-                    changes.push(format!("{usage} key: {before} -> {now}"));
+            Some(previous) => {
+                let mut changes = Vec::new();
+                if previous.subject != record.subject {
+                    changes.push(format!(
+                        "subject: {} -> {}",
+                        previous.subject, record.subject
+                    ));
                 }
+                for (usage, before) in [
+                    ("authentication", &previous.authentication_key),
+                    ("signature", &previous.signature_key),
+                ] {
+                    let now = keys[usage].as_str().unwrap_or("unreadable");
+                    if before != now {
+                        changes.push(format!("{usage} key: {before} -> {now}"));
+                    }
+                }
+                view["previous_card"] = serde_json::json!({
+                    "card": previous.card,
+                    "subject": previous.subject,
+                    "not_after": previous.not_after,
+                    "revoked": previous.revoked,
+                });
+                view["changes"] = serde_json::json!(changes);
             }
-            view["previous_card"] = serde_json::json!({
-                "card": previous.card,
-                "subject": previous.subject,
-                "not_after": previous.not_after,
-                "revoked": previous.revoked,
-            });
-            view["changes"] = serde_json::json!(changes);
+            None => {}
         }
         Ok(view)
     }
@@ -137,8 +166,11 @@ impl RegistrationAuthority {
             return Ok(None);
         };
         let signature_key = self.certificate_key_type(&card.signature)?;
+        let holder = certificate_subject(&authentication.der)?;
         Ok(Some(PreviousCard {
-            subject: subject_text(&certificate_subject(&authentication.der)?),
+            subject: subject_text(&holder),
+            holder,
+            policy: authentication.policy.clone(),
             authentication_key: certificate_key_type(&authentication.der),
             signature_key,
             not_after: authentication.not_after,
@@ -160,6 +192,8 @@ impl RegistrationAuthority {
 struct PreviousCard {
     card: String,
     subject: String,
+    holder: crate::x509::name::DistinguishedName,
+    policy: String,
     authentication_key: String,
     signature_key: String,
     not_after: crate::x509::Timestamp,

@@ -173,6 +173,7 @@ impl RegistrationAuthority {
             Action::Renew { card, .. } => Some(card.as_str()),
             Action::CancelRevocation { scheduled } => Some(scheduled.as_str()),
             Action::Deliver { card, .. } => Some(card.as_str()),
+            Action::ApproveBulkRevocation { bulk, .. } => Some(bulk.as_str()),
             _ => None,
         };
         if named != target {
@@ -354,6 +355,15 @@ impl RegistrationAuthority {
             Action::Deliver { card, receipt } => self
                 .deliver(operator, &request, &card, &receipt, now)
                 .map(|v| (v, Effects::default())),
+            Action::ProposeBulkRevocation {
+                query,
+                reason,
+                dry_run,
+            } => self.propose_bulk(operator, &request, (query, reason, dry_run), now),
+            Action::ApproveBulkRevocation {
+                bulk,
+                certificates_sha256,
+            } => self.approve_bulk(operator, &request, (bulk, certificates_sha256), now),
             Action::CancelRevocation { scheduled } => self
                 .cancel_scheduled(operator, &request, &scheduled, now)
                 .map(|v| (v, Effects::default())),

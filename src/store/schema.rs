@@ -131,9 +131,11 @@ pub const ALL_TABLES: &[&str] = &[
     "card_requests",
     "evidence",
     Outbox::NAME,
-    // `ca::schedule::ScheduledRevocations`, `ra::holders::Handovers`.
+    // `ca::schedule::ScheduledRevocations`, `ra::holders::Handovers`,
+    // `ra::bulk::BulkRevocations`.
     "scheduled_revocations",
     "handovers",
+    "bulk_revocations",
 ];
 
 /// Keys of the `meta` table.
@@ -464,6 +466,7 @@ mod tests {
                 "outbox",
                 "scheduled_revocations",
                 "handovers",
+                "bulk_revocations",
             ]
         );
         assert_eq!(SCHEMA_VERSION, 1);

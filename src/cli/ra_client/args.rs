@@ -91,6 +91,46 @@ pub enum ClientCommand {
         #[arg(long, value_name = "TIME")]
         at: Option<String>,
     },
+    /// Propose to revoke every certificate a query selects in your scope (another person
+    /// approves it); with --dry-run, only list them.
+    BulkRevoke {
+        /// Holders carrying this unit (subject OU); once each.
+        #[arg(long = "unit", value_name = "OU")]
+        units: Vec<String>,
+        /// Certificates of this policy; once each.
+        #[arg(long = "policy", value_name = "NAME")]
+        policies: Vec<String>,
+        /// Holders by id; once each, or a file of ids, one a line, with --holders-from.
+        #[arg(long = "holder", value_name = "ID")]
+        holders: Vec<String>,
+        #[arg(long, value_name = "FILE")]
+        holders_from: Option<PathBuf>,
+        /// Issued at or after (RFC 3339).
+        #[arg(long, value_name = "TIME")]
+        issued_after: Option<String>,
+        /// Issued before (RFC 3339).
+        #[arg(long, value_name = "TIME")]
+        issued_before: Option<String>,
+        #[arg(long, value_name = "REASON")]
+        reason: String,
+        /// List what would be revoked; record nothing.
+        #[arg(long)]
+        dry_run: bool,
+    },
+    /// A proposed bulk revocation and its list.
+    BulkShow {
+        #[arg(value_name = "BULK")]
+        bulk: String,
+    },
+    /// Approve a bulk revocation proposed by another operator: its list is shown, then revoked
+    /// at once (named by the digest of what was shown).
+    BulkApprove {
+        #[arg(value_name = "BULK")]
+        bulk: String,
+        /// Approve without asking for confirmation (scripts; a terminal asks otherwise).
+        #[arg(long)]
+        yes: bool,
+    },
     /// Designate an operator below you: the holder of a card of this CA.
     Designate {
         /// AE, AEC, AED or OC.

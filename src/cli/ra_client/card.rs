@@ -86,8 +86,15 @@ fn pin_source(pin_file: Option<&Path>, env: &str, token: &str) -> Result<PinSour
             "no PIN for the card {token:?}: no terminal to ask it on ({e}); give it in a file or in {env}"
         ))
     })?;
+    let typed = zeroize::Zeroizing::new(typed);
+    // An empty PIN (Enter pressed by mistake) would still count as a wrong one on the card.
+    if typed.trim_end_matches(['\r', '\n']).is_empty() {
+        return Err(CliError::usage(format!(
+            "no PIN typed for the card {token:?}: nothing was sent to it"
+        )));
+    }
     let slot = Arc::new(PinSlot::default());
-    slot.fill(Pin::from_secret(zeroize::Zeroizing::new(typed)));
+    slot.fill(Pin::from_secret(typed));
     Ok(PinSource::Typed(slot))
 }
 
@@ -106,7 +113,7 @@ impl HolderCard {
         let on_card = hsm
             .certificates()
             .context(|| format!("reading the certificates of the card {token:?}"))?;
-        let (_, certificate) = pick(&on_card, None, Usage::Signature)?;
+        let (_, certificate) = pick(&hsm, &on_card, None, Usage::Signature)?;
         let scheme = certificate_scheme(&certificate)?;
         let key = key_of(&hsm, &certificate, scheme, "signature")?;
         Ok(Self {
@@ -136,9 +143,14 @@ impl OperatorCard {
         } else {
             Vec::new()
         };
-        let (auth_der, auth_certificate) =
-            pick(&on_card, options.auth_cert.as_ref(), Usage::Authentication)?;
-        let (_, sign_certificate) = pick(&on_card, options.sign_cert.as_ref(), Usage::Signature)?;
+        let (auth_der, auth_certificate) = pick(
+            &hsm,
+            &on_card,
+            options.auth_cert.as_ref(),
+            Usage::Authentication,
+        )?;
+        let (_, sign_certificate) =
+            pick(&hsm, &on_card, options.sign_cert.as_ref(), Usage::Signature)?;
         let auth_scheme = super::tls::tls_key_scheme(certificate_scheme(&auth_certificate)?);
         let sign_scheme = certificate_scheme(&sign_certificate)?;
         let auth_key = key_of(&hsm, &auth_certificate, auth_scheme, "authentication")?;
@@ -202,9 +214,10 @@ fn key_of(
         .context(|| format!("the card's {what} key {label:?}"))
 }
 
-/// The certificate for `usage`: the file given, else the card's (the most recent one when a
-/// renewal left both on the card).
+/// The certificate for `usage`: the file given, else the card's: not a CA's, valid now, its
+/// key on the card (the most recent one when a renewal left both on the card).
 fn pick(
+    hsm: &Hsm,
     on_card: &[Vec<u8>],
     file: Option<&PathBuf>,
     usage: Usage,
@@ -226,15 +239,27 @@ fn pick(
         let certificate = Certificate::from_der(&der).context_as(Failure::Data, what)?;
         return Ok((der, certificate));
     }
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
     let mut found: Vec<(Vec<u8>, Certificate)> = on_card
         .iter()
         .filter_map(|der| Some((der.clone(), Certificate::from_der(der).ok()?)))
-        .filter(|(_, certificate)| usage_of(certificate) == Some(usage))
+        .filter(|(_, certificate)| {
+            let validity = certificate.tbs_certificate().validity();
+            usage_of(certificate) == Some(usage)
+                && !is_ca(certificate)
+                && validity.not_before.to_unix_duration() <= now
+                && now <= validity.not_after.to_unix_duration()
+                && hsm
+                    .labels_of_key(certificate.tbs_certificate().subject_public_key_info())
+                    .is_ok_and(|labels| !labels.is_empty())
+        })
         .collect();
     found.sort_by_key(|(_, c)| c.tbs_certificate().validity().not_before.to_unix_duration());
     found.pop().ok_or_else(|| {
         CliError::data(format!(
-            "no {} certificate on the card (keyUsage {}); give it with --{}",
+            "no valid {} certificate (keyUsage {}) whose key is on the card; give it with --{}",
             match usage {
                 Usage::Authentication => "authentication",
                 Usage::Signature => "signature",
@@ -249,6 +274,17 @@ fn pick(
             },
         ))
     })
+}
+
+fn is_ca(certificate: &Certificate) -> bool {
+    use x509_cert::ext::pkix::BasicConstraints;
+    certificate
+        .tbs_certificate()
+        .extensions()
+        .into_iter()
+        .flatten()
+        .filter(|e| e.extn_id == const_oid::db::rfc5280::ID_CE_BASIC_CONSTRAINTS)
+        .any(|e| BasicConstraints::from_der(e.extn_value.as_bytes()).is_ok_and(|b| b.ca))
 }
 
 fn usage_of(certificate: &Certificate) -> Option<Usage> {

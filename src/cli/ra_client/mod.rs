@@ -165,21 +165,93 @@ pub(super) fn run(options: &ClientOptions, command: ClientCommand) -> Result<(),
             session.print(&answer, show::generic)
         }
         ClientCommand::Export { card, out_dir } => export(&mut session, &card, &out_dir),
+        ClientCommand::BulkRevoke {
+            units,
+            policies,
+            mut holders,
+            holders_from,
+            issued_after,
+            issued_before,
+            reason,
+            dry_run,
+        } => {
+            if let Some(file) = holders_from {
+                let text = std::fs::read_to_string(&file)
+                    .context(|| format!("--holders-from {}", file.display()))?;
+                holders.extend(
+                    text.lines()
+                        .map(str::trim)
+                        .filter(|l| !l.is_empty())
+                        .map(str::to_owned),
+                );
+            }
+            let answer = session.post(
+                "/ra/v1/bulk-revocations",
+                json!({
+                    "action": "propose-bulk-revocation",
+                    "query": {
+                        "units": units,
+                        "policies": policies,
+                        "holders": holders,
+                        "issued_after": issued_after,
+                        "issued_before": issued_before,
+                    },
+                    "reason": reason,
+                    "dry_run": dry_run,
+                }),
+            )?;
+            session.print(&answer, show::bulk)
+        }
+        ClientCommand::BulkShow { bulk } => {
+            let view = session.get(&format!("/ra/v1/bulk-revocations/{}", segment(&bulk)?))?;
+            session.print(&view, show::bulk)
+        }
+        ClientCommand::BulkApprove { bulk, yes } => {
+            let view = session.get(&format!("/ra/v1/bulk-revocations/{}", segment(&bulk)?))?;
+            if view["state"] != "pending" {
+                return Err(CliError::refused(format!(
+                    "bulk revocation {bulk} is {}, not pending",
+                    view["state"].as_str().unwrap_or("unknown")
+                )));
+            }
+            let digest = view["certificates_sha256"].as_str().ok_or_else(|| {
+                CliError::unavailable(format!("bulk revocation {bulk}: no digest from the RA"))
+            })?;
+            confirm(
+                &session,
+                &view,
+                show::bulk,
+                yes,
+                "Revoke these certificates?",
+            )?;
+            let answer = session.post(
+                &format!("/ra/v1/bulk-revocations/{}/approve", segment(&bulk)?),
+                json!({
+                    "action": "approve-bulk-revocation",
+                    "bulk": bulk,
+                    "certificates_sha256": digest,
+                }),
+            )?;
+            session.print(&answer, show::bulk)
+        }
         ClientCommand::Csr { .. } => Ok(()),
     }
 }
 
-/// A path segment from the command line: ids are letters, digits, `-` and `_`.
+/// A path segment from the command line: ids are letters, digits, `-`, `_` and `.`, never
+/// `.` or `..` alone (a URL path of its own).
 fn segment(value: &str) -> Result<&str, CliError> {
     if !value.is_empty()
+        && value != "."
+        && value != ".."
         && value
             .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
     {
         Ok(value)
     } else {
         Err(CliError::usage(format!(
-            "{value:?}: an id is made of letters, digits, '-' and '_'"
+            "{value:?}: an id is made of letters, digits, '-', '_' and '.'"
         )))
     }
 }
@@ -269,8 +341,43 @@ fn parse(status: StatusCode, body: &[u8], path: &str) -> Result<Value, CliError>
     ))
 }
 
+/// Shows `shown` on standard error (as JSON with `--json`), then asks, unless `yes`. Without
+/// a terminal to ask on and without `yes`, refuses.
+fn confirm(
+    session: &Session,
+    shown: &Value,
+    text: fn(&Value) -> String,
+    yes: bool,
+    question: &str,
+) -> Result<(), CliError> {
+    if session.json {
+        eprintln!("{}", serde_json::to_string_pretty(shown)?);
+    } else {
+        eprintln!("{}\n", text(shown));
+    }
+    if yes {
+        return Ok(());
+    }
+    if !std::io::stdin().is_terminal() {
+        return Err(CliError::usage(
+            "no terminal to confirm on: add --yes once you have read the above",
+        ));
+    }
+    eprint!("{question} [y/N] ");
+    let mut line = String::new();
+    std::io::stdin()
+        .read_line(&mut line)
+        .context(|| "standard input".into())?;
+    if matches!(line.trim(), "y" | "Y" | "yes") {
+        Ok(())
+    } else {
+        Err(CliError::refused("nothing done"))
+    }
+}
+
 /// Shows each request, asks once, then approves them all with one signature per hundred,
-/// each named by the digest of the submission shown.
+/// each named by the digest of the submission shown. Exits with an error when any request
+/// was not issued, after printing what was.
 fn approve(session: &mut Session, ids: &[String], yes: bool) -> Result<(), CliError> {
     let mut items = Vec::with_capacity(ids.len());
     let mut shown = Vec::with_capacity(ids.len());
@@ -286,44 +393,49 @@ fn approve(session: &mut Session, ids: &[String], yes: bool) -> Result<(), CliEr
             CliError::unavailable(format!("request {id}: the RA gave no submission digest"))
         })?;
         items.push(json!({"request": id, "submission_sha256": digest}));
-        if !session.json {
-            eprintln!("{}\n", show::request(&view));
-        }
         shown.push(view);
     }
-    if !yes {
-        if !std::io::stdin().is_terminal() {
-            return Err(CliError::usage(
-                "approving without a terminal to confirm on: add --yes",
-            ));
-        }
-        eprint!("Approve these {} request(s)? [y/N] ", items.len());
-        let mut line = String::new();
-        std::io::stdin()
-            .read_line(&mut line)
-            .context(|| "standard input".into())?;
-        if !matches!(line.trim(), "y" | "Y" | "yes") {
-            return Err(CliError::refused("nothing approved"));
-        }
-    }
+    let question = format!("Approve these {} request(s)?", items.len());
+    confirm(
+        session,
+        &Value::Array(shown),
+        show::requests,
+        yes,
+        &question,
+    )?;
     let total = items.len();
-    let mut done = 0;
-    let mut results = Vec::new();
+    let mut results: Vec<Value> = Vec::new();
+    let mut stopped = None;
     for chunk in items.chunks(BATCH_LIMIT) {
-        let answer = session.post(
+        match session.post(
             "/ra/v1/approvals",
             json!({"action": "approve-batch", "requests": chunk}),
-        )?;
-        done += chunk.len();
-        if total > BATCH_LIMIT {
-            eprintln!("approved {done}/{total}");
-        }
-        if let Some(requests) = answer["requests"].as_array() {
-            results.extend(requests.iter().cloned());
+        ) {
+            Ok(answer) => {
+                results.extend(answer["requests"].as_array().into_iter().flatten().cloned());
+                if total > BATCH_LIMIT {
+                    eprintln!("approved {}/{total}", results.len());
+                }
+            }
+            Err(error) => {
+                stopped = Some(error);
+                break;
+            }
         }
     }
-    let summary = json!({ "approved": results.len(), "requests": results });
-    session.print(&summary, show::batch)
+    let issued = results.iter().filter(|r| r["state"] == "issued").count();
+    let summary = json!({ "approved": issued, "of": total, "requests": results });
+    session.print(&summary, show::batch)?;
+    if let Some(error) = stopped {
+        return Err(error);
+    }
+    if issued < total {
+        return Err(CliError::refused(format!(
+            "{} of {total} request(s) were not issued (see above)",
+            total - issued
+        )));
+    }
+    Ok(())
 }
 
 /// Writes a card's current certificates as auth.pem and sign.pem.

@@ -38,16 +38,34 @@ pub(super) fn request(view: &Value) -> String {
         text(&view["key_types"]["signature"])
     );
     let submitter = &view["submitter"];
-    let _ = writeln!(
-        out,
-        "submitted by  {} {} ({}) at {}",
-        text(&submitter["role"]),
-        text(&view["submitted_by"]),
-        text(&submitter["subject"]),
-        text(&view["submitted_at"])
-    );
+    if view["self_service"] == true {
+        let _ = writeln!(
+            out,
+            "submitted by  the holder, with the card (no face-to-face meeting), at {}",
+            text(&view["submitted_at"])
+        );
+    } else {
+        let _ = writeln!(
+            out,
+            "submitted by  {} {} ({}){} at {}",
+            text(&submitter["role"]),
+            text(&view["submitted_by"]),
+            text(&submitter["subject"]),
+            if submitter["active"] == false {
+                ", since withdrawn"
+            } else {
+                ""
+            },
+            text(&view["submitted_at"])
+        );
+    }
     let previous = &view["previous_card"];
-    if previous.is_object() {
+    if previous["outside_scope"] == true {
+        let _ = writeln!(
+            out,
+            "previous card the holder id names a card outside your scope: check who this is"
+        );
+    } else if previous.is_object() {
         let _ = writeln!(
             out,
             "previous card {} ({}), until {}{}",
@@ -87,6 +105,17 @@ pub(super) fn request(view: &Value) -> String {
         let _ = writeln!(out, "reason        {reason}");
     }
     out.trim_end().to_owned()
+}
+
+/// Several requests, each as [`request`] shows it.
+pub(super) fn requests(views: &Value) -> String {
+    views
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(request)
+        .collect::<Vec<_>>()
+        .join("\n\n")
 }
 
 /// The queue: one line a request, then the count.
@@ -167,7 +196,7 @@ pub(super) fn batch(summary: &Value) -> String {
         }
         out.push('\n');
     }
-    let _ = write!(out, "{} approved", summary["approved"]);
+    let _ = write!(out, "{} of {} issued", summary["approved"], summary["of"]);
     out
 }
 
@@ -184,4 +213,44 @@ pub(super) fn generic(value: &Value) -> String {
             .join("\n"),
         None => value.to_string(),
     }
+}
+
+/// A bulk revocation (or its dry run): the query, the count, the digest, then the list.
+pub(super) fn bulk(view: &Value) -> String {
+    let mut out = String::new();
+    if view["dry_run"] == true {
+        let _ = writeln!(out, "dry run       nothing recorded");
+    } else {
+        let _ = writeln!(out, "bulk          {}", text(&view["bulk"]));
+        let _ = writeln!(out, "state         {}", text(&view["state"]));
+        let _ = writeln!(
+            out,
+            "proposed by   {} at {}",
+            text(&view["proposed_by"]),
+            text(&view["proposed_at"])
+        );
+    }
+    if let Some(reason) = view["reason"].as_str() {
+        let _ = writeln!(out, "reason        {reason}");
+    }
+    if view["query"].is_object() {
+        let _ = writeln!(out, "query         {}", view["query"]);
+    }
+    let _ = writeln!(out, "certificates  {}", view["count"]);
+    if let Some(revoked) = view["revoked"].as_u64() {
+        let _ = writeln!(out, "revoked       {revoked}");
+    }
+    let _ = writeln!(out, "list sha256   {}", text(&view["certificates_sha256"]));
+    for certificate in view["certificates"].as_array().into_iter().flatten() {
+        let _ = writeln!(
+            out,
+            "  {}  {}  {}  {}  until {}",
+            text(&certificate["serial"]),
+            text(&certificate["policy"]),
+            text(&certificate["holder"]),
+            text(&certificate["subject"]),
+            text(&certificate["not_after"]),
+        );
+    }
+    out.trim_end().to_owned()
 }

@@ -282,6 +282,17 @@ impl RaService {
                     Err(error) => self.refuse_read(operator, &error).await,
                 };
             }
+            Ok(Route::Bulk(id)) => {
+                // Reads every certificate of the list: off the runtime.
+                let (ra, reader, id) = (self.ra.clone(), operator.clone(), id.to_owned());
+                return match tokio::task::spawn_blocking(move || ra.bulk_revocation(&reader, &id))
+                    .await
+                {
+                    Ok(Ok(value)) => json(StatusCode::OK, &value),
+                    Ok(Err(error)) => self.refuse_read(operator, &error).await,
+                    Err(_) => shutting_down(),
+                };
+            }
             Ok(Route::Queue) => {
                 // Reads every request: off the runtime.
                 let (ra, reader) = (self.ra.clone(), operator.clone());
@@ -314,7 +325,9 @@ impl RaService {
             Ok(value) => {
                 // A revocation recorded for its time is accepted, not carried out yet.
                 let scheduled = value.get("scheduled").is_some();
-                let status = match (action.creates(), scheduled) {
+                // A dry run creates nothing.
+                let dry_run = value.get("dry_run") == Some(&serde_json::Value::Bool(true));
+                let status = match (action.creates() && !dry_run, scheduled) {
                     (true, _) => StatusCode::CREATED,
                     (false, true) => StatusCode::ACCEPTED,
                     (false, false) => StatusCode::OK,
@@ -335,6 +348,8 @@ enum Route<'a> {
     Request(&'a str),
     /// `GET /ra/v1/requests`: the pending requests in the operator's scope.
     Queue,
+    /// `GET /ra/v1/bulk-revocations/{id}`: a bulk revocation and its list.
+    Bulk(&'a str),
     /// `GET /ra/v1/certificates/expiring`
     Expiring,
     /// `GET /ra/v1/certificates/{serial}`
@@ -386,6 +401,15 @@ fn resolve<'a>(method: &Method, path: &'a str) -> Result<Route<'a>, RouteError> 
         ["holder", "card", "renew"] => (Method::POST, Route::HolderSigned(ActionKind::Renew)),
         ["holder", "card", "revoke"] => (Method::POST, Route::HolderSigned(ActionKind::Revoke)),
         ["revocations"] => (Method::POST, signed(ActionKind::Revoke, None)),
+        ["bulk-revocations"] => (
+            Method::POST,
+            signed(ActionKind::ProposeBulkRevocation, None),
+        ),
+        ["bulk-revocations", id] => (Method::GET, Route::Bulk(id)),
+        ["bulk-revocations", id, "approve"] => (
+            Method::POST,
+            signed(ActionKind::ApproveBulkRevocation, Some(id)),
+        ),
         ["revocations", "scheduled"] => (Method::GET, Route::Scheduled),
         ["revocations", "scheduled", id, "cancel"] => {
             (Method::POST, signed(ActionKind::CancelRevocation, Some(id)))

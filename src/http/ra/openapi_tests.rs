@@ -59,6 +59,7 @@ fn every_route_is_documented_and_every_documented_route_exists() {
             Route::Expiring => "expiring",
             Route::Certificate(_) => "certificate",
             Route::Scheduled => "scheduled",
+            Route::Bulk(_) => "bulk",
             Route::Card(_) => "card",
             Route::HolderCard => "holder-card",
             Route::HolderSigned(action) => {
@@ -122,6 +123,9 @@ fn every_route_is_documented_and_every_documented_route_exists() {
         "revoke",
         "scheduled",
         "cancel-revocation",
+        "bulk",
+        "propose-bulk-revocation",
+        "approve-bulk-revocation",
         "card",
         "deliver",
         "holder-card",
