@@ -259,6 +259,8 @@ impl Operator {
 /// A keep-alive HTTP/1.1 connection over mutual TLS.
 struct Connection {
     sender: hyper::client::conn::http1::SendRequest<Full<Bytes>>,
+    address: String,
+    tls: Arc<rustls::ClientConfig>,
 }
 
 impl Connection {
@@ -267,7 +269,7 @@ impl Connection {
             .await
             .expect("connect");
         stream.set_nodelay(true).expect("nodelay");
-        let connector = tokio_rustls::TlsConnector::from(tls);
+        let connector = tokio_rustls::TlsConnector::from(tls.clone());
         let name = ServerName::try_from("127.0.0.1").expect("name").to_owned();
         let stream = connector
             .connect(name, stream)
@@ -278,7 +280,11 @@ impl Connection {
                 .await
                 .expect("HTTP handshake");
         tokio::spawn(connection);
-        Self { sender }
+        Self {
+            sender,
+            address: address.to_owned(),
+            tls,
+        }
     }
 
     async fn call(
@@ -297,6 +303,11 @@ impl Connection {
         let request = request
             .body(Full::new(Bytes::from(body.unwrap_or_default())))
             .expect("request");
+        // The RA closes a keep-alive connection now and then: a request it never read is
+        // sent again on a new one.
+        if self.sender.ready().await.is_err() {
+            *self = Self::open(&self.address.clone(), self.tls.clone()).await;
+        }
         let response = self.sender.send_request(request).await.expect("send");
         let (status, bytes) = support::read_response(response).await;
         (

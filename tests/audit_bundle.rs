@@ -67,6 +67,8 @@ fn an_auditor_checks_a_period_offline_and_every_forgery_is_named() {
     let team = team(&ra);
     let issued = approved(&ra, (&team.oc, &team.aed), "audited-1", &[]);
     assert_eq!(issued["state"], "issued");
+    // A checkpoint in the middle of the period (the daemon signs one every five minutes).
+    ra.pki.sceau_ok(&["audit", "checkpoint"]);
     // A refusal: the OC approves nothing.
     let (request, _) = submit(&ra, &team.oc, "audited-2", &[]);
     assert_eq!(decide(&ra, &team.oc, &request, "approve").0, 403);
@@ -184,6 +186,28 @@ fn an_auditor_checks_a_period_offline_and_every_forgery_is_named() {
     let (ok, said) = verify(&ra, &cut, "cut.json");
     assert!(!ok);
     assert!(said.contains("not a signed checkpoint"), "{said}");
+    // Cut at the checkpoint in the middle, which vouches for all before it: the export's own
+    // record is gone with the rest.
+    let middle = (0..entries - 1)
+        .rev()
+        .find(|&i| entry(&bundle, i).1["event"] == "checkpoint")
+        .expect("the checkpoint in the middle");
+    let mut cut = bundle.clone();
+    cut["entries"].as_array_mut().unwrap().truncate(middle + 1);
+    let (ok, said) = verify(&ra, &cut, "cut-middle.json");
+    assert!(!ok);
+    assert!(said.contains("no record of this export"), "{said}");
+    // The period edited (a later end, an earlier start).
+    for field in ["to", "from"] {
+        let mut edited = bundle.clone();
+        edited[field] = Value::String(if field == "to" {
+            "2099-01-01T00:00:00Z".into()
+        } else {
+            "2000-01-01T00:00:00Z".into()
+        });
+        let (ok, said) = verify(&ra, &edited, &format!("edited-{field}.json"));
+        assert!(!ok, "{field}: {said}");
+    }
 
     // Not a bundle at all.
     let (ok, said) = verify(&ra, &serde_json::json!({"format": "x"}), "garbage.json");

@@ -117,7 +117,7 @@ fn a_closing_unit_is_revoked_in_one_reviewed_step_by_two_persons() {
         wide["bulk"].as_str().unwrap(),
         wide["certificates_sha256"].as_str().unwrap(),
     );
-    assert_refused(&answer, 403, "holder-out-of-scope");
+    assert_refused(&answer, 404, "not-found");
     // The list outside its scope is as unknown to the unit's AED as no list at all.
     let (status, _) = ra.get(
         &aed_dap,
@@ -168,6 +168,28 @@ fn a_closing_unit_is_revoked_in_one_reviewed_step_by_two_persons() {
     }
     std::thread::sleep(Duration::from_secs(2));
     assert_eq!(agent_crls(&ra), crls_before + 1);
+    // A holder on a frozen list who becomes an operator above the approver before the
+    // approval: their card is revoked from above only, so the whole list is refused.
+    let issued = approved(&ra, (&team.oc, &team.aed), "xfer-0", &["XFER"]);
+    let card = issued["card"].as_str().unwrap().to_owned();
+    let promoted = ra.card_from(&issued, "xfer-0", "xfer-0", &card);
+    let (_, later) = propose(&ra, &team.oc, r#"{"units":["XFER"]}"#, false);
+    assert_eq!(later["count"], 2, "{later}");
+    let answer = designate(&ra, &team.ae, &promoted, "AEC", &scope(&[], BOTH));
+    assert_eq!(answer.0, 201, "{answer:?}");
+    let (status, refused) = approve(
+        &ra,
+        &team.aed,
+        later["bulk"].as_str().unwrap(),
+        later["certificates_sha256"].as_str().unwrap(),
+    );
+    assert_eq!(status, 403, "{refused}");
+    assert!(
+        ra.pki
+            .ocsp_status(&ra.daemon, &promoted.cert)
+            .contains(": good")
+    );
+
     // Done once: a second approval is refused.
     assert_refused(
         &approve(&ra, &team.aed, &bulk, &digest),

@@ -3,11 +3,13 @@
 //! the CA certificates).
 //!
 //! The bundle is the stored entries themselves, from a signed checkpoint at or before the
-//! period's start (or the log's first entry) to a signed checkpoint at or after its end. The
-//! HSM's checkpoint signatures at both ends, and the hash chain between them, are what make it
-//! a signed whole: a byte changed breaks an entry's hash, an entry removed breaks the chain, a
-//! part cut at either end loses its checkpoint, a checkpoint re-signed by another key does not
-//! verify with the anchor.
+//! period's start (or the log's first entry) to the signed checkpoint that follows the
+//! export's own record (`audit_bundle_exported`, naming the period). The HSM's checkpoint
+//! signatures at both ends, and the hash chain between them, are what make it a signed whole:
+//! a byte changed breaks an entry's hash, an entry removed breaks the chain, a start cut off
+//! loses its checkpoint, an end cut off or a period edited loses the export's record (which the
+//! closing checkpoint vouches for), a checkpoint re-signed by another key does not verify with
+//! the anchor.
 
 use base64::Engine;
 use serde::{Deserialize, Serialize};
@@ -63,7 +65,9 @@ pub struct VerifiedBundle {
 
 /// Makes a bundle from `entries` (sequence number and stored bytes, in order, as the store
 /// keeps them): the part from the last checkpoint at or before `from` to the first checkpoint
-/// at or after `to`. `None` when no checkpoint follows `to` yet (sign one, then try again).
+/// that follows the export's record of this period and vouches for the entry just before it.
+/// `None` when there is no such record or checkpoint yet (record the export, sign one, then
+/// try again).
 pub fn build(
     entries: &[(u64, Vec<u8>)],
     (from, to): (Timestamp, Timestamp),
@@ -71,19 +75,25 @@ pub fn build(
     now: Timestamp,
 ) -> Result<Option<Bundle>, BundleError> {
     let mut start = 0;
+    let mut marked = false;
     let mut end = None;
     for (index, (seq, stored)) in entries.iter().enumerate() {
         let (_, record) = decode(stored).map_err(|why| BundleError::Entry { seq: *seq, why })?;
-        let AuditEvent::Checkpoint { entry, .. } = record.event else {
-            continue;
-        };
-        // A start vouches for the entry just before it, to which it chains.
-        if record.time <= from && entry + 1 == *seq {
-            start = index;
-        }
-        if record.time >= to {
-            end = Some(index);
-            break;
+        match record.event {
+            AuditEvent::AuditBundleExported { from: f, to: t } if f == from && t == to => {
+                marked = true;
+            }
+            // Each vouches for the entry just before it, to which it chains.
+            AuditEvent::Checkpoint { entry, .. } if entry.checked_add(1) == Some(*seq) => {
+                if marked {
+                    end = Some(index);
+                    break;
+                }
+                if record.time <= from {
+                    start = index;
+                }
+            }
+            _ => {}
         }
     }
     let Some(end) = end else {
@@ -122,9 +132,19 @@ pub fn verify(
     if key_in_bundle.as_ref() != Some(anchor) {
         return Err(BundleError::OtherKey);
     }
+    if bundle.to < bundle.from {
+        return Err(BundleError::Coverage(format!(
+            "its period ends ({}) before it starts ({})",
+            bundle.to, bundle.from
+        )));
+    }
+    let too_long = || BundleError::Format("entry numbers overflow".into());
     let mut stored = Vec::with_capacity(bundle.entries.len());
     for (offset, text) in bundle.entries.iter().enumerate() {
-        let seq = bundle.first + offset as u64;
+        let seq = bundle
+            .first
+            .checked_add(offset as u64)
+            .ok_or_else(too_long)?;
         let bytes = base64::engine::general_purpose::STANDARD
             .decode(text)
             .map_err(|e| BundleError::Entry {
@@ -141,7 +161,7 @@ pub fn verify(
                 .map_err(|why| BundleError::Entry { seq: *seq, why })
         })
         .collect::<Result<Vec<_>, _>>()?;
-    let (Some(first), Some(last)) = (records.first(), records.last()) else {
+    let Some(first) = records.first() else {
         return Err(BundleError::Format("no entries".into()));
     };
     // Where the part starts: the log's genesis, or the entry its first checkpoint vouches for
@@ -161,7 +181,7 @@ pub fn verify(
         let hash = hex::decode(entry_hash)
             .ok()
             .and_then(|h| <[u8; 32]>::try_from(h).ok())
-            .filter(|h| *entry + 1 == bundle.first && hex::encode(h) == first.prev)
+            .filter(|h| entry.checked_add(1) == Some(bundle.first) && hex::encode(h) == first.prev)
             .ok_or_else(|| BundleError::Entry {
                 seq: bundle.first,
                 why: "the first checkpoint does not vouch for the entry it follows".into(),
@@ -173,35 +193,34 @@ pub fn verify(
             seq: b.seq,
             why: b.why,
         })?;
-    // The end: a checkpoint, last, vouching for every entry of the period.
+    // The end: a checkpoint, last, vouching for the entry just before it (so for every entry
+    // of the bundle), after the export's record of this very period.
     let last_seq = verified.head.seq;
-    let vouched = match verified.last_checkpoint {
-        Some((entry, vouched)) if entry == last_seq => vouched,
+    match verified.last_checkpoint {
+        Some((entry, vouched)) if entry == last_seq && vouched.checked_add(1) == Some(last_seq) => {
+        }
         _ => {
             return Err(BundleError::Coverage(format!(
-                "it ends at entry {last_seq}, which is not a signed checkpoint"
+                "it ends at entry {last_seq}, which is not a signed checkpoint of the entry before it"
             )));
         }
-    };
+    }
+    let marked = records.iter().any(|r| {
+        matches!(
+            r.event,
+            AuditEvent::AuditBundleExported { from, to } if from == bundle.from && to == bundle.to
+        )
+    });
+    if !marked {
+        return Err(BundleError::Coverage(format!(
+            "no record of this export (from {} to {}) before its closing checkpoint: its end was cut or its period changed",
+            bundle.from, bundle.to
+        )));
+    }
     if bundle.first > 1 && first.time > bundle.from {
         return Err(BundleError::Coverage(format!(
             "it starts at {} (entry {}), after the period's start {}",
             first.time, bundle.first, bundle.from
-        )));
-    }
-    if last.time < bundle.to {
-        return Err(BundleError::Coverage(format!(
-            "its last checkpoint is of {}, before the period's end {}",
-            last.time, bundle.to
-        )));
-    }
-    if let Some(unvouched) = records
-        .iter()
-        .find(|r| r.seq > vouched && r.seq < last_seq && r.time <= bundle.to)
-    {
-        return Err(BundleError::Coverage(format!(
-            "entry {} is in the period but no checkpoint vouches for it",
-            unvouched.seq
         )));
     }
     let checkpoints = verified.checkpoints;

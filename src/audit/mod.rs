@@ -236,6 +236,9 @@ pub enum AuditEvent {
         subject: String,
         renewal: bool,
     },
+    /// An auditor's bundle of the period `from`..`to` was exported: the checkpoint that follows
+    /// vouches for it, which binds the period to the bundle and shows where the log stood.
+    AuditBundleExported { from: Timestamp, to: Timestamp },
     /// A bulk revocation was proposed: the query, and the list it froze (its count and digest).
     BulkRevocationProposed {
         bulk: String,

@@ -288,6 +288,28 @@ pub(super) fn ca_rotate(
     Ok(())
 }
 
+/// Records the export of a bundle of `from`..`to` and signs a checkpoint after it: through
+/// the daemon when it runs.
+pub(super) fn audit_bundle_mark(
+    config: &Config,
+    from: crate::x509::Timestamp,
+    to: crate::x509::Timestamp,
+) -> Result<(), CliError> {
+    let body = crate::service::wire::BundleMarkBody { from, to };
+    if online(
+        config,
+        "/admin/audit/bundle-mark",
+        &serde_json::to_value(&body)?,
+    )?
+    .is_some()
+    {
+        return Ok(());
+    }
+    run(offline(config, Token::Open)?.mark_bundle(body))
+        .context(|| "recording the bundle's export".into())?;
+    Ok(())
+}
+
 pub(super) fn audit_checkpoint(config: &Config) -> Result<(), CliError> {
     if let Some(answer) = online(config, "/admin/audit/checkpoint", &serde_json::json!({}))? {
         print_answer(&answer);

@@ -13,7 +13,8 @@ fn time(flag: &str, text: Option<&str>) -> Result<Timestamp, CliError> {
     Timestamp::parse_rfc3339(text).context_as(Failure::Usage, || format!("{flag} {text:?}"))
 }
 
-/// Writes the bundle of the period; signs a checkpoint first when none follows its end.
+/// Records the export of the period in the log (a checkpoint signed after it), then writes
+/// the bundle.
 pub(super) fn export(
     config: &Config,
     out: &Path,
@@ -22,33 +23,20 @@ pub(super) fn export(
     let from = time("--from", from)?;
     let now = Timestamp::now();
     // A period cannot end later than what the log can hold now.
-    let mut to = time("--to", to)?.min(now);
+    let to = time("--to", to)?.min(now);
     if to < from {
         return Err(CliError::usage("--to is before --from"));
     }
+    super::actions::audit_bundle_mark(config, from, to)?;
     let mut made = attempt(config, (from, to), now)?;
     if made.is_none() {
-        // No checkpoint after the period's end yet: sign one (through the daemon if it runs).
+        // Another entry slipped in before the checkpoint: sign one more.
         super::actions::audit_checkpoint(config)?;
         made = attempt(config, (from, to), now)?;
     }
-    let bundle = match made {
-        Some(bundle) => bundle,
-        None => {
-            // The log ends with a checkpoint older than `to`: nothing was written after it,
-            // so the bundle ends there, and says so.
-            let (last, _) = last_checkpoint(config)?;
-            eprintln!(
-                "the log holds nothing after its last checkpoint ({last}): the bundle ends there"
-            );
-            to = last;
-            attempt(config, (from, to), now)?.ok_or_else(|| {
-                CliError::unavailable(
-                    "no signed checkpoint closes the period: run `sceau audit checkpoint`",
-                )
-            })?
-        }
-    };
+    let bundle = made.ok_or_else(|| {
+        CliError::unavailable("no signed checkpoint follows the export's record: run `sceau audit checkpoint`, then export again")
+    })?;
     let json = serde_json::to_vec_pretty(&bundle)?;
     std::fs::write(out, json).context(|| format!("--bundle {}", out.display()))?;
     println!(
@@ -77,21 +65,6 @@ fn attempt(
         .collect::<Result<Vec<_>, _>>()
         .context(|| "reading the audit log".into())?;
     bundle::build(&entries, period, key, now).context_as(Failure::Data, || "the audit log".into())
-}
-
-/// The time and sequence number of the log's last checkpoint.
-fn last_checkpoint(config: &Config) -> Result<(Timestamp, u64), CliError> {
-    let (_scratch, store) = open_store_for_reading(config)?;
-    let mut last = None;
-    for entry in store.audit_entries()? {
-        let (seq, stored) = entry.context(|| "reading the audit log".into())?;
-        if let Ok((_, record)) = crate::audit::decode(&stored)
-            && matches!(record.event, crate::audit::AuditEvent::Checkpoint { .. })
-        {
-            last = Some((record.time, seq));
-        }
-    }
-    last.ok_or_else(|| CliError::data("the log has no checkpoint"))
 }
 
 /// Checks a bundle against the anchor; writes the RA report when asked.

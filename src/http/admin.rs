@@ -58,6 +58,7 @@ pub(super) enum Route {
     PublishAll,
     Rotate(Rollover),
     Checkpoint,
+    BundleMark,
     Issue,
     Card,
     Bootstrap,
@@ -88,6 +89,7 @@ impl Route {
             "/admin/ca/rotate" => (Route::Rotate(Rollover::Issuing), Method::POST),
             "/admin/ca/rotate-root" => (Route::Rotate(Rollover::Root), Method::POST),
             "/admin/audit/checkpoint" => (Route::Checkpoint, Method::POST),
+            "/admin/audit/bundle-mark" => (Route::BundleMark, Method::POST),
             "/admin/issue" => (Route::Issue, Method::POST),
             "/admin/card" => (Route::Card, Method::POST),
             "/admin/ra/bootstrap" => (Route::Bootstrap, Method::POST),
@@ -219,6 +221,14 @@ impl AdminService {
                 StatusCode::OK,
                 &service.checkpoint().await.map_err(problem)?,
             ),
+            Route::BundleMark => {
+                let body: crate::service::wire::BundleMarkBody =
+                    json_body(request, SMALL_BODY_LIMIT).await?;
+                json(
+                    StatusCode::OK,
+                    &service.mark_bundle(body).await.map_err(problem)?,
+                )
+            }
             Route::Issue => {
                 let body: IssueBody = json_body(request, COMMAND_BODY_LIMIT).await?;
                 json(StatusCode::OK, &service.issue(body).await.map_err(problem)?)

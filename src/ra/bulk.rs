@@ -14,13 +14,16 @@
 //! Operators' own cards are never in a bulk revocation: they are revoked one by one, from
 //! above (the rank rule of single revocations).
 
+use std::collections::HashSet;
+
 use serde::{Deserialize, Serialize};
 
 use super::operators::{OperatorRecord, Operators};
 use super::request::SignedRequest;
 use super::{
     Effects, Operator, RaError, Refusal, RegistrationAuthority, active_operators,
-    certificate_subject, check_scope, check_still_active, claim, settle, subject_text,
+    certificate_subject, check_rank_over_holder, check_scope, check_still_active, claim, settle,
+    subject_text,
 };
 use crate::audit::AuditEvent;
 use crate::ca::revoke::{RevocationRequest, RevocationTarget};
@@ -32,6 +35,9 @@ use crate::x509::revocation::RevocationReason;
 
 /// At most this many certificates in one bulk revocation.
 pub const BULK_LIMIT: usize = 50_000;
+
+/// A proposal not approved within this time is void (what was reviewed grows stale).
+pub const PROPOSAL_LIFETIME_SECONDS: u64 = 72 * 3600;
 
 /// What a bulk revocation selects: every criterion given must hold (at least one is).
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -102,9 +108,9 @@ pub fn list_digest(certificates: &[CertKey]) -> String {
 
 /// A query, read and checked.
 struct Selection {
-    units: Vec<String>,
-    policies: Vec<String>,
-    holders: Vec<String>,
+    units: HashSet<String>,
+    policies: HashSet<String>,
+    holders: HashSet<String>,
     after: Option<Timestamp>,
     before: Option<Timestamp>,
 }
@@ -120,9 +126,9 @@ impl Selection {
                 .transpose()
         };
         let selection = Selection {
-            units: query.units.clone(),
-            policies: query.policies.clone(),
-            holders: query.holders.clone(),
+            units: query.units.iter().cloned().collect(),
+            policies: query.policies.iter().cloned().collect(),
+            holders: query.holders.iter().cloned().collect(),
             after: time("issued_after", &query.issued_after)?,
             before: time("issued_before", &query.issued_before)?,
         };
@@ -144,7 +150,7 @@ impl Selection {
         (self.units.is_empty()
             || subject
                 .values(Attribute::OrganizationalUnit)
-                .any(|ou| self.units.iter().any(|u| u == ou)))
+                .any(|ou| self.units.contains(ou)))
             && (self.policies.is_empty() || self.policies.contains(&record.policy))
             && (self.holders.is_empty()
                 || record
@@ -163,6 +169,8 @@ fn listed(
     subject: &DistinguishedName,
 ) -> serde_json::Value {
     serde_json::json!({
+        // With the serial, what the list's digest is made of.
+        "issuer": key.issuer.to_hex(),
         "serial": key.serial.to_hex(),
         "policy": record.policy,
         "holder": record.holder,
@@ -338,16 +346,38 @@ impl RegistrationAuthority {
         }
         let evidence = self.evidence(actor, request, now);
         let (request_id, approver) = (request.id.clone(), actor.record.clone());
+        // Who is an operator now: their cards are revoked only from above.
+        let operators = active_operators(&self.store)?;
         let revoked = self.store.commit(move |txn| -> Result<_, RaError> {
             claim(txn, &request_id, &evidence)?;
             check_still_active(txn, &approver.id)?;
             let unknown =
                 || RaError::refused(Refusal::NotFound, format!("no bulk revocation {id}"));
             let mut record = txn.get::<BulkRevocations>(&id)?.ok_or_else(unknown)?;
+            // The scope first: a list with anything outside it is as unknown as no list.
+            let mut listed = Vec::with_capacity(record.certificates.len());
+            for key in &record.certificates {
+                let stored = txn.get::<Certificates>(key)?.ok_or_else(unknown)?;
+                let subject = certificate_subject(&stored.der)?;
+                if check_scope(&approver.scope, &subject, &stored.policy).is_err() {
+                    return Err(unknown());
+                }
+                listed.push((key, stored, subject));
+            }
             if record.state != BulkState::Pending {
                 return Err(RaError::refused(
                     Refusal::NotPending,
                     format!("bulk revocation {id} was carried out already"),
+                ));
+            }
+            if now > record.proposed_at.plus_seconds(PROPOSAL_LIFETIME_SECONDS) {
+                return Err(RaError::refused(
+                    Refusal::NotPending,
+                    format!(
+                        "bulk revocation {id} was proposed at {}, more than {} hours ago: propose it again",
+                        record.proposed_at,
+                        PROPOSAL_LIFETIME_SECONDS / 3600
+                    ),
                 ));
             }
             let proposer = txn
@@ -356,45 +386,43 @@ impl RegistrationAuthority {
                 .ok_or_else(|| {
                     RaError::refused(
                         Refusal::OperatorWithdrawn,
-                        format!("{} who proposed it is no longer an operator", record.proposed_by),
+                        format!(
+                            "{} who proposed it is no longer an operator",
+                            record.proposed_by
+                        ),
                     )
                 })?;
-            if proposer.person == approver.person || proposer.id == approver.id {
+            if proposer.person == approver.person
+                || proposer.id == approver.id
+                || proposer.holder == approver.holder
+            {
                 return Err(RaError::refused(
                     Refusal::OwnSubmission,
-                    "a bulk revocation is approved by another person than who proposed it".to_owned(),
+                    "a bulk revocation is approved by another person than who proposed it"
+                        .to_owned(),
                 ));
             }
             if digest != record.certificates_sha256 {
                 return Err(RaError::refused(
                     Refusal::DigestMismatch,
-                    format!(
-                        "bulk revocation {id} lists certificates whose SHA-256 is {}, not {digest}",
-                        record.certificates_sha256
-                    ),
+                    format!("bulk revocation {id}: the list's SHA-256 is not {digest}"),
                 ));
             }
             let reason = reason_of(&record.reason)?;
             let requested_by = format!("operator:{} bulk:{id}", approver.id);
             let mut revoked = Vec::with_capacity(record.certificates.len());
-            for key in &record.certificates {
+            for (key, stored, subject) in listed {
+                // A holder who became an operator since the proposal: from above only, as
+                // for a single revocation.
+                if is_operator(&operators, &subject, stored.holder.as_deref()) {
+                    check_rank_over_holder(&operators, &approver, &subject, stored.holder.as_deref())?;
+                }
                 let revocation = RevocationRequest {
                     target: RevocationTarget::Serial(key.serial.clone()),
                     reason,
                     invalidity_date: None,
                     requested_by: requested_by.clone(),
                 };
-                let stored = txn.get::<Certificates>(key)?.ok_or_else(unknown)?;
-                let subject = certificate_subject(&stored.der)?;
-                check_scope(&approver.scope, &subject, &stored.policy).map_err(|_| {
-                    RaError::refused(
-                        Refusal::OutOfScope,
-                        format!(
-                            "certificate {} of bulk revocation {id} is outside your scope: nothing revoked",
-                            key.serial
-                        ),
-                    )
-                })?;
                 if let Some(done) = crate::ca::revoke::revoke_one(txn, key, &revocation, now)? {
                     revoked.push(done);
                 }

@@ -56,6 +56,33 @@ impl Service {
         .await
     }
 
+    /// Records that an auditor's bundle of `from`..`to` is exported, then signs a checkpoint
+    /// that vouches for that record (src/audit/bundle.rs).
+    pub async fn mark_bundle(
+        &self,
+        body: super::wire::BundleMarkBody,
+    ) -> Result<Checkpointed, ServiceError> {
+        if body.to < body.from {
+            return Err(ServiceError::Invalid {
+                field: "to",
+                detail: "the period ends before it starts".into(),
+            });
+        }
+        let store = self.store.clone();
+        Self::blocking(move || {
+            store.commit(move |txn| {
+                txn.audit(crate::audit::AuditEvent::AuditBundleExported {
+                    from: body.from,
+                    to: body.to,
+                });
+                Ok::<_, crate::store::StoreError>(())
+            })?;
+            Ok(())
+        })
+        .await?;
+        self.checkpoint().await
+    }
+
     /// Publishes every CRL now.
     pub async fn publish_crls(&self) -> Result<Vec<crate::va::crl::PublishedCrl>, ServiceError> {
         let service = self.clone();

@@ -28,6 +28,14 @@ pub struct BackupBody {
     pub out: std::path::PathBuf,
 }
 
+/// `sceau audit export --bundle` / `POST /admin/audit/bundle-mark`: the period exported.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BundleMarkBody {
+    pub from: crate::x509::Timestamp,
+    pub to: crate::x509::Timestamp,
+}
+
 /// `sceau scheduled cancel` / `POST /admin/revoke/cancel`.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]

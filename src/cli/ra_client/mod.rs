@@ -217,6 +217,14 @@ pub(super) fn run(options: &ClientOptions, command: ClientCommand) -> Result<(),
             let digest = view["certificates_sha256"].as_str().ok_or_else(|| {
                 CliError::unavailable(format!("bulk revocation {bulk}: no digest from the RA"))
             })?;
+            // The digest approved is the one of the list shown, computed here, not taken on
+            // the RA's word.
+            let shown = list_digest(&view["certificates"]);
+            if shown.as_deref() != Some(digest) {
+                return Err(CliError::data(format!(
+                    "bulk revocation {bulk}: the list the RA sent does not match its digest; nothing approved"
+                )));
+            }
             confirm(
                 &session,
                 &view,
@@ -436,6 +444,19 @@ fn approve(session: &mut Session, ids: &[String], yes: bool) -> Result<(), CliEr
         )));
     }
     Ok(())
+}
+
+/// The SHA-256 of a bulk revocation's list as the RA defines it (one `ISSUER:SERIAL` line a
+/// certificate, in the list's order); `None` for a list without them.
+fn list_digest(list: &Value) -> Option<String> {
+    let mut text = String::new();
+    for certificate in list.as_array()? {
+        text.push_str(certificate["issuer"].as_str()?);
+        text.push(':');
+        text.push_str(certificate["serial"].as_str()?);
+        text.push('\n');
+    }
+    Some(hex::encode(crate::x509::keys::sha256(text.as_bytes())))
 }
 
 /// Writes a card's current certificates as auth.pem and sign.pem.
