@@ -45,6 +45,7 @@ pub mod failpoint;
 pub mod hsm;
 pub mod http;
 pub mod issuer;
+pub mod notices;
 pub mod policy;
 pub mod ra;
 pub mod service;

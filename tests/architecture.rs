@@ -39,8 +39,9 @@ const FLOORS: &[&[&str]] = &[
     // 5: the certification, validation and registration authorities (data flows ra -> ca; the
     //    VA reads what the CA wrote).
     &["ca", "va", "ra"],
-    // 6: backups and restores of the whole store (every authority's tables).
-    &["backup"],
+    // 6: backups and restores of the whole store (every authority's tables); notices, derived
+    //    from what the authorities recorded.
+    &["backup", "notices"],
     // 7: the service layer, planned (issue 19): one function per action, "commit, then make it
     //    true everywhere" once, called by every entry point.
     &["service"],

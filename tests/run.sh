@@ -33,7 +33,7 @@ say "system packages"
 # shellcheck source=hsm/deps.sh
 . hsm/deps.sh
 sceau_packages libclang-dev softhsm2 libnss3 libnss3-tools openssl python3-venv curl wrk systemd \
-  libssl-dev libsqlite3-dev pkg-config opensc
+  libssl-dev libsqlite3-dev pkg-config opensc python3-aiosmtpd
 sceau_rust
 
 say "pkilint (independent linter)"

@@ -64,6 +64,50 @@ pub struct Config {
     pub nats: Option<NatsConfig>,
     /// Scheduled backups (`[backup]`); none: only `sceau backup`.
     pub backup: Option<BackupConfig>,
+    /// Notices by webhook and e-mail (`[notices]`, src/notices); none: no notices.
+    pub notices: Option<NoticesConfig>,
+}
+
+/// `[notices]`: where notices go and when they are due.
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NoticesConfig {
+    /// `http://` URLs that receive each notice as a JSON POST.
+    #[serde(default)]
+    pub webhooks: Vec<String>,
+    /// An SMTP relay, `host:port` (plain SMTP, no authentication).
+    #[serde(default)]
+    pub smtp_relay: Option<String>,
+    #[serde(default = "default_smtp_from")]
+    pub smtp_from: String,
+    #[serde(default)]
+    pub smtp_to: Vec<String>,
+    /// A request still pending after this many hours is notified again.
+    #[serde(default = "default_still_waiting_hours")]
+    pub still_waiting_hours: u64,
+    /// Cards whose certificates end within these many days are notified, once a window.
+    #[serde(default = "default_expiry_days")]
+    pub expiry_days: Vec<u32>,
+    /// How often pending requests and expiring cards are looked for (the audit log is read
+    /// every second).
+    #[serde(default = "default_scan_every_seconds")]
+    pub scan_every_seconds: u32,
+}
+
+fn default_scan_every_seconds() -> u32 {
+    60
+}
+
+fn default_smtp_from() -> String {
+    "sceau@localhost".into()
+}
+
+fn default_still_waiting_hours() -> u64 {
+    24
+}
+
+fn default_expiry_days() -> Vec<u32> {
+    vec![90, 60, 30]
 }
 
 /// Scheduled backups (`[backup]`): every `every_hours`, into a new directory of `dir` named by
@@ -336,6 +380,11 @@ impl Config {
                 .as_ref()
                 .map(|b| tables::backup(&paths, b))
                 .transpose()?,
+            notices: raw
+                .notices
+                .as_ref()
+                .map(|n| tables::notices(file, n))
+                .transpose()?,
         })
     }
 
@@ -432,6 +481,40 @@ mod tests {
         assert_eq!(config.hsm.token_serial.as_deref(), Some("0123abcd"));
         let err = with("").unwrap_err();
         assert_eq!(err.key.as_deref(), Some("hsm.token_serial"), "{err}");
+    }
+
+    /// `[notices]`: garbage is refused, naming its key; a good table is kept.
+    #[test]
+    fn notices_are_checked_key_by_key() {
+        let load = |table: &str| {
+            let text = format!("{EXAMPLE}\n[notices]\n{table}\n");
+            let file = SourceFile::from_text(Path::new("c.toml"), &text);
+            Config::from_source(&file)
+        };
+        for (table, key) in [
+            ("", "notices"),
+            ("webhooks = [\"https://hooks.example/x\"]", "notices.webhooks"),
+            ("webhooks = [\"not a url\"]", "notices.webhooks"),
+            ("smtp_relay = \"127.0.0.1:25\"", "notices.smtp_to"),
+            (
+                "smtp_relay = \"127.0.0.1:25\"\nsmtp_to = [\"a@b\\r\\nRCPT TO:<x@y>\"]",
+                "notices.smtp_to",
+            ),
+            (
+                "webhooks = [\"http://127.0.0.1:9/\"]\nexpiry_days = [0]",
+                "notices.expiry_days",
+            ),
+        ] {
+            let err = load(table).unwrap_err();
+            assert_eq!(err.key.as_deref(), Some(key), "{table}: {err}");
+        }
+        // An unknown key is refused too (serde names it).
+        let err = load("webhooks = [\"http://127.0.0.1:9/\"]\ncolour = 1").unwrap_err();
+        assert!(err.to_string().contains("colour"), "{err}");
+        let config = load("webhooks = [\"http://127.0.0.1:9/\"]").unwrap();
+        let notices = config.notices.unwrap();
+        assert_eq!(notices.expiry_days, [90, 60, 30]);
+        assert_eq!(notices.still_waiting_hours, 24);
     }
 
     /// Each bucket name is checked, and a bad one is named by its own key.

@@ -31,6 +31,8 @@ pub(super) struct RawConfig {
     pub(super) nats: Option<Spanned<NatsConfig>>,
     #[serde(default)]
     pub(super) backup: Option<RawBackup>,
+    #[serde(default)]
+    pub(super) notices: Option<Spanned<super::NoticesConfig>>,
 }
 
 #[derive(Deserialize)]

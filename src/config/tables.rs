@@ -317,6 +317,55 @@ pub(super) fn ra(paths: &Paths<'_>, r: &RawRa) -> Result<RaConfig, LoadError> {
     })
 }
 
+/// `[notices]`: somewhere to send them; webhooks `http://`; a relay needs recipients.
+pub(super) fn notices(
+    file: &SourceFile,
+    spanned: &Spanned<super::NoticesConfig>,
+) -> Result<super::NoticesConfig, LoadError> {
+    let notices = spanned.get_ref();
+    if notices.webhooks.is_empty() && notices.smtp_relay.is_none() {
+        return Err(file.error(
+            spanned.span(),
+            "notices",
+            "name webhooks or an smtp_relay (or remove the table)",
+        ));
+    }
+    for url in &notices.webhooks {
+        let parsed: Result<hyper::Uri, _> = url.parse();
+        if !parsed.is_ok_and(|u| u.scheme_str() == Some("http") && u.host().is_some()) {
+            return Err(file.error(
+                spanned.span(),
+                "notices.webhooks",
+                format!("{url:?}: an http:// URL"),
+            ));
+        }
+    }
+    if notices.smtp_relay.is_some() && notices.smtp_to.is_empty() {
+        return Err(file.error(
+            spanned.span(),
+            "notices.smtp_to",
+            "name at least one recipient for the relay",
+        ));
+    }
+    for address in notices.smtp_to.iter().chain([&notices.smtp_from]) {
+        if !address.contains('@')
+            || address
+                .chars()
+                .any(|c| c.is_whitespace() || "<>\r\n".contains(c))
+        {
+            return Err(file.error(
+                spanned.span(),
+                "notices.smtp_to",
+                format!("{address:?}: not a mail address"),
+            ));
+        }
+    }
+    if notices.expiry_days.iter().any(|d| *d == 0 || *d > 1100) {
+        return Err(file.error(spanned.span(), "notices.expiry_days", "1 to 1100 days"));
+    }
+    Ok(notices.clone())
+}
+
 /// `[nats]`: at least one server, 1 to 5 replicas, bucket names NATS accepts.
 pub(super) fn nats(
     file: &SourceFile,

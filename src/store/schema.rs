@@ -136,6 +136,8 @@ pub const ALL_TABLES: &[&str] = &[
     "scheduled_revocations",
     "handovers",
     "bulk_revocations",
+    // `notices::Notices`.
+    "notices",
 ];
 
 /// Keys of the `meta` table.
@@ -467,6 +469,7 @@ mod tests {
                 "scheduled_revocations",
                 "handovers",
                 "bulk_revocations",
+                "notices",
             ]
         );
         assert_eq!(SCHEMA_VERSION, 1);

@@ -59,6 +59,14 @@ pub(super) fn spawn_timers(
             shutdown.clone(),
         ));
     }
+    if let Some(settings) = &config.notices {
+        background.spawn(crate::notices::deliver::run(
+            store.clone(),
+            settings.clone(),
+            clock.clone(),
+            shutdown.clone(),
+        ));
+    }
     background.spawn(checkpoints(
         store.clone(),
         hsm.clone(),
