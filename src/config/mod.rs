@@ -493,7 +493,10 @@ mod tests {
         };
         for (table, key) in [
             ("", "notices"),
-            ("webhooks = [\"https://hooks.example/x\"]", "notices.webhooks"),
+            (
+                "webhooks = [\"https://hooks.example/x\"]",
+                "notices.webhooks",
+            ),
             ("webhooks = [\"not a url\"]", "notices.webhooks"),
             ("smtp_relay = \"127.0.0.1:25\"", "notices.smtp_to"),
             (
