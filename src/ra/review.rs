@@ -18,8 +18,8 @@ use crate::x509::name::parse_distinguished_name;
 const QUEUE_LIMIT: usize = 500;
 
 impl RegistrationAuthority {
-    /// The pending requests the operator may decide on, oldest first: each as [`Self::review`]
-    /// shows it. Requests outside the scope are not listed (nor counted).
+    /// The pending requests in the operator's scope (their own submissions included), oldest
+    /// first, a line each; the full review is each request's own read.
     pub fn queue(&self, operator: &Operator) -> Result<serde_json::Value, RaError> {
         let mut pending = Vec::new();
         for row in self.store.scan::<CardRequests>(&[], &[])? {

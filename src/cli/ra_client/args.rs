@@ -40,7 +40,7 @@ pub struct ClientOptions {
 pub enum ClientCommand {
     /// Who the RA takes this card for: the operator, role and scope.
     Me,
-    /// The pending requests in your scope, oldest first.
+    /// The pending requests in your scope (your own submissions included), oldest first.
     Queue,
     /// One request as you must see it before approving it: holder, subject, policies,
     /// submitter, key types, what changed since the previous card.
