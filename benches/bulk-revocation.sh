@@ -25,10 +25,7 @@ bench_build
 RA_TOOLS=$(ls -t "$CARGO_TARGET_DIR"/release/deps/ra_tools-* | grep -v '\.d$' | head -1)
 rm -rf "$WORK"; mkdir -p "$WORK"
 bench_ca "$WORK"
-openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 30 -subj "/CN=sceau RA bench" \
-  -addext "subjectAltName=IP:127.0.0.1" -addext "basicConstraints=critical,CA:FALSE" -keyout "$WORK/ra-tls.key" -out "$WORK/ra-tls.pem" 2>/dev/null
-printf '\n[ra]\ntls_certificate = "%s"\ntls_private_key = "%s"\nrequests_per_minute = 1000000\nburst = 100000\n' \
-  "$WORK/ra-tls.pem" "$WORK/ra-tls.key" >> "$CONFIG"
+bench_ra "$WORK"
 echo "$BULK + $SINGLE cards; $(nproc) cores"
 "$RA_TOOLS" direct "$CONFIG" "$((BULK + SINGLE))" > /dev/null
 

@@ -83,5 +83,15 @@ quiet() {
 
 # median V... : the median of numbers.
 median() { printf '%s\n' "$@" | sort -g | awk '{a[NR]=$1} END{print a[int((NR+1)/2)]}'; }
+# bench_ra DIR : a self-signed TLS certificate for the RA listener (DIR/ra-tls.pem, .key) and
+# an [ra] table without rate limits appended to $CONFIG.
+bench_ra() {
+  openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 30 -subj "/CN=sceau RA bench" \
+    -addext "subjectAltName=IP:127.0.0.1" -addext "basicConstraints=critical,CA:FALSE" \
+    -keyout "$1/ra-tls.key" -out "$1/ra-tls.pem" 2>/dev/null
+  printf '\n[ra]\ntls_certificate = "%s"\ntls_private_key = "%s"\nrequests_per_minute = 1000000\nburst = 100000\n' \
+    "$1/ra-tls.pem" "$1/ra-tls.key" >> "$CONFIG"
+}
+
 # ratio A B : A/B with two decimals.
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN{ if (b > 0) printf "%.2f", a/b; else print "n/a" }'; }

@@ -28,11 +28,7 @@ run() {
   local name=$1
   rm -rf "$WORK/$name"; mkdir -p "$WORK/$name"
   bench_ca "$WORK/$name"
-  openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 30 -subj "/CN=sceau RA bench" \
-    -addext "subjectAltName=IP:127.0.0.1" -addext "basicConstraints=critical,CA:FALSE" \
-    -keyout "$WORK/$name/ra-tls.key" -out "$WORK/$name/ra-tls.pem" 2>/dev/null
-  printf '\n[ra]\ntls_certificate = "%s"\ntls_private_key = "%s"\nrequests_per_minute = 1000000\nburst = 100000\n' \
-    "$WORK/$name/ra-tls.pem" "$WORK/$name/ra-tls.key" >> "$CONFIG"
+  bench_ra "$WORK/$name"
   if [ "$name" = dead ]; then
     printf '\n[notices]\nwebhooks = ["http://127.0.0.1:%s/a", "http://127.0.0.1:%s/b"]\nsmtp_relay = "127.0.0.1:%s"\nsmtp_to = ["aed@justice.test"]\nstill_waiting_hours = 0\nexpiry_days = [1100]\nscan_every_seconds = 1\n' \
       "$(dead_port)" "$(dead_port)" "$(dead_port)" >> "$CONFIG"

@@ -149,6 +149,9 @@ fn notices_reach_a_webhook_and_an_smtp_server_and_a_dead_receiver_holds_nothing_
     assert_eq!(answer.0, 201, "{answer:?}");
     let waiting = wait_for(&received, "request-waiting", "request", &request);
     assert_eq!(waiting["submitted_by"], team.oc.id);
+    // Ids, not names: the holder's name is in no notice.
+    assert_eq!(waiting["id"], format!("request-waiting:{request}"));
+    assert!(!waiting.to_string().contains("NOTICED"), "{waiting}");
     wait_for(&received, "request-still-waiting", "request", &request);
     let deadline = Instant::now() + Duration::from_secs(15);
     while !SmtpServer::messages(&maildir)
@@ -207,6 +210,14 @@ fn notices_reach_a_webhook_and_an_smtp_server_and_a_dead_receiver_holds_nothing_
     }
     let waiting_key = format!("request-waiting:{request}");
     let (_, waiting) = notices.iter().find(|(k, _)| *k == waiting_key).unwrap();
+    // Three receivers: the dead webhook, the live one, the mail.
+    assert_eq!(waiting.deliveries.len(), 3, "{waiting:?}");
+    assert!(
+        waiting
+            .deliveries
+            .iter()
+            .any(|d| d.channel.contains("/dead"))
+    );
     for delivery in &waiting.deliveries {
         if delivery.channel.contains("/dead") {
             assert!(delivery.delivered_at.is_none());

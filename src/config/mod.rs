@@ -507,6 +507,18 @@ mod tests {
                 "webhooks = [\"http://127.0.0.1:9/\"]\nexpiry_days = [0]",
                 "notices.expiry_days",
             ),
+            (
+                "webhooks = [\"http://127.0.0.1:9/\"]\nsmtp_from = \"a b@c\"",
+                "notices.smtp_from",
+            ),
+            (
+                "smtp_relay = \"localhost\"\nsmtp_to = [\"a@b\"]",
+                "notices.smtp_relay",
+            ),
+            (
+                "webhooks = [\"http://127.0.0.1:9/\"]\nstill_waiting_hours = 10000000",
+                "notices.still_waiting_hours",
+            ),
         ] {
             let err = load(table).unwrap_err();
             assert_eq!(err.key.as_deref(), Some(key), "{table}: {err}");

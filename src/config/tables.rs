@@ -347,18 +347,43 @@ pub(super) fn notices(
             "name at least one recipient for the relay",
         ));
     }
-    for address in notices.smtp_to.iter().chain([&notices.smtp_from]) {
-        if !address.contains('@')
-            || address
+    let mail_address = |address: &str| {
+        address.contains('@')
+            && address
                 .chars()
-                .any(|c| c.is_whitespace() || "<>\r\n".contains(c))
-        {
+                .all(|c| c.is_ascii_graphic() && !"<>\"(),;:[]\\".contains(c))
+    };
+    for (key, address) in notices
+        .smtp_to
+        .iter()
+        .map(|a| ("notices.smtp_to", a))
+        .chain([("notices.smtp_from", &notices.smtp_from)])
+    {
+        if !mail_address(address) {
             return Err(file.error(
                 spanned.span(),
-                "notices.smtp_to",
+                key,
                 format!("{address:?}: not a mail address"),
             ));
         }
+    }
+    if let Some(relay) = &notices.smtp_relay
+        && relay
+            .rsplit_once(':')
+            .is_none_or(|(host, port)| host.is_empty() || port.parse::<u16>().is_err())
+    {
+        return Err(file.error(
+            spanned.span(),
+            "notices.smtp_relay",
+            format!("{relay:?}: host:port"),
+        ));
+    }
+    if notices.still_waiting_hours > 24 * 365 {
+        return Err(file.error(
+            spanned.span(),
+            "notices.still_waiting_hours",
+            "at most a year (8760)",
+        ));
     }
     if notices.expiry_days.iter().any(|d| *d == 0 || *d > 1100) {
         return Err(file.error(spanned.span(), "notices.expiry_days", "1 to 1100 days"));

@@ -12,10 +12,9 @@ use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::net::TcpStream;
 use tokio_util::sync::CancellationToken;
 
-use super::{NoticeRecord, collect, due, update};
+use super::{GIVEN_UP, NoticeRecord, collect, due, update};
 use crate::config::NoticesConfig;
 use crate::store::Store;
-use crate::x509::Timestamp;
 use crate::x509::time::Clock;
 
 /// The deadline of one delivery attempt.
@@ -23,6 +22,10 @@ const ATTEMPT_DEADLINE: Duration = Duration::from_secs(5);
 /// How often the task looks for notices (the scans of pending requests and expiring cards run
 /// every `[notices] scan_every_seconds`).
 const TICK: Duration = Duration::from_secs(1);
+
+/// At most this many notices are attempted in one pass (each pass lasts at most one attempt's
+/// deadline: they are tried at once).
+const PER_PASS: usize = 64;
 
 /// The daemon's notices task, until shutdown.
 pub async fn run(
@@ -45,20 +48,28 @@ pub async fn run(
             _ => {}
         }
         let reader = store.clone();
-        let pending = tokio::task::spawn_blocking(move || due(&reader, now)).await;
-        if let Ok(Ok(pending)) = pending {
-            for (key, notice) in pending {
-                if shutdown.is_cancelled() {
-                    return;
-                }
-                let attempted = attempt(&config, notice, now).await;
+        match tokio::task::spawn_blocking(move || due(&reader, now, PER_PASS)).await {
+            Ok(Ok(pending)) => {
+                // Every notice, and every receiver of each, at once: a receiver that never
+                // answers costs one deadline a pass, not one per notice.
+                let attempts = pending.into_iter().map(|(key, notice)| {
+                    let (config, clock) = (&config, clock.clone());
+                    async move { (key.clone(), attempt(config, &key, notice, clock).await) }
+                });
+                let attempted = futures_util::future::join_all(attempts).await;
                 let writer = store.clone();
-                let written =
-                    tokio::task::spawn_blocking(move || update(&writer, key, attempted)).await;
+                let written = tokio::task::spawn_blocking(move || {
+                    attempted
+                        .into_iter()
+                        .try_for_each(|(key, notice)| update(&writer, key, notice))
+                })
+                .await;
                 if let Ok(Err(error)) = written {
-                    tracing::error!(%error, "notices: recording a delivery failed");
+                    tracing::error!(%error, "notices: recording deliveries failed");
                 }
             }
+            Ok(Err(error)) => tracing::error!(%error, "notices: reading the outbox failed"),
+            Err(_) => return,
         }
         tokio::select! {
             () = shutdown.cancelled() => return,
@@ -67,27 +78,57 @@ pub async fn run(
     }
 }
 
-/// Tries every delivery of `notice` that is due; returns it with the outcomes recorded.
-async fn attempt(config: &NoticesConfig, mut notice: NoticeRecord, now: Timestamp) -> NoticeRecord {
-    let body = serde_json::to_vec(&notice.payload).unwrap_or_default();
-    for index in 0..notice.deliveries.len() {
-        let delivery = &notice.deliveries[index];
-        if delivery.delivered_at.is_some() || delivery.next_attempt > now {
-            continue;
+/// Tries every delivery of `notice` that is due, at once; returns it with the outcomes
+/// recorded. A receiver no longer configured, or failing for too long, is given up.
+async fn attempt(
+    config: &NoticesConfig,
+    key: &str,
+    mut notice: NoticeRecord,
+    clock: std::sync::Arc<dyn Clock>,
+) -> NoticeRecord {
+    let now = clock.now();
+    let mut payload = notice.payload.clone();
+    // The notice's key: receivers drop what they got twice (delivery is at least once).
+    payload["id"] = serde_json::Value::String(key.to_owned());
+    let body = serde_json::to_vec_pretty(&payload).unwrap_or_default();
+    let tries = notice.deliveries.iter().map(|delivery| {
+        let due = delivery.delivered_at.is_none()
+            && !delivery
+                .last_error
+                .as_deref()
+                .is_some_and(|e| e.starts_with(GIVEN_UP))
+            && delivery.next_attempt <= now;
+        let (body, subject, channel) = (&body, &notice.subject, delivery.channel.clone());
+        async move {
+            if !due {
+                return None;
+            }
+            Some(match channel.split_once(' ') {
+                Some(("webhook", url)) if config.webhooks.iter().any(|u| u == url) => {
+                    tokio::time::timeout(ATTEMPT_DEADLINE, post(url, body))
+                        .await
+                        .unwrap_or_else(|_| {
+                            Err(format!(
+                                "{url}: no answer within {} s",
+                                ATTEMPT_DEADLINE.as_secs()
+                            ))
+                        })
+                }
+                _ if channel == "email" && config.smtp_relay.is_some() => {
+                    email(config, key, subject, body).await
+                }
+                _ => Err(format!(
+                    "{GIVEN_UP}: {channel} is no longer a receiver in [notices]"
+                )),
+            })
         }
-        let outcome = match delivery.channel.split_once(' ') {
-            Some(("webhook", url)) => tokio::time::timeout(ATTEMPT_DEADLINE, post(url, &body))
-                .await
-                .unwrap_or_else(|_| {
-                    Err(format!(
-                        "{url}: no answer within {} s",
-                        ATTEMPT_DEADLINE.as_secs()
-                    ))
-                }),
-            _ if delivery.channel == "email" => email(config, &notice.subject, &body).await,
-            _ => Err(format!("unknown channel {}", delivery.channel)),
+    });
+    let outcomes = futures_util::future::join_all(tries).await;
+    let now = clock.now();
+    for (delivery, outcome) in notice.deliveries.iter_mut().zip(outcomes) {
+        let Some(outcome) = outcome else {
+            continue;
         };
-        let delivery = &mut notice.deliveries[index];
         delivery.attempts += 1;
         match outcome {
             Ok(()) => {
@@ -99,7 +140,15 @@ async fn attempt(config: &NoticesConfig, mut notice: NoticeRecord, now: Timestam
                     .saturating_mul(1 << delivery.attempts.min(10))
                     .min(3600);
                 delivery.next_attempt = now.plus_seconds(backoff);
-                tracing::warn!(channel = %delivery.channel, attempts = delivery.attempts, %error, "a notice was not delivered; retried later");
+                let error = if super::give_up(delivery.attempts) && !error.starts_with(GIVEN_UP) {
+                    format!("{GIVEN_UP} after {} attempts: {error}", delivery.attempts)
+                } else {
+                    error
+                };
+                if delivery.attempts == 1 || error.starts_with(GIVEN_UP) {
+                    // The first failure and the last: not one line per retry.
+                    tracing::warn!(channel = %delivery.channel, attempts = delivery.attempts, %error, "a notice was not delivered");
+                }
                 delivery.last_error = Some(error);
             }
         }
@@ -141,11 +190,16 @@ async fn post(url: &str, body: &[u8]) -> Result<(), String> {
 }
 
 /// Sends the notice by e-mail through the relay.
-async fn email(config: &NoticesConfig, subject: &str, body: &[u8]) -> Result<(), String> {
+async fn email(
+    config: &NoticesConfig,
+    key: &str,
+    subject: &str,
+    body: &[u8],
+) -> Result<(), String> {
     let Some(relay) = &config.smtp_relay else {
-        return Ok(());
+        return Err(format!("{GIVEN_UP}: no smtp_relay in [notices]"));
     };
-    tokio::time::timeout(ATTEMPT_DEADLINE, smtp(relay, config, subject, body))
+    tokio::time::timeout(ATTEMPT_DEADLINE, smtp(relay, config, key, subject, body))
         .await
         .map_err(|_| {
             format!(
@@ -159,6 +213,7 @@ async fn email(config: &NoticesConfig, subject: &str, body: &[u8]) -> Result<(),
 async fn smtp(
     relay: &str,
     config: &NoticesConfig,
+    key: &str,
     subject: &str,
     body: &[u8],
 ) -> Result<(), String> {
@@ -220,8 +275,20 @@ async fn smtp(
         })
         .collect();
     let text = String::from_utf8_lossy(body);
+    // The key as Message-ID (its characters kept to those a Message-ID allows).
+    let message_id: String = key
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || "-._".contains(c) {
+                c
+            } else {
+                '.'
+            }
+        })
+        .collect();
     let mut message = format!(
-        "From: <{}>\r\nTo: {}\r\nSubject: [sceau] {ascii_subject}\r\nContent-Type: application/json; charset=utf-8\r\nContent-Transfer-Encoding: 8bit\r\n\r\n",
+        "Date: {}\r\nMessage-ID: <{message_id}@sceau>\r\nFrom: <{}>\r\nTo: {}\r\nSubject: [sceau] {ascii_subject}\r\nContent-Type: application/json; charset=utf-8\r\nContent-Transfer-Encoding: 8bit\r\n\r\n",
+        rfc5322_date(),
         config.smtp_from,
         config
             .smtp_to
@@ -242,4 +309,28 @@ async fn smtp(
     reply(&mut read, '2', relay).await?;
     let _ = send("QUIT\r\n").await;
     Ok(())
+}
+
+/// Now as RFC 5322 writes dates, in UTC: `Sat, 05 Dec 2026 10:00:00 +0000`.
+fn rfc5322_date() -> String {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
+    let Ok(time) = der::DateTime::from_unix_duration(Duration::from_secs(now.as_secs())) else {
+        return "Thu, 01 Jan 1970 00:00:00 +0000".into();
+    };
+    const DAYS: [&str; 7] = ["Thu", "Fri", "Sat", "Sun", "Mon", "Tue", "Wed"];
+    const MONTHS: [&str; 12] = [
+        "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
+    ];
+    format!(
+        "{}, {:02} {} {} {:02}:{:02}:{:02} +0000",
+        DAYS[((now.as_secs() / 86_400) % 7) as usize],
+        time.day(),
+        MONTHS[usize::from(time.month().saturating_sub(1)) % 12],
+        time.year(),
+        time.hour(),
+        time.minutes(),
+        time.seconds()
+    )
 }

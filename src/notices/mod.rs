@@ -3,10 +3,14 @@
 //! expire within 90/60/30 days, a scheduled revocation ran, an operator was withdrawn.
 //!
 //! Notices never sit in an RA action's path: a task of their own derives them from what the
-//! store already holds (the audit log, read from a cursor; the pending requests; the expiry
-//! index), records each one in the `notices` table under a key that makes it unique (so a
-//! restart never sends one twice, nor forgets one), then delivers it with retries and backoff.
-//! A dead receiver slows nothing but this task.
+//! store already holds (the audit log, read from a cursor that starts at the log's head the
+//! first time; the pending requests; the expiry index), records each one in the `notices`
+//! table under a key that makes it unique (a restart neither forgets one nor derives it twice),
+//! then delivers it, each receiver on its own, with retries and backoff. Delivery is at least
+//! once: a crash between a receiver's answer and its record sends again; each notice carries
+//! its key as `id` (and as the e-mail's Message-ID) for receivers to drop repeats. A dead
+//! receiver slows nothing but its own deliveries. Notices name requests, cards, holders and
+//! operators by their ids, not by their names.
 
 pub mod deliver;
 
@@ -22,8 +26,12 @@ use crate::x509::{Serial, Timestamp};
 /// The `meta` key of the last audit entry read.
 const CURSOR: &str = "notices-cursor";
 
-/// Delivered notices are kept this long, then forgotten (the table is read every second).
-const KEEP_DELIVERED_SECONDS: u64 = 30 * 86_400;
+/// Notices are kept this long after they were made, then forgotten (a card's 90-day window
+/// never sees its notice twice).
+const KEEP_SECONDS: u64 = 400 * 86_400;
+/// A delivery still failing after this many attempts (about three days at the longest
+/// backoff) is given up, and says so.
+const MAX_ATTEMPTS: u32 = 80;
 
 /// One notice and where its deliveries stand.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -52,6 +60,10 @@ pub struct Delivery {
 crate::store::table!(
     /// Notices, by a key that makes each unique (`request-waiting:ID`, `card-expiring:CARD:90`...).
     Notices, "notices", String, NoticeRecord
+);
+crate::store::table!(
+    /// The keys of the notices with a delivery still to make: what the task reads each second.
+    NoticeOutbox, "notice_outbox", String, Vec<u8>
 );
 crate::store::json_value!(NoticeRecord);
 
@@ -107,7 +119,7 @@ fn from_audit(
     config: &NoticesConfig,
     now: Timestamp,
 ) -> Result<Vec<(String, NoticeRecord)>, StoreError> {
-    let cursor = cursor(store)?;
+    let (cursor, stored) = cursor(store)?;
     let mut found = Vec::new();
     let mut last = cursor;
     let from = (cursor + 1).encode_key();
@@ -118,6 +130,14 @@ fn from_audit(
             continue;
         };
         let notice = match record.event {
+            // Decided already by the time it is read (a restart after a long stop): no notice.
+            AuditEvent::CardRequestSubmitted { ref request, .. }
+                if store
+                    .get::<CardRequests>(request)?
+                    .is_none_or(|r| r.state != RequestState::Pending) =>
+            {
+                None
+            }
             AuditEvent::CardRequestSubmitted {
                 request,
                 operator,
@@ -129,10 +149,10 @@ fn from_audit(
                 format!("request-waiting:{request}"),
                 NoticeRecord::new(
                     "request-waiting",
-                    format!("Card request {request} waits for an approver ({subject})"),
+                    format!("Card request {request} waits for an approver"),
                     serde_json::json!({
                         "request": request, "submitted_by": operator, "holder": holder,
-                        "card": card, "subject": subject, "renewal": renewal,
+                        "card": card, "units": units_of(&subject), "renewal": renewal,
                     }),
                     config,
                     now,
@@ -148,7 +168,7 @@ fn from_audit(
                 NoticeRecord::new(
                     "operator-withdrawn",
                     format!("Operator {operator} was withdrawn by {by}"),
-                    serde_json::json!({ "operator": operator, "by": by, "reason": reason }),
+                    serde_json::json!({ "operator": operator, "by": by, "reason": reason.map(|r| r.chars().take(200).collect::<String>()) }),
                     config,
                     now,
                 ),
@@ -167,7 +187,8 @@ fn from_audit(
         };
         found.extend(notice);
     }
-    if last != cursor {
+    // Kept from the first read on: the head it started from must not move with the log.
+    if last != cursor || !stored {
         found.push((String::new(), cursor_marker(last, now)));
     }
     Ok(found)
@@ -184,11 +205,25 @@ fn cursor_marker(seq: u64, now: Timestamp) -> NoticeRecord {
     }
 }
 
-fn cursor(store: &Store) -> Result<u64, StoreError> {
+/// The last audit entry read; the first time, the log's head (what happened before notices
+/// were set up is not sent).
+fn cursor(store: &Store) -> Result<(u64, bool), StoreError> {
     Ok(store
         .get::<Meta>(&CURSOR.to_owned())?
         .and_then(|bytes| <[u8; 8]>::try_from(bytes.as_slice()).ok())
-        .map_or(0, u64::from_be_bytes))
+        .map_or_else(
+            || (store.audit_head().seq, false),
+            |b| (u64::from_be_bytes(b), true),
+        ))
+}
+
+/// The OUs of a subject as sceau writes it (`C=FR, O=..., OU=A, GN=...`): where the holder
+/// works, without their name.
+fn units_of(subject: &str) -> Vec<&str> {
+    subject
+        .split(", ")
+        .filter_map(|part| part.strip_prefix("OU="))
+        .collect()
 }
 
 /// Requests pending for longer than `still_waiting_hours`.
@@ -198,7 +233,7 @@ fn still_waiting(
     now: Timestamp,
 ) -> Result<Vec<(String, NoticeRecord)>, StoreError> {
     let mut found = Vec::new();
-    let limit = config.still_waiting_hours * 3600;
+    let limit = config.still_waiting_hours.saturating_mul(3600);
     for row in store.scan::<CardRequests>(&[], &[])? {
         let (id, record) = row?;
         if record.state == RequestState::Pending
@@ -212,13 +247,13 @@ fn still_waiting(
                 NoticeRecord::new(
                     "request-still-waiting",
                     format!(
-                        "Card request {id} still waits for an approver, since {} ({})",
-                        record.submitted_at, record.subject
+                        "Card request {id} still waits for an approver, since {}",
+                        record.submitted_at
                     ),
                     serde_json::json!({
                         "request": id, "submitted_by": record.submitted_by,
                         "submitted_at": record.submitted_at, "holder": record.holder,
-                        "subject": record.subject,
+                        "units": units_of(&record.subject),
                     }),
                     config,
                     now,
@@ -319,6 +354,9 @@ fn record(store: &Store, notices: Vec<(String, NoticeRecord)>) -> Result<usize, 
                 continue;
             }
             if txn.get::<Notices>(&key)?.is_none() {
+                if !notice.delivered() {
+                    txn.put::<NoticeOutbox>(&key, &Vec::new())?;
+                }
                 txn.put::<Notices>(&key, &notice)?;
                 new += 1;
             }
@@ -338,40 +376,83 @@ pub fn collect(
     if scan {
         notices.extend(still_waiting(store, config, now)?);
         notices.extend(expiring(store, config, now)?);
+        forget_old(store, now)?;
     }
     record(store, notices)
 }
 
-/// The notices with a delivery due at `now`; forgets those delivered long ago.
-pub fn due(store: &Store, now: Timestamp) -> Result<Vec<(String, NoticeRecord)>, StoreError> {
+/// The notices with a delivery due at `now` (from the outbox), at most `limit`.
+pub fn due(
+    store: &Store,
+    now: Timestamp,
+    limit: usize,
+) -> Result<Vec<(String, NoticeRecord)>, StoreError> {
     let mut found = Vec::new();
-    let mut old = Vec::new();
-    for row in store.scan::<Notices>(&[], &[])? {
-        let (key, notice) = row?;
-        if notice.delivered() && now > notice.created_at.plus_seconds(KEEP_DELIVERED_SECONDS) {
-            old.push(key);
+    for row in store.scan::<NoticeOutbox>(&[], &[])? {
+        let (key, _) = row?;
+        let Some(notice) = store.get::<Notices>(&key)? else {
             continue;
-        }
-        if notice
-            .deliveries
-            .iter()
-            .any(|d| d.delivered_at.is_none() && d.next_attempt <= now)
-        {
+        };
+        if notice.deliveries.iter().any(|d| {
+            d.delivered_at.is_none()
+                && !d
+                    .last_error
+                    .as_deref()
+                    .is_some_and(|e| e.starts_with(GIVEN_UP))
+                && d.next_attempt <= now
+        }) {
             found.push((key, notice));
-        }
-    }
-    if !old.is_empty() {
-        store.commit(move |txn| {
-            for key in &old {
-                txn.delete::<Notices>(key);
+            if found.len() == limit {
+                break;
             }
-            Ok::<_, StoreError>(())
-        })?;
+        }
     }
     Ok(found)
 }
 
-/// Writes back a notice after delivery attempts.
+/// What a delivery given up says.
+pub const GIVEN_UP: &str = "given up";
+
+/// Writes back a notice after delivery attempts; out of the outbox once nothing is left to
+/// try.
 pub fn update(store: &Store, key: String, notice: NoticeRecord) -> Result<(), StoreError> {
-    store.commit(move |txn| txn.put::<Notices>(&key, &notice))
+    store.commit(move |txn| {
+        let finished = notice.deliveries.iter().all(|d| {
+            d.delivered_at.is_some()
+                || d.last_error
+                    .as_deref()
+                    .is_some_and(|e| e.starts_with(GIVEN_UP))
+        });
+        if finished {
+            txn.delete::<NoticeOutbox>(&key);
+        }
+        txn.put::<Notices>(&key, &notice)
+    })
+}
+
+/// Forgets notices made more than [`KEEP_SECONDS`] ago (with the scans).
+pub fn forget_old(store: &Store, now: Timestamp) -> Result<usize, StoreError> {
+    let mut old = Vec::new();
+    for row in store.scan::<Notices>(&[], &[])? {
+        let (key, notice) = row?;
+        if now > notice.created_at.plus_seconds(KEEP_SECONDS) {
+            old.push(key);
+        }
+    }
+    let count = old.len();
+    if count > 0 {
+        store.commit(move |txn| {
+            for key in &old {
+                txn.delete::<Notices>(key);
+                txn.delete::<NoticeOutbox>(key);
+            }
+            Ok::<_, StoreError>(())
+        })?;
+    }
+    Ok(count)
+}
+
+/// Whether a delivery that keeps failing should be given up.
+pub(crate) fn give_up(attempts: u32) -> bool {
+    attempts >= MAX_ATTEMPTS
 }

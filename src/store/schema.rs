@@ -136,8 +136,9 @@ pub const ALL_TABLES: &[&str] = &[
     "scheduled_revocations",
     "handovers",
     "bulk_revocations",
-    // `notices::Notices`.
+    // `notices::Notices`, `notices::NoticeOutbox`.
     "notices",
+    "notice_outbox",
 ];
 
 /// Keys of the `meta` table.
@@ -470,6 +471,7 @@ mod tests {
                 "handovers",
                 "bulk_revocations",
                 "notices",
+                "notice_outbox",
             ]
         );
         assert_eq!(SCHEMA_VERSION, 1);
