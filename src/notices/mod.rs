@@ -430,7 +430,7 @@ pub fn update(store: &Store, key: String, notice: NoticeRecord) -> Result<(), St
     })
 }
 
-/// Forgets notices made more than [`KEEP_SECONDS`] ago (with the scans).
+/// Forgets notices made more than 400 days ago (with the scans).
 pub fn forget_old(store: &Store, now: Timestamp) -> Result<usize, StoreError> {
     let mut old = Vec::new();
     for row in store.scan::<Notices>(&[], &[])? {
